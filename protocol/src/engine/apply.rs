@@ -1,0 +1,508 @@
+//! Applying incoming envelopes: validation, the claim rule, and what each accepted message
+//! changes. Every path either applies the message or returns the [`Reject`] reason.
+
+use std::sync::Arc;
+
+use crate::hrw;
+use crate::ids::{ItemId, NodeId};
+use crate::item::{ItemBatch, WorkItem};
+use crate::manifest::ProjectManifest;
+use crate::message::{Claim, Envelope, Failure, Presence, Receipt, Release, RelayRequest};
+use crate::signed::{Signable, Signed, VerifyError};
+
+use super::{
+    CancelReason, EPOCH_JUMP_MAX, Engine, ItemEntry, Local, Output, Peer, Phase, ProjectEntry,
+    RELAY_REQUESTS_MAX, Reject, relay_project,
+};
+
+fn verified<T: Signable>(s: &Signed<T>) -> Result<T, Reject> {
+    s.verify().map_err(|e| match e {
+        VerifyError::BadSignature => Reject::BadSignature,
+        _ => Reject::Malformed,
+    })
+}
+
+/// The total order on claims for one item: epoch, then HRW score, then node id.
+fn claim_key(epoch: u32, score: u64, node: NodeId) -> (u32, u64, NodeId) {
+    (epoch, score, node)
+}
+
+impl Engine {
+    pub(super) fn apply_envelope(
+        &mut self,
+        env: Envelope,
+        now: u64,
+        published: bool,
+    ) -> Result<(), Reject> {
+        let republish = published.then(|| env.clone());
+        let result = match env {
+            Envelope::Manifest(s) => self.apply_manifest(s, now),
+            Envelope::Batch(s) => self.apply_batch(s, now),
+            Envelope::Presence(s) => self.apply_presence(s, now),
+            Envelope::Claim(s) => self.apply_claim(s, now),
+            Envelope::Release(s) => self.apply_release(s, now),
+            Envelope::Receipt(s) => self.apply_receipt(s, now),
+            Envelope::Failure(s) => self.apply_failure(s, now),
+            Envelope::RelayRequest(s) => self.apply_relay_request(s, now),
+        };
+        if result.is_ok() {
+            self.stats.accepted += 1;
+            if let Some(env) = republish {
+                self.outputs.push_back(Output::Publish(env));
+            }
+        }
+        result
+    }
+
+    fn park(&mut self, env: Envelope) {
+        if self.pending.len() >= self.cfg.pending_max {
+            self.pending.pop_front();
+        }
+        self.pending.push_back(env);
+    }
+
+    fn replay_pending(&mut self, now: u64) {
+        let parked: Vec<Envelope> = self.pending.drain(..).collect();
+        for env in parked {
+            // Whatever still cannot apply is parked again by the same path.
+            let _ = self.apply_envelope(env, now, false);
+        }
+    }
+
+    fn check_time(&self, at_ms: u64, now: u64) -> Result<(), Reject> {
+        if at_ms > now + self.cfg.skew_margin_ms { Err(Reject::FromTheFuture) } else { Ok(()) }
+    }
+
+    fn apply_manifest(&mut self, s: Signed<ProjectManifest>, now: u64) -> Result<(), Reject> {
+        let m = verified(&s)?;
+        if m.owner != s.signer() {
+            return Err(Reject::Malformed);
+        }
+        if !self.trusted.contains(&m.owner) {
+            return Err(Reject::UntrustedProject);
+        }
+        let id = m.id();
+        if let Some(old) = self.projects.get(&id) {
+            // Equal versions with different bodies: the greater body hash wins, on every node.
+            let old_key = (old.m.version, blake3::hash(old.manifest.body()));
+            let new_key = (m.version, blake3::hash(s.body()));
+            if new_key == old_key {
+                return Err(Reject::Duplicate);
+            }
+            if new_key.0 < old_key.0 || (new_key.0 == old_key.0 && new_key.1.as_bytes() < old_key.1.as_bytes()) {
+                return Err(Reject::Stale);
+            }
+        } else if self.projects.len() >= self.cfg.projects_max {
+            return Err(Reject::Full);
+        }
+        self.outputs.push_back(Output::Persist(Envelope::Manifest(s.clone())));
+        let batches = self.projects.remove(&id).map(|p| p.batches).unwrap_or_default();
+        self.projects.insert(id, ProjectEntry { manifest: s, m, batches });
+        self.replay_pending(now);
+        Ok(())
+    }
+
+    fn apply_batch(&mut self, s: Signed<ItemBatch>, now: u64) -> Result<(), Reject> {
+        let b = verified(&s)?;
+        let Some(project) = self.projects.get(&b.project) else {
+            self.park(Envelope::Batch(s));
+            return Err(Reject::UnknownProject);
+        };
+        if project.m.owner != s.signer() {
+            return Err(Reject::UntrustedProject);
+        }
+        let key = (b.seq, *blake3::hash(s.body()).as_bytes());
+        if project.batches.contains_key(&key) {
+            return Err(Reject::Duplicate);
+        }
+        let ids: Vec<(ItemId, WorkItem)> =
+            b.items.into_iter().map(|w| (w.id(&b.project), w)).collect();
+        let new = ids.iter().filter(|(id, _)| !self.items.contains_key(id)).count();
+        if self.items.len() + new > self.cfg.items_max {
+            return Err(Reject::Full);
+        }
+        self.outputs.push_back(Output::Persist(Envelope::Batch(s.clone())));
+        if let Some(p) = self.projects.get_mut(&b.project) {
+            p.batches.insert(key, s);
+        }
+        for (id, work) in ids {
+            self.insert_item(id, b.project, work, now);
+        }
+        self.replay_pending(now);
+        Ok(())
+    }
+
+    pub(super) fn insert_item(
+        &mut self,
+        id: ItemId,
+        project: crate::ids::ProjectId,
+        work: WorkItem,
+        now: u64,
+    ) {
+        if self.items.contains_key(&id) || self.items.len() >= self.cfg.items_max {
+            return;
+        }
+        self.items.insert(
+            id,
+            ItemEntry {
+                project,
+                work: Arc::new(work),
+                phase: Phase::Open { epoch: 0, proof: None },
+                since: now,
+                wake_at: None,
+                failures: 0,
+            },
+        );
+        self.schedule(id, now);
+    }
+
+    fn apply_presence(&mut self, s: Signed<Presence>, now: u64) -> Result<(), Reject> {
+        let p = verified(&s)?;
+        let node = s.signer().node_id();
+        if node == self.me {
+            return Err(Reject::Duplicate);
+        }
+        self.check_time(p.at_ms, now)?;
+        if let Some(old) = self.peers.get(&node) {
+            if old.seq >= p.seq {
+                return Err(Reject::Duplicate);
+            }
+            self.peer_expiry.remove(&(old.expires_at, node));
+        } else if self.peers.len() >= self.cfg.peers_max {
+            // Make room by dropping the peer closest to expiry.
+            match self.peer_expiry.pop_first() {
+                Some((_, evicted)) => {
+                    self.peers.remove(&evicted);
+                }
+                None => return Err(Reject::Full),
+            }
+        }
+        let expires_at = now + self.cfg.presence_ttl_ms;
+        self.peer_expiry.insert((expires_at, node));
+        self.peers.insert(
+            node,
+            Peer {
+                seq: p.seq,
+                expires_at,
+                roles: p.roles,
+                free: p.free,
+                capacity: p.capacity,
+                presence: s,
+            },
+        );
+        Ok(())
+    }
+
+    fn apply_claim(&mut self, s: Signed<Claim>, now: u64) -> Result<(), Reject> {
+        let c = verified(&s)?;
+        let node = s.signer().node_id();
+        self.check_time(c.at_ms, now)?;
+        let Some(entry) = self.items.get(&c.item) else {
+            self.park(Envelope::Claim(s));
+            return Err(Reject::UnknownItem);
+        };
+        let lease_ms = self.lease_ms(&entry.project);
+        if c.lease_until_ms - c.at_ms > lease_ms + self.cfg.skew_margin_ms {
+            return Err(Reject::LeaseTooLong);
+        }
+        let score = hrw::score(&c.item, &node);
+        let prev_holder = match &entry.phase {
+            Phase::Done { .. } | Phase::Failed { .. } => return Err(Reject::Stale),
+            Phase::Open { epoch, .. } => {
+                if c.epoch <= *epoch {
+                    return Err(Reject::Stale);
+                }
+                if c.epoch > epoch + EPOCH_JUMP_MAX {
+                    return Err(Reject::EpochRuleBroken);
+                }
+                None
+            }
+            Phase::Held { holder, epoch, score: held_score, lease_until, .. } => {
+                let (holder, epoch, lease_until) = (*holder, *epoch, *lease_until);
+                if c.epoch < epoch {
+                    return Err(Reject::Stale);
+                }
+                if c.epoch == epoch && node == holder {
+                    return self.extend_lease(c.item, c.lease_until_ms, s);
+                }
+                if c.epoch == epoch
+                    && claim_key(c.epoch, score, node) < claim_key(epoch, *held_score, holder)
+                {
+                    return Err(Reject::Lost);
+                }
+                if c.epoch > epoch {
+                    if c.epoch > epoch + EPOCH_JUMP_MAX {
+                        return Err(Reject::EpochRuleBroken);
+                    }
+                    if now + self.cfg.skew_margin_ms < lease_until {
+                        return Err(Reject::EpochRuleBroken);
+                    }
+                }
+                Some(holder)
+            }
+        };
+        let (item, epoch, lease_until) = (c.item, c.epoch, c.lease_until_ms);
+        self.outputs.push_back(Output::Persist(Envelope::Claim(s.clone())));
+        if let Some(e) = self.items.get_mut(&item) {
+            e.phase = Phase::Held { holder: node, epoch, score, lease_until, ready: false, claim: s };
+        }
+        if prev_holder == Some(self.me) && node != self.me {
+            self.drop_local(item, CancelReason::Lost);
+        }
+        self.unschedule(item);
+        if node == self.me {
+            let kind = self.items.get(&item).map(|e| e.work.kind());
+            if let Some(kind) = kind {
+                let local = Local {
+                    epoch,
+                    kind,
+                    start_at: now + self.cfg.claim_settle_ms,
+                    started: false,
+                    renew_at: now + lease_ms / 3,
+                };
+                if let Some(old) = self.local.insert(item, local) {
+                    if old.started && old.epoch != epoch {
+                        self.outputs.push_back(Output::CancelWork {
+                            item,
+                            epoch: old.epoch,
+                            reason: CancelReason::Lost,
+                        });
+                    }
+                }
+                self.schedule(item, now + self.cfg.claim_settle_ms);
+            }
+        } else {
+            self.schedule(item, lease_until + self.cfg.skew_margin_ms);
+        }
+        Ok(())
+    }
+
+    fn extend_lease(
+        &mut self,
+        item: ItemId,
+        lease_until_ms: u64,
+        s: Signed<Claim>,
+    ) -> Result<(), Reject> {
+        let Some(e) = self.items.get_mut(&item) else { return Err(Reject::UnknownItem) };
+        let Phase::Held { lease_until, claim, holder, .. } = &mut e.phase else {
+            return Err(Reject::Stale);
+        };
+        if lease_until_ms <= *lease_until {
+            return Err(Reject::Duplicate);
+        }
+        *lease_until = lease_until_ms;
+        *claim = s.clone();
+        let holder = *holder;
+        self.outputs.push_back(Output::Persist(Envelope::Claim(s)));
+        if holder != self.me {
+            self.unschedule(item);
+            self.schedule(item, lease_until_ms + self.cfg.skew_margin_ms);
+        } else {
+            let lease_ms = self.items.get(&item).map_or(0, |e| self.lease_ms(&e.project));
+            let Some(l) = self.local.get_mut(&item) else { return Ok(()) };
+            l.renew_at = lease_until_ms.saturating_sub(lease_ms * 2 / 3);
+            let next = if l.started { l.renew_at } else { l.start_at.min(l.renew_at) };
+            self.unschedule(item);
+            self.schedule(item, next);
+        }
+        Ok(())
+    }
+
+    /// Applies the holder's claim embedded in a receipt or failure; a claim that is merely
+    /// stale, lost or already known does not stop the outer message.
+    fn apply_embedded_claim(&mut self, outer_signer: NodeId, claim: &Signed<Claim>, now: u64) -> Result<Claim, Reject> {
+        if claim.signer().node_id() != outer_signer {
+            return Err(Reject::NotHolder);
+        }
+        let c = verified(claim)?;
+        match self.apply_claim(claim.clone(), now) {
+            Err(r) if r.penalize() || r == Reject::UnknownItem => Err(r),
+            _ => Ok(c),
+        }
+    }
+
+    fn apply_receipt(&mut self, s: Signed<Receipt>, now: u64) -> Result<(), Reject> {
+        let r = verified(&s)?;
+        let node = s.signer().node_id();
+        let c = match self.apply_embedded_claim(node, &r.claim, now) {
+            Err(Reject::UnknownItem) => {
+                self.park(Envelope::Receipt(s));
+                return Err(Reject::UnknownItem);
+            }
+            other => other?,
+        };
+        let Some(e) = self.items.get(&c.item) else { return Err(Reject::UnknownItem) };
+        let score = hrw::score(&c.item, &node);
+        let ongoing = e.work.is_ongoing();
+        match &e.phase {
+            Phase::Held { holder, epoch, ready, .. } if *holder == node && *epoch == c.epoch => {
+                if ongoing {
+                    if *ready {
+                        return Err(Reject::Duplicate);
+                    }
+                    if let Some(e) = self.items.get_mut(&c.item) {
+                        if let Phase::Held { ready, .. } = &mut e.phase {
+                            *ready = true;
+                        }
+                    }
+                    self.outputs.push_back(Output::Persist(Envelope::Receipt(s)));
+                    return Ok(());
+                }
+            }
+            Phase::Done { holder, epoch, score: done_score, .. } => {
+                let new = claim_key(c.epoch, score, node);
+                let old = claim_key(*epoch, *done_score, *holder);
+                if new == old {
+                    return Err(Reject::Duplicate);
+                }
+                if new < old {
+                    return Err(Reject::Stale);
+                }
+            }
+            _ => return Err(Reject::Stale),
+        }
+        let item = c.item;
+        let project = e.project;
+        let was_crawl = !ongoing;
+        self.outputs.push_back(Output::Persist(Envelope::Receipt(s.clone())));
+        if let Some(e) = self.items.get_mut(&item) {
+            e.phase = Phase::Done { holder: node, epoch: c.epoch, score, result: r.result, size: r.size, receipt: s };
+        }
+        self.unschedule(item);
+        if node == self.me {
+            self.local.remove(&item);
+        } else {
+            self.drop_local(item, CancelReason::Finished);
+        }
+        if was_crawl {
+            self.derive_seed_duties(item, project, &r, now);
+        }
+        Ok(())
+    }
+
+    fn derive_seed_duties(
+        &mut self,
+        source: ItemId,
+        project: crate::ids::ProjectId,
+        r: &Receipt,
+        now: u64,
+    ) {
+        let k = self.projects.get(&project).map_or(0, |p| p.m.replication);
+        for replica in 0..k {
+            let work = WorkItem::SeedDuty { source, result: r.result, size: r.size, replica };
+            let id = work.id(&project);
+            self.insert_item(id, project, work, now);
+        }
+    }
+
+    fn apply_failure(&mut self, s: Signed<Failure>, now: u64) -> Result<(), Reject> {
+        let f = verified(&s)?;
+        let node = s.signer().node_id();
+        let c = match self.apply_embedded_claim(node, &f.claim, now) {
+            Err(Reject::UnknownItem) => {
+                self.park(Envelope::Failure(s));
+                return Err(Reject::UnknownItem);
+            }
+            other => other?,
+        };
+        let failures_max = self.cfg.failures_max;
+        let Some(e) = self.items.get_mut(&c.item) else { return Err(Reject::UnknownItem) };
+        match &e.phase {
+            Phase::Held { holder, epoch, .. } if *holder == node && *epoch == c.epoch => {}
+            Phase::Open { epoch, proof: Some(Envelope::Failure(p)) } if *epoch == c.epoch && *p == s => {
+                return Err(Reject::Duplicate);
+            }
+            _ => return Err(Reject::Stale),
+        }
+        e.failures = e.failures.saturating_add(1);
+        let env = Envelope::Failure(s);
+        e.phase = if !f.retryable || e.failures >= failures_max {
+            Phase::Failed { epoch: c.epoch, proof: env.clone() }
+        } else {
+            Phase::Open { epoch: c.epoch, proof: Some(env.clone()) }
+        };
+        e.since = now;
+        self.outputs.push_back(Output::Persist(env));
+        self.local.remove(&c.item);
+        self.unschedule(c.item);
+        self.schedule(c.item, now);
+        Ok(())
+    }
+
+    fn apply_release(&mut self, s: Signed<Release>, now: u64) -> Result<(), Reject> {
+        let r = verified(&s)?;
+        let node = s.signer().node_id();
+        self.check_time(r.at_ms, now)?;
+        let Some(e) = self.items.get_mut(&r.item) else {
+            self.park(Envelope::Release(s));
+            return Err(Reject::UnknownItem);
+        };
+        match &e.phase {
+            Phase::Held { holder, epoch, .. } if *epoch == r.epoch => {
+                if *holder != node {
+                    return Err(Reject::NotHolder);
+                }
+            }
+            Phase::Held { epoch, .. } if r.epoch > *epoch && r.epoch <= epoch + EPOCH_JUMP_MAX => {}
+            Phase::Open { epoch, proof } if r.epoch >= *epoch && r.epoch <= epoch + EPOCH_JUMP_MAX => {
+                if let Some(Envelope::Release(p)) = proof {
+                    if *p == s {
+                        return Err(Reject::Duplicate);
+                    }
+                }
+                if r.epoch == *epoch && *epoch > 0 {
+                    return Err(Reject::Stale);
+                }
+            }
+            _ => return Err(Reject::Stale),
+        }
+        let env = Envelope::Release(s);
+        e.phase = Phase::Open { epoch: r.epoch, proof: Some(env.clone()) };
+        e.since = now;
+        self.outputs.push_back(Output::Persist(env));
+        if node != self.me {
+            self.drop_local(r.item, CancelReason::Lost);
+        } else {
+            self.drop_local(r.item, CancelReason::Shutdown);
+        }
+        self.unschedule(r.item);
+        self.schedule(r.item, now);
+        Ok(())
+    }
+
+    fn apply_relay_request(&mut self, s: Signed<RelayRequest>, now: u64) -> Result<(), Reject> {
+        let r = verified(&s)?;
+        let node = s.signer().node_id();
+        self.check_time(r.at_ms, now)?;
+        let project = relay_project();
+        if let Some(old) = self.relay_requests.get(&node) {
+            let old_seq = verified(old)?.seq;
+            if old_seq >= r.seq {
+                return Err(if old == &s { Reject::Duplicate } else { Reject::Stale });
+            }
+            let old_id = WorkItem::RelaySlot { requester: node, seq: old_seq }.id(&project);
+            self.drop_local(old_id, CancelReason::Replaced);
+            self.unschedule(old_id);
+            self.items.remove(&old_id);
+        } else if self.relay_requests.len() >= RELAY_REQUESTS_MAX {
+            return Err(Reject::Full);
+        }
+        self.outputs.push_back(Output::Persist(Envelope::RelayRequest(s.clone())));
+        self.relay_requests.insert(node, s);
+        let work = WorkItem::RelaySlot { requester: node, seq: r.seq };
+        self.insert_item(work.id(&project), project, work, now);
+        Ok(())
+    }
+
+    /// Stops local work on an item this node no longer holds.
+    pub(super) fn drop_local(&mut self, item: ItemId, reason: CancelReason) {
+        if let Some(l) = self.local.remove(&item) {
+            if l.started {
+                self.outputs.push_back(Output::CancelWork { item, epoch: l.epoch, reason });
+            }
+            if reason != CancelReason::Shutdown {
+                self.stats.yielded += 1;
+            }
+        }
+    }
+}

@@ -1,0 +1,818 @@
+//! The claim engine: a sans-IO state machine that decides, identically on every node, who owns
+//! each work item.
+//!
+//! # Call contract
+//!
+//! The engine never reads a clock, never draws OS randomness and never does I/O. A driver (the
+//! node's libp2p actor, or the simulator) owns it and:
+//!
+//! 1. builds it with [`Engine::new`] (or [`Engine::restore`] from persisted records), giving it
+//!    the node key, a configuration and an RNG seed;
+//! 2. feeds every event in with [`Engine::handle`]`(input, now)`, where `now` is the driver's
+//!    clock in milliseconds and never goes backwards between calls. For a
+//!    [`Input::Message`], the result says whether the message was applied or why it was
+//!    rejected ([`Reject::penalize`] says whether to lower the sender's peer score);
+//! 3. after each `handle`, drains [`Engine::poll_output`] until it returns `None` and carries
+//!    out each [`Output`] in order (publish, start or cancel work, persist);
+//! 4. calls `handle(Input::Tick, now)` no later than [`Engine::next_wakeup`].
+//!
+//! Getters (`item_state`, `peers`, `stats`, …) never change state. [`Engine::snapshot`] returns
+//! the records needed to rebuild the engine after a restart.
+//!
+//! # The claim rule
+//!
+//! Claims on one item are totally ordered by `(epoch, hrw score, node id)`; every node keeps the
+//! greatest valid claim it has seen, so any delivery order of the same claims leaves every node
+//! with the same holder. A claim at a higher epoch is valid only once the lease of the current
+//! epoch has run out (within `skew_margin_ms`), after a release, or after a failure. Receipts
+//! and failures embed the holder's claim, so only the holder of an epoch can end it, and a
+//! result from a superseded epoch is never taken as the item's result.
+
+mod apply;
+mod sync;
+mod types;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::hrw;
+use crate::ids::{Digest, ItemId, NodeId, ProjectId};
+use crate::item::{ItemBatch, WorkItem, WorkKind};
+use crate::keys::{Keypair, PublicKey};
+use crate::manifest::ProjectManifest;
+use crate::message::{Claim, Envelope, Failure, Presence, Receipt, Release, Roles};
+use crate::signed::Signed;
+
+pub use types::{CancelReason, EngineConfig, EngineStats, Input, ItemState, Output, Reject};
+
+/// Most epochs a claim may jump ahead of the last one known.
+pub const EPOCH_JUMP_MAX: u32 = 16;
+/// Most relay requests tracked.
+pub const RELAY_REQUESTS_MAX: usize = 4_096;
+
+/// The pseudo-project relay slots belong to.
+pub fn relay_project() -> ProjectId {
+    ProjectId(*blake3::Hasher::new_derive_key("starling/v1/relay-project").finalize().as_bytes())
+}
+
+#[derive(Debug, Clone)]
+struct ProjectEntry {
+    manifest: Signed<ProjectManifest>,
+    m: ProjectManifest,
+    batches: BTreeMap<(u64, [u8; 32]), Signed<ItemBatch>>,
+}
+
+#[derive(Debug, Clone)]
+enum Phase {
+    Open { epoch: u32, proof: Option<Envelope> },
+    Held { holder: NodeId, epoch: u32, score: u64, lease_until: u64, ready: bool, claim: Signed<Claim> },
+    Done { holder: NodeId, epoch: u32, score: u64, result: Digest, size: u64, receipt: Signed<Receipt> },
+    Failed { epoch: u32, proof: Envelope },
+}
+
+#[derive(Debug, Clone)]
+struct ItemEntry {
+    project: ProjectId,
+    work: Arc<WorkItem>,
+    phase: Phase,
+    /// When the item last became claimable, for settle and rank widening.
+    since: u64,
+    /// The agenda entry for this item, if any.
+    wake_at: Option<u64>,
+    failures: u8,
+}
+
+#[derive(Debug, Clone)]
+struct Peer {
+    seq: u64,
+    expires_at: u64,
+    roles: Roles,
+    free: u16,
+    capacity: u16,
+    presence: Signed<Presence>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Local {
+    epoch: u32,
+    kind: WorkKind,
+    start_at: u64,
+    started: bool,
+    renew_at: u64,
+}
+
+/// A live peer as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PeerView {
+    /// The peer.
+    pub node: NodeId,
+    /// Its presence runs out here (this node's clock).
+    pub expires_at_ms: u64,
+    /// Its roles.
+    pub roles: Roles,
+    /// Its free work slots at its last heartbeat.
+    pub free: u16,
+    /// Its work slots in all.
+    pub capacity: u16,
+}
+
+/// Work this node holds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LocalView {
+    /// The item.
+    pub item: ItemId,
+    /// Its project.
+    pub project: ProjectId,
+    /// Its kind.
+    pub kind: WorkKind,
+    /// The epoch held.
+    pub epoch: u32,
+    /// Lease end.
+    pub lease_until_ms: u64,
+    /// Whether the work has started (it waits `claim_settle_ms` first).
+    pub started: bool,
+}
+
+/// Counts of items by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ItemCounts {
+    /// Unclaimed.
+    pub open: u64,
+    /// Held under a lease.
+    pub held: u64,
+    /// Finished.
+    pub done: u64,
+    /// Given up.
+    pub failed: u64,
+}
+
+/// Records to rebuild an engine after a restart; see [`Engine::restore`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Snapshot {
+    /// Trusted project keys.
+    pub trusted: Vec<PublicKey>,
+    /// Every applied envelope that still matters: manifests, batches, relay requests, and the
+    /// proof of each item's current state.
+    pub records: Vec<Envelope>,
+    /// Failure counts per item (not recoverable from the last proof alone).
+    pub failures: Vec<(ItemId, u8)>,
+    /// The last presence sequence number used.
+    pub presence_seq: u64,
+}
+
+/// The claim engine for one node. See the module docs for the call contract.
+#[derive(Debug)]
+pub struct Engine {
+    cfg: EngineConfig,
+    key: Keypair,
+    me: NodeId,
+    rng: ChaCha8Rng,
+    trusted: BTreeSet<PublicKey>,
+    projects: BTreeMap<ProjectId, ProjectEntry>,
+    items: BTreeMap<ItemId, ItemEntry>,
+    peers: BTreeMap<NodeId, Peer>,
+    peer_expiry: BTreeSet<(u64, NodeId)>,
+    relay_requests: BTreeMap<NodeId, Signed<crate::message::RelayRequest>>,
+    local: BTreeMap<ItemId, Local>,
+    agenda: BTreeSet<(u64, ItemId)>,
+    /// Claimable items waiting for a free slot: (rank, since, item).
+    ready: BTreeSet<(u32, u64, ItemId)>,
+    /// Messages waiting for their project or item to arrive.
+    pending: VecDeque<Envelope>,
+    outputs: VecDeque<Output>,
+    paused: bool,
+    shut_down: bool,
+    started_at: Option<u64>,
+    presence_seq: u64,
+    next_presence_at: u64,
+    last_now: u64,
+    stats: EngineStats,
+}
+
+impl Engine {
+    /// A fresh engine for the node with `key`, trusting `trusted` project keys.
+    pub fn new(
+        cfg: EngineConfig,
+        key: Keypair,
+        trusted: impl IntoIterator<Item = PublicKey>,
+        seed: u64,
+    ) -> Self {
+        let me = key.node_id();
+        Self {
+            cfg,
+            key,
+            me,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            trusted: trusted.into_iter().collect(),
+            projects: BTreeMap::new(),
+            items: BTreeMap::new(),
+            peers: BTreeMap::new(),
+            peer_expiry: BTreeSet::new(),
+            relay_requests: BTreeMap::new(),
+            local: BTreeMap::new(),
+            agenda: BTreeSet::new(),
+            ready: BTreeSet::new(),
+            pending: VecDeque::new(),
+            outputs: VecDeque::new(),
+            paused: false,
+            shut_down: false,
+            started_at: None,
+            presence_seq: 0,
+            next_presence_at: 0,
+            last_now: 0,
+            stats: EngineStats::default(),
+        }
+    }
+
+    /// Rebuilds an engine from a [`Snapshot`] at time `now`. Leases this node held that are
+    /// still running resume (their work restarts); leases that ran out while it was down do not.
+    pub fn restore(
+        cfg: EngineConfig,
+        key: Keypair,
+        snapshot: Snapshot,
+        seed: u64,
+        now: u64,
+    ) -> Self {
+        let mut engine = Self::new(cfg, key, snapshot.trusted, seed);
+        engine.presence_seq = snapshot.presence_seq;
+        engine.started_at = Some(now);
+        for record in snapshot.records {
+            // A record that no longer applies (an untrusted key was dropped, say) is skipped.
+            let _ = engine.apply_envelope(record, now, false);
+        }
+        for (item, count) in snapshot.failures {
+            if let Some(entry) = engine.items.get_mut(&item) {
+                entry.failures = entry.failures.max(count);
+            }
+        }
+        engine.resume_held(now);
+        engine.outputs.retain(|o| !matches!(o, Output::Persist(_)));
+        engine
+    }
+
+    // ---- getters -------------------------------------------------------------------------
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.me
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    /// Whether claiming is paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Trusted project keys.
+    pub fn trusted(&self) -> impl Iterator<Item = &PublicKey> {
+        self.trusted.iter()
+    }
+
+    /// One item's state, if known.
+    pub fn item_state(&self, item: &ItemId) -> Option<ItemState> {
+        self.items.get(item).map(|e| e.phase.view())
+    }
+
+    /// One item's work and project, if known.
+    pub fn item_work(&self, item: &ItemId) -> Option<(ProjectId, &WorkItem)> {
+        self.items.get(item).map(|e| (e.project, e.work.as_ref()))
+    }
+
+    /// Every item with its project and state, in id order.
+    pub fn items(&self) -> impl Iterator<Item = (ItemId, ProjectId, ItemState)> + '_ {
+        self.items.iter().map(|(id, e)| (*id, e.project, e.phase.view()))
+    }
+
+    /// Number of items known.
+    pub fn item_count(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Counts of items by state, optionally for one project.
+    pub fn counts(&self, project: Option<ProjectId>) -> ItemCounts {
+        let mut c = ItemCounts::default();
+        for e in self.items.values().filter(|e| project.is_none_or(|p| e.project == p)) {
+            match e.phase {
+                Phase::Open { .. } => c.open += 1,
+                Phase::Held { .. } => c.held += 1,
+                Phase::Done { .. } => c.done += 1,
+                Phase::Failed { .. } => c.failed += 1,
+            }
+        }
+        c
+    }
+
+    /// Known projects with their current manifests.
+    pub fn projects(&self) -> impl Iterator<Item = (ProjectId, &ProjectManifest)> + '_ {
+        self.projects.iter().map(|(id, p)| (*id, &p.m))
+    }
+
+    /// Live peers.
+    pub fn peers(&self) -> impl Iterator<Item = PeerView> + '_ {
+        self.peers.iter().map(|(n, p)| PeerView {
+            node: *n,
+            expires_at_ms: p.expires_at,
+            roles: p.roles,
+            free: p.free,
+            capacity: p.capacity,
+        })
+    }
+
+    /// Work this node holds.
+    pub fn local_work(&self) -> impl Iterator<Item = LocalView> + '_ {
+        self.local.iter().filter_map(|(id, l)| {
+            let e = self.items.get(id)?;
+            let lease_until_ms = match e.phase {
+                Phase::Held { lease_until, .. } => lease_until,
+                _ => 0,
+            };
+            Some(LocalView {
+                item: *id,
+                project: e.project,
+                kind: l.kind,
+                epoch: l.epoch,
+                lease_until_ms,
+                started: l.started,
+            })
+        })
+    }
+
+    /// Whether this node holds the item under a live claim and is (or will be) working on it.
+    pub fn holds(&self, item: &ItemId) -> bool {
+        self.local.contains_key(item)
+    }
+
+    /// Earliest time at which [`Input::Tick`] has work to do.
+    pub fn next_wakeup(&self) -> Option<u64> {
+        let mut next = if self.shut_down { None } else { Some(self.next_presence_at) };
+        let mut consider = |t: u64| next = Some(next.map_or(t, |n: u64| n.min(t)));
+        if let Some((t, _)) = self.agenda.first() {
+            consider(*t);
+        }
+        if let Some((t, _)) = self.peer_expiry.first() {
+            consider(*t);
+        }
+        if let Some(w) = self.warmup_end() {
+            if w > self.last_now {
+                consider(w);
+            }
+        }
+        next
+    }
+
+    /// The next output to carry out, in order.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// The records needed to rebuild this engine with [`Engine::restore`].
+    pub fn snapshot(&self) -> Snapshot {
+        let mut records = Vec::new();
+        for p in self.projects.values() {
+            records.push(Envelope::Manifest(p.manifest.clone()));
+            records.extend(p.batches.values().cloned().map(Envelope::Batch));
+        }
+        records.extend(self.relay_requests.values().cloned().map(Envelope::RelayRequest));
+        records.extend(self.items.values().filter_map(|e| e.phase.proof()));
+        let failures =
+            self.items.iter().filter(|(_, e)| e.failures > 0).map(|(id, e)| (*id, e.failures)).collect();
+        Snapshot {
+            trusted: self.trusted.iter().copied().collect(),
+            records,
+            failures,
+            presence_seq: self.presence_seq,
+        }
+    }
+
+    // ---- inputs --------------------------------------------------------------------------
+
+    /// Feeds one input at time `now`. For messages, says whether it was applied.
+    pub fn handle(&mut self, input: Input, now: u64) -> Result<(), Reject> {
+        let now = now.max(self.last_now);
+        self.last_now = now;
+        if self.started_at.is_none() {
+            self.started_at = Some(now);
+            self.next_presence_at = now;
+        }
+        let result = match input {
+            Input::Message(env) => self.apply_envelope(env, now, false),
+            Input::Publish(env) => self.apply_envelope(env, now, true),
+            Input::Tick => {
+                self.tick(now);
+                Ok(())
+            }
+            Input::WorkDone { item, epoch, result, size, ok, failed } => {
+                self.work_done(item, epoch, result, size, ok, failed, now);
+                Ok(())
+            }
+            Input::WorkFailed { item, epoch, reason, retryable } => {
+                self.work_failed(item, epoch, reason, retryable, now);
+                Ok(())
+            }
+            Input::Pause(p) => {
+                self.paused = p;
+                if !p {
+                    self.rearm_open_items(now);
+                }
+                Ok(())
+            }
+            Input::SetCapacity(c) => {
+                self.cfg.capacity = c;
+                self.fill_capacity(now);
+                Ok(())
+            }
+            Input::Trust(key) => {
+                self.trusted.insert(key);
+                Ok(())
+            }
+            Input::Shutdown => {
+                self.shutdown(now);
+                Ok(())
+            }
+        };
+        match result {
+            Ok(()) => {}
+            Err(r) => {
+                if let Some(i) = Reject::ALL.iter().position(|x| *x == r) {
+                    self.stats.rejected[i] += 1;
+                }
+            }
+        }
+        result
+    }
+
+    // ---- time ----------------------------------------------------------------------------
+
+    fn warmup_end(&self) -> Option<u64> {
+        self.started_at.map(|s| s + self.cfg.warmup_ms)
+    }
+
+    fn tick(&mut self, now: u64) {
+        if self.shut_down {
+            return;
+        }
+        while let Some(&(t, node)) = self.peer_expiry.first() {
+            if t > now {
+                break;
+            }
+            self.peer_expiry.pop_first();
+            self.peers.remove(&node);
+        }
+        if now >= self.next_presence_at {
+            self.send_presence(now);
+        }
+        while let Some(&(t, item)) = self.agenda.first() {
+            if t > now {
+                break;
+            }
+            self.agenda.pop_first();
+            if let Some(e) = self.items.get_mut(&item) {
+                e.wake_at = None;
+            }
+            self.on_item_timer(item, now);
+        }
+        self.fill_capacity(now);
+    }
+
+    fn send_presence(&mut self, now: u64) {
+        self.presence_seq = (self.presence_seq + 1).max(now);
+        let capacity = self.cfg.capacity;
+        let used = self.local.values().filter(|l| l.kind == WorkKind::Crawl).count() as u16;
+        let free = if self.paused { 0 } else { capacity.saturating_sub(used) };
+        let p = Presence {
+            seq: self.presence_seq,
+            at_ms: now,
+            capacity,
+            free,
+            roles: self.cfg.roles,
+        };
+        self.outputs.push_back(Output::Publish(Envelope::Presence(Signed::sign(&self.key, &p))));
+        // Up to 10% jitter keeps heartbeats of nodes started together from bunching up.
+        let jitter = self.rng.random_range(0..=self.cfg.presence_interval_ms / 10);
+        self.next_presence_at = now + self.cfg.presence_interval_ms - jitter;
+    }
+
+    fn schedule(&mut self, item: ItemId, at: u64) {
+        let Some(e) = self.items.get_mut(&item) else { return };
+        if let Some(old) = e.wake_at {
+            if old <= at {
+                return;
+            }
+            self.agenda.remove(&(old, item));
+        }
+        e.wake_at = Some(at);
+        self.agenda.insert((at, item));
+    }
+
+    fn unschedule(&mut self, item: ItemId) {
+        if let Some(e) = self.items.get_mut(&item) {
+            if let Some(old) = e.wake_at.take() {
+                self.agenda.remove(&(old, item));
+            }
+        }
+    }
+
+    fn lease_ms(&self, project: &ProjectId) -> u64 {
+        if *project == relay_project() {
+            return self.cfg.relay_lease_ms;
+        }
+        self.projects.get(project).map_or(self.cfg.relay_lease_ms, |p| p.m.lease_ms)
+    }
+
+    fn capacity_for(&self, kind: WorkKind) -> u16 {
+        match kind {
+            WorkKind::Crawl => self.cfg.capacity,
+            WorkKind::Seed => self.cfg.seed_capacity,
+            WorkKind::Relay => self.cfg.relay_capacity,
+        }
+    }
+
+    fn used(&self, kind: WorkKind) -> u16 {
+        self.local.values().filter(|l| l.kind == kind).count() as u16
+    }
+
+    /// Whether this node may try to claim the item at all (role, pause, shutdown).
+    fn wants(&self, work: &WorkItem) -> bool {
+        if self.paused || self.shut_down {
+            return false;
+        }
+        if !self.cfg.roles.contains(Roles::for_kind(work.kind())) {
+            return false;
+        }
+        match work {
+            WorkItem::RelaySlot { requester, .. } => *requester != self.me,
+            _ => true,
+        }
+    }
+
+    /// The item is claimable by anyone now: open, or held under a lease that ran out.
+    fn claimable_since(&self, e: &ItemEntry) -> Option<u64> {
+        match &e.phase {
+            Phase::Open { .. } => Some(e.since),
+            Phase::Held { lease_until, holder, .. } if *holder != self.me => {
+                Some(lease_until + self.cfg.skew_margin_ms)
+            }
+            _ => None,
+        }
+    }
+
+    fn my_rank(&self, item: &ItemId, kind: WorkKind) -> u32 {
+        let role = Roles::for_kind(kind);
+        let others = self.peers.iter().filter(|(_, p)| p.roles.contains(role)).map(|(n, _)| n);
+        hrw::rank(item, &self.me, others)
+    }
+
+    fn on_item_timer(&mut self, item: ItemId, now: u64) {
+        if let Some(l) = self.local.get(&item).copied() {
+            self.on_local_timer(item, l, now);
+            return;
+        }
+        let Some(e) = self.items.get(&item) else { return };
+        if !self.wants(&e.work) {
+            return;
+        }
+        let Some(since) = self.claimable_since(e) else { return };
+        let kind = e.work.kind();
+        let rank = self.my_rank(&item, kind);
+        let base = since.max(self.warmup_end().unwrap_or(0)) + self.cfg.settle_ms;
+        let extra = u64::from(rank.saturating_sub(self.cfg.candidates.saturating_sub(1)));
+        let eligible_at = base + extra * self.cfg.widen_ms;
+        if now < eligible_at {
+            self.schedule(item, eligible_at);
+            return;
+        }
+        if self.used(kind) < self.capacity_for(kind) {
+            self.claim(item, now);
+        } else {
+            self.ready.insert((rank, since, item));
+        }
+    }
+
+    fn on_local_timer(&mut self, item: ItemId, l: Local, now: u64) {
+        let Some(e) = self.items.get(&item) else { return };
+        let (project, work) = (e.project, e.work.clone());
+        if !l.started && now >= l.start_at {
+            if let Some(local) = self.local.get_mut(&item) {
+                local.started = true;
+            }
+            self.stats.started += 1;
+            self.outputs.push_back(Output::StartWork {
+                item,
+                epoch: l.epoch,
+                project,
+                work: (*work).clone(),
+            });
+        }
+        if now >= l.renew_at {
+            self.renew(item, now);
+        }
+        if let Some(l) = self.local.get(&item).copied() {
+            let next = if l.started { l.renew_at } else { l.start_at.min(l.renew_at) };
+            self.schedule(item, next);
+        }
+    }
+
+    /// Claims items waiting in the ready set while there is room.
+    fn fill_capacity(&mut self, now: u64) {
+        if self.paused || self.shut_down {
+            return;
+        }
+        let mut skipped = Vec::new();
+        while let Some(entry) = self.ready.pop_first() {
+            let (_, _, item) = entry;
+            let Some(e) = self.items.get(&item) else { continue };
+            if self.local.contains_key(&item) || self.claimable_since(e).is_none() {
+                continue;
+            }
+            let kind = e.work.kind();
+            if self.used(kind) >= self.capacity_for(kind) {
+                skipped.push(entry);
+                if WorkKind::ALL.iter().all(|k| self.used(*k) >= self.capacity_for(*k)) {
+                    break;
+                }
+                continue;
+            }
+            self.claim(item, now);
+        }
+        self.ready.extend(skipped);
+    }
+
+    fn rearm_open_items(&mut self, now: u64) {
+        let ids: Vec<ItemId> = self
+            .items
+            .iter()
+            .filter(|(id, e)| e.wake_at.is_none() && !self.local.contains_key(id))
+            .filter(|(_, e)| self.claimable_since(e).is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.schedule(id, now);
+        }
+    }
+
+    // ---- local decisions -------------------------------------------------------------------
+
+    fn claim(&mut self, item: ItemId, now: u64) {
+        let Some(e) = self.items.get(&item) else { return };
+        let epoch = match &e.phase {
+            Phase::Open { epoch, .. } | Phase::Held { epoch, .. } => epoch + 1,
+            _ => return,
+        };
+        let lease_ms = self.lease_ms(&e.project);
+        let claim = Claim { item, epoch, at_ms: now, lease_until_ms: now + lease_ms, renew: false };
+        let signed = Signed::sign(&self.key, &claim);
+        self.stats.claims += 1;
+        let env = Envelope::Claim(signed);
+        if self.apply_envelope(env.clone(), now, false).is_ok() {
+            self.outputs.push_back(Output::Publish(env));
+        }
+    }
+
+    fn renew(&mut self, item: ItemId, now: u64) {
+        let Some(l) = self.local.get(&item).copied() else { return };
+        let Some(e) = self.items.get(&item) else { return };
+        let lease_ms = self.lease_ms(&e.project);
+        let claim =
+            Claim { item, epoch: l.epoch, at_ms: now, lease_until_ms: now + lease_ms, renew: true };
+        let env = Envelope::Claim(Signed::sign(&self.key, &claim));
+        self.stats.renewals += 1;
+        if self.apply_envelope(env.clone(), now, false).is_ok() {
+            self.outputs.push_back(Output::Publish(env));
+        }
+    }
+
+    fn current_claim(&self, item: &ItemId, epoch: u32) -> Option<Signed<Claim>> {
+        match &self.items.get(item)?.phase {
+            Phase::Held { holder, epoch: e, claim, .. } if *holder == self.me && *e == epoch => {
+                Some(claim.clone())
+            }
+            _ => None,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn work_done(
+        &mut self,
+        item: ItemId,
+        epoch: u32,
+        result: Digest,
+        size: u64,
+        ok: u32,
+        failed: u32,
+        now: u64,
+    ) {
+        let Some(claim) = self.current_claim(&item, epoch) else { return };
+        let receipt = Receipt { claim, result, size, ok, failed };
+        let env = Envelope::Receipt(Signed::sign(&self.key, &receipt));
+        if self.apply_envelope(env.clone(), now, false).is_ok() {
+            self.stats.finished += 1;
+            self.outputs.push_back(Output::Publish(env));
+        }
+        self.fill_capacity(now);
+    }
+
+    fn work_failed(&mut self, item: ItemId, epoch: u32, reason: String, retryable: bool, now: u64) {
+        let Some(claim) = self.current_claim(&item, epoch) else { return };
+        let mut reason = reason;
+        if reason.len() > crate::message::REASON_MAX {
+            let mut cut = crate::message::REASON_MAX;
+            while !reason.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            reason.truncate(cut);
+        }
+        let failure = Failure { claim, reason, retryable };
+        let env = Envelope::Failure(Signed::sign(&self.key, &failure));
+        if self.apply_envelope(env.clone(), now, false).is_ok() {
+            self.stats.failed += 1;
+            self.outputs.push_back(Output::Publish(env));
+        }
+        self.fill_capacity(now);
+    }
+
+    fn shutdown(&mut self, now: u64) {
+        let held: Vec<(ItemId, Local)> = self.local.iter().map(|(i, l)| (*i, *l)).collect();
+        for (item, l) in held {
+            let release = Release { item, epoch: l.epoch, at_ms: now };
+            let env = Envelope::Release(Signed::sign(&self.key, &release));
+            if self.apply_envelope(env.clone(), now, false).is_ok() {
+                self.outputs.push_back(Output::Publish(env));
+            }
+        }
+        self.shut_down = true;
+        self.ready.clear();
+    }
+
+    /// After a restore: take back leases this node still holds; let the rest run out.
+    fn resume_held(&mut self, now: u64) {
+        let mine: Vec<(ItemId, u32, u64, WorkKind)> = self
+            .items
+            .iter()
+            .filter_map(|(id, e)| match e.phase {
+                Phase::Held { holder, epoch, lease_until, .. }
+                    if holder == self.me && lease_until > now =>
+                {
+                    Some((*id, epoch, lease_until, e.work.kind()))
+                }
+                _ => None,
+            })
+            .collect();
+        for (item, epoch, lease_until, kind) in mine {
+            let lease_ms = self.items.get(&item).map_or(0, |e| self.lease_ms(&e.project));
+            let renew_at = lease_until.saturating_sub(lease_ms * 2 / 3).max(now);
+            self.local.insert(
+                item,
+                Local { epoch, kind, start_at: now + self.cfg.claim_settle_ms, started: false, renew_at },
+            );
+            self.schedule(item, now);
+        }
+    }
+}
+
+impl Phase {
+    fn view(&self) -> ItemState {
+        match self {
+            Phase::Open { epoch, .. } => ItemState::Open { epoch: *epoch },
+            Phase::Held { holder, epoch, lease_until, ready, .. } => ItemState::Held {
+                holder: *holder,
+                epoch: *epoch,
+                lease_until_ms: *lease_until,
+                ready: *ready,
+            },
+            Phase::Done { holder, epoch, result, size, .. } => {
+                ItemState::Done { holder: *holder, epoch: *epoch, result: *result, size: *size }
+            }
+            Phase::Failed { epoch, .. } => ItemState::Failed { epoch: *epoch },
+        }
+    }
+
+    fn proof(&self) -> Option<Envelope> {
+        match self {
+            Phase::Open { proof, .. } => proof.clone(),
+            Phase::Held { claim, .. } => Some(Envelope::Claim(claim.clone())),
+            Phase::Done { receipt, .. } => Some(Envelope::Receipt(receipt.clone())),
+            Phase::Failed { proof, .. } => Some(proof.clone()),
+        }
+    }
+}
+
+/// Builds a keypair for a test or simulated node from a seed (never for real nodes).
+pub fn test_keypair(seed: u64) -> Keypair {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    Keypair::from_rng(&mut rng)
+}

@@ -1,0 +1,155 @@
+//! State sync over request-response: a compact [`SyncDigest`] of what a node holds, and the
+//! [`SyncDelta`] of envelopes a peer answers with. The requester applies the delta through the
+//! ordinary message path, so synced state is validated exactly like gossip.
+
+use crate::ids::ProjectId;
+use crate::message::{
+    Envelope, ProjectDigest, SYNC_BUCKETS, SYNC_DELTA_MAX, SYNC_PROJECTS_MAX, SyncDelta, SyncDigest,
+};
+
+use super::{Engine, ItemEntry, Phase};
+
+/// Presence records included in a delta, so a joining node learns the membership at once.
+const SYNC_PRESENCE_MAX: usize = 256;
+
+fn fold(acc: &mut [u8; 8], bytes: &[u8]) {
+    let h = blake3::hash(bytes);
+    for (a, b) in acc.iter_mut().zip(h.as_bytes()) {
+        *a ^= b;
+    }
+}
+
+/// What of an item's state a digest covers: phase and epoch and holder, not lease times, so
+/// renewals do not make two otherwise equal nodes look different.
+fn state_bytes(id: &crate::ids::ItemId, e: &ItemEntry) -> Vec<u8> {
+    let mut out = Vec::with_capacity(80);
+    out.extend_from_slice(id.as_bytes());
+    match &e.phase {
+        Phase::Open { epoch, .. } => {
+            out.push(0);
+            out.extend_from_slice(&epoch.to_le_bytes());
+        }
+        Phase::Held { holder, epoch, ready, .. } => {
+            out.push(1);
+            out.extend_from_slice(&epoch.to_le_bytes());
+            out.extend_from_slice(holder.as_bytes());
+            out.push(u8::from(*ready));
+        }
+        Phase::Done { holder, epoch, result, .. } => {
+            out.push(2);
+            out.extend_from_slice(&epoch.to_le_bytes());
+            out.extend_from_slice(holder.as_bytes());
+            out.extend_from_slice(result.as_bytes());
+        }
+        Phase::Failed { epoch, .. } => {
+            out.push(3);
+            out.extend_from_slice(&epoch.to_le_bytes());
+        }
+    }
+    out
+}
+
+fn bucket_of(id: &crate::ids::ItemId) -> usize {
+    id.as_bytes()[0] as usize % SYNC_BUCKETS
+}
+
+impl Engine {
+    fn project_digest(&self, project: ProjectId) -> Option<ProjectDigest> {
+        let p = self.projects.get(&project);
+        let mut batches = [0u8; 8];
+        if let Some(p) = p {
+            for (seq, hash) in p.batches.keys() {
+                let mut b = seq.to_le_bytes().to_vec();
+                b.extend_from_slice(hash);
+                fold(&mut batches, &b);
+            }
+        }
+        let mut buckets = [[0u8; 8]; SYNC_BUCKETS];
+        for (id, e) in self.items.iter().filter(|(_, e)| e.project == project) {
+            // Never-claimed items come from batches, which are compared separately.
+            if matches!(e.phase, Phase::Open { epoch: 0, .. }) {
+                continue;
+            }
+            fold(&mut buckets[bucket_of(id)], &state_bytes(id, e));
+        }
+        Some(ProjectDigest {
+            project,
+            manifest_version: p.map_or(0, |p| p.m.version),
+            batches,
+            buckets,
+        })
+    }
+
+    fn relay_hash(&self) -> [u8; 8] {
+        let mut h = [0u8; 8];
+        for r in self.relay_requests.values() {
+            fold(&mut h, r.body());
+            fold(&mut h, r.signer().as_bytes());
+        }
+        h
+    }
+
+    /// A summary of this node's state, to send to a peer.
+    pub fn sync_digest(&self) -> SyncDigest {
+        let mut ids: Vec<ProjectId> = self.projects.keys().copied().collect();
+        ids.push(super::relay_project());
+        ids.truncate(SYNC_PROJECTS_MAX);
+        SyncDigest {
+            projects: ids.into_iter().filter_map(|p| self.project_digest(p)).collect(),
+            relay: self.relay_hash(),
+        }
+    }
+
+    /// What a peer with `digest` lacks or holds differently, at most [`SYNC_DELTA_MAX`]
+    /// envelopes; `more` is set when the answer was cut short.
+    pub fn sync_delta(&self, digest: &SyncDigest) -> SyncDelta {
+        let mut out: Vec<Envelope> = Vec::new();
+        let mut more = false;
+        let mut push = |out: &mut Vec<Envelope>, env: Envelope| {
+            if out.len() >= SYNC_DELTA_MAX {
+                more = true;
+            } else {
+                out.push(env);
+            }
+        };
+        out.extend(
+            self.peers.values().take(SYNC_PRESENCE_MAX).map(|p| Envelope::Presence(p.presence.clone())),
+        );
+        let mut ids: Vec<ProjectId> = self.projects.keys().copied().collect();
+        ids.push(super::relay_project());
+        for project in ids {
+            let Some(mine) = self.project_digest(project) else { continue };
+            let theirs = digest.projects.iter().find(|d| d.project == project);
+            if let Some(p) = self.projects.get(&project) {
+                if theirs.is_none_or(|t| t.manifest_version < mine.manifest_version) {
+                    push(&mut out, Envelope::Manifest(p.manifest.clone()));
+                }
+                if theirs.is_none_or(|t| t.batches != mine.batches) {
+                    for b in p.batches.values() {
+                        push(&mut out, Envelope::Batch(b.clone()));
+                    }
+                }
+            }
+            if project == super::relay_project() && digest.relay != self.relay_hash() {
+                for r in self.relay_requests.values() {
+                    push(&mut out, Envelope::RelayRequest(r.clone()));
+                }
+            }
+            for (bucket, hash) in mine.buckets.iter().enumerate() {
+                if theirs.is_some_and(|t| t.buckets[bucket] == *hash) {
+                    continue;
+                }
+                let differing = self
+                    .items
+                    .iter()
+                    .filter(|(id, e)| e.project == project && bucket_of(id) == bucket);
+                for (_, e) in differing {
+                    if let Some(proof) = e.phase.proof() {
+                        push(&mut out, proof);
+                    }
+                }
+            }
+        }
+        SyncDelta { envelopes: out, more }
+    }
+}

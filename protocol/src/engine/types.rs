@@ -1,0 +1,329 @@
+//! The engine's inputs, outputs, configuration and rejection reasons.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{Digest, ItemId, NodeId, ProjectId};
+use crate::item::WorkItem;
+use crate::keys::PublicKey;
+use crate::message::{Envelope, Roles};
+
+/// Tunables for one engine. All durations in milliseconds of the driver's clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineConfig {
+    /// Crawl chunks worked at once.
+    pub capacity: u16,
+    /// Seeding duties held at once.
+    pub seed_capacity: u16,
+    /// Relay slots offered at once.
+    pub relay_capacity: u16,
+    /// What this node offers.
+    pub roles: Roles,
+    /// Wait after an item becomes claimable before claiming it, so news can spread.
+    pub settle_ms: u64,
+    /// Wait after claiming before starting work, so a conflicting claim can arrive first.
+    pub claim_settle_ms: u64,
+    /// Quiet period after start, to learn peers before claiming anything.
+    pub warmup_ms: u64,
+    /// How often to send a presence heartbeat.
+    pub presence_interval_ms: u64,
+    /// How long a peer counts as live after its last heartbeat.
+    pub presence_ttl_ms: u64,
+    /// Clock difference between nodes that is tolerated.
+    pub skew_margin_ms: u64,
+    /// HRW ranks (from the top) allowed to claim at once.
+    pub candidates: u32,
+    /// Every this long an item stays unclaimed, one more rank may claim it.
+    pub widen_ms: u64,
+    /// Lease of a relay slot.
+    pub relay_lease_ms: u64,
+    /// Failures after which an item is given up.
+    pub failures_max: u8,
+    /// Most items tracked.
+    pub items_max: usize,
+    /// Most projects tracked.
+    pub projects_max: usize,
+    /// Most live peers tracked.
+    pub peers_max: usize,
+    /// Most messages parked while waiting for their project or item.
+    pub pending_max: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            capacity: 4,
+            seed_capacity: 64,
+            relay_capacity: 8,
+            roles: Roles(Roles::CRAWL.0 | Roles::SEED.0),
+            settle_ms: 300,
+            claim_settle_ms: 300,
+            warmup_ms: 3_000,
+            presence_interval_ms: 2_000,
+            presence_ttl_ms: 7_000,
+            skew_margin_ms: 1_000,
+            candidates: 1,
+            widen_ms: 2_000,
+            relay_lease_ms: 30_000,
+            failures_max: 5,
+            items_max: 1_000_000,
+            projects_max: 256,
+            peers_max: 4_096,
+            pending_max: 4_096,
+        }
+    }
+}
+
+/// Something that happened, handed to [`super::Engine::handle`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Input {
+    /// A message arrived from the network (gossip or sync).
+    Message(Envelope),
+    /// The operator published a signed file (manifest, batch) through this node.
+    Publish(Envelope),
+    /// Time passed: timers due at or before `now` fire.
+    Tick,
+    /// Local work finished.
+    WorkDone {
+        /// The item.
+        item: ItemId,
+        /// The epoch the work ran under.
+        epoch: u32,
+        /// Digest of the result.
+        result: Digest,
+        /// Size of the result.
+        size: u64,
+        /// Parts that succeeded.
+        ok: u32,
+        /// Parts that failed.
+        failed: u32,
+    },
+    /// Local work failed.
+    WorkFailed {
+        /// The item.
+        item: ItemId,
+        /// The epoch the work ran under.
+        epoch: u32,
+        /// Why, for operators.
+        reason: String,
+        /// Whether another node may succeed.
+        retryable: bool,
+    },
+    /// Stop or resume claiming new work (held work goes on).
+    Pause(bool),
+    /// Change the number of crawl chunks worked at once.
+    SetCapacity(u16),
+    /// Trust a project owner key.
+    Trust(PublicKey),
+    /// Give back every held item and stop claiming (graceful shutdown).
+    Shutdown,
+}
+
+/// Something the driver must do, drained with [`super::Engine::poll_output`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Output {
+    /// Send this to the mesh.
+    Publish(Envelope),
+    /// Start work on an item this node now holds.
+    StartWork {
+        /// The item.
+        item: ItemId,
+        /// The epoch (fencing token) the result must carry.
+        epoch: u32,
+        /// The item's project.
+        project: ProjectId,
+        /// What to do.
+        work: WorkItem,
+    },
+    /// Stop work on an item this node no longer holds.
+    CancelWork {
+        /// The item.
+        item: ItemId,
+        /// The epoch that was running.
+        epoch: u32,
+        /// Why.
+        reason: CancelReason,
+    },
+    /// Store this record durably; [`super::Engine::restore`] takes the stored records back.
+    Persist(Envelope),
+}
+
+/// Why local work was cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelReason {
+    /// Another node won the item under the claim rule.
+    Lost,
+    /// The item was finished by someone else.
+    Finished,
+    /// The node is shutting down.
+    Shutdown,
+    /// The item was replaced (a newer relay request).
+    Replaced,
+}
+
+/// Why an incoming message was not applied. [`Reject::penalize`] says whether it should cost
+/// the sending peer score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, thiserror::Error)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Reject {
+    /// The signature does not verify.
+    #[error("signature does not verify")]
+    BadSignature,
+    /// The body does not decode or breaks a limit.
+    #[error("malformed message")]
+    Malformed,
+    /// A project or batch signed by a key this node does not trust.
+    #[error("project key is not trusted")]
+    UntrustedProject,
+    /// A claim at a later epoch while the current lease still runs, or an epoch jump.
+    #[error("claim breaks the epoch rule")]
+    EpochRuleBroken,
+    /// A lease longer than the project allows.
+    #[error("lease longer than the project allows")]
+    LeaseTooLong,
+    /// A message about an item this node does not know (it may arrive later).
+    #[error("unknown item")]
+    UnknownItem,
+    /// A batch for a project whose manifest has not arrived.
+    #[error("unknown project")]
+    UnknownProject,
+    /// A message about an epoch that is already superseded or an item already finished.
+    #[error("stale")]
+    Stale,
+    /// Already applied.
+    #[error("duplicate")]
+    Duplicate,
+    /// A receipt, failure or release from a node that does not hold the item.
+    #[error("sender does not hold the item")]
+    NotHolder,
+    /// Dated too far in the future for the allowed clock skew.
+    #[error("timestamp too far in the future")]
+    FromTheFuture,
+    /// A bound was reached (items, projects, peers).
+    #[error("over capacity")]
+    Full,
+    /// A valid claim that lost the claim rule to one already known.
+    #[error("lost the claim rule")]
+    Lost,
+}
+
+impl Reject {
+    /// Whether this rejection points at a misbehaving (not merely late) peer.
+    pub fn penalize(self) -> bool {
+        matches!(
+            self,
+            Reject::BadSignature
+                | Reject::Malformed
+                | Reject::UntrustedProject
+                | Reject::EpochRuleBroken
+                | Reject::LeaseTooLong
+                | Reject::NotHolder
+                | Reject::FromTheFuture
+        )
+    }
+
+    /// All reasons, in a fixed order (for metrics).
+    pub const ALL: [Reject; 13] = [
+        Reject::BadSignature,
+        Reject::Malformed,
+        Reject::UntrustedProject,
+        Reject::EpochRuleBroken,
+        Reject::LeaseTooLong,
+        Reject::UnknownItem,
+        Reject::UnknownProject,
+        Reject::Stale,
+        Reject::Duplicate,
+        Reject::NotHolder,
+        Reject::FromTheFuture,
+        Reject::Full,
+        Reject::Lost,
+    ];
+
+    /// snake_case name, for metrics labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reject::BadSignature => "bad_signature",
+            Reject::Malformed => "malformed",
+            Reject::UntrustedProject => "untrusted_project",
+            Reject::EpochRuleBroken => "epoch_rule_broken",
+            Reject::LeaseTooLong => "lease_too_long",
+            Reject::UnknownItem => "unknown_item",
+            Reject::UnknownProject => "unknown_project",
+            Reject::Stale => "stale",
+            Reject::Duplicate => "duplicate",
+            Reject::NotHolder => "not_holder",
+            Reject::FromTheFuture => "from_the_future",
+            Reject::Full => "full",
+            Reject::Lost => "lost",
+        }
+    }
+}
+
+/// A public view of one item's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ItemState {
+    /// Nobody holds it; `epoch` is the last epoch used (0 = never claimed).
+    Open {
+        /// Last epoch used.
+        epoch: u32,
+    },
+    /// Held under a lease (which may have run out in this node's view).
+    Held {
+        /// The holder.
+        holder: NodeId,
+        /// The epoch.
+        epoch: u32,
+        /// Lease end, holder's clock.
+        lease_until_ms: u64,
+        /// For ongoing work: the holder reported it ready (a replica stored, a relay up).
+        ready: bool,
+    },
+    /// Finished; terminal for crawl chunks.
+    Done {
+        /// Who produced the accepted result.
+        holder: NodeId,
+        /// The epoch of the accepted result.
+        epoch: u32,
+        /// The result's digest.
+        result: Digest,
+        /// The result's size.
+        size: u64,
+    },
+    /// Given up after too many failures.
+    Failed {
+        /// The last epoch tried.
+        epoch: u32,
+    },
+}
+
+/// Counters kept by the engine, for metrics and reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineStats {
+    /// Messages applied.
+    pub accepted: u64,
+    /// Messages rejected, by reason (index of [`Reject::ALL`]).
+    pub rejected: [u64; 13],
+    /// Claims this node made (not renewals).
+    pub claims: u64,
+    /// Renewals this node made.
+    pub renewals: u64,
+    /// Work this node started.
+    pub started: u64,
+    /// Work this node cancelled after losing or finishing elsewhere.
+    pub yielded: u64,
+    /// Receipts this node published.
+    pub finished: u64,
+    /// Failures this node published.
+    pub failed: u64,
+}
+
+impl EngineStats {
+    /// Count of rejections for `reason`.
+    pub fn rejected_for(&self, reason: Reject) -> u64 {
+        Reject::ALL.iter().position(|r| *r == reason).map_or(0, |i| self.rejected[i])
+    }
+}

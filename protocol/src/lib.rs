@@ -1,0 +1,32 @@
+//! # starling-protocol
+//!
+//! The sans-IO core of Starling: ids and keys, the CBOR wire format, signed envelopes, project
+//! manifests, work items, rendezvous ranking and the claim [`engine`]. Nothing here reads a
+//! clock, draws OS randomness or does I/O: time and seeds come in as arguments, so the node and
+//! the simulator drive exactly the same code.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod engine;
+pub mod hrw;
+pub mod ids;
+pub mod item;
+pub mod keys;
+pub mod manifest;
+pub mod message;
+pub mod signed;
+pub mod wire;
+
+pub use engine::{
+    CancelReason, Engine, EngineConfig, EngineStats, Input, ItemCounts, ItemState, Output, Reject,
+    Snapshot,
+};
+pub use ids::{Digest, IdParseError, ItemId, NodeId, ProjectId};
+pub use item::{ItemBatch, WorkItem, WorkKind};
+pub use keys::{Keypair, PublicKey};
+pub use manifest::{ProjectManifest, RatePolicy, RobotsPolicy, SizeCaps};
+pub use message::{
+    Claim, Envelope, Failure, Presence, Receipt, Release, RelayRequest, Roles, SyncDelta,
+    SyncDigest,
+};
+pub use signed::{Signable, Signed, VerifyError};
+pub use wire::DecodeError;

@@ -1,0 +1,145 @@
+//! Project manifests: what a project owner publishes, signed by the project key.
+//!
+//! A manifest is versioned; a node keeps the highest version it has seen for a project. The
+//! project id does not change across versions: it is derived from the owner key and the name.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::ProjectId;
+use crate::keys::PublicKey;
+use crate::signed::Signable;
+use crate::wire::{DecodeError, Validate, check_len};
+
+/// Longest project name, in bytes.
+pub const NAME_MAX: usize = 64;
+/// Longest description, in bytes.
+pub const DESCRIPTION_MAX: usize = 2048;
+/// Most hosts in a URL scope.
+pub const SCOPE_HOSTS_MAX: usize = 1024;
+/// Longest host name.
+pub const HOST_MAX: usize = 253;
+/// Longest user agent.
+pub const USER_AGENT_MAX: usize = 256;
+/// Shortest lease a manifest may ask for.
+pub const LEASE_MS_MIN: u64 = 1_000;
+/// Longest lease a manifest may ask for (a day).
+pub const LEASE_MS_MAX: u64 = 24 * 3600 * 1000;
+/// Most copies of each result a project may ask for.
+pub const REPLICATION_MAX: u8 = 16;
+
+/// Per-host politeness: how fast and how wide a node may fetch from one host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RatePolicy {
+    /// Sustained requests per second, in thousandths (4000 = 4/s).
+    pub per_s_milli: u32,
+    /// Requests allowed in a burst above the sustained rate.
+    pub burst: u32,
+    /// Requests in flight to one host at once.
+    pub concurrency: u32,
+}
+
+impl Default for RatePolicy {
+    fn default() -> Self {
+        Self { per_s_milli: 1_000, burst: 2, concurrency: 2 }
+    }
+}
+
+/// Whether robots.txt is obeyed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RobotsPolicy {
+    /// Fetch and obey robots.txt for each host.
+    #[default]
+    Obey,
+    /// Do not fetch robots.txt.
+    Ignore,
+}
+
+/// Size limits for a project's work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SizeCaps {
+    /// Largest response body kept, in bytes.
+    pub response_bytes_max: u64,
+    /// Most URLs in one crawl chunk.
+    pub chunk_urls_max: u32,
+    /// Largest result (one WARC file), in bytes.
+    pub result_bytes_max: u64,
+}
+
+impl Default for SizeCaps {
+    fn default() -> Self {
+        Self {
+            response_bytes_max: 16 * 1024 * 1024,
+            chunk_urls_max: 100,
+            result_bytes_max: 512 * 1024 * 1024,
+        }
+    }
+}
+
+/// A project's manifest, signed by the project owner key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectManifest {
+    /// Short unique name within the owner's projects.
+    pub name: String,
+    /// Free text shown to operators.
+    pub description: String,
+    /// Higher versions replace lower ones.
+    pub version: u64,
+    /// The project key; must be the envelope's signer.
+    pub owner: PublicKey,
+    /// Per-host rate policy.
+    pub rate: RatePolicy,
+    /// How long a claim lasts without renewal.
+    pub lease_ms: u64,
+    /// Copies of each result kept by seeding duties (0 = none).
+    pub replication: u8,
+    /// Hosts the crawl may touch (suffix match; empty = any host).
+    pub scope: Vec<String>,
+    /// User agent for fetches; the node appends its id.
+    pub user_agent: String,
+    /// robots.txt handling.
+    pub robots: RobotsPolicy,
+    /// Size limits.
+    pub caps: SizeCaps,
+}
+
+impl ProjectManifest {
+    /// The project's stable id.
+    pub fn id(&self) -> ProjectId {
+        ProjectId::derive(&self.owner, &self.name)
+    }
+}
+
+impl Validate for ProjectManifest {
+    fn validate(&self) -> Result<(), DecodeError> {
+        check_len("name", self.name.len(), NAME_MAX)?;
+        check_len("description", self.description.len(), DESCRIPTION_MAX)?;
+        check_len("scope", self.scope.len(), SCOPE_HOSTS_MAX)?;
+        for host in &self.scope {
+            check_len("scope host", host.len(), HOST_MAX)?;
+        }
+        check_len("user_agent", self.user_agent.len(), USER_AGENT_MAX)?;
+        if self.name.is_empty() {
+            return Err(DecodeError::Invalid("empty project name"));
+        }
+        if !(LEASE_MS_MIN..=LEASE_MS_MAX).contains(&self.lease_ms) {
+            return Err(DecodeError::Invalid("lease_ms outside 1 s ..= 24 h"));
+        }
+        if self.replication > REPLICATION_MAX {
+            return Err(DecodeError::Invalid("replication over 16"));
+        }
+        if self.rate.per_s_milli == 0 || self.rate.concurrency == 0 {
+            return Err(DecodeError::Invalid("rate policy of zero"));
+        }
+        if self.caps.chunk_urls_max == 0 || self.caps.chunk_urls_max as usize > crate::item::CHUNK_URLS_MAX
+        {
+            return Err(DecodeError::Invalid("chunk_urls_max outside 1 ..= 1000"));
+        }
+        Ok(())
+    }
+}
+
+impl Signable for ProjectManifest {
+    const KIND: &'static str = "manifest";
+    const MAX_BODY_BYTES: usize = 512 * 1024;
+}

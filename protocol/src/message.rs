@@ -1,0 +1,364 @@
+//! Messages nodes sign and gossip, and the [`Envelope`] that carries any of them.
+//!
+//! A renewal is a [`Claim`] re-signed by its holder at the same epoch with a later lease
+//! (`renew: true`), so a node that missed the original claim learns it from the renewal. A
+//! [`Receipt`] and a [`Failure`] embed the holder's latest claim, so they can be checked on
+//! their own: only the holder of an epoch can finish or give back that epoch.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{Digest, ItemId, NodeId, ProjectId};
+use crate::item::ItemBatch;
+use crate::manifest::ProjectManifest;
+use crate::signed::{Signable, Signed, VerifyError};
+use crate::wire::{self, DecodeError, MAX_ENVELOPE_BYTES, Validate, check_len};
+
+/// What a node offers the mesh, as bit flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Roles(pub u8);
+
+impl Roles {
+    /// Runs crawl chunks.
+    pub const CRAWL: Roles = Roles(1);
+    /// Holds and serves results.
+    pub const SEED: Roles = Roles(2);
+    /// Relays for peers behind NAT.
+    pub const RELAY: Roles = Roles(4);
+    /// Everything.
+    pub const ALL: Roles = Roles(7);
+
+    /// Whether every role in `other` is set here.
+    pub fn contains(self, other: Roles) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The role needed for a kind of work.
+    pub fn for_kind(kind: crate::item::WorkKind) -> Roles {
+        match kind {
+            crate::item::WorkKind::Crawl => Roles::CRAWL,
+            crate::item::WorkKind::Seed => Roles::SEED,
+            crate::item::WorkKind::Relay => Roles::RELAY,
+        }
+    }
+}
+
+/// A heartbeat: this node is alive, with this much room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Presence {
+    /// Increases with every heartbeat from the same node; older ones are ignored.
+    pub seq: u64,
+    /// The sender's clock when it sent this.
+    pub at_ms: u64,
+    /// Work slots in all.
+    pub capacity: u16,
+    /// Work slots free now.
+    pub free: u16,
+    /// What the node offers.
+    pub roles: Roles,
+}
+
+impl Validate for Presence {
+    fn validate(&self) -> Result<(), DecodeError> {
+        Ok(())
+    }
+}
+impl Signable for Presence {
+    const KIND: &'static str = "presence";
+    const MAX_BODY_BYTES: usize = 256;
+}
+
+/// A claim on an item for one epoch, or (with `renew`) a renewal of the signer's own claim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    /// The item claimed.
+    pub item: ItemId,
+    /// The fencing token: 1 for the first claim, one more for each reclaim.
+    pub epoch: u32,
+    /// The claimant's clock when it signed.
+    pub at_ms: u64,
+    /// The lease runs until here (claimant's clock).
+    pub lease_until_ms: u64,
+    /// A renewal of an epoch the signer already holds.
+    pub renew: bool,
+}
+
+impl Validate for Claim {
+    fn validate(&self) -> Result<(), DecodeError> {
+        if self.epoch == 0 {
+            return Err(DecodeError::Invalid("claim at epoch 0"));
+        }
+        if self.lease_until_ms <= self.at_ms {
+            return Err(DecodeError::Invalid("lease ends before it starts"));
+        }
+        Ok(())
+    }
+}
+impl Signable for Claim {
+    const KIND: &'static str = "claim";
+    const MAX_BODY_BYTES: usize = 256;
+}
+
+/// The holder gives an item back without a result (shutdown, lost interest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    /// The item.
+    pub item: ItemId,
+    /// The epoch given back.
+    pub epoch: u32,
+    /// When (holder's clock).
+    pub at_ms: u64,
+}
+impl Validate for Release {
+    fn validate(&self) -> Result<(), DecodeError> {
+        Ok(())
+    }
+}
+impl Signable for Release {
+    const KIND: &'static str = "release";
+    const MAX_BODY_BYTES: usize = 256;
+}
+
+/// Work done: the result of `claim`'s epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The holder's claim this result is for (same signer).
+    pub claim: Signed<Claim>,
+    /// blake3 digest of the result.
+    pub result: Digest,
+    /// Result size in bytes.
+    pub size: u64,
+    /// Parts that succeeded (URLs fetched, for a crawl chunk).
+    pub ok: u32,
+    /// Parts that failed.
+    pub failed: u32,
+}
+impl Validate for Receipt {
+    fn validate(&self) -> Result<(), DecodeError> {
+        self.claim.validate()
+    }
+}
+impl Signable for Receipt {
+    const KIND: &'static str = "receipt";
+    const MAX_BODY_BYTES: usize = 1024;
+}
+
+/// Longest failure reason, in bytes.
+pub const REASON_MAX: usize = 256;
+
+/// Work failed: the holder gives the item back with a reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// The holder's claim being given back (same signer).
+    pub claim: Signed<Claim>,
+    /// What went wrong, for operators.
+    pub reason: String,
+    /// Whether another node may succeed where this one failed.
+    pub retryable: bool,
+}
+impl Validate for Failure {
+    fn validate(&self) -> Result<(), DecodeError> {
+        check_len("reason", self.reason.len(), REASON_MAX)?;
+        self.claim.validate()
+    }
+}
+impl Signable for Failure {
+    const KIND: &'static str = "failure";
+    const MAX_BODY_BYTES: usize = 1024;
+}
+
+/// A node that is not publicly reachable asks the mesh for relay capacity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayRequest {
+    /// Increases with each request; the newest replaces older ones.
+    pub seq: u64,
+    /// The requester's clock when it asked.
+    pub at_ms: u64,
+}
+impl Validate for RelayRequest {
+    fn validate(&self) -> Result<(), DecodeError> {
+        Ok(())
+    }
+}
+impl Signable for RelayRequest {
+    const KIND: &'static str = "relay-request";
+    const MAX_BODY_BYTES: usize = 256;
+}
+
+/// Anything that travels over gossip or sync.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Envelope {
+    /// A project manifest from its owner.
+    Manifest(Signed<ProjectManifest>),
+    /// A batch of items from a project owner.
+    Batch(Signed<ItemBatch>),
+    /// A node heartbeat.
+    Presence(Signed<Presence>),
+    /// A claim or renewal.
+    Claim(Signed<Claim>),
+    /// A claim given back.
+    Release(Signed<Release>),
+    /// A result.
+    Receipt(Signed<Receipt>),
+    /// A failure.
+    Failure(Signed<Failure>),
+    /// A request for relay capacity.
+    RelayRequest(Signed<RelayRequest>),
+}
+
+impl Validate for Envelope {
+    fn validate(&self) -> Result<(), DecodeError> {
+        match self {
+            Envelope::Manifest(s) => s.validate(),
+            Envelope::Batch(s) => s.validate(),
+            Envelope::Presence(s) => s.validate(),
+            Envelope::Claim(s) => s.validate(),
+            Envelope::Release(s) => s.validate(),
+            Envelope::Receipt(s) => s.validate(),
+            Envelope::Failure(s) => s.validate(),
+            Envelope::RelayRequest(s) => s.validate(),
+        }
+    }
+}
+
+impl Envelope {
+    /// Encodes the envelope for the wire.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        wire::encode(self)
+    }
+
+    /// Decodes a gossip envelope (at most [`MAX_ENVELOPE_BYTES`]; batches over it go by sync or
+    /// by file).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        wire::decode(bytes, MAX_ENVELOPE_BYTES)
+    }
+
+    /// Decodes a signed file (manifest or batch), up to [`wire::MAX_FILE_BYTES`].
+    pub fn from_file_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        wire::decode(bytes, wire::MAX_FILE_BYTES + 1024)
+    }
+
+    /// The signer's node id (unverified).
+    pub fn signer(&self) -> NodeId {
+        let key = match self {
+            Envelope::Manifest(s) => s.signer(),
+            Envelope::Batch(s) => s.signer(),
+            Envelope::Presence(s) => s.signer(),
+            Envelope::Claim(s) => s.signer(),
+            Envelope::Release(s) => s.signer(),
+            Envelope::Receipt(s) => s.signer(),
+            Envelope::Failure(s) => s.signer(),
+            Envelope::RelayRequest(s) => s.signer(),
+        };
+        key.node_id()
+    }
+
+    /// Short name of the message kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Envelope::Manifest(_) => ProjectManifest::KIND,
+            Envelope::Batch(_) => ItemBatch::KIND,
+            Envelope::Presence(_) => Presence::KIND,
+            Envelope::Claim(_) => Claim::KIND,
+            Envelope::Release(_) => Release::KIND,
+            Envelope::Receipt(_) => Receipt::KIND,
+            Envelope::Failure(_) => Failure::KIND,
+            Envelope::RelayRequest(_) => RelayRequest::KIND,
+        }
+    }
+
+    /// Verifies the signature and decodes the body, discarding it: a full check of the file.
+    pub fn verify(&self) -> Result<(), VerifyError> {
+        match self {
+            Envelope::Manifest(s) => s.verify().map(drop),
+            Envelope::Batch(s) => s.verify().map(drop),
+            Envelope::Presence(s) => s.verify().map(drop),
+            Envelope::Claim(s) => s.verify().map(drop),
+            Envelope::Release(s) => s.verify().map(drop),
+            Envelope::Receipt(s) => s.verify().map(drop),
+            Envelope::Failure(s) => s.verify().map(drop),
+            Envelope::RelayRequest(s) => s.verify().map(drop),
+        }
+    }
+
+    /// A content hash, for gossip message ids and duplicate suppression.
+    pub fn content_id(&self) -> [u8; 32] {
+        *blake3::hash(&self.to_bytes()).as_bytes()
+    }
+}
+
+/// Buckets per project in a sync digest.
+pub const SYNC_BUCKETS: usize = 16;
+/// Most projects described in one digest.
+pub const SYNC_PROJECTS_MAX: usize = 256;
+/// Most envelopes in one delta; a requester asks again while `more` is set.
+pub const SYNC_DELTA_MAX: usize = 2_000;
+
+/// What one project looks like to the requester.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectDigest {
+    /// The project.
+    pub project: ProjectId,
+    /// The manifest version held.
+    pub manifest_version: u64,
+    /// Hash of the batch sequence numbers held.
+    pub batches: [u8; 8],
+    /// Hash of the item states in each bucket (by first byte of the item id).
+    pub buckets: [[u8; 8]; SYNC_BUCKETS],
+}
+
+/// A compact summary of a node's state; the peer answers with what differs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncDigest {
+    /// Per-project summaries.
+    pub projects: Vec<ProjectDigest>,
+    /// Hash of the relay requests held.
+    pub relay: [u8; 8],
+}
+
+impl Validate for SyncDigest {
+    fn validate(&self) -> Result<(), DecodeError> {
+        check_len("projects", self.projects.len(), SYNC_PROJECTS_MAX)
+    }
+}
+
+impl SyncDigest {
+    /// Encodes for the request-response protocol.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        wire::encode(self)
+    }
+    /// Decodes a peer's digest.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        wire::decode(bytes, 64 * 1024)
+    }
+}
+
+/// The envelopes the requester lacks, in the order they should be applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncDelta {
+    /// Manifests, then batches, then item state.
+    pub envelopes: Vec<Envelope>,
+    /// More differences remain; ask again.
+    pub more: bool,
+}
+
+impl Validate for SyncDelta {
+    fn validate(&self) -> Result<(), DecodeError> {
+        check_len("envelopes", self.envelopes.len(), SYNC_DELTA_MAX)?;
+        self.envelopes.iter().try_for_each(Validate::validate)
+    }
+}
+
+impl SyncDelta {
+    /// Largest delta on the wire.
+    pub const MAX_BYTES: usize = 16 * 1024 * 1024;
+    /// Encodes for the request-response protocol.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        wire::encode(self)
+    }
+    /// Decodes a peer's delta.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        wire::decode(bytes, Self::MAX_BYTES)
+    }
+}

@@ -1,0 +1,3 @@
+//! # starling-sim
+//!
+//! A deterministic discrete-event simulator that drives the real `starling-protocol` engine.

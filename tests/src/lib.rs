@@ -1,0 +1,1 @@
+//! Cross-crate and multi-process end-to-end tests live in `tests/tests/`.
