@@ -1,1 +1,97 @@
-fn main() {}
+//! Criterion benchmarks for the protocol core: signing and encoding envelopes, decoding and
+//! verifying them (target: at least 20k verified envelopes/s on one core), and the engine's
+//! intake of claims (messages/s).
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use starling_protocol::engine::test_keypair;
+use starling_protocol::{
+    Claim, Engine, EngineConfig, Envelope, Input, ItemBatch, ItemId, ProjectManifest, RatePolicy,
+    RobotsPolicy, Signed, SizeCaps, WorkItem,
+};
+
+fn claim(i: u32) -> Claim {
+    let mut item = [0u8; 32];
+    item[..4].copy_from_slice(&i.to_le_bytes());
+    Claim { item: ItemId(item), epoch: 1, at_ms: 1_000, lease_until_ms: 61_000, renew: false }
+}
+
+fn envelopes(c: &mut Criterion) {
+    let key = test_keypair(1);
+    let mut g = c.benchmark_group("envelope");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("sign+encode claim", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i += 1;
+            black_box(Envelope::Claim(Signed::sign(&key, &claim(i))).to_bytes())
+        })
+    });
+    let bytes = Envelope::Claim(Signed::sign(&key, &claim(7))).to_bytes();
+    g.bench_function("decode+verify claim", |b| {
+        b.iter(|| {
+            let env = Envelope::from_bytes(black_box(&bytes)).expect("decodes");
+            env.verify().expect("verifies");
+        })
+    });
+    g.finish();
+}
+
+fn engine_intake(c: &mut Criterion) {
+    const N: u32 = 10_000;
+    let owner = test_keypair(1);
+    let m = ProjectManifest {
+        name: "bench".into(),
+        description: String::new(),
+        version: 1,
+        owner: owner.public(),
+        rate: RatePolicy::default(),
+        lease_ms: 60_000,
+        replication: 0,
+        scope: vec![],
+        user_agent: "ua".into(),
+        robots: RobotsPolicy::Obey,
+        caps: SizeCaps::default(),
+    };
+    let items: Vec<WorkItem> =
+        (0..N).map(|i| WorkItem::CrawlChunk { urls: vec![format!("http://b.test/{i}")] }).collect();
+    let ids: Vec<ItemId> = items.iter().map(|w| w.id(&m.id())).collect();
+    let manifest = Envelope::Manifest(Signed::sign(&owner, &m));
+    let batch = Envelope::Batch(Signed::sign(&owner, &ItemBatch { project: m.id(), seq: 1, items }));
+    let claimants: Vec<_> = (0..8).map(|i| test_keypair(100 + i)).collect();
+    let claims: Vec<Envelope> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let c = Claim { item: *id, epoch: 1, at_ms: 1_000, lease_until_ms: 61_000, renew: false };
+            Envelope::Claim(Signed::sign(&claimants[i % 8], &c))
+        })
+        .collect();
+    let mut g = c.benchmark_group("engine");
+    g.throughput(Throughput::Elements(u64::from(N)));
+    g.sample_size(10);
+    g.bench_function("intake of 10k claims", |b| {
+        b.iter_batched(
+            || {
+                let mut e = Engine::new(EngineConfig::default(), test_keypair(9), [owner.public()], 0);
+                e.handle(Input::Message(manifest.clone()), 0).expect("manifest");
+                e.handle(Input::Message(batch.clone()), 0).expect("batch");
+                while e.poll_output().is_some() {}
+                e
+            },
+            |mut e| {
+                for c in &claims {
+                    let _ = e.handle(Input::Message(c.clone()), 2_000);
+                }
+                while e.poll_output().is_some() {}
+                e
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, envelopes, engine_intake);
+criterion_main!(benches);

@@ -250,7 +250,8 @@ impl Engine {
             self.drop_local(item, CancelReason::Lost);
         }
         self.unschedule(item);
-        if node == self.me {
+        // Our own claim (fresh, or replayed on restore while its lease still runs): work it.
+        if node == self.me && lease_until > now {
             let kind = self.items.get(&item).map(|e| e.work.kind());
             if let Some(kind) = kind {
                 let local = Local {
@@ -258,7 +259,7 @@ impl Engine {
                     kind,
                     start_at: now + self.cfg.claim_settle_ms,
                     started: false,
-                    renew_at: now + lease_ms / 3,
+                    renew_at: lease_until.saturating_sub(lease_ms * 2 / 3).max(now),
                 };
                 if let Some(old) = self.local.insert(item, local) {
                     if old.started && old.epoch != epoch {

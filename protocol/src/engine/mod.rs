@@ -251,7 +251,6 @@ impl Engine {
                 entry.failures = entry.failures.max(count);
             }
         }
-        engine.resume_held(now);
         engine.outputs.retain(|o| !matches!(o, Output::Persist(_)));
         engine
     }
@@ -359,7 +358,10 @@ impl Engine {
 
     /// Earliest time at which [`Input::Tick`] has work to do.
     pub fn next_wakeup(&self) -> Option<u64> {
-        let mut next = if self.shut_down { None } else { Some(self.next_presence_at) };
+        if self.shut_down {
+            return None;
+        }
+        let mut next = Some(self.next_presence_at);
         let mut consider = |t: u64| next = Some(next.map_or(t, |n: u64| n.min(t)));
         if let Some((t, _)) = self.agenda.first() {
             consider(*t);
@@ -561,10 +563,13 @@ impl Engine {
     }
 
     /// The item is claimable by anyone now: open, or held under a lease that ran out.
-    fn claimable_since(&self, e: &ItemEntry) -> Option<u64> {
+    fn claimable_since(&self, id: &ItemId, e: &ItemEntry) -> Option<u64> {
         match &e.phase {
             Phase::Open { .. } => Some(e.since),
-            Phase::Held { lease_until, holder, .. } if *holder != self.me => {
+            // Held by another, or by this node in a past life (restored after its lease lapsed).
+            Phase::Held { lease_until, holder, .. }
+                if *holder != self.me || !self.local.contains_key(id) =>
+            {
                 Some(lease_until + self.cfg.skew_margin_ms)
             }
             _ => None,
@@ -586,7 +591,7 @@ impl Engine {
         if !self.wants(&e.work) {
             return;
         }
-        let Some(since) = self.claimable_since(e) else { return };
+        let Some(since) = self.claimable_since(&item, e) else { return };
         let kind = e.work.kind();
         let rank = self.my_rank(&item, kind);
         let base = since.max(self.warmup_end().unwrap_or(0)) + self.cfg.settle_ms;
@@ -636,7 +641,7 @@ impl Engine {
         while let Some(entry) = self.ready.pop_first() {
             let (_, _, item) = entry;
             let Some(e) = self.items.get(&item) else { continue };
-            if self.local.contains_key(&item) || self.claimable_since(e).is_none() {
+            if self.local.contains_key(&item) || self.claimable_since(&item, e).is_none() {
                 continue;
             }
             let kind = e.work.kind();
@@ -657,7 +662,7 @@ impl Engine {
             .items
             .iter()
             .filter(|(id, e)| e.wake_at.is_none() && !self.local.contains_key(id))
-            .filter(|(_, e)| self.claimable_since(e).is_some())
+            .filter(|(id, e)| self.claimable_since(id, e).is_some())
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
@@ -756,32 +761,12 @@ impl Engine {
         }
         self.shut_down = true;
         self.ready.clear();
-    }
-
-    /// After a restore: take back leases this node still holds; let the rest run out.
-    fn resume_held(&mut self, now: u64) {
-        let mine: Vec<(ItemId, u32, u64, WorkKind)> = self
-            .items
-            .iter()
-            .filter_map(|(id, e)| match e.phase {
-                Phase::Held { holder, epoch, lease_until, .. }
-                    if holder == self.me && lease_until > now =>
-                {
-                    Some((*id, epoch, lease_until, e.work.kind()))
-                }
-                _ => None,
-            })
-            .collect();
-        for (item, epoch, lease_until, kind) in mine {
-            let lease_ms = self.items.get(&item).map_or(0, |e| self.lease_ms(&e.project));
-            let renew_at = lease_until.saturating_sub(lease_ms * 2 / 3).max(now);
-            self.local.insert(
-                item,
-                Local { epoch, kind, start_at: now + self.cfg.claim_settle_ms, started: false, renew_at },
-            );
-            self.schedule(item, now);
+        self.agenda.clear();
+        for e in self.items.values_mut() {
+            e.wake_at = None;
         }
     }
+
 }
 
 impl Phase {

@@ -1,0 +1,466 @@
+//! Engine tests, with an in-memory harness in the shape of quinn-proto's `Pair`: several
+//! engines, a simulated clock, a message queue with fixed latency, and a work runner that
+//! finishes each started item after a fixed time.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::item::ItemBatch;
+use crate::manifest::{ProjectManifest, RatePolicy, RobotsPolicy, SizeCaps};
+use crate::message::{Claim, Envelope};
+
+pub(super) fn manifest(owner: &Keypair, lease_ms: u64, replication: u8) -> ProjectManifest {
+    ProjectManifest {
+        name: "test".into(),
+        description: String::new(),
+        version: 1,
+        owner: owner.public(),
+        rate: RatePolicy::default(),
+        lease_ms,
+        replication,
+        scope: vec![],
+        user_agent: "starling-test".into(),
+        robots: RobotsPolicy::Obey,
+        caps: SizeCaps::default(),
+    }
+}
+
+pub(super) fn batch(owner: &Keypair, m: &ProjectManifest, n: usize) -> Signed<ItemBatch> {
+    let items = (0..n)
+        .map(|i| WorkItem::CrawlChunk { urls: vec![format!("http://example.test/{i}")] })
+        .collect();
+    Signed::sign(owner, &ItemBatch { project: m.id(), seq: 1, items })
+}
+
+fn fast_config() -> EngineConfig {
+    EngineConfig {
+        capacity: 4,
+        settle_ms: 50,
+        claim_settle_ms: 100,
+        warmup_ms: 500,
+        presence_interval_ms: 200,
+        presence_ttl_ms: 700,
+        skew_margin_ms: 100,
+        widen_ms: 300,
+        ..EngineConfig::default()
+    }
+}
+
+/// Engines joined by a lossless network with fixed latency.
+struct Net {
+    engines: Vec<Engine>,
+    now: u64,
+    seq: u64,
+    latency_ms: u64,
+    work_ms: u64,
+    /// (deliver_at, seq) -> (to, envelope)
+    queue: BTreeMap<(u64, u64), (usize, Envelope)>,
+    /// (finish_at, seq) -> (node, item, epoch)
+    work: BTreeMap<(u64, u64), (usize, ItemId, u32)>,
+    executions: BTreeMap<ItemId, u32>,
+    /// Nodes whose outgoing messages are dropped (crashed or cut off).
+    silenced: Vec<bool>,
+}
+
+impl Net {
+    fn new(n: usize, owner: &Keypair, cfg: EngineConfig) -> Self {
+        let engines = (0..n)
+            .map(|i| Engine::new(cfg.clone(), test_keypair(1000 + i as u64), [owner.public()], i as u64))
+            .collect();
+        Self {
+            engines,
+            now: 0,
+            seq: 0,
+            latency_ms: 20,
+            work_ms: 150,
+            queue: BTreeMap::new(),
+            work: BTreeMap::new(),
+            executions: BTreeMap::new(),
+            silenced: vec![false; n],
+        }
+    }
+
+    fn input(&mut self, node: usize, input: Input) -> Result<(), Reject> {
+        let r = self.engines[node].handle(input, self.now);
+        self.drain(node);
+        r
+    }
+
+    fn drain(&mut self, node: usize) {
+        while let Some(out) = self.engines[node].poll_output() {
+            match out {
+                Output::Publish(env) => {
+                    if self.silenced[node] {
+                        continue;
+                    }
+                    for to in 0..self.engines.len() {
+                        if to != node {
+                            self.seq += 1;
+                            self.queue.insert((self.now + self.latency_ms, self.seq), (to, env.clone()));
+                        }
+                    }
+                }
+                Output::StartWork { item, epoch, .. } => {
+                    *self.executions.entry(item).or_default() += 1;
+                    self.seq += 1;
+                    self.work.insert((self.now + self.work_ms, self.seq), (node, item, epoch));
+                }
+                Output::CancelWork { item, epoch, .. } => {
+                    self.work.retain(|_, w| !(w.0 == node && w.1 == item && w.2 == epoch));
+                }
+                Output::Persist(_) => {}
+            }
+        }
+    }
+
+    /// Advances to the next event and handles it; false when nothing is left before `until`.
+    fn step(&mut self, until: u64) -> bool {
+        let next_msg = self.queue.keys().next().map(|k| k.0);
+        let next_work = self.work.keys().next().map(|k| k.0);
+        let next_timer = self.engines.iter().filter_map(Engine::next_wakeup).min();
+        let Some(t) = [next_msg, next_work, next_timer].into_iter().flatten().min() else {
+            return false;
+        };
+        if t > until {
+            return false;
+        }
+        self.now = self.now.max(t);
+        if next_msg == Some(t) {
+            let (_, (to, env)) = self.queue.pop_first().expect("queue has an entry at t");
+            let _ = self.input(to, Input::Message(env));
+        } else if next_work == Some(t) {
+            let (_, (node, item, epoch)) = self.work.pop_first().expect("work has an entry at t");
+            let result = Digest::of(item.as_bytes());
+            let _ = self.input(node, Input::WorkDone { item, epoch, result, size: 10, ok: 1, failed: 0 });
+        } else {
+            for i in 0..self.engines.len() {
+                if self.engines[i].next_wakeup().is_some_and(|w| w <= t) {
+                    let _ = self.input(i, Input::Tick);
+                }
+            }
+        }
+        true
+    }
+
+    fn run_until(&mut self, until: u64, mut done: impl FnMut(&Net) -> bool) -> bool {
+        while self.step(until) {
+            if done(self) {
+                return true;
+            }
+        }
+        done(self)
+    }
+
+    fn all_done(&self, items: &[ItemId]) -> bool {
+        self.engines.iter().all(|e| {
+            items.iter().all(|i| matches!(e.item_state(i), Some(ItemState::Done { .. })))
+        })
+    }
+}
+
+fn publish_project(net: &mut Net, owner: &Keypair, lease_ms: u64, n: usize) -> Vec<ItemId> {
+    let m = manifest(owner, lease_ms, 0);
+    let b = batch(owner, &m, n);
+    let ids = b.verify().unwrap().items.iter().map(|w| w.id(&m.id())).collect();
+    net.input(0, Input::Publish(Envelope::Manifest(Signed::sign(owner, &m)))).unwrap();
+    net.input(0, Input::Publish(Envelope::Batch(b))).unwrap();
+    ids
+}
+
+#[test]
+fn five_engines_share_500_items_with_no_duplicate_execution() {
+    let owner = test_keypair(1);
+    let mut net = Net::new(5, &owner, fast_config());
+    let ids = publish_project(&mut net, &owner, 5_000, 500);
+    let finished = net.run_until(600_000, |n| n.all_done(&ids));
+    assert!(finished, "not all items finished by t={}", net.now);
+    let dups: u32 = net.executions.values().map(|c| c - 1).sum();
+    assert_eq!(net.executions.len(), 500);
+    assert_eq!(dups, 0, "duplicate executions: {dups}");
+    // Work was spread: every engine did some.
+    for e in &net.engines {
+        assert!(e.stats().finished > 40, "engine did {} items", e.stats().finished);
+    }
+    // Every engine agrees on every item's final state.
+    for id in &ids {
+        let first = net.engines[0].item_state(id);
+        assert!(net.engines.iter().all(|e| e.item_state(id) == first));
+    }
+}
+
+#[test]
+fn an_expired_lease_is_reclaimed_at_the_next_epoch_and_the_old_result_is_fenced() {
+    let owner = test_keypair(1);
+    let mut net = Net::new(3, &owner, fast_config());
+    net.work_ms = 60_000; // longer than the lease: the holder must renew to keep it.
+    let ids = publish_project(&mut net, &owner, 2_000, 1);
+    let item = ids[0];
+    net.run_until(5_000, |n| n.engines.iter().any(|e| e.holds(&item)));
+    let a = (0..3).find(|&i| net.engines[i].holds(&item)).expect("someone claimed");
+    let ItemState::Held { epoch: 1, .. } = net.engines[a].item_state(&item).unwrap() else {
+        panic!("expected epoch 1");
+    };
+    // The holder goes silent: its renewals stop reaching anyone.
+    net.silenced[a] = true;
+    let b_took = net.run_until(60_000, |n| {
+        (0..3).any(|i| i != a && matches!(n.engines[i].item_state(&item), Some(ItemState::Held { epoch: 2, holder, .. }) if holder != n.engines[a].node_id()))
+    });
+    assert!(b_took, "item not reclaimed at epoch 2");
+    // Let the epoch-2 claim reach everyone.
+    let settle = net.now + 100;
+    net.run_until(settle, |_| false);
+    // The old holder now reports a result for epoch 1: not accepted as the item's result.
+    let b = (0..3).find(|&i| i != a).unwrap();
+    let old_claim = match net.engines[a].item_state(&item).unwrap() {
+        ItemState::Held { epoch: 1, .. } => net.engines[a].current_claim(&item, 1).unwrap(),
+        other => panic!("old holder should still think it holds epoch 1: {other:?}"),
+    };
+    let receipt = Receipt { claim: old_claim, result: Digest([9; 32]), size: 1, ok: 1, failed: 0 };
+    let key = test_keypair(1000 + a as u64);
+    let env = Envelope::Receipt(Signed::sign(&key, &receipt));
+    assert_eq!(net.input(b, Input::Message(env)), Err(Reject::Stale));
+    assert!(matches!(net.engines[b].item_state(&item), Some(ItemState::Held { epoch: 2, .. })));
+}
+
+#[test]
+fn a_too_early_next_epoch_claim_is_rejected() {
+    let owner = test_keypair(1);
+    let mut net = Net::new(2, &owner, fast_config());
+    let ids = publish_project(&mut net, &owner, 10_000, 1);
+    let item = ids[0];
+    net.work_ms = 1_000_000;
+    net.run_until(5_000, |n| n.engines.iter().any(|e| e.holds(&item)));
+    let holder = (0..2).find(|&i| net.engines[i].holds(&item)).unwrap();
+    let other = 1 - holder;
+    let rogue = test_keypair(1000 + other as u64);
+    let claim = Claim { item, epoch: 2, at_ms: net.now, lease_until_ms: net.now + 5_000, renew: false };
+    let env = Envelope::Claim(Signed::sign(&rogue, &claim));
+    assert_eq!(net.input(holder, Input::Message(env)), Err(Reject::EpochRuleBroken));
+    assert!(Reject::EpochRuleBroken.penalize());
+    assert!(net.engines[holder].holds(&item));
+    assert_eq!(net.engines[holder].stats().rejected_for(Reject::EpochRuleBroken), 1);
+}
+
+#[test]
+fn lease_longer_than_the_project_allows_is_rejected() {
+    let owner = test_keypair(1);
+    let mut net = Net::new(1, &owner, fast_config());
+    let ids = publish_project(&mut net, &owner, 10_000, 1);
+    let rogue = test_keypair(77);
+    let claim =
+        Claim { item: ids[0], epoch: 1, at_ms: 0, lease_until_ms: 1_000_000, renew: false };
+    let env = Envelope::Claim(Signed::sign(&rogue, &claim));
+    assert_eq!(net.input(0, Input::Message(env)), Err(Reject::LeaseTooLong));
+}
+
+#[test]
+fn forged_and_untrusted_messages_are_rejected_and_not_applied() {
+    let owner = test_keypair(1);
+    let stranger = test_keypair(2);
+    let mut net = Net::new(1, &owner, fast_config());
+    let m = manifest(&stranger, 5_000, 0);
+    let env = Envelope::Manifest(Signed::sign(&stranger, &m));
+    assert_eq!(net.input(0, Input::Message(env)), Err(Reject::UntrustedProject));
+    assert_eq!(net.engines[0].projects().count(), 0);
+
+    let ids = publish_project(&mut net, &owner, 5_000, 1);
+    // A claim whose body was changed after signing.
+    let rogue = test_keypair(77);
+    let claim = Claim { item: ids[0], epoch: 1, at_ms: 0, lease_until_ms: 1_000, renew: false };
+    let signed = Signed::sign(&rogue, &claim);
+    let mut bytes = Envelope::Claim(signed).to_bytes();
+    let last = bytes.len() - 70; // inside the body, before the signature
+    bytes[last] ^= 1;
+    if let Ok(env) = Envelope::from_bytes(&bytes) {
+        let r = net.input(0, Input::Message(env));
+        assert!(matches!(r, Err(Reject::BadSignature | Reject::Malformed)), "{r:?}");
+    }
+    assert_eq!(net.engines[0].item_state(&ids[0]), Some(ItemState::Open { epoch: 0 }));
+    // A batch for the trusted project signed by someone else.
+    let forged = batch(&stranger, &manifest(&owner, 5_000, 0), 3);
+    let r = net.input(0, Input::Message(Envelope::Batch(forged)));
+    assert_eq!(r, Err(Reject::UntrustedProject));
+    assert_eq!(net.engines[0].item_count(), 1);
+}
+
+#[test]
+fn same_epoch_conflict_is_won_by_the_higher_hrw_score_whatever_the_order() {
+    let owner = test_keypair(1);
+    let m = manifest(&owner, 5_000, 0);
+    let b = batch(&owner, &m, 1);
+    let item = b.verify().unwrap().items[0].id(&m.id());
+    let nodes: Vec<Keypair> = (0..4).map(|i| test_keypair(500 + i)).collect();
+    let claims: Vec<Envelope> = nodes
+        .iter()
+        .map(|k| {
+            let c = Claim { item, epoch: 1, at_ms: 10, lease_until_ms: 4_000, renew: false };
+            Envelope::Claim(Signed::sign(k, &c))
+        })
+        .collect();
+    let winner = nodes.iter().map(|k| (hrw::score(&item, &k.node_id()), k.node_id())).max().unwrap().1;
+    for order in [[0, 1, 2, 3], [3, 2, 1, 0], [2, 0, 3, 1]] {
+        let mut e = Engine::new(fast_config(), test_keypair(9), [owner.public()], 0);
+        e.handle(Input::Message(Envelope::Manifest(Signed::sign(&owner, &m))), 0).unwrap();
+        e.handle(Input::Message(Envelope::Batch(b.clone())), 0).unwrap();
+        for i in order {
+            let _ = e.handle(Input::Message(claims[i].clone()), 20);
+        }
+        let Some(ItemState::Held { holder, .. }) = e.item_state(&item) else { panic!() };
+        assert_eq!(holder, winner);
+    }
+}
+
+#[test]
+fn the_losing_claimant_yields_before_starting_work() {
+    let owner = test_keypair(1);
+    let m = manifest(&owner, 5_000, 0);
+    let b = batch(&owner, &m, 1);
+    let item = b.verify().unwrap().items[0].id(&m.id());
+    let mut e = Engine::new(fast_config(), test_keypair(9), [owner.public()], 0);
+    e.handle(Input::Message(Envelope::Manifest(Signed::sign(&owner, &m))), 0).unwrap();
+    e.handle(Input::Message(Envelope::Batch(b)), 0).unwrap();
+    // No peers known: after warmup and settle, this engine claims.
+    e.handle(Input::Tick, 10_000).unwrap();
+    assert!(e.holds(&item));
+    let me = e.node_id();
+    // A rival claim at the same epoch with a higher score arrives before work starts.
+    let rival = (0..100)
+        .map(|i| test_keypair(600 + i))
+        .find(|k| (hrw::score(&item, &k.node_id()), k.node_id()) > (hrw::score(&item, &me), me))
+        .unwrap();
+    let c = Claim { item, epoch: 1, at_ms: 10_000, lease_until_ms: 14_000, renew: false };
+    e.handle(Input::Message(Envelope::Claim(Signed::sign(&rival, &c))), 10_010).unwrap();
+    assert!(!e.holds(&item));
+    e.handle(Input::Tick, 20_000).unwrap();
+    let mut started = false;
+    while let Some(o) = e.poll_output() {
+        started |= matches!(o, Output::StartWork { .. });
+    }
+    assert!(!started, "work started although the claim was lost");
+}
+
+#[test]
+fn snapshot_restore_keeps_state_and_resumes_only_live_leases() {
+    let owner = test_keypair(1);
+    let mut net = Net::new(2, &owner, fast_config());
+    net.work_ms = 1_000_000;
+    let ids = publish_project(&mut net, &owner, 3_000, 20);
+    net.run_until(5_000, |n| n.engines[0].local_work().count() > 0);
+    let held: Vec<ItemId> = net.engines[0].local_work().map(|l| l.item).collect();
+    assert!(!held.is_empty());
+    let snap = net.engines[0].snapshot();
+    let key = test_keypair(1000);
+    // Restored soon: leases still run, so they resume.
+    let mut soon = Engine::restore(fast_config(), key.clone(), snap.clone(), 7, net.now + 100);
+    assert_eq!(soon.item_count(), 20);
+    for id in &held {
+        assert!(soon.holds(id));
+    }
+    soon.handle(Input::Tick, net.now + 1_000).unwrap();
+    let mut restarted = 0;
+    while let Some(o) = soon.poll_output() {
+        restarted += usize::from(matches!(o, Output::StartWork { .. }));
+    }
+    assert_eq!(restarted, held.len());
+    // Restored after the leases ran out: nothing resumes.
+    let late = Engine::restore(fast_config(), key, snap, 7, net.now + 60_000);
+    assert_eq!(late.local_work().count(), 0);
+    assert_eq!(late.items().count(), ids.len());
+}
+
+#[test]
+fn a_late_joiner_catches_up_by_sync() {
+    let owner = test_keypair(1);
+    let mut net = Net::new(3, &owner, fast_config());
+    let ids = publish_project(&mut net, &owner, 5_000, 50);
+    assert!(net.run_until(600_000, |n| n.all_done(&ids)));
+    let mut joiner = Engine::new(fast_config(), test_keypair(42), [owner.public()], 3);
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        let delta = net.engines[1].sync_delta(&joiner.sync_digest());
+        let delta = SyncDeltaRoundTrip::round_trip(delta);
+        for env in delta.envelopes {
+            let _ = joiner.handle(Input::Message(env), net.now);
+        }
+        if !delta.more || rounds > 10 {
+            break;
+        }
+    }
+    for id in &ids {
+        assert_eq!(joiner.item_state(id), net.engines[1].item_state(id));
+    }
+    assert_eq!(joiner.sync_digest().projects, net.engines[1].sync_digest().projects);
+}
+
+struct SyncDeltaRoundTrip;
+impl SyncDeltaRoundTrip {
+    fn round_trip(d: crate::message::SyncDelta) -> crate::message::SyncDelta {
+        crate::message::SyncDelta::from_bytes(&d.to_bytes()).expect("delta decodes")
+    }
+}
+
+#[test]
+fn failures_give_the_item_back_and_give_up_after_the_limit() {
+    let owner = test_keypair(1);
+    let cfg = EngineConfig { failures_max: 2, ..fast_config() };
+    let mut e = Engine::new(cfg, test_keypair(9), [owner.public()], 0);
+    let m = manifest(&owner, 5_000, 0);
+    let b = batch(&owner, &m, 1);
+    let item = b.verify().unwrap().items[0].id(&m.id());
+    e.handle(Input::Message(Envelope::Manifest(Signed::sign(&owner, &m))), 0).unwrap();
+    e.handle(Input::Message(Envelope::Batch(b)), 0).unwrap();
+    let mut now = 10_000;
+    for attempt in 1..=2u32 {
+        e.handle(Input::Tick, now).unwrap();
+        now += 1_000;
+        e.handle(Input::Tick, now).unwrap();
+        assert!(e.holds(&item), "attempt {attempt}");
+        let input = Input::WorkFailed { item, epoch: attempt, reason: "boom".into(), retryable: true };
+        e.handle(input, now).unwrap();
+        now += 1_000;
+    }
+    assert_eq!(e.item_state(&item), Some(ItemState::Failed { epoch: 2 }));
+}
+
+#[test]
+fn graceful_shutdown_releases_held_items() {
+    let owner = test_keypair(1);
+    let mut net = Net::new(2, &owner, fast_config());
+    net.work_ms = 1_000_000;
+    publish_project(&mut net, &owner, 5_000, 10);
+    net.run_until(5_000, |n| n.engines[0].local_work().count() > 0);
+    let held: Vec<ItemId> = net.engines[0].local_work().map(|l| l.item).collect();
+    net.input(0, Input::Shutdown).unwrap();
+    let t = net.now + 100;
+    net.run_until(t, |_| false);
+    for id in &held {
+        assert!(!net.engines[0].holds(id));
+        assert!(!matches!(net.engines[1].item_state(id), Some(ItemState::Held { holder, .. }) if holder == net.engines[0].node_id()));
+    }
+}
+
+#[test]
+fn seed_duties_are_derived_from_receipts_on_every_node() {
+    let owner = test_keypair(1);
+    let mut net = Net::new(3, &owner, fast_config());
+    let m = manifest(&owner, 5_000, 2);
+    let b = batch(&owner, &m, 5);
+    net.input(0, Input::Publish(Envelope::Manifest(Signed::sign(&owner, &m)))).unwrap();
+    net.input(0, Input::Publish(Envelope::Batch(b))).unwrap();
+    net.run_until(60_000, |n| n.engines.iter().all(|e| e.counts(None).done == 5 && e.item_count() == 15));
+    for e in &net.engines {
+        assert_eq!(e.item_count(), 15, "5 chunks + 2 seed duties each");
+    }
+    // Seed duties are ongoing: they end up held and ready, not done.
+    net.run_until(net.now + 30_000, |n| {
+        n.engines.iter().all(|e| {
+            e.items().filter(|(_, _, s)| matches!(s, ItemState::Held { ready: true, .. })).count() == 10
+        })
+    });
+    let ready = net.engines[0]
+        .items()
+        .filter(|(_, _, s)| matches!(s, ItemState::Held { ready: true, .. }))
+        .count();
+    assert_eq!(ready, 10);
+}
