@@ -95,7 +95,9 @@ mod tests {
             fs::set_permissions(&open, fs::Permissions::from_mode(0o644)).unwrap();
             assert!(read(&open).unwrap_err().to_string().contains("readable by others"));
         }
-        assert!(read(&dir.path().join("bad")).unwrap_err().to_string().contains("not a Starling key"));
+        assert!(
+            read(&dir.path().join("bad")).unwrap_err().to_string().contains("not a Starling key")
+        );
         assert!(read(&dir.path().join("missing")).unwrap_err().to_string().contains("cannot read"));
     }
 }

@@ -1,11 +1,475 @@
-//! `starling project …`: the project owner's tools.
-use anyhow::Result;
+//! `starling project …`: the project owner's tools, on real files.
+//!
+//! `keygen` makes a project key, `new` signs a manifest (from a TOML file, flags, or both),
+//! `add-urls` signs batches of crawl chunks, and `inspect` verifies and prints any signed file.
+//! Signed files hold one CBOR [`Envelope`]; a corrupted, truncated, wrongly signed or foreign
+//! file gets one clear error naming it.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use serde::Deserialize;
+use starling_protocol::item::{BATCH_ITEMS_MAX, URL_MAX};
+use starling_protocol::manifest::{LEASE_MS_MAX, LEASE_MS_MIN};
+use starling_protocol::wire::MAX_FILE_BYTES;
+use starling_protocol::{
+    Envelope, ItemBatch, ProjectManifest, RatePolicy, RobotsPolicy, Signed, SizeCaps, WorkItem,
+};
+
+use crate::keyfile;
 
 /// `starling project` subcommands.
-#[derive(Debug, clap::Subcommand)]
-pub enum ProjectCmd {}
+#[derive(Debug, Subcommand)]
+pub enum ProjectCmd {
+    /// Create a project owner key (mode 0600) and print its public half.
+    Keygen {
+        /// Where to write the key; refuses to overwrite.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a project manifest from a TOML file and/or flags.
+    New(NewArgs),
+    /// Sign a batch of crawl chunks from a list of URLs (one per line).
+    AddUrls(AddUrlsArgs),
+    /// Verify a signed file and print what it holds.
+    Inspect {
+        /// The signed file (manifest, batch, or any Starling envelope).
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Arguments of `starling project new`.
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// The project owner key (from `starling project keygen`).
+    #[arg(long)]
+    pub key: PathBuf,
+    /// A TOML manifest (see docs/project-manifest.md); flags override its fields.
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
+    /// Where to write the signed manifest.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Project name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Manifest version; a higher version replaces a lower one in the mesh.
+    #[arg(long = "manifest-version")]
+    pub manifest_version: Option<u64>,
+    /// Requests per host, such as `4/s`, `30/min` or `0.5/s`.
+    #[arg(long)]
+    pub rate_per_host: Option<String>,
+    /// Requests allowed in a burst above the rate.
+    #[arg(long)]
+    pub burst: Option<u32>,
+    /// Requests in flight to one host at once.
+    #[arg(long)]
+    pub concurrency: Option<u32>,
+    /// An allowed host (repeatable; subdomains match too). No scope means any host.
+    #[arg(long = "scope")]
+    pub scope: Vec<String>,
+    /// Lease length in seconds.
+    #[arg(long)]
+    pub lease_secs: Option<u64>,
+    /// Copies of each result to keep across the mesh.
+    #[arg(long)]
+    pub replication: Option<u8>,
+}
+
+/// Arguments of `starling project add-urls`.
+#[derive(Debug, Args)]
+pub struct AddUrlsArgs {
+    /// The project owner key.
+    #[arg(long)]
+    pub key: PathBuf,
+    /// The signed project manifest the URLs belong to.
+    #[arg(long)]
+    pub project: PathBuf,
+    /// A text file of URLs, one per line (blank lines and `#` comments skipped).
+    #[arg(long)]
+    pub urls: PathBuf,
+    /// URLs per crawl chunk.
+    #[arg(long, default_value_t = 10)]
+    pub chunk: usize,
+    /// Batch sequence number (default: seconds since the UNIX epoch).
+    #[arg(long)]
+    pub seq: Option<u64>,
+    /// Where to write the signed batch.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// The manifest as project owners write it in TOML.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManifestToml {
+    name: Option<String>,
+    #[serde(default)]
+    description: String,
+    version: Option<u64>,
+    lease_secs: Option<u64>,
+    replication: Option<u8>,
+    #[serde(default)]
+    scope: Vec<String>,
+    user_agent: Option<String>,
+    robots: Option<RobotsPolicy>,
+    #[serde(default)]
+    rate: RateToml,
+    #[serde(default)]
+    caps: CapsToml,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateToml {
+    per_host: Option<String>,
+    burst: Option<u32>,
+    concurrency: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CapsToml {
+    response_bytes_max: Option<u64>,
+    chunk_urls_max: Option<u32>,
+    result_bytes_max: Option<u64>,
+}
 
 /// Runs a `starling project` subcommand.
 pub fn run(cmd: ProjectCmd) -> Result<()> {
-    match cmd {}
+    match cmd {
+        ProjectCmd::Keygen { out } => {
+            let key = keyfile::generate()?;
+            keyfile::write_new(&out, &key)?;
+            println!("{}", key.public());
+            eprintln!("wrote project key to {} (keep it secret)", out.display());
+            Ok(())
+        }
+        ProjectCmd::New(args) => new_project(&args),
+        ProjectCmd::AddUrls(args) => add_urls(&args),
+        ProjectCmd::Inspect { file, json } => inspect(&file, json),
+    }
+}
+
+/// Parses a rate such as `4/s`, `30/min`, `0.5/s` or `2` (per second) into thousandths per second.
+pub fn parse_rate(s: &str) -> Result<u32> {
+    let s = s.trim();
+    let (num, per) = s.split_once('/').unwrap_or((s, "s"));
+    let n: f64 = num.trim().parse().map_err(|_| anyhow::anyhow!("rate {s:?} is not a number"))?;
+    let secs = match per.trim() {
+        "s" | "sec" | "second" => 1.0,
+        "m" | "min" | "minute" => 60.0,
+        "h" | "hour" => 3600.0,
+        other => bail!("rate {s:?}: unknown unit {other:?} (use /s, /min or /h)"),
+    };
+    let milli = (n / secs * 1000.0).round();
+    if !(milli.is_finite() && milli >= 1.0 && milli <= f64::from(u32::MAX)) {
+        bail!("rate {s:?} is out of range (at least 0.001/s)");
+    }
+    Ok(milli as u32)
+}
+
+fn format_rate(per_s_milli: u32) -> String {
+    format!("{}/s", f64::from(per_s_milli) / 1000.0)
+}
+
+fn build_manifest(args: &NewArgs, owner: starling_protocol::PublicKey) -> Result<ProjectManifest> {
+    let t: ManifestToml = match &args.manifest {
+        Some(path) => {
+            let text = fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read manifest {}: {e}", path.display()))?;
+            toml::from_str(&text).map_err(|e| {
+                anyhow::anyhow!("manifest {} is not valid: {}", path.display(), e.message())
+            })?
+        }
+        None => ManifestToml::default(),
+    };
+    let Some(name) = args.name.clone().or(t.name) else {
+        bail!("the project needs a name: set `name` in the manifest or pass --name");
+    };
+    let defaults = RatePolicy::default();
+    let per_s_milli = match args.rate_per_host.as_deref().or(t.rate.per_host.as_deref()) {
+        Some(r) => parse_rate(r)?,
+        None => defaults.per_s_milli,
+    };
+    let lease_secs = args.lease_secs.or(t.lease_secs).unwrap_or(300);
+    let lease_ms = lease_secs.saturating_mul(1000);
+    if !(LEASE_MS_MIN..=LEASE_MS_MAX).contains(&lease_ms) {
+        bail!("lease of {lease_secs} s is outside 1 s ..= 86400 s");
+    }
+    let caps_default = SizeCaps::default();
+    let mut scope: Vec<String> = t.scope;
+    scope.extend(args.scope.iter().cloned());
+    let m = ProjectManifest {
+        description: t.description,
+        version: args.manifest_version.or(t.version).unwrap_or(1),
+        owner,
+        rate: RatePolicy {
+            per_s_milli,
+            burst: args.burst.or(t.rate.burst).unwrap_or(defaults.burst),
+            concurrency: args.concurrency.or(t.rate.concurrency).unwrap_or(defaults.concurrency),
+        },
+        lease_ms,
+        replication: args.replication.or(t.replication).unwrap_or(2),
+        scope,
+        user_agent: t
+            .user_agent
+            .unwrap_or_else(|| format!("starling/{} ({name})", env!("CARGO_PKG_VERSION"))),
+        robots: t.robots.unwrap_or_default(),
+        caps: SizeCaps {
+            response_bytes_max: t
+                .caps
+                .response_bytes_max
+                .unwrap_or(caps_default.response_bytes_max),
+            chunk_urls_max: t.caps.chunk_urls_max.unwrap_or(caps_default.chunk_urls_max),
+            result_bytes_max: t.caps.result_bytes_max.unwrap_or(caps_default.result_bytes_max),
+        },
+        name,
+    };
+    use starling_protocol::wire::Validate;
+    m.validate().map_err(|e| anyhow::anyhow!("manifest is not valid: {e}"))?;
+    Ok(m)
+}
+
+fn new_project(args: &NewArgs) -> Result<()> {
+    let key = keyfile::read(&args.key)?;
+    let m = build_manifest(args, key.public())?;
+    let env = Envelope::Manifest(Signed::sign(&key, &m));
+    write_atomic(&args.out, &env.to_bytes())?;
+    println!("{}", m.id().to_hex());
+    eprintln!("signed project {:?} v{} ({}) to {}", m.name, m.version, m.id(), args.out.display());
+    Ok(())
+}
+
+/// Reads and fully verifies a signed file.
+pub fn read_signed(path: &Path) -> Result<Envelope> {
+    let bytes =
+        fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let env = Envelope::from_file_bytes(&bytes)
+        .map_err(|e| anyhow::anyhow!("{} is not a Starling signed file: {e}", path.display()))?;
+    env.verify().map_err(|e| anyhow::anyhow!("{} does not verify: {e}", path.display()))?;
+    Ok(env)
+}
+
+fn read_manifest(path: &Path) -> Result<ProjectManifest> {
+    match read_signed(path)? {
+        Envelope::Manifest(s) => {
+            let m = s.verify()?;
+            if m.owner != s.signer() {
+                bail!("{} is signed by a key other than its owner", path.display());
+            }
+            Ok(m)
+        }
+        other => bail!("{} holds a {}, not a project manifest", path.display(), other.kind()),
+    }
+}
+
+/// Whether `host` is `allowed` or one of its subdomains.
+fn host_in_scope(host: &str, scope: &[String]) -> bool {
+    scope.is_empty()
+        || scope.iter().any(|s| {
+            let s = s.trim_start_matches('.').to_ascii_lowercase();
+            host == s || host.ends_with(&format!(".{s}"))
+        })
+}
+
+fn add_urls(args: &AddUrlsArgs) -> Result<()> {
+    let key = keyfile::read(&args.key)?;
+    let m = read_manifest(&args.project)?;
+    if m.owner != key.public() {
+        bail!("{} is not the key of project {:?} (owner {})", args.key.display(), m.name, m.owner);
+    }
+    let max_chunk = m.caps.chunk_urls_max as usize;
+    if args.chunk == 0 || args.chunk > max_chunk {
+        bail!("--chunk must be between 1 and {max_chunk} (the project's chunk_urls_max)");
+    }
+    let text = fs::read_to_string(&args.urls)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.urls.display()))?;
+    let mut urls = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let where_ = format!("{}:{}", args.urls.display(), n + 1);
+        if line.len() > URL_MAX {
+            bail!("{where_}: URL longer than {URL_MAX} bytes");
+        }
+        let url = url::Url::parse(line)
+            .map_err(|e| anyhow::anyhow!("{where_}: {line:?} is not a URL: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            bail!("{where_}: only http and https URLs can be crawled, not {:?}", url.scheme());
+        }
+        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        if !host_in_scope(&host, &m.scope) {
+            bail!("{where_}: host {host:?} is outside the project's scope {:?}", m.scope);
+        }
+        urls.push(url.to_string());
+    }
+    if urls.is_empty() {
+        bail!("{} holds no URLs", args.urls.display());
+    }
+    let items: Vec<WorkItem> =
+        urls.chunks(args.chunk).map(|c| WorkItem::CrawlChunk { urls: c.to_vec() }).collect();
+    if items.len() > BATCH_ITEMS_MAX {
+        bail!(
+            "{} chunks is over the {BATCH_ITEMS_MAX} a batch may hold; split the URL list",
+            items.len()
+        );
+    }
+    let seq = match args.seq {
+        Some(s) => s,
+        None => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    };
+    let count = items.len();
+    let batch = ItemBatch { project: m.id(), seq, items };
+    let env = Envelope::Batch(Signed::sign(&key, &batch));
+    let bytes = env.to_bytes();
+    if bytes.len() > MAX_FILE_BYTES {
+        bail!(
+            "the batch is {} bytes, over the {MAX_FILE_BYTES}-byte limit; split the URL list",
+            bytes.len()
+        );
+    }
+    write_atomic(&args.out, &bytes)?;
+    eprintln!(
+        "signed batch {seq} of {count} chunks ({} URLs) for project {:?} to {}",
+        urls.len(),
+        m.name,
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn inspect(path: &Path, json: bool) -> Result<()> {
+    let env = read_signed(path)?;
+    let value = describe(&env)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}: valid {} signed by {}", path.display(), env.kind(), env.signer().to_hex())?;
+    if let Some(obj) = value.as_object() {
+        for (k, v) in obj {
+            if k == "items" {
+                continue;
+            }
+            let shown = match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            writeln!(out, "  {k}: {shown}")?;
+        }
+    }
+    if let Some(items) = value.get("items").and_then(|v| v.as_array()) {
+        writeln!(out, "  items: {}", items.len())?;
+        for item in items.iter().take(5) {
+            writeln!(out, "    {}", item)?;
+        }
+        if items.len() > 5 {
+            writeln!(out, "    … {} more", items.len() - 5)?;
+        }
+    }
+    Ok(())
+}
+
+/// A JSON description of a verified envelope, for `inspect` and the API.
+pub fn describe(env: &Envelope) -> Result<serde_json::Value> {
+    use serde_json::json;
+    Ok(match env {
+        Envelope::Manifest(s) => {
+            let m = s.verify()?;
+            json!({
+                "kind": "manifest",
+                "project": m.id().to_hex(),
+                "name": m.name,
+                "description": m.description,
+                "version": m.version,
+                "owner": m.owner.to_hex(),
+                "rate_per_host": format_rate(m.rate.per_s_milli),
+                "burst": m.rate.burst,
+                "concurrency": m.rate.concurrency,
+                "lease_ms": m.lease_ms,
+                "replication": m.replication,
+                "scope": m.scope,
+                "user_agent": m.user_agent,
+                "robots": m.robots,
+                "caps": {
+                    "response_bytes_max": m.caps.response_bytes_max,
+                    "chunk_urls_max": m.caps.chunk_urls_max,
+                    "result_bytes_max": m.caps.result_bytes_max,
+                },
+            })
+        }
+        Envelope::Batch(s) => {
+            let b = s.verify()?;
+            let items: Vec<serde_json::Value> = b
+                .items
+                .iter()
+                .map(|w| {
+                    let urls = match w {
+                        WorkItem::CrawlChunk { urls } => urls.len(),
+                        _ => 0,
+                    };
+                    json!({ "id": w.id(&b.project).to_hex(), "kind": w.kind().name(), "urls": urls })
+                })
+                .collect();
+            json!({
+                "kind": "batch",
+                "project": b.project.to_hex(),
+                "seq": b.seq,
+                "signer": s.signer().to_hex(),
+                "items": items,
+            })
+        }
+        other => json!({ "kind": other.kind(), "signer": other.signer().to_hex() }),
+    })
+}
+
+/// Writes `bytes` to a temporary file beside `path`, syncs it, then renames it into place, so
+/// a crash never leaves a half-written file under the final name.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot write to {}", dir.display()))?;
+    tmp.write_all(bytes)
+        .and_then(|()| tmp.as_file().sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    tmp.persist(path)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {}", path.display(), e.error))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse() {
+        assert_eq!(parse_rate("4/s").unwrap(), 4000);
+        assert_eq!(parse_rate("30/min").unwrap(), 500);
+        assert_eq!(parse_rate("0.5").unwrap(), 500);
+        assert!(parse_rate("fast").is_err());
+        assert!(parse_rate("4/week").is_err());
+        assert!(parse_rate("0/s").is_err());
+    }
+
+    #[test]
+    fn scope_matches_hosts_and_subdomains() {
+        let scope = vec!["example.org".to_string()];
+        assert!(host_in_scope("example.org", &scope));
+        assert!(host_in_scope("www.example.org", &scope));
+        assert!(!host_in_scope("badexample.org", &scope));
+        assert!(host_in_scope("anything", &[]));
+    }
 }

@@ -58,13 +58,15 @@ fn engine_intake(c: &mut Criterion) {
         (0..N).map(|i| WorkItem::CrawlChunk { urls: vec![format!("http://b.test/{i}")] }).collect();
     let ids: Vec<ItemId> = items.iter().map(|w| w.id(&m.id())).collect();
     let manifest = Envelope::Manifest(Signed::sign(&owner, &m));
-    let batch = Envelope::Batch(Signed::sign(&owner, &ItemBatch { project: m.id(), seq: 1, items }));
+    let batch =
+        Envelope::Batch(Signed::sign(&owner, &ItemBatch { project: m.id(), seq: 1, items }));
     let claimants: Vec<_> = (0..8).map(|i| test_keypair(100 + i)).collect();
     let claims: Vec<Envelope> = ids
         .iter()
         .enumerate()
         .map(|(i, id)| {
-            let c = Claim { item: *id, epoch: 1, at_ms: 1_000, lease_until_ms: 61_000, renew: false };
+            let c =
+                Claim { item: *id, epoch: 1, at_ms: 1_000, lease_until_ms: 61_000, renew: false };
             Envelope::Claim(Signed::sign(&claimants[i % 8], &c))
         })
         .collect();
@@ -74,7 +76,8 @@ fn engine_intake(c: &mut Criterion) {
     g.bench_function("intake of 10k claims", |b| {
         b.iter_batched(
             || {
-                let mut e = Engine::new(EngineConfig::default(), test_keypair(9), [owner.public()], 0);
+                let mut e =
+                    Engine::new(EngineConfig::default(), test_keypair(9), [owner.public()], 0);
                 e.handle(Input::Message(manifest.clone()), 0).expect("manifest");
                 e.handle(Input::Message(batch.clone()), 0).expect("batch");
                 while e.poll_output().is_some() {}

@@ -25,7 +25,7 @@ pub use item::{ItemBatch, WorkItem, WorkKind};
 pub use keys::{Keypair, PublicKey};
 pub use manifest::{ProjectManifest, RatePolicy, RobotsPolicy, SizeCaps};
 pub use message::{
-    Claim, Envelope, Failure, Presence, Receipt, Release, RelayRequest, Roles, SyncDelta,
+    Claim, Envelope, Failure, Presence, Receipt, RelayRequest, Release, Roles, SyncDelta,
     SyncDigest,
 };
 pub use signed::{Signable, Signed, VerifyError};

@@ -131,7 +131,8 @@ impl Validate for ProjectManifest {
         if self.rate.per_s_milli == 0 || self.rate.concurrency == 0 {
             return Err(DecodeError::Invalid("rate policy of zero"));
         }
-        if self.caps.chunk_urls_max == 0 || self.caps.chunk_urls_max as usize > crate::item::CHUNK_URLS_MAX
+        if self.caps.chunk_urls_max == 0
+            || self.caps.chunk_urls_max as usize > crate::item::CHUNK_URLS_MAX
         {
             return Err(DecodeError::Invalid("chunk_urls_max outside 1 ..= 1000"));
         }

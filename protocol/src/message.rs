@@ -14,7 +14,9 @@ use crate::signed::{Signable, Signed, VerifyError};
 use crate::wire::{self, DecodeError, MAX_ENVELOPE_BYTES, Validate, check_len};
 
 /// What a node offers the mesh, as bit flags.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Roles(pub u8);
 

@@ -190,9 +190,6 @@ mod tests {
         let key = Keypair::from_secret([3; 32]);
         let mut s = Signed::sign(&key, &Note("hi".into()));
         s.v = 9;
-        assert_eq!(
-            Signed::<Note>::from_bytes(&s.to_bytes()),
-            Err(DecodeError::UnknownVersion(9))
-        );
+        assert_eq!(Signed::<Note>::from_bytes(&s.to_bytes()), Err(DecodeError::UnknownVersion(9)));
     }
 }

@@ -124,7 +124,10 @@ mod tests {
         let mut trailing = bytes.clone();
         trailing.push(0);
         assert_eq!(decode::<Probe>(&trailing, 1024), Err(DecodeError::TrailingBytes(1)));
-        assert!(matches!(decode::<Probe>(&bytes[..bytes.len() - 1], 1024), Err(DecodeError::Cbor(_))));
+        assert!(matches!(
+            decode::<Probe>(&bytes[..bytes.len() - 1], 1024),
+            Err(DecodeError::Cbor(_))
+        ));
         let big = Probe { n: 1, names: vec![String::new(); 4] };
         assert!(matches!(
             decode::<Probe>(&encode(&big), 1024),

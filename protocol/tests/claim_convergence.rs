@@ -27,8 +27,9 @@ fn setup() -> (Envelope, Envelope, Vec<starling_protocol::ItemId>, starling_prot
         robots: RobotsPolicy::Obey,
         caps: SizeCaps::default(),
     };
-    let items: Vec<WorkItem> =
-        (0..ITEMS).map(|i| WorkItem::CrawlChunk { urls: vec![format!("http://x.test/{i}")] }).collect();
+    let items: Vec<WorkItem> = (0..ITEMS)
+        .map(|i| WorkItem::CrawlChunk { urls: vec![format!("http://x.test/{i}")] })
+        .collect();
     let ids = items.iter().map(|w| w.id(&m.id())).collect();
     let b = ItemBatch { project: m.id(), seq: 1, items };
     (

@@ -21,24 +21,39 @@ fn arb_claim() -> impl Strategy<Value = Claim> {
 }
 
 fn arb_manifest() -> impl Strategy<Value = ProjectManifest> {
-    ("[a-z]{1,20}", ".{0,40}", 1u64..100, 1_000u64..100_000, 0u8..5, proptest::collection::vec("[a-z]{1,10}\\.org", 0..4))
-        .prop_map(|(name, description, version, lease_ms, replication, scope)| ProjectManifest {
-            name,
-            description,
-            version,
-            owner: test_keypair(1).public(),
-            rate: RatePolicy::default(),
-            lease_ms,
-            replication,
-            scope,
-            user_agent: "ua".into(),
-            robots: RobotsPolicy::Obey,
-            caps: SizeCaps::default(),
+    (
+        "[a-z]{1,20}",
+        ".{0,40}",
+        1u64..100,
+        1_000u64..100_000,
+        0u8..5,
+        proptest::collection::vec("[a-z]{1,10}\\.org", 0..4),
+    )
+        .prop_map(|(name, description, version, lease_ms, replication, scope)| {
+            ProjectManifest {
+                name,
+                description,
+                version,
+                owner: test_keypair(1).public(),
+                rate: RatePolicy::default(),
+                lease_ms,
+                replication,
+                scope,
+                user_agent: "ua".into(),
+                robots: RobotsPolicy::Obey,
+                caps: SizeCaps::default(),
+            }
         })
 }
 
 fn arb_batch() -> impl Strategy<Value = ItemBatch> {
-    (any::<u64>(), proptest::collection::vec(proptest::collection::vec("http://[a-z]{1,8}\\.test/[a-z0-9]{0,12}", 1..5), 1..20))
+    (
+        any::<u64>(),
+        proptest::collection::vec(
+            proptest::collection::vec("http://[a-z]{1,8}\\.test/[a-z0-9]{0,12}", 1..5),
+            1..20,
+        ),
+    )
         .prop_map(|(seq, chunks)| ItemBatch {
             project: ProjectId([7; 32]),
             seq,
@@ -109,11 +124,18 @@ fn oversized_input_is_refused_before_parsing() {
 #[test]
 fn oversized_collections_are_refused() {
     let urls = vec!["http://a.test/".to_string(); starling_protocol::item::CHUNK_URLS_MAX + 1];
-    let b = ItemBatch { project: ProjectId([7; 32]), seq: 1, items: vec![WorkItem::CrawlChunk { urls }] };
+    let b = ItemBatch {
+        project: ProjectId([7; 32]),
+        seq: 1,
+        items: vec![WorkItem::CrawlChunk { urls }],
+    };
     let env = Envelope::Batch(Signed::sign(&test_keypair(1), &b));
     let back = Envelope::from_file_bytes(&env.to_bytes()).unwrap();
     assert!(matches!(
         back.verify(),
-        Err(starling_protocol::VerifyError::Decode(starling_protocol::DecodeError::TooLarge { field: "urls", .. }))
+        Err(starling_protocol::VerifyError::Decode(starling_protocol::DecodeError::TooLarge {
+            field: "urls",
+            ..
+        }))
     ));
 }

@@ -7,7 +7,7 @@ use crate::hrw;
 use crate::ids::{ItemId, NodeId};
 use crate::item::{ItemBatch, WorkItem};
 use crate::manifest::ProjectManifest;
-use crate::message::{Claim, Envelope, Failure, Presence, Receipt, Release, RelayRequest};
+use crate::message::{Claim, Envelope, Failure, Presence, Receipt, RelayRequest, Release};
 use crate::signed::{Signable, Signed, VerifyError};
 
 use super::{
@@ -89,7 +89,9 @@ impl Engine {
             if new_key == old_key {
                 return Err(Reject::Duplicate);
             }
-            if new_key.0 < old_key.0 || (new_key.0 == old_key.0 && new_key.1.as_bytes() < old_key.1.as_bytes()) {
+            if new_key.0 < old_key.0
+                || (new_key.0 == old_key.0 && new_key.1.as_bytes() < old_key.1.as_bytes())
+            {
                 return Err(Reject::Stale);
             }
         } else if self.projects.len() >= self.cfg.projects_max {
@@ -244,7 +246,8 @@ impl Engine {
         let (item, epoch, lease_until) = (c.item, c.epoch, c.lease_until_ms);
         self.outputs.push_back(Output::Persist(Envelope::Claim(s.clone())));
         if let Some(e) = self.items.get_mut(&item) {
-            e.phase = Phase::Held { holder: node, epoch, score, lease_until, ready: false, claim: s };
+            e.phase =
+                Phase::Held { holder: node, epoch, score, lease_until, ready: false, claim: s };
         }
         if prev_holder == Some(self.me) && node != self.me {
             self.drop_local(item, CancelReason::Lost);
@@ -261,14 +264,15 @@ impl Engine {
                     started: false,
                     renew_at: lease_until.saturating_sub(lease_ms * 2 / 3).max(now),
                 };
-                if let Some(old) = self.local.insert(item, local) {
-                    if old.started && old.epoch != epoch {
-                        self.outputs.push_back(Output::CancelWork {
-                            item,
-                            epoch: old.epoch,
-                            reason: CancelReason::Lost,
-                        });
-                    }
+                if let Some(old) = self.local.insert(item, local)
+                    && old.started
+                    && old.epoch != epoch
+                {
+                    self.outputs.push_back(Output::CancelWork {
+                        item,
+                        epoch: old.epoch,
+                        reason: CancelReason::Lost,
+                    });
                 }
                 self.schedule(item, now + self.cfg.claim_settle_ms);
             }
@@ -311,7 +315,12 @@ impl Engine {
 
     /// Applies the holder's claim embedded in a receipt or failure; a claim that is merely
     /// stale, lost or already known does not stop the outer message.
-    fn apply_embedded_claim(&mut self, outer_signer: NodeId, claim: &Signed<Claim>, now: u64) -> Result<Claim, Reject> {
+    fn apply_embedded_claim(
+        &mut self,
+        outer_signer: NodeId,
+        claim: &Signed<Claim>,
+        now: u64,
+    ) -> Result<Claim, Reject> {
         if claim.signer().node_id() != outer_signer {
             return Err(Reject::NotHolder);
         }
@@ -341,10 +350,10 @@ impl Engine {
                     if *ready {
                         return Err(Reject::Duplicate);
                     }
-                    if let Some(e) = self.items.get_mut(&c.item) {
-                        if let Phase::Held { ready, .. } = &mut e.phase {
-                            *ready = true;
-                        }
+                    if let Some(e) = self.items.get_mut(&c.item)
+                        && let Phase::Held { ready, .. } = &mut e.phase
+                    {
+                        *ready = true;
                     }
                     self.outputs.push_back(Output::Persist(Envelope::Receipt(s)));
                     return Ok(());
@@ -367,7 +376,14 @@ impl Engine {
         let was_crawl = !ongoing;
         self.outputs.push_back(Output::Persist(Envelope::Receipt(s.clone())));
         if let Some(e) = self.items.get_mut(&item) {
-            e.phase = Phase::Done { holder: node, epoch: c.epoch, score, result: r.result, size: r.size, receipt: s };
+            e.phase = Phase::Done {
+                holder: node,
+                epoch: c.epoch,
+                score,
+                result: r.result,
+                size: r.size,
+                receipt: s,
+            };
         }
         self.unschedule(item);
         if node == self.me {
@@ -410,7 +426,9 @@ impl Engine {
         let Some(e) = self.items.get_mut(&c.item) else { return Err(Reject::UnknownItem) };
         match &e.phase {
             Phase::Held { holder, epoch, .. } if *holder == node && *epoch == c.epoch => {}
-            Phase::Open { epoch, proof: Some(Envelope::Failure(p)) } if *epoch == c.epoch && *p == s => {
+            Phase::Open { epoch, proof: Some(Envelope::Failure(p)) }
+                if *epoch == c.epoch && *p == s =>
+            {
                 return Err(Reject::Duplicate);
             }
             _ => return Err(Reject::Stale),
@@ -445,11 +463,13 @@ impl Engine {
                 }
             }
             Phase::Held { epoch, .. } if r.epoch > *epoch && r.epoch <= epoch + EPOCH_JUMP_MAX => {}
-            Phase::Open { epoch, proof } if r.epoch >= *epoch && r.epoch <= epoch + EPOCH_JUMP_MAX => {
-                if let Some(Envelope::Release(p)) = proof {
-                    if *p == s {
-                        return Err(Reject::Duplicate);
-                    }
+            Phase::Open { epoch, proof }
+                if r.epoch >= *epoch && r.epoch <= epoch + EPOCH_JUMP_MAX =>
+            {
+                if let Some(Envelope::Release(p)) = proof
+                    && *p == s
+                {
+                    return Err(Reject::Duplicate);
                 }
                 if r.epoch == *epoch && *epoch > 0 {
                     return Err(Reject::Stale);

@@ -70,10 +70,30 @@ struct ProjectEntry {
 
 #[derive(Debug, Clone)]
 enum Phase {
-    Open { epoch: u32, proof: Option<Envelope> },
-    Held { holder: NodeId, epoch: u32, score: u64, lease_until: u64, ready: bool, claim: Signed<Claim> },
-    Done { holder: NodeId, epoch: u32, score: u64, result: Digest, size: u64, receipt: Signed<Receipt> },
-    Failed { epoch: u32, proof: Envelope },
+    Open {
+        epoch: u32,
+        proof: Option<Envelope>,
+    },
+    Held {
+        holder: NodeId,
+        epoch: u32,
+        score: u64,
+        lease_until: u64,
+        ready: bool,
+        claim: Signed<Claim>,
+    },
+    Done {
+        holder: NodeId,
+        epoch: u32,
+        score: u64,
+        result: Digest,
+        size: u64,
+        receipt: Signed<Receipt>,
+    },
+    Failed {
+        epoch: u32,
+        proof: Envelope,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -369,10 +389,10 @@ impl Engine {
         if let Some((t, _)) = self.peer_expiry.first() {
             consider(*t);
         }
-        if let Some(w) = self.warmup_end() {
-            if w > self.last_now {
-                consider(w);
-            }
+        if let Some(w) = self.warmup_end()
+            && w > self.last_now
+        {
+            consider(w);
         }
         next
     }
@@ -391,8 +411,12 @@ impl Engine {
         }
         records.extend(self.relay_requests.values().cloned().map(Envelope::RelayRequest));
         records.extend(self.items.values().filter_map(|e| e.phase.proof()));
-        let failures =
-            self.items.iter().filter(|(_, e)| e.failures > 0).map(|(id, e)| (*id, e.failures)).collect();
+        let failures = self
+            .items
+            .iter()
+            .filter(|(_, e)| e.failures > 0)
+            .map(|(id, e)| (*id, e.failures))
+            .collect();
         Snapshot {
             trusted: self.trusted.iter().copied().collect(),
             records,
@@ -496,13 +520,8 @@ impl Engine {
         let capacity = self.cfg.capacity;
         let used = self.local.values().filter(|l| l.kind == WorkKind::Crawl).count() as u16;
         let free = if self.paused { 0 } else { capacity.saturating_sub(used) };
-        let p = Presence {
-            seq: self.presence_seq,
-            at_ms: now,
-            capacity,
-            free,
-            roles: self.cfg.roles,
-        };
+        let p =
+            Presence { seq: self.presence_seq, at_ms: now, capacity, free, roles: self.cfg.roles };
         self.outputs.push_back(Output::Publish(Envelope::Presence(Signed::sign(&self.key, &p))));
         // Up to 10% jitter keeps heartbeats of nodes started together from bunching up.
         let jitter = self.rng.random_range(0..=self.cfg.presence_interval_ms / 10);
@@ -522,10 +541,10 @@ impl Engine {
     }
 
     fn unschedule(&mut self, item: ItemId) {
-        if let Some(e) = self.items.get_mut(&item) {
-            if let Some(old) = e.wake_at.take() {
-                self.agenda.remove(&(old, item));
-            }
+        if let Some(e) = self.items.get_mut(&item)
+            && let Some(old) = e.wake_at.take()
+        {
+            self.agenda.remove(&(old, item));
         }
     }
 
@@ -766,7 +785,6 @@ impl Engine {
             e.wake_at = None;
         }
     }
-
 }
 
 impl Phase {

@@ -113,7 +113,10 @@ impl Engine {
             }
         };
         out.extend(
-            self.peers.values().take(SYNC_PRESENCE_MAX).map(|p| Envelope::Presence(p.presence.clone())),
+            self.peers
+                .values()
+                .take(SYNC_PRESENCE_MAX)
+                .map(|p| Envelope::Presence(p.presence.clone())),
         );
         let mut ids: Vec<ProjectId> = self.projects.keys().copied().collect();
         ids.push(super::relay_project());

@@ -65,7 +65,9 @@ struct Net {
 impl Net {
     fn new(n: usize, owner: &Keypair, cfg: EngineConfig) -> Self {
         let engines = (0..n)
-            .map(|i| Engine::new(cfg.clone(), test_keypair(1000 + i as u64), [owner.public()], i as u64))
+            .map(|i| {
+                Engine::new(cfg.clone(), test_keypair(1000 + i as u64), [owner.public()], i as u64)
+            })
             .collect();
         Self {
             engines,
@@ -96,7 +98,8 @@ impl Net {
                     for to in 0..self.engines.len() {
                         if to != node {
                             self.seq += 1;
-                            self.queue.insert((self.now + self.latency_ms, self.seq), (to, env.clone()));
+                            self.queue
+                                .insert((self.now + self.latency_ms, self.seq), (to, env.clone()));
                         }
                     }
                 }
@@ -131,7 +134,8 @@ impl Net {
         } else if next_work == Some(t) {
             let (_, (node, item, epoch)) = self.work.pop_first().expect("work has an entry at t");
             let result = Digest::of(item.as_bytes());
-            let _ = self.input(node, Input::WorkDone { item, epoch, result, size: 10, ok: 1, failed: 0 });
+            let _ = self
+                .input(node, Input::WorkDone { item, epoch, result, size: 10, ok: 1, failed: 0 });
         } else {
             for i in 0..self.engines.len() {
                 if self.engines[i].next_wakeup().is_some_and(|w| w <= t) {
@@ -152,9 +156,9 @@ impl Net {
     }
 
     fn all_done(&self, items: &[ItemId]) -> bool {
-        self.engines.iter().all(|e| {
-            items.iter().all(|i| matches!(e.item_state(i), Some(ItemState::Done { .. })))
-        })
+        self.engines
+            .iter()
+            .all(|e| items.iter().all(|i| matches!(e.item_state(i), Some(ItemState::Done { .. }))))
     }
 }
 
@@ -233,7 +237,8 @@ fn a_too_early_next_epoch_claim_is_rejected() {
     let holder = (0..2).find(|&i| net.engines[i].holds(&item)).unwrap();
     let other = 1 - holder;
     let rogue = test_keypair(1000 + other as u64);
-    let claim = Claim { item, epoch: 2, at_ms: net.now, lease_until_ms: net.now + 5_000, renew: false };
+    let claim =
+        Claim { item, epoch: 2, at_ms: net.now, lease_until_ms: net.now + 5_000, renew: false };
     let env = Envelope::Claim(Signed::sign(&rogue, &claim));
     assert_eq!(net.input(holder, Input::Message(env)), Err(Reject::EpochRuleBroken));
     assert!(Reject::EpochRuleBroken.penalize());
@@ -247,8 +252,7 @@ fn lease_longer_than_the_project_allows_is_rejected() {
     let mut net = Net::new(1, &owner, fast_config());
     let ids = publish_project(&mut net, &owner, 10_000, 1);
     let rogue = test_keypair(77);
-    let claim =
-        Claim { item: ids[0], epoch: 1, at_ms: 0, lease_until_ms: 1_000_000, renew: false };
+    let claim = Claim { item: ids[0], epoch: 1, at_ms: 0, lease_until_ms: 1_000_000, renew: false };
     let env = Envelope::Claim(Signed::sign(&rogue, &claim));
     assert_eq!(net.input(0, Input::Message(env)), Err(Reject::LeaseTooLong));
 }
@@ -297,7 +301,8 @@ fn same_epoch_conflict_is_won_by_the_higher_hrw_score_whatever_the_order() {
             Envelope::Claim(Signed::sign(k, &c))
         })
         .collect();
-    let winner = nodes.iter().map(|k| (hrw::score(&item, &k.node_id()), k.node_id())).max().unwrap().1;
+    let winner =
+        nodes.iter().map(|k| (hrw::score(&item, &k.node_id()), k.node_id())).max().unwrap().1;
     for order in [[0, 1, 2, 3], [3, 2, 1, 0], [2, 0, 3, 1]] {
         let mut e = Engine::new(fast_config(), test_keypair(9), [owner.public()], 0);
         e.handle(Input::Message(Envelope::Manifest(Signed::sign(&owner, &m))), 0).unwrap();
@@ -416,7 +421,8 @@ fn failures_give_the_item_back_and_give_up_after_the_limit() {
         now += 1_000;
         e.handle(Input::Tick, now).unwrap();
         assert!(e.holds(&item), "attempt {attempt}");
-        let input = Input::WorkFailed { item, epoch: attempt, reason: "boom".into(), retryable: true };
+        let input =
+            Input::WorkFailed { item, epoch: attempt, reason: "boom".into(), retryable: true };
         e.handle(input, now).unwrap();
         now += 1_000;
     }
@@ -436,7 +442,9 @@ fn graceful_shutdown_releases_held_items() {
     net.run_until(t, |_| false);
     for id in &held {
         assert!(!net.engines[0].holds(id));
-        assert!(!matches!(net.engines[1].item_state(id), Some(ItemState::Held { holder, .. }) if holder == net.engines[0].node_id()));
+        assert!(
+            !matches!(net.engines[1].item_state(id), Some(ItemState::Held { holder, .. }) if holder == net.engines[0].node_id())
+        );
     }
 }
 
@@ -448,14 +456,17 @@ fn seed_duties_are_derived_from_receipts_on_every_node() {
     let b = batch(&owner, &m, 5);
     net.input(0, Input::Publish(Envelope::Manifest(Signed::sign(&owner, &m)))).unwrap();
     net.input(0, Input::Publish(Envelope::Batch(b))).unwrap();
-    net.run_until(60_000, |n| n.engines.iter().all(|e| e.counts(None).done == 5 && e.item_count() == 15));
+    net.run_until(60_000, |n| {
+        n.engines.iter().all(|e| e.counts(None).done == 5 && e.item_count() == 15)
+    });
     for e in &net.engines {
         assert_eq!(e.item_count(), 15, "5 chunks + 2 seed duties each");
     }
     // Seed duties are ongoing: they end up held and ready, not done.
     net.run_until(net.now + 30_000, |n| {
         n.engines.iter().all(|e| {
-            e.items().filter(|(_, _, s)| matches!(s, ItemState::Held { ready: true, .. })).count() == 10
+            e.items().filter(|(_, _, s)| matches!(s, ItemState::Held { ready: true, .. })).count()
+                == 10
         })
     });
     let ready = net.engines[0]
@@ -463,4 +474,33 @@ fn seed_duties_are_derived_from_receipts_on_every_node() {
         .filter(|(_, _, s)| matches!(s, ItemState::Held { ready: true, .. }))
         .count();
     assert_eq!(ready, 10);
+}
+
+#[test]
+fn a_relay_request_becomes_a_slot_held_by_a_relay_node_not_the_requester() {
+    let owner = test_keypair(1);
+    let relay_cfg = EngineConfig { roles: Roles::ALL, ..fast_config() };
+    let mut net = Net::new(3, &owner, relay_cfg);
+    net.work_ms = 1_000_000; // a relay slot stays up; its "work" never ends by itself
+    // Engine 2 is behind NAT and asks for relay capacity.
+    let requester = test_keypair(1002);
+    let req = crate::message::RelayRequest { seq: 1, at_ms: 0 };
+    let env = Envelope::RelayRequest(Signed::sign(&requester, &req));
+    net.input(2, Input::Publish(env)).unwrap();
+    let slot = WorkItem::RelaySlot { requester: requester.node_id(), seq: 1 }.id(&relay_project());
+    let held = net.run_until(30_000, |n| {
+        n.engines.iter().all(|e| matches!(e.item_state(&slot), Some(ItemState::Held { .. })))
+    });
+    assert!(held, "relay slot not claimed");
+    let Some(ItemState::Held { holder, .. }) = net.engines[2].item_state(&slot) else { panic!() };
+    assert_ne!(holder, requester.node_id());
+    // A newer request replaces the slot everywhere.
+    let req2 = crate::message::RelayRequest { seq: 2, at_ms: net.now };
+    net.input(2, Input::Publish(Envelope::RelayRequest(Signed::sign(&requester, &req2)))).unwrap();
+    let t = net.now + 1_000;
+    net.run_until(t, |_| false);
+    for e in &net.engines {
+        assert!(e.item_state(&slot).is_none(), "old slot still tracked");
+        assert!(!e.holds(&slot));
+    }
 }

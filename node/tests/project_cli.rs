@@ -1,0 +1,317 @@
+//! End-to-end tests of `starling project …` on real files: the happy path, and one clear error
+//! line with a non-zero exit (never a panic) for every kind of bad file.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn starling(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_starling")).args(args).output().expect("runs starling")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = starling(args);
+    assert!(
+        out.status.success(),
+        "starling {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// Runs a command expected to fail; returns its stderr after checking it is one clear line.
+fn fails(args: &[&str]) -> String {
+    let out = starling(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "starling {args:?} should fail");
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    assert!(!stderr.contains("RUST_BACKTRACE"), "backtrace hint: {stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "not one line: {stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    stderr
+}
+
+fn p(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    key: PathBuf,
+    project: PathBuf,
+    batch: PathBuf,
+    root: PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_path_buf();
+    let key = p(&root, "owner.key");
+    let public = ok(&["project", "keygen", "--out", s(&key)]);
+    assert_eq!(public.trim().len(), 64);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).expect("key exists").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let manifest = p(&root, "project.toml");
+    std::fs::write(
+        &manifest,
+        r#"
+name = "demo"
+description = "A test project"
+lease_secs = 60
+replication = 2
+scope = ["example.org"]
+robots = "obey"
+[rate]
+per_host = "4/s"
+burst = 4
+concurrency = 2
+"#,
+    )
+    .expect("write manifest");
+    let project = p(&root, "project.cbor");
+    let id =
+        ok(&["project", "new", "--key", s(&key), "--manifest", s(&manifest), "--out", s(&project)]);
+    assert_eq!(id.trim().len(), 64);
+    let urls = p(&root, "urls.txt");
+    let list: String = (0..25).map(|i| format!("https://www.example.org/page/{i}\n")).collect();
+    std::fs::write(&urls, format!("# a comment\n\n{list}")).expect("write urls");
+    let batch = p(&root, "batch.cbor");
+    ok(&[
+        "project",
+        "add-urls",
+        "--key",
+        s(&key),
+        "--project",
+        s(&project),
+        "--urls",
+        s(&urls),
+        "--chunk",
+        "10",
+        "--seq",
+        "7",
+        "--out",
+        s(&batch),
+    ]);
+    Fixture { _dir: dir, key, project, batch, root }
+}
+
+#[test]
+fn keygen_new_add_urls_and_inspect() {
+    let f = fixture();
+    let text = ok(&["project", "inspect", s(&f.project)]);
+    assert!(text.contains("valid manifest"), "{text}");
+    assert!(text.contains("rate_per_host: 4/s"), "{text}");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["project", "inspect", "--json", s(&f.project)])).expect("json");
+    assert_eq!(json["name"], "demo");
+    assert_eq!(json["lease_ms"], 60_000);
+    assert_eq!(json["replication"], 2);
+    let batch: serde_json::Value =
+        serde_json::from_str(&ok(&["project", "inspect", "--json", s(&f.batch)])).expect("json");
+    assert_eq!(batch["seq"], 7);
+    assert_eq!(batch["project"], json["project"]);
+    let items = batch["items"].as_array().expect("items");
+    assert_eq!(items.len(), 3, "25 URLs in chunks of 10");
+    assert_eq!(items[2]["urls"], 5);
+}
+
+#[test]
+fn flags_alone_make_a_project() {
+    let f = fixture();
+    let out = p(&f.root, "flags.cbor");
+    ok(&[
+        "project",
+        "new",
+        "--key",
+        s(&f.key),
+        "--name",
+        "small",
+        "--rate-per-host",
+        "2/s",
+        "--burst",
+        "3",
+        "--scope",
+        "example.net",
+        "--out",
+        s(&out),
+    ]);
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["project", "inspect", "--json", s(&out)])).expect("json");
+    assert_eq!(json["name"], "small");
+    assert_eq!(json["rate_per_host"], "2/s");
+    assert_eq!(json["burst"], 3);
+    assert_eq!(json["scope"][0], "example.net");
+}
+
+#[test]
+fn bad_files_get_one_clear_line() {
+    let f = fixture();
+    let bytes = std::fs::read(&f.project).expect("read project");
+
+    let truncated = p(&f.root, "truncated.cbor");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).expect("write");
+    assert!(fails(&["project", "inspect", s(&truncated)]).contains("not a Starling signed file"));
+
+    // Flip a byte inside the signed body: decodes, but the signature fails.
+    let corrupt = p(&f.root, "corrupt.cbor");
+    let mut flipped = bytes.clone();
+    let at = bytes.windows(4).position(|w| w == b"demo").expect("name in body");
+    flipped[at] ^= 0x01;
+    std::fs::write(&corrupt, &flipped).expect("write");
+    assert!(fails(&["project", "inspect", s(&corrupt)]).contains("does not verify"));
+
+    let foreign = p(&f.root, "foreign.png");
+    std::fs::write(&foreign, b"\x89PNG\r\n\x1a\n not ours").expect("write");
+    assert!(fails(&["project", "inspect", s(&foreign)]).contains("not a Starling signed file"));
+
+    let empty = p(&f.root, "empty");
+    std::fs::write(&empty, b"").expect("write");
+    assert!(fails(&["project", "inspect", s(&empty)]).contains("empty"));
+
+    assert!(fails(&["project", "inspect", s(&p(&f.root, "missing"))]).contains("cannot read"));
+
+    // A batch signed with another key than the project's.
+    let other = p(&f.root, "other.key");
+    ok(&["project", "keygen", "--out", s(&other)]);
+    let urls = p(&f.root, "u.txt");
+    std::fs::write(&urls, "https://example.org/\n").expect("write");
+    let out = p(&f.root, "b.cbor");
+    let err = fails(&[
+        "project",
+        "add-urls",
+        "--key",
+        s(&other),
+        "--project",
+        s(&f.project),
+        "--urls",
+        s(&urls),
+        "--out",
+        s(&out),
+    ]);
+    assert!(err.contains("is not the key of project"), "{err}");
+    assert!(!out.exists());
+
+    // add-urls given a batch where a manifest is expected.
+    let err = fails(&[
+        "project",
+        "add-urls",
+        "--key",
+        s(&f.key),
+        "--project",
+        s(&f.batch),
+        "--urls",
+        s(&urls),
+        "--out",
+        s(&out),
+    ]);
+    assert!(err.contains("not a project manifest"), "{err}");
+}
+
+#[test]
+fn bad_inputs_to_new_and_add_urls_get_one_clear_line() {
+    let f = fixture();
+    let bad_toml = p(&f.root, "bad.toml");
+    std::fs::write(&bad_toml, "name = \"x\"\nrate = 5\n").expect("write");
+    let out = p(&f.root, "x.cbor");
+    let err = fails(&[
+        "project",
+        "new",
+        "--key",
+        s(&f.key),
+        "--manifest",
+        s(&bad_toml),
+        "--out",
+        s(&out),
+    ]);
+    assert!(err.contains("is not valid"), "{err}");
+    let unknown = p(&f.root, "unknown.toml");
+    std::fs::write(&unknown, "name = \"x\"\nleese_secs = 5\n").expect("write");
+    assert!(
+        fails(&["project", "new", "--key", s(&f.key), "--manifest", s(&unknown), "--out", s(&out)])
+            .contains("leese_secs")
+    );
+    assert!(
+        fails(&["project", "new", "--key", s(&f.key), "--out", s(&out)]).contains("needs a name")
+    );
+    assert!(
+        fails(&[
+            "project",
+            "new",
+            "--key",
+            s(&f.key),
+            "--name",
+            "x",
+            "--rate-per-host",
+            "lots",
+            "--out",
+            s(&out)
+        ])
+        .contains("not a number")
+    );
+    let garbage_key = p(&f.root, "garbage.key");
+    std::fs::write(&garbage_key, "hello").expect("write");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&garbage_key, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod");
+    }
+    assert!(
+        fails(&["project", "new", "--key", s(&garbage_key), "--name", "x", "--out", s(&out)])
+            .contains("not a Starling key")
+    );
+    assert!(fails(&["project", "keygen", "--out", s(&f.key)]).contains("already exists"));
+
+    let urls = p(&f.root, "bad-urls.txt");
+    std::fs::write(&urls, "https://example.org/ok\nftp://example.org/file\n").expect("write");
+    let err = fails(&[
+        "project",
+        "add-urls",
+        "--key",
+        s(&f.key),
+        "--project",
+        s(&f.project),
+        "--urls",
+        s(&urls),
+        "--out",
+        s(&out),
+    ]);
+    assert!(err.contains(":2:") && err.contains("http"), "{err}");
+    std::fs::write(&urls, "https://elsewhere.com/\n").expect("write");
+    let err = fails(&[
+        "project",
+        "add-urls",
+        "--key",
+        s(&f.key),
+        "--project",
+        s(&f.project),
+        "--urls",
+        s(&urls),
+        "--out",
+        s(&out),
+    ]);
+    assert!(err.contains("outside the project's scope"), "{err}");
+    std::fs::write(&urls, "https://example.org/\n").expect("write");
+    let err = fails(&[
+        "project",
+        "add-urls",
+        "--key",
+        s(&f.key),
+        "--project",
+        s(&f.project),
+        "--urls",
+        s(&urls),
+        "--chunk",
+        "0",
+        "--out",
+        s(&out),
+    ]);
+    assert!(err.contains("--chunk"), "{err}");
+}
