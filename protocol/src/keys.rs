@@ -11,6 +11,34 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{IdParseError, NodeId};
 
+/// Slots in the per-thread cache of decompressed verifying keys.
+const VK_CACHE_SLOTS: usize = 1024;
+
+type VkSlots = std::cell::RefCell<Vec<Option<([u8; 32], VerifyingKey)>>>;
+
+thread_local! {
+    /// Decompressing a key costs a field square root on every verification; peers sign many
+    /// messages each, so a small direct-mapped cache saves it. Bounded, and deterministic.
+    static VK_CACHE: VkSlots =
+        std::cell::RefCell::new(vec![None; VK_CACHE_SLOTS]);
+}
+
+fn decompressed(bytes: &[u8; 32]) -> Option<VerifyingKey> {
+    // Key bytes are uniformly distributed, so a few of them make a fine slot index.
+    let slot = (usize::from(bytes[0]) | usize::from(bytes[1]) << 8) % VK_CACHE_SLOTS;
+    VK_CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some((k, vk)) = &cache[slot]
+            && k == bytes
+        {
+            return Some(*vk);
+        }
+        let vk = VerifyingKey::from_bytes(bytes).ok()?;
+        cache[slot] = Some((*bytes, vk));
+        Some(vk)
+    })
+}
+
 /// An ed25519 public key as it travels on the wire.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -34,7 +62,7 @@ impl PublicKey {
 
     /// Strict verification (`verify_strict`): rejects small-order keys and malleable signatures.
     pub fn verify_strict(&self, msg: &[u8], sig: &[u8; 64]) -> bool {
-        let Ok(vk) = VerifyingKey::from_bytes(&self.0) else {
+        let Some(vk) = decompressed(&self.0) else {
             return false;
         };
         vk.verify_strict(msg, &Signature::from_bytes(sig)).is_ok()

@@ -58,16 +58,23 @@ pub struct Presence {
     pub free: u16,
     /// What the node offers.
     pub roles: Roles,
+    /// Projects the node works on; empty means every project it trusts (used when it has more
+    /// than [`PRESENCE_PROJECTS_MAX`]). Ranking for an item counts only peers of its project.
+    #[serde(default)]
+    pub projects: Vec<ProjectId>,
 }
+
+/// Most projects listed in one presence heartbeat.
+pub const PRESENCE_PROJECTS_MAX: usize = 64;
 
 impl Validate for Presence {
     fn validate(&self) -> Result<(), DecodeError> {
-        Ok(())
+        check_len("projects", self.projects.len(), PRESENCE_PROJECTS_MAX)
     }
 }
 impl Signable for Presence {
     const KIND: &'static str = "presence";
-    const MAX_BODY_BYTES: usize = 256;
+    const MAX_BODY_BYTES: usize = 256 + PRESENCE_PROJECTS_MAX * 40;
 }
 
 /// A claim on an item for one epoch, or (with `renew`) a renewal of the signer's own claim.

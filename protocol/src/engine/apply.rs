@@ -170,21 +170,22 @@ impl Engine {
                 return Err(Reject::Duplicate);
             }
             self.peer_expiry.remove(&(old.expires_at, node));
+            self.forget_peer(&node);
         } else if self.peers.len() >= self.cfg.peers_max {
             // Make room by dropping the peer closest to expiry.
             match self.peer_expiry.pop_first() {
-                Some((_, evicted)) => {
-                    self.peers.remove(&evicted);
-                }
+                Some((_, evicted)) => self.forget_peer(&evicted),
                 None => return Err(Reject::Full),
             }
         }
+        self.index_peer(node, &p.projects);
         let expires_at = now + self.cfg.presence_ttl_ms;
         self.peer_expiry.insert((expires_at, node));
         self.peers.insert(
             node,
             Peer {
                 seq: p.seq,
+                projects: p.projects,
                 expires_at,
                 roles: p.roles,
                 free: p.free,

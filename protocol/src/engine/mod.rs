@@ -111,6 +111,7 @@ struct ItemEntry {
 #[derive(Debug, Clone)]
 struct Peer {
     seq: u64,
+    projects: Vec<ProjectId>,
     expires_at: u64,
     roles: Roles,
     free: u16,
@@ -198,6 +199,9 @@ pub struct Engine {
     items: BTreeMap<ItemId, ItemEntry>,
     peers: BTreeMap<NodeId, Peer>,
     peer_expiry: BTreeSet<(u64, NodeId)>,
+    /// Live peers by the projects their presence lists; peers listing none work on all.
+    project_peers: BTreeMap<ProjectId, BTreeSet<NodeId>>,
+    any_project_peers: BTreeSet<NodeId>,
     relay_requests: BTreeMap<NodeId, Signed<crate::message::RelayRequest>>,
     local: BTreeMap<ItemId, Local>,
     agenda: BTreeSet<(u64, ItemId)>,
@@ -234,6 +238,8 @@ impl Engine {
             items: BTreeMap::new(),
             peers: BTreeMap::new(),
             peer_expiry: BTreeSet::new(),
+            project_peers: BTreeMap::new(),
+            any_project_peers: BTreeSet::new(),
             relay_requests: BTreeMap::new(),
             local: BTreeMap::new(),
             agenda: BTreeSet::new(),
@@ -497,7 +503,7 @@ impl Engine {
                 break;
             }
             self.peer_expiry.pop_first();
-            self.peers.remove(&node);
+            self.forget_peer(&node);
         }
         if now >= self.next_presence_at {
             self.send_presence(now);
@@ -520,8 +526,21 @@ impl Engine {
         let capacity = self.cfg.capacity;
         let used = self.local.values().filter(|l| l.kind == WorkKind::Crawl).count() as u16;
         let free = if self.paused { 0 } else { capacity.saturating_sub(used) };
-        let p =
-            Presence { seq: self.presence_seq, at_ms: now, capacity, free, roles: self.cfg.roles };
+        let p = {
+            let projects = if self.projects.len() <= crate::message::PRESENCE_PROJECTS_MAX {
+                self.projects.keys().copied().collect()
+            } else {
+                Vec::new()
+            };
+            Presence {
+                seq: self.presence_seq,
+                at_ms: now,
+                capacity,
+                free,
+                roles: self.cfg.roles,
+                projects,
+            }
+        };
         self.outputs.push_back(Output::Publish(Envelope::Presence(Signed::sign(&self.key, &p))));
         // Up to 10% jitter keeps heartbeats of nodes started together from bunching up.
         let jitter = self.rng.random_range(0..=self.cfg.presence_interval_ms / 10);
@@ -595,10 +614,43 @@ impl Engine {
         }
     }
 
-    fn my_rank(&self, item: &ItemId, kind: WorkKind) -> u32 {
+    /// This node's HRW rank for an item among the live peers that work on its project and
+    /// have the role. Ranking within the project keeps the cost to that project's peers.
+    fn my_rank(&self, item: &ItemId, project: &ProjectId, kind: WorkKind) -> u32 {
         let role = Roles::for_kind(kind);
-        let others = self.peers.iter().filter(|(_, p)| p.roles.contains(role)).map(|(n, _)| n);
+        let has_role = |n: &&NodeId| self.peers.get(*n).is_some_and(|p| p.roles.contains(role));
+        if *project == relay_project() {
+            let others = self.peers.iter().filter(|(_, p)| p.roles.contains(role)).map(|(n, _)| n);
+            return hrw::rank(item, &self.me, others);
+        }
+        let listed = self.project_peers.get(project).into_iter().flatten();
+        let others = listed.chain(self.any_project_peers.iter()).filter(has_role);
         hrw::rank(item, &self.me, others)
+    }
+
+    fn forget_peer(&mut self, node: &NodeId) {
+        if let Some(p) = self.peers.remove(node) {
+            if p.projects.is_empty() {
+                self.any_project_peers.remove(node);
+            }
+            for project in &p.projects {
+                if let Some(set) = self.project_peers.get_mut(project) {
+                    set.remove(node);
+                    if set.is_empty() {
+                        self.project_peers.remove(project);
+                    }
+                }
+            }
+        }
+    }
+
+    fn index_peer(&mut self, node: NodeId, projects: &[ProjectId]) {
+        if projects.is_empty() {
+            self.any_project_peers.insert(node);
+        }
+        for project in projects {
+            self.project_peers.entry(*project).or_default().insert(node);
+        }
     }
 
     fn on_item_timer(&mut self, item: ItemId, now: u64) {
@@ -612,7 +664,8 @@ impl Engine {
         }
         let Some(since) = self.claimable_since(&item, e) else { return };
         let kind = e.work.kind();
-        let rank = self.my_rank(&item, kind);
+        let project = e.project;
+        let rank = self.my_rank(&item, &project, kind);
         let base = since.max(self.warmup_end().unwrap_or(0)) + self.cfg.settle_ms;
         let extra = u64::from(rank.saturating_sub(self.cfg.candidates.saturating_sub(1)));
         let eligible_at = base + extra * self.cfg.widen_ms;
