@@ -504,3 +504,49 @@ fn a_relay_request_becomes_a_slot_held_by_a_relay_node_not_the_requester() {
         assert!(!e.holds(&slot));
     }
 }
+
+#[test]
+fn ranking_counts_only_peers_of_the_items_project() {
+    let owner = test_keypair(1);
+    let m = manifest(&owner, 5_000, 0);
+    let b = batch(&owner, &m, 200);
+    let mut e = Engine::new(fast_config(), test_keypair(9), [owner.public()], 0);
+    e.handle(Input::Message(Envelope::Manifest(Signed::sign(&owner, &m))), 0).unwrap();
+    e.handle(Input::Message(Envelope::Batch(b.clone())), 0).unwrap();
+    let ids: Vec<ItemId> = b.verify().unwrap().items.iter().map(|w| w.id(&m.id())).collect();
+    // Many peers that work only on some other project.
+    let elsewhere = ProjectId([0xee; 32]);
+    for i in 0..20u64 {
+        let p = Presence {
+            seq: 1,
+            at_ms: 0,
+            capacity: 4,
+            free: 4,
+            roles: Roles::ALL,
+            projects: vec![elsewhere],
+        };
+        e.handle(Input::Message(Envelope::Presence(Signed::sign(&test_keypair(300 + i), &p))), 0)
+            .unwrap();
+    }
+    for id in &ids {
+        assert_eq!(e.my_rank(id, &m.id(), WorkKind::Crawl), 0);
+    }
+    // The same peers listing this project (or no project at all) do count.
+    let mut ranked_below = 0;
+    for i in 0..20u64 {
+        let p = Presence {
+            seq: 2,
+            at_ms: 0,
+            capacity: 4,
+            free: 4,
+            roles: Roles::ALL,
+            projects: if i % 2 == 0 { vec![m.id()] } else { vec![] },
+        };
+        e.handle(Input::Message(Envelope::Presence(Signed::sign(&test_keypair(300 + i), &p))), 0)
+            .unwrap();
+    }
+    for id in &ids {
+        ranked_below += u32::from(e.my_rank(id, &m.id(), WorkKind::Crawl) > 0);
+    }
+    assert!(ranked_below > 150, "{ranked_below} of 200 items now rank below a peer");
+}
