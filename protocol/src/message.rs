@@ -1,7 +1,7 @@
 //! Messages nodes sign and gossip, and the [`Envelope`] that carries any of them.
 //!
-//! A renewal is a [`Claim`] re-signed by its holder at the same epoch with a later lease
-//! (`renew: true`), so a node that missed the original claim learns it from the renewal. A
+//! A renewal is a [`Claim`] re-signed by its holder at the same epoch with a later lease and
+//! the same `since_ms`, so a node that missed the original claim learns it from the renewal. A
 //! [`Receipt`] and a [`Failure`] embed the holder's latest claim, so they can be checked on
 //! their own: only the holder of an epoch can finish or give back that epoch.
 
@@ -77,7 +77,8 @@ impl Signable for Presence {
     const MAX_BODY_BYTES: usize = 256 + PRESENCE_PROJECTS_MAX * 40;
 }
 
-/// A claim on an item for one epoch, or (with `renew`) a renewal of the signer's own claim.
+/// A claim on an item for one epoch, or a renewal of the signer's own claim (same epoch and
+/// `since_ms`, later `at_ms` and lease).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claim {
     /// The item claimed.
@@ -88,8 +89,16 @@ pub struct Claim {
     pub at_ms: u64,
     /// The lease runs until here (claimant's clock).
     pub lease_until_ms: u64,
-    /// A renewal of an epoch the signer already holds.
-    pub renew: bool,
+    /// When the signer first claimed this epoch; renewals keep it. Same-epoch conflicts are
+    /// settled by it (earlier time bucket first) before the HRW score.
+    pub since_ms: u64,
+}
+
+impl Claim {
+    /// Whether this is a renewal rather than a fresh claim.
+    pub fn is_renewal(&self) -> bool {
+        self.since_ms < self.at_ms
+    }
 }
 
 impl Validate for Claim {
@@ -99,6 +108,9 @@ impl Validate for Claim {
         }
         if self.lease_until_ms <= self.at_ms {
             return Err(DecodeError::Invalid("lease ends before it starts"));
+        }
+        if self.since_ms > self.at_ms {
+            return Err(DecodeError::Invalid("claim held since after it was signed"));
         }
         Ok(())
     }
@@ -141,6 +153,8 @@ pub struct Receipt {
     pub ok: u32,
     /// Parts that failed.
     pub failed: u32,
+    /// The holder's clock when the work finished.
+    pub at_ms: u64,
 }
 impl Validate for Receipt {
     fn validate(&self) -> Result<(), DecodeError> {

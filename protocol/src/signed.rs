@@ -84,6 +84,49 @@ fn signing_message(kind: &str, body: &[u8]) -> Vec<u8> {
     msg
 }
 
+/// Slots in the per-thread cache of signatures already verified.
+const VERIFIED_SLOTS: usize = 1 << 16;
+
+type VerifiedSlots = std::cell::RefCell<Vec<[u8; 16]>>;
+
+thread_local! {
+    /// The same envelope often arrives more than once (gossip duplicates, sync deltas, a
+    /// receipt embedding a known claim, and in the simulator every node of one process), and a
+    /// strict ed25519 check costs far more than a hash. A direct-mapped cache of 128-bit
+    /// fingerprints of (signer, signature, domain-separated message) that verified skips the
+    /// repeat. Bounded (1 MiB a thread), and it changes no result, only the time taken.
+    static VERIFIED: VerifiedSlots = std::cell::RefCell::new(vec![[0u8; 16]; VERIFIED_SLOTS]);
+}
+
+fn verified_fingerprint(signer: &PublicKey, sig: &[u8; 64], msg: &[u8]) -> [u8; 16] {
+    let mut h = blake3::Hasher::new_derive_key("starling/v1/verified-cache");
+    h.update(signer.as_bytes());
+    h.update(sig);
+    h.update(msg);
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    // An all-zero fingerprint marks an empty slot; never produce one.
+    out[15] |= 1;
+    out
+}
+
+fn slot_of(fingerprint: &[u8; 16]) -> usize {
+    (usize::from(fingerprint[0]) | usize::from(fingerprint[1]) << 8) % VERIFIED_SLOTS
+}
+
+fn recently_verified(fingerprint: &[u8; 16]) -> bool {
+    VERIFIED.with(|c| c.borrow()[slot_of(fingerprint)] == *fingerprint)
+}
+
+/// Forgets every signature verified on this thread, so a benchmark measures first sight.
+pub fn clear_verified_cache() {
+    VERIFIED.with(|c| c.borrow_mut().iter_mut().for_each(|f| *f = [0u8; 16]));
+}
+
+fn remember_verified(fingerprint: [u8; 16]) {
+    VERIFIED.with(|c| c.borrow_mut()[slot_of(&fingerprint)] = fingerprint);
+}
+
 /// Bytes an envelope adds around its body (version, key, signature, CBOR framing).
 const ENVELOPE_OVERHEAD: usize = 160;
 
@@ -99,8 +142,13 @@ impl<T: Signable> Signed<T> {
     pub fn verify(&self) -> Result<T, VerifyError> {
         let sig: &[u8; 64] =
             self.sig.as_slice().try_into().map_err(|_| VerifyError::BadSignature)?;
-        if !self.signer.verify_strict(&signing_message(T::KIND, &self.body), sig) {
-            return Err(VerifyError::BadSignature);
+        let msg = signing_message(T::KIND, &self.body);
+        let fingerprint = verified_fingerprint(&self.signer, sig, &msg);
+        if !recently_verified(&fingerprint) {
+            if !self.signer.verify_strict(&msg, sig) {
+                return Err(VerifyError::BadSignature);
+            }
+            remember_verified(fingerprint);
         }
         Ok(wire::decode(&self.body, T::MAX_BODY_BYTES)?)
     }

@@ -11,11 +11,11 @@ use starling_protocol::{
 fn arb_claim() -> impl Strategy<Value = Claim> {
     (any::<[u8; 32]>(), 1u32..1000, 0u64..1 << 40, 1u64..100_000, any::<bool>()).prop_map(
         |(item, epoch, at_ms, lease, renew)| Claim {
+            since_ms: if renew { at_ms / 2 } else { at_ms },
             item: ItemId(item),
             epoch,
             at_ms,
             lease_until_ms: at_ms + lease,
-            renew,
         },
     )
 }

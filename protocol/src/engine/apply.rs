@@ -1,6 +1,7 @@
 //! Applying incoming envelopes: validation, the claim rule, and what each accepted message
 //! changes. Every path either applies the message or returns the [`Reject`] reason.
 
+use std::cmp::Reverse;
 use std::sync::Arc;
 
 use crate::hrw;
@@ -11,8 +12,8 @@ use crate::message::{Claim, Envelope, Failure, Presence, Receipt, RelayRequest, 
 use crate::signed::{Signable, Signed, VerifyError};
 
 use super::{
-    CancelReason, EPOCH_JUMP_MAX, Engine, ItemEntry, Local, Output, Peer, Phase, ProjectEntry,
-    RELAY_REQUESTS_MAX, Reject, relay_project,
+    CLAIM_BUCKET_MS, CancelReason, EPOCH_JUMP_MAX, Engine, FENCE_SKEW_MS, ItemEntry, Local, Output,
+    Peer, Phase, ProjectEntry, RELAY_REQUESTS_MAX, Reject, relay_project,
 };
 
 fn verified<T: Signable>(s: &Signed<T>) -> Result<T, Reject> {
@@ -22,9 +23,49 @@ fn verified<T: Signable>(s: &Signed<T>) -> Result<T, Reject> {
     })
 }
 
-/// The total order on claims for one item: epoch, then HRW score, then node id.
-fn claim_key(epoch: u32, score: u64, node: NodeId) -> (u32, u64, NodeId) {
-    (epoch, score, node)
+/// The total order on claims for one item: higher epoch, then the earlier time bucket of
+/// `since_ms` (so a late claim cannot take an item already held at that epoch), then the
+/// higher HRW score, then the node id.
+fn claim_key(
+    epoch: u32,
+    since_ms: u64,
+    score: u64,
+    node: NodeId,
+) -> (u32, Reverse<u64>, u64, NodeId) {
+    (epoch, Reverse(since_ms / CLAIM_BUCKET_MS), score, node)
+}
+
+/// One accepted result, as far as choosing between two results for an item goes.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ResultKey {
+    pub(super) epoch: u32,
+    pub(super) since_ms: u64,
+    pub(super) score: u64,
+    pub(super) node: NodeId,
+    /// The end of the lease the result was produced under (from its embedded claim).
+    pub(super) lease_until_ms: u64,
+    /// When the holder finished.
+    pub(super) done_at_ms: u64,
+}
+
+/// Whether result `new` replaces result `old` for the same item. A higher-epoch result wins
+/// only when its claim came after the lower epoch's lease had run out and before that lower
+/// epoch finished: the old result was then late, and the epoch fences it out. Otherwise the
+/// old result was produced within its lease and stands. Equal epochs follow the claim order.
+/// Both inputs are signed data, so every node decides alike.
+fn result_beats(new: &ResultKey, old: &ResultKey) -> bool {
+    let later_epoch_wins = |hi: &ResultKey, lo: &ResultKey| {
+        hi.since_ms + FENCE_SKEW_MS >= lo.lease_until_ms
+            && hi.since_ms <= lo.done_at_ms + FENCE_SKEW_MS
+    };
+    match new.epoch.cmp(&old.epoch) {
+        std::cmp::Ordering::Greater => later_epoch_wins(new, old),
+        std::cmp::Ordering::Less => !later_epoch_wins(old, new),
+        std::cmp::Ordering::Equal => {
+            claim_key(new.epoch, new.since_ms, new.score, new.node)
+                > claim_key(old.epoch, old.since_ms, old.score, old.node)
+        }
+    }
 }
 
 impl Engine {
@@ -220,7 +261,7 @@ impl Engine {
                 }
                 None
             }
-            Phase::Held { holder, epoch, score: held_score, lease_until, .. } => {
+            Phase::Held { holder, epoch, score: held_score, lease_until, since, .. } => {
                 let (holder, epoch, lease_until) = (*holder, *epoch, *lease_until);
                 if c.epoch < epoch {
                     return Err(Reject::Stale);
@@ -229,7 +270,8 @@ impl Engine {
                     return self.extend_lease(c.item, c.lease_until_ms, s);
                 }
                 if c.epoch == epoch
-                    && claim_key(c.epoch, score, node) < claim_key(epoch, *held_score, holder)
+                    && claim_key(c.epoch, c.since_ms, score, node)
+                        < claim_key(epoch, *since, *held_score, holder)
                 {
                     return Err(Reject::Lost);
                 }
@@ -247,8 +289,15 @@ impl Engine {
         let (item, epoch, lease_until) = (c.item, c.epoch, c.lease_until_ms);
         self.outputs.push_back(Output::Persist(Envelope::Claim(s.clone())));
         if let Some(e) = self.items.get_mut(&item) {
-            e.phase =
-                Phase::Held { holder: node, epoch, score, lease_until, ready: false, claim: s };
+            e.phase = Phase::Held {
+                holder: node,
+                epoch,
+                score,
+                since: c.since_ms,
+                lease_until,
+                ready: false,
+                claim: s,
+            };
         }
         if prev_holder == Some(self.me) && node != self.me {
             self.drop_local(item, CancelReason::Lost);
@@ -260,6 +309,7 @@ impl Engine {
             if let Some(kind) = kind {
                 let local = Local {
                     epoch,
+                    since: c.since_ms,
                     kind,
                     start_at: now + self.cfg.claim_settle_ms,
                     started: false,
@@ -345,6 +395,14 @@ impl Engine {
         let Some(e) = self.items.get(&c.item) else { return Err(Reject::UnknownItem) };
         let score = hrw::score(&c.item, &node);
         let ongoing = e.work.is_ongoing();
+        let new_key = ResultKey {
+            epoch: c.epoch,
+            since_ms: c.since_ms,
+            score,
+            node,
+            lease_until_ms: c.lease_until_ms,
+            done_at_ms: r.at_ms,
+        };
         match &e.phase {
             Phase::Held { holder, epoch, ready, .. } if *holder == node && *epoch == c.epoch => {
                 if ongoing {
@@ -360,13 +418,11 @@ impl Engine {
                     return Ok(());
                 }
             }
-            Phase::Done { holder, epoch, score: done_score, .. } => {
-                let new = claim_key(c.epoch, score, node);
-                let old = claim_key(*epoch, *done_score, *holder);
-                if new == old {
+            Phase::Done { key, .. } => {
+                if key.epoch == c.epoch && key.node == node {
                     return Err(Reject::Duplicate);
                 }
-                if new < old {
+                if !result_beats(&new_key, key) {
                     return Err(Reject::Stale);
                 }
             }
@@ -377,14 +433,7 @@ impl Engine {
         let was_crawl = !ongoing;
         self.outputs.push_back(Output::Persist(Envelope::Receipt(s.clone())));
         if let Some(e) = self.items.get_mut(&item) {
-            e.phase = Phase::Done {
-                holder: node,
-                epoch: c.epoch,
-                score,
-                result: r.result,
-                size: r.size,
-                receipt: s,
-            };
+            e.phase = Phase::Done { key: new_key, result: r.result, size: r.size, receipt: s };
         }
         self.unschedule(item);
         if node == self.me {

@@ -53,6 +53,11 @@ pub use types::{CancelReason, EngineConfig, EngineStats, Input, ItemState, Outpu
 
 /// Most epochs a claim may jump ahead of the last one known.
 pub const EPOCH_JUMP_MAX: u32 = 16;
+/// Same-epoch claims whose `since_ms` fall in one bucket of this many milliseconds are settled
+/// by HRW score; an earlier bucket wins outright. A protocol constant: every node must agree.
+pub const CLAIM_BUCKET_MS: u64 = 4_000;
+/// Clock skew tolerated when fencing one result against another. A protocol constant.
+pub const FENCE_SKEW_MS: u64 = 1_000;
 /// Most relay requests tracked.
 pub const RELAY_REQUESTS_MAX: usize = 4_096;
 
@@ -78,14 +83,13 @@ enum Phase {
         holder: NodeId,
         epoch: u32,
         score: u64,
+        since: u64,
         lease_until: u64,
         ready: bool,
         claim: Signed<Claim>,
     },
     Done {
-        holder: NodeId,
-        epoch: u32,
-        score: u64,
+        key: apply::ResultKey,
         result: Digest,
         size: u64,
         receipt: Signed<Receipt>,
@@ -122,6 +126,7 @@ struct Peer {
 #[derive(Debug, Clone, Copy)]
 struct Local {
     epoch: u32,
+    since: u64,
     kind: WorkKind,
     start_at: u64,
     started: bool,
@@ -206,7 +211,7 @@ pub struct Engine {
     local: BTreeMap<ItemId, Local>,
     agenda: BTreeSet<(u64, ItemId)>,
     /// Claimable items waiting for a free slot: (rank, since, item).
-    ready: BTreeSet<(u32, u64, ItemId)>,
+    ready: [BTreeSet<(u32, u64, ItemId)>; 3],
     /// Messages waiting for their project or item to arrive.
     pending: VecDeque<Envelope>,
     outputs: VecDeque<Output>,
@@ -243,7 +248,7 @@ impl Engine {
             relay_requests: BTreeMap::new(),
             local: BTreeMap::new(),
             agenda: BTreeSet::new(),
-            ready: BTreeSet::new(),
+            ready: Default::default(),
             pending: VecDeque::new(),
             outputs: VecDeque::new(),
             paused: false,
@@ -676,7 +681,7 @@ impl Engine {
         if self.used(kind) < self.capacity_for(kind) {
             self.claim(item, now);
         } else {
-            self.ready.insert((rank, since, item));
+            self.ready[kind_index(kind)].insert((rank, since, item));
         }
     }
 
@@ -709,24 +714,17 @@ impl Engine {
         if self.paused || self.shut_down {
             return;
         }
-        let mut skipped = Vec::new();
-        while let Some(entry) = self.ready.pop_first() {
-            let (_, _, item) = entry;
-            let Some(e) = self.items.get(&item) else { continue };
-            if self.local.contains_key(&item) || self.claimable_since(&item, e).is_none() {
-                continue;
-            }
-            let kind = e.work.kind();
-            if self.used(kind) >= self.capacity_for(kind) {
-                skipped.push(entry);
-                if WorkKind::ALL.iter().all(|k| self.used(*k) >= self.capacity_for(*k)) {
-                    break;
+        for kind in WorkKind::ALL {
+            let queue = kind_index(kind);
+            while self.used(kind) < self.capacity_for(kind) {
+                let Some((_, _, item)) = self.ready[queue].pop_first() else { break };
+                let Some(e) = self.items.get(&item) else { continue };
+                if self.local.contains_key(&item) || self.claimable_since(&item, e).is_none() {
+                    continue;
                 }
-                continue;
+                self.claim(item, now);
             }
-            self.claim(item, now);
         }
-        self.ready.extend(skipped);
     }
 
     fn rearm_open_items(&mut self, now: u64) {
@@ -751,7 +749,8 @@ impl Engine {
             _ => return,
         };
         let lease_ms = self.lease_ms(&e.project);
-        let claim = Claim { item, epoch, at_ms: now, lease_until_ms: now + lease_ms, renew: false };
+        let claim =
+            Claim { item, epoch, at_ms: now, lease_until_ms: now + lease_ms, since_ms: now };
         let signed = Signed::sign(&self.key, &claim);
         self.stats.claims += 1;
         let env = Envelope::Claim(signed);
@@ -764,8 +763,13 @@ impl Engine {
         let Some(l) = self.local.get(&item).copied() else { return };
         let Some(e) = self.items.get(&item) else { return };
         let lease_ms = self.lease_ms(&e.project);
-        let claim =
-            Claim { item, epoch: l.epoch, at_ms: now, lease_until_ms: now + lease_ms, renew: true };
+        let claim = Claim {
+            item,
+            epoch: l.epoch,
+            at_ms: now,
+            lease_until_ms: now + lease_ms,
+            since_ms: l.since,
+        };
         let env = Envelope::Claim(Signed::sign(&self.key, &claim));
         self.stats.renewals += 1;
         if self.apply_envelope(env.clone(), now, false).is_ok() {
@@ -794,7 +798,7 @@ impl Engine {
         now: u64,
     ) {
         let Some(claim) = self.current_claim(&item, epoch) else { return };
-        let receipt = Receipt { claim, result, size, ok, failed };
+        let receipt = Receipt { claim, result, size, ok, failed, at_ms: now };
         let env = Envelope::Receipt(Signed::sign(&self.key, &receipt));
         if self.apply_envelope(env.clone(), now, false).is_ok() {
             self.stats.finished += 1;
@@ -832,7 +836,7 @@ impl Engine {
             }
         }
         self.shut_down = true;
-        self.ready.clear();
+        self.ready.iter_mut().for_each(BTreeSet::clear);
         self.agenda.clear();
         for e in self.items.values_mut() {
             e.wake_at = None;
@@ -850,8 +854,8 @@ impl Phase {
                 lease_until_ms: *lease_until,
                 ready: *ready,
             },
-            Phase::Done { holder, epoch, result, size, .. } => {
-                ItemState::Done { holder: *holder, epoch: *epoch, result: *result, size: *size }
+            Phase::Done { key, result, size, .. } => {
+                ItemState::Done { holder: key.node, epoch: key.epoch, result: *result, size: *size }
             }
             Phase::Failed { epoch, .. } => ItemState::Failed { epoch: *epoch },
         }
@@ -864,6 +868,14 @@ impl Phase {
             Phase::Done { receipt, .. } => Some(Envelope::Receipt(receipt.clone())),
             Phase::Failed { proof, .. } => Some(proof.clone()),
         }
+    }
+}
+
+fn kind_index(kind: WorkKind) -> usize {
+    match kind {
+        WorkKind::Crawl => 0,
+        WorkKind::Seed => 1,
+        WorkKind::Relay => 2,
     }
 }
 

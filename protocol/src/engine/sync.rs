@@ -35,10 +35,10 @@ fn state_bytes(id: &crate::ids::ItemId, e: &ItemEntry) -> Vec<u8> {
             out.extend_from_slice(holder.as_bytes());
             out.push(u8::from(*ready));
         }
-        Phase::Done { holder, epoch, result, .. } => {
+        Phase::Done { key, result, .. } => {
             out.push(2);
-            out.extend_from_slice(&epoch.to_le_bytes());
-            out.extend_from_slice(holder.as_bytes());
+            out.extend_from_slice(&key.epoch.to_le_bytes());
+            out.extend_from_slice(key.node.as_bytes());
             out.extend_from_slice(result.as_bytes());
         }
         Phase::Failed { epoch, .. } => {

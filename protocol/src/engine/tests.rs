@@ -219,7 +219,14 @@ fn an_expired_lease_is_reclaimed_at_the_next_epoch_and_the_old_result_is_fenced(
         ItemState::Held { epoch: 1, .. } => net.engines[a].current_claim(&item, 1).unwrap(),
         other => panic!("old holder should still think it holds epoch 1: {other:?}"),
     };
-    let receipt = Receipt { claim: old_claim, result: Digest([9; 32]), size: 1, ok: 1, failed: 0 };
+    let receipt = Receipt {
+        claim: old_claim,
+        result: Digest([9; 32]),
+        size: 1,
+        ok: 1,
+        failed: 0,
+        at_ms: net.now,
+    };
     let key = test_keypair(1000 + a as u64);
     let env = Envelope::Receipt(Signed::sign(&key, &receipt));
     assert_eq!(net.input(b, Input::Message(env)), Err(Reject::Stale));
@@ -237,8 +244,13 @@ fn a_too_early_next_epoch_claim_is_rejected() {
     let holder = (0..2).find(|&i| net.engines[i].holds(&item)).unwrap();
     let other = 1 - holder;
     let rogue = test_keypair(1000 + other as u64);
-    let claim =
-        Claim { item, epoch: 2, at_ms: net.now, lease_until_ms: net.now + 5_000, renew: false };
+    let claim = Claim {
+        item,
+        epoch: 2,
+        at_ms: net.now,
+        lease_until_ms: net.now + 5_000,
+        since_ms: net.now,
+    };
     let env = Envelope::Claim(Signed::sign(&rogue, &claim));
     assert_eq!(net.input(holder, Input::Message(env)), Err(Reject::EpochRuleBroken));
     assert!(Reject::EpochRuleBroken.penalize());
@@ -252,7 +264,7 @@ fn lease_longer_than_the_project_allows_is_rejected() {
     let mut net = Net::new(1, &owner, fast_config());
     let ids = publish_project(&mut net, &owner, 10_000, 1);
     let rogue = test_keypair(77);
-    let claim = Claim { item: ids[0], epoch: 1, at_ms: 0, lease_until_ms: 1_000_000, renew: false };
+    let claim = Claim { item: ids[0], epoch: 1, at_ms: 0, lease_until_ms: 1_000_000, since_ms: 0 };
     let env = Envelope::Claim(Signed::sign(&rogue, &claim));
     assert_eq!(net.input(0, Input::Message(env)), Err(Reject::LeaseTooLong));
 }
@@ -270,7 +282,7 @@ fn forged_and_untrusted_messages_are_rejected_and_not_applied() {
     let ids = publish_project(&mut net, &owner, 5_000, 1);
     // A claim whose body was changed after signing.
     let rogue = test_keypair(77);
-    let claim = Claim { item: ids[0], epoch: 1, at_ms: 0, lease_until_ms: 1_000, renew: false };
+    let claim = Claim { item: ids[0], epoch: 1, at_ms: 0, lease_until_ms: 1_000, since_ms: 0 };
     let signed = Signed::sign(&rogue, &claim);
     let mut bytes = Envelope::Claim(signed).to_bytes();
     let last = bytes.len() - 70; // inside the body, before the signature
@@ -297,7 +309,7 @@ fn same_epoch_conflict_is_won_by_the_higher_hrw_score_whatever_the_order() {
     let claims: Vec<Envelope> = nodes
         .iter()
         .map(|k| {
-            let c = Claim { item, epoch: 1, at_ms: 10, lease_until_ms: 4_000, renew: false };
+            let c = Claim { item, epoch: 1, at_ms: 10, lease_until_ms: 4_000, since_ms: 10 };
             Envelope::Claim(Signed::sign(k, &c))
         })
         .collect();
@@ -333,7 +345,7 @@ fn the_losing_claimant_yields_before_starting_work() {
         .map(|i| test_keypair(600 + i))
         .find(|k| (hrw::score(&item, &k.node_id()), k.node_id()) > (hrw::score(&item, &me), me))
         .unwrap();
-    let c = Claim { item, epoch: 1, at_ms: 10_000, lease_until_ms: 14_000, renew: false };
+    let c = Claim { item, epoch: 1, at_ms: 10_000, lease_until_ms: 14_000, since_ms: 10_000 };
     e.handle(Input::Message(Envelope::Claim(Signed::sign(&rival, &c))), 10_010).unwrap();
     assert!(!e.holds(&item));
     e.handle(Input::Tick, 20_000).unwrap();
@@ -549,4 +561,112 @@ fn ranking_counts_only_peers_of_the_items_project() {
         ranked_below += u32::from(e.my_rank(id, &m.id(), WorkKind::Crawl) > 0);
     }
     assert!(ranked_below > 150, "{ranked_below} of 200 items now rank below a peer");
+}
+
+/// An observer that knows one single-item project; returns it and the item id.
+fn observer(owner: &Keypair, lease_ms: u64) -> (Engine, ItemId) {
+    let m = manifest(owner, lease_ms, 0);
+    let b = batch(owner, &m, 1);
+    let item = b.verify().unwrap().items[0].id(&m.id());
+    let mut e = Engine::new(fast_config(), test_keypair(9), [owner.public()], 0);
+    e.handle(Input::Message(Envelope::Manifest(Signed::sign(owner, &m))), 0).unwrap();
+    e.handle(Input::Message(Envelope::Batch(b)), 0).unwrap();
+    (e, item)
+}
+
+fn claim_env(
+    key: &Keypair,
+    item: ItemId,
+    epoch: u32,
+    since: u64,
+    at: u64,
+    until: u64,
+) -> Signed<Claim> {
+    Signed::sign(key, &Claim { item, epoch, at_ms: at, lease_until_ms: until, since_ms: since })
+}
+
+fn receipt_env(key: &Keypair, claim: Signed<Claim>, at: u64, tag: u8) -> Envelope {
+    let r = Receipt { claim, result: Digest([tag; 32]), size: 1, ok: 1, failed: 0, at_ms: at };
+    Envelope::Receipt(Signed::sign(key, &r))
+}
+
+/// Two keys for an item: (lower HRW score, higher HRW score).
+fn low_high(item: &ItemId) -> (Keypair, Keypair) {
+    let a = test_keypair(700);
+    let b = test_keypair(701);
+    if (hrw::score(item, &a.node_id()), a.node_id()) < (hrw::score(item, &b.node_id()), b.node_id())
+    {
+        (a, b)
+    } else {
+        (b, a)
+    }
+}
+
+#[test]
+fn a_late_same_epoch_claim_cannot_take_a_held_item_nor_finish_it() {
+    let owner = test_keypair(1);
+    let (mut e, item) = observer(&owner, 30_000);
+    let (h, l) = low_high(&item); // the late claimant outscores the holder
+    let hc = claim_env(&h, item, 1, 10_000, 10_000, 40_000);
+    e.handle(Input::Message(Envelope::Claim(hc)), 10_000).unwrap();
+    let late = claim_env(&l, item, 1, 25_000, 25_000, 55_000);
+    assert_eq!(e.handle(Input::Message(Envelope::Claim(late.clone())), 25_000), Err(Reject::Lost));
+    let bogus = receipt_env(&l, late, 25_100, 0xbb);
+    assert_eq!(e.handle(Input::Message(bogus), 25_100), Err(Reject::Stale));
+    assert!(
+        matches!(e.item_state(&item), Some(ItemState::Held { holder, .. }) if holder == h.node_id())
+    );
+}
+
+#[test]
+fn a_receipt_whose_claim_broke_the_epoch_rule_never_replaces_the_result() {
+    let owner = test_keypair(1);
+    let (mut e, item) = observer(&owner, 30_000);
+    let h = test_keypair(710);
+    let p = test_keypair(711);
+    e.handle(
+        Input::Message(Envelope::Claim(claim_env(&h, item, 1, 10_000, 10_000, 40_000))),
+        10_000,
+    )
+    .unwrap();
+    let renewal = claim_env(&h, item, 1, 10_000, 20_000, 50_000);
+    e.handle(Input::Message(Envelope::Claim(renewal.clone())), 20_000).unwrap();
+    let early = claim_env(&p, item, 2, 41_500, 41_500, 71_500);
+    assert_eq!(
+        e.handle(Input::Message(Envelope::Claim(early.clone())), 41_500),
+        Err(Reject::EpochRuleBroken)
+    );
+    e.handle(Input::Message(receipt_env(&h, renewal, 45_000, 0xaa)), 45_000).unwrap();
+    let r = e.handle(Input::Message(receipt_env(&p, early, 46_000, 0xbb)), 46_000);
+    assert_eq!(r, Err(Reject::Stale));
+    assert!(
+        matches!(e.item_state(&item), Some(ItemState::Done { holder, result, .. }) if holder == h.node_id() && result == Digest([0xaa; 32]))
+    );
+}
+
+#[test]
+fn a_late_result_is_fenced_out_by_the_next_epoch_in_any_order() {
+    let owner = test_keypair(1);
+    let h = test_keypair(720);
+    let p = test_keypair(721);
+    // H claims with a lease to 40 s and never renews; P reclaims at epoch 2 after it lapsed.
+    let (mut first, item) = observer(&owner, 30_000);
+    let hc = claim_env(&h, item, 1, 10_000, 10_000, 40_000);
+    let pc = claim_env(&p, item, 2, 42_000, 42_000, 72_000);
+    let h_late = receipt_env(&h, hc.clone(), 45_000, 0xaa);
+    let p_done = receipt_env(&p, pc.clone(), 50_000, 0xbb);
+    // Observer 1: claims, then H's late result (stale), then P's.
+    first.handle(Input::Message(Envelope::Claim(hc.clone())), 10_000).unwrap();
+    first.handle(Input::Message(Envelope::Claim(pc)), 42_000).unwrap();
+    assert_eq!(first.handle(Input::Message(h_late.clone()), 45_000), Err(Reject::Stale));
+    first.handle(Input::Message(p_done.clone()), 50_000).unwrap();
+    // Observer 2: only the two results, the late one first.
+    let (mut second, _) = observer(&owner, 30_000);
+    second.handle(Input::Message(h_late), 50_000).unwrap();
+    second.handle(Input::Message(p_done), 50_000).unwrap();
+    for e in [&first, &second] {
+        assert!(
+            matches!(e.item_state(&item), Some(ItemState::Done { holder, epoch: 2, .. }) if holder == p.node_id())
+        );
+    }
 }
