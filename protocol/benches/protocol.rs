@@ -91,6 +91,7 @@ fn engine_intake(c: &mut Criterion) {
     g.bench_function("intake of 10k claims", |b| {
         b.iter_batched(
             || {
+                starling_protocol::signed::clear_verified_cache();
                 let mut e =
                     Engine::new(EngineConfig::default(), test_keypair(9), [owner.public()], 0);
                 e.handle(Input::Message(manifest.clone()), 0).expect("manifest");
