@@ -55,7 +55,7 @@ pub use types::{CancelReason, EngineConfig, EngineStats, Input, ItemState, Outpu
 pub const EPOCH_JUMP_MAX: u32 = 16;
 /// Same-epoch claims whose `since_ms` fall in one bucket of this many milliseconds are settled
 /// by HRW score; an earlier bucket wins outright. A protocol constant: every node must agree.
-pub const CLAIM_BUCKET_MS: u64 = 4_000;
+pub const CLAIM_BUCKET_MS: u64 = 1_000;
 /// Clock skew tolerated when fencing one result against another. A protocol constant.
 pub const FENCE_SKEW_MS: u64 = 1_000;
 /// Most relay requests tracked.

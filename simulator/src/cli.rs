@@ -1,0 +1,226 @@
+//! The command-line surface, `starling sim …`: argument parsing, seed sweeps, a progress line
+//! on a terminal, the human summary and the JSON report.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+
+use crate::report::Report;
+use crate::scenario::{Overrides, Scenario, parse_duration_ms};
+
+/// Arguments of `starling sim`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimArgs {
+    /// Built-in scenario name (steady, lossy, churn, partition-heal, byzantine, fault-50,
+    /// scale-10k) or a path to a scenario TOML file.
+    #[arg(long, default_value = "steady")]
+    pub scenario: String,
+    /// Seed for the run.
+    #[arg(long, default_value_t = 1, conflicts_with = "seeds")]
+    pub seed: u64,
+    /// Sweep seeds A..B (end exclusive) and summarise.
+    #[arg(long, value_name = "A..B")]
+    pub seeds: Option<String>,
+    /// Override the node count.
+    #[arg(long)]
+    pub nodes: Option<u32>,
+    /// Override the item count.
+    #[arg(long)]
+    pub items: Option<u32>,
+    /// Override message loss (0.05 = 5 %).
+    #[arg(long)]
+    pub loss: Option<f64>,
+    /// Override churn, in events per minute across the mesh.
+    #[arg(long)]
+    pub churn: Option<f64>,
+    /// Override the run length (90s, 10m, 1500ms; bare numbers are seconds).
+    #[arg(long, value_parser = parse_duration_ms)]
+    pub duration: Option<u64>,
+    /// Write the report as JSON here (a sweep writes one report per line).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+fn parse_seeds(s: &str) -> anyhow::Result<std::ops::Range<u64>> {
+    let (a, b) = s.split_once("..").context("--seeds wants A..B, for example 1..20")?;
+    let a: u64 = a.trim().parse().context("--seeds: start is not a number")?;
+    let b: u64 = b.trim().parse().context("--seeds: end is not a number")?;
+    if b <= a {
+        bail!("--seeds {s}: the range is empty");
+    }
+    Ok(a..b)
+}
+
+/// Runs `starling sim`: prints a summary, writes `--json`, and fails on any violation.
+pub fn run(args: SimArgs) -> anyhow::Result<()> {
+    let mut scenario = Scenario::load(&args.scenario)?;
+    scenario.apply_overrides(&Overrides {
+        nodes: args.nodes,
+        items: args.items,
+        loss: args.loss,
+        churn_per_min: args.churn,
+        duration_ms: args.duration,
+    })?;
+    let seeds = match &args.seeds {
+        Some(s) => parse_seeds(s)?,
+        None => args.seed..args.seed + 1,
+    };
+    let tty = std::io::stderr().is_terminal();
+    let mut reports = Vec::new();
+    let mut failures = Vec::new();
+    for seed in seeds.clone() {
+        let mut progress = |now: u64, end: u64| {
+            if tty {
+                let pct = now as f64 * 100.0 / end.max(1) as f64;
+                eprint!(
+                    "\r{} seed {seed}: {:>5.1}% of {}s simulated ",
+                    scenario.name,
+                    pct,
+                    end / 1_000
+                );
+                let _ = std::io::stderr().flush();
+            }
+        };
+        let outcome = crate::run_scenario_with(&scenario, seed, &mut progress);
+        if tty {
+            eprint!("\r\x1b[K");
+        }
+        match outcome {
+            Ok(r) => reports.push(r),
+            Err(f) => {
+                eprintln!("{}", f.violation);
+                reports.push(f.report.clone());
+                failures.push(f);
+            }
+        }
+    }
+    if let [r] = reports.as_slice() {
+        print_summary(r);
+    } else {
+        print_sweep(&reports);
+    }
+    if let Some(path) = &args.json {
+        let mut out = String::new();
+        if let [r] = reports.as_slice() {
+            out = serde_json::to_string_pretty(r)?;
+        } else {
+            for r in &reports {
+                out.push_str(&serde_json::to_string(r)?);
+                out.push('\n');
+            }
+        }
+        std::fs::write(path, out).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(f) = failures.first() {
+        bail!(
+            "{} of {} runs broke an invariant; first: seed {} ({:?})",
+            failures.len(),
+            reports.len(),
+            f.violation.seed,
+            f.violation.kind
+        );
+    }
+    Ok(())
+}
+
+fn print_summary(r: &Report) {
+    let x = &r.result;
+    let p = &x.propagation_ms;
+    println!("scenario {} seed {}: {} nodes, {} items", x.scenario, x.seed, x.nodes, x.items);
+    match x.time_to_finish_ms {
+        Some(t) => println!("  all items done after {:.1}s", t as f64 / 1_000.0),
+        None => println!("  not all items done by the end ({}s)", x.sim_ms / 1_000),
+    }
+    println!(
+        "  done {}  lost {}  failed {}  bogus results {}",
+        x.items_done, x.lost_items, x.failed_items, x.bogus_results
+    );
+    println!(
+        "  executions {} started / {} completed; duplicates {} ({:.3} %)",
+        x.executions_started, x.executions_completed, x.duplicate_executions, x.duplicate_pct
+    );
+    println!(
+        "  traffic {:.1} msg/node/s, {:.0} B/node/s; dropped {}; propagation p50 {} p90 {} p99 {} max {} ms",
+        x.messages_per_node_s, x.bytes_per_node_s, x.messages_dropped, p.p50, p.p90, p.p99, p.max
+    );
+    if let Some(c) = x.convergence_after_heal_ms {
+        println!("  converged {:.1}s after the last heal", c as f64 / 1_000.0);
+    }
+    println!(
+        "  {} events, {:.0} events/s, {:.1}x real time, peak RSS {} MiB",
+        x.events,
+        r.perf.events_per_s,
+        r.perf.sim_per_wall,
+        r.perf.peak_rss_bytes / (1 << 20)
+    );
+    println!("  trace {}", x.trace_hash);
+    for v in &x.violations {
+        println!("  VIOLATION {v}");
+    }
+}
+
+fn print_sweep(reports: &[Report]) {
+    println!(
+        "{:>6} {:>9} {:>6} {:>5} {:>8} {:>6} {:>10} {:>9}  trace",
+        "seed", "finish_s", "lost", "dup", "dup_%", "dup_ok", "events", "x_real"
+    );
+    for r in reports {
+        let x = &r.result;
+        println!(
+            "{:>6} {:>9} {:>6} {:>5} {:>8.3} {:>6} {:>10} {:>9.1}  {}{}",
+            x.seed,
+            x.time_to_finish_ms.map_or("-".into(), |t| format!("{:.1}", t as f64 / 1_000.0)),
+            x.lost_items,
+            x.duplicate_executions,
+            x.duplicate_pct,
+            x.duplicate_completions,
+            x.events,
+            r.perf.sim_per_wall,
+            &x.trace_hash[..16],
+            if x.violations.is_empty() { "" } else { "  VIOLATION" }
+        );
+    }
+    let n = reports.len().max(1) as f64;
+    let dup: f64 = reports.iter().map(|r| r.result.duplicate_pct).sum::<f64>() / n;
+    let lost: u64 = reports.iter().map(|r| r.result.lost_items).sum();
+    let bad = reports.iter().filter(|r| !r.result.violations.is_empty()).count();
+    println!(
+        "{} runs: mean duplicates {:.3} %, lost items {}, runs with violations {}",
+        reports.len(),
+        dup,
+        lost,
+        bad
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        sim: SimArgs,
+    }
+
+    #[test]
+    fn flags_parse() {
+        let c = Cli::try_parse_from([
+            "sim",
+            "--scenario",
+            "lossy",
+            "--seeds",
+            "3..9",
+            "--duration",
+            "2m",
+        ])
+        .expect("flags parse");
+        assert_eq!(c.sim.scenario, "lossy");
+        assert_eq!(c.sim.duration, Some(120_000));
+        assert_eq!(parse_seeds(c.sim.seeds.as_deref().unwrap_or_default()).expect("range"), 3..9);
+        assert!(parse_seeds("9..3").is_err());
+        assert!(Cli::try_parse_from(["sim", "--seed", "1", "--seeds", "1..3"]).is_err());
+    }
+}

@@ -1,0 +1,234 @@
+//! Faults: scheduled partitions, isolation, heals and crashes; random churn; and lying peers.
+//!
+//! Liars run the real engine, so they gossip and sync like anyone, but their driver lies on
+//! top: claims signed with someone else's key, claims that jump an epoch while the holder's
+//! lease runs, receipts for items others hold (with a bogus result), claims they never work
+//! on (their renewals are withheld so the lease runs out), and floods of valid heartbeats.
+
+use rand::Rng;
+use starling_protocol::message::{Claim, Presence, Receipt};
+use starling_protocol::{Digest, Envelope, ItemState, Roles, Signed};
+
+use crate::scenario::FaultKind;
+use crate::world::{Event, World};
+
+impl World {
+    /// Called when a fault ends; convergence is timed from the last such moment.
+    pub(crate) fn fault_healed(&mut self) {
+        if !self.net.partitioned() {
+            self.converge_from = Some(self.now);
+        }
+    }
+
+    pub(crate) fn on_fault(&mut self, index: u32) {
+        let Some(f) = self.s.faults.get(index as usize).cloned() else { return };
+        let n = self.nodes.len();
+        self.stats.faults += 1;
+        self.had_fault = true;
+        self.record("fault", index, u32::MAX, 0);
+        let cut = |split: f64| ((n as f64) * split.clamp(0.0, 1.0)).round() as usize;
+        match f.kind {
+            FaultKind::Partition { split } => {
+                self.net.partition(cut(split), true);
+                self.topo_changed_at = self.now;
+                self.converge_from = None;
+            }
+            FaultKind::OneWay { split } => {
+                self.net.partition(cut(split), false);
+                self.topo_changed_at = self.now;
+                self.converge_from = None;
+            }
+            FaultKind::Isolate { node } => {
+                if (node as usize) < n {
+                    self.net.isolate(node as usize);
+                    self.topo_changed_at = self.now;
+                    self.converge_from = None;
+                }
+            }
+            FaultKind::Heal => {
+                self.net.heal();
+                self.topo_changed_at = self.now;
+                self.mesh_heartbeat(true);
+                for m in 0..n as u32 {
+                    if self.nodes[m as usize].up() {
+                        self.start_sync(m, None, 0);
+                    }
+                }
+                self.fault_healed();
+            }
+            FaultKind::Crash { node, down_ms } => {
+                if (node as usize) < n {
+                    self.take_down(node, false);
+                    self.push(self.now + down_ms, Event::Revive { node, fresh: false });
+                }
+            }
+        }
+    }
+
+    /// Time to the next churn event (exponential gaps).
+    pub(crate) fn churn_gap(&mut self) -> u64 {
+        let mean = 60_000.0 / self.s.churn.per_min.max(1e-9);
+        let u: f64 = self.rng.random::<f64>();
+        (-(1.0 - u).ln() * mean).max(1.0) as u64
+    }
+
+    pub(crate) fn on_churn(&mut self) {
+        let c = self.s.churn.clone();
+        if c.until_ms > 0 && self.now > c.until_ms {
+            return;
+        }
+        let n = self.nodes.len();
+        let down = self.nodes.iter().filter(|x| !x.up()).count();
+        if (down as f64) < (n as f64) * c.down_max_share {
+            let victim = self.rng.random_range(0..n) as u32;
+            let node = &self.nodes[victim as usize];
+            if node.up() && !node.byz {
+                let crash = self.rng.random_bool(c.crash_share.clamp(0.0, 1.0));
+                self.take_down(victim, !crash);
+                self.push(self.now + c.downtime_ms, Event::Revive { node: victim, fresh: !crash });
+            }
+        }
+        let at = self.now + self.churn_gap();
+        self.push(at, Event::Churn);
+    }
+
+    /// One lie from liar `n`.
+    pub(crate) fn on_liar(&mut self, n: u32, inc: u32) {
+        let node = &self.nodes[n as usize];
+        if node.inc != inc || !node.up() {
+            return;
+        }
+        let b = self.s.byzantine.clone();
+        self.push(self.now + b.action_interval_ms.max(1), Event::Liar { node: n, inc });
+        let mut lies = Vec::new();
+        if b.forge {
+            lies.push(0u8);
+        }
+        if b.epoch_break {
+            lies.push(1);
+        }
+        if b.false_receipt {
+            lies.push(2);
+        }
+        if lies.is_empty() {
+            return;
+        }
+        let lie = lies[self.rng.random_range(0..lies.len())];
+        let t = self.now + self.nodes[n as usize].clock_offset_ms;
+        let me = self.nodes[n as usize].id;
+        let Some(engine) = self.nodes[n as usize].engine.as_ref() else { return };
+        let held: Vec<_> = engine
+            .items()
+            .filter_map(|(id, _, st)| match st {
+                ItemState::Held { holder, epoch, lease_until_ms, .. } if holder != me => {
+                    Some((id, holder, epoch, lease_until_ms))
+                }
+                _ => None,
+            })
+            .collect();
+        if held.is_empty() {
+            return;
+        }
+        let (item, holder, epoch, lease_until) = held[self.rng.random_range(0..held.len())];
+        let key = self.nodes[n as usize].key.clone();
+        let lease = self.s.lease_ms;
+        let env = match lie {
+            0 => {
+                let c = Claim {
+                    item,
+                    epoch: epoch + 1,
+                    at_ms: t,
+                    lease_until_ms: t + lease,
+                    since_ms: t,
+                };
+                match forge_signer(&Signed::sign(&key, &c), holder.as_bytes()) {
+                    Some(s) => Envelope::Claim(s),
+                    None => return,
+                }
+            }
+            1 => {
+                let at = t.min(lease_until.saturating_sub(1));
+                let c = Claim {
+                    item,
+                    epoch: epoch + 1,
+                    at_ms: at,
+                    lease_until_ms: at + lease,
+                    since_ms: at,
+                };
+                Envelope::Claim(Signed::sign(&key, &c))
+            }
+            _ => {
+                let c = Claim { item, epoch, at_ms: t, lease_until_ms: t + lease, since_ms: t };
+                let r = Receipt {
+                    claim: Signed::sign(&key, &c),
+                    result: Digest::of(b"bogus"),
+                    size: 1,
+                    ok: 1,
+                    failed: 0,
+                    at_ms: t,
+                };
+                Envelope::Receipt(Signed::sign(&key, &r))
+            }
+        };
+        self.record("lie", n, u32::from(lie), 0);
+        self.publish(n, env);
+    }
+
+    /// One flood heartbeat from liar `n`.
+    pub(crate) fn on_flood(&mut self, n: u32, inc: u32) {
+        let rate = self.s.byzantine.flood_per_s;
+        let node = &mut self.nodes[n as usize];
+        if node.inc != inc || node.engine.is_none() || rate == 0 {
+            return;
+        }
+        let t = self.now + node.clock_offset_ms;
+        node.flood_seq = node.flood_seq.max(t * 1_000) + 1;
+        let p = Presence {
+            seq: node.flood_seq,
+            at_ms: t,
+            capacity: 64,
+            free: 64,
+            roles: Roles::CRAWL,
+            projects: Vec::new(),
+        };
+        let env = Envelope::Presence(Signed::sign(&node.key, &p));
+        self.publish(n, env);
+        self.push(self.now + (1_000 / u64::from(rate)).max(1), Event::Flood { node: n, inc });
+    }
+}
+
+/// The same signed value with its signer replaced by `victim`, so the signature no longer
+/// matches: a forgery. Goes through JSON because `Signed` keeps its fields private.
+fn forge_signer<T: starling_protocol::Signable>(
+    s: &Signed<T>,
+    victim: &[u8; 32],
+) -> Option<Signed<T>> {
+    let mut v = serde_json::to_value(s).ok()?;
+    let obj = v.as_object_mut()?;
+    obj.insert("signer".into(), serde_json::Value::from(victim.to_vec()));
+    serde_json::from_value(v).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use starling_protocol::engine::test_keypair;
+
+    #[test]
+    fn forged_claims_fail_verification() {
+        let key = test_keypair(1);
+        let victim = test_keypair(2);
+        let c = Claim {
+            item: starling_protocol::ItemId([7; 32]),
+            epoch: 1,
+            at_ms: 1,
+            lease_until_ms: 9,
+            since_ms: 1,
+        };
+        let s = Signed::sign(&key, &c);
+        assert!(s.verify().is_ok());
+        let f = forge_signer(&s, victim.public().as_bytes()).expect("forgery builds");
+        assert_eq!(f.signer(), victim.public());
+        assert!(f.verify().is_err());
+    }
+}

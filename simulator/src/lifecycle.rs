@@ -1,0 +1,109 @@
+//! Node lifecycle: boot, crash (snapshot kept), graceful leave (`Input::Shutdown`), restart
+//! from the snapshot or a fresh rejoin, and the owners publishing their projects through a
+//! gateway node.
+
+use rand::Rng;
+use starling_protocol::{Engine, Input};
+
+use crate::net::mix64;
+use crate::world::{Event, World};
+
+impl World {
+    pub(crate) fn on_publish(&mut self, p: u32) {
+        let Some(proj) = self.projects.get(p as usize) else { return };
+        let gateway = proj.subscribers.iter().copied().find(|n| {
+            let node = &self.nodes[*n as usize];
+            node.up() && !node.byz
+        });
+        let Some(g) = gateway else {
+            // Nobody to publish through yet; try again shortly.
+            self.push(self.now + 1_000, Event::Publish { project: p });
+            return;
+        };
+        let mut envs = vec![proj.manifest.clone()];
+        envs.extend(proj.batches.iter().cloned());
+        self.record("publish", g, u32::MAX, u64::from(p));
+        for env in envs {
+            self.drive(g, Input::Publish(env));
+        }
+        if self.converge_from.is_none() {
+            self.converge_from = Some(self.now);
+        }
+    }
+
+    /// Brings a node up: fresh (boot, rejoin) or from its crash snapshot.
+    pub(crate) fn revive(&mut self, n: u32, fresh: bool, boot: bool) {
+        let now = self.now;
+        let cfg = self.cfg.clone();
+        let trusted = self.nodes[n as usize].trusted(&self.projects);
+        let node = &mut self.nodes[n as usize];
+        if node.up() {
+            return;
+        }
+        let seed = mix64(self.seed ^ (u64::from(n) << 20) ^ u64::from(node.inc));
+        let t = now + node.clock_offset_ms;
+        let engine = match node.saved.take() {
+            Some(snap) if !fresh => Engine::restore(cfg, node.key.clone(), snap, seed, t),
+            _ => Engine::new(cfg, node.key.clone(), trusted, seed),
+        };
+        node.engine = Some(engine);
+        node.up_since = now;
+        node.wake_at = None;
+        node.seen.clear();
+        node.seen_fifo.clear();
+        let inc = node.inc;
+        let byz = node.byz;
+        self.record(if fresh { "join" } else { "restart" }, n, u32::MAX, 0);
+        if !boot {
+            if fresh {
+                self.stats.churn.joins += 1;
+            } else {
+                self.stats.churn.restarts += 1;
+            }
+            self.graft(n);
+            self.fault_healed();
+        }
+        self.drive(n, Input::Tick);
+        if !boot {
+            self.start_sync(n, None, 0);
+        }
+        if self.s.network.sync_interval_ms > 0 {
+            let at = now + self.rng.random_range(1..=self.s.network.sync_interval_ms);
+            self.push(at, Event::SyncTimer { node: n, inc });
+        }
+        if byz {
+            let at = now + self.rng.random_range(1..=self.s.byzantine.action_interval_ms.max(1));
+            self.push(at, Event::Liar { node: n, inc });
+            if self.s.byzantine.flood_per_s > 0 {
+                self.push(now + 1, Event::Flood { node: n, inc });
+            }
+        }
+    }
+
+    /// Takes a node down; with `graceful`, it first gives back its work (Input::Shutdown).
+    pub(crate) fn take_down(&mut self, n: u32, graceful: bool) {
+        if !self.nodes[n as usize].up() {
+            return;
+        }
+        if graceful {
+            self.drive(n, Input::Shutdown);
+        }
+        let node = &mut self.nodes[n as usize];
+        let engine = node.engine.take();
+        node.saved = if graceful { None } else { engine.map(|e| e.snapshot()) };
+        node.inc += 1;
+        node.wake_at = None;
+        let running: Vec<u32> = node.running.keys().copied().collect();
+        for idx in running {
+            self.stop_work(n, idx);
+        }
+        self.record(if graceful { "leave" } else { "crash" }, n, u32::MAX, 0);
+        if graceful {
+            self.stats.churn.leaves += 1;
+        } else {
+            self.stats.churn.crashes += 1;
+        }
+        self.had_fault = true;
+        self.prune(n);
+    }
+}

@@ -1,0 +1,259 @@
+//! The run report, the latency histogram and the event trace.
+//!
+//! [`Report`] splits into a deterministic part (same seed, same bytes) and [`Perf`], which holds
+//! the only figures read from the wall clock or the OS (speed, peak memory) and is left out of
+//! determinism comparisons.
+
+use std::collections::VecDeque;
+
+use serde::Serialize;
+
+/// Buckets of the propagation histogram, one per millisecond; later samples go in the last.
+const HIST_BUCKETS: usize = 65_536;
+/// Trace records kept for printing around a violation.
+pub const TRACE_RING: usize = 96;
+
+/// Everything a run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Identical for identical scenario and seed.
+    pub result: RunResult,
+    /// Wall-clock and OS figures; differ between runs.
+    pub perf: Perf,
+}
+
+/// The deterministic part of a report.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunResult {
+    /// Scenario name.
+    pub scenario: String,
+    /// Seed.
+    pub seed: u64,
+    /// Nodes at start.
+    pub nodes: u32,
+    /// Crawl items published.
+    pub items: u64,
+    /// Simulated time the run covered.
+    pub sim_ms: u64,
+    /// From publication to the last item done (None if not all finished).
+    pub time_to_finish_ms: Option<u64>,
+    /// Items done at the end (per the honest nodes).
+    pub items_done: u64,
+    /// Items not done at the end although an honest node was up.
+    pub lost_items: u64,
+    /// Items given up after too many failures.
+    pub failed_items: u64,
+    /// Items whose accepted result is not the honest one (a lying peer's receipt won).
+    pub bogus_results: u64,
+    /// Executions started by honest nodes (crawl chunks).
+    pub executions_started: u64,
+    /// Executions that ran to the end.
+    pub executions_completed: u64,
+    /// Started executions beyond one per item.
+    pub duplicate_executions: u64,
+    /// `duplicate_executions` as a percentage of items.
+    pub duplicate_pct: f64,
+    /// Completed executions beyond one per item.
+    pub duplicate_completions: u64,
+    /// The first few repeated completions, to start debugging from.
+    pub duplicate_examples: Vec<String>,
+    /// Gossip messages sent (each hop counts).
+    pub messages: u64,
+    /// Bytes of those messages.
+    pub bytes: u64,
+    /// Sync requests and responses sent.
+    pub sync_messages: u64,
+    /// Bytes of those.
+    pub sync_bytes: u64,
+    /// Gossip messages per node per simulated second.
+    pub messages_per_node_s: f64,
+    /// Bytes (gossip and sync) per node per simulated second.
+    pub bytes_per_node_s: f64,
+    /// Messages dropped by loss or partitions.
+    pub messages_dropped: u64,
+    /// Deliveries suppressed as already seen.
+    pub duplicate_deliveries: u64,
+    /// First-delivery delay of gossip messages.
+    pub propagation_ms: Percentiles,
+    /// From the last heal to all honest nodes agreeing (None if no fault or never measured).
+    pub convergence_after_heal_ms: Option<u64>,
+    /// Faults applied (scheduled and churn).
+    pub faults: u64,
+    /// Crashes, graceful leaves, restarts and joins.
+    pub churn: ChurnCounts,
+    /// Messages honest engines rejected, by reason.
+    pub rejected: Vec<(String, u64)>,
+    /// Events processed.
+    pub events: u64,
+    /// blake3 over the ordered event trace.
+    pub trace_hash: String,
+    /// Invariant violations (the run fails if any).
+    pub violations: Vec<String>,
+}
+
+/// Churn counts.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct ChurnCounts {
+    /// Crashes.
+    pub crashes: u64,
+    /// Graceful leaves.
+    pub leaves: u64,
+    /// Restarts from a snapshot.
+    pub restarts: u64,
+    /// Fresh joins.
+    pub joins: u64,
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Percentiles {
+    /// Samples.
+    pub samples: u64,
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// Largest.
+    pub max: u64,
+}
+
+/// Wall-clock and OS figures.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Perf {
+    /// Wall time of the run.
+    pub wall_ms: u64,
+    /// Events per wall second.
+    pub events_per_s: f64,
+    /// Simulated time divided by wall time.
+    pub sim_per_wall: f64,
+    /// Peak resident memory of the process (VmHWM), bytes.
+    pub peak_rss_bytes: u64,
+}
+
+/// A fixed-size millisecond histogram.
+#[derive(Debug)]
+pub struct Histogram {
+    buckets: Vec<u64>,
+    count: u64,
+    max: u64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self { buckets: vec![0; HIST_BUCKETS], count: 0, max: 0 }
+    }
+}
+
+impl Histogram {
+    /// Adds one sample.
+    pub fn record(&mut self, ms: u64) {
+        let i = (ms as usize).min(HIST_BUCKETS - 1);
+        self.buckets[i] += 1;
+        self.count += 1;
+        self.max = self.max.max(ms);
+    }
+
+    /// The percentiles so far.
+    pub fn percentiles(&self) -> Percentiles {
+        let at = |q: f64| -> u64 {
+            if self.count == 0 {
+                return 0;
+            }
+            let want = ((self.count as f64) * q).ceil().max(1.0) as u64;
+            let mut seen = 0;
+            for (i, n) in self.buckets.iter().enumerate() {
+                seen += n;
+                if seen >= want {
+                    return i as u64;
+                }
+            }
+            self.max
+        };
+        Percentiles {
+            samples: self.count,
+            p50: at(0.5),
+            p90: at(0.9),
+            p99: at(0.99),
+            max: self.max,
+        }
+    }
+}
+
+/// One traced event.
+#[derive(Debug, Clone, Copy)]
+pub struct TraceRec {
+    /// Simulated time.
+    pub t: u64,
+    /// What happened.
+    pub what: &'static str,
+    /// The node it happened at.
+    pub node: u32,
+    /// The other node involved, or `u32::MAX`.
+    pub peer: u32,
+    /// A detail: the first bytes of a message or item id.
+    pub extra: u64,
+}
+
+/// The ordered event trace: hashed in full, the tail kept for violation reports.
+#[derive(Debug)]
+pub struct Trace {
+    hasher: blake3::Hasher,
+    ring: VecDeque<TraceRec>,
+}
+
+impl Default for Trace {
+    fn default() -> Self {
+        Self { hasher: blake3::Hasher::new(), ring: VecDeque::with_capacity(TRACE_RING) }
+    }
+}
+
+impl Trace {
+    /// Records one event.
+    pub fn record(&mut self, rec: TraceRec) {
+        let mut b = [0u8; 25];
+        b[..8].copy_from_slice(&rec.t.to_le_bytes());
+        b[8] = rec.what.as_bytes().first().copied().unwrap_or(0) ^ (rec.what.len() as u8);
+        b[9..13].copy_from_slice(&rec.node.to_le_bytes());
+        b[13..17].copy_from_slice(&rec.peer.to_le_bytes());
+        b[17..25].copy_from_slice(&rec.extra.to_le_bytes());
+        self.hasher.update(&b);
+        if self.ring.len() == TRACE_RING {
+            self.ring.pop_front();
+        }
+        self.ring.push_back(rec);
+    }
+
+    /// Mixes a value (a verdict, a state fingerprint) into the hash without a ring entry.
+    pub fn mix(&mut self, v: u64) {
+        self.hasher.update(&v.to_le_bytes());
+    }
+
+    /// The hash so far, in hex.
+    pub fn hash_hex(&self) -> String {
+        self.hasher.finalize().to_hex().to_string()
+    }
+
+    /// The last events, one line each.
+    pub fn tail(&self) -> Vec<String> {
+        self.ring
+            .iter()
+            .map(|r| {
+                let peer =
+                    if r.peer == u32::MAX { String::new() } else { format!(" peer={}", r.peer) };
+                format!("t={}ms {} node={}{} id={:016x}", r.t, r.what, r.node, peer, r.extra)
+            })
+            .collect()
+    }
+}
+
+/// Peak resident memory of this process from `/proc/self/status` (0 where unavailable).
+pub fn peak_rss_bytes() -> u64 {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return 0 };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}

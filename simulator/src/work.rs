@@ -1,0 +1,136 @@
+//! The work model: a `StartWork` output becomes a `WorkDone` (or `WorkFailed`) input after an
+//! execution time drawn per item kind (longer on slow nodes), unless a `CancelWork` comes
+//! first. Every start and completion by an honest node is counted per item, which is where the
+//! duplicate figures come from.
+
+use rand::Rng;
+use starling_protocol::{Input, ItemId, ProjectId, WorkItem, WorkKind};
+
+use crate::world::{DUP_EXAMPLES_MAX, Event, ItemRec, World, honest_result, id64};
+
+impl World {
+    pub(crate) fn mark_done(&mut self, item: ItemId) {
+        let Some(&idx) = self.item_index.get(&item) else { return };
+        let rec = &mut self.items[idx as usize];
+        if rec.done || !rec.crawl {
+            return;
+        }
+        rec.done = true;
+        self.done_count += 1;
+        if self.done_count == self.crawl_total {
+            self.all_done_at = Some(self.now);
+        }
+    }
+
+    /// The driver's index for an item, registering derived items (seed duties) on first sight.
+    pub(crate) fn item_idx(&mut self, item: ItemId, project: ProjectId, kind: WorkKind) -> u32 {
+        if let Some(&i) = self.item_index.get(&item) {
+            return i;
+        }
+        let i = self.items.len() as u32;
+        self.item_index.insert(item, i);
+        let project = self.project_index.get(&project).copied().unwrap_or(u32::MAX);
+        self.items.push(ItemRec {
+            id: item,
+            project,
+            crawl: kind == WorkKind::Crawl,
+            starts: 0,
+            completions: 0,
+            executing: Vec::new(),
+            done: false,
+            touched_at: self.now,
+        });
+        i
+    }
+
+    pub(crate) fn start_work(
+        &mut self,
+        n: u32,
+        item: ItemId,
+        epoch: u32,
+        project: ProjectId,
+        work: &WorkItem,
+    ) {
+        let kind = work.kind();
+        let idx = self.item_idx(item, project, kind);
+        let node = &self.nodes[n as usize];
+        if node.byz && self.s.byzantine.never_work {
+            return;
+        }
+        if idx < self.s.sabotage.drop_items {
+            return;
+        }
+        let (byz, slow) = (node.byz, node.slow);
+        self.record("start", n, u32::MAX, id64(&item));
+        if !byz {
+            let rec = &mut self.items[idx as usize];
+            rec.starts += 1;
+            rec.executing.retain(|(m, _)| *m != n);
+            rec.executing.push((n, self.now));
+            if rec.executing.len() > 1 {
+                self.contended.insert(idx);
+            }
+        }
+        let mean = match kind {
+            WorkKind::Crawl => self.s.work.crawl_ms,
+            _ => self.s.work.seed_ms,
+        } as f64;
+        let j = self.s.work.jitter.clamp(0.0, 0.99);
+        let mut ms = mean * (1.0 + j * (2.0 * self.rng.random::<f64>() - 1.0));
+        if slow {
+            ms *= self.s.nodes_spec.slow_factor.max(1.0);
+        }
+        self.token_seq += 1;
+        let token = self.token_seq;
+        self.nodes[n as usize].running.insert(idx, (token, epoch));
+        self.push(
+            self.now + (ms as u64).max(1),
+            Event::WorkDone { node: n, item: idx, token, epoch },
+        );
+    }
+
+    pub(crate) fn stop_work(&mut self, n: u32, idx: u32) {
+        self.nodes[n as usize].running.remove(&idx);
+        if let Some(rec) = self.items.get_mut(idx as usize) {
+            rec.executing.retain(|(m, _)| *m != n);
+        }
+    }
+
+    pub(crate) fn on_work_done(&mut self, n: u32, idx: u32, token: u64, epoch: u32) {
+        let node = &self.nodes[n as usize];
+        if node.running.get(&idx).map(|r| r.0) != Some(token) || !node.up() {
+            return;
+        }
+        let byz = node.byz;
+        self.stop_work(n, idx);
+        let item = self.items[idx as usize].id;
+        if !byz {
+            let rec = &mut self.items[idx as usize];
+            rec.completions += 1;
+            if rec.completions > 1 && self.dup_examples.len() < DUP_EXAMPLES_MAX {
+                let what = format!(
+                    "item {} completed again by node {n} at epoch {epoch}, t={}ms",
+                    item.short(),
+                    self.now
+                );
+                self.dup_examples.push(what);
+            }
+        }
+        self.record("done", n, u32::MAX, id64(&item));
+        let input = if self.s.work.fail_rate > 0.0
+            && self.rng.random_bool(self.s.work.fail_rate.min(1.0))
+        {
+            Input::WorkFailed { item, epoch, reason: "simulated failure".into(), retryable: true }
+        } else {
+            Input::WorkDone {
+                item,
+                epoch,
+                result: honest_result(&item),
+                size: 1_000,
+                ok: 1,
+                failed: 0,
+            }
+        };
+        self.drive(n, input);
+    }
+}
