@@ -1,9 +1,26 @@
 //! # starling-node
 //!
 //! The real Starling node and the `starling` command line: key files, the project owner's
-//! tools, and (as they land) the libp2p mesh actor, the redb store, work runners and the local
-//! control API.
+//! tools, the libp2p mesh actor ([`actor`], [`net`]), the redb [`store`], work [`runner`]s and
+//! the loopback control [`api`]. The node is a thin driver of the claim engine in
+//! `starling-protocol`: it never decides who owns an item.
+//!
+//! The subcommands for `main.rs` live in [`cli_node`].
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod actor;
+pub mod api;
+pub mod api_client;
+pub mod cli_node;
+pub mod client;
+mod commands;
+pub mod config;
+pub mod crawl;
 pub mod keyfile;
+pub mod net;
 pub mod project;
+pub mod runner;
+pub mod store;
+#[cfg(any(debug_assertions, feature = "test-runner"))]
+pub mod test_runner;
+pub mod views;

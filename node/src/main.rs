@@ -3,10 +3,11 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use starling_node::cli_node;
 
 /// Starling: a peer-to-peer volunteer compute mesh.
 #[derive(Debug, Parser)]
-#[command(name = "starling", version, about, propagate_version = true)]
+#[command(name = "starling", version, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -14,15 +15,27 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Project owner's tools: keys, manifests, signed batches of work.
+    /// Run a node: join the mesh and work on trusted projects until Ctrl-C.
+    Up(Box<cli_node::UpArgs>),
+    /// Show what the local node is doing.
+    Status(cli_node::StatusArgs),
+    /// Send signed manifests and batches into the mesh through the local node.
+    Publish(cli_node::PublishArgs),
+    /// Project owner's tools: keys, manifests, signed batches of work, trust.
     #[command(subcommand)]
     Project(starling_node::project::ProjectCmd),
+    /// Run the real claim engine over a simulated mesh, reproducibly from a seed.
+    Sim(Box<starling_sim::SimArgs>),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
+        Cmd::Up(args) => cli_node::up(*args),
+        Cmd::Status(args) => cli_node::status(args),
+        Cmd::Publish(args) => cli_node::publish(args),
         Cmd::Project(cmd) => starling_node::project::run(cmd),
+        Cmd::Sim(args) => starling_sim::run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -34,6 +34,8 @@ pub enum ProjectCmd {
     New(NewArgs),
     /// Sign a batch of crawl chunks from a list of URLs (one per line).
     AddUrls(AddUrlsArgs),
+    /// Add a project owner's key to the running node's trusted set.
+    Trust(crate::cli_node::TrustArgs),
     /// Verify a signed file and print what it holds.
     Inspect {
         /// The signed file (manifest, batch, or any Starling envelope).
@@ -153,6 +155,7 @@ pub fn run(cmd: ProjectCmd) -> Result<()> {
         }
         ProjectCmd::New(args) => new_project(&args),
         ProjectCmd::AddUrls(args) => add_urls(&args),
+        ProjectCmd::Trust(args) => crate::cli_node::trust(args),
         ProjectCmd::Inspect { file, json } => inspect(&file, json),
     }
 }

@@ -1,0 +1,504 @@
+//! The node actor: one task that owns the swarm, the claim engine, the store and the runners,
+//! and turns I/O into engine inputs and engine outputs into I/O.
+//!
+//! Its loop waits on the swarm, the command channel from [`crate::client::Client`], work
+//! reports from the runners, the engine's next timer, and the sync and flush timers. After
+//! every engine input it drains the engine's outputs in order: records to persist are written
+//! first (durably when this node is about to announce something of its own), then messages
+//! are published and work is started or cancelled. Nothing here decides who owns an item.
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Result, anyhow};
+use futures::StreamExt;
+use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
+use libp2p::request_response::{self, OutboundRequestId};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, mdns};
+use starling_protocol::message::{SyncDelta, SyncDigest};
+use starling_protocol::wire::MAX_ENVELOPE_BYTES;
+use starling_protocol::{Engine, Envelope, Input, Output, ProjectId, Reject};
+use tokio::sync::mpsc;
+
+use crate::client::Command;
+use crate::net::{self, Behaviour, BehaviourEvent};
+use crate::runner::{Job, Runners, WorkReport};
+use crate::store::Store;
+use crate::views::NetStats;
+
+/// Sync requests in flight at once.
+pub const SYNC_INFLIGHT_MAX: usize = 8;
+/// Follow-up requests while a peer's delta says `more`.
+pub const SYNC_ROUNDS_MAX: u32 = 16;
+/// How often non-durable commits are made durable.
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the Kademlia routing table is refreshed.
+pub const KAD_BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(300);
+/// How long shutdown keeps the swarm running so releases reach peers.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(700);
+/// Peers found in the DHT are dialled while fewer than this many are connected.
+pub const KAD_DIAL_BELOW: usize = 16;
+/// Longest sleep when the engine has no timer.
+const IDLE_WAKEUP: Duration = Duration::from_secs(3600);
+
+/// Wall-clock milliseconds since the UNIX epoch: the engine's `now`.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Everything the actor owns.
+pub struct Actor {
+    pub(crate) swarm: Swarm<Behaviour>,
+    pub(crate) engine: Engine,
+    pub(crate) store: Store,
+    pub(crate) runners: Runners,
+    pub(crate) reports: mpsc::Receiver<WorkReport>,
+    pub(crate) commands: mpsc::Receiver<Command>,
+    pub(crate) sync_interval: Duration,
+    pub(crate) started_ms: u64,
+    pub(crate) listen: Vec<Multiaddr>,
+    pub(crate) stats: NetStats,
+    pub(crate) store_error: Option<String>,
+    sync_inflight: HashMap<OutboundRequestId, PeerId>,
+    sync_rounds: HashMap<PeerId, u32>,
+    provided: BTreeSet<ProjectId>,
+    dirty: bool,
+}
+
+impl std::fmt::Debug for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Actor").field("node", &self.engine.node_id()).finish_non_exhaustive()
+    }
+}
+
+impl Actor {
+    /// Assembles the actor; call [`Actor::run`] to drive it.
+    pub fn new(
+        swarm: Swarm<Behaviour>,
+        engine: Engine,
+        store: Store,
+        runners: Runners,
+        reports: mpsc::Receiver<WorkReport>,
+        commands: mpsc::Receiver<Command>,
+        sync_interval: Duration,
+    ) -> Self {
+        Self {
+            swarm,
+            engine,
+            store,
+            runners,
+            reports,
+            commands,
+            sync_interval,
+            started_ms: now_ms(),
+            listen: Vec::new(),
+            stats: NetStats::default(),
+            store_error: None,
+            sync_inflight: HashMap::new(),
+            sync_rounds: HashMap::new(),
+            provided: BTreeSet::new(),
+            dirty: false,
+        }
+    }
+
+    /// Dials the bootstrap peers and peers remembered from earlier runs.
+    pub fn dial_initial(&mut self, bootstrap: &[Multiaddr]) {
+        for addr in bootstrap {
+            if let Some(libp2p::multiaddr::Protocol::P2p(peer)) = addr.iter().last() {
+                self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+            }
+            if let Err(e) = self.swarm.dial(addr.clone()) {
+                tracing::warn!(%addr, error = %e, "cannot dial bootstrap peer");
+            }
+        }
+        let known = self.store.known_peers().unwrap_or_default();
+        for (peer, addrs) in known {
+            let Ok(peer) = peer.parse::<PeerId>() else { continue };
+            let addrs: Vec<Multiaddr> = addrs.iter().filter_map(|a| a.parse().ok()).collect();
+            for a in &addrs {
+                self.swarm.behaviour_mut().kad.add_address(&peer, a.clone());
+            }
+            let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer).addresses(addrs).build();
+            let _ = self.swarm.dial(opts);
+        }
+    }
+
+    /// Runs until `shutdown` resolves, then gives back held work and flushes the store.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        tokio::pin!(shutdown);
+        self.join_trusted_topics();
+        self.drive();
+        let mut sync_timer = tokio::time::interval(self.sync_interval);
+        let mut flush_timer = tokio::time::interval(FLUSH_INTERVAL);
+        let mut kad_timer = tokio::time::interval(KAD_BOOTSTRAP_INTERVAL);
+        loop {
+            let wake = self
+                .engine
+                .next_wakeup()
+                .map_or(IDLE_WAKEUP, |t| Duration::from_millis(t.saturating_sub(now_ms())));
+            tokio::select! {
+                ev = self.swarm.select_next_some() => self.on_swarm(ev),
+                Some(cmd) = self.commands.recv() => self.on_command(cmd),
+                Some(report) = self.reports.recv() => self.on_report(report),
+                _ = tokio::time::sleep(wake) => { let _ = self.handle(Input::Tick); }
+                _ = sync_timer.tick() => self.periodic_sync(),
+                _ = flush_timer.tick() => self.flush(None),
+                _ = kad_timer.tick() => { let _ = self.swarm.behaviour_mut().kad.bootstrap(); }
+                () = &mut shutdown => break,
+            }
+        }
+        self.shutdown().await
+    }
+
+    async fn shutdown(mut self) -> Result<()> {
+        tracing::info!(
+            holding = self.engine.local_work().count(),
+            "shutting down: releasing held work"
+        );
+        let _ = self.handle(Input::Shutdown);
+        let grace = tokio::time::sleep(SHUTDOWN_GRACE);
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                ev = self.swarm.select_next_some() => self.on_swarm(ev),
+                () = &mut grace => break,
+            }
+        }
+        let seq = self.engine.snapshot().presence_seq;
+        self.store.flush(Some(seq)).map_err(|e| anyhow!("cannot flush the database: {e}"))?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+
+    // ---- engine --------------------------------------------------------------------------
+
+    /// Feeds one input and carries out the outputs.
+    pub(crate) fn handle(&mut self, input: Input) -> Result<(), Reject> {
+        let r = self.engine.handle(input, now_ms());
+        self.drive();
+        r
+    }
+
+    /// Drains the engine's outputs: persist first, then act.
+    fn drive(&mut self) {
+        let mut persist = Vec::new();
+        let mut act = Vec::new();
+        while let Some(out) = self.engine.poll_output() {
+            match out {
+                Output::Persist(env) => persist.push(env),
+                other => act.push(other),
+            }
+        }
+        if !persist.is_empty() {
+            // A result of ours is on disk before the mesh hears of it, so a crash right after
+            // never costs the work. Everything else (claims, renewals, others' records) is
+            // made durable within FLUSH_INTERVAL: the peers hold it too and sync brings it
+            // back, and an fsync per renewal would stall the actor.
+            let durable = act
+                .iter()
+                .any(|o| matches!(o, Output::Publish(Envelope::Receipt(_) | Envelope::Failure(_))));
+            match self.store.persist(&persist, durable) {
+                Ok(()) => self.dirty |= !durable,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot write to the database");
+                    self.store_error = Some(e.to_string());
+                }
+            }
+        }
+        for out in act {
+            match out {
+                Output::Publish(env) => self.publish(&env),
+                Output::StartWork { item, epoch, project, work } => {
+                    tracing::debug!(item = %item.short(), epoch, "start work");
+                    self.runners.start(Job { item, epoch, project, work });
+                }
+                Output::CancelWork { item, epoch, reason } => {
+                    tracing::debug!(item = %item.short(), epoch, ?reason, "cancel work");
+                    self.runners.cancel(item, epoch);
+                }
+                _ => {}
+            }
+        }
+        self.provide_new_projects();
+    }
+
+    fn flush(&mut self, presence_seq: Option<u64>) {
+        if !self.dirty && presence_seq.is_none() {
+            return;
+        }
+        match self.store.flush(presence_seq) {
+            Ok(()) => self.dirty = false,
+            Err(e) => self.store_error = Some(e.to_string()),
+        }
+    }
+
+    fn on_report(&mut self, report: WorkReport) {
+        let input = match report {
+            WorkReport::Done { item, epoch, result, size, ok, failed } => {
+                Input::WorkDone { item, epoch, result, size, ok, failed }
+            }
+            WorkReport::Failed { item, epoch, reason, retryable } => {
+                Input::WorkFailed { item, epoch, reason, retryable }
+            }
+        };
+        let _ = self.handle(input);
+    }
+
+    // ---- gossip --------------------------------------------------------------------------
+
+    pub(crate) fn publish(&mut self, env: &Envelope) {
+        let bytes = env.to_bytes();
+        if bytes.len() > MAX_ENVELOPE_BYTES {
+            tracing::info!(kind = env.kind(), "too large for gossip; peers get it by sync");
+            return;
+        }
+        let topic = self.topic_of(env);
+        match self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
+            Ok(_) => self.stats.published += 1,
+            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
+                tracing::debug!(kind = env.kind(), "no peers to gossip to yet");
+            }
+            Err(e) => tracing::debug!(kind = env.kind(), error = %e, "gossip publish failed"),
+        }
+    }
+
+    /// Presence and relay requests go to everyone; project messages to the owner's topic.
+    fn topic_of(&self, env: &Envelope) -> IdentTopic {
+        let owner = match env {
+            Envelope::Presence(_) | Envelope::RelayRequest(_) => None,
+            Envelope::Manifest(s) => Some(s.signer()),
+            Envelope::Batch(s) => Some(s.signer()),
+            _ => crate::store::proof_item(env)
+                .and_then(|item| self.engine.item_work(&item).map(|(p, _)| p))
+                .and_then(|p| {
+                    self.engine.projects().find(|(id, _)| *id == p).map(|(_, m)| m.owner)
+                }),
+        };
+        owner.map_or_else(net::presence_topic, |o| net::owner_topic(&o))
+    }
+
+    /// Joins the topic of every trusted key not joined yet.
+    pub(crate) fn join_trusted_topics(&mut self) {
+        let keys: Vec<_> = self.engine.trusted().copied().collect();
+        for key in keys {
+            let t = net::owner_topic(&key);
+            if self.swarm.behaviour().gossipsub.topics().any(|h| *h == t.hash()) {
+                continue;
+            }
+            if let Err(e) = net::join(&mut self.swarm.behaviour_mut().gossipsub, &t) {
+                tracing::warn!(error = %e, "cannot join a project owner's topic");
+            }
+        }
+    }
+
+    /// Announces (and looks for other holders of) projects learned since the last call.
+    fn provide_new_projects(&mut self) {
+        if self.engine.projects().count() == self.provided.len() {
+            return;
+        }
+        let new: Vec<_> = self
+            .engine
+            .projects()
+            .map(|(id, _)| id)
+            .filter(|id| !self.provided.contains(id))
+            .collect();
+        for id in new {
+            self.provided.insert(id);
+            let key = kad::RecordKey::new(id.as_bytes());
+            let kad = &mut self.swarm.behaviour_mut().kad;
+            if let Err(e) = kad.start_providing(key.clone()) {
+                tracing::debug!(error = %e, "cannot provide a project record");
+            }
+            kad.get_providers(key);
+        }
+    }
+
+    fn on_gossip(&mut self, source: PeerId, id: gossipsub::MessageId, data: &[u8]) {
+        self.stats.gossip_received += 1;
+        let verdict = match Envelope::from_bytes(data) {
+            Err(e) => {
+                tracing::debug!(peer = %source, error = %e, "undecodable gossip");
+                self.stats.gossip_undecodable += 1;
+                MessageAcceptance::Reject
+            }
+            Ok(env) => match self.handle(Input::Message(env)) {
+                Ok(()) => MessageAcceptance::Accept,
+                Err(r) if r.penalize() => {
+                    tracing::info!(peer = %source, reason = r.name(), "rejected gossip");
+                    MessageAcceptance::Reject
+                }
+                Err(_) => MessageAcceptance::Ignore,
+            },
+        };
+        match verdict {
+            MessageAcceptance::Accept => self.stats.gossip_accepted += 1,
+            MessageAcceptance::Reject => self.stats.gossip_rejected += 1,
+            MessageAcceptance::Ignore => self.stats.gossip_ignored += 1,
+        }
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(&id, &source, verdict);
+    }
+
+    // ---- sync ----------------------------------------------------------------------------
+
+    pub(crate) fn start_sync(&mut self, peer: PeerId) {
+        if self.sync_inflight.len() >= SYNC_INFLIGHT_MAX
+            || self.sync_inflight.values().any(|p| *p == peer)
+        {
+            return;
+        }
+        let digest = self.engine.sync_digest().to_bytes();
+        let id = self.swarm.behaviour_mut().sync.send_request(&peer, digest);
+        self.sync_inflight.insert(id, peer);
+        self.stats.sync_requests += 1;
+    }
+
+    fn periodic_sync(&mut self) {
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        if peers.is_empty() {
+            return;
+        }
+        let peer = peers[(now_ms() as usize / 7) % peers.len()];
+        self.sync_rounds.remove(&peer);
+        self.start_sync(peer);
+    }
+
+    fn on_sync(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
+        use request_response::{Event, Message};
+        match event {
+            Event::Message { peer, message: Message::Request { request, channel, .. }, .. } => {
+                let delta = match SyncDigest::from_bytes(&request) {
+                    Ok(d) => self.engine.sync_delta(&d),
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "undecodable sync digest");
+                        SyncDelta { envelopes: Vec::new(), more: false }
+                    }
+                };
+                self.stats.sync_served += 1;
+                let _ = self.swarm.behaviour_mut().sync.send_response(channel, delta.to_bytes());
+            }
+            Event::Message {
+                peer, message: Message::Response { request_id, response }, ..
+            } => {
+                self.sync_inflight.remove(&request_id);
+                let delta = match SyncDelta::from_bytes(&response) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        tracing::info!(%peer, error = %e, "undecodable sync delta");
+                        return;
+                    }
+                };
+                self.stats.sync_responses += 1;
+                let now = now_ms();
+                for env in delta.envelopes {
+                    if self.engine.handle(Input::Message(env), now).is_ok() {
+                        self.stats.sync_applied += 1;
+                    }
+                }
+                self.drive();
+                let rounds = self.sync_rounds.entry(peer).or_insert(0);
+                *rounds += 1;
+                if delta.more && *rounds < SYNC_ROUNDS_MAX {
+                    self.start_sync(peer);
+                }
+            }
+            Event::OutboundFailure { request_id, peer, error, .. } => {
+                self.sync_inflight.remove(&request_id);
+                tracing::debug!(%peer, %error, "sync request failed");
+            }
+            Event::InboundFailure { .. } | Event::ResponseSent { .. } => {}
+        }
+    }
+
+    // ---- swarm ---------------------------------------------------------------------------
+
+    fn on_swarm(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(ev) => self.on_behaviour(ev),
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+                self.listen.push(address);
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => self.listen.retain(|a| *a != address),
+            SwarmEvent::ConnectionEstablished { peer_id, num_established, endpoint, .. } => {
+                tracing::debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                if num_established.get() == 1 {
+                    self.sync_rounds.remove(&peer_id);
+                    self.start_sync(peer_id);
+                    if self.swarm.connected_peers().count() == 1 {
+                        let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                    }
+                }
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                tracing::debug!(peer = %peer_id, "disconnected");
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!(peer = ?peer_id, %error, "dial failed");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_behaviour(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            }) => {
+                self.on_gossip(propagation_source, message_id, &message.data);
+            }
+            BehaviourEvent::Sync(ev) => self.on_sync(ev),
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                let addrs: Vec<String> =
+                    info.listen_addrs.iter().map(ToString::to_string).collect();
+                for addr in info.listen_addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                }
+                if let Err(e) = self.store.remember_peer(&peer_id.to_string(), &addrs) {
+                    self.store_error = Some(e.to_string());
+                }
+                self.dirty = true;
+            }
+            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
+                for (peer, addr) in found {
+                    self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+                    if !self.swarm.is_connected(&peer) {
+                        let _ = self.swarm.dial(addr);
+                    }
+                }
+            }
+            BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. })
+                if !self.swarm.is_connected(&peer)
+                    && self.swarm.connected_peers().count() < KAD_DIAL_BELOW =>
+            {
+                let _ = self.swarm.dial(peer);
+            }
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                result:
+                    kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders {
+                        providers,
+                        ..
+                    })),
+                ..
+            }) => {
+                for peer in providers {
+                    if !self.swarm.is_connected(&peer)
+                        && self.swarm.connected_peers().count() < KAD_DIAL_BELOW
+                    {
+                        let _ = self.swarm.dial(peer);
+                    }
+                }
+            }
+            BehaviourEvent::Autonat(libp2p::autonat::Event::StatusChanged { old, new }) => {
+                tracing::info!(?old, ?new, "reachability changed");
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The node's subcommands, for `main.rs` to wire: `starling up` ([`UpArgs`], [`up`]),
+//! `starling status` ([`StatusArgs`], [`status`]), `starling publish FILE…` ([`PublishArgs`],
+//! [`publish`]) and `starling project trust FILE|KEY` ([`TrustArgs`], [`trust`]).
+//!
+//! `up` checks every input (config, key, database, listen addresses) before it starts, and
+//! returns the first problem as an error for `main` to print as one line.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, anyhow, bail};
+use starling_protocol::{Engine, Envelope, PublicKey};
+use tokio::sync::mpsc;
+
+use crate::actor::{Actor, now_ms};
+use crate::api::Api;
+use crate::api_client::ApiClient;
+use crate::client::Client;
+pub use crate::config::UpArgs;
+use crate::config::{Config, LogFormat, resolve_data_dir};
+use crate::runner::{Runners, WORK_REPORT_CAP};
+use crate::store::Store;
+use crate::views::{Outcome, StatusView};
+
+/// The identity key's file name in the data dir.
+pub const KEY_FILE: &str = "node.key";
+/// The database's file name in the data dir.
+pub const DB_FILE: &str = "starling.redb";
+/// Worker threads of the node's runtime.
+pub const WORKER_THREADS: usize = 2;
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("STARLING_LOG").unwrap_or_else(|_| {
+        EnvFilter::new("info,libp2p_gossipsub=warn,libp2p_kad=warn,libp2p_mdns=warn")
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+fn create_data_dir(dir: &Path) -> Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(dir).map_err(|e| anyhow!("cannot create data dir {}: {e}", dir.display()))
+}
+
+/// `starling up`: runs a node until SIGINT or SIGTERM.
+pub fn up(args: UpArgs) -> Result<()> {
+    let cfg = Config::load(&args)?;
+    create_data_dir(&cfg.data_dir)?;
+    let key = crate::keyfile::load_or_create(&cfg.data_dir.join(KEY_FILE))?;
+    let store = Store::open(&cfg.data_dir.join(DB_FILE))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKER_THREADS)
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow!("cannot start the runtime: {e}"))?;
+    rt.block_on(run(cfg, key, store))
+}
+
+async fn run(cfg: Config, key: starling_protocol::Keypair, store: Store) -> Result<()> {
+    let mut swarm = crate::net::build_swarm(&key, cfg.mdns, cfg.connections_max)?;
+    for addr in &cfg.listen {
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|e| anyhow!("cannot listen on {addr}: {}", error_chain(&e)))?;
+    }
+    let (client, commands) = Client::new();
+    let api = Api::bind(client, &cfg.data_dir, cfg.api_port).await?;
+    init_logging(cfg.log_format);
+
+    let (report_tx, reports) = mpsc::channel(WORK_REPORT_CAP);
+    let runners = Runners::available(report_tx);
+    let mut engine_cfg = cfg.engine.clone();
+    engine_cfg.roles = runners.roles(engine_cfg.roles);
+    if engine_cfg.roles.0 == 0 {
+        tracing::warn!(
+            "no work runners in this build: the node relays gossip and state but claims no work"
+        );
+    }
+    let mut snapshot = store.snapshot()?;
+    for k in &cfg.trust {
+        store.trust(k)?;
+        snapshot.trusted.push(*k);
+    }
+    let mut seed = [0u8; 8];
+    getrandom::fill(&mut seed).map_err(|e| anyhow!("no OS randomness: {e}"))?;
+    let records = snapshot.records.len();
+    let engine = Engine::restore(engine_cfg, key, snapshot, u64::from_le_bytes(seed), now_ms());
+    tracing::info!(
+        node = %engine.node_id(),
+        peer = %swarm.local_peer_id(),
+        api = %api.addr,
+        data_dir = %cfg.data_dir.display(),
+        records,
+        items = engine.item_count(),
+        "starling node up"
+    );
+
+    let (stop_api_tx, stop_api_rx) = tokio::sync::oneshot::channel::<()>();
+    let api_task = tokio::spawn(api.serve(async {
+        let _ = stop_api_rx.await;
+    }));
+    let mut actor = Actor::new(swarm, engine, store, runners, reports, commands, cfg.sync_interval);
+    actor.dial_initial(&cfg.bootstrap);
+    let result = actor.run(shutdown_signal()).await;
+    let _ = stop_api_tx.send(());
+    let _ = api_task.await;
+    result
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        let t = inner.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        src = inner.source();
+    }
+    s
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Where to find a running node.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct NodeDirArgs {
+    /// The node's data directory [default: platform data dir].
+    #[arg(long, env = "STARLING_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl NodeDirArgs {
+    fn client(&self) -> Result<ApiClient> {
+        ApiClient::from_data_dir(&resolve_data_dir(self.data_dir.as_deref())?)
+    }
+}
+
+/// `starling status`: what the local node is doing.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub node: NodeDirArgs,
+    /// Print the raw JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Prints the local node's status.
+pub fn status(args: StatusArgs) -> Result<()> {
+    let client = args.node.client()?;
+    if args.json {
+        let v: serde_json::Value = client.get_json("/status")?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let s: StatusView = client.get_json("/status")?;
+    let rejected: u64 =
+        s.engine.rejected.iter().filter(|(k, _)| *k != "duplicate").map(|(_, v)| v).sum();
+    println!("node      {}", s.node_id);
+    println!("peer id   {}", s.peer_id);
+    println!("uptime    {} s", s.uptime_ms / 1000);
+    println!("peers     {} connected, {} live", s.connected_peers, s.live_peers);
+    println!("projects  {}", s.projects);
+    println!(
+        "items     {} open, {} held, {} done, {} failed",
+        s.items.open, s.items.held, s.items.done, s.items.failed
+    );
+    println!("holding   {}", s.holding);
+    println!("messages  {} accepted, {} refused", s.engine.accepted, rejected);
+    for a in &s.listen {
+        println!("listen    {a}");
+    }
+    if let Some(e) = s.store_error {
+        println!("STORE ERROR {e}");
+    }
+    Ok(())
+}
+
+/// `starling publish FILE…`: sends signed manifests and batches into the mesh through the
+/// local node.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct PublishArgs {
+    #[command(flatten)]
+    pub node: NodeDirArgs,
+    /// Signed files (manifests first, then batches).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+}
+
+/// Publishes each file in order; stops at the first refusal.
+pub fn publish(args: PublishArgs) -> Result<()> {
+    let client = args.node.client()?;
+    for path in &args.files {
+        let bytes =
+            std::fs::read(path).map_err(|e| anyhow!("cannot read {}: {e}", path.display()))?;
+        let o: Outcome =
+            client.post_json("/publish", &bytes).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        println!("{}: {} {}", path.display(), o.what, o.outcome);
+    }
+    Ok(())
+}
+
+/// `starling project trust FILE|KEY`: adds a project owner's key to the node's trusted set.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TrustArgs {
+    #[command(flatten)]
+    pub node: NodeDirArgs,
+    /// A public key (64 hex digits), a file holding one, or a signed manifest whose owner to
+    /// trust.
+    #[arg(value_name = "FILE|KEY")]
+    pub what: String,
+}
+
+/// The key `what` names: hex, a file of hex, or a signed manifest's owner.
+pub fn key_of(what: &str) -> Result<PublicKey> {
+    if let Ok(k) = what.trim().parse::<PublicKey>() {
+        return Ok(k);
+    }
+    let path = Path::new(what);
+    let bytes = std::fs::read(path).map_err(|e| {
+        anyhow!("{what:?} is neither a key (64 hex digits) nor a readable file: {e}")
+    })?;
+    if let Ok(Envelope::Manifest(m)) = Envelope::from_file_bytes(&bytes) {
+        let manifest = m.verify().map_err(|e| anyhow!("{what}: manifest refused: {e}"))?;
+        return Ok(manifest.owner);
+    }
+    match std::str::from_utf8(&bytes).ok().and_then(|t| t.trim().parse::<PublicKey>().ok()) {
+        Some(k) => Ok(k),
+        None => bail!("{what} holds neither a public key (64 hex digits) nor a signed manifest"),
+    }
+}
+
+/// Trusts a project owner key on the running node.
+pub fn trust(args: TrustArgs) -> Result<()> {
+    let key = key_of(&args.what)?;
+    let client = args.node.client()?;
+    let o: Outcome = client.post_json("/trust", key.to_hex().as_bytes())?;
+    println!("trusted {} ({})", o.what, o.outcome);
+    Ok(())
+}

@@ -1,0 +1,185 @@
+//! The actor's answers to [`Command`]s from the control API: read-only views built from the
+//! engine's getters, and the two commands that change state (publish, trust), which go through
+//! the engine like any other input.
+
+use std::collections::BTreeMap;
+
+use starling_protocol::{Envelope, Input, ItemState, NodeId, Reject};
+
+use crate::actor::{Actor, now_ms};
+use crate::client::{Command, ITEMS_LIST_MAX, ItemQuery};
+use crate::net;
+use crate::views::{EngineStatsView, ItemInfo, Outcome, PeerInfo, ProjectInfo, StatusView};
+
+impl Actor {
+    pub(crate) fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            Command::Peers(reply) => {
+                let _ = reply.send(self.peers());
+            }
+            Command::Projects(reply) => {
+                let _ = reply.send(self.projects());
+            }
+            Command::Items(q, reply) => {
+                let _ = reply.send(self.items(&q));
+            }
+            Command::Publish(env, reply) => {
+                let _ = reply.send(self.publish_file(*env));
+            }
+            Command::Trust(key, reply) => {
+                let result = match self.store.trust(&key) {
+                    Err(e) => Err(e.to_string()),
+                    Ok(()) => {
+                        let _ = self.handle(Input::Trust(key));
+                        self.join_trusted_topics();
+                        // Fetch what peers hold for this key now that it is trusted.
+                        let peers: Vec<_> = self.swarm.connected_peers().copied().collect();
+                        for p in peers {
+                            self.start_sync(p);
+                        }
+                        Ok(Outcome { outcome: "applied".into(), what: key.to_hex() })
+                    }
+                };
+                let _ = reply.send(result);
+            }
+            #[cfg(debug_assertions)]
+            Command::RawGossip { topic, bytes, reply } => {
+                let t = libp2p::gossipsub::IdentTopic::new(topic.clone());
+                let r = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(t, bytes)
+                    .map(|_| Outcome { outcome: "sent".into(), what: topic })
+                    .map_err(|e| e.to_string());
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    fn publish_file(&mut self, env: Envelope) -> Result<Outcome, String> {
+        let what = env.kind().to_owned();
+        match self.handle(Input::Publish(env)) {
+            Ok(()) => Ok(Outcome { outcome: "applied".into(), what }),
+            Err(Reject::Duplicate) => Ok(Outcome { outcome: "duplicate".into(), what }),
+            Err(Reject::UnknownProject) => Ok(Outcome { outcome: "parked".into(), what }),
+            Err(r) => Err(format!("{what} refused: {r}")),
+        }
+    }
+
+    fn status(&self) -> StatusView {
+        let s = self.engine.stats();
+        let mut rejected: BTreeMap<String, u64> =
+            Reject::ALL.iter().map(|r| (r.name().to_owned(), s.rejected_for(*r))).collect();
+        *rejected.entry("malformed".into()).or_default() += self.stats.gossip_undecodable;
+        StatusView {
+            node_id: self.engine.node_id().to_hex(),
+            peer_id: self.swarm.local_peer_id().to_string(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            uptime_ms: now_ms().saturating_sub(self.started_ms),
+            listen: self.listen.iter().map(ToString::to_string).collect(),
+            connected_peers: self.swarm.connected_peers().count(),
+            live_peers: self.engine.peers().count(),
+            roles: self.engine.config().roles.0,
+            paused: self.engine.is_paused(),
+            projects: self.engine.projects().count(),
+            items: self.engine.counts(None),
+            holding: self.engine.local_work().count(),
+            engine: EngineStatsView {
+                accepted: s.accepted,
+                rejected,
+                claims: s.claims,
+                renewals: s.renewals,
+                started: s.started,
+                yielded: s.yielded,
+                finished: s.finished,
+                failed: s.failed,
+            },
+            runner: self.runners.counters().snapshot(),
+            net: self.stats,
+            store_error: self.store_error.clone(),
+        }
+    }
+
+    fn peers(&self) -> Vec<PeerInfo> {
+        let mut out: BTreeMap<String, PeerInfo> = BTreeMap::new();
+        let gossip = &self.swarm.behaviour().gossipsub;
+        for peer in self.swarm.connected_peers() {
+            out.insert(
+                peer.to_string(),
+                PeerInfo {
+                    peer_id: peer.to_string(),
+                    node_id: node_id_of(peer).map(|n| n.to_hex()),
+                    connected: true,
+                    live: false,
+                    score: gossip.peer_score(peer),
+                    free: None,
+                    capacity: None,
+                },
+            );
+        }
+        for p in self.engine.peers() {
+            let Some(peer) = net::peer_id_of(&p.node) else { continue };
+            let entry = out.entry(peer.to_string()).or_insert_with(|| PeerInfo {
+                peer_id: peer.to_string(),
+                node_id: Some(p.node.to_hex()),
+                connected: false,
+                live: false,
+                score: None,
+                free: None,
+                capacity: None,
+            });
+            entry.live = true;
+            entry.free = Some(p.free);
+            entry.capacity = Some(p.capacity);
+        }
+        out.into_values().collect()
+    }
+
+    fn projects(&self) -> Vec<ProjectInfo> {
+        self.engine
+            .projects()
+            .map(|(id, m)| ProjectInfo {
+                id: id.to_hex(),
+                name: m.name.clone(),
+                version: m.version,
+                owner: m.owner.to_hex(),
+                lease_ms: m.lease_ms,
+                replication: m.replication,
+                items: self.engine.counts(Some(id)),
+            })
+            .collect()
+    }
+
+    fn items(&self, q: &ItemQuery) -> Vec<ItemInfo> {
+        let limit = q.limit.unwrap_or(ITEMS_LIST_MAX).min(ITEMS_LIST_MAX);
+        self.engine
+            .items()
+            .filter(|(_, p, _)| q.project.as_ref().is_none_or(|want| p.to_hex() == *want))
+            .filter(|(_, _, s)| q.state.as_deref().is_none_or(|want| state_name(s) == want))
+            .take(limit)
+            .map(|(id, p, s)| ItemInfo::new(id.to_hex(), p.to_hex(), &s))
+            .collect()
+    }
+}
+
+fn state_name(s: &ItemState) -> &'static str {
+    match s {
+        ItemState::Open { .. } => "open",
+        ItemState::Held { .. } => "held",
+        ItemState::Done { .. } => "done",
+        ItemState::Failed { .. } => "failed",
+    }
+}
+
+/// The Starling node id behind a libp2p peer id, when its key is ed25519.
+fn node_id_of(peer: &libp2p::PeerId) -> Option<NodeId> {
+    let mh = peer.as_ref();
+    // An identity multihash of the protobuf-encoded public key.
+    let pk = libp2p::identity::PublicKey::try_decode_protobuf(mh.digest()).ok()?;
+    let ed = pk.try_into_ed25519().ok()?;
+    Some(NodeId(ed.to_bytes()))
+}

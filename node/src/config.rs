@@ -1,0 +1,317 @@
+//! Configuration for `starling up`: built-in defaults, then a TOML file, then flags and
+//! `STARLING_*` environment variables (clap reads both), later sources winning.
+//!
+//! Everything is checked here, before any socket or file is opened, so a bad value gets one
+//! clear line naming the setting. `docs/config.md` lists every setting.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use libp2p::Multiaddr;
+use serde::Deserialize;
+use starling_protocol::{EngineConfig, PublicKey, Roles};
+
+/// Default port for both TCP and QUIC.
+pub const DEFAULT_P2P_PORT: u16 = 4801;
+/// Default bound on established connections.
+pub const DEFAULT_CONNECTIONS_MAX: u32 = 128;
+/// Default period of state sync with one connected peer.
+pub const DEFAULT_SYNC_INTERVAL_MS: u64 = 30_000;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `starling up`: run a node.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct UpArgs {
+    /// TOML configuration file [default: config.toml in the platform config dir, if present].
+    #[arg(long, env = "STARLING_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory for the identity key, database and API files [default: platform data dir].
+    #[arg(long, env = "STARLING_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on (repeatable).
+    #[arg(
+        long = "listen",
+        env = "STARLING_LISTEN",
+        value_name = "MULTIADDR",
+        value_delimiter = ','
+    )]
+    pub listen: Vec<String>,
+    /// Peer to dial at start (repeatable); `/p2p/<peer id>` may be appended.
+    #[arg(
+        long = "bootstrap",
+        env = "STARLING_BOOTSTRAP",
+        value_name = "MULTIADDR",
+        value_delimiter = ','
+    )]
+    pub bootstrap: Vec<String>,
+    /// Project owner key (64 hex digits) to trust, in addition to the stored ones (repeatable).
+    #[arg(long = "trust", env = "STARLING_TRUST", value_name = "KEY", value_delimiter = ',')]
+    pub trust: Vec<String>,
+    /// Find peers on the local network with mDNS.
+    #[arg(long, env = "STARLING_MDNS", value_name = "BOOL")]
+    pub mdns: Option<bool>,
+    /// Port of the loopback control API (0 picks a free one).
+    #[arg(long, env = "STARLING_API_PORT", value_name = "PORT")]
+    pub api_port: Option<u16>,
+    /// Log format.
+    #[arg(long, env = "STARLING_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Crawl chunks worked at once.
+    #[arg(long, env = "STARLING_CAPACITY")]
+    pub capacity: Option<u16>,
+    /// Most established connections.
+    #[arg(long, env = "STARLING_CONNECTIONS_MAX")]
+    pub connections_max: Option<u32>,
+    /// Period of state sync with a connected peer, in ms.
+    #[arg(long, env = "STARLING_SYNC_INTERVAL_MS")]
+    pub sync_interval_ms: Option<u64>,
+    /// Presence heartbeat period, in ms.
+    #[arg(long, env = "STARLING_PRESENCE_INTERVAL_MS")]
+    pub presence_interval_ms: Option<u64>,
+    /// How long a peer counts as live after its last heartbeat, in ms.
+    #[arg(long, env = "STARLING_PRESENCE_TTL_MS")]
+    pub presence_ttl_ms: Option<u64>,
+    /// Quiet period after start before claiming, in ms.
+    #[arg(long, env = "STARLING_WARMUP_MS")]
+    pub warmup_ms: Option<u64>,
+    /// Wait after an item becomes claimable before claiming it, in ms.
+    #[arg(long, env = "STARLING_SETTLE_MS")]
+    pub settle_ms: Option<u64>,
+    /// Wait after claiming before starting work, in ms.
+    #[arg(long, env = "STARLING_CLAIM_SETTLE_MS")]
+    pub claim_settle_ms: Option<u64>,
+    /// Clock difference between nodes that is tolerated, in ms.
+    #[arg(long, env = "STARLING_SKEW_MARGIN_MS")]
+    pub skew_margin_ms: Option<u64>,
+    /// Every this long an item stays unclaimed, one more HRW rank may claim it, in ms.
+    #[arg(long, env = "STARLING_WIDEN_MS")]
+    pub widen_ms: Option<u64>,
+}
+
+/// The TOML file: every field optional, unknown fields refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    listen: Option<Vec<String>>,
+    bootstrap: Option<Vec<String>>,
+    trust: Option<Vec<String>>,
+    mdns: Option<bool>,
+    api_port: Option<u16>,
+    log_format: Option<LogFormat>,
+    capacity: Option<u16>,
+    connections_max: Option<u32>,
+    sync_interval_ms: Option<u64>,
+    presence_interval_ms: Option<u64>,
+    presence_ttl_ms: Option<u64>,
+    warmup_ms: Option<u64>,
+    settle_ms: Option<u64>,
+    claim_settle_ms: Option<u64>,
+    skew_margin_ms: Option<u64>,
+    widen_ms: Option<u64>,
+}
+
+/// The resolved configuration of a node.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the key, database and API files live.
+    pub data_dir: PathBuf,
+    /// Listen addresses.
+    pub listen: Vec<Multiaddr>,
+    /// Peers dialled at start.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Keys trusted in addition to the stored set.
+    pub trust: Vec<PublicKey>,
+    /// mDNS discovery on.
+    pub mdns: bool,
+    /// Control API port (0 = any free port).
+    pub api_port: u16,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Most established connections.
+    pub connections_max: u32,
+    /// Period of periodic state sync.
+    pub sync_interval: Duration,
+    /// The claim engine's tunables.
+    pub engine: EngineConfig,
+}
+
+/// The platform's directories for Starling, if the platform has a home directory.
+fn project_dirs() -> Option<directories::ProjectDirs> {
+    directories::ProjectDirs::from("org", "starling", "starling")
+}
+
+/// The data directory: `--data-dir`, else the platform data dir.
+pub fn resolve_data_dir(flag: Option<&Path>) -> Result<PathBuf> {
+    if let Some(dir) = flag {
+        return Ok(dir.to_path_buf());
+    }
+    project_dirs()
+        .map(|d| d.data_dir().to_path_buf())
+        .ok_or_else(|| anyhow!("no home directory to keep node data in; pass --data-dir DIR"))
+}
+
+fn read_file_config(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow!("cannot read config file {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+        let at = line.map(|l| format!(" (line {l})")).unwrap_or_default();
+        anyhow!("config file {} is not valid: {}{at}", path.display(), e.message().trim())
+    })
+}
+
+fn parse_addrs(what: &str, raw: &[String]) -> Result<Vec<Multiaddr>> {
+    raw.iter()
+        .map(|s| {
+            s.trim()
+                .parse::<Multiaddr>()
+                .map_err(|e| anyhow!("{what} address {s:?} does not parse as a multiaddr: {e}"))
+        })
+        .collect()
+}
+
+fn parse_keys(raw: &[String]) -> Result<Vec<PublicKey>> {
+    raw.iter()
+        .map(|s| {
+            s.trim()
+                .parse::<PublicKey>()
+                .map_err(|e| anyhow!("trusted key {s:?} is not a public key: {e}"))
+        })
+        .collect()
+}
+
+impl Config {
+    /// Resolves the configuration from defaults, the config file, flags and environment.
+    pub fn load(args: &UpArgs) -> Result<Self> {
+        let default_file = project_dirs().map(|d| d.config_dir().join("config.toml"));
+        let file = match (&args.config, default_file) {
+            (Some(path), _) => read_file_config(path)?,
+            (None, Some(path)) if path.exists() => read_file_config(&path)?,
+            _ => FileConfig::default(),
+        };
+        let data_dir = resolve_data_dir(args.data_dir.as_deref().or(file.data_dir.as_deref()))?;
+        let pick_list = |flag: &Vec<String>, file: &Option<Vec<String>>| {
+            if flag.is_empty() { file.clone().unwrap_or_default() } else { flag.clone() }
+        };
+        let mut listen = parse_addrs("listen", &pick_list(&args.listen, &file.listen))?;
+        if listen.is_empty() && args.listen.is_empty() && file.listen.is_none() {
+            listen = default_listen();
+        }
+        let bootstrap = parse_addrs("bootstrap", &pick_list(&args.bootstrap, &file.bootstrap))?;
+        let mut trust = parse_keys(&file.trust.clone().unwrap_or_default())?;
+        trust.extend(parse_keys(&args.trust)?);
+
+        let mut engine = EngineConfig::default();
+        let set = |slot: &mut u64, flag: Option<u64>, file: Option<u64>| {
+            if let Some(v) = flag.or(file) {
+                *slot = v;
+            }
+        };
+        set(&mut engine.presence_interval_ms, args.presence_interval_ms, file.presence_interval_ms);
+        set(&mut engine.presence_ttl_ms, args.presence_ttl_ms, file.presence_ttl_ms);
+        set(&mut engine.warmup_ms, args.warmup_ms, file.warmup_ms);
+        set(&mut engine.settle_ms, args.settle_ms, file.settle_ms);
+        set(&mut engine.claim_settle_ms, args.claim_settle_ms, file.claim_settle_ms);
+        set(&mut engine.skew_margin_ms, args.skew_margin_ms, file.skew_margin_ms);
+        set(&mut engine.widen_ms, args.widen_ms, file.widen_ms);
+        if let Some(c) = args.capacity.or(file.capacity) {
+            engine.capacity = c;
+        }
+        engine.roles = Roles(Roles::CRAWL.0 | Roles::SEED.0);
+
+        let sync_interval_ms =
+            args.sync_interval_ms.or(file.sync_interval_ms).unwrap_or(DEFAULT_SYNC_INTERVAL_MS);
+        let cfg = Self {
+            data_dir,
+            listen,
+            bootstrap,
+            trust,
+            mdns: args.mdns.or(file.mdns).unwrap_or(true),
+            api_port: args.api_port.or(file.api_port).unwrap_or(0),
+            log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+            connections_max: args
+                .connections_max
+                .or(file.connections_max)
+                .unwrap_or(DEFAULT_CONNECTIONS_MAX),
+            sync_interval: Duration::from_millis(sync_interval_ms),
+            engine,
+        };
+        cfg.check().context("invalid configuration")?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> Result<()> {
+        let e = &self.engine;
+        if e.presence_interval_ms == 0 || e.presence_ttl_ms <= e.presence_interval_ms {
+            bail!("presence_ttl_ms must be larger than a non-zero presence_interval_ms");
+        }
+        if self.sync_interval < Duration::from_millis(100) {
+            bail!("sync_interval_ms must be at least 100");
+        }
+        if self.connections_max == 0 {
+            bail!("connections_max must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// TCP and QUIC on every interface, on the default port.
+fn default_listen() -> Vec<Multiaddr> {
+    [
+        format!("/ip4/0.0.0.0/tcp/{DEFAULT_P2P_PORT}"),
+        format!("/ip4/0.0.0.0/udp/{DEFAULT_P2P_PORT}/quic-v1"),
+    ]
+    .iter()
+    .filter_map(|s| s.parse().ok())
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args_with(config: &Path) -> UpArgs {
+        UpArgs { config: Some(config.into()), data_dir: Some("/tmp/x".into()), ..UpArgs::default() }
+    }
+
+    #[test]
+    fn file_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "capacity = 7\nwarmup_ms = 10\nlisten = []\n").unwrap();
+        let mut args = args_with(&path);
+        args.warmup_ms = Some(20);
+        let cfg = Config::load(&args).unwrap();
+        assert_eq!(cfg.engine.capacity, 7);
+        assert_eq!(cfg.engine.warmup_ms, 20);
+        assert!(cfg.listen.is_empty());
+    }
+
+    #[test]
+    fn bad_inputs_name_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "capacity = \"many\"\n").unwrap();
+        let err = format!("{:#}", Config::load(&args_with(&path)).unwrap_err());
+        assert!(err.contains("is not valid") && err.contains("line 1"), "{err}");
+        std::fs::write(&path, "bogus = 1\n").unwrap();
+        assert!(format!("{:#}", Config::load(&args_with(&path)).unwrap_err()).contains("bogus"));
+        std::fs::write(&path, "").unwrap();
+        let mut args = args_with(&path);
+        args.bootstrap = vec!["not-an-addr".into()];
+        let err = format!("{:#}", Config::load(&args).unwrap_err());
+        assert!(err.contains("bootstrap address \"not-an-addr\""), "{err}");
+    }
+}

@@ -1,0 +1,424 @@
+//! Fetching one URL of a chunk: scope, SSRF and robots checks, the host's limits, retries with
+//! backoff, redirects followed by hand (each hop checked like the first request), and the
+//! capture of each answer for the WARC writer.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use reqwest::StatusCode;
+use reqwest::header::{ACCEPT, HOST, LOCATION, RETRY_AFTER, USER_AGENT};
+use sha1::{Digest as _, Sha1};
+use starling_protocol::{ProjectManifest, RobotsPolicy};
+use tokio::sync::mpsc;
+use url::Url;
+
+use super::robots::{ROBOTS_BYTES_MAX, Robots};
+use super::warc::Capture;
+use super::{Crawler, Outcome, ROBOTS_FAIL_TTL, ROBOTS_TTL, WriterMsg, guard};
+
+/// Body bytes kept in memory per fetch before spilling to a temp file.
+pub const SPOOL_MEM_BYTES: usize = 256 * 1024;
+/// Robots product token used when the manifest's user agent has none.
+const DEFAULT_AGENT_TOKEN: &str = "starling";
+
+/// One chunk's view of the crawler: the project's settings and the names it fetches under.
+#[derive(Debug)]
+pub struct ChunkJob<'a> {
+    crawler: &'a Crawler,
+    /// The project's manifest.
+    pub manifest: &'a ProjectManifest,
+    /// The full user agent: the manifest's, then the node id.
+    pub user_agent: String,
+    /// The product token matched against robots.txt groups.
+    agent_token: String,
+}
+
+/// What one request got back.
+#[derive(Debug)]
+enum Sent {
+    /// An answer (archived unless it was a refusal to be retried).
+    Answer {
+        status: StatusCode,
+        location: Option<String>,
+        retry_after: Option<Duration>,
+        truncated: bool,
+    },
+    /// No answer, but one may come later (timeout, connection trouble).
+    Retryable(String),
+    /// No answer, and asking again will not help.
+    Fatal(String),
+}
+
+fn is_refusal(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+}
+
+impl<'a> ChunkJob<'a> {
+    /// The job for one chunk of `manifest`'s project.
+    pub fn new(crawler: &'a Crawler, manifest: &'a ProjectManifest) -> Self {
+        let user_agent =
+            format!("{} (starling node {:#})", manifest.user_agent, crawler.config.node);
+        let agent_token = manifest
+            .user_agent
+            .split(|c: char| c.is_whitespace() || c == '/')
+            .find(|s| !s.is_empty())
+            .unwrap_or(DEFAULT_AGENT_TOKEN)
+            .to_ascii_lowercase();
+        Self { crawler, manifest, user_agent, agent_token }
+    }
+
+    /// Fetches chunk URL number `origin`, following redirects; every answer is archived.
+    pub(super) async fn fetch_url(
+        &self,
+        origin: usize,
+        url: &str,
+        tx: &mpsc::Sender<WriterMsg>,
+    ) -> Outcome {
+        let failed = |reason: String| Outcome::Failed { reason };
+        let mut current = match Url::parse(url) {
+            Ok(u) => u,
+            Err(e) => return failed(format!("bad url: {e}")),
+        };
+        let redirects_max = self.crawler.config.redirects_max;
+        for hop in 0..=redirects_max {
+            if let Err(reason) = self.admissible(&current) {
+                return failed(if hop == 0 { reason } else { format!("redirect: {reason}") });
+            }
+            if self.manifest.robots == RobotsPolicy::Obey
+                && let Err(reason) = self.robots_allow(&current).await
+            {
+                return failed(reason);
+            }
+            let (status, location) = match self.fetch_with_retries(origin, &current, tx).await {
+                Ok(answer) => answer,
+                Err(reason) => return failed(reason),
+            };
+            match location {
+                Some(loc) if status.is_redirection() => {
+                    if hop == redirects_max {
+                        return failed(format!("more than {redirects_max} redirects"));
+                    }
+                    current = match current.join(&loc) {
+                        Ok(next) => next,
+                        Err(e) => return failed(format!("bad redirect location: {e}")),
+                    };
+                }
+                _ => return Outcome::Ok { status: status.as_u16(), redirects: hop },
+            }
+        }
+        failed(format!("more than {redirects_max} redirects"))
+    }
+
+    /// Scheme, scope and (for IP literals) the SSRF guard.
+    fn admissible(&self, url: &Url) -> Result<(), String> {
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!("scheme {} not fetched", url.scheme()));
+        }
+        let host = url.host_str().ok_or("url has no host")?.to_ascii_lowercase();
+        if !in_scope(&host, &self.manifest.scope) {
+            return Err(format!("host {host} out of scope"));
+        }
+        guard::check_url(url, &self.crawler.guard).map_err(|r| r.to_string())
+    }
+
+    /// Asks the host, retrying 429, 5xx and timeouts with backoff; the last answer is archived.
+    async fn fetch_with_retries(
+        &self,
+        origin: usize,
+        url: &Url,
+        tx: &mpsc::Sender<WriterMsg>,
+    ) -> Result<(StatusCode, Option<String>), String> {
+        let config = &self.crawler.config;
+        let host_name = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        let attempts = config.attempts_max.max(1);
+        let mut last = String::new();
+        for attempt in 1..=attempts {
+            let host = self.crawler.hosts.get(&host_name, self.manifest.rate);
+            let _slot = host.acquire().await;
+            let Ok(_fetch) = self.crawler.fetches.acquire().await else {
+                return Err("crawler shut down".into());
+            };
+            let final_try = attempt == attempts;
+            match self.send(origin, url, final_try, tx).await {
+                Sent::Answer { status, location, retry_after, truncated } => {
+                    if !is_refusal(status) {
+                        host.succeeded();
+                        if truncated {
+                            let max = self.manifest.caps.response_bytes_max;
+                            return Err(format!("body over {max} bytes, truncated"));
+                        }
+                        return Ok((status, location));
+                    }
+                    let wait = host.refused(retry_after, &config.backoff);
+                    tracing::debug!(%url, %status, wait_ms = wait.as_millis() as u64, "host refused");
+                    last = format!("http {}", status.as_u16());
+                }
+                Sent::Retryable(reason) => {
+                    host.refused(None, &config.backoff);
+                    last = reason;
+                }
+                Sent::Fatal(reason) => return Err(reason),
+            }
+        }
+        Err(format!("{last} after {attempts} attempts"))
+    }
+
+    /// Sends one request and, unless it is a refusal to be retried, streams the answer to the
+    /// WARC writer.
+    async fn send(
+        &self,
+        origin: usize,
+        url: &Url,
+        archive_refusal: bool,
+        tx: &mpsc::Sender<WriterMsg>,
+    ) -> Sent {
+        let config = &self.crawler.config;
+        let date = SystemTime::now();
+        let request = request_head(url, &self.user_agent);
+        let sending = self
+            .crawler
+            .client
+            .get(url.as_str())
+            .header(USER_AGENT, &self.user_agent)
+            .header(ACCEPT, "*/*")
+            .send();
+        let mut resp = match tokio::time::timeout(config.response_timeout, sending).await {
+            Err(_) => return Sent::Retryable("timed out".into()),
+            Ok(Err(e)) => return classify(&e),
+            Ok(Ok(r)) => r,
+        };
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| super::hosts::parse_retry_after(v, SystemTime::now()));
+        let location =
+            resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        if is_refusal(status) && !archive_refusal {
+            return Sent::Answer { status, location, retry_after, truncated: false };
+        }
+        let ip = resp.remote_addr().map(|a| a.ip());
+        let head = response_head(&resp);
+        let (body, body_len, payload_sha1, block_sha1, truncated) =
+            match self.read_body(&mut resp, &head).await {
+                Ok(b) => b,
+                Err(sent) => return sent,
+            };
+        let capture = Capture {
+            url: url.to_string(),
+            ip: ip.filter(|i: &IpAddr| !i.is_unspecified()),
+            date,
+            request,
+            response_head: head,
+            body,
+            body_len,
+            payload_sha1,
+            block_sha1,
+            truncated,
+        };
+        if tx.send(WriterMsg::Capture { origin, capture }).await.is_err() {
+            return Sent::Fatal("warc writer stopped".into());
+        }
+        Sent::Answer { status, location, retry_after, truncated }
+    }
+
+    /// Reads a body up to the project's cap into a spooled buffer, hashing as it goes.
+    async fn read_body(
+        &self,
+        resp: &mut reqwest::Response,
+        head: &[u8],
+    ) -> Result<(tempfile::SpooledTempFile, u64, [u8; 20], [u8; 20], bool), Sent> {
+        let config = &self.crawler.config;
+        let max = self.manifest.caps.response_bytes_max;
+        let mut spool = tempfile::spooled_tempfile_in(SPOOL_MEM_BYTES, &config.results_dir);
+        let (mut payload, mut block) = (Sha1::new(), Sha1::new());
+        block.update(head);
+        let (mut len, mut truncated) = (0u64, false);
+        loop {
+            let chunk = match tokio::time::timeout(config.read_timeout, resp.chunk()).await {
+                Err(_) => return Err(Sent::Retryable("timed out reading body".into())),
+                Ok(Err(e)) => return Err(classify(&e)),
+                Ok(Ok(None)) => break,
+                Ok(Ok(Some(c))) => c,
+            };
+            let room = max.saturating_sub(len);
+            let take = chunk.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+            self.crawler.spend_bandwidth(take).await;
+            let part = &chunk[..take];
+            if let Err(e) = spool.write_all(part) {
+                return Err(Sent::Fatal(format!("cannot buffer body: {e}")));
+            }
+            payload.update(part);
+            block.update(part);
+            len += take as u64;
+            if take < chunk.len() {
+                truncated = true;
+                break;
+            }
+        }
+        Ok((spool, len, payload.finalize().into(), block.finalize().into(), truncated))
+    }
+
+    /// Whether robots.txt lets this job fetch `url` (fetched once per origin and agent).
+    async fn robots_allow(&self, url: &Url) -> Result<(), String> {
+        let origin = url.origin().ascii_serialization();
+        let cell = self.crawler.robots_cell(&origin, &self.agent_token);
+        let (robots, _) = cell.get_or_init(|| self.fetch_robots(url)).await;
+        let path = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        };
+        if robots.allows(&path) { Ok(()) } else { Err("disallowed by robots.txt".into()) }
+    }
+
+    /// Fetches and parses robots.txt for `url`'s origin, under the host's limits. Missing
+    /// (4xx) allows all; unreachable (5xx, network) disallows all for a short while.
+    async fn fetch_robots(&self, url: &Url) -> (Arc<Robots>, Instant) {
+        let unreachable = (Arc::new(Robots::disallow_all()), Instant::now() + ROBOTS_FAIL_TTL);
+        let Ok(robots_url) = url.join("/robots.txt") else { return unreachable };
+        let host_name = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        let host = self.crawler.hosts.get(&host_name, self.manifest.rate);
+        let _slot = host.acquire().await;
+        let Ok(_fetch) = self.crawler.fetches.acquire().await else { return unreachable };
+        let sending = self
+            .crawler
+            .client
+            .get(robots_url.as_str())
+            .header(USER_AGENT, &self.user_agent)
+            .send();
+        let mut resp =
+            match tokio::time::timeout(self.crawler.config.response_timeout, sending).await {
+                Ok(Ok(r)) => r,
+                _ => return unreachable,
+            };
+        let status = resp.status();
+        if is_refusal(status) {
+            let retry_after = resp
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| super::hosts::parse_retry_after(v, SystemTime::now()));
+            host.refused(retry_after, &self.crawler.config.backoff);
+            return unreachable;
+        }
+        let fresh = Instant::now() + ROBOTS_TTL;
+        if !status.is_success() {
+            return (Arc::new(Robots::allow_all()), fresh);
+        }
+        let mut text = Vec::new();
+        while text.len() < ROBOTS_BYTES_MAX {
+            match tokio::time::timeout(self.crawler.config.read_timeout, resp.chunk()).await {
+                Ok(Ok(Some(c))) => {
+                    text.extend_from_slice(&c[..c.len().min(ROBOTS_BYTES_MAX - text.len())])
+                }
+                Ok(Ok(None)) => break,
+                _ => return unreachable,
+            }
+        }
+        (Arc::new(Robots::parse(&String::from_utf8_lossy(&text), &self.agent_token)), fresh)
+    }
+}
+
+/// Sorts a client error into retryable or not; an SSRF refusal from the resolver is fatal.
+fn classify(e: &reqwest::Error) -> Sent {
+    if let Some(r) = guard::find_refusal(e) {
+        return Sent::Fatal(r.to_string());
+    }
+    if e.is_timeout() {
+        return Sent::Retryable("timed out".into());
+    }
+    if e.is_connect() {
+        return Sent::Retryable(format!("cannot connect: {}", root_cause(e)));
+    }
+    Sent::Fatal(format!("http error: {}", root_cause(e)))
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// Whether `host` is in the manifest's scope (suffix match on labels; empty scope = any).
+pub fn in_scope(host: &str, scope: &[String]) -> bool {
+    scope.is_empty()
+        || scope.iter().any(|s| {
+            let s = s.trim_start_matches('.').to_ascii_lowercase();
+            host == s || host.strip_suffix(&s).is_some_and(|rest| rest.ends_with('.'))
+        })
+}
+
+/// The request head as sent (reqwest adds nothing else without its optional features).
+fn request_head(url: &Url, user_agent: &str) -> Vec<u8> {
+    let mut target = url.path().to_owned();
+    if let Some(q) = url.query() {
+        target.push('?');
+        target.push_str(q);
+    }
+    let host = match url.port() {
+        Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
+        None => url.host_str().unwrap_or_default().to_owned(),
+    };
+    format!(
+        "GET {target} HTTP/1.1\r\n{}: {host}\r\n{}: {user_agent}\r\n{}: */*\r\n\r\n",
+        HOST.as_str(),
+        USER_AGENT.as_str(),
+        ACCEPT.as_str()
+    )
+    .into_bytes()
+}
+
+/// The response head: status line and headers. The body is stored without its transfer
+/// coding, so a `Transfer-Encoding` header is kept under another name for readers' sake.
+fn response_head(resp: &reqwest::Response) -> Vec<u8> {
+    let version = match resp.version() {
+        reqwest::Version::HTTP_10 => "HTTP/1.0",
+        _ => "HTTP/1.1",
+    };
+    let status = resp.status();
+    let mut head =
+        format!("{version} {} {}\r\n", status.as_u16(), status.canonical_reason().unwrap_or(""))
+            .into_bytes();
+    for (name, value) in resp.headers() {
+        let name = if name == reqwest::header::TRANSFER_ENCODING {
+            "X-Starling-Orig-Transfer-Encoding"
+        } else {
+            name.as_str()
+        };
+        head.extend_from_slice(name.as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_is_a_suffix_match_on_labels() {
+        let scope = vec!["example.org".to_owned(), ".ok.net".to_owned()];
+        assert!(in_scope("example.org", &scope));
+        assert!(in_scope("www.example.org", &scope));
+        assert!(!in_scope("badexample.org", &scope));
+        assert!(in_scope("a.ok.net", &scope));
+        assert!(!in_scope("evil.com", &scope));
+        assert!(in_scope("anything", &[]));
+    }
+
+    #[test]
+    fn request_head_names_the_target_and_host() {
+        let url = Url::parse("http://127.0.0.2:8080/a/b?x=1").expect("url");
+        let head = String::from_utf8(request_head(&url, "bot/1")).expect("utf8");
+        assert!(head.starts_with("GET /a/b?x=1 HTTP/1.1\r\nhost: 127.0.0.2:8080\r\n"));
+        assert!(head.ends_with("\r\n\r\n"));
+    }
+}

@@ -1,0 +1,473 @@
+//! The crawler: fetches the URLs of a crawl chunk politely and archives them as one WARC file.
+//!
+//! A node has one [`Crawler`], shared by every chunk and project it works on, so per-host
+//! politeness ([`hosts`]) holds across all of them. [`Crawler::crawl_chunk`] fetches a chunk's
+//! URLs (hosts in parallel, each host at its project's rate), follows redirects itself so every
+//! hop is checked against the scope, the SSRF [`guard`] and the host's limits, obeys
+//! robots.txt per the project's policy ([`robots`]) and writes the [`warc`] file. The result
+//! is addressed by the blake3 digest of the finished file. [`runner::CrawlRunner`] plugs this
+//! into the node's work runners.
+//!
+//! Operator caps live in [`CrawlerConfig`]: global fetch concurrency, a bandwidth cap and a
+//! disk cap that [`Crawler::over_disk_cap`] reports so the node can stop claiming crawl work.
+
+pub mod fetch;
+pub mod guard;
+pub mod hosts;
+pub mod robots;
+pub mod runner;
+pub mod warc;
+
+use std::collections::{BTreeSet, HashMap};
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::StreamExt;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use starling_protocol::{Digest, ItemId, NodeId, ProjectId, ProjectManifest};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use self::hosts::{BackoffPolicy, HostTable};
+use self::robots::Robots;
+use self::warc::{Capture, Finished, WarcWriter};
+
+/// Captures queued for the WARC writer of one chunk.
+pub const WRITER_QUEUE_CAP: usize = 16;
+/// Most robots.txt files cached.
+pub const ROBOTS_CACHE_MAX: usize = 4_096;
+/// How long a fetched robots.txt is trusted.
+pub const ROBOTS_TTL: Duration = Duration::from_secs(3_600);
+/// How long an unreachable robots.txt blocks a host before it is asked again.
+pub const ROBOTS_FAIL_TTL: Duration = Duration::from_secs(60);
+/// Largest global fetch concurrency an operator may set.
+pub const FETCHES_MAX: usize = 1_024;
+
+/// Operator settings for the crawler.
+#[derive(Debug, Clone)]
+pub struct CrawlerConfig {
+    /// Where finished WARC files go (and their temp files while written).
+    pub results_dir: PathBuf,
+    /// This node, named in the user agent and the warcinfo record.
+    pub node: NodeId,
+    /// Lifts the SSRF guard: for tests and the local demo only.
+    pub allow_private_targets: bool,
+    /// Non-public addresses allowed one by one while the guard stays on.
+    pub allow_private_addrs: Vec<std::net::IpAddr>,
+    /// Fetches in flight at once across all chunks and projects.
+    pub fetches_max: usize,
+    /// Download cap in bytes per second (`None` = unlimited).
+    pub bandwidth_bytes_per_s: Option<NonZeroU32>,
+    /// Cap on stored results in bytes (`None` = unlimited).
+    pub disk_bytes_max: Option<u64>,
+    /// Time to connect.
+    pub connect_timeout: Duration,
+    /// Time from sending a request to its response head.
+    pub response_timeout: Duration,
+    /// Longest silence while reading a body.
+    pub read_timeout: Duration,
+    /// Attempts per URL (and redirect hop) on 429, 5xx and timeouts.
+    pub attempts_max: u32,
+    /// Redirects followed per URL.
+    pub redirects_max: u32,
+    /// Backoff and parking.
+    pub backoff: BackoffPolicy,
+}
+
+impl CrawlerConfig {
+    /// Defaults for a volunteer node writing to `results_dir`.
+    pub fn new(results_dir: PathBuf, node: NodeId) -> Self {
+        Self {
+            results_dir,
+            node,
+            allow_private_targets: false,
+            allow_private_addrs: Vec::new(),
+            fetches_max: 16,
+            bandwidth_bytes_per_s: None,
+            disk_bytes_max: None,
+            connect_timeout: Duration::from_secs(10),
+            response_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(30),
+            attempts_max: 4,
+            redirects_max: 10,
+            backoff: BackoffPolicy {
+                base: Duration::from_secs(1),
+                max: Duration::from_secs(120),
+                park_after: 5,
+                park: Duration::from_secs(600),
+                retry_after_max: Duration::from_secs(600),
+            },
+        }
+    }
+}
+
+/// What went wrong with a whole chunk (a single URL's trouble is an [`Outcome`] instead).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CrawlError {
+    /// The HTTP client could not be built.
+    #[error("cannot build the http client: {0}")]
+    Client(#[source] reqwest::Error),
+    /// Reading or writing the results directory failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The chunk has more URLs than the project allows.
+    #[error("chunk has {0} urls, over the project's cap of {1}")]
+    TooManyUrls(usize, u32),
+    /// Stored results are over the operator's disk cap.
+    #[error("results are over the disk cap; free space or raise the cap")]
+    DiskCap,
+    /// The WARC writer stopped before finishing.
+    #[error("warc writer stopped")]
+    WriterGone,
+}
+
+impl CrawlError {
+    fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> Self {
+        move |source| Self::Io { what, source }
+    }
+
+    /// Whether another attempt (here or on another node) may succeed.
+    pub fn retryable(&self) -> bool {
+        !matches!(self, Self::TooManyUrls(..))
+    }
+}
+
+/// What happened to one URL of a chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Archived; `status` is the final answer's status, after `redirects` hops.
+    Ok {
+        /// HTTP status of the last response.
+        status: u16,
+        /// Redirects followed.
+        redirects: u32,
+    },
+    /// Not archived (or only in part), and why.
+    Failed {
+        /// A short reason.
+        reason: String,
+    },
+}
+
+/// One URL and its outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlOutcome {
+    /// The URL as given in the chunk.
+    pub url: String,
+    /// What happened.
+    pub outcome: Outcome,
+}
+
+/// The result of a chunk: the WARC file and what happened to each URL.
+#[derive(Debug, Clone)]
+pub struct ChunkResult {
+    /// blake3 of the WARC file, which is named by it.
+    pub digest: Digest,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Where it is.
+    pub path: PathBuf,
+    /// One per URL, in chunk order.
+    pub outcomes: Vec<UrlOutcome>,
+}
+
+impl ChunkResult {
+    /// URLs archived and URLs failed.
+    pub fn counts(&self) -> (u32, u32) {
+        let ok = self.outcomes.iter().filter(|o| matches!(o.outcome, Outcome::Ok { .. })).count();
+        (ok as u32, (self.outcomes.len() - ok) as u32)
+    }
+}
+
+/// One chunk to crawl.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkRequest<'a> {
+    /// The item.
+    pub item: ItemId,
+    /// Its epoch (recorded in the warcinfo record).
+    pub epoch: u32,
+    /// Its project.
+    pub project: ProjectId,
+    /// The project's manifest (rate policy, scope, user agent, robots, caps).
+    pub manifest: &'a ProjectManifest,
+    /// The URLs.
+    pub urls: &'a [String],
+}
+
+type RobotsCell = Arc<tokio::sync::OnceCell<(Arc<Robots>, Instant)>>;
+
+/// The node's crawler: one per node, shared by all crawl work.
+#[derive(Debug)]
+pub struct Crawler {
+    config: CrawlerConfig,
+    client: reqwest::Client,
+    guard: guard::GuardPolicy,
+    hosts: HostTable,
+    fetches: Semaphore,
+    bandwidth: Option<DefaultDirectRateLimiter>,
+    robots: Mutex<HashMap<(String, String), RobotsCell>>,
+}
+
+impl Crawler {
+    /// Builds the crawler and removes temp files an earlier run left in the results dir.
+    pub fn new(config: CrawlerConfig) -> Result<Self, CrawlError> {
+        std::fs::create_dir_all(&config.results_dir)
+            .map_err(CrawlError::io("create results dir"))?;
+        let removed =
+            warc::clean_temp(&config.results_dir).map_err(CrawlError::io("clean temp files"))?;
+        if removed > 0 {
+            tracing::info!(removed, "removed half-written warc files from an earlier run");
+        }
+        let guard = guard::GuardPolicy {
+            allow_private: config.allow_private_targets,
+            exceptions: config.allow_private_addrs.clone().into(),
+        };
+        let client = reqwest::Client::builder()
+            .dns_resolver(guard::GuardedResolver { policy: guard.clone() })
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .http1_only()
+            .connect_timeout(config.connect_timeout)
+            .read_timeout(config.read_timeout)
+            .build()
+            .map_err(CrawlError::Client)?;
+        let bandwidth =
+            config.bandwidth_bytes_per_s.map(|b| RateLimiter::direct(Quota::per_second(b)));
+        let fetches = Semaphore::new(config.fetches_max.clamp(1, FETCHES_MAX));
+        Ok(Self {
+            config,
+            client,
+            guard,
+            hosts: HostTable::default(),
+            fetches,
+            bandwidth,
+            robots: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The settings it runs with.
+    pub fn config(&self) -> &CrawlerConfig {
+        &self.config
+    }
+
+    /// Bytes of finished WARC files in the results dir.
+    pub fn stored_bytes(&self) -> std::io::Result<u64> {
+        warc::stored_bytes(&self.config.results_dir)
+    }
+
+    /// Whether stored results are at or over the disk cap: the node should stop claiming crawl
+    /// work until there is room. An unreadable results dir counts as full.
+    pub fn over_disk_cap(&self) -> bool {
+        match (self.config.disk_bytes_max, self.stored_bytes()) {
+            (None, _) => false,
+            (Some(max), Ok(used)) => used >= max,
+            (Some(_), Err(_)) => true,
+        }
+    }
+
+    /// Fetches a chunk's URLs and archives them as one WARC file.
+    pub async fn crawl_chunk(&self, req: ChunkRequest<'_>) -> Result<ChunkResult, CrawlError> {
+        let cap = req.manifest.caps.chunk_urls_max;
+        if req.urls.len() > cap as usize || req.urls.len() > starling_protocol::item::CHUNK_URLS_MAX
+        {
+            return Err(CrawlError::TooManyUrls(req.urls.len(), cap));
+        }
+        if self.over_disk_cap() {
+            return Err(CrawlError::DiskCap);
+        }
+        let job = fetch::ChunkJob::new(self, req.manifest);
+        let info = self.warcinfo(&req, &job);
+        let stem = format!("{}-{}", req.item.to_hex(), req.epoch);
+        let writer = WarcWriter::create(
+            &self.config.results_dir,
+            &stem,
+            &info,
+            req.manifest.caps.result_bytes_max,
+        )
+        .map_err(CrawlError::io("create warc file"))?;
+        let (tx, rx) = mpsc::channel(WRITER_QUEUE_CAP);
+        let writing = tokio::task::spawn_blocking(move || write_loop(writer, rx));
+
+        let outcomes = self.fetch_all(&job, req.urls, &tx).await;
+        let (reply, finished) = oneshot::channel();
+        tx.send(WriterMsg::Finish { outcomes, reply }).await.map_err(|_| CrawlError::WriterGone)?;
+        drop(tx);
+        let (done, outcomes) = finished
+            .await
+            .map_err(|_| CrawlError::WriterGone)?
+            .map_err(CrawlError::io("write warc file"))?;
+        let _ = writing.await;
+        Ok(ChunkResult { digest: done.digest, size: done.size, path: done.path, outcomes })
+    }
+
+    /// Fetches every URL: hosts side by side, each host's URLs up to its concurrency.
+    async fn fetch_all(
+        &self,
+        job: &fetch::ChunkJob<'_>,
+        urls: &[String],
+        tx: &mpsc::Sender<WriterMsg>,
+    ) -> Vec<UrlOutcome> {
+        let mut by_host: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, url) in urls.iter().enumerate() {
+            let host = url::Url::parse(url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+                .unwrap_or_default();
+            by_host.entry(host).or_default().push(i);
+        }
+        let lane_width =
+            job.manifest.rate.concurrency.clamp(1, hosts::HOST_CONCURRENCY_MAX) as usize;
+        let lanes = by_host.into_values().map(|indices| async move {
+            futures::stream::iter(indices)
+                .map(|i| async move { (i, job.fetch_url(i, &urls[i], tx).await) })
+                .buffer_unordered(lane_width)
+                .collect::<Vec<_>>()
+                .await
+        });
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; urls.len()];
+        for lane in futures::future::join_all(lanes).await {
+            for (i, outcome) in lane {
+                outcomes[i] = Some(outcome);
+            }
+        }
+        urls.iter()
+            .zip(outcomes)
+            .map(|(url, o)| UrlOutcome {
+                url: url.clone(),
+                outcome: o.unwrap_or(Outcome::Failed { reason: "not attempted".into() }),
+            })
+            .collect()
+    }
+
+    fn warcinfo(
+        &self,
+        req: &ChunkRequest<'_>,
+        job: &fetch::ChunkJob<'_>,
+    ) -> Vec<(&'static str, String)> {
+        let robots = match req.manifest.robots {
+            starling_protocol::RobotsPolicy::Obey => "obey",
+            starling_protocol::RobotsPolicy::Ignore => "ignore",
+        };
+        vec![
+            ("software", format!("starling/{}", env!("CARGO_PKG_VERSION"))),
+            ("format", "WARC File Format 1.1".into()),
+            (
+                "conformsTo",
+                "https://iipc.github.io/warc-specifications/specifications/warc-format/warc-1.1/"
+                    .into(),
+            ),
+            ("http-header-user-agent", job.user_agent.clone()),
+            ("robots", robots.into()),
+            ("starling-project", format!("{:#}", req.project)),
+            ("starling-project-name", req.manifest.name.clone()),
+            ("starling-item", format!("{:#}", req.item)),
+            ("starling-epoch", req.epoch.to_string()),
+            ("starling-node", format!("{:#}", self.config.node)),
+        ]
+    }
+
+    /// The robots.txt cell for an origin and agent, fresh if the cached one expired.
+    fn robots_cell(&self, origin: &str, agent: &str) -> RobotsCell {
+        let mut cache = self.robots.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (origin.to_owned(), agent.to_owned());
+        if let Some(cell) = cache.get(&key) {
+            let expired = cell.get().is_some_and(|(_, until)| *until <= Instant::now());
+            if !expired {
+                return cell.clone();
+            }
+        }
+        if cache.len() >= ROBOTS_CACHE_MAX {
+            let now = Instant::now();
+            cache.retain(|_, c| c.get().is_none_or(|(_, until)| *until > now));
+            if cache.len() >= ROBOTS_CACHE_MAX {
+                cache.clear();
+            }
+        }
+        let cell = RobotsCell::default();
+        cache.insert(key, cell.clone());
+        cell
+    }
+
+    /// Waits for the bandwidth cap to allow `bytes` more.
+    async fn spend_bandwidth(&self, bytes: usize) {
+        let Some(limiter) = &self.bandwidth else { return };
+        let burst = self.config.bandwidth_bytes_per_s.map_or(1, |b| b.get() as usize);
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(burst);
+            if let Some(n32) = NonZeroU32::new(n as u32) {
+                // n never exceeds the burst, so this cannot fail.
+                let _ = limiter.until_n_ready(n32).await;
+            }
+            left -= n;
+        }
+    }
+}
+
+/// Messages to a chunk's WARC writer thread.
+#[derive(Debug)]
+enum WriterMsg {
+    /// A fetch made for the chunk's URL number `origin`.
+    Capture { origin: usize, capture: Capture },
+    /// All fetches are done: write failure records, finish the file, reply.
+    Finish {
+        outcomes: Vec<UrlOutcome>,
+        reply: oneshot::Sender<std::io::Result<(Finished, Vec<UrlOutcome>)>>,
+    },
+}
+
+/// The writer thread: appends captures as they come; if the chunk is dropped before
+/// `Finish`, the writer is dropped too and its temp file removed.
+fn write_loop(mut w: WarcWriter, mut rx: mpsc::Receiver<WriterMsg>) {
+    let mut skipped = BTreeSet::new();
+    let mut error: Option<std::io::Error> = None;
+    while let Some(msg) = rx.blocking_recv() {
+        match msg {
+            WriterMsg::Capture { origin, capture } => {
+                if error.is_some() {
+                    continue; // keep draining so fetches are not stuck
+                }
+                match w.capture(capture) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        skipped.insert(origin);
+                    }
+                    Err(e) => error = Some(e),
+                }
+            }
+            WriterMsg::Finish { mut outcomes, reply } => {
+                let result = match error.take() {
+                    Some(e) => Err(e),
+                    None => finish(w, &mut outcomes, &skipped).map(|f| (f, outcomes)),
+                };
+                let _ = reply.send(result);
+                return;
+            }
+        }
+    }
+}
+
+fn finish(
+    mut w: WarcWriter,
+    outcomes: &mut [UrlOutcome],
+    skipped: &BTreeSet<usize>,
+) -> std::io::Result<Finished> {
+    let now = SystemTime::now();
+    for (i, o) in outcomes.iter_mut().enumerate() {
+        if skipped.contains(&i) {
+            o.outcome = Outcome::Failed { reason: "result size cap reached".into() };
+        }
+        if let Outcome::Failed { reason } = &o.outcome {
+            w.failure(&o.url, reason, now)?;
+        }
+    }
+    w.finish()
+}

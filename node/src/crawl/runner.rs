@@ -1,0 +1,129 @@
+//! [`CrawlRunner`]: the node's [`Runner`] for crawl chunks, a thin adapter over
+//! [`Crawler::crawl_chunk`].
+//!
+//! Each job runs as its own task, so a chunk waiting on a parked host never holds up another
+//! chunk or project. Cancelling a job aborts its task; the chunk's writer then deletes its
+//! temp file, so nothing half-written is left to be taken for a result.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use starling_protocol::{ItemId, ProjectId, ProjectManifest, WorkItem, WorkKind};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+use super::{ChunkRequest, CrawlError, Crawler};
+use crate::runner::{Job, Runner, RunnerCounters, WorkReport};
+
+/// Most crawl jobs running at once in one runner (the engine's capacity is far lower).
+pub const CRAWL_JOBS_MAX: usize = 256;
+
+/// Looks up the newest manifest the node holds for a project.
+pub type ManifestLookup = Arc<dyn Fn(&ProjectId) -> Option<ProjectManifest> + Send + Sync>;
+
+/// Runs crawl chunks with a shared [`Crawler`].
+pub struct CrawlRunner {
+    crawler: Arc<Crawler>,
+    manifests: ManifestLookup,
+    reports: mpsc::Sender<WorkReport>,
+    counters: Arc<RunnerCounters>,
+    running: BTreeMap<(ItemId, u32), AbortHandle>,
+}
+
+impl std::fmt::Debug for CrawlRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CrawlRunner").field("running", &self.running.len()).finish_non_exhaustive()
+    }
+}
+
+impl CrawlRunner {
+    /// A runner reporting on `reports`, finding manifests with `manifests`.
+    pub fn new(
+        crawler: Arc<Crawler>,
+        manifests: ManifestLookup,
+        reports: mpsc::Sender<WorkReport>,
+        counters: Arc<RunnerCounters>,
+    ) -> Self {
+        Self { crawler, manifests, reports, counters, running: BTreeMap::new() }
+    }
+
+    /// The crawler, e.g. to ask [`Crawler::over_disk_cap`] before claiming.
+    pub fn crawler(&self) -> &Arc<Crawler> {
+        &self.crawler
+    }
+}
+
+fn failed(job: &Job, reason: String, retryable: bool) -> WorkReport {
+    WorkReport::Failed { item: job.item, epoch: job.epoch, reason, retryable }
+}
+
+async fn run(crawler: Arc<Crawler>, manifests: ManifestLookup, job: Job) -> WorkReport {
+    let WorkItem::CrawlChunk { urls } = &job.work else {
+        return failed(&job, "not a crawl chunk".into(), false);
+    };
+    let Some(manifest) = manifests(&job.project) else {
+        return failed(&job, "no manifest for the project".into(), true);
+    };
+    let req = ChunkRequest {
+        item: job.item,
+        epoch: job.epoch,
+        project: job.project,
+        manifest: &manifest,
+        urls,
+    };
+    match crawler.crawl_chunk(req).await {
+        Ok(result) => {
+            let (ok, failed) = result.counts();
+            tracing::info!(item = %job.item, ok, failed, size = result.size, "crawl chunk done");
+            WorkReport::Done {
+                item: job.item,
+                epoch: job.epoch,
+                result: result.digest,
+                size: result.size,
+                ok,
+                failed,
+            }
+        }
+        Err(e @ CrawlError::TooManyUrls(..)) => failed(&job, e.to_string(), false),
+        Err(e) => failed(&job, e.to_string(), e.retryable()),
+    }
+}
+
+impl Runner for CrawlRunner {
+    fn kind(&self) -> WorkKind {
+        WorkKind::Crawl
+    }
+
+    fn start(&mut self, job: Job) {
+        self.running.retain(|_, h| !h.is_finished());
+        self.counters.started.fetch_add(1, Ordering::Relaxed);
+        let (reports, counters) = (self.reports.clone(), self.counters.clone());
+        if self.running.len() >= CRAWL_JOBS_MAX {
+            let report = failed(&job, "too many crawl jobs".into(), true);
+            tokio::spawn(async move {
+                let _ = reports.send(report).await;
+            });
+            return;
+        }
+        let key = (job.item, job.epoch);
+        let (crawler, manifests) = (self.crawler.clone(), self.manifests.clone());
+        let task = tokio::spawn(async move {
+            let report = run(crawler, manifests, job).await;
+            if matches!(report, WorkReport::Done { .. }) {
+                counters.completed.fetch_add(1, Ordering::Relaxed);
+            }
+            let _ = reports.send(report).await;
+        });
+        self.running.insert(key, task.abort_handle());
+    }
+
+    fn cancel(&mut self, item: ItemId, epoch: u32) {
+        if let Some(h) = self.running.remove(&(item, epoch))
+            && !h.is_finished()
+        {
+            h.abort();
+            self.counters.cancelled.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}

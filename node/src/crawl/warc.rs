@@ -1,0 +1,394 @@
+//! The WARC 1.1 writer: one file per crawl chunk, a `warcinfo` record first, then `request`
+//! and `response` records per fetch and a `metadata` record per failed URL, each record its own
+//! gzip member (so readers can seek to any record).
+//!
+//! The file is written under a temporary name in the results directory, fsynced, and renamed
+//! to `<blake3 hex>.warc.gz` only when whole; a crash leaves at most a `*.warc.gz.tmp` file,
+//! which [`clean_temp`] removes on start. Digests follow the common `sha1:BASE32` convention.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use sha1::{Digest as _, Sha1};
+use starling_protocol::Digest;
+use tempfile::SpooledTempFile;
+
+/// Suffix of a finished WARC file.
+pub const WARC_SUFFIX: &str = ".warc.gz";
+/// Suffix of a WARC file being written.
+pub const TEMP_SUFFIX: &str = ".warc.gz.tmp";
+/// Output buffer size.
+const WRITE_BUF_BYTES: usize = 64 * 1024;
+/// A record with no streamed tail.
+const NO_TAIL: Option<(io::Empty, u64)> = None;
+
+/// One fetch as it will be archived: the request sent and the response received.
+#[derive(Debug)]
+pub struct Capture {
+    /// The URL fetched.
+    pub url: String,
+    /// The address actually connected to.
+    pub ip: Option<IpAddr>,
+    /// When the request was sent.
+    pub date: SystemTime,
+    /// The HTTP request head as sent.
+    pub request: Vec<u8>,
+    /// The HTTP response head (status line and headers, ending in an empty line).
+    pub response_head: Vec<u8>,
+    /// The response body as received (without transfer coding).
+    pub body: SpooledTempFile,
+    /// Bytes in `body`.
+    pub body_len: u64,
+    /// sha1 of `body`.
+    pub payload_sha1: [u8; 20],
+    /// sha1 of `response_head` then `body`.
+    pub block_sha1: [u8; 20],
+    /// Whether the body was cut at the project's size cap.
+    pub truncated: bool,
+}
+
+/// A finished WARC file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    /// blake3 of the whole file; also its name.
+    pub digest: Digest,
+    /// Size in bytes.
+    pub size: u64,
+    /// Where it is.
+    pub path: PathBuf,
+}
+
+/// Counts and hashes what passes through to the file.
+#[derive(Debug)]
+struct Hashing<W> {
+    inner: W,
+    hasher: blake3::Hasher,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes one WARC file; dropped without [`WarcWriter::finish`], it deletes its temp file.
+#[derive(Debug)]
+pub struct WarcWriter {
+    dir: PathBuf,
+    tmp: PathBuf,
+    out: Option<Hashing<BufWriter<File>>>,
+    bytes_max: u64,
+}
+
+impl WarcWriter {
+    /// Starts `<dir>/<stem>.warc.gz.tmp` with a warcinfo record holding `info` fields. Records
+    /// after the file passes `bytes_max` are refused.
+    pub fn create(
+        dir: &Path,
+        stem: &str,
+        info: &[(&str, String)],
+        bytes_max: u64,
+    ) -> io::Result<Self> {
+        fs::create_dir_all(dir)?;
+        let tmp = dir.join(format!("{stem}{TEMP_SUFFIX}"));
+        let file = File::create(&tmp)?;
+        let out = Hashing {
+            inner: BufWriter::with_capacity(WRITE_BUF_BYTES, file),
+            hasher: blake3::Hasher::new(),
+            bytes: 0,
+        };
+        let mut w = Self { dir: dir.to_owned(), tmp, out: Some(out), bytes_max };
+        let mut body = String::new();
+        for (k, v) in info {
+            body.push_str(&format!("{k}: {}\r\n", one_line(v)));
+        }
+        let headers = [
+            ("WARC-Type", "warcinfo".to_owned()),
+            ("WARC-Record-ID", record_id()),
+            ("WARC-Date", warc_date(SystemTime::now())),
+            ("Content-Type", "application/warc-fields".to_owned()),
+        ];
+        w.record(&headers, body.as_bytes(), NO_TAIL)?;
+        Ok(w)
+    }
+
+    /// Bytes written so far.
+    pub fn bytes(&self) -> u64 {
+        self.out.as_ref().map_or(0, |o| o.bytes)
+    }
+
+    /// Appends the request and response records of a fetch; `Ok(false)` if the file is
+    /// already at its size cap and the capture was left out.
+    pub fn capture(&mut self, mut c: Capture) -> io::Result<bool> {
+        if self.bytes() >= self.bytes_max {
+            return Ok(false);
+        }
+        let date = warc_date(c.date);
+        let (req_id, resp_id) = (record_id(), record_id());
+        let mut resp = vec![
+            ("WARC-Type", "response".to_owned()),
+            ("WARC-Record-ID", resp_id.clone()),
+            ("WARC-Date", date.clone()),
+            ("WARC-Target-URI", c.url.clone()),
+        ];
+        if let Some(ip) = c.ip {
+            resp.push(("WARC-IP-Address", ip.to_string()));
+        }
+        resp.push(("WARC-Block-Digest", sha1_label(&c.block_sha1)));
+        resp.push(("WARC-Payload-Digest", sha1_label(&c.payload_sha1)));
+        if c.truncated {
+            resp.push(("WARC-Truncated", "length".to_owned()));
+        }
+        resp.push(("Content-Type", "application/http;msgtype=response".to_owned()));
+        c.body.seek(SeekFrom::Start(0))?;
+        let body = (&mut c.body).take(c.body_len);
+        self.record(&resp, &c.response_head, Some((body, c.body_len)))?;
+
+        let mut req = vec![
+            ("WARC-Type", "request".to_owned()),
+            ("WARC-Record-ID", req_id),
+            ("WARC-Date", date),
+            ("WARC-Target-URI", c.url),
+            ("WARC-Concurrent-To", resp_id),
+        ];
+        if let Some(ip) = c.ip {
+            req.push(("WARC-IP-Address", ip.to_string()));
+        }
+        req.push(("WARC-Block-Digest", sha1_label(&Sha1::digest(&c.request).into())));
+        req.push(("Content-Type", "application/http;msgtype=request".to_owned()));
+        self.record(&req, &c.request, NO_TAIL)?;
+        Ok(true)
+    }
+
+    /// Appends a metadata record saying why `url` has no archived response.
+    pub fn failure(&mut self, url: &str, reason: &str, date: SystemTime) -> io::Result<()> {
+        let body = format!("fetch-outcome: failed\r\nreason: {}\r\n", one_line(reason));
+        let headers = [
+            ("WARC-Type", "metadata".to_owned()),
+            ("WARC-Record-ID", record_id()),
+            ("WARC-Date", warc_date(date)),
+            ("WARC-Target-URI", uri_text(url)),
+            ("WARC-Block-Digest", sha1_label(&Sha1::digest(body.as_bytes()).into())),
+            ("Content-Type", "application/warc-fields".to_owned()),
+        ];
+        self.record(&headers, body.as_bytes(), NO_TAIL)
+    }
+
+    /// Writes one record as its own gzip member: `head` then an optional streamed tail.
+    fn record<R: Read>(
+        &mut self,
+        headers: &[(&str, String)],
+        head: &[u8],
+        tail: Option<(R, u64)>,
+    ) -> io::Result<()> {
+        let out = self.out.as_mut().ok_or_else(|| io::Error::other("writer finished"))?;
+        let tail_len = tail.as_ref().map_or(0, |(_, n)| *n);
+        let mut text = String::from("WARC/1.1\r\n");
+        for (k, v) in headers {
+            text.push_str(&format!("{k}: {}\r\n", one_line(v)));
+        }
+        text.push_str(&format!("Content-Length: {}\r\n\r\n", head.len() as u64 + tail_len));
+        let mut gz = GzEncoder::new(out, Compression::default());
+        gz.write_all(text.as_bytes())?;
+        gz.write_all(head)?;
+        if let Some((mut r, n)) = tail {
+            let copied = io::copy(&mut r, &mut gz)?;
+            if copied != n {
+                return Err(io::Error::other("record body shorter than announced"));
+            }
+        }
+        gz.write_all(b"\r\n\r\n")?;
+        gz.finish()?;
+        Ok(())
+    }
+
+    /// Flushes, fsyncs and renames the file to its digest; returns where it is.
+    pub fn finish(mut self) -> io::Result<Finished> {
+        let out = self.out.take().ok_or_else(|| io::Error::other("writer finished"))?;
+        let Hashing { inner, hasher, bytes } = out;
+        let file = inner.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        drop(file);
+        let digest = Digest(*hasher.finalize().as_bytes());
+        let path = self.dir.join(format!("{}{WARC_SUFFIX}", digest.to_hex()));
+        fs::rename(&self.tmp, &path)?;
+        // Make the rename itself durable.
+        File::open(&self.dir)?.sync_all()?;
+        Ok(Finished { digest, size: bytes, path })
+    }
+}
+
+impl Drop for WarcWriter {
+    fn drop(&mut self) {
+        if self.out.is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Removes temp files a crash left behind in `dir`; returns how many.
+pub fn clean_temp(dir: &Path) -> io::Result<usize> {
+    let mut removed = 0;
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().ends_with(TEMP_SUFFIX) {
+            fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// Total size of finished WARC files in `dir`.
+pub fn stored_bytes(dir: &Path) -> io::Result<u64> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut total = 0u64;
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(WARC_SUFFIX) {
+            total = total.saturating_add(entry.metadata()?.len());
+        }
+    }
+    Ok(total)
+}
+
+/// `sha1:` and the digest in base32, as WARC tools write it.
+pub fn sha1_label(digest: &[u8; 20]) -> String {
+    format!("sha1:{}", data_encoding::BASE32.encode(digest))
+}
+
+/// A fresh `<urn:uuid:…>` (version 4).
+fn record_id() -> String {
+    let mut b = [0u8; 16];
+    if getrandom::fill(&mut b).is_err() {
+        // No OS randomness: fall back to a hash of the time, still unique per call in practice.
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let h = blake3::hash(&now.as_nanos().to_le_bytes());
+        b.copy_from_slice(&h.as_bytes()[..16]);
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!("<urn:uuid:{}-{}-{}-{}-{}>", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+}
+
+/// `YYYY-MM-DDThh:mm:ssZ` in UTC.
+pub fn warc_date(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// A target URI as a header value: bytes outside visible ASCII percent-encoded (a chunk may
+/// hold a URL that never parsed).
+fn uri_text(url: &str) -> String {
+    let mut out = String::with_capacity(url.len());
+    for b in url.bytes() {
+        if b.is_ascii_graphic() {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A header value on one line (CR and LF would end the header early).
+fn one_line(v: &str) -> String {
+    v.replace(['\r', '\n'], " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn dates_format_as_warc_wants() {
+        assert_eq!(warc_date(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let t = UNIX_EPOCH + Duration::from_secs(1_709_251_199); // 2024-02-29T23:59:59Z
+        assert_eq!(warc_date(t), "2024-02-29T23:59:59Z");
+    }
+
+    #[test]
+    fn target_uris_are_percent_encoded() {
+        assert_eq!(uri_text("not a url\r\n"), "not%20a%20url%0D%0A");
+        assert_eq!(uri_text("http://a/b?c=d"), "http://a/b?c=d");
+    }
+
+    #[test]
+    fn record_ids_are_uuid_v4() {
+        let id = record_id();
+        assert_eq!(id.len(), "<urn:uuid:>".len() + 36);
+        assert_eq!(&id[24..25], "4");
+        assert_ne!(id, record_id());
+    }
+
+    #[test]
+    fn sha1_labels_use_base32() {
+        let d: [u8; 20] = Sha1::digest(b"").into();
+        assert_eq!(sha1_label(&d), "sha1:3I42H3S6NNFQ2MSVX7XZKYAYSCX5QBYJ");
+    }
+
+    #[test]
+    fn a_dropped_writer_leaves_nothing_and_a_finished_one_is_named_by_digest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let w = WarcWriter::create(dir.path(), "a", &[("software", "t".into())], 1 << 20)
+            .expect("create");
+        assert!(dir.path().join("a.warc.gz.tmp").exists());
+        drop(w);
+        assert_eq!(fs::read_dir(dir.path()).expect("dir").count(), 0);
+
+        let mut w = WarcWriter::create(dir.path(), "b", &[], 1 << 20).expect("create");
+        w.failure("http://x/", "timed out\r\nInjected: yes", SystemTime::now()).expect("write");
+        let done = w.finish().expect("finish");
+        let bytes = fs::read(&done.path).expect("read");
+        assert_eq!(Digest::of(&bytes), done.digest);
+        assert_eq!(bytes.len() as u64, done.size);
+        assert_eq!(stored_bytes(dir.path()).expect("size"), done.size);
+        assert!(!dir.path().join("b.warc.gz.tmp").exists());
+
+        fs::write(dir.path().join("c.warc.gz.tmp"), b"half").expect("write");
+        assert_eq!(clean_temp(dir.path()).expect("clean"), 1);
+        assert!(done.path.exists());
+    }
+}

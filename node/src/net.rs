@@ -1,0 +1,303 @@
+//! The libp2p side of the node: the composed [`Behaviour`], the swarm builder, the gossip
+//! topics and scoring parameters, and the state-sync request-response codec.
+//!
+//! Every behaviour here is transport only. Gossipsub carries envelopes (validation switched
+//! on, so nothing is forwarded before the engine accepted it), request-response carries the
+//! sync digest and delta, Kademlia, identify and mDNS find peers. None of them decides who owns
+//! an item; the actor in [`crate::actor`] feeds what they deliver into the engine.
+
+use std::io;
+use std::time::Duration;
+
+use anyhow::{Result, anyhow};
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, MessageId};
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{
+    StreamProtocol, Swarm, autonat, connection_limits, identify, identity, kad, mdns, noise, ping,
+    request_response, tcp, yamux,
+};
+use starling_protocol::PublicKey;
+use starling_protocol::message::SyncDelta;
+use starling_protocol::wire::MAX_ENVELOPE_BYTES;
+
+/// Identify protocol version; peers with another one are still talked to but not trusted more.
+pub const IDENTIFY_PROTOCOL: &str = "/starling/id/1.0.0";
+/// Kademlia under a private protocol name, so Starling nodes do not join the public DHT.
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/starling/kad/1.0.0");
+/// State sync: a digest goes out, the delta comes back.
+pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/starling/sync/1");
+/// Gossip topic for presence heartbeats and relay requests.
+pub const TOPIC_PRESENCE: &str = "starling/v1/presence";
+/// Prefix of a project owner's topic; the owner key in hex follows.
+pub const TOPIC_OWNER_PREFIX: &str = "starling/v1/owner/";
+/// Largest sync request (a digest).
+pub const SYNC_REQUEST_BYTES_MAX: usize = 64 * 1024;
+/// Largest sync response (a delta).
+pub const SYNC_RESPONSE_BYTES_MAX: usize = SyncDelta::MAX_BYTES;
+/// How long a sync request may take.
+pub const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+/// Concurrent sync streams per connection.
+pub const SYNC_STREAMS_MAX: usize = 8;
+/// Established connections to one peer.
+pub const CONNECTIONS_PER_PEER_MAX: u32 = 2;
+/// Half-open connections at once, each way.
+pub const CONNECTIONS_PENDING_MAX: u32 = 64;
+/// A connection without open streams closes after this.
+pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
+/// Gossipsub heartbeat.
+pub const GOSSIP_HEARTBEAT: Duration = Duration::from_millis(700);
+
+/// The composed network behaviour.
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    /// Connection caps, first so that it can deny a connection before others see it.
+    pub limits: connection_limits::Behaviour,
+    /// Envelope gossip.
+    pub gossipsub: gossipsub::Behaviour,
+    /// State sync.
+    pub sync: request_response::Behaviour<SyncCodec>,
+    /// Peer discovery and provider records.
+    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    /// Learns peers' listen addresses and our observed address.
+    pub identify: identify::Behaviour,
+    /// Keeps connections alive and measures round trips.
+    pub ping: ping::Behaviour,
+    /// Whether we are publicly reachable.
+    pub autonat: autonat::Behaviour,
+    /// LAN discovery, when switched on.
+    pub mdns: Toggle<mdns::tokio::Behaviour>,
+}
+
+impl std::fmt::Debug for Behaviour {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Behaviour")
+    }
+}
+
+/// The topic every node joins: presence heartbeats and relay requests.
+pub fn presence_topic() -> IdentTopic {
+    IdentTopic::new(TOPIC_PRESENCE)
+}
+
+/// The topic of one project owner: manifests, batches and item messages of the owner's
+/// projects. A node joins the topics of the keys it trusts and no others, so it never hears
+/// (and never penalises honest peers for relaying) projects it would refuse.
+pub fn owner_topic(owner: &PublicKey) -> IdentTopic {
+    IdentTopic::new(format!("{TOPIC_OWNER_PREFIX}{}", owner.to_hex()))
+}
+
+/// Subscribes to `topic` with Starling's scoring parameters.
+pub fn join(g: &mut gossipsub::Behaviour, topic: &IdentTopic) -> Result<()> {
+    g.set_topic_params(topic.clone(), topic_score_params())
+        .map_err(|e| anyhow!("gossipsub scoring: {e}"))?;
+    g.subscribe(topic).map_err(|e| anyhow!("gossipsub subscribe: {e}"))?;
+    Ok(())
+}
+
+/// Scoring for one topic: invalid messages (those the engine rejects as misbehaviour) weigh
+/// heavily and decay slowly; delivery-rate penalties are off because a project topic is quiet
+/// between batches and an honest peer must not lose score for it.
+fn topic_score_params() -> gossipsub::TopicScoreParams {
+    gossipsub::TopicScoreParams {
+        topic_weight: 1.0,
+        time_in_mesh_weight: 0.01,
+        time_in_mesh_quantum: Duration::from_secs(1),
+        time_in_mesh_cap: 100.0,
+        first_message_deliveries_weight: 0.1,
+        first_message_deliveries_decay: 0.9,
+        first_message_deliveries_cap: 50.0,
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
+        invalid_message_deliveries_weight: -10.0,
+        invalid_message_deliveries_decay: 0.95,
+        ..Default::default()
+    }
+}
+
+fn gossipsub(key: &identity::Keypair) -> Result<gossipsub::Behaviour> {
+    let config = gossipsub::ConfigBuilder::default()
+        .validate_messages()
+        .message_id_fn(|m| MessageId::from(blake3::hash(&m.data).as_bytes().to_vec()))
+        .max_transmit_size(MAX_ENVELOPE_BYTES + 4 * 1024)
+        .heartbeat_interval(GOSSIP_HEARTBEAT)
+        .build()
+        .map_err(|e| anyhow!("gossipsub configuration: {e}"))?;
+    let mut g = gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), config)
+        .map_err(|e| anyhow!("gossipsub: {e}"))?;
+    g.with_peer_score(
+        gossipsub::PeerScoreParams::default(),
+        gossipsub::PeerScoreThresholds::default(),
+    )
+    .map_err(|e| anyhow!("gossipsub scoring: {e}"))?;
+    join(&mut g, &presence_topic())?;
+    Ok(g)
+}
+
+fn behaviour(key: &identity::Keypair, mdns_on: bool, connections_max: u32) -> Result<Behaviour> {
+    let peer_id = key.public().to_peer_id();
+    let limits = connection_limits::ConnectionLimits::default()
+        .with_max_established(Some(connections_max))
+        .with_max_established_per_peer(Some(CONNECTIONS_PER_PEER_MAX))
+        .with_max_pending_incoming(Some(CONNECTIONS_PENDING_MAX))
+        .with_max_pending_outgoing(Some(CONNECTIONS_PENDING_MAX));
+    let sync = request_response::Behaviour::with_codec(
+        SyncCodec,
+        [(SYNC_PROTOCOL, request_response::ProtocolSupport::Full)],
+        request_response::Config::default()
+            .with_request_timeout(SYNC_TIMEOUT)
+            .with_max_concurrent_streams(SYNC_STREAMS_MAX),
+    );
+    let mut kad = kad::Behaviour::with_config(
+        peer_id,
+        kad::store::MemoryStore::new(peer_id),
+        kad::Config::new(KAD_PROTOCOL),
+    );
+    // Answer DHT queries even before AutoNAT confirms an external address: on a LAN or in a
+    // small private mesh nobody would otherwise serve the routing table.
+    kad.set_mode(Some(kad::Mode::Server));
+    let mdns = if mdns_on {
+        Some(
+            mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)
+                .map_err(|e| anyhow!("mDNS: {e}"))?,
+        )
+    } else {
+        None
+    };
+    Ok(Behaviour {
+        limits: connection_limits::Behaviour::new(limits),
+        gossipsub: gossipsub(key)?,
+        sync,
+        kad,
+        identify: identify::Behaviour::new(
+            identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
+                .with_agent_version(format!("starling/{}", env!("CARGO_PKG_VERSION"))),
+        ),
+        ping: ping::Behaviour::default(),
+        autonat: autonat::Behaviour::new(peer_id, autonat::Config::default()),
+        mdns: Toggle::from(mdns),
+    })
+}
+
+/// Builds the swarm (TCP and QUIC, noise, yamux, DNS) around the node's identity. Must run
+/// inside the tokio runtime.
+pub fn build_swarm(
+    key: &starling_protocol::Keypair,
+    mdns_on: bool,
+    connections_max: u32,
+) -> Result<Swarm<Behaviour>> {
+    let mut secret = key.secret_bytes();
+    let id = identity::Keypair::ed25519_from_bytes(&mut secret)
+        .map_err(|e| anyhow!("node key is not a valid ed25519 key: {e}"))?;
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(id)
+        .with_tokio()
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .map_err(|e| anyhow!("tcp transport: {e}"))?
+        .with_quic()
+        .with_dns()
+        .map_err(|e| anyhow!("dns resolver: {e}"))?
+        .with_behaviour(|key| behaviour(key, mdns_on, connections_max).map_err(Into::into))
+        .map_err(|e| anyhow!("{e}"))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+        .build();
+    Ok(swarm)
+}
+
+/// The libp2p peer id of a Starling node id (both are the same ed25519 key).
+pub fn peer_id_of(node: &starling_protocol::NodeId) -> Option<libp2p::PeerId> {
+    let pk = identity::ed25519::PublicKey::try_from_bytes(node.as_bytes()).ok()?;
+    Some(identity::PublicKey::from(pk).to_peer_id())
+}
+
+/// Length-capped raw bytes each way: a [`starling_protocol::SyncDigest`] out, a
+/// [`SyncDelta`] back. Each request uses its own stream, so the end of the stream ends the
+/// message.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SyncCodec;
+
+async fn read_capped<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    io.take(max as u64 + 1).read_to_end(&mut buf).await?;
+    if buf.len() > max {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "sync message too large"));
+    }
+    Ok(buf)
+}
+
+async fn write_all<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: Vec<u8>) -> io::Result<()> {
+    io.write_all(&bytes).await?;
+    io.close().await
+}
+
+impl request_response::Codec for SyncCodec {
+    type Protocol = StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        read_capped(io, SYNC_REQUEST_BYTES_MAX).await
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        read_capped(io, SYNC_RESPONSE_BYTES_MAX).await
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_all(io, req).await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Vec<u8>,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_all(io, res).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_messages_are_capped() {
+        let run = |len: usize, max: usize| {
+            let mut io = futures::io::Cursor::new(vec![7u8; len]);
+            futures::executor::block_on(read_capped(&mut io, max))
+        };
+        assert_eq!(run(10, 10).unwrap().len(), 10);
+        assert!(run(11, 10).is_err());
+    }
+
+    #[test]
+    fn owner_topics_differ_by_key() {
+        let a = starling_protocol::engine::test_keypair(1).public();
+        let b = starling_protocol::engine::test_keypair(2).public();
+        assert_ne!(owner_topic(&a).hash(), owner_topic(&b).hash());
+        assert_ne!(owner_topic(&a).hash(), presence_topic().hash());
+        let node = starling_protocol::engine::test_keypair(3);
+        let peer = peer_id_of(&node.node_id()).unwrap();
+        let mut secret = node.secret_bytes();
+        let id = identity::Keypair::ed25519_from_bytes(&mut secret).unwrap();
+        assert_eq!(peer, id.public().to_peer_id());
+    }
+}

@@ -1,0 +1,169 @@
+//! Work runners: where the engine's `StartWork` and `CancelWork` outputs go, one runner per
+//! kind of work behind the small [`Runner`] trait.
+//!
+//! A runner never decides whether work should happen; it does what it is told and reports the
+//! outcome on a bounded channel as a [`WorkReport`], which the actor turns into
+//! `Input::WorkDone` or `Input::WorkFailed`. The node only takes on kinds of work it has a
+//! runner for (its advertised roles are narrowed to them), so a node without a crawl runner
+//! never claims a crawl chunk.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+use starling_protocol::{Digest, ItemId, ProjectId, Roles, WorkItem, WorkKind};
+use tokio::sync::mpsc;
+
+/// Reports queued from runners to the actor.
+pub const WORK_REPORT_CAP: usize = 256;
+
+/// Work handed to a runner.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The item.
+    pub item: ItemId,
+    /// The epoch (fencing token) the result must carry.
+    pub epoch: u32,
+    /// The item's project.
+    pub project: ProjectId,
+    /// What to do.
+    pub work: WorkItem,
+}
+
+/// The outcome of a job.
+#[derive(Debug, Clone)]
+pub enum WorkReport {
+    /// Finished with a result.
+    Done {
+        /// The item.
+        item: ItemId,
+        /// The epoch it ran under.
+        epoch: u32,
+        /// blake3 of the result.
+        result: Digest,
+        /// Result size in bytes.
+        size: u64,
+        /// Parts that succeeded.
+        ok: u32,
+        /// Parts that failed.
+        failed: u32,
+    },
+    /// Gave up.
+    Failed {
+        /// The item.
+        item: ItemId,
+        /// The epoch it ran under.
+        epoch: u32,
+        /// Why.
+        reason: String,
+        /// Whether another node may do better.
+        retryable: bool,
+    },
+}
+
+/// Counts of what the runners did, shared with the status view.
+#[derive(Debug, Default)]
+pub struct RunnerCounters {
+    /// Jobs started.
+    pub started: AtomicU64,
+    /// Jobs that reported a result.
+    pub completed: AtomicU64,
+    /// Jobs cancelled before they reported.
+    pub cancelled: AtomicU64,
+}
+
+/// A snapshot of [`RunnerCounters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunnerStats {
+    /// Jobs started.
+    pub started: u64,
+    /// Jobs that reported a result.
+    pub completed: u64,
+    /// Jobs cancelled before they reported.
+    pub cancelled: u64,
+}
+
+impl RunnerCounters {
+    /// Reads the counters.
+    pub fn snapshot(&self) -> RunnerStats {
+        RunnerStats {
+            started: self.started.load(Ordering::Relaxed),
+            completed: self.completed.load(Ordering::Relaxed),
+            cancelled: self.cancelled.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Runs one kind of work.
+pub trait Runner: Send + std::fmt::Debug {
+    /// The kind it runs.
+    fn kind(&self) -> WorkKind;
+    /// Starts a job; the outcome goes to the report channel the runner was built with.
+    fn start(&mut self, job: Job);
+    /// Stops a job if it is still running; no report follows.
+    fn cancel(&mut self, item: ItemId, epoch: u32);
+}
+
+/// The runners of one node, by kind.
+#[derive(Debug, Default)]
+pub struct Runners {
+    by_kind: BTreeMap<WorkKind, Box<dyn Runner>>,
+    counters: Arc<RunnerCounters>,
+}
+
+impl Runners {
+    /// The runners available in this build, reporting on `reports`.
+    pub fn available(reports: mpsc::Sender<WorkReport>) -> Self {
+        let counters = Arc::new(RunnerCounters::default());
+        // Release builds ship no runner yet: the crawl runner lands in its own issue.
+        #[cfg_attr(not(any(debug_assertions, feature = "test-runner")), allow(unused_mut))]
+        let mut by_kind: BTreeMap<WorkKind, Box<dyn Runner>> = BTreeMap::new();
+        #[cfg(any(debug_assertions, feature = "test-runner"))]
+        if let Some(delay) = crate::test_runner::delay_from_env() {
+            for kind in [WorkKind::Crawl, WorkKind::Seed] {
+                let r = crate::test_runner::TestRunner::new(
+                    kind,
+                    delay,
+                    reports.clone(),
+                    counters.clone(),
+                );
+                by_kind.insert(kind, Box::new(r));
+            }
+        }
+        let _ = reports;
+        Self { by_kind, counters }
+    }
+
+    /// Adds (or replaces) the runner for its kind.
+    pub fn register(&mut self, runner: Box<dyn Runner>) {
+        self.by_kind.insert(runner.kind(), runner);
+    }
+
+    /// The roles this node can fill: `wanted` narrowed to the kinds it has runners for.
+    pub fn roles(&self, wanted: Roles) -> Roles {
+        let have = self.by_kind.keys().fold(0u8, |acc, k| acc | Roles::for_kind(*k).0);
+        Roles(wanted.0 & have)
+    }
+
+    /// Shared counters.
+    pub fn counters(&self) -> Arc<RunnerCounters> {
+        self.counters.clone()
+    }
+
+    /// Starts a job on the runner of its kind.
+    pub fn start(&mut self, job: Job) {
+        let kind = job.work.kind();
+        match self.by_kind.get_mut(&kind) {
+            Some(r) => r.start(job),
+            None => tracing::warn!(kind = kind.name(), "no runner for this kind of work"),
+        }
+    }
+
+    /// Cancels a job on whichever runner has it.
+    pub fn cancel(&mut self, item: ItemId, epoch: u32) {
+        for r in self.by_kind.values_mut() {
+            r.cancel(item, epoch);
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! The node's durable state in one redb database: the engine's records, the trusted project
+//! keys and the addresses of peers met before.
+//!
+//! The engine hands out [`Output::Persist`](starling_protocol::Output::Persist) records; each
+//! is stored under a key chosen so that the newest record for the same thing replaces the
+//! older one (an item keeps only its latest proof, a project its newest manifest). On start,
+//! [`Store::snapshot`] gives the records back for
+//! [`Engine::restore`](starling_protocol::Engine::restore), which re-validates each of them.
+//! All tables are defined here, as typed constants.
+
+use std::path::Path;
+
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
+use starling_protocol::wire;
+use starling_protocol::{Envelope, ItemId, ProjectManifest, PublicKey, Signable, Signed, Snapshot};
+
+/// Manifests by project id.
+const MANIFESTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("manifests");
+/// Item batches by content id.
+const BATCHES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("batches");
+/// The latest proof of each item's state (claim, receipt, failure or release) by item id.
+const ITEM_PROOFS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("item_proofs");
+/// Failures counted per item, since a proof alone does not carry the count.
+const FAILURES: TableDefinition<&[u8; 32], u8> = TableDefinition::new("failures");
+/// Relay requests by requester node id.
+const RELAY_REQUESTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("relay_requests");
+/// Trusted project owner keys.
+const TRUSTED: TableDefinition<&[u8; 32], ()> = TableDefinition::new("trusted");
+/// Known peers: peer id (text) to multiaddrs (newline-separated text).
+const PEERS: TableDefinition<&str, &str> = TableDefinition::new("peers");
+/// Small values by name.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// `META` key of the last presence sequence number used.
+const META_PRESENCE_SEQ: &str = "presence_seq";
+/// Most peers remembered.
+pub const KNOWN_PEERS_MAX: usize = 256;
+
+/// Why the store could not be opened or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Another process holds the database.
+    #[error(
+        "database {0} is in use by another process (is a node already running with this data dir?)"
+    )]
+    Locked(String),
+    /// The file is not a readable redb database.
+    #[error("database {path} cannot be opened: {reason}; move it aside to start afresh")]
+    Corrupt {
+        /// The file.
+        path: String,
+        /// What redb said.
+        reason: String,
+    },
+    /// A read or write failed.
+    #[error("database error: {0}")]
+    Io(String),
+}
+
+fn io<E: std::fmt::Display>(e: E) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
+/// The open database.
+#[derive(Debug)]
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path` and makes sure every table exists.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let shown = path.display().to_string();
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(shown.clone()),
+            other => StoreError::Corrupt { path: shown.clone(), reason: other.to_string() },
+        })?;
+        let store = Self { db };
+        let txn = store.db.begin_write().map_err(io)?;
+        {
+            txn.open_table(MANIFESTS).map_err(io)?;
+            txn.open_table(BATCHES).map_err(io)?;
+            txn.open_table(ITEM_PROOFS).map_err(io)?;
+            txn.open_table(FAILURES).map_err(io)?;
+            txn.open_table(RELAY_REQUESTS).map_err(io)?;
+            txn.open_table(TRUSTED).map_err(io)?;
+            txn.open_table(PEERS).map_err(io)?;
+            txn.open_table(META).map_err(io)?;
+        }
+        txn.commit().map_err(|e| StoreError::Corrupt { path: shown, reason: e.to_string() })?;
+        Ok(store)
+    }
+
+    /// Stores engine records in one transaction. With `durable`, the commit (and every
+    /// non-durable one before it) is on disk when this returns.
+    pub fn persist(&self, records: &[Envelope], durable: bool) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write().map_err(io)?;
+        if !durable {
+            txn.set_durability(Durability::None).map_err(io)?;
+        }
+        {
+            let mut manifests = txn.open_table(MANIFESTS).map_err(io)?;
+            let mut batches = txn.open_table(BATCHES).map_err(io)?;
+            let mut proofs = txn.open_table(ITEM_PROOFS).map_err(io)?;
+            let mut failures = txn.open_table(FAILURES).map_err(io)?;
+            let mut relays = txn.open_table(RELAY_REQUESTS).map_err(io)?;
+            for env in records {
+                let bytes = env.to_bytes();
+                match env {
+                    Envelope::Manifest(s) => {
+                        if let Ok(m) = wire::decode::<ProjectManifest>(s.body(), usize::MAX) {
+                            manifests.insert(m.id().as_bytes(), bytes.as_slice()).map_err(io)?;
+                        }
+                    }
+                    Envelope::Batch(_) => {
+                        batches.insert(&env.content_id(), bytes.as_slice()).map_err(io)?;
+                    }
+                    Envelope::RelayRequest(s) => {
+                        relays.insert(s.signer().as_bytes(), bytes.as_slice()).map_err(io)?;
+                    }
+                    Envelope::Presence(_) => {}
+                    Envelope::Claim(_)
+                    | Envelope::Release(_)
+                    | Envelope::Receipt(_)
+                    | Envelope::Failure(_) => {
+                        let Some(item) = proof_item(env) else { continue };
+                        proofs.insert(item.as_bytes(), bytes.as_slice()).map_err(io)?;
+                        if matches!(env, Envelope::Failure(_)) {
+                            let n =
+                                failures.get(item.as_bytes()).map_err(io)?.map_or(0, |v| v.value());
+                            failures.insert(item.as_bytes(), n.saturating_add(1)).map_err(io)?;
+                        }
+                    }
+                }
+            }
+        }
+        txn.commit().map_err(io)
+    }
+
+    /// Makes every earlier non-durable commit durable, recording the presence sequence if given.
+    pub fn flush(&self, presence_seq: Option<u64>) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(io)?;
+        if let Some(seq) = presence_seq {
+            let mut meta = txn.open_table(META).map_err(io)?;
+            meta.insert(META_PRESENCE_SEQ, seq).map_err(io)?;
+        }
+        txn.commit().map_err(io)
+    }
+
+    /// Adds a trusted project key.
+    pub fn trust(&self, key: &PublicKey) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(io)?;
+        {
+            let mut t = txn.open_table(TRUSTED).map_err(io)?;
+            t.insert(key.as_bytes(), ()).map_err(io)?;
+        }
+        txn.commit().map_err(io)
+    }
+
+    /// Remembers a peer's addresses (bounded by [`KNOWN_PEERS_MAX`]), not durably.
+    pub fn remember_peer(&self, peer: &str, addrs: &[String]) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write().map_err(io)?;
+        txn.set_durability(Durability::None).map_err(io)?;
+        {
+            let mut t = txn.open_table(PEERS).map_err(io)?;
+            let known = t.get(peer).map_err(io)?.is_some();
+            if known || (t.len().map_err(io)? as usize) < KNOWN_PEERS_MAX {
+                t.insert(peer, addrs.join("\n").as_str()).map_err(io)?;
+            }
+        }
+        txn.commit().map_err(io)
+    }
+
+    /// Peers remembered from earlier runs, with their addresses.
+    pub fn known_peers(&self) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+        let txn = self.db.begin_read().map_err(io)?;
+        let t = txn.open_table(PEERS).map_err(io)?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(io)? {
+            let (k, v) = row.map_err(io)?;
+            let addrs = v.value().lines().map(str::to_owned).collect();
+            out.push((k.value().to_owned(), addrs));
+        }
+        Ok(out)
+    }
+
+    /// Everything needed to restore the engine; records that no longer decode are skipped.
+    pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let txn = self.db.begin_read().map_err(io)?;
+        let mut snap = Snapshot::default();
+        for key in txn.open_table(TRUSTED).map_err(io)?.iter().map_err(io)? {
+            snap.trusted.push(PublicKey(*key.map_err(io)?.0.value()));
+        }
+        // Manifests first, then batches, then item state: the order the engine needs.
+        for def in [MANIFESTS, BATCHES, RELAY_REQUESTS, ITEM_PROOFS] {
+            for row in txn.open_table(def).map_err(io)?.iter().map_err(io)? {
+                let (_, v) = row.map_err(io)?;
+                match Envelope::from_file_bytes(v.value()) {
+                    Ok(env) => snap.records.push(env),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "skipping a stored record that does not decode")
+                    }
+                }
+            }
+        }
+        for row in txn.open_table(FAILURES).map_err(io)?.iter().map_err(io)? {
+            let (k, v) = row.map_err(io)?;
+            snap.failures.push((ItemId(*k.value()), v.value()));
+        }
+        let meta = txn.open_table(META).map_err(io)?;
+        snap.presence_seq = meta.get(META_PRESENCE_SEQ).map_err(io)?.map_or(0, |v| v.value());
+        Ok(snap)
+    }
+}
+
+/// The item an item-state record is about, read from its body without checking the
+/// signature again (the engine accepted the record before handing it out).
+pub(crate) fn proof_item(env: &Envelope) -> Option<ItemId> {
+    fn body<T: Signable>(s: &Signed<T>) -> Option<T> {
+        wire::decode(s.body(), T::MAX_BODY_BYTES).ok()
+    }
+    match env {
+        Envelope::Claim(s) => body(s).map(|c| c.item),
+        Envelope::Release(s) => body(s).map(|r| r.item),
+        Envelope::Receipt(s) => body(s).and_then(|r| body(&r.claim)).map(|c| c.item),
+        Envelope::Failure(s) => body(s).and_then(|f| body(&f.claim)).map(|c| c.item),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use starling_protocol::engine::test_keypair;
+    use starling_protocol::{Claim, Signed};
+
+    #[test]
+    fn latest_proof_per_item_wins_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let key = test_keypair(1);
+        let item = ItemId([7; 32]);
+        let c1 = Claim { item, epoch: 1, at_ms: 10, lease_until_ms: 100, since_ms: 10 };
+        let c2 = Claim { item, epoch: 1, at_ms: 50, lease_until_ms: 150, since_ms: 10 };
+        {
+            let store = Store::open(&path).unwrap();
+            store.persist(&[Envelope::Claim(Signed::sign(&key, &c1))], false).unwrap();
+            store.persist(&[Envelope::Claim(Signed::sign(&key, &c2))], true).unwrap();
+            store.trust(&key.public()).unwrap();
+            store.flush(Some(42)).unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let snap = store.snapshot().unwrap();
+        assert_eq!(snap.records, vec![Envelope::Claim(Signed::sign(&key, &c2))]);
+        assert_eq!(snap.trusted, vec![key.public()]);
+        assert_eq!(snap.presence_seq, 42);
+    }
+
+    #[test]
+    fn second_open_is_locked_and_garbage_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let _first = Store::open(&path).unwrap();
+        assert!(matches!(Store::open(&path), Err(StoreError::Locked(_))));
+        let bad = dir.path().join("bad.redb");
+        std::fs::write(&bad, vec![0xAB; 8192]).unwrap();
+        assert!(matches!(Store::open(&bad), Err(StoreError::Corrupt { .. })));
+    }
+}

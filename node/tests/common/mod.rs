@@ -1,0 +1,268 @@
+//! Shared harness for the multi-process node tests: spawns real `starling up` processes on
+//! 127.0.0.1 with their own temp data dirs and short timers, talks to their control APIs, and
+//! signs test projects with the protocol types.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use starling_node::api_client::ApiClient;
+use starling_protocol::{
+    ItemBatch, Keypair, ProjectId, ProjectManifest, RatePolicy, RobotsPolicy, Signed, SizeCaps,
+    WorkItem,
+};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_starling");
+
+/// A running node.
+pub struct Node {
+    pub child: Option<Child>,
+    pub dir: PathBuf,
+    pub api: ApiClient,
+    pub extra: Vec<String>,
+    pub env: Vec<(String, String)>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+/// Short timers so the suite stays quick.
+pub fn fast_args() -> Vec<String> {
+    [
+        "--mdns",
+        "false",
+        "--api-port",
+        "0",
+        "--presence-interval-ms",
+        "500",
+        "--presence-ttl-ms",
+        "3000",
+        "--warmup-ms",
+        "800",
+        "--settle-ms",
+        "100",
+        "--claim-settle-ms",
+        "500",
+        "--skew-margin-ms",
+        "200",
+        "--widen-ms",
+        "1000",
+        "--sync-interval-ms",
+        "1000",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn spawn_child(dir: &Path, extra: &[String], env: &[(String, String)]) -> Child {
+    let log =
+        std::fs::OpenOptions::new().create(true).append(true).open(dir.join("node.log")).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("up").arg("--data-dir").arg(dir).args(fast_args()).args(extra);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.env_remove("STARLING_CONFIG")
+        .env("STARLING_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log));
+    cmd.spawn().expect("spawn starling")
+}
+
+fn wait_api(dir: &Path, child: &mut Child) -> ApiClient {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("node exited early ({status}); log:\n{}", read_log(dir));
+        }
+        if let Ok(api) = ApiClient::from_data_dir(dir)
+            && api.get_json::<Value>("/status").is_ok()
+        {
+            return api;
+        }
+        assert!(Instant::now() < deadline, "node API never came up; log:\n{}", read_log(dir));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn read_log(dir: &Path) -> String {
+    let text = std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(60)..].join("\n")
+}
+
+impl Node {
+    /// Starts a node with the test runner (work takes `delay_ms`).
+    pub fn start(delay_ms: u64, extra: &[String]) -> Node {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let env = vec![("STARLING_TEST_RUNNER_DELAY_MS".to_string(), delay_ms.to_string())];
+        let mut child = spawn_child(&dir, extra, &env);
+        let api = wait_api(&dir, &mut child);
+        Node { child: Some(child), dir, api, extra: extra.to_vec(), env, _tmp: Some(tmp) }
+    }
+
+    /// Restarts a stopped node on the same data dir.
+    pub fn restart(&mut self) {
+        let _ = std::fs::remove_file(self.dir.join("api-port"));
+        let mut child = spawn_child(&self.dir, &self.extra, &self.env);
+        self.api = wait_api(&self.dir, &mut child);
+        self.child = Some(child);
+    }
+
+    /// SIGKILL.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for the exit.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(s)) = c.try_wait() {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                return c.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn status(&self) -> Value {
+        self.api.get_json("/status").expect("status")
+    }
+
+    pub fn items(&self) -> Vec<Value> {
+        self.api.get_json::<Vec<Value>>("/items").expect("items")
+    }
+
+    /// A dialable address of this node, with its peer id.
+    pub fn addr(&self) -> String {
+        let s = self.status();
+        let listen = s["listen"].as_array().unwrap();
+        let tcp = listen
+            .iter()
+            .filter_map(|a| a.as_str())
+            .find(|a| a.contains("/tcp/"))
+            .expect("tcp listen addr");
+        format!("{tcp}/p2p/{}", s["peer_id"].as_str().unwrap())
+    }
+
+    pub fn publish(&self, bytes: &[u8]) -> Value {
+        self.api.post_json("/publish", bytes).expect("publish")
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Polls `cond` every 200 ms until it holds or `limit` passes; panics with `what` otherwise.
+pub fn wait_for(what: &str, limit: Duration, cond: impl FnMut() -> bool) {
+    wait_for_or(what, limit, cond, String::new);
+}
+
+/// As [`wait_for`], printing `diag()` when it times out.
+pub fn wait_for_or(
+    what: &str,
+    limit: Duration,
+    mut cond: impl FnMut() -> bool,
+    diag: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        if Instant::now() >= deadline {
+            panic!("timed out after {limit:?} waiting for {what}\n{}", diag());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Every node's status and log tail, for a failure message.
+pub fn dump(nodes: &[Node]) -> String {
+    let mut out = String::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let s = n
+            .api
+            .get_json::<Value>("/status")
+            .map(|v| v.to_string())
+            .unwrap_or_else(|e| e.to_string());
+        out.push_str(&format!(
+            "--- node {i} status: {s}\n--- node {i} log:\n{}\n",
+            read_log(&n.dir)
+        ));
+    }
+    out
+}
+
+/// A signed test project: manifest bytes, batch bytes, project id.
+pub struct TestProject {
+    pub owner: Keypair,
+    pub id: ProjectId,
+    pub manifest: Vec<u8>,
+    pub batch: Vec<u8>,
+}
+
+pub fn project(owner_seed: u64, name: &str, items: usize, lease_ms: u64) -> TestProject {
+    let owner = starling_protocol::engine::test_keypair(owner_seed);
+    let m = ProjectManifest {
+        name: name.into(),
+        description: "node test".into(),
+        version: 1,
+        owner: owner.public(),
+        rate: RatePolicy::default(),
+        lease_ms,
+        replication: 0,
+        scope: vec![],
+        user_agent: "starling-test".into(),
+        robots: RobotsPolicy::default(),
+        caps: SizeCaps::default(),
+    };
+    let id = m.id();
+    let work = (0..items)
+        .map(|i| WorkItem::CrawlChunk { urls: vec![format!("http://127.0.0.1:9/{name}/{i}")] })
+        .collect();
+    let batch = ItemBatch { project: id, seq: 1, items: work };
+    let manifest = starling_protocol::Envelope::Manifest(Signed::sign(&owner, &m)).to_bytes();
+    let batch = starling_protocol::Envelope::Batch(Signed::sign(&owner, &batch)).to_bytes();
+    TestProject { owner, id, manifest, batch }
+}
+
+pub fn num(v: &Value, path: &[&str]) -> u64 {
+    let mut cur = v;
+    for p in path {
+        cur = &cur[*p];
+    }
+    cur.as_u64().unwrap_or(0)
+}
+
+/// (id, state, epoch, holder, result) of every item, for agreement checks.
+pub fn item_states(node: &Node) -> Vec<(String, String, u64, String, String)> {
+    let mut v: Vec<_> = node
+        .items()
+        .iter()
+        .map(|i| {
+            (
+                i["id"].as_str().unwrap_or("").to_string(),
+                i["state"].as_str().unwrap_or("").to_string(),
+                i["epoch"].as_u64().unwrap_or(0),
+                i["holder"].as_str().unwrap_or("").to_string(),
+                i["result"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
