@@ -251,6 +251,9 @@ pub fn key_of(what: &str) -> Result<PublicKey> {
     let bytes = std::fs::read(path).map_err(|e| {
         anyhow!("{what:?} is neither a key (64 hex digits) nor a readable file: {e}")
     })?;
+    if std::str::from_utf8(&bytes).is_ok_and(crate::keyfile::is_secret_key_text) {
+        bail!("{what} is a secret key; trust the public key instead (the `.pub` file from keygen)");
+    }
     if let Ok(Envelope::Manifest(m)) = Envelope::from_file_bytes(&bytes) {
         let manifest = m.verify().map_err(|e| anyhow!("{what}: manifest refused: {e}"))?;
         return Ok(manifest.owner);
@@ -268,4 +271,30 @@ pub fn trust(args: TrustArgs) -> Result<()> {
     let o: Outcome = client.post_json("/trust", key.to_hex().as_bytes())?;
     println!("trusted {} ({})", o.what, o.outcome);
     Ok(())
+}
+
+#[cfg(test)]
+mod key_of_tests {
+    use super::key_of;
+    use crate::keyfile;
+
+    #[test]
+    fn trust_takes_public_keys_and_manifests_but_refuses_secret_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = keyfile::generate().unwrap();
+        let secret = dir.path().join("owner.key");
+        keyfile::write_new(&secret, &key).unwrap();
+        let err = key_of(secret.to_str().unwrap()).unwrap_err().to_string();
+        assert!(err.contains("is a secret key"), "{err}");
+
+        let public = dir.path().join("owner.key.pub");
+        std::fs::write(&public, format!("{}\n", key.public())).unwrap();
+        assert_eq!(key_of(public.to_str().unwrap()).unwrap(), key.public());
+        assert_eq!(key_of(&key.public().to_hex()).unwrap(), key.public());
+
+        let junk = dir.path().join("junk");
+        std::fs::write(&junk, "hello").unwrap();
+        assert!(key_of(junk.to_str().unwrap()).is_err());
+        assert!(key_of("/nonexistent/file").is_err());
+    }
 }

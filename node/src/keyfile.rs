@@ -1,4 +1,7 @@
-//! Key files: an ed25519 secret as 64 hex digits on one line, created with mode 0600.
+//! Key files: a header line, then an ed25519 secret as 64 hex digits, created with mode 0600.
+//!
+//! The header ([`SECRET_HEADER`]) keeps a secret key from ever being mistaken for a public key
+//! (both are 32 bytes); public keys are shared as bare hex or in a `.pub` file.
 //!
 //! Used for node identities and project owner keys alike. A key file that is missing,
 //! unreadable, readable by others, or not 64 hex digits gets one clear error naming the file.
@@ -9,6 +12,14 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use starling_protocol::Keypair;
+
+/// First line of every secret key file.
+pub const SECRET_HEADER: &str = "starling-secret-key-v1";
+
+/// Whether `text` is the contents of a secret key file.
+pub fn is_secret_key_text(text: &str) -> bool {
+    text.trim_start().starts_with(SECRET_HEADER)
+}
 
 /// Generates a fresh key from the OS RNG.
 pub fn generate() -> Result<Keypair> {
@@ -32,7 +43,7 @@ pub fn write_new(path: &Path, key: &Keypair) -> Result<()> {
         }
         _ => anyhow::anyhow!("cannot create key file {}: {e}", path.display()),
     })?;
-    writeln!(f, "{}", hex::encode(key.secret_bytes()))
+    writeln!(f, "{SECRET_HEADER}\n{}", hex::encode(key.secret_bytes()))
         .and_then(|()| f.sync_all())
         .with_context(|| format!("cannot write key file {}", path.display()))?;
     Ok(())
@@ -56,9 +67,16 @@ pub fn read(path: &Path) -> Result<Keypair> {
         }
     }
     let mut secret = [0u8; 32];
-    let trimmed = text.trim();
-    if trimmed.len() != 64 || hex::decode_to_slice(trimmed, &mut secret).is_err() {
-        bail!("key file {} is not a Starling key (expected 64 hex digits)", path.display());
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let (header, body) = (lines.next(), lines.next());
+    let well_formed = header == Some(SECRET_HEADER)
+        && lines.next().is_none()
+        && body.is_some_and(|b| b.len() == 64 && hex::decode_to_slice(b, &mut secret).is_ok());
+    if !well_formed {
+        bail!(
+            "key file {} is not a Starling secret key (expected `{SECRET_HEADER}` and 64 hex digits)",
+            path.display()
+        );
     }
     Ok(Keypair::from_secret(secret))
 }
@@ -91,13 +109,17 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             fs::set_permissions(dir.path().join("bad"), fs::Permissions::from_mode(0o600)).unwrap();
             let open = dir.path().join("open");
-            fs::write(&open, hex::encode([1u8; 32])).unwrap();
+            fs::write(&open, format!("{SECRET_HEADER}\n{}\n", hex::encode([1u8; 32]))).unwrap();
             fs::set_permissions(&open, fs::Permissions::from_mode(0o644)).unwrap();
             assert!(read(&open).unwrap_err().to_string().contains("readable by others"));
         }
         assert!(
-            read(&dir.path().join("bad")).unwrap_err().to_string().contains("not a Starling key")
+            read(&dir.path().join("bad"))
+                .unwrap_err()
+                .to_string()
+                .contains("not a Starling secret key")
         );
+        assert!(is_secret_key_text(&fs::read_to_string(&path).unwrap()));
         assert!(read(&dir.path().join("missing")).unwrap_err().to_string().contains("cannot read"));
     }
 }

@@ -149,8 +149,16 @@ pub fn run(cmd: ProjectCmd) -> Result<()> {
         ProjectCmd::Keygen { out } => {
             let key = keyfile::generate()?;
             keyfile::write_new(&out, &key)?;
+            let mut public = out.clone().into_os_string();
+            public.push(".pub");
+            let public = PathBuf::from(public);
+            write_atomic(&public, format!("{}\n", key.public()).as_bytes())?;
             println!("{}", key.public());
-            eprintln!("wrote project key to {} (keep it secret)", out.display());
+            eprintln!(
+                "wrote the secret project key to {} (keep it private) and the public key to {}",
+                out.display(),
+                public.display()
+            );
             Ok(())
         }
         ProjectCmd::New(args) => new_project(&args),

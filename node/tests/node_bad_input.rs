@@ -66,7 +66,7 @@ fn bad_inputs_get_one_clear_line() {
         std::fs::set_permissions(badkey.join("node.key"), std::fs::Permissions::from_mode(0o600))
             .unwrap();
     }
-    fails_with(&badkey, &[], "not a Starling key");
+    fails_with(&badkey, &[], "not a Starling secret key");
     let keydir = dir.join("e");
     std::fs::create_dir_all(keydir.join("node.key")).unwrap();
     fails_with(&keydir, &[], "key file");

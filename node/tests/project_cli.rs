@@ -52,6 +52,8 @@ fn fixture() -> Fixture {
     let key = p(&root, "owner.key");
     let public = ok(&["project", "keygen", "--out", s(&key)]);
     assert_eq!(public.trim().len(), 64);
+    let pub_file = std::fs::read_to_string(root.join("owner.key.pub")).expect("public key file");
+    assert_eq!(pub_file.trim(), public.trim());
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -265,7 +267,7 @@ fn bad_inputs_to_new_and_add_urls_get_one_clear_line() {
     }
     assert!(
         fails(&["project", "new", "--key", s(&garbage_key), "--name", "x", "--out", s(&out)])
-            .contains("not a Starling key")
+            .contains("not a Starling secret key")
     );
     assert!(fails(&["project", "keygen", "--out", s(&f.key)]).contains("already exists"));
 
