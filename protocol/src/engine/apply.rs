@@ -35,6 +35,11 @@ fn claim_key(
     (epoch, Reverse(since_ms / CLAIM_BUCKET_MS), score, node)
 }
 
+fn claim_lease_until(claim: &Signed<Claim>) -> u64 {
+    crate::wire::decode::<Claim>(claim.body(), Claim::MAX_BODY_BYTES)
+        .map_or(0, |c| c.lease_until_ms)
+}
+
 /// One accepted result, as far as choosing between two results for an item goes.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct ResultKey {
@@ -423,6 +428,24 @@ impl Engine {
                     return Err(Reject::Duplicate);
                 }
                 if !result_beats(&new_key, key) {
+                    return Err(Reject::Stale);
+                }
+            }
+            // A higher epoch is held, but the fencing rule may still favour this earlier result
+            // (the higher claim came while this epoch's lease ran): take the result, so every
+            // node ends with the one that nodes already done with the item keep.
+            Phase::Held { holder, epoch, score: held_score, since, claim, .. }
+                if *epoch > c.epoch =>
+            {
+                let held = ResultKey {
+                    epoch: *epoch,
+                    since_ms: *since,
+                    score: *held_score,
+                    node: *holder,
+                    lease_until_ms: claim_lease_until(claim),
+                    done_at_ms: u64::MAX,
+                };
+                if result_beats(&held, &new_key) {
                     return Err(Reject::Stale);
                 }
             }

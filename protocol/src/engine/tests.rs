@@ -204,7 +204,9 @@ fn an_expired_lease_is_reclaimed_at_the_next_epoch_and_the_old_result_is_fenced(
     let ItemState::Held { epoch: 1, .. } = net.engines[a].item_state(&item).unwrap() else {
         panic!("expected epoch 1");
     };
-    // The holder goes silent: its renewals stop reaching anyone.
+    // The holder stalls (a frozen process, say): the lease it last signed is all anyone,
+    // itself included, will ever show for epoch 1.
+    let lapsed_claim = net.engines[a].current_claim(&item, 1).unwrap();
     net.silenced[a] = true;
     let b_took = net.run_until(60_000, |n| {
         (0..3).any(|i| i != a && matches!(n.engines[i].item_state(&item), Some(ItemState::Held { epoch: 2, holder, .. }) if holder != n.engines[a].node_id()))
@@ -213,14 +215,10 @@ fn an_expired_lease_is_reclaimed_at_the_next_epoch_and_the_old_result_is_fenced(
     // Let the epoch-2 claim reach everyone.
     let settle = net.now + 100;
     net.run_until(settle, |_| false);
-    // The old holder now reports a result for epoch 1: not accepted as the item's result.
-    let b = (0..3).find(|&i| i != a).unwrap();
-    let old_claim = match net.engines[a].item_state(&item).unwrap() {
-        ItemState::Held { epoch: 1, .. } => net.engines[a].current_claim(&item, 1).unwrap(),
-        other => panic!("old holder should still think it holds epoch 1: {other:?}"),
-    };
+    // The old holder wakes and reports a result under its lapsed lease: not accepted as the
+    // item's result, by the node now holding epoch 2 or by anyone else.
     let receipt = Receipt {
-        claim: old_claim,
+        claim: lapsed_claim,
         result: Digest([9; 32]),
         size: 1,
         ok: 1,
@@ -229,8 +227,10 @@ fn an_expired_lease_is_reclaimed_at_the_next_epoch_and_the_old_result_is_fenced(
     };
     let key = test_keypair(1000 + a as u64);
     let env = Envelope::Receipt(Signed::sign(&key, &receipt));
-    assert_eq!(net.input(b, Input::Message(env)), Err(Reject::Stale));
-    assert!(matches!(net.engines[b].item_state(&item), Some(ItemState::Held { epoch: 2, .. })));
+    for b in (0..3).filter(|&i| i != a) {
+        assert_eq!(net.input(b, Input::Message(env.clone())), Err(Reject::Stale));
+        assert!(matches!(net.engines[b].item_state(&item), Some(ItemState::Held { epoch: 2, .. })));
+    }
 }
 
 #[test]
@@ -667,6 +667,37 @@ fn a_late_result_is_fenced_out_by_the_next_epoch_in_any_order() {
     for e in [&first, &second] {
         assert!(
             matches!(e.item_state(&item), Some(ItemState::Done { holder, epoch: 2, .. }) if holder == p.node_id())
+        );
+    }
+}
+
+#[test]
+fn after_a_partition_both_sides_settle_on_the_result_produced_within_its_lease() {
+    let owner = test_keypair(1);
+    let h = test_keypair(730);
+    let p = test_keypair(731);
+    let (mut near, item) = observer(&owner, 30_000); // saw H's renewal
+    let (mut far, _) = observer(&owner, 30_000); // cut off from H: missed the renewal
+    let hc = claim_env(&h, item, 1, 10_000, 10_000, 40_000);
+    let renewal = claim_env(&h, item, 1, 10_000, 30_000, 60_000);
+    let pc = claim_env(&p, item, 2, 42_000, 42_000, 72_000);
+    for e in [&mut near, &mut far] {
+        e.handle(Input::Message(Envelope::Claim(hc.clone())), 10_000).unwrap();
+    }
+    near.handle(Input::Message(Envelope::Claim(renewal.clone())), 30_000).unwrap();
+    assert_eq!(
+        near.handle(Input::Message(Envelope::Claim(pc.clone())), 42_000),
+        Err(Reject::EpochRuleBroken)
+    );
+    far.handle(Input::Message(Envelope::Claim(pc.clone())), 42_000).unwrap();
+    // The partition heals: H's result (made within its renewed lease) and later P's.
+    let h_done = receipt_env(&h, renewal, 50_000, 0xaa);
+    let p_done = receipt_env(&p, pc, 55_000, 0xbb);
+    for e in [&mut near, &mut far] {
+        e.handle(Input::Message(h_done.clone()), 56_000).unwrap();
+        assert_eq!(e.handle(Input::Message(p_done.clone()), 56_000), Err(Reject::Stale));
+        assert!(
+            matches!(e.item_state(&item), Some(ItemState::Done { holder, epoch: 1, .. }) if holder == h.node_id())
         );
     }
 }
