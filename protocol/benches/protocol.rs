@@ -36,7 +36,7 @@ fn envelopes(c: &mut Criterion) {
                 let env = Envelope::from_bytes(black_box(&bytes)).expect("decodes");
                 env.verify().expect("verifies");
             },
-            criterion::BatchSize::SmallInput,
+            criterion::BatchSize::PerIteration,
         )
     });
     g.bench_function("decode+verify claim, seen before", |b| {
