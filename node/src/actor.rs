@@ -57,6 +57,8 @@ pub struct Actor {
     pub(crate) reports: mpsc::Receiver<WorkReport>,
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) sync_interval: Duration,
+    /// The crawl capacity to restore when results fall under the disk cap again.
+    capacity_before_disk_cap: Option<u16>,
     pub(crate) started_ms: u64,
     pub(crate) listen: Vec<Multiaddr>,
     pub(crate) stats: NetStats,
@@ -92,6 +94,7 @@ impl Actor {
             reports,
             commands,
             sync_interval,
+            capacity_before_disk_cap: None,
             started_ms: now_ms(),
             listen: Vec::new(),
             stats: NetStats::default(),
@@ -144,7 +147,10 @@ impl Actor {
                 Some(report) = self.reports.recv() => self.on_report(report),
                 _ = tokio::time::sleep(wake) => { let _ = self.handle(Input::Tick); }
                 _ = sync_timer.tick() => self.periodic_sync(),
-                _ = flush_timer.tick() => self.flush(None),
+                _ = flush_timer.tick() => {
+                    self.flush(None);
+                    self.check_disk_cap();
+                }
                 _ = kad_timer.tick() => { let _ = self.swarm.behaviour_mut().kad.bootstrap(); }
                 () = &mut shutdown => break,
             }
@@ -170,6 +176,26 @@ impl Actor {
         self.store.flush(Some(seq)).map_err(|e| anyhow!("cannot flush the database: {e}"))?;
         tracing::info!("stopped");
         Ok(())
+    }
+
+    /// Over the disk cap the node claims no crawl work (held work goes on) until there is
+    /// room again; the engine is told through its crawl capacity.
+    fn check_disk_cap(&mut self) {
+        let over = self.runners.over_disk_cap();
+        match (over, self.capacity_before_disk_cap) {
+            (true, None) => {
+                let capacity = self.engine.config().capacity;
+                tracing::warn!("results are over the disk cap: claiming no crawl work");
+                self.capacity_before_disk_cap = Some(capacity);
+                let _ = self.handle(Input::SetCapacity(0));
+            }
+            (false, Some(capacity)) => {
+                tracing::info!("results are under the disk cap again: claiming crawl work");
+                self.capacity_before_disk_cap = None;
+                let _ = self.handle(Input::SetCapacity(capacity));
+            }
+            _ => {}
+        }
     }
 
     // ---- engine --------------------------------------------------------------------------
@@ -212,6 +238,9 @@ impl Actor {
                 Output::Publish(env) => self.publish(&env),
                 Output::StartWork { item, epoch, project, work } => {
                     tracing::debug!(item = %item.short(), epoch, "start work");
+                    if let Some((_, m)) = self.engine.projects().find(|(id, _)| *id == project) {
+                        self.runners.note_manifest(project, m);
+                    }
                     self.runners.start(Job { item, epoch, project, work });
                 }
                 Output::CancelWork { item, epoch, reason } => {

@@ -25,6 +25,8 @@ use crate::views::{Outcome, StatusView};
 pub const KEY_FILE: &str = "node.key";
 /// The database's file name in the data dir.
 pub const DB_FILE: &str = "starling.redb";
+/// The results directory (WARC files) inside the data dir.
+pub const RESULTS_DIR: &str = "results";
 /// Worker threads of the node's runtime.
 pub const WORKER_THREADS: usize = 2;
 
@@ -77,7 +79,21 @@ async fn run(cfg: Config, key: starling_protocol::Keypair, store: Store) -> Resu
     init_logging(cfg.log_format);
 
     let (report_tx, reports) = mpsc::channel(WORK_REPORT_CAP);
-    let runners = Runners::available(report_tx);
+    let mut crawl = crate::crawl::CrawlerConfig::new(cfg.data_dir.join(RESULTS_DIR), key.node_id());
+    crawl.allow_private_targets = cfg.crawl.allow_private_targets;
+    if let Some(n) = cfg.crawl.fetches_max {
+        crawl.fetches_max = n;
+    }
+    crawl.bandwidth_bytes_per_s =
+        cfg.crawl.bandwidth_bytes_per_s.and_then(std::num::NonZeroU32::new);
+    crawl.disk_bytes_max = cfg.crawl.disk_bytes_max;
+    if crawl.allow_private_targets {
+        tracing::warn!(
+            "allow_private_targets is on: the crawler may fetch loopback and private addresses"
+        );
+    }
+    let runners = Runners::available(report_tx, Some(crawl))
+        .map_err(|e| anyhow!("cannot start the crawler: {e}"))?;
     let mut engine_cfg = cfg.engine.clone();
     engine_cfg.roles = runners.roles(engine_cfg.roles);
     if engine_cfg.roles.0 == 0 {

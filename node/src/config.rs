@@ -97,6 +97,18 @@ pub struct UpArgs {
     /// Every this long an item stays unclaimed, one more HRW rank may claim it, in ms.
     #[arg(long, env = "STARLING_WIDEN_MS")]
     pub widen_ms: Option<u64>,
+    /// Let the crawler fetch loopback and private addresses: for tests and the local demo only.
+    #[arg(long, env = "STARLING_ALLOW_PRIVATE_TARGETS", value_name = "BOOL")]
+    pub allow_private_targets: Option<bool>,
+    /// Fetches in flight at once across all crawl chunks.
+    #[arg(long, env = "STARLING_FETCHES_MAX")]
+    pub fetches_max: Option<usize>,
+    /// Download cap for crawling, in bytes per second (0 = none).
+    #[arg(long, env = "STARLING_BANDWIDTH_BYTES_PER_S")]
+    pub bandwidth_bytes_per_s: Option<u32>,
+    /// Cap on stored results in bytes; over it the node claims no crawl work (0 = none).
+    #[arg(long, env = "STARLING_DISK_BYTES_MAX")]
+    pub disk_bytes_max: Option<u64>,
 }
 
 /// The TOML file: every field optional, unknown fields refused.
@@ -120,6 +132,23 @@ struct FileConfig {
     claim_settle_ms: Option<u64>,
     skew_margin_ms: Option<u64>,
     widen_ms: Option<u64>,
+    allow_private_targets: Option<bool>,
+    fetches_max: Option<usize>,
+    bandwidth_bytes_per_s: Option<u32>,
+    disk_bytes_max: Option<u64>,
+}
+
+/// The operator's crawling settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CrawlSettings {
+    /// Lift the SSRF guard (tests and the local demo only).
+    pub allow_private_targets: bool,
+    /// Fetches in flight at once (`None` = the crawler's default).
+    pub fetches_max: Option<usize>,
+    /// Download cap in bytes/s (`None` = none).
+    pub bandwidth_bytes_per_s: Option<u32>,
+    /// Cap on stored results in bytes (`None` = none).
+    pub disk_bytes_max: Option<u64>,
 }
 
 /// The resolved configuration of a node.
@@ -145,6 +174,8 @@ pub struct Config {
     pub sync_interval: Duration,
     /// The claim engine's tunables.
     pub engine: EngineConfig,
+    /// Crawling settings.
+    pub crawl: CrawlSettings,
 }
 
 /// The platform's directories for Starling, if the platform has a home directory.
@@ -247,6 +278,18 @@ impl Config {
                 .unwrap_or(DEFAULT_CONNECTIONS_MAX),
             sync_interval: Duration::from_millis(sync_interval_ms),
             engine,
+            crawl: CrawlSettings {
+                allow_private_targets: args
+                    .allow_private_targets
+                    .or(file.allow_private_targets)
+                    .unwrap_or(false),
+                fetches_max: args.fetches_max.or(file.fetches_max).filter(|n| *n > 0),
+                bandwidth_bytes_per_s: args
+                    .bandwidth_bytes_per_s
+                    .or(file.bandwidth_bytes_per_s)
+                    .filter(|n| *n > 0),
+                disk_bytes_max: args.disk_bytes_max.or(file.disk_bytes_max).filter(|n| *n > 0),
+            },
         };
         cfg.check().context("invalid configuration")?;
         Ok(cfg)

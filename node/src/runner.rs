@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
-use starling_protocol::{Digest, ItemId, ProjectId, Roles, WorkItem, WorkKind};
+use starling_protocol::{Digest, ItemId, ProjectId, ProjectManifest, Roles, WorkItem, WorkKind};
 use tokio::sync::mpsc;
 
 /// Reports queued from runners to the actor.
@@ -105,20 +105,43 @@ pub trait Runner: Send + std::fmt::Debug {
     fn cancel(&mut self, item: ItemId, epoch: u32);
 }
 
+/// Manifests of the projects the node has started work for, read by the crawl runner.
+pub type SharedManifests = Arc<std::sync::RwLock<BTreeMap<ProjectId, ProjectManifest>>>;
+
 /// The runners of one node, by kind.
 #[derive(Debug, Default)]
 pub struct Runners {
     by_kind: BTreeMap<WorkKind, Box<dyn Runner>>,
     counters: Arc<RunnerCounters>,
+    manifests: SharedManifests,
+    crawler: Option<Arc<crate::crawl::Crawler>>,
 }
 
 impl Runners {
-    /// The runners available in this build, reporting on `reports`.
-    pub fn available(reports: mpsc::Sender<WorkReport>) -> Self {
+    /// The runners available in this build, reporting on `reports`: the crawler when
+    /// `crawl` is given (and, in debug builds, the test runner when its variable is set).
+    pub fn available(
+        reports: mpsc::Sender<WorkReport>,
+        crawl: Option<crate::crawl::CrawlerConfig>,
+    ) -> Result<Self, crate::crawl::CrawlError> {
         let counters = Arc::new(RunnerCounters::default());
-        // Release builds ship no runner yet: the crawl runner lands in its own issue.
-        #[cfg_attr(not(any(debug_assertions, feature = "test-runner")), allow(unused_mut))]
+        let manifests = SharedManifests::default();
         let mut by_kind: BTreeMap<WorkKind, Box<dyn Runner>> = BTreeMap::new();
+        let mut crawler = None;
+        if let Some(cfg) = crawl {
+            let c = Arc::new(crate::crawl::Crawler::new(cfg)?);
+            let shared = manifests.clone();
+            let lookup: crate::crawl::runner::ManifestLookup =
+                Arc::new(move |p| shared.read().ok().and_then(|m| m.get(p).cloned()));
+            let runner = crate::crawl::runner::CrawlRunner::new(
+                c.clone(),
+                lookup,
+                reports.clone(),
+                counters.clone(),
+            );
+            by_kind.insert(WorkKind::Crawl, Box::new(runner));
+            crawler = Some(c);
+        }
         #[cfg(any(debug_assertions, feature = "test-runner"))]
         if let Some(delay) = crate::test_runner::delay_from_env() {
             for kind in [WorkKind::Crawl, WorkKind::Seed] {
@@ -132,7 +155,21 @@ impl Runners {
             }
         }
         let _ = reports;
-        Self { by_kind, counters }
+        Ok(Self { by_kind, counters, manifests, crawler })
+    }
+
+    /// Records the manifest a job's runner will need; call before [`Runners::start`].
+    pub fn note_manifest(&self, project: ProjectId, manifest: &ProjectManifest) {
+        if let Ok(mut m) = self.manifests.write() {
+            if m.get(&project) != Some(manifest) {
+                m.insert(project, manifest.clone());
+            }
+        }
+    }
+
+    /// Whether stored results are over the operator's disk cap (no crawl work is claimed then).
+    pub fn over_disk_cap(&self) -> bool {
+        self.crawler.as_ref().is_some_and(|c| c.over_disk_cap())
     }
 
     /// Adds (or replaces) the runner for its kind.

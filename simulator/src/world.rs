@@ -568,7 +568,9 @@ pub(crate) fn env_item(env: &Envelope) -> Option<(ItemId, bool)> {
     use starling_protocol::message::{Claim, Failure, Receipt, Release};
     use starling_protocol::wire::decode;
     match env {
-        Envelope::Claim(s) => decode::<Claim>(s.body(), 4_096).ok().map(|c| (c.item, c.is_renewal())),
+        Envelope::Claim(s) => {
+            decode::<Claim>(s.body(), 4_096).ok().map(|c| (c.item, c.is_renewal()))
+        }
         Envelope::Release(s) => decode::<Release>(s.body(), 4_096).ok().map(|r| (r.item, false)),
         Envelope::Receipt(s) => {
             let r = decode::<Receipt>(s.body(), 8_192).ok()?;

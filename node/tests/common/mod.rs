@@ -65,6 +65,7 @@ fn spawn_child(dir: &Path, extra: &[String], env: &[(String, String)]) -> Child 
         cmd.env(k, v);
     }
     cmd.env_remove("STARLING_CONFIG")
+        .env_remove("STARLING_TEST_RUNNER_DELAY_MS")
         .env("STARLING_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -103,6 +104,16 @@ impl Node {
         let mut child = spawn_child(&dir, extra, &env);
         let api = wait_api(&dir, &mut child);
         Node { child: Some(child), dir, api, extra: extra.to_vec(), env, _tmp: Some(tmp) }
+    }
+
+    /// Starts a node with the real runners of the binary (the crawler), no test runner.
+    #[allow(dead_code)]
+    pub fn start_real(extra: &[String]) -> Node {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mut child = spawn_child(&dir, extra, &[]);
+        let api = wait_api(&dir, &mut child);
+        Node { child: Some(child), dir, api, extra: extra.to_vec(), env: vec![], _tmp: Some(tmp) }
     }
 
     /// Restarts a stopped node on the same data dir.
