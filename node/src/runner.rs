@@ -160,10 +160,10 @@ impl Runners {
 
     /// Records the manifest a job's runner will need; call before [`Runners::start`].
     pub fn note_manifest(&self, project: ProjectId, manifest: &ProjectManifest) {
-        if let Ok(mut m) = self.manifests.write() {
-            if m.get(&project) != Some(manifest) {
-                m.insert(project, manifest.clone());
-            }
+        if let Ok(mut m) = self.manifests.write()
+            && m.get(&project) != Some(manifest)
+        {
+            m.insert(project, manifest.clone());
         }
     }
 

@@ -42,6 +42,9 @@ pub enum DecodeError {
     /// A value that parses but makes no sense.
     #[error("invalid {0}")]
     Invalid(&'static str),
+    /// Decodes, but is not the one canonical encoding of its value (CBOR allows several).
+    #[error("not canonically encoded")]
+    NonCanonical,
 }
 
 /// Checks the sizes of a decoded value's collections and strings.
@@ -64,7 +67,11 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
 }
 
 /// Decodes a CBOR value of at most `max_bytes`, with no trailing bytes, then validates it.
-pub fn decode<T: DeserializeOwned + Validate>(
+///
+/// Only the canonical encoding is accepted (the value must re-encode to the same bytes), so one
+/// value has exactly one byte form: a peer cannot vary a signed envelope's framing to slip past
+/// content-hash deduplication, and any changed byte is an error.
+pub fn decode<T: DeserializeOwned + Serialize + Validate>(
     bytes: &[u8],
     max_bytes: usize,
 ) -> Result<T, DecodeError> {
@@ -81,6 +88,9 @@ pub fn decode<T: DeserializeOwned + Validate>(
         return Err(DecodeError::TrailingBytes(rest.len()));
     }
     value.validate()?;
+    if encode(&value) != bytes {
+        return Err(DecodeError::NonCanonical);
+    }
     Ok(value)
 }
 
@@ -134,6 +144,21 @@ mod tests {
             Err(DecodeError::TooLarge { field: "names", .. })
         ));
         assert_eq!(decode::<Probe>(&[], 1024), Err(DecodeError::Empty));
+    }
+
+    #[test]
+    fn non_canonical_encodings_are_refused() {
+        let p = Probe { n: 5, names: vec![] };
+        let mut bytes = encode(&p);
+        // The key "n" as a byte string instead of a text string: same value, other bytes.
+        let at = bytes.windows(2).position(|w| w == [0x61, b'n']).unwrap();
+        bytes[at] = 0x41;
+        assert_eq!(decode::<Probe>(&bytes, 1024), Err(DecodeError::NonCanonical));
+        // The integer 5 in a two-byte form.
+        let mut long = encode(&p);
+        let at = long.iter().position(|b| *b == 0x05).unwrap();
+        long.splice(at..=at, [0x18, 0x05]);
+        assert_eq!(decode::<Probe>(&long, 1024), Err(DecodeError::NonCanonical));
     }
 
     #[test]

@@ -64,8 +64,8 @@ pub struct Scenario {
     pub replication: u8,
     /// Network model.
     pub network: NetworkSpec,
-    /// Engine tunables.
-    pub engine: EngineSpec,
+    /// Engine tunables (any `starling_protocol::EngineConfig` field; the rest default).
+    pub engine: starling_protocol::EngineConfig,
     /// Work model.
     pub work: WorkSpec,
     /// Random churn.
@@ -98,7 +98,7 @@ impl Default for Scenario {
             lease_ms: 30_000,
             replication: 0,
             network: NetworkSpec::default(),
-            engine: EngineSpec::default(),
+            engine: starling_protocol::EngineConfig::default(),
             work: WorkSpec::default(),
             churn: ChurnSpec::default(),
             faults: Vec::new(),
@@ -149,69 +149,6 @@ impl Default for NetworkSpec {
             mesh_degree_low: 4,
             sync_interval_ms: 30_000,
             seen_max: 8_192,
-        }
-    }
-}
-
-/// Engine configuration overrides (see `starling_protocol::EngineConfig`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct EngineSpec {
-    /// Crawl chunks worked at once per node.
-    pub capacity: u16,
-    /// Seeding duties held at once per node.
-    pub seed_capacity: u16,
-    /// Wait before claiming a newly claimable item.
-    pub settle_ms: u64,
-    /// Wait after claiming before starting work.
-    pub claim_settle_ms: u64,
-    /// Quiet period after start.
-    pub warmup_ms: u64,
-    /// Presence heartbeat interval.
-    pub presence_interval_ms: u64,
-    /// Presence lifetime.
-    pub presence_ttl_ms: u64,
-    /// Tolerated clock difference.
-    pub skew_margin_ms: u64,
-    /// HRW ranks allowed to claim at once.
-    pub candidates: u32,
-    /// Rank widening interval.
-    pub widen_ms: u64,
-}
-
-impl Default for EngineSpec {
-    fn default() -> Self {
-        let d = starling_protocol::EngineConfig::default();
-        Self {
-            capacity: d.capacity,
-            seed_capacity: d.seed_capacity,
-            settle_ms: d.settle_ms,
-            claim_settle_ms: d.claim_settle_ms,
-            warmup_ms: d.warmup_ms,
-            presence_interval_ms: d.presence_interval_ms,
-            presence_ttl_ms: d.presence_ttl_ms,
-            skew_margin_ms: d.skew_margin_ms,
-            candidates: d.candidates,
-            widen_ms: d.widen_ms,
-        }
-    }
-}
-
-impl EngineSpec {
-    /// The engine configuration this spec describes.
-    pub fn config(&self) -> starling_protocol::EngineConfig {
-        starling_protocol::EngineConfig {
-            capacity: self.capacity,
-            seed_capacity: self.seed_capacity,
-            settle_ms: self.settle_ms,
-            claim_settle_ms: self.claim_settle_ms,
-            warmup_ms: self.warmup_ms,
-            presence_interval_ms: self.presence_interval_ms,
-            presence_ttl_ms: self.presence_ttl_ms,
-            skew_margin_ms: self.skew_margin_ms,
-            candidates: self.candidates,
-            widen_ms: self.widen_ms,
-            ..starling_protocol::EngineConfig::default()
         }
     }
 }

@@ -278,7 +278,7 @@ impl World {
             item_index: HashMap::new(),
             contended: BTreeSet::new(),
             net,
-            cfg: s.engine.config(),
+            cfg: s.engine.clone(),
             stats: Counters::default(),
             trace: Trace::default(),
             hist: Histogram::default(),

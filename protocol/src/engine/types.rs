@@ -7,8 +7,10 @@ use crate::item::WorkItem;
 use crate::keys::PublicKey;
 use crate::message::{Envelope, Roles};
 
-/// Tunables for one engine. All durations in milliseconds of the driver's clock.
+/// Tunables for one engine. All durations in milliseconds of the driver's clock. Deserializes
+/// from a partial table: missing fields take their defaults, unknown ones are refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct EngineConfig {
     /// Crawl chunks worked at once.
     pub capacity: u16,
