@@ -265,8 +265,8 @@ impl Actor {
 
     fn on_report(&mut self, report: WorkReport) {
         let input = match report {
-            WorkReport::Done { item, epoch, result, size, ok, failed } => {
-                Input::WorkDone { item, epoch, result, size, ok, failed }
+            WorkReport::Done { item, epoch, result, size, ok, failed, parts } => {
+                Input::WorkDone { item, epoch, result, size, ok, failed, parts }
             }
             WorkReport::Failed { item, epoch, reason, retryable } => {
                 Input::WorkFailed { item, epoch, reason, retryable }

@@ -48,6 +48,8 @@ pub enum WorkReport {
         ok: u32,
         /// Parts that failed.
         failed: u32,
+        /// Each part's outcome, in the item's order (may be empty).
+        parts: Vec<starling_protocol::message::PartOutcome>,
     },
     /// Gave up.
     Failed {

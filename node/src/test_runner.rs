@@ -73,7 +73,8 @@ impl Runner for TestRunner {
             tokio::time::sleep(delay).await;
             let (result, size, ok) = result_of(&job.work);
             counters.completed.fetch_add(1, Ordering::Relaxed);
-            let report = WorkReport::Done { item, epoch, result, size, ok, failed: 0 };
+            let report =
+                WorkReport::Done { item, epoch, result, size, ok, failed: 0, parts: Vec::new() };
             let _ = reports.send(report).await;
         });
         self.running.insert((item, epoch), task.abort_handle());

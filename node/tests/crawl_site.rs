@@ -595,11 +595,17 @@ async fn the_runner_reports_the_warc_digest_and_cancel_leaves_no_file() {
     }
     runner.cancel(slow_item, slow_epoch);
     let report = rx.recv().await.expect("report");
-    let WorkReport::Done { item, result, size, ok, failed, .. } = report else {
+    let WorkReport::Done { item, result, size, ok, failed, parts, .. } = report else {
         panic!("expected a result, got {report:?}");
     };
     assert_ne!(item, slow_item, "a cancelled job reports nothing");
     assert_eq!((ok, failed), (2, 1));
+    // The receipt's per-URL outcomes, in chunk order: the page and the 404 are archived
+    // answers, the slow one failed with its reason.
+    assert_eq!(parts.len(), 3);
+    assert_eq!(parts[0], starling_protocol::message::PartOutcome::ok(200));
+    assert_eq!(parts[1], starling_protocol::message::PartOutcome::ok(404));
+    assert!(parts[2].failure.as_deref().is_some_and(|r| !r.is_empty()), "{:?}", parts[2]);
     let path = dir.path().join(format!("{result:#}.warc.gz"));
     let bytes = std::fs::read(&path).expect("result file");
     assert_eq!(bytes.len() as u64, size);

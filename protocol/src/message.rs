@@ -155,15 +155,51 @@ pub struct Receipt {
     pub failed: u32,
     /// The holder's clock when the work finished.
     pub at_ms: u64,
+    /// What happened to each part, in the item's order (each URL of a crawl chunk); empty for
+    /// work without parts.
+    pub parts: Vec<PartOutcome>,
 }
+
+/// Longest reason given for a failed part, in bytes.
+pub const PART_REASON_MAX: usize = 160;
+
+/// The outcome of one part of an item (one URL of a crawl chunk).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartOutcome {
+    /// The final HTTP status, or 0 when no response came.
+    pub status: u16,
+    /// Why the part failed; `None` when it was archived.
+    pub failure: Option<String>,
+}
+
+impl PartOutcome {
+    /// A part that was archived with `status`.
+    pub fn ok(status: u16) -> Self {
+        Self { status, failure: None }
+    }
+
+    /// A part that failed, with the reason cut to [`PART_REASON_MAX`] bytes.
+    pub fn failed(status: u16, reason: &str) -> Self {
+        let mut cut = reason.len().min(PART_REASON_MAX);
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        Self { status, failure: Some(reason[..cut].to_string()) }
+    }
+}
+
 impl Validate for Receipt {
     fn validate(&self) -> Result<(), DecodeError> {
+        check_len("parts", self.parts.len(), crate::item::CHUNK_URLS_MAX)?;
+        for p in &self.parts {
+            check_len("part reason", p.failure.as_ref().map_or(0, String::len), PART_REASON_MAX)?;
+        }
         self.claim.validate()
     }
 }
 impl Signable for Receipt {
     const KIND: &'static str = "receipt";
-    const MAX_BODY_BYTES: usize = 1024;
+    const MAX_BODY_BYTES: usize = 1024 + crate::item::CHUNK_URLS_MAX * (PART_REASON_MAX + 16);
 }
 
 /// Longest failure reason, in bytes.

@@ -166,6 +166,7 @@ impl World {
                     ok: 1,
                     failed: 0,
                     at_ms: t,
+                    parts: Vec::new(),
                 };
                 Envelope::Receipt(Signed::sign(&key, &r))
             }

@@ -129,6 +129,7 @@ impl World {
                 size: 1_000,
                 ok: 1,
                 failed: 0,
+                parts: Vec::new(),
             }
         };
         self.drive(n, input);

@@ -180,7 +180,19 @@ pub struct ChunkResult {
 }
 
 impl ChunkResult {
-    /// URLs archived and URLs failed.
+    /// Each URL's outcome for the receipt, in the chunk's order.
+    pub fn parts(&self) -> Vec<starling_protocol::message::PartOutcome> {
+        use starling_protocol::message::PartOutcome;
+        self.outcomes
+            .iter()
+            .map(|o| match &o.outcome {
+                Outcome::Ok { status, .. } => PartOutcome::ok(*status),
+                Outcome::Failed { reason } => PartOutcome::failed(0, reason),
+            })
+            .collect()
+    }
+
+    /// Counts of (archived, failed) URLs.
     pub fn counts(&self) -> (u32, u32) {
         let ok = self.outcomes.iter().filter(|o| matches!(o.outcome, Outcome::Ok { .. })).count();
         (ok as u32, (self.outcomes.len() - ok) as u32)

@@ -83,6 +83,7 @@ async fn run(crawler: Arc<Crawler>, manifests: ManifestLookup, job: Job) -> Work
                 size: result.size,
                 ok,
                 failed,
+                parts: result.parts(),
             }
         }
         Err(e @ CrawlError::TooManyUrls(..)) => failed(&job, e.to_string(), false),

@@ -453,8 +453,8 @@ impl Engine {
                 self.tick(now);
                 Ok(())
             }
-            Input::WorkDone { item, epoch, result, size, ok, failed } => {
-                self.work_done(item, epoch, result, size, ok, failed, now);
+            Input::WorkDone { item, epoch, result, size, ok, failed, parts } => {
+                self.work_done(item, epoch, result, size, (ok, failed), parts, now);
                 Ok(())
             }
             Input::WorkFailed { item, epoch, reason, retryable } => {
@@ -793,12 +793,19 @@ impl Engine {
         epoch: u32,
         result: Digest,
         size: u64,
-        ok: u32,
-        failed: u32,
+        (ok, failed): (u32, u32),
+        mut parts: Vec<crate::message::PartOutcome>,
         now: u64,
     ) {
         let Some(claim) = self.current_claim(&item, epoch) else { return };
-        let receipt = Receipt { claim, result, size, ok, failed, at_ms: now };
+        // Keep the receipt within its limits whatever the runner reported.
+        parts.truncate(crate::item::CHUNK_URLS_MAX);
+        for p in &mut parts {
+            if let Some(reason) = &p.failure {
+                *p = crate::message::PartOutcome::failed(p.status, &reason.clone());
+            }
+        }
+        let receipt = Receipt { claim, result, size, ok, failed, at_ms: now, parts };
         let env = Envelope::Receipt(Signed::sign(&self.key, &receipt));
         if self.apply_envelope(env.clone(), now, false).is_ok() {
             self.stats.finished += 1;

@@ -134,8 +134,10 @@ impl Net {
         } else if next_work == Some(t) {
             let (_, (node, item, epoch)) = self.work.pop_first().expect("work has an entry at t");
             let result = Digest::of(item.as_bytes());
-            let _ = self
-                .input(node, Input::WorkDone { item, epoch, result, size: 10, ok: 1, failed: 0 });
+            let _ = self.input(
+                node,
+                Input::WorkDone { item, epoch, result, size: 10, ok: 1, failed: 0, parts: vec![] },
+            );
         } else {
             for i in 0..self.engines.len() {
                 if self.engines[i].next_wakeup().is_some_and(|w| w <= t) {
@@ -224,6 +226,7 @@ fn an_expired_lease_is_reclaimed_at_the_next_epoch_and_the_old_result_is_fenced(
         ok: 1,
         failed: 0,
         at_ms: net.now,
+        parts: vec![],
     };
     let key = test_keypair(1000 + a as u64);
     let env = Envelope::Receipt(Signed::sign(&key, &receipt));
@@ -586,7 +589,15 @@ fn claim_env(
 }
 
 fn receipt_env(key: &Keypair, claim: Signed<Claim>, at: u64, tag: u8) -> Envelope {
-    let r = Receipt { claim, result: Digest([tag; 32]), size: 1, ok: 1, failed: 0, at_ms: at };
+    let r = Receipt {
+        claim,
+        result: Digest([tag; 32]),
+        size: 1,
+        ok: 1,
+        failed: 0,
+        at_ms: at,
+        parts: vec![],
+    };
     Envelope::Receipt(Signed::sign(key, &r))
 }
 
@@ -700,4 +711,40 @@ fn after_a_partition_both_sides_settle_on_the_result_produced_within_its_lease()
             matches!(e.item_state(&item), Some(ItemState::Done { holder, epoch: 1, .. }) if holder == h.node_id())
         );
     }
+}
+
+#[test]
+fn a_receipt_carries_each_parts_outcome_within_bounds() {
+    let owner = test_keypair(1);
+    let (mut e, item) = observer(&owner, 30_000);
+    e.handle(Input::Tick, 10_000).unwrap();
+    assert!(e.holds(&item));
+    while e.poll_output().is_some() {}
+    let long = "x".repeat(1_000);
+    let parts = vec![
+        crate::message::PartOutcome::ok(200),
+        crate::message::PartOutcome { status: 0, failure: Some(long) },
+    ];
+    let done = Input::WorkDone {
+        item,
+        epoch: 1,
+        result: Digest([1; 32]),
+        size: 9,
+        ok: 1,
+        failed: 1,
+        parts,
+    };
+    e.handle(done, 11_000).unwrap();
+    let receipt = std::iter::from_fn(|| e.poll_output())
+        .find_map(|o| match o {
+            Output::Publish(Envelope::Receipt(r)) => Some(r),
+            _ => None,
+        })
+        .expect("a receipt was published");
+    let bytes = Envelope::Receipt(receipt).to_bytes();
+    let Envelope::Receipt(back) = Envelope::from_bytes(&bytes).unwrap() else { panic!() };
+    let r = back.verify().unwrap();
+    assert_eq!(r.parts.len(), 2);
+    assert_eq!(r.parts[0].failure, None);
+    assert_eq!(r.parts[1].failure.as_ref().unwrap().len(), crate::message::PART_REASON_MAX);
 }

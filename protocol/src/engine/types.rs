@@ -99,6 +99,8 @@ pub enum Input {
         ok: u32,
         /// Parts that failed.
         failed: u32,
+        /// Each part's outcome, in the item's order (may be empty).
+        parts: Vec<crate::message::PartOutcome>,
     },
     /// Local work failed.
     WorkFailed {
