@@ -58,7 +58,7 @@ pub struct Actor {
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) sync_interval: Duration,
     /// The crawl capacity to restore when results fall under the disk cap again.
-    capacity_before_disk_cap: Option<u16>,
+    pub(crate) capacity_before_disk_cap: Option<u16>,
     pub(crate) started_ms: u64,
     pub(crate) listen: Vec<Multiaddr>,
     pub(crate) stats: NetStats,
@@ -264,6 +264,10 @@ impl Actor {
     }
 
     fn on_report(&mut self, report: WorkReport) {
+        // A new result may cross the disk cap: close the gate before the freed slot is refilled.
+        if matches!(report, WorkReport::Done { .. }) {
+            self.check_disk_cap();
+        }
         let input = match report {
             WorkReport::Done { item, epoch, result, size, ok, failed, parts } => {
                 Input::WorkDone { item, epoch, result, size, ok, failed, parts }

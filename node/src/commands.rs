@@ -85,6 +85,8 @@ impl Actor {
             live_peers: self.engine.peers().count(),
             roles: self.engine.config().roles.0,
             paused: self.engine.is_paused(),
+            capacity: self.engine.config().capacity,
+            over_disk_cap: self.capacity_before_disk_cap.is_some(),
             projects: self.engine.projects().count(),
             items: self.engine.counts(None),
             holding: self.engine.local_work().count(),

@@ -29,6 +29,10 @@ pub struct StatusView {
     pub roles: u8,
     /// Whether claiming is paused.
     pub paused: bool,
+    /// Crawl chunks worked at once now (0 while results are over the disk cap).
+    pub capacity: u16,
+    /// Whether stored results are over the operator's disk cap.
+    pub over_disk_cap: bool,
     /// Known projects.
     pub projects: usize,
     /// Items by state.

@@ -47,11 +47,8 @@ fn start_site() -> (SocketAddr, Hits) {
     (rx.recv().unwrap(), hits)
 }
 
-#[test]
-fn two_nodes_crawl_a_local_site_into_warc_files() {
-    let (site, hits) = start_site();
-    let owner = starling_protocol::engine::test_keypair(41);
-    let m = ProjectManifest {
+fn crawl_manifest(owner: &starling_protocol::Keypair) -> ProjectManifest {
+    ProjectManifest {
         name: "crawl".into(),
         description: "node crawl test".into(),
         version: 1,
@@ -63,15 +60,33 @@ fn two_nodes_crawl_a_local_site_into_warc_files() {
         user_agent: "starling-test-crawler".into(),
         robots: RobotsPolicy::Ignore,
         caps: SizeCaps::default(),
-    };
-    let items: Vec<WorkItem> = (0..CHUNKS)
+    }
+}
+
+fn chunks(site: SocketAddr) -> Vec<WorkItem> {
+    (0..CHUNKS)
         .map(|c| WorkItem::CrawlChunk {
             urls: (0..URLS_PER_CHUNK)
                 .map(|u| format!("http://{site}/page/{}", c * URLS_PER_CHUNK + u))
                 .collect(),
         })
-        .collect();
-    let batch = ItemBatch { project: m.id(), seq: 1, items };
+        .collect()
+}
+
+fn signed_files(owner: &starling_protocol::Keypair, site: SocketAddr) -> (Vec<u8>, Vec<u8>) {
+    let m = crawl_manifest(owner);
+    let batch = ItemBatch { project: m.id(), seq: 1, items: chunks(site) };
+    (
+        Envelope::Manifest(Signed::sign(owner, &m)).to_bytes(),
+        Envelope::Batch(Signed::sign(owner, &batch)).to_bytes(),
+    )
+}
+
+#[test]
+fn two_nodes_crawl_a_local_site_into_warc_files() {
+    let (site, hits) = start_site();
+    let owner = starling_protocol::engine::test_keypair(41);
+    let (manifest, batch) = signed_files(&owner, site);
     let args = vec![
         "--listen".to_string(),
         "/ip4/127.0.0.1/tcp/0".into(),
@@ -87,8 +102,6 @@ fn two_nodes_crawl_a_local_site_into_warc_files() {
     wait_for("the nodes to see each other", Duration::from_secs(60), || {
         nodes.iter().all(|n| num(&n.status(), &["live_peers"]) == 1)
     });
-    let manifest = Envelope::Manifest(Signed::sign(&owner, &m)).to_bytes();
-    let batch = Envelope::Batch(Signed::sign(&owner, &batch)).to_bytes();
     assert_eq!(nodes[0].publish(&manifest)["outcome"], "applied");
     assert_eq!(nodes[0].publish(&batch)["outcome"], "applied");
     wait_for_or(
@@ -134,4 +147,41 @@ fn two_nodes_crawl_a_local_site_into_warc_files() {
             assert!(name.ends_with(".warc.gz"), "stray file {name}");
         }
     }
+}
+
+#[test]
+fn over_the_disk_cap_a_node_stops_claiming_crawl_work() {
+    let (site, _hits) = start_site();
+    let owner = starling_protocol::engine::test_keypair(42);
+    let (manifest, batch) = signed_files(&owner, site);
+    let args: Vec<String> = [
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--allow-private-targets",
+        "true",
+        "--capacity",
+        "1",
+        "--disk-bytes-max",
+        "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain(["--trust".to_string(), owner.public().to_hex()])
+    .collect();
+    let node = Node::start_real(&args);
+    assert_eq!(num(&node.status(), &["capacity"]), 1);
+    node.publish(&manifest);
+    node.publish(&batch);
+    // The first result puts the node over its 1-byte cap: it stops taking crawl work.
+    wait_for_or(
+        "the node to notice it is over the disk cap",
+        Duration::from_secs(60),
+        || node.status()["over_disk_cap"] == true,
+        || dump(std::slice::from_ref(&node)),
+    );
+    let s = node.status();
+    assert_eq!(num(&s, &["capacity"]), 0);
+    assert!(num(&s, &["items", "done"]) >= 1);
+    assert!(num(&s, &["items", "done"]) < CHUNKS as u64, "it kept claiming over the cap");
+    assert!(read_log(&node.dir).contains("over the disk cap"));
 }

@@ -278,11 +278,10 @@ impl Crawler {
     /// Whether stored results are at or over the disk cap: the node should stop claiming crawl
     /// work until there is room. An unreadable results dir counts as full.
     pub fn over_disk_cap(&self) -> bool {
-        match (self.config.disk_bytes_max, self.stored_bytes()) {
-            (None, _) => false,
-            (Some(max), Ok(used)) => used >= max,
-            (Some(_), Err(_)) => true,
-        }
+        // Without a cap there is nothing to measure: skip the directory scan.
+        let Some(max) = self.config.disk_bytes_max else { return false };
+        // A results directory that cannot be read counts as full: claim nothing we can't store.
+        self.stored_bytes().map_or(true, |used| used >= max)
     }
 
     /// Fetches a chunk's URLs and archives them as one WARC file.
