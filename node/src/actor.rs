@@ -269,9 +269,7 @@ impl Actor {
             self.check_disk_cap();
         }
         let input = match report {
-            WorkReport::Done { item, epoch, result, size, ok, failed, parts } => {
-                Input::WorkDone { item, epoch, result, size, ok, failed, parts }
-            }
+            WorkReport::Done(done) => Input::WorkDone(done),
             WorkReport::Failed { item, epoch, reason, retryable } => {
                 Input::WorkFailed { item, epoch, reason, retryable }
             }

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
-use starling_protocol::{Digest, ItemId, ProjectId, ProjectManifest, Roles, WorkItem, WorkKind};
+use starling_protocol::{
+    ItemId, ProjectId, ProjectManifest, Roles, WorkItem, WorkKind, WorkResult,
+};
 use tokio::sync::mpsc;
 
 /// Reports queued from runners to the actor.
@@ -34,23 +36,8 @@ pub struct Job {
 /// The outcome of a job.
 #[derive(Debug, Clone)]
 pub enum WorkReport {
-    /// Finished with a result.
-    Done {
-        /// The item.
-        item: ItemId,
-        /// The epoch it ran under.
-        epoch: u32,
-        /// blake3 of the result.
-        result: Digest,
-        /// Result size in bytes.
-        size: u64,
-        /// Parts that succeeded.
-        ok: u32,
-        /// Parts that failed.
-        failed: u32,
-        /// Each part's outcome, in the item's order (may be empty).
-        parts: Vec<starling_protocol::message::PartOutcome>,
-    },
+    /// Finished with a result (what the engine signs into a receipt).
+    Done(WorkResult),
     /// Gave up.
     Failed {
         /// The item.

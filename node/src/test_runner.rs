@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use starling_protocol::{Digest, ItemId, WorkItem, WorkKind};
+use starling_protocol::{Digest, ItemId, WorkItem, WorkKind, WorkResult};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
@@ -73,8 +73,15 @@ impl Runner for TestRunner {
             tokio::time::sleep(delay).await;
             let (result, size, ok) = result_of(&job.work);
             counters.completed.fetch_add(1, Ordering::Relaxed);
-            let report =
-                WorkReport::Done { item, epoch, result, size, ok, failed: 0, parts: Vec::new() };
+            let report = WorkReport::Done(WorkResult {
+                item,
+                epoch,
+                result,
+                size,
+                ok,
+                failed: 0,
+                parts: Vec::new(),
+            });
             let _ = reports.send(report).await;
         });
         self.running.insert((item, epoch), task.abort_handle());

@@ -20,7 +20,7 @@ use starling_node::crawl::{
 use starling_node::runner::{Job, Runner, RunnerCounters, WorkReport};
 use starling_protocol::{
     ItemId, Keypair, NodeId, ProjectManifest, RatePolicy, RobotsPolicy, SizeCaps, WorkItem,
-    WorkKind,
+    WorkKind, WorkResult,
 };
 
 /// Body size of `/big`.
@@ -595,7 +595,7 @@ async fn the_runner_reports_the_warc_digest_and_cancel_leaves_no_file() {
     }
     runner.cancel(slow_item, slow_epoch);
     let report = rx.recv().await.expect("report");
-    let WorkReport::Done { item, result, size, ok, failed, parts, .. } = report else {
+    let WorkReport::Done(WorkResult { item, result, size, ok, failed, parts, .. }) = report else {
         panic!("expected a result, got {report:?}");
     };
     assert_ne!(item, slow_item, "a cancelled job reports nothing");

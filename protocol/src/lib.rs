@@ -18,7 +18,7 @@ pub mod wire;
 
 pub use engine::{
     CancelReason, Engine, EngineConfig, EngineStats, Input, ItemCounts, ItemState, Output, Reject,
-    Snapshot,
+    Snapshot, WorkResult,
 };
 pub use ids::{Digest, IdParseError, ItemId, NodeId, ProjectId};
 pub use item::{ItemBatch, WorkItem, WorkKind};

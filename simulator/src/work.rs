@@ -122,7 +122,7 @@ impl World {
         {
             Input::WorkFailed { item, epoch, reason: "simulated failure".into(), retryable: true }
         } else {
-            Input::WorkDone {
+            Input::WorkDone(starling_protocol::WorkResult {
                 item,
                 epoch,
                 result: honest_result(&item),
@@ -130,7 +130,7 @@ impl World {
                 ok: 1,
                 failed: 0,
                 parts: Vec::new(),
-            }
+            })
         };
         self.drive(n, input);
     }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use starling_protocol::{ItemId, ProjectId, ProjectManifest, WorkItem, WorkKind};
+use starling_protocol::{ItemId, ProjectId, ProjectManifest, WorkItem, WorkKind, WorkResult};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
@@ -76,7 +76,7 @@ async fn run(crawler: Arc<Crawler>, manifests: ManifestLookup, job: Job) -> Work
         Ok(result) => {
             let (ok, failed) = result.counts();
             tracing::info!(item = %job.item, ok, failed, size = result.size, "crawl chunk done");
-            WorkReport::Done {
+            WorkReport::Done(WorkResult {
                 item: job.item,
                 epoch: job.epoch,
                 result: result.digest,
@@ -84,7 +84,7 @@ async fn run(crawler: Arc<Crawler>, manifests: ManifestLookup, job: Job) -> Work
                 ok,
                 failed,
                 parts: result.parts(),
-            }
+            })
         }
         Err(e @ CrawlError::TooManyUrls(..)) => failed(&job, e.to_string(), false),
         Err(e) => failed(&job, e.to_string(), e.retryable()),

@@ -49,7 +49,9 @@ use crate::manifest::ProjectManifest;
 use crate::message::{Claim, Envelope, Failure, Presence, Receipt, Release, Roles};
 use crate::signed::Signed;
 
-pub use types::{CancelReason, EngineConfig, EngineStats, Input, ItemState, Output, Reject};
+pub use types::{
+    CancelReason, EngineConfig, EngineStats, Input, ItemState, Output, Reject, WorkResult,
+};
 
 /// Most epochs a claim may jump ahead of the last one known.
 pub const EPOCH_JUMP_MAX: u32 = 16;
@@ -453,8 +455,8 @@ impl Engine {
                 self.tick(now);
                 Ok(())
             }
-            Input::WorkDone { item, epoch, result, size, ok, failed, parts } => {
-                self.work_done(item, epoch, result, size, (ok, failed), parts, now);
+            Input::WorkDone(done) => {
+                self.work_done(done, now);
                 Ok(())
             }
             Input::WorkFailed { item, epoch, reason, retryable } => {
@@ -786,17 +788,8 @@ impl Engine {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn work_done(
-        &mut self,
-        item: ItemId,
-        epoch: u32,
-        result: Digest,
-        size: u64,
-        (ok, failed): (u32, u32),
-        mut parts: Vec<crate::message::PartOutcome>,
-        now: u64,
-    ) {
+    fn work_done(&mut self, done: WorkResult, now: u64) {
+        let WorkResult { item, epoch, result, size, ok, failed, mut parts } = done;
         let Some(claim) = self.current_claim(&item, epoch) else { return };
         // Keep the receipt within its limits whatever the runner reported.
         parts.truncate(crate::item::CHUNK_URLS_MAX);

@@ -136,7 +136,15 @@ impl Net {
             let result = Digest::of(item.as_bytes());
             let _ = self.input(
                 node,
-                Input::WorkDone { item, epoch, result, size: 10, ok: 1, failed: 0, parts: vec![] },
+                Input::WorkDone(WorkResult {
+                    item,
+                    epoch,
+                    result,
+                    size: 10,
+                    ok: 1,
+                    failed: 0,
+                    parts: vec![],
+                }),
             );
         } else {
             for i in 0..self.engines.len() {
@@ -725,7 +733,7 @@ fn a_receipt_carries_each_parts_outcome_within_bounds() {
         crate::message::PartOutcome::ok(200),
         crate::message::PartOutcome { status: 0, failure: Some(long) },
     ];
-    let done = Input::WorkDone {
+    let done = Input::WorkDone(WorkResult {
         item,
         epoch: 1,
         result: Digest([1; 32]),
@@ -733,7 +741,7 @@ fn a_receipt_carries_each_parts_outcome_within_bounds() {
         ok: 1,
         failed: 1,
         parts,
-    };
+    });
     e.handle(done, 11_000).unwrap();
     let receipt = std::iter::from_fn(|| e.poll_output())
         .find_map(|o| match o {

@@ -75,6 +75,25 @@ impl Default for EngineConfig {
     }
 }
 
+/// What a runner reports for finished work; the engine signs it into a receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkResult {
+    /// The item.
+    pub item: ItemId,
+    /// The epoch the work ran under.
+    pub epoch: u32,
+    /// Digest of the result.
+    pub result: Digest,
+    /// Size of the result.
+    pub size: u64,
+    /// Parts that succeeded.
+    pub ok: u32,
+    /// Parts that failed.
+    pub failed: u32,
+    /// Each part's outcome, in the item's order (may be empty).
+    pub parts: Vec<crate::message::PartOutcome>,
+}
+
 /// Something that happened, handed to [`super::Engine::handle`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -86,22 +105,7 @@ pub enum Input {
     /// Time passed: timers due at or before `now` fire.
     Tick,
     /// Local work finished.
-    WorkDone {
-        /// The item.
-        item: ItemId,
-        /// The epoch the work ran under.
-        epoch: u32,
-        /// Digest of the result.
-        result: Digest,
-        /// Size of the result.
-        size: u64,
-        /// Parts that succeeded.
-        ok: u32,
-        /// Parts that failed.
-        failed: u32,
-        /// Each part's outcome, in the item's order (may be empty).
-        parts: Vec<crate::message::PartOutcome>,
-    },
+    WorkDone(WorkResult),
     /// Local work failed.
     WorkFailed {
         /// The item.
