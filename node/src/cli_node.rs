@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, anyhow, bail};
-use starling_protocol::{Engine, Envelope, PublicKey};
+use starling_protocol::{Engine, Envelope, PublicKey, Reject};
 use tokio::sync::mpsc;
 
 use crate::actor::{Actor, now_ms};
@@ -202,7 +202,7 @@ pub fn status(args: StatusArgs) -> Result<()> {
     }
     let s: StatusView = client.get_json("/status")?;
     let rejected: u64 =
-        s.engine.rejected.iter().filter(|(k, _)| *k != "duplicate").map(|(_, v)| v).sum();
+        s.engine.rejected.iter().filter(|(k, _)| **k != Reject::Duplicate).map(|(_, v)| v).sum();
     println!("node      {}", s.node_id);
     println!("peer id   {}", s.peer_id);
     println!("uptime    {} s", s.uptime_ms / 1000);

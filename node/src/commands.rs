@@ -9,7 +9,7 @@ use starling_protocol::{Envelope, Input, ItemState, NodeId, Reject};
 use crate::actor::{Actor, now_ms};
 use crate::client::{Command, ITEMS_LIST_MAX, ItemQuery};
 use crate::net;
-use crate::views::{EngineStatsView, ItemInfo, Outcome, PeerInfo, ProjectInfo, StatusView};
+use crate::views::{ItemInfo, Outcome, PeerInfo, ProjectInfo, StatusView};
 
 impl Actor {
     pub(crate) fn on_command(&mut self, cmd: Command) {
@@ -71,10 +71,11 @@ impl Actor {
     }
 
     fn status(&self) -> StatusView {
-        let s = self.engine.stats();
-        let mut rejected: BTreeMap<String, u64> =
-            Reject::ALL.iter().map(|r| (r.name().to_owned(), s.rejected_for(*r))).collect();
-        *rejected.entry("malformed".into()).or_default() += self.stats.gossip_undecodable;
+        // Gossip that did not even decode never reached the engine; count it as malformed.
+        let mut engine = self.engine.stats().clone();
+        if self.stats.gossip_undecodable > 0 {
+            *engine.rejected.entry(Reject::Malformed).or_default() += self.stats.gossip_undecodable;
+        }
         StatusView {
             node_id: self.engine.node_id().to_hex(),
             peer_id: self.swarm.local_peer_id().to_string(),
@@ -90,16 +91,7 @@ impl Actor {
             projects: self.engine.projects().count(),
             items: self.engine.counts(None),
             holding: self.engine.local_work().count(),
-            engine: EngineStatsView {
-                accepted: s.accepted,
-                rejected,
-                claims: s.claims,
-                renewals: s.renewals,
-                started: s.started,
-                yielded: s.yielded,
-                finished: s.finished,
-                failed: s.failed,
-            },
+            engine,
             runner: self.runners.counters().snapshot(),
             net: self.stats,
             store_error: self.store_error.clone(),

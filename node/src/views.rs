@@ -1,8 +1,6 @@
 //! The JSON shapes of the control API, shared by the server ([`crate::api`]), the command
 //! line ([`crate::cli_node`]) and tests. Ids are lowercase hex.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 use starling_protocol::{ItemCounts, ItemState};
 
@@ -40,34 +38,13 @@ pub struct StatusView {
     /// Items this node holds now.
     pub holding: usize,
     /// The engine's counters.
-    pub engine: EngineStatsView,
+    pub engine: starling_protocol::EngineStats,
     /// What the runners did.
     pub runner: RunnerStats,
     /// Network counters.
     pub net: NetStats,
     /// The last store error, if writing to the database failed.
     pub store_error: Option<String>,
-}
-
-/// The engine's counters with rejection reasons by name.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct EngineStatsView {
-    /// Messages applied.
-    pub accepted: u64,
-    /// Messages refused, by reason (`bad_signature`, `epoch_rule_broken`, …).
-    pub rejected: BTreeMap<String, u64>,
-    /// Claims made.
-    pub claims: u64,
-    /// Renewals made.
-    pub renewals: u64,
-    /// Work started.
-    pub started: u64,
-    /// Work given up to another node.
-    pub yielded: u64,
-    /// Receipts published.
-    pub finished: u64,
-    /// Failures published.
-    pub failed: u64,
 }
 
 /// Counters kept by the network actor.

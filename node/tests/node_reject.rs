@@ -78,4 +78,21 @@ fn forged_untrusted_and_epoch_breaking_messages_are_rejected() {
             p["peer_id"] == mallory_peer.as_str() && p["score"].as_f64().is_some_and(|s| s < 0.0)
         })
     });
+    // The operator's view: `starling status` reads the same counters back and adds up the
+    // refusals (three at least, duplicates not counted).
+    let out = std::process::Command::new(BIN)
+        .args(["status", "--data-dir"])
+        .arg(&honest.dir)
+        .output()
+        .expect("runs starling status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let refused = text
+        .lines()
+        .find(|l| l.starts_with("messages"))
+        .and_then(|l| l.split(", ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no refusal count in:\n{text}"));
+    assert!(refused >= 3, "{text}");
 }

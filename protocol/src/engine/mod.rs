@@ -484,13 +484,8 @@ impl Engine {
                 Ok(())
             }
         };
-        match result {
-            Ok(()) => {}
-            Err(r) => {
-                if let Some(i) = Reject::ALL.iter().position(|x| *x == r) {
-                    self.stats.rejected[i] += 1;
-                }
-            }
+        if let Err(r) = result {
+            *self.stats.rejected.entry(r).or_default() += 1;
         }
         result
     }

@@ -325,8 +325,9 @@ pub enum ItemState {
 pub struct EngineStats {
     /// Messages applied.
     pub accepted: u64,
-    /// Messages rejected, by reason (index of [`Reject::ALL`]).
-    pub rejected: [u64; 13],
+    /// Messages rejected, by reason (reasons never seen are absent; in JSON, keyed by the
+    /// reason's snake_case name).
+    pub rejected: std::collections::BTreeMap<Reject, u64>,
     /// Claims this node made (not renewals).
     pub claims: u64,
     /// Renewals this node made.
@@ -344,6 +345,6 @@ pub struct EngineStats {
 impl EngineStats {
     /// Count of rejections for `reason`.
     pub fn rejected_for(&self, reason: Reject) -> u64 {
-        Reject::ALL.iter().position(|r| *r == reason).map_or(0, |i| self.rejected[i])
+        self.rejected.get(&reason).copied().unwrap_or(0)
     }
 }
