@@ -38,6 +38,14 @@ fn s(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
 }
 
+/// Runs `project add-urls` expecting it to fail; returns its one error line.
+fn add_urls_fails(key: &Path, project: &Path, urls: &Path, extra: &[&str], out: &Path) -> String {
+    let mut args = vec!["project", "add-urls", "--key", s(key), "--project", s(project)];
+    args.extend(["--urls", s(urls), "--out", s(out)]);
+    args.extend(extra);
+    fails(&args)
+}
+
 struct Fixture {
     _dir: tempfile::TempDir,
     key: PathBuf,
@@ -185,34 +193,12 @@ fn bad_files_get_one_clear_line() {
     let urls = p(&f.root, "u.txt");
     std::fs::write(&urls, "https://example.org/\n").expect("write");
     let out = p(&f.root, "b.cbor");
-    let err = fails(&[
-        "project",
-        "add-urls",
-        "--key",
-        s(&other),
-        "--project",
-        s(&f.project),
-        "--urls",
-        s(&urls),
-        "--out",
-        s(&out),
-    ]);
+    let err = add_urls_fails(&other, &f.project, &urls, &[], &out);
     assert!(err.contains("is not the key of project"), "{err}");
     assert!(!out.exists());
 
     // add-urls given a batch where a manifest is expected.
-    let err = fails(&[
-        "project",
-        "add-urls",
-        "--key",
-        s(&f.key),
-        "--project",
-        s(&f.batch),
-        "--urls",
-        s(&urls),
-        "--out",
-        s(&out),
-    ]);
+    let err = add_urls_fails(&f.key, &f.batch, &urls, &[], &out);
     assert!(err.contains("not a project manifest"), "{err}");
 }
 
@@ -273,47 +259,12 @@ fn bad_inputs_to_new_and_add_urls_get_one_clear_line() {
 
     let urls = p(&f.root, "bad-urls.txt");
     std::fs::write(&urls, "https://example.org/ok\nftp://example.org/file\n").expect("write");
-    let err = fails(&[
-        "project",
-        "add-urls",
-        "--key",
-        s(&f.key),
-        "--project",
-        s(&f.project),
-        "--urls",
-        s(&urls),
-        "--out",
-        s(&out),
-    ]);
+    let err = add_urls_fails(&f.key, &f.project, &urls, &[], &out);
     assert!(err.contains(":2:") && err.contains("http"), "{err}");
     std::fs::write(&urls, "https://elsewhere.com/\n").expect("write");
-    let err = fails(&[
-        "project",
-        "add-urls",
-        "--key",
-        s(&f.key),
-        "--project",
-        s(&f.project),
-        "--urls",
-        s(&urls),
-        "--out",
-        s(&out),
-    ]);
+    let err = add_urls_fails(&f.key, &f.project, &urls, &[], &out);
     assert!(err.contains("outside the project's scope"), "{err}");
     std::fs::write(&urls, "https://example.org/\n").expect("write");
-    let err = fails(&[
-        "project",
-        "add-urls",
-        "--key",
-        s(&f.key),
-        "--project",
-        s(&f.project),
-        "--urls",
-        s(&urls),
-        "--chunk",
-        "0",
-        "--out",
-        s(&out),
-    ]);
+    let err = add_urls_fails(&f.key, &f.project, &urls, &["--chunk", "0"], &out);
     assert!(err.contains("--chunk"), "{err}");
 }
