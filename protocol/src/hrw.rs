@@ -16,6 +16,18 @@ pub fn score(item: &ItemId, node: &NodeId) -> u64 {
     u64::from_le_bytes(first)
 }
 
+/// The key an item is ranked by on its attempt after `failures` failures: the item itself at
+/// first, then a fresh draw per failure, the same on every node.
+pub fn attempt_key(item: &ItemId, failures: u8) -> ItemId {
+    if failures == 0 {
+        return *item;
+    }
+    let mut h = blake3::Hasher::new_derive_key("starling/v1/hrw-attempt");
+    h.update(item.as_bytes());
+    h.update(&[failures]);
+    ItemId(*h.finalize().as_bytes())
+}
+
 /// The rank (0 = first) of `me` for `item` among `me` and `others`.
 pub fn rank<'a>(item: &ItemId, me: &NodeId, others: impl IntoIterator<Item = &'a NodeId>) -> u32 {
     let mine = (score(item, me), *me);

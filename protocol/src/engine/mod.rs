@@ -667,7 +667,10 @@ impl Engine {
         let Some(since) = self.claimable_since(&item, e) else { return };
         let kind = e.work.kind();
         let project = e.project;
-        let rank = self.my_rank(&item, &project, kind);
+        // After each failure the ranking is drawn afresh, so the node that just failed is not
+        // simply first in line again: another node, perhaps better placed, tries next.
+        let rank_key = hrw::attempt_key(&item, e.failures);
+        let rank = self.my_rank(&rank_key, &project, kind);
         let base = since.max(self.warmup_end().unwrap_or(0)) + self.cfg.settle_ms;
         let extra = u64::from(rank.saturating_sub(self.cfg.candidates.saturating_sub(1)));
         let eligible_at = base + extra * self.cfg.widen_ms;

@@ -756,3 +756,29 @@ fn a_receipt_carries_each_parts_outcome_within_bounds() {
     assert_eq!(r.parts[0].failure, None);
     assert_eq!(r.parts[1].failure.as_ref().unwrap().len(), crate::message::PART_REASON_MAX);
 }
+
+#[test]
+fn after_a_failure_the_item_moves_on_to_another_node() {
+    let owner = test_keypair(1);
+    let mut net = Net::new(4, &owner, EngineConfig { capacity: 40, ..fast_config() });
+    net.work_ms = 1_000_000; // nothing finishes by itself; the test fails items by hand
+    let ids = publish_project(&mut net, &owner, 30_000, 40);
+    net.run_until(10_000, |n| ids.iter().all(|i| n.engines.iter().any(|e| e.holds(i))));
+    let holder_of = |net: &Net, item: &ItemId| (0..4).find(|&i| net.engines[i].holds(item));
+    let first: Vec<usize> = ids.iter().map(|i| holder_of(&net, i).expect("held")).collect();
+    for (item, &node) in ids.iter().zip(&first) {
+        let fail =
+            Input::WorkFailed { item: *item, epoch: 1, reason: "refused".into(), retryable: true };
+        net.input(node, fail).unwrap();
+    }
+    let t = net.now + 20_000;
+    net.run_until(t, |n| ids.iter().all(|i| n.engines.iter().any(|e| e.holds(i))));
+    let moved = ids
+        .iter()
+        .zip(&first)
+        .filter(|(item, node)| holder_of(&net, item).is_some_and(|h| h != **node))
+        .count();
+    // With a fresh ranking per attempt about 3 in 4 items change hands (the same node would
+    // keep every one of them if the ranking stayed put).
+    assert!(moved >= 20, "only {moved} of 40 failed items moved to another node");
+}
