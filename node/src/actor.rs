@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Result, anyhow};
@@ -23,6 +24,10 @@ use starling_protocol::{Engine, Envelope, Input, Output, ProjectId, Reject};
 use tokio::sync::mpsc;
 
 use crate::client::Command;
+use crate::control::OperatorSettings;
+use crate::hub::Hub;
+use crate::nat::Nat;
+use crate::net::RelayServer;
 use crate::net::{self, Behaviour, BehaviourEvent};
 use crate::runner::{Job, Runners, WorkReport};
 use crate::store::Store;
@@ -40,8 +45,24 @@ pub const KAD_BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(300);
 pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(700);
 /// Peers found in the DHT are dialled while fewer than this many are connected.
 pub const KAD_DIAL_BELOW: usize = 16;
+/// How often event readers hear that item counts changed (at most).
+pub const EVENT_INTERVAL: Duration = Duration::from_millis(250);
+/// Peers tracked for per-peer counters.
+pub const PEER_STATS_MAX: usize = 4_096;
+/// A live peer that could not be reached is dialled again after this.
+pub const REDIAL_AFTER: Duration = Duration::from_secs(5);
+/// How often a node behind NAT checks its relay slot.
+pub const RELAY_TEND_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest sleep when the engine has no timer.
 const IDLE_WAKEUP: Duration = Duration::from_secs(3600);
+
+/// The next message of an optional channel; never resolves without one.
+async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
 
 /// Wall-clock milliseconds since the UNIX epoch: the engine's `now`.
 pub fn now_ms() -> u64 {
@@ -63,6 +84,26 @@ pub struct Actor {
     pub(crate) listen: Vec<Multiaddr>,
     pub(crate) stats: NetStats,
     pub(crate) store_error: Option<String>,
+    /// Log ring and event broadcast for the operator.
+    pub(crate) hub: Arc<Hub>,
+    /// The operator's saved choices (pause, subscriptions, priorities).
+    pub(crate) settings: OperatorSettings,
+    /// What AutoNAT last said about this node's reachability.
+    pub(crate) reachability: &'static str,
+    /// Item counts last announced on the event stream.
+    announced: Option<starling_protocol::ItemCounts>,
+    /// The relay-client side: asking for a relay slot and listening through it.
+    pub(crate) nat: Option<Nat>,
+    /// The relay server's grants and counters.
+    pub(crate) relay_server: RelayServer,
+    /// Open relayed connections per peer.
+    pub(crate) relayed: HashMap<PeerId, u32>,
+    /// Seeding: the blob store, server and fetcher's requests.
+    pub(crate) seed: Option<crate::seed::node::SeedParts>,
+    /// Sync answers applied per peer (bounded by [`PEER_STATS_MAX`]).
+    pub(crate) synced_from: HashMap<PeerId, u64>,
+    /// When [`Actor::tend_connections`] last dialled a peer.
+    dialled: HashMap<PeerId, std::time::Instant>,
     sync_inflight: HashMap<OutboundRequestId, PeerId>,
     sync_rounds: HashMap<PeerId, u32>,
     provided: BTreeSet<ProjectId>,
@@ -76,7 +117,9 @@ impl std::fmt::Debug for Actor {
 }
 
 impl Actor {
-    /// Assembles the actor; call [`Actor::run`] to drive it.
+    /// Assembles the actor; call [`Actor::run`] to drive it. The operator's saved settings
+    /// are applied to the engine here.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         swarm: Swarm<Behaviour>,
         engine: Engine,
@@ -85,8 +128,13 @@ impl Actor {
         reports: mpsc::Receiver<WorkReport>,
         commands: mpsc::Receiver<Command>,
         sync_interval: Duration,
+        hub: Arc<Hub>,
     ) -> Self {
-        Self {
+        let settings = store.settings().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the operator's saved settings");
+            OperatorSettings::default()
+        });
+        let mut actor = Self {
             swarm,
             engine,
             store,
@@ -99,11 +147,47 @@ impl Actor {
             listen: Vec::new(),
             stats: NetStats::default(),
             store_error: None,
+            hub,
+            settings,
+            reachability: "unknown",
+            announced: None,
+            nat: None,
+            relay_server: RelayServer::default(),
+            relayed: HashMap::new(),
+            seed: None,
+            synced_from: HashMap::new(),
+            dialled: HashMap::new(),
             sync_inflight: HashMap::new(),
             sync_rounds: HashMap::new(),
             provided: BTreeSet::new(),
             dirty: false,
+        };
+        for input in actor.settings.inputs() {
+            let _ = actor.engine.handle(input, now_ms());
         }
+        if actor.settings.paused {
+            tracing::info!("claiming is paused (resume with the dashboard or POST /resume)");
+        }
+        actor
+    }
+
+    /// Sets the relay-client and relay-server parts (the defaults neither ask for nor offer
+    /// relays).
+    pub fn with_relay(mut self, nat: Nat, relay_server: RelayServer) -> Self {
+        self.reachability = match nat.mode {
+            crate::config::Reachability::Public => "public",
+            crate::config::Reachability::Private => "private",
+            crate::config::Reachability::Auto => "unknown",
+        };
+        self.nat = Some(nat);
+        self.relay_server = relay_server;
+        self
+    }
+
+    /// Sets the seeding parts (without them the node neither fetches nor serves blobs).
+    pub fn with_seeding(mut self, seed: crate::seed::node::SeedParts) -> Self {
+        self.seed = Some(seed);
+        self
     }
 
     /// Dials the bootstrap peers and peers remembered from earlier runs.
@@ -136,6 +220,10 @@ impl Actor {
         let mut sync_timer = tokio::time::interval(self.sync_interval);
         let mut flush_timer = tokio::time::interval(FLUSH_INTERVAL);
         let mut kad_timer = tokio::time::interval(KAD_BOOTSTRAP_INTERVAL);
+        let mut event_timer = tokio::time::interval(EVENT_INTERVAL);
+        let mut relay_timer = tokio::time::interval(RELAY_TEND_INTERVAL);
+        let mut blob_commands = self.seed.as_mut().and_then(|s| s.commands.take());
+        let mut served = self.seed.as_mut().and_then(|s| s.served.take());
         loop {
             let wake = self
                 .engine
@@ -145,6 +233,8 @@ impl Actor {
                 ev = self.swarm.select_next_some() => self.on_swarm(ev),
                 Some(cmd) = self.commands.recv() => self.on_command(cmd),
                 Some(report) = self.reports.recv() => self.on_report(report),
+                Some(cmd) = recv_opt(&mut blob_commands) => self.on_blob_command(cmd),
+                Some((channel, answer)) = recv_opt(&mut served) => self.send_served(channel, answer),
                 _ = tokio::time::sleep(wake) => { let _ = self.handle(Input::Tick); }
                 _ = sync_timer.tick() => self.periodic_sync(),
                 _ = flush_timer.tick() => {
@@ -152,6 +242,11 @@ impl Actor {
                     self.check_disk_cap();
                 }
                 _ = kad_timer.tick() => { let _ = self.swarm.behaviour_mut().kad.bootstrap(); }
+                _ = event_timer.tick() => self.announce_changes(),
+                _ = relay_timer.tick() => {
+                    self.tend_relay();
+                    self.tend_connections();
+                }
                 () = &mut shutdown => break,
             }
         }
@@ -180,7 +275,93 @@ impl Actor {
 
     /// Over the disk cap the node claims no crawl work (held work goes on) until there is
     /// room again; the engine is told through its crawl capacity.
-    fn check_disk_cap(&mut self) {
+    /// Dials live peers (in the engine's view) that no connection reaches yet, while few are
+    /// connected: a peer behind NAT is reached this way through its relay once Kademlia
+    /// knows its relayed address.
+    fn tend_connections(&mut self) {
+        let connected = self.swarm.connected_peers().count();
+        if connected == 0 || connected >= KAD_DIAL_BELOW {
+            return;
+        }
+        let me = *self.swarm.local_peer_id();
+        let now = std::time::Instant::now();
+        self.dialled.retain(|_, at| now.duration_since(*at) < REDIAL_AFTER);
+        let missing: Vec<(PeerId, starling_protocol::NodeId)> = self
+            .engine
+            .peers()
+            .filter_map(|p| net::peer_id_of(&p.node).map(|id| (id, p.node)))
+            .filter(|(p, _)| {
+                *p != me && !self.swarm.is_connected(p) && !self.dialled.contains_key(p)
+            })
+            .take(KAD_DIAL_BELOW - connected)
+            .collect();
+        for (peer, node) in missing {
+            self.dialled.insert(peer, now);
+            // A peer behind NAT is reachable through the relay holding its slot.
+            let through_relay = self.relay_address_of(&node).into_iter().collect();
+            let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                .addresses(through_relay)
+                .extend_addresses_through_behaviour()
+                .build();
+            let _ = self.swarm.dial(opts);
+            // The addresses we know may be stale (a relay that died): ask the DHT too, and
+            // dial what it finds (see `dial_found`).
+            self.swarm.behaviour_mut().kad.get_closest_peers(peer);
+        }
+    }
+
+    /// `<relay addr>/p2p/<relay>/p2p-circuit/p2p/<node>` when a relay holds a ready slot for
+    /// `node` and we know the relay's address.
+    fn relay_address_of(&self, node: &starling_protocol::NodeId) -> Option<Multiaddr> {
+        use libp2p::multiaddr::Protocol;
+        let item = self.engine.relay_slot_of(node)?;
+        let Some(starling_protocol::ItemState::Held { holder, ready: true, .. }) =
+            self.engine.item_state(&item)
+        else {
+            return None;
+        };
+        let relay = net::peer_id_of(&holder)?;
+        let target = net::peer_id_of(node)?;
+        let addr = self.nat.as_ref()?.peer_addrs.get(&relay)?.clone();
+        Some(addr.with(Protocol::P2p(relay)).with(Protocol::P2pCircuit).with(Protocol::P2p(target)))
+    }
+
+    /// Dials peers a DHT lookup found, with the addresses it found (a relayed address for a
+    /// node behind NAT), when the engine counts them live and no connection reaches them.
+    fn dial_found(&mut self, found: Vec<kad::PeerInfo>) {
+        let me = *self.swarm.local_peer_id();
+        for info in found {
+            tracing::debug!(peer = %info.peer_id, addrs = ?info.addrs, "the DHT found a peer");
+            if info.peer_id == me
+                || info.addrs.is_empty()
+                || self.swarm.is_connected(&info.peer_id)
+                || self.swarm.connected_peers().count() >= KAD_DIAL_BELOW
+            {
+                continue;
+            }
+            let live = self.engine.peers().any(|p| net::peer_id_of(&p.node) == Some(info.peer_id));
+            if live {
+                let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(info.peer_id)
+                    .addresses(info.addrs)
+                    .build();
+                let _ = self.swarm.dial(opts);
+            }
+        }
+    }
+
+    /// Tells event readers that item counts changed since the last announcement.
+    fn announce_changes(&mut self) {
+        if !self.hub.has_readers() {
+            return;
+        }
+        let items = self.engine.counts(None);
+        if self.announced != Some(items) {
+            self.announced = Some(items);
+            self.hub.emit(crate::views::NodeEvent::Changed { items });
+        }
+    }
+
+    pub(crate) fn check_disk_cap(&mut self) {
         let over = self.runners.over_disk_cap();
         match (over, self.capacity_before_disk_cap) {
             (true, None) => {
@@ -241,6 +422,7 @@ impl Actor {
                     if let Some((_, m)) = self.engine.projects().find(|(id, _)| *id == project) {
                         self.runners.note_manifest(project, m);
                     }
+                    self.note_holders(&project, &work);
                     self.runners.start(Job { item, epoch, project, work });
                 }
                 Output::CancelWork { item, epoch, reason } => {
@@ -424,6 +606,14 @@ impl Actor {
                     }
                 };
                 self.stats.sync_responses += 1;
+                if self.synced_from.len() >= PEER_STATS_MAX && !self.synced_from.contains_key(&peer)
+                {
+                    let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+                    self.synced_from.retain(|p, _| connected.contains(p));
+                }
+                if self.synced_from.len() < PEER_STATS_MAX || self.synced_from.contains_key(&peer) {
+                    *self.synced_from.entry(peer).or_default() += 1;
+                }
                 let now = now_ms();
                 for env in delta.envelopes {
                     if self.engine.handle(Input::Message(env), now).is_ok() {
@@ -452,11 +642,46 @@ impl Actor {
             SwarmEvent::Behaviour(ev) => self.on_behaviour(ev),
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "listening");
+                // The operator says this node is reachable where it listens: peers (and the
+                // relay server, which serves only with a confirmed address) may take it so.
+                let public = self
+                    .nat
+                    .as_ref()
+                    .is_some_and(|n| n.mode == crate::config::Reachability::Public);
+                if public && !address.iter().any(|p| p == libp2p::multiaddr::Protocol::P2pCircuit) {
+                    self.swarm.add_external_address(address.clone());
+                }
                 self.listen.push(address);
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => self.listen.retain(|a| *a != address),
+            SwarmEvent::ListenerClosed { listener_id, addresses, reason } => {
+                if let Err(e) = &reason {
+                    tracing::info!(error = %e, "a listener closed");
+                }
+                self.listen.retain(|a| !addresses.contains(a));
+                if let Some(nat) = &mut self.nat {
+                    nat.listener_closed(listener_id);
+                }
+            }
+            SwarmEvent::ConnectionClosed { peer_id, endpoint, num_established, .. }
+                if endpoint.is_relayed() =>
+            {
+                if let Some(n) = self.relayed.get_mut(&peer_id) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.relayed.remove(&peer_id);
+                    }
+                }
+                if num_established == 0 {
+                    tracing::debug!(peer = %peer_id, "disconnected");
+                }
+            }
             SwarmEvent::ConnectionEstablished { peer_id, num_established, endpoint, .. } => {
                 tracing::debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                if endpoint.is_relayed() {
+                    tracing::info!(peer = %peer_id, "connected through a relay");
+                    *self.relayed.entry(peer_id).or_default() += 1;
+                }
                 if num_established.get() == 1 {
                     self.sync_rounds.remove(&peer_id);
                     self.start_sync(peer_id);
@@ -485,9 +710,13 @@ impl Actor {
                 self.on_gossip(propagation_source, message_id, &message.data);
             }
             BehaviourEvent::Sync(ev) => self.on_sync(ev),
+            BehaviourEvent::Blob(ev) => self.on_blob(ev),
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 let addrs: Vec<String> =
                     info.listen_addrs.iter().map(ToString::to_string).collect();
+                if let Some(nat) = &mut self.nat {
+                    nat.learn(peer_id, &info.listen_addrs);
+                }
                 for addr in info.listen_addrs {
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                 }
@@ -511,6 +740,10 @@ impl Actor {
                 let _ = self.swarm.dial(peer);
             }
             BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                result: kad::QueryResult::GetClosestPeers(Ok(found)),
+                ..
+            }) => self.dial_found(found.peers),
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
                 result:
                     kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders {
                         providers,
@@ -528,7 +761,33 @@ impl Actor {
             }
             BehaviourEvent::Autonat(libp2p::autonat::Event::StatusChanged { old, new }) => {
                 tracing::info!(?old, ?new, "reachability changed");
+                if let Some(nat) =
+                    self.nat.as_mut().filter(|n| n.mode == crate::config::Reachability::Auto)
+                {
+                    nat.autonat_says_private(new == libp2p::autonat::NatStatus::Private);
+                    self.reachability = match new {
+                        libp2p::autonat::NatStatus::Public(_) => "public",
+                        libp2p::autonat::NatStatus::Private => "private",
+                        libp2p::autonat::NatStatus::Unknown => "unknown",
+                    };
+                }
             }
+            BehaviourEvent::Relay(ev) => {
+                crate::relay::on_server_event(&ev, &self.relay_server.counters);
+            }
+            BehaviourEvent::RelayClient(ev) => {
+                if let Some(nat) = &self.nat {
+                    nat.on_client_event(&ev);
+                }
+            }
+            BehaviourEvent::Dcutr(ev) => match ev.result {
+                Ok(_) => {
+                    tracing::info!(peer = %ev.remote_peer_id, "direct connection by hole punching")
+                }
+                Err(e) => {
+                    tracing::debug!(peer = %ev.remote_peer_id, error = %e, "hole punching failed")
+                }
+            },
             _ => {}
         }
     }

@@ -2,38 +2,50 @@
 //! bearer token kept in the 0600 file `api-token` in the data dir. The port it got is written
 //! to `api-port` beside it, so local clients (`starling status`, the dashboard, tests) find it.
 //!
-//! Routes: `GET /status`, `/peers`, `/projects`, `/items?project=&state=&limit=`;
-//! `POST /publish` (a signed manifest or batch file as the body) and `POST /trust` (a project
-//! owner key, 64 hex digits). A missing or wrong token gets 401.
+//! Routes (the JSON shapes are in [`crate::views`]):
+//! - reads: `GET /status`, `/peers`, `/projects`, `/items?project=&state=&limit=`, `/work`
+//!   (held items and host states), `/seeding`, `/relay`, `/caps`, `/log?limit=&level=`,
+//!   `/metrics` (Prometheus text) and `/events` (server-sent events, one JSON
+//!   [`NodeEvent`](crate::views::NodeEvent) per message);
+//! - actions: `POST /publish` (a signed manifest or batch file as the body), `/trust` (a
+//!   project owner key, 64 hex digits), `/pause`, `/resume`, `/caps` (JSON
+//!   [`Caps`](crate::views::Caps)), `/projects/{id}/subscribe` (JSON `{"subscribed": bool}`)
+//!   and `/projects/{id}/priority` (JSON `{"priority": -128..127}`).
+//!
+//! A missing or wrong token gets 401; a malformed request 400 with a one-line message.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Result, anyhow};
-use axum::extract::{DefaultBodyLimit, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use starling_protocol::wire::MAX_FILE_BYTES;
-use starling_protocol::{Envelope, PublicKey};
+use starling_protocol::{Envelope, ProjectId, PublicKey};
 
 use crate::client::{Client, ItemQuery};
-use crate::views::{ApiError, Outcome};
+use crate::hub::Hub;
+use crate::views::{ApiError, Caps, Outcome, Priority, Subscription};
 
-/// The token file's name in the data dir.
-pub const TOKEN_FILE: &str = "api-token";
-/// The port file's name in the data dir.
-pub const PORT_FILE: &str = "api-port";
+/// Most log lines one `/log` answer carries.
+pub const LOG_LIMIT_DEFAULT: usize = 200;
+
+pub use starling_tui::client::{PORT_FILE, TOKEN_FILE};
 /// Largest request body.
 pub const BODY_BYTES_MAX: usize = MAX_FILE_BYTES + 64 * 1024;
 
 #[derive(Debug, Clone)]
 struct AppState {
     client: Client,
+    hub: Arc<Hub>,
     token: String,
 }
 
@@ -73,7 +85,7 @@ pub struct Api {
 
 impl Api {
     /// Binds 127.0.0.1:`port` and writes the token and port files into `dir`.
-    pub async fn bind(client: Client, dir: &Path, port: u16) -> Result<Self> {
+    pub async fn bind(client: Client, hub: Arc<Hub>, dir: &Path, port: u16) -> Result<Self> {
         let token = load_or_create_token(dir)?;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
@@ -82,7 +94,7 @@ impl Api {
         let port_file = dir.join(PORT_FILE);
         std::fs::write(&port_file, format!("{}\n", addr.port()))
             .map_err(|e| anyhow!("cannot write {}: {e}", port_file.display()))?;
-        let state = AppState { client, token };
+        let state = AppState { client, hub, token };
         let router = routes(state);
         Ok(Self { listener, router, port_file, addr })
     }
@@ -105,8 +117,19 @@ fn routes(state: AppState) -> Router {
         .route("/peers", get(peers))
         .route("/projects", get(projects))
         .route("/items", get(items))
+        .route("/work", get(work))
+        .route("/seeding", get(seeding))
+        .route("/relay", get(relay))
+        .route("/caps", get(caps).post(set_caps))
+        .route("/log", get(log))
+        .route("/events", get(events))
+        .route("/metrics", get(metrics))
         .route("/publish", post(publish))
-        .route("/trust", post(trust));
+        .route("/trust", post(trust))
+        .route("/pause", post(pause))
+        .route("/resume", post(resume))
+        .route("/projects/{id}/subscribe", post(subscribe))
+        .route("/projects/{id}/priority", post(priority));
     #[cfg(debug_assertions)]
     let router = router.route("/debug/gossip", post(debug_gossip));
     router
@@ -194,6 +217,150 @@ async fn trust(State(s): State<AppState>, body: String) -> Response {
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("not a public key: {e}")),
     };
     outcome(s.client.trust(key).await)
+}
+
+async fn work(State(s): State<AppState>) -> Response {
+    s.client.work().await.map_or_else(unavailable, |v| Json(v).into_response())
+}
+
+async fn seeding(State(s): State<AppState>) -> Response {
+    s.client.seeding().await.map_or_else(unavailable, |v| Json(v).into_response())
+}
+
+async fn relay(State(s): State<AppState>) -> Response {
+    s.client.relay().await.map_or_else(unavailable, |v| Json(v).into_response())
+}
+
+async fn caps(State(s): State<AppState>) -> Response {
+    s.client.status().await.map_or_else(unavailable, |v| Json(v.caps).into_response())
+}
+
+/// Parses a JSON body; the error is serde's message, for a 400.
+fn json_body<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("bad {what} body: {e}"))
+}
+
+fn project_id(text: &str) -> Result<ProjectId, String> {
+    text.parse::<ProjectId>()
+        .map_err(|e| format!("{text:?} is not a project id (64 hex digits): {e}"))
+}
+
+fn bad_request(msg: String) -> Response {
+    error(StatusCode::BAD_REQUEST, msg)
+}
+
+async fn set_caps(State(s): State<AppState>, body: axum::body::Bytes) -> Response {
+    let caps: Caps = match json_body(&body, "caps") {
+        Ok(c) => c,
+        Err(msg) => return bad_request(msg),
+    };
+    match s.client.set_caps(caps).await {
+        Err(e) => unavailable(e),
+        Ok(Err(msg)) => error(StatusCode::BAD_REQUEST, msg),
+        Ok(Ok(now)) => Json(now).into_response(),
+    }
+}
+
+async fn pause(State(s): State<AppState>) -> Response {
+    s.client.pause(true).await.map_or_else(unavailable, |v| Json(v).into_response())
+}
+
+async fn resume(State(s): State<AppState>) -> Response {
+    s.client.pause(false).await.map_or_else(unavailable, |v| Json(v).into_response())
+}
+
+async fn subscribe(
+    State(s): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let (project, sub) = match project_id(&id)
+        .and_then(|p| json_body::<Subscription>(&body, "subscription").map(|b| (p, b)))
+    {
+        Ok(x) => x,
+        Err(msg) => return bad_request(msg),
+    };
+    refusable(s.client.subscribe(project, sub.subscribed).await)
+}
+
+async fn priority(
+    State(s): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let (project, p) = match project_id(&id)
+        .and_then(|p| json_body::<Priority>(&body, "priority").map(|b| (p, b)))
+    {
+        Ok(x) => x,
+        Err(msg) => return bad_request(msg),
+    };
+    refusable(s.client.priority(project, p.priority).await)
+}
+
+/// An action the node may refuse for a reason the caller can fix: 404 for an unknown project,
+/// else 400.
+fn refusable(r: Result<Result<Outcome, String>>) -> Response {
+    match r {
+        Err(e) => unavailable(e),
+        Ok(Err(msg)) if msg.starts_with("no project") => error(StatusCode::NOT_FOUND, msg),
+        Ok(Err(msg)) => error(StatusCode::BAD_REQUEST, msg),
+        Ok(Ok(o)) => Json(o).into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct LogParams {
+    limit: Option<usize>,
+    level: Option<String>,
+}
+
+async fn log(State(s): State<AppState>, Query(p): Query<LogParams>) -> Response {
+    let level = match p.level.as_deref().map(str::parse::<tracing::Level>) {
+        None => None,
+        Some(Ok(l)) => Some(l),
+        Some(Err(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "level must be one of error, warn, info, debug, trace",
+            );
+        }
+    };
+    let limit = p.limit.unwrap_or(LOG_LIMIT_DEFAULT).min(crate::hub::LOG_LINES_MAX);
+    Json(s.hub.log_lines(limit, level)).into_response()
+}
+
+async fn events(State(s): State<AppState>) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures::StreamExt;
+    use tokio::sync::broadcast::error::RecvError;
+    let rx = s.hub.subscribe();
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        let ev = match rx.recv().await {
+            Ok(ev) => ev,
+            Err(RecvError::Lagged(missed)) => crate::views::NodeEvent::Lagged { missed },
+            Err(RecvError::Closed) => return None,
+        };
+        let data = serde_json::to_string(&ev).unwrap_or_default();
+        Some((Ok::<_, std::convert::Infallible>(Event::default().data(data)), rx))
+    })
+    // A stream left open would hold the server's graceful shutdown forever.
+    .take_until(s.hub.closed());
+    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    let status = match s.client.status().await {
+        Ok(v) => v,
+        Err(e) => return unavailable(e),
+    };
+    match crate::metrics::render(&status) {
+        Ok(text) => (
+            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            text,
+        )
+            .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot render metrics: {e}")),
+    }
 }
 
 #[cfg(debug_assertions)]

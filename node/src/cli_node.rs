@@ -6,6 +6,7 @@
 //! returns the first problem as an error for `main` to print as one line.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Result, anyhow, bail};
 use starling_protocol::{Engine, Envelope, PublicKey, Reject};
@@ -17,6 +18,7 @@ use crate::api_client::ApiClient;
 use crate::client::Client;
 pub use crate::config::UpArgs;
 use crate::config::{Config, LogFormat, resolve_data_dir};
+use crate::hub::{Hub, LogCapture};
 use crate::runner::{Runners, WORK_REPORT_CAP};
 use crate::store::Store;
 use crate::views::{Outcome, StatusView};
@@ -27,18 +29,24 @@ pub const KEY_FILE: &str = "node.key";
 pub const DB_FILE: &str = "starling.redb";
 /// The results directory (WARC files) inside the data dir.
 pub const RESULTS_DIR: &str = "results";
+/// How long open control API requests may finish after the node stopped.
+pub const API_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 /// Worker threads of the node's runtime.
 pub const WORKER_THREADS: usize = 2;
 
-fn init_logging(format: LogFormat) {
+/// Logs to stderr and, through the same filter, into the hub the control API serves.
+fn init_logging(format: LogFormat, hub: Arc<Hub>) {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::prelude::*;
     let filter = EnvFilter::try_from_env("STARLING_LOG").unwrap_or_else(|_| {
         EnvFilter::new("info,libp2p_gossipsub=warn,libp2p_kad=warn,libp2p_mdns=warn")
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
+    let registry = tracing_subscriber::registry().with(filter).with(LogCapture(hub));
     let _ = match format {
-        LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Human => registry.with(fmt).try_init(),
+        LogFormat::Json => registry.with(fmt.json()).try_init(),
     };
 }
 
@@ -68,15 +76,17 @@ pub fn up(args: UpArgs) -> Result<()> {
 }
 
 async fn run(cfg: Config, key: starling_protocol::Keypair, store: Store) -> Result<()> {
-    let mut swarm = crate::net::build_swarm(&key, cfg.mdns, cfg.connections_max)?;
+    let relay_server = crate::net::RelayServer { settings: cfg.relay, ..Default::default() };
+    let mut swarm = crate::net::build_swarm(&key, cfg.mdns, cfg.connections_max, &relay_server)?;
     for addr in &cfg.listen {
         swarm
             .listen_on(addr.clone())
             .map_err(|e| anyhow!("cannot listen on {addr}: {}", error_chain(&e)))?;
     }
     let (client, commands) = Client::new();
-    let api = Api::bind(client, &cfg.data_dir, cfg.api_port).await?;
-    init_logging(cfg.log_format);
+    let hub = Hub::new();
+    let api = Api::bind(client, hub.clone(), &cfg.data_dir, cfg.api_port).await?;
+    init_logging(cfg.log_format, hub.clone());
 
     let (report_tx, reports) = mpsc::channel(WORK_REPORT_CAP);
     let mut crawl = crate::crawl::CrawlerConfig::new(cfg.data_dir.join(RESULTS_DIR), key.node_id());
@@ -92,8 +102,30 @@ async fn run(cfg: Config, key: starling_protocol::Keypair, store: Store) -> Resu
             "allow_private_targets is on: the crawler may fetch loopback and private addresses"
         );
     }
-    let runners = Runners::available(report_tx, Some(crawl))
+    let mut runners = Runners::available(report_tx.clone(), Some(crawl))
         .map_err(|e| anyhow!("cannot start the crawler: {e}"))?;
+    // Seeding: the store serves this node's results to peers whatever the setting; duties
+    // are taken only when seeding is on. (Debug builds' test runner, when set, keeps its own
+    // seed runner.)
+    let (seed_parts, seed_runner) = crate::seed::node::SeedParts::build(
+        cfg.data_dir.join(RESULTS_DIR),
+        cfg.crawl.disk_bytes_max,
+        report_tx.clone(),
+        runners.counters(),
+    )?;
+    if cfg.seed && !runners.has(starling_protocol::WorkKind::Seed) {
+        runners.register(Box::new(seed_runner));
+    } else {
+        drop(seed_runner);
+    }
+    if cfg.relay.enabled {
+        runners.register(Box::new(crate::relay::RelayRunner::new(
+            relay_server.grants.clone(),
+            report_tx.clone(),
+            runners.counters(),
+        )));
+    }
+    drop(report_tx);
     let mut engine_cfg = cfg.engine.clone();
     engine_cfg.roles = runners.roles(engine_cfg.roles);
     if engine_cfg.roles.0 == 0 {
@@ -109,6 +141,7 @@ async fn run(cfg: Config, key: starling_protocol::Keypair, store: Store) -> Resu
     let mut seed = [0u8; 8];
     getrandom::fill(&mut seed).map_err(|e| anyhow!("no OS randomness: {e}"))?;
     let records = snapshot.records.len();
+    let nat = crate::nat::Nat::new(cfg.reachability, key.clone());
     let engine = Engine::restore(engine_cfg, key, snapshot, u64::from_le_bytes(seed), now_ms());
     tracing::info!(
         node = %engine.node_id(),
@@ -124,11 +157,25 @@ async fn run(cfg: Config, key: starling_protocol::Keypair, store: Store) -> Resu
     let api_task = tokio::spawn(api.serve(async {
         let _ = stop_api_rx.await;
     }));
-    let mut actor = Actor::new(swarm, engine, store, runners, reports, commands, cfg.sync_interval);
+    let mut actor = Actor::new(
+        swarm,
+        engine,
+        store,
+        runners,
+        reports,
+        commands,
+        cfg.sync_interval,
+        hub.clone(),
+    )
+    .with_relay(nat, relay_server)
+    .with_seeding(seed_parts);
     actor.dial_initial(&cfg.bootstrap);
     let result = actor.run(shutdown_signal()).await;
+    hub.close();
     let _ = stop_api_tx.send(());
-    let _ = api_task.await;
+    if tokio::time::timeout(API_SHUTDOWN_GRACE, api_task).await.is_err() {
+        tracing::warn!("control API clients did not hang up in time; stopping anyway");
+    }
     result
 }
 

@@ -3,10 +3,12 @@
 //! API holds one; nothing else reaches into the actor's state.
 
 use anyhow::{Result, anyhow};
-use starling_protocol::{Envelope, PublicKey};
+use starling_protocol::{Envelope, ProjectId, PublicKey};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::views::{ItemInfo, Outcome, PeerInfo, ProjectInfo, StatusView};
+use crate::views::{
+    Caps, ItemInfo, Outcome, PeerInfo, ProjectInfo, RelayView, SeedingView, StatusView, WorkView,
+};
 
 /// Commands queued to the actor.
 pub const COMMAND_CAP: usize = 64;
@@ -39,6 +41,20 @@ pub enum Command {
     Publish(Box<Envelope>, oneshot::Sender<Result<Outcome, String>>),
     /// Trust a project owner key.
     Trust(PublicKey, oneshot::Sender<Result<Outcome, String>>),
+    /// Work held and host states.
+    Work(oneshot::Sender<WorkView>),
+    /// Seeding duties and copies kept.
+    Seeding(oneshot::Sender<SeedingView>),
+    /// Relay slots and counters.
+    Relay(oneshot::Sender<RelayView>),
+    /// Stop (true) or resume (false) claiming new work.
+    Pause(bool, oneshot::Sender<Outcome>),
+    /// Change the operator's caps (`None` fields unchanged); answers the caps now.
+    SetCaps(Caps, oneshot::Sender<Result<Caps, String>>),
+    /// Work on a project or leave it to others.
+    Subscribe(ProjectId, bool, oneshot::Sender<Result<Outcome, String>>),
+    /// Set a project's local priority.
+    Priority(ProjectId, i8, oneshot::Sender<Result<Outcome, String>>),
     /// Gossip raw bytes without validation (debug builds only, for rejection tests).
     #[cfg(debug_assertions)]
     RawGossip { topic: String, bytes: Vec<u8>, reply: oneshot::Sender<Result<Outcome, String>> },
@@ -91,6 +107,49 @@ impl Client {
     /// Trusts a project owner key.
     pub async fn trust(&self, key: PublicKey) -> Result<Result<Outcome, String>> {
         self.ask(|r| Command::Trust(key, r)).await
+    }
+
+    /// Work held and host states.
+    pub async fn work(&self) -> Result<WorkView> {
+        self.ask(Command::Work).await
+    }
+
+    /// Seeding duties.
+    pub async fn seeding(&self) -> Result<SeedingView> {
+        self.ask(Command::Seeding).await
+    }
+
+    /// Relay slots.
+    pub async fn relay(&self) -> Result<RelayView> {
+        self.ask(Command::Relay).await
+    }
+
+    /// Pauses (true) or resumes (false) claiming.
+    pub async fn pause(&self, paused: bool) -> Result<Outcome> {
+        self.ask(|r| Command::Pause(paused, r)).await
+    }
+
+    /// Changes the operator's caps.
+    pub async fn set_caps(&self, caps: Caps) -> Result<Result<Caps, String>> {
+        self.ask(|r| Command::SetCaps(caps, r)).await
+    }
+
+    /// Subscribes to or leaves a project.
+    pub async fn subscribe(
+        &self,
+        project: ProjectId,
+        subscribed: bool,
+    ) -> Result<Result<Outcome, String>> {
+        self.ask(|r| Command::Subscribe(project, subscribed, r)).await
+    }
+
+    /// Sets a project's local priority.
+    pub async fn priority(
+        &self,
+        project: ProjectId,
+        priority: i8,
+    ) -> Result<Result<Outcome, String>> {
+        self.ask(|r| Command::Priority(project, priority, r)).await
     }
 
     /// Gossips raw bytes on `topic` without validation (debug builds only).

@@ -1,15 +1,21 @@
 //! The actor's answers to [`Command`]s from the control API: read-only views built from the
-//! engine's getters, and the two commands that change state (publish, trust), which go through
-//! the engine like any other input.
+//! engine's getters, publish and trust, which go through the engine like any other input, and
+//! the operator's controls (in [`crate::control`]).
 
 use std::collections::BTreeMap;
 
-use starling_protocol::{Envelope, Input, ItemState, NodeId, Reject};
+use starling_protocol::{Envelope, Input, ItemState, NodeId, Reject, Roles, WorkItem, WorkKind};
 
 use crate::actor::{Actor, now_ms};
 use crate::client::{Command, ITEMS_LIST_MAX, ItemQuery};
 use crate::net;
-use crate::views::{ItemInfo, Outcome, PeerInfo, ProjectInfo, StatusView};
+use crate::views::{
+    ClaimInfo, DiskStats, ItemInfo, Outcome, PeerInfo, ProjectInfo, RelayView, SeedInfo,
+    SeedingView, StatusView, WorkView,
+};
+
+/// Most hosts listed by `/work`.
+pub const HOSTS_LISTED_MAX: usize = 500;
 
 impl Actor {
     pub(crate) fn on_command(&mut self, cmd: Command) {
@@ -44,6 +50,27 @@ impl Actor {
                     }
                 };
                 let _ = reply.send(result);
+            }
+            Command::Work(reply) => {
+                let _ = reply.send(self.work());
+            }
+            Command::Seeding(reply) => {
+                let _ = reply.send(self.seeding());
+            }
+            Command::Relay(reply) => {
+                let _ = reply.send(self.relay());
+            }
+            Command::Pause(paused, reply) => {
+                let _ = reply.send(self.pause(paused));
+            }
+            Command::SetCaps(caps, reply) => {
+                let _ = reply.send(self.set_caps(caps));
+            }
+            Command::Subscribe(project, on, reply) => {
+                let _ = reply.send(self.subscribe(project, on));
+            }
+            Command::Priority(project, priority, reply) => {
+                let _ = reply.send(self.set_priority(project, priority));
             }
             #[cfg(debug_assertions)]
             Command::RawGossip { topic, bytes, reply } => {
@@ -95,6 +122,17 @@ impl Actor {
             runner: self.runners.counters().snapshot(),
             net: self.stats,
             store_error: self.store_error.clone(),
+            now_ms: now_ms(),
+            fetch: self.runners.crawler().map(|c| c.fetch_stats()).unwrap_or_default(),
+            disk: DiskStats {
+                results_bytes: self
+                    .runners
+                    .crawler()
+                    .and_then(|c| c.stored_bytes().ok())
+                    .unwrap_or_default(),
+                store_bytes: self.store.file_bytes(),
+            },
+            caps: self.caps(),
         }
     }
 
@@ -110,6 +148,8 @@ impl Actor {
                     connected: true,
                     live: false,
                     score: gossip.peer_score(peer),
+                    via_relay: self.relayed.contains_key(peer),
+                    synced: self.synced_from.get(peer).copied().unwrap_or(0),
                     free: None,
                     capacity: None,
                 },
@@ -123,6 +163,8 @@ impl Actor {
                 connected: false,
                 live: false,
                 score: None,
+                via_relay: false,
+                synced: 0,
                 free: None,
                 capacity: None,
             });
@@ -144,6 +186,9 @@ impl Actor {
                 lease_ms: m.lease_ms,
                 replication: m.replication,
                 items: self.engine.counts(Some(id)),
+                trusted: self.engine.trusted().any(|k| *k == m.owner),
+                subscribed: self.engine.is_subscribed(&id),
+                priority: self.engine.priority(&id),
             })
             .collect()
     }
@@ -157,6 +202,85 @@ impl Actor {
             .take(limit)
             .map(|(id, p, s)| ItemInfo::new(id.to_hex(), p.to_hex(), &s))
             .collect()
+    }
+}
+
+impl Actor {
+    fn work(&self) -> WorkView {
+        let now = now_ms();
+        let mut claims: Vec<ClaimInfo> = self
+            .engine
+            .local_work()
+            .map(|w| ClaimInfo {
+                item: w.item.to_hex(),
+                project: w.project.to_hex(),
+                kind: w.kind.name().into(),
+                epoch: w.epoch,
+                lease_until_ms: w.lease_until_ms,
+                started: w.started,
+            })
+            .collect();
+        claims.sort_by(|a, b| a.lease_until_ms.cmp(&b.lease_until_ms).then(a.item.cmp(&b.item)));
+        let hosts =
+            self.runners.crawler().map(|c| c.host_views(now, HOSTS_LISTED_MAX)).unwrap_or_default();
+        WorkView { now_ms: now, claims, hosts }
+    }
+
+    fn seeding(&self) -> SeedingView {
+        let duties: Vec<SeedInfo> = self
+            .engine
+            .local_work()
+            .filter(|w| w.kind == WorkKind::Seed)
+            .filter_map(|w| match self.engine.item_work(&w.item) {
+                Some((_, WorkItem::SeedDuty { result, size, .. })) => Some(SeedInfo {
+                    item: w.item.to_hex(),
+                    digest: result.to_hex(),
+                    size: *size,
+                    state: match (&self.seed, w.started) {
+                        (Some(s), _) if s.store.has(result) => "stored",
+                        (_, true) => "fetching",
+                        _ => "claimed",
+                    }
+                    .into(),
+                }),
+                _ => None,
+            })
+            .collect();
+        let (blobs, bytes_stored) = self.runners.stored_blobs();
+        let stats = self.seed.as_ref().map(|s| s.stats()).unwrap_or_default();
+        SeedingView {
+            enabled: self.engine.config().roles.contains(Roles::SEED),
+            capacity: self.engine.config().seed_capacity,
+            duties,
+            blobs,
+            bytes_stored,
+            bytes_served: stats.bytes_served,
+            bytes_fetched: stats.bytes_fetched,
+            chunks_rejected: stats.chunks_rejected,
+        }
+    }
+
+    fn relay(&self) -> RelayView {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &self.relay_server.counters;
+        let nat = self.nat.as_ref();
+        let load = |f: fn(&crate::nat::Nat) -> &std::sync::atomic::AtomicU64| {
+            nat.map_or(0, |n| f(n).load(Relaxed))
+        };
+        RelayView {
+            enabled: self.engine.config().roles.contains(Roles::RELAY),
+            reachability: self.reachability.into(),
+            slots_offered: self.engine.config().relay_capacity,
+            slots_held: self.engine.local_work().filter(|w| w.kind == WorkKind::Relay).count()
+                as u64,
+            reservations: c.reservations.load(Relaxed),
+            circuits: c.circuits.load(Relaxed),
+            circuits_open: c.circuits_open.load(Relaxed),
+            refused: c.refused.load(Relaxed),
+            relayed_via: nat.and_then(|n| n.relay()).map(|p| p.to_string()),
+            reserved: load(|n| &n.reservations),
+            circuits_in: load(|n| &n.circuits_in),
+        }
     }
 }
 

@@ -30,6 +30,19 @@ pub enum LogFormat {
     Json,
 }
 
+/// Whether this node can be reached from the internet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reachability {
+    /// Ask peers (AutoNAT); ask for a relay when they say private.
+    #[default]
+    Auto,
+    /// Reachable: may relay for others when relaying is on.
+    Public,
+    /// Not reachable: ask for a relay slot at once and listen through the relay.
+    Private,
+}
+
 /// `starling up`: run a node.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct UpArgs {
@@ -109,6 +122,24 @@ pub struct UpArgs {
     /// Cap on stored results in bytes; over it the node claims no crawl work (0 = none).
     #[arg(long, env = "STARLING_DISK_BYTES_MAX")]
     pub disk_bytes_max: Option<u64>,
+    /// Take seeding duties: keep and serve copies of other nodes' results.
+    #[arg(long, env = "STARLING_SEED", value_name = "BOOL")]
+    pub seed: Option<bool>,
+    /// Whether peers can reach this node (`auto` asks them).
+    #[arg(long, env = "STARLING_REACHABILITY", value_enum)]
+    pub reachability: Option<Reachability>,
+    /// Offer relay slots to nodes behind NAT while this node is reachable.
+    #[arg(long, env = "STARLING_RELAY", value_name = "BOOL")]
+    pub relay: Option<bool>,
+    /// Bytes one relayed connection may carry before the relay closes it.
+    #[arg(long, env = "STARLING_RELAY_CIRCUIT_BYTES_MAX")]
+    pub relay_circuit_bytes_max: Option<u64>,
+    /// Relayed connections carried at once.
+    #[arg(long, env = "STARLING_RELAY_CIRCUITS_MAX")]
+    pub relay_circuits_max: Option<usize>,
+    /// Lease of a relay slot, in ms: how soon a slot moves when its relay dies.
+    #[arg(long, env = "STARLING_RELAY_LEASE_MS")]
+    pub relay_lease_ms: Option<u64>,
 }
 
 /// The TOML file: every field optional, unknown fields refused.
@@ -136,6 +167,12 @@ struct FileConfig {
     fetches_max: Option<usize>,
     bandwidth_bytes_per_s: Option<u32>,
     disk_bytes_max: Option<u64>,
+    seed: Option<bool>,
+    reachability: Option<Reachability>,
+    relay: Option<bool>,
+    relay_circuit_bytes_max: Option<u64>,
+    relay_circuits_max: Option<usize>,
+    relay_lease_ms: Option<u64>,
 }
 
 /// The operator's crawling settings.
@@ -176,6 +213,12 @@ pub struct Config {
     pub engine: EngineConfig,
     /// Crawling settings.
     pub crawl: CrawlSettings,
+    /// Take seeding duties.
+    pub seed: bool,
+    /// Whether peers can reach this node.
+    pub reachability: Reachability,
+    /// Relay server settings.
+    pub relay: crate::relay::RelaySettings,
 }
 
 /// The platform's directories for Starling, if the platform has a home directory.
@@ -236,8 +279,11 @@ impl Config {
         let pick_list = |flag: &Vec<String>, file: &Option<Vec<String>>| {
             if flag.is_empty() { file.clone().unwrap_or_default() } else { flag.clone() }
         };
-        let mut listen = parse_addrs("listen", &pick_list(&args.listen, &file.listen))?;
-        if listen.is_empty() && args.listen.is_empty() && file.listen.is_none() {
+        // `--listen none`: no listen address at all (a node that only dials out).
+        let no_listen = args.listen.len() == 1 && args.listen[0].trim() == "none";
+        let listen_raw = if no_listen { Vec::new() } else { pick_list(&args.listen, &file.listen) };
+        let mut listen = parse_addrs("listen", &listen_raw)?;
+        if listen.is_empty() && args.listen.is_empty() && file.listen.is_none() && !no_listen {
             listen = default_listen();
         }
         let bootstrap = parse_addrs("bootstrap", &pick_list(&args.bootstrap, &file.bootstrap))?;
@@ -260,7 +306,26 @@ impl Config {
         if let Some(c) = args.capacity.or(file.capacity) {
             engine.capacity = c;
         }
-        engine.roles = Roles(Roles::CRAWL.0 | Roles::SEED.0);
+        if let Some(v) = args.relay_lease_ms.or(file.relay_lease_ms) {
+            engine.relay_lease_ms = v;
+        }
+        let reachability = args.reachability.or(file.reachability).unwrap_or_default();
+        let mut relay = crate::relay::RelaySettings {
+            enabled: args.relay.or(file.relay).unwrap_or(false),
+            ..Default::default()
+        };
+        if let Some(b) = args.relay_circuit_bytes_max.or(file.relay_circuit_bytes_max) {
+            relay.circuit_bytes_max = b;
+        }
+        if let Some(n) = args.relay_circuits_max.or(file.relay_circuits_max) {
+            relay.circuits_max = n;
+        }
+        let seed = args.seed.or(file.seed).unwrap_or(true);
+        engine.roles = if seed { Roles(Roles::CRAWL.0 | Roles::SEED.0) } else { Roles::CRAWL };
+        // Relay slots are claimed only by nodes known to be reachable.
+        if relay.enabled && reachability == Reachability::Public {
+            engine.roles = Roles(engine.roles.0 | Roles::RELAY.0);
+        }
 
         let sync_interval_ms =
             args.sync_interval_ms.or(file.sync_interval_ms).unwrap_or(DEFAULT_SYNC_INTERVAL_MS);
@@ -290,6 +355,9 @@ impl Config {
                     .filter(|n| *n > 0),
                 disk_bytes_max: args.disk_bytes_max.or(file.disk_bytes_max).filter(|n| *n > 0),
             },
+            seed,
+            reachability,
+            relay,
         };
         cfg.check().context("invalid configuration")?;
         Ok(cfg)
@@ -305,6 +373,16 @@ impl Config {
         }
         if self.connections_max == 0 {
             bail!("connections_max must be at least 1");
+        }
+        if e.relay_lease_ms < 1_000 {
+            bail!("relay_lease_ms must be at least 1000");
+        }
+        if self.relay.enabled && (self.relay.circuits_max == 0 || self.relay.circuit_bytes_max == 0)
+        {
+            bail!("relay_circuits_max and relay_circuit_bytes_max must be at least 1");
+        }
+        if self.relay.enabled && self.reachability == Reachability::Private {
+            bail!("relay = true needs a reachable node; this one is set to reachability = private");
         }
         Ok(())
     }

@@ -10,17 +10,29 @@
 
 pub mod actor;
 pub mod api;
-pub mod api_client;
 pub mod cli_node;
 pub mod client;
 mod commands;
 pub mod config;
+pub mod control;
 pub mod crawl;
+pub mod demo;
+pub mod export;
+pub mod hub;
 pub mod keyfile;
+pub mod metrics;
+pub mod nat;
 pub mod net;
 pub mod project;
+pub mod relay;
 pub mod runner;
+pub mod seed;
 pub mod store;
 #[cfg(any(debug_assertions, feature = "test-runner"))]
 pub mod test_runner;
-pub mod views;
+pub mod torrent;
+
+/// The control API's JSON shapes (they live with the dashboard that reads them).
+pub use starling_tui::api as views;
+/// The blocking control API client.
+pub use starling_tui::client as api_client;

@@ -19,6 +19,8 @@ enum Cmd {
     Up(Box<cli_node::UpArgs>),
     /// Show what the local node is doing.
     Status(cli_node::StatusArgs),
+    /// The terminal dashboard: watch and steer a running node.
+    Dash(starling_tui::DashArgs),
     /// Send signed manifests and batches into the mesh through the local node.
     Publish(cli_node::PublishArgs),
     /// Project owner's tools: keys, manifests, signed batches of work, trust.
@@ -26,6 +28,8 @@ enum Cmd {
     Project(starling_node::project::ProjectCmd),
     /// Run the real claim engine over a simulated mesh, reproducibly from a seed.
     Sim(Box<starling_sim::SimArgs>),
+    /// A whole mesh on this machine: a local website, N nodes and a demo project to crawl.
+    Demo(starling_node::demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,9 +37,11 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Up(args) => cli_node::up(*args),
         Cmd::Status(args) => cli_node::status(args),
+        Cmd::Dash(args) => starling_tui::run(args),
         Cmd::Publish(args) => cli_node::publish(args),
         Cmd::Project(cmd) => starling_node::project::run(cmd),
         Cmd::Sim(args) => starling_sim::run(*args),
+        Cmd::Demo(args) => starling_node::demo::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

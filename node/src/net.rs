@@ -15,8 +15,8 @@ use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, MessageId};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    StreamProtocol, Swarm, autonat, connection_limits, identify, identity, kad, mdns, noise, ping,
-    request_response, tcp, yamux,
+    StreamProtocol, Swarm, autonat, connection_limits, dcutr, identify, identity, kad, mdns, noise,
+    ping, relay, request_response, tcp, yamux,
 };
 use starling_protocol::PublicKey;
 use starling_protocol::message::SyncDelta;
@@ -68,6 +68,25 @@ pub struct Behaviour {
     pub autonat: autonat::Behaviour,
     /// LAN discovery, when switched on.
     pub mdns: Toggle<mdns::tokio::Behaviour>,
+    /// The circuit-relay v2 server, when this node offers relay slots.
+    pub relay: Toggle<relay::Behaviour>,
+    /// Reservations on relays and connections through them, when this node is not reachable.
+    pub relay_client: relay::client::Behaviour,
+    /// Upgrades relayed connections to direct ones by hole punching.
+    pub dcutr: dcutr::Behaviour,
+    /// Verified chunks of result blobs, for seeding duties.
+    pub blob: request_response::Behaviour<crate::seed::wire::BlobCodec>,
+}
+
+/// What the relay server needs: whether to run, its limits, and whom it may serve.
+#[derive(Debug, Clone, Default)]
+pub struct RelayServer {
+    /// Settings from the operator.
+    pub settings: crate::relay::RelaySettings,
+    /// Requesters whose slots this node holds.
+    pub grants: crate::relay::Grants,
+    /// Counters for the dashboard.
+    pub counters: std::sync::Arc<crate::relay::RelayCounters>,
 }
 
 impl std::fmt::Debug for Behaviour {
@@ -135,7 +154,13 @@ fn gossipsub(key: &identity::Keypair) -> Result<gossipsub::Behaviour> {
     Ok(g)
 }
 
-fn behaviour(key: &identity::Keypair, mdns_on: bool, connections_max: u32) -> Result<Behaviour> {
+fn behaviour(
+    key: &identity::Keypair,
+    relay_client: relay::client::Behaviour,
+    mdns_on: bool,
+    connections_max: u32,
+    server: &RelayServer,
+) -> Result<Behaviour> {
     let peer_id = key.public().to_peer_id();
     let limits = connection_limits::ConnectionLimits::default()
         .with_max_established(Some(connections_max))
@@ -172,20 +197,36 @@ fn behaviour(key: &identity::Keypair, mdns_on: bool, connections_max: u32) -> Re
         kad,
         identify: identify::Behaviour::new(
             identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
-                .with_agent_version(format!("starling/{}", env!("CARGO_PKG_VERSION"))),
+                .with_agent_version(format!("starling/{}", env!("CARGO_PKG_VERSION")))
+                // A node that starts listening through a relay must tell its peers at once.
+                .with_push_listen_addr_updates(true),
         ),
         ping: ping::Behaviour::default(),
         autonat: autonat::Behaviour::new(peer_id, autonat::Config::default()),
         mdns: Toggle::from(mdns),
+        relay: Toggle::from(server.settings.enabled.then(|| {
+            relay::Behaviour::new(
+                peer_id,
+                crate::relay::server_config(
+                    &server.settings,
+                    server.grants.clone(),
+                    server.counters.clone(),
+                ),
+            )
+        })),
+        relay_client,
+        dcutr: dcutr::Behaviour::new(peer_id),
+        blob: crate::seed::wire::behaviour(),
     })
 }
 
-/// Builds the swarm (TCP and QUIC, noise, yamux, DNS) around the node's identity. Must run
-/// inside the tokio runtime.
+/// Builds the swarm (TCP and QUIC, noise, yamux, DNS, relayed connections) around the node's
+/// identity. Must run inside the tokio runtime.
 pub fn build_swarm(
     key: &starling_protocol::Keypair,
     mdns_on: bool,
     connections_max: u32,
+    server: &RelayServer,
 ) -> Result<Swarm<Behaviour>> {
     let mut secret = key.secret_bytes();
     let id = identity::Keypair::ed25519_from_bytes(&mut secret)
@@ -197,7 +238,11 @@ pub fn build_swarm(
         .with_quic()
         .with_dns()
         .map_err(|e| anyhow!("dns resolver: {e}"))?
-        .with_behaviour(|key| behaviour(key, mdns_on, connections_max).map_err(Into::into))
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| anyhow!("relay client transport: {e}"))?
+        .with_behaviour(|key, relay_client| {
+            behaviour(key, relay_client, mdns_on, connections_max, server).map_err(Into::into)
+        })
         .map_err(|e| anyhow!("{e}"))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
         .build();

@@ -1,7 +1,8 @@
 //! `starling project …`: the project owner's tools, on real files.
 //!
 //! `keygen` makes a project key, `new` signs a manifest (from a TOML file, flags, or both),
-//! `add-urls` signs batches of crawl chunks, and `inspect` verifies and prints any signed file.
+//! `add-urls` signs batches of crawl chunks, `add-torrents` signs batches of torrent seeding
+//! duties, and `inspect` verifies and prints any signed file.
 //! Signed files hold one CBOR [`Envelope`]; a corrupted, truncated, wrongly signed or foreign
 //! file gets one clear error naming it.
 
@@ -12,11 +13,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use serde::Deserialize;
-use starling_protocol::item::{BATCH_ITEMS_MAX, URL_MAX};
+use starling_protocol::item::{BATCH_ITEMS_MAX, MAGNET_MAX, TORRENT_FILE_MAX, URL_MAX};
 use starling_protocol::manifest::{LEASE_MS_MAX, LEASE_MS_MIN};
 use starling_protocol::wire::MAX_FILE_BYTES;
 use starling_protocol::{
-    Envelope, ItemBatch, ProjectManifest, RatePolicy, RobotsPolicy, Signed, SizeCaps, WorkItem,
+    Envelope, ItemBatch, ProjectManifest, RatePolicy, RobotsPolicy, Signed, SizeCaps,
+    TorrentSource, WorkItem,
 };
 
 use crate::keyfile;
@@ -34,6 +36,8 @@ pub enum ProjectCmd {
     New(NewArgs),
     /// Sign a batch of crawl chunks from a list of URLs (one per line).
     AddUrls(AddUrlsArgs),
+    /// Sign a batch of torrent seeding duties from .torrent files and magnet links.
+    AddTorrents(AddTorrentsArgs),
     /// Add a project owner's key to the running node's trusted set.
     Trust(crate::cli_node::TrustArgs),
     /// Verify a signed file and print what it holds.
@@ -107,6 +111,29 @@ pub struct AddUrlsArgs {
     pub out: PathBuf,
 }
 
+/// Arguments of `starling project add-torrents`.
+#[derive(Debug, Args)]
+pub struct AddTorrentsArgs {
+    /// The project owner key.
+    #[arg(long)]
+    pub key: PathBuf,
+    /// The signed project manifest the torrents belong to.
+    #[arg(long)]
+    pub project: PathBuf,
+    /// .torrent files and `magnet:?xt=urn:btih:…` links.
+    #[arg(required = true)]
+    pub torrents: Vec<String>,
+    /// Copies of each torrent to keep (default: the project's replication factor).
+    #[arg(long)]
+    pub replicas: Option<u8>,
+    /// Batch sequence number (default: seconds since the UNIX epoch).
+    #[arg(long)]
+    pub seq: Option<u64>,
+    /// Where to write the signed batch.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
 /// The manifest as project owners write it in TOML.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -163,6 +190,7 @@ pub fn run(cmd: ProjectCmd) -> Result<()> {
         }
         ProjectCmd::New(args) => new_project(&args),
         ProjectCmd::AddUrls(args) => add_urls(&args),
+        ProjectCmd::AddTorrents(args) => add_torrents(&args),
         ProjectCmd::Trust(args) => crate::cli_node::trust(args),
         ProjectCmd::Inspect { file, json } => inspect(&file, json),
     }
@@ -334,13 +362,7 @@ fn add_urls(args: &AddUrlsArgs) -> Result<()> {
             items.len()
         );
     }
-    let seq = match args.seq {
-        Some(s) => s,
-        None => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-    };
+    let seq = args.seq.unwrap_or_else(seq_now);
     let count = items.len();
     let batch = ItemBatch { project: m.id(), seq, items };
     let env = Envelope::Batch(Signed::sign(&key, &batch));
@@ -355,6 +377,96 @@ fn add_urls(args: &AddUrlsArgs) -> Result<()> {
     eprintln!(
         "signed batch {seq} of {count} chunks ({} URLs) for project {:?} to {}",
         urls.len(),
+        m.name,
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn seq_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A torrent named on the command line: its info hash and where holders get its metadata.
+fn torrent_source(arg: &str) -> Result<([u8; 20], TorrentSource)> {
+    if arg.starts_with("magnet:") {
+        if arg.len() > MAGNET_MAX {
+            bail!("magnet link longer than {MAGNET_MAX} bytes");
+        }
+        let magnet = librqbit::Magnet::parse(arg)
+            .map_err(|e| anyhow::anyhow!("{arg:?} is not a magnet link: {e:#}"))?;
+        let Some(hash) = magnet.as_id20() else {
+            bail!(
+                "{arg:?} has no BitTorrent v1 info hash (xt=urn:btih:…); v2-only magnets are not supported"
+            );
+        };
+        return Ok((hash.0, TorrentSource::Magnet(arg.to_owned())));
+    }
+    let path = Path::new(arg);
+    let bytes =
+        fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    if bytes.len() > TORRENT_FILE_MAX {
+        bail!(
+            "{} is {} bytes, over the {TORRENT_FILE_MAX}-byte limit for a .torrent file; list it by magnet link",
+            path.display(),
+            bytes.len()
+        );
+    }
+    let meta = librqbit::torrent_from_bytes(&bytes)
+        .map_err(|e| anyhow::anyhow!("{} is not a .torrent file: {e}", path.display()))?;
+    let hash = meta.info_hash.0;
+    Ok((hash, TorrentSource::File(bytes)))
+}
+
+fn add_torrents(args: &AddTorrentsArgs) -> Result<()> {
+    let key = keyfile::read(&args.key)?;
+    let m = read_manifest(&args.project)?;
+    if m.owner != key.public() {
+        bail!("{} is not the key of project {:?} (owner {})", args.key.display(), m.name, m.owner);
+    }
+    let k = args.replicas.unwrap_or(m.replication);
+    if k == 0 || k > starling_protocol::manifest::REPLICATION_MAX {
+        bail!(
+            "--replicas must be between 1 and {} (the project's replication factor is {})",
+            starling_protocol::manifest::REPLICATION_MAX,
+            m.replication
+        );
+    }
+    let mut items = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for arg in &args.torrents {
+        let (info_hash, source) = torrent_source(arg)?;
+        if !seen.insert(info_hash) {
+            bail!("{arg:?} is listed twice (info hash {})", hex::encode(info_hash));
+        }
+        for replica in 0..k {
+            items.push(WorkItem::Torrent { info_hash, source: source.clone(), replica });
+        }
+    }
+    if items.len() > BATCH_ITEMS_MAX {
+        bail!(
+            "{} items is over the {BATCH_ITEMS_MAX} a batch may hold; list fewer torrents",
+            items.len()
+        );
+    }
+    let seq = args.seq.unwrap_or_else(seq_now);
+    let count = items.len();
+    let batch = ItemBatch { project: m.id(), seq, items };
+    let env = Envelope::Batch(Signed::sign(&key, &batch));
+    let bytes = env.to_bytes();
+    if bytes.len() > MAX_FILE_BYTES {
+        bail!(
+            "the batch is {} bytes, over the {MAX_FILE_BYTES}-byte limit; list fewer torrents, or magnet links",
+            bytes.len()
+        );
+    }
+    write_atomic(&args.out, &bytes)?;
+    eprintln!(
+        "signed batch {seq} of {count} seeding duties ({} torrents × {k} copies) for project {:?} to {}",
+        seen.len(),
         m.name,
         args.out.display()
     );
@@ -428,11 +540,23 @@ pub fn describe(env: &Envelope) -> Result<serde_json::Value> {
                 .items
                 .iter()
                 .map(|w| {
-                    let urls = match w {
-                        WorkItem::CrawlChunk { urls } => urls.len(),
-                        _ => 0,
-                    };
-                    json!({ "id": w.id(&b.project).to_hex(), "kind": w.kind().name(), "urls": urls })
+                    let id = w.id(&b.project).to_hex();
+                    match w {
+                        WorkItem::CrawlChunk { urls } => {
+                            json!({ "id": id, "kind": w.kind().name(), "urls": urls.len() })
+                        }
+                        WorkItem::Torrent { info_hash, source, replica } => json!({
+                            "id": id,
+                            "kind": w.kind().name(),
+                            "torrent": hex::encode(info_hash),
+                            "source": match source {
+                                TorrentSource::File(_) => "file",
+                                TorrentSource::Magnet(_) => "magnet",
+                            },
+                            "replica": replica,
+                        }),
+                        _ => json!({ "id": id, "kind": w.kind().name(), "urls": 0 }),
+                    }
                 })
                 .collect();
             json!({
@@ -473,6 +597,28 @@ mod tests {
         assert!(parse_rate("fast").is_err());
         assert!(parse_rate("4/week").is_err());
         assert!(parse_rate("0/s").is_err());
+    }
+
+    #[test]
+    fn torrent_sources_carry_their_info_hash() {
+        let info = b"d6:lengthi5e4:name1:a12:piece lengthi16384e6:pieces20:xxxxxxxxxxxxxxxxxxxxe";
+        let file = [&b"d4:info"[..], &info[..], b"e"].concat();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.torrent");
+        fs::write(&path, &file).unwrap();
+        let (hash, source) = torrent_source(path.to_str().unwrap()).unwrap();
+        use sha1::Digest as _;
+        assert_eq!(hash[..], sha1::Sha1::digest(info)[..], "v1 info hash = sha1(info dict)");
+        assert_eq!(source, TorrentSource::File(file));
+
+        let link = "magnet:?xt=urn:btih:cab507494d02ebb1178b38f2e9d7be299c86b862&dn=x";
+        let (hash, source) = torrent_source(link).unwrap();
+        assert_eq!(hex::encode(hash), "cab507494d02ebb1178b38f2e9d7be299c86b862");
+        assert_eq!(source, TorrentSource::Magnet(link.into()));
+
+        assert!(torrent_source("magnet:?dn=no-hash").is_err());
+        fs::write(&path, b"not bencode").unwrap();
+        assert!(torrent_source(path.to_str().unwrap()).is_err());
     }
 
     #[test]

@@ -11,10 +11,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::{Deserialize, Serialize};
 use starling_protocol::{
     ItemId, ProjectId, ProjectManifest, Roles, WorkItem, WorkKind, WorkResult,
 };
+pub use starling_tui::api::RunnerStats;
 use tokio::sync::mpsc;
 
 /// Reports queued from runners to the actor.
@@ -60,17 +60,6 @@ pub struct RunnerCounters {
     pub completed: AtomicU64,
     /// Jobs cancelled before they reported.
     pub cancelled: AtomicU64,
-}
-
-/// A snapshot of [`RunnerCounters`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunnerStats {
-    /// Jobs started.
-    pub started: u64,
-    /// Jobs that reported a result.
-    pub completed: u64,
-    /// Jobs cancelled before they reported.
-    pub cancelled: u64,
 }
 
 impl RunnerCounters {
@@ -159,6 +148,24 @@ impl Runners {
     /// Whether stored results are over the operator's disk cap (no crawl work is claimed then).
     pub fn over_disk_cap(&self) -> bool {
         self.crawler.as_ref().is_some_and(|c| c.over_disk_cap())
+    }
+
+    /// Results stored on this node: how many, and their bytes.
+    pub fn stored_blobs(&self) -> (u64, u64) {
+        self.crawler
+            .as_ref()
+            .and_then(|c| crate::crawl::warc::stored_files(&c.config().results_dir).ok())
+            .unwrap_or_default()
+    }
+
+    /// Whether a runner for `kind` is registered.
+    pub fn has(&self, kind: WorkKind) -> bool {
+        self.by_kind.contains_key(&kind)
+    }
+
+    /// The crawler, when this node runs one.
+    pub fn crawler(&self) -> Option<&Arc<crate::crawl::Crawler>> {
+        self.crawler.as_ref()
     }
 
     /// Adds (or replaces) the runner for its kind.

@@ -30,9 +30,13 @@ const RELAY_REQUESTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("
 const TRUSTED: TableDefinition<&[u8; 32], ()> = TableDefinition::new("trusted");
 /// Known peers: peer id (text) to multiaddrs (newline-separated text).
 const PEERS: TableDefinition<&str, &str> = TableDefinition::new("peers");
+/// Operator settings (JSON) by name.
+const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
 /// Small values by name.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
+/// `SETTINGS` key of the operator's choices.
+const SETTINGS_OPERATOR: &str = "operator";
 /// `META` key of the last presence sequence number used.
 const META_PRESENCE_SEQ: &str = "presence_seq";
 /// Most peers remembered.
@@ -68,6 +72,7 @@ fn io<E: std::fmt::Display>(e: E) -> StoreError {
 #[derive(Debug)]
 pub struct Store {
     db: Database,
+    path: std::path::PathBuf,
 }
 
 impl Store {
@@ -78,7 +83,7 @@ impl Store {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(shown.clone()),
             other => StoreError::Corrupt { path: shown.clone(), reason: other.to_string() },
         })?;
-        let store = Self { db };
+        let store = Self { db, path: path.to_owned() };
         let txn = store.db.begin_write().map_err(io)?;
         {
             txn.open_table(MANIFESTS).map_err(io)?;
@@ -89,6 +94,7 @@ impl Store {
             txn.open_table(TRUSTED).map_err(io)?;
             txn.open_table(PEERS).map_err(io)?;
             txn.open_table(META).map_err(io)?;
+            txn.open_table(SETTINGS).map_err(io)?;
         }
         txn.commit().map_err(|e| StoreError::Corrupt { path: shown, reason: e.to_string() })?;
         Ok(store)
@@ -146,6 +152,33 @@ impl Store {
         if let Some(seq) = presence_seq {
             let mut meta = txn.open_table(META).map_err(io)?;
             meta.insert(META_PRESENCE_SEQ, seq).map_err(io)?;
+        }
+        txn.commit().map_err(io)
+    }
+
+    /// Size of the database file in bytes (0 if it cannot be read).
+    pub fn file_bytes(&self) -> u64 {
+        std::fs::metadata(&self.path).map_or(0, |m| m.len())
+    }
+
+    /// The operator's saved settings; unreadable ones are reported and replaced by defaults.
+    pub fn settings(&self) -> Result<crate::control::OperatorSettings, StoreError> {
+        let txn = self.db.begin_read().map_err(io)?;
+        let t = txn.open_table(SETTINGS).map_err(io)?;
+        let Some(v) = t.get(SETTINGS_OPERATOR).map_err(io)? else { return Ok(Default::default()) };
+        Ok(serde_json::from_slice(v.value()).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "saved operator settings do not parse; using defaults");
+            Default::default()
+        }))
+    }
+
+    /// Saves the operator's settings durably.
+    pub fn save_settings(&self, s: &crate::control::OperatorSettings) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(s).map_err(io)?;
+        let txn = self.db.begin_write().map_err(io)?;
+        {
+            let mut t = txn.open_table(SETTINGS).map_err(io)?;
+            t.insert(SETTINGS_OPERATOR, bytes.as_slice()).map_err(io)?;
         }
         txn.commit().map_err(io)
     }

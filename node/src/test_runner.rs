@@ -55,6 +55,7 @@ fn result_of(work: &WorkItem) -> (Digest, u64, u32) {
             (Digest::of(joined.as_bytes()), joined.len() as u64, urls.len() as u32)
         }
         WorkItem::SeedDuty { result, size, .. } => (*result, *size, 1),
+        WorkItem::Torrent { info_hash, .. } => (Digest::of(info_hash), 0, 1),
         WorkItem::RelaySlot { .. } => (Digest::of(b"relay"), 0, 1),
     }
 }

@@ -3,11 +3,22 @@
 //! `score(item, node)` is pairwise, so any two nodes' claims on an item can be ranked without a
 //! shared view of who is in the mesh.
 
+use std::sync::OnceLock;
+
 use crate::ids::{ItemId, NodeId};
+
+/// A derive-key hasher for `context` whose context key is worked out once, so each call skips
+/// hashing the context string again (same output as `Hasher::new_derive_key(context)`).
+fn keyed(cell: &'static OnceLock<[u8; 32]>, context: &str) -> blake3::Hasher {
+    use blake3::hazmat::HasherExt;
+    let key = cell.get_or_init(|| blake3::hazmat::hash_derive_key_context(context));
+    blake3::Hasher::new_from_context_key(key)
+}
 
 /// The rendezvous score of `node` for `item`; higher ranks first.
 pub fn score(item: &ItemId, node: &NodeId) -> u64 {
-    let mut h = blake3::Hasher::new_derive_key("starling/v1/hrw");
+    static HRW: OnceLock<[u8; 32]> = OnceLock::new();
+    let mut h = keyed(&HRW, "starling/v1/hrw");
     h.update(item.as_bytes());
     h.update(node.as_bytes());
     let out = h.finalize();
@@ -22,7 +33,8 @@ pub fn attempt_key(item: &ItemId, failures: u8) -> ItemId {
     if failures == 0 {
         return *item;
     }
-    let mut h = blake3::Hasher::new_derive_key("starling/v1/hrw-attempt");
+    static ATTEMPT: OnceLock<[u8; 32]> = OnceLock::new();
+    let mut h = keyed(&ATTEMPT, "starling/v1/hrw-attempt");
     h.update(item.as_bytes());
     h.update(&[failures]);
     ItemId(*h.finalize().as_bytes())
@@ -43,6 +55,17 @@ pub fn rank<'a>(item: &ItemId, me: &NodeId, others: impl IntoIterator<Item = &'a
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shared_hasher_gives_the_plain_derive_key_hash() {
+        let (item, node) = (ItemId([7; 32]), NodeId([9; 32]));
+        let mut h = blake3::Hasher::new_derive_key("starling/v1/hrw");
+        h.update(item.as_bytes());
+        h.update(node.as_bytes());
+        let want = u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().unwrap());
+        assert_eq!(score(&item, &node), want);
+        assert_eq!(score(&item, &node), want, "the second call reuses the set-up hasher");
+    }
 
     #[test]
     fn ranks_are_a_permutation() {

@@ -1,9 +1,9 @@
 //! Work items and the signed batches they come in.
 //!
-//! Crawl chunks come in [`ItemBatch`]es signed by the project key. Seeding duties and relay
-//! slots are derived: every node computes the same items from a valid receipt or a node's own
-//! signed relay request, so they need no signature of their own. All three kinds are claimed,
-//! leased and fenced by the same engine.
+//! Crawl chunks and torrent seeding duties come in [`ItemBatch`]es signed by the project key.
+//! Seeding duties for results and relay slots are derived: every node computes the same items
+//! from a valid receipt or a node's own signed relay request, so they need no signature of
+//! their own. All kinds are claimed, leased and fenced by the same engine.
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +17,10 @@ pub const CHUNK_URLS_MAX: usize = 1_000;
 pub const URL_MAX: usize = 2_048;
 /// Most items in one batch.
 pub const BATCH_ITEMS_MAX: usize = 10_000;
+/// Largest .torrent file carried in a torrent item.
+pub const TORRENT_FILE_MAX: usize = 1024 * 1024;
+/// Longest magnet link carried in a torrent item.
+pub const MAGNET_MAX: usize = 4_096;
 
 /// One unit of work.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -38,6 +42,17 @@ pub enum WorkItem {
         /// Which of the k copies this duty is.
         replica: u8,
     },
+    /// Seed a BitTorrent torrent the project owner listed (replica `replica` of the k copies).
+    Torrent {
+        /// The torrent's BitTorrent v1 info hash (SHA-1 of its bencoded info dictionary); the
+        /// holder checks the metadata it gets against it.
+        #[serde(with = "serde_bytes")]
+        info_hash: [u8; 20],
+        /// Where the holder gets the torrent's metadata.
+        source: TorrentSource,
+        /// Which of the k copies this duty is.
+        replica: u8,
+    },
     /// Offer relay capacity to a node that is not publicly reachable.
     RelaySlot {
         /// The node that asked for a relay.
@@ -47,13 +62,23 @@ pub enum WorkItem {
     },
 }
 
+/// Where a torrent item's metadata comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TorrentSource {
+    /// The bytes of a .torrent file.
+    File(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// A `magnet:?xt=urn:btih:…` link; the metadata then comes from peers.
+    Magnet(String),
+}
+
 /// The kind of a work item, for roles and runners.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkKind {
     /// [`WorkItem::CrawlChunk`].
     Crawl,
-    /// [`WorkItem::SeedDuty`].
+    /// [`WorkItem::SeedDuty`] and [`WorkItem::Torrent`].
     Seed,
     /// [`WorkItem::RelaySlot`].
     Relay,
@@ -78,7 +103,7 @@ impl WorkItem {
     pub fn kind(&self) -> WorkKind {
         match self {
             WorkItem::CrawlChunk { .. } => WorkKind::Crawl,
-            WorkItem::SeedDuty { .. } => WorkKind::Seed,
+            WorkItem::SeedDuty { .. } | WorkItem::Torrent { .. } => WorkKind::Seed,
             WorkItem::RelaySlot { .. } => WorkKind::Relay,
         }
     }
@@ -87,6 +112,12 @@ impl WorkItem {
     /// for as long as the holder lives; a crawl chunk ends with its receipt).
     pub fn is_ongoing(&self) -> bool {
         !matches!(self, WorkItem::CrawlChunk { .. })
+    }
+
+    /// Whether the item comes in a project's signed batch (the others are derived by every
+    /// node alike and never signed by the project).
+    pub fn is_listed(&self) -> bool {
+        matches!(self, WorkItem::CrawlChunk { .. } | WorkItem::Torrent { .. })
     }
 
     /// The canonical CBOR bytes the item id is derived from.
@@ -113,12 +144,27 @@ impl Validate for WorkItem {
                 }
                 Ok(())
             }
+            WorkItem::Torrent { source: TorrentSource::File(bytes), .. } => {
+                check_len("torrent", bytes.len(), TORRENT_FILE_MAX)?;
+                // A .torrent file is a bencoded dictionary.
+                if bytes.first() != Some(&b'd') {
+                    return Err(DecodeError::Invalid("torrent file is not a dictionary"));
+                }
+                Ok(())
+            }
+            WorkItem::Torrent { source: TorrentSource::Magnet(link), .. } => {
+                check_len("magnet", link.len(), MAGNET_MAX)?;
+                if !link.starts_with("magnet:?") {
+                    return Err(DecodeError::Invalid("magnet link does not start with magnet:?"));
+                }
+                Ok(())
+            }
             WorkItem::SeedDuty { .. } | WorkItem::RelaySlot { .. } => Ok(()),
         }
     }
 }
 
-/// A batch of crawl chunks for one project, signed by the project key.
+/// A batch of crawl chunks and torrents for one project, signed by the project key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ItemBatch {
     /// The project the items belong to.
@@ -134,7 +180,7 @@ impl Validate for ItemBatch {
         check_len("items", self.items.len(), BATCH_ITEMS_MAX)?;
         for item in &self.items {
             item.validate()?;
-            if item.kind() != WorkKind::Crawl {
+            if !item.is_listed() {
                 return Err(DecodeError::Invalid("batch holds a derived item kind"));
             }
         }
@@ -160,5 +206,44 @@ mod tests {
         assert_ne!(a.id(&p), b.id(&p));
         assert_ne!(a.id(&p), a.id(&q));
         assert_eq!(a.id(&p), a.clone().id(&p));
+    }
+
+    fn torrent(source: TorrentSource) -> WorkItem {
+        WorkItem::Torrent { info_hash: [7; 20], source, replica: 0 }
+    }
+
+    #[test]
+    fn torrent_items_are_listed_seeding_work_and_round_trip() {
+        let t = torrent(TorrentSource::Magnet("magnet:?xt=urn:btih:07".into()));
+        assert_eq!(t.kind(), WorkKind::Seed);
+        assert!(t.is_ongoing());
+        let back: WorkItem =
+            wire::decode(&t.canonical_bytes(), wire::MAX_FILE_BYTES).expect("decodes");
+        assert_eq!(back, t);
+        let batch = ItemBatch { project: ProjectId([1; 32]), seq: 1, items: vec![t] };
+        assert!(batch.validate().is_ok());
+    }
+
+    #[test]
+    fn torrent_items_are_bounded_and_checked() {
+        let big = torrent(TorrentSource::File(vec![b'd'; TORRENT_FILE_MAX + 1]));
+        assert!(matches!(big.validate(), Err(DecodeError::TooLarge { .. })));
+        assert!(torrent(TorrentSource::File(b"not bencode".to_vec())).validate().is_err());
+        assert!(torrent(TorrentSource::Magnet("http://x/".into())).validate().is_err());
+        let long = format!("magnet:?{}", "a".repeat(MAGNET_MAX));
+        assert!(torrent(TorrentSource::Magnet(long)).validate().is_err());
+        assert!(torrent(TorrentSource::File(b"d4:infode".to_vec())).validate().is_ok());
+    }
+
+    #[test]
+    fn derived_kinds_stay_out_of_batches() {
+        let duty = WorkItem::SeedDuty {
+            source: ItemId([1; 32]),
+            result: Digest([2; 32]),
+            size: 3,
+            replica: 0,
+        };
+        let batch = ItemBatch { project: ProjectId([1; 32]), seq: 1, items: vec![duty] };
+        assert!(batch.validate().is_err());
     }
 }

@@ -21,7 +21,7 @@ pub use engine::{
     Snapshot, WorkResult,
 };
 pub use ids::{Digest, IdParseError, ItemId, NodeId, ProjectId};
-pub use item::{ItemBatch, WorkItem, WorkKind};
+pub use item::{ItemBatch, TorrentSource, WorkItem, WorkKind};
 pub use keys::{Keypair, PublicKey};
 pub use manifest::{ProjectManifest, RatePolicy, RobotsPolicy, SizeCaps};
 pub use message::{

@@ -5,8 +5,6 @@
 //! re-encoding. Decoding an envelope checks its length and version before anything else;
 //! [`Signed::verify`] then checks the signature strictly and decodes and validates the body.
 
-use std::marker::PhantomData;
-
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -34,44 +32,112 @@ pub enum VerifyError {
 }
 
 /// A value of type `T` signed by `signer`.
-#[derive(Serialize, Deserialize)]
-#[serde(bound = "")]
+///
+/// Cheap to clone: the envelope is immutable and shared behind an `Arc`, and it remembers the
+/// outcome of its own check, so a copy that reaches many engines (every copy of one gossip
+/// message in the simulator, a proof kept by the engine and handed out again in a sync delta
+/// or a snapshot) is verified and decoded once.
 pub struct Signed<T> {
+    inner: std::sync::Arc<Inner<T>>,
+}
+
+struct Inner<T> {
+    v: u8,
+    body: Box<[u8]>,
+    signer: PublicKey,
+    sig: Box<[u8]>,
+    /// Whether the signature verified, once checked.
+    sig_ok: std::sync::OnceLock<bool>,
+    /// The checked and decoded body, once asked for.
+    checked: std::sync::OnceLock<Result<std::sync::Arc<T>, VerifyError>>,
+}
+
+/// The serialized shape of a [`Signed`], borrowed for encoding.
+#[derive(Serialize)]
+#[serde(rename = "Signed")]
+struct WireRef<'a> {
+    v: u8,
+    #[serde(with = "serde_bytes")]
+    body: &'a [u8],
+    signer: &'a PublicKey,
+    #[serde(with = "serde_bytes")]
+    sig: &'a [u8],
+}
+
+/// The serialized shape of a [`Signed`], owned for decoding.
+#[derive(Deserialize)]
+#[serde(rename = "Signed")]
+struct WireOwned {
     v: u8,
     #[serde(with = "serde_bytes")]
     body: Vec<u8>,
     signer: PublicKey,
     #[serde(with = "serde_bytes")]
     sig: Vec<u8>,
-    #[serde(skip)]
-    _kind: PhantomData<fn() -> T>,
+}
+
+impl<T> Serialize for Signed<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let i = &self.inner;
+        WireRef { v: i.v, body: &i.body, signer: &i.signer, sig: &i.sig }.serialize(serializer)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Signed<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let w = WireOwned::deserialize(deserializer)?;
+        Ok(Self::from_parts(w.v, w.body, w.signer, w.sig, None))
+    }
+}
+
+impl<T> Signed<T> {
+    fn from_parts(
+        v: u8,
+        body: Vec<u8>,
+        signer: PublicKey,
+        sig: Vec<u8>,
+        sig_ok: Option<bool>,
+    ) -> Self {
+        let cell = std::sync::OnceLock::new();
+        if let Some(ok) = sig_ok {
+            let _ = cell.set(ok);
+        }
+        Self {
+            inner: std::sync::Arc::new(Inner {
+                v,
+                body: body.into_boxed_slice(),
+                signer,
+                sig: sig.into_boxed_slice(),
+                sig_ok: cell,
+                checked: std::sync::OnceLock::new(),
+            }),
+        }
+    }
+
+    /// Whether two values are the same shared envelope (a cheap test before comparing bytes).
+    pub fn same_as(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.inner, &other.inner)
+    }
 }
 
 impl<T> Clone for Signed<T> {
     fn clone(&self) -> Self {
-        Self {
-            v: self.v,
-            body: self.body.clone(),
-            signer: self.signer,
-            sig: self.sig.clone(),
-            _kind: PhantomData,
-        }
+        Self { inner: std::sync::Arc::clone(&self.inner) }
     }
 }
 
 impl<T> PartialEq for Signed<T> {
     fn eq(&self, other: &Self) -> bool {
-        self.v == other.v
-            && self.body == other.body
-            && self.signer == other.signer
-            && self.sig == other.sig
+        let (a, b) = (&self.inner, &other.inner);
+        std::sync::Arc::ptr_eq(a, b)
+            || (a.v == b.v && a.body == b.body && a.signer == b.signer && a.sig == b.sig)
     }
 }
 impl<T> Eq for Signed<T> {}
 
 impl<T: Signable> std::fmt::Debug for Signed<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Signed<{}>({} bytes by {:?})", T::KIND, self.body.len(), self.signer)
+        write!(f, "Signed<{}>({} bytes by {:?})", T::KIND, self.inner.body.len(), self.inner.signer)
     }
 }
 
@@ -99,7 +165,9 @@ thread_local! {
 }
 
 fn verified_fingerprint(signer: &PublicKey, sig: &[u8; 64], msg: &[u8]) -> [u8; 16] {
-    let mut h = blake3::Hasher::new_derive_key("starling/v1/verified-cache");
+    static BASE: std::sync::OnceLock<blake3::Hasher> = std::sync::OnceLock::new();
+    let mut h =
+        BASE.get_or_init(|| blake3::Hasher::new_derive_key("starling/v1/verified-cache")).clone();
     h.update(signer.as_bytes());
     h.update(sig);
     h.update(msg);
@@ -135,32 +203,68 @@ impl<T: Signable> Signed<T> {
     pub fn sign(key: &Keypair, value: &T) -> Self {
         let body = wire::encode(value);
         let sig = key.sign(&signing_message(T::KIND, &body)).to_vec();
-        Self { v: WIRE_VERSION, body, signer: key.public(), sig, _kind: PhantomData }
+        // A signature this process just made needs no check.
+        Self::from_parts(WIRE_VERSION, body, key.public(), sig, Some(true))
+    }
+
+    /// Whether the signature verifies strictly for the stated signer and kind; checked once
+    /// per envelope (and once per thread for equal envelopes decoded separately).
+    fn signature_ok(&self) -> bool {
+        *self.inner.sig_ok.get_or_init(|| {
+            let i = &self.inner;
+            let Ok(sig) = <&[u8; 64]>::try_from(&i.sig[..]) else { return false };
+            let msg = signing_message(T::KIND, &i.body);
+            let fingerprint = verified_fingerprint(&i.signer, sig, &msg);
+            if recently_verified(&fingerprint) {
+                return true;
+            }
+            let ok = i.signer.verify_strict(&msg, sig);
+            if ok {
+                remember_verified(fingerprint);
+            }
+            ok
+        })
     }
 
     /// Checks the signature strictly, then decodes and validates the body.
     pub fn verify(&self) -> Result<T, VerifyError> {
-        let sig: &[u8; 64] =
-            self.sig.as_slice().try_into().map_err(|_| VerifyError::BadSignature)?;
-        let msg = signing_message(T::KIND, &self.body);
-        let fingerprint = verified_fingerprint(&self.signer, sig, &msg);
-        if !recently_verified(&fingerprint) {
-            if !self.signer.verify_strict(&msg, sig) {
+        if !self.signature_ok() {
+            return Err(VerifyError::BadSignature);
+        }
+        Ok(wire::decode(&self.inner.body, T::MAX_BODY_BYTES)?)
+    }
+
+    /// [`Signed::verify`], remembered: the first call checks and decodes, later calls on this
+    /// envelope or any clone of it share the result.
+    pub fn verified(&self) -> Result<std::sync::Arc<T>, VerifyError> {
+        self.checked().clone()
+    }
+
+    /// [`Signed::verified`], borrowed from the envelope.
+    pub fn verified_ref(&self) -> Result<&T, VerifyError> {
+        match self.checked() {
+            Ok(value) => Ok(value),
+            Err(e) => Err(e.clone()),
+        }
+    }
+
+    fn checked(&self) -> &Result<std::sync::Arc<T>, VerifyError> {
+        self.inner.checked.get_or_init(|| {
+            if !self.signature_ok() {
                 return Err(VerifyError::BadSignature);
             }
-            remember_verified(fingerprint);
-        }
-        Ok(wire::decode(&self.body, T::MAX_BODY_BYTES)?)
+            Ok(std::sync::Arc::new(wire::decode(&self.inner.body, T::MAX_BODY_BYTES)?))
+        })
     }
 
     /// Who signed it (not yet verified).
     pub fn signer(&self) -> PublicKey {
-        self.signer
+        self.inner.signer
     }
 
     /// The signed body bytes.
     pub fn body(&self) -> &[u8] {
-        &self.body
+        &self.inner.body
     }
 
     /// The whole envelope as CBOR.
@@ -176,11 +280,12 @@ impl<T: Signable> Signed<T> {
 
 impl<T: Signable> Validate for Signed<T> {
     fn validate(&self) -> Result<(), DecodeError> {
-        if self.v != WIRE_VERSION {
-            return Err(DecodeError::UnknownVersion(self.v));
+        let i = &self.inner;
+        if i.v != WIRE_VERSION {
+            return Err(DecodeError::UnknownVersion(i.v));
         }
-        wire::check_len("body", self.body.len(), T::MAX_BODY_BYTES)?;
-        if self.sig.len() != 64 {
+        wire::check_len("body", i.body.len(), T::MAX_BODY_BYTES)?;
+        if i.sig.len() != 64 {
             return Err(DecodeError::Invalid("signature length"));
         }
         Ok(())
@@ -236,8 +341,9 @@ mod tests {
     #[test]
     fn unknown_version_is_rejected() {
         let key = Keypair::from_secret([3; 32]);
-        let mut s = Signed::sign(&key, &Note("hi".into()));
-        s.v = 9;
+        let s = Signed::sign(&key, &Note("hi".into()));
+        let i = &s.inner;
+        let s = Signed::<Note>::from_parts(9, i.body.to_vec(), i.signer, i.sig.to_vec(), None);
         assert_eq!(Signed::<Note>::from_bytes(&s.to_bytes()), Err(DecodeError::UnknownVersion(9)));
     }
 }

@@ -249,6 +249,11 @@ impl World {
             executions_completed: completed,
             duplicate_executions: dup,
             duplicate_pct: round3(dup as f64 * 100.0 / self.crawl_total.max(1) as f64),
+            reruns_after_churn: self.stats.reruns,
+            protocol_duplicate_pct: round3(
+                dup.saturating_sub(self.stats.reruns) as f64 * 100.0
+                    / self.crawl_total.max(1) as f64,
+            ),
             duplicate_completions: completed - items_completed,
             duplicate_examples: self.dup_examples.clone(),
             messages: self.stats.messages,

@@ -137,8 +137,14 @@ fn print_summary(r: &Report) {
         x.items_done, x.lost_items, x.failed_items, x.bogus_results
     );
     println!(
-        "  executions {} started / {} completed; duplicates {} ({:.3} %)",
-        x.executions_started, x.executions_completed, x.duplicate_executions, x.duplicate_pct
+        "  executions {} started / {} completed; duplicates {} ({:.3} %), of which {} reruns \
+         after churn; protocol duplicates {:.3} %",
+        x.executions_started,
+        x.executions_completed,
+        x.duplicate_executions,
+        x.duplicate_pct,
+        x.reruns_after_churn,
+        x.protocol_duplicate_pct
     );
     println!(
         "  traffic {:.1} msg/node/s, {:.0} B/node/s; dropped {}; propagation p50 {} p90 {} p99 {} max {} ms",
@@ -162,19 +168,30 @@ fn print_summary(r: &Report) {
 
 fn print_sweep(reports: &[Report]) {
     println!(
-        "{:>6} {:>9} {:>6} {:>5} {:>8} {:>6} {:>10} {:>9}  trace",
-        "seed", "finish_s", "lost", "dup", "dup_%", "dup_ok", "events", "x_real"
+        "{:>6} {:>9} {:>6} {:>5} {:>8} {:>6} {:>6} {:>8} {:>10} {:>9}  trace",
+        "seed",
+        "finish_s",
+        "lost",
+        "dup",
+        "dup_%",
+        "dup_ok",
+        "rerun",
+        "proto_%",
+        "events",
+        "x_real"
     );
     for r in reports {
         let x = &r.result;
         println!(
-            "{:>6} {:>9} {:>6} {:>5} {:>8.3} {:>6} {:>10} {:>9.1}  {}{}",
+            "{:>6} {:>9} {:>6} {:>5} {:>8.3} {:>6} {:>6} {:>8.3} {:>10} {:>9.1}  {}{}",
             x.seed,
             x.time_to_finish_ms.map_or("-".into(), |t| format!("{:.1}", t as f64 / 1_000.0)),
             x.lost_items,
             x.duplicate_executions,
             x.duplicate_pct,
             x.duplicate_completions,
+            x.reruns_after_churn,
+            x.protocol_duplicate_pct,
             x.events,
             r.perf.sim_per_wall,
             &x.trace_hash[..16],
@@ -183,12 +200,17 @@ fn print_sweep(reports: &[Report]) {
     }
     let n = reports.len().max(1) as f64;
     let dup: f64 = reports.iter().map(|r| r.result.duplicate_pct).sum::<f64>() / n;
+    let proto: f64 = reports.iter().map(|r| r.result.protocol_duplicate_pct).sum::<f64>() / n;
+    let proto_max = reports.iter().map(|r| r.result.protocol_duplicate_pct).fold(0.0, f64::max);
     let lost: u64 = reports.iter().map(|r| r.result.lost_items).sum();
     let bad = reports.iter().filter(|r| !r.result.violations.is_empty()).count();
     println!(
-        "{} runs: mean duplicates {:.3} %, lost items {}, runs with violations {}",
+        "{} runs: mean duplicates {:.3} % (protocol duplicates mean {:.3} %, max {:.3} %), \
+         lost items {}, runs with violations {}",
         reports.len(),
         dup,
+        proto,
+        proto_max,
         lost,
         bad
     );

@@ -13,7 +13,7 @@ use std::rc::Rc;
 use rand::Rng;
 use starling_protocol::{Envelope, Input, ItemBatch, ProjectManifest, Reject, SyncDelta};
 
-use crate::world::{Event, Msg, World, env_item};
+use crate::world::{Event, Msg, SYNC_TIMEOUT_MS, SYNC_TRIES_MAX, World, env_item};
 
 impl World {
     /// Whether the sabotaged deaf node is deaf now.
@@ -68,7 +68,9 @@ impl World {
         let mut first = [0u8; 8];
         first.copy_from_slice(&hash.as_bytes()[..8]);
         let id = u64::from_le_bytes(first);
-        let msg = Rc::new(Msg { env, id, origin_ms: self.now, bytes: bytes.len() as u32 });
+        let receivers = std::cell::RefCell::new(vec![(n, self.nodes[n as usize].inc)]);
+        let msg =
+            Rc::new(Msg { env, id, origin_ms: self.now, bytes: bytes.len() as u32, receivers });
         self.remember(n, id);
         self.record("send", n, u32::MAX, id);
         match topic {
@@ -89,13 +91,18 @@ impl World {
         let len = self.nodes[n as usize].mesh[ti].len();
         for k in 0..len {
             let p = self.nodes[n as usize].mesh[ti][k];
-            if p == except || !self.nodes[p as usize].up() {
+            if p == except || !self.up[p as usize] {
                 continue;
             }
             self.stats.messages += 1;
             self.stats.bytes += u64::from(msg.bytes);
             match self.net.send(&mut self.rng, n as usize, p as usize, msg.bytes as usize, self.now)
             {
+                // A copy for a peer that already has the message would only be counted and
+                // dropped by its seen-cache on arrival: count it now and spare the event.
+                Some(_) if msg.reached(p, self.nodes[p as usize].inc) => {
+                    self.stats.dup_deliveries += 1
+                }
                 Some(at) => {
                     self.push(at, Event::Deliver { to: p, from: n, topic, msg: Rc::clone(msg) })
                 }
@@ -105,13 +112,15 @@ impl World {
     }
 
     pub(crate) fn on_deliver(&mut self, to: u32, from: u32, topic: u32, msg: Rc<Msg>) {
-        if !self.nodes[to as usize].up() || self.deaf(to) {
+        if !self.up[to as usize] || self.deaf(to) {
             return;
         }
-        if self.nodes[to as usize].seen.contains(&msg.id) {
+        let inc = self.nodes[to as usize].inc;
+        if msg.reached(to, inc) || self.nodes[to as usize].seen.contains(&msg.id) {
             self.stats.dup_deliveries += 1;
             return;
         }
+        msg.receivers.borrow_mut().push((to, inc));
         self.remember(to, msg.id);
         self.hist.record(self.now.saturating_sub(msg.origin_ms));
         self.record("recv", to, from, msg.id);
@@ -151,6 +160,13 @@ impl World {
 
     /// Starts a sync exchange from `n` with `partner` (or a random mesh peer).
     pub(crate) fn start_sync(&mut self, n: u32, partner: Option<u32>, round: u8) {
+        self.start_sync_try(n, partner, round, 0);
+    }
+
+    /// [`World::start_sync`], the `tries`-th time. A first round that gets no answer within
+    /// [`SYNC_TIMEOUT_MS`] (request or response lost) is tried again with another peer, as a
+    /// request-response client does on a timeout.
+    fn start_sync_try(&mut self, n: u32, partner: Option<u32>, round: u8, tries: u8) {
         let partner = match partner {
             Some(p) => p,
             None => {
@@ -172,6 +188,14 @@ impl World {
         };
         let Some(engine) = self.nodes[n as usize].engine.as_ref() else { return };
         let digest = engine.sync_digest();
+        if round == 0 {
+            self.token_seq += 1;
+            let token = self.token_seq;
+            let node = &mut self.nodes[n as usize];
+            node.sync_wait = Some(token);
+            let inc = node.inc;
+            self.push(self.now + SYNC_TIMEOUT_MS, Event::SyncRetry { node: n, inc, token, tries });
+        }
         let bytes = digest.to_bytes().len();
         self.stats.sync_messages += 1;
         self.stats.sync_bytes += bytes as u64;
@@ -238,6 +262,7 @@ impl World {
             return;
         }
         self.record("sync-apply", to, from, delta.envelopes.len() as u64);
+        self.nodes[to as usize].sync_wait = None;
         for env in &delta.envelopes {
             if let Some(result) = self.drive(to, Input::Message(env.clone())) {
                 self.after_apply(to, env, result);
@@ -245,6 +270,16 @@ impl World {
         }
         if delta.more && round + 1 < crate::world::SYNC_ROUNDS_MAX {
             self.start_sync(to, Some(from), round + 1);
+        }
+    }
+
+    pub(crate) fn on_sync_retry(&mut self, n: u32, inc: u32, token: u64, tries: u8) {
+        let node = &self.nodes[n as usize];
+        if node.inc != inc || !node.up() || node.sync_wait != Some(token) {
+            return;
+        }
+        if tries + 1 < SYNC_TRIES_MAX {
+            self.start_sync_try(n, None, 0, tries + 1);
         }
     }
 

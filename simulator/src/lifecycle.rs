@@ -47,6 +47,7 @@ impl World {
             _ => Engine::new(cfg, node.key.clone(), trusted, seed),
         };
         node.engine = Some(engine);
+        self.up[n as usize] = true;
         node.up_since = now;
         node.wake_at = None;
         node.seen.clear();
@@ -90,12 +91,13 @@ impl World {
         }
         let node = &mut self.nodes[n as usize];
         let engine = node.engine.take();
+        self.up[n as usize] = false;
         node.saved = if graceful { None } else { engine.map(|e| e.snapshot()) };
         node.inc += 1;
         node.wake_at = None;
         let running: Vec<u32> = node.running.keys().copied().collect();
         for idx in running {
-            self.stop_work(n, idx);
+            self.stop_work(n, idx, crate::world::End::Churn);
         }
         self.record(if graceful { "leave" } else { "crash" }, n, u32::MAX, 0);
         if graceful {

@@ -6,7 +6,7 @@
 use rand::Rng;
 use starling_protocol::{Input, ItemId, ProjectId, WorkItem, WorkKind};
 
-use crate::world::{DUP_EXAMPLES_MAX, Event, ItemRec, World, honest_result, id64};
+use crate::world::{DUP_EXAMPLES_MAX, End, Event, ItemRec, World, honest_result, id64};
 
 impl World {
     pub(crate) fn mark_done(&mut self, item: ItemId) {
@@ -39,6 +39,7 @@ impl World {
             executing: Vec::new(),
             done: false,
             touched_at: self.now,
+            last_end: End::None,
         });
         i
     }
@@ -64,8 +65,19 @@ impl World {
         self.record("start", n, u32::MAX, id64(&item));
         if !byz {
             let rec = &mut self.items[idx as usize];
-            rec.starts += 1;
             rec.executing.retain(|(m, _)| *m != n);
+            // A rerun after the last execution was lost to churn, with nobody else on the item
+            // and no result yet, is work the protocol had to redo, not a duplicate.
+            if rec.crawl
+                && rec.starts > 0
+                && rec.executing.is_empty()
+                && rec.completions == 0
+                && rec.last_end == End::Churn
+            {
+                self.stats.reruns += 1;
+            }
+            let rec = &mut self.items[idx as usize];
+            rec.starts += 1;
             rec.executing.push((n, self.now));
             if rec.executing.len() > 1 {
                 self.contended.insert(idx);
@@ -89,10 +101,15 @@ impl World {
         );
     }
 
-    pub(crate) fn stop_work(&mut self, n: u32, idx: u32) {
-        self.nodes[n as usize].running.remove(&idx);
+    /// Stops node `n`'s execution of item `idx`, which ended as `end`.
+    pub(crate) fn stop_work(&mut self, n: u32, idx: u32, end: End) {
+        let was_running = self.nodes[n as usize].running.remove(&idx).is_some();
+        let honest = !self.nodes[n as usize].byz;
         if let Some(rec) = self.items.get_mut(idx as usize) {
             rec.executing.retain(|(m, _)| *m != n);
+            if was_running && honest {
+                rec.last_end = end;
+            }
         }
     }
 
@@ -102,7 +119,7 @@ impl World {
             return;
         }
         let byz = node.byz;
-        self.stop_work(n, idx);
+        self.stop_work(n, idx, End::Completed);
         let item = self.items[idx as usize].id;
         if !byz {
             let rec = &mut self.items[idx as usize];

@@ -7,6 +7,7 @@
 //! invariants in `check.rs`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
 use rand::{Rng, SeedableRng};
@@ -23,12 +24,48 @@ use crate::queue::EventQueue;
 use crate::report::{ChurnCounts, Histogram, Trace, TraceRec};
 use crate::scenario::Scenario;
 
+/// A fast hasher for keys that are already uniformly random (message ids, item and project
+/// ids): folds 8-byte words with a multiply. Deterministic (no per-process seed), and used only
+/// for look-ups, never for iteration order.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(w));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
+
+/// Build-hasher for [`IdHasher`].
+pub(crate) type IdBuild = BuildHasherDefault<IdHasher>;
+
 /// Duplicate completions described in the report.
 pub(crate) const DUP_EXAMPLES_MAX: usize = 5;
 /// How often nodes repair their gossip mesh (gossipsub's heartbeat).
 pub(crate) const MESH_HEARTBEAT_MS: u64 = 1_000;
 /// Sync rounds one exchange may take while the peer says there is more.
 pub(crate) const SYNC_ROUNDS_MAX: u8 = 8;
+/// A sync request unanswered this long has failed (request-response's timeout), and is tried
+/// again with another peer.
+pub(crate) const SYNC_TIMEOUT_MS: u64 = 2_000;
+/// Tries of one sync exchange before waiting for the next periodic one.
+pub(crate) const SYNC_TRIES_MAX: u8 = 3;
 /// Outputs drained per `drive` before giving up (an engine bug would otherwise spin).
 const OUTPUTS_PER_DRIVE_MAX: usize = 1_000_000;
 
@@ -40,6 +77,17 @@ pub(crate) struct Msg {
     pub id: u64,
     pub origin_ms: u64,
     pub bytes: u32,
+    /// The nodes (with their incarnation) that have taken in this very message, so their
+    /// seen-caches hold its id. Checked before a node's own seen-cache: it sits next to the
+    /// message, where the per-node caches of thousands of nodes are cache misses.
+    pub receivers: std::cell::RefCell<Vec<(u32, u32)>>,
+}
+
+impl Msg {
+    /// Whether node `n` in incarnation `inc` has taken this message in.
+    pub fn reached(&self, n: u32, inc: u32) -> bool {
+        self.receivers.borrow().contains(&(n, inc))
+    }
 }
 
 /// Something scheduled to happen.
@@ -51,6 +99,7 @@ pub(crate) enum Event {
     SyncReq { to: u32, from: u32, round: u8, digest: Rc<SyncDigest> },
     SyncResp { to: u32, from: u32, round: u8, inc: u32, delta: Rc<SyncDelta> },
     SyncTimer { node: u32, inc: u32 },
+    SyncRetry { node: u32, inc: u32, token: u64, tries: u8 },
     WorkDone { node: u32, item: u32, token: u64, epoch: u32 },
     Publish { project: u32 },
     Fault { index: u32 },
@@ -82,11 +131,13 @@ pub(crate) struct SimNode {
     pub clock_offset_ms: u64,
     pub wake_at: Option<u64>,
     pub up_since: u64,
-    pub seen: HashSet<u64>,
+    pub seen: HashSet<u64, IdBuild>,
     pub seen_fifo: VecDeque<u64>,
     /// Work running here: item index to (token, epoch).
     pub running: BTreeMap<u32, (u64, u32)>,
     pub flood_seq: u64,
+    /// The sync exchange waiting for its first answer, by token.
+    pub sync_wait: Option<u64>,
 }
 
 impl SimNode {
@@ -125,6 +176,21 @@ pub(crate) struct ItemRec {
     pub done: bool,
     /// Last time any honest node applied a state change for it.
     pub touched_at: u64,
+    /// How the last honest execution of it ended.
+    pub last_end: End,
+}
+
+/// How an execution ended, to tell a rerun the protocol could not avoid from a duplicate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    /// No execution has ended yet.
+    None,
+    /// Its node crashed or left (graceful leave gives the work back).
+    Churn,
+    /// The engine cancelled it: another node won the claim or finished first.
+    Cancelled,
+    /// It ran to the end (and reported a result or a failure).
+    Completed,
 }
 
 /// Counters for the report.
@@ -136,6 +202,9 @@ pub(crate) struct Counters {
     pub sync_bytes: u64,
     pub dropped: u64,
     pub dup_deliveries: u64,
+    /// Crawl executions by honest nodes that reran an item whose last execution was cut short
+    /// by its node crashing or leaving, with nobody else working on it and no result yet.
+    pub reruns: u64,
     pub faults: u64,
     pub churn: ChurnCounts,
     pub rejected: [u64; 13],
@@ -195,10 +264,12 @@ pub struct World {
     pub(crate) now: u64,
     pub(crate) queue: EventQueue<Event>,
     pub(crate) nodes: Vec<SimNode>,
+    /// Whether each node is up (its engine runs), kept dense for the gossip fan-out.
+    pub(crate) up: Vec<bool>,
     pub(crate) projects: Vec<ProjectRec>,
-    pub(crate) project_index: HashMap<ProjectId, u32>,
+    pub(crate) project_index: HashMap<ProjectId, u32, IdBuild>,
     pub(crate) items: Vec<ItemRec>,
-    pub(crate) item_index: HashMap<ItemId, u32>,
+    pub(crate) item_index: HashMap<ItemId, u32, IdBuild>,
     pub(crate) contended: BTreeSet<u32>,
     pub(crate) net: Net,
     pub(crate) cfg: EngineConfig,
@@ -259,10 +330,11 @@ impl World {
                 clock_offset_ms: if skew > 0 { rng.random_range(0..=2 * skew) } else { 0 },
                 wake_at: None,
                 up_since: 0,
-                seen: HashSet::new(),
+                seen: HashSet::default(),
                 seen_fifo: VecDeque::new(),
                 running: BTreeMap::new(),
                 flood_seq: 0,
+                sync_wait: None,
             });
         }
         let mut world = World {
@@ -271,11 +343,12 @@ impl World {
             rng,
             now: 0,
             queue: EventQueue::default(),
+            up: vec![false; nodes.len()],
             nodes,
             projects: Vec::new(),
-            project_index: HashMap::new(),
+            project_index: HashMap::default(),
             items: Vec::new(),
-            item_index: HashMap::new(),
+            item_index: HashMap::default(),
             contended: BTreeSet::new(),
             net,
             cfg: s.engine.clone(),
@@ -337,6 +410,7 @@ impl World {
                     executing: Vec::new(),
                     done: false,
                     touched_at: 0,
+                    last_end: End::None,
                 });
                 works.push(work);
                 if works.len() == s.batch_items as usize || i + 1 == count {
@@ -443,6 +517,9 @@ impl World {
                 self.on_sync_resp(to, from, round, inc, &delta)
             }
             Event::SyncTimer { node, inc } => self.on_sync_timer(node, inc),
+            Event::SyncRetry { node, inc, token, tries } => {
+                self.on_sync_retry(node, inc, token, tries)
+            }
             Event::WorkDone { node, item, token, epoch } => {
                 self.on_work_done(node, item, token, epoch)
             }
@@ -543,7 +620,11 @@ impl World {
                     return;
                 }
                 if let Some(&idx) = self.item_index.get(&item) {
-                    self.stop_work(n, idx);
+                    let end = match reason {
+                        CancelReason::Shutdown => End::Churn,
+                        _ => End::Cancelled,
+                    };
+                    self.stop_work(n, idx, end);
                 }
             }
             _ => {}
@@ -563,22 +644,34 @@ pub(crate) fn honest_result(item: &ItemId) -> Digest {
     Digest::of(item.as_bytes())
 }
 
-/// The item an envelope is about and whether it is a renewal, read without verifying.
+/// The item an envelope is about and whether it is a renewal, read without verifying (but from
+/// the envelope's shared checked body when it has one, which costs no decoding).
 pub(crate) fn env_item(env: &Envelope) -> Option<(ItemId, bool)> {
     use starling_protocol::message::{Claim, Failure, Receipt, Release};
     use starling_protocol::wire::decode;
+    let claim = |s: &Signed<Claim>| match s.verified() {
+        Ok(c) => Some((c.item, c.is_renewal())),
+        Err(_) => decode::<Claim>(s.body(), 4_096).ok().map(|c| (c.item, c.is_renewal())),
+    };
     match env {
-        Envelope::Claim(s) => {
-            decode::<Claim>(s.body(), 4_096).ok().map(|c| (c.item, c.is_renewal()))
-        }
-        Envelope::Release(s) => decode::<Release>(s.body(), 4_096).ok().map(|r| (r.item, false)),
+        Envelope::Claim(s) => claim(s),
+        Envelope::Release(s) => match s.verified() {
+            Ok(r) => Some((r.item, false)),
+            Err(_) => decode::<Release>(s.body(), 4_096).ok().map(|r| (r.item, false)),
+        },
         Envelope::Receipt(s) => {
-            let r = decode::<Receipt>(s.body(), 8_192).ok()?;
-            decode::<Claim>(r.claim.body(), 4_096).ok().map(|c| (c.item, false))
+            let inner = match s.verified() {
+                Ok(r) => r.claim.clone(),
+                Err(_) => decode::<Receipt>(s.body(), 8_192).ok()?.claim,
+            };
+            claim(&inner).map(|(item, _)| (item, false))
         }
         Envelope::Failure(s) => {
-            let f = decode::<Failure>(s.body(), 8_192).ok()?;
-            decode::<Claim>(f.claim.body(), 4_096).ok().map(|c| (c.item, false))
+            let inner = match s.verified() {
+                Ok(f) => f.claim.clone(),
+                Err(_) => decode::<Failure>(s.body(), 8_192).ok()?.claim,
+            };
+            claim(&inner).map(|(item, _)| (item, false))
         }
         _ => None,
     }

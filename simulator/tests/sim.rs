@@ -61,11 +61,13 @@ fn expect_violation(s: &Scenario, seed: u64, kind: ViolationKind) {
 #[test]
 fn safety_checker_catches_work_after_a_lost_claim() {
     let mut s = small("steady");
-    // Slow links and three claimants per item make claim races common; the sabotaged driver
-    // keeps working after its engine says it lost.
+    // Slow links, three claimants per item and room for every item make claim races common
+    // (with few slots a node takes the items it ranks first on, which rarely collide); the
+    // sabotaged driver keeps working after its engine says it lost.
     s.network.latency_min_ms = 600;
     s.network.latency_tail_ms = 0.0;
     s.engine.candidates = 3;
+    s.engine.capacity = 40;
     s.work.crawl_ms = 40_000;
     run_scenario(&s, 1).unwrap_or_else(|f| panic!("control run, seed 1: {f}"));
     s.sabotage.ignore_cancel = true;

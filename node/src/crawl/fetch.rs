@@ -51,6 +51,18 @@ enum Sent {
     Fatal(String),
 }
 
+impl Sent {
+    /// The label the operator's fetch counters file this under.
+    fn label(&self) -> String {
+        match self {
+            Sent::Answer { status, .. } => status.as_u16().to_string(),
+            Sent::Retryable(reason) if reason.contains("timed out") => "timeout".into(),
+            Sent::Retryable(_) => "error".into(),
+            Sent::Fatal(_) => "refused".into(),
+        }
+    }
+}
+
 fn is_refusal(status: StatusCode) -> bool {
     status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
 }
@@ -136,12 +148,17 @@ impl<'a> ChunkJob<'a> {
         let mut last = String::new();
         for attempt in 1..=attempts {
             let host = self.crawler.hosts.get(&host_name, self.manifest.rate);
-            let _slot = host.acquire().await;
+            let (_slot, waited) = host.acquire().await;
+            if waited {
+                self.crawler.stats.waited_for_rate_limit();
+            }
             let Ok(_fetch) = self.crawler.fetches.acquire().await else {
                 return Err("crawler shut down".into());
             };
             let final_try = attempt == attempts;
-            match self.send(origin, url, final_try, tx).await {
+            let sent = self.send(origin, url, final_try, tx).await;
+            self.crawler.stats.fetched(&sent.label());
+            match sent {
                 Sent::Answer { status, location, retry_after, truncated } => {
                     if !is_refusal(status) {
                         host.succeeded();
@@ -281,7 +298,10 @@ impl<'a> ChunkJob<'a> {
         let Ok(robots_url) = url.join("/robots.txt") else { return unreachable };
         let host_name = url.host_str().unwrap_or_default().to_ascii_lowercase();
         let host = self.crawler.hosts.get(&host_name, self.manifest.rate);
-        let _slot = host.acquire().await;
+        let (_slot, waited) = host.acquire().await;
+        if waited {
+            self.crawler.stats.waited_for_rate_limit();
+        }
         let Ok(_fetch) = self.crawler.fetches.acquire().await else { return unreachable };
         let sending = self
             .crawler

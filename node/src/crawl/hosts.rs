@@ -15,12 +15,17 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use starling_protocol::RatePolicy;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::views::HostInfo;
+
 /// Most hosts remembered; idle ones are forgotten beyond this.
 pub const HOSTS_MAX: usize = 4_096;
 /// Largest per-host concurrency honoured, whatever a manifest asks.
 pub const HOST_CONCURRENCY_MAX: u32 = 64;
 /// Largest backoff exponent (2^16 times the base is far past any cap).
 const BACKOFF_SHIFT_MAX: u32 = 16;
+
+/// A host counts as active (its rate limit adds to the node's) this long after its last use.
+pub const HOST_ACTIVE_FOR: Duration = Duration::from_secs(10);
 
 /// Backoff and parking settings (operator side).
 #[derive(Debug, Clone, Copy)]
@@ -44,6 +49,7 @@ pub struct Host {
     limiter: DefaultDirectRateLimiter,
     slots: Arc<Semaphore>,
     cond: Mutex<Condition>,
+    last_used: Mutex<Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -66,6 +72,7 @@ impl Host {
             limiter: RateLimiter::direct(quota),
             slots: Arc::new(Semaphore::new(slots)),
             cond: Mutex::new(Condition::default()),
+            last_used: Mutex::new(Instant::now()),
         }
     }
 
@@ -75,8 +82,11 @@ impl Host {
     }
 
     /// Waits until this host may receive one more request: not parked or backing off, a
-    /// concurrency slot free, and a token from the rate limiter. The permit is the slot.
-    pub async fn acquire(&self) -> OwnedSemaphorePermit {
+    /// concurrency slot free, and a token from the rate limiter. The permit is the slot; the
+    /// flag says whether the rate limit made it wait.
+    pub async fn acquire(&self) -> (OwnedSemaphorePermit, bool) {
+        *self.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        let mut waited = false;
         loop {
             if let Some(t) = self.blocked_until() {
                 tokio::time::sleep_until(t.into()).await;
@@ -91,12 +101,46 @@ impl Host {
             if self.blocked_until().is_some() {
                 continue;
             }
-            self.limiter.until_ready().await;
+            if self.limiter.check().is_err() {
+                waited = true;
+                self.limiter.until_ready().await;
+            }
             if self.blocked_until().is_some() {
                 continue; // a token spent idle only slows us down, never speeds us up
             }
-            return permit;
+            return (permit, waited);
         }
+    }
+
+    /// The operator's view of this host at wall-clock `now_ms`.
+    pub fn view(&self, name: &str, now_ms: u64, park_after: u32) -> HostInfo {
+        let now = Instant::now();
+        let cond = self.cond.lock().unwrap_or_else(|e| e.into_inner());
+        let blocked = cond.not_before.filter(|t| *t > now);
+        let state = match blocked {
+            None => "ok",
+            Some(_) if cond.refusals >= park_after => "parked",
+            Some(_) => "backing_off",
+        };
+        let slots = self.policy.concurrency.clamp(1, HOST_CONCURRENCY_MAX) as usize;
+        HostInfo {
+            host: name.to_owned(),
+            state: state.into(),
+            until_ms: blocked.map(|t| now_ms + (t - now).as_millis() as u64),
+            inflight: slots.saturating_sub(self.slots.available_permits()) as u32,
+            rate_per_s: f64::from(self.policy.per_s_milli) / 1000.0,
+            refusals: cond.refusals,
+        }
+    }
+
+    /// Whether the host was used within [`HOST_ACTIVE_FOR`].
+    pub fn active(&self) -> bool {
+        self.last_used.lock().unwrap_or_else(|e| e.into_inner()).elapsed() < HOST_ACTIVE_FOR
+    }
+
+    /// Requests allowed per second.
+    pub fn rate_per_s(&self) -> f64 {
+        f64::from(self.policy.per_s_milli) / 1000.0
     }
 
     /// Records an answer the host gave willingly; clears the refusal count.
@@ -156,6 +200,22 @@ pub struct HostTable {
 }
 
 impl HostTable {
+    /// Every host, busiest first then by name, at most `limit`.
+    pub fn views(&self, now_ms: u64, park_after: u32, limit: usize) -> Vec<HostInfo> {
+        let hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<HostInfo> =
+            hosts.iter().map(|(name, h)| h.view(name, now_ms, park_after)).collect();
+        out.sort_by(|a, b| b.inflight.cmp(&a.inflight).then_with(|| a.host.cmp(&b.host)));
+        out.truncate(limit);
+        out
+    }
+
+    /// The sum of the rate limits of the hosts in use lately: the fastest the node may crawl.
+    pub fn active_rate_per_s(&self) -> f64 {
+        let hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        hosts.values().filter(|h| h.active()).map(|h| h.rate_per_s()).sum()
+    }
+
     /// The host entry for `host` under `policy`. Two projects fetching from one host share one
     /// entry; if a stricter policy arrives, the entry is rebuilt with it.
     pub fn get(&self, host: &str, policy: RatePolicy) -> Arc<Host> {

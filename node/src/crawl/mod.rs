@@ -16,6 +16,7 @@ pub mod guard;
 pub mod hosts;
 pub mod robots;
 pub mod runner;
+pub mod stats;
 pub mod warc;
 
 use std::collections::{BTreeSet, HashMap};
@@ -224,7 +225,11 @@ pub struct Crawler {
     guard: guard::GuardPolicy,
     hosts: HostTable,
     fetches: Semaphore,
-    bandwidth: Option<DefaultDirectRateLimiter>,
+    /// The bandwidth cap and its limiter; the operator may change it while the node runs.
+    bandwidth: std::sync::RwLock<Option<(NonZeroU32, Arc<DefaultDirectRateLimiter>)>>,
+    /// The disk cap in bytes; 0 for none. The operator may change it while the node runs.
+    disk_bytes_max: std::sync::atomic::AtomicU64,
+    stats: stats::CrawlStats,
     robots: Mutex<HashMap<(String, String), RobotsCell>>,
 }
 
@@ -251,8 +256,8 @@ impl Crawler {
             .read_timeout(config.read_timeout)
             .build()
             .map_err(CrawlError::Client)?;
-        let bandwidth =
-            config.bandwidth_bytes_per_s.map(|b| RateLimiter::direct(Quota::per_second(b)));
+        let bandwidth = config.bandwidth_bytes_per_s.map(|b| (b, bandwidth_limiter(b)));
+        let disk_bytes_max = config.disk_bytes_max.unwrap_or(0);
         let fetches = Semaphore::new(config.fetches_max.clamp(1, FETCHES_MAX));
         Ok(Self {
             config,
@@ -260,7 +265,9 @@ impl Crawler {
             guard,
             hosts: HostTable::default(),
             fetches,
-            bandwidth,
+            bandwidth: std::sync::RwLock::new(bandwidth),
+            disk_bytes_max: disk_bytes_max.into(),
+            stats: stats::CrawlStats::default(),
             robots: Mutex::new(HashMap::new()),
         })
     }
@@ -275,11 +282,45 @@ impl Crawler {
         warc::stored_bytes(&self.config.results_dir)
     }
 
+    /// The crawler's counters, with the rate limit of the hosts in use.
+    pub fn fetch_stats(&self) -> crate::views::FetchStats {
+        let mut v = self.stats.view();
+        v.rate_limit_per_s = self.hosts.active_rate_per_s();
+        v
+    }
+
+    /// The hosts the crawler knows, busiest first.
+    pub fn host_views(&self, now_ms: u64, limit: usize) -> Vec<crate::views::HostInfo> {
+        self.hosts.views(now_ms, self.config.backoff.park_after, limit)
+    }
+
+    /// The bandwidth cap now, bytes per second.
+    pub fn bandwidth_bytes_per_s(&self) -> Option<u64> {
+        let b = self.bandwidth.read().unwrap_or_else(|e| e.into_inner());
+        b.as_ref().map(|(n, _)| u64::from(n.get()))
+    }
+
+    /// Sets (`Some`) or removes (`None`) the bandwidth cap.
+    pub fn set_bandwidth(&self, bytes_per_s: Option<NonZeroU32>) {
+        let mut b = self.bandwidth.write().unwrap_or_else(|e| e.into_inner());
+        *b = bytes_per_s.map(|n| (n, bandwidth_limiter(n)));
+    }
+
+    /// The disk cap now.
+    pub fn disk_bytes_max(&self) -> Option<u64> {
+        Some(self.disk_bytes_max.load(std::sync::atomic::Ordering::Relaxed)).filter(|n| *n > 0)
+    }
+
+    /// Sets (`Some`) or removes (`None`) the disk cap.
+    pub fn set_disk_bytes_max(&self, max: Option<u64>) {
+        self.disk_bytes_max.store(max.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Whether stored results are at or over the disk cap: the node should stop claiming crawl
     /// work until there is room. An unreadable results dir counts as full.
     pub fn over_disk_cap(&self) -> bool {
         // Without a cap there is nothing to measure: skip the directory scan.
-        let Some(max) = self.config.disk_bytes_max else { return false };
+        let Some(max) = self.disk_bytes_max() else { return false };
         // A results directory that cannot be read counts as full: claim nothing we can't store.
         self.stored_bytes().map_or(true, |used| used >= max)
     }
@@ -409,8 +450,10 @@ impl Crawler {
 
     /// Waits for the bandwidth cap to allow `bytes` more.
     async fn spend_bandwidth(&self, bytes: usize) {
-        let Some(limiter) = &self.bandwidth else { return };
-        let burst = self.config.bandwidth_bytes_per_s.map_or(1, |b| b.get() as usize);
+        self.stats.received(bytes as u64);
+        let cap = self.bandwidth.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let Some((burst, limiter)) = cap else { return };
+        let burst = burst.get() as usize;
         let mut left = bytes;
         while left > 0 {
             let n = left.min(burst);
@@ -421,6 +464,11 @@ impl Crawler {
             left -= n;
         }
     }
+}
+
+/// A limiter that lets `bytes_per_s` through each second, in bursts of up to a second's worth.
+fn bandwidth_limiter(bytes_per_s: NonZeroU32) -> Arc<DefaultDirectRateLimiter> {
+    Arc::new(RateLimiter::direct(Quota::per_second(bytes_per_s)))
 }
 
 /// Messages to a chunk's WARC writer thread.

@@ -258,21 +258,27 @@ pub fn clean_temp(dir: &Path) -> io::Result<usize> {
 
 /// Total size of finished WARC files in `dir`.
 pub fn stored_bytes(dir: &Path) -> io::Result<u64> {
+    stored_files(dir).map(|(_, bytes)| bytes)
+}
+
+/// How many finished WARC files `dir` holds, and their total size.
+pub fn stored_files(dir: &Path) -> io::Result<(u64, u64)> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, 0)),
         Err(e) => return Err(e),
     };
-    let mut total = 0u64;
+    let (mut files, mut total) = (0u64, 0u64);
     for entry in entries {
         let entry = entry?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if name.ends_with(WARC_SUFFIX) {
+            files += 1;
             total = total.saturating_add(entry.metadata()?.len());
         }
     }
-    Ok(total)
+    Ok((files, total))
 }
 
 /// `sha1:` and the digest in base32, as WARC tools write it.

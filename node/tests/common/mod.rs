@@ -116,6 +116,18 @@ impl Node {
         Node { child: Some(child), dir, api, extra: extra.to_vec(), env: vec![], _tmp: Some(tmp) }
     }
 
+    /// Starts a node with the real runners and extra environment variables.
+    #[allow(dead_code)]
+    pub fn start_real_env(extra: &[String], env: &[(&str, &str)]) -> Node {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let env: Vec<(String, String)> =
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut child = spawn_child(&dir, extra, &env);
+        let api = wait_api(&dir, &mut child);
+        Node { child: Some(child), dir, api, extra: extra.to_vec(), env, _tmp: Some(tmp) }
+    }
+
     /// Restarts a stopped node on the same data dir.
     pub fn restart(&mut self) {
         let _ = std::fs::remove_file(self.dir.join("api-port"));

@@ -13,11 +13,13 @@ use crate::signed::{Signable, Signed, VerifyError};
 
 use super::{
     CLAIM_BUCKET_MS, CancelReason, EPOCH_JUMP_MAX, Engine, FENCE_SKEW_MS, ItemEntry, Local, Output,
-    Peer, Phase, ProjectEntry, RELAY_REQUESTS_MAX, Reject, relay_project,
+    Peer, Phase, ProjectEntry, RELAY_REQUESTS_MAX, Reject, WorkRef, relay_project,
 };
 
-fn verified<T: Signable>(s: &Signed<T>) -> Result<T, Reject> {
-    s.verify().map_err(|e| match e {
+/// The checked body of an envelope. Shared by every clone of the envelope, so a message that
+/// reaches many engines in one process is verified and decoded once.
+fn verified<T: Signable>(s: &Signed<T>) -> Result<Arc<T>, Reject> {
+    s.verified().map_err(|e| match e {
         VerifyError::BadSignature => Reject::BadSignature,
         _ => Reject::Malformed,
     })
@@ -36,8 +38,28 @@ fn claim_key(
 }
 
 fn claim_lease_until(claim: &Signed<Claim>) -> u64 {
-    crate::wire::decode::<Claim>(claim.body(), Claim::MAX_BODY_BYTES)
-        .map_or(0, |c| c.lease_until_ms)
+    claim.verified().map_or(0, |c| c.lease_until_ms)
+}
+
+/// The checked receipt and its embedded claim (both decoded once and kept with the envelope).
+pub(super) fn receipt_parts(receipt: &Signed<Receipt>) -> Option<(&Receipt, &Claim)> {
+    let r = receipt.verified_ref().ok()?;
+    let c = r.claim.verified_ref().ok()?;
+    Some((r, c))
+}
+
+/// The [`ResultKey`] of an accepted receipt for `item`.
+fn stored_result_key(item: &ItemId, receipt: &Signed<Receipt>) -> Option<ResultKey> {
+    let (r, c) = receipt_parts(receipt)?;
+    let node = receipt.signer().node_id();
+    Some(ResultKey {
+        epoch: c.epoch,
+        since_ms: c.since_ms,
+        score: hrw::score(item, &node),
+        node,
+        lease_until_ms: c.lease_until_ms,
+        done_at_ms: r.at_ms,
+    })
 }
 
 /// One accepted result, as far as choosing between two results for an item goes.
@@ -163,9 +185,8 @@ impl Engine {
         if project.batches.contains_key(&key) {
             return Err(Reject::Duplicate);
         }
-        let ids: Vec<(ItemId, WorkItem)> =
-            b.items.into_iter().map(|w| (w.id(&b.project), w)).collect();
-        let new = ids.iter().filter(|(id, _)| !self.items.contains_key(id)).count();
+        let ids: Vec<ItemId> = b.items.iter().map(|w| w.id(&b.project)).collect();
+        let new = ids.iter().filter(|id| !self.items.contains_key(id)).count();
         if self.items.len() + new > self.cfg.items_max {
             return Err(Reject::Full);
         }
@@ -173,8 +194,9 @@ impl Engine {
         if let Some(p) = self.projects.get_mut(&b.project) {
             p.batches.insert(key, s);
         }
-        for (id, work) in ids {
-            self.insert_item(id, b.project, work, now);
+        // Items point into the decoded batch rather than holding a copy each.
+        for (i, id) in ids.into_iter().enumerate() {
+            self.insert_item(id, b.project, WorkRef::InBatch(Arc::clone(&b), i as u32), now);
         }
         self.replay_pending(now);
         Ok(())
@@ -184,7 +206,7 @@ impl Engine {
         &mut self,
         id: ItemId,
         project: crate::ids::ProjectId,
-        work: WorkItem,
+        work: WorkRef,
         now: u64,
     ) {
         if self.items.contains_key(&id) || self.items.len() >= self.cfg.items_max {
@@ -194,11 +216,13 @@ impl Engine {
             id,
             ItemEntry {
                 project,
-                work: Arc::new(work),
+                work,
                 phase: Phase::Open { epoch: 0, proof: None },
                 since: now,
                 wake_at: None,
                 failures: 0,
+                rank: None,
+                digest: [0; 8],
             },
         );
         self.schedule(id, now);
@@ -216,22 +240,29 @@ impl Engine {
                 return Err(Reject::Duplicate);
             }
             self.peer_expiry.remove(&(old.expires_at, node));
-            self.forget_peer(&node);
-        } else if self.peers.len() >= self.cfg.peers_max {
-            // Make room by dropping the peer closest to expiry.
-            match self.peer_expiry.pop_first() {
-                Some((_, evicted)) => self.forget_peer(&evicted),
-                None => return Err(Reject::Full),
+            // Most heartbeats change nothing but the lease on life: keep the indexes (and the
+            // ranks cached against them) as they are.
+            if old.projects != p.projects || old.roles != p.roles {
+                self.forget_peer(&node);
+                self.index_peer(node, &p.projects);
             }
+        } else {
+            if self.peers.len() >= self.cfg.peers_max {
+                // Make room by dropping the peer closest to expiry.
+                match self.peer_expiry.pop_first() {
+                    Some((_, evicted)) => self.forget_peer(&evicted),
+                    None => return Err(Reject::Full),
+                }
+            }
+            self.index_peer(node, &p.projects);
         }
-        self.index_peer(node, &p.projects);
         let expires_at = now + self.cfg.presence_ttl_ms;
         self.peer_expiry.insert((expires_at, node));
         self.peers.insert(
             node,
             Peer {
                 seq: p.seq,
-                projects: p.projects,
+                projects: p.projects.clone(),
                 expires_at,
                 roles: p.roles,
                 free: p.free,
@@ -294,15 +325,18 @@ impl Engine {
         let (item, epoch, lease_until) = (c.item, c.epoch, c.lease_until_ms);
         self.outputs.push_back(Output::Persist(Envelope::Claim(s.clone())));
         if let Some(e) = self.items.get_mut(&item) {
-            e.phase = Phase::Held {
-                holder: node,
-                epoch,
-                score,
-                since: c.since_ms,
-                lease_until,
-                ready: false,
-                claim: s,
-            };
+            e.set_phase(
+                &item,
+                Phase::Held {
+                    holder: node,
+                    epoch,
+                    score,
+                    since: c.since_ms,
+                    lease_until,
+                    ready: false,
+                    claim: s,
+                },
+            );
         }
         if prev_holder == Some(self.me) && node != self.me {
             self.drop_local(item, CancelReason::Lost);
@@ -376,7 +410,7 @@ impl Engine {
         outer_signer: NodeId,
         claim: &Signed<Claim>,
         now: u64,
-    ) -> Result<Claim, Reject> {
+    ) -> Result<Arc<Claim>, Reject> {
         if claim.signer().node_id() != outer_signer {
             return Err(Reject::NotHolder);
         }
@@ -418,16 +452,20 @@ impl Engine {
                         && let Phase::Held { ready, .. } = &mut e.phase
                     {
                         *ready = true;
+                        e.refresh_digest(&c.item);
                     }
                     self.outputs.push_back(Output::Persist(Envelope::Receipt(s)));
                     return Ok(());
                 }
             }
-            Phase::Done { key, .. } => {
+            Phase::Done { receipt } => {
+                let Some(key) = stored_result_key(&c.item, receipt) else {
+                    return Err(Reject::Stale);
+                };
                 if key.epoch == c.epoch && key.node == node {
                     return Err(Reject::Duplicate);
                 }
-                if !result_beats(&new_key, key) {
+                if !result_beats(&new_key, &key) {
                     return Err(Reject::Stale);
                 }
             }
@@ -456,7 +494,7 @@ impl Engine {
         let was_crawl = !ongoing;
         self.outputs.push_back(Output::Persist(Envelope::Receipt(s.clone())));
         if let Some(e) = self.items.get_mut(&item) {
-            e.phase = Phase::Done { key: new_key, result: r.result, size: r.size, receipt: s };
+            e.set_phase(&item, Phase::Done { receipt: s });
         }
         self.unschedule(item);
         if node == self.me {
@@ -481,7 +519,7 @@ impl Engine {
         for replica in 0..k {
             let work = WorkItem::SeedDuty { source, result: r.result, size: r.size, replica };
             let id = work.id(&project);
-            self.insert_item(id, project, work, now);
+            self.insert_item(id, project, WorkRef::Own(Arc::new(work)), now);
         }
     }
 
@@ -508,11 +546,12 @@ impl Engine {
         }
         e.failures = e.failures.saturating_add(1);
         let env = Envelope::Failure(s);
-        e.phase = if !f.retryable || e.failures >= failures_max {
+        let phase = if !f.retryable || e.failures >= failures_max {
             Phase::Failed { epoch: c.epoch, proof: env.clone() }
         } else {
             Phase::Open { epoch: c.epoch, proof: Some(env.clone()) }
         };
+        e.set_phase(&c.item, phase);
         e.since = now;
         self.outputs.push_back(Output::Persist(env));
         self.local.remove(&c.item);
@@ -551,7 +590,7 @@ impl Engine {
             _ => return Err(Reject::Stale),
         }
         let env = Envelope::Release(s);
-        e.phase = Phase::Open { epoch: r.epoch, proof: Some(env.clone()) };
+        e.set_phase(&r.item, Phase::Open { epoch: r.epoch, proof: Some(env.clone()) });
         e.since = now;
         self.outputs.push_back(Output::Persist(env));
         if node != self.me {
@@ -584,7 +623,7 @@ impl Engine {
         self.outputs.push_back(Output::Persist(Envelope::RelayRequest(s.clone())));
         self.relay_requests.insert(node, s);
         let work = WorkItem::RelaySlot { requester: node, seq: r.seq };
-        self.insert_item(work.id(&project), project, work, now);
+        self.insert_item(work.id(&project), project, WorkRef::Own(Arc::new(work)), now);
         Ok(())
     }
 

@@ -16,8 +16,13 @@
 //!    out each [`Output`] in order (publish, start or cancel work, persist);
 //! 4. calls `handle(Input::Tick, now)` no later than [`Engine::next_wakeup`].
 //!
-//! Getters (`item_state`, `peers`, `stats`, …) never change state. [`Engine::snapshot`] returns
-//! the records needed to rebuild the engine after a restart.
+//! Getters (`item_state`, `peers`, `stats`, `is_subscribed`, `priority`, …) never change state.
+//! [`Engine::snapshot`] returns the records needed to rebuild the engine after a restart.
+//!
+//! Local choices ([`Input::Pause`], [`Input::SetCapacity`], [`Input::Subscribe`],
+//! [`Input::SetPriority`]) change which items this node tries and in what order, never the
+//! claim rule below. Subscriptions and priorities are not in the snapshot: the driver keeps the
+//! operator's settings and feeds them in again after a restart.
 //!
 //! # The claim rule
 //!
@@ -35,6 +40,7 @@ mod types;
 #[cfg(test)]
 mod tests;
 
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
@@ -65,13 +71,18 @@ pub const RELAY_REQUESTS_MAX: usize = 4_096;
 
 /// The pseudo-project relay slots belong to.
 pub fn relay_project() -> ProjectId {
-    ProjectId(*blake3::Hasher::new_derive_key("starling/v1/relay-project").finalize().as_bytes())
+    static RELAY: std::sync::OnceLock<ProjectId> = std::sync::OnceLock::new();
+    *RELAY.get_or_init(|| {
+        ProjectId(
+            *blake3::Hasher::new_derive_key("starling/v1/relay-project").finalize().as_bytes(),
+        )
+    })
 }
 
 #[derive(Debug, Clone)]
 struct ProjectEntry {
     manifest: Signed<ProjectManifest>,
-    m: ProjectManifest,
+    m: Arc<ProjectManifest>,
     batches: BTreeMap<(u64, [u8; 32]), Signed<ItemBatch>>,
 }
 
@@ -90,10 +101,9 @@ enum Phase {
         ready: bool,
         claim: Signed<Claim>,
     },
+    /// Everything about the result is read from the receipt, whose checked body is kept (and
+    /// shared) with it: a finished item costs one pointer here.
     Done {
-        key: apply::ResultKey,
-        result: Digest,
-        size: u64,
         receipt: Signed<Receipt>,
     },
     Failed {
@@ -105,13 +115,51 @@ enum Phase {
 #[derive(Debug, Clone)]
 struct ItemEntry {
     project: ProjectId,
-    work: Arc<WorkItem>,
+    work: WorkRef,
     phase: Phase,
     /// When the item last became claimable, for settle and rank widening.
     since: u64,
     /// The agenda entry for this item, if any.
     wake_at: Option<u64>,
     failures: u8,
+    /// This node's last HRW rank for the item: (peer-set version, failures, rank). Reused while
+    /// the live peer set and the attempt stay the same.
+    rank: Option<(u64, u8, u32)>,
+    /// What the item adds to its sync digest bucket (see `sync.rs`), kept up to date with the
+    /// phase so a digest needs no hashing.
+    digest: [u8; 8],
+}
+
+impl ItemEntry {
+    /// Moves the item to `phase`.
+    fn set_phase(&mut self, id: &ItemId, phase: Phase) {
+        self.phase = phase;
+        self.refresh_digest(id);
+    }
+
+    /// Recomputes the digest contribution after the phase changed in place.
+    fn refresh_digest(&mut self, id: &ItemId) {
+        self.digest = sync::state_digest(id, self);
+    }
+}
+
+/// An item's work: a place in the (shared, decoded) batch it came in, or its own copy for
+/// items the engine derives (seed duties, relay slots).
+#[derive(Debug, Clone)]
+enum WorkRef {
+    InBatch(Arc<ItemBatch>, u32),
+    Own(Arc<WorkItem>),
+}
+
+impl std::ops::Deref for WorkRef {
+    type Target = WorkItem;
+
+    fn deref(&self) -> &WorkItem {
+        match self {
+            WorkRef::InBatch(b, i) => &b.items[*i as usize],
+            WorkRef::Own(w) => w,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -209,11 +257,20 @@ pub struct Engine {
     /// Live peers by the projects their presence lists; peers listing none work on all.
     project_peers: BTreeMap<ProjectId, BTreeSet<NodeId>>,
     any_project_peers: BTreeSet<NodeId>,
+    /// Bumped whenever the live peer set (or a peer's roles or projects) changes.
+    peers_version: u64,
+    /// The peers an item of (project, kind) is ranked among, as of `rank_peers_version`.
+    rank_peers: BTreeMap<(ProjectId, usize), Arc<[NodeId]>>,
+    rank_peers_version: u64,
     relay_requests: BTreeMap<NodeId, Signed<crate::message::RelayRequest>>,
     local: BTreeMap<ItemId, Local>,
     agenda: BTreeSet<(u64, ItemId)>,
-    /// Claimable items waiting for a free slot: (rank, since, item).
-    ready: [BTreeSet<(u32, u64, ItemId)>; 3],
+    /// Claimable items waiting for a free slot: (priority, higher first; rank; since; item).
+    ready: [BTreeSet<ReadyKey>; 3],
+    /// Projects this node takes no new items of (the default is subscribed).
+    unsubscribed: BTreeSet<ProjectId>,
+    /// Local priority per project, where not 0.
+    priorities: BTreeMap<ProjectId, i8>,
     /// Messages waiting for their project or item to arrive.
     pending: VecDeque<Envelope>,
     outputs: VecDeque<Output>,
@@ -247,10 +304,15 @@ impl Engine {
             peer_expiry: BTreeSet::new(),
             project_peers: BTreeMap::new(),
             any_project_peers: BTreeSet::new(),
+            peers_version: 0,
+            rank_peers: BTreeMap::new(),
+            rank_peers_version: 0,
             relay_requests: BTreeMap::new(),
             local: BTreeMap::new(),
             agenda: BTreeSet::new(),
             ready: Default::default(),
+            unsubscribed: BTreeSet::new(),
+            priorities: BTreeMap::new(),
             pending: VecDeque::new(),
             outputs: VecDeque::new(),
             paused: false,
@@ -310,6 +372,16 @@ impl Engine {
         self.paused
     }
 
+    /// Whether this node takes new items of `project` (true unless unsubscribed).
+    pub fn is_subscribed(&self, project: &ProjectId) -> bool {
+        !self.unsubscribed.contains(project)
+    }
+
+    /// This node's local priority for `project` (0 unless set).
+    pub fn priority(&self, project: &ProjectId) -> i8 {
+        self.priorities.get(project).copied().unwrap_or(0)
+    }
+
     /// Trusted project keys.
     pub fn trusted(&self) -> impl Iterator<Item = &PublicKey> {
         self.trusted.iter()
@@ -322,7 +394,7 @@ impl Engine {
 
     /// One item's work and project, if known.
     pub fn item_work(&self, item: &ItemId) -> Option<(ProjectId, &WorkItem)> {
-        self.items.get(item).map(|e| (e.project, e.work.as_ref()))
+        self.items.get(item).map(|e| (e.project, &*e.work))
     }
 
     /// Every item with its project and state, in id order.
@@ -351,7 +423,7 @@ impl Engine {
 
     /// Known projects with their current manifests.
     pub fn projects(&self) -> impl Iterator<Item = (ProjectId, &ProjectManifest)> + '_ {
-        self.projects.iter().map(|(id, p)| (*id, &p.m))
+        self.projects.iter().map(|(id, p)| (*id, &*p.m))
     }
 
     /// Live peers.
@@ -387,6 +459,12 @@ impl Engine {
     /// Whether this node holds the item under a live claim and is (or will be) working on it.
     pub fn holds(&self, item: &ItemId) -> bool {
         self.local.contains_key(item)
+    }
+
+    /// The relay slot item of `requester`'s newest relay request, if one is known.
+    pub fn relay_slot_of(&self, requester: &NodeId) -> Option<ItemId> {
+        let seq = self.relay_requests.get(requester)?.verify().ok()?.seq;
+        Some(WorkItem::RelaySlot { requester: *requester, seq }.id(&relay_project()))
     }
 
     /// Earliest time at which [`Input::Tick`] has work to do.
@@ -466,7 +544,7 @@ impl Engine {
             Input::Pause(p) => {
                 self.paused = p;
                 if !p {
-                    self.rearm_open_items(now);
+                    self.rearm_open_items(None, now);
                 }
                 Ok(())
             }
@@ -479,6 +557,8 @@ impl Engine {
                 self.trusted.insert(key);
                 Ok(())
             }
+            Input::Subscribe { project, subscribed } => self.subscribe(project, subscribed, now),
+            Input::SetPriority { project, priority } => self.set_priority(project, priority),
             Input::Shutdown => {
                 self.shutdown(now);
                 Ok(())
@@ -529,11 +609,16 @@ impl Engine {
         let used = self.local.values().filter(|l| l.kind == WorkKind::Crawl).count() as u16;
         let free = if self.paused { 0 } else { capacity.saturating_sub(used) };
         let p = {
-            let projects = if self.projects.len() <= crate::message::PRESENCE_PROJECTS_MAX {
-                self.projects.keys().copied().collect()
-            } else {
-                Vec::new()
-            };
+            let mut projects: Vec<ProjectId> =
+                self.projects.keys().filter(|p| self.is_subscribed(p)).copied().collect();
+            if projects.len() > crate::message::PRESENCE_PROJECTS_MAX {
+                // Too many to list: an empty list stands for every project.
+                projects.clear();
+            } else if projects.is_empty() && !self.projects.is_empty() {
+                // Subscribed to none of them. An empty list would read as "every project", so
+                // list only the relay pseudo-project, which no item ranking counts.
+                projects.push(relay_project());
+            }
             Presence {
                 seq: self.presence_seq,
                 at_ms: now,
@@ -588,9 +673,10 @@ impl Engine {
         self.local.values().filter(|l| l.kind == kind).count() as u16
     }
 
-    /// Whether this node may try to claim the item at all (role, pause, shutdown).
-    fn wants(&self, work: &WorkItem) -> bool {
-        if self.paused || self.shut_down {
+    /// Whether this node may try to claim the item at all (role, pause, shutdown,
+    /// subscription).
+    fn wants(&self, project: &ProjectId, work: &WorkItem) -> bool {
+        if self.paused || self.shut_down || self.unsubscribed.contains(project) {
             return false;
         }
         if !self.cfg.roles.contains(Roles::for_kind(work.kind())) {
@@ -598,6 +684,19 @@ impl Engine {
         }
         match work {
             WorkItem::RelaySlot { requester, .. } => *requester != self.me,
+            // k copies on k nodes: a node keeps at most one replica of a result.
+            WorkItem::SeedDuty { source, result, size, replica } => {
+                let k = self.projects.get(project).map_or(0, |p| p.m.replication);
+                !(0..k).filter(|r| r != replica).any(|r| {
+                    let other = WorkItem::SeedDuty {
+                        source: *source,
+                        result: *result,
+                        size: *size,
+                        replica: r,
+                    };
+                    self.local.contains_key(&other.id(project))
+                })
+            }
             _ => true,
         }
     }
@@ -618,6 +717,7 @@ impl Engine {
 
     /// This node's HRW rank for an item among the live peers that work on its project and
     /// have the role. Ranking within the project keeps the cost to that project's peers.
+    #[cfg(test)]
     fn my_rank(&self, item: &ItemId, project: &ProjectId, kind: WorkKind) -> u32 {
         let role = Roles::for_kind(kind);
         let has_role = |n: &&NodeId| self.peers.get(*n).is_some_and(|p| p.roles.contains(role));
@@ -630,8 +730,35 @@ impl Engine {
         hrw::rank(item, &self.me, others)
     }
 
+    /// The peers [`Engine::my_rank`] counts for items of `project` and `kind`, listed once per
+    /// change of the peer set rather than looked up per item.
+    fn rank_peers(&mut self, project: &ProjectId, kind: WorkKind) -> Arc<[NodeId]> {
+        /// Lists kept at once; more projects than this in play just list again.
+        const RANK_LISTS_MAX: usize = 16;
+        if self.rank_peers_version != self.peers_version || self.rank_peers.len() >= RANK_LISTS_MAX
+        {
+            self.rank_peers.clear();
+            self.rank_peers_version = self.peers_version;
+        }
+        let key = (*project, kind_index(kind));
+        if let Some(list) = self.rank_peers.get(&key) {
+            return Arc::clone(list);
+        }
+        let role = Roles::for_kind(kind);
+        let has_role = |n: &&NodeId| self.peers.get(*n).is_some_and(|p| p.roles.contains(role));
+        let list: Arc<[NodeId]> = if *project == relay_project() {
+            self.peers.iter().filter(|(_, p)| p.roles.contains(role)).map(|(n, _)| *n).collect()
+        } else {
+            let listed = self.project_peers.get(project).into_iter().flatten();
+            listed.chain(self.any_project_peers.iter()).filter(has_role).copied().collect()
+        };
+        self.rank_peers.insert(key, Arc::clone(&list));
+        list
+    }
+
     fn forget_peer(&mut self, node: &NodeId) {
         if let Some(p) = self.peers.remove(node) {
+            self.peers_version += 1;
             if p.projects.is_empty() {
                 self.any_project_peers.remove(node);
             }
@@ -647,6 +774,7 @@ impl Engine {
     }
 
     fn index_peer(&mut self, node: NodeId, projects: &[ProjectId]) {
+        self.peers_version += 1;
         if projects.is_empty() {
             self.any_project_peers.insert(node);
         }
@@ -661,7 +789,7 @@ impl Engine {
             return;
         }
         let Some(e) = self.items.get(&item) else { return };
-        if !self.wants(&e.work) {
+        if !self.wants(&e.project, &e.work) {
             return;
         }
         let Some(since) = self.claimable_since(&item, e) else { return };
@@ -669,8 +797,18 @@ impl Engine {
         let project = e.project;
         // After each failure the ranking is drawn afresh, so the node that just failed is not
         // simply first in line again: another node, perhaps better placed, tries next.
-        let rank_key = hrw::attempt_key(&item, e.failures);
-        let rank = self.my_rank(&rank_key, &project, kind);
+        let failures = e.failures;
+        let rank = match e.rank {
+            Some((version, f, rank)) if version == self.peers_version && f == failures => rank,
+            _ => {
+                let others = self.rank_peers(&project, kind);
+                let rank = hrw::rank(&hrw::attempt_key(&item, failures), &self.me, others.iter());
+                if let Some(e) = self.items.get_mut(&item) {
+                    e.rank = Some((self.peers_version, failures, rank));
+                }
+                rank
+            }
+        };
         let base = since.max(self.warmup_end().unwrap_or(0)) + self.cfg.settle_ms;
         let extra = u64::from(rank.saturating_sub(self.cfg.candidates.saturating_sub(1)));
         let eligible_at = base + extra * self.cfg.widen_ms;
@@ -678,11 +816,10 @@ impl Engine {
             self.schedule(item, eligible_at);
             return;
         }
-        if self.used(kind) < self.capacity_for(kind) {
-            self.claim(item, now);
-        } else {
-            self.ready[kind_index(kind)].insert((rank, since, item));
-        }
+        // Claimed by `fill_capacity` at the end of the tick, so that items falling due together
+        // compete for the free slots by priority first.
+        let key = (Reverse(self.priority(&project)), rank, since, item);
+        self.ready[kind_index(kind)].insert(key);
     }
 
     fn on_local_timer(&mut self, item: ItemId, l: Local, now: u64) {
@@ -717,9 +854,14 @@ impl Engine {
         for kind in WorkKind::ALL {
             let queue = kind_index(kind);
             while self.used(kind) < self.capacity_for(kind) {
-                let Some((_, _, item)) = self.ready[queue].pop_first() else { break };
+                let Some((_, _, _, item)) = self.ready[queue].pop_first() else { break };
                 let Some(e) = self.items.get(&item) else { continue };
-                if self.local.contains_key(&item) || self.claimable_since(&item, e).is_none() {
+                // Claimed by another since it was queued (its timer is set for when the lease
+                // runs out), or no longer wanted: drop it.
+                if self.local.contains_key(&item)
+                    || self.claimable_since(&item, e).is_none_or(|t| t > now)
+                    || !self.wants(&e.project, &e.work)
+                {
                     continue;
                 }
                 self.claim(item, now);
@@ -727,10 +869,12 @@ impl Engine {
         }
     }
 
-    fn rearm_open_items(&mut self, now: u64) {
+    /// Puts every claimable item without a timer (of `project`, or of all) back on the agenda.
+    fn rearm_open_items(&mut self, project: Option<ProjectId>, now: u64) {
         let ids: Vec<ItemId> = self
             .items
             .iter()
+            .filter(|(_, e)| project.is_none_or(|p| e.project == p))
             .filter(|(id, e)| e.wake_at.is_none() && !self.local.contains_key(id))
             .filter(|(id, e)| self.claimable_since(id, e).is_some())
             .map(|(id, _)| *id)
@@ -738,6 +882,54 @@ impl Engine {
         for id in ids {
             self.schedule(id, now);
         }
+    }
+
+    // ---- local choices ---------------------------------------------------------------------
+
+    fn subscribe(&mut self, project: ProjectId, subscribed: bool, now: u64) -> Result<(), Reject> {
+        let changed = if subscribed {
+            self.unsubscribed.remove(&project)
+        } else {
+            if !self.unsubscribed.contains(&project)
+                && self.unsubscribed.len() >= self.cfg.projects_max
+            {
+                return Err(Reject::Full);
+            }
+            self.unsubscribed.insert(project)
+        };
+        if changed && self.projects.contains_key(&project) {
+            if subscribed {
+                self.rearm_open_items(Some(project), now);
+            }
+            // Tell peers at the next tick, so their rankings for the project catch up.
+            self.next_presence_at = self.next_presence_at.min(now);
+        }
+        Ok(())
+    }
+
+    fn set_priority(&mut self, project: ProjectId, priority: i8) -> Result<(), Reject> {
+        if priority == 0 {
+            self.priorities.remove(&project);
+        } else {
+            if !self.priorities.contains_key(&project)
+                && self.priorities.len() >= self.cfg.projects_max
+            {
+                return Err(Reject::Full);
+            }
+            self.priorities.insert(project, priority);
+        }
+        // Items already waiting for a slot take the new order.
+        for queue in 0..self.ready.len() {
+            let waiting = std::mem::take(&mut self.ready[queue]);
+            self.ready[queue] = waiting
+                .into_iter()
+                .map(|(_, rank, since, item)| {
+                    let p = self.items.get(&item).map_or(0, |e| self.priority(&e.project));
+                    (Reverse(p), rank, since, item)
+                })
+                .collect();
+        }
+        Ok(())
     }
 
     // ---- local decisions -------------------------------------------------------------------
@@ -852,8 +1044,15 @@ impl Phase {
                 lease_until_ms: *lease_until,
                 ready: *ready,
             },
-            Phase::Done { key, result, size, .. } => {
-                ItemState::Done { holder: key.node, epoch: key.epoch, result: *result, size: *size }
+            Phase::Done { receipt } => {
+                let holder = receipt.signer().node_id();
+                match apply::receipt_parts(receipt) {
+                    Some((r, c)) => {
+                        ItemState::Done { holder, epoch: c.epoch, result: r.result, size: r.size }
+                    }
+                    // Never: a receipt is stored only after it verified.
+                    None => ItemState::Done { holder, epoch: 0, result: Digest([0; 32]), size: 0 },
+                }
             }
             Phase::Failed { epoch, .. } => ItemState::Failed { epoch: *epoch },
         }
@@ -868,6 +1067,9 @@ impl Phase {
         }
     }
 }
+
+/// A place in the ready set: higher priority first, then better rank, then waiting longest.
+type ReadyKey = (Reverse<i8>, u32, u64, ItemId);
 
 fn kind_index(kind: WorkKind) -> usize {
     match kind {

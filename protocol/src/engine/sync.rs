@@ -19,6 +19,13 @@ fn fold(acc: &mut [u8; 8], bytes: &[u8]) {
     }
 }
 
+/// An item's contribution to its digest bucket: what `fold` adds for its state bytes.
+pub(super) fn state_digest(id: &crate::ids::ItemId, e: &ItemEntry) -> [u8; 8] {
+    let mut out = [0u8; 8];
+    fold(&mut out, &state_bytes(id, e));
+    out
+}
+
 /// What of an item's state a digest covers: phase and epoch and holder, not lease times, so
 /// renewals do not make two otherwise equal nodes look different.
 fn state_bytes(id: &crate::ids::ItemId, e: &ItemEntry) -> Vec<u8> {
@@ -35,10 +42,12 @@ fn state_bytes(id: &crate::ids::ItemId, e: &ItemEntry) -> Vec<u8> {
             out.extend_from_slice(holder.as_bytes());
             out.push(u8::from(*ready));
         }
-        Phase::Done { key, result, .. } => {
+        Phase::Done { receipt } => {
+            let (epoch, result) = super::apply::receipt_parts(receipt)
+                .map_or((0, crate::ids::Digest([0; 32])), |(r, c)| (c.epoch, r.result));
             out.push(2);
-            out.extend_from_slice(&key.epoch.to_le_bytes());
-            out.extend_from_slice(key.node.as_bytes());
+            out.extend_from_slice(&epoch.to_le_bytes());
+            out.extend_from_slice(receipt.signer().node_id().as_bytes());
             out.extend_from_slice(result.as_bytes());
         }
         Phase::Failed { epoch, .. } => {
@@ -70,7 +79,10 @@ impl Engine {
             if matches!(e.phase, Phase::Open { epoch: 0, .. }) {
                 continue;
             }
-            fold(&mut buckets[bucket_of(id)], &state_bytes(id, e));
+            debug_assert_eq!(e.digest, state_digest(id, e), "stale digest for {id:?}");
+            for (a, b) in buckets[bucket_of(id)].iter_mut().zip(e.digest) {
+                *a ^= b;
+            }
         }
         Some(ProjectDigest {
             project,

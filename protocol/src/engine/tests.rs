@@ -58,6 +58,8 @@ struct Net {
     /// (finish_at, seq) -> (node, item, epoch)
     work: BTreeMap<(u64, u64), (usize, ItemId, u32)>,
     executions: BTreeMap<ItemId, u32>,
+    /// Every start, in order: (node, item).
+    starts: Vec<(usize, ItemId)>,
     /// Nodes whose outgoing messages are dropped (crashed or cut off).
     silenced: Vec<bool>,
 }
@@ -78,6 +80,7 @@ impl Net {
             queue: BTreeMap::new(),
             work: BTreeMap::new(),
             executions: BTreeMap::new(),
+            starts: Vec::new(),
             silenced: vec![false; n],
         }
     }
@@ -105,6 +108,7 @@ impl Net {
                 }
                 Output::StartWork { item, epoch, .. } => {
                     *self.executions.entry(item).or_default() += 1;
+                    self.starts.push((node, item));
                     self.seq += 1;
                     self.work.insert((self.now + self.work_ms, self.seq), (node, item, epoch));
                 }
@@ -500,6 +504,36 @@ fn seed_duties_are_derived_from_receipts_on_every_node() {
 }
 
 #[test]
+fn the_replicas_of_one_result_are_held_by_different_nodes() {
+    let owner = test_keypair(1);
+    let mut net = Net::new(4, &owner, fast_config());
+    let m = manifest(&owner, 5_000, 3);
+    let b = batch(&owner, &m, 12);
+    net.input(0, Input::Publish(Envelope::Manifest(Signed::sign(&owner, &m)))).unwrap();
+    net.input(0, Input::Publish(Envelope::Batch(b))).unwrap();
+    let all_ready = |n: &Net| {
+        n.engines.iter().all(|e| {
+            e.items().filter(|(_, _, s)| matches!(s, ItemState::Held { ready: true, .. })).count()
+                == 36
+        })
+    };
+    assert!(net.run_until(300_000, all_ready), "not every duty ready by t={}", net.now);
+    // Group the duties' holders by result: k distinct nodes each.
+    let mut holders: BTreeMap<Digest, BTreeSet<NodeId>> = BTreeMap::new();
+    for (id, _, state) in net.engines[0].items() {
+        if let (Some((_, WorkItem::SeedDuty { result, .. })), ItemState::Held { holder, .. }) =
+            (net.engines[0].item_work(&id), state)
+        {
+            holders.entry(*result).or_default().insert(holder);
+        }
+    }
+    assert_eq!(holders.len(), 12);
+    for (result, nodes) in &holders {
+        assert_eq!(nodes.len(), 3, "replicas of {result:?} share a node: {nodes:?}");
+    }
+}
+
+#[test]
 fn a_relay_request_becomes_a_slot_held_by_a_relay_node_not_the_requester() {
     let owner = test_keypair(1);
     let relay_cfg = EngineConfig { roles: Roles::ALL, ..fast_config() };
@@ -781,4 +815,86 @@ fn after_a_failure_the_item_moves_on_to_another_node() {
     // With a fresh ranking per attempt about 3 in 4 items change hands (the same node would
     // keep every one of them if the ranking stayed put).
     assert!(moved >= 20, "only {moved} of 40 failed items moved to another node");
+}
+
+/// The projects a node's presence heartbeat lists, read from the outputs of one tick at `now`.
+fn presence_projects(e: &mut Engine, now: u64) -> Vec<ProjectId> {
+    e.handle(Input::Tick, now).unwrap();
+    let mut listed = None;
+    while let Some(out) = e.poll_output() {
+        if let Output::Publish(Envelope::Presence(p)) = out {
+            listed = Some(p.verify().unwrap().projects);
+        }
+    }
+    listed.expect("a presence heartbeat was due")
+}
+
+#[test]
+fn an_unsubscribed_engine_claims_nothing_of_the_project_and_leaves_it_out_of_presence() {
+    let owner = test_keypair(1);
+    let pid = manifest(&owner, 5_000, 0).id();
+    let mut net = Net::new(2, &owner, fast_config());
+    // Chosen before the project is known: remembered, and applied when it arrives.
+    net.input(1, Input::Subscribe { project: pid, subscribed: false }).unwrap();
+    assert!(!net.engines[1].is_subscribed(&pid));
+    assert!(net.engines[0].is_subscribed(&pid));
+    let ids = publish_project(&mut net, &owner, 5_000, 60);
+    assert!(net.run_until(600_000, |n| n.all_done(&ids)), "not all done by t={}", net.now);
+    assert_eq!(net.engines[1].stats().claims, 0);
+    assert!(net.starts.iter().all(|(node, _)| *node == 0));
+    assert_eq!(net.engines[0].stats().finished, 60);
+    // The unsubscribed engine still follows the project's state.
+    assert_eq!(net.engines[1].counts(Some(pid)).done, 60);
+    // Its heartbeats do not list the project, so the other engine ranks without it.
+    let listed = presence_projects(&mut net.engines[1], net.now + 1_000);
+    assert!(!listed.contains(&pid) && !listed.is_empty(), "{listed:?}");
+    let other = net.engines[1].node_id();
+    assert!(!net.engines[0].project_peers.get(&pid).is_some_and(|s| s.contains(&other)));
+    // Subscribing again lists it again.
+    net.engines[1].handle(Input::Subscribe { project: pid, subscribed: true }, net.now).unwrap();
+    assert!(net.engines[1].is_subscribed(&pid));
+    assert_eq!(presence_projects(&mut net.engines[1], net.now + 1_000), vec![pid]);
+}
+
+#[test]
+fn resubscribing_takes_items_again() {
+    let owner = test_keypair(1);
+    let pid = manifest(&owner, 5_000, 0).id();
+    let mut net = Net::new(2, &owner, EngineConfig { capacity: 2, ..fast_config() });
+    net.work_ms = 2_000;
+    net.input(1, Input::Subscribe { project: pid, subscribed: false }).unwrap();
+    let ids = publish_project(&mut net, &owner, 5_000, 40);
+    net.run_until(5_000, |_| false);
+    assert_eq!(net.engines[1].stats().claims, 0);
+    net.input(1, Input::Subscribe { project: pid, subscribed: true }).unwrap();
+    assert!(net.run_until(600_000, |n| n.all_done(&ids)), "not all done by t={}", net.now);
+    assert!(net.engines[1].stats().claims > 5, "{}", net.engines[1].stats().claims);
+    assert!(net.starts.iter().any(|(node, _)| *node == 1));
+    let dups: u32 = net.executions.values().map(|c| c - 1).sum();
+    assert_eq!(dups, 0);
+}
+
+#[test]
+fn with_one_slot_the_higher_priority_projects_items_are_claimed_first() {
+    let low_owner = test_keypair(1);
+    let high_owner = test_keypair(2);
+    let cfg = EngineConfig { capacity: 1, ..fast_config() };
+    let mut e = Engine::new(cfg, test_keypair(9), [low_owner.public(), high_owner.public()], 0);
+    let (low, high) = (manifest(&low_owner, 5_000, 0), manifest(&high_owner, 5_000, 0));
+    e.handle(Input::SetPriority { project: high.id(), priority: 5 }, 0).unwrap();
+    e.handle(Input::SetPriority { project: low.id(), priority: -1 }, 0).unwrap();
+    assert_eq!((e.priority(&high.id()), e.priority(&low.id())), (5, -1));
+    assert_eq!(e.priority(&ProjectId([3; 32])), 0);
+    let mut net = Net { engines: vec![e], ..Net::new(0, &low_owner, fast_config()) };
+    net.silenced = vec![false];
+    // The low-priority project arrives first, so it would win on arrival order alone.
+    let low_ids = publish_project(&mut net, &low_owner, 5_000, 5);
+    let high_ids = publish_project(&mut net, &high_owner, 5_000, 5);
+    let all: Vec<ItemId> = low_ids.iter().chain(&high_ids).copied().collect();
+    assert!(net.run_until(600_000, |n| n.all_done(&all)), "not all done by t={}", net.now);
+    let order: Vec<bool> = net.starts.iter().map(|(_, i)| high_ids.contains(i)).collect();
+    assert_eq!(order, [vec![true; 5], vec![false; 5]].concat(), "high-priority items first");
+    // Priority back to 0 is the default again.
+    net.engines[0].handle(Input::SetPriority { project: high.id(), priority: 0 }, net.now).unwrap();
+    assert_eq!(net.engines[0].priority(&high.id()), 0);
 }

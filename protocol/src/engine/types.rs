@@ -123,6 +123,24 @@ pub enum Input {
     SetCapacity(u16),
     /// Trust a project owner key.
     Trust(PublicKey),
+    /// Work on a project or stop taking new items of it (held items go on to completion).
+    /// Every known project is subscribed by default; a choice made before the project is
+    /// known is remembered (at most `projects_max` projects) and applies when it arrives.
+    Subscribe {
+        /// The project.
+        project: ProjectId,
+        /// Whether to take its items and list it in presence heartbeats.
+        subscribed: bool,
+    },
+    /// Set how eagerly this node takes a project's items: when claimable items compete for
+    /// free work slots, higher priorities are claimed first (default 0). A purely local
+    /// choice: it never changes who wins a claim.
+    SetPriority {
+        /// The project.
+        project: ProjectId,
+        /// Higher first.
+        priority: i8,
+    },
     /// Give back every held item and stop claiming (graceful shutdown).
     Shutdown,
 }

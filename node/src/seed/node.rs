@@ -1,0 +1,240 @@
+//! The actor's side of seeding: building the parts at start ([`SeedParts::build`]), routing
+//! blob requests between the fetcher and the swarm, answering peers' requests from the store,
+//! and telling the runner who holds a blob.
+//!
+//! Who holds a blob comes from the engine's view: the producer of the source item and the
+//! holders of the other replicas' duties that reported ready. The actor writes that list into
+//! a shared map just before it starts a duty ([`Actor::note_holders`]); the runner's lookup
+//! reads it, so the runner never touches the engine.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use libp2p::PeerId;
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use starling_protocol::{Digest, ItemState, ProjectId, WorkItem};
+use tokio::sync::{mpsc, oneshot};
+
+use super::fetch::{FetchConfig, Fetcher, SourceError};
+use super::runner::{BlobCommand, HolderLookup, HolderQuery, SeedRunner, SwarmSource};
+use super::serve::{BlobServer, SERVING_MAX};
+use super::store::BlobStore;
+use super::wire::{BlobRequest, BlobResponse};
+use super::{SeedingCounters, SeedingStats};
+use crate::actor::Actor;
+use crate::runner::{RunnerCounters, WorkReport};
+
+/// Answers computed off the actor, waiting to be sent.
+pub const SERVED_CAP: usize = 64;
+/// Blob requests in flight from this node at once (the fetcher bounds itself lower).
+pub const BLOB_INFLIGHT_MAX: usize = 1_024;
+/// Application score given to a peer that served a corrupt chunk (weighted by gossipsub's
+/// `app_specific_weight`, this puts it far below the graylist threshold).
+pub const PENALTY_SCORE: f64 = -1_000.0;
+/// Blobs whose holder lists are remembered for running duties.
+pub const HOLDER_LISTS_MAX: usize = 4_096;
+
+type Holders = Arc<Mutex<HashMap<Digest, Vec<PeerId>>>>;
+type Reply = oneshot::Sender<Result<BlobResponse, SourceError>>;
+
+/// Everything seeding needs at run time.
+#[derive(Debug)]
+pub struct SeedParts {
+    /// The blob store (the results dir).
+    pub store: Arc<BlobStore>,
+    /// Counters for the dashboard.
+    pub counters: Arc<SeedingCounters>,
+    /// The fetcher, shared with the runner (and export).
+    pub fetcher: Arc<Fetcher<SwarmSource>>,
+    server: BlobServer,
+    holders: Holders,
+    pending: HashMap<OutboundRequestId, Reply>,
+    served_tx: mpsc::Sender<(ResponseChannel<BlobResponse>, BlobResponse)>,
+    /// Requests from the fetcher; the actor's loop takes it.
+    pub commands: Option<mpsc::Receiver<BlobCommand>>,
+    /// Answers ready to send; the actor's loop takes it.
+    pub served: Option<mpsc::Receiver<(ResponseChannel<BlobResponse>, BlobResponse)>>,
+}
+
+impl SeedParts {
+    /// Opens the store in `results_dir` and builds the runner (returned, to register).
+    pub fn build(
+        results_dir: std::path::PathBuf,
+        disk_bytes_max: Option<u64>,
+        reports: mpsc::Sender<WorkReport>,
+        runner_counters: Arc<RunnerCounters>,
+    ) -> anyhow::Result<(Self, SeedRunner<SwarmSource>)> {
+        let store = Arc::new(
+            BlobStore::open(results_dir, disk_bytes_max)
+                .map_err(|e| anyhow::anyhow!("cannot open the blob store: {e}"))?,
+        );
+        let counters = Arc::new(SeedingCounters::default());
+        let (source, commands) = SwarmSource::channel();
+        let fetcher = Arc::new(Fetcher::new(
+            Arc::new(source),
+            store.clone(),
+            FetchConfig::default(),
+            counters.clone(),
+        ));
+        let holders: Holders = Arc::default();
+        let lookup_holders = holders.clone();
+        let lookup: HolderLookup<PeerId> = Arc::new(move |q: &HolderQuery| {
+            let map = lookup_holders.lock().unwrap_or_else(|e| e.into_inner());
+            map.get(&q.digest).cloned().unwrap_or_default()
+        });
+        let runner = SeedRunner::new(fetcher.clone(), lookup, reports, runner_counters);
+        let server = BlobServer::new(store.clone(), SERVING_MAX, counters.clone());
+        let (served_tx, served) = mpsc::channel(SERVED_CAP);
+        let parts = Self {
+            store,
+            counters,
+            fetcher,
+            server,
+            holders,
+            pending: HashMap::new(),
+            served_tx,
+            commands: Some(commands),
+            served: Some(served),
+        };
+        Ok((parts, runner))
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> SeedingStats {
+        self.counters.snapshot()
+    }
+}
+
+/// Debug builds only, for the lying-peer test: `STARLING_TEST_CORRUPT_BLOBS=1` makes this node
+/// flip a byte of every chunk it serves.
+fn serves_corrupt_chunks() -> bool {
+    #[cfg(debug_assertions)]
+    {
+        std::env::var_os("STARLING_TEST_CORRUPT_BLOBS").is_some_and(|v| v == "1")
+    }
+    #[cfg(not(debug_assertions))]
+    {
+        false
+    }
+}
+
+impl Actor {
+    /// The peers believed to hold `digest`, result of item `source` in `project`: the
+    /// producer first, then ready holders of the replicas' duties. Never this node.
+    pub(crate) fn blob_holders(
+        &self,
+        project: &ProjectId,
+        source: &starling_protocol::ItemId,
+        digest: &Digest,
+        size: u64,
+    ) -> Vec<PeerId> {
+        let me = self.engine.node_id();
+        let mut out = Vec::new();
+        let mut push = |node: starling_protocol::NodeId| {
+            if node != me
+                && let Some(p) = crate::net::peer_id_of(&node)
+                && !out.contains(&p)
+            {
+                out.push(p);
+            }
+        };
+        if let Some(ItemState::Done { holder, result, .. }) = self.engine.item_state(source)
+            && result == *digest
+        {
+            push(holder);
+        }
+        let k =
+            self.engine.projects().find(|(id, _)| id == project).map_or(0, |(_, m)| m.replication);
+        for replica in 0..k {
+            let duty = WorkItem::SeedDuty { source: *source, result: *digest, size, replica };
+            if let Some(ItemState::Held { holder, ready: true, .. }) =
+                self.engine.item_state(&duty.id(project))
+            {
+                push(holder);
+            }
+        }
+        out
+    }
+
+    /// Records who holds a duty's blob, for the runner's lookup, before the duty starts.
+    pub(crate) fn note_holders(&self, project: &ProjectId, work: &WorkItem) {
+        let (Some(seed), WorkItem::SeedDuty { source, result, size, .. }) = (&self.seed, work)
+        else {
+            return;
+        };
+        let holders = self.blob_holders(project, source, result, *size);
+        let mut map = seed.holders.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= HOLDER_LISTS_MAX && !map.contains_key(result) {
+            map.clear();
+        }
+        map.insert(*result, holders);
+    }
+
+    /// A request from the fetcher: send it, or penalise a peer that sent bad bytes.
+    pub(crate) fn on_blob_command(&mut self, cmd: BlobCommand) {
+        match cmd {
+            BlobCommand::Get { peer, request, reply } => {
+                let Some(seed) = &mut self.seed else { return };
+                if seed.pending.len() >= BLOB_INFLIGHT_MAX {
+                    let _ = reply.send(Err(SourceError::Failed("too many blob requests".into())));
+                    return;
+                }
+                let id = self.swarm.behaviour_mut().blob.send_request(&peer, request);
+                seed.pending.insert(id, reply);
+            }
+            BlobCommand::Penalise { peer, reason } => {
+                tracing::warn!(%peer, reason, "peer served a corrupt blob chunk; disconnecting it");
+                self.stats.blob_penalties += 1;
+                // The peer provably sent bytes that do not hash to the digest: its gossip score
+                // drops below the graylist threshold and the connection is cut.
+                self.swarm.behaviour_mut().gossipsub.set_application_score(&peer, PENALTY_SCORE);
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+        }
+    }
+
+    /// Blob protocol events: answers to our requests, and peers' requests to us.
+    pub(crate) fn on_blob(&mut self, event: request_response::Event<BlobRequest, BlobResponse>) {
+        use request_response::{Event, Message};
+        let Some(seed) = &mut self.seed else { return };
+        match event {
+            Event::Message { message: Message::Response { request_id, response }, .. } => {
+                if let Some(reply) = seed.pending.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            Event::OutboundFailure { request_id, error, .. } => {
+                if let Some(reply) = seed.pending.remove(&request_id) {
+                    let _ = reply.send(Err(SourceError::from_outbound(&error)));
+                }
+            }
+            Event::Message { message: Message::Request { request, channel, .. }, .. } => {
+                match seed.server.admit(request) {
+                    Err(busy) => {
+                        let _ = self.swarm.behaviour_mut().blob.send_response(channel, busy);
+                    }
+                    Ok(answer) => {
+                        let tx = seed.served_tx.clone();
+                        let corrupt = serves_corrupt_chunks();
+                        tokio::spawn(async move {
+                            let mut response = answer.await;
+                            if corrupt
+                                && let BlobResponse::Slice { bytes, .. } = &mut response
+                                && let Some(b) = bytes.last_mut()
+                            {
+                                *b ^= 0xff;
+                            }
+                            let _ = tx.send((channel, response)).await;
+                        });
+                    }
+                }
+            }
+            Event::InboundFailure { .. } | Event::ResponseSent { .. } => {}
+        }
+    }
+
+    /// Sends an answer computed off the actor.
+    pub(crate) fn send_served(&mut self, channel: ResponseChannel<BlobResponse>, r: BlobResponse) {
+        let _ = self.swarm.behaviour_mut().blob.send_response(channel, r);
+    }
+}

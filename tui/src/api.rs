@@ -1,0 +1,430 @@
+//! The JSON shapes of the node's control API, shared by the server (`starling-node`'s `api`
+//! module), the command line, the dashboard and the tests. Ids are lowercase hex; times are
+//! milliseconds since the UNIX epoch on the node's clock.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use starling_protocol::{ItemCounts, ItemState};
+
+/// `GET /status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusView {
+    /// This node's id (its public key).
+    pub node_id: String,
+    /// Its libp2p peer id.
+    pub peer_id: String,
+    /// The crate version.
+    pub version: String,
+    /// Milliseconds since the node started.
+    pub uptime_ms: u64,
+    /// Addresses the swarm listens on.
+    pub listen: Vec<String>,
+    /// Peers with an open connection.
+    pub connected_peers: usize,
+    /// Peers whose presence is live in the engine's view.
+    pub live_peers: usize,
+    /// Roles this node fills (bit flags: 1 crawl, 2 seed, 4 relay).
+    pub roles: u8,
+    /// Whether claiming is paused.
+    pub paused: bool,
+    /// Crawl chunks worked at once now (0 while results are over the disk cap).
+    pub capacity: u16,
+    /// Whether stored results are over the operator's disk cap.
+    pub over_disk_cap: bool,
+    /// Known projects.
+    pub projects: usize,
+    /// Items by state.
+    pub items: ItemCounts,
+    /// Items this node holds now.
+    pub holding: usize,
+    /// The engine's counters.
+    pub engine: starling_protocol::EngineStats,
+    /// What the runners did.
+    pub runner: RunnerStats,
+    /// Network counters.
+    pub net: NetStats,
+    /// The last store error, if writing to the database failed.
+    pub store_error: Option<String>,
+    /// The node's clock when the answer was made.
+    #[serde(default)]
+    pub now_ms: u64,
+    /// What the crawler fetched.
+    #[serde(default)]
+    pub fetch: FetchStats,
+    /// Disk use against the operator's caps.
+    #[serde(default)]
+    pub disk: DiskStats,
+    /// The operator's caps as they are now.
+    #[serde(default)]
+    pub caps: Caps,
+}
+
+/// A snapshot of what the runners did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunnerStats {
+    /// Jobs started.
+    pub started: u64,
+    /// Jobs that reported a result.
+    pub completed: u64,
+    /// Jobs cancelled before they reported.
+    pub cancelled: u64,
+}
+
+/// The crawler's counters since the node started.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FetchStats {
+    /// Fetches by outcome: an HTTP status code (`"200"`, `"404"`, …) or an error class
+    /// (`"timeout"`, `"refused"`, `"error"`).
+    pub by_status: BTreeMap<String, u64>,
+    /// Response body bytes received.
+    pub bytes_down: u64,
+    /// Times a fetch waited for a host's rate limit.
+    pub rate_limit_waits: u64,
+    /// Fetches per second over the last few seconds.
+    pub rate_per_s: f64,
+    /// The highest fetch rate the hosts being crawled allow together, per second.
+    pub rate_limit_per_s: f64,
+}
+
+/// Disk use against the operator's caps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskStats {
+    /// Bytes of stored results (WARC files, seeded blobs).
+    pub results_bytes: u64,
+    /// Bytes of the database file.
+    pub store_bytes: u64,
+}
+
+/// The operator's knobs. In `POST /caps` a missing field is left as it is; `0` for an
+/// optional cap removes it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Caps {
+    /// Crawl chunks worked at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<u16>,
+    /// Crawl download bandwidth, bytes per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth_bytes_per_s: Option<u64>,
+    /// Disk for stored results, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_bytes_max: Option<u64>,
+}
+
+/// `GET /work`: what this node holds now and the state of the hosts it crawls.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkView {
+    /// The node's clock when the answer was made (for lease countdowns).
+    pub now_ms: u64,
+    /// Items held, soonest lease end first.
+    pub claims: Vec<ClaimInfo>,
+    /// Hosts the crawler has talked to, busiest first.
+    pub hosts: Vec<HostInfo>,
+}
+
+/// One held item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimInfo {
+    /// Item id.
+    pub item: String,
+    /// Project id.
+    pub project: String,
+    /// `crawl`, `seed` or `relay`.
+    pub kind: String,
+    /// The epoch held.
+    pub epoch: u32,
+    /// Lease end.
+    pub lease_until_ms: u64,
+    /// Whether work has started (it waits a short settle first).
+    pub started: bool,
+}
+
+/// One host the crawler knows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostInfo {
+    /// Host name (and port when not the default).
+    pub host: String,
+    /// `ok`, `backing_off` or `parked`.
+    pub state: String,
+    /// When backing off or parked: until when.
+    pub until_ms: Option<u64>,
+    /// Requests in flight now.
+    pub inflight: u32,
+    /// Requests the rate limit allows per second.
+    pub rate_per_s: f64,
+    /// Refusals (429, 503, timeouts) in a row.
+    pub refusals: u32,
+}
+
+/// `GET /seeding`: result copies this node keeps for the mesh.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeedingView {
+    /// Whether this node takes seeding duties.
+    pub enabled: bool,
+    /// Duties held at once, at most.
+    pub capacity: u16,
+    /// Duties held now.
+    pub duties: Vec<SeedInfo>,
+    /// Blobs stored.
+    pub blobs: u64,
+    /// Bytes stored.
+    pub bytes_stored: u64,
+    /// Bytes served to peers.
+    pub bytes_served: u64,
+    /// Bytes fetched from peers.
+    pub bytes_fetched: u64,
+    /// Chunks refused because they did not match their digest.
+    pub chunks_rejected: u64,
+}
+
+/// One seeding duty held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeedInfo {
+    /// The duty's item id.
+    pub item: String,
+    /// The blob's digest.
+    pub digest: String,
+    /// Its size.
+    pub size: u64,
+    /// `fetching`, `stored` or `missing`.
+    pub state: String,
+}
+
+/// `GET /relay`: carrying traffic for peers behind NAT.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayView {
+    /// Whether this node offers relay slots.
+    pub enabled: bool,
+    /// `unknown`, `public` or `private`.
+    pub reachability: String,
+    /// Slots offered at once, at most.
+    pub slots_offered: u16,
+    /// Relay slots this node holds for others now.
+    pub slots_held: u64,
+    /// Reservations granted.
+    pub reservations: u64,
+    /// Circuits carried.
+    pub circuits: u64,
+    /// Circuits open now.
+    #[serde(default)]
+    pub circuits_open: u64,
+    /// Reservations refused (the peer held no slot here).
+    #[serde(default)]
+    pub refused: u64,
+    /// The relay this node listens through, when it is not reachable itself.
+    #[serde(default)]
+    pub relayed_via: Option<String>,
+    /// Reservations relays granted this node.
+    #[serde(default)]
+    pub reserved: u64,
+    /// Connections that reached this node through its relay.
+    #[serde(default)]
+    pub circuits_in: u64,
+}
+
+/// One line of `GET /log?limit=&level=`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// When.
+    pub at_ms: u64,
+    /// `ERROR`, `WARN`, `INFO`, `DEBUG` or `TRACE`.
+    pub level: String,
+    /// The module that logged it.
+    pub target: String,
+    /// The message and its fields.
+    pub message: String,
+}
+
+/// One event of the `GET /events` stream (server-sent events, one JSON object per `data:`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum NodeEvent {
+    /// Engine state changed (items, peers, claims); views are worth re-reading.
+    Changed {
+        /// Items by state after the change.
+        items: ItemCounts,
+    },
+    /// A log line.
+    Log(LogLine),
+    /// The node paused or resumed claiming.
+    Paused {
+        /// Paused now.
+        paused: bool,
+    },
+    /// Events were dropped because this client read too slowly.
+    Lagged {
+        /// How many.
+        missed: u64,
+    },
+}
+
+/// `POST /projects/{id}/subscribe` body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subscription {
+    /// Work on the project (true) or leave it to others (false).
+    pub subscribed: bool,
+}
+
+/// `POST /projects/{id}/priority` body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Priority {
+    /// Higher first when work slots are scarce; 0 is the default.
+    pub priority: i8,
+}
+
+/// Counters kept by the network actor.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct NetStats {
+    /// Gossip messages received.
+    pub gossip_received: u64,
+    /// Gossip messages accepted (and forwarded).
+    pub gossip_accepted: u64,
+    /// Gossip messages rejected (costing the sender score).
+    pub gossip_rejected: u64,
+    /// Gossip messages ignored (duplicates, late, not yet applicable).
+    pub gossip_ignored: u64,
+    /// Gossip messages that did not decode.
+    pub gossip_undecodable: u64,
+    /// Envelopes published.
+    pub published: u64,
+    /// Sync requests sent.
+    pub sync_requests: u64,
+    /// Sync responses applied.
+    pub sync_responses: u64,
+    /// Sync requests answered.
+    pub sync_served: u64,
+    /// Envelopes applied from sync.
+    pub sync_applied: u64,
+    /// Peers penalised for serving corrupt blob chunks.
+    #[serde(default)]
+    pub blob_penalties: u64,
+}
+
+/// One entry of `GET /peers`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// libp2p peer id.
+    pub peer_id: String,
+    /// Starling node id, when the peer's key is ed25519.
+    pub node_id: Option<String>,
+    /// Whether a connection is open.
+    pub connected: bool,
+    /// Whether its presence is live in the engine.
+    pub live: bool,
+    /// Gossipsub score, when connected.
+    pub score: Option<f64>,
+    /// Whether the connection runs through a relay.
+    #[serde(default)]
+    pub via_relay: bool,
+    /// State-sync answers applied from this peer.
+    #[serde(default)]
+    pub synced: u64,
+    /// Free work slots at its last heartbeat.
+    pub free: Option<u16>,
+    /// Work slots in all.
+    pub capacity: Option<u16>,
+}
+
+/// One entry of `GET /projects`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProjectInfo {
+    /// Project id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Manifest version.
+    pub version: u64,
+    /// Owner key.
+    pub owner: String,
+    /// Lease length.
+    pub lease_ms: u64,
+    /// Replication factor.
+    pub replication: u8,
+    /// Items by state.
+    pub items: ItemCounts,
+    /// Whether its owner key is trusted here.
+    #[serde(default)]
+    pub trusted: bool,
+    /// Whether this node works on it.
+    #[serde(default)]
+    pub subscribed: bool,
+    /// Its priority here.
+    #[serde(default)]
+    pub priority: i8,
+}
+
+/// One entry of `GET /items`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemInfo {
+    /// Item id.
+    pub id: String,
+    /// Project id.
+    pub project: String,
+    /// `open`, `held`, `done` or `failed`.
+    pub state: String,
+    /// Current or last epoch.
+    pub epoch: u32,
+    /// Holder (held) or producer of the result (done).
+    pub holder: Option<String>,
+    /// Lease end, while held.
+    pub lease_until_ms: Option<u64>,
+    /// Result digest, when done.
+    pub result: Option<String>,
+}
+
+impl ItemInfo {
+    /// The view of one engine item.
+    pub fn new(id: String, project: String, state: &ItemState) -> Self {
+        let mut info = Self {
+            id,
+            project,
+            state: String::new(),
+            epoch: 0,
+            holder: None,
+            lease_until_ms: None,
+            result: None,
+        };
+        match state {
+            ItemState::Open { epoch } => {
+                info.state = "open".into();
+                info.epoch = *epoch;
+            }
+            ItemState::Held { holder, epoch, lease_until_ms, .. } => {
+                info.state = "held".into();
+                info.epoch = *epoch;
+                info.holder = Some(holder.to_hex());
+                info.lease_until_ms = Some(*lease_until_ms);
+            }
+            ItemState::Done { holder, epoch, result, .. } => {
+                info.state = "done".into();
+                info.epoch = *epoch;
+                info.holder = Some(holder.to_hex());
+                info.result = Some(result.to_hex());
+            }
+            ItemState::Failed { epoch } => {
+                info.state = "failed".into();
+                info.epoch = *epoch;
+            }
+        }
+        info
+    }
+}
+
+/// `POST /publish` and `POST /trust` answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Outcome {
+    /// `applied`, `duplicate` or `parked` (a batch waiting for its manifest).
+    pub outcome: String,
+    /// What was published or trusted.
+    pub what: String,
+}
+
+/// Error body of every non-2xx answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiError {
+    /// One line saying what is wrong.
+    pub error: String,
+}

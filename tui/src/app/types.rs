@@ -1,0 +1,194 @@
+//! The dashboard's vocabulary: its tabs, what one poll reads, the commands it sends the node,
+//! and the [`Action`]s that drive [`super::App::update`].
+
+use crossterm::event::KeyEvent;
+
+use crate::api::{
+    Caps, LogLine, NodeEvent, PeerInfo, ProjectInfo, RelayView, SeedingView, StatusView, WorkView,
+};
+
+/// The dashboard's tabs, in key order (`1`–`7`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tab {
+    Overview,
+    Work,
+    Peers,
+    Seeding,
+    Relay,
+    Projects,
+    Log,
+}
+
+impl Tab {
+    pub(crate) const ALL: [Tab; 7] =
+        [Tab::Overview, Tab::Work, Tab::Peers, Tab::Seeding, Tab::Relay, Tab::Projects, Tab::Log];
+
+    pub(crate) fn index(self) -> usize {
+        Self::ALL.iter().position(|t| *t == self).unwrap_or(0)
+    }
+
+    pub(crate) fn title(self) -> &'static str {
+        match self {
+            Tab::Overview => "Overview",
+            Tab::Work => "Work",
+            Tab::Peers => "Peers",
+            Tab::Seeding => "Seeding",
+            Tab::Relay => "Relay",
+            Tab::Projects => "Projects",
+            Tab::Log => "Log",
+        }
+    }
+
+    pub(super) fn next(self) -> Tab {
+        Self::ALL[(self.index() + 1) % Self::ALL.len()]
+    }
+
+    pub(super) fn prev(self) -> Tab {
+        Self::ALL[(self.index() + Self::ALL.len() - 1) % Self::ALL.len()]
+    }
+}
+
+/// Everything one poll read from the node.
+#[derive(Debug, Clone)]
+pub(crate) struct Snapshot {
+    /// The API's base URL the answers came from.
+    pub base: String,
+    pub status: StatusView,
+    pub peers: Vec<PeerInfo>,
+    pub projects: Vec<ProjectInfo>,
+    pub work: WorkView,
+    /// `None` when the node does not serve `/seeding` (404).
+    pub seeding: Option<SeedingView>,
+    /// `None` when the node does not serve `/relay` (404).
+    pub relay: Option<RelayView>,
+    pub log: Vec<LogLine>,
+}
+
+/// A change the operator asked the node for; the poller sends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Command {
+    Pause,
+    Resume,
+    SetCapacity(u16),
+    Subscribe { project: String, subscribed: bool },
+    SetPriority { project: String, priority: i8 },
+    Trust { owner: String },
+}
+
+/// What the node answered to a command that worked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Applied {
+    /// Accepted; nothing to read from the answer.
+    Done,
+    /// The caps in force after `POST /caps`.
+    Caps(Caps),
+}
+
+/// Every input of the dashboard.
+#[derive(Debug, Clone)]
+pub(crate) enum Action {
+    /// A key press, mapped by [`App::handle_key`].
+    Key(KeyEvent),
+    /// Time passed; `now_ms` counts from the dashboard's start.
+    Tick {
+        now_ms: u64,
+    },
+    /// The terminal changed size.
+    Resize {
+        height: u16,
+    },
+    /// The poller read the node.
+    Snapshot(Box<Snapshot>),
+    /// The poller could not read the node.
+    Unreachable {
+        target: String,
+        error: String,
+    },
+    /// The node's event stream said something.
+    Node(NodeEvent),
+    /// The node answered a command.
+    CommandDone {
+        command: Command,
+        result: Result<Applied, String>,
+    },
+    Quit,
+    NextTab,
+    PrevTab,
+    SelectTab(Tab),
+    TogglePause,
+    CapacityUp,
+    CapacityDown,
+    Up,
+    Down,
+    PageUp,
+    PageDown,
+    Top,
+    Bottom,
+    ToggleSubscribe,
+    PriorityUp,
+    PriorityDown,
+    TrustSelected,
+    Confirm,
+    CancelPrompt,
+    CycleLogLevel,
+    StartFilter,
+    FilterChar(char),
+    FilterBackspace,
+    FilterDone,
+    FilterClear,
+}
+
+/// Whether the node answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Connection {
+    /// No answer yet, and no failure yet.
+    Connecting,
+    Up,
+    /// The last poll failed; the last data stays on screen.
+    Unreachable {
+        error: String,
+    },
+}
+
+/// Log severities, least severe first, so `>=` means "at least as severe".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    pub(crate) fn parse(s: &str) -> LogLevel {
+        match s.trim().to_ascii_uppercase().as_str() {
+            "TRACE" => LogLevel::Trace,
+            "DEBUG" => LogLevel::Debug,
+            "WARN" | "WARNING" => LogLevel::Warn,
+            "ERROR" => LogLevel::Error,
+            _ => LogLevel::Info,
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "TRACE",
+            LogLevel::Debug => "DEBUG",
+            LogLevel::Info => "INFO",
+            LogLevel::Warn => "WARN",
+            LogLevel::Error => "ERROR",
+        }
+    }
+
+    /// The next filter level; after `ERROR` it wraps to everything.
+    pub(super) fn cycle(self) -> LogLevel {
+        match self {
+            LogLevel::Trace => LogLevel::Debug,
+            LogLevel::Debug => LogLevel::Info,
+            LogLevel::Info => LogLevel::Warn,
+            LogLevel::Warn => LogLevel::Error,
+            LogLevel::Error => LogLevel::Trace,
+        }
+    }
+}

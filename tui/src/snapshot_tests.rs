@@ -1,0 +1,182 @@
+//! Snapshot tests of every tab drawn from fixture data on ratatui's `TestBackend`. The
+//! `.snap` files under `src/snapshots/` are the reviewed screens; a drawing change fails here
+//! until the new screen is reviewed and accepted.
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use insta::assert_snapshot;
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+
+use crate::app::{Action, App, Tab};
+use crate::fixtures::{self, BASE};
+use crate::ui;
+
+fn render(app: &App, width: u16, height: u16) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("test backend");
+    terminal.draw(|frame| ui::draw(app, frame)).expect("draw");
+    terminal.backend().to_string()
+}
+
+fn on_tab(tab: Tab) -> App {
+    let mut app = fixtures::app();
+    app.update(Action::SelectTab(tab));
+    app
+}
+
+fn key(c: char) -> Action {
+    Action::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE))
+}
+
+#[test]
+fn overview_80x24() {
+    assert_snapshot!(render(&on_tab(Tab::Overview), 80, 24));
+}
+
+#[test]
+fn overview_120x40() {
+    assert_snapshot!(render(&on_tab(Tab::Overview), 120, 40));
+}
+
+#[test]
+fn work_80x24() {
+    let mut app = on_tab(Tab::Work);
+    app.update(Action::Down);
+    assert_snapshot!(render(&app, 80, 24));
+}
+
+#[test]
+fn peers_80x24() {
+    assert_snapshot!(render(&on_tab(Tab::Peers), 80, 24));
+}
+
+#[test]
+fn seeding_80x24() {
+    assert_snapshot!(render(&on_tab(Tab::Seeding), 80, 24));
+}
+
+#[test]
+fn relay_80x24() {
+    assert_snapshot!(render(&on_tab(Tab::Relay), 80, 24));
+}
+
+#[test]
+fn projects_80x24() {
+    let mut app = on_tab(Tab::Projects);
+    app.update(Action::Down);
+    assert_snapshot!(render(&app, 80, 24));
+}
+
+#[test]
+fn projects_trust_prompt() {
+    let mut app = on_tab(Tab::Projects);
+    app.update(Action::Down);
+    assert!(app.update(key('t')).is_none(), "trust waits for y");
+    assert_snapshot!(render(&app, 80, 24));
+}
+
+#[test]
+fn log_80x24() {
+    assert_snapshot!(render(&on_tab(Tab::Log), 80, 24));
+}
+
+#[test]
+fn log_filtered_by_level_and_text() {
+    let mut app = on_tab(Tab::Log);
+    for _ in 0..3 {
+        app.update(key('l'));
+    }
+    app.update(key('/'));
+    for c in "host".chars() {
+        app.update(key(c));
+    }
+    assert_snapshot!(render(&app, 80, 24));
+}
+
+#[test]
+fn log_scrolled_back() {
+    let mut app = on_tab(Tab::Log);
+    app.update(Action::Resize { height: 12 });
+    app.update(Action::PageUp);
+    assert_snapshot!(render(&app, 80, 12));
+}
+
+#[test]
+fn connecting_before_the_first_answer() {
+    let app = App::new("/home/op/.local/share/starling");
+    assert_snapshot!(render(&app, 80, 24));
+}
+
+#[test]
+fn unreachable_before_any_answer() {
+    let mut app = App::new("/home/op/.local/share/starling");
+    app.update(Action::Unreachable {
+        target: "/home/op/.local/share/starling".into(),
+        error: "no running node found in /home/op/.local/share/starling (no api-port file); \
+                start one with `starling up`"
+            .into(),
+    });
+    assert_snapshot!(render(&app, 80, 24));
+}
+
+#[test]
+fn unreachable_keeps_the_last_data() {
+    let mut app = fixtures::app();
+    app.update(Action::Unreachable {
+        target: BASE.into(),
+        error: "cannot reach the node's control API at http://127.0.0.1:7411 (connection refused)"
+            .into(),
+    });
+    assert_snapshot!(render(&app, 80, 24));
+}
+
+#[test]
+fn paused_and_over_the_disk_cap() {
+    let mut snap = fixtures::snapshot();
+    snap.status.paused = true;
+    snap.status.over_disk_cap = true;
+    snap.status.capacity = 0;
+    snap.status.disk.results_bytes = 6 * 1024 * 1024 * 1024;
+    snap.status.connected_peers = 0;
+    let mut app = fixtures::app();
+    app.update(Action::Snapshot(Box::new(snap)));
+    assert_snapshot!(render(&app, 80, 24));
+}
+
+#[test]
+fn node_without_seeding_or_relay() {
+    let mut snap = fixtures::snapshot();
+    snap.seeding = None;
+    snap.relay = None;
+    let mut app = App::new(BASE);
+    app.update(Action::Snapshot(Box::new(snap)));
+    app.update(Action::SelectTab(Tab::Seeding));
+    let seeding = render(&app, 60, 12);
+    app.update(Action::SelectTab(Tab::Relay));
+    let relay = render(&app, 60, 12);
+    assert_snapshot!(format!("{seeding}\n{relay}"));
+}
+
+#[test]
+fn terminal_too_small() {
+    assert_snapshot!(render(&fixtures::app(), 40, 10));
+}
+
+#[test]
+fn tiny_terminal_does_not_panic() {
+    let screen = render(&fixtures::app(), 20, 5);
+    assert!(screen.contains("terminal"), "{screen}");
+}
+
+/// Every tab at many sizes, from nothing to wide: drawing never panics.
+#[test]
+fn every_size_draws() {
+    let mut app = fixtures::app();
+    for tab in Tab::ALL {
+        app.update(Action::SelectTab(tab));
+        for width in (0..=130).step_by(13) {
+            for height in (0..=40).step_by(4) {
+                render(&app, width.max(1), height.max(1));
+            }
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! The table tabs: Work (claims with lease countdowns, hosts), Peers, Seeding, Relay and
+//! Projects. A selected row carries a `▶` so it shows without colour too.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::Line;
+use ratatui::widgets::{Block, Cell, Gauge, Paragraph, Row, Table, TableState};
+
+use super::{BAD, DIM, OK, WARN, field, field_styled, yes_no};
+use crate::app::{App, Snapshot, Tab};
+use crate::format;
+
+const HIGHLIGHT: &str = "▶ ";
+/// Project names are cut to this many characters in the tables.
+const PROJECT_NAME_WIDTH: usize = 22;
+
+fn header(cells: &[&'static str]) -> Row<'static> {
+    Row::new(cells.iter().copied()).style(Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD))
+}
+
+fn table<'a>(rows: Vec<Row<'a>>, widths: &[Constraint], head: Row<'a>, title: String) -> Table<'a> {
+    Table::new(rows, widths.iter().copied())
+        .header(head)
+        .block(Block::bordered().title(title))
+        .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
+        .highlight_symbol(HIGHLIGHT)
+}
+
+fn render_selected(app: &App, tab: Tab, t: Table<'_>, rows: usize, frame: &mut Frame, area: Rect) {
+    let selected = (rows > 0).then(|| app.selected[tab.index()].min(rows - 1));
+    let mut state = TableState::default().with_selected(selected);
+    frame.render_stateful_widget(t, area, &mut state);
+}
+
+fn empty(title: &str, text: &str, frame: &mut Frame, area: Rect) {
+    let note = Paragraph::new(Line::styled(text.to_owned(), Style::new().fg(DIM)))
+        .block(Block::bordered().title(title.to_owned()));
+    frame.render_widget(note, area);
+}
+
+fn host_state_color(state: &str) -> Color {
+    match state {
+        "ok" => OK,
+        "backing_off" => WARN,
+        _ => BAD,
+    }
+}
+
+pub(super) fn draw_work(app: &App, data: &Snapshot, frame: &mut Frame, area: Rect) {
+    let work = &data.work;
+    let claims_rows = (work.claims.len() as u16).saturating_add(3).max(5);
+    let [claims_area, hosts_area] =
+        Layout::vertical([Constraint::Max(claims_rows), Constraint::Min(4)]).areas(area);
+    let name_of = |id: &str| {
+        data.projects
+            .iter()
+            .find(|p| p.id == id)
+            .map(|p| format::clip(&p.name, PROJECT_NAME_WIDTH))
+            .unwrap_or_else(|| format::short_hex(id))
+    };
+    if work.claims.is_empty() {
+        empty("Claims", "holding no items", frame, claims_area);
+    } else {
+        let rows = work
+            .claims
+            .iter()
+            .map(|c| {
+                let lease = format::countdown(c.lease_until_ms, work.now_ms);
+                let (phase, color) = if c.started { ("working", OK) } else { ("settling", WARN) };
+                Row::new(vec![
+                    Cell::from(format::short_hex(&c.item)),
+                    Cell::from(name_of(&c.project)),
+                    Cell::from(c.kind.clone()),
+                    Cell::from(c.epoch.to_string()),
+                    Cell::from(lease),
+                    Cell::from(phase).style(Style::new().fg(color)),
+                ])
+            })
+            .collect();
+        let widths = [
+            Constraint::Length(9),
+            Constraint::Min(10),
+            Constraint::Length(5),
+            Constraint::Length(5),
+            Constraint::Length(8),
+            Constraint::Length(8),
+        ];
+        let head = header(&["item", "project", "kind", "epoch", "lease", "phase"]);
+        let title = format!("Claims ({})", work.claims.len());
+        let t = table(rows, &widths, head, title);
+        render_selected(app, Tab::Work, t, work.claims.len(), frame, claims_area);
+    }
+    if work.hosts.is_empty() {
+        empty("Hosts", "no hosts crawled yet", frame, hosts_area);
+        return;
+    }
+    let rows: Vec<Row> = work
+        .hosts
+        .iter()
+        .map(|h| {
+            let until = h.until_ms.map(|u| format::countdown(u, work.now_ms)).unwrap_or_default();
+            Row::new(vec![
+                Cell::from(h.host.clone()),
+                Cell::from(h.state.replace('_', " "))
+                    .style(Style::new().fg(host_state_color(&h.state))),
+                Cell::from(until),
+                Cell::from(h.inflight.to_string()),
+                Cell::from(format::rate(h.rate_per_s)),
+                Cell::from(h.refusals.to_string()),
+            ])
+        })
+        .collect();
+    let widths = [
+        Constraint::Min(16),
+        Constraint::Length(11),
+        Constraint::Length(7),
+        Constraint::Length(8),
+        Constraint::Length(7),
+        Constraint::Length(8),
+    ];
+    let head = header(&["host", "state", "until", "inflight", "rate", "refusals"]);
+    let t = Table::new(rows, widths)
+        .header(head)
+        .block(Block::bordered().title(format!("Hosts ({})", work.hosts.len())));
+    frame.render_widget(t, hosts_area);
+}
+
+pub(super) fn draw_peers(app: &App, data: &Snapshot, frame: &mut Frame, area: Rect) {
+    if data.peers.is_empty() {
+        empty("Peers", "no peers known", frame, area);
+        return;
+    }
+    let rows = data
+        .peers
+        .iter()
+        .map(|p| {
+            let slots = match (p.free, p.capacity) {
+                (Some(free), Some(cap)) => format!("{free}/{cap}"),
+                (None, Some(cap)) => format!("?/{cap}"),
+                _ => "-".to_owned(),
+            };
+            let score = p.score.map(|s| format!("{s:.1}")).unwrap_or_else(|| "-".to_owned());
+            let yes =
+                |b: bool| Cell::from(yes_no(b)).style(Style::new().fg(if b { OK } else { DIM }));
+            Row::new(vec![
+                Cell::from(format::short_peer(&p.peer_id)),
+                Cell::from(p.node_id.as_deref().map(format::short_hex).unwrap_or_default()),
+                Cell::from(match (p.connected, p.via_relay) {
+                    (true, true) => "relayed",
+                    (true, false) => "yes",
+                    _ => "no",
+                })
+                .style(Style::new().fg(if p.connected { OK } else { DIM })),
+                yes(p.live),
+                Cell::from(score),
+                Cell::from(slots),
+            ])
+        })
+        .collect();
+    let widths = [
+        Constraint::Length(10),
+        Constraint::Length(10),
+        Constraint::Length(9),
+        Constraint::Length(5),
+        Constraint::Length(7),
+        Constraint::Min(9),
+    ];
+    let head = header(&["peer", "node", "connected", "live", "score", "free/slots"]);
+    let connected = data.peers.iter().filter(|p| p.connected).count();
+    let title = format!("Peers ({} known, {connected} connected)", data.peers.len());
+    let t = table(rows, &widths, head, title);
+    render_selected(app, Tab::Peers, t, data.peers.len(), frame, area);
+}
+
+pub(super) fn draw_seeding(app: &App, data: &Snapshot, frame: &mut Frame, area: Rect) {
+    let Some(seeding) = &data.seeding else {
+        empty("Seeding", "this node does not report seeding", frame, area);
+        return;
+    };
+    let [summary, duties] =
+        Layout::vertical([Constraint::Length(5), Constraint::Min(3)]).areas(area);
+    let state = if seeding.enabled {
+        field_styled("state", "taking seeding duties", Style::new().fg(OK))
+    } else {
+        field_styled("state", "off: this node takes no seeding duties", Style::new().fg(DIM))
+    };
+    let lines = vec![
+        state,
+        field(
+            "stored",
+            format!("{} blobs · {}", seeding.blobs, format::bytes(seeding.bytes_stored)),
+        ),
+        field(
+            "traffic",
+            format!(
+                "{} served · {} fetched · {} bad chunks",
+                format::bytes(seeding.bytes_served),
+                format::bytes(seeding.bytes_fetched),
+                seeding.chunks_rejected
+            ),
+        ),
+    ];
+    frame.render_widget(Paragraph::new(lines).block(Block::bordered().title("Seeding")), summary);
+    let title = format!("Duties ({} of {})", seeding.duties.len(), seeding.capacity);
+    if seeding.duties.is_empty() {
+        empty(&title, "no seeding duties held", frame, duties);
+        return;
+    }
+    let rows = seeding
+        .duties
+        .iter()
+        .map(|d| {
+            let color = match d.state.as_str() {
+                "stored" => OK,
+                "fetching" => WARN,
+                _ => BAD,
+            };
+            Row::new(vec![
+                Cell::from(format::short_hex(&d.item)),
+                Cell::from(format::short_hex(&d.digest)),
+                Cell::from(format::bytes(d.size)),
+                Cell::from(d.state.clone()).style(Style::new().fg(color)),
+            ])
+        })
+        .collect();
+    let widths = [
+        Constraint::Length(10),
+        Constraint::Length(10),
+        Constraint::Length(10),
+        Constraint::Min(8),
+    ];
+    let t = table(rows, &widths, header(&["item", "digest", "size", "state"]), title);
+    render_selected(app, Tab::Seeding, t, seeding.duties.len(), frame, duties);
+}
+
+pub(super) fn draw_relay(data: &Snapshot, frame: &mut Frame, area: Rect) {
+    let Some(relay) = &data.relay else {
+        empty("Relay", "this node does not report relaying", frame, area);
+        return;
+    };
+    let [summary, slots, rest] =
+        Layout::vertical([Constraint::Length(7), Constraint::Length(3), Constraint::Min(0)])
+            .areas(area);
+    let reach_color = match relay.reachability.as_str() {
+        "public" => OK,
+        "private" => WARN,
+        _ => DIM,
+    };
+    let state = if relay.enabled {
+        field_styled("state", "offering relay slots", Style::new().fg(OK))
+    } else {
+        field_styled("state", "off: this node offers no relay slots", Style::new().fg(DIM))
+    };
+    let lines = vec![
+        state,
+        field_styled("reachable", relay.reachability.clone(), Style::new().fg(reach_color)),
+        field(
+            "granted",
+            format!("{} reservations · {} circuits", relay.reservations, relay.circuits),
+        ),
+        field("open now", format!("{} circuits · {} refused", relay.circuits_open, relay.refused)),
+        field(
+            "via",
+            match &relay.relayed_via {
+                Some(p) => format!("{} ({} reached us)", format::short_peer(p), relay.circuits_in),
+                None => "no relay in use".into(),
+            },
+        ),
+    ];
+    frame.render_widget(Paragraph::new(lines).block(Block::bordered().title("Relay")), summary);
+    let offered = u64::from(relay.slots_offered);
+    let ratio = if offered == 0 { 0.0 } else { relay.slots_held as f64 / offered as f64 };
+    let gauge = Gauge::default()
+        .block(Block::bordered().title("Slots in use"))
+        .gauge_style(Style::new().fg(Color::Cyan).bg(Color::Black))
+        .ratio(ratio.clamp(0.0, 1.0))
+        .label(format!("{} of {} held", relay.slots_held, relay.slots_offered));
+    frame.render_widget(gauge, slots);
+    if !relay.enabled && relay.reachability == "private" && rest.height > 0 {
+        let hint = "behind NAT: this node reserves slots on public peers instead";
+        frame.render_widget(Paragraph::new(Line::styled(hint, Style::new().fg(DIM))), rest);
+    }
+}
+
+pub(super) fn draw_projects(app: &App, data: &Snapshot, frame: &mut Frame, area: Rect) {
+    if data.projects.is_empty() {
+        empty("Projects", "no projects known; publish or trust one", frame, area);
+        return;
+    }
+    let rows = data
+        .projects
+        .iter()
+        .map(|p| {
+            let flag = |b: bool, good: Color| {
+                Cell::from(yes_no(b)).style(Style::new().fg(if b { good } else { DIM }))
+            };
+            let c = &p.items;
+            Row::new(vec![
+                Cell::from(format::clip(&p.name, PROJECT_NAME_WIDTH)),
+                Cell::from(format::short_hex(&p.id)),
+                flag(p.trusted, OK),
+                flag(p.subscribed, OK),
+                Cell::from(format!("{:+}", p.priority)),
+                Cell::from(format!("{}/{}/{}/{}", c.open, c.held, c.done, c.failed)),
+            ])
+        })
+        .collect();
+    let widths = [
+        Constraint::Length(PROJECT_NAME_WIDTH as u16),
+        Constraint::Length(9),
+        Constraint::Length(7),
+        Constraint::Length(10),
+        Constraint::Length(4),
+        Constraint::Min(19),
+    ];
+    let head = header(&["name", "id", "trusted", "subscribed", "prio", "open/held/done/fail"]);
+    let title = format!("Projects ({})", data.projects.len());
+    let t = table(rows, &widths, head, title);
+    render_selected(app, Tab::Projects, t, data.projects.len(), frame, area);
+}
