@@ -33,6 +33,8 @@ use starling_protocol::{Envelope, ProjectId, PublicKey};
 
 use crate::client::{Client, ItemQuery};
 use crate::hub::Hub;
+use crate::seed::fetch::Fetcher;
+use crate::seed::runner::SwarmSource;
 use crate::views::{ApiError, Caps, Outcome, Priority, Subscription};
 
 /// Most log lines one `/log` answer carries.
@@ -47,6 +49,8 @@ struct AppState {
     client: Client,
     hub: Arc<Hub>,
     token: String,
+    /// Fetches results the node lacks, for exports.
+    fetcher: Option<Arc<Fetcher<SwarmSource>>>,
 }
 
 /// Reads the token, creating it (0600) with fresh randomness on first use.
@@ -77,7 +81,7 @@ pub fn load_or_create_token(dir: &Path) -> Result<String> {
 #[derive(Debug)]
 pub struct Api {
     listener: tokio::net::TcpListener,
-    router: Router,
+    state: AppState,
     port_file: PathBuf,
     /// Where it listens.
     pub addr: SocketAddr,
@@ -94,16 +98,21 @@ impl Api {
         let port_file = dir.join(PORT_FILE);
         std::fs::write(&port_file, format!("{}\n", addr.port()))
             .map_err(|e| anyhow!("cannot write {}: {e}", port_file.display()))?;
-        let state = AppState { client, hub, token };
-        let router = routes(state);
-        Ok(Self { listener, router, port_file, addr })
+        let state = AppState { client, hub, token, fetcher: None };
+        Ok(Self { listener, state, port_file, addr })
+    }
+
+    /// Lets exports fetch results this node lacks.
+    pub fn with_fetcher(mut self, fetcher: Arc<Fetcher<SwarmSource>>) -> Self {
+        self.state.fetcher = Some(fetcher);
+        self
     }
 
     /// Serves until `shutdown` resolves, then removes the port file.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
         let port_file = self.port_file.clone();
         if let Err(e) =
-            axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await
+            axum::serve(self.listener, routes(self.state)).with_graceful_shutdown(shutdown).await
         {
             tracing::error!(error = %e, "control API stopped");
         }
@@ -129,7 +138,8 @@ fn routes(state: AppState) -> Router {
         .route("/pause", post(pause))
         .route("/resume", post(resume))
         .route("/projects/{id}/subscribe", post(subscribe))
-        .route("/projects/{id}/priority", post(priority));
+        .route("/projects/{id}/priority", post(priority))
+        .route("/projects/{id}/export", post(export));
     #[cfg(debug_assertions)]
     let router = router.route("/debug/gossip", post(debug_gossip));
     router
@@ -306,6 +316,77 @@ fn refusable(r: Result<Result<Outcome, String>>) -> Response {
         Ok(Err(msg)) => error(StatusCode::BAD_REQUEST, msg),
         Ok(Ok(o)) => Json(o).into_response(),
     }
+}
+
+/// Results fetched at once for an export.
+pub const EXPORT_FETCHES_MAX: usize = 4;
+
+/// Makes every done result of a project local (fetching what this node lacks from holders)
+/// and lists where each file is, for `starling export`.
+async fn export(State(s): State<AppState>, UrlPath(id): UrlPath<String>) -> Response {
+    use futures::StreamExt;
+    let project = match project_id(&id) {
+        Ok(p) => p,
+        Err(msg) => return bad_request(msg),
+    };
+    let plan = match s.client.export_plan(project).await {
+        Err(e) => return unavailable(e),
+        Ok(Err(msg)) if msg.starts_with("no project") => return error(StatusCode::NOT_FOUND, msg),
+        Ok(Err(msg)) => return error(StatusCode::CONFLICT, msg),
+        Ok(Ok(plan)) => plan,
+    };
+    let Some(fetcher) = s.fetcher.clone() else {
+        return error(StatusCode::CONFLICT, "this node keeps no blob store");
+    };
+    let results: Vec<Result<crate::views::ExportItem, String>> = futures::stream::iter(plan)
+        .map(|p| {
+            let fetcher = fetcher.clone();
+            async move {
+                let item = p.item.to_hex();
+                let digest = p.digest.to_hex();
+                if p.local {
+                    let path = fetcher.store().blob_path(&p.digest).display().to_string();
+                    return Ok(crate::views::ExportItem { item, digest, path, fetched: false });
+                }
+                let outcome = fetcher.fetch(p.digest, p.size, p.holders, None).await;
+                for peer in &outcome.penalise {
+                    crate::seed::fetch::ChunkSource::penalise(
+                        fetcher.source().as_ref(),
+                        peer,
+                        "corrupt chunk during export",
+                    );
+                }
+                match outcome.result {
+                    Ok(f) => Ok(crate::views::ExportItem {
+                        item,
+                        digest,
+                        path: f.path.display().to_string(),
+                        fetched: true,
+                    }),
+                    Err(e) => Err(format!("result {digest} of item {item}: {e}")),
+                }
+            }
+        })
+        .buffer_unordered(EXPORT_FETCHES_MAX)
+        .collect()
+        .await;
+    let mut items = Vec::with_capacity(results.len());
+    let mut failed = Vec::new();
+    for r in results {
+        match r {
+            Ok(item) => items.push(item),
+            Err(e) => failed.push(e),
+        }
+    }
+    if let Some(first) = failed.first() {
+        let n = failed.len();
+        return error(
+            StatusCode::BAD_GATEWAY,
+            format!("{n} results could not be fetched from their holders; first: {first}"),
+        );
+    }
+    items.sort_by(|a, b| a.item.cmp(&b.item));
+    Json(items).into_response()
 }
 
 #[derive(Debug, Deserialize)]

@@ -154,6 +154,7 @@ async fn run(cfg: Config, key: starling_protocol::Keypair, store: Store) -> Resu
     );
 
     let (stop_api_tx, stop_api_rx) = tokio::sync::oneshot::channel::<()>();
+    let api = api.with_fetcher(seed_parts.fetcher.clone());
     let api_task = tokio::spawn(api.serve(async {
         let _ = stop_api_rx.await;
     }));
@@ -360,4 +361,63 @@ mod key_of_tests {
         assert!(key_of(junk.to_str().unwrap()).is_err());
         assert!(key_of("/nonexistent/file").is_err());
     }
+}
+
+/// `starling export --project ID --out DIR`: a project's WARC files with a CDX index, ready to
+/// upload to an archive.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub node: NodeDirArgs,
+    /// The project's id (64 hex digits; `starling project inspect` shows it).
+    #[arg(long, value_name = "ID")]
+    pub project: String,
+    /// Directory to write the WARC files and `index.cdx` into (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Give up after this many seconds of fetching results the node lacks.
+    #[arg(long, default_value_t = 3600)]
+    pub timeout_s: u64,
+}
+
+/// Asks the local node to gather every done result of the project (fetching from holders
+/// what it lacks), then writes them and their CDX index into `--out`.
+pub fn export(args: ExportArgs) -> Result<()> {
+    let project: starling_protocol::ProjectId = args
+        .project
+        .trim()
+        .parse()
+        .map_err(|e| anyhow!("{:?} is not a project id (64 hex digits): {e}", args.project))?;
+    let client = args
+        .node
+        .client()?
+        .with_request_timeout(std::time::Duration::from_secs(args.timeout_s.max(1)));
+    eprintln!("gathering the results of project {} (fetching any this node lacks)…", project);
+    let items: Vec<crate::views::ExportItem> =
+        client.post_json(&format!("/projects/{}/export", project.to_hex()), b"")?;
+    if items.is_empty() {
+        bail!("project {project} has no finished results yet");
+    }
+    let fetched = items.iter().filter(|i| i.fetched).count();
+    let results: Vec<(starling_protocol::Digest, PathBuf)> = items
+        .iter()
+        .map(|i| {
+            let d = i
+                .digest
+                .parse::<starling_protocol::Digest>()
+                .map_err(|e| anyhow!("the node sent a bad digest {:?}: {e}", i.digest))?;
+            Ok((d, PathBuf::from(&i.path)))
+        })
+        .collect::<Result<_>>()?;
+    let summary = crate::export::export_results(&results, &args.out)
+        .map_err(|e| anyhow!("cannot export into {}: {e}", args.out.display()))?;
+    println!(
+        "exported {} WARC files ({} fetched from holders, {:.1} MiB) and {} index lines to {}",
+        summary.files,
+        fetched,
+        summary.bytes as f64 / (1024.0 * 1024.0),
+        summary.records,
+        summary.index.display()
+    );
+    Ok(())
 }

@@ -55,6 +55,8 @@ pub enum Command {
     Subscribe(ProjectId, bool, oneshot::Sender<Result<Outcome, String>>),
     /// Set a project's local priority.
     Priority(ProjectId, i8, oneshot::Sender<Result<Outcome, String>>),
+    /// What an export of a project needs: its done crawl results and who holds each.
+    ExportPlan(ProjectId, oneshot::Sender<Result<Vec<crate::seed::node::ExportPlanItem>, String>>),
     /// Gossip raw bytes without validation (debug builds only, for rejection tests).
     #[cfg(debug_assertions)]
     RawGossip { topic: String, bytes: Vec<u8>, reply: oneshot::Sender<Result<Outcome, String>> },
@@ -150,6 +152,14 @@ impl Client {
         priority: i8,
     ) -> Result<Result<Outcome, String>> {
         self.ask(|r| Command::Priority(project, priority, r)).await
+    }
+
+    /// The done results of a project and their holders, for an export.
+    pub async fn export_plan(
+        &self,
+        project: ProjectId,
+    ) -> Result<Result<Vec<crate::seed::node::ExportPlanItem>, String>> {
+        self.ask(|r| Command::ExportPlan(project, r)).await
     }
 
     /// Gossips raw bytes on `topic` without validation (debug builds only).

@@ -72,6 +72,9 @@ impl Actor {
             Command::Priority(project, priority, reply) => {
                 let _ = reply.send(self.set_priority(project, priority));
             }
+            Command::ExportPlan(project, reply) => {
+                let _ = reply.send(self.export_plan(&project));
+            }
             #[cfg(debug_assertions)]
             Command::RawGossip { topic, bytes, reply } => {
                 let t = libp2p::gossipsub::IdentTopic::new(topic.clone());

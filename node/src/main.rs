@@ -21,6 +21,8 @@ enum Cmd {
     Status(cli_node::StatusArgs),
     /// The terminal dashboard: watch and steer a running node.
     Dash(starling_tui::DashArgs),
+    /// Write a project's WARC files and a CDX index into a directory, fetching missing ones.
+    Export(cli_node::ExportArgs),
     /// Send signed manifests and batches into the mesh through the local node.
     Publish(cli_node::PublishArgs),
     /// Project owner's tools: keys, manifests, signed batches of work, trust.
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
         Cmd::Status(args) => cli_node::status(args),
         Cmd::Dash(args) => starling_tui::run(args),
         Cmd::Publish(args) => cli_node::publish(args),
+        Cmd::Export(args) => cli_node::export(args),
         Cmd::Project(cmd) => starling_node::project::run(cmd),
         Cmd::Sim(args) => starling_sim::run(*args),
         Cmd::Demo(args) => starling_node::demo::run(args),

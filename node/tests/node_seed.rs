@@ -52,8 +52,8 @@ fn start_site() -> SocketAddr {
     rx.recv().unwrap()
 }
 
-fn signed_files(owner: &starling_protocol::Keypair, site: SocketAddr) -> (Vec<u8>, Vec<u8>) {
-    let m = ProjectManifest {
+fn crawl_manifest(owner: &starling_protocol::Keypair, _site: SocketAddr) -> ProjectManifest {
+    ProjectManifest {
         name: "seed".into(),
         description: "node seeding test".into(),
         version: 1,
@@ -65,7 +65,11 @@ fn signed_files(owner: &starling_protocol::Keypair, site: SocketAddr) -> (Vec<u8
         user_agent: "starling-test-seeder".into(),
         robots: RobotsPolicy::Ignore,
         caps: SizeCaps::default(),
-    };
+    }
+}
+
+fn signed_files(owner: &starling_protocol::Keypair, site: SocketAddr) -> (Vec<u8>, Vec<u8>) {
+    let m = crawl_manifest(owner, site);
     let items = (0..CHUNKS)
         .map(|c| WorkItem::CrawlChunk { urls: vec![format!("http://{site}/page/{}", c * 2)] })
         .collect();
@@ -174,4 +178,43 @@ fn every_result_is_kept_on_k_nodes_and_restored_after_kills_despite_a_liar() {
         nodes[newcomer].as_ref().unwrap().api.get_json("/seeding").unwrap();
     assert!(seeding.chunks_rejected >= 1, "{seeding:?}");
     assert!(seeding.bytes_fetched > 0, "{seeding:?}");
+
+    // `starling export` on an honest survivor: every result (fetching those it lacks) plus a
+    // CDX index that lists every response record, read back by warcio.
+    let exporter = nodes.iter().enumerate().find(|(i, n)| n.is_some() && *i != LIAR).unwrap().0;
+    let out = tempfile::tempdir().unwrap();
+    let project = starling_protocol::ProjectManifest::id(&crawl_manifest(&owner, site));
+    let run = std::process::Command::new(BIN)
+        .arg("export")
+        .arg("--data-dir")
+        .arg(&nodes[exporter].as_ref().unwrap().dir)
+        .args(["--project", &project.to_hex()])
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    let warcs: Vec<_> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".warc.gz"))
+        .collect();
+    assert_eq!(warcs.len(), CHUNKS, "{stdout}");
+    let cdx = std::fs::read_to_string(out.path().join("index.cdx")).unwrap();
+    let lines: Vec<&str> = cdx.lines().filter(|l| !l.starts_with(" CDX")).collect();
+    let mut responses = 0;
+    for w in &warcs {
+        let index = std::process::Command::new("warcio")
+            .args(["index", "-f", "warc-type"])
+            .arg(w)
+            .output()
+            .expect("warcio (installed by .ci/run)");
+        assert!(index.status.success(), "warcio cannot read {}", w.display());
+        responses += String::from_utf8_lossy(&index.stdout).matches("\"response\"").count();
+    }
+    assert_eq!(lines.len(), responses, "the CDX lists every response record:\n{cdx}");
+    for d in &results {
+        assert!(lines.iter().any(|l| l.contains(&format!("{d}.warc.gz"))), "{d} not indexed");
+    }
 }

@@ -428,3 +428,16 @@ pub struct ApiError {
     /// One line saying what is wrong.
     pub error: String,
 }
+
+/// One result of `POST /projects/{id}/export`: a done item's WARC file, now stored on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportItem {
+    /// The crawl item.
+    pub item: String,
+    /// Its result's digest.
+    pub digest: String,
+    /// Where the file is on this node.
+    pub path: String,
+    /// Whether this node had to fetch it from holders for the export.
+    pub fetched: bool,
+}

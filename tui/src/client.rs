@@ -74,6 +74,19 @@ impl ApiClient {
         Ok(Self::new(port, read_token(dir)?))
     }
 
+    /// The same client with another per-request time limit (long operations such as exports).
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        if let Ok(http) = reqwest::blocking::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(timeout)
+            .no_proxy()
+            .build()
+        {
+            self.http = http;
+        }
+        self
+    }
+
     /// The base URL requests go to.
     pub fn base(&self) -> &str {
         &self.base

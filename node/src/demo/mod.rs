@@ -50,6 +50,9 @@ pub struct DemoArgs {
     /// Pages per chunk.
     #[arg(long, default_value_t = 5)]
     pub urls_per_item: usize,
+    /// Copies of each result kept by seeding nodes besides its producer (capped at nodes − 1).
+    #[arg(long, default_value_t = 2)]
+    pub replication: u8,
     /// Requests per second each node may send the demo site (the project's per-host rate).
     #[arg(long, default_value_t = 20)]
     pub rate_per_s: u32,
@@ -191,6 +194,11 @@ pub fn run(args: DemoArgs) -> Result<()> {
     result
 }
 
+/// The replication the demo asks for: no more copies than there are other nodes.
+fn replication(args: &DemoArgs) -> u8 {
+    args.replication.min(u8::try_from(args.nodes.saturating_sub(1)).unwrap_or(u8::MAX))
+}
+
 /// The demo project's signed manifest and batches.
 fn demo_project(
     owner: &Keypair,
@@ -208,7 +216,7 @@ fn demo_project(
             concurrency: 4,
         },
         lease_ms: 60_000,
-        replication: 0,
+        replication: replication(args),
         scope: vec!["127.0.0.1".into()],
         user_agent: format!("starling-demo/{}", env!("CARGO_PKG_VERSION")),
         robots: RobotsPolicy::default(),
@@ -354,7 +362,8 @@ pub struct Summary {
     pub done: u64,
     /// Whether every node saw the same state for every item.
     pub agree: bool,
-    /// Work runs that produced a result beyond one per item.
+    /// Crawl runs that produced a result beyond one per item (results on disk that are no
+    /// item's accepted result).
     pub duplicates: u64,
     /// WARC files across all nodes.
     pub warc_files: u64,
@@ -391,7 +400,12 @@ fn watch(mesh: &Mesh, site: &site::Site, args: &DemoArgs, stop: &AtomicBool) -> 
             }
         }
         if done_everywhere {
-            break;
+            // Then wait (within the same deadline) for the seeding nodes' copies.
+            let want = usize::from(replication(args));
+            let s = summarize(mesh, args.items)?;
+            if s.copies.0 >= want.max(1) {
+                break;
+            }
         }
         if stop.load(Ordering::SeqCst) {
             bail!("interrupted");
@@ -414,13 +428,10 @@ fn watch(mesh: &Mesh, site: &site::Site, args: &DemoArgs, stop: &AtomicBool) -> 
 
 fn summarize(mesh: &Mesh, items: usize) -> Result<Summary> {
     let mut views: Vec<Vec<ItemInfo>> = Vec::new();
-    let mut completed = 0u64;
     for n in &mesh.nodes {
         let mut v: Vec<ItemInfo> = n.api.get_json("/items")?;
         v.sort_by(|a, b| a.id.cmp(&b.id));
         views.push(v);
-        let s: StatusView = n.api.get_json("/status")?;
-        completed += s.engine.finished;
     }
     let agree = views.windows(2).all(|w| w[0] == w[1]);
     let done = views[0].iter().filter(|i| i.state == "done").count() as u64;
@@ -429,6 +440,10 @@ fn summarize(mesh: &Mesh, items: usize) -> Result<Summary> {
         copies.insert(i.result.clone().unwrap_or_default(), 0);
     }
     let (mut warc_files, mut warc_bytes) = (0, 0);
+    // Every crawl run that finished wrote a WARC file named by its digest; seeding copies
+    // share the accepted result's digest. A digest on disk that is no item's result is a run
+    // whose result lost to another's: a duplicate execution.
+    let mut unaccepted = std::collections::BTreeSet::new();
     for n in &mesh.nodes {
         let results = n.dir.join(crate::cli_node::RESULTS_DIR);
         let Ok(entries) = std::fs::read_dir(&results) else { continue };
@@ -437,7 +452,13 @@ fn summarize(mesh: &Mesh, items: usize) -> Result<Summary> {
             let Some(digest) = name.strip_suffix(crate::crawl::warc::WARC_SUFFIX) else { continue };
             warc_files += 1;
             warc_bytes += e.metadata().map_or(0, |m| m.len());
-            if let Some(c) = copies.get_mut(digest) {
+            if !copies.contains_key(digest) {
+                unaccepted.insert(digest.to_owned());
+            }
+            if let Some(c) = copies.get_mut(digest)
+                && std::fs::read(e.path())
+                    .is_ok_and(|b| blake3::hash(&b).to_hex().as_str() == digest)
+            {
                 *c += 1;
             }
         }
@@ -448,7 +469,7 @@ fn summarize(mesh: &Mesh, items: usize) -> Result<Summary> {
         items,
         done,
         agree,
-        duplicates: completed.saturating_sub(done),
+        duplicates: unaccepted.len() as u64,
         warc_files,
         warc_bytes,
         copies: (fewest, most),
@@ -475,7 +496,10 @@ fn print_summary(s: &Summary, mesh: &Mesh, took: Duration, keep: bool) {
     if !keep {
         println!("                        (removed on exit; pass --keep to keep them)");
     }
-    println!("  copies per result     {} to {}", s.copies.0, s.copies.1);
+    println!(
+        "  copies per result     {} to {} (verified by digest, across all nodes)",
+        s.copies.0, s.copies.1
+    );
 }
 
 /// Opens the dashboard on a demo node until the operator quits it.

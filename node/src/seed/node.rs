@@ -118,7 +118,53 @@ fn serves_corrupt_chunks() -> bool {
     }
 }
 
+/// A done crawl item of a project being exported, and where its result can be had.
+#[derive(Debug, Clone)]
+pub struct ExportPlanItem {
+    /// The item.
+    pub item: starling_protocol::ItemId,
+    /// Its accepted result.
+    pub digest: Digest,
+    /// The result's size.
+    pub size: u64,
+    /// Whether this node stores it already.
+    pub local: bool,
+    /// Who else holds it, best first.
+    pub holders: Vec<PeerId>,
+}
+
 impl Actor {
+    /// The done crawl results of `project`, for `starling export`.
+    pub(crate) fn export_plan(&self, project: &ProjectId) -> Result<Vec<ExportPlanItem>, String> {
+        if !self.engine.projects().any(|(id, _)| id == *project) {
+            return Err(format!("no project {} is known here", project.to_hex()));
+        }
+        let Some(seed) = &self.seed else { return Err("this node keeps no blob store".into()) };
+        let plan = self
+            .engine
+            .items()
+            .filter(|(_, p, _)| p == project)
+            .filter_map(|(item, _, state)| match state {
+                ItemState::Done { result, size, .. }
+                    if matches!(
+                        self.engine.item_work(&item),
+                        Some((_, WorkItem::CrawlChunk { .. }))
+                    ) =>
+                {
+                    Some(ExportPlanItem {
+                        item,
+                        digest: result,
+                        size,
+                        local: seed.store.has(&result),
+                        holders: self.blob_holders(project, &item, &result, size),
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        Ok(plan)
+    }
+
     /// The peers believed to hold `digest`, result of item `source` in `project`: the
     /// producer first, then ready holders of the replicas' duties. Never this node.
     pub(crate) fn blob_holders(
