@@ -100,6 +100,8 @@ pub struct Actor {
     pub(crate) relayed: HashMap<PeerId, u32>,
     /// Seeding: the blob store, server and fetcher's requests.
     pub(crate) seed: Option<crate::seed::node::SeedParts>,
+    /// Torrent duties: the runner's handle and peers' BitTorrent addresses.
+    pub(crate) torrents: Option<crate::torrent::node::TorrentParts>,
     /// Sync answers applied per peer (bounded by [`PEER_STATS_MAX`]).
     pub(crate) synced_from: HashMap<PeerId, u64>,
     /// When [`Actor::tend_connections`] last dialled a peer.
@@ -155,6 +157,7 @@ impl Actor {
             relay_server: RelayServer::default(),
             relayed: HashMap::new(),
             seed: None,
+            torrents: None,
             synced_from: HashMap::new(),
             dialled: HashMap::new(),
             sync_inflight: HashMap::new(),
@@ -187,6 +190,12 @@ impl Actor {
     /// Sets the seeding parts (without them the node neither fetches nor serves blobs).
     pub fn with_seeding(mut self, seed: crate::seed::node::SeedParts) -> Self {
         self.seed = Some(seed);
+        self
+    }
+
+    /// Sets the torrent parts (without them torrent duties are not taken).
+    pub fn with_torrents(mut self, torrents: crate::torrent::node::TorrentParts) -> Self {
+        self.torrents = Some(torrents);
         self
     }
 
@@ -246,6 +255,7 @@ impl Actor {
                 _ = relay_timer.tick() => {
                     self.tend_relay();
                     self.tend_connections();
+                    self.tend_torrents();
                 }
                 () = &mut shutdown => break,
             }
@@ -423,6 +433,7 @@ impl Actor {
                         self.runners.note_manifest(project, m);
                     }
                     self.note_holders(&project, &work);
+                    self.note_torrent_peers(&project, &work);
                     self.runners.start(Job { item, epoch, project, work });
                 }
                 Output::CancelWork { item, epoch, reason } => {
@@ -683,6 +694,7 @@ impl Actor {
                     *self.relayed.entry(peer_id).or_default() += 1;
                 }
                 if num_established.get() == 1 {
+                    self.torrent_peer_connected(peer_id, endpoint.get_remote_address());
                     self.sync_rounds.remove(&peer_id);
                     self.start_sync(peer_id);
                     if self.swarm.connected_peers().count() == 1 {

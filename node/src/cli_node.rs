@@ -113,8 +113,36 @@ async fn run(cfg: Config, key: starling_protocol::Keypair, store: Store) -> Resu
         report_tx.clone(),
         runners.counters(),
     )?;
+    let mut torrent_parts = None;
     if cfg.seed && !runners.has(starling_protocol::WorkKind::Seed) {
-        runners.register(Box::new(seed_runner));
+        // Torrent duties share the seed kind: one runner routes result copies and torrents.
+        let torrents = if cfg.torrent.enabled {
+            match crate::torrent::TorrentSession::open(&cfg.data_dir, cfg.torrent.clone()).await {
+                Ok(session) => {
+                    let (books, lookup) = crate::torrent::node::TorrentParts::new_lookup();
+                    let runner = crate::torrent::TorrentRunner::new(
+                        session,
+                        lookup,
+                        report_tx.clone(),
+                        runners.counters(),
+                    );
+                    torrent_parts =
+                        Some(crate::torrent::node::TorrentParts::new(runner.control(), books));
+                    Some(runner)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start the torrent session; torrent duties are left to others");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        runners.register(Box::new(crate::torrent::SeedWithTorrents::new(
+            Box::new(seed_runner),
+            torrents,
+            report_tx.clone(),
+        )));
     } else {
         drop(seed_runner);
     }
@@ -170,8 +198,15 @@ async fn run(cfg: Config, key: starling_protocol::Keypair, store: Store) -> Resu
     )
     .with_relay(nat, relay_server)
     .with_seeding(seed_parts);
+    let torrent_control = torrent_parts.as_ref().map(|t| t.control.clone());
+    if let Some(t) = torrent_parts {
+        actor = actor.with_torrents(t);
+    }
     actor.dial_initial(&cfg.bootstrap);
     let result = actor.run(shutdown_signal()).await;
+    if let Some(c) = torrent_control {
+        c.session().stop().await;
+    }
     hub.close();
     let _ = stop_api_tx.send(());
     if tokio::time::timeout(API_SHUTDOWN_GRACE, api_task).await.is_err() {

@@ -122,6 +122,15 @@ pub struct UpArgs {
     /// Cap on stored results in bytes; over it the node claims no crawl work (0 = none).
     #[arg(long, env = "STARLING_DISK_BYTES_MAX")]
     pub disk_bytes_max: Option<u64>,
+    /// Seeding duties held at once (result copies and torrents).
+    #[arg(long, env = "STARLING_SEED_CAPACITY")]
+    pub seed_capacity: Option<u16>,
+    /// Take torrent seeding duties (the `[torrent]` table of the config file tunes them).
+    #[arg(long, env = "STARLING_TORRENTS", value_name = "BOOL")]
+    pub torrents: Option<bool>,
+    /// Torrents on loopback only, no DHT, trackers or LAN discovery: for tests.
+    #[arg(long, env = "STARLING_TORRENT_LOOPBACK", value_name = "BOOL")]
+    pub torrent_loopback: Option<bool>,
     /// Take seeding duties: keep and serve copies of other nodes' results.
     #[arg(long, env = "STARLING_SEED", value_name = "BOOL")]
     pub seed: Option<bool>,
@@ -168,6 +177,8 @@ struct FileConfig {
     bandwidth_bytes_per_s: Option<u32>,
     disk_bytes_max: Option<u64>,
     seed: Option<bool>,
+    seed_capacity: Option<u16>,
+    torrent: Option<crate::torrent::TorrentSettings>,
     reachability: Option<Reachability>,
     relay: Option<bool>,
     relay_circuit_bytes_max: Option<u64>,
@@ -215,6 +226,8 @@ pub struct Config {
     pub crawl: CrawlSettings,
     /// Take seeding duties.
     pub seed: bool,
+    /// Torrent seeding settings.
+    pub torrent: crate::torrent::TorrentSettings,
     /// Whether peers can reach this node.
     pub reachability: Reachability,
     /// Relay server settings.
@@ -321,6 +334,21 @@ impl Config {
             relay.circuits_max = n;
         }
         let seed = args.seed.or(file.seed).unwrap_or(true);
+        if let Some(n) = args.seed_capacity.or(file.seed_capacity) {
+            engine.seed_capacity = n;
+        }
+        // Without a `[torrent]` table: no DHT (it would reach the internet at start); trackers
+        // are asked only when a torrent is added.
+        let mut torrent = file
+            .torrent
+            .clone()
+            .unwrap_or(crate::torrent::TorrentSettings { dht: false, ..Default::default() });
+        if args.torrent_loopback == Some(true) {
+            torrent = crate::torrent::TorrentSettings::loopback();
+        }
+        if let Some(on) = args.torrents {
+            torrent.enabled = on;
+        }
         engine.roles = if seed { Roles(Roles::CRAWL.0 | Roles::SEED.0) } else { Roles::CRAWL };
         // Relay slots are claimed only by nodes known to be reachable.
         if relay.enabled && reachability == Reachability::Public {
@@ -356,6 +384,7 @@ impl Config {
                 disk_bytes_max: args.disk_bytes_max.or(file.disk_bytes_max).filter(|n| *n > 0),
             },
             seed,
+            torrent,
             reachability,
             relay,
         };

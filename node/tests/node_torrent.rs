@@ -73,7 +73,7 @@ fn torrent_file(node: &Node, info_hash: &[u8; 20]) -> std::path::PathBuf {
 }
 
 #[test]
-#[ignore = "needs actor wiring"]
+
 fn a_torrent_seeded_by_one_node_is_downloaded_by_another_and_the_bytes_match() {
     let src = tempfile::tempdir().unwrap();
     let (torrent, info_hash, content) = make_torrent(src.path());

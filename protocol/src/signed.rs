@@ -113,11 +113,6 @@ impl<T> Signed<T> {
             }),
         }
     }
-
-    /// Whether two values are the same shared envelope (a cheap test before comparing bytes).
-    pub fn same_as(&self, other: &Self) -> bool {
-        std::sync::Arc::ptr_eq(&self.inner, &other.inner)
-    }
 }
 
 impl<T> Clone for Signed<T> {
@@ -318,6 +313,28 @@ mod tests {
     impl Signable for Other {
         const KIND: &'static str = "other";
         const MAX_BODY_BYTES: usize = 128;
+    }
+
+    #[test]
+    fn the_checked_body_is_shared_by_clones_and_a_forgery_stays_refused() {
+        let key = Keypair::from_secret([3; 32]);
+        let other = Keypair::from_secret([4; 32]);
+        let s = Signed::sign(&key, &Note("hi".into()));
+        let copy = s.clone();
+        let a = s.verified().unwrap();
+        let b = copy.verified().unwrap();
+        assert!(std::sync::Arc::ptr_eq(&a, &b), "clones share one decoded body");
+        assert_eq!(copy.verified_ref().unwrap(), &Note("hi".into()));
+        // The same body and signature under another signer: refused, every time.
+        let i = &s.inner;
+        let forged =
+            Signed::<Note>::from_parts(i.v, i.body.to_vec(), other.public(), i.sig.to_vec(), None);
+        assert_eq!(forged.verified().err(), Some(VerifyError::BadSignature));
+        assert_eq!(forged.clone().verify(), Err(VerifyError::BadSignature));
+        // Bytes decoded afresh start unchecked and verify on their own.
+        let back = Signed::<Note>::from_bytes(&s.to_bytes()).unwrap();
+        assert!(back.inner.sig_ok.get().is_none());
+        assert_eq!(back.verify().unwrap(), Note("hi".into()));
     }
 
     #[test]

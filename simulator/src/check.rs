@@ -170,8 +170,9 @@ impl World {
         if !self.violations.is_empty() {
             return;
         }
-        let (done, _, _) = self.final_item_counts();
-        let lost = self.crawl_total - done.min(self.crawl_total);
+        let counts = self.final_item_counts();
+        self.end_counts = Some(counts);
+        let lost = self.crawl_total - counts.0.min(self.crawl_total);
         let honest_up = self.nodes.iter().any(|n| !n.byz && n.up());
         if self.s.check.no_loss && lost > 0 && honest_up {
             self.violate(
@@ -220,7 +221,8 @@ impl World {
 
     /// The deterministic part of the report.
     pub(crate) fn result(&self) -> RunResult {
-        let (done, failed, bogus) = self.final_item_counts();
+        // Counted once at the end by `final_checks` (a pass over every item of every node).
+        let (done, failed, bogus) = self.end_counts.unwrap_or_else(|| self.final_item_counts());
         let crawl = self.items.iter().filter(|r| r.crawl);
         let (mut started, mut items_started, mut completed, mut items_completed) =
             (0u64, 0u64, 0u64, 0u64);

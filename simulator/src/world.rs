@@ -290,6 +290,8 @@ pub struct World {
     pub(crate) events: u64,
     /// The first few items completed more than once, for the report.
     pub(crate) dup_examples: Vec<String>,
+    /// `final_item_counts` as of the end of the run, once known.
+    pub(crate) end_counts: Option<(u64, u64, u64)>,
     out_buf: Vec<Output>,
 }
 
@@ -366,6 +368,7 @@ impl World {
             violations: Vec::new(),
             events: 0,
             dup_examples: Vec::new(),
+            end_counts: None,
             out_buf: Vec::new(),
         };
         world.build_projects();

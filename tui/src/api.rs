@@ -58,6 +58,28 @@ pub struct StatusView {
     /// The operator's caps as they are now.
     #[serde(default)]
     pub caps: Caps,
+    /// Torrent seeding.
+    #[serde(default)]
+    pub torrents: TorrentStats,
+}
+
+/// What the node's torrent session serves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TorrentStats {
+    /// Whether torrent duties are taken.
+    pub enabled: bool,
+    /// Torrents complete and seeding.
+    pub seeding: u64,
+    /// Torrents still downloading.
+    pub downloading: u64,
+    /// Bytes uploaded to peers.
+    pub uploaded_bytes: u64,
+    /// Bytes downloaded from peers.
+    pub downloaded_bytes: u64,
+    /// Peers connected now.
+    pub peers: u64,
+    /// Total length of the torrents held.
+    pub held_bytes: u64,
 }
 
 /// A snapshot of what the runners did.

@@ -91,6 +91,7 @@ pub(crate) fn status() -> StatusView {
             bandwidth_bytes_per_s: None,
             disk_bytes_max: Some(5 * GIB),
         },
+        torrents: Default::default(),
     }
 }
 

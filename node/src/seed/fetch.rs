@@ -403,7 +403,7 @@ impl<S: ChunkSource> Run<'_, S> {
             }
             // A blob has one size: a holder that disagrees has another blob or none.
             Ok(BlobResponse::Slice { .. } | BlobResponse::BadRange { .. })
-            | Ok(BlobResponse::NotFound) => {
+            | Ok(BlobResponse::NotFound | BlobResponse::TorrentAddr { .. }) => {
                 self.holders[h].state = HolderState::Lacks;
                 self.retry(want, h, false)?;
             }

@@ -242,19 +242,42 @@ impl Actor {
     /// Blob protocol events: answers to our requests, and peers' requests to us.
     pub(crate) fn on_blob(&mut self, event: request_response::Event<BlobRequest, BlobResponse>) {
         use request_response::{Event, Message};
-        let Some(seed) = &mut self.seed else { return };
         match event {
             Event::Message { message: Message::Response { request_id, response }, .. } => {
-                if let Some(reply) = seed.pending.remove(&request_id) {
+                if self.torrent_answer(request_id, &response) {
+                    return;
+                }
+                if let Some(reply) = self.seed.as_mut().and_then(|s| s.pending.remove(&request_id))
+                {
                     let _ = reply.send(Ok(response));
                 }
             }
             Event::OutboundFailure { request_id, error, .. } => {
-                if let Some(reply) = seed.pending.remove(&request_id) {
+                if self.torrent_question_failed(request_id) {
+                    return;
+                }
+                if let Some(reply) = self.seed.as_mut().and_then(|s| s.pending.remove(&request_id))
+                {
                     let _ = reply.send(Err(SourceError::from_outbound(&error)));
                 }
             }
+            Event::Message {
+                message: Message::Request { request: BlobRequest::TorrentAddr, channel, .. },
+                ..
+            } => {
+                let port = self.torrent_port();
+                let answer = BlobResponse::TorrentAddr { port };
+                let _ = self.swarm.behaviour_mut().blob.send_response(channel, answer);
+            }
             Event::Message { message: Message::Request { request, channel, .. }, .. } => {
+                let Some(seed) = &mut self.seed else {
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .blob
+                        .send_response(channel, BlobResponse::NotFound);
+                    return;
+                };
                 match seed.server.admit(request) {
                     Err(busy) => {
                         let _ = self.swarm.behaviour_mut().blob.send_response(channel, busy);

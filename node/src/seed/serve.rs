@@ -20,7 +20,10 @@ pub const SERVING_MAX: usize = 8;
 
 /// The answer to `req` from `store`.
 pub fn serve(store: &BlobStore, req: &BlobRequest) -> BlobResponse {
-    let BlobRequest::Get { digest, offset, len } = req;
+    let BlobRequest::Get { digest, offset, len } = req else {
+        // Not a blob read (the actor answers those itself).
+        return BlobResponse::NotFound;
+    };
     match store.read_slice(digest, *offset, *len) {
         Ok((total_size, bytes)) => BlobResponse::Slice { total_size, bytes },
         Err(StoreError::NotFound) => BlobResponse::NotFound,
@@ -61,7 +64,10 @@ impl BlobServer {
             return Err(BlobResponse::Busy);
         };
         let (store, counters) = (self.store.clone(), self.counters.clone());
-        let BlobRequest::Get { len, .. } = req;
+        let len = match &req {
+            BlobRequest::Get { len, .. } => *len,
+            BlobRequest::TorrentAddr => 0,
+        };
         Ok(async move {
             let res = tokio::task::spawn_blocking(move || serve(&store, &req))
                 .await

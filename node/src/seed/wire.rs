@@ -41,6 +41,8 @@ pub enum BlobRequest {
         /// Bytes wanted.
         len: u32,
     },
+    /// The port of this peer's BitTorrent listener (for torrent seeding duties).
+    TorrentAddr,
 }
 
 /// The answer to a [`BlobRequest`].
@@ -64,11 +66,17 @@ pub enum BlobResponse {
         /// The whole blob's size.
         total_size: u64,
     },
+    /// The port this peer's BitTorrent listener takes peers on (0: it runs none), on the IP
+    /// the asker reached it at.
+    TorrentAddr {
+        /// The port.
+        port: u16,
+    },
 }
 
 impl Validate for BlobRequest {
     fn validate(&self) -> Result<(), DecodeError> {
-        let BlobRequest::Get { offset, len, .. } = self;
+        let BlobRequest::Get { offset, len, .. } = self else { return Ok(()) };
         if *len == 0 {
             return Err(DecodeError::Invalid("empty range"));
         }
@@ -84,7 +92,10 @@ impl Validate for BlobResponse {
     fn validate(&self) -> Result<(), DecodeError> {
         match self {
             BlobResponse::Slice { bytes, .. } => check_len("slice", bytes.len(), SLICE_BYTES_MAX),
-            BlobResponse::NotFound | BlobResponse::Busy | BlobResponse::BadRange { .. } => Ok(()),
+            BlobResponse::NotFound
+            | BlobResponse::Busy
+            | BlobResponse::BadRange { .. }
+            | BlobResponse::TorrentAddr { .. } => Ok(()),
         }
     }
 }

@@ -23,6 +23,7 @@
 //! starts) and [`TorrentRunner::add_initial_peers`] (any time). See [`runner`] for the
 //! contract.
 
+pub mod node;
 pub mod runner;
 pub mod session;
 #[cfg(test)]

@@ -603,7 +603,11 @@ fn ranking_counts_only_peers_of_the_items_project() {
             .unwrap();
     }
     for id in &ids {
-        ranked_below += u32::from(e.my_rank(id, &m.id(), WorkKind::Crawl) > 0);
+        let rank = e.my_rank(id, &m.id(), WorkKind::Crawl);
+        ranked_below += u32::from(rank > 0);
+        // The peer list cached per peer-set version ranks alike.
+        let cached = e.rank_peers(&m.id(), WorkKind::Crawl);
+        assert_eq!(hrw::rank(id, &e.node_id(), cached.iter()), rank);
     }
     assert!(ranked_below > 150, "{ranked_below} of 200 items now rank below a peer");
 }
