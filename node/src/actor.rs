@@ -47,6 +47,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(700);
 pub const KAD_DIAL_BELOW: usize = 16;
 /// How often event readers hear that item counts changed (at most).
 pub const EVENT_INTERVAL: Duration = Duration::from_millis(250);
+/// The DHT key relays provide.
+pub const RELAYS_KEY: &[u8] = b"starling/v1/relays";
 /// Peers tracked for per-peer counters.
 pub const PEER_STATS_MAX: usize = 4_096;
 /// A live peer that could not be reached is dialled again after this.
@@ -225,6 +227,7 @@ impl Actor {
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<()> {
         tokio::pin!(shutdown);
         self.join_trusted_topics();
+        self.advertise_relay();
         self.drive();
         let mut sync_timer = tokio::time::interval(self.sync_interval);
         let mut flush_timer = tokio::time::interval(FLUSH_INTERVAL);
@@ -334,6 +337,38 @@ impl Actor {
         let target = net::peer_id_of(node)?;
         let addr = self.nat.as_ref()?.peer_addrs.get(&relay)?.clone();
         Some(addr.with(Protocol::P2p(relay)).with(Protocol::P2pCircuit).with(Protocol::P2p(target)))
+    }
+
+    /// With reachability `auto` and relaying on, the node offers relay slots exactly while
+    /// AutoNAT says it is public.
+    fn relay_role_follows_autonat(&mut self, public: bool) {
+        let auto = self.nat.as_ref().is_some_and(|n| n.mode == crate::config::Reachability::Auto);
+        if !auto || !self.relay_server.settings.enabled {
+            return;
+        }
+        let now = self.engine.config().roles;
+        let relay = starling_protocol::Roles::RELAY.0;
+        let roles = starling_protocol::Roles(if public { now.0 | relay } else { now.0 & !relay });
+        if roles != now {
+            tracing::info!(public, "relay role follows reachability");
+            let _ = self.handle(Input::SetRoles(roles));
+            self.advertise_relay();
+        }
+    }
+
+    /// A relay announces itself in the DHT (provider of [`RELAYS_KEY`]), so nodes behind NAT
+    /// can find relays before the engine assigns them one.
+    pub(crate) fn advertise_relay(&mut self) {
+        let key = kad::RecordKey::new(&RELAYS_KEY);
+        let relaying = self.engine.config().roles.contains(starling_protocol::Roles::RELAY);
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        if relaying {
+            if let Err(e) = kad.start_providing(key) {
+                tracing::debug!(error = %e, "cannot announce this relay in the DHT");
+            }
+        } else {
+            kad.stop_providing(&key);
+        }
     }
 
     /// Dials peers a DHT lookup found, with the addresses it found (a relayed address for a
@@ -773,6 +808,10 @@ impl Actor {
             }
             BehaviourEvent::Autonat(libp2p::autonat::Event::StatusChanged { old, new }) => {
                 tracing::info!(?old, ?new, "reachability changed");
+                self.relay_role_follows_autonat(matches!(
+                    new,
+                    libp2p::autonat::NatStatus::Public(_)
+                ));
                 if let Some(nat) =
                     self.nat.as_mut().filter(|n| n.mode == crate::config::Reachability::Auto)
                 {

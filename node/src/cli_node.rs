@@ -110,6 +110,7 @@ async fn run(cfg: Config, key: starling_protocol::Keypair, store: Store) -> Resu
     let (seed_parts, seed_runner) = crate::seed::node::SeedParts::build(
         cfg.data_dir.join(RESULTS_DIR),
         cfg.crawl.disk_bytes_max,
+        cfg.seed_caps,
         report_tx.clone(),
         runners.counters(),
     )?;

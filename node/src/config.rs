@@ -122,6 +122,12 @@ pub struct UpArgs {
     /// Cap on stored results in bytes; over it the node claims no crawl work (0 = none).
     #[arg(long, env = "STARLING_DISK_BYTES_MAX")]
     pub disk_bytes_max: Option<u64>,
+    /// Download cap for fetching result copies, bytes per second (0 = none).
+    #[arg(long, env = "STARLING_SEED_DOWNLOAD_BYTES_PER_S")]
+    pub seed_download_bytes_per_s: Option<u32>,
+    /// Upload cap for serving result copies, bytes per second (0 = none).
+    #[arg(long, env = "STARLING_SEED_UPLOAD_BYTES_PER_S")]
+    pub seed_upload_bytes_per_s: Option<u32>,
     /// Seeding duties held at once (result copies and torrents).
     #[arg(long, env = "STARLING_SEED_CAPACITY")]
     pub seed_capacity: Option<u16>,
@@ -178,6 +184,8 @@ struct FileConfig {
     disk_bytes_max: Option<u64>,
     seed: Option<bool>,
     seed_capacity: Option<u16>,
+    seed_download_bytes_per_s: Option<u32>,
+    seed_upload_bytes_per_s: Option<u32>,
     torrent: Option<crate::torrent::TorrentSettings>,
     reachability: Option<Reachability>,
     relay: Option<bool>,
@@ -226,6 +234,8 @@ pub struct Config {
     pub crawl: CrawlSettings,
     /// Take seeding duties.
     pub seed: bool,
+    /// Bandwidth caps for result copies.
+    pub seed_caps: crate::seed::node::SeedCaps,
     /// Torrent seeding settings.
     pub torrent: crate::torrent::TorrentSettings,
     /// Whether peers can reach this node.
@@ -384,6 +394,16 @@ impl Config {
                 disk_bytes_max: args.disk_bytes_max.or(file.disk_bytes_max).filter(|n| *n > 0),
             },
             seed,
+            seed_caps: crate::seed::node::SeedCaps {
+                download_bytes_per_s: args
+                    .seed_download_bytes_per_s
+                    .or(file.seed_download_bytes_per_s)
+                    .and_then(std::num::NonZeroU32::new),
+                upload_bytes_per_s: args
+                    .seed_upload_bytes_per_s
+                    .or(file.seed_upload_bytes_per_s)
+                    .and_then(std::num::NonZeroU32::new),
+            },
             torrent,
             reachability,
             relay,

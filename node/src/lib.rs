@@ -10,6 +10,7 @@
 
 pub mod actor;
 pub mod api;
+pub mod budget;
 pub mod cli_node;
 pub mod client;
 mod commands;

@@ -22,6 +22,8 @@ use starling_protocol::{Envelope, Input, ItemId, ItemState, Keypair, Signed, Wor
 use crate::actor::{Actor, now_ms};
 use crate::config::Reachability;
 
+/// How often relays are looked up in the DHT while no relay holds our slot.
+pub const RELAY_LOOKUP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 /// Peers whose listen addresses are remembered for dialling relays.
 pub const PEER_ADDRS_MAX: usize = 4_096;
 
@@ -45,6 +47,8 @@ pub struct Nat {
     pub circuits_in: AtomicU64,
     /// Connections we made through a relay.
     pub circuits_out: AtomicU64,
+    /// When relays were last looked up in the DHT.
+    looked_up: Option<std::time::Instant>,
 }
 
 impl Nat {
@@ -60,6 +64,7 @@ impl Nat {
             reservations: AtomicU64::new(0),
             circuits_in: AtomicU64::new(0),
             circuits_out: AtomicU64::new(0),
+            looked_up: None,
         }
     }
 
@@ -134,7 +139,10 @@ impl Actor {
             Some(ItemState::Held { holder, ready: true, .. }) => crate::net::peer_id_of(&holder),
             _ => None,
         };
-        let Some(relay) = holder else { return };
+        let Some(relay) = holder else {
+            self.look_up_relays();
+            return;
+        };
         let Some(nat) = self.nat.as_mut() else { return };
         if nat.relay.is_some_and(|(p, _)| p == relay) {
             return;
@@ -162,6 +170,19 @@ impl Actor {
             }
             Err(e) => tracing::warn!(%relay, error = %e, "cannot listen through the relay"),
         }
+    }
+
+    /// While no relay holds our slot, finds relays in the DHT (they provide
+    /// [`RELAYS_KEY`](crate::actor::RELAYS_KEY)) so we connect to some: a relay we are connected
+    /// to hears our request at once and is one we can reach.
+    fn look_up_relays(&mut self) {
+        let Some(nat) = self.nat.as_mut() else { return };
+        if nat.looked_up.is_some_and(|t| t.elapsed() < RELAY_LOOKUP_EVERY) {
+            return;
+        }
+        nat.looked_up = Some(std::time::Instant::now());
+        let key = libp2p::kad::RecordKey::new(&crate::actor::RELAYS_KEY);
+        self.swarm.behaviour_mut().kad.get_providers(key);
     }
 
     /// The slot item of this node's relay request, publishing the request first if needed.

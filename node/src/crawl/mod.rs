@@ -26,7 +26,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use starling_protocol::{Digest, ItemId, NodeId, ProjectId, ProjectManifest};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -225,8 +224,8 @@ pub struct Crawler {
     guard: guard::GuardPolicy,
     hosts: HostTable,
     fetches: Semaphore,
-    /// The bandwidth cap and its limiter; the operator may change it while the node runs.
-    bandwidth: std::sync::RwLock<Option<(NonZeroU32, Arc<DefaultDirectRateLimiter>)>>,
+    /// The bandwidth cap; the operator may change it while the node runs.
+    bandwidth: crate::budget::ByteRate,
     /// The disk cap in bytes; 0 for none. The operator may change it while the node runs.
     disk_bytes_max: std::sync::atomic::AtomicU64,
     stats: stats::CrawlStats,
@@ -256,8 +255,8 @@ impl Crawler {
             .read_timeout(config.read_timeout)
             .build()
             .map_err(CrawlError::Client)?;
-        let bandwidth = config.bandwidth_bytes_per_s.map(|b| (b, bandwidth_limiter(b)));
         let disk_bytes_max = config.disk_bytes_max.unwrap_or(0);
+        let bandwidth = crate::budget::ByteRate::new(config.bandwidth_bytes_per_s);
         let fetches = Semaphore::new(config.fetches_max.clamp(1, FETCHES_MAX));
         Ok(Self {
             config,
@@ -265,7 +264,7 @@ impl Crawler {
             guard,
             hosts: HostTable::default(),
             fetches,
-            bandwidth: std::sync::RwLock::new(bandwidth),
+            bandwidth,
             disk_bytes_max: disk_bytes_max.into(),
             stats: stats::CrawlStats::default(),
             robots: Mutex::new(HashMap::new()),
@@ -296,14 +295,12 @@ impl Crawler {
 
     /// The bandwidth cap now, bytes per second.
     pub fn bandwidth_bytes_per_s(&self) -> Option<u64> {
-        let b = self.bandwidth.read().unwrap_or_else(|e| e.into_inner());
-        b.as_ref().map(|(n, _)| u64::from(n.get()))
+        self.bandwidth.get()
     }
 
     /// Sets (`Some`) or removes (`None`) the bandwidth cap.
     pub fn set_bandwidth(&self, bytes_per_s: Option<NonZeroU32>) {
-        let mut b = self.bandwidth.write().unwrap_or_else(|e| e.into_inner());
-        *b = bytes_per_s.map(|n| (n, bandwidth_limiter(n)));
+        self.bandwidth.set(bytes_per_s);
     }
 
     /// The disk cap now.
@@ -451,24 +448,8 @@ impl Crawler {
     /// Waits for the bandwidth cap to allow `bytes` more.
     async fn spend_bandwidth(&self, bytes: usize) {
         self.stats.received(bytes as u64);
-        let cap = self.bandwidth.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let Some((burst, limiter)) = cap else { return };
-        let burst = burst.get() as usize;
-        let mut left = bytes;
-        while left > 0 {
-            let n = left.min(burst);
-            if let Some(n32) = NonZeroU32::new(n as u32) {
-                // n never exceeds the burst, so this cannot fail.
-                let _ = limiter.until_n_ready(n32).await;
-            }
-            left -= n;
-        }
+        self.bandwidth.spend(bytes).await;
     }
-}
-
-/// A limiter that lets `bytes_per_s` through each second, in bursts of up to a second's worth.
-fn bandwidth_limiter(bytes_per_s: NonZeroU32) -> Arc<DefaultDirectRateLimiter> {
-    Arc::new(RateLimiter::direct(Quota::per_second(bytes_per_s)))
 }
 
 /// Messages to a chunk's WARC writer thread.

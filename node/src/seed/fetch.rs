@@ -87,6 +87,8 @@ pub struct FetchConfig {
     pub backoff_max: Duration,
     /// Longest wait for one response.
     pub request_timeout: Duration,
+    /// The operator's download cap for seeding, shared by every fetch.
+    pub download: std::sync::Arc<crate::budget::ByteRate>,
 }
 
 impl Default for FetchConfig {
@@ -98,6 +100,7 @@ impl Default for FetchConfig {
             backoff_base: Duration::from_millis(250),
             backoff_max: Duration::from_secs(10),
             request_timeout: Duration::from_secs(90),
+            download: std::sync::Arc::default(),
         }
     }
 }
@@ -347,7 +350,9 @@ impl<S: ChunkSource> Run<'_, S> {
                 self.holders[holder].in_flight += 1;
                 self.requests += 1;
                 let (source, timeout) = (&*fetcher.source, fetcher.config.request_timeout);
+                let download = &fetcher.config.download;
                 in_flight.push(Box::pin(async move {
+                    download.spend(len as usize).await;
                     let res = tokio::time::timeout(timeout, source.get(peer, req))
                         .await
                         .unwrap_or(Err(SourceError::Timeout));

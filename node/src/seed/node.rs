@@ -37,6 +37,15 @@ pub const HOLDER_LISTS_MAX: usize = 4_096;
 type Holders = Arc<Mutex<HashMap<Digest, Vec<PeerId>>>>;
 type Reply = oneshot::Sender<Result<BlobResponse, SourceError>>;
 
+/// The operator's bandwidth caps for seeding.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SeedCaps {
+    /// Fetching copies from peers, bytes per second.
+    pub download_bytes_per_s: Option<std::num::NonZeroU32>,
+    /// Serving copies to peers, bytes per second.
+    pub upload_bytes_per_s: Option<std::num::NonZeroU32>,
+}
+
 /// Everything seeding needs at run time.
 #[derive(Debug)]
 pub struct SeedParts {
@@ -61,6 +70,7 @@ impl SeedParts {
     pub fn build(
         results_dir: std::path::PathBuf,
         disk_bytes_max: Option<u64>,
+        caps: SeedCaps,
         reports: mpsc::Sender<WorkReport>,
         runner_counters: Arc<RunnerCounters>,
     ) -> anyhow::Result<(Self, SeedRunner<SwarmSource>)> {
@@ -70,12 +80,11 @@ impl SeedParts {
         );
         let counters = Arc::new(SeedingCounters::default());
         let (source, commands) = SwarmSource::channel();
-        let fetcher = Arc::new(Fetcher::new(
-            Arc::new(source),
-            store.clone(),
-            FetchConfig::default(),
-            counters.clone(),
-        ));
+        let download = Arc::new(crate::budget::ByteRate::new(caps.download_bytes_per_s));
+        let upload = Arc::new(crate::budget::ByteRate::new(caps.upload_bytes_per_s));
+        let config = FetchConfig { download, ..FetchConfig::default() };
+        let fetcher =
+            Arc::new(Fetcher::new(Arc::new(source), store.clone(), config, counters.clone()));
         let holders: Holders = Arc::default();
         let lookup_holders = holders.clone();
         let lookup: HolderLookup<PeerId> = Arc::new(move |q: &HolderQuery| {
@@ -83,7 +92,8 @@ impl SeedParts {
             map.get(&q.digest).cloned().unwrap_or_default()
         });
         let runner = SeedRunner::new(fetcher.clone(), lookup, reports, runner_counters);
-        let server = BlobServer::new(store.clone(), SERVING_MAX, counters.clone());
+        let server =
+            BlobServer::new(store.clone(), SERVING_MAX, counters.clone()).with_upload_cap(upload);
         let (served_tx, served) = mpsc::channel(SERVED_CAP);
         let parts = Self {
             store,

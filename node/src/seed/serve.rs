@@ -45,12 +45,20 @@ pub struct BlobServer {
     store: Arc<BlobStore>,
     permits: Arc<Semaphore>,
     counters: Arc<SeedingCounters>,
+    upload: Arc<crate::budget::ByteRate>,
 }
 
 impl BlobServer {
     /// A server answering from `store`, at most `serving_max` requests at once (at least 1).
     pub fn new(store: Arc<BlobStore>, serving_max: usize, counters: Arc<SeedingCounters>) -> Self {
-        Self { store, permits: Arc::new(Semaphore::new(serving_max.max(1))), counters }
+        let permits = Arc::new(Semaphore::new(serving_max.max(1)));
+        Self { store, permits, counters, upload: Arc::default() }
+    }
+
+    /// The same server, sending at most what `upload` allows.
+    pub fn with_upload_cap(mut self, upload: Arc<crate::budget::ByteRate>) -> Self {
+        self.upload = upload;
+        self
     }
 
     /// Takes a request: `Err(Busy)` to send back at once when the server is full, or the
@@ -63,12 +71,14 @@ impl BlobServer {
             SeedingCounters::add(&self.counters.requests_busy, 1);
             return Err(BlobResponse::Busy);
         };
-        let (store, counters) = (self.store.clone(), self.counters.clone());
+        let (store, counters, upload) =
+            (self.store.clone(), self.counters.clone(), self.upload.clone());
         let len = match &req {
             BlobRequest::Get { len, .. } => *len,
             BlobRequest::TorrentAddr => 0,
         };
         Ok(async move {
+            upload.spend(len as usize).await;
             let res = tokio::task::spawn_blocking(move || serve(&store, &req))
                 .await
                 .unwrap_or(BlobResponse::Busy);

@@ -19,7 +19,7 @@
 //! Getters (`item_state`, `peers`, `stats`, `is_subscribed`, `priority`, …) never change state.
 //! [`Engine::snapshot`] returns the records needed to rebuild the engine after a restart.
 //!
-//! Local choices ([`Input::Pause`], [`Input::SetCapacity`], [`Input::Subscribe`],
+//! Local choices ([`Input::Pause`], [`Input::SetCapacity`], [`Input::SetRoles`], [`Input::Subscribe`],
 //! [`Input::SetPriority`]) change which items this node tries and in what order, never the
 //! claim rule below. Subscriptions and priorities are not in the snapshot: the driver keeps the
 //! operator's settings and feeds them in again after a restart.
@@ -551,6 +551,15 @@ impl Engine {
             Input::SetCapacity(c) => {
                 self.cfg.capacity = c;
                 self.fill_capacity(now);
+                Ok(())
+            }
+            Input::SetRoles(roles) => {
+                let gained = roles.0 & !self.cfg.roles.0 != 0;
+                self.cfg.roles = roles;
+                self.next_presence_at = now;
+                if gained {
+                    self.rearm_open_items(None, now);
+                }
                 Ok(())
             }
             Input::Trust(key) => {

@@ -563,6 +563,33 @@ fn a_relay_request_becomes_a_slot_held_by_a_relay_node_not_the_requester() {
 }
 
 #[test]
+fn a_node_that_gains_the_relay_role_claims_waiting_relay_slots() {
+    let owner = test_keypair(1);
+    let crawl_only = EngineConfig { roles: Roles::CRAWL, ..fast_config() };
+    let mut net = Net::new(2, &owner, crawl_only);
+    net.work_ms = 1_000_000;
+    let requester = test_keypair(1001);
+    let req = crate::message::RelayRequest { seq: 1, at_ms: 0 };
+    net.input(1, Input::Publish(Envelope::RelayRequest(Signed::sign(&requester, &req)))).unwrap();
+    let slot = WorkItem::RelaySlot { requester: requester.node_id(), seq: 1 }.id(&relay_project());
+    let t = net.now + 20_000;
+    net.run_until(t, |_| false);
+    assert!(
+        matches!(net.engines[0].item_state(&slot), Some(ItemState::Open { .. })),
+        "no node offers relaying yet"
+    );
+    // Engine 0 learns it is reachable and takes up relaying.
+    net.input(0, Input::SetRoles(Roles(Roles::CRAWL.0 | Roles::RELAY.0))).unwrap();
+    let held = net.run_until(net.now + 30_000, |n| {
+        n.engines.iter().all(|e| {
+            matches!(e.item_state(&slot), Some(ItemState::Held { holder, .. })
+                if holder == n.engines[0].node_id())
+        })
+    });
+    assert!(held, "the new relay did not claim the waiting slot");
+}
+
+#[test]
 fn ranking_counts_only_peers_of_the_items_project() {
     let owner = test_keypair(1);
     let m = manifest(&owner, 5_000, 0);

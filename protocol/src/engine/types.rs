@@ -121,6 +121,9 @@ pub enum Input {
     Pause(bool),
     /// Change the number of crawl chunks worked at once.
     SetCapacity(u16),
+    /// Change the roles this node fills (e.g. relaying once it learns it is reachable). Held
+    /// work goes on; peers learn the new roles from the next heartbeat, sent at once.
+    SetRoles(Roles),
     /// Trust a project owner key.
     Trust(PublicKey),
     /// Work on a project or stop taking new items of it (held items go on to completion).
