@@ -33,7 +33,7 @@ use starling_protocol::{Envelope, ProjectId, PublicKey};
 
 use crate::client::{Client, ItemQuery};
 use crate::hub::Hub;
-use crate::seed::fetch::Fetcher;
+use crate::seed::fetch::{FetchError, Fetcher};
 use crate::seed::runner::SwarmSource;
 use crate::views::{ApiError, Caps, Outcome, Priority, Subscription};
 
@@ -320,6 +320,10 @@ fn refusable(r: Result<Result<Outcome, String>>) -> Response {
 
 /// Results fetched at once for an export.
 pub const EXPORT_FETCHES_MAX: usize = 4;
+/// Times an export waits for a seeding duty already fetching the same result.
+pub const EXPORT_WAITS_MAX: u32 = 120;
+/// How long each such wait is.
+pub const EXPORT_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Makes every done result of a project local (fetching what this node lacks from holders)
 /// and lists where each file is, for `starling export`.
@@ -348,19 +352,33 @@ async fn export(State(s): State<AppState>, UrlPath(id): UrlPath<String>) -> Resp
                     let path = fetcher.store().blob_path(&p.digest).display().to_string();
                     return Ok(crate::views::ExportItem { item, digest, path, fetched: false });
                 }
-                let outcome = fetcher.fetch(p.digest, p.size, p.holders, None).await;
-                for peer in &outcome.penalise {
-                    crate::seed::fetch::ChunkSource::penalise(
-                        fetcher.source().as_ref(),
-                        peer,
-                        "corrupt chunk during export",
+                let mut attempt = 0;
+                let outcome = loop {
+                    let outcome = fetcher.fetch(p.digest, p.size, p.holders.clone(), None).await;
+                    // A seeding duty may be fetching the same blob right now: wait for it.
+                    let busy = matches!(
+                        outcome.result,
+                        Err(FetchError::Store(crate::seed::store::StoreError::InUse))
                     );
-                }
-                match outcome.result {
-                    Ok(f) => Ok(crate::views::ExportItem {
+                    attempt += 1;
+                    if !busy || attempt >= EXPORT_WAITS_MAX || fetcher.store().has(&p.digest) {
+                        break outcome;
+                    }
+                    tokio::time::sleep(EXPORT_WAIT).await;
+                };
+                let result = match outcome.result {
+                    Err(FetchError::Store(crate::seed::store::StoreError::InUse))
+                        if fetcher.store().has(&p.digest) =>
+                    {
+                        Ok(fetcher.store().blob_path(&p.digest))
+                    }
+                    other => other.map(|f| f.path),
+                };
+                match result {
+                    Ok(path) => Ok(crate::views::ExportItem {
                         item,
                         digest,
-                        path: f.path.display().to_string(),
+                        path: path.display().to_string(),
                         fetched: true,
                     }),
                     Err(e) => Err(format!("result {digest} of item {item}: {e}")),

@@ -356,23 +356,8 @@ fn add_urls(args: &AddUrlsArgs) -> Result<()> {
     }
     let items: Vec<WorkItem> =
         urls.chunks(args.chunk).map(|c| WorkItem::CrawlChunk { urls: c.to_vec() }).collect();
-    if items.len() > BATCH_ITEMS_MAX {
-        bail!(
-            "{} chunks is over the {BATCH_ITEMS_MAX} a batch may hold; split the URL list",
-            items.len()
-        );
-    }
-    let seq = args.seq.unwrap_or_else(seq_now);
     let count = items.len();
-    let batch = ItemBatch { project: m.id(), seq, items };
-    let env = Envelope::Batch(Signed::sign(&key, &batch));
-    let bytes = env.to_bytes();
-    if bytes.len() > MAX_FILE_BYTES {
-        bail!(
-            "the batch is {} bytes, over the {MAX_FILE_BYTES}-byte limit; split the URL list",
-            bytes.len()
-        );
-    }
+    let (seq, bytes) = sign_batch(&key, &m, args.seq, items, "chunks", "split the URL list")?;
     write_atomic(&args.out, &bytes)?;
     eprintln!(
         "signed batch {seq} of {count} chunks ({} URLs) for project {:?} to {}",
@@ -381,6 +366,28 @@ fn add_urls(args: &AddUrlsArgs) -> Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// Signs `items` as one batch of project `m` (sequence `seq`, else the current time), refusing
+/// a batch over the item or size limits with a hint (`fix`) on what to do.
+fn sign_batch(
+    key: &starling_protocol::Keypair,
+    m: &ProjectManifest,
+    seq: Option<u64>,
+    items: Vec<WorkItem>,
+    what: &str,
+    fix: &str,
+) -> Result<(u64, Vec<u8>)> {
+    if items.len() > BATCH_ITEMS_MAX {
+        bail!("{} {what} is over the {BATCH_ITEMS_MAX} a batch may hold; {fix}", items.len());
+    }
+    let seq = seq.unwrap_or_else(seq_now);
+    let batch = ItemBatch { project: m.id(), seq, items };
+    let bytes = Envelope::Batch(Signed::sign(key, &batch)).to_bytes();
+    if bytes.len() > MAX_FILE_BYTES {
+        bail!("the batch is {} bytes, over the {MAX_FILE_BYTES}-byte limit; {fix}", bytes.len());
+    }
+    Ok((seq, bytes))
 }
 
 fn seq_now() -> u64 {
@@ -446,23 +453,8 @@ fn add_torrents(args: &AddTorrentsArgs) -> Result<()> {
             items.push(WorkItem::Torrent { info_hash, source: source.clone(), replica });
         }
     }
-    if items.len() > BATCH_ITEMS_MAX {
-        bail!(
-            "{} items is over the {BATCH_ITEMS_MAX} a batch may hold; list fewer torrents",
-            items.len()
-        );
-    }
-    let seq = args.seq.unwrap_or_else(seq_now);
     let count = items.len();
-    let batch = ItemBatch { project: m.id(), seq, items };
-    let env = Envelope::Batch(Signed::sign(&key, &batch));
-    let bytes = env.to_bytes();
-    if bytes.len() > MAX_FILE_BYTES {
-        bail!(
-            "the batch is {} bytes, over the {MAX_FILE_BYTES}-byte limit; list fewer torrents, or magnet links",
-            bytes.len()
-        );
-    }
+    let (seq, bytes) = sign_batch(&key, &m, args.seq, items, "items", "list fewer torrents")?;
     write_atomic(&args.out, &bytes)?;
     eprintln!(
         "signed batch {seq} of {count} seeding duties ({} torrents × {k} copies) for project {:?} to {}",

@@ -73,6 +73,39 @@ impl RunnerCounters {
     }
 }
 
+/// The tasks one runner has going, by (item, epoch): finished ones are forgotten as new
+/// ones start, and cancelling one aborts it.
+#[derive(Debug, Default)]
+pub struct RunningJobs(BTreeMap<(ItemId, u32), tokio::task::AbortHandle>);
+
+impl RunningJobs {
+    /// Forgets finished tasks; answers how many are still running.
+    pub fn prune(&mut self) -> usize {
+        self.0.retain(|_, h| !h.is_finished());
+        self.0.len()
+    }
+
+    /// Tasks still running.
+    pub fn running(&self) -> usize {
+        self.0.values().filter(|h| !h.is_finished()).count()
+    }
+
+    /// Records the task of a job.
+    pub fn insert(&mut self, item: ItemId, epoch: u32, task: tokio::task::AbortHandle) {
+        self.0.insert((item, epoch), task);
+    }
+
+    /// Aborts a job's task if it is still running, counting the cancellation.
+    pub fn cancel(&mut self, item: ItemId, epoch: u32, counters: &RunnerCounters) {
+        if let Some(h) = self.0.remove(&(item, epoch))
+            && !h.is_finished()
+        {
+            h.abort();
+            counters.cancelled.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Runs one kind of work.
 pub trait Runner: Send + std::fmt::Debug {
     /// The kind it runs.

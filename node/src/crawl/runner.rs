@@ -5,16 +5,14 @@
 //! chunk or project. Cancelling a job aborts its task; the chunk's writer then deletes its
 //! temp file, so nothing half-written is left to be taken for a result.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use starling_protocol::{ItemId, ProjectId, ProjectManifest, WorkItem, WorkKind, WorkResult};
 use tokio::sync::mpsc;
-use tokio::task::AbortHandle;
 
 use super::{ChunkRequest, CrawlError, Crawler};
-use crate::runner::{Job, Runner, RunnerCounters, WorkReport};
+use crate::runner::{Job, Runner, RunnerCounters, RunningJobs, WorkReport};
 
 /// Most crawl jobs running at once in one runner (the engine's capacity is far lower).
 pub const CRAWL_JOBS_MAX: usize = 256;
@@ -28,12 +26,14 @@ pub struct CrawlRunner {
     manifests: ManifestLookup,
     reports: mpsc::Sender<WorkReport>,
     counters: Arc<RunnerCounters>,
-    running: BTreeMap<(ItemId, u32), AbortHandle>,
+    running: RunningJobs,
 }
 
 impl std::fmt::Debug for CrawlRunner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CrawlRunner").field("running", &self.running.len()).finish_non_exhaustive()
+        f.debug_struct("CrawlRunner")
+            .field("running", &self.running.running())
+            .finish_non_exhaustive()
     }
 }
 
@@ -45,7 +45,7 @@ impl CrawlRunner {
         reports: mpsc::Sender<WorkReport>,
         counters: Arc<RunnerCounters>,
     ) -> Self {
-        Self { crawler, manifests, reports, counters, running: BTreeMap::new() }
+        Self { crawler, manifests, reports, counters, running: RunningJobs::default() }
     }
 
     /// The crawler, e.g. to ask [`Crawler::over_disk_cap`] before claiming.
@@ -97,17 +97,17 @@ impl Runner for CrawlRunner {
     }
 
     fn start(&mut self, job: Job) {
-        self.running.retain(|_, h| !h.is_finished());
+        let running = self.running.prune();
         self.counters.started.fetch_add(1, Ordering::Relaxed);
         let (reports, counters) = (self.reports.clone(), self.counters.clone());
-        if self.running.len() >= CRAWL_JOBS_MAX {
+        if running >= CRAWL_JOBS_MAX {
             let report = failed(&job, "too many crawl jobs".into(), true);
             tokio::spawn(async move {
                 let _ = reports.send(report).await;
             });
             return;
         }
-        let key = (job.item, job.epoch);
+        let (job_item, job_epoch) = (job.item, job.epoch);
         let (crawler, manifests) = (self.crawler.clone(), self.manifests.clone());
         let task = tokio::spawn(async move {
             let report = run(crawler, manifests, job).await;
@@ -116,15 +116,10 @@ impl Runner for CrawlRunner {
             }
             let _ = reports.send(report).await;
         });
-        self.running.insert(key, task.abort_handle());
+        self.running.insert(job_item, job_epoch, task.abort_handle());
     }
 
     fn cancel(&mut self, item: ItemId, epoch: u32) {
-        if let Some(h) = self.running.remove(&(item, epoch))
-            && !h.is_finished()
-        {
-            h.abort();
-            self.counters.cancelled.fetch_add(1, Ordering::Relaxed);
-        }
+        self.running.cancel(item, epoch, &self.counters);
     }
 }

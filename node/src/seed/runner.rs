@@ -42,7 +42,6 @@
 //!    and the live holders of the other replicas, best first, never this node), from the
 //!    engine's view, mapped with `net::peer_id_of`. It must not block.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -51,11 +50,10 @@ use libp2p::PeerId;
 use libp2p::request_response::OutboundFailure;
 use starling_protocol::{Digest, ItemId, ProjectId, WorkItem, WorkKind, WorkResult};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::AbortHandle;
 
 use super::fetch::{ChunkSource, Fetcher, SourceError};
 use super::wire::{BlobRequest, BlobResponse};
-use crate::runner::{Job, Runner, RunnerCounters, WorkReport};
+use crate::runner::{Job, Runner, RunnerCounters, RunningJobs, WorkReport};
 
 /// Seeding fetches running at once in one runner; more duties fail (retryable).
 pub const SEED_JOBS_MAX: usize = 64;
@@ -154,12 +152,14 @@ pub struct SeedRunner<S: ChunkSource> {
     holders: HolderLookup<S::Peer>,
     reports: mpsc::Sender<WorkReport>,
     counters: Arc<RunnerCounters>,
-    running: BTreeMap<(ItemId, u32), AbortHandle>,
+    running: RunningJobs,
 }
 
 impl<S: ChunkSource> std::fmt::Debug for SeedRunner<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SeedRunner").field("running", &self.running.len()).finish_non_exhaustive()
+        f.debug_struct("SeedRunner")
+            .field("running", &self.running.running())
+            .finish_non_exhaustive()
     }
 }
 
@@ -172,7 +172,7 @@ impl<S: ChunkSource> SeedRunner<S> {
         reports: mpsc::Sender<WorkReport>,
         counters: Arc<RunnerCounters>,
     ) -> Self {
-        Self { fetcher, holders, reports, counters, running: BTreeMap::new() }
+        Self { fetcher, holders, reports, counters, running: RunningJobs::default() }
     }
 
     /// The fetcher (its store, its source).
@@ -182,7 +182,7 @@ impl<S: ChunkSource> SeedRunner<S> {
 
     /// Duties with a fetch still running.
     pub fn fetching(&self) -> usize {
-        self.running.values().filter(|h| !h.is_finished()).count()
+        self.running.running()
     }
 
     fn report_soon(&self, report: WorkReport) {
@@ -218,7 +218,7 @@ impl<S: ChunkSource> Runner for SeedRunner<S> {
     }
 
     fn start(&mut self, job: Job) {
-        self.running.retain(|_, h| !h.is_finished());
+        let running = self.running.prune();
         self.counters.started.fetch_add(1, Ordering::Relaxed);
         let WorkItem::SeedDuty { source, result, size, .. } = job.work else {
             return self.report_soon(failed(&job, "not a seeding duty".into(), false));
@@ -234,12 +234,12 @@ impl<S: ChunkSource> Runner for SeedRunner<S> {
             Ok(None) => {}
             Err(e) => return self.report_soon(failed(&job, e.to_string(), true)),
         }
-        if self.running.len() >= SEED_JOBS_MAX {
+        if running >= SEED_JOBS_MAX {
             return self.report_soon(failed(&job, "too many seeding fetches".into(), true));
         }
         let query = HolderQuery { project: job.project, source, digest: result };
         let holders = (self.holders)(&query);
-        let key = (job.item, job.epoch);
+        let (job_item, job_epoch) = (job.item, job.epoch);
         let (fetcher, reports, counters) =
             (self.fetcher.clone(), self.reports.clone(), self.counters.clone());
         let task = tokio::spawn(async move {
@@ -260,15 +260,10 @@ impl<S: ChunkSource> Runner for SeedRunner<S> {
             };
             let _ = reports.send(report).await;
         });
-        self.running.insert(key, task.abort_handle());
+        self.running.insert(job_item, job_epoch, task.abort_handle());
     }
 
     fn cancel(&mut self, item: ItemId, epoch: u32) {
-        if let Some(h) = self.running.remove(&(item, epoch))
-            && !h.is_finished()
-        {
-            h.abort();
-            self.counters.cancelled.fetch_add(1, Ordering::Relaxed);
-        }
+        self.running.cancel(item, epoch, &self.counters);
     }
 }
