@@ -295,6 +295,7 @@ impl Actor {
             relayed_via: nat.and_then(|n| n.relay()).map(|p| p.to_string()),
             reserved: load(|n| &n.reservations),
             circuits_in: load(|n| &n.circuits_in),
+            relayed_bytes: crate::relay::relayed_bytes(&self.relay_server.bandwidth),
         }
     }
 }

@@ -87,6 +87,8 @@ pub struct RelayServer {
     pub grants: crate::relay::Grants,
     /// Counters for the dashboard.
     pub counters: std::sync::Arc<crate::relay::RelayCounters>,
+    /// Bytes by transport stack (libp2p's bandwidth metrics), to count relayed traffic.
+    pub bandwidth: std::sync::Arc<std::sync::Mutex<libp2p::metrics::Registry>>,
 }
 
 impl std::fmt::Debug for Behaviour {
@@ -240,6 +242,7 @@ pub fn build_swarm(
         .map_err(|e| anyhow!("dns resolver: {e}"))?
         .with_relay_client(noise::Config::new, yamux::Config::default)
         .map_err(|e| anyhow!("relay client transport: {e}"))?
+        .with_bandwidth_metrics(&mut server.bandwidth.lock().unwrap_or_else(|e| e.into_inner()))
         .with_behaviour(|key, relay_client| {
             behaviour(key, relay_client, mdns_on, connections_max, server).map_err(Into::into)
         })

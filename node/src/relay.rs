@@ -149,6 +149,30 @@ pub fn server_config(
     c
 }
 
+/// Bytes this node sent and received over relayed connections (as one end of a circuit),
+/// summed from libp2p's bandwidth metrics for transport stacks through `/p2p-circuit`.
+pub fn relayed_bytes(bandwidth: &std::sync::Mutex<libp2p::metrics::Registry>) -> u64 {
+    let mut text = String::new();
+    {
+        let registry = bandwidth.lock().unwrap_or_else(|e| e.into_inner());
+        if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
+            return 0;
+        }
+    }
+    circuit_bytes(&text)
+}
+
+/// Sums the bandwidth counters of relayed connections in metrics text: dialled ones carry the
+/// `/p2p-circuit` address; accepted ones only the source's `/p2p/<peer>` (no IP, no TCP).
+fn circuit_bytes(text: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with("libp2p_bandwidth_bytes_total{"))
+        .filter(|l| l.contains("p2p-circuit") || l.contains("protocols=\"/p2p\""))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
 /// Counts what the relay server reports.
 pub fn on_server_event(event: &relay::Event, counters: &RelayCounters) {
     match event {
@@ -272,6 +296,18 @@ mod tests {
         grants.revoke(&item);
         assert!(!relay::RateLimiter::try_next(&mut filter, peer, &addr, Instant::now()));
         assert_eq!(counters.refused.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn relayed_bytes_are_the_circuit_stacks_only() {
+        let text = "# HELP libp2p_bandwidth_bytes Bandwidth usage\n\
+            libp2p_bandwidth_bytes_total{protocols=\"/ip4/tcp/p2p/p2p-circuit\",direction=\"Inbound\"} 1000\n\
+            libp2p_bandwidth_bytes_total{protocols=\"/ip4/tcp/p2p/p2p-circuit\",direction=\"Outbound\"} 234\n\
+            libp2p_bandwidth_bytes_total{protocols=\"/p2p\",direction=\"Inbound\"} 5\n\
+            libp2p_bandwidth_bytes_total{protocols=\"/ip4/tcp/p2p\",direction=\"Inbound\"} 99999\n";
+        assert_eq!(circuit_bytes(text), 1239);
+        let empty = std::sync::Mutex::new(libp2p::metrics::Registry::default());
+        assert_eq!(relayed_bytes(&empty), 0);
     }
 
     #[test]

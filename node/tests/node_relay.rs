@@ -91,6 +91,9 @@ fn an_unreachable_node_is_reached_through_the_relay_holding_its_slot() {
         || relayed_link(&client, &hidden_id).is_some_and(|p| p.synced > 0),
         everyone,
     );
+    let mine: RelayView = hidden.api.get_json("/relay").unwrap();
+    assert!(mine.reserved >= 1 && mine.circuits_in >= 1, "{mine:?}");
+    assert!(mine.relayed_bytes > 0, "traffic through the circuit is counted: {mine:?}");
     let holder = relays.iter().position(|(id, _)| *id == via).unwrap();
     let counters: RelayView = relays[holder].1.api.get_json("/relay").unwrap();
     assert!(counters.reservations >= 1 && counters.circuits >= 1, "{counters:?}");

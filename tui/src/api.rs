@@ -243,6 +243,10 @@ pub struct RelayView {
     /// Connections that reached this node through its relay.
     #[serde(default)]
     pub circuits_in: u64,
+    /// Bytes this node sent and received over relayed connections (as one end of a circuit;
+    /// a relay's own forwarding is counted in circuits, not bytes).
+    #[serde(default)]
+    pub relayed_bytes: u64,
 }
 
 /// One line of `GET /log?limit=&level=`.

@@ -237,6 +237,7 @@ pub(crate) fn relay() -> RelayView {
         relayed_via: None,
         reserved: 0,
         circuits_in: 0,
+        relayed_bytes: 310 * MIB,
     }
 }
 

@@ -160,12 +160,12 @@ fn draw_traffic(data: &Snapshot, frame: &mut Frame, area: Rect) {
     let seed = data.seeding.as_ref();
     let seed_down = format::bytes(seed.map_or(0, |v| v.bytes_fetched));
     let seed_up = format::bytes(seed.map_or(0, |v| v.bytes_served));
-    let relayed = data.relay.as_ref().map_or(0, |v| v.circuits);
+    let relayed = format::bytes(data.relay.as_ref().map_or(0, |v| v.relayed_bytes));
     let crawl_down = format::bytes(s.fetch.bytes_down);
     let plain = Style::new();
     let text = format!("{crawl_down} crawl · {seed_down} seed");
     frame.render_widget(short_field("down", text, plain), down);
-    let text = format!("{seed_up} seed · {relayed} relayed circuits");
+    let text = format!("{seed_up} seed · {relayed} relay");
     frame.render_widget(short_field("up", text, plain), up);
     let used = format::bytes(s.disk.results_bytes);
     let db = format::bytes(s.disk.store_bytes);

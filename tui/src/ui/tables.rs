@@ -263,7 +263,12 @@ pub(super) fn draw_relay(data: &Snapshot, frame: &mut Frame, area: Rect) {
         field(
             "via",
             match &relay.relayed_via {
-                Some(p) => format!("{} ({} reached us)", format::short_peer(p), relay.circuits_in),
+                Some(p) => format!(
+                    "{} ({} reached us, {})",
+                    format::short_peer(p),
+                    relay.circuits_in,
+                    format::bytes(relay.relayed_bytes)
+                ),
                 None => "no relay in use".into(),
             },
         ),
