@@ -136,18 +136,7 @@ impl Actor {
                 store_bytes: self.store.file_bytes(),
             },
             caps: self.caps(),
-            torrents: self.torrents.as_ref().map_or_else(Default::default, |t| {
-                let x = t.control.totals();
-                crate::views::TorrentStats {
-                    enabled: true,
-                    seeding: x.seeding,
-                    downloading: x.downloading,
-                    uploaded_bytes: x.uploaded_bytes,
-                    downloaded_bytes: x.downloaded_bytes,
-                    peers: x.peers,
-                    held_bytes: x.held_bytes,
-                }
-            }),
+            torrents: self.torrents.as_ref().map(|t| t.control.totals()).unwrap_or_default(),
         }
     }
 

@@ -264,16 +264,25 @@ pub fn peer_id_of(node: &starling_protocol::NodeId) -> Option<libp2p::PeerId> {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SyncCodec;
 
-async fn read_capped<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
+/// Reads one whole message (the rest of the stream), refusing more than `max` bytes. Shared by
+/// every request-response codec of the node.
+pub(crate) async fn read_capped<T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+    max: usize,
+) -> io::Result<Vec<u8>> {
     let mut buf = Vec::new();
     io.take(max as u64 + 1).read_to_end(&mut buf).await?;
     if buf.len() > max {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "sync message too large"));
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "message too large"));
     }
     Ok(buf)
 }
 
-async fn write_all<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: Vec<u8>) -> io::Result<()> {
+/// Writes one whole message and closes the stream, which ends it.
+pub(crate) async fn write_all<T: AsyncWrite + Unpin + Send>(
+    io: &mut T,
+    bytes: Vec<u8>,
+) -> io::Result<()> {
     io.write_all(&bytes).await?;
     io.close().await
 }

@@ -10,7 +10,7 @@
 //! - the torrent runner registered for seeding work (`SeedWithTorrents`), its peer lookup
 //!   answering with the BitTorrent listen addresses of the item's other holders (which nodes
 //!   advertise in their presence or identify info);
-//! - `/status` → `torrents`: the session's `TorrentTotals` (`seeding`, `uploaded_bytes`,
+//! - `/status` → `torrents`: the session's totals (`seeding`, `uploaded_bytes`,
 //!   `downloaded_bytes`, `peers`, …) and its `listen` address.
 
 mod common;

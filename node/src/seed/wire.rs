@@ -8,7 +8,7 @@
 use std::io;
 use std::time::Duration;
 
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures::{AsyncRead, AsyncWrite};
 use libp2p::{StreamProtocol, request_response};
 use serde::{Deserialize, Serialize};
 use starling_protocol::Digest;
@@ -16,6 +16,7 @@ use starling_protocol::wire::{self, DecodeError, Validate, check_len};
 
 use super::CHUNK_BYTES;
 use super::slice::SLICE_BYTES_MAX;
+use crate::net::{read_capped, write_all};
 
 /// The protocol name.
 pub const BLOB_PROTOCOL: StreamProtocol = StreamProtocol::new("/starling/blob/1.0.0");
@@ -138,20 +139,6 @@ pub fn behaviour() -> request_response::Behaviour<BlobCodec> {
 /// [`BlobRequest`] out, [`BlobResponse`] back, one message per stream, each capped.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BlobCodec;
-
-async fn read_capped<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    io.take(max as u64 + 1).read_to_end(&mut buf).await?;
-    if buf.len() > max {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "blob message too large"));
-    }
-    Ok(buf)
-}
-
-async fn write_all<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: Vec<u8>) -> io::Result<()> {
-    io.write_all(&bytes).await?;
-    io.close().await
-}
 
 fn invalid(e: DecodeError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)

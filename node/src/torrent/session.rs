@@ -49,22 +49,8 @@ link-local6:fe80::-febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff
 multicast6:ff00::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff
 ";
 
-/// What the session serves, summed over its torrents, for the dashboard.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct TorrentTotals {
-    /// Torrents complete and seeding.
-    pub seeding: u64,
-    /// Torrents still downloading (or checking, or resolving).
-    pub downloading: u64,
-    /// Bytes uploaded to peers since the session started.
-    pub uploaded_bytes: u64,
-    /// Bytes downloaded from peers since the session started.
-    pub downloaded_bytes: u64,
-    /// Peers connected now.
-    pub peers: u64,
-    /// Total length of the torrents held.
-    pub held_bytes: u64,
-}
+/// What the session serves, summed over its torrents: the API's shape.
+pub type TorrentTotals = crate::views::TorrentStats;
 
 /// One torrent the session holds, for the dashboard and the API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -320,6 +306,7 @@ impl TorrentSession {
     pub fn totals(&self) -> TorrentTotals {
         let snap = self.session.stats_snapshot();
         let mut t = TorrentTotals {
+            enabled: true,
             uploaded_bytes: snap.counters.uploaded_bytes,
             downloaded_bytes: snap.counters.fetched_bytes,
             peers: u64::from(snap.peers.live),
