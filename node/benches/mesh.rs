@@ -6,7 +6,7 @@
 //! `cargo bench -p starling-node --features test-runner --bench mesh`
 //! (`STARLING_BENCH_ITEMS=N` to change the 2000 items).
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/e2e/common.rs"]
 mod common;
 
 use std::collections::{HashMap, HashSet};

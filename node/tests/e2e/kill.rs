@@ -1,11 +1,9 @@
 //! `kill -9` of a node holding leases: its items are reclaimed once the leases run out and
 //! finished by the others; nothing is lost; restarted, it catches up by sync.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn killed_holder_loses_nothing_and_catches_up() {

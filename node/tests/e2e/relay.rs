@@ -5,11 +5,9 @@
 //! state sync runs across it. When the relay holding the slot is killed, the other relay
 //! claims the slot at the next epoch and the node is reachable through it.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use starling_node::views::{PeerInfo, RelayView, StatusView};
 
 const LEASE_MS: &str = "3000";

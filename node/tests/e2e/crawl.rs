@@ -1,16 +1,14 @@
 //! Two real nodes crawl a real local site: every chunk is fetched, archived as a WARC file
 //! named by its blake3 digest in the holder's results directory, and agreed on by both nodes.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::*;
 use axum::Router;
 use axum::extract::{Path, State};
-use common::*;
 use starling_protocol::{
     Envelope, ItemBatch, ProjectManifest, RatePolicy, RobotsPolicy, Signed, SizeCaps, WorkItem,
 };

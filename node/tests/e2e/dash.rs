@@ -3,12 +3,10 @@
 //! `capture-pane`, and checks through the node's own API that it really paused and resumed.
 //! `.ci/run` installs tmux; without it this test fails and says so.
 
-mod common;
-
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use starling_node::views::StatusView;
 
 /// tmux on a private socket, so the test never touches the user's sessions.

@@ -13,12 +13,10 @@
 //! - `/status` → `torrents`: the session's totals (`seeding`, `uploaded_bytes`,
 //!   `downloaded_bytes`, `peers`, …) and its `listen` address.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use starling_protocol::{
     Envelope, ItemBatch, Keypair, ProjectManifest, RatePolicy, RobotsPolicy, Signed, SizeCaps,
     TorrentSource, WorkItem,

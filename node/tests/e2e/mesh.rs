@@ -1,11 +1,9 @@
 //! Five real nodes on loopback share a 300-item project: every item done, all agree, no
 //! duplicate executions.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn five_nodes_finish_300_items_without_duplicates() {

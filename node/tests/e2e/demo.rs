@@ -2,11 +2,9 @@
 //! published demo project, and a summary that shows every item done, no duplicate execution,
 //! the WARC files on disk and each result copied to other nodes by seeding.
 
-mod common;
-
 use std::process::{Command, Stdio};
 
-use common::BIN;
+use crate::common::BIN;
 
 #[test]
 fn headless_demo_finishes_every_item_once_and_writes_warc_files() {

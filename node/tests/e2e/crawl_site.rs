@@ -638,7 +638,7 @@ fn cpu_ticks() -> u64 {
 }
 
 /// The benchmark the issue asks for: 20 hosts at 50 requests/s each. Run with
-/// `cargo test -p starling-node --test crawl_site --release -- --ignored --nocapture bench`.
+/// `cargo test -p starling-node --test e2e --release -- --ignored --nocapture crawl_site::bench`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark; prints figures"]
 async fn bench_twenty_hosts_at_fifty_per_second() {

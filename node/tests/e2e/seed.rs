@@ -5,15 +5,13 @@
 //! rejected and fetched again from an honest holder, the liar is penalised, and k is restored.
 //! With the producer killed too, the result is still served.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::common::*;
 use axum::Router;
 use axum::extract::Path;
-use common::*;
 use starling_node::views::{ItemInfo, StatusView};
 use starling_protocol::{
     Envelope, ItemBatch, ProjectManifest, RatePolicy, RobotsPolicy, Signed, SizeCaps, WorkItem,

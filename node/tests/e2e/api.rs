@@ -4,11 +4,9 @@
 //! — and the ones meant to last survive a restart. `/metrics` parses back and agrees with
 //! `/status`; `/events` streams.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use starling_node::views::{
     Caps, ItemInfo, LogLine, NodeEvent, PeerInfo, ProjectInfo, RelayView, SeedingView, StatusView,
     WorkView,

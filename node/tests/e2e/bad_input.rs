@@ -1,11 +1,9 @@
 //! Bad input gets one clear line on stderr and a non-zero exit, never a panic; the control
 //! API refuses requests without the right token.
 
-mod common;
-
 use std::process::{Command, Stdio};
 
-use common::*;
+use crate::common::*;
 
 /// Runs `starling up` with `args` on `dir`, expecting a failure with one line naming `needle`.
 fn fails_with(dir: &std::path::Path, args: &[&str], needle: &str) {

@@ -1,11 +1,9 @@
 //! A peer that gossips a forged envelope, an untrusted project or a claim that breaks the
 //! epoch rule: the honest node rejects each, applies none, and the peer's score drops.
 
-mod common;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use starling_protocol::{Claim, Envelope, ItemId, Signed};
 

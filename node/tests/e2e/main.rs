@@ -1,0 +1,19 @@
+//! The node's end-to-end tests, in one test binary: every module starts real `starling`
+//! processes (or a real local site) on 127.0.0.1. One binary instead of one per file keeps a
+//! debug build of the workspace a few gigabytes smaller and links once instead of thirteen times.
+
+mod common;
+
+mod api;
+mod bad_input;
+mod crawl;
+mod crawl_site;
+mod dash;
+mod demo;
+mod kill;
+mod mesh;
+mod project_cli;
+mod reject;
+mod relay;
+mod seed;
+mod torrent;
