@@ -52,6 +52,44 @@ pub fn rank<'a>(item: &ItemId, me: &NodeId, others: impl IntoIterator<Item = &'a
     rank
 }
 
+/// How far a bounded ranking got: the peers scored so far (a prefix of the list) and how
+/// many of them rank above `me`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RankScan {
+    pub scored: u32,
+    pub above: u32,
+}
+
+/// The rank of `me` for `item` among `me` and `others` if it is at most `limit`: `Ok(rank)`.
+/// Otherwise `Err(scan)`, with `scan.above = limit + 1` a lower bound on the rank, found
+/// without scoring the peers after `scan.scored`; passing `scan` back with a higher limit
+/// carries on from there, so a ranking finished in steps scores each peer once. A node far
+/// down the ranking learns that it may not claim yet from a few peers instead of all of them.
+pub fn rank_up_to(
+    item: &ItemId,
+    me: &NodeId,
+    others: &[NodeId],
+    from: RankScan,
+    limit: u32,
+) -> Result<u32, RankScan> {
+    let mine = (score(item, me), *me);
+    let mut scan = from;
+    if scan.above > limit {
+        return Err(scan);
+    }
+    let start = (scan.scored as usize).min(others.len());
+    for other in &others[start..] {
+        scan.scored += 1;
+        if other != me && (score(item, other), *other) > mine {
+            scan.above += 1;
+            if scan.above > limit && (scan.scored as usize) < others.len() {
+                return Err(scan);
+            }
+        }
+    }
+    if scan.above > limit { Err(scan) } else { Ok(scan.above) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,6 +112,33 @@ mod tests {
         let mut ranks: Vec<u32> = nodes.iter().map(|n| rank(&item, n, &nodes)).collect();
         ranks.sort_unstable();
         assert_eq!(ranks, (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_bounded_rank_is_exact_up_to_its_limit_and_a_lower_bound_above_it() {
+        let nodes: Vec<NodeId> = (0..12u8).map(|i| NodeId([i; 32])).collect();
+        for seed in 0..20u8 {
+            let item = ItemId([seed; 32]);
+            for me in &nodes {
+                let exact = rank(&item, me, &nodes);
+                let mut scan = RankScan::default();
+                for limit in 0..12 {
+                    match rank_up_to(&item, me, &nodes, scan, limit) {
+                        Ok(rank) => {
+                            assert!(exact <= limit);
+                            assert_eq!(rank, exact);
+                            break;
+                        }
+                        Err(s) => {
+                            assert!(exact > limit, "rank {exact} is within {limit}");
+                            assert!(s.above > limit && s.above <= exact);
+                            assert!(s.scored >= scan.scored, "a scan never goes back");
+                            scan = s;
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

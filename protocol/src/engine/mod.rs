@@ -122,9 +122,10 @@ struct ItemEntry {
     /// The agenda entry for this item, if any.
     wake_at: Option<u64>,
     failures: u8,
-    /// This node's last HRW rank for the item: (peer-set version, failures, rank). Reused while
-    /// the live peer set and the attempt stay the same.
-    rank: Option<(u64, u8, u32)>,
+    /// What this node last learnt of its HRW rank for the item: (peer-set version, failures,
+    /// the rank or how far scoring the peers got). Reused while the live peer set and the
+    /// attempt stay the same.
+    rank: Option<(u64, u8, Result<u32, hrw::RankScan>)>,
     /// What the item adds to its sync digest bucket (see `sync.rs`), kept up to date with the
     /// phase so a digest needs no hashing.
     digest: [u8; 8],
@@ -804,27 +805,51 @@ impl Engine {
         let Some(since) = self.claimable_since(&item, e) else { return };
         let kind = e.work.kind();
         let project = e.project;
+        let base = since.max(self.warmup_end().unwrap_or(0)) + self.cfg.settle_ms;
+        if now < base {
+            // No rank may claim before the item has settled: the rank can wait until then.
+            self.schedule(item, base);
+            return;
+        }
+        // Every `widen_ms` after `base` one more rank may claim. Only whether this node is
+        // within the ranks allowed now matters, so peers are scored only until that is known:
+        // most nodes rank far down and learn it from a few peers, and by the time more ranks
+        // may claim, the item is usually claimed already.
+        let limit = if self.cfg.widen_ms == 0 {
+            u32::MAX
+        } else {
+            let steps = u32::try_from((now - base) / self.cfg.widen_ms).unwrap_or(u32::MAX);
+            self.cfg.candidates.saturating_sub(1).saturating_add(steps)
+        };
         // After each failure the ranking is drawn afresh, so the node that just failed is not
         // simply first in line again: another node, perhaps better placed, tries next.
         let failures = e.failures;
-        let rank = match e.rank {
-            Some((version, f, rank)) if version == self.peers_version && f == failures => rank,
-            _ => {
+        let known = match e.rank {
+            Some((version, f, known)) if version == self.peers_version && f == failures => known,
+            _ => Err(hrw::RankScan::default()),
+        };
+        let rank = match known {
+            Ok(rank) => Ok(rank),
+            Err(scan) => {
                 let others = self.rank_peers(&project, kind);
-                let rank = hrw::rank(&hrw::attempt_key(&item, failures), &self.me, others.iter());
+                let key = hrw::attempt_key(&item, failures);
+                let rank = hrw::rank_up_to(&key, &self.me, &others, scan, limit);
                 if let Some(e) = self.items.get_mut(&item) {
                     e.rank = Some((self.peers_version, failures, rank));
                 }
-                rank
+                rank.map_err(|scan| scan.above)
             }
         };
-        let base = since.max(self.warmup_end().unwrap_or(0)) + self.cfg.settle_ms;
-        let extra = u64::from(rank.saturating_sub(self.cfg.candidates.saturating_sub(1)));
-        let eligible_at = base + extra * self.cfg.widen_ms;
-        if now < eligible_at {
-            self.schedule(item, eligible_at);
-            return;
-        }
+        let rank = match rank {
+            Ok(rank) if rank <= limit => rank,
+            // Not yet: the earliest this node may claim is when its rank (or the lower bound
+            // on it) may.
+            Ok(r) | Err(r) => {
+                let extra = u64::from(r - self.cfg.candidates.saturating_sub(1));
+                self.schedule(item, base + extra * self.cfg.widen_ms);
+                return;
+            }
+        };
         // Claimed by `fill_capacity` at the end of the tick, so that items falling due together
         // compete for the free slots by priority first.
         let key = (Reverse(self.priority(&project)), rank, since, item);

@@ -929,3 +929,31 @@ fn with_one_slot_the_higher_priority_projects_items_are_claimed_first() {
     net.engines[0].handle(Input::SetPriority { project: high.id(), priority: 0 }, net.now).unwrap();
     assert_eq!(net.engines[0].priority(&high.id()), 0);
 }
+
+#[test]
+fn an_item_the_top_ranks_pass_over_goes_to_the_next_rank_one_widening_step_each_later() {
+    let owner = test_keypair(1);
+    let cfg = fast_config();
+    let (settle, widen) = (cfg.settle_ms, cfg.widen_ms);
+    let mut net = Net::new(4, &owner, cfg);
+    // Heartbeats go round and the warm-up ends: every engine ranks among all four.
+    net.run_until(1_000, |_| false);
+    let m = manifest(&owner, 5_000, 0);
+    let b = batch(&owner, &m, 1);
+    let item = b.verify().unwrap().items[0].id(&m.id());
+    let ids: Vec<NodeId> = net.engines.iter().map(Engine::node_id).collect();
+    let mut order: Vec<usize> = (0..4).collect();
+    order.sort_by_key(|&i| hrw::rank(&item, &ids[i], &ids));
+    // The two best-placed nodes are paused: ranks 0 and 1 pass the item over.
+    net.input(order[0], Input::Pause(true)).unwrap();
+    net.input(order[1], Input::Pause(true)).unwrap();
+    let from = order[3];
+    net.input(from, Input::Publish(Envelope::Manifest(Signed::sign(&owner, &m)))).unwrap();
+    let t0 = net.now;
+    net.input(from, Input::Publish(Envelope::Batch(b))).unwrap();
+    assert!(net.run_until(t0 + 10_000, |n| !n.starts.is_empty()), "nobody started");
+    assert_eq!(net.starts, vec![(order[2], item)], "rank 2 takes it, and only rank 2");
+    // Rank 2 may claim two widening steps after the item settled (then the claim settles).
+    let eligible = t0 + net.latency_ms + settle + 2 * widen;
+    assert!(net.now >= eligible && net.now < eligible + widen, "started at {}", net.now - t0);
+}
