@@ -815,11 +815,12 @@ impl Engine {
         // within the ranks allowed now matters, so peers are scored only until that is known:
         // most nodes rank far down and learn it from a few peers, and by the time more ranks
         // may claim, the item is usually claimed already.
-        let limit = if self.cfg.widen_ms == 0 {
-            u32::MAX
-        } else {
-            let steps = u32::try_from((now - base) / self.cfg.widen_ms).unwrap_or(u32::MAX);
-            self.cfg.candidates.saturating_sub(1).saturating_add(steps)
+        let limit = match (now - base).checked_div(self.cfg.widen_ms) {
+            None => u32::MAX,
+            Some(steps) => {
+                let steps = u32::try_from(steps).unwrap_or(u32::MAX);
+                self.cfg.candidates.saturating_sub(1).saturating_add(steps)
+            }
         };
         // After each failure the ranking is drawn afresh, so the node that just failed is not
         // simply first in line again: another node, perhaps better placed, tries next.
