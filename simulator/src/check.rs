@@ -12,7 +12,7 @@
 //!
 //! The pure functions at the bottom are the checkers; the `World` methods feed them.
 
-use starling_protocol::{ItemState, NodeId};
+use starling_protocol::{ItemId, ItemState, NodeId, ProjectId};
 
 use crate::net::mix64;
 use crate::report::RunResult;
@@ -59,6 +59,18 @@ pub fn state_fingerprint(item: u64, st: &ItemState) -> u64 {
 /// Whether every fingerprint in each group is the same.
 pub fn all_agree(groups: &[Vec<u64>]) -> bool {
     groups.iter().all(|g| g.windows(2).all(|w| w[0] == w[1]))
+}
+
+/// Reading one item's state by id costs about this many item states read in a pass over an
+/// engine's items (a tree descent against a sequential step), measured on fault-50.
+const LOOKUP_PER_SCAN: usize = 2;
+
+/// The items the agreement check leaves out and those it looks at, as of one check.
+struct QuietView {
+    /// Items of the driver's table changed within the quiet window, sorted by id.
+    recent: Vec<ItemId>,
+    /// Per project, the indices of its other (quiet) items in the driver's table.
+    quiet: Vec<Vec<u32>>,
 }
 
 impl World {
@@ -119,42 +131,180 @@ impl World {
         }
     }
 
-    /// Per project, the fingerprints of every honest up subscriber.
-    fn fingerprints(&self) -> Vec<Vec<u64>> {
-        let quiet_before = self.now.saturating_sub(self.s.check.quiet_ms);
-        let mut groups = vec![Vec::new(); self.projects.len()];
-        for node in self.nodes.iter().filter(|n| !n.byz) {
-            let Some(engine) = node.engine.as_ref() else { continue };
-            let mut fp = vec![0u64; node.topics.len()];
-            for (id, pid, st) in engine.items() {
-                let Some(&p) = self.project_index.get(&pid) else { continue };
-                let Some(ti) = node.topics.iter().position(|t| *t == p) else { continue };
-                if let Some(&i) = self.item_index.get(&id)
-                    && self.items[i as usize].touched_at > quiet_before
-                {
-                    continue;
-                }
-                fp[ti] ^= state_fingerprint(id64(&id), &st);
+    /// Which items the agreement check looks at now: those quiet since `quiet_before`.
+    fn quiet_view(&self, quiet_before: u64) -> QuietView {
+        let mut recent = Vec::new();
+        let mut quiet = vec![Vec::new(); self.projects.len()];
+        for (i, r) in self.items.iter().enumerate() {
+            if r.touched_at > quiet_before {
+                recent.push(r.id);
+            } else if let Some(q) = quiet.get_mut(r.project as usize) {
+                q.push(i as u32);
             }
-            for (ti, p) in node.topics.iter().enumerate() {
-                groups[*p as usize].push(fp[ti]);
+        }
+        recent.sort_unstable();
+        QuietView { recent, quiet }
+    }
+
+    /// Node `n`'s fingerprint of each of its topics (aligned with `topics`), into `out`:
+    /// the XOR of [`state_fingerprint`] over every item of that project its engine knows,
+    /// less the recently changed ones. `false` if the node is a liar or down (it has no say).
+    ///
+    /// Reading an engine's item state costs cache misses (a receipt is decoded behind two
+    /// pointers), so this reads as few as it can. An engine's items in a project are the
+    /// project's crawl items plus the seed duties it derives, and with no replication it
+    /// derives none: then every item that counts is a quiet item in the driver's own table,
+    /// and when those are few (after a heal or a restart most items have just changed) they
+    /// are looked up one by one. Otherwise one pass over all the engine's items, in id order,
+    /// skips the recent ones with a cursor walking alongside, so no item costs a hash look-up.
+    /// Debug builds (the tests) check that both ways give the same fingerprints.
+    fn node_fingerprints(&self, n: usize, view: &QuietView, out: &mut Vec<u64>) -> bool {
+        let node = &self.nodes[n];
+        out.clear();
+        if node.byz {
+            return false;
+        }
+        let Some(engine) = node.engine.as_ref() else { return false };
+        let quiet = |p: &u32| view.quiet.get(*p as usize).map_or(0, Vec::len);
+        let looked_up: usize = node.topics.iter().map(quiet).sum();
+        if self.s.replication == 0 && looked_up * LOOKUP_PER_SCAN < engine.item_count() {
+            self.lookup_fingerprints(n, view, out);
+            if cfg!(debug_assertions) {
+                let mut scanned = Vec::new();
+                self.scan_fingerprints(n, &view.recent, &mut scanned);
+                debug_assert_eq!(*out, scanned, "node {n}: look-up and scan fingerprints differ");
+            }
+        } else {
+            self.scan_fingerprints(n, &view.recent, out);
+        }
+        true
+    }
+
+    /// [`World::node_fingerprints`] by looking up each quiet item of up node `n`'s topics in
+    /// its engine; exact only when its engine holds no item of those projects that the
+    /// driver's table lacks.
+    fn lookup_fingerprints(&self, n: usize, view: &QuietView, out: &mut Vec<u64>) {
+        let node = &self.nodes[n];
+        let Some(engine) = node.engine.as_ref() else { return };
+        out.clear();
+        out.resize(node.topics.len(), 0);
+        for (ti, p) in node.topics.iter().enumerate() {
+            for &i in view.quiet.get(*p as usize).into_iter().flatten() {
+                let id = &self.items[i as usize].id;
+                if let Some(st) = engine.item_state(id) {
+                    out[ti] ^= state_fingerprint(id64(id), &st);
+                }
+            }
+        }
+    }
+
+    /// [`World::node_fingerprints`] by one pass over every item of up node `n`'s engine.
+    fn scan_fingerprints(&self, n: usize, recent: &[ItemId], out: &mut Vec<u64>) {
+        let node = &self.nodes[n];
+        let Some(engine) = node.engine.as_ref() else { return };
+        let pids: Vec<ProjectId> =
+            node.topics.iter().map(|p| self.projects[*p as usize].id).collect();
+        out.clear();
+        out.resize(pids.len(), 0);
+        let (mut last, mut cursor) = (0usize, 0usize);
+        for (id, pid, st) in engine.items() {
+            // The node's few topic ids, the last match first; another project's item (a
+            // relay slot) counts nowhere.
+            let ti = if pids.get(last) == Some(&pid) {
+                last
+            } else {
+                match pids.iter().position(|p| *p == pid) {
+                    Some(ti) => ti,
+                    None => continue,
+                }
+            };
+            last = ti;
+            // `items()` comes in id order, so the cursor only moves forward; an id at or below
+            // the one just passed (an engine that stopped sorting) finds its place afresh.
+            if cursor > 0 && recent[cursor - 1] >= id {
+                cursor = recent.partition_point(|r| *r < id);
+            }
+            while cursor < recent.len() && recent[cursor] < id {
+                cursor += 1;
+            }
+            if recent.get(cursor) == Some(&id) {
+                continue;
+            }
+            out[ti] ^= state_fingerprint(id64(&id), &st);
+        }
+    }
+
+    /// Per project, the fingerprints of every honest up subscriber, in node order.
+    fn fingerprints(&self, view: &QuietView) -> Vec<Vec<u64>> {
+        let mut groups = vec![Vec::new(); self.projects.len()];
+        let mut fp = Vec::new();
+        for n in 0..self.nodes.len() {
+            if self.node_fingerprints(n, view, &mut fp) {
+                for (ti, p) in self.nodes[n].topics.iter().enumerate() {
+                    groups[*p as usize].push(fp[ti]);
+                }
             }
         }
         groups
     }
 
+    /// Whether every honest up subscriber of each project has the same fingerprint (what
+    /// [`all_agree`] over [`World::fingerprints`] says), reading as few engines as it can.
+    ///
+    /// One disagreeing pair settles a "no", so nodes are read in `check_order`, which puts the
+    /// nodes of the last disagreeing pairs first: a node catching up after a restart or a heal
+    /// usually still lags at the next check, so most checks that fail read two engines. The
+    /// order changes only the work done, never the answer; only a check that ends in agreement
+    /// reads every engine. On agreement, the value each project's subscribers agree on (0 for
+    /// a project with none), which is what the trace records.
+    fn agreement(&mut self, view: &QuietView) -> Option<Vec<u64>> {
+        if self.check_order.len() != self.nodes.len() {
+            self.check_order = (0..self.nodes.len() as u32).collect();
+        }
+        let mut agreed: Vec<Option<(u64, u32)>> = vec![None; self.projects.len()];
+        let mut fp = Vec::new();
+        let mut odd = None;
+        'nodes: for &n in &self.check_order {
+            if !self.node_fingerprints(n as usize, view, &mut fp) {
+                continue;
+            }
+            for (ti, &p) in self.nodes[n as usize].topics.iter().enumerate() {
+                match agreed[p as usize] {
+                    None => agreed[p as usize] = Some((fp[ti], n)),
+                    Some((v, _)) if v == fp[ti] => {}
+                    Some((_, first)) => {
+                        odd = Some((first, n));
+                        break 'nodes;
+                    }
+                }
+            }
+        }
+        match odd {
+            None => Some(agreed.iter().map(|a| a.map_or(0, |(v, _)| v)).collect()),
+            Some((first, n)) => {
+                // Move to the front, the one found to differ ahead of the one it differs from.
+                self.check_order.retain(|m| *m != first && *m != n);
+                self.check_order.splice(0..0, [n, first]);
+                None
+            }
+        }
+    }
+
+    /// Checks whether the honest up subscribers of every project agree on the state of every
+    /// quiet item (see the module docs); the violation message comes from the full comparison.
     fn check_convergence(&mut self) {
         let Some(from) = self.converge_from else { return };
-        let groups = self.fingerprints();
-        if all_agree(&groups) {
-            for g in &groups {
-                self.trace.mix(g.first().copied().unwrap_or(0));
+        let view = self.quiet_view(self.now.saturating_sub(self.s.check.quiet_ms));
+        if let Some(values) = self.agreement(&view) {
+            for v in values {
+                self.trace.mix(v);
             }
             if self.had_fault {
                 self.convergence_ms = Some(self.now - from);
             }
             self.converge_from = None;
         } else if self.now > from + self.s.check.convergence_bound_ms {
+            let groups = self.fingerprints(&view);
             let bad = groups.iter().position(|g| g.windows(2).any(|w| w[0] != w[1])).unwrap_or(0);
             self.violate(
                 ViolationKind::Convergence,
@@ -306,6 +456,81 @@ mod tests {
         assert!(!safety_broken(&split, 60_000, 5_000));
         let unstable = Overlap { stable_since_ms: 5_000, ..o };
         assert!(!safety_broken(&unstable, 8_000, 5_000));
+    }
+
+    /// A small world run to its end, engines still up.
+    fn ran(name: &str) -> World {
+        let mut s = crate::Scenario::load(name).expect("built-in scenario loads");
+        let small = crate::Overrides { nodes: Some(8), items: Some(60), ..Default::default() };
+        s.apply_overrides(&small).expect("small override is valid");
+        s.projects = 2;
+        s.projects_per_node = 2;
+        let mut world = World::new(&s, 5);
+        world.run(|_, _| {});
+        world
+    }
+
+    #[test]
+    fn fingerprint_lookups_and_scans_agree() {
+        for name in ["churn", "partition-heal", "byzantine"] {
+            let w = ran(name);
+            let mut times: Vec<u64> = w.items.iter().map(|r| r.touched_at).collect();
+            times.sort_unstable();
+            let mut cuts = vec![0, w.now];
+            cuts.extend(times.iter().step_by(7).map(|t| t.saturating_sub(1)));
+            let (mut up, mut seen) = (0, 0);
+            for quiet_before in cuts {
+                let view = w.quiet_view(quiet_before);
+                for n in 0..w.nodes.len() {
+                    if w.nodes[n].byz || !w.nodes[n].up() {
+                        continue;
+                    }
+                    up += 1;
+                    let (mut looked, mut scanned) = (Vec::new(), Vec::new());
+                    w.lookup_fingerprints(n, &view, &mut looked);
+                    w.scan_fingerprints(n, &view.recent, &mut scanned);
+                    assert_eq!(looked, scanned, "{name}: node {n}, quiet before {quiet_before}");
+                    seen += looked.iter().filter(|f| **f != 0).count();
+                }
+            }
+            assert!(up > 0 && seen > 0, "{name}: no honest node up, or nothing to compare");
+        }
+    }
+
+    #[test]
+    fn agreement_answers_as_the_full_comparison_does() {
+        for name in ["steady", "churn", "byzantine"] {
+            let mut w = ran(name);
+            let now = w.now;
+            for quiet_before in [0, now / 4, now / 2, now.saturating_sub(3_000), now] {
+                let view = w.quiet_view(quiet_before);
+                let groups = w.fingerprints(&view);
+                // Twice: the second time in the order the first one left.
+                for _ in 0..2 {
+                    let got = w.agreement(&view);
+                    assert_eq!(got.is_some(), all_agree(&groups), "{name}, {quiet_before}");
+                    if let Some(values) = got {
+                        let first: Vec<u64> =
+                            groups.iter().map(|g| g.first().copied().unwrap_or(0)).collect();
+                        assert_eq!(values, first);
+                    }
+                }
+            }
+            // A node that knows nothing is found, last in the order or first.
+            let view = w.quiet_view(now);
+            let honest: Vec<usize> =
+                (0..w.nodes.len()).filter(|n| !w.nodes[*n].byz && w.nodes[*n].up()).collect();
+            let victim = *honest.last().expect("an honest node is up");
+            assert!(w.agreement(&view).is_some(), "{name}: agree at the end");
+            let trusted = w.nodes[victim].trusted(&w.projects);
+            let node = &mut w.nodes[victim];
+            let blank = starling_protocol::Engine::new(w.cfg.clone(), node.key.clone(), trusted, 1);
+            node.engine = Some(blank);
+            assert!(!all_agree(&w.fingerprints(&view)), "{name}: the blank node differs");
+            assert!(w.agreement(&view).is_none(), "{name}: found last");
+            assert_eq!(w.check_order[0], victim as u32, "{name}: moved to the front");
+            assert!(w.agreement(&view).is_none(), "{name}: found first");
+        }
     }
 
     #[test]

@@ -3,22 +3,125 @@
 //! Shaped like gossipsub: one topic per project, each subscriber keeps a mesh of about D peers
 //! in each of its topics, a new message is validated by the engine and forwarded once to the
 //! mesh, and message ids (content hashes) are remembered so copies are dropped before they
-//! reach the engine. Presence heartbeats go to every topic a node is in. Sync is a digest
-//! request answered with a delta (at most [`crate::world::SYNC_ROUNDS_MAX`] rounds), applied
-//! through the ordinary message path; the responder leaves out projects the requester is not
-//! subscribed to.
+//! reach the engine. A copy in flight to a node that crashes or leaves is lost with its
+//! connection, even if the node is back by the time it would have arrived. Presence
+//! heartbeats go to every topic a node is in. Sync is a digest request answered with a delta
+//! (at most [`crate::world::SYNC_ROUNDS_MAX`] rounds), applied through the ordinary message
+//! path; the responder leaves out projects the requester is not subscribed to.
 
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 use rand::Rng;
 use starling_protocol::{Envelope, Input, ItemBatch, ProjectManifest, Reject, SyncDelta};
 
-use crate::world::{Event, Msg, SYNC_TIMEOUT_MS, SYNC_TRIES_MAX, World, env_item};
+use crate::net::mix64;
+use crate::world::{Copies, Event, IdBuild, Msg, SYNC_TIMEOUT_MS, SYNC_TRIES_MAX, World, env_item};
+
+/// Envelopes [`EnvCache`] remembers at once.
+const ENV_CACHE_MAX: usize = 16_384;
+
+/// Which subscribers a sync envelope is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Everyone (presence, relay requests).
+    Every,
+    /// The subscribers of one project.
+    Project(u32),
+    /// Nobody the driver knows of (another project's item, or undecodable).
+    Nowhere,
+}
+
+/// What one envelope costs on the wire and whom it is for.
+#[derive(Debug)]
+struct EnvFacts {
+    env: Envelope,
+    bytes: u32,
+    /// `None` when it had to be asked of the responder's engine (an item the driver has not
+    /// registered yet), which is not remembered.
+    scope: Option<Scope>,
+}
+
+/// The encoded size and scope of envelopes handed out in sync responses.
+///
+/// A response carries the proof of every item in each bucket that differs, so the same few
+/// thousand envelopes go out again and again; encoding each one just to count its bytes (and
+/// decoding it to find its project) was most of the driver's cost of a response. Keyed by the
+/// address of the envelope's shared body: the cache holds a clone of every envelope it
+/// remembers, so no other live envelope can have that address, and a hit is also confirmed by
+/// equality (a pointer compare). An answer is therefore always that of the envelope asked
+/// about. Addresses differ between runs, so which look-ups hit may too, but never what they
+/// return. Bounded: past [`ENV_CACHE_MAX`] envelopes the oldest is forgotten.
+#[derive(Debug, Default)]
+pub(crate) struct EnvCache {
+    facts: HashMap<u64, EnvFacts, IdBuild>,
+    /// Keys in the order they were added, to forget the oldest.
+    order: VecDeque<u64>,
+}
+
+impl EnvCache {
+    /// The key of an envelope: its body's address, mixed so the table's low bits vary.
+    fn key(env: &Envelope) -> u64 {
+        let body = match env {
+            Envelope::Manifest(s) => s.body(),
+            Envelope::Batch(s) => s.body(),
+            Envelope::Presence(s) => s.body(),
+            Envelope::Claim(s) => s.body(),
+            Envelope::Release(s) => s.body(),
+            Envelope::Receipt(s) => s.body(),
+            Envelope::Failure(s) => s.body(),
+            Envelope::RelayRequest(s) => s.body(),
+        };
+        mix64(body.as_ptr() as u64)
+    }
+
+    /// The remembered facts about `env`, if any.
+    fn get(&self, env: &Envelope) -> Option<&EnvFacts> {
+        self.facts.get(&Self::key(env)).filter(|f| f.env == *env)
+    }
+
+    /// Remembers (or updates) the facts about an envelope.
+    fn put(&mut self, facts: EnvFacts) {
+        let key = Self::key(&facts.env);
+        if self.facts.insert(key, facts).is_none() {
+            self.order.push_back(key);
+            if self.order.len() > ENV_CACHE_MAX
+                && let Some(old) = self.order.pop_front()
+            {
+                self.facts.remove(&old);
+            }
+        }
+    }
+}
 
 impl World {
     /// Whether the sabotaged deaf node is deaf now.
     fn deaf(&self, n: u32) -> bool {
-        self.s.sabotage.deaf_node == Some(n) && self.now >= self.s.sabotage.deaf_from_ms
+        self.deaf_at(n, self.now)
+    }
+
+    /// Whether the sabotaged deaf node is deaf at `t`; once it is, it stays so.
+    fn deaf_at(&self, n: u32, t: u64) -> bool {
+        self.s.sabotage.deaf_node == Some(n) && t >= self.s.sabotage.deaf_from_ms
+    }
+
+    /// Adds a new id to node `n`'s seen-cache; `false` (and nothing changes) if it is there.
+    /// What `contains` then `remember` would do, in one probe of the table: the id is not the
+    /// oldest one that a full cache forgets to make room, since it was not there.
+    fn see(&mut self, n: u32, id: u64) -> bool {
+        let cap = self.s.network.seen_max.max(1);
+        let node = &mut self.nodes[n as usize];
+        if !node.seen.insert(id) {
+            return false;
+        }
+        if node.seen_fifo.len() >= cap
+            && let Some(old) = node.seen_fifo.pop_front()
+        {
+            node.seen.remove(&old);
+        }
+        node.seen_fifo.push_back(id);
+        true
     }
 
     fn remember(&mut self, n: u32, id: u64) {
@@ -68,9 +171,18 @@ impl World {
         let mut first = [0u8; 8];
         first.copy_from_slice(&hash.as_bytes()[..8]);
         let id = u64::from_le_bytes(first);
-        let receivers = std::cell::RefCell::new(vec![(n, self.nodes[n as usize].inc)]);
-        let msg =
-            Rc::new(Msg { env, id, origin_ms: self.now, bytes: bytes.len() as u32, receivers });
+        let inc = self.nodes[n as usize].inc;
+        let copies = RefCell::new(vec![Copies { node: n, inc, first_at: self.now, taken: true }]);
+        // What a node publishes is what its engine and its peers' hand out in sync responses
+        // later: remember its size now that it is known.
+        if self.env_cache.get(&env).is_none() {
+            self.env_cache.put(EnvFacts {
+                env: env.clone(),
+                bytes: bytes.len() as u32,
+                scope: None,
+            });
+        }
+        let msg = Rc::new(Msg { env, id, origin_ms: self.now, bytes: bytes.len() as u32, copies });
         self.remember(n, id);
         self.record("send", n, u32::MAX, id);
         match topic {
@@ -96,32 +208,63 @@ impl World {
             }
             self.stats.messages += 1;
             self.stats.bytes += u64::from(msg.bytes);
-            match self.net.send(&mut self.rng, n as usize, p as usize, msg.bytes as usize, self.now)
-            {
-                // A copy for a peer that already has the message would only be counted and
-                // dropped by its seen-cache on arrival: count it now and spare the event.
-                Some(_) if msg.reached(p, self.nodes[p as usize].inc) => {
-                    self.stats.dup_deliveries += 1
+            // What `on_deliver` would do with this copy, decided now where it is certain, so
+            // the copy needs no event: one arriving deaf is ignored (deafness, once it starts,
+            // lasts); one for a node that has taken the message in is a duplicate whenever it
+            // arrives, so its arrival time is not even worked out; and one arriving no earlier
+            // than another copy already bound for the same node in the same incarnation is a
+            // duplicate too, since that one arrives first and leaves the id in the node's
+            // seen-cache (or finds it there, and then this copy is counted a duplicate even if
+            // the count-bounded cache would have forgotten the id in between, as a
+            // time-bounded gossipsub seen-cache would not).
+            let inc = self.nodes[p as usize].inc;
+            let known = msg.copies.borrow().iter().position(|c| c.node == p && c.inc == inc);
+            let taken = known.is_some_and(|i| msg.copies.borrow()[i].taken);
+            let (from, to, bytes) = (n as usize, p as usize, msg.bytes as usize);
+            if taken && self.s.sabotage.deaf_node != Some(p) {
+                if self.net.send_untimed(&mut self.rng, from, to, bytes, self.now) {
+                    self.stats.dup_deliveries += 1;
+                } else {
+                    self.stats.dropped += 1;
                 }
-                Some(at) => {
-                    self.push(at, Event::Deliver { to: p, from: n, topic, msg: Rc::clone(msg) })
-                }
-                None => self.stats.dropped += 1,
+                continue;
             }
+            let Some(at) = self.net.send(&mut self.rng, from, to, bytes, self.now) else {
+                self.stats.dropped += 1;
+                continue;
+            };
+            if self.deaf_at(p, at) {
+                continue;
+            }
+            let mut copies = msg.copies.borrow_mut();
+            match known.map(|i| &mut copies[i]) {
+                Some(c) if c.taken || c.first_at <= at => {
+                    self.stats.dup_deliveries += 1;
+                    continue;
+                }
+                Some(c) => c.first_at = at,
+                None => copies.push(Copies { node: p, inc, first_at: at, taken: false }),
+            }
+            drop(copies);
+            self.push(at, Event::Deliver { to: p, inc, from: n, topic, msg: Rc::clone(msg) });
         }
     }
 
-    pub(crate) fn on_deliver(&mut self, to: u32, from: u32, topic: u32, msg: Rc<Msg>) {
-        if !self.up[to as usize] || self.deaf(to) {
+    pub(crate) fn on_deliver(&mut self, to: u32, inc: u32, from: u32, topic: u32, msg: Rc<Msg>) {
+        if !self.up[to as usize] || self.nodes[to as usize].inc != inc || self.deaf(to) {
             return;
         }
-        let inc = self.nodes[to as usize].inc;
-        if msg.reached(to, inc) || self.nodes[to as usize].seen.contains(&msg.id) {
-            self.stats.dup_deliveries += 1;
-            return;
+        {
+            let mut copies = msg.copies.borrow_mut();
+            let Some(c) = copies.iter_mut().find(|c| c.node == to && c.inc == inc) else {
+                return; // every copy sent is listed
+            };
+            if c.taken || !self.see(to, msg.id) {
+                self.stats.dup_deliveries += 1;
+                return;
+            }
+            c.taken = true;
         }
-        msg.receivers.borrow_mut().push((to, inc));
-        self.remember(to, msg.id);
         self.hist.record(self.now.saturating_sub(msg.origin_ms));
         self.record("recv", to, from, msg.id);
         let Some(result) = self.drive(to, Input::Message(msg.env.clone())) else { return };
@@ -207,20 +350,54 @@ impl World {
         }
     }
 
-    /// Whether a sync envelope belongs to a project the requester is subscribed to.
-    fn wanted(&self, requester: u32, responder: u32, env: &Envelope) -> bool {
-        let topics = &self.nodes[requester as usize].topics;
+    /// Whom a sync envelope is for, and whether that holds for good (see [`EnvFacts`]).
+    fn scope(&self, responder: u32, env: &Envelope) -> (Scope, bool) {
+        let project = |p: Option<u32>| p.map_or(Scope::Nowhere, Scope::Project);
         match env {
-            Envelope::Presence(_) | Envelope::RelayRequest(_) => true,
+            Envelope::Presence(_) | Envelope::RelayRequest(_) => (Scope::Every, true),
             Envelope::Manifest(_) | Envelope::Batch(_) => {
                 let owner = env.signer();
-                self.projects
-                    .iter()
-                    .position(|p| p.key.node_id() == owner)
-                    .is_some_and(|p| topics.contains(&(p as u32)))
+                let p = self.projects.iter().position(|p| p.key.node_id() == owner);
+                (project(p.map(|p| p as u32)), true)
             }
-            _ => self.topic_of(responder, env).is_some_and(|p| topics.contains(&p)),
+            _ => {
+                // An item in the driver's table keeps its project; one it has not registered
+                // yet is looked up in the responder's engine by `topic_of`.
+                let known = env_item(env).is_none_or(|(item, _)| {
+                    self.item_index
+                        .get(&item)
+                        .is_some_and(|&i| self.items[i as usize].project != u32::MAX)
+                });
+                (project(self.topic_of(responder, env)), known)
+            }
         }
+    }
+
+    /// The encoded size of a sync envelope and whether `requester` is subscribed to what it
+    /// is about, through the [`EnvCache`].
+    fn sync_facts(&mut self, requester: u32, responder: u32, env: &Envelope) -> (usize, bool) {
+        let (bytes, scope) = match self.env_cache.get(env) {
+            Some(EnvFacts { bytes, scope: Some(scope), .. }) => (*bytes as usize, *scope),
+            hit => {
+                let bytes = match hit {
+                    Some(f) => f.bytes as usize,
+                    None => env.to_bytes().len(),
+                };
+                let (scope, lasting) = self.scope(responder, env);
+                self.env_cache.put(EnvFacts {
+                    env: env.clone(),
+                    bytes: bytes as u32,
+                    scope: lasting.then_some(scope),
+                });
+                (bytes, scope)
+            }
+        };
+        let wanted = match scope {
+            Scope::Every => true,
+            Scope::Project(p) => self.nodes[requester as usize].topics.contains(&p),
+            Scope::Nowhere => false,
+        };
+        (bytes, wanted)
     }
 
     pub(crate) fn on_sync_req(
@@ -235,9 +412,15 @@ impl World {
         }
         let Some(engine) = self.nodes[to as usize].engine.as_ref() else { return };
         let delta = engine.sync_delta(digest);
-        let envelopes: Vec<Envelope> =
-            delta.envelopes.into_iter().filter(|e| self.wanted(from, to, e)).collect();
-        let bytes: usize = 16 + envelopes.iter().map(|e| e.to_bytes().len()).sum::<usize>();
+        let mut bytes = 16usize;
+        let mut envelopes = Vec::with_capacity(delta.envelopes.len());
+        for env in delta.envelopes {
+            let (size, wanted) = self.sync_facts(from, to, &env);
+            if wanted {
+                bytes += size;
+                envelopes.push(env);
+            }
+        }
         self.stats.sync_messages += 1;
         self.stats.sync_bytes += bytes as u64;
         self.record("sync-resp", to, from, envelopes.len() as u64);
@@ -424,5 +607,134 @@ impl World {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::{Overrides, Scenario};
+
+    /// A small loss-free world with every node up and meshed.
+    fn booted() -> World {
+        let mut s = Scenario::load("steady").expect("built-in scenario loads");
+        let small = Overrides { nodes: Some(8), items: Some(20), ..Default::default() };
+        s.apply_overrides(&small).expect("small override is valid");
+        s.duration_ms = 3_000;
+        s.check.no_loss = false;
+        let mut world = World::new(&s, 2);
+        world.run(|_, _| {});
+        assert!(world.nodes.iter().all(|n| n.up()) && world.violations.is_empty());
+        world
+    }
+
+    fn msg(world: &World, copies: Vec<Copies>) -> Rc<Msg> {
+        let env = world.projects[0].manifest.clone();
+        Rc::new(Msg { env, id: 42, origin_ms: world.now, bytes: 100, copies: RefCell::new(copies) })
+    }
+
+    #[test]
+    fn a_copy_dies_with_its_receivers_connections() {
+        let mut w = booted();
+        let old = w.nodes[1].inc;
+        let m = msg(&w, vec![Copies { node: 1, inc: old, first_at: w.now, taken: false }]);
+        w.take_down(1, false);
+        w.revive(1, false, false);
+        let (dups, samples) = (w.stats.dup_deliveries, w.hist.percentiles().samples);
+        w.on_deliver(1, old, 0, 0, Rc::clone(&m));
+        assert_eq!((w.stats.dup_deliveries, w.hist.percentiles().samples), (dups, samples));
+        assert!(!m.copies.borrow()[0].taken, "the stale copy was not taken in");
+        // The same copy sent to the node as it is now is taken in, once.
+        let inc = w.nodes[1].inc;
+        m.copies.borrow_mut().push(Copies { node: 1, inc, first_at: w.now, taken: false });
+        w.on_deliver(1, inc, 0, 0, Rc::clone(&m));
+        assert_eq!(w.hist.percentiles().samples, samples + 1);
+        assert!(m.copies.borrow()[1].taken);
+        w.on_deliver(1, inc, 0, 0, m);
+        assert_eq!(w.stats.dup_deliveries, dups + 1);
+    }
+
+    #[test]
+    fn later_copies_to_a_node_are_counted_at_once() {
+        let mut w = booted();
+        let m =
+            msg(&w, vec![Copies { node: 0, inc: w.nodes[0].inc, first_at: w.now, taken: true }]);
+        let mesh = w.nodes[0].mesh[0].clone();
+        let peers = mesh.len();
+        assert!(peers > 0);
+        for round in 0..3 {
+            let (events, dups) = (w.queue.len(), w.stats.dup_deliveries);
+            w.forward(0, 0, &m, u32::MAX);
+            let scheduled = w.queue.len() - events;
+            let counted = (w.stats.dup_deliveries - dups) as usize;
+            // Every copy is either an event or a duplicate; only one that arrives before all
+            // earlier copies to its node is an event.
+            assert_eq!(scheduled + counted, peers, "round {round}");
+            if round == 0 {
+                assert_eq!(scheduled, peers);
+            }
+            let copies = m.copies.borrow();
+            for &p in &mesh {
+                let c: Vec<_> = copies.iter().filter(|c| c.node == p).collect();
+                assert_eq!(c.len(), 1, "one entry per node and incarnation");
+                assert!(!c[0].taken && c[0].first_at > w.now);
+            }
+        }
+        // The earliest copy to each peer arrives first and is taken in; the rest are counted.
+        let dups = w.stats.dup_deliveries;
+        let events_before = w.events;
+        w.s.duration_ms = w.now + 20_000;
+        w.run(|_, _| {});
+        assert!(w.events > events_before && w.violations.is_empty());
+        for &p in &mesh {
+            assert!(m.copies.borrow().iter().any(|c| c.node == p && c.taken), "peer {p}");
+        }
+        assert!(w.stats.dup_deliveries >= dups);
+    }
+
+    #[test]
+    fn sync_sizes_and_scopes_are_exact() {
+        let mut w = booted();
+        let blank = starling_protocol::Engine::new(w.cfg.clone(), w.nodes[2].key.clone(), [], 1);
+        let engine = w.nodes[3].engine.as_ref().expect("up");
+        let delta = engine.sync_delta(&blank.sync_digest());
+        assert!(delta.envelopes.len() > 3, "a blank digest gets everything");
+        for _ in 0..2 {
+            for env in &delta.envelopes {
+                let (bytes, wanted) = w.sync_facts(2, 3, env);
+                assert_eq!(bytes, env.to_bytes().len());
+                assert!(wanted, "every node is in the only project");
+                let (scope, _) = w.scope(3, env);
+                assert_ne!(scope, Scope::Nowhere);
+            }
+        }
+        // A different envelope is never mistaken for a remembered one.
+        let other = w.projects[0].batches[0].clone();
+        w.env_cache.put(EnvFacts { env: other.clone(), bytes: 1, scope: None });
+        assert!(w.env_cache.get(&w.projects[0].manifest).is_none_or(|f| f.env != other));
+    }
+
+    #[test]
+    fn the_envelope_cache_is_bounded() {
+        let key = starling_protocol::engine::test_keypair(9);
+        let mut cache = EnvCache::default();
+        let mut envs = Vec::new();
+        for seq in 0..ENV_CACHE_MAX as u64 + 50 {
+            let p = starling_protocol::message::Presence {
+                seq,
+                at_ms: seq,
+                capacity: 1,
+                free: 1,
+                roles: starling_protocol::Roles::CRAWL,
+                projects: Vec::new(),
+            };
+            let env = Envelope::Presence(starling_protocol::Signed::sign(&key, &p));
+            cache.put(EnvFacts { env: env.clone(), bytes: 7, scope: Some(Scope::Every) });
+            envs.push(env);
+        }
+        assert_eq!(cache.facts.len(), ENV_CACHE_MAX);
+        assert_eq!(cache.order.len(), ENV_CACHE_MAX);
+        assert!(cache.get(&envs[0]).is_none(), "the oldest is forgotten");
+        assert_eq!(cache.get(envs.last().expect("some")).map(|f| f.bytes), Some(7));
     }
 }

@@ -77,36 +77,91 @@ pub(crate) struct Msg {
     pub id: u64,
     pub origin_ms: u64,
     pub bytes: u32,
-    /// The nodes (with their incarnation) that have taken in this very message, so their
-    /// seen-caches hold its id. Checked before a node's own seen-cache: it sits next to the
-    /// message, where the per-node caches of thousands of nodes are cache misses.
-    pub receivers: std::cell::RefCell<Vec<(u32, u32)>>,
+    /// Every node (in one incarnation) that published this message or was sent a copy of it.
+    /// Checked before a node's own seen-cache: it sits next to the message, where the per-node
+    /// caches of thousands of nodes are cache misses. See `World::forward`.
+    pub copies: std::cell::RefCell<Vec<Copies>>,
 }
 
-impl Msg {
-    /// Whether node `n` in incarnation `inc` has taken this message in.
-    pub fn reached(&self, n: u32, inc: u32) -> bool {
-        self.receivers.borrow().contains(&(n, inc))
-    }
+/// The copies of one message bound for one node in one incarnation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Copies {
+    pub node: u32,
+    pub inc: u32,
+    /// When the earliest copy sent to it arrives (when it published the message, for its
+    /// publisher).
+    pub first_at: u64,
+    /// Whether it has taken the message in (or published it), so its seen-cache holds the id.
+    pub taken: bool,
 }
 
 /// Something scheduled to happen.
 #[derive(Debug)]
 pub(crate) enum Event {
-    Boot { node: u32 },
-    Wake { node: u32, inc: u32 },
-    Deliver { to: u32, from: u32, topic: u32, msg: Rc<Msg> },
-    SyncReq { to: u32, from: u32, round: u8, digest: Rc<SyncDigest> },
-    SyncResp { to: u32, from: u32, round: u8, inc: u32, delta: Rc<SyncDelta> },
-    SyncTimer { node: u32, inc: u32 },
-    SyncRetry { node: u32, inc: u32, token: u64, tries: u8 },
-    WorkDone { node: u32, item: u32, token: u64, epoch: u32 },
-    Publish { project: u32 },
-    Fault { index: u32 },
+    Boot {
+        node: u32,
+    },
+    Wake {
+        node: u32,
+        inc: u32,
+    },
+    /// A gossip copy for node `to` in incarnation `inc`: a node that crashed or left since
+    /// lost its connections, and the copy with them.
+    Deliver {
+        to: u32,
+        inc: u32,
+        from: u32,
+        topic: u32,
+        msg: Rc<Msg>,
+    },
+    SyncReq {
+        to: u32,
+        from: u32,
+        round: u8,
+        digest: Rc<SyncDigest>,
+    },
+    SyncResp {
+        to: u32,
+        from: u32,
+        round: u8,
+        inc: u32,
+        delta: Rc<SyncDelta>,
+    },
+    SyncTimer {
+        node: u32,
+        inc: u32,
+    },
+    SyncRetry {
+        node: u32,
+        inc: u32,
+        token: u64,
+        tries: u8,
+    },
+    WorkDone {
+        node: u32,
+        item: u32,
+        token: u64,
+        epoch: u32,
+    },
+    Publish {
+        project: u32,
+    },
+    Fault {
+        index: u32,
+    },
     Churn,
-    Revive { node: u32, fresh: bool },
-    Liar { node: u32, inc: u32 },
-    Flood { node: u32, inc: u32 },
+    Revive {
+        node: u32,
+        fresh: bool,
+    },
+    Liar {
+        node: u32,
+        inc: u32,
+    },
+    Flood {
+        node: u32,
+        inc: u32,
+    },
     Check,
     Heartbeat,
 }
@@ -157,6 +212,8 @@ impl SimNode {
 /// One project and its owner.
 #[derive(Debug)]
 pub(crate) struct ProjectRec {
+    /// The project's id (its manifest's), kept so hot paths compare ids without hashing.
+    pub id: ProjectId,
     pub key: Keypair,
     pub manifest: Envelope,
     pub batches: Vec<Envelope>,
@@ -285,6 +342,9 @@ pub struct World {
     /// Waiting for all honest nodes to agree since this time.
     pub(crate) converge_from: Option<u64>,
     pub(crate) convergence_ms: Option<u64>,
+    /// The order the convergence check reads nodes in: a permutation of the node indices,
+    /// those of recent disagreements first. Only saves work; never changes an outcome.
+    pub(crate) check_order: Vec<u32>,
     pub(crate) had_fault: bool,
     pub(crate) violations: Vec<Violation>,
     pub(crate) events: u64,
@@ -292,6 +352,8 @@ pub struct World {
     pub(crate) dup_examples: Vec<String>,
     /// `final_item_counts` as of the end of the run, once known.
     pub(crate) end_counts: Option<(u64, u64, u64)>,
+    /// Sizes and projects of envelopes sent in sync responses.
+    pub(crate) env_cache: crate::gossip::EnvCache,
     out_buf: Vec<Output>,
 }
 
@@ -364,11 +426,13 @@ impl World {
             topo_changed_at: 0,
             converge_from: None,
             convergence_ms: None,
+            check_order: Vec::new(),
             had_fault: false,
             violations: Vec::new(),
             events: 0,
             dup_examples: Vec::new(),
             end_counts: None,
+            env_cache: Default::default(),
             out_buf: Vec::new(),
         };
         world.build_projects();
@@ -430,6 +494,7 @@ impl World {
             let subscribers =
                 (0..s.nodes).filter(|n| self.nodes[*n as usize].topics.contains(&p)).collect();
             self.projects.push(ProjectRec {
+                id: pid,
                 manifest: Envelope::Manifest(Signed::sign(&key, &m)),
                 key,
                 batches,
@@ -512,7 +577,9 @@ impl World {
         match ev {
             Event::Boot { node } => self.revive(node, true, true),
             Event::Wake { node, inc } => self.on_wake(node, inc),
-            Event::Deliver { to, from, topic, msg } => self.on_deliver(to, from, topic, msg),
+            Event::Deliver { to, inc, from, topic, msg } => {
+                self.on_deliver(to, inc, from, topic, msg)
+            }
             Event::SyncReq { to, from, round, digest } => {
                 self.on_sync_req(to, from, round, &digest)
             }
@@ -648,34 +715,30 @@ pub(crate) fn honest_result(item: &ItemId) -> Digest {
 }
 
 /// The item an envelope is about and whether it is a renewal, read without verifying (but from
-/// the envelope's shared checked body when it has one, which costs no decoding).
+/// the envelope's shared checked body when it has one, which costs no decoding and, borrowed,
+/// no reference counting).
 pub(crate) fn env_item(env: &Envelope) -> Option<(ItemId, bool)> {
     use starling_protocol::message::{Claim, Failure, Receipt, Release};
     use starling_protocol::wire::decode;
-    let claim = |s: &Signed<Claim>| match s.verified() {
+    let claim = |s: &Signed<Claim>| match s.verified_ref() {
         Ok(c) => Some((c.item, c.is_renewal())),
         Err(_) => decode::<Claim>(s.body(), 4_096).ok().map(|c| (c.item, c.is_renewal())),
     };
+    let inner = |s: &Signed<Claim>| claim(s).map(|(item, _)| (item, false));
     match env {
         Envelope::Claim(s) => claim(s),
-        Envelope::Release(s) => match s.verified() {
+        Envelope::Release(s) => match s.verified_ref() {
             Ok(r) => Some((r.item, false)),
             Err(_) => decode::<Release>(s.body(), 4_096).ok().map(|r| (r.item, false)),
         },
-        Envelope::Receipt(s) => {
-            let inner = match s.verified() {
-                Ok(r) => r.claim.clone(),
-                Err(_) => decode::<Receipt>(s.body(), 8_192).ok()?.claim,
-            };
-            claim(&inner).map(|(item, _)| (item, false))
-        }
-        Envelope::Failure(s) => {
-            let inner = match s.verified() {
-                Ok(f) => f.claim.clone(),
-                Err(_) => decode::<Failure>(s.body(), 8_192).ok()?.claim,
-            };
-            claim(&inner).map(|(item, _)| (item, false))
-        }
+        Envelope::Receipt(s) => match s.verified_ref() {
+            Ok(r) => inner(&r.claim),
+            Err(_) => inner(&decode::<Receipt>(s.body(), 8_192).ok()?.claim),
+        },
+        Envelope::Failure(s) => match s.verified_ref() {
+            Ok(f) => inner(&f.claim),
+            Err(_) => inner(&decode::<Failure>(s.body(), 8_192).ok()?.claim),
+        },
         _ => None,
     }
 }

@@ -834,7 +834,10 @@ impl Engine {
             Err(scan) => {
                 let others = self.rank_peers(&project, kind);
                 let key = hrw::attempt_key(&item, failures);
-                let rank = hrw::rank_up_to(&key, &self.me, &others, scan, limit);
+                // Scoring goes on until the rank is known to be past twice the ranks allowed
+                // now, so a node waiting its turn wakes about log2(rank) times, not rank times.
+                let scan_to = limit.saturating_mul(2).saturating_add(1);
+                let rank = hrw::rank_up_to(&key, &self.me, &others, scan, scan_to);
                 if let Some(e) = self.items.get_mut(&item) {
                     e.rank = Some((self.peers_version, failures, rank));
                 }
