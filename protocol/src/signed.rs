@@ -197,9 +197,13 @@ impl<T: Signable> Signed<T> {
     /// Encodes and signs `value` with `key`.
     pub fn sign(key: &Keypair, value: &T) -> Self {
         let body = wire::encode(value);
-        let sig = key.sign(&signing_message(T::KIND, &body)).to_vec();
-        // A signature this process just made needs no check.
-        Self::from_parts(WIRE_VERSION, body, key.public(), sig, Some(true))
+        let msg = signing_message(T::KIND, &body);
+        let sig = key.sign(&msg);
+        // A signature this process just made needs no check, and neither does a copy of it
+        // decoded from bytes later on this thread: the claim embedded in this node's own
+        // receipt, say, which the engine takes in as soon as it signs the receipt.
+        remember_verified(verified_fingerprint(&key.public(), &sig, &msg));
+        Self::from_parts(WIRE_VERSION, body, key.public(), sig.to_vec(), Some(true))
     }
 
     /// Whether the signature verifies strictly for the stated signer and kind; checked once
@@ -335,6 +339,24 @@ mod tests {
         let back = Signed::<Note>::from_bytes(&s.to_bytes()).unwrap();
         assert!(back.inner.sig_ok.get().is_none());
         assert_eq!(back.verify().unwrap(), Note("hi".into()));
+    }
+
+    #[test]
+    fn a_signature_made_here_is_known_to_copies_decoded_later_and_tampering_still_fails() {
+        clear_verified_cache();
+        let key = Keypair::from_secret([5; 32]);
+        let s = Signed::sign(&key, &Note("mine".into()));
+        let i = &s.inner;
+        let sig: [u8; 64] = i.sig[..].try_into().unwrap();
+        let msg = signing_message(Note::KIND, &i.body);
+        assert!(recently_verified(&verified_fingerprint(&key.public(), &sig, &msg)));
+        let back = Signed::<Note>::from_bytes(&s.to_bytes()).unwrap();
+        assert_eq!(back.verify().unwrap(), Note("mine".into()));
+        // Another body under the same signature is not in the cache and fails the check.
+        let mut body = i.body.to_vec();
+        *body.last_mut().unwrap() ^= 1;
+        let tampered = Signed::<Note>::from_parts(i.v, body, i.signer, i.sig.to_vec(), None);
+        assert_eq!(tampered.verify().err(), Some(VerifyError::BadSignature));
     }
 
     #[test]
