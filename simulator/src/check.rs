@@ -427,6 +427,9 @@ impl World {
                 .map(|(r, c)| (r.name().to_string(), c))
                 .collect(),
             events: self.events,
+            copies_settled_at_send: self.stats.settled_at_send,
+            model_events: self.events + self.stats.settled_at_send,
+            engine_inputs: self.stats.engine_inputs,
             trace_hash: self.trace.hash_hex(),
             violations: self
                 .violations

@@ -154,9 +154,14 @@ fn print_summary(r: &Report) {
         println!("  converged {:.1}s after the last heal", c as f64 / 1_000.0);
     }
     println!(
-        "  {} events, {:.0} events/s, {:.1}x real time, peak RSS {} MiB",
+        "  {} events ({} queued, {} copies settled at send), {:.0} events/s; {} engine inputs, \
+         {:.0}/s; {:.1}x real time, peak RSS {} MiB",
+        x.model_events,
         x.events,
-        r.perf.events_per_s,
+        x.copies_settled_at_send,
+        r.perf.model_events_per_s,
+        x.engine_inputs,
+        r.perf.engine_inputs_per_s,
         r.perf.sim_per_wall,
         r.perf.peak_rss_bytes / (1 << 20)
     );
@@ -192,7 +197,7 @@ fn print_sweep(reports: &[Report]) {
             x.duplicate_completions,
             x.reruns_after_churn,
             x.protocol_duplicate_pct,
-            x.events,
+            x.model_events,
             r.perf.sim_per_wall,
             &x.trace_hash[..16],
             if x.violations.is_empty() { "" } else { "  VIOLATION" }

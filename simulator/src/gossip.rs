@@ -224,6 +224,7 @@ impl World {
             if taken && self.s.sabotage.deaf_node != Some(p) {
                 if self.net.send_untimed(&mut self.rng, from, to, bytes, self.now) {
                     self.stats.dup_deliveries += 1;
+                    self.stats.settled_at_send += 1;
                 } else {
                     self.stats.dropped += 1;
                 }
@@ -234,12 +235,14 @@ impl World {
                 continue;
             };
             if self.deaf_at(p, at) {
+                self.stats.settled_at_send += 1;
                 continue;
             }
             let mut copies = msg.copies.borrow_mut();
             match known.map(|i| &mut copies[i]) {
                 Some(c) if c.taken || c.first_at <= at => {
                     self.stats.dup_deliveries += 1;
+                    self.stats.settled_at_send += 1;
                     continue;
                 }
                 Some(c) => c.first_at = at,

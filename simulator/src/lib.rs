@@ -66,6 +66,8 @@ pub fn run_scenario_with(
     let perf = Perf {
         wall_ms: (wall * 1_000.0) as u64,
         events_per_s: (result.events as f64 / wall).round(),
+        model_events_per_s: (result.model_events as f64 / wall).round(),
+        engine_inputs_per_s: (result.engine_inputs as f64 / wall).round(),
         sim_per_wall: ((result.sim_ms as f64 / 1_000.0) / wall * 100.0).round() / 100.0,
         peak_rss_bytes: report::peak_rss_bytes(),
     };

@@ -90,8 +90,17 @@ pub struct RunResult {
     pub churn: ChurnCounts,
     /// Messages honest engines rejected, by reason.
     pub rejected: Vec<(String, u64)>,
-    /// Events processed.
+    /// Events taken from the queue and processed.
     pub events: u64,
+    /// Gossip copies whose arrival was settled when they were sent (a duplicate for a node
+    /// that has or will first get another copy, or a copy for a deaf node): arrivals of the
+    /// model that need no queue event.
+    pub copies_settled_at_send: u64,
+    /// Events of the model: queue events plus copies settled at send. Every copy that
+    /// reaches a node counts once, however the simulator resolves it.
+    pub model_events: u64,
+    /// Inputs handed to the real engines (messages taken in, ticks, work results, ...).
+    pub engine_inputs: u64,
     /// blake3 over the ordered event trace.
     pub trace_hash: String,
     /// Invariant violations (the run fails if any).
@@ -131,8 +140,12 @@ pub struct Percentiles {
 pub struct Perf {
     /// Wall time of the run.
     pub wall_ms: u64,
-    /// Events per wall second.
+    /// Queue events per wall second.
     pub events_per_s: f64,
+    /// Events of the model (`model_events`) per wall second.
+    pub model_events_per_s: f64,
+    /// Engine inputs per wall second.
+    pub engine_inputs_per_s: f64,
     /// Simulated time divided by wall time.
     pub sim_per_wall: f64,
     /// Peak resident memory of the process (VmHWM), bytes.

@@ -259,6 +259,11 @@ pub(crate) struct Counters {
     pub sync_bytes: u64,
     pub dropped: u64,
     pub dup_deliveries: u64,
+    /// Copies whose arrival was settled when they were sent (a duplicate, or one arriving at a
+    /// deaf node), so they never became queue events.
+    pub settled_at_send: u64,
+    /// Inputs handed to engines.
+    pub engine_inputs: u64,
     /// Crawl executions by honest nodes that reran an item whose last execution was cut short
     /// by its node crashing or leaving, with nobody else working on it and no result yet.
     pub reruns: u64,
@@ -611,6 +616,7 @@ impl World {
     pub(crate) fn drive(&mut self, n: u32, input: Input) -> Option<Result<(), Reject>> {
         let node = self.nodes.get_mut(n as usize)?;
         let engine = node.engine.as_mut()?;
+        self.stats.engine_inputs += 1;
         let result = engine.handle(input, self.now + node.clock_offset_ms);
         let mut outs = std::mem::take(&mut self.out_buf);
         while let Some(o) = engine.poll_output() {

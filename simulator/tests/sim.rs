@@ -45,6 +45,12 @@ fn steady_small_has_no_duplicates() {
     assert_eq!(r.result.items_done, 40);
     assert_eq!(r.result.duplicate_executions, 0, "seed 3");
     assert!(r.result.time_to_finish_ms.is_some());
+    // Every copy that reaches a node is one event of the model, queued or settled at send;
+    // settled copies are all duplicates here (nobody is deaf).
+    let x = &r.result;
+    assert_eq!(x.model_events, x.events + x.copies_settled_at_send);
+    assert!(x.copies_settled_at_send > 0 && x.copies_settled_at_send <= x.duplicate_deliveries);
+    assert!(x.engine_inputs > 0 && x.engine_inputs < x.events, "{} inputs", x.engine_inputs);
 }
 
 fn expect_violation(s: &Scenario, seed: u64, kind: ViolationKind) {
