@@ -18,9 +18,13 @@ fn keyed(cell: &'static OnceLock<[u8; 32]>, context: &str) -> blake3::Hasher {
 /// The rendezvous score of `node` for `item`; higher ranks first.
 pub fn score(item: &ItemId, node: &NodeId) -> u64 {
     static HRW: OnceLock<[u8; 32]> = OnceLock::new();
+    // One 64-byte block, handed over in one piece: a single compression, without the
+    // hasher's buffering of two halves.
+    let mut block = [0u8; 64];
+    block[..32].copy_from_slice(item.as_bytes());
+    block[32..].copy_from_slice(node.as_bytes());
     let mut h = keyed(&HRW, "starling/v1/hrw");
-    h.update(item.as_bytes());
-    h.update(node.as_bytes());
+    h.update(&block);
     let out = h.finalize();
     let mut first = [0u8; 8];
     first.copy_from_slice(&out.as_bytes()[..8]);
