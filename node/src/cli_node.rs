@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Result, anyhow, bail};
-use starling_protocol::{Engine, Envelope, PublicKey, Reject};
+use starling_protocol::{Engine, Envelope, PublicKey, Reject, Roles};
 use tokio::sync::mpsc;
 
 use crate::actor::{Actor, now_ms};
@@ -157,6 +157,10 @@ async fn run(cfg: Config, key: starling_protocol::Keypair, store: Store) -> Resu
     drop(report_tx);
     let mut engine_cfg = cfg.engine.clone();
     engine_cfg.roles = runners.roles(engine_cfg.roles);
+    if torrent_parts.is_none() {
+        // No BitTorrent session (off, or it failed to open): leave torrent duties to others.
+        engine_cfg.roles = Roles(engine_cfg.roles.0 & !Roles::TORRENT.0);
+    }
     if engine_cfg.roles.0 == 0 {
         tracing::warn!(
             "no work runners in this build: the node relays gossip and state but claims no work"

@@ -360,6 +360,10 @@ impl Config {
             torrent.enabled = on;
         }
         engine.roles = if seed { Roles(Roles::CRAWL.0 | Roles::SEED.0) } else { Roles::CRAWL };
+        // Torrent duties only where a BitTorrent session will run (and seeding is on).
+        if seed && torrent.enabled {
+            engine.roles = Roles(engine.roles.0 | Roles::TORRENT.0);
+        }
         // Relay slots are claimed only by nodes known to be reachable.
         if relay.enabled && reachability == Reachability::Public {
             engine.roles = Roles(engine.roles.0 | Roles::RELAY.0);
@@ -467,6 +471,23 @@ mod tests {
         assert_eq!(cfg.engine.capacity, 7);
         assert_eq!(cfg.engine.warmup_ms, 20);
         assert!(cfg.listen.is_empty());
+    }
+
+    #[test]
+    fn torrent_duties_are_offered_only_with_a_torrent_session_and_seeding() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "").unwrap();
+        let roles = |seed: Option<bool>, torrents: Option<bool>| {
+            let args = UpArgs { seed, torrents, ..args_with(&path) };
+            Config::load(&args).unwrap().engine.roles
+        };
+        let all = roles(None, None);
+        assert!(all.contains(Roles(Roles::CRAWL.0 | Roles::SEED.0 | Roles::TORRENT.0)), "{all:?}");
+        let no_torrents = roles(None, Some(false));
+        assert!(no_torrents.contains(Roles::SEED) && !no_torrents.contains(Roles::TORRENT));
+        let no_seeding = roles(Some(false), None);
+        assert!(!no_seeding.contains(Roles::SEED) && !no_seeding.contains(Roles::TORRENT));
     }
 
     #[test]

@@ -208,7 +208,12 @@ impl Runners {
 
     /// The roles this node can fill: `wanted` narrowed to the kinds it has runners for.
     pub fn roles(&self, wanted: Roles) -> Roles {
-        let have = self.by_kind.keys().fold(0u8, |acc, k| acc | Roles::for_kind(*k).0);
+        let mut have = self.by_kind.keys().fold(0u8, |acc, k| acc | Roles::for_kind(*k).0);
+        // The seed runner routes torrents too, when the node has a BitTorrent session; the
+        // caller drops the torrent role when it has none.
+        if self.has(WorkKind::Seed) {
+            have |= Roles::TORRENT.0;
+        }
         Roles(wanted.0 & have)
     }
 

@@ -27,12 +27,24 @@ impl Roles {
     pub const SEED: Roles = Roles(2);
     /// Relays for peers behind NAT.
     pub const RELAY: Roles = Roles(4);
+    /// Seeds torrents (on top of [`Roles::SEED`]): a node without a BitTorrent session leaves
+    /// it out, so torrent duties are ranked among, and claimed by, nodes that can run them.
+    pub const TORRENT: Roles = Roles(8);
     /// Everything.
-    pub const ALL: Roles = Roles(7);
+    pub const ALL: Roles = Roles(15);
 
     /// Whether every role in `other` is set here.
     pub fn contains(self, other: Roles) -> bool {
         self.0 & other.0 == other.0
+    }
+
+    /// The roles needed for one item: those of its kind, and for a torrent also
+    /// [`Roles::TORRENT`].
+    pub fn for_work(work: &crate::item::WorkItem) -> Roles {
+        match work {
+            crate::item::WorkItem::Torrent { .. } => Roles(Roles::SEED.0 | Roles::TORRENT.0),
+            _ => Roles::for_kind(work.kind()),
+        }
     }
 
     /// The role needed for a kind of work.

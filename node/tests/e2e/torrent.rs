@@ -107,14 +107,21 @@ fn a_torrent_seeded_by_one_node_is_downloaded_by_another_and_the_bytes_match() {
         || dump(std::slice::from_ref(&a)),
     );
 
-    // B joins; A is at its seeding capacity, so copy 1 goes to B, which downloads it from A.
+    // B joins, and C, which seeds results but runs no torrents. A is at its seeding capacity,
+    // so copy 1 goes to B, which downloads it from A; C never ranks for it.
     let mut b_args = args.clone();
     b_args.extend(["--bootstrap".to_string(), a.addr()]);
     let b = Node::start_real(&b_args);
-    let nodes = vec![a, b];
+    let mut c_args = b_args.clone();
+    c_args.extend(["--torrents".to_string(), "false".to_string()]);
+    let c = Node::start_real(&c_args);
+    let nodes = vec![a, b, c];
     wait_for("the nodes to see each other", Duration::from_secs(60), || {
-        nodes.iter().all(|n| num(&n.status(), &["live_peers"]) == 1)
+        nodes.iter().all(|n| num(&n.status(), &["live_peers"]) == 2)
     });
+    let torrent_role = u64::from(starling_protocol::Roles::TORRENT.0);
+    assert_eq!(num(&nodes[1].status(), &["roles"]) & torrent_role, torrent_role);
+    assert_eq!(num(&nodes[2].status(), &["roles"]) & torrent_role, 0, "C offers no torrents");
     assert_eq!(nodes[0].publish(&batch(&owner, &m, 2, copy(1)))["outcome"], "applied");
     wait_for_or(
         "B to download and seed the torrent",
@@ -126,4 +133,7 @@ fn a_torrent_seeded_by_one_node_is_downloaded_by_another_and_the_bytes_match() {
     assert!(got == content, "B's bytes differ from the seeded ones");
     assert!(num(&nodes[1].status(), &["torrents", "downloaded_bytes"]) >= LEN as u64);
     assert!(num(&nodes[0].status(), &["torrents", "uploaded_bytes"]) >= LEN as u64);
+    // C took no torrent duty, so it had none to fail.
+    let c = nodes[2].status();
+    assert_eq!((num(&c, &["engine", "claims"]), num(&c, &["engine", "failed"])), (0, 0));
 }

@@ -261,7 +261,7 @@ pub struct Engine {
     /// Bumped whenever the live peer set (or a peer's roles or projects) changes.
     peers_version: u64,
     /// The peers an item of (project, kind) is ranked among, as of `rank_peers_version`.
-    rank_peers: BTreeMap<(ProjectId, usize), Arc<[NodeId]>>,
+    rank_peers: BTreeMap<(ProjectId, u8), Arc<[NodeId]>>,
     rank_peers_version: u64,
     relay_requests: BTreeMap<NodeId, Signed<crate::message::RelayRequest>>,
     local: BTreeMap<ItemId, Local>,
@@ -689,7 +689,7 @@ impl Engine {
         if self.paused || self.shut_down || self.unsubscribed.contains(project) {
             return false;
         }
-        if !self.cfg.roles.contains(Roles::for_kind(work.kind())) {
+        if !self.cfg.roles.contains(Roles::for_work(work)) {
             return false;
         }
         match work {
@@ -740,9 +740,9 @@ impl Engine {
         hrw::rank(item, &self.me, others)
     }
 
-    /// The peers [`Engine::my_rank`] counts for items of `project` and `kind`, listed once per
-    /// change of the peer set rather than looked up per item.
-    fn rank_peers(&mut self, project: &ProjectId, kind: WorkKind) -> Arc<[NodeId]> {
+    /// The peers [`Engine::my_rank`] counts for items of `project` that need `role`, listed
+    /// once per change of the peer set rather than looked up per item.
+    fn rank_peers(&mut self, project: &ProjectId, role: Roles) -> Arc<[NodeId]> {
         /// Lists kept at once; more projects than this in play just list again.
         const RANK_LISTS_MAX: usize = 16;
         if self.rank_peers_version != self.peers_version || self.rank_peers.len() >= RANK_LISTS_MAX
@@ -750,11 +750,10 @@ impl Engine {
             self.rank_peers.clear();
             self.rank_peers_version = self.peers_version;
         }
-        let key = (*project, kind_index(kind));
+        let key = (*project, role.0);
         if let Some(list) = self.rank_peers.get(&key) {
             return Arc::clone(list);
         }
-        let role = Roles::for_kind(kind);
         let has_role = |n: &&NodeId| self.peers.get(*n).is_some_and(|p| p.roles.contains(role));
         let list: Arc<[NodeId]> = if *project == relay_project() {
             self.peers.iter().filter(|(_, p)| p.roles.contains(role)).map(|(n, _)| *n).collect()
@@ -804,6 +803,7 @@ impl Engine {
         }
         let Some(since) = self.claimable_since(&item, e) else { return };
         let kind = e.work.kind();
+        let role = Roles::for_work(&e.work);
         let project = e.project;
         let base = since.max(self.warmup_end().unwrap_or(0)) + self.cfg.settle_ms;
         if now < base {
@@ -832,7 +832,7 @@ impl Engine {
         let rank = match known {
             Ok(rank) => Ok(rank),
             Err(scan) => {
-                let others = self.rank_peers(&project, kind);
+                let others = self.rank_peers(&project, role);
                 let key = hrw::attempt_key(&item, failures);
                 // Scoring goes on until the rank is known to be past twice the ranks allowed
                 // now, so a node waiting its turn wakes about log2(rank) times, not rank times.

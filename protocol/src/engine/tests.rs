@@ -633,7 +633,7 @@ fn ranking_counts_only_peers_of_the_items_project() {
         let rank = e.my_rank(id, &m.id(), WorkKind::Crawl);
         ranked_below += u32::from(rank > 0);
         // The peer list cached per peer-set version ranks alike.
-        let cached = e.rank_peers(&m.id(), WorkKind::Crawl);
+        let cached = e.rank_peers(&m.id(), Roles::CRAWL);
         assert_eq!(hrw::rank(id, &e.node_id(), cached.iter()), rank);
     }
     assert!(ranked_below > 150, "{ranked_below} of 200 items now rank below a peer");
@@ -956,4 +956,58 @@ fn an_item_the_top_ranks_pass_over_goes_to_the_next_rank_one_widening_step_each_
     // Rank 2 may claim two widening steps after the item settled (then the claim settles).
     let eligible = t0 + net.latency_ms + settle + 2 * widen;
     assert!(net.now >= eligible && net.now < eligible + widen, "started at {}", net.now - t0);
+}
+
+#[test]
+fn torrent_duties_go_only_to_nodes_that_seed_torrents() {
+    use crate::item::TorrentSource;
+    let owner = test_keypair(1);
+    let plain = Roles(Roles::CRAWL.0 | Roles::SEED.0);
+    let torrents = Roles(plain.0 | Roles::TORRENT.0);
+    let engines = [plain, plain, plain, torrents]
+        .into_iter()
+        .enumerate()
+        .map(|(i, roles)| {
+            let cfg = EngineConfig { roles, ..fast_config() };
+            Engine::new(cfg, test_keypair(2000 + i as u64), [owner.public()], i as u64)
+        })
+        .collect();
+    let mut net = Net { engines, ..Net::new(0, &owner, fast_config()) };
+    net.silenced = vec![false; 4];
+    let m = manifest(&owner, 5_000, 0);
+    let items: Vec<WorkItem> = (0..12u8)
+        .map(|i| WorkItem::Torrent {
+            info_hash: [i; 20],
+            source: TorrentSource::Magnet(format!("magnet:?xt=urn:btih:{}", hex::encode([i; 20]))),
+            replica: 0,
+        })
+        .collect();
+    let b = Signed::sign(&owner, &ItemBatch { project: m.id(), seq: 1, items });
+    let ids: Vec<ItemId> = b.verify().unwrap().items.iter().map(|w| w.id(&m.id())).collect();
+    net.input(0, Input::Publish(Envelope::Manifest(Signed::sign(&owner, &m)))).unwrap();
+    net.input(0, Input::Publish(Envelope::Batch(b))).unwrap();
+    let held_by_3 = |n: &Net| {
+        let me = n.engines[3].node_id();
+        n.engines.iter().all(|e| {
+            ids.iter().all(
+                |i| matches!(e.item_state(i), Some(ItemState::Held { holder, .. }) if holder == me),
+            )
+        })
+    };
+    assert!(net.run_until(60_000, held_by_3), "not all held by the torrent node at {}", net.now);
+    // Past the claim settle time, so every held duty has started.
+    net.run_until(net.now + 1_000, |_| false);
+    // Nobody else even tried, and no duty failed on a node that cannot run it.
+    assert!(net.starts.iter().all(|(node, _)| *node == 3), "{:?}", net.starts);
+    assert_eq!(net.starts.len(), 12);
+    for e in &net.engines[..3] {
+        assert_eq!(e.stats().claims, 0);
+        assert_eq!(e.stats().failed, 0);
+    }
+    // The plain nodes rank torrent duties among torrent nodes only: the one there is.
+    let third = net.engines[3].node_id();
+    let role = Roles::for_work(&net.engines[0].items[&ids[0]].work);
+    assert_eq!(role, Roles(Roles::SEED.0 | Roles::TORRENT.0));
+    let ranked = net.engines[0].rank_peers(&m.id(), role);
+    assert_eq!(&ranked[..], &[third]);
 }

@@ -69,11 +69,17 @@ fn mesh_block(s: &StatusView) -> Paragraph<'static> {
 }
 
 fn roles(bits: u8) -> String {
-    let names: Vec<&str> = [(1, "crawl"), (2, "seed"), (4, "relay")]
-        .iter()
-        .filter(|(bit, _)| bits & bit != 0)
-        .map(|(_, name)| *name)
-        .collect();
+    use starling_protocol::Roles;
+    let names: Vec<&str> = [
+        (Roles::CRAWL.0, "crawl"),
+        (Roles::SEED.0, "seed"),
+        (Roles::RELAY.0, "relay"),
+        (Roles::TORRENT.0, "torrents"),
+    ]
+    .iter()
+    .filter(|(bit, _)| bits & bit != 0)
+    .map(|(_, name)| *name)
+    .collect();
     if names.is_empty() { "none".to_owned() } else { names.join(", ") }
 }
 
@@ -236,5 +242,6 @@ mod tests {
         assert_eq!(roles(0), "none");
         assert_eq!(roles(1), "crawl");
         assert_eq!(roles(7), "crawl, seed, relay");
+        assert_eq!(roles(11), "crawl, seed, torrents");
     }
 }
