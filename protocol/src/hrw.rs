@@ -46,14 +46,10 @@ pub fn attempt_key(item: &ItemId, failures: u8) -> ItemId {
 
 /// The rank (0 = first) of `me` for `item` among `me` and `others`.
 pub fn rank<'a>(item: &ItemId, me: &NodeId, others: impl IntoIterator<Item = &'a NodeId>) -> u32 {
-    let mine = (score(item, me), *me);
-    let mut rank = 0u32;
-    for other in others {
-        if other != me && (score(item, other), *other) > mine {
-            rank += 1;
-        }
+    let others: Vec<NodeId> = others.into_iter().copied().collect();
+    match rank_up_to(item, me, &others, RankScan::default(), u32::MAX) {
+        Ok(rank) | Err(RankScan { above: rank, .. }) => rank,
     }
-    rank
 }
 
 /// How far a bounded ranking got: the peers scored so far (a prefix of the list) and how

@@ -211,7 +211,7 @@ impl World {
             // What `on_deliver` would do with this copy, decided now where it is certain, so
             // the copy needs no event: one arriving deaf is ignored (deafness, once it starts,
             // lasts); one for a node that has taken the message in is a duplicate whenever it
-            // arrives, so its arrival time is not even worked out; and one arriving no earlier
+            // arrives (if it is not lost); and one arriving no earlier
             // than another copy already bound for the same node in the same incarnation is a
             // duplicate too, since that one arrives first and leaves the id in the node's
             // seen-cache (or finds it there, and then this copy is counted a duplicate even if
@@ -222,7 +222,7 @@ impl World {
             let taken = known.is_some_and(|i| msg.copies.borrow()[i].taken);
             let (from, to, bytes) = (n as usize, p as usize, msg.bytes as usize);
             if taken && self.s.sabotage.deaf_node != Some(p) {
-                if self.net.send_untimed(&mut self.rng, from, to, bytes, self.now) {
+                if self.net.send(&mut self.rng, from, to, bytes, self.now).is_some() {
                     self.stats.dup_deliveries += 1;
                     self.stats.settled_at_send += 1;
                 } else {

@@ -153,25 +153,6 @@ impl Net {
         Some(depart + latency.max(1) + inbound)
     }
 
-    /// [`Net::send`] for a message whose arrival time does not matter (a copy for a node that
-    /// already has it): the same draws from `rng` and the same uplink time, so the run goes on
-    /// exactly as after `send`, but the latency is not worked out. Whether it arrives.
-    pub fn send_untimed(
-        &mut self,
-        rng: &mut ChaCha8Rng,
-        a: usize,
-        b: usize,
-        bytes: usize,
-        now: u64,
-    ) -> bool {
-        self.depart(a, bytes, now);
-        if !self.survives(rng, a, b) {
-            return false;
-        }
-        self.tail_draws(rng);
-        true
-    }
-
     /// When a message of `bytes` sent by `a` at `now` leaves its uplink (bandwidth model).
     fn depart(&mut self, a: usize, bytes: usize, now: u64) -> u64 {
         if self.spec.bandwidth_bytes_per_ms > 0 {
@@ -191,20 +172,15 @@ impl Net {
         self.reachable(a, b) && !(self.spec.loss > 0.0 && rng.random_bool(self.spec.loss))
     }
 
-    /// The random word behind one sample of the tail, if there is a tail.
-    fn tail_draws(&self, rng: &mut ChaCha8Rng) -> Option<u64> {
-        if self.spec.latency_tail_ms <= 0.0 {
-            return None;
-        }
-        Some(rng.random())
-    }
-
     /// One sample of the log-normal tail: `latency_tail_ms · exp(σ·z)`, z standard normal,
     /// drawn by inverse transform from a quantile table with linear interpolation (one random
     /// word; Box-Muller's logarithm, square root, cosine and exponential were a twelfth of a
     /// run's time).
     fn tail_ms(&self, rng: &mut ChaCha8Rng) -> u64 {
-        let Some(r) = self.tail_draws(rng) else { return 0 };
+        if self.spec.latency_tail_ms <= 0.0 {
+            return 0;
+        }
+        let r: u64 = rng.random();
         let i = (r >> 51) as usize; // 13 bits: a step of the table
         let frac = ((r >> 19) & 0xffff_ffff) as f64 / 4_294_967_296.0;
         let (lo, hi) = (self.tail[i], self.tail[i + 1]);
@@ -321,23 +297,6 @@ mod tests {
         net.isolate(1);
         assert!(!net.reachable(0, 1) && !net.reachable(1, 2));
         assert!(net.reachable(0, 2));
-    }
-
-    #[test]
-    fn untimed_sends_draw_and_decide_as_timed_ones() {
-        let spec = NetworkSpec { loss: 0.3, bandwidth_bytes_per_ms: 10, ..Default::default() };
-        let (mut timed, mut untimed) = (Net::new(spec.clone(), 3, 1), Net::new(spec, 3, 1));
-        timed.partition(1, false);
-        untimed.partition(1, false);
-        let mut r1 = ChaCha8Rng::seed_from_u64(4);
-        let mut r2 = ChaCha8Rng::seed_from_u64(4);
-        for i in 0..2_000u64 {
-            let (a, b) = ((i % 3) as usize, ((i / 3) % 3) as usize);
-            let got = untimed.send_untimed(&mut r2, a, b, 100, i);
-            assert_eq!(timed.send(&mut r1, a, b, 100, i).is_some(), got, "send {i}");
-        }
-        assert_eq!(r1.random::<u64>(), r2.random::<u64>(), "same draws");
-        assert_eq!(timed.tx_free_at, untimed.tx_free_at, "same uplink times");
     }
 
     #[test]
