@@ -46,48 +46,84 @@ pub fn attempt_key(item: &ItemId, failures: u8) -> ItemId {
 
 /// The rank (0 = first) of `me` for `item` among `me` and `others`.
 pub fn rank<'a>(item: &ItemId, me: &NodeId, others: impl IntoIterator<Item = &'a NodeId>) -> u32 {
-    let others: Vec<NodeId> = others.into_iter().copied().collect();
-    match rank_up_to(item, me, &others, RankScan::default(), u32::MAX) {
-        Ok(rank) | Err(RankScan { above: rank, .. }) => rank,
+    let mut others: Vec<NodeId> = others.into_iter().copied().collect();
+    others.sort_unstable();
+    others.dedup();
+    let mut scan = RankScan::start(item, me);
+    match scan.advance(item, me, &others, u32::MAX) {
+        Ok(rank) | Err(rank) => rank,
     }
 }
 
-/// How far a bounded ranking got: the peers scored so far (a prefix of the list) and how
-/// many of them rank above `me`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// How far ranking `me` for one item has got: `me`'s own score, and how many of the peers
+/// scored so far rank above it. Peers are scored in id order, so "scored so far" is every
+/// peer below an id, which stays true when peers come and go: a change to the list is taken
+/// into account with one score ([`RankScan::on_change`]) instead of ranking afresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RankScan {
-    pub scored: u32,
-    pub above: u32,
+    mine: u64,
+    above: u32,
+    /// Every peer with a lower id has been scored; `None` once all have.
+    next: Option<NodeId>,
 }
 
-/// The rank of `me` for `item` among `me` and `others` if it is at most `limit`: `Ok(rank)`.
-/// Otherwise `Err(scan)`, with `scan.above = limit + 1` a lower bound on the rank, found
-/// without scoring the peers after `scan.scored`; passing `scan` back with a higher limit
-/// carries on from there, so a ranking finished in steps scores each peer once. A node far
-/// down the ranking learns that it may not claim yet from a few peers instead of all of them.
-pub fn rank_up_to(
-    item: &ItemId,
-    me: &NodeId,
-    others: &[NodeId],
-    from: RankScan,
-    limit: u32,
-) -> Result<u32, RankScan> {
-    let mine = (score(item, me), *me);
-    let mut scan = from;
-    if scan.above > limit {
-        return Err(scan);
+impl RankScan {
+    /// A ranking of `me` for `item` with no peer scored yet.
+    pub fn start(item: &ItemId, me: &NodeId) -> Self {
+        Self { mine: score(item, me), above: 0, next: Some(NodeId([0; 32])) }
     }
-    let start = (scan.scored as usize).min(others.len());
-    for other in &others[start..] {
-        scan.scored += 1;
-        if other != me && (score(item, other), *other) > mine {
-            scan.above += 1;
-            if scan.above > limit && (scan.scored as usize) < others.len() {
-                return Err(scan);
-            }
+
+    /// How many of the peers scored so far rank above `me`: the rank once every peer is
+    /// scored, a lower bound on it before.
+    pub fn above(&self) -> u32 {
+        self.above
+    }
+
+    /// Whether every peer has been scored, so [`RankScan::above`] is the rank.
+    pub fn complete(&self) -> bool {
+        self.next.is_none()
+    }
+
+    /// Takes in that `node` joined (`joined`) or left the list ranked over. A node not scored
+    /// yet changes nothing now: it is scored when the scan gets to it.
+    pub fn on_change(&mut self, item: &ItemId, me: &NodeId, node: &NodeId, joined: bool) {
+        if node == me || self.next.is_some_and(|next| *node >= next) {
+            return;
+        }
+        if (score(item, node), *node) > (self.mine, *me) {
+            self.above = if joined { self.above + 1 } else { self.above.saturating_sub(1) };
         }
     }
-    if scan.above > limit { Err(scan) } else { Ok(scan.above) }
+
+    /// Scores the peers of `sorted` (ascending ids, no repeats) not scored yet, stopping once
+    /// more than `limit` of them rank above `me`. `Ok(rank)` if `me`'s rank is at most `limit`;
+    /// otherwise `Err(bound)`, a lower bound on the rank above `limit`, found without scoring
+    /// the peers after the one that settled it. Calling again with a higher limit carries on
+    /// from there, so a ranking finished in steps scores each peer once. A node far down the
+    /// ranking learns that it may not claim yet from a few peers instead of all of them.
+    pub fn advance(
+        &mut self,
+        item: &ItemId,
+        me: &NodeId,
+        sorted: &[NodeId],
+        limit: u32,
+    ) -> Result<u32, u32> {
+        if let Some(next) = self.next {
+            let start = sorted.partition_point(|p| *p < next);
+            let mine = (self.mine, *me);
+            for (i, other) in sorted[start..].iter().enumerate() {
+                if other != me && (score(item, other), *other) > mine {
+                    self.above += 1;
+                    if self.above > limit {
+                        self.next = sorted.get(start + i + 1).copied();
+                        return Err(self.above);
+                    }
+                }
+            }
+            self.next = None;
+        }
+        if self.above > limit { Err(self.above) } else { Ok(self.above) }
+    }
 }
 
 #[cfg(test)]
@@ -121,22 +157,53 @@ mod tests {
             let item = ItemId([seed; 32]);
             for me in &nodes {
                 let exact = rank(&item, me, &nodes);
-                let mut scan = RankScan::default();
+                let mut scan = RankScan::start(&item, me);
                 for limit in 0..12 {
-                    match rank_up_to(&item, me, &nodes, scan, limit) {
+                    let before = scan;
+                    match scan.advance(&item, me, &nodes, limit) {
                         Ok(rank) => {
                             assert!(exact <= limit);
                             assert_eq!(rank, exact);
+                            assert!(scan.complete());
                             break;
                         }
-                        Err(s) => {
+                        Err(bound) => {
                             assert!(exact > limit, "rank {exact} is within {limit}");
-                            assert!(s.above > limit && s.above <= exact);
-                            assert!(s.scored >= scan.scored, "a scan never goes back");
-                            scan = s;
+                            assert!(bound > limit && bound <= exact);
+                            assert!(scan.above() >= before.above(), "a scan never goes back");
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// A scan carried across joins and leaves, at every stage of completion, ends with the
+    /// same rank as ranking the final list afresh.
+    #[test]
+    fn a_scan_kept_across_changes_to_the_list_ranks_as_a_fresh_one() {
+        let id = |i: u8| NodeId(*blake3::hash(&[i]).as_bytes());
+        let me = id(0);
+        for seed in 0..30u8 {
+            let item = ItemId(*blake3::hash(&[seed, 1]).as_bytes());
+            for first_limit in 0..6 {
+                let mut list: Vec<NodeId> = (1..12).map(id).collect();
+                list.sort_unstable();
+                let mut scan = RankScan::start(&item, &me);
+                let _ = scan.advance(&item, &me, &list, first_limit);
+                // Three leave and four join, some below the scan's place and some above.
+                for (k, node) in [id(3), id(7), id(11)].into_iter().enumerate() {
+                    list.retain(|n| *n != node);
+                    scan.on_change(&item, &me, &node, false);
+                    let _ = scan.advance(&item, &me, &list, first_limit + k as u32);
+                }
+                for node in (20..24).map(id) {
+                    list.push(node);
+                    list.sort_unstable();
+                    scan.on_change(&item, &me, &node, true);
+                }
+                let want = rank(&item, &me, &list);
+                assert_eq!(scan.advance(&item, &me, &list, u32::MAX), Ok(want), "seed {seed}");
             }
         }
     }

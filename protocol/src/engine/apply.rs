@@ -244,7 +244,7 @@ impl Engine {
             // ranks cached against them) as they are.
             if old.projects != p.projects || old.roles != p.roles {
                 self.forget_peer(&node);
-                self.index_peer(node, &p.projects);
+                self.index_peer(node, p.roles, &p.projects);
             }
         } else {
             if self.peers.len() >= self.cfg.peers_max {
@@ -254,7 +254,7 @@ impl Engine {
                     None => return Err(Reject::Full),
                 }
             }
-            self.index_peer(node, &p.projects);
+            self.index_peer(node, p.roles, &p.projects);
         }
         let expires_at = now + self.cfg.presence_ttl_ms;
         self.peer_expiry.insert((expires_at, node));

@@ -122,10 +122,9 @@ struct ItemEntry {
     /// The agenda entry for this item, if any.
     wake_at: Option<u64>,
     failures: u8,
-    /// What this node last learnt of its HRW rank for the item: (peer-set version, failures,
-    /// the rank or how far scoring the peers got). Reused while the live peer set and the
-    /// attempt stay the same.
-    rank: Option<(u64, u8, Result<u32, hrw::RankScan>)>,
+    /// What this node last learnt of its HRW rank for the item, carried forward through
+    /// changes of the peer set while the attempt stays the same.
+    rank: Option<RankMemo>,
     /// What the item adds to its sync digest bucket (see `sync.rs`), kept up to date with the
     /// phase so a digest needs no hashing.
     digest: [u8; 8],
@@ -173,6 +172,41 @@ struct Peer {
     capacity: u16,
     presence: Signed<Presence>,
 }
+
+/// How far ranking this node for an item's attempt `failures` had got as of the peer-set
+/// version `version`.
+#[derive(Debug, Clone, Copy)]
+struct RankMemo {
+    version: u64,
+    failures: u8,
+    scan: hrw::RankScan,
+}
+
+/// One change of the live peer set, logged so cached rankings can take it in: `node` joined
+/// or left the lists it ranks in, given by its `roles` and `projects` at the time.
+#[derive(Debug, Clone)]
+struct PeerChange {
+    version: u64,
+    node: NodeId,
+    joined: bool,
+    roles: Roles,
+    projects: Vec<ProjectId>,
+}
+
+impl PeerChange {
+    /// Whether the node counts in the ranking of items of `project` that need `role`, as
+    /// [`Engine::rank_peers`] lists them.
+    fn ranks_in(&self, project: &ProjectId, role: Roles) -> bool {
+        self.roles.contains(role)
+            && (*project == relay_project()
+                || self.projects.is_empty()
+                || self.projects.contains(project))
+    }
+}
+
+/// Peer-set changes kept for cached rankings to catch up with; a ranking older than the log
+/// starts afresh.
+const PEER_LOG_MAX: usize = 64;
 
 #[derive(Debug, Clone, Copy)]
 struct Local {
@@ -260,6 +294,8 @@ pub struct Engine {
     any_project_peers: BTreeSet<NodeId>,
     /// Bumped whenever the live peer set (or a peer's roles or projects) changes.
     peers_version: u64,
+    /// The latest changes of the peer set, one per version, oldest first.
+    peer_log: VecDeque<PeerChange>,
     /// The peers an item of (project, kind) is ranked among, as of `rank_peers_version`.
     rank_peers: BTreeMap<(ProjectId, u8), Arc<[NodeId]>>,
     rank_peers_version: u64,
@@ -306,6 +342,7 @@ impl Engine {
             project_peers: BTreeMap::new(),
             any_project_peers: BTreeSet::new(),
             peers_version: 0,
+            peer_log: VecDeque::new(),
             rank_peers: BTreeMap::new(),
             rank_peers_version: 0,
             relay_requests: BTreeMap::new(),
@@ -740,6 +777,21 @@ impl Engine {
         hrw::rank(item, &self.me, others)
     }
 
+    /// The rank kept for `item`, brought up to date and completed: (rank, whether the kept
+    /// ranking could be carried forward rather than started afresh). `None` if none is kept.
+    #[cfg(test)]
+    fn cached_rank(&mut self, item: &ItemId) -> Option<(u32, bool)> {
+        let e = self.items.get(item)?;
+        let (memo, project, role) = (e.rank?, e.project, Roles::for_work(&e.work));
+        let key = hrw::attempt_key(item, memo.failures);
+        let caught_up = self.catch_up(memo, &key, &project, role);
+        let carried = caught_up.is_some();
+        let mut scan = caught_up.unwrap_or_else(|| hrw::RankScan::start(&key, &self.me));
+        let others = self.rank_peers(&project, role);
+        let rank = scan.advance(&key, &self.me, &others, u32::MAX).ok()?;
+        Some((rank, carried))
+    }
+
     /// The peers [`Engine::my_rank`] counts for items of `project` that need `role`, listed
     /// once per change of the peer set rather than looked up per item.
     fn rank_peers(&mut self, project: &ProjectId, role: Roles) -> Arc<[NodeId]> {
@@ -759,15 +811,60 @@ impl Engine {
             self.peers.iter().filter(|(_, p)| p.roles.contains(role)).map(|(n, _)| *n).collect()
         } else {
             let listed = self.project_peers.get(project).into_iter().flatten();
-            listed.chain(self.any_project_peers.iter()).filter(has_role).copied().collect()
+            let mut list: Vec<NodeId> =
+                listed.chain(self.any_project_peers.iter()).filter(has_role).copied().collect();
+            // In id order, as cached rankings score them (see `hrw::RankScan`).
+            list.sort_unstable();
+            list.into()
         };
         self.rank_peers.insert(key, Arc::clone(&list));
         list
     }
 
+    /// Counts one change of the peer set and logs it for cached rankings.
+    fn log_peer_change(
+        &mut self,
+        node: NodeId,
+        joined: bool,
+        roles: Roles,
+        projects: Vec<ProjectId>,
+    ) {
+        self.peers_version += 1;
+        if self.peer_log.len() >= PEER_LOG_MAX {
+            self.peer_log.pop_front();
+        }
+        let version = self.peers_version;
+        self.peer_log.push_back(PeerChange { version, node, joined, roles, projects });
+    }
+
+    /// Brings a ranking cached at `memo.version` up to the current peer set by taking in each
+    /// change since that touches the list it ranks over. `None` if the log no longer reaches
+    /// back that far, and the ranking must start afresh.
+    fn catch_up(
+        &self,
+        mut memo: RankMemo,
+        key: &ItemId,
+        project: &ProjectId,
+        role: Roles,
+    ) -> Option<hrw::RankScan> {
+        if memo.version == self.peers_version {
+            return Some(memo.scan);
+        }
+        let first = self.peer_log.front()?.version;
+        if first > memo.version + 1 {
+            return None;
+        }
+        let skip = (memo.version + 1 - first) as usize;
+        for change in self.peer_log.iter().skip(skip) {
+            if change.ranks_in(project, role) {
+                memo.scan.on_change(key, &self.me, &change.node, change.joined);
+            }
+        }
+        Some(memo.scan)
+    }
+
     fn forget_peer(&mut self, node: &NodeId) {
         if let Some(p) = self.peers.remove(node) {
-            self.peers_version += 1;
             if p.projects.is_empty() {
                 self.any_project_peers.remove(node);
             }
@@ -779,11 +876,12 @@ impl Engine {
                     }
                 }
             }
+            self.log_peer_change(*node, false, p.roles, p.projects);
         }
     }
 
-    fn index_peer(&mut self, node: NodeId, projects: &[ProjectId]) {
-        self.peers_version += 1;
+    fn index_peer(&mut self, node: NodeId, roles: Roles, projects: &[ProjectId]) {
+        self.log_peer_change(node, true, roles, projects.to_vec());
         if projects.is_empty() {
             self.any_project_peers.insert(node);
         }
@@ -825,30 +923,33 @@ impl Engine {
         // After each failure the ranking is drawn afresh, so the node that just failed is not
         // simply first in line again: another node, perhaps better placed, tries next.
         let failures = e.failures;
-        let known = match e.rank {
-            Some((version, f, known)) if version == self.peers_version && f == failures => known,
-            _ => Err(hrw::RankScan::default()),
+        let key = hrw::attempt_key(&item, failures);
+        let cached = e.rank.filter(|m| m.failures == failures);
+        let peers_changed = cached.is_some_and(|m| m.version != self.peers_version);
+        // Scoring goes on until the rank is known to be past twice the ranks allowed now, so a
+        // node waiting its turn wakes about log2(rank) times, not rank times.
+        let scan_to = limit.saturating_mul(2).saturating_add(1);
+        let mut scan = cached
+            .and_then(|m| self.catch_up(m, &key, &project, role))
+            .unwrap_or_else(|| hrw::RankScan::start(&key, &self.me));
+        let rank = if scan.complete() {
+            Ok(scan.above())
+        } else {
+            let others = self.rank_peers(&project, role);
+            scan.advance(&key, &self.me, &others, scan_to)
         };
-        let rank = match known {
-            Ok(rank) => Ok(rank),
-            Err(scan) => {
-                let others = self.rank_peers(&project, role);
-                let key = hrw::attempt_key(&item, failures);
-                // Scoring goes on until the rank is known to be past twice the ranks allowed
-                // now, so a node waiting its turn wakes about log2(rank) times, not rank times.
-                let scan_to = limit.saturating_mul(2).saturating_add(1);
-                let rank = hrw::rank_up_to(&key, &self.me, &others, scan, scan_to);
-                if let Some(e) = self.items.get_mut(&item) {
-                    e.rank = Some((self.peers_version, failures, rank));
-                }
-                rank.map_err(|scan| scan.above)
-            }
-        };
+        if let Some(e) = self.items.get_mut(&item) {
+            e.rank = Some(RankMemo { version: self.peers_version, failures, scan });
+        }
         let rank = match rank {
             Ok(rank) if rank <= limit => rank,
             // Not yet: the earliest this node may claim is when its rank (or the lower bound
             // on it) may.
             Ok(r) | Err(r) => {
+                // Once the peer set has changed, wake no later than a ranking started afresh
+                // would: peers that ranked above may be gone by then, and the node's turn
+                // come sooner than its rank now says.
+                let r = if peers_changed { r.min(scan_to.saturating_add(1)) } else { r };
                 let extra = u64::from(r - self.cfg.candidates.saturating_sub(1));
                 self.schedule(item, base + extra * self.cfg.widen_ms);
                 return;

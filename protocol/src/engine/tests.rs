@@ -1011,3 +1011,124 @@ fn torrent_duties_go_only_to_nodes_that_seed_torrents() {
     let ranked = net.engines[0].rank_peers(&m.id(), role);
     assert_eq!(&ranked[..], &[third]);
 }
+
+/// A presence for `key` at `at` (sequence `seq`) listing `projects`, with `roles`.
+fn presence_env(
+    key: &Keypair,
+    seq: u64,
+    at: u64,
+    roles: Roles,
+    projects: Vec<ProjectId>,
+) -> Envelope {
+    let p = Presence { seq, at_ms: at, capacity: 4, free: 4, roles, projects };
+    Envelope::Presence(Signed::sign(key, &p))
+}
+
+#[test]
+fn cached_ranks_carried_across_peer_changes_match_a_fresh_ranking() {
+    let owner = test_keypair(1);
+    let m = manifest(&owner, 5_000, 0);
+    let b = batch(&owner, &m, 120);
+    let mut e = Engine::new(fast_config(), test_keypair(9), [owner.public()], 0);
+    e.handle(Input::Message(Envelope::Manifest(Signed::sign(&owner, &m))), 0).unwrap();
+    e.handle(Input::Message(Envelope::Batch(b.clone())), 0).unwrap();
+    let ids: Vec<ItemId> = b.verify().unwrap().items.iter().map(|w| w.id(&m.id())).collect();
+    for i in 0..12u64 {
+        let env = presence_env(&test_keypair(300 + i), 1, 0, Roles::ALL, vec![m.id()]);
+        e.handle(Input::Message(env), 0).unwrap();
+    }
+    // At the end of settling only rank 0 may claim: most rankings stop after a few peers.
+    let base = fast_config().warmup_ms + fast_config().settle_ms;
+    for id in &ids {
+        e.on_item_timer(*id, base);
+    }
+    let partial = ids.iter().filter(|id| !e.items[*id].rank.unwrap().scan.complete()).count();
+    assert!(partial > 60, "only {partial} of 120 rankings stopped early");
+    let elsewhere = ProjectId([0xee; 32]);
+    let now = base + 10;
+    // Changes of every kind: peers moving to another project, losing the crawl role, joining
+    // with this project, with no project at all, or only elsewhere, and leaving for good.
+    let changes = [
+        presence_env(&test_keypair(300), 2, now, Roles::ALL, vec![elsewhere]),
+        presence_env(&test_keypair(301), 2, now, Roles::SEED, vec![m.id()]),
+        presence_env(&test_keypair(302), 2, now, Roles::ALL, vec![]),
+        presence_env(&test_keypair(400), 1, now, Roles::ALL, vec![m.id()]),
+        presence_env(&test_keypair(401), 1, now, Roles::ALL, vec![]),
+        presence_env(&test_keypair(402), 1, now, Roles::ALL, vec![elsewhere]),
+        presence_env(&test_keypair(403), 1, now, Roles::SEED, vec![m.id(), elsewhere]),
+    ];
+    for env in changes {
+        e.handle(Input::Message(env), now).unwrap();
+    }
+    e.forget_peer(&test_keypair(305).node_id());
+    e.forget_peer(&test_keypair(306).node_id());
+    for id in &ids {
+        let fresh = e.my_rank(id, &m.id(), WorkKind::Crawl);
+        assert_eq!(e.cached_rank(id), Some((fresh, true)), "item {id}");
+    }
+    // More changes than the log keeps: rankings start afresh, and still agree.
+    for i in 0..70u64 {
+        let env = presence_env(&test_keypair(500 + i), 1, now, Roles::ALL, vec![m.id()]);
+        e.handle(Input::Message(env), now).unwrap();
+    }
+    for id in &ids {
+        let fresh = e.my_rank(id, &m.id(), WorkKind::Crawl);
+        assert_eq!(e.cached_rank(id), Some((fresh, false)), "item {id}");
+    }
+}
+
+/// A node whose kept ranking has fallen behind a change of the peer set wakes no later than a
+/// ranking started afresh would have it wake, so a turn that comes sooner (because peers above
+/// it leave in the meantime) is not missed.
+#[test]
+fn after_peers_join_a_kept_ranking_wakes_when_a_fresh_one_would() {
+    let owner = test_keypair(1);
+    let m = manifest(&owner, 5_000, 0);
+    let b = batch(&owner, &m, 40);
+    let cfg = fast_config();
+    let mut e = Engine::new(cfg.clone(), test_keypair(9), [owner.public()], 0);
+    e.handle(Input::Message(Envelope::Manifest(Signed::sign(&owner, &m))), 0).unwrap();
+    e.handle(Input::Message(Envelope::Batch(b.clone())), 0).unwrap();
+    let ids: Vec<ItemId> = b.verify().unwrap().items.iter().map(|w| w.id(&m.id())).collect();
+    for i in 0..12u64 {
+        let env = presence_env(&test_keypair(300 + i), 1, 0, Roles::ALL, vec![m.id()]);
+        e.handle(Input::Message(env), 0).unwrap();
+    }
+    let base = cfg.warmup_ms + cfg.settle_ms;
+    let step = |n: u64| base + n * cfg.widen_ms;
+    // Three steps in, ranks up to 3 may claim and ranks up to 7 are scored in full.
+    let id = *ids
+        .iter()
+        .find(|id| (4..=7).contains(&e.my_rank(id, &m.id(), WorkKind::Crawl)))
+        .expect("an item ranked 4 to 7");
+    let rank = e.my_rank(&id, &m.id(), WorkKind::Crawl);
+    e.unschedule(id);
+    e.on_item_timer(id, step(3));
+    assert_eq!(e.items[&id].wake_at, Some(step(u64::from(rank))), "waits for its own step");
+    // Ten peers that rank above this node join: it now ranks rank + 10.
+    let mine = hrw::score(&id, &e.node_id());
+    let above: Vec<Keypair> = (1000..)
+        .map(test_keypair)
+        .filter(|k| hrw::score(&id, &k.node_id()) > mine)
+        .take(10)
+        .collect();
+    for k in &above {
+        e.handle(Input::Message(presence_env(k, 1, 10, Roles::ALL, vec![m.id()])), 10).unwrap();
+    }
+    assert_eq!(e.my_rank(&id, &m.id(), WorkKind::Crawl), rank + 10);
+    // At its step the kept ranking knows the rank exactly, but the node wakes when a fresh
+    // ranking, which scores up to rank 2·limit + 1, would have it: at step 2·rank + 2.
+    e.unschedule(id);
+    e.on_item_timer(id, step(u64::from(rank)));
+    let fresh = u64::from(2 * rank + 2).min(u64::from(rank + 10));
+    assert_eq!(e.items[&id].wake_at, Some(step(fresh)));
+    // By then most of the newcomers have gone, and the node takes its turn.
+    for k in &above[..8] {
+        e.forget_peer(&k.node_id());
+    }
+    assert!(e.my_rank(&id, &m.id(), WorkKind::Crawl) <= 2 * rank + 2);
+    e.unschedule(id);
+    e.on_item_timer(id, step(fresh));
+    assert_eq!(e.items[&id].wake_at, None, "claimable now");
+    assert!(e.ready.iter().any(|r| r.iter().any(|k| k.3 == id)));
+}
