@@ -57,20 +57,31 @@ pub fn rank<'a>(item: &ItemId, me: &NodeId, others: impl IntoIterator<Item = &'a
 
 /// How far ranking `me` for one item has got: `me`'s own score, and how many of the peers
 /// scored so far rank above it. Peers are scored in id order, so "scored so far" is every
-/// peer below an id, which stays true when peers come and go: a change to the list is taken
-/// into account with one score ([`RankScan::on_change`]) instead of ranking afresh.
+/// peer whose id begins below a mark, which stays true when peers come and go: a change to
+/// the list is taken into account with one score ([`RankScan::on_change`]) instead of ranking
+/// afresh. The mark is the first 8 bytes of an id, so a scan is 24 bytes; it only ever stops
+/// between peers whose ids differ in those bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RankScan {
     mine: u64,
+    /// Every peer whose id begins (in its first 8 bytes, big-endian) below this is scored.
+    next: u64,
     above: u32,
-    /// Every peer with a lower id has been scored; `None` once all have.
-    next: Option<NodeId>,
+    /// Every peer is scored.
+    complete: bool,
+}
+
+/// The first 8 bytes of an id as a number, ordered as the ids are.
+fn mark(id: &NodeId) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&id.as_bytes()[..8]);
+    u64::from_be_bytes(b)
 }
 
 impl RankScan {
     /// A ranking of `me` for `item` with no peer scored yet.
     pub fn start(item: &ItemId, me: &NodeId) -> Self {
-        Self { mine: score(item, me), above: 0, next: Some(NodeId([0; 32])) }
+        Self { mine: score(item, me), next: 0, above: 0, complete: false }
     }
 
     /// How many of the peers scored so far rank above `me`: the rank once every peer is
@@ -81,13 +92,13 @@ impl RankScan {
 
     /// Whether every peer has been scored, so [`RankScan::above`] is the rank.
     pub fn complete(&self) -> bool {
-        self.next.is_none()
+        self.complete
     }
 
     /// Takes in that `node` joined (`joined`) or left the list ranked over. A node not scored
     /// yet changes nothing now: it is scored when the scan gets to it.
     pub fn on_change(&mut self, item: &ItemId, me: &NodeId, node: &NodeId, joined: bool) {
-        if node == me || self.next.is_some_and(|next| *node >= next) {
+        if node == me || !(self.complete || mark(node) < self.next) {
             return;
         }
         if (score(item, node), *node) > (self.mine, *me) {
@@ -108,19 +119,26 @@ impl RankScan {
         sorted: &[NodeId],
         limit: u32,
     ) -> Result<u32, u32> {
-        if let Some(next) = self.next {
-            let start = sorted.partition_point(|p| *p < next);
+        if !self.complete {
+            let start = sorted.partition_point(|p| mark(p) < self.next);
             let mine = (self.mine, *me);
             for (i, other) in sorted[start..].iter().enumerate() {
                 if other != me && (score(item, other), *other) > mine {
                     self.above += 1;
-                    if self.above > limit {
-                        self.next = sorted.get(start + i + 1).copied();
-                        return Err(self.above);
+                }
+                if self.above > limit {
+                    // Stop only where the mark can tell the peers scored from the rest.
+                    match sorted.get(start + i + 1).map(mark) {
+                        Some(next) if next > mark(other) => {
+                            self.next = next;
+                            return Err(self.above);
+                        }
+                        Some(_) => {}
+                        None => break,
                     }
                 }
             }
-            self.next = None;
+            self.complete = true;
         }
         if self.above > limit { Err(self.above) } else { Ok(self.above) }
     }
@@ -204,6 +222,46 @@ mod tests {
                 }
                 let want = rank(&item, &me, &list);
                 assert_eq!(scan.advance(&item, &me, &list, u32::MAX), Ok(want), "seed {seed}");
+            }
+        }
+    }
+
+    /// Ids that share their first 8 bytes are scored together, so the scan's mark still
+    /// tells scored peers from the rest, and ranks come out exact.
+    #[test]
+    fn peers_sharing_the_first_bytes_of_their_ids_rank_exactly() {
+        let id = |hi: u8, lo: u8| {
+            let mut b = [0u8; 32];
+            b[0] = hi;
+            b[31] = lo;
+            NodeId(b)
+        };
+        let mut nodes: Vec<NodeId> =
+            (0..8u8).flat_map(|hi| (0..4u8).map(move |lo| id(hi, lo))).collect();
+        nodes.sort_unstable();
+        for seed in 0..20u8 {
+            let item = ItemId([seed; 32]);
+            for me in &nodes {
+                let exact = rank(&item, me, &nodes);
+                let mut scan = RankScan::start(&item, me);
+                let mut limit = 0;
+                let got = loop {
+                    match scan.advance(&item, me, &nodes, limit) {
+                        Ok(rank) => break rank,
+                        Err(bound) => assert!(bound <= exact),
+                    }
+                    // A peer sharing a mark with scored ones leaves, and comes back.
+                    let gone = nodes[(seed as usize + limit as usize) % nodes.len()];
+                    if gone != *me {
+                        let rest: Vec<NodeId> =
+                            nodes.iter().copied().filter(|n| *n != gone).collect();
+                        scan.on_change(&item, me, &gone, false);
+                        let _ = scan.advance(&item, me, &rest, limit);
+                        scan.on_change(&item, me, &gone, true);
+                    }
+                    limit += 1;
+                };
+                assert_eq!(got, exact);
             }
         }
     }

@@ -174,10 +174,11 @@ struct Peer {
 }
 
 /// How far ranking this node for an item's attempt `failures` had got as of the peer-set
-/// version `version`.
+/// version `version` (its low 32 bits: a memo is carried forward over at most `PEER_LOG_MAX`
+/// changes, and is 32 bytes in all).
 #[derive(Debug, Clone, Copy)]
 struct RankMemo {
-    version: u64,
+    version: u32,
     failures: u8,
     scan: hrw::RankScan,
 }
@@ -186,11 +187,10 @@ struct RankMemo {
 /// or left the lists it ranks in, given by its `roles` and `projects` at the time.
 #[derive(Debug, Clone)]
 struct PeerChange {
-    version: u64,
     node: NodeId,
     joined: bool,
     roles: Roles,
-    projects: Vec<ProjectId>,
+    projects: Box<[ProjectId]>,
 }
 
 impl PeerChange {
@@ -827,14 +827,13 @@ impl Engine {
         node: NodeId,
         joined: bool,
         roles: Roles,
-        projects: Vec<ProjectId>,
+        projects: Box<[ProjectId]>,
     ) {
         self.peers_version += 1;
         if self.peer_log.len() >= PEER_LOG_MAX {
             self.peer_log.pop_front();
         }
-        let version = self.peers_version;
-        self.peer_log.push_back(PeerChange { version, node, joined, roles, projects });
+        self.peer_log.push_back(PeerChange { node, joined, roles, projects });
     }
 
     /// Brings a ranking cached at `memo.version` up to the current peer set by taking in each
@@ -847,15 +846,16 @@ impl Engine {
         project: &ProjectId,
         role: Roles,
     ) -> Option<hrw::RankScan> {
-        if memo.version == self.peers_version {
+        // The log holds the last changes, one per version; versions are compared in the low 32
+        // bits that memos keep.
+        let behind = (self.peers_version as u32).wrapping_sub(memo.version) as usize;
+        if behind == 0 {
             return Some(memo.scan);
         }
-        let first = self.peer_log.front()?.version;
-        if first > memo.version + 1 {
+        if behind > self.peer_log.len() {
             return None;
         }
-        let skip = (memo.version + 1 - first) as usize;
-        for change in self.peer_log.iter().skip(skip) {
+        for change in self.peer_log.iter().skip(self.peer_log.len() - behind) {
             if change.ranks_in(project, role) {
                 memo.scan.on_change(key, &self.me, &change.node, change.joined);
             }
@@ -876,12 +876,12 @@ impl Engine {
                     }
                 }
             }
-            self.log_peer_change(*node, false, p.roles, p.projects);
+            self.log_peer_change(*node, false, p.roles, p.projects.into());
         }
     }
 
     fn index_peer(&mut self, node: NodeId, roles: Roles, projects: &[ProjectId]) {
-        self.log_peer_change(node, true, roles, projects.to_vec());
+        self.log_peer_change(node, true, roles, projects.into());
         if projects.is_empty() {
             self.any_project_peers.insert(node);
         }
@@ -925,7 +925,7 @@ impl Engine {
         let failures = e.failures;
         let key = hrw::attempt_key(&item, failures);
         let cached = e.rank.filter(|m| m.failures == failures);
-        let peers_changed = cached.is_some_and(|m| m.version != self.peers_version);
+        let peers_changed = cached.is_some_and(|m| m.version != self.peers_version as u32);
         // Scoring goes on until the rank is known to be past twice the ranks allowed now, so a
         // node waiting its turn wakes about log2(rank) times, not rank times.
         let scan_to = limit.saturating_mul(2).saturating_add(1);
@@ -939,7 +939,7 @@ impl Engine {
             scan.advance(&key, &self.me, &others, scan_to)
         };
         if let Some(e) = self.items.get_mut(&item) {
-            e.rank = Some(RankMemo { version: self.peers_version, failures, scan });
+            e.rank = Some(RankMemo { version: self.peers_version as u32, failures, scan });
         }
         let rank = match rank {
             Ok(rank) if rank <= limit => rank,

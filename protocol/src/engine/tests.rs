@@ -1132,3 +1132,10 @@ fn after_peers_join_a_kept_ranking_wakes_when_a_fresh_one_would() {
     assert_eq!(e.items[&id].wake_at, None, "claimable now");
     assert!(e.ready.iter().any(|r| r.iter().any(|k| k.3 == id)));
 }
+
+/// Every item carries its kept ranking, so it stays small (it was 24 bytes before rankings
+/// were carried across peer changes).
+#[test]
+fn a_kept_ranking_is_32_bytes() {
+    assert!(std::mem::size_of::<Option<RankMemo>>() <= 32);
+}
