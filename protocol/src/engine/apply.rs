@@ -325,18 +325,17 @@ impl Engine {
         let (item, epoch, lease_until) = (c.item, c.epoch, c.lease_until_ms);
         self.outputs.push_back(Output::Persist(Envelope::Claim(s.clone())));
         if let Some(e) = self.items.get_mut(&item) {
-            e.set_phase(
-                &item,
-                Phase::Held {
-                    holder: node,
-                    epoch,
-                    score,
-                    since: c.since_ms,
-                    lease_until,
-                    ready: false,
-                    claim: s,
-                },
-            );
+            let held = Phase::Held {
+                holder: node,
+                epoch,
+                score,
+                since: c.since_ms,
+                lease_until,
+                ready: false,
+                claim: s,
+            };
+            let (change, project) = (e.set_phase(&item, held), e.project);
+            self.fold_bucket(project, &item, change);
         }
         if prev_holder == Some(self.me) && node != self.me {
             self.drop_local(item, CancelReason::Lost);
@@ -452,7 +451,8 @@ impl Engine {
                         && let Phase::Held { ready, .. } = &mut e.phase
                     {
                         *ready = true;
-                        e.refresh_digest(&c.item);
+                        let (change, project) = (e.refresh_digest(&c.item), e.project);
+                        self.fold_bucket(project, &c.item, change);
                     }
                     self.outputs.push_back(Output::Persist(Envelope::Receipt(s)));
                     return Ok(());
@@ -494,7 +494,8 @@ impl Engine {
         let was_crawl = !ongoing;
         self.outputs.push_back(Output::Persist(Envelope::Receipt(s.clone())));
         if let Some(e) = self.items.get_mut(&item) {
-            e.set_phase(&item, Phase::Done { receipt: s });
+            let change = e.set_phase(&item, Phase::Done { receipt: s });
+            self.fold_bucket(project, &item, change);
         }
         self.unschedule(item);
         if node == self.me {
@@ -551,8 +552,10 @@ impl Engine {
         } else {
             Phase::Open { epoch: c.epoch, proof: Some(env.clone()) }
         };
-        e.set_phase(&c.item, phase);
+        let change = e.set_phase(&c.item, phase);
         e.since = now;
+        let project = e.project;
+        self.fold_bucket(project, &c.item, change);
         self.outputs.push_back(Output::Persist(env));
         self.local.remove(&c.item);
         self.unschedule(c.item);
@@ -590,8 +593,10 @@ impl Engine {
             _ => return Err(Reject::Stale),
         }
         let env = Envelope::Release(s);
-        e.set_phase(&r.item, Phase::Open { epoch: r.epoch, proof: Some(env.clone()) });
+        let change = e.set_phase(&r.item, Phase::Open { epoch: r.epoch, proof: Some(env.clone()) });
         e.since = now;
+        let project = e.project;
+        self.fold_bucket(project, &r.item, change);
         self.outputs.push_back(Output::Persist(env));
         if node != self.me {
             self.drop_local(r.item, CancelReason::Lost);
@@ -616,7 +621,9 @@ impl Engine {
             let old_id = WorkItem::RelaySlot { requester: node, seq: old_seq }.id(&project);
             self.drop_local(old_id, CancelReason::Replaced);
             self.unschedule(old_id);
-            self.items.remove(&old_id);
+            if let Some(old) = self.items.remove(&old_id) {
+                self.fold_bucket(project, &old_id, old.in_bucket());
+            }
         } else if self.relay_requests.len() >= RELAY_REQUESTS_MAX {
             return Err(Reject::Full);
         }

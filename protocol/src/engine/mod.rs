@@ -52,7 +52,7 @@ use crate::ids::{Digest, ItemId, NodeId, ProjectId};
 use crate::item::{ItemBatch, WorkItem, WorkKind};
 use crate::keys::{Keypair, PublicKey};
 use crate::manifest::ProjectManifest;
-use crate::message::{Claim, Envelope, Failure, Presence, Receipt, Release, Roles};
+use crate::message::{Claim, Envelope, Failure, Presence, Receipt, Release, Roles, SYNC_BUCKETS};
 use crate::signed::Signed;
 
 pub use types::{
@@ -131,16 +131,35 @@ struct ItemEntry {
 }
 
 impl ItemEntry {
-    /// Moves the item to `phase`.
-    fn set_phase(&mut self, id: &ItemId, phase: Phase) {
+    /// Moves the item to `phase`. Returns what changed in the item's digest bucket, for
+    /// [`Engine::fold_bucket`].
+    #[must_use]
+    fn set_phase(&mut self, id: &ItemId, phase: Phase) -> [u8; 8] {
         self.phase = phase;
-        self.refresh_digest(id);
+        self.refresh_digest(id)
     }
 
-    /// Recomputes the digest contribution after the phase changed in place.
-    fn refresh_digest(&mut self, id: &ItemId) {
+    /// Recomputes the digest contribution after the phase changed in place. Returns what
+    /// changed in the item's digest bucket, for [`Engine::fold_bucket`].
+    #[must_use]
+    fn refresh_digest(&mut self, id: &ItemId) -> [u8; 8] {
+        let before = self.in_bucket();
         self.digest = sync::state_digest(id, self);
+        xor8(before, self.in_bucket())
     }
+
+    /// What the item adds to its project's digest bucket: nothing while it was never claimed
+    /// (batches cover those), its state digest after.
+    fn in_bucket(&self) -> [u8; 8] {
+        match self.phase {
+            Phase::Open { epoch: 0, .. } => [0; 8],
+            _ => self.digest,
+        }
+    }
+}
+
+fn xor8(a: [u8; 8], b: [u8; 8]) -> [u8; 8] {
+    (u64::from_ne_bytes(a) ^ u64::from_ne_bytes(b)).to_ne_bytes()
 }
 
 /// An item's work: a place in the (shared, decoded) batch it came in, or its own copy for
@@ -294,6 +313,9 @@ pub struct Engine {
     any_project_peers: BTreeSet<NodeId>,
     /// Bumped whenever the live peer set (or a peer's roles or projects) changes.
     peers_version: u64,
+    /// Each project's sync digest buckets, kept up to date as items change, so a digest costs
+    /// no walk over the items (see `sync.rs`).
+    buckets: BTreeMap<ProjectId, Box<[[u8; 8]; SYNC_BUCKETS]>>,
     /// The latest changes of the peer set, one per version, oldest first.
     peer_log: VecDeque<PeerChange>,
     /// The peers an item of (project, kind) is ranked among, as of `rank_peers_version`.
@@ -343,6 +365,7 @@ impl Engine {
             any_project_peers: BTreeSet::new(),
             peers_version: 0,
             peer_log: VecDeque::new(),
+            buckets: BTreeMap::new(),
             rank_peers: BTreeMap::new(),
             rank_peers_version: 0,
             relay_requests: BTreeMap::new(),
@@ -819,6 +842,18 @@ impl Engine {
         };
         self.rank_peers.insert(key, Arc::clone(&list));
         list
+    }
+
+    /// Folds `change` (from [`ItemEntry::set_phase`] or [`ItemEntry::refresh_digest`]) into
+    /// the digest bucket of `item` in `project`.
+    fn fold_bucket(&mut self, project: ProjectId, item: &ItemId, change: [u8; 8]) {
+        if change == [0; 8] {
+            return;
+        }
+        let buckets =
+            self.buckets.entry(project).or_insert_with(|| Box::new([[0; 8]; SYNC_BUCKETS]));
+        let b = &mut buckets[sync::bucket_of(item)];
+        *b = xor8(*b, change);
     }
 
     /// Counts one change of the peer set and logs it for cached rankings.

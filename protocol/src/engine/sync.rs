@@ -58,7 +58,7 @@ fn state_bytes(id: &crate::ids::ItemId, e: &ItemEntry) -> Vec<u8> {
     out
 }
 
-fn bucket_of(id: &crate::ids::ItemId) -> usize {
+pub(super) fn bucket_of(id: &crate::ids::ItemId) -> usize {
     id.as_bytes()[0] as usize % SYNC_BUCKETS
 }
 
@@ -73,23 +73,38 @@ impl Engine {
                 fold(&mut batches, &b);
             }
         }
-        let mut buckets = [[0u8; 8]; SYNC_BUCKETS];
-        for (id, e) in self.items.iter().filter(|(_, e)| e.project == project) {
-            // Never-claimed items come from batches, which are compared separately.
-            if matches!(e.phase, Phase::Open { epoch: 0, .. }) {
-                continue;
-            }
-            debug_assert_eq!(e.digest, state_digest(id, e), "stale digest for {id:?}");
-            for (a, b) in buckets[bucket_of(id)].iter_mut().zip(e.digest) {
-                *a ^= b;
-            }
-        }
+        let buckets = self.buckets.get(&project).map_or([[0u8; 8]; SYNC_BUCKETS], |b| **b);
+        debug_assert_eq!(self.walk_buckets(project), buckets, "kept digest buckets drifted");
         Some(ProjectDigest {
             project,
             manifest_version: p.map_or(0, |p| p.m.version),
             batches,
             buckets,
         })
+    }
+
+    /// The digest buckets of `project` worked out by walking its items, as the kept ones
+    /// must be.
+    #[cfg(any(test, debug_assertions))]
+    pub(super) fn walk_buckets(&self, project: ProjectId) -> [[u8; 8]; SYNC_BUCKETS] {
+        let mut walked = [[0u8; 8]; SYNC_BUCKETS];
+        for (id, e) in self.items.iter().filter(|(_, e)| e.project == project) {
+            // Never-claimed items come from batches, which are compared separately.
+            if matches!(e.phase, Phase::Open { epoch: 0, .. }) {
+                continue;
+            }
+            debug_assert_eq!(e.digest, state_digest(id, e), "stale digest for {id:?}");
+            for (a, b) in walked[bucket_of(id)].iter_mut().zip(e.in_bucket()) {
+                *a ^= b;
+            }
+        }
+        walked
+    }
+
+    /// The digest buckets of `project` as kept.
+    #[cfg(test)]
+    pub(super) fn kept_buckets(&self, project: ProjectId) -> [[u8; 8]; SYNC_BUCKETS] {
+        self.buckets.get(&project).map_or([[0u8; 8]; SYNC_BUCKETS], |b| **b)
     }
 
     fn relay_hash(&self) -> [u8; 8] {

@@ -1139,3 +1139,70 @@ fn after_peers_join_a_kept_ranking_wakes_when_a_fresh_one_would() {
 fn a_kept_ranking_is_32_bytes() {
     assert!(std::mem::size_of::<Option<RankMemo>>() <= 32);
 }
+
+/// The sync digest buckets kept as items change are what a walk over the items gives, after
+/// every kind of change: claim, failure (retried and final), result, release and a relay slot
+/// replaced by a newer request.
+#[test]
+fn kept_digest_buckets_follow_every_change_of_an_item() {
+    let owner = test_keypair(1);
+    let cfg = EngineConfig { failures_max: 2, roles: Roles::ALL, ..fast_config() };
+    let mut e = Engine::new(cfg, test_keypair(9), [owner.public()], 0);
+    let m = manifest(&owner, 5_000, 0);
+    let b = batch(&owner, &m, 3);
+    let ids: Vec<ItemId> = b.verify().unwrap().items.iter().map(|w| w.id(&m.id())).collect();
+    let check = |e: &Engine, what: &str| {
+        for p in [m.id(), relay_project()] {
+            assert_eq!(e.kept_buckets(p), e.walk_buckets(p), "{what}");
+        }
+        e.kept_buckets(m.id()).iter().chain(&e.kept_buckets(relay_project())).any(|b| *b != [0; 8])
+    };
+    e.handle(Input::Message(Envelope::Manifest(Signed::sign(&owner, &m))), 0).unwrap();
+    e.handle(Input::Message(Envelope::Batch(b)), 0).unwrap();
+    assert!(!check(&e, "unclaimed items add nothing"));
+    let mut now = 10_000;
+    for t in [now, now + 1_000] {
+        e.handle(Input::Tick, t).unwrap();
+    }
+    now += 1_000;
+    assert!(ids.iter().all(|id| e.holds(id)));
+    assert!(check(&e, "claimed"));
+    for attempt in 1..=2u32 {
+        let failed = Input::WorkFailed {
+            item: ids[0],
+            epoch: attempt,
+            reason: "boom".into(),
+            retryable: true,
+        };
+        e.handle(failed, now).unwrap();
+        check(&e, "failed");
+        now += 1_000;
+        e.handle(Input::Tick, now).unwrap();
+        check(&e, "claimed again");
+    }
+    assert_eq!(e.item_state(&ids[0]), Some(ItemState::Failed { epoch: 2 }));
+    let result = Digest([7; 32]);
+    let done =
+        WorkResult { item: ids[1], epoch: 1, result, size: 9, ok: 1, failed: 0, parts: vec![] };
+    e.handle(Input::WorkDone(done), now).unwrap();
+    assert!(matches!(e.item_state(&ids[1]), Some(ItemState::Done { .. })));
+    check(&e, "done");
+    // A relay slot, claimed, then replaced by the requester's newer request.
+    let requester = test_keypair(50);
+    for seq in 1..=2 {
+        let req = crate::message::RelayRequest { seq, at_ms: now };
+        e.handle(Input::Message(Envelope::RelayRequest(Signed::sign(&requester, &req))), now)
+            .unwrap();
+        check(&e, "relay request");
+        for _ in 0..3 {
+            now += 1_000;
+            e.handle(Input::Tick, now).unwrap();
+        }
+        let slot = WorkItem::RelaySlot { requester: requester.node_id(), seq }.id(&relay_project());
+        assert!(e.holds(&slot), "relay slot {seq} claimed");
+        check(&e, "relay slot claimed");
+    }
+    e.handle(Input::Shutdown, now).unwrap();
+    assert!(!e.holds(&ids[2]));
+    check(&e, "released");
+}
