@@ -218,11 +218,12 @@ impl World {
             // the count-bounded cache would have forgotten the id in between, as a
             // time-bounded gossipsub seen-cache would not).
             let inc = self.nodes[p as usize].inc;
-            let known = msg.copies.borrow().iter().position(|c| c.node == p && c.inc == inc);
-            let taken = known.is_some_and(|i| msg.copies.borrow()[i].taken);
+            let mut copies = msg.copies.borrow_mut();
+            let known = copies.iter().position(|c| c.node == p && c.inc == inc);
             let (from, to, bytes) = (n as usize, p as usize, msg.bytes as usize);
-            if taken && self.s.sabotage.deaf_node != Some(p) {
-                if self.net.send(&mut self.rng, from, to, bytes, self.now).is_some() {
+            if known.is_some_and(|i| copies[i].taken) && self.s.sabotage.deaf_node != Some(p) {
+                // Only whether it is lost matters, not when it would arrive.
+                if self.net.gets_through(&mut self.rng, from, to, bytes, self.now) {
                     self.stats.dup_deliveries += 1;
                     self.stats.settled_at_send += 1;
                 } else {
@@ -238,7 +239,6 @@ impl World {
                 self.stats.settled_at_send += 1;
                 continue;
             }
-            let mut copies = msg.copies.borrow_mut();
             match known.map(|i| &mut copies[i]) {
                 Some(c) if c.taken || c.first_at <= at => {
                     self.stats.dup_deliveries += 1;

@@ -153,6 +153,21 @@ impl Net {
         Some(depart + latency.max(1) + inbound)
     }
 
+    /// Whether one message of `bytes` from `a` to `b` sent at `now` gets through, for a message
+    /// whose arrival time does not matter: what [`Net::send`] decides, and the uplink is kept
+    /// as busy, but no latency is drawn (one random word fewer).
+    pub fn gets_through(
+        &mut self,
+        rng: &mut ChaCha8Rng,
+        a: usize,
+        b: usize,
+        bytes: usize,
+        now: u64,
+    ) -> bool {
+        self.depart(a, bytes, now);
+        self.survives(rng, a, b)
+    }
+
     /// When a message of `bytes` sent by `a` at `now` leaves its uplink (bandwidth model).
     fn depart(&mut self, a: usize, bytes: usize, now: u64) -> u64 {
         if self.spec.bandwidth_bytes_per_ms > 0 {
