@@ -522,17 +522,39 @@ impl World {
         false
     }
 
+    /// Whether [`World::graft_one`] has anyone to pick: a subscriber of `topic` other than `n`,
+    /// not yet its mesh peer, below the degree cap and (with `need_up`) up and connected.
+    fn graftable(&self, n: u32, topic: u32, need_up: bool) -> bool {
+        let d_hi = 2 * self.s.network.mesh_degree as usize;
+        self.projects[topic as usize].subscribers.iter().any(|&q| {
+            q != n
+                && !self.linked(n, q, topic)
+                && (!need_up || (self.nodes[q as usize].up() && self.connected(n, q)))
+                && self.degree(q, topic).unwrap_or(usize::MAX) < d_hi
+        })
+    }
+
+    /// Grafts `n` in `topic` until it has `d` mesh peers, in at most `4·d` tries of
+    /// [`World::graft_one`]. Stops at the first try that finds nobody when there is nobody to
+    /// find (a topic with fewer than `d + 1` subscribers, or a partition): the tries left could
+    /// only draw random numbers, so the mesh comes out the same.
+    fn graft_up_to(&mut self, n: u32, topic: u32, d: usize, need_up: bool) {
+        let mut tries = 0;
+        while self.degree(n, topic).unwrap_or(d) < d && tries < 4 * d {
+            if !self.graft_one(n, topic, need_up) && !self.graftable(n, topic, need_up) {
+                break;
+            }
+            tries += 1;
+        }
+    }
+
     /// Builds the initial mesh of every topic.
     pub(crate) fn build_mesh(&mut self) {
         let d = self.s.network.mesh_degree as usize;
         for topic in 0..self.projects.len() as u32 {
             let subs = self.projects[topic as usize].subscribers.clone();
             for n in subs {
-                let mut tries = 0;
-                while self.degree(n, topic).unwrap_or(d) < d && tries < 4 * d {
-                    self.graft_one(n, topic, false);
-                    tries += 1;
-                }
+                self.graft_up_to(n, topic, d, false);
             }
         }
     }
@@ -542,11 +564,7 @@ impl World {
         let d = self.s.network.mesh_degree as usize;
         let topics = self.nodes[n as usize].topics.clone();
         for topic in topics {
-            let mut tries = 0;
-            while self.degree(n, topic).unwrap_or(d) < d && tries < 4 * d {
-                self.graft_one(n, topic, true);
-                tries += 1;
-            }
+            self.graft_up_to(n, topic, d, true);
         }
     }
 
@@ -567,19 +585,21 @@ impl World {
             }
             for ti in 0..self.nodes[n as usize].topics.len() {
                 let topic = self.nodes[n as usize].topics[ti];
-                let peers = self.nodes[n as usize].mesh[ti].clone();
-                for p in peers {
+                // From the back, so unlinking (which keeps the order of the rest) never moves a
+                // peer not yet looked at.
+                let mut k = self.nodes[n as usize].mesh[ti].len();
+                while k > 0 {
+                    k -= 1;
+                    let p = self.nodes[n as usize].mesh[ti][k];
                     if !self.nodes[p as usize].up() || !self.connected(n, p) {
                         self.unlink(n, p, topic);
                     }
                 }
                 let len = self.nodes[n as usize].mesh[ti].len();
-                if len < low || (regrow && len < d) {
-                    let mut tries = 0;
-                    while self.degree(n, topic).unwrap_or(d) < d && tries < 4 * d {
-                        self.graft_one(n, topic, true);
-                        tries += 1;
-                    }
+                // Linked to every other subscriber already: nobody is left to graft.
+                let full = len + 1 >= self.projects[topic as usize].subscribers.len();
+                if !full && (len < low || (regrow && len < d)) {
+                    self.graft_up_to(n, topic, d, true);
                 }
             }
         }
