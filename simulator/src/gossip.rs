@@ -3,13 +3,13 @@
 //! Shaped like gossipsub: one topic per project, each subscriber keeps a mesh of about D peers
 //! in each of its topics, a new message is validated by the engine and forwarded once to the
 //! mesh, and message ids (content hashes) are remembered so copies are dropped before they
-//! reach the engine. A copy in flight to a node that crashes or leaves is lost with its
+//! reach the engine (the seen-caches, kept as described at [`SeenIds`]). A copy in flight to a node that crashes or leaves is lost with its
 //! connection, even if the node is back by the time it would have arrived. Presence
 //! heartbeats go to every topic a node is in. Sync is a digest request answered with a delta
 //! (at most [`crate::world::SYNC_ROUNDS_MAX`] rounds), applied through the ordinary message
 //! path; the responder leaves out projects the requester is not subscribed to.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
@@ -21,6 +21,8 @@ use crate::world::{Copies, Event, IdBuild, Msg, SYNC_TIMEOUT_MS, SYNC_TRIES_MAX,
 
 /// Envelopes [`EnvCache`] remembers at once.
 const ENV_CACHE_MAX: usize = 16_384;
+/// Messages [`SeenIds`] holds before its first sweep.
+const SEEN_IDS_SWEEP_MIN: usize = 4_096;
 
 /// Which subscribers a sync envelope is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +97,198 @@ impl EnvCache {
     }
 }
 
+/// The messages the nodes' seen-caches may still need, by id.
+///
+/// A node's seen-cache holds the ids of the last `seen_max` messages it took in or published
+/// (first in, first out; emptied when it comes back up). It is kept without a set per node,
+/// whose inserts and removals were cache misses across thousands of nodes: each node counts
+/// the ids it adds ([`crate::world::SimNode::seen_count`]), and a message's copy list records
+/// at which count each node added its id ([`Copies::seq`]), so whether a node holds the id is
+/// whether that count is among its last `seen_max`. A copy of a message the node has not taken
+/// in can only find the id there if another message with the same id (the same bytes, so rare)
+/// put it there; such messages are marked [`Msg::shared`], and only for them are the others
+/// looked up here. The answers are exactly those of a per-node set.
+///
+/// A message is held here while a copy of it is in flight; after that only the nodes whose
+/// seen-cache still holds its id through it are (as [`Held::Past`]), and once there are none,
+/// nothing. Sweeps do this whenever a quarter as many messages as are held have been added
+/// since the last, so it holds little more than the messages in flight and the caches'
+/// entries.
+#[derive(Debug, Default)]
+pub(crate) struct SeenIds {
+    /// What is held of the first message published with each id.
+    first: HashMap<u64, Held, IdBuild>,
+    /// Later messages with the same id as an earlier one.
+    more: HashMap<u64, Vec<Held>, IdBuild>,
+    /// Messages added since the last sweep.
+    added: usize,
+}
+
+/// What [`SeenIds`] holds of one message.
+#[derive(Debug)]
+enum Held {
+    /// The message, while copies of it may be in flight.
+    Msg(Rc<Msg>),
+    /// After that: the nodes (with incarnation and count, as in [`Copies`]) whose seen-cache
+    /// held its id through it when last swept.
+    Past(Box<[(u32, u32, u32)]>),
+}
+
+impl Held {
+    /// The count at which node `n` in incarnation `inc` added the id through this message,
+    /// if above `low` (else 0).
+    fn seen_at(&self, n: u32, inc: u32, low: u32) -> u32 {
+        let hit = |node: u32, i: u32, seq: u32| node == n && i == inc && seq > low;
+        match self {
+            Held::Msg(m) => m
+                .copies
+                .borrow()
+                .iter()
+                .filter(|c| hit(c.node, c.inc, c.seq))
+                .map(|c| c.seq)
+                .max()
+                .unwrap_or(0),
+            Held::Past(v) => v
+                .iter()
+                .filter(|&&(node, i, seq)| hit(node, i, seq))
+                .map(|e| e.2)
+                .max()
+                .unwrap_or(0),
+        }
+    }
+
+    /// Brings this up to date; `false` if nothing of it is needed any more.
+    fn sweep(&mut self, nodes: &[crate::world::SimNode], cap: u32) -> bool {
+        let holds = |node: u32, inc: u32, seq: u32| {
+            let x = &nodes[node as usize];
+            seq > 0 && inc == x.inc && seq > seen_low(x, cap)
+        };
+        let past: Box<[(u32, u32, u32)]> = match self {
+            Held::Msg(m) if Rc::strong_count(m) > 1 => return true,
+            Held::Msg(m) => m
+                .copies
+                .borrow()
+                .iter()
+                .filter(|c| holds(c.node, c.inc, c.seq))
+                .map(|c| (c.node, c.inc, c.seq))
+                .collect(),
+            Held::Past(v) => v.iter().copied().filter(|&(n, i, s)| holds(n, i, s)).collect(),
+        };
+        let needed = !past.is_empty();
+        *self = Held::Past(past);
+        needed
+    }
+}
+
+impl SeenIds {
+    /// Adds a message; marks it and the others with its id shared if there are others.
+    fn add(&mut self, msg: &Rc<Msg>) {
+        self.added += 1;
+        let Some(first) = self.first.get(&msg.id) else {
+            self.first.insert(msg.id, Held::Msg(Rc::clone(msg)));
+            return;
+        };
+        if let Held::Msg(m) = first {
+            m.shared.set(true);
+        }
+        msg.shared.set(true);
+        let more = self.more.entry(msg.id).or_default();
+        for h in more.iter() {
+            if let Held::Msg(m) = h {
+                m.shared.set(true);
+            }
+        }
+        more.push(Held::Msg(Rc::clone(msg)));
+    }
+
+    /// Whether any message with id `id` is held.
+    fn has(&self, id: u64) -> bool {
+        self.first.contains_key(&id)
+    }
+
+    /// Everything held of the messages with id `id`.
+    fn with_id(&self, id: u64) -> impl Iterator<Item = &Held> {
+        let more = self.more.get(&id).map_or(&[][..], |v| &v[..]);
+        self.first.get(&id).into_iter().chain(more)
+    }
+
+    /// Sweeps if a quarter as many messages as are held were added since the last sweep. An
+    /// id is dropped once nothing of any message with it is needed; each is judged on its
+    /// own, so the maps' order does not matter.
+    fn sweep_if_due(&mut self, nodes: &[crate::world::SimNode], cap: u32) {
+        if self.added < (self.first.len() / 4).max(SEEN_IDS_SWEEP_MIN) {
+            return;
+        }
+        self.added = 0;
+        let mut dropped = Vec::new();
+        for (id, h) in self.first.iter_mut() {
+            let mut needed = h.sweep(nodes, cap);
+            if let Some(more) = self.more.get_mut(id) {
+                more.retain_mut(|h| h.sweep(nodes, cap));
+                needed |= !more.is_empty();
+            }
+            if !needed {
+                dropped.push(*id);
+            }
+        }
+        for id in dropped {
+            self.first.remove(&id);
+            self.more.remove(&id);
+        }
+    }
+}
+
+/// The seen-cache of `node` holds the ids added at counts above this.
+fn seen_low(node: &crate::world::SimNode, cap: u32) -> u32 {
+    node.seen_count.saturating_sub(cap).max(node.seen_floor)
+}
+
 impl World {
+    /// The seen-cache's capacity.
+    fn seen_cap(&self) -> u32 {
+        self.s.network.seen_max.clamp(1, u32::MAX as usize) as u32
+    }
+
+    /// The count at which `id` was added to node `n`'s seen-cache, if it is there (else 0),
+    /// given that it can only be there if some message with that id is in [`SeenIds`].
+    fn seen_at(&self, n: u32, id: u64) -> u32 {
+        let node = &self.nodes[n as usize];
+        let (low, inc) = (seen_low(node, self.seen_cap()), node.inc);
+        self.seen_ids.with_id(id).map(|h| h.seen_at(n, inc, low)).max().unwrap_or(0)
+    }
+
+    /// Adds an id that is not there to node `n`'s seen-cache (forgetting the oldest if it is
+    /// full); returns the count it was added at.
+    fn see(&mut self, n: u32) -> u32 {
+        let node = &mut self.nodes[n as usize];
+        node.seen_count = node
+            .seen_count
+            .checked_add(1)
+            .expect("fewer than 2^32 messages taken in by one node in one incarnation");
+        node.seen_count
+    }
+
+    /// What a node publishing a message does to its seen-cache, `at` being the count at which
+    /// the id is already there (0 if it is not): if the cache is full the oldest id is
+    /// forgotten to make room, and then the id is added unless it is there. Returns the count
+    /// at which it was added, 0 if it was not.
+    fn remember(&mut self, n: u32, at: u32) -> u32 {
+        let cap = self.seen_cap();
+        let node = &mut self.nodes[n as usize];
+        let low = seen_low(node, cap);
+        let full = node.seen_count - low >= cap;
+        if at == 0 || (full && at == low + 1) {
+            // Not there, or it was the oldest, forgotten and then added again.
+            return self.see(n);
+        }
+        if full {
+            // The oldest is forgotten and nothing is added: until the next id is added the
+            // cache holds one fewer.
+            node.seen_floor = low + 1;
+        }
+        0
+    }
+
     /// Whether the sabotaged deaf node is deaf now.
     fn deaf(&self, n: u32) -> bool {
         self.deaf_at(n, self.now)
@@ -104,37 +297,6 @@ impl World {
     /// Whether the sabotaged deaf node is deaf at `t`; once it is, it stays so.
     fn deaf_at(&self, n: u32, t: u64) -> bool {
         self.s.sabotage.deaf_node == Some(n) && t >= self.s.sabotage.deaf_from_ms
-    }
-
-    /// Adds a new id to node `n`'s seen-cache; `false` (and nothing changes) if it is there.
-    /// What `contains` then `remember` would do, in one probe of the table: the id is not the
-    /// oldest one that a full cache forgets to make room, since it was not there.
-    fn see(&mut self, n: u32, id: u64) -> bool {
-        let cap = self.s.network.seen_max.max(1);
-        let node = &mut self.nodes[n as usize];
-        if !node.seen.insert(id) {
-            return false;
-        }
-        if node.seen_fifo.len() >= cap
-            && let Some(old) = node.seen_fifo.pop_front()
-        {
-            node.seen.remove(&old);
-        }
-        node.seen_fifo.push_back(id);
-        true
-    }
-
-    fn remember(&mut self, n: u32, id: u64) {
-        let cap = self.s.network.seen_max.max(1);
-        let node = &mut self.nodes[n as usize];
-        if node.seen_fifo.len() >= cap
-            && let Some(old) = node.seen_fifo.pop_front()
-        {
-            node.seen.remove(&old);
-        }
-        if node.seen.insert(id) {
-            node.seen_fifo.push_back(id);
-        }
     }
 
     /// The project (topic) an envelope belongs to; `None` for presence (every topic).
@@ -172,7 +334,9 @@ impl World {
         first.copy_from_slice(&hash.as_bytes()[..8]);
         let id = u64::from_le_bytes(first);
         let inc = self.nodes[n as usize].inc;
-        let copies = RefCell::new(vec![Copies { node: n, inc, first_at: self.now, taken: true }]);
+        let have = if self.seen_ids.has(id) { self.seen_at(n, id) } else { 0 };
+        let seq = self.remember(n, have);
+        let copies = Copies { node: n, inc, first_at: self.now, taken: true, seq };
         // What a node publishes is what its engine and its peers' hand out in sync responses
         // later: remember its size now that it is known.
         if self.env_cache.get(&env).is_none() {
@@ -182,8 +346,17 @@ impl World {
                 scope: None,
             });
         }
-        let msg = Rc::new(Msg { env, id, origin_ms: self.now, bytes: bytes.len() as u32, copies });
-        self.remember(n, id);
+        let msg = Rc::new(Msg {
+            env,
+            id,
+            origin_ms: self.now,
+            bytes: bytes.len() as u32,
+            copies: RefCell::new(vec![copies]),
+            shared: Cell::new(false),
+        });
+        let cap = self.seen_cap();
+        self.seen_ids.sweep_if_due(&self.nodes, cap);
+        self.seen_ids.add(&msg);
         self.record("send", n, u32::MAX, id);
         match topic {
             Some(t) => self.forward(n, t, &msg, u32::MAX),
@@ -246,7 +419,7 @@ impl World {
                     continue;
                 }
                 Some(c) => c.first_at = at,
-                None => copies.push(Copies { node: p, inc, first_at: at, taken: false }),
+                None => copies.push(Copies { node: p, inc, first_at: at, taken: false, seq: 0 }),
             }
             drop(copies);
             self.push(at, Event::Deliver { to: p, inc, from: n, topic, msg: Rc::clone(msg) });
@@ -257,17 +430,21 @@ impl World {
         if !self.up[to as usize] || self.nodes[to as usize].inc != inc || self.deaf(to) {
             return;
         }
-        {
-            let mut copies = msg.copies.borrow_mut();
-            let Some(c) = copies.iter_mut().find(|c| c.node == to && c.inc == inc) else {
-                return; // every copy sent is listed
-            };
-            if c.taken || !self.see(to, msg.id) {
-                self.stats.dup_deliveries += 1;
-                return;
-            }
-            c.taken = true;
+        let copies = msg.copies.borrow();
+        let Some(i) = copies.iter().position(|c| c.node == to && c.inc == inc) else {
+            return; // every copy sent is listed
+        };
+        let taken = copies[i].taken;
+        drop(copies);
+        if taken || (msg.shared.get() && self.seen_at(to, msg.id) > 0) {
+            self.stats.dup_deliveries += 1;
+            return;
         }
+        let seq = self.see(to);
+        let mut copies = msg.copies.borrow_mut();
+        copies[i].taken = true;
+        copies[i].seq = seq;
+        drop(copies);
         self.hist.record(self.now.saturating_sub(msg.origin_ms));
         self.record("recv", to, from, msg.id);
         let Some(result) = self.drive(to, Input::Message(msg.env.clone())) else { return };
@@ -653,14 +830,21 @@ mod tests {
 
     fn msg(world: &World, copies: Vec<Copies>) -> Rc<Msg> {
         let env = world.projects[0].manifest.clone();
-        Rc::new(Msg { env, id: 42, origin_ms: world.now, bytes: 100, copies: RefCell::new(copies) })
+        Rc::new(Msg {
+            env,
+            id: 42,
+            origin_ms: world.now,
+            bytes: 100,
+            copies: RefCell::new(copies),
+            shared: Cell::new(false),
+        })
     }
 
     #[test]
     fn a_copy_dies_with_its_receivers_connections() {
         let mut w = booted();
         let old = w.nodes[1].inc;
-        let m = msg(&w, vec![Copies { node: 1, inc: old, first_at: w.now, taken: false }]);
+        let m = msg(&w, vec![Copies { node: 1, inc: old, first_at: w.now, taken: false, seq: 0 }]);
         w.take_down(1, false);
         w.revive(1, false, false);
         let (dups, samples) = (w.stats.dup_deliveries, w.hist.percentiles().samples);
@@ -669,7 +853,7 @@ mod tests {
         assert!(!m.copies.borrow()[0].taken, "the stale copy was not taken in");
         // The same copy sent to the node as it is now is taken in, once.
         let inc = w.nodes[1].inc;
-        m.copies.borrow_mut().push(Copies { node: 1, inc, first_at: w.now, taken: false });
+        m.copies.borrow_mut().push(Copies { node: 1, inc, first_at: w.now, taken: false, seq: 0 });
         w.on_deliver(1, inc, 0, 0, Rc::clone(&m));
         assert_eq!(w.hist.percentiles().samples, samples + 1);
         assert!(m.copies.borrow()[1].taken);
@@ -678,10 +862,68 @@ mod tests {
     }
 
     #[test]
+    fn seen_caches_answer_as_a_set_would() {
+        use rand::SeedableRng;
+        let mut w = booted();
+        w.s.network.seen_max = 3;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        // The per-node set this replaced, with its publishing quirk.
+        let (mut set, mut fifo) = (std::collections::HashSet::new(), VecDeque::new());
+        let mut sweeps = 0;
+        for step in 0..9_000 {
+            let id = rng.random_range(1..8u64);
+            let inc = w.nodes[1].inc;
+            if rng.random_bool(0.3) {
+                // Node 1 publishes a message with this id.
+                if fifo.len() >= 3
+                    && let Some(old) = fifo.pop_front()
+                {
+                    set.remove(&old);
+                }
+                if set.insert(id) {
+                    fifo.push_back(id);
+                }
+                let have = if w.seen_ids.has(id) { w.seen_at(1, id) } else { 0 };
+                let seq = w.remember(1, have);
+                let c = Copies { node: 1, inc, first_at: w.now, taken: true, seq };
+                let mut m = msg(&w, vec![c]);
+                Rc::get_mut(&mut m).expect("new").id = id;
+                w.seen_ids.add(&m);
+            } else {
+                // A copy of a new message with this id reaches node 1.
+                let fresh = set.insert(id);
+                if fresh {
+                    if fifo.len() >= 3
+                        && let Some(old) = fifo.pop_front()
+                    {
+                        set.remove(&old);
+                    }
+                    fifo.push_back(id);
+                }
+                let c = Copies { node: 1, inc, first_at: w.now, taken: false, seq: 0 };
+                let mut m = msg(&w, vec![c]);
+                Rc::get_mut(&mut m).expect("new").id = id;
+                w.seen_ids.add(&m);
+                let dups = w.stats.dup_deliveries;
+                w.on_deliver(1, inc, 0, 0, Rc::clone(&m));
+                assert_eq!(w.stats.dup_deliveries == dups, fresh, "step {step}, id {id}");
+            }
+            for id in 1..8 {
+                assert_eq!(w.seen_at(1, id) > 0, set.contains(&id), "step {step}, id {id}");
+            }
+            w.seen_ids.sweep_if_due(&w.nodes, 3);
+            sweeps += usize::from(w.seen_ids.added == 0);
+        }
+        assert!(sweeps > 0, "swept (and answered the same after)");
+    }
+
+    #[test]
     fn later_copies_to_a_node_are_counted_at_once() {
         let mut w = booted();
-        let m =
-            msg(&w, vec![Copies { node: 0, inc: w.nodes[0].inc, first_at: w.now, taken: true }]);
+        let m = msg(
+            &w,
+            vec![Copies { node: 0, inc: w.nodes[0].inc, first_at: w.now, taken: true, seq: 0 }],
+        );
         let mesh = w.nodes[0].mesh[0].clone();
         let peers = mesh.len();
         assert!(peers > 0);

@@ -50,8 +50,8 @@ impl World {
         self.up[n as usize] = true;
         node.up_since = now;
         node.wake_at = None;
-        node.seen.clear();
-        node.seen_fifo.clear();
+        node.seen_count = 0;
+        node.seen_floor = 0;
         let inc = node.inc;
         let byz = node.byz;
         self.record(if fresh { "join" } else { "restart" }, n, u32::MAX, 0);

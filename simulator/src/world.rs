@@ -6,7 +6,7 @@
 //! `next_wakeup`. Gossip and sync live in `gossip.rs`, faults and liars in `faults.rs`,
 //! invariants in `check.rs`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
@@ -78,9 +78,12 @@ pub(crate) struct Msg {
     pub origin_ms: u64,
     pub bytes: u32,
     /// Every node (in one incarnation) that published this message or was sent a copy of it.
-    /// Checked before a node's own seen-cache: it sits next to the message, where the per-node
-    /// caches of thousands of nodes are cache misses. See `World::forward`.
+    /// With [`Copies::seq`] it is also where the nodes' seen-caches are kept: see
+    /// [`crate::gossip::SeenIds`] and `World::forward`.
     pub copies: std::cell::RefCell<Vec<Copies>>,
+    /// Whether another message was published with the same id (the same bytes), so a node may
+    /// have the id in its seen-cache without having taken in this message.
+    pub shared: std::cell::Cell<bool>,
 }
 
 /// The copies of one message bound for one node in one incarnation.
@@ -93,6 +96,9 @@ pub(crate) struct Copies {
     pub first_at: u64,
     /// Whether it has taken the message in (or published it), so its seen-cache holds the id.
     pub taken: bool,
+    /// The node's [`SimNode::seen_count`] when taking this message in (or publishing it) added
+    /// the id to its seen-cache; 0 when that did not add it (it was there already).
+    pub seq: u32,
 }
 
 /// Something scheduled to happen.
@@ -186,8 +192,12 @@ pub(crate) struct SimNode {
     pub clock_offset_ms: u64,
     pub wake_at: Option<u64>,
     pub up_since: u64,
-    pub seen: HashSet<u64, IdBuild>,
-    pub seen_fifo: VecDeque<u64>,
+    /// Ids added to this node's seen-cache in this incarnation. The cache holds the last
+    /// `seen_max` ids added (first in, first out): the id a message added at [`Copies::seq`]
+    /// `s` is in it while `s > max(seen_count - seen_max, seen_floor)`.
+    pub seen_count: u32,
+    /// Ids at or below this count have left the cache early (see `World::remember`).
+    pub seen_floor: u32,
     /// Work running here: item index to (token, epoch).
     pub running: BTreeMap<u32, (u64, u32)>,
     pub flood_seq: u64,
@@ -359,6 +369,8 @@ pub struct World {
     pub(crate) end_counts: Option<(u64, u64, u64)>,
     /// Sizes and projects of envelopes sent in sync responses.
     pub(crate) env_cache: crate::gossip::EnvCache,
+    /// Messages by id, for the seen-caches.
+    pub(crate) seen_ids: crate::gossip::SeenIds,
     out_buf: Vec<Output>,
 }
 
@@ -399,8 +411,8 @@ impl World {
                 clock_offset_ms: if skew > 0 { rng.random_range(0..=2 * skew) } else { 0 },
                 wake_at: None,
                 up_since: 0,
-                seen: HashSet::default(),
-                seen_fifo: VecDeque::new(),
+                seen_count: 0,
+                seen_floor: 0,
                 running: BTreeMap::new(),
                 flood_seq: 0,
                 sync_wait: None,
@@ -438,6 +450,7 @@ impl World {
             dup_examples: Vec::new(),
             end_counts: None,
             env_cache: Default::default(),
+            seen_ids: Default::default(),
             out_buf: Vec::new(),
         };
         world.build_projects();
