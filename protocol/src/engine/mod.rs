@@ -315,7 +315,9 @@ pub struct Engine {
     peers_version: u64,
     /// Each project's sync digest buckets, kept up to date as items change, so a digest costs
     /// no walk over the items (see `sync.rs`).
-    buckets: BTreeMap<ProjectId, Box<[[u8; 8]; SYNC_BUCKETS]>>,
+    /// A short list in project order, searched in place: it is touched on every change of an
+    /// item, and a map's nodes and boxes cost cache misses there.
+    buckets: Vec<(ProjectId, [[u8; 8]; SYNC_BUCKETS])>,
     /// The latest changes of the peer set, one per version, oldest first.
     peer_log: VecDeque<PeerChange>,
     /// The peers an item of (project, kind) is ranked among, as of `rank_peers_version`.
@@ -365,7 +367,7 @@ impl Engine {
             any_project_peers: BTreeSet::new(),
             peers_version: 0,
             peer_log: VecDeque::new(),
-            buckets: BTreeMap::new(),
+            buckets: Vec::new(),
             rank_peers: BTreeMap::new(),
             rank_peers_version: 0,
             relay_requests: BTreeMap::new(),
@@ -850,10 +852,23 @@ impl Engine {
         if change == [0; 8] {
             return;
         }
-        let buckets =
-            self.buckets.entry(project).or_insert_with(|| Box::new([[0; 8]; SYNC_BUCKETS]));
-        let b = &mut buckets[sync::bucket_of(item)];
+        let at = match self.buckets.binary_search_by(|(p, _)| p.cmp(&project)) {
+            Ok(at) => at,
+            Err(at) => {
+                self.buckets.insert(at, (project, [[0; 8]; SYNC_BUCKETS]));
+                at
+            }
+        };
+        let b = &mut self.buckets[at].1[sync::bucket_of(item)];
         *b = xor8(*b, change);
+    }
+
+    /// The digest buckets kept for `project`.
+    fn buckets_of(&self, project: &ProjectId) -> [[u8; 8]; SYNC_BUCKETS] {
+        match self.buckets.binary_search_by(|(p, _)| p.cmp(project)) {
+            Ok(at) => self.buckets[at].1,
+            Err(_) => [[0; 8]; SYNC_BUCKETS],
+        }
     }
 
     /// Counts one change of the peer set and logs it for cached rankings.

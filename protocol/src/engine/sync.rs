@@ -73,7 +73,7 @@ impl Engine {
                 fold(&mut batches, &b);
             }
         }
-        let buckets = self.buckets.get(&project).map_or([[0u8; 8]; SYNC_BUCKETS], |b| **b);
+        let buckets = self.buckets_of(&project);
         #[cfg(debug_assertions)]
         assert_eq!(self.walk_buckets(project), buckets, "kept digest buckets drifted");
         Some(ProjectDigest {
@@ -105,7 +105,7 @@ impl Engine {
     /// The digest buckets of `project` as kept.
     #[cfg(test)]
     pub(super) fn kept_buckets(&self, project: ProjectId) -> [[u8; 8]; SYNC_BUCKETS] {
-        self.buckets.get(&project).map_or([[0u8; 8]; SYNC_BUCKETS], |b| **b)
+        self.buckets_of(&project)
     }
 
     fn relay_hash(&self) -> [u8; 8] {
