@@ -15,8 +15,54 @@ fn keyed(cell: &'static OnceLock<[u8; 32]>, context: &str) -> blake3::Hasher {
     blake3::Hasher::new_from_context_key(key)
 }
 
+/// A remembered score.
+#[derive(Clone, Copy)]
+struct MemoSlot {
+    item: ItemId,
+    node: NodeId,
+    score: u64,
+    filled: bool,
+}
+
+thread_local! {
+    /// Scores worked out on this thread, direct-mapped; empty (and unused) unless turned on
+    /// with [`memo_scores`].
+    static MEMO: std::cell::RefCell<Vec<MemoSlot>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Remembers the scores worked out on this thread in a table of `slots` entries (rounded down
+/// to a power of two; 0 turns it off), 80 bytes each. A process that runs many engines on one
+/// thread, such as the simulator, ranks each (item, node) pair once per engine; with this
+/// the engines after the first find it here. It changes no score, only the time taken. Off
+/// by default: a node ranks each pair once, and gains nothing from it.
+pub fn memo_scores(slots: usize) {
+    let slots = if slots == 0 { 0 } else { 1 << slots.ilog2() };
+    let empty = MemoSlot { item: ItemId([0; 32]), node: NodeId([0; 32]), score: 0, filled: false };
+    MEMO.with(|m| *m.borrow_mut() = vec![empty; slots]);
+}
+
 /// The rendezvous score of `node` for `item`; higher ranks first.
 pub fn score(item: &ItemId, node: &NodeId) -> u64 {
+    MEMO.with(|m| {
+        let mut m = m.borrow_mut();
+        if m.is_empty() {
+            return compute_score(item, node);
+        }
+        // Ids are uniform already: a few of their bytes pick the slot.
+        let word = |b: &[u8; 32]| u64::from_le_bytes(b[..8].try_into().unwrap_or_default());
+        let at = (word(item.as_bytes()) ^ word(node.as_bytes()).rotate_left(29)) as usize;
+        let mask = m.len() - 1;
+        let slot = &mut m[at & mask];
+        if slot.filled && slot.item == *item && slot.node == *node {
+            return slot.score;
+        }
+        let score = compute_score(item, node);
+        *slot = MemoSlot { item: *item, node: *node, score, filled: true };
+        score
+    })
+}
+
+fn compute_score(item: &ItemId, node: &NodeId) -> u64 {
     static HRW: OnceLock<[u8; 32]> = OnceLock::new();
     // One 64-byte block, handed over in one piece: a single compression, without the
     // hasher's buffering of two halves.
@@ -157,6 +203,26 @@ mod tests {
         let want = u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().unwrap());
         assert_eq!(score(&item, &node), want);
         assert_eq!(score(&item, &node), want, "the second call reuses the set-up hasher");
+    }
+
+    #[test]
+    fn remembered_scores_are_the_scores() {
+        let pairs: Vec<(ItemId, NodeId)> = (0..300u32)
+            .map(|i| {
+                let h =
+                    |tag: u8| *blake3::hash(&[&i.to_le_bytes()[..], &[tag]].concat()).as_bytes();
+                (ItemId(h(0)), NodeId(h(1)))
+            })
+            .collect();
+        let plain: Vec<u64> = pairs.iter().map(|(i, n)| score(i, n)).collect();
+        // A table far smaller than the pairs, so slots are taken over and looked up again.
+        memo_scores(64);
+        for _ in 0..3 {
+            let memo: Vec<u64> = pairs.iter().map(|(i, n)| score(i, n)).collect();
+            assert_eq!(memo, plain);
+        }
+        memo_scores(0);
+        assert_eq!(pairs.iter().map(|(i, n)| score(i, n)).collect::<Vec<_>>(), plain);
     }
 
     #[test]

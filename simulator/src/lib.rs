@@ -47,6 +47,9 @@ impl std::fmt::Display for RunFailure {
 
 impl std::error::Error for RunFailure {}
 
+/// Scores remembered across the engines of a run (5 MiB; see `hrw::memo_scores`).
+const SCORE_MEMO_SLOTS: usize = 1 << 16;
+
 /// Runs `scenario` with `seed` to the end; `Err` if an invariant broke.
 pub fn run_scenario(scenario: &Scenario, seed: u64) -> Result<Report, Box<RunFailure>> {
     run_scenario_with(scenario, seed, |_, _| {})
@@ -59,6 +62,8 @@ pub fn run_scenario_with(
     progress: impl FnMut(u64, u64),
 ) -> Result<Report, Box<RunFailure>> {
     let started = Instant::now();
+    // Every engine here ranks the same (item, node) pairs on this one thread.
+    starling_protocol::hrw::memo_scores(SCORE_MEMO_SLOTS);
     let mut world = World::new(scenario, seed);
     world.run(progress);
     let result = world.result();
