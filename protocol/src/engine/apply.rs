@@ -235,17 +235,25 @@ impl Engine {
             return Err(Reject::Duplicate);
         }
         self.check_time(p.at_ms, now)?;
-        if let Some(old) = self.peers.get(&node) {
+        let expires_at = now + self.cfg.presence_ttl_ms;
+        if let Some(old) = self.peers.get_mut(&node) {
             if old.seq >= p.seq {
                 return Err(Reject::Duplicate);
             }
-            self.peer_expiry.remove(&(old.expires_at, node));
-            // Most heartbeats change nothing but the lease on life: keep the indexes (and the
-            // ranks cached against them) as they are.
-            if old.projects != p.projects || old.roles != p.roles {
-                self.forget_peer(&node);
-                self.index_peer(node, p.roles, &p.projects);
+            let old_expiry = old.expires_at;
+            if old.projects == p.projects && old.roles == p.roles {
+                // Most heartbeats change nothing but the lease on life: updated in place, with
+                // the indexes (and the ranks cached against them) left as they are.
+                (old.seq, old.expires_at, old.free, old.capacity) =
+                    (p.seq, expires_at, p.free, p.capacity);
+                old.presence = s;
+                self.peer_expiry.remove(&(old_expiry, node));
+                self.peer_expiry.insert((expires_at, node));
+                return Ok(());
             }
+            self.peer_expiry.remove(&(old_expiry, node));
+            self.forget_peer(&node);
+            self.index_peer(node, p.roles, &p.projects);
         } else {
             if self.peers.len() >= self.cfg.peers_max {
                 // Make room by dropping the peer closest to expiry.
@@ -256,7 +264,6 @@ impl Engine {
             }
             self.index_peer(node, p.roles, &p.projects);
         }
-        let expires_at = now + self.cfg.presence_ttl_ms;
         self.peer_expiry.insert((expires_at, node));
         self.peers.insert(
             node,
