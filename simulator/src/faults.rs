@@ -48,9 +48,22 @@ impl World {
             FaultKind::Heal => {
                 self.net.heal();
                 self.topo_changed_at = self.now;
+                self.new_links = Some(Vec::new());
                 self.mesh_heartbeat(true);
+                let mut links = self.new_links.take().unwrap_or_default();
+                links.sort_unstable();
+                links.dedup();
+                // Nodes linked anew sync from each other, as a node does with each peer it
+                // connects to; the rest pull from a mesh peer.
+                let mut linked = vec![false; n];
+                for (a, b) in links {
+                    for (x, y) in [(a, b), (b, a)] {
+                        linked[x as usize] = true;
+                        self.start_sync(x, Some(y), 0);
+                    }
+                }
                 for m in 0..n as u32 {
-                    if self.nodes[m as usize].up() {
+                    if self.nodes[m as usize].up() && !linked[m as usize] {
                         self.start_sync(m, None, 0);
                     }
                 }

@@ -667,6 +667,9 @@ impl World {
     }
 
     fn link(&mut self, a: u32, b: u32, topic: u32) {
+        if let Some(links) = self.new_links.as_mut() {
+            links.push((a.min(b), a.max(b)));
+        }
         for (x, y) in [(a, b), (b, a)] {
             let node = &mut self.nodes[x as usize];
             if let Some(ti) = node.topics.iter().position(|t| *t == topic) {

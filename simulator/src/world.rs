@@ -349,6 +349,9 @@ pub struct World {
     pub(crate) trace: Trace,
     pub(crate) hist: Histogram,
     pub(crate) token_seq: u64,
+    /// While a heal regrows the mesh: the pairs of nodes linked anew, which sync from each
+    /// other as nodes do when a connection is established.
+    pub(crate) new_links: Option<Vec<(u32, u32)>>,
     pub(crate) crawl_total: u64,
     pub(crate) done_count: u64,
     pub(crate) all_done_at: Option<u64>,
@@ -437,6 +440,7 @@ impl World {
             trace: Trace::default(),
             hist: Histogram::default(),
             token_seq: 0,
+            new_links: None,
             crawl_total: 0,
             done_count: 0,
             all_done_at: None,
