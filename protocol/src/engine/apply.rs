@@ -18,7 +18,7 @@ use super::{
 
 /// The checked body of an envelope. Shared by every clone of the envelope, so a message that
 /// reaches many engines in one process is verified and decoded once.
-fn verified<T: Signable>(s: &Signed<T>) -> Result<Arc<T>, Reject> {
+pub(super) fn verified<T: Signable>(s: &Signed<T>) -> Result<Arc<T>, Reject> {
     s.verified().map_err(|e| match e {
         VerifyError::BadSignature => Reject::BadSignature,
         _ => Reject::Malformed,
@@ -499,6 +499,14 @@ impl Engine {
         let item = c.item;
         let project = e.project;
         let was_crawl = !ongoing;
+        // This result replaces another one this node had taken as final, as happens on the
+        // side that lost after a partition heals. The others there hold the loser too, and
+        // learn better from this node at once by gossip rather than one sync at a time. Each
+        // node passes a given result on at most once (results only ever replace worse ones),
+        // and gossip drops the copies of one receipt after the first.
+        if matches!(e.phase, Phase::Done { .. }) {
+            self.outputs.push_back(Output::Publish(Envelope::Receipt(s.clone())));
+        }
         self.outputs.push_back(Output::Persist(Envelope::Receipt(s.clone())));
         if let Some(e) = self.items.get_mut(&item) {
             let change = e.set_phase(&item, Phase::Done { receipt: s });

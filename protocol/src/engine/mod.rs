@@ -590,7 +590,7 @@ impl Engine {
             self.next_presence_at = now;
         }
         let result = match input {
-            Input::Message(env) => self.apply_envelope(env, now, false),
+            Input::Message(env) => self.take_in(env, now),
             Input::Publish(env) => self.apply_envelope(env, now, true),
             Input::Tick => {
                 self.tick(now);
@@ -1205,14 +1205,41 @@ impl Engine {
         self.fill_capacity(now);
     }
 
+    /// A message from a peer. A live claim of this node's own that it is not working on is
+    /// left over from before a restart that lost its state (the claims it works on it makes,
+    /// renews and replays from its store itself): it is given back at once, so that the item
+    /// need not wait out the lease, and no node that missed an earlier release of it goes on
+    /// taking it for held.
+    fn take_in(&mut self, env: Envelope, now: u64) -> Result<(), Reject> {
+        let own = match &env {
+            Envelope::Claim(s) if s.signer().node_id() == self.me => {
+                apply::verified(s).ok().map(|c| (c.item, c.epoch))
+            }
+            _ => None,
+        };
+        let working = own.is_some_and(|(item, _)| self.local.contains_key(&item));
+        let result = self.apply_envelope(env, now, false);
+        if let (Ok(()), Some((item, epoch)), false) = (result, own, working)
+            && self.local.get(&item).is_some_and(|l| l.epoch == epoch)
+        {
+            self.give_back(item, epoch, now);
+        }
+        result
+    }
+
+    /// Releases an item this node holds at `epoch`, for others to take.
+    fn give_back(&mut self, item: ItemId, epoch: u32, now: u64) {
+        let release = Release { item, epoch, at_ms: now };
+        let env = Envelope::Release(Signed::sign(&self.key, &release));
+        if self.apply_envelope(env.clone(), now, false).is_ok() {
+            self.outputs.push_back(Output::Publish(env));
+        }
+    }
+
     fn shutdown(&mut self, now: u64) {
         let held: Vec<(ItemId, Local)> = self.local.iter().map(|(i, l)| (*i, *l)).collect();
         for (item, l) in held {
-            let release = Release { item, epoch: l.epoch, at_ms: now };
-            let env = Envelope::Release(Signed::sign(&self.key, &release));
-            if self.apply_envelope(env.clone(), now, false).is_ok() {
-                self.outputs.push_back(Output::Publish(env));
-            }
+            self.give_back(item, l.epoch, now);
         }
         self.shut_down = true;
         self.ready.iter_mut().for_each(BTreeSet::clear);

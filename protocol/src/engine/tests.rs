@@ -1206,3 +1206,83 @@ fn kept_digest_buckets_follow_every_change_of_an_item() {
     assert!(!e.holds(&ids[2]));
     check(&e, "released");
 }
+
+/// A node on the side that finished an item with the result that loses once a partition
+/// heals passes the winning receipt on by gossip when it takes it, so the rest of its side
+/// need not wait to learn it by sync one node at a time. A first result, or a losing one, is
+/// not passed on by the engine.
+#[test]
+fn a_result_that_replaces_a_final_one_is_passed_on() {
+    let owner = test_keypair(1);
+    let h = test_keypair(730);
+    let p = test_keypair(731);
+    let (mut far, item) = observer(&owner, 30_000); // cut off from H: missed the renewal
+    let hc = claim_env(&h, item, 1, 10_000, 10_000, 40_000);
+    let renewal = claim_env(&h, item, 1, 10_000, 30_000, 60_000);
+    let pc = claim_env(&p, item, 2, 42_000, 42_000, 72_000);
+    far.handle(Input::Message(Envelope::Claim(hc)), 10_000).unwrap();
+    far.handle(Input::Message(Envelope::Claim(pc.clone())), 42_000).unwrap();
+    let published = |e: &mut Engine| -> Vec<Envelope> {
+        std::iter::from_fn(|| e.poll_output())
+            .filter_map(|o| match o {
+                Output::Publish(env) => Some(env),
+                _ => None,
+            })
+            .collect()
+    };
+    published(&mut far);
+    // P's result arrives first and is final here, until H's (made within its lease) comes.
+    let p_done = receipt_env(&p, pc, 55_000, 0xbb);
+    far.handle(Input::Message(p_done.clone()), 55_000).unwrap();
+    assert!(published(&mut far).is_empty(), "a first result is not passed on");
+    let h_done = receipt_env(&h, renewal, 50_000, 0xaa);
+    far.handle(Input::Message(h_done.clone()), 56_000).unwrap();
+    assert!(
+        matches!(far.item_state(&item), Some(ItemState::Done { holder, epoch: 1, .. }) if holder == h.node_id())
+    );
+    assert_eq!(published(&mut far), vec![h_done.clone()]);
+    // The loser again, or the winner again, changes nothing and is not passed on.
+    assert_eq!(far.handle(Input::Message(p_done), 57_000), Err(Reject::Stale));
+    assert!(far.handle(Input::Message(h_done), 57_000).is_err());
+    assert!(published(&mut far).is_empty());
+}
+
+/// A node that lost its state (a fresh start) and hears its own live claim back from a peer
+/// gives the item back at once rather than leaving it held, unworked, until the lease ends; a
+/// node that restored the claim from its own store works on, whatever copies come back.
+#[test]
+fn an_own_claim_heard_back_after_losing_state_is_given_back() {
+    let owner = test_keypair(1);
+    let (mut before, item) = observer(&owner, 30_000);
+    before.handle(Input::Tick, 10_000).unwrap();
+    assert!(before.holds(&item));
+    let claim = match before.item_state(&item) {
+        Some(ItemState::Held { .. }) => before.snapshot(),
+        other => panic!("not held: {other:?}"),
+    };
+    let own = claim
+        .records
+        .iter()
+        .find_map(|r| match r {
+            Envelope::Claim(c) => Some(c.clone()),
+            _ => None,
+        })
+        .expect("the claim is in the snapshot");
+    // The same key, started afresh: the claim comes back by sync.
+    let (mut fresh, _) = observer(&owner, 30_000);
+    while fresh.poll_output().is_some() {}
+    fresh.handle(Input::Message(Envelope::Claim(own.clone())), 12_000).unwrap();
+    assert!(!fresh.holds(&item), "given back");
+    assert_eq!(fresh.item_state(&item), Some(ItemState::Open { epoch: 1 }));
+    let outs: Vec<Output> = std::iter::from_fn(|| fresh.poll_output()).collect();
+    assert!(outs.iter().any(|o| matches!(o, Output::Publish(Envelope::Release(_)))));
+    assert!(!outs.iter().any(|o| matches!(o, Output::StartWork { .. })));
+    // Restored from its own store, the node works on, and a copy heard back changes nothing.
+    let mut restored =
+        Engine::restore(fast_config(), test_keypair(9), before.snapshot(), 0, 12_000);
+    assert!(restored.holds(&item));
+    let _ = restored.handle(Input::Message(Envelope::Claim(own)), 12_100);
+    assert!(restored.holds(&item));
+    let outs: Vec<Output> = std::iter::from_fn(|| restored.poll_output()).collect();
+    assert!(!outs.iter().any(|o| matches!(o, Output::Publish(Envelope::Release(_)))));
+}
