@@ -705,10 +705,12 @@ impl World {
                 self.start_work(n, item, epoch, project, &work)
             }
             Output::CancelWork { item, reason, .. } => {
-                if reason == CancelReason::Finished {
+                let honest = !self.nodes[n as usize].byz;
+                // A liar's engine may take a liar's false result; only an honest node's
+                // word that the item is finished counts.
+                if honest && reason == CancelReason::Finished {
                     self.mark_done(item);
                 }
-                let honest = !self.nodes[n as usize].byz;
                 if honest && self.s.sabotage.ignore_cancel && reason == CancelReason::Lost {
                     return;
                 }
