@@ -12,8 +12,8 @@ use crate::message::{Claim, Envelope, Failure, Presence, Receipt, RelayRequest, 
 use crate::signed::{Signable, Signed, VerifyError};
 
 use super::{
-    CLAIM_BUCKET_MS, CancelReason, EPOCH_JUMP_MAX, Engine, FENCE_SKEW_MS, ItemEntry, Local, Output,
-    Peer, Phase, ProjectEntry, RELAY_REQUESTS_MAX, Reject, WorkRef, relay_project,
+    CLAIM_BUCKET_MS, CancelReason, EARLY_MAX, EPOCH_JUMP_MAX, Engine, FENCE_SKEW_MS, ItemEntry,
+    Local, Output, Peer, Phase, ProjectEntry, RELAY_REQUESTS_MAX, Reject, WorkRef, relay_project,
 };
 
 /// The checked body of an envelope. Shared by every clone of the envelope, so a message that
@@ -103,6 +103,8 @@ impl Engine {
         published: bool,
     ) -> Result<(), Reject> {
         let republish = published.then(|| env.clone());
+        let keep = matches!(env, Envelope::Receipt(_)).then(|| env.clone());
+        self.early_until = None;
         let result = match env {
             Envelope::Manifest(s) => self.apply_manifest(s, now),
             Envelope::Batch(s) => self.apply_batch(s, now),
@@ -119,7 +121,29 @@ impl Engine {
                 self.outputs.push_back(Output::Publish(env));
             }
         }
+        if let (Err(Reject::EpochRuleBroken), Some(at), Some(env)) =
+            (result, self.early_until.take(), keep)
+        {
+            self.hold_back(env, at);
+        }
         result
+    }
+
+    /// Keeps a receipt whose claim came before the lease it follows ran out, in this node's
+    /// view, to take in again when it has (`at`). It is still rejected now (and costs its
+    /// sender as an early claim does), but the view may be this node's alone: a holder can
+    /// show a renewal to some nodes (by sync) and not others, and then the next epoch's claim
+    /// and result are valid everywhere else. Dropped, the result left this node taking the
+    /// item for open once the lease it knew of ran out, and working it again. Taken in later,
+    /// it is judged as if it had arrived then. Bare claims are not kept: a liar's early claim
+    /// taken in later would outrank the honest claims made once the lease ran out. Bounded;
+    /// the latest to fall due go first.
+    fn hold_back(&mut self, env: Envelope, at: u64) {
+        if self.early.len() >= EARLY_MAX {
+            self.early.pop_last();
+        }
+        self.early_seq += 1;
+        self.early.insert((at, self.early_seq), env);
     }
 
     fn park(&mut self, env: Envelope) {
@@ -323,6 +347,8 @@ impl Engine {
                         return Err(Reject::EpochRuleBroken);
                     }
                     if now + self.cfg.skew_margin_ms < lease_until {
+                        // Early in this node's view: see `Engine::hold_back`.
+                        self.early_until = Some(lease_until - self.cfg.skew_margin_ms);
                         return Err(Reject::EpochRuleBroken);
                     }
                 }

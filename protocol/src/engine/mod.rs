@@ -223,6 +223,9 @@ impl PeerChange {
     }
 }
 
+/// Messages held back at once until the lease their claim follows has run out.
+const EARLY_MAX: usize = 256;
+
 /// Peer-set changes kept for cached rankings to catch up with; a ranking older than the log
 /// starts afresh.
 const PEER_LOG_MAX: usize = 64;
@@ -334,6 +337,12 @@ pub struct Engine {
     priorities: BTreeMap<ProjectId, i8>,
     /// Messages waiting for their project or item to arrive.
     pending: VecDeque<Envelope>,
+    /// Receipts held back until the lease their claim follows has run out, by when, in
+    /// arrival order (see `Engine::hold_back`).
+    early: BTreeMap<(u64, u64), Envelope>,
+    early_seq: u64,
+    /// Set by a claim found early, for the message it came in to be held back.
+    early_until: Option<u64>,
     outputs: VecDeque<Output>,
     paused: bool,
     shut_down: bool,
@@ -377,6 +386,9 @@ impl Engine {
             unsubscribed: BTreeSet::new(),
             priorities: BTreeMap::new(),
             pending: VecDeque::new(),
+            early: BTreeMap::new(),
+            early_seq: 0,
+            early_until: None,
             outputs: VecDeque::new(),
             paused: false,
             shut_down: false,
@@ -543,6 +555,9 @@ impl Engine {
         if let Some((t, _)) = self.peer_expiry.first() {
             consider(*t);
         }
+        if let Some(((t, _), _)) = self.early.first_key_value() {
+            consider(*t);
+        }
         if let Some(w) = self.warmup_end()
             && w > self.last_now
         {
@@ -661,6 +676,12 @@ impl Engine {
         }
         if now >= self.next_presence_at {
             self.send_presence(now);
+        }
+        while self.early.first_key_value().is_some_and(|((t, _), _)| *t <= now) {
+            if let Some((_, env)) = self.early.pop_first() {
+                // Judged afresh; held back again if a renewal came meanwhile.
+                let _ = self.apply_envelope(env, now, false);
+            }
         }
         while let Some(&(t, item)) = self.agenda.first() {
             if t > now {

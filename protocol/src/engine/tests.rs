@@ -1286,3 +1286,37 @@ fn an_own_claim_heard_back_after_losing_state_is_given_back() {
     let outs: Vec<Output> = std::iter::from_fn(|| restored.poll_output()).collect();
     assert!(!outs.iter().any(|o| matches!(o, Output::Publish(Envelope::Release(_)))));
 }
+
+/// A node shown a renewal the others never saw (a holder can hand one out by sync only)
+/// rejects the next epoch's result as early, but takes it in once the lease it knows of has
+/// run out, instead of then taking the item for open and working it again. A bare early claim
+/// is not kept: taken in late, it would outrank the claims made once the lease ran out.
+#[test]
+fn a_result_early_only_in_this_nodes_view_is_taken_in_when_the_lease_runs_out() {
+    let owner = test_keypair(1);
+    let (mut e, item) = observer(&owner, 30_000);
+    let h = test_keypair(730);
+    let p = test_keypair(731);
+    let rogue = test_keypair(732);
+    let hc = claim_env(&h, item, 1, 10_000, 10_000, 40_000);
+    let renewal = claim_env(&h, item, 1, 10_000, 30_000, 60_000); // seen here only
+    e.handle(Input::Message(Envelope::Claim(hc)), 10_000).unwrap();
+    e.handle(Input::Message(Envelope::Claim(renewal)), 30_000).unwrap();
+    // Elsewhere the lease ended at 40 s: P claims at epoch 2 and finishes.
+    let pc = claim_env(&p, item, 2, 42_000, 42_000, 72_000);
+    let early = claim_env(&rogue, item, 2, 41_000, 41_000, 71_000);
+    assert_eq!(
+        e.handle(Input::Message(Envelope::Claim(early)), 41_000),
+        Err(Reject::EpochRuleBroken)
+    );
+    let p_done = receipt_env(&p, pc, 50_000, 0xbb);
+    assert_eq!(e.handle(Input::Message(p_done), 50_000), Err(Reject::EpochRuleBroken));
+    assert!(matches!(e.item_state(&item), Some(ItemState::Held { epoch: 1, .. })));
+    let due = 60_000 - e.config().skew_margin_ms;
+    assert!(e.next_wakeup().is_some_and(|t| t <= due), "wakes for the kept result");
+    e.handle(Input::Tick, due).unwrap();
+    assert!(
+        matches!(e.item_state(&item), Some(ItemState::Done { holder, epoch: 2, .. }) if holder == p.node_id())
+    );
+    assert!(!e.holds(&item));
+}
