@@ -223,7 +223,7 @@ impl PeerChange {
     }
 }
 
-/// Messages held back at once until the lease their claim follows has run out.
+/// Receipts held back at once until the lease their claim follows has run out.
 const EARLY_MAX: usize = 256;
 
 /// Peer-set changes kept for cached rankings to catch up with; a ranking older than the log
