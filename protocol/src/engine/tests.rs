@@ -592,12 +592,7 @@ fn a_node_that_gains_the_relay_role_claims_waiting_relay_slots() {
 #[test]
 fn ranking_counts_only_peers_of_the_items_project() {
     let owner = test_keypair(1);
-    let m = manifest(&owner, 5_000, 0);
-    let b = batch(&owner, &m, 200);
-    let mut e = Engine::new(fast_config(), test_keypair(9), [owner.public()], 0);
-    e.handle(Input::Message(Envelope::Manifest(Signed::sign(&owner, &m))), 0).unwrap();
-    e.handle(Input::Message(Envelope::Batch(b.clone())), 0).unwrap();
-    let ids: Vec<ItemId> = b.verify().unwrap().items.iter().map(|w| w.id(&m.id())).collect();
+    let (mut e, m, ids) = knowing(&owner, fast_config(), 5_000, 200);
     // Many peers that work only on some other project.
     let elsewhere = ProjectId([0xee; 32]);
     for i in 0..20u64 {
@@ -639,15 +634,27 @@ fn ranking_counts_only_peers_of_the_items_project() {
     assert!(ranked_below > 150, "{ranked_below} of 200 items now rank below a peer");
 }
 
-/// An observer that knows one single-item project; returns it and the item id.
-fn observer(owner: &Keypair, lease_ms: u64) -> (Engine, ItemId) {
+/// An engine (key 9) with `cfg` that knows one project of `n` items; returns it, the
+/// project's manifest and the item ids.
+fn knowing(
+    owner: &Keypair,
+    cfg: EngineConfig,
+    lease_ms: u64,
+    n: usize,
+) -> (Engine, ProjectManifest, Vec<ItemId>) {
     let m = manifest(owner, lease_ms, 0);
-    let b = batch(owner, &m, 1);
-    let item = b.verify().unwrap().items[0].id(&m.id());
-    let mut e = Engine::new(fast_config(), test_keypair(9), [owner.public()], 0);
+    let b = batch(owner, &m, n);
+    let ids = b.verify().unwrap().items.iter().map(|w| w.id(&m.id())).collect();
+    let mut e = Engine::new(cfg, test_keypair(9), [owner.public()], 0);
     e.handle(Input::Message(Envelope::Manifest(Signed::sign(owner, &m))), 0).unwrap();
     e.handle(Input::Message(Envelope::Batch(b)), 0).unwrap();
-    (e, item)
+    (e, m, ids)
+}
+
+/// An observer that knows one single-item project; returns it and the item id.
+fn observer(owner: &Keypair, lease_ms: u64) -> (Engine, ItemId) {
+    let (e, _, ids) = knowing(owner, fast_config(), lease_ms, 1);
+    (e, ids[0])
 }
 
 fn claim_env(
@@ -1027,12 +1034,7 @@ fn presence_env(
 #[test]
 fn cached_ranks_carried_across_peer_changes_match_a_fresh_ranking() {
     let owner = test_keypair(1);
-    let m = manifest(&owner, 5_000, 0);
-    let b = batch(&owner, &m, 120);
-    let mut e = Engine::new(fast_config(), test_keypair(9), [owner.public()], 0);
-    e.handle(Input::Message(Envelope::Manifest(Signed::sign(&owner, &m))), 0).unwrap();
-    e.handle(Input::Message(Envelope::Batch(b.clone())), 0).unwrap();
-    let ids: Vec<ItemId> = b.verify().unwrap().items.iter().map(|w| w.id(&m.id())).collect();
+    let (mut e, m, ids) = knowing(&owner, fast_config(), 5_000, 120);
     for i in 0..12u64 {
         let env = presence_env(&test_keypair(300 + i), 1, 0, Roles::ALL, vec![m.id()]);
         e.handle(Input::Message(env), 0).unwrap();
@@ -1083,13 +1085,8 @@ fn cached_ranks_carried_across_peer_changes_match_a_fresh_ranking() {
 #[test]
 fn after_peers_join_a_kept_ranking_wakes_when_a_fresh_one_would() {
     let owner = test_keypair(1);
-    let m = manifest(&owner, 5_000, 0);
-    let b = batch(&owner, &m, 40);
     let cfg = fast_config();
-    let mut e = Engine::new(cfg.clone(), test_keypair(9), [owner.public()], 0);
-    e.handle(Input::Message(Envelope::Manifest(Signed::sign(&owner, &m))), 0).unwrap();
-    e.handle(Input::Message(Envelope::Batch(b.clone())), 0).unwrap();
-    let ids: Vec<ItemId> = b.verify().unwrap().items.iter().map(|w| w.id(&m.id())).collect();
+    let (mut e, m, ids) = knowing(&owner, cfg.clone(), 5_000, 40);
     for i in 0..12u64 {
         let env = presence_env(&test_keypair(300 + i), 1, 0, Roles::ALL, vec![m.id()]);
         e.handle(Input::Message(env), 0).unwrap();
@@ -1147,18 +1144,13 @@ fn a_kept_ranking_is_32_bytes() {
 fn kept_digest_buckets_follow_every_change_of_an_item() {
     let owner = test_keypair(1);
     let cfg = EngineConfig { failures_max: 2, roles: Roles::ALL, ..fast_config() };
-    let mut e = Engine::new(cfg, test_keypair(9), [owner.public()], 0);
-    let m = manifest(&owner, 5_000, 0);
-    let b = batch(&owner, &m, 3);
-    let ids: Vec<ItemId> = b.verify().unwrap().items.iter().map(|w| w.id(&m.id())).collect();
+    let (mut e, m, ids) = knowing(&owner, cfg, 5_000, 3);
     let check = |e: &Engine, what: &str| {
         for p in [m.id(), relay_project()] {
             assert_eq!(e.kept_buckets(p), e.walk_buckets(p), "{what}");
         }
         e.kept_buckets(m.id()).iter().chain(&e.kept_buckets(relay_project())).any(|b| *b != [0; 8])
     };
-    e.handle(Input::Message(Envelope::Manifest(Signed::sign(&owner, &m))), 0).unwrap();
-    e.handle(Input::Message(Envelope::Batch(b)), 0).unwrap();
     assert!(!check(&e, "unclaimed items add nothing"));
     let mut now = 10_000;
     for t in [now, now + 1_000] {
