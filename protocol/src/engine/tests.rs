@@ -1248,18 +1248,15 @@ fn an_own_claim_heard_back_after_losing_state_is_given_back() {
     let (mut before, item) = observer(&owner, 30_000);
     before.handle(Input::Tick, 10_000).unwrap();
     assert!(before.holds(&item));
-    let claim = match before.item_state(&item) {
-        Some(ItemState::Held { .. }) => before.snapshot(),
-        other => panic!("not held: {other:?}"),
-    };
-    let own = claim
+    let own = before
+        .snapshot()
         .records
-        .iter()
+        .into_iter()
         .find_map(|r| match r {
-            Envelope::Claim(c) => Some(c.clone()),
+            Envelope::Claim(c) => Some(c),
             _ => None,
         })
-        .expect("the claim is in the snapshot");
+        .expect("the held claim is in the snapshot");
     // The same key, started afresh: the claim comes back by sync.
     let (mut fresh, _) = observer(&owner, 30_000);
     while fresh.poll_output().is_some() {}
