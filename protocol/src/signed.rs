@@ -181,6 +181,15 @@ fn recently_verified(fingerprint: &[u8; 16]) -> bool {
     VERIFIED.with(|c| c.borrow()[slot_of(fingerprint)] == *fingerprint)
 }
 
+thread_local! {
+    static STRICT_CHECKS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many strict ed25519 checks this thread has run: what the cache above saves shows here.
+pub fn strict_checks() -> u64 {
+    STRICT_CHECKS.with(std::cell::Cell::get)
+}
+
 /// Forgets every signature verified on this thread, so a benchmark measures first sight.
 pub fn clear_verified_cache() {
     VERIFIED.with(|c| c.borrow_mut().iter_mut().for_each(|f| *f = [0u8; 16]));
@@ -217,12 +226,27 @@ impl<T: Signable> Signed<T> {
             if recently_verified(&fingerprint) {
                 return true;
             }
+            STRICT_CHECKS.with(|n| n.set(n.get() + 1));
             let ok = i.signer.verify_strict(&msg, sig);
             if ok {
                 remember_verified(fingerprint);
             }
             ok
         })
+    }
+
+    /// Remembers again, on this thread, that this envelope verified (if it has). A copy of it
+    /// decoded from bytes soon after then skips the strict check, however long ago this one was
+    /// checked and however much has passed through the cache since: the claim a node embeds in
+    /// its own receipt or failure, made when the work began, is such a copy.
+    pub fn recall_verified(&self) {
+        let i = &self.inner;
+        if i.sig_ok.get() == Some(&true)
+            && let Ok(sig) = <&[u8; 64]>::try_from(&i.sig[..])
+        {
+            let msg = signing_message(T::KIND, &i.body);
+            remember_verified(verified_fingerprint(&i.signer, sig, &msg));
+        }
     }
 
     /// Checks the signature strictly, then decodes and validates the body.
@@ -317,6 +341,34 @@ mod tests {
     impl Signable for Other {
         const KIND: &'static str = "other";
         const MAX_BODY_BYTES: usize = 128;
+    }
+
+    #[test]
+    fn a_recalled_check_spares_a_decoded_copy_the_strict_check() {
+        let key = Keypair::from_secret([3; 32]);
+        let s = Signed::sign(&key, &Note("hello".into()));
+        let copy = || Signed::<Note>::from_bytes(&s.to_bytes()).unwrap();
+        clear_verified_cache();
+        let before = strict_checks();
+        assert!(copy().verified().is_ok());
+        assert_eq!(strict_checks(), before + 1, "a copy after the cache forgot is checked");
+        clear_verified_cache();
+        s.recall_verified();
+        assert!(copy().verified().is_ok());
+        assert_eq!(strict_checks(), before + 1, "a recalled check is not repeated");
+        // Only a check that passed is recalled: a forgery decoded again is checked again.
+        let forged = Signed::<Note>::from_parts(
+            WIRE_VERSION,
+            s.body().to_vec(),
+            Keypair::from_secret([4; 32]).public(),
+            vec![7; 64],
+            None,
+        );
+        assert!(forged.verified().is_err());
+        forged.recall_verified();
+        let again = Signed::<Note>::from_bytes(&forged.to_bytes()).unwrap();
+        assert!(again.verified().is_err());
+        assert_eq!(strict_checks(), before + 3);
     }
 
     #[test]

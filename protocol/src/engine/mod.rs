@@ -1198,6 +1198,8 @@ impl Engine {
                 *p = crate::message::PartOutcome::failed(p.status, &reason.clone());
             }
         }
+        // Taking in the receipt decodes this claim again from its bytes.
+        claim.recall_verified();
         let receipt = Receipt { claim, result, size, ok, failed, at_ms: now, parts };
         let env = Envelope::Receipt(Signed::sign(&self.key, &receipt));
         if self.apply_envelope(env.clone(), now, false).is_ok() {
@@ -1217,6 +1219,7 @@ impl Engine {
             }
             reason.truncate(cut);
         }
+        claim.recall_verified();
         let failure = Failure { claim, reason, retryable };
         let env = Envelope::Failure(Signed::sign(&self.key, &failure));
         if self.apply_envelope(env.clone(), now, false).is_ok() {

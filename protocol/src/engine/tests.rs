@@ -793,6 +793,40 @@ fn after_a_partition_both_sides_settle_on_the_result_produced_within_its_lease()
     }
 }
 
+/// The claim inside a node's own receipt or failure was checked when the work began; however
+/// long ago that was, taking in the receipt or failure checks no signature strictly again.
+#[test]
+fn own_receipts_and_failures_do_not_check_the_embedded_claim_again() {
+    let owner = test_keypair(1);
+    for fail in [false, true] {
+        let (mut e, item) = observer(&owner, 30_000);
+        e.handle(Input::Tick, 10_000).unwrap();
+        assert!(e.holds(&item));
+        while e.poll_output().is_some() {}
+        // As if a great many other signatures had gone through the cache since the claim.
+        crate::signed::clear_verified_cache();
+        let before = crate::signed::strict_checks();
+        let input = if fail {
+            Input::WorkFailed { item, epoch: 1, reason: "gone".into(), retryable: true }
+        } else {
+            Input::WorkDone(WorkResult {
+                item,
+                epoch: 1,
+                result: Digest([1; 32]),
+                size: 9,
+                ok: 1,
+                failed: 0,
+                parts: vec![],
+            })
+        };
+        e.handle(input, 11_000).unwrap();
+        let published = std::iter::from_fn(|| e.poll_output())
+            .any(|o| matches!(o, Output::Publish(Envelope::Receipt(_) | Envelope::Failure(_))));
+        assert!(published, "the receipt or failure was taken in and published");
+        assert_eq!(crate::signed::strict_checks(), before, "failure: {fail}");
+    }
+}
+
 #[test]
 fn a_receipt_carries_each_parts_outcome_within_bounds() {
     let owner = test_keypair(1);
