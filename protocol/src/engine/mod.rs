@@ -605,7 +605,16 @@ impl Engine {
             self.next_presence_at = now;
         }
         let result = match input {
-            Input::Message(env) => self.take_in(env, now),
+            Input::Message(env) => {
+                let held = self.local.len();
+                let result = self.take_in(env, now);
+                // A slot given up to a rival's claim or result is filled now, not at whatever
+                // tick comes next: items waiting for a slot have no timer of their own.
+                if self.local.len() < held {
+                    self.fill_capacity(now);
+                }
+                result
+            }
             Input::Publish(env) => self.apply_envelope(env, now, true),
             Input::Tick => {
                 self.tick(now);
@@ -728,6 +737,15 @@ impl Engine {
     }
 
     fn schedule(&mut self, item: ItemId, at: u64) {
+        let Some(e) = self.items.get(&item) else { return };
+        // No rank may claim an item before it has settled, so a claimable item not worked
+        // here is looked at first then: one wake-up instead of two.
+        let at = match self.claimable_since(&item, e) {
+            Some(since) if !self.local.contains_key(&item) => {
+                at.max(since.max(self.warmup_end().unwrap_or(0)) + self.cfg.settle_ms)
+            }
+            _ => at,
+        };
         let Some(e) = self.items.get_mut(&item) else { return };
         if let Some(old) = e.wake_at {
             if old <= at {

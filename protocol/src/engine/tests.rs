@@ -372,6 +372,32 @@ fn the_losing_claimant_yields_before_starting_work() {
 }
 
 #[test]
+fn a_slot_lost_to_a_rival_is_filled_at_once() {
+    let owner = test_keypair(1);
+    let cfg = EngineConfig { capacity: 1, ..fast_config() };
+    let (mut e, _, ids) = knowing(&owner, cfg, 5_000, 2);
+    // No peers known: after warmup and settle both items may be claimed; one slot takes one.
+    e.handle(Input::Tick, 10_000).unwrap();
+    let (held, waiting) = if e.holds(&ids[0]) { (ids[0], ids[1]) } else { (ids[1], ids[0]) };
+    assert!(e.holds(&held) && !e.holds(&waiting));
+    while e.poll_output().is_some() {}
+    let me = e.node_id();
+    let rival = (0..100)
+        .map(|i| test_keypair(600 + i))
+        .find(|k| (hrw::score(&held, &k.node_id()), k.node_id()) > (hrw::score(&held, &me), me))
+        .unwrap();
+    let c = Claim { item: held, epoch: 1, at_ms: 10_000, lease_until_ms: 14_000, since_ms: 10_000 };
+    e.handle(Input::Message(Envelope::Claim(Signed::sign(&rival, &c))), 10_010).unwrap();
+    assert!(!e.holds(&held), "the rival's claim wins");
+    assert!(e.holds(&waiting), "the freed slot takes the waiting item without waiting for a tick");
+    let claimed = std::iter::from_fn(|| e.poll_output()).any(|o| match o {
+        Output::Publish(Envelope::Claim(s)) => s.verify().unwrap().item == waiting,
+        _ => false,
+    });
+    assert!(claimed, "and the claim is published");
+}
+
+#[test]
 fn snapshot_restore_keeps_state_and_resumes_only_live_leases() {
     let owner = test_keypair(1);
     let mut net = Net::new(2, &owner, fast_config());
