@@ -68,6 +68,8 @@ pub const CLAIM_BUCKET_MS: u64 = 1_000;
 pub const FENCE_SKEW_MS: u64 = 1_000;
 /// Most relay requests tracked.
 pub const RELAY_REQUESTS_MAX: usize = 4_096;
+/// Least time between two asks to sync with one peer ([`Output::SyncWith`]).
+pub const SYNC_ASK_GAP_MS: u64 = 10_000;
 
 /// The pseudo-project relay slots belong to.
 pub fn relay_project() -> ProjectId {
@@ -100,6 +102,10 @@ enum Phase {
         lease_until: u64,
         ready: bool,
         claim: Signed<Claim>,
+        /// What ended the epoch before this one here (the lapsed claim, the release or the
+        /// failure), handed on in sync deltas with the claim: a node that missed it can tell
+        /// that this epoch is not early after all.
+        prior: Option<Envelope>,
     },
     /// Everything about the result is read from the receipt, whose checked body is kept (and
     /// shared) with it: a finished item costs one pointer here.
@@ -190,6 +196,8 @@ struct Peer {
     free: u16,
     capacity: u16,
     presence: Signed<Presence>,
+    /// When this node last asked to sync with the peer ([`Output::SyncWith`]).
+    sync_asked_at: Option<u64>,
 }
 
 /// How far ranking this node for an item's attempt `failures` had got as of the peer-set
@@ -1322,6 +1330,14 @@ impl Phase {
             Phase::Held { claim, .. } => Some(Envelope::Claim(claim.clone())),
             Phase::Done { receipt, .. } => Some(Envelope::Receipt(receipt.clone())),
             Phase::Failed { proof, .. } => Some(proof.clone()),
+        }
+    }
+
+    /// What ended the previous epoch, for an item held at a later one.
+    fn prior(&self) -> Option<&Envelope> {
+        match self {
+            Phase::Held { prior, .. } => prior.as_ref(),
+            _ => None,
         }
     }
 }

@@ -175,6 +175,10 @@ impl Engine {
                     .iter()
                     .filter(|(id, e)| e.project == project && bucket_of(id) == bucket);
                 for (_, e) in differing {
+                    // What ended the previous epoch first, so the claim after it is not early.
+                    if let Some(prior) = e.phase.prior() {
+                        push(&mut out, prior.clone());
+                    }
                     if let Some(proof) = e.phase.proof() {
                         push(&mut out, proof);
                     }
