@@ -190,6 +190,16 @@ pub fn strict_checks() -> u64 {
     STRICT_CHECKS.with(std::cell::Cell::get)
 }
 
+thread_local! {
+    static SIGNATURES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many signatures this thread has made ([`Signed::sign`]): the simulator reports it, as
+/// signing is a floor under what a simulated second of the real engines costs.
+pub fn signatures_made() -> u64 {
+    SIGNATURES.with(std::cell::Cell::get)
+}
+
 /// Forgets every signature verified on this thread, so a benchmark measures first sight.
 pub fn clear_verified_cache() {
     VERIFIED.with(|c| c.borrow_mut().iter_mut().for_each(|f| *f = [0u8; 16]));
@@ -208,6 +218,7 @@ impl<T: Signable> Signed<T> {
         let body = wire::encode(value);
         let msg = signing_message(T::KIND, &body);
         let sig = key.sign(&msg);
+        SIGNATURES.with(|n| n.set(n.get() + 1));
         // A signature this process just made needs no check, and neither does a copy of it
         // decoded from bytes later on this thread: the claim embedded in this node's own
         // receipt, say, which the engine takes in as soon as it signs the receipt.

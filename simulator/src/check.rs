@@ -430,6 +430,7 @@ impl World {
             copies_settled_at_send: self.stats.settled_at_send,
             model_events: self.events + self.stats.settled_at_send,
             engine_inputs: self.stats.engine_inputs,
+            signatures: starling_protocol::signed::signatures_made() - self.stats.signatures_before,
             trace_hash: self.trace.hash_hex(),
             violations: self
                 .violations

@@ -155,13 +155,14 @@ fn print_summary(r: &Report) {
     }
     println!(
         "  {} events ({} queued, {} copies settled at send), {:.0} events/s; {} engine inputs, \
-         {:.0}/s; {:.1}x real time, peak RSS {} MiB",
+         {:.0}/s; {} signatures; {:.1}x real time, peak RSS {} MiB",
         x.model_events,
         x.events,
         x.copies_settled_at_send,
         r.perf.model_events_per_s,
         x.engine_inputs,
         r.perf.engine_inputs_per_s,
+        x.signatures,
         r.perf.sim_per_wall,
         r.perf.peak_rss_bytes / (1 << 20)
     );

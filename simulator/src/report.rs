@@ -101,6 +101,9 @@ pub struct RunResult {
     pub model_events: u64,
     /// Inputs handed to the real engines (messages taken in, ticks, work results, ...).
     pub engine_inputs: u64,
+    /// Ed25519 signatures made (heartbeats, claims, renewals, receipts, liars' messages, the
+    /// project owners' batches): each costs about 20 µs, a floor under the run's CPU time.
+    pub signatures: u64,
     /// blake3 over the ordered event trace.
     pub trace_hash: String,
     /// Invariant violations (the run fails if any).

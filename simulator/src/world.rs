@@ -274,6 +274,8 @@ pub(crate) struct Counters {
     pub settled_at_send: u64,
     /// Inputs handed to engines.
     pub engine_inputs: u64,
+    /// Signatures made on this thread before the world was built (see `signatures`).
+    pub signatures_before: u64,
     /// Crawl executions by honest nodes that reran an item whose last execution was cut short
     /// by its node crashing or leaving, with nobody else working on it and no result yet.
     pub reruns: u64,
@@ -439,7 +441,10 @@ impl World {
             contended: BTreeSet::new(),
             net,
             cfg: s.engine.clone(),
-            stats: Counters::default(),
+            stats: Counters {
+                signatures_before: starling_protocol::signed::signatures_made(),
+                ..Counters::default()
+            },
             trace: Trace::default(),
             hist: Histogram::default(),
             token_seq: 0,

@@ -51,6 +51,10 @@ fn steady_small_has_no_duplicates() {
     assert_eq!(x.model_events, x.events + x.copies_settled_at_send);
     assert!(x.copies_settled_at_send > 0 && x.copies_settled_at_send <= x.duplicate_deliveries);
     assert!(x.engine_inputs > 0 && x.engine_inputs < x.events, "{} inputs", x.engine_inputs);
+    // At least a claim and a receipt per item, and heartbeats; counted for this run only.
+    assert!(x.signatures > 2 * x.items_done, "{} signatures", x.signatures);
+    let again = run_scenario(&s, 3).unwrap_or_else(|f| panic!("seed 3: {f}"));
+    assert_eq!(again.result.signatures, x.signatures);
 }
 
 fn expect_violation(s: &Scenario, seed: u64, kind: ViolationKind) {
