@@ -475,17 +475,6 @@ impl Actor {
                     tracing::debug!(item = %item.short(), epoch, ?reason, "cancel work");
                     self.runners.cancel(item, epoch);
                 }
-                Output::SyncWith(node) => {
-                    // The peer claimed at an epoch early in our view: it may know what ended
-                    // the one we hold. Pulled at once if connected; otherwise periodic sync.
-                    if let Some(peer) = net::peer_id_of(&node)
-                        && self.swarm.is_connected(&peer)
-                    {
-                        tracing::debug!(%peer, "syncing with a peer whose claim is early here");
-                        self.sync_rounds.remove(&peer);
-                        self.start_sync(peer);
-                    }
-                }
                 _ => {}
             }
         }

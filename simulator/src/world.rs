@@ -344,8 +344,6 @@ pub struct World {
     pub(crate) project_index: HashMap<ProjectId, u32, IdBuild>,
     pub(crate) items: Vec<ItemRec>,
     pub(crate) item_index: HashMap<ItemId, u32, IdBuild>,
-    /// Node index by node id, for engines naming a peer ([`Output::SyncWith`]).
-    pub(crate) node_index: HashMap<NodeId, u32, IdBuild>,
     pub(crate) contended: BTreeSet<u32>,
     pub(crate) net: Net,
     pub(crate) cfg: EngineConfig,
@@ -432,7 +430,6 @@ impl World {
             now: 0,
             queue: EventQueue::default(),
             up: vec![false; nodes.len()],
-            node_index: nodes.iter().zip(0..).map(|(n, i)| (n.id, i)).collect(),
             nodes,
             projects: Vec::new(),
             project_index: HashMap::default(),
@@ -728,15 +725,6 @@ impl World {
                         _ => End::Cancelled,
                     };
                     self.stop_work(n, idx, end);
-                }
-            }
-            Output::SyncWith(peer) => {
-                // As the node does: only with a peer it can reach now.
-                if let Some(&p) = self.node_index.get(&peer)
-                    && self.nodes[p as usize].up()
-                    && self.net.reachable(n as usize, p as usize)
-                {
-                    self.start_sync(n, Some(p), 0);
                 }
             }
             _ => {}

@@ -299,7 +299,6 @@ impl Engine {
                 free: p.free,
                 capacity: p.capacity,
                 presence: s,
-                sync_asked_at: None,
             },
         );
         Ok(())
@@ -359,7 +358,6 @@ impl Engine {
                     if now + self.cfg.skew_margin_ms < lease_until {
                         // Early in this node's view: see `Engine::hold_back`.
                         self.early_until = Some(lease_until - self.cfg.skew_margin_ms);
-                        self.ask_sync(node, now);
                         return Err(Reject::EpochRuleBroken);
                     }
                 }
@@ -688,25 +686,6 @@ impl Engine {
     }
 
     /// Stops local work on an item this node no longer holds.
-    /// Asks the driver to sync with `node`, which has just claimed at an epoch this node
-    /// holds to be early. Either it breaks the rule, or this node missed what ended the epoch
-    /// it holds: a claim that outranks the one it knows, made on the other side of a partition
-    /// by a node that then crashed, or a release. Gossip does not carry old messages again,
-    /// but the claimant's sync delta carries what ended the epoch before its claim (`prior`),
-    /// so the two views meet within a round trip instead of each refusing the other's claims
-    /// and renewals until a lease runs out. Rate-limited per peer; unknown nodes are not asked.
-    fn ask_sync(&mut self, node: NodeId, now: u64) {
-        if node == self.me {
-            return;
-        }
-        if let Some(p) = self.peers.get_mut(&node)
-            && p.sync_asked_at.is_none_or(|t| now >= t + super::SYNC_ASK_GAP_MS)
-        {
-            p.sync_asked_at = Some(now);
-            self.outputs.push_back(Output::SyncWith(node));
-        }
-    }
-
     pub(super) fn drop_local(&mut self, item: ItemId, reason: CancelReason) {
         if let Some(l) = self.local.remove(&item) {
             if l.started {

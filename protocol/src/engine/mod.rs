@@ -68,8 +68,6 @@ pub const CLAIM_BUCKET_MS: u64 = 1_000;
 pub const FENCE_SKEW_MS: u64 = 1_000;
 /// Most relay requests tracked.
 pub const RELAY_REQUESTS_MAX: usize = 4_096;
-/// Least time between two asks to sync with one peer ([`Output::SyncWith`]).
-pub const SYNC_ASK_GAP_MS: u64 = 10_000;
 
 /// The pseudo-project relay slots belong to.
 pub fn relay_project() -> ProjectId {
@@ -196,8 +194,6 @@ struct Peer {
     free: u16,
     capacity: u16,
     presence: Signed<Presence>,
-    /// When this node last asked to sync with the peer ([`Output::SyncWith`]).
-    sync_asked_at: Option<u64>,
 }
 
 /// How far ranking this node for an item's attempt `failures` had got as of the peer-set

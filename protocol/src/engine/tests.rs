@@ -116,17 +116,6 @@ impl Net {
                     self.work.retain(|_, w| !(w.0 == node && w.1 == item && w.2 == epoch));
                 }
                 Output::Persist(_) => {}
-                Output::SyncWith(peer) => {
-                    // A pull from the peer, answered after a round trip.
-                    let Some(p) = self.engines.iter().position(|e| e.node_id() == peer) else {
-                        continue;
-                    };
-                    let delta = self.engines[p].sync_delta(&self.engines[node].sync_digest());
-                    for env in delta.envelopes {
-                        self.seq += 1;
-                        self.queue.insert((self.now + 2 * self.latency_ms, self.seq), (node, env));
-                    }
-                }
             }
         }
     }
@@ -411,10 +400,10 @@ fn a_slot_lost_to_a_rival_is_filled_at_once() {
 /// Found by the simulator (fault-50): R claims an item at epoch 1 on one side of a partition,
 /// crashes, and its lease lapses. After the heal, E, which never heard of R's claim, claims the
 /// item at epoch 1 too; R, back, claims epoch 2. E holds epoch 2 to be early (its own lease
-/// runs), while everyone else refuses E's claim, outranked by R's: both work the item. E asks
-/// to sync with R, and R's delta carries R's epoch-1 claim before its epoch-2 one, so E yields.
+/// runs), while everyone else refuses E's claim, outranked by R's: both work the item. A sync
+/// delta from anyone who holds epoch 2 carries R's epoch-1 claim before it, so E yields.
 #[test]
-fn a_claim_early_only_in_this_nodes_view_brings_a_sync_that_shows_what_it_missed() {
+fn a_sync_delta_carries_what_ended_the_previous_epoch() {
     let owner = test_keypair(1);
     let lease = 30_000;
     let (mut e, item) = observer(&owner, lease);
@@ -424,33 +413,22 @@ fn a_claim_early_only_in_this_nodes_view_brings_a_sync_that_shows_what_it_missed
     let started = std::iter::from_fn(|| e.poll_output())
         .any(|o| matches!(o, Output::StartWork { epoch: 1, .. }));
     assert!(started);
+    // A peer's view: R's epoch-1 claim from long ago, lapsed, then R's epoch-2 claim.
     let r = test_keypair(77);
-    let pid = manifest(&owner, lease, 0).id();
-    let hello = presence_env(&r, 1, 10_300, Roles(Roles::CRAWL.0), vec![pid]);
-    e.handle(Input::Message(hello), 10_300).unwrap();
-    // R's view: its own epoch-1 claim from long ago, lapsed, then its epoch-2 claim.
-    let (mut rv, _) = observer(&owner, lease);
+    let (mut peer, _) = observer(&owner, lease);
     let old = claim_env(&r, item, 1, 1_000, 1_000, 6_000);
-    rv.handle(Input::Message(Envelope::Claim(old.clone())), 1_000).unwrap();
+    peer.handle(Input::Message(Envelope::Claim(old.clone())), 1_000).unwrap();
     let next = claim_env(&r, item, 2, 10_400, 10_400, 40_000);
-    rv.handle(Input::Message(Envelope::Claim(next.clone())), 10_400).unwrap();
-    assert!(matches!(rv.item_state(&item), Some(ItemState::Held { epoch: 2, .. })));
+    peer.handle(Input::Message(Envelope::Claim(next.clone())), 10_400).unwrap();
+    assert!(matches!(peer.item_state(&item), Some(ItemState::Held { epoch: 2, .. })));
 
-    // E refuses R's epoch-2 claim, and asks to sync with R, once.
-    let asks = |e: &mut Engine| {
-        std::iter::from_fn(|| e.poll_output())
-            .filter(|o| *o == Output::SyncWith(r.node_id()))
-            .count()
-    };
-    while e.poll_output().is_some() {}
+    // By gossip, E refuses R's epoch-2 claim as early, and goes on working.
     let got = e.handle(Input::Message(Envelope::Claim(next.clone())), 10_450);
     assert_eq!(got, Err(Reject::EpochRuleBroken));
-    assert_eq!(asks(&mut e), 1);
-    let _ = e.handle(Input::Message(Envelope::Claim(next.clone())), 10_500);
-    assert_eq!(asks(&mut e), 0, "not asked again within SYNC_ASK_GAP_MS");
+    assert!(e.holds(&item));
 
-    // R's delta holds the lapsed claim first, then the one after it.
-    let delta = rv.sync_delta(&e.sync_digest());
+    // The peer's delta holds the lapsed claim first, then the one after it.
+    let delta = peer.sync_delta(&e.sync_digest());
     let claims: Vec<Signed<Claim>> = delta
         .envelopes
         .iter()
@@ -459,7 +437,8 @@ fn a_claim_early_only_in_this_nodes_view_brings_a_sync_that_shows_what_it_missed
             _ => None,
         })
         .collect();
-    assert_eq!(claims, vec![old, next.clone()]);
+    assert_eq!(claims, vec![old, next]);
+    while e.poll_output().is_some() {}
     for env in delta.envelopes {
         let _ = e.handle(Input::Message(env), 10_600);
     }

@@ -176,11 +176,6 @@ pub enum Output {
     },
     /// Store this record durably; [`super::Engine::restore`] takes the stored records back.
     Persist(Envelope),
-    /// Pull state from this peer now (a sync exchange, as with a newly connected peer). Asked
-    /// for when the peer claims an item at an epoch this node holds to be early: the peer knows
-    /// something this node missed (see `Engine::ask_sync`). At most once per peer per
-    /// [`super::SYNC_ASK_GAP_MS`].
-    SyncWith(NodeId),
 }
 
 /// Why local work was cancelled.
