@@ -46,10 +46,12 @@ impl World {
                 }
             }
             FaultKind::Heal => {
+                let before: Vec<u32> = (0..n).map(|i| self.net.component(i)).collect();
                 self.net.heal();
                 self.topo_changed_at = self.now;
                 self.new_links = Some(Vec::new());
                 self.mesh_heartbeat(true);
+                self.link_across(&before);
                 let mut links = self.new_links.take().unwrap_or_default();
                 links.sort_unstable();
                 links.dedup();
