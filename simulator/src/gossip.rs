@@ -858,12 +858,17 @@ mod tests {
 
     /// A small loss-free world with every node up and meshed.
     fn booted() -> World {
+        booted_with(8, 2)
+    }
+
+    /// [`booted`] with `nodes` nodes and `seed`.
+    fn booted_with(nodes: u32, seed: u64) -> World {
         let mut s = Scenario::load("steady").expect("built-in scenario loads");
-        let small = Overrides { nodes: Some(8), items: Some(20), ..Default::default() };
+        let small = Overrides { nodes: Some(nodes), items: Some(20), ..Default::default() };
         s.apply_overrides(&small).expect("small override is valid");
         s.duration_ms = 3_000;
         s.check.no_loss = false;
-        let mut world = World::new(&s, 2);
+        let mut world = World::new(&s, seed);
         world.run(|_, _| {});
         assert!(world.nodes.iter().all(|n| n.up()) && world.violations.is_empty());
         world
@@ -883,13 +888,7 @@ mod tests {
 
     #[test]
     fn a_heal_links_every_node_across_the_cut() {
-        let mut s = Scenario::load("steady").expect("built-in scenario loads");
-        let o = Overrides { nodes: Some(30), items: Some(20), ..Default::default() };
-        s.apply_overrides(&o).expect("override is valid");
-        s.duration_ms = 3_000;
-        s.check.no_loss = false;
-        let mut w = World::new(&s, 5);
-        w.run(|_, _| {});
+        let mut w = booted_with(30, 5);
         w.net.partition(15, true);
         for _ in 0..3 {
             w.mesh_heartbeat(false);
@@ -905,7 +904,7 @@ mod tests {
         assert!((0..30).any(|n| !across(&w, n)));
         w.link_across(&before);
         assert!((0..30).all(|n| across(&w, n)), "every node has a mesh peer across");
-        let d_hi = 2 * s.network.mesh_degree as usize;
+        let d_hi = 2 * w.s.network.mesh_degree as usize;
         assert!(w.nodes.iter().all(|n| n.mesh[0].len() <= d_hi));
     }
 

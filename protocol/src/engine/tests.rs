@@ -406,9 +406,7 @@ fn a_slot_lost_to_a_rival_is_filled_at_once() {
 fn a_sync_delta_carries_what_ended_the_previous_epoch() {
     let owner = test_keypair(1);
     let lease = 30_000;
-    let (mut e, item) = observer(&owner, lease);
-    e.handle(Input::Tick, 10_000).unwrap();
-    assert!(e.holds(&item), "E claims epoch 1 (since 10 s)");
+    let (mut e, item) = claimer(&owner, lease);
     e.handle(Input::Tick, 10_200).unwrap();
     let started = std::iter::from_fn(|| e.poll_output())
         .any(|o| matches!(o, Output::StartWork { epoch: 1, .. }));
@@ -735,6 +733,15 @@ fn observer(owner: &Keypair, lease_ms: u64) -> (Engine, ItemId) {
     (e, ids[0])
 }
 
+/// An observer of a single-item project that has claimed the item: alone, it claims once its
+/// warmup and the item's settle time are over (at 10 s).
+fn claimer(owner: &Keypair, lease_ms: u64) -> (Engine, ItemId) {
+    let (mut e, item) = observer(owner, lease_ms);
+    e.handle(Input::Tick, 10_000).unwrap();
+    assert!(e.holds(&item), "a lone engine claims the item");
+    (e, item)
+}
+
 fn claim_env(
     key: &Keypair,
     item: ItemId,
@@ -877,9 +884,7 @@ fn after_a_partition_both_sides_settle_on_the_result_produced_within_its_lease()
 fn own_receipts_and_failures_do_not_check_the_embedded_claim_again() {
     let owner = test_keypair(1);
     for fail in [false, true] {
-        let (mut e, item) = observer(&owner, 30_000);
-        e.handle(Input::Tick, 10_000).unwrap();
-        assert!(e.holds(&item));
+        let (mut e, item) = claimer(&owner, 30_000);
         while e.poll_output().is_some() {}
         // As if a great many other signatures had gone through the cache since the claim.
         crate::signed::clear_verified_cache();
@@ -908,9 +913,7 @@ fn own_receipts_and_failures_do_not_check_the_embedded_claim_again() {
 #[test]
 fn a_receipt_carries_each_parts_outcome_within_bounds() {
     let owner = test_keypair(1);
-    let (mut e, item) = observer(&owner, 30_000);
-    e.handle(Input::Tick, 10_000).unwrap();
-    assert!(e.holds(&item));
+    let (mut e, item) = claimer(&owner, 30_000);
     while e.poll_output().is_some() {}
     let long = "x".repeat(1_000);
     let parts = vec![
@@ -1357,9 +1360,7 @@ fn a_result_that_replaces_a_final_one_is_passed_on() {
 #[test]
 fn an_own_claim_heard_back_after_losing_state_is_given_back() {
     let owner = test_keypair(1);
-    let (mut before, item) = observer(&owner, 30_000);
-    before.handle(Input::Tick, 10_000).unwrap();
-    assert!(before.holds(&item));
+    let (mut before, item) = claimer(&owner, 30_000);
     let own = before
         .snapshot()
         .records
