@@ -1360,7 +1360,7 @@ fn a_result_that_replaces_a_final_one_is_passed_on() {
 #[test]
 fn an_own_claim_heard_back_after_losing_state_is_given_back() {
     let owner = test_keypair(1);
-    let (mut before, item) = claimer(&owner, 30_000);
+    let (before, item) = claimer(&owner, 30_000);
     let own = before
         .snapshot()
         .records
