@@ -281,7 +281,7 @@ pub(crate) struct Counters {
     pub reruns: u64,
     pub faults: u64,
     pub churn: ChurnCounts,
-    pub rejected: [u64; 13],
+    pub rejected: [u64; Reject::ALL.len()],
 }
 
 /// A broken invariant.

@@ -1,7 +1,6 @@
 //! Applying incoming envelopes: validation, the claim rule, and what each accepted message
 //! changes. Every path either applies the message or returns the [`Reject`] reason.
 
-use std::cmp::Reverse;
 use std::sync::Arc;
 
 use crate::hrw;
@@ -11,9 +10,10 @@ use crate::manifest::ProjectManifest;
 use crate::message::{Claim, Envelope, Failure, Presence, Receipt, RelayRequest, Release};
 use crate::signed::{Signable, Signed, VerifyError};
 
+use super::fence::{self, ResultKey, Verdict, claim_key};
 use super::{
-    CLAIM_BUCKET_MS, CancelReason, EARLY_MAX, EPOCH_JUMP_MAX, Engine, FENCE_SKEW_MS, ItemEntry,
-    Local, Output, Peer, Phase, ProjectEntry, RELAY_REQUESTS_MAX, Reject, WorkRef, relay_project,
+    CancelReason, EARLY_MAX, EPOCH_JUMP_MAX, Engine, ItemEntry, Local, Output, Peer, Phase,
+    ProjectEntry, RELAY_REQUESTS_MAX, Reject, WorkRef, relay_project,
 };
 
 /// The checked body of an envelope. Shared by every clone of the envelope, so a message that
@@ -23,18 +23,6 @@ pub(super) fn verified<T: Signable>(s: &Signed<T>) -> Result<Arc<T>, Reject> {
         VerifyError::BadSignature => Reject::BadSignature,
         _ => Reject::Malformed,
     })
-}
-
-/// The total order on claims for one item: higher epoch, then the earlier time bucket of
-/// `since_ms` (so a late claim cannot take an item already held at that epoch), then the
-/// higher HRW score, then the node id.
-fn claim_key(
-    epoch: u32,
-    since_ms: u64,
-    score: u64,
-    node: NodeId,
-) -> (u32, Reverse<u64>, u64, NodeId) {
-    (epoch, Reverse(since_ms / CLAIM_BUCKET_MS), score, node)
 }
 
 fn claim_lease_until(claim: &Signed<Claim>) -> u64 {
@@ -60,39 +48,6 @@ fn stored_result_key(item: &ItemId, receipt: &Signed<Receipt>) -> Option<ResultK
         lease_until_ms: c.lease_until_ms,
         done_at_ms: r.at_ms,
     })
-}
-
-/// One accepted result, as far as choosing between two results for an item goes.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct ResultKey {
-    pub(super) epoch: u32,
-    pub(super) since_ms: u64,
-    pub(super) score: u64,
-    pub(super) node: NodeId,
-    /// The end of the lease the result was produced under (from its embedded claim).
-    pub(super) lease_until_ms: u64,
-    /// When the holder finished.
-    pub(super) done_at_ms: u64,
-}
-
-/// Whether result `new` replaces result `old` for the same item. A higher-epoch result wins
-/// only when its claim came after the lower epoch's lease had run out and before that lower
-/// epoch finished: the old result was then late, and the epoch fences it out. Otherwise the
-/// old result was produced within its lease and stands. Equal epochs follow the claim order.
-/// Both inputs are signed data, so every node decides alike.
-fn result_beats(new: &ResultKey, old: &ResultKey) -> bool {
-    let later_epoch_wins = |hi: &ResultKey, lo: &ResultKey| {
-        hi.since_ms + FENCE_SKEW_MS >= lo.lease_until_ms
-            && hi.since_ms <= lo.done_at_ms + FENCE_SKEW_MS
-    };
-    match new.epoch.cmp(&old.epoch) {
-        std::cmp::Ordering::Greater => later_epoch_wins(new, old),
-        std::cmp::Ordering::Less => !later_epoch_wins(old, new),
-        std::cmp::Ordering::Equal => {
-            claim_key(new.epoch, new.since_ms, new.score, new.node)
-                > claim_key(old.epoch, old.since_ms, old.score, old.node)
-        }
-    }
 }
 
 impl Engine {
@@ -247,6 +202,7 @@ impl Engine {
                 failures: 0,
                 rank: None,
                 digest: [0; 8],
+                past: super::fence::Past::default(),
             },
         );
         self.schedule(id, now);
@@ -326,6 +282,27 @@ impl Engine {
             Phase::Held { prior, .. } => prior.clone(),
             _ => None,
         };
+        let at_ended_epoch = match &entry.phase {
+            Phase::Open { epoch, .. } => c.epoch == *epoch && *epoch > 0,
+            // Another claim of the finished epoch: evidence against its result if it outranks.
+            Phase::Done { receipt } => {
+                c.epoch == entry.phase.epoch() && receipt.signer().node_id() != node
+            }
+            _ => false,
+        };
+        if c.epoch < entry.phase.epoch() || at_ended_epoch {
+            // A claim of an earlier epoch is evidence of who held it, for judging results.
+            self.note_past(&c.item, &Envelope::Claim(s));
+            return Err(Reject::Stale);
+        }
+        // What ended the epoch before the claim's, as evidence for later results.
+        let ended = match &entry.phase {
+            Phase::Held { epoch, claim, .. } if c.epoch > *epoch => {
+                Some(Envelope::Claim(claim.clone()))
+            }
+            Phase::Open { epoch, proof: Some(proof) } if c.epoch > *epoch => Some(proof.clone()),
+            _ => None,
+        };
         let prev_holder = match &entry.phase {
             Phase::Done { .. } | Phase::Failed { .. } => return Err(Reject::Stale),
             Phase::Open { epoch, .. } => {
@@ -365,6 +342,9 @@ impl Engine {
             }
         };
         let (item, epoch, lease_until) = (c.item, c.epoch, c.lease_until_ms);
+        if let Some(ended) = ended {
+            self.note_past(&item, &ended);
+        }
         self.outputs.push_back(Output::Persist(Envelope::Claim(s.clone())));
         if let Some(e) = self.items.get_mut(&item) {
             let held = Phase::Held {
@@ -459,6 +439,8 @@ impl Engine {
         let c = verified(claim)?;
         match self.apply_claim(claim.clone(), now) {
             Err(r) if r.penalize() || r == Reject::UnknownItem => Err(r),
+            // Outranked by a claim of the same epoch known here: it never held the epoch.
+            Err(Reject::Lost) => Err(Reject::Fenced),
             _ => Ok(c),
         }
     }
@@ -484,6 +466,12 @@ impl Engine {
             lease_until_ms: c.lease_until_ms,
             done_at_ms: r.at_ms,
         };
+        if e.past.fences(node, &c, score) {
+            return Err(Reject::Fenced);
+        }
+        // What the result replaced, when that was another result of an earlier epoch: evidence
+        // of who held that epoch.
+        let mut replaced = None;
         match &e.phase {
             Phase::Held { holder, epoch, ready, .. } if *holder == node && *epoch == c.epoch => {
                 if ongoing {
@@ -508,8 +496,20 @@ impl Engine {
                 if key.epoch == c.epoch && key.node == node {
                     return Err(Reject::Duplicate);
                 }
-                if !result_beats(&new_key, &key) {
-                    return Err(Reject::Stale);
+                // A result that later evidence shows never held its epoch gives way to any
+                // result that did (one a node took while it knew no better).
+                let old_fenced = receipt_parts(receipt)
+                    .is_some_and(|(_, oc)| e.past.fences(key.node, oc, key.score));
+                let verdict =
+                    if old_fenced { Verdict::Replaces } else { fence::judge(&new_key, &key) };
+                match verdict {
+                    Verdict::Replaces => {}
+                    Verdict::Stale => return Err(Reject::Stale),
+                    Verdict::Fenced => return Err(Reject::Fenced),
+                }
+                if key.epoch < c.epoch {
+                    replaced =
+                        receipt.verified_ref().ok().map(|r| Envelope::Claim(r.claim.clone()));
                 }
             }
             // A higher epoch is held, but the fencing rule may still favour this earlier result
@@ -526,10 +526,14 @@ impl Engine {
                     lease_until_ms: claim_lease_until(claim),
                     done_at_ms: u64::MAX,
                 };
-                if result_beats(&held, &new_key) {
-                    return Err(Reject::Stale);
+                match fence::judge(&new_key, &held) {
+                    Verdict::Replaces => {}
+                    Verdict::Stale => return Err(Reject::Stale),
+                    Verdict::Fenced => return Err(Reject::Fenced),
                 }
             }
+            // Held by another node at this epoch is settled by the embedded claim (`Lost`); an
+            // epoch that was released or failed here, or a later one, leaves the result late.
             _ => return Err(Reject::Stale),
         }
         let item = c.item;
@@ -545,6 +549,9 @@ impl Engine {
         }
         self.outputs.push_back(Output::Persist(Envelope::Receipt(s.clone())));
         if let Some(e) = self.items.get_mut(&item) {
+            if let Some(replaced) = &replaced {
+                e.past.note(replaced);
+            }
             let change = e.set_phase(&item, Phase::Done { receipt: s });
             self.fold_bucket(project, &item, change);
         }
@@ -594,7 +601,13 @@ impl Engine {
             {
                 return Err(Reject::Duplicate);
             }
-            _ => return Err(Reject::Stale),
+            phase => {
+                // A failure of an earlier epoch: evidence that its holder did not finish it.
+                if c.epoch < phase.epoch() {
+                    e.past.note(&Envelope::Failure(s));
+                }
+                return Err(Reject::Stale);
+            }
         }
         e.failures = e.failures.saturating_add(1);
         let env = Envelope::Failure(s);
@@ -622,11 +635,13 @@ impl Engine {
             self.park(Envelope::Release(s));
             return Err(Reject::UnknownItem);
         };
+        let mut ended = None;
         match &e.phase {
-            Phase::Held { holder, epoch, .. } if *epoch == r.epoch => {
+            Phase::Held { holder, epoch, claim, .. } if *epoch == r.epoch => {
                 if *holder != node {
                     return Err(Reject::NotHolder);
                 }
+                ended = Some(Envelope::Claim(claim.clone()));
             }
             Phase::Held { epoch, .. } if r.epoch > *epoch && r.epoch <= epoch + EPOCH_JUMP_MAX => {}
             Phase::Open { epoch, proof }
@@ -641,7 +656,16 @@ impl Engine {
                     return Err(Reject::Stale);
                 }
             }
-            _ => return Err(Reject::Stale),
+            phase => {
+                // A release of an earlier epoch: evidence that its signer did not finish it.
+                if r.epoch < phase.epoch() {
+                    e.past.note(&Envelope::Release(s));
+                }
+                return Err(Reject::Stale);
+            }
+        }
+        if let Some(claim) = &ended {
+            e.past.note(claim);
         }
         let env = Envelope::Release(s);
         let change = e.set_phase(&r.item, Phase::Open { epoch: r.epoch, proof: Some(env.clone()) });
@@ -657,6 +681,13 @@ impl Engine {
         self.unschedule(r.item);
         self.schedule(r.item, now);
         Ok(())
+    }
+
+    /// Keeps evidence about an earlier epoch of `item` (see [`fence::Past`]).
+    fn note_past(&mut self, item: &ItemId, env: &Envelope) {
+        if let Some(e) = self.items.get_mut(item) {
+            e.past.note(env);
+        }
     }
 
     fn apply_relay_request(&mut self, s: Signed<RelayRequest>, now: u64) -> Result<(), Reject> {

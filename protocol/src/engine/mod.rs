@@ -34,6 +34,7 @@
 //! result from a superseded epoch is never taken as the item's result.
 
 mod apply;
+mod fence;
 mod sync;
 mod types;
 
@@ -132,6 +133,8 @@ struct ItemEntry {
     /// What the item adds to its sync digest bucket (see `sync.rs`), kept up to date with the
     /// phase so a digest needs no hashing.
     digest: [u8; 8],
+    /// Evidence about earlier epochs, against which results are fenced (see `fence.rs`).
+    past: fence::Past,
 }
 
 impl ItemEntry {
@@ -583,7 +586,11 @@ impl Engine {
             records.extend(p.batches.values().cloned().map(Envelope::Batch));
         }
         records.extend(self.relay_requests.values().cloned().map(Envelope::RelayRequest));
-        records.extend(self.items.values().filter_map(|e| e.phase.proof()));
+        for e in self.items.values() {
+            records.extend(e.phase.proof());
+            // After the proof, where they are evidence about earlier epochs.
+            records.extend(e.past.envelopes().iter().cloned());
+        }
         let failures = self
             .items
             .iter()
@@ -1326,6 +1333,16 @@ impl Phase {
             Phase::Held { claim, .. } => Some(Envelope::Claim(claim.clone())),
             Phase::Done { receipt, .. } => Some(Envelope::Receipt(receipt.clone())),
             Phase::Failed { proof, .. } => Some(proof.clone()),
+        }
+    }
+
+    /// The epoch the item is at (0 before its first claim).
+    fn epoch(&self) -> u32 {
+        match self {
+            Phase::Open { epoch, .. } | Phase::Held { epoch, .. } | Phase::Failed { epoch, .. } => {
+                *epoch
+            }
+            Phase::Done { receipt } => apply::receipt_parts(receipt).map_or(0, |(_, c)| c.epoch),
         }
     }
 

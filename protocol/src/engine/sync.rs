@@ -182,6 +182,11 @@ impl Engine {
                     if let Some(proof) = e.phase.proof() {
                         push(&mut out, proof);
                     }
+                    // Evidence about earlier epochs after it, for fencing results alike.
+                    for env in e.past.envelopes().iter().filter(|env| e.phase.prior() != Some(*env))
+                    {
+                        push(&mut out, env.clone());
+                    }
                 }
             }
         }

@@ -788,7 +788,7 @@ fn a_late_same_epoch_claim_cannot_take_a_held_item_nor_finish_it() {
     let late = claim_env(&l, item, 1, 25_000, 25_000, 55_000);
     assert_eq!(e.handle(Input::Message(Envelope::Claim(late.clone())), 25_000), Err(Reject::Lost));
     let bogus = receipt_env(&l, late, 25_100, 0xbb);
-    assert_eq!(e.handle(Input::Message(bogus), 25_100), Err(Reject::Stale));
+    assert_eq!(e.handle(Input::Message(bogus), 25_100), Err(Reject::Fenced));
     assert!(
         matches!(e.item_state(&item), Some(ItemState::Held { holder, .. }) if holder == h.node_id())
     );
@@ -1421,4 +1421,214 @@ fn a_result_early_only_in_this_nodes_view_is_taken_in_when_the_lease_runs_out() 
         matches!(e.item_state(&item), Some(ItemState::Done { holder, epoch: 2, .. }) if holder == p.node_id())
     );
     assert!(!e.holds(&item));
+}
+
+// ---- fencing: a result counts only under the claim the mesh agreed on for its epoch ----------
+
+/// The keys of the fencing cases: H held epoch 1, P epoch 2, and L never held anything.
+struct Fencing {
+    owner: Keypair,
+    h: Keypair,
+    p: Keypair,
+    l: Keypair,
+}
+
+impl Fencing {
+    fn new() -> Self {
+        Self {
+            owner: test_keypair(1),
+            h: test_keypair(740),
+            p: test_keypair(741),
+            l: test_keypair(742),
+        }
+    }
+
+    /// H's claim of epoch 1 at 10 s (lease to 40 s, never renewed).
+    fn hc(&self, item: ItemId) -> Signed<Claim> {
+        claim_env(&self.h, item, 1, 10_000, 10_000, 40_000)
+    }
+
+    /// P's claim of epoch 2 at 42 s, after H's lease lapsed.
+    fn pc(&self, item: ItemId) -> Signed<Claim> {
+        claim_env(&self.p, item, 2, 42_000, 42_000, 72_000)
+    }
+
+    /// An observer that saw H hold epoch 1 and P take epoch 2 (and finish at 50 s if `done`).
+    fn observer(&self, done: bool) -> (Engine, ItemId) {
+        let (mut e, item) = observer(&self.owner, 30_000);
+        e.handle(Input::Message(Envelope::Claim(self.hc(item))), 10_000).unwrap();
+        e.handle(Input::Message(Envelope::Claim(self.pc(item))), 42_000).unwrap();
+        if done {
+            e.handle(Input::Message(receipt_env(&self.p, self.pc(item), 50_000, 0xbb)), 50_000)
+                .unwrap();
+        }
+        (e, item)
+    }
+}
+
+fn result_of(e: &Engine, item: &ItemId) -> Option<(NodeId, u32, Digest)> {
+    match e.item_state(item) {
+        Some(ItemState::Done { holder, epoch, result, .. }) => Some((holder, epoch, result)),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_peer_that_never_held_an_epoch_cannot_overwrite_a_finished_result() {
+    let f = Fencing::new();
+    let (mut e, item) = f.observer(true);
+    // L's brand-new epoch-1 claim, made long after epoch 2 began, inside its own receipt.
+    let forged = claim_env(&f.l, item, 1, 100_000, 100_000, 130_000);
+    let r = e.handle(Input::Message(receipt_env(&f.l, forged, 100_000, 0xee)), 100_000);
+    assert_eq!(r, Err(Reject::Fenced));
+    assert!(Reject::Fenced.penalize(), "a fenced result costs its sender");
+    assert_eq!(result_of(&e, &item), Some((f.p.node_id(), 2, Digest([0xbb; 32]))));
+    let passed_on = std::iter::from_fn(|| e.poll_output())
+        .any(|o| matches!(o, Output::Publish(Envelope::Receipt(r)) if r.signer() == f.l.public()));
+    assert!(!passed_on, "the forged result is not passed on");
+}
+
+#[test]
+fn a_peer_that_never_held_an_epoch_cannot_finish_an_item_held_at_a_later_one() {
+    let f = Fencing::new();
+    let (mut e, item) = f.observer(false);
+    let forged = claim_env(&f.l, item, 1, 45_000, 45_000, 75_000);
+    let r = e.handle(Input::Message(receipt_env(&f.l, forged, 45_000, 0xee)), 45_000);
+    assert_eq!(r, Err(Reject::Fenced));
+    assert!(
+        matches!(e.item_state(&item), Some(ItemState::Held { holder, epoch: 2, .. }) if holder == f.p.node_id())
+    );
+}
+
+#[test]
+fn a_forged_claim_outranked_by_the_epochs_holder_is_fenced_on_every_node() {
+    let f = Fencing::new();
+    let (mut e, item) = f.observer(true);
+    // Began before epoch 2 did, but after H's claim of the same epoch: H held epoch 1.
+    let forged = claim_env(&f.l, item, 1, 20_000, 20_000, 50_000);
+    let bogus = receipt_env(&f.l, forged, 35_000, 0xee);
+    assert_eq!(e.handle(Input::Message(bogus.clone()), 55_000), Err(Reject::Fenced));
+    // A node that learns the item by sync alone has the same evidence.
+    let (mut late, _) = observer(&f.owner, 30_000);
+    let delta = e.sync_delta(&late.sync_digest());
+    for env in delta.envelopes {
+        let _ = late.handle(Input::Message(env), 56_000);
+    }
+    assert_eq!(result_of(&late, &item), Some((f.p.node_id(), 2, Digest([0xbb; 32]))));
+    assert_eq!(late.handle(Input::Message(bogus.clone()), 56_000), Err(Reject::Fenced));
+    // And so does a node restored from its snapshot.
+    let mut restored = Engine::restore(fast_config(), test_keypair(9), e.snapshot(), 0, 57_000);
+    assert_eq!(restored.handle(Input::Message(bogus), 57_000), Err(Reject::Fenced));
+    assert_eq!(result_of(&restored, &item), Some((f.p.node_id(), 2, Digest([0xbb; 32]))));
+}
+
+#[test]
+fn a_same_epoch_result_with_a_later_since_is_fenced() {
+    let f = Fencing::new();
+    let (mut e, item) = observer(&f.owner, 30_000);
+    e.handle(Input::Message(Envelope::Claim(f.hc(item))), 10_000).unwrap();
+    e.handle(Input::Message(receipt_env(&f.h, f.hc(item), 30_000, 0xaa)), 30_000).unwrap();
+    let forged = claim_env(&f.l, item, 1, 31_000, 31_000, 61_000);
+    let r = e.handle(Input::Message(receipt_env(&f.l, forged, 32_000, 0xee)), 32_000);
+    assert_eq!(r, Err(Reject::Fenced));
+    assert_eq!(result_of(&e, &item), Some((f.h.node_id(), 1, Digest([0xaa; 32]))));
+}
+
+#[test]
+fn replayed_and_late_receipts_change_nothing_and_are_not_blamed() {
+    let f = Fencing::new();
+    let (mut e, item) = f.observer(true);
+    let p_done = receipt_env(&f.p, f.pc(item), 50_000, 0xbb);
+    assert_eq!(e.handle(Input::Message(p_done), 60_000), Err(Reject::Duplicate));
+    // H finished after its lease ran out and P had taken epoch 2: late, not lying.
+    let h_late = receipt_env(&f.h, f.hc(item), 45_000, 0xaa);
+    assert_eq!(e.handle(Input::Message(h_late), 60_000), Err(Reject::Stale));
+    assert_eq!(result_of(&e, &item), Some((f.p.node_id(), 2, Digest([0xbb; 32]))));
+}
+
+#[test]
+fn a_holder_that_released_its_epoch_cannot_finish_it() {
+    let f = Fencing::new();
+    for p_done in [false, true] {
+        let (mut e, item) = observer(&f.owner, 30_000);
+        e.handle(Input::Message(Envelope::Claim(f.hc(item))), 10_000).unwrap();
+        let rel = Envelope::Release(Signed::sign(&f.h, &Release { item, epoch: 1, at_ms: 20_000 }));
+        e.handle(Input::Message(rel), 20_000).unwrap();
+        let pc = claim_env(&f.p, item, 2, 21_000, 21_000, 51_000);
+        e.handle(Input::Message(Envelope::Claim(pc.clone())), 21_000).unwrap();
+        if p_done {
+            e.handle(Input::Message(receipt_env(&f.p, pc, 30_000, 0xbb)), 30_000).unwrap();
+        }
+        // H's result, dated inside its lease and before the release, after all.
+        let r = e.handle(Input::Message(receipt_env(&f.h, f.hc(item), 19_000, 0xaa)), 31_000);
+        assert_eq!(r, Err(Reject::Fenced), "P finished: {p_done}");
+        let holder = match e.item_state(&item) {
+            Some(ItemState::Held { holder, .. } | ItemState::Done { holder, .. }) => holder,
+            other => panic!("unexpected state {other:?}"),
+        };
+        assert_eq!(holder, f.p.node_id());
+    }
+}
+
+#[test]
+fn an_honest_result_from_within_its_renewed_lease_still_beats_an_early_next_epoch() {
+    // The fencing rule keeps what partitions need: H renewed (unseen by P's side), so P's
+    // claim was early, and H's result from inside its lease stands.
+    let f = Fencing::new();
+    let (mut e, item) = f.observer(true);
+    let renewal = claim_env(&f.h, item, 1, 10_000, 30_000, 60_000);
+    e.handle(Input::Message(receipt_env(&f.h, renewal, 45_000, 0xaa)), 60_000).unwrap();
+    assert_eq!(result_of(&e, &item), Some((f.h.node_id(), 1, Digest([0xaa; 32]))));
+}
+
+/// Every order of the same honest and forged messages, delivered twice (gossip, then a sync
+/// that repeats them), leaves an observer with the agreed holder's result.
+#[test]
+fn any_order_of_honest_and_forged_results_ends_with_the_agreed_result() {
+    let f = Fencing::new();
+    let (_, item) = observer(&f.owner, 30_000);
+    let msgs = vec![
+        Envelope::Claim(f.hc(item)),
+        Envelope::Claim(f.pc(item)),
+        receipt_env(&f.p, f.pc(item), 50_000, 0xbb),
+        receipt_env(&f.l, claim_env(&f.l, item, 1, 100_000, 100_000, 130_000), 100_000, 0xe1),
+        receipt_env(&f.l, claim_env(&f.l, item, 1, 20_000, 20_000, 50_000), 35_000, 0xe2),
+        receipt_env(&f.l, claim_env(&f.l, item, 1, 45_000, 45_000, 75_000), 46_000, 0xe3),
+    ];
+    let mut order: Vec<usize> = (0..msgs.len()).collect();
+    let mut seen = 0;
+    // Heap's algorithm over all 720 orders.
+    let mut c = vec![0usize; order.len()];
+    let mut check = |order: &[usize]| {
+        let (mut e, _) = observer(&f.owner, 30_000);
+        for round in 0..2 {
+            for &i in order {
+                let _ = e.handle(Input::Message(msgs[i].clone()), 200_000 + round);
+            }
+        }
+        assert_eq!(
+            result_of(&e, &item),
+            Some((f.p.node_id(), 2, Digest([0xbb; 32]))),
+            "order {order:?}"
+        );
+        seen += 1;
+    };
+    check(&order);
+    let mut i = 0;
+    while i < order.len() {
+        if c[i] < i {
+            if i % 2 == 0 {
+                order.swap(0, i)
+            } else {
+                order.swap(c[i], i)
+            }
+            check(&order);
+            c[i] += 1;
+            i = 0;
+        } else {
+            c[i] = 0;
+            i += 1;
+        }
+    }
+    assert_eq!(seen, 720);
 }

@@ -249,6 +249,10 @@ pub enum Reject {
     /// A valid claim that lost the claim rule to one already known.
     #[error("lost the claim rule")]
     Lost,
+    /// A result whose claim never held its epoch: outranked by a known claim of that epoch,
+    /// made after a later epoch began, or of an epoch its signer released or failed.
+    #[error("result from a claim that never held its epoch")]
+    Fenced,
 }
 
 impl Reject {
@@ -263,11 +267,12 @@ impl Reject {
                 | Reject::LeaseTooLong
                 | Reject::NotHolder
                 | Reject::FromTheFuture
+                | Reject::Fenced
         )
     }
 
     /// All reasons, in a fixed order (for metrics).
-    pub const ALL: [Reject; 13] = [
+    pub const ALL: [Reject; 14] = [
         Reject::BadSignature,
         Reject::Malformed,
         Reject::UntrustedProject,
@@ -281,6 +286,7 @@ impl Reject {
         Reject::FromTheFuture,
         Reject::Full,
         Reject::Lost,
+        Reject::Fenced,
     ];
 
     /// snake_case name, for metrics labels.
@@ -299,6 +305,7 @@ impl Reject {
             Reject::FromTheFuture => "from_the_future",
             Reject::Full => "full",
             Reject::Lost => "lost",
+            Reject::Fenced => "fenced",
         }
     }
 }

@@ -1,0 +1,281 @@
+//! Fencing: which result an item keeps, judged from signed data alone.
+//!
+//! A result counts only under the claim the mesh agreed on for its epoch. Two facts decide
+//! that, and both are signed: the claims of an item's epochs (their `since_ms` says when each
+//! began, their lease when each was due to end), and what ended an epoch (a release or a
+//! failure by its holder). [`judge`] compares a new result with the one an item keeps, or with
+//! the claim of the later epoch it is held at; [`Past`] keeps the evidence about earlier epochs
+//! that a result must not contradict. Both are pure: every node that has seen the same signed
+//! messages decides alike, whatever order they came in.
+//!
+//! The rules (see docs/protocol.md, "Fencing results"):
+//! - a result whose claim is outranked by a known claim of the same epoch never held it;
+//! - a result whose claim began after a later epoch had begun was made after its epoch ended;
+//! - a holder that released or failed an epoch cannot also finish it;
+//! - a lower-epoch result replaces a higher-epoch one only when its claim began first, it was
+//!   finished inside its lease, and either the higher claim came while that lease ran (it was
+//!   early) or the lower result was finished before the higher claim was made.
+
+use std::cmp::Reverse;
+
+use crate::ids::NodeId;
+use crate::message::{Claim, Envelope};
+
+use super::{CLAIM_BUCKET_MS, FENCE_SKEW_MS};
+
+/// Most pieces of evidence kept about an item's earlier epochs; the oldest epochs go first.
+pub const PAST_MAX: usize = 8;
+
+/// The total order on claims for one item: higher epoch, then the earlier time bucket of
+/// `since_ms` (so a late claim cannot take an item already held at that epoch), then the
+/// higher HRW score, then the node id.
+pub(super) fn claim_key(
+    epoch: u32,
+    since_ms: u64,
+    score: u64,
+    node: NodeId,
+) -> (u32, Reverse<u64>, u64, NodeId) {
+    (epoch, Reverse(since_ms / CLAIM_BUCKET_MS), score, node)
+}
+
+/// One result (or the claim of a held epoch), as far as fencing goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ResultKey {
+    pub(super) epoch: u32,
+    pub(super) since_ms: u64,
+    pub(super) score: u64,
+    pub(super) node: NodeId,
+    /// The end of the lease the result was produced under (from its embedded claim).
+    pub(super) lease_until_ms: u64,
+    /// When the holder finished; `u64::MAX` for an epoch still being worked.
+    pub(super) done_at_ms: u64,
+}
+
+impl ResultKey {
+    fn order(&self) -> (u32, Reverse<u64>, u64, NodeId) {
+        claim_key(self.epoch, self.since_ms, self.score, self.node)
+    }
+}
+
+/// What a new result does to the result (or held claim) an item has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// The new result is the item's result from now on.
+    Replaces,
+    /// The new result was honest but late: the item keeps what it has.
+    Stale,
+    /// The new result's claim never held its epoch: rejected, and its sender is to blame.
+    Fenced,
+}
+
+/// Whether the result `lo` stands against the claim `hi` of a later epoch: `lo`'s claim began
+/// first and its result was finished inside its lease, and either `hi` was claimed while that
+/// lease still ran (it was early) or `lo` was finished before `hi` was claimed.
+fn stands(lo: &ResultKey, hi: &ResultKey) -> bool {
+    let began_first = lo.since_ms <= hi.since_ms;
+    let inside_lease = lo.done_at_ms <= lo.lease_until_ms.saturating_add(FENCE_SKEW_MS);
+    let hi_early = hi.since_ms.saturating_add(FENCE_SKEW_MS) < lo.lease_until_ms;
+    let lo_first = hi.since_ms > lo.done_at_ms.saturating_add(FENCE_SKEW_MS);
+    began_first && inside_lease && (hi_early || lo_first)
+}
+
+/// Judges the result `new` against `old`, the item's result or the claim of the epoch it is
+/// held at (with `done_at_ms` = `u64::MAX`). Both are read from signed data.
+pub(super) fn judge(new: &ResultKey, old: &ResultKey) -> Verdict {
+    use std::cmp::Ordering::{Equal, Greater, Less};
+    match new.epoch.cmp(&old.epoch) {
+        Equal if new.order() > old.order() => Verdict::Replaces,
+        Equal if new.node != old.node => Verdict::Fenced,
+        Equal => Verdict::Stale,
+        Greater if stands(old, new) => Verdict::Stale,
+        Greater => Verdict::Replaces,
+        Less if new.since_ms > old.since_ms => Verdict::Fenced,
+        Less if stands(new, old) => Verdict::Replaces,
+        Less => Verdict::Stale,
+    }
+}
+
+/// Evidence about an item's earlier epochs: the best claim known for each, and the releases
+/// and failures that ended them. At most [`PAST_MAX`] envelopes, sorted by epoch; empty (and
+/// one pointer wide) for the many items that finish in their first epoch.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Past(Option<Box<Vec<Envelope>>>);
+
+/// The epoch an envelope in [`Past`] is about, and the claim it carries, if any.
+fn facts(env: &Envelope) -> Option<(u32, Option<&Claim>)> {
+    match env {
+        Envelope::Claim(c) => c.verified_ref().ok().map(|c| (c.epoch, Some(c))),
+        Envelope::Failure(f) => {
+            let c = f.verified_ref().ok()?.claim.verified_ref().ok()?;
+            Some((c.epoch, Some(c)))
+        }
+        Envelope::Release(r) => r.verified_ref().ok().map(|r| (r.epoch, None)),
+        _ => None,
+    }
+}
+
+impl Past {
+    /// The envelopes kept, oldest epoch first.
+    pub(super) fn envelopes(&self) -> &[Envelope] {
+        self.0.as_deref().map_or(&[], |v| v.as_slice())
+    }
+
+    /// Whether a result by `node` under claim `c` (whose HRW score is `score`) contradicts
+    /// what is known of earlier epochs: its claim is outranked by a known claim of the same
+    /// epoch, a later epoch began before it, or `node` released or failed that epoch.
+    pub(super) fn fences(&self, node: NodeId, c: &Claim, score: u64) -> bool {
+        let mine = claim_key(c.epoch, c.since_ms, score, node);
+        self.envelopes().iter().any(|env| {
+            let Some((epoch, claim)) = facts(env) else { return false };
+            let signer = env_signer(env);
+            if epoch > c.epoch {
+                return claim.is_some_and(|k| k.since_ms < c.since_ms);
+            }
+            if epoch < c.epoch {
+                return false;
+            }
+            let ended_by_me = signer == node && !matches!(env, Envelope::Claim(_));
+            let outranked = claim.is_some_and(|k| {
+                signer != node
+                    && claim_key(k.epoch, k.since_ms, crate::hrw::score(&k.item, &signer), signer)
+                        > mine
+            });
+            ended_by_me || outranked
+        })
+    }
+
+    /// Takes in one piece of evidence about an earlier epoch: a claim (kept if it is the best
+    /// known for its epoch and no later epoch began before it), a release or a failure (kept
+    /// once per signer and epoch). Returns whether anything changed.
+    pub(super) fn note(&mut self, env: &Envelope) -> bool {
+        let Some((epoch, claim)) = facts(env) else { return false };
+        let signer = env_signer(env);
+        if let Some(c) = claim
+            && self.fences(signer, c, crate::hrw::score(&c.item, &signer))
+            && matches!(env, Envelope::Claim(_))
+        {
+            return false;
+        }
+        let list = self.0.get_or_insert_with(Default::default);
+        if list.iter().any(|e| e == env) {
+            return false;
+        }
+        let same_kind = |e: &Envelope| {
+            facts(e).is_some_and(|(ep, _)| ep == epoch)
+                && std::mem::discriminant(e) == std::mem::discriminant(env)
+                && (matches!(env, Envelope::Claim(_)) || env_signer(e) == signer)
+        };
+        if let Some(i) = list.iter().position(same_kind) {
+            let better = match (&list[i], claim) {
+                (Envelope::Claim(old), Some(new)) => old.verified_ref().is_ok_and(|o| {
+                    let old_signer = old.signer().node_id();
+                    claim_key(
+                        new.epoch,
+                        new.since_ms,
+                        crate::hrw::score(&new.item, &signer),
+                        signer,
+                    ) > claim_key(
+                        o.epoch,
+                        o.since_ms,
+                        crate::hrw::score(&o.item, &old_signer),
+                        old_signer,
+                    )
+                }),
+                // A later renewal or a second failure of the same holder adds nothing.
+                _ => false,
+            };
+            if !better {
+                return false;
+            }
+            list[i] = env.clone();
+        } else {
+            let at = list.partition_point(|e| facts(e).is_some_and(|(ep, _)| ep <= epoch));
+            list.insert(at, env.clone());
+            if list.len() > PAST_MAX {
+                list.remove(0);
+            }
+        }
+        true
+    }
+}
+
+fn env_signer(env: &Envelope) -> NodeId {
+    match env {
+        Envelope::Claim(s) => s.signer().node_id(),
+        Envelope::Failure(s) => s.signer().node_id(),
+        Envelope::Release(s) => s.signer().node_id(),
+        Envelope::Receipt(s) => s.signer().node_id(),
+        Envelope::Presence(s) => s.signer().node_id(),
+        Envelope::Manifest(s) => s.signer().node_id(),
+        Envelope::Batch(s) => s.signer().node_id(),
+        Envelope::RelayRequest(s) => s.signer().node_id(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(epoch: u32, since: u64, lease: u64, done: u64, node: u8) -> ResultKey {
+        ResultKey {
+            epoch,
+            since_ms: since,
+            score: u64::from(node),
+            node: NodeId([node; 32]),
+            lease_until_ms: lease,
+            done_at_ms: done,
+        }
+    }
+
+    #[test]
+    fn a_lower_epoch_claim_made_after_the_higher_one_began_is_fenced() {
+        let p = key(2, 42_000, 72_000, 50_000, 2);
+        let forged = key(1, 100_000, 130_000, 100_000, 3);
+        assert_eq!(judge(&forged, &p), Verdict::Fenced);
+        let held = key(2, 42_000, 72_000, u64::MAX, 2);
+        let forged = key(1, 45_000, 75_000, 45_000, 3);
+        assert_eq!(judge(&forged, &held), Verdict::Fenced);
+    }
+
+    #[test]
+    fn a_lower_epoch_result_stands_only_inside_its_lease_against_an_early_claim() {
+        let early_hi = key(2, 42_000, 72_000, 50_000, 2);
+        // Claimed at 10 s, renewed to 60 s, finished at 50 s: the higher claim was early.
+        assert_eq!(judge(&key(1, 10_000, 60_000, 50_000, 1), &early_hi), Verdict::Replaces);
+        // Finished after its own lease: late.
+        assert_eq!(judge(&key(1, 10_000, 40_000, 45_000, 1), &early_hi), Verdict::Stale);
+        // The same two the other way round agree.
+        assert_eq!(judge(&early_hi, &key(1, 10_000, 60_000, 50_000, 1)), Verdict::Stale);
+        assert_eq!(judge(&early_hi, &key(1, 10_000, 40_000, 45_000, 1)), Verdict::Replaces);
+    }
+
+    #[test]
+    fn equal_epochs_follow_the_claim_order_and_fence_the_outranked() {
+        let first = key(1, 10_000, 40_000, 20_000, 1);
+        let later = key(1, 25_000, 55_000, 30_000, 9);
+        assert_eq!(judge(&later, &first), Verdict::Fenced);
+        assert_eq!(judge(&first, &later), Verdict::Replaces);
+        let renewal_of_first = key(1, 10_000, 50_000, 20_000, 1);
+        assert_eq!(judge(&renewal_of_first, &first), Verdict::Stale);
+    }
+
+    proptest::proptest! {
+        /// Whatever two results meet, every node keeps the same one: the verdict one way
+        /// replaces exactly when the verdict the other way does not.
+        #[test]
+        fn two_results_settle_alike_in_either_order(
+            e1 in 1u32..4, e2 in 1u32..4,
+            s1 in 0u64..100, s2 in 0u64..100,
+            l1 in 0u64..60, l2 in 0u64..60,
+            d1 in 0u64..80, d2 in 0u64..80,
+            n1 in 0u8..4, n2 in 0u8..4,
+        ) {
+            let a = key(e1, s1 * 1_000, (s1 + l1) * 1_000, (s1 + d1) * 1_000, n1);
+            let b = key(e2, s2 * 1_000, (s2 + l2) * 1_000, (s2 + d2) * 1_000, n2);
+            proptest::prop_assume!(a != b && !(e1 == e2 && n1 == n2));
+            let ab = judge(&a, &b) == Verdict::Replaces;
+            let ba = judge(&b, &a) == Verdict::Replaces;
+            proptest::prop_assert!(ab != ba, "a over b: {ab}, b over a: {ba}; {a:?} {b:?}");
+        }
+    }
+}
