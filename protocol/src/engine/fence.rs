@@ -99,7 +99,7 @@ pub(super) fn judge(new: &ResultKey, old: &ResultKey) -> Verdict {
 /// and failures that ended them. At most [`PAST_MAX`] envelopes, sorted by epoch; empty (and
 /// one pointer wide) for the many items that finish in their first epoch.
 #[derive(Debug, Clone, Default)]
-pub(super) struct Past(Option<Box<Vec<Envelope>>>);
+pub(super) struct Past(Option<Box<[Envelope]>>);
 
 /// The epoch an envelope in [`Past`] is about, and the claim it carries, if any.
 fn facts(env: &Envelope) -> Option<(u32, Option<&Claim>)> {
@@ -117,7 +117,7 @@ fn facts(env: &Envelope) -> Option<(u32, Option<&Claim>)> {
 impl Past {
     /// The envelopes kept, oldest epoch first.
     pub(super) fn envelopes(&self) -> &[Envelope] {
-        self.0.as_deref().map_or(&[], |v| v.as_slice())
+        self.0.as_deref().unwrap_or(&[])
     }
 
     /// Whether a result by `node` under claim `c` (whose HRW score is `score`) contradicts
@@ -156,10 +156,10 @@ impl Past {
         {
             return false;
         }
-        let list = self.0.get_or_insert_with(Default::default);
-        if list.iter().any(|e| e == env) {
+        if self.envelopes().iter().any(|e| e == env) {
             return false;
         }
+        let mut list: Vec<Envelope> = self.envelopes().to_vec();
         let same_kind = |e: &Envelope| {
             facts(e).is_some_and(|(ep, _)| ep == epoch)
                 && std::mem::discriminant(e) == std::mem::discriminant(env)
@@ -195,6 +195,7 @@ impl Past {
                 list.remove(0);
             }
         }
+        self.0 = Some(list.into_boxed_slice());
         true
     }
 }

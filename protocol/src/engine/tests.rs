@@ -1587,7 +1587,7 @@ fn an_honest_result_from_within_its_renewed_lease_still_beats_an_early_next_epoc
 fn any_order_of_honest_and_forged_results_ends_with_the_agreed_result() {
     let f = Fencing::new();
     let (_, item) = observer(&f.owner, 30_000);
-    let msgs = vec![
+    let msgs = [
         Envelope::Claim(f.hc(item)),
         Envelope::Claim(f.pc(item)),
         receipt_env(&f.p, f.pc(item), 50_000, 0xbb),
