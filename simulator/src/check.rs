@@ -96,10 +96,22 @@ impl World {
             let ex = self.items[idx as usize].executing.clone();
             if ex.len() < 2 {
                 self.contended.remove(&idx);
+                self.watch.settled(idx);
                 continue;
             }
             for (i, &(a, ta)) in ex.iter().enumerate() {
                 for &(b, tb) in &ex[i + 1..] {
+                    if let Some(both) = self.same_view_overlap(idx, a, b) {
+                        let item = self.items[idx as usize].id;
+                        let detail = format!(
+                            "item {} executed by nodes {a} and {b} at one epoch since t={}ms, \
+                             each having taken in the other's claim by t={both}ms",
+                            item.short(),
+                            ta.max(tb)
+                        );
+                        self.violate(ViolationKind::Safety, detail);
+                        return;
+                    }
                     let (na, nb) = (&self.nodes[a as usize], &self.nodes[b as usize]);
                     let o = Overlap {
                         since_ms: ta.max(tb),
@@ -397,6 +409,7 @@ impl World {
             lost_items: if honest_up { self.crawl_total.saturating_sub(done) } else { 0 },
             failed_items: failed,
             bogus_results: bogus,
+            liar_results_won: self.watch.liar_won.len() as u64,
             executions_started: started,
             executions_completed: completed,
             duplicate_executions: dup,

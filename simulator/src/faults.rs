@@ -2,8 +2,9 @@
 //!
 //! Liars run the real engine, so they gossip and sync like anyone, but their driver lies on
 //! top: claims signed with someone else's key, claims that jump an epoch while the holder's
-//! lease runs, receipts for items others hold (with a bogus result), claims they never work
-//! on (their renewals are withheld so the lease runs out), and floods of valid heartbeats.
+//! lease runs, receipts for items others hold or have finished (with a bogus result, under a
+//! fresh claim of the current epoch or of an earlier one they never held), claims they never
+//! work on (their renewals are withheld so the lease runs out), and floods of valid heartbeats.
 
 use rand::Rng;
 use starling_protocol::message::{Claim, Presence, Receipt};
@@ -22,6 +23,7 @@ impl World {
 
     pub(crate) fn on_fault(&mut self, index: u32) {
         let Some(f) = self.s.faults.get(index as usize).cloned() else { return };
+        self.faults_pending = self.faults_pending.saturating_sub(1);
         let n = self.nodes.len();
         self.stats.faults += 1;
         self.had_fault = true;
@@ -132,19 +134,24 @@ impl World {
         let t = self.now + self.nodes[n as usize].clock_offset_ms;
         let me = self.nodes[n as usize].id;
         let Some(engine) = self.nodes[n as usize].engine.as_ref() else { return };
-        let held: Vec<_> = engine
+        // Receipts are forged for finished items too (to overwrite their result).
+        let targets: Vec<_> = engine
             .items()
             .filter_map(|(id, _, st)| match st {
                 ItemState::Held { holder, epoch, lease_until_ms, .. } if holder != me => {
-                    Some((id, holder, epoch, lease_until_ms))
+                    Some((id, holder, epoch, Some(lease_until_ms)))
+                }
+                ItemState::Done { holder, epoch, .. } if holder != me && lie == 2 => {
+                    Some((id, holder, epoch, None))
                 }
                 _ => None,
             })
             .collect();
-        if held.is_empty() {
+        if targets.is_empty() {
             return;
         }
-        let (item, holder, epoch, lease_until) = held[self.rng.random_range(0..held.len())];
+        let (item, holder, epoch, lease) = targets[self.rng.random_range(0..targets.len())];
+        let Some(lease_until) = lease.or((lie == 2).then_some(0)) else { return };
         let key = self.nodes[n as usize].key.clone();
         let lease = self.s.lease_ms;
         let env = match lie {
@@ -173,7 +180,11 @@ impl World {
                 Envelope::Claim(Signed::sign(&key, &c))
             }
             _ => {
-                let c = Claim { item, epoch, at_ms: t, lease_until_ms: t + lease, since_ms: t };
+                // A brand-new claim inside the receipt: at the epoch held or finished, or at an
+                // earlier one the liar never held (the fencing attack).
+                let epoch = if epoch > 1 && self.rng.random_bool(0.5) { epoch - 1 } else { epoch };
+                let since_ms = if b.backdate { 0 } else { t };
+                let c = Claim { item, epoch, at_ms: t, lease_until_ms: t + lease, since_ms };
                 let r = Receipt {
                     claim: Signed::sign(&key, &c),
                     result: Digest::of(b"bogus"),

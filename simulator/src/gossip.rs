@@ -14,7 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 use rand::Rng;
-use starling_protocol::{Envelope, Input, ItemBatch, ProjectManifest, Reject, SyncDelta};
+use starling_protocol::{Envelope, ItemBatch, ProjectManifest, Reject, SyncDelta};
 
 use crate::net::mix64;
 use crate::world::{Copies, Event, IdBuild, Msg, SYNC_TIMEOUT_MS, SYNC_TRIES_MAX, World, env_item};
@@ -447,8 +447,7 @@ impl World {
         drop(copies);
         self.hist.record(self.now.saturating_sub(msg.origin_ms));
         self.record("recv", to, from, msg.id);
-        let Some(result) = self.drive(to, Input::Message(msg.env.clone())) else { return };
-        self.after_apply(to, &msg.env, result);
+        let Some(result) = self.take_message(to, &msg.env) else { return };
         let forward = match result {
             Ok(()) => true,
             Err(r) => matches!(r, Reject::UnknownItem | Reject::UnknownProject),
@@ -459,7 +458,7 @@ impl World {
     }
 
     /// Bookkeeping after an engine took in a message: rejections, and when items last changed.
-    fn after_apply(&mut self, n: u32, env: &Envelope, result: Result<(), Reject>) {
+    pub(crate) fn after_apply(&mut self, n: u32, env: &Envelope, result: Result<(), Reject>) {
         match result {
             Ok(()) => {
                 if let Some((item, false)) = env_item(env) {
@@ -627,9 +626,7 @@ impl World {
         self.record("sync-apply", to, from, delta.envelopes.len() as u64);
         self.nodes[to as usize].sync_wait = None;
         for env in &delta.envelopes {
-            if let Some(result) = self.drive(to, Input::Message(env.clone())) {
-                self.after_apply(to, env, result);
-            }
+            let _ = self.take_message(to, env);
         }
         if delta.more && round + 1 < crate::world::SYNC_ROUNDS_MAX {
             self.start_sync(to, Some(from), round + 1);

@@ -18,6 +18,7 @@ mod lifecycle;
 pub mod net;
 pub mod queue;
 pub mod report;
+mod results;
 pub mod scenario;
 mod work;
 mod world;

@@ -45,6 +45,10 @@ pub struct RunResult {
     pub failed_items: u64,
     /// Items whose accepted result is not the honest one (a lying peer's receipt won).
     pub bogus_results: u64,
+    /// Items for which an honest node accepted a liar's result that the liar won by the claim
+    /// rule (it held that epoch): not a violation, but only checking results can catch them.
+    #[serde(default)]
+    pub liar_results_won: u64,
     /// Executions started by honest nodes (crawl chunks).
     pub executions_started: u64,
     /// Executions that ran to the end.

@@ -276,8 +276,13 @@ pub struct ByzantineSpec {
     pub epoch_break: bool,
     /// Claim items and never do the work (and never renew).
     pub never_work: bool,
-    /// Send receipts for items held by others, with a bogus result.
+    /// Send receipts for items held or finished by others, with a bogus result, under a fresh
+    /// claim of the item's epoch or of the one before it.
     pub false_receipt: bool,
+    /// Date those receipts' claims back to time 0, so they outrank the epoch's real holder:
+    /// the one attack signed data alone cannot refute (docs/protocol.md). Off in `byzantine`;
+    /// on, the result checker must fail the run.
+    pub backdate: bool,
     /// Valid presence heartbeats sent per second on top of the real ones (0 = none).
     pub flood_per_s: u32,
     /// How often each liar tries one of its lies.
@@ -292,6 +297,7 @@ impl Default for ByzantineSpec {
             epoch_break: false,
             never_work: false,
             false_receipt: false,
+            backdate: false,
             flood_per_s: 0,
             action_interval_ms: 2_000,
         }

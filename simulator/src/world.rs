@@ -312,6 +312,8 @@ pub enum ViolationKind {
     Convergence,
     /// The simulator itself could not go on (queue full).
     Simulator,
+    /// An honest node accepted a liar's result for an epoch the liar never held.
+    ForgedResult,
 }
 
 impl std::fmt::Display for Violation {
@@ -370,6 +372,10 @@ pub struct World {
     pub(crate) events: u64,
     /// The first few items completed more than once, for the report.
     pub(crate) dup_examples: Vec<String>,
+    /// What the result and same-view overlap checks have learnt (see `results.rs`).
+    pub(crate) watch: crate::results::Watch,
+    /// Scheduled faults that have not happened yet: a run does not end before they have.
+    pub(crate) faults_pending: u32,
     /// `final_item_counts` as of the end of the run, once known.
     pub(crate) end_counts: Option<(u64, u64, u64)>,
     /// Sizes and projects of envelopes sent in sync responses.
@@ -423,6 +429,7 @@ impl World {
                 sync_wait: None,
             });
         }
+        let watch = crate::results::Watch::new(nodes.iter().map(|n: &SimNode| n.id));
         let mut world = World {
             s: s.clone(),
             seed,
@@ -457,6 +464,8 @@ impl World {
             violations: Vec::new(),
             events: 0,
             dup_examples: Vec::new(),
+            watch,
+            faults_pending: 0,
             end_counts: None,
             env_cache: Default::default(),
             seen_ids: Default::default(),
@@ -539,6 +548,9 @@ impl World {
             self.push(self.s.publish_at_ms, Event::Publish { project: p });
         }
         for (i, f) in self.s.faults.clone().iter().enumerate() {
+            if f.at_ms <= self.s.duration_ms {
+                self.faults_pending += 1;
+            }
             self.push(f.at_ms, Event::Fault { index: i as u32 });
         }
         if self.s.churn.per_min > 0.0 {
@@ -590,9 +602,12 @@ impl World {
                 progress(self.now, end);
                 next_progress = self.events + 100_000;
             }
+            // Done, drained, and past every scheduled fault and the convergence after it.
             if let Some(done) = self.all_done_at
                 && self.now >= done + self.s.drain_ms
                 && self.converge_from.is_none()
+                && self.faults_pending == 0
+                && !self.net.partitioned()
             {
                 break;
             }

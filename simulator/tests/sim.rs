@@ -85,6 +85,53 @@ fn safety_checker_catches_work_after_a_lost_claim() {
 }
 
 #[test]
+fn safety_checker_catches_an_overlap_in_one_view_of_items_shorter_than_a_renewal() {
+    let mut s = small("steady");
+    // As above, but items take 3 s: far less than the settle window (lease / 3 + 3 s), so
+    // only the item-level check (each has taken in the other's claim) can see the overlap.
+    s.network.latency_min_ms = 600;
+    s.network.latency_tail_ms = 0.0;
+    s.engine.candidates = 3;
+    s.engine.capacity = 40;
+    s.work.crawl_ms = 3_000;
+    s.work.jitter = 0.0;
+    run_scenario(&s, 1).unwrap_or_else(|f| panic!("control run, seed 1: {f}"));
+    s.sabotage.ignore_cancel = true;
+    match run_scenario(&s, 1) {
+        Ok(r) => panic!("expected a safety violation, run passed: {:?}", r.result),
+        Err(f) => {
+            assert_eq!(f.violation.kind, ViolationKind::Safety, "{f}");
+            assert!(f.violation.detail.contains("taken in the other's claim"), "{f}");
+        }
+    }
+}
+
+#[test]
+fn result_checker_catches_a_liar_result_for_an_epoch_it_never_held() {
+    let mut s = Scenario::load("byzantine").expect("built-in scenario loads");
+    s.apply_overrides(&Overrides { nodes: Some(12), items: Some(60), ..Default::default() })
+        .expect("small override is valid");
+    s.byzantine.nodes = 3;
+    s.byzantine.action_interval_ms = 200;
+    let r = run_scenario(&s, 1).unwrap_or_else(|f| panic!("control run, seed 1: {f}"));
+    assert_eq!(r.result.bogus_results, 0, "fenced liars land no result");
+    // Backdated claims outrank the real holder: the engine takes them, the checker must not.
+    s.byzantine.backdate = true;
+    expect_violation(&s, 1, ViolationKind::ForgedResult);
+}
+
+#[test]
+fn a_run_does_not_end_before_its_last_fault_has_healed() {
+    let mut s = small("partition-heal");
+    // Every item is done long before the heal.
+    let heal = s.faults.iter().map(|f| f.at_ms).max().expect("the scenario has faults");
+    s.drain_ms = 1_000;
+    let r = run_scenario(&s, 1).unwrap_or_else(|f| panic!("seed 1: {f}"));
+    assert!(r.result.sim_ms >= heal, "ended at {} before the heal at {heal}", r.result.sim_ms);
+    assert!(r.result.convergence_after_heal_ms.is_some(), "convergence checked after the heal");
+}
+
+#[test]
 fn loss_checker_catches_a_dropped_item() {
     let mut s = small("steady");
     s.duration_ms = 120_000;

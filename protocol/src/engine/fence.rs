@@ -12,9 +12,9 @@
 //! - a result whose claim is outranked by a known claim of the same epoch never held it;
 //! - a result whose claim began after a later epoch had begun was made after its epoch ended;
 //! - a holder that released or failed an epoch cannot also finish it;
-//! - a lower-epoch result replaces a higher-epoch one only when its claim began first, it was
-//!   finished inside its lease, and either the higher claim came while that lease ran (it was
-//!   early) or the lower result was finished before the higher claim was made.
+//! - a lower-epoch result replaces a higher-epoch result or claim only when its claim began
+//!   first, it was finished inside its lease, and either it was finished before the higher
+//!   claim was made or the higher claim is of the next epoch and came while that lease ran.
 
 use std::cmp::Reverse;
 
@@ -69,12 +69,15 @@ pub(super) enum Verdict {
 }
 
 /// Whether the result `lo` stands against the claim `hi` of a later epoch: `lo`'s claim began
-/// first and its result was finished inside its lease, and either `hi` was claimed while that
-/// lease still ran (it was early) or `lo` was finished before `hi` was claimed.
+/// first and its result was finished inside its lease, and either `lo` was finished before
+/// `hi` was claimed, or `hi` is the next epoch and was claimed while that lease still ran (it
+/// was early). An epoch further on cannot have been early against `lo`: the epochs between
+/// began after `lo`'s lease, or they would not have been valid.
 fn stands(lo: &ResultKey, hi: &ResultKey) -> bool {
+    let next = lo.epoch.checked_add(1) == Some(hi.epoch);
     let began_first = lo.since_ms <= hi.since_ms;
     let inside_lease = lo.done_at_ms <= lo.lease_until_ms.saturating_add(FENCE_SKEW_MS);
-    let hi_early = hi.since_ms.saturating_add(FENCE_SKEW_MS) < lo.lease_until_ms;
+    let hi_early = next && hi.since_ms.saturating_add(FENCE_SKEW_MS) < lo.lease_until_ms;
     let lo_first = hi.since_ms > lo.done_at_ms.saturating_add(FENCE_SKEW_MS);
     began_first && inside_lease && (hi_early || lo_first)
 }
@@ -245,6 +248,12 @@ mod tests {
         assert_eq!(judge(&key(1, 10_000, 60_000, 50_000, 1), &early_hi), Verdict::Replaces);
         // Finished after its own lease: late.
         assert_eq!(judge(&key(1, 10_000, 40_000, 45_000, 1), &early_hi), Verdict::Stale);
+        // An epoch further on was not early against it: the one between came after its lease.
+        let later = key(3, 42_000, 72_000, 50_000, 2);
+        assert_eq!(judge(&key(1, 10_000, 60_000, 50_000, 1), &later), Verdict::Stale);
+        assert_eq!(judge(&later, &key(1, 10_000, 60_000, 50_000, 1)), Verdict::Replaces);
+        // But a result finished before it began stands.
+        assert_eq!(judge(&key(1, 10_000, 60_000, 30_000, 1), &later), Verdict::Replaces);
         // The same two the other way round agree.
         assert_eq!(judge(&early_hi, &key(1, 10_000, 60_000, 50_000, 1)), Verdict::Stale);
         assert_eq!(judge(&early_hi, &key(1, 10_000, 40_000, 45_000, 1)), Verdict::Replaces);

@@ -1003,6 +1003,10 @@ impl Engine {
         let kind = e.work.kind();
         let role = Roles::for_work(&e.work);
         let project = e.project;
+        // Each earlier epoch that ended without a result was a top-ranked node's turn wasted
+        // (it crashed, or claimed and never worked): one more rank may claim per such epoch,
+        // so nodes that let their leases lapse cannot starve an item by ranking first.
+        let head = self.cfg.candidates.saturating_sub(1).saturating_add(e.phase.epoch());
         let base = since.max(self.warmup_end().unwrap_or(0)) + self.cfg.settle_ms;
         if now < base {
             // No rank may claim before the item has settled: the rank can wait until then.
@@ -1017,7 +1021,7 @@ impl Engine {
             None => u32::MAX,
             Some(steps) => {
                 let steps = u32::try_from(steps).unwrap_or(u32::MAX);
-                self.cfg.candidates.saturating_sub(1).saturating_add(steps)
+                head.saturating_add(steps)
             }
         };
         // After each failure the ranking is drawn afresh, so the node that just failed is not
@@ -1050,7 +1054,7 @@ impl Engine {
                 // would: peers that ranked above may be gone by then, and the node's turn
                 // come sooner than its rank now says.
                 let r = if peers_changed { r.min(scan_to.saturating_add(1)) } else { r };
-                let extra = u64::from(r - self.cfg.candidates.saturating_sub(1));
+                let extra = u64::from(r.saturating_sub(head));
                 self.schedule(item, base + extra * self.cfg.widen_ms);
                 return;
             }

@@ -1,0 +1,198 @@
+//! What the checkers learn from each message an honest engine takes in: whether a result it
+//! accepted came from the agreed holder of its epoch, and which executors of a contended item
+//! have seen each other's claims.
+//!
+//! - **Accepted results.** Honest nodes produce results only under claims their own engines
+//!   took, so the results to examine are the liars'. A liar's result an honest engine accepts
+//!   is *legitimately won* when the liar's claim was the holder's for that epoch in some honest
+//!   engine (the engine took its bare claim, or the result's own claim took a free item or
+//!   one whose lease had run out). Any other liar's result accepted is a violation: the claim
+//!   rule let a peer finish an epoch it never held. Legitimately won results are counted, not
+//!   failed: only checking results (a later layer) can catch a liar that won fairly.
+//! - **Overlaps in one view.** Two honest nodes executing one item at the same epoch, each
+//!   having taken in the other's claim, disagree on a total order they both know: one of them
+//!   must give way at once. Such an overlap that outlasts [`SAME_VIEW_GRACE_MS`] plus the skew
+//!   margin is a violation, whatever the item's length.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use starling_protocol::{Envelope, Input, ItemState, NodeId, Reject};
+
+use crate::world::{ViolationKind, World, env_item};
+
+/// How long two honest executors of one epoch may both go on after each has taken in the
+/// other's claim, beyond the skew margin: one check interval's worth of slack for the
+/// cancellation to land.
+pub const SAME_VIEW_GRACE_MS: u64 = 1_000;
+
+/// Claim sightings kept per contended item.
+const SEEN_PER_ITEM_MAX: usize = 32;
+
+/// The checkers' record of results and claim sightings.
+#[derive(Debug, Default)]
+pub(crate) struct Watch {
+    /// Every node's index by id.
+    node_of: HashMap<NodeId, u32>,
+    /// (item, epoch, liar) whose claim some honest engine took as the holder's.
+    liar_held: HashSet<(u32, u32, u32)>,
+    /// Items with a liar's result that an honest engine took legitimately.
+    pub(crate) liar_won: BTreeSet<u32>,
+    /// Per contended item: (observer, claimant, epoch, when the observer, executing the item
+    /// itself, first took in the claimant's claim of that epoch).
+    seen: HashMap<u32, Vec<(u32, u32, u32, u64)>>,
+}
+
+impl Watch {
+    pub(crate) fn new(ids: impl Iterator<Item = NodeId>) -> Self {
+        Self { node_of: ids.zip(0..).collect(), ..Self::default() }
+    }
+
+    /// When `observer` first took in `claimant`'s claim of `epoch` while both executed it.
+    fn seen_at(&self, item: u32, observer: u32, claimant: u32, epoch: u32) -> Option<u64> {
+        self.seen
+            .get(&item)?
+            .iter()
+            .find_map(|&(o, c, e, t)| (o == observer && c == claimant && e == epoch).then_some(t))
+    }
+
+    /// Forgets the sightings of an item no longer contended.
+    pub(crate) fn settled(&mut self, item: u32) {
+        self.seen.remove(&item);
+    }
+}
+
+/// The claim an envelope carries: its signer, epoch and item.
+fn claim_of(env: &Envelope) -> Option<(NodeId, u32)> {
+    match env {
+        Envelope::Claim(c) => Some((c.signer().node_id(), c.verified_ref().ok()?.epoch)),
+        Envelope::Receipt(r) => {
+            let c = r.verified_ref().ok()?.claim.verified_ref().ok()?;
+            Some((r.signer().node_id(), c.epoch))
+        }
+        Envelope::Failure(f) => {
+            let c = f.verified_ref().ok()?.claim.verified_ref().ok()?;
+            Some((f.signer().node_id(), c.epoch))
+        }
+        _ => None,
+    }
+}
+
+impl World {
+    /// Hands a gossiped or synced message to node `to`'s engine, with the bookkeeping and the
+    /// result and overlap checks that follow. `None` when the node is down.
+    pub(crate) fn take_message(&mut self, to: u32, env: &Envelope) -> Option<Result<(), Reject>> {
+        let honest = !self.nodes[to as usize].byz;
+        let claim = if honest { claim_of(env) } else { None };
+        let liar = claim.and_then(|(signer, _)| {
+            let i = *self.watch.node_of.get(&signer)?;
+            self.nodes[i as usize].byz.then_some(i)
+        });
+        let item = claim.and_then(|_| env_item(env)).map(|(item, _)| item);
+        let before = match (liar, item) {
+            (Some(_), Some(item)) if matches!(env, Envelope::Receipt(_)) => {
+                self.nodes[to as usize].engine.as_ref().and_then(|e| e.item_state(&item))
+            }
+            _ => None,
+        };
+        let result = self.drive(to, Input::Message(env.clone()))?;
+        self.after_apply(to, env, result);
+        let (Some((signer, epoch)), Some(item)) = (claim, item) else { return Some(result) };
+        let Some(&idx) = self.item_index.get(&item) else { return Some(result) };
+        if let Some(liar) = liar
+            && result.is_ok()
+        {
+            match env {
+                Envelope::Receipt(_) => self.judge_liar_result(to, idx, epoch, liar, before),
+                _ => {
+                    let now_held = self.nodes[to as usize].engine.as_ref().and_then(|e| {
+                        e.item_state(&item).filter(|st| {
+                            matches!(st, ItemState::Held { holder, epoch: e, .. }
+                                if *holder == signer && *e == epoch)
+                        })
+                    });
+                    if now_held.is_some() {
+                        self.watch.liar_held.insert((idx, epoch, liar));
+                    }
+                }
+            }
+        }
+        if let Some(&claimant) = self.watch.node_of.get(&signer) {
+            self.sighting(to, claimant, idx, epoch);
+        }
+        Some(result)
+    }
+
+    /// A liar's result that honest node `to` just accepted for item `idx` at `epoch`; `before`
+    /// is the item's state in `to`'s engine before.
+    fn judge_liar_result(
+        &mut self,
+        to: u32,
+        idx: u32,
+        epoch: u32,
+        liar: u32,
+        before: Option<ItemState>,
+    ) {
+        let liar_id = self.nodes[liar as usize].id;
+        // The result's own claim took the item by the claim rule: free, or a lapsed lease.
+        let took_fairly = match before {
+            None | Some(ItemState::Open { .. }) => true,
+            Some(ItemState::Held { holder, epoch: e, .. }) => {
+                e < epoch || (e == epoch && holder == liar_id)
+            }
+            _ => false,
+        };
+        if took_fairly {
+            self.watch.liar_held.insert((idx, epoch, liar));
+        }
+        if self.watch.liar_held.contains(&(idx, epoch, liar)) {
+            self.watch.liar_won.insert(idx);
+            return;
+        }
+        let item = self.items[idx as usize].id;
+        self.violate(
+            ViolationKind::ForgedResult,
+            format!(
+                "honest node {to} accepted liar {liar}'s result for item {} at epoch {epoch}, \
+                 an epoch no honest engine saw it hold (its state before: {before:?})",
+                item.short()
+            ),
+        );
+    }
+
+    /// Notes that executing node `observer` took in `claimant`'s claim of `epoch` for item
+    /// `idx`, when both are executing it.
+    fn sighting(&mut self, observer: u32, claimant: u32, idx: u32, epoch: u32) {
+        if observer == claimant || !self.contended.contains(&idx) {
+            return;
+        }
+        let ex = &self.items[idx as usize].executing;
+        let executing = |n: u32| ex.iter().any(|(m, _)| *m == n);
+        if !executing(observer) || !executing(claimant) {
+            return;
+        }
+        if self.nodes[claimant as usize].running.get(&idx).map(|r| r.1) != Some(epoch) {
+            return;
+        }
+        if self.watch.seen_at(idx, observer, claimant, epoch).is_some() {
+            return;
+        }
+        let list = self.watch.seen.entry(idx).or_default();
+        if list.len() >= SEEN_PER_ITEM_MAX {
+            list.remove(0);
+        }
+        list.push((observer, claimant, epoch, self.now));
+    }
+
+    /// Whether honest executors `a` and `b` of item `idx` have run one epoch for longer than
+    /// the grace since each took in the other's claim; the moment both had, if so.
+    pub(crate) fn same_view_overlap(&self, idx: u32, a: u32, b: u32) -> Option<u64> {
+        let ea = self.nodes[a as usize].running.get(&idx)?.1;
+        let eb = self.nodes[b as usize].running.get(&idx)?.1;
+        if ea != eb {
+            return None;
+        }
+        let both = self.watch.seen_at(idx, a, b, ea)?.max(self.watch.seen_at(idx, b, a, ea)?);
+        let grace = SAME_VIEW_GRACE_MS + self.cfg.skew_margin_ms;
+        (self.now.saturating_sub(both) > grace).then_some(both)
+    }
+}
