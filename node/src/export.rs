@@ -470,9 +470,13 @@ fn strip_www(host: &str) -> &str {
     host
 }
 
+/// The pinned warcio, installed by the tests as the e2e tests do, to read our files back.
+#[cfg(test)]
+#[path = "../tests/e2e/warcio.rs"]
+mod warcio;
+
 #[cfg(test)]
 mod tests {
-    use std::process::Command;
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
     use super::*;
@@ -632,21 +636,16 @@ mod tests {
     fn offsets_match_warcio() {
         let dir = tempfile::tempdir().unwrap();
         let warc = sample_warc(dir.path());
-        let run = Command::new("warcio")
+        let out = warcio::warcio_cli()
             .args(["index", "-f", "offset,length,warc-type,warc-target-uri"])
             .arg(&warc.path)
-            .output();
-        let out = match run {
-            Ok(o) if o.status.success() => o,
-            Ok(o) => panic!("warcio index failed: {}", String::from_utf8_lossy(&o.stderr)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                eprintln!(
-                    "SKIPPED: warcio is not installed (pip install warcio); .ci/run installs it"
-                );
-                return;
-            }
-            Err(e) => panic!("cannot run warcio: {e}"),
-        };
+            .output()
+            .expect("cannot run python3");
+        assert!(
+            out.status.success(),
+            "warcio index failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let ours = index_warc(&warc.path, "f").unwrap();
         let theirs: Vec<(u64, u64, String)> = String::from_utf8_lossy(&out.stdout)
             .lines()

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, Uri, header};
@@ -22,6 +22,8 @@ use starling_protocol::{
     ItemId, Keypair, NodeId, ProjectManifest, RatePolicy, RobotsPolicy, SizeCaps, WorkItem,
     WorkKind, WorkResult,
 };
+
+use crate::warcio::warcio_cli;
 
 /// Body size of `/big`.
 const BIG_BYTES: usize = 200 * 1024;
@@ -460,22 +462,12 @@ struct Indexed {
     length: u64,
 }
 
-/// Runs `warcio check` and `warcio index` on `path`; every URL must have a response or a
-/// metadata (failure) record.
+/// Runs `warcio check` and `warcio index` on `path` (installing warcio on first use); every
+/// URL must have a response or a metadata (failure) record.
 fn warcio_check(path: &Path, urls: &[String]) -> Result<Vec<Indexed>> {
     let run = |args: &[&str]| -> Result<std::process::Output> {
-        let out = std::process::Command::new("python3")
-            .args(["-m", "warcio.cli"])
-            .args(args)
-            .arg(path)
-            .output()
-            .context("cannot run python3; install it and then `python3 -m pip install warcio`")?;
+        let out = warcio_cli().args(args).arg(path).output().context("cannot run python3")?;
         let stderr = String::from_utf8_lossy(&out.stderr);
-        if stderr.contains("No module named") {
-            bail!(
-                "warcio is not installed: run `python3 -m pip install warcio` (the test needs it)"
-            );
-        }
         ensure!(
             out.status.success(),
             "warcio {args:?} failed: {stderr}{}",

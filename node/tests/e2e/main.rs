@@ -17,3 +17,4 @@ mod reject;
 mod relay;
 mod seed;
 mod torrent;
+mod warcio;

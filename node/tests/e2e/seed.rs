@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::common::*;
+use crate::warcio::warcio_cli;
 use axum::Router;
 use axum::extract::Path;
 use starling_node::views::{ItemInfo, StatusView};
@@ -203,12 +204,14 @@ fn every_result_is_kept_on_k_nodes_and_restored_after_kills_despite_a_liar() {
     let lines: Vec<&str> = cdx.lines().filter(|l| !l.starts_with(" CDX")).collect();
     let mut responses = 0;
     for w in &warcs {
-        let index = std::process::Command::new("warcio")
-            .args(["index", "-f", "warc-type"])
-            .arg(w)
-            .output()
-            .expect("warcio (installed by .ci/run)");
-        assert!(index.status.success(), "warcio cannot read {}", w.display());
+        let index = warcio_cli().args(["index", "-f", "warc-type"]).arg(w).output();
+        let index = index.expect("cannot run python3");
+        assert!(
+            index.status.success(),
+            "warcio cannot read {}: {}",
+            w.display(),
+            String::from_utf8_lossy(&index.stderr)
+        );
         responses += String::from_utf8_lossy(&index.stdout).matches("\"response\"").count();
     }
     assert_eq!(lines.len(), responses, "the CDX lists every response record:\n{cdx}");
