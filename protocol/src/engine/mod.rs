@@ -26,12 +26,13 @@
 //!
 //! # The claim rule
 //!
-//! Claims on one item are totally ordered by `(epoch, hrw score, node id)`; every node keeps the
-//! greatest valid claim it has seen, so any delivery order of the same claims leaves every node
-//! with the same holder. A claim at a higher epoch is valid only once the lease of the current
-//! epoch has run out (within `skew_margin_ms`), after a release, or after a failure. Receipts
-//! and failures embed the holder's claim, so only the holder of an epoch can end it, and a
-//! result from a superseded epoch is never taken as the item's result.
+//! Claims on one item are totally ordered by `(epoch, earlier since_ms bucket, hrw score, node
+//! id)`; every node keeps the greatest valid claim it has seen, so any delivery order of the
+//! same claims leaves every node with the same holder. A claim at a higher epoch is valid only
+//! once the lease of the current epoch has run out (within `skew_margin_ms`), after a release,
+//! or after a failure. Receipts and failures embed the holder's claim, so only the holder of an
+//! epoch can end it, and a result counts only under the claim that held its epoch, judged from
+//! signed evidence about earlier epochs (`fence.rs`).
 
 mod apply;
 mod fence;
