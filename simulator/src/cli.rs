@@ -133,8 +133,8 @@ fn print_summary(r: &Report) {
         None => println!("  not all items done by the end ({}s)", x.sim_ms / 1_000),
     }
     println!(
-        "  done {}  lost {}  failed {}  bogus results {}",
-        x.items_done, x.lost_items, x.failed_items, x.bogus_results
+        "  done {}  lost {}  failed {}  bogus results {}  liar results won {}",
+        x.items_done, x.lost_items, x.failed_items, x.bogus_results, x.liar_results_won
     );
     println!(
         "  executions {} started / {} completed; duplicates {} ({:.3} %), of which {} reruns \
@@ -210,15 +210,19 @@ fn print_sweep(reports: &[Report]) {
     let proto_max = reports.iter().map(|r| r.result.protocol_duplicate_pct).fold(0.0, f64::max);
     let lost: u64 = reports.iter().map(|r| r.result.lost_items).sum();
     let bad = reports.iter().filter(|r| !r.result.violations.is_empty()).count();
+    let bogus: u64 = reports.iter().map(|r| r.result.bogus_results).sum();
+    let won: u64 = reports.iter().map(|r| r.result.liar_results_won).sum();
     println!(
         "{} runs: mean duplicates {:.3} % (protocol duplicates mean {:.3} %, max {:.3} %), \
-         lost items {}, runs with violations {}",
+         lost items {}, runs with violations {}, bogus results {}, liar results won {}",
         reports.len(),
         dup,
         proto,
         proto_max,
         lost,
-        bad
+        bad,
+        bogus,
+        won
     );
 }
 

@@ -16,7 +16,8 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use starling_protocol::{Envelope, Input, ItemState, NodeId, Reject};
+use starling_protocol::message::Receipt;
+use starling_protocol::{Envelope, Input, ItemState, NodeId, Reject, Signed};
 
 use crate::world::{ViolationKind, World, env_item};
 
@@ -40,6 +41,9 @@ pub(crate) struct Watch {
     /// Per contended item: (observer, claimant, epoch, when the observer, executing the item
     /// itself, first took in the claimant's claim of that epoch).
     seen: HashMap<u32, Vec<(u32, u32, u32, u64)>>,
+    /// Set while a message handed over by `take_message` is being applied: receipts the
+    /// engine takes in at other times are ones it held back as early and took in later.
+    judging: bool,
 }
 
 impl Watch {
@@ -88,13 +92,24 @@ impl World {
             self.nodes[i as usize].byz.then_some(i)
         });
         let item = claim.and_then(|_| env_item(env)).map(|(item, _)| item);
+        // Whether the result's claim is dated when it was made (not back to before it).
+        let fresh = match env {
+            Envelope::Receipt(r) => r
+                .verified_ref()
+                .ok()
+                .and_then(|r| r.claim.verified_ref().ok().map(|c| c.since_ms + 1_000 >= c.at_ms)),
+            _ => None,
+        };
         let before = match (liar, item) {
             (Some(_), Some(item)) if matches!(env, Envelope::Receipt(_)) => {
                 self.nodes[to as usize].engine.as_ref().and_then(|e| e.item_state(&item))
             }
             _ => None,
         };
-        let result = self.drive(to, Input::Message(env.clone()))?;
+        self.watch.judging = true;
+        let result = self.drive(to, Input::Message(env.clone()));
+        self.watch.judging = false;
+        let result = result?;
         self.after_apply(to, env, result);
         let (Some((signer, epoch)), Some(item)) = (claim, item) else { return Some(result) };
         let Some(&idx) = self.item_index.get(&item) else { return Some(result) };
@@ -102,7 +117,9 @@ impl World {
             && result.is_ok()
         {
             match env {
-                Envelope::Receipt(_) => self.judge_liar_result(to, idx, epoch, liar, before),
+                Envelope::Receipt(_) => {
+                    self.judge_liar_result(to, idx, epoch, liar, before, fresh == Some(true))
+                }
                 _ => {
                     let now_held = self.nodes[to as usize].engine.as_ref().and_then(|e| {
                         e.item_state(&item).filter(|st| {
@@ -122,6 +139,26 @@ impl World {
         Some(result)
     }
 
+    /// An honest node took in a receipt (its engine persists it). A liar's receipt taken in
+    /// outside `take_message` is one the engine held back because its claim was early in this
+    /// node's view (a later epoch while the lease it knew ran), and took in once that lease
+    /// ran out: its claim then took the item by the epoch rule, so it counts as won by it.
+    pub(crate) fn receipt_persisted(&mut self, n: u32, receipt: &Signed<Receipt>) {
+        if self.watch.judging || self.nodes[n as usize].byz {
+            return;
+        }
+        let Some(&liar) = self.watch.node_of.get(&receipt.signer().node_id()) else { return };
+        if !self.nodes[liar as usize].byz {
+            return;
+        }
+        let Some(c) = receipt.verified_ref().ok().and_then(|r| r.claim.verified_ref().ok()) else {
+            return;
+        };
+        let Some(&idx) = self.item_index.get(&c.item) else { return };
+        self.watch.liar_held.insert((idx, c.epoch, liar));
+        self.watch.liar_won.insert(idx);
+    }
+
     /// A liar's result that honest node `to` just accepted for item `idx` at `epoch`; `before`
     /// is the item's state in `to`'s engine before.
     fn judge_liar_result(
@@ -131,13 +168,16 @@ impl World {
         epoch: u32,
         liar: u32,
         before: Option<ItemState>,
+        fresh: bool,
     ) {
         let liar_id = self.nodes[liar as usize].id;
-        // The result's own claim took the item by the claim rule: free, or a lapsed lease.
+        // The result's own claim took the item by the claim rule: a free item, a lapsed lease,
+        // or a race at the holder's epoch won on the rule's order with a claim dated when it
+        // was made (one dated back to outrank the holder is forged).
         let took_fairly = match before {
             None | Some(ItemState::Open { .. }) => true,
             Some(ItemState::Held { holder, epoch: e, .. }) => {
-                e < epoch || (e == epoch && holder == liar_id)
+                e < epoch || (e == epoch && (holder == liar_id || fresh))
             }
             _ => false,
         };

@@ -721,6 +721,7 @@ impl World {
                 }
                 self.publish(n, env);
             }
+            Output::Persist(Envelope::Receipt(r)) => self.receipt_persisted(n, &r),
             Output::StartWork { item, epoch, project, work } => {
                 self.start_work(n, item, epoch, project, &work)
             }

@@ -295,6 +295,11 @@ impl Engine {
             self.note_past(&c.item, &Envelope::Claim(s));
             return Err(Reject::Stale);
         }
+        // The evidence about earlier epochs shows this claim never held its epoch (its
+        // claimant's own lease of the epoch before still ran when it began, say).
+        if entry.past.fences(node, &c, score) {
+            return Err(Reject::Fenced);
+        }
         // What ended the epoch before the claim's, as evidence for later results.
         let ended = match &entry.phase {
             Phase::Held { epoch, claim, .. } if c.epoch > *epoch => {
@@ -320,6 +325,11 @@ impl Engine {
                     return Err(Reject::Stale);
                 }
                 if c.epoch == epoch && node == holder {
+                    // A renewal keeps the start of its epoch: a holder that moves it would
+                    // blur which of two claims of the epoch came first (see `fence.rs`).
+                    if c.since_ms != *since {
+                        return Err(Reject::Stale);
+                    }
                     return self.extend_lease(c.item, c.lease_until_ms, s);
                 }
                 if c.epoch == epoch

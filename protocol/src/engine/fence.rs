@@ -125,8 +125,41 @@ impl Past {
 
     /// Whether a result by `node` under claim `c` (whose HRW score is `score`) contradicts
     /// what is known of earlier epochs: its claim is outranked by a known claim of the same
-    /// epoch, a later epoch began before it, or `node` released or failed that epoch.
+    /// epoch, a later epoch began before it, `node` released or failed that epoch, or `node`
+    /// claimed it while its own lease of the epoch before still ran.
     pub(super) fn fences(&self, node: NodeId, c: &Claim, score: u64) -> bool {
+        self.contradicts(node, c, score) || self.was_early(node, c)
+    }
+
+    /// Whether `node` began claim `c` while its own lease of the epoch before, signed before
+    /// `c` began, still ran, with that epoch not given back by then. An honest holder renews
+    /// its lease; it never claims past it. (Another node's claim in that window may be early
+    /// only in some views, when the holder showed its renewal to some nodes and not others;
+    /// the result order settles that case, see `judge`.)
+    fn was_early(&self, node: NodeId, c: &Claim) -> bool {
+        let Some(prev) = c.epoch.checked_sub(1) else { return false };
+        let began = c.since_ms;
+        let given_back = self.envelopes().iter().any(|env| match env {
+            Envelope::Release(r) => {
+                r.verified_ref().is_ok_and(|r| r.epoch == prev && r.at_ms <= began + FENCE_SKEW_MS)
+            }
+            Envelope::Failure(_) => facts(env).is_some_and(|(ep, _)| ep == prev),
+            _ => false,
+        });
+        !given_back
+            && self.envelopes().iter().any(|env| {
+                facts(env).is_some_and(|(ep, k)| {
+                    ep == prev
+                        && env_signer(env) == node
+                        && k.is_some_and(|k| {
+                            k.at_ms <= began
+                                && k.lease_until_ms > began.saturating_add(FENCE_SKEW_MS)
+                        })
+                })
+            })
+    }
+
+    fn contradicts(&self, node: NodeId, c: &Claim, score: u64) -> bool {
         let mine = claim_key(c.epoch, c.since_ms, score, node);
         self.envelopes().iter().any(|env| {
             let Some((epoch, claim)) = facts(env) else { return false };

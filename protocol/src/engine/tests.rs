@@ -1632,3 +1632,21 @@ fn any_order_of_honest_and_forged_results_ends_with_the_agreed_result() {
     }
     assert_eq!(seen, 720);
 }
+
+#[test]
+fn a_holder_cannot_claim_the_next_epoch_inside_its_own_lease_and_finish_it() {
+    let f = Fencing::new();
+    let (mut e, item) = observer(&f.owner, 30_000);
+    // L held epoch 1 (lease to 40 s); P took epoch 2 after it lapsed.
+    let lc = claim_env(&f.l, item, 1, 10_000, 10_000, 40_000);
+    e.handle(Input::Message(Envelope::Claim(lc)), 10_000).unwrap();
+    e.handle(Input::Message(Envelope::Claim(f.pc(item))), 42_000).unwrap();
+    // Later, L shows a result at epoch... 2 is P's; so L forges epoch 2 early in its own lease.
+    let early = claim_env(&f.l, item, 2, 25_000, 25_000, 55_000);
+    let r = e.handle(Input::Message(receipt_env(&f.l, early, 26_000, 0xee)), 43_000);
+    // Same epoch as P, an earlier start: the claim order alone would let it win.
+    assert_eq!(r, Err(Reject::Fenced));
+    assert!(
+        matches!(e.item_state(&item), Some(ItemState::Held { holder, epoch: 2, .. }) if holder == f.p.node_id())
+    );
+}

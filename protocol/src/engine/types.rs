@@ -249,9 +249,10 @@ pub enum Reject {
     /// A valid claim that lost the claim rule to one already known.
     #[error("lost the claim rule")]
     Lost,
-    /// A result whose claim never held its epoch: outranked by a known claim of that epoch,
-    /// made after a later epoch began, or of an epoch its signer released or failed.
-    #[error("result from a claim that never held its epoch")]
+    /// A claim, or a result whose claim, never held its epoch: outranked by a known claim of
+    /// that epoch, made after a later epoch began or inside its claimant's own lease of the
+    /// epoch before, or of an epoch its signer released or failed.
+    #[error("claim never held its epoch")]
     Fenced,
 }
 
