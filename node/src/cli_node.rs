@@ -78,11 +78,7 @@ pub fn up(args: UpArgs) -> Result<()> {
 async fn run(cfg: Config, key: starling_protocol::Keypair, store: Store) -> Result<()> {
     let relay_server = crate::net::RelayServer { settings: cfg.relay, ..Default::default() };
     let mut swarm = crate::net::build_swarm(&key, cfg.mdns, cfg.connections_max, &relay_server)?;
-    for addr in &cfg.listen {
-        swarm
-            .listen_on(addr.clone())
-            .map_err(|e| anyhow!("cannot listen on {addr}: {}", error_chain(&e)))?;
-    }
+    crate::net::listen_all(&mut swarm, &cfg.listen)?;
     let (client, commands) = Client::new();
     let hub = Hub::new();
     let api = Api::bind(client, hub.clone(), &cfg.data_dir, cfg.api_port).await?;
@@ -218,20 +214,6 @@ async fn run(cfg: Config, key: starling_protocol::Keypair, store: Store) -> Resu
         tracing::warn!("control API clients did not hang up in time; stopping anyway");
     }
     result
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        let t = inner.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        src = inner.source();
-    }
-    s
 }
 
 async fn shutdown_signal() {
