@@ -102,7 +102,8 @@ impl TorrentSession {
         data_dir: &Path,
         settings: TorrentSettings,
     ) -> Result<Arc<Self>, TorrentError> {
-        let dir = data_dir.join(TORRENTS_DIR);
+        // Absolute whatever `data_dir` is: the blocklist goes to librqbit as a `file:` URL.
+        let dir = std::path::absolute(data_dir.join(TORRENTS_DIR))?;
         tokio::fs::create_dir_all(&dir).await?;
         let blocklist_url = if settings.allow_private_peers {
             None
