@@ -150,7 +150,6 @@ impl TorrentSession {
         let session = Session::new_with_opts(dir.clone(), opts)
             .await
             .map_err(|e| TorrentError::Session(format!("{e:#}")))?;
-        tracing::info!(listen = ?session.listen_addr(), dht = settings.dht, trackers = settings.trackers, "torrent session started");
         Ok(Arc::new(Self { session, dir, settings }))
     }
 
