@@ -357,12 +357,9 @@ impl Config {
         if let Some(n) = args.seed_capacity.or(file.seed_capacity) {
             engine.seed_capacity = n;
         }
-        // Without a `[torrent]` table: no DHT (it would reach the internet at start); trackers
-        // are asked only when a torrent is added.
-        let mut torrent = file
-            .torrent
-            .clone()
-            .unwrap_or(crate::torrent::TorrentSettings { dht: false, ..Default::default() });
+        // A missing `[torrent]` table and a missing key in it both mean the documented default
+        // (`TorrentSettings::default`: no DHT, which would reach the internet at start).
+        let mut torrent = file.torrent.clone().unwrap_or_default();
         if args.torrent_loopback == Some(true) {
             torrent = crate::torrent::TorrentSettings::loopback();
         }
@@ -498,6 +495,29 @@ mod tests {
         assert!(no_torrents.contains(Roles::SEED) && !no_torrents.contains(Roles::TORRENT));
         let no_seeding = roles(Some(false), None);
         assert!(!no_seeding.contains(Roles::SEED) && !no_seeding.contains(Roles::TORRENT));
+    }
+
+    #[test]
+    fn torrent_settings_default_alike_with_or_without_the_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let torrent = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            Config::load(&args_with(&path)).unwrap().torrent
+        };
+        let documented = crate::torrent::TorrentSettings::default();
+        assert!(!documented.dht, "the DHT is off unless asked for");
+        assert_eq!(torrent(""), documented);
+        assert_eq!(torrent("[torrent]\n"), documented);
+        let port_only = torrent("[torrent]\nlisten_addr = \"127.0.0.1:6881\"\n");
+        assert_eq!(
+            port_only,
+            crate::torrent::TorrentSettings {
+                listen_addr: "127.0.0.1:6881".parse().unwrap(),
+                ..documented
+            }
+        );
+        assert!(torrent("[torrent]\ndht = true\n").dht);
     }
 
     #[test]

@@ -307,6 +307,9 @@ impl TorrentSession {
         let snap = self.session.stats_snapshot();
         let mut t = TorrentTotals {
             enabled: true,
+            dht: self.session.get_dht().is_some(),
+            trackers: self.settings.trackers,
+            listen: self.listen_addr().map(|a| a.to_string()),
             uploaded_bytes: snap.counters.uploaded_bytes,
             downloaded_bytes: snap.counters.fetched_bytes,
             peers: u64::from(snap.peers.live),
