@@ -16,4 +16,5 @@ mod project_cli;
 mod reject;
 mod relay;
 mod seed;
+mod startup;
 mod torrent;
