@@ -1,8 +1,9 @@
 //! Start-up does what was asked, or stops with one line: a second node on a TCP or UDP (QUIC)
-//! port another node holds exits non-zero naming the address; a relative `--data-dir` is
-//! taken from the working directory and the node runs torrent duties there; a `[torrent]`
-//! table that only sets the listen port leaves every other torrent setting at its documented
-//! default, so the session runs no DHT node. Everything on 127.0.0.1.
+//! port another node holds exits non-zero naming the address, and so does a node whose
+//! BitTorrent listen port is taken; a relative `--data-dir` is taken from the working
+//! directory and the node runs torrent duties there; a `[torrent]` table that only sets the
+//! listen port leaves every other torrent setting at its documented default, so the session
+//! runs no DHT node. Everything on 127.0.0.1.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -28,7 +29,7 @@ fn up_fails(dir: &Path, args: &[&str]) -> String {
         .arg("up")
         .arg("--data-dir")
         .arg(dir)
-        .args(["--mdns", "false", "--api-port", "0", "--torrents", "false"])
+        .args(["--mdns", "false", "--api-port", "0"])
         .args(args)
         .env_remove("STARLING_CONFIG")
         .env_remove("STARLING_TEST_RUNNER_DELAY_MS")
@@ -90,12 +91,28 @@ fn a_second_node_on_a_taken_tcp_or_quic_port_fails_with_one_line() {
 
     let tmp = tempfile::tempdir().unwrap();
     for (i, addr) in [&tcp, &quic].into_iter().enumerate() {
-        let line = up_fails(&tmp.path().join(format!("b{i}")), &["--listen", addr]);
+        let line =
+            up_fails(&tmp.path().join(format!("b{i}")), &["--listen", addr, "--torrents", "false"]);
         assert!(line.contains(&format!("cannot listen on {addr}")), "{line}");
         assert!(line.contains("already in use"), "{line}");
     }
     // A was not disturbed.
     assert_eq!(listen_addrs(&a), taken);
+}
+
+#[test]
+fn a_taken_torrent_port_fails_with_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = busy.local_addr().unwrap();
+    let config = tmp.path().join("node.toml");
+    std::fs::write(&config, format!("[torrent]\nlisten_addr = \"{taken}\"\n")).unwrap();
+    let line = up_fails(
+        &tmp.path().join("n"),
+        &["--config", config.to_str().unwrap(), "--listen", "/ip4/127.0.0.1/tcp/0"],
+    );
+    assert!(line.contains("torrent session did not start"), "{line}");
+    assert!(line.contains(&taken.to_string()) && line.contains("--torrents false"), "{line}");
 }
 
 #[test]
