@@ -6,8 +6,8 @@
 //! kernel then hands each incoming connection to either process at random, and dials meant
 //! for one node reach the other. Here a listener is bound with `SO_REUSEADDR` only (so a
 //! restarted node binds again at once while its old connections sit in `TIME_WAIT`): a port
-//! another socket holds makes [`Transport::listen_on`] fail with `AddrInUse`, which stops the
-//! node's start with one line.
+//! another socket listens on, with or without `SO_REUSEPORT`, makes [`Transport::listen_on`]
+//! fail with `AddrInUse`, which stops the node's start with one line.
 //!
 //! Dials go through libp2p-tcp from a fresh port (`PortUse::New`): no socket of the node
 //! shares a port, so TCP hole punching is not attempted (QUIC's is unaffected, its dials leave
@@ -46,6 +46,8 @@ pub struct Transport {
     dialer: libp2p::tcp::tokio::Transport,
     listeners: SelectAll<Listener>,
     nodelay: bool,
+    /// The task that found no listener to poll, woken when one is added.
+    waker: Option<Waker>,
 }
 
 impl std::fmt::Debug for Transport {
@@ -65,6 +67,7 @@ impl Transport {
             ),
             listeners: SelectAll::new(),
             nodelay,
+            waker: None,
         }
     }
 }
@@ -119,6 +122,9 @@ impl CoreTransport for Transport {
         let listener =
             Listener::bind(id, socket_addr, self.nodelay).map_err(TransportError::Other)?;
         self.listeners.push(listener);
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
         Ok(())
     }
 
@@ -143,7 +149,10 @@ impl CoreTransport for Transport {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Event> {
         match self.listeners.poll_next_unpin(cx) {
             Poll::Ready(Some(event)) => Poll::Ready(event),
-            Poll::Ready(None) | Poll::Pending => Poll::Pending,
+            Poll::Ready(None) | Poll::Pending => {
+                self.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
         }
     }
 }
