@@ -78,15 +78,25 @@ pub fn up(args: UpArgs) -> Result<()> {
 async fn run(cfg: Config, key: starling_protocol::Keypair, store: Store) -> Result<()> {
     let relay_server = crate::net::RelayServer { settings: cfg.relay, ..Default::default() };
     let mut swarm = crate::net::build_swarm(&key, cfg.mdns, cfg.connections_max, &relay_server)?;
-    for addr in &cfg.listen {
-        swarm
-            .listen_on(addr.clone())
-            .map_err(|e| anyhow!("cannot listen on {addr}: {}", error_chain(&e)))?;
-    }
+    crate::net::listen_all(&mut swarm, &cfg.listen)?;
+    // Before the API announces the node (its port file) and logging starts, so that a session
+    // that cannot start stops the node with one line.
+    let torrent_session = open_torrents(&cfg).await?;
     let (client, commands) = Client::new();
     let hub = Hub::new();
     let api = Api::bind(client, hub.clone(), &cfg.data_dir, cfg.api_port).await?;
     init_logging(cfg.log_format, hub.clone());
+    if let Some(s) = &torrent_session {
+        let t = s.settings();
+        tracing::info!(
+            listen = ?s.listen_addr(),
+            dir = %s.dir().display(),
+            dht = t.dht,
+            trackers = t.trackers,
+            local_discovery = t.local_discovery,
+            "torrent session started"
+        );
+    }
 
     let (report_tx, reports) = mpsc::channel(WORK_REPORT_CAP);
     let mut crawl = crate::crawl::CrawlerConfig::new(cfg.data_dir.join(RESULTS_DIR), key.node_id());
@@ -117,28 +127,17 @@ async fn run(cfg: Config, key: starling_protocol::Keypair, store: Store) -> Resu
     let mut torrent_parts = None;
     if cfg.seed && !runners.has(starling_protocol::WorkKind::Seed) {
         // Torrent duties share the seed kind: one runner routes result copies and torrents.
-        let torrents = if cfg.torrent.enabled {
-            match crate::torrent::TorrentSession::open(&cfg.data_dir, cfg.torrent.clone()).await {
-                Ok(session) => {
-                    let (books, lookup) = crate::torrent::node::TorrentParts::new_lookup();
-                    let runner = crate::torrent::TorrentRunner::new(
-                        session,
-                        lookup,
-                        report_tx.clone(),
-                        runners.counters(),
-                    );
-                    torrent_parts =
-                        Some(crate::torrent::node::TorrentParts::new(runner.control(), books));
-                    Some(runner)
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot start the torrent session; torrent duties are left to others");
-                    None
-                }
-            }
-        } else {
-            None
-        };
+        let torrents = torrent_session.map(|session| {
+            let (books, lookup) = crate::torrent::node::TorrentParts::new_lookup();
+            let runner = crate::torrent::TorrentRunner::new(
+                session,
+                lookup,
+                report_tx.clone(),
+                runners.counters(),
+            );
+            torrent_parts = Some(crate::torrent::node::TorrentParts::new(runner.control(), books));
+            runner
+        });
         runners.register(Box::new(crate::torrent::SeedWithTorrents::new(
             Box::new(seed_runner),
             torrents,
@@ -158,7 +157,7 @@ async fn run(cfg: Config, key: starling_protocol::Keypair, store: Store) -> Resu
     let mut engine_cfg = cfg.engine.clone();
     engine_cfg.roles = runners.roles(engine_cfg.roles);
     if torrent_parts.is_none() {
-        // No BitTorrent session (off, or it failed to open): leave torrent duties to others.
+        // No BitTorrent session (off, or seeding is off): leave torrent duties to others.
         engine_cfg.roles = Roles(engine_cfg.roles.0 & !Roles::TORRENT.0);
     }
     if engine_cfg.roles.0 == 0 {
@@ -220,18 +219,26 @@ async fn run(cfg: Config, key: starling_protocol::Keypair, store: Store) -> Resu
     result
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        let t = inner.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        src = inner.source();
+/// The node's BitTorrent session, when it will take torrent duties: seeding on, torrents on,
+/// and no test runner holding the seeding kind. Torrents are on unless the operator turned
+/// them off, so a session that does not start is an error, not a quiet loss of the duties.
+async fn open_torrents(cfg: &Config) -> Result<Option<Arc<crate::torrent::TorrentSession>>> {
+    #[cfg(any(debug_assertions, feature = "test-runner"))]
+    if crate::test_runner::delay_ms().is_some() {
+        return Ok(None);
     }
-    s
+    if !(cfg.seed && cfg.torrent.enabled) {
+        return Ok(None);
+    }
+    let session = crate::torrent::TorrentSession::open(&cfg.data_dir, cfg.torrent.clone())
+        .await
+        .map_err(|e| {
+            anyhow!(
+                "{e} (torrent listen_addr {}); fix the [torrent] settings, or run without torrent duties: --torrents false",
+                cfg.torrent.listen_addr
+            )
+        })?;
+    Ok(Some(session))
 }
 
 async fn shutdown_signal() {

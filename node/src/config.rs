@@ -249,14 +249,24 @@ fn project_dirs() -> Option<directories::ProjectDirs> {
     directories::ProjectDirs::from("org", "starling", "starling")
 }
 
-/// The data directory: `--data-dir`, else the platform data dir.
+/// The data directory, absolute: `--data-dir` (a relative one taken from the working
+/// directory now), else the platform data dir. The node hands paths under it to librqbit as
+/// `file:` URLs and to `starling export` through the API, so it must not depend on where
+/// either runs.
 pub fn resolve_data_dir(flag: Option<&Path>) -> Result<PathBuf> {
-    if let Some(dir) = flag {
-        return Ok(dir.to_path_buf());
-    }
-    project_dirs()
-        .map(|d| d.data_dir().to_path_buf())
-        .ok_or_else(|| anyhow!("no home directory to keep node data in; pass --data-dir DIR"))
+    let dir = match flag {
+        Some(dir) => dir.to_path_buf(),
+        None => project_dirs().map(|d| d.data_dir().to_path_buf()).ok_or_else(|| {
+            anyhow!("no home directory to keep node data in; pass --data-dir DIR")
+        })?,
+    };
+    absolute(&dir, "data dir")
+}
+
+/// `path` made absolute against the working directory (nothing is resolved on disk).
+pub fn absolute(path: &Path, what: &str) -> Result<PathBuf> {
+    std::path::absolute(path)
+        .map_err(|e| anyhow!("{what} {:?} cannot be made absolute: {e}", path.display()))
 }
 
 fn read_file_config(path: &Path) -> Result<FileConfig> {
@@ -347,12 +357,9 @@ impl Config {
         if let Some(n) = args.seed_capacity.or(file.seed_capacity) {
             engine.seed_capacity = n;
         }
-        // Without a `[torrent]` table: no DHT (it would reach the internet at start); trackers
-        // are asked only when a torrent is added.
-        let mut torrent = file
-            .torrent
-            .clone()
-            .unwrap_or(crate::torrent::TorrentSettings { dht: false, ..Default::default() });
+        // A missing `[torrent]` table and a missing key in it both mean the documented default
+        // (`TorrentSettings::default`: no DHT, which would reach the internet at start).
+        let mut torrent = file.torrent.clone().unwrap_or_default();
         if args.torrent_loopback == Some(true) {
             torrent = crate::torrent::TorrentSettings::loopback();
         }
@@ -488,6 +495,43 @@ mod tests {
         assert!(no_torrents.contains(Roles::SEED) && !no_torrents.contains(Roles::TORRENT));
         let no_seeding = roles(Some(false), None);
         assert!(!no_seeding.contains(Roles::SEED) && !no_seeding.contains(Roles::TORRENT));
+    }
+
+    #[test]
+    fn torrent_settings_default_alike_with_or_without_the_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let torrent = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            Config::load(&args_with(&path)).unwrap().torrent
+        };
+        let documented = crate::torrent::TorrentSettings::default();
+        assert!(!documented.dht, "the DHT is off unless asked for");
+        assert_eq!(torrent(""), documented);
+        assert_eq!(torrent("[torrent]\n"), documented);
+        let port_only = torrent("[torrent]\nlisten_addr = \"127.0.0.1:6881\"\n");
+        assert_eq!(
+            port_only,
+            crate::torrent::TorrentSettings {
+                listen_addr: "127.0.0.1:6881".parse().unwrap(),
+                ..documented
+            }
+        );
+        assert!(torrent("[torrent]\ndht = true\n").dht);
+    }
+
+    #[test]
+    fn a_relative_data_dir_is_taken_from_the_working_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "").unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        let args = UpArgs { data_dir: Some("pb".into()), ..args_with(&path) };
+        assert_eq!(Config::load(&args).unwrap().data_dir, cwd.join("pb"));
+        std::fs::write(&path, "data_dir = \"nested/pb\"\n").unwrap();
+        let args = UpArgs { data_dir: None, ..args_with(&path) };
+        assert_eq!(Config::load(&args).unwrap().data_dir, cwd.join("nested/pb"));
+        assert_eq!(resolve_data_dir(Some(Path::new("/srv/pb"))).unwrap(), Path::new("/srv/pb"));
     }
 
     #[test]

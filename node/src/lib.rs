@@ -29,6 +29,7 @@ pub mod relay;
 pub mod runner;
 pub mod seed;
 pub mod store;
+pub mod tcp;
 #[cfg(any(debug_assertions, feature = "test-runner"))]
 pub mod test_runner;
 pub mod torrent;

@@ -16,7 +16,7 @@ use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
     StreamProtocol, Swarm, autonat, connection_limits, dcutr, identify, identity, kad, mdns, noise,
-    ping, relay, request_response, tcp, yamux,
+    ping, relay, request_response, yamux,
 };
 use starling_protocol::PublicKey;
 use starling_protocol::message::SyncDelta;
@@ -235,9 +235,17 @@ pub fn build_swarm(
         .map_err(|e| anyhow!("node key is not a valid ed25519 key: {e}"))?;
     let swarm = libp2p::SwarmBuilder::with_existing_identity(id)
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
-        .map_err(|e| anyhow!("tcp transport: {e}"))?
         .with_quic()
+        .with_other_transport(|key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+            // What `with_tcp` builds, around the node's own TCP transport: its listeners own
+            // their port (see `crate::tcp`).
+            use libp2p::core::Transport as _;
+            Ok(crate::tcp::Transport::new(true)
+                .upgrade(libp2p::core::upgrade::Version::V1Lazy)
+                .authenticate(noise::Config::new(key)?)
+                .multiplex(yamux::Config::default()))
+        })
+        .map_err(|e| anyhow!("tcp transport: {e}"))?
         .with_dns()
         .map_err(|e| anyhow!("dns resolver: {e}"))?
         .with_relay_client(noise::Config::new, yamux::Config::default)
@@ -250,6 +258,67 @@ pub fn build_swarm(
         .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
         .build();
     Ok(swarm)
+}
+
+/// Starts a listener on each address; the first that fails stops the start with one line
+/// naming it. A TCP or UDP port another process holds fails here (see [`crate::tcp`]; QUIC
+/// binds its UDP socket without address reuse).
+pub fn listen_all(swarm: &mut Swarm<Behaviour>, addrs: &[libp2p::Multiaddr]) -> Result<()> {
+    for addr in addrs {
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|e| anyhow!("cannot listen on {addr}: {}", listen_failure(addr, &e)))?;
+    }
+    Ok(())
+}
+
+/// Why a listen failed, in words an operator can act on.
+fn listen_failure(addr: &libp2p::Multiaddr, e: &libp2p::TransportError<io::Error>) -> String {
+    if let libp2p::TransportError::MultiaddrNotSupported(_) = e {
+        return "not an address this node can listen on (TCP or QUIC over IPv4 or IPv6)".into();
+    }
+    // The transports' error types hide the I/O error's kind from `source()`, so ask the port.
+    if port_taken(addr) {
+        return "the port is already in use; choose another port or stop the process that holds it"
+            .into();
+    }
+    error_chain(e)
+}
+
+/// Whether another socket holds the TCP or UDP port of `addr`: a bind there fails.
+fn port_taken(addr: &libp2p::Multiaddr) -> bool {
+    use libp2p::multiaddr::Protocol;
+    let mut parts = addr.iter();
+    let ip: std::net::IpAddr = match parts.next() {
+        Some(Protocol::Ip4(ip)) => ip.into(),
+        Some(Protocol::Ip6(ip)) => ip.into(),
+        _ => return false,
+    };
+    let in_use = |r: io::Result<()>| r.is_err_and(|e| e.kind() == io::ErrorKind::AddrInUse);
+    match parts.next() {
+        Some(Protocol::Tcp(port)) if port != 0 => {
+            in_use(std::net::TcpListener::bind((ip, port)).map(drop))
+        }
+        Some(Protocol::Udp(port)) if port != 0 => {
+            in_use(std::net::UdpSocket::bind((ip, port)).map(drop))
+        }
+        _ => false,
+    }
+}
+
+/// `e` and its sources on one line, each message once.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        let t = err.to_string();
+        let t = t.trim();
+        if !t.is_empty() && !parts.iter().any(|p| p.contains(t)) {
+            parts.push(t.to_string());
+        }
+        cur = err.source();
+    }
+    parts.join(": ")
 }
 
 /// The libp2p peer id of a Starling node id (both are the same ed25519 key).

@@ -19,9 +19,14 @@ use crate::runner::{Job, Runner, RunnerCounters, WorkReport};
 /// The environment variable that switches the test runner on.
 pub const DELAY_ENV: &str = "STARLING_TEST_RUNNER_DELAY_MS";
 
-/// The configured delay, if the test runner is switched on.
+/// The configured delay, if the test runner is switched on; says nothing.
+pub fn delay_ms() -> Option<u64> {
+    std::env::var(DELAY_ENV).ok()?.parse::<u64>().ok()
+}
+
+/// The configured delay, if the test runner is switched on (and a warning that it is).
 pub fn delay_from_env() -> Option<Duration> {
-    let ms = std::env::var(DELAY_ENV).ok()?.parse::<u64>().ok()?;
+    let ms = delay_ms()?;
     tracing::warn!(delay_ms = ms, "TEST RUNNER ACTIVE: work completes without being done");
     Some(Duration::from_millis(ms))
 }

@@ -64,10 +64,19 @@ pub struct StatusView {
 }
 
 /// What the node's torrent session serves.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TorrentStats {
     /// Whether torrent duties are taken.
     pub enabled: bool,
+    /// Whether the session runs a BitTorrent DHT node (asked of the session, not the settings).
+    #[serde(default)]
+    pub dht: bool,
+    /// Whether the trackers a torrent lists are asked for peers.
+    #[serde(default)]
+    pub trackers: bool,
+    /// Where the BitTorrent listener is bound, `IP:port`.
+    #[serde(default)]
+    pub listen: Option<String>,
     /// Torrents complete and seeding.
     pub seeding: u64,
     /// Torrents still downloading.

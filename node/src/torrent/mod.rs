@@ -49,7 +49,8 @@ pub const TORRENTS_DIR: &str = "torrents";
 pub struct TorrentSettings {
     /// Whether this node takes torrent seeding duties at all.
     pub enabled: bool,
-    /// Find peers through the BitTorrent mainline DHT (and announce there).
+    /// Find peers through the BitTorrent mainline DHT (and announce there). Off by default:
+    /// a DHT node contacts public routers as soon as the session starts.
     pub dht: bool,
     /// Announce to and ask the trackers a torrent lists.
     pub trackers: bool,
@@ -78,7 +79,7 @@ impl Default for TorrentSettings {
     fn default() -> Self {
         Self {
             enabled: true,
-            dht: true,
+            dht: false,
             trackers: true,
             local_discovery: false,
             listen_addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),

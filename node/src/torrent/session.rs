@@ -102,7 +102,8 @@ impl TorrentSession {
         data_dir: &Path,
         settings: TorrentSettings,
     ) -> Result<Arc<Self>, TorrentError> {
-        let dir = data_dir.join(TORRENTS_DIR);
+        // Absolute whatever `data_dir` is: the blocklist goes to librqbit as a `file:` URL.
+        let dir = std::path::absolute(data_dir.join(TORRENTS_DIR))?;
         tokio::fs::create_dir_all(&dir).await?;
         let blocklist_url = if settings.allow_private_peers {
             None
@@ -149,7 +150,6 @@ impl TorrentSession {
         let session = Session::new_with_opts(dir.clone(), opts)
             .await
             .map_err(|e| TorrentError::Session(format!("{e:#}")))?;
-        tracing::info!(listen = ?session.listen_addr(), dht = settings.dht, trackers = settings.trackers, "torrent session started");
         Ok(Arc::new(Self { session, dir, settings }))
     }
 
@@ -307,6 +307,9 @@ impl TorrentSession {
         let snap = self.session.stats_snapshot();
         let mut t = TorrentTotals {
             enabled: true,
+            dht: self.session.get_dht().is_some(),
+            trackers: self.settings.trackers,
+            listen: self.listen_addr().map(|a| a.to_string()),
             uploaded_bytes: snap.counters.uploaded_bytes,
             downloaded_bytes: snap.counters.fetched_bytes,
             peers: u64::from(snap.peers.live),

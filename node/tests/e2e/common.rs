@@ -57,10 +57,26 @@ pub fn fast_args() -> Vec<String> {
 }
 
 fn spawn_child(dir: &Path, extra: &[String], env: &[(String, String)]) -> Child {
+    spawn_child_in(None, dir, dir, extra, env)
+}
+
+/// Spawns `starling up --data-dir data_dir_arg` in `cwd` (the test's own by default); `dir`
+/// is where that data dir is, for the log.
+fn spawn_child_in(
+    cwd: Option<&Path>,
+    data_dir_arg: &Path,
+    dir: &Path,
+    extra: &[String],
+    env: &[(String, String)],
+) -> Child {
+    std::fs::create_dir_all(dir).unwrap();
     let log =
         std::fs::OpenOptions::new().create(true).append(true).open(dir.join("node.log")).unwrap();
     let mut cmd = Command::new(BIN);
-    cmd.arg("up").arg("--data-dir").arg(dir).args(fast_args()).args(extra);
+    if let Some(cwd) = cwd {
+        cmd.current_dir(cwd);
+    }
+    cmd.arg("up").arg("--data-dir").arg(data_dir_arg).args(fast_args()).args(extra);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -126,6 +142,15 @@ impl Node {
         let mut child = spawn_child(&dir, extra, &env);
         let api = wait_api(&dir, &mut child);
         Node { child: Some(child), dir, api, extra: extra.to_vec(), env, _tmp: Some(tmp) }
+    }
+
+    /// Starts a node with the real runners in `cwd`, its data dir given as `data_dir` (which may
+    /// be relative to `cwd`); the caller keeps `cwd` alive.
+    pub fn start_real_in(cwd: &Path, data_dir: &str, extra: &[String]) -> Node {
+        let dir = cwd.join(data_dir);
+        let mut child = spawn_child_in(Some(cwd), Path::new(data_dir), &dir, extra, &[]);
+        let api = wait_api(&dir, &mut child);
+        Node { child: Some(child), dir, api, extra: extra.to_vec(), env: vec![], _tmp: None }
     }
 
     /// Restarts a stopped node on the same data dir.

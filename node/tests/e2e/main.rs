@@ -16,5 +16,6 @@ mod project_cli;
 mod reject;
 mod relay;
 mod seed;
+mod startup;
 mod torrent;
 mod warcio;

@@ -22,12 +22,12 @@ use starling_protocol::{
     TorrentSource, WorkItem,
 };
 
-const NAME: &str = "payload.bin";
-const LEN: usize = 2 * 1024 * 1024 + 777;
+pub(crate) const NAME: &str = "payload.bin";
+pub(crate) const LEN: usize = 2 * 1024 * 1024 + 777;
 
 /// Makes a single-file torrent of seeded random bytes under `dir`: the .torrent bytes, the info
 /// hash and the content.
-fn make_torrent(dir: &Path) -> (Vec<u8>, [u8; 20], Vec<u8>) {
+pub(crate) fn make_torrent(dir: &Path) -> (Vec<u8>, [u8; 20], Vec<u8>) {
     let mut data = vec![0u8; LEN];
     blake3::Hasher::new().update(b"node torrent test").finalize_xof().fill(&mut data);
     let path = dir.join(NAME);
@@ -45,7 +45,7 @@ fn make_torrent(dir: &Path) -> (Vec<u8>, [u8; 20], Vec<u8>) {
     (t.as_bytes().unwrap().to_vec(), t.info_hash().0, data)
 }
 
-fn manifest(owner: &Keypair) -> ProjectManifest {
+pub(crate) fn manifest(owner: &Keypair) -> ProjectManifest {
     ProjectManifest {
         name: "torrents".into(),
         description: "node torrent test".into(),
@@ -61,12 +61,12 @@ fn manifest(owner: &Keypair) -> ProjectManifest {
     }
 }
 
-fn batch(owner: &Keypair, m: &ProjectManifest, seq: u64, item: WorkItem) -> Vec<u8> {
+pub(crate) fn batch(owner: &Keypair, m: &ProjectManifest, seq: u64, item: WorkItem) -> Vec<u8> {
     let b = ItemBatch { project: m.id(), seq, items: vec![item] };
     Envelope::Batch(Signed::sign(owner, &b)).to_bytes()
 }
 
-fn torrent_file(node: &Node, info_hash: &[u8; 20]) -> std::path::PathBuf {
+pub(crate) fn torrent_file(node: &Node, info_hash: &[u8; 20]) -> std::path::PathBuf {
     node.dir.join("torrents").join(hex::encode(info_hash)).join(NAME)
 }
 
