@@ -3,10 +3,18 @@
 //! Every field has a default, so a scenario file names only what it changes. The built-in
 //! scenarios in `simulator/scenarios/` are compiled in and found by name; anything else is read
 //! as a path. Command-line overrides are applied on top with [`Scenario::apply_overrides`].
+//! Every way in ends in [`Scenario::validate`] (rules and caps in `validate.rs`), so a bad
+//! value is one error line before anything is built, never a panic or a silent clamp.
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+
+mod validate;
+
+pub use validate::{
+    FAULTS_MAX, ITEMS_MAX, LATENCY_MAX_MS, MEMORY_MAX_BYTES, NODES_MAX, PROJECTS_MAX, TIME_MAX_MS,
+};
 
 /// Built-in scenario files, by name.
 pub const BUILTIN: [(&str, &str); 7] = [
@@ -26,12 +34,21 @@ pub enum ScenarioError {
     /// Neither a built-in name nor a readable file.
     #[error("no scenario named {0:?} and no such file (built-in: {1})")]
     NotFound(String, String),
-    /// The file is not valid scenario TOML.
+    /// The file is not valid scenario TOML, or names a key no table has.
     #[error("scenario {0}: {1}")]
     Parse(String, String),
-    /// The values do not make a runnable world.
-    #[error("scenario {0}: {1}")]
-    Invalid(String, &'static str),
+    /// A value is outside what is allowed, alone or next to another value.
+    #[error("scenario {origin}: {key} = {value}: {allowed}")]
+    Invalid {
+        /// The file, built-in name or scenario name.
+        origin: String,
+        /// The key, as written in the file (`churn.crash_share`, `faults[2].split`).
+        key: String,
+        /// The value given.
+        value: String,
+        /// What is allowed instead.
+        allowed: String,
+    },
 }
 
 /// A whole simulated world and its faults. Durations are simulated milliseconds.
@@ -248,8 +265,12 @@ pub enum FaultKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NodesSpec {
-    /// Each node's clock is off by a uniform amount in ±this.
+    /// Each node's clock is off by a uniform amount in ±this, so two clocks differ by up to
+    /// twice this.
     pub skew_max_ms: u64,
+    /// Allow clocks to differ by more than the engine's `skew_margin_ms` (refused otherwise):
+    /// such a run tests the protocol outside what it promises.
+    pub skew_beyond_margin: bool,
     /// Share of nodes that are slow.
     pub slow_share: f64,
     /// Slow nodes take this many times longer to work.
@@ -260,7 +281,13 @@ pub struct NodesSpec {
 
 impl Default for NodesSpec {
     fn default() -> Self {
-        Self { skew_max_ms: 0, slow_share: 0.0, slow_factor: 3.0, slow_delay_ms: 50 }
+        Self {
+            skew_max_ms: 0,
+            skew_beyond_margin: false,
+            slow_share: 0.0,
+            slow_factor: 3.0,
+            slow_delay_ms: 50,
+        }
     }
 }
 
@@ -363,7 +390,7 @@ impl Scenario {
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, ScenarioError> {
         let s: Scenario =
             toml::from_str(text).map_err(|e| ScenarioError::Parse(origin.into(), e.to_string()))?;
-        s.validate()?;
+        s.validate().map_err(|e| e.with_origin(origin))?;
         Ok(s)
     }
 
@@ -403,38 +430,39 @@ impl Scenario {
         if let Some(d) = o.duration_ms {
             self.duration_ms = d;
         }
-        self.validate()
+        self.validate().map_err(|e| e.with_flags(o))
+    }
+}
+
+impl ScenarioError {
+    /// Names the file or built-in the scenario came from, instead of the scenario's own name.
+    pub fn with_origin(mut self, from: &str) -> Self {
+        if let ScenarioError::Invalid { origin, .. } = &mut self {
+            *origin = from.into();
+        }
+        self
     }
 
-    fn validate(&self) -> Result<(), ScenarioError> {
-        let bad = |why| Err(ScenarioError::Invalid(self.name.clone(), why));
-        if self.nodes < 2 {
-            return bad("needs at least 2 nodes");
+    /// Adds the command-line flags that set the offending keys, so `--nodes 10000000` is
+    /// blamed on the flag rather than on a file that never said it.
+    fn with_flags(mut self, o: &Overrides) -> Self {
+        let ScenarioError::Invalid { key, .. } = &mut self else { return self };
+        let flags = [
+            ("nodes", "--nodes", o.nodes.is_some()),
+            ("items", "--items", o.items.is_some()),
+            ("network.loss", "--loss", o.loss.is_some()),
+            ("churn.per_min", "--churn", o.churn_per_min.is_some()),
+            ("duration_ms", "--duration", o.duration_ms.is_some()),
+        ];
+        let named: Vec<&str> = flags
+            .iter()
+            .filter(|(k, _, set)| *set && key.split(", ").any(|part| part == *k))
+            .map(|(_, flag, _)| *flag)
+            .collect();
+        if !named.is_empty() {
+            key.push_str(&format!(" (set by {})", named.join(" ")));
         }
-        if self.byzantine.nodes >= self.nodes {
-            return bad("needs at least one honest node");
-        }
-        if self.projects == 0 || self.projects_per_node == 0 {
-            return bad("projects and projects_per_node must be at least 1");
-        }
-        if self.projects_per_node > self.projects {
-            return bad("projects_per_node is more than projects");
-        }
-        if self.batch_items == 0
-            || self.batch_items as usize > starling_protocol::item::BATCH_ITEMS_MAX
-        {
-            return bad("batch_items must be 1 ..= 10000");
-        }
-        if !(0.0..1.0).contains(&self.network.loss) {
-            return bad("loss must be in 0 .. 1");
-        }
-        if self.network.mesh_degree == 0 || self.check.interval_ms == 0 {
-            return bad("mesh_degree and check.interval_ms must be positive");
-        }
-        if !(1_000..=86_400_000).contains(&self.lease_ms) {
-            return bad("lease_ms must be 1 s ..= 24 h");
-        }
-        Ok(())
+        self
     }
 }
 
