@@ -55,13 +55,15 @@ fn parse_seeds(s: &str) -> anyhow::Result<std::ops::Range<u64>> {
 /// Runs `starling sim`: prints a summary, writes `--json`, and fails on any violation.
 pub fn run(args: SimArgs) -> anyhow::Result<()> {
     let mut scenario = Scenario::load(&args.scenario)?;
-    scenario.apply_overrides(&Overrides {
-        nodes: args.nodes,
-        items: args.items,
-        loss: args.loss,
-        churn_per_min: args.churn,
-        duration_ms: args.duration,
-    })?;
+    scenario
+        .apply_overrides(&Overrides {
+            nodes: args.nodes,
+            items: args.items,
+            loss: args.loss,
+            churn_per_min: args.churn,
+            duration_ms: args.duration,
+        })
+        .map_err(|e| e.with_origin(&args.scenario))?;
     let seeds = match &args.seeds {
         Some(s) => parse_seeds(s)?,
         None => args.seed..args.seed + 1,

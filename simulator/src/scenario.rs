@@ -3,10 +3,18 @@
 //! Every field has a default, so a scenario file names only what it changes. The built-in
 //! scenarios in `simulator/scenarios/` are compiled in and found by name; anything else is read
 //! as a path. Command-line overrides are applied on top with [`Scenario::apply_overrides`].
+//! Every way in ends in [`Scenario::validate`] (rules and caps in `validate.rs`), so a bad
+//! value is one error line before anything is built, never a panic or a silent clamp.
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+
+mod validate;
+
+pub use validate::{
+    FAULTS_MAX, ITEMS_MAX, LATENCY_MAX_MS, MEMORY_MAX_BYTES, NODES_MAX, PROJECTS_MAX, TIME_MAX_MS,
+};
 
 /// Built-in scenario files, by name.
 pub const BUILTIN: [(&str, &str); 7] = [
@@ -26,12 +34,21 @@ pub enum ScenarioError {
     /// Neither a built-in name nor a readable file.
     #[error("no scenario named {0:?} and no such file (built-in: {1})")]
     NotFound(String, String),
-    /// The file is not valid scenario TOML.
+    /// The file is not valid scenario TOML, or names a key no table has.
     #[error("scenario {0}: {1}")]
     Parse(String, String),
-    /// The values do not make a runnable world.
-    #[error("scenario {0}: {1}")]
-    Invalid(String, &'static str),
+    /// A value is outside what is allowed, alone or next to another value.
+    #[error("scenario {origin}: {key} = {value}: {allowed}")]
+    Invalid {
+        /// The file, built-in name or scenario name.
+        origin: String,
+        /// The key, as written in the file (`churn.crash_share`, `faults[2].split`).
+        key: String,
+        /// The value given.
+        value: String,
+        /// What is allowed instead.
+        allowed: String,
+    },
 }
 
 /// A whole simulated world and its faults. Durations are simulated milliseconds.
@@ -205,7 +222,10 @@ impl Default for ChurnSpec {
 }
 
 /// A scheduled fault.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Read through `RawFault`: serde cannot refuse unknown keys in a struct with a flattened
+/// field, and a misspelt key in `[[faults]]` must not be ignored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FaultSpec {
     /// When it happens.
     pub at_ms: u64,
@@ -216,7 +236,7 @@ pub struct FaultSpec {
 
 /// What a scheduled fault does.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum FaultKind {
     /// Nodes below `split` (a share of the node count) cannot talk to the rest, both ways.
     Partition {
@@ -244,12 +264,102 @@ pub enum FaultKind {
     },
 }
 
+/// One `[[faults]]` table as written: every key any fault takes, so unknown keys are refused
+/// with their line; `FaultSpec::try_from` then refuses keys the kind does not take and asks
+/// for those it needs.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFault {
+    at_ms: u64,
+    kind: FaultTag,
+    split: Option<f64>,
+    node: Option<u32>,
+    down_ms: Option<u64>,
+}
+
+/// The `kind` of a `[[faults]]` table.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum FaultTag {
+    Partition,
+    OneWay,
+    Isolate,
+    Heal,
+    Crash,
+}
+
+impl TryFrom<RawFault> for FaultSpec {
+    type Error = String;
+
+    fn try_from(raw: RawFault) -> Result<Self, String> {
+        let (name, takes): (&str, &[&str]) = match raw.kind {
+            FaultTag::Partition => ("partition", &["split"]),
+            FaultTag::OneWay => ("one_way", &["split"]),
+            FaultTag::Isolate => ("isolate", &["node"]),
+            FaultTag::Heal => ("heal", &[]),
+            FaultTag::Crash => ("crash", &["node", "down_ms"]),
+        };
+        let given = [
+            ("split", raw.split.is_some()),
+            ("node", raw.node.is_some()),
+            ("down_ms", raw.down_ms.is_some()),
+        ];
+        if let Some((key, _)) = given.iter().find(|(k, present)| *present && !takes.contains(k)) {
+            let takes = ["at_ms", "kind"].iter().chain(takes).copied().collect::<Vec<_>>();
+            return Err(format!(
+                "`{key}` does not apply to kind = \"{name}\" (it takes {})",
+                takes.join(", ")
+            ));
+        }
+        let needs = |key: &str| format!("kind = \"{name}\" needs `{key}`");
+        let split = || raw.split.ok_or_else(|| needs("split"));
+        let node = || raw.node.ok_or_else(|| needs("node"));
+        let kind = match raw.kind {
+            FaultTag::Partition => FaultKind::Partition { split: split()? },
+            FaultTag::OneWay => FaultKind::OneWay { split: split()? },
+            FaultTag::Isolate => FaultKind::Isolate { node: node()? },
+            FaultTag::Heal => FaultKind::Heal,
+            FaultTag::Crash => FaultKind::Crash {
+                node: node()?,
+                down_ms: raw.down_ms.ok_or_else(|| needs("down_ms"))?,
+            },
+        };
+        Ok(Self { at_ms: raw.at_ms, kind })
+    }
+}
+
+impl<'de> Deserialize<'de> for FaultSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// Checks the kind inside the table's own visit, so a TOML error points at that
+        /// table rather than at the whole `faults` array.
+        struct Table;
+        impl<'de> serde::de::Visitor<'de> for Table {
+            type Value = FaultSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a [[faults]] table")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<FaultSpec, A::Error> {
+                let raw = RawFault::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                FaultSpec::try_from(raw).map_err(serde::de::Error::custom)
+            }
+        }
+        d.deserialize_map(Table)
+    }
+}
+
 /// Per-node clock skew and slow nodes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NodesSpec {
-    /// Each node's clock is off by a uniform amount in ±this.
+    /// Each node's clock is off by a uniform amount in ±this, so two clocks differ by up to
+    /// twice this.
     pub skew_max_ms: u64,
+    /// Allow clocks to differ by more than the engine's `skew_margin_ms` (refused otherwise):
+    /// such a run tests the protocol outside what it promises.
+    pub skew_beyond_margin: bool,
     /// Share of nodes that are slow.
     pub slow_share: f64,
     /// Slow nodes take this many times longer to work.
@@ -260,7 +370,13 @@ pub struct NodesSpec {
 
 impl Default for NodesSpec {
     fn default() -> Self {
-        Self { skew_max_ms: 0, slow_share: 0.0, slow_factor: 3.0, slow_delay_ms: 50 }
+        Self {
+            skew_max_ms: 0,
+            skew_beyond_margin: false,
+            slow_share: 0.0,
+            slow_factor: 3.0,
+            slow_delay_ms: 50,
+        }
     }
 }
 
@@ -367,9 +483,9 @@ pub struct Overrides {
 impl Scenario {
     /// Parses scenario TOML; `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, ScenarioError> {
-        let s: Scenario =
-            toml::from_str(text).map_err(|e| ScenarioError::Parse(origin.into(), e.to_string()))?;
-        s.validate()?;
+        let s: Scenario = toml::from_str(text)
+            .map_err(|e| ScenarioError::Parse(origin.into(), parse_error_line(text, &e)))?;
+        s.validate().map_err(|e| e.with_origin(origin))?;
         Ok(s)
     }
 
@@ -409,39 +525,84 @@ impl Scenario {
         if let Some(d) = o.duration_ms {
             self.duration_ms = d;
         }
-        self.validate()
+        self.validate().map_err(|e| e.with_flags(o))
+    }
+}
+
+impl ScenarioError {
+    /// Names the file or built-in the scenario came from, instead of the scenario's own name.
+    pub fn with_origin(mut self, from: &str) -> Self {
+        if let ScenarioError::Invalid { origin, .. } = &mut self {
+            *origin = from.into();
+        }
+        self
     }
 
-    fn validate(&self) -> Result<(), ScenarioError> {
-        let bad = |why| Err(ScenarioError::Invalid(self.name.clone(), why));
-        if self.nodes < 2 {
-            return bad("needs at least 2 nodes");
+    /// Adds the command-line flags that set the offending keys, so `--nodes 10000000` is
+    /// blamed on the flag rather than on a file that never said it.
+    fn with_flags(mut self, o: &Overrides) -> Self {
+        let ScenarioError::Invalid { key, .. } = &mut self else { return self };
+        let flags = [
+            ("nodes", "--nodes", o.nodes.is_some()),
+            ("items", "--items", o.items.is_some()),
+            ("network.loss", "--loss", o.loss.is_some()),
+            ("churn.per_min", "--churn", o.churn_per_min.is_some()),
+            ("duration_ms", "--duration", o.duration_ms.is_some()),
+        ];
+        let named: Vec<&str> = flags
+            .iter()
+            .filter(|(k, _, set)| *set && key.split(", ").any(|part| part == *k))
+            .map(|(_, flag, _)| *flag)
+            .collect();
+        if !named.is_empty() {
+            key.push_str(&format!(" (set by {})", named.join(" ")));
         }
-        if self.byzantine.nodes >= self.nodes {
-            return bad("needs at least one honest node");
-        }
-        if self.projects == 0 || self.projects_per_node == 0 {
-            return bad("projects and projects_per_node must be at least 1");
-        }
-        if self.projects_per_node > self.projects {
-            return bad("projects_per_node is more than projects");
-        }
-        if self.batch_items == 0
-            || self.batch_items as usize > starling_protocol::item::BATCH_ITEMS_MAX
-        {
-            return bad("batch_items must be 1 ..= 10000");
-        }
-        if !(0.0..1.0).contains(&self.network.loss) {
-            return bad("loss must be in 0 .. 1");
-        }
-        if self.network.mesh_degree == 0 || self.check.interval_ms == 0 {
-            return bad("mesh_degree and check.interval_ms must be positive");
-        }
-        if !(1_000..=86_400_000).contains(&self.lease_ms) {
-            return bad("lease_ms must be 1 s ..= 24 h");
-        }
-        Ok(())
+        self
     }
+}
+
+/// A TOML or schema error as one line: where (line, and the table it is in) and what.
+fn parse_error_line(text: &str, e: &toml::de::Error) -> String {
+    let what = e.message().trim().replace('\n', "; ");
+    let Some(span) = e.span() else { return what };
+    let before = text.get(..span.start).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    // Up to the end of the line, so an error spanning a table header names that table.
+    let line_end = text[before.len()..].find('\n').map_or(text.len(), |i| before.len() + i);
+    match table_at(&text[..line_end]) {
+        Some(table) => format!("line {line}, in {table}: {what}"),
+        None => format!("line {line}: {what}"),
+    }
+}
+
+/// The table the end of `before` is in: `[network]`, or `faults[2]` for the third
+/// `[[faults]]`; `None` at the top level.
+fn table_at(before: &str) -> Option<String> {
+    let mut table = None;
+    let mut arrays: Vec<(String, usize)> = Vec::new();
+    for line in before.lines() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        if let Some(name) = line.strip_prefix("[[").and_then(|l| l.strip_suffix("]]")) {
+            let name = name.trim().to_string();
+            let i = match arrays.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, count)) => {
+                    *count += 1;
+                    *count - 1
+                }
+                None => {
+                    arrays.push((name.clone(), 1));
+                    0
+                }
+            };
+            table = Some(format!("{name}[{i}]"));
+        } else if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            let name = name.trim();
+            if name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) {
+                table = Some(format!("[{name}]"));
+            }
+        }
+    }
+    table
 }
 
 /// Parses a duration such as `90`, `90s`, `1500ms`, `10m` or `2h` (bare numbers are seconds).
@@ -476,6 +637,84 @@ mod tests {
         assert_eq!(parse_duration_ms("10m"), Ok(600_000));
         assert_eq!(parse_duration_ms("2h"), Ok(7_200_000));
         assert!(parse_duration_ms("soon").is_err());
+    }
+
+    /// The parse error `toml` gives; it must be one line.
+    fn parse_error(toml: &str) -> String {
+        match Scenario::from_toml(toml, "test.toml") {
+            Err(ScenarioError::Parse(origin, what)) => {
+                assert_eq!(origin, "test.toml");
+                assert!(!what.contains('\n'), "{toml:?}: not one line: {what}");
+                what
+            }
+            other => panic!("{toml:?}: expected a parse error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_unknown_key_at_the_top_level_is_refused() {
+        let what = parse_error("nodes = 3\nnodez = 3");
+        assert!(what.starts_with("line 2: unknown field `nodez`"), "{what}");
+    }
+
+    /// Paths of every table in a scenario, found from the defaults so a table added later is
+    /// covered too.
+    fn table_paths(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+        for (key, value) in table {
+            if let toml::Value::Table(inner) = value {
+                let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                table_paths(inner, &path, out);
+                out.push(path);
+            }
+        }
+    }
+
+    #[test]
+    fn an_unknown_key_in_every_nested_table_is_refused() {
+        let defaults = toml::Table::try_from(Scenario::default()).expect("defaults serialise");
+        let mut paths = Vec::new();
+        table_paths(&defaults, "", &mut paths);
+        assert!(paths.len() >= 8, "tables found: {paths:?}");
+        for path in paths {
+            let what = parse_error(&format!("nodes = 20\n[{path}]\nbogus_key = 1\n"));
+            assert!(
+                what.starts_with(&format!("line 3, in [{path}]: unknown field `bogus_key`")),
+                "[{path}]: {what}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_key_in_faults_is_refused() {
+        let what = parse_error(
+            "[[faults]]\nat_ms = 5\nkind = \"heal\"\n\n\
+             [[faults]]\nat_ms = 10\nkind = \"partition\"\nsplt = 0.5\n",
+        );
+        assert!(what.starts_with("line 8, in faults[1]: unknown field `splt`"), "{what}");
+    }
+
+    #[test]
+    fn a_key_the_fault_kind_does_not_take_is_refused() {
+        let what = parse_error(
+            "[[faults]]\nat_ms = 5\nkind = \"isolate\"\nnode = 1\n\
+             [[faults]]\nat_ms = 10\nkind = \"heal\"\nnode = 1\n",
+        );
+        assert!(what.starts_with("line 5, in faults[1]: `node` does not apply"), "{what}");
+    }
+
+    #[test]
+    fn a_key_the_fault_kind_needs_is_required() {
+        let what = parse_error("[[faults]]\nat_ms = 5\nkind = \"crash\"\nnode = 1\n");
+        assert_eq!(what, "line 1, in faults[0]: kind = \"crash\" needs `down_ms`");
+        let what = parse_error("[[faults]]\nkind = \"heal\"\n");
+        assert!(what.contains("missing field `at_ms`"), "{what}");
+    }
+
+    #[test]
+    fn faults_read_back_what_they_write() {
+        let s = Scenario::load("partition-heal").expect("built-in loads");
+        let text = toml::to_string(&s).expect("serialises");
+        assert_eq!(Scenario::from_toml(&text, "again").expect("reads back"), s);
     }
 
     #[test]

@@ -162,7 +162,7 @@ fn scenario_errors_are_clear() {
     let err = Scenario::load("no-such-scenario").expect_err("unknown name fails");
     assert!(err.to_string().contains("steady"), "{err}");
     let err = Scenario::from_toml("nodes = 1", "inline").expect_err("one node is not a mesh");
-    assert!(err.to_string().contains("at least 2"), "{err}");
+    assert!(err.to_string().contains("nodes = 1: must be in 2 ..= "), "{err}");
     let err = Scenario::from_toml("nodez = 3", "inline").expect_err("typos are caught");
     assert!(err.to_string().contains("nodez"), "{err}");
 }
