@@ -119,7 +119,11 @@ impl World {
                             == self.net.component(b as usize),
                         stable_since_ms: self.topo_changed_at.max(na.up_since).max(nb.up_since),
                     };
-                    if safety_broken(&o, self.now, self.settle_ms()) {
+                    // Clocks beyond the skew margin break the lease window on purpose: such a
+                    // scenario reports the overlaps as duplicates instead.
+                    if safety_broken(&o, self.now, self.settle_ms())
+                        && !self.s.nodes_spec.skew_beyond_margin
+                    {
                         let item = self.items[idx as usize].id;
                         let view = |n: u32| {
                             let node = &self.nodes[n as usize];

@@ -17,7 +17,7 @@ pub use validate::{
 };
 
 /// Built-in scenario files, by name.
-pub const BUILTIN: [(&str, &str); 7] = [
+pub const BUILTIN: [(&str, &str); 8] = [
     ("steady", include_str!("../scenarios/steady.toml")),
     ("lossy", include_str!("../scenarios/lossy.toml")),
     ("churn", include_str!("../scenarios/churn.toml")),
@@ -25,6 +25,7 @@ pub const BUILTIN: [(&str, &str); 7] = [
     ("byzantine", include_str!("../scenarios/byzantine.toml")),
     ("fault-50", include_str!("../scenarios/fault-50.toml")),
     ("scale-10k", include_str!("../scenarios/scale-10k.toml")),
+    ("skew-beyond", include_str!("../scenarios/skew-beyond.toml")),
 ];
 
 /// Why a scenario could not be loaded.
