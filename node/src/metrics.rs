@@ -82,6 +82,12 @@ pub fn render(s: &StatusView) -> Result<String, std::fmt::Error> {
     counter(&mut r, "items_done", "Results this node published", e.finished);
     counter(&mut r, "items_failed", "Failures this node published", e.failed);
     counter(&mut r, "work_yielded", "Work cancelled after losing a claim", e.yielded);
+    counter(
+        &mut r,
+        "results_withdrawn",
+        "Results withdrawn when evidence showed their claim never held its epoch",
+        e.withdrawn,
+    );
     gauge(&mut r, "holding", "Items this node holds now", s.holding as i64);
     gauge(&mut r, "paused", "1 when claiming is paused", i64::from(s.paused));
     gauge(&mut r, "capacity", "Crawl chunks worked at once", i64::from(s.capacity));

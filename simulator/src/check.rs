@@ -361,7 +361,7 @@ impl World {
     }
 
     /// (done or given up, failed, bogus) crawl items in the view of the honest up nodes.
-    fn final_item_counts(&self) -> (u64, u64, u64) {
+    pub(crate) fn final_item_counts(&self) -> (u64, u64, u64) {
         let mut state = vec![0u8; self.items.len()];
         for node in self.nodes.iter().filter(|n| !n.byz) {
             let Some(engine) = node.engine.as_ref() else { continue };

@@ -4,11 +4,13 @@
 //!
 //! - **Accepted results.** Honest nodes produce results only under claims their own engines
 //!   took, so the results to examine are the liars'. A liar's result an honest engine accepts
-//!   is *legitimately won* when the liar's claim was the holder's for that epoch in some honest
-//!   engine (the engine took its bare claim, or the result's own claim took a free item or
-//!   one whose lease had run out). Any other liar's result accepted is a violation: the claim
-//!   rule let a peer finish an epoch it never held. Legitimately won results are counted, not
-//!   failed: only checking results (a later layer) can catch a liar that won fairly.
+//!   is *legitimately won* when the liar's claim was the agreed holder of its epoch, by what
+//!   the simulator knows to be true: some honest engine took its bare claim as the holder's,
+//!   or its claim is dated when it was really made, was made before any honest engine took a
+//!   claim of the next epoch, and no claim of its epoch an honest engine took outranks it.
+//!   Any other liar's result accepted is a violation: the engine let a peer finish an epoch it
+//!   never held. Legitimately won results are counted, not failed: only checking results (a
+//!   later layer) can catch a liar that won fairly.
 //! - **Overlaps in one view.** Two honest nodes executing one item at the same epoch, each
 //!   having taken in the other's claim, disagree on a total order they both know: one of them
 //!   must give way at once. Such an overlap that outlasts [`SAME_VIEW_GRACE_MS`] plus the skew
@@ -16,7 +18,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use starling_protocol::message::Receipt;
+use starling_protocol::message::{Claim, Receipt};
 use starling_protocol::{Envelope, Input, ItemState, NodeId, Reject, Signed};
 
 use crate::world::{ViolationKind, World, env_item};
@@ -44,6 +46,23 @@ pub(crate) struct Watch {
     /// Set while a message handed over by `take_message` is being applied: receipts the
     /// engine takes in at other times are ones it held back as early and took in later.
     judging: bool,
+    /// When an honest engine first took in a claim of (item, epoch), in simulated time; kept
+    /// only in runs with liars.
+    epoch_first: HashMap<(u32, u32), u64>,
+    /// The best claim, in the claim order, that an honest engine took in for (item, epoch).
+    epoch_best: HashMap<(u32, u32), ClaimOrder>,
+}
+
+/// A claim's place in the claim order within its epoch: earlier `since_ms` bucket, then HRW
+/// score, then node id.
+type ClaimOrder = (std::cmp::Reverse<u64>, u64, NodeId);
+
+fn claim_order(c: &Claim, signer: &NodeId) -> ClaimOrder {
+    (
+        std::cmp::Reverse(c.since_ms / starling_protocol::engine::CLAIM_BUCKET_MS),
+        starling_protocol::hrw::score(&c.item, signer),
+        *signer,
+    )
 }
 
 impl Watch {
@@ -62,6 +81,20 @@ impl Watch {
     /// Forgets the sightings of an item no longer contended.
     pub(crate) fn settled(&mut self, item: u32) {
         self.seen.remove(&item);
+    }
+}
+
+/// The claim an envelope carries (bare, or inside a receipt or failure), with its signer.
+fn full_claim(env: &Envelope) -> Option<(NodeId, &Claim)> {
+    match env {
+        Envelope::Claim(c) => Some((c.signer().node_id(), c.verified_ref().ok()?)),
+        Envelope::Receipt(r) => {
+            Some((r.signer().node_id(), r.verified_ref().ok()?.claim.verified_ref().ok()?))
+        }
+        Envelope::Failure(f) => {
+            Some((f.signer().node_id(), f.verified_ref().ok()?.claim.verified_ref().ok()?))
+        }
+        _ => None,
     }
 }
 
@@ -92,14 +125,6 @@ impl World {
             self.nodes[i as usize].byz.then_some(i)
         });
         let item = claim.and_then(|_| env_item(env)).map(|(item, _)| item);
-        // Whether the result's claim is dated when it was made (not back to before it).
-        let fresh = match env {
-            Envelope::Receipt(r) => r
-                .verified_ref()
-                .ok()
-                .and_then(|r| r.claim.verified_ref().ok().map(|c| c.since_ms + 1_000 >= c.at_ms)),
-            _ => None,
-        };
         let before = match (liar, item) {
             (Some(_), Some(item)) if matches!(env, Envelope::Receipt(_)) => {
                 self.nodes[to as usize].engine.as_ref().and_then(|e| e.item_state(&item))
@@ -117,9 +142,7 @@ impl World {
             && result.is_ok()
         {
             match env {
-                Envelope::Receipt(_) => {
-                    self.judge_liar_result(to, idx, epoch, liar, before, fresh == Some(true))
-                }
+                Envelope::Receipt(_) => self.judge_liar_result(to, idx, env, liar, before),
                 _ => {
                     let now_held = self.nodes[to as usize].engine.as_ref().and_then(|e| {
                         e.item_state(&item).filter(|st| {
@@ -133,16 +156,31 @@ impl World {
                 }
             }
         }
+        if result.is_ok() && self.s.byzantine.nodes > 0 {
+            self.record_epoch(idx, env);
+        }
         if let Some(&claimant) = self.watch.node_of.get(&signer) {
             self.sighting(to, claimant, idx, epoch);
         }
         Some(result)
     }
 
+    /// Notes the claim an honest engine just took in, for the agreed holder of its epoch.
+    fn record_epoch(&mut self, idx: u32, env: &Envelope) {
+        let Some((signer, c)) = full_claim(env) else { return };
+        let order = claim_order(c, &signer);
+        let now = self.now;
+        self.watch.epoch_first.entry((idx, c.epoch)).or_insert(now);
+        let best = self.watch.epoch_best.entry((idx, c.epoch)).or_insert(order);
+        if order > *best {
+            *best = order;
+        }
+    }
+
     /// An honest node took in a receipt (its engine persists it). A liar's receipt taken in
     /// outside `take_message` is one the engine held back because its claim was early in this
-    /// node's view (a later epoch while the lease it knew ran), and took in once that lease
-    /// ran out: its claim then took the item by the epoch rule, so it counts as won by it.
+    /// node's view (a later epoch while the lease it knew ran) and took in once that lease ran
+    /// out; it is judged like any other.
     pub(crate) fn receipt_persisted(&mut self, n: u32, receipt: &Signed<Receipt>) {
         if self.watch.judging || self.nodes[n as usize].byz {
             return;
@@ -155,33 +193,34 @@ impl World {
             return;
         };
         let Some(&idx) = self.item_index.get(&c.item) else { return };
-        self.watch.liar_held.insert((idx, c.epoch, liar));
-        self.watch.liar_won.insert(idx);
+        let env = Envelope::Receipt(receipt.clone());
+        self.judge_liar_result(n, idx, &env, liar, None);
+        if self.s.byzantine.nodes > 0 {
+            self.record_epoch(idx, &env);
+        }
     }
 
-    /// A liar's result that honest node `to` just accepted for item `idx` at `epoch`; `before`
-    /// is the item's state in `to`'s engine before.
+    /// A liar's result (`env`) that honest node `to` just accepted for item `idx`; `before` is
+    /// the item's state in `to`'s engine before.
     fn judge_liar_result(
         &mut self,
         to: u32,
         idx: u32,
-        epoch: u32,
+        env: &Envelope,
         liar: u32,
         before: Option<ItemState>,
-        fresh: bool,
     ) {
-        let liar_id = self.nodes[liar as usize].id;
-        // The result's own claim took the item by the claim rule: a free item, a lapsed lease,
-        // or a race at the holder's epoch won on the rule's order with a claim dated when it
-        // was made (one dated back to outrank the holder is forged).
-        let took_fairly = match before {
-            None | Some(ItemState::Open { .. }) => true,
-            Some(ItemState::Held { holder, epoch: e, .. }) => {
-                e < epoch || (e == epoch && (holder == liar_id || fresh))
-            }
-            _ => false,
-        };
-        if took_fairly {
+        let Some((signer, c)) = full_claim(env) else { return };
+        let epoch = c.epoch;
+        // When the claim was really made, in simulated time: its `since_ms` is on the liar's
+        // clock, and a claim dated back before it was signed is forged.
+        let made = c.since_ms.saturating_sub(self.nodes[liar as usize].clock_offset_ms);
+        let dated_true = c.since_ms + starling_protocol::engine::CLAIM_BUCKET_MS >= c.at_ms;
+        let before_next =
+            self.watch.epoch_first.get(&(idx, epoch + 1)).is_none_or(|&first| made < first);
+        let order = claim_order(c, &signer);
+        let unbeaten = self.watch.epoch_best.get(&(idx, epoch)).is_none_or(|best| order >= *best);
+        if dated_true && before_next && unbeaten {
             self.watch.liar_held.insert((idx, epoch, liar));
         }
         if self.watch.liar_held.contains(&(idx, epoch, liar)) {
@@ -193,7 +232,8 @@ impl World {
             ViolationKind::ForgedResult,
             format!(
                 "honest node {to} accepted liar {liar}'s result for item {} at epoch {epoch}, \
-                 an epoch no honest engine saw it hold (its state before: {before:?})",
+                 whose claim was not the agreed holder of that epoch (its state before: \
+                 {before:?})",
                 item.short()
             ),
         );

@@ -609,6 +609,13 @@ impl World {
                 && self.faults_pending == 0
                 && !self.net.partitioned()
             {
+                // A result can be withdrawn after the item was first done (evidence showed its
+                // claim never held its epoch): wait another drain while any item is open again.
+                let (done, _, _) = self.final_item_counts();
+                if done < self.crawl_total {
+                    self.all_done_at = Some(self.now);
+                    continue;
+                }
                 break;
             }
         }

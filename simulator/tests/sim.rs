@@ -112,7 +112,6 @@ fn result_checker_catches_a_liar_result_for_an_epoch_it_never_held() {
     s.apply_overrides(&Overrides { nodes: Some(12), items: Some(60), ..Default::default() })
         .expect("small override is valid");
     s.byzantine.nodes = 3;
-    s.byzantine.action_interval_ms = 200;
     let r = run_scenario(&s, 1).unwrap_or_else(|f| panic!("control run, seed 1: {f}"));
     // Bogus results left are only those of liars that won an epoch by the claim rule (a race
     // in the holder's first second), which only checking results can catch.

@@ -59,6 +59,7 @@ pub(crate) fn status() -> StatusView {
             renewals: 340,
             started: 118,
             yielded: 2,
+            withdrawn: 0,
             finished: 110,
             failed: 3,
         },

@@ -13,7 +13,7 @@ use crate::signed::{Signable, Signed, VerifyError};
 use super::fence::{self, ResultKey, Verdict, claim_key};
 use super::{
     CancelReason, EARLY_MAX, EPOCH_JUMP_MAX, Engine, ItemEntry, Local, Output, Peer, Phase,
-    ProjectEntry, RELAY_REQUESTS_MAX, Reject, WorkRef, relay_project,
+    ProjectEntry, RELAY_REQUESTS_MAX, RESULT_SETTLE_MS, Reject, WorkRef, relay_project,
 };
 
 /// The checked body of an envelope. Shared by every clone of the envelope, so a message that
@@ -76,7 +76,7 @@ impl Engine {
                 self.outputs.push_back(Output::Publish(env));
             }
         }
-        if let (Err(Reject::EpochRuleBroken), Some(at), Some(env)) =
+        if let (Err(Reject::EpochRuleBroken | Reject::Settling), Some(at), Some(env)) =
             (result, self.early_until.take(), keep)
         {
             self.hold_back(env, at);
@@ -292,7 +292,7 @@ impl Engine {
         };
         if c.epoch < entry.phase.epoch() || at_ended_epoch {
             // A claim of an earlier epoch is evidence of who held it, for judging results.
-            self.note_past(&c.item, &Envelope::Claim(s));
+            self.note_past(&c.item, &Envelope::Claim(s), now);
             return Err(Reject::Stale);
         }
         // The evidence about earlier epochs shows this claim never held its epoch (its
@@ -308,6 +308,14 @@ impl Engine {
             Phase::Open { epoch, proof: Some(proof) } if c.epoch > *epoch => Some(proof.clone()),
             _ => None,
         };
+        if let Phase::Done { receipt } = &entry.phase
+            && receipt_parts(receipt).is_some_and(|(_, rc)| c.since_ms < rc.since_ms)
+        {
+            // A later epoch that began before the result's claim: evidence that the result's
+            // claim was made after its epoch ended.
+            self.note_past(&c.item, &Envelope::Claim(s), now);
+            return Err(Reject::Stale);
+        }
         let prev_holder = match &entry.phase {
             Phase::Done { .. } | Phase::Failed { .. } => return Err(Reject::Stale),
             Phase::Open { epoch, .. } => {
@@ -353,7 +361,7 @@ impl Engine {
         };
         let (item, epoch, lease_until) = (c.item, c.epoch, c.lease_until_ms);
         if let Some(ended) = ended {
-            self.note_past(&item, &ended);
+            self.note_past(&item, &ended, now);
         }
         self.outputs.push_back(Output::Persist(Envelope::Claim(s.clone())));
         if let Some(e) = self.items.get_mut(&item) {
@@ -458,6 +466,16 @@ impl Engine {
     fn apply_receipt(&mut self, s: Signed<Receipt>, now: u64) -> Result<(), Reject> {
         let r = verified(&s)?;
         let node = s.signer().node_id();
+        // A result the evidence fences gives way before anything is judged against it.
+        if let Ok(c) = r.claim.verified_ref() {
+            self.withdraw_if_fenced(&c.item, now);
+        }
+        // Whether this node already knew the result's claim as the holder's.
+        let known = r.claim.verified_ref().is_ok_and(|c| {
+            self.items.get(&c.item).is_some_and(|e| {
+                matches!(e.phase, Phase::Held { holder, epoch, .. } if holder == node && epoch == c.epoch)
+            })
+        });
         let c = match self.apply_embedded_claim(node, &r.claim, now) {
             Err(Reject::UnknownItem) => {
                 self.park(Envelope::Receipt(s));
@@ -506,13 +524,8 @@ impl Engine {
                 if key.epoch == c.epoch && key.node == node {
                     return Err(Reject::Duplicate);
                 }
-                // A result that later evidence shows never held its epoch gives way to any
-                // result that did (one a node took while it knew no better).
-                let old_fenced = receipt_parts(receipt)
-                    .is_some_and(|(_, oc)| e.past.fences(key.node, oc, key.score));
-                let verdict =
-                    if old_fenced { Verdict::Replaces } else { fence::judge(&new_key, &key) };
-                match verdict {
+                let next = e.past.began(new_key.epoch.min(key.epoch).saturating_add(1));
+                match fence::judge(&new_key, &key, next) {
                     Verdict::Replaces => {}
                     Verdict::Stale => return Err(Reject::Stale),
                     Verdict::Fenced => return Err(Reject::Fenced),
@@ -536,7 +549,8 @@ impl Engine {
                     lease_until_ms: claim_lease_until(claim),
                     done_at_ms: u64::MAX,
                 };
-                match fence::judge(&new_key, &held) {
+                let next = e.past.began(c.epoch.saturating_add(1));
+                match fence::judge(&new_key, &held, next) {
                     Verdict::Replaces => {}
                     Verdict::Stale => return Err(Reject::Stale),
                     Verdict::Fenced => return Err(Reject::Fenced),
@@ -545,6 +559,14 @@ impl Engine {
             // Held by another node at this epoch is settled by the embedded claim (`Lost`); an
             // epoch that was released or failed here, or a later one, leaves the result late.
             _ => return Err(Reject::Stale),
+        }
+        // Accepted as it stands; but a result under a claim first heard of with it, made moments ago: rival claims of
+        // its epoch may still be on their way (an honest holder's claim went out when it
+        // claimed, and it works for a while after), so it is judged once they had time.
+        let settled_at = c.since_ms.saturating_add(RESULT_SETTLE_MS);
+        if !known && node != self.me && now < settled_at {
+            self.early_until = Some(settled_at);
+            return Err(Reject::Settling);
         }
         let item = c.item;
         let project = e.project;
@@ -614,7 +636,7 @@ impl Engine {
             phase => {
                 // A failure of an earlier epoch: evidence that its holder did not finish it.
                 if c.epoch < phase.epoch() {
-                    e.past.note(&Envelope::Failure(s));
+                    self.note_past(&c.item, &Envelope::Failure(s), now);
                 }
                 return Err(Reject::Stale);
             }
@@ -669,7 +691,7 @@ impl Engine {
             phase => {
                 // A release of an earlier epoch: evidence that its signer did not finish it.
                 if r.epoch < phase.epoch() {
-                    e.past.note(&Envelope::Release(s));
+                    self.note_past(&r.item, &Envelope::Release(s), now);
                 }
                 return Err(Reject::Stale);
             }
@@ -694,10 +716,36 @@ impl Engine {
     }
 
     /// Keeps evidence about an earlier epoch of `item` (see [`fence::Past`]).
-    fn note_past(&mut self, item: &ItemId, env: &Envelope) {
-        if let Some(e) = self.items.get_mut(item) {
-            e.past.note(env);
+    /// A finished item whose result the evidence now fences was finished under a claim that
+    /// never held its epoch: the result is withdrawn and the item is open again at that epoch,
+    /// so a claim of a later epoch takes it by the usual rule. Results that arrived while this
+    /// node knew no better are thus undone alike on every node, once the evidence reaches it.
+    fn note_past(&mut self, item: &ItemId, env: &Envelope, now: u64) {
+        let Some(e) = self.items.get_mut(item) else { return };
+        if e.past.note(env) {
+            self.withdraw_if_fenced(item, now);
         }
+    }
+
+    /// Withdraws the result of finished `item` if the evidence kept fences it; see
+    /// [`Engine::note_past`].
+    pub(super) fn withdraw_if_fenced(&mut self, item: &ItemId, now: u64) -> bool {
+        let Some(e) = self.items.get_mut(item) else { return false };
+        let Phase::Done { receipt } = &e.phase else { return false };
+        let Some((_, c)) = receipt_parts(receipt) else { return false };
+        let holder = receipt.signer().node_id();
+        if !e.past.fences(holder, c, hrw::score(item, &holder)) {
+            return false;
+        }
+        let epoch = c.epoch;
+        let change = e.set_phase(item, Phase::Open { epoch, proof: None });
+        e.since = now;
+        let project = e.project;
+        self.fold_bucket(project, item, change);
+        self.stats.withdrawn += 1;
+        self.unschedule(*item);
+        self.schedule(*item, now);
+        true
     }
 
     fn apply_relay_request(&mut self, s: Signed<RelayRequest>, now: u64) -> Result<(), Reject> {

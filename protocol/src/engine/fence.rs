@@ -70,30 +70,34 @@ pub(super) enum Verdict {
 
 /// Whether the result `lo` stands against the claim `hi` of a later epoch: `lo`'s claim began
 /// first and its result was finished inside its lease, and either `lo` was finished before
-/// `hi` was claimed, or `hi` is the next epoch and was claimed while that lease still ran (it
-/// was early). An epoch further on cannot have been early against `lo`: the epochs between
-/// began after `lo`'s lease, or they would not have been valid.
-fn stands(lo: &ResultKey, hi: &ResultKey) -> bool {
+/// the epoch after it began, or `hi` is that next epoch and was claimed while `lo`'s lease
+/// still ran (it was early). For an `hi` further on, `next_since` is when the epoch after
+/// `lo`'s began, from the evidence kept; without it, `hi`'s own start is the latest it can
+/// have begun. (Evidence that arrives later withdraws a result it fences, see
+/// `Engine::note_past`.)
+fn stands(lo: &ResultKey, hi: &ResultKey, next_since: Option<u64>) -> bool {
     let next = lo.epoch.checked_add(1) == Some(hi.epoch);
-    let began_first = lo.since_ms <= hi.since_ms;
+    let next_since = if next { hi.since_ms } else { next_since.unwrap_or(hi.since_ms) };
+    let began_first = lo.since_ms <= next_since && lo.since_ms <= hi.since_ms;
     let inside_lease = lo.done_at_ms <= lo.lease_until_ms.saturating_add(FENCE_SKEW_MS);
     let hi_early = next && hi.since_ms.saturating_add(FENCE_SKEW_MS) < lo.lease_until_ms;
-    let lo_first = hi.since_ms > lo.done_at_ms.saturating_add(FENCE_SKEW_MS);
+    let lo_first = next_since > lo.done_at_ms.saturating_add(FENCE_SKEW_MS);
     began_first && inside_lease && (hi_early || lo_first)
 }
 
 /// Judges the result `new` against `old`, the item's result or the claim of the epoch it is
-/// held at (with `done_at_ms` = `u64::MAX`). Both are read from signed data.
-pub(super) fn judge(new: &ResultKey, old: &ResultKey) -> Verdict {
+/// held at (with `done_at_ms` = `u64::MAX`). Both are read from signed data; `next_since` is
+/// when the epoch after the lower of the two began, where the evidence kept shows it.
+pub(super) fn judge(new: &ResultKey, old: &ResultKey, next_since: Option<u64>) -> Verdict {
     use std::cmp::Ordering::{Equal, Greater, Less};
     match new.epoch.cmp(&old.epoch) {
         Equal if new.order() > old.order() => Verdict::Replaces,
         Equal if new.node != old.node => Verdict::Fenced,
         Equal => Verdict::Stale,
-        Greater if stands(old, new) => Verdict::Stale,
+        Greater if stands(old, new, next_since) => Verdict::Stale,
         Greater => Verdict::Replaces,
         Less if new.since_ms > old.since_ms => Verdict::Fenced,
-        Less if stands(new, old) => Verdict::Replaces,
+        Less if stands(new, old, next_since) => Verdict::Replaces,
         Less => Verdict::Stale,
     }
 }
@@ -178,6 +182,16 @@ impl Past {
             });
             ended_by_me || outranked
         })
+    }
+
+    /// When `epoch` began, as far as the evidence shows: the `since_ms` of its best claim known.
+    pub(super) fn began(&self, epoch: u32) -> Option<u64> {
+        self.envelopes()
+            .iter()
+            .filter_map(facts)
+            .filter(|(ep, _)| *ep == epoch)
+            .filter_map(|(_, c)| c.map(|c| c.since_ms))
+            .min()
     }
 
     /// Takes in one piece of evidence about an earlier epoch: a claim (kept if it is the best
@@ -268,38 +282,43 @@ mod tests {
     fn a_lower_epoch_claim_made_after_the_higher_one_began_is_fenced() {
         let p = key(2, 42_000, 72_000, 50_000, 2);
         let forged = key(1, 100_000, 130_000, 100_000, 3);
-        assert_eq!(judge(&forged, &p), Verdict::Fenced);
+        assert_eq!(judge(&forged, &p, None), Verdict::Fenced);
         let held = key(2, 42_000, 72_000, u64::MAX, 2);
         let forged = key(1, 45_000, 75_000, 45_000, 3);
-        assert_eq!(judge(&forged, &held), Verdict::Fenced);
+        assert_eq!(judge(&forged, &held, None), Verdict::Fenced);
     }
 
     #[test]
     fn a_lower_epoch_result_stands_only_inside_its_lease_against_an_early_claim() {
         let early_hi = key(2, 42_000, 72_000, 50_000, 2);
         // Claimed at 10 s, renewed to 60 s, finished at 50 s: the higher claim was early.
-        assert_eq!(judge(&key(1, 10_000, 60_000, 50_000, 1), &early_hi), Verdict::Replaces);
+        assert_eq!(judge(&key(1, 10_000, 60_000, 50_000, 1), &early_hi, None), Verdict::Replaces);
         // Finished after its own lease: late.
-        assert_eq!(judge(&key(1, 10_000, 40_000, 45_000, 1), &early_hi), Verdict::Stale);
+        assert_eq!(judge(&key(1, 10_000, 40_000, 45_000, 1), &early_hi, None), Verdict::Stale);
         // An epoch further on was not early against it: the one between came after its lease.
         let later = key(3, 42_000, 72_000, 50_000, 2);
-        assert_eq!(judge(&key(1, 10_000, 60_000, 50_000, 1), &later), Verdict::Stale);
-        assert_eq!(judge(&later, &key(1, 10_000, 60_000, 50_000, 1)), Verdict::Replaces);
-        // But a result finished before it began stands.
-        assert_eq!(judge(&key(1, 10_000, 60_000, 30_000, 1), &later), Verdict::Replaces);
+        assert_eq!(judge(&key(1, 10_000, 60_000, 50_000, 1), &later, None), Verdict::Stale);
+        assert_eq!(judge(&later, &key(1, 10_000, 60_000, 50_000, 1), None), Verdict::Replaces);
+        // A result finished before the epoch after it began stands; evidence of when that was
+        // is used where it is kept, the later epoch's own start otherwise.
+        let before_next = key(1, 10_000, 60_000, 30_000, 1);
+        assert_eq!(judge(&before_next, &later, Some(35_000)), Verdict::Replaces);
+        assert_eq!(judge(&later, &before_next, Some(35_000)), Verdict::Stale);
+        assert_eq!(judge(&before_next, &later, Some(30_500)), Verdict::Stale);
+        assert_eq!(judge(&before_next, &later, None), Verdict::Replaces);
         // The same two the other way round agree.
-        assert_eq!(judge(&early_hi, &key(1, 10_000, 60_000, 50_000, 1)), Verdict::Stale);
-        assert_eq!(judge(&early_hi, &key(1, 10_000, 40_000, 45_000, 1)), Verdict::Replaces);
+        assert_eq!(judge(&early_hi, &key(1, 10_000, 60_000, 50_000, 1), None), Verdict::Stale);
+        assert_eq!(judge(&early_hi, &key(1, 10_000, 40_000, 45_000, 1), None), Verdict::Replaces);
     }
 
     #[test]
     fn equal_epochs_follow_the_claim_order_and_fence_the_outranked() {
         let first = key(1, 10_000, 40_000, 20_000, 1);
         let later = key(1, 25_000, 55_000, 30_000, 9);
-        assert_eq!(judge(&later, &first), Verdict::Fenced);
-        assert_eq!(judge(&first, &later), Verdict::Replaces);
+        assert_eq!(judge(&later, &first, None), Verdict::Fenced);
+        assert_eq!(judge(&first, &later, None), Verdict::Replaces);
         let renewal_of_first = key(1, 10_000, 50_000, 20_000, 1);
-        assert_eq!(judge(&renewal_of_first, &first), Verdict::Stale);
+        assert_eq!(judge(&renewal_of_first, &first, None), Verdict::Stale);
     }
 
     proptest::proptest! {
@@ -312,12 +331,14 @@ mod tests {
             l1 in 0u64..60, l2 in 0u64..60,
             d1 in 0u64..80, d2 in 0u64..80,
             n1 in 0u8..4, n2 in 0u8..4,
+            next in proptest::option::of(0u64..200),
         ) {
             let a = key(e1, s1 * 1_000, (s1 + l1) * 1_000, (s1 + d1) * 1_000, n1);
             let b = key(e2, s2 * 1_000, (s2 + l2) * 1_000, (s2 + d2) * 1_000, n2);
             proptest::prop_assume!(a != b && !(e1 == e2 && n1 == n2));
-            let ab = judge(&a, &b) == Verdict::Replaces;
-            let ba = judge(&b, &a) == Verdict::Replaces;
+            let next = next.map(|n| n * 1_000);
+            let ab = judge(&a, &b, next) == Verdict::Replaces;
+            let ba = judge(&b, &a, next) == Verdict::Replaces;
             proptest::prop_assert!(ab != ba, "a over b: {ab}, b over a: {ba}; {a:?} {b:?}");
         }
     }

@@ -68,6 +68,10 @@ pub const EPOCH_JUMP_MAX: u32 = 16;
 pub const CLAIM_BUCKET_MS: u64 = 1_000;
 /// Clock skew tolerated when fencing one result against another. A protocol constant.
 pub const FENCE_SKEW_MS: u64 = 1_000;
+/// A result whose claim a node first hears of with the result itself is judged no sooner
+/// than this long after the claim began, so rival claims of its epoch have time to arrive.
+/// A protocol constant: a claim bucket plus the skew margin for fencing.
+pub const RESULT_SETTLE_MS: u64 = CLAIM_BUCKET_MS + FENCE_SKEW_MS;
 /// Most relay requests tracked.
 pub const RELAY_REQUESTS_MAX: usize = 4_096;
 

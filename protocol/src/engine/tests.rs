@@ -495,6 +495,9 @@ fn a_late_joiner_catches_up_by_sync() {
             break;
         }
     }
+    // Results whose claims are younger than the settle time (this world's items take 150 ms)
+    // are held back and taken in once they have settled.
+    joiner.handle(Input::Tick, net.now + RESULT_SETTLE_MS).unwrap();
     for id in &ids {
         assert_eq!(joiner.item_state(id), net.engines[1].item_state(id));
     }
@@ -1649,4 +1652,32 @@ fn a_holder_cannot_claim_the_next_epoch_inside_its_own_lease_and_finish_it() {
     assert!(
         matches!(e.item_state(&item), Some(ItemState::Held { holder, epoch: 2, .. }) if holder == f.p.node_id())
     );
+}
+
+#[test]
+fn a_result_under_a_claim_first_heard_with_it_waits_for_rival_claims() {
+    let f = Fencing::new();
+    let (mut e, item) = observer(&f.owner, 30_000);
+    // L's claim and result arrive together, before H's earlier claim of the same epoch.
+    let lc = claim_env(&f.l, item, 1, 10_500, 10_500, 40_500);
+    let bogus = receipt_env(&f.l, lc, 10_500, 0xee);
+    assert_eq!(e.handle(Input::Message(bogus), 10_600), Err(Reject::Settling));
+    assert!(!Reject::Settling.penalize(), "settling is no fault of the sender");
+    assert!(result_of(&e, &item).is_none());
+    // H's claim, made first, arrives within the settle time and outranks L's.
+    e.handle(Input::Message(Envelope::Claim(f.hc(item))), 11_000).unwrap();
+    e.handle(Input::Tick, 10_500 + RESULT_SETTLE_MS).unwrap();
+    assert!(result_of(&e, &item).is_none(), "the held-back result is fenced");
+    assert!(
+        matches!(e.item_state(&item), Some(ItemState::Held { holder, epoch: 1, .. }) if holder == f.h.node_id())
+    );
+    // Without a rival, the same kind of result is taken in once it has settled.
+    let (mut e, item) = observer(&f.owner, 30_000);
+    let lc = claim_env(&f.l, item, 1, 10_500, 10_500, 40_500);
+    assert_eq!(
+        e.handle(Input::Message(receipt_env(&f.l, lc, 10_500, 0xee)), 10_600),
+        Err(Reject::Settling)
+    );
+    e.handle(Input::Tick, 10_500 + RESULT_SETTLE_MS).unwrap();
+    assert_eq!(result_of(&e, &item), Some((f.l.node_id(), 1, Digest([0xee; 32]))));
 }

@@ -254,6 +254,10 @@ pub enum Reject {
     /// epoch before, or of an epoch its signer released or failed.
     #[error("claim never held its epoch")]
     Fenced,
+    /// A result under a claim first heard of with it, too young to judge: kept and judged
+    /// once rival claims of its epoch have had time to arrive.
+    #[error("result held back until its claim has settled")]
+    Settling,
 }
 
 impl Reject {
@@ -273,7 +277,7 @@ impl Reject {
     }
 
     /// All reasons, in a fixed order (for metrics).
-    pub const ALL: [Reject; 14] = [
+    pub const ALL: [Reject; 15] = [
         Reject::BadSignature,
         Reject::Malformed,
         Reject::UntrustedProject,
@@ -288,6 +292,7 @@ impl Reject {
         Reject::Full,
         Reject::Lost,
         Reject::Fenced,
+        Reject::Settling,
     ];
 
     /// snake_case name, for metrics labels.
@@ -307,6 +312,7 @@ impl Reject {
             Reject::Full => "full",
             Reject::Lost => "lost",
             Reject::Fenced => "fenced",
+            Reject::Settling => "settling",
         }
     }
 }
@@ -365,6 +371,9 @@ pub struct EngineStats {
     pub started: u64,
     /// Work this node cancelled after losing or finishing elsewhere.
     pub yielded: u64,
+    /// Results withdrawn because later evidence showed their claim never held its epoch.
+    #[serde(default)]
+    pub withdrawn: u64,
     /// Receipts this node published.
     pub finished: u64,
     /// Failures this node published.
