@@ -319,7 +319,11 @@ impl World {
                 self.convergence_ms = Some(self.now - from);
             }
             self.converge_from = None;
-        } else if self.now > from + self.s.check.convergence_bound_ms {
+        } else if self.now > from + self.s.check.convergence_bound_ms
+            // Clocks beyond the skew margin void the bound: views still must not differ on
+            // loss or forged results, and the time to agree is reported, not failed on.
+            && !self.s.nodes_spec.skew_beyond_margin
+        {
             let groups = self.fingerprints(&view);
             let bad = groups.iter().position(|g| g.windows(2).any(|w| w[0] != w[1])).unwrap_or(0);
             self.violate(
@@ -352,6 +356,7 @@ impl World {
         }
         if let Some(from) = self.converge_from
             && self.now > from + self.s.check.convergence_bound_ms
+            && !self.s.nodes_spec.skew_beyond_margin
         {
             self.violate(
                 ViolationKind::Convergence,

@@ -12,8 +12,8 @@ use crate::signed::{Signable, Signed, VerifyError};
 
 use super::fence::{self, ResultKey, Verdict, claim_key};
 use super::{
-    CancelReason, EARLY_MAX, EPOCH_JUMP_MAX, Engine, ItemEntry, Local, Output, Peer, Phase,
-    ProjectEntry, RELAY_REQUESTS_MAX, RESULT_SETTLE_MS, Reject, WorkRef, relay_project,
+    CancelReason, EARLY_MAX, EPOCH_JUMP_MAX, Engine, FENCE_SKEW_MS, ItemEntry, Local, Output, Peer,
+    Phase, ProjectEntry, RELAY_REQUESTS_MAX, RESULT_SETTLE_MS, Reject, WorkRef, relay_project,
 };
 
 /// The checked body of an envelope. Shared by every clone of the envelope, so a message that
@@ -309,7 +309,8 @@ impl Engine {
             _ => None,
         };
         if let Phase::Done { receipt } = &entry.phase
-            && receipt_parts(receipt).is_some_and(|(_, rc)| c.since_ms < rc.since_ms)
+            && receipt_parts(receipt)
+                .is_some_and(|(_, rc)| c.since_ms.saturating_add(FENCE_SKEW_MS) < rc.since_ms)
         {
             // A later epoch that began before the result's claim: evidence that the result's
             // claim was made after its epoch ended.
@@ -738,6 +739,9 @@ impl Engine {
             return false;
         }
         let epoch = c.epoch;
+        // The claim that outranks the result's, if that is what fenced it, is the epoch's
+        // holder: the item goes back to it (its result, when it comes, is then taken in).
+        let holder_claim = e.past.best_claim(epoch, holder);
         let change = e.set_phase(item, Phase::Open { epoch, proof: None });
         e.since = now;
         let project = e.project;
@@ -745,6 +749,18 @@ impl Engine {
         self.stats.withdrawn += 1;
         self.unschedule(*item);
         self.schedule(*item, now);
+        if let Some(claim) = holder_claim
+            && let Some(e) = self.items.get_mut(item)
+        {
+            let change = e.set_phase(item, Phase::Open { epoch: epoch - 1, proof: None });
+            self.fold_bucket(project, item, change);
+            if self.apply_claim(claim, now).is_err()
+                && let Some(e) = self.items.get_mut(item)
+            {
+                let change = e.set_phase(item, Phase::Open { epoch, proof: None });
+                self.fold_bucket(project, item, change);
+            }
+        }
         true
     }
 

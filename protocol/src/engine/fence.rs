@@ -10,7 +10,8 @@
 //!
 //! The rules (see docs/protocol.md, "Fencing results"):
 //! - a result whose claim is outranked by a known claim of the same epoch never held it;
-//! - a result whose claim began after a later epoch had begun was made after its epoch ended;
+//! - a result whose claim began after a later epoch had begun (clearly: by more than the
+//!   fencing skew, as the two starts are read on two clocks) was made after its epoch ended;
 //! - a holder that released or failed an epoch cannot also finish it;
 //! - a lower-epoch result replaces a higher-epoch result or claim only when its claim began
 //!   first, it was finished inside its lease, and either it was finished before the higher
@@ -20,6 +21,7 @@ use std::cmp::Reverse;
 
 use crate::ids::NodeId;
 use crate::message::{Claim, Envelope};
+use crate::signed::Signed;
 
 use super::{CLAIM_BUCKET_MS, FENCE_SKEW_MS};
 
@@ -96,7 +98,7 @@ pub(super) fn judge(new: &ResultKey, old: &ResultKey, next_since: Option<u64>) -
         Equal => Verdict::Stale,
         Greater if stands(old, new, next_since) => Verdict::Stale,
         Greater => Verdict::Replaces,
-        Less if new.since_ms > old.since_ms => Verdict::Fenced,
+        Less if new.since_ms > old.since_ms.saturating_add(FENCE_SKEW_MS) => Verdict::Fenced,
         Less if stands(new, old, next_since) => Verdict::Replaces,
         Less => Verdict::Stale,
     }
@@ -169,7 +171,9 @@ impl Past {
             let Some((epoch, claim)) = facts(env) else { return false };
             let signer = env_signer(env);
             if epoch > c.epoch {
-                return claim.is_some_and(|k| k.since_ms < c.since_ms);
+                // Two clocks: the later epoch must have begun clearly before.
+                return claim
+                    .is_some_and(|k| k.since_ms.saturating_add(FENCE_SKEW_MS) < c.since_ms);
             }
             if epoch < c.epoch {
                 return false;
@@ -181,6 +185,19 @@ impl Past {
                         > mine
             });
             ended_by_me || outranked
+        })
+    }
+
+    /// The best bare claim of `epoch` kept as evidence, if it is not `except`'s.
+    pub(super) fn best_claim(&self, epoch: u32, except: NodeId) -> Option<Signed<Claim>> {
+        self.envelopes().iter().find_map(|env| match env {
+            Envelope::Claim(c)
+                if c.verified_ref().is_ok_and(|c| c.epoch == epoch)
+                    && c.signer().node_id() != except =>
+            {
+                Some(c.clone())
+            }
+            _ => None,
         })
     }
 

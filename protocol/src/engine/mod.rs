@@ -147,8 +147,12 @@ impl ItemEntry {
     /// [`Engine::fold_bucket`].
     #[must_use]
     fn set_phase(&mut self, id: &ItemId, phase: Phase) -> [u8; 8] {
+        // What the item added before is read under its old phase: back to never claimed
+        // (a withdrawn first-epoch result) it adds nothing, whatever its old digest.
+        let before = self.in_bucket();
         self.phase = phase;
-        self.refresh_digest(id)
+        let _ = self.refresh_digest(id);
+        xor8(before, self.in_bucket())
     }
 
     /// Recomputes the digest contribution after the phase changed in place. Returns what

@@ -1681,3 +1681,28 @@ fn a_result_under_a_claim_first_heard_with_it_waits_for_rival_claims() {
     e.handle(Input::Tick, 10_500 + RESULT_SETTLE_MS).unwrap();
     assert_eq!(result_of(&e, &item), Some((f.l.node_id(), 1, Digest([0xee; 32]))));
 }
+
+#[test]
+fn evidence_that_comes_late_withdraws_a_result_and_hands_the_item_to_the_epochs_holder() {
+    let f = Fencing::new();
+    let (mut e, item) = observer(&f.owner, 30_000);
+    let project = e.item_work(&item).map(|(p, _)| p).expect("item known");
+    // L's claim and result arrive alone, and settle: this node takes L's result.
+    let lc = claim_env(&f.l, item, 1, 12_000, 12_000, 42_000);
+    let bogus = receipt_env(&f.l, lc, 12_000, 0xee);
+    assert_eq!(e.handle(Input::Message(bogus), 12_100), Err(Reject::Settling));
+    e.handle(Input::Tick, 12_000 + RESULT_SETTLE_MS).unwrap();
+    assert_eq!(result_of(&e, &item), Some((f.l.node_id(), 1, Digest([0xee; 32]))));
+    // H's claim of the same epoch, made first, arrives late: L never held the epoch.
+    e.handle(Input::Message(Envelope::Claim(f.hc(item))), 15_000).unwrap_err();
+    assert!(
+        matches!(e.item_state(&item), Some(ItemState::Held { holder, epoch: 1, .. }) if holder == f.h.node_id()),
+        "{:?}",
+        e.item_state(&item)
+    );
+    assert_eq!(e.stats().withdrawn, 1);
+    assert_eq!(e.kept_buckets(project), e.walk_buckets(project), "digest buckets follow");
+    // H's result is then taken in.
+    e.handle(Input::Message(receipt_env(&f.h, f.hc(item), 20_000, 0xaa)), 20_000).unwrap();
+    assert_eq!(result_of(&e, &item), Some((f.h.node_id(), 1, Digest([0xaa; 32]))));
+}
