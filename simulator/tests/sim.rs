@@ -68,17 +68,23 @@ fn expect_violation(s: &Scenario, seed: u64, kind: ViolationKind) {
     }
 }
 
-#[test]
-fn safety_checker_catches_work_after_a_lost_claim() {
+/// A small world where claim races are common: slow links, three claimants per item and room
+/// for every item (with few slots a node takes the items it ranks first on, which rarely
+/// collide); items take `crawl_ms`.
+fn racy(crawl_ms: u64) -> Scenario {
     let mut s = small("steady");
-    // Slow links, three claimants per item and room for every item make claim races common
-    // (with few slots a node takes the items it ranks first on, which rarely collide); the
-    // sabotaged driver keeps working after its engine says it lost.
     s.network.latency_min_ms = 600;
     s.network.latency_tail_ms = 0.0;
     s.engine.candidates = 3;
     s.engine.capacity = 40;
-    s.work.crawl_ms = 40_000;
+    s.work.crawl_ms = crawl_ms;
+    s
+}
+
+#[test]
+fn safety_checker_catches_work_after_a_lost_claim() {
+    // The sabotaged driver keeps working after its engine says it lost.
+    let mut s = racy(40_000);
     run_scenario(&s, 1).unwrap_or_else(|f| panic!("control run, seed 1: {f}"));
     s.sabotage.ignore_cancel = true;
     expect_violation(&s, 1, ViolationKind::Safety);
@@ -86,14 +92,9 @@ fn safety_checker_catches_work_after_a_lost_claim() {
 
 #[test]
 fn safety_checker_catches_an_overlap_in_one_view_of_items_shorter_than_a_renewal() {
-    let mut s = small("steady");
     // As above, but items take 3 s: far less than the settle window (lease / 3 + 3 s), so
     // only the item-level check (each has taken in the other's claim) can see the overlap.
-    s.network.latency_min_ms = 600;
-    s.network.latency_tail_ms = 0.0;
-    s.engine.candidates = 3;
-    s.engine.capacity = 40;
-    s.work.crawl_ms = 3_000;
+    let mut s = racy(3_000);
     s.work.jitter = 0.0;
     run_scenario(&s, 1).unwrap_or_else(|f| panic!("control run, seed 1: {f}"));
     s.sabotage.ignore_cancel = true;
