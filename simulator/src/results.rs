@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+use starling_protocol::engine::claim_order;
 use starling_protocol::message::{Claim, Receipt};
 use starling_protocol::{Envelope, Input, ItemState, NodeId, Reject, Signed};
 
@@ -53,17 +54,8 @@ pub(crate) struct Watch {
     epoch_best: HashMap<(u32, u32), ClaimOrder>,
 }
 
-/// A claim's place in the claim order within its epoch: earlier `since_ms` bucket, then HRW
-/// score, then node id.
-type ClaimOrder = (std::cmp::Reverse<u64>, u64, NodeId);
-
-fn claim_order(c: &Claim, signer: &NodeId) -> ClaimOrder {
-    (
-        std::cmp::Reverse(c.since_ms / starling_protocol::engine::CLAIM_BUCKET_MS),
-        starling_protocol::hrw::score(&c.item, signer),
-        *signer,
-    )
-}
+/// A claim's place in the claim order, as the engine ranks claims.
+type ClaimOrder = (u32, std::cmp::Reverse<u64>, u64, NodeId);
 
 impl Watch {
     pub(crate) fn new(ids: impl Iterator<Item = NodeId>) -> Self {
@@ -98,28 +90,12 @@ fn full_claim(env: &Envelope) -> Option<(NodeId, &Claim)> {
     }
 }
 
-/// The claim an envelope carries: its signer, epoch and item.
-fn claim_of(env: &Envelope) -> Option<(NodeId, u32)> {
-    match env {
-        Envelope::Claim(c) => Some((c.signer().node_id(), c.verified_ref().ok()?.epoch)),
-        Envelope::Receipt(r) => {
-            let c = r.verified_ref().ok()?.claim.verified_ref().ok()?;
-            Some((r.signer().node_id(), c.epoch))
-        }
-        Envelope::Failure(f) => {
-            let c = f.verified_ref().ok()?.claim.verified_ref().ok()?;
-            Some((f.signer().node_id(), c.epoch))
-        }
-        _ => None,
-    }
-}
-
 impl World {
     /// Hands a gossiped or synced message to node `to`'s engine, with the bookkeeping and the
     /// result and overlap checks that follow. `None` when the node is down.
     pub(crate) fn take_message(&mut self, to: u32, env: &Envelope) -> Option<Result<(), Reject>> {
         let honest = !self.nodes[to as usize].byz;
-        let claim = if honest { claim_of(env) } else { None };
+        let claim = if honest { full_claim(env).map(|(n, c)| (n, c.epoch)) } else { None };
         let liar = claim.and_then(|(signer, _)| {
             let i = *self.watch.node_of.get(&signer)?;
             self.nodes[i as usize].byz.then_some(i)
@@ -168,7 +144,7 @@ impl World {
     /// Notes the claim an honest engine just took in, for the agreed holder of its epoch.
     fn record_epoch(&mut self, idx: u32, env: &Envelope) {
         let Some((signer, c)) = full_claim(env) else { return };
-        let order = claim_order(c, &signer);
+        let order = claim_order(c, signer);
         let now = self.now;
         self.watch.epoch_first.entry((idx, c.epoch)).or_insert(now);
         let best = self.watch.epoch_best.entry((idx, c.epoch)).or_insert(order);
@@ -218,7 +194,7 @@ impl World {
         let dated_true = c.since_ms + starling_protocol::engine::CLAIM_BUCKET_MS >= c.at_ms;
         let before_next =
             self.watch.epoch_first.get(&(idx, epoch + 1)).is_none_or(|&first| made < first);
-        let order = claim_order(c, &signer);
+        let order = claim_order(c, signer);
         let unbeaten = self.watch.epoch_best.get(&(idx, epoch)).is_none_or(|best| order >= *best);
         if dated_true && before_next && unbeaten {
             self.watch.liar_held.insert((idx, epoch, liar));

@@ -40,6 +40,11 @@ pub(super) fn claim_key(
     (epoch, Reverse(since_ms / CLAIM_BUCKET_MS), score, node)
 }
 
+/// Where claim `c` by `signer` stands in the claim order (the whole of [`claim_key`]).
+pub fn claim_order(c: &Claim, signer: NodeId) -> (u32, Reverse<u64>, u64, NodeId) {
+    claim_key(c.epoch, c.since_ms, crate::hrw::score(&c.item, &signer), signer)
+}
+
 /// One result (or the claim of a held epoch), as far as fencing goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct ResultKey {
@@ -156,7 +161,7 @@ impl Past {
             && self.envelopes().iter().any(|env| {
                 facts(env).is_some_and(|(ep, k)| {
                     ep == prev
-                        && env_signer(env) == node
+                        && env.signer() == node
                         && k.is_some_and(|k| {
                             k.at_ms <= began
                                 && k.lease_until_ms > began.saturating_add(FENCE_SKEW_MS)
@@ -169,7 +174,7 @@ impl Past {
         let mine = claim_key(c.epoch, c.since_ms, score, node);
         self.envelopes().iter().any(|env| {
             let Some((epoch, claim)) = facts(env) else { return false };
-            let signer = env_signer(env);
+            let signer = env.signer();
             if epoch > c.epoch {
                 // Two clocks: the later epoch must have begun clearly before.
                 return claim
@@ -179,11 +184,7 @@ impl Past {
                 return false;
             }
             let ended_by_me = signer == node && !matches!(env, Envelope::Claim(_));
-            let outranked = claim.is_some_and(|k| {
-                signer != node
-                    && claim_key(k.epoch, k.since_ms, crate::hrw::score(&k.item, &signer), signer)
-                        > mine
-            });
+            let outranked = claim.is_some_and(|k| signer != node && claim_order(k, signer) > mine);
             ended_by_me || outranked
         })
     }
@@ -216,7 +217,7 @@ impl Past {
     /// once per signer and epoch). Returns whether anything changed.
     pub(super) fn note(&mut self, env: &Envelope) -> bool {
         let Some((epoch, claim)) = facts(env) else { return false };
-        let signer = env_signer(env);
+        let signer = env.signer();
         if let Some(c) = claim
             && self.fences(signer, c, crate::hrw::score(&c.item, &signer))
             && matches!(env, Envelope::Claim(_))
@@ -230,23 +231,12 @@ impl Past {
         let same_kind = |e: &Envelope| {
             facts(e).is_some_and(|(ep, _)| ep == epoch)
                 && std::mem::discriminant(e) == std::mem::discriminant(env)
-                && (matches!(env, Envelope::Claim(_)) || env_signer(e) == signer)
+                && (matches!(env, Envelope::Claim(_)) || e.signer() == signer)
         };
         if let Some(i) = list.iter().position(same_kind) {
             let better = match (&list[i], claim) {
                 (Envelope::Claim(old), Some(new)) => old.verified_ref().is_ok_and(|o| {
-                    let old_signer = old.signer().node_id();
-                    claim_key(
-                        new.epoch,
-                        new.since_ms,
-                        crate::hrw::score(&new.item, &signer),
-                        signer,
-                    ) > claim_key(
-                        o.epoch,
-                        o.since_ms,
-                        crate::hrw::score(&o.item, &old_signer),
-                        old_signer,
-                    )
+                    claim_order(new, signer) > claim_order(o, old.signer().node_id())
                 }),
                 // A later renewal or a second failure of the same holder adds nothing.
                 _ => false,
@@ -264,19 +254,6 @@ impl Past {
         }
         self.0 = Some(list.into_boxed_slice());
         true
-    }
-}
-
-fn env_signer(env: &Envelope) -> NodeId {
-    match env {
-        Envelope::Claim(s) => s.signer().node_id(),
-        Envelope::Failure(s) => s.signer().node_id(),
-        Envelope::Release(s) => s.signer().node_id(),
-        Envelope::Receipt(s) => s.signer().node_id(),
-        Envelope::Presence(s) => s.signer().node_id(),
-        Envelope::Manifest(s) => s.signer().node_id(),
-        Envelope::Batch(s) => s.signer().node_id(),
-        Envelope::RelayRequest(s) => s.signer().node_id(),
     }
 }
 

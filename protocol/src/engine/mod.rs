@@ -57,6 +57,7 @@ use crate::manifest::ProjectManifest;
 use crate::message::{Claim, Envelope, Failure, Presence, Receipt, Release, Roles, SYNC_BUCKETS};
 use crate::signed::Signed;
 
+pub use fence::claim_order;
 pub use types::{
     CancelReason, EngineConfig, EngineStats, Input, ItemState, Output, Reject, WorkResult,
 };
