@@ -199,7 +199,7 @@ impl Engine {
                 phase: Phase::Open { epoch: 0, proof: None },
                 since: now,
                 wake_at: None,
-                failures: 0,
+                fails: Default::default(),
                 rank: None,
                 digest: [0; 8],
                 past: super::fence::Past::default(),
@@ -214,6 +214,9 @@ impl Engine {
         if node == self.me {
             return Err(Reject::Duplicate);
         }
+        // Heard before the time is checked: a node whose own clock is far off finds every
+        // heartbeat from the future or stale, and must still learn that it is the one off.
+        self.note_clock(node, p.seq, p.at_ms, now);
         self.check_time(p.at_ms, now)?;
         let expires_at = now + self.cfg.presence_ttl_ms;
         if let Some(old) = self.peers.get_mut(&node) {
@@ -625,39 +628,79 @@ impl Engine {
             }
             other => other?,
         };
-        let failures_max = self.cfg.failures_max;
+        let cap = usize::from(self.cfg.failures_max);
         let Some(e) = self.items.get_mut(&c.item) else { return Err(Reject::UnknownItem) };
-        match &e.phase {
-            Phase::Held { holder, epoch, .. } if *holder == node && *epoch == c.epoch => {}
-            Phase::Open { epoch, proof: Some(Envelope::Failure(p)) }
-                if *epoch == c.epoch && *p == s =>
-            {
-                return Err(Reject::Duplicate);
-            }
-            phase => {
-                // A failure of an earlier epoch: evidence that its holder did not finish it.
-                if c.epoch < phase.epoch() {
-                    self.note_past(&c.item, &Envelope::Failure(s), now);
-                }
-                return Err(Reject::Stale);
-            }
+        let held_here = matches!(&e.phase,
+            Phase::Held { holder, epoch, .. } if *holder == node && *epoch == c.epoch);
+        // A failure counts only from the node that held its epoch, as a result does: one whose
+        // claim the evidence shows never held it cannot help fail the item.
+        if !held_here && e.past.fences(node, &c, hrw::score(&c.item, &node)) {
+            return Err(Reject::Fenced);
         }
-        e.failures = e.failures.saturating_add(1);
+        // Kept whatever the item's phase now: every node must read the item's fate from the
+        // same failures, however late one of them arrives.
+        let noted = e.fails.note(node, c.epoch, &f, &s, cap);
         let env = Envelope::Failure(s);
-        let phase = if !f.retryable || e.failures >= failures_max {
-            Phase::Failed { epoch: c.epoch, proof: env.clone() }
+        if noted {
+            let (change, project) = (e.refresh_digest(&c.item), e.project);
+            self.fold_bucket(project, &c.item, change);
+            self.outputs.push_back(Output::Persist(env.clone()));
+        }
+        if !held_here {
+            let Some(e) = self.items.get(&c.item) else { return Err(Reject::UnknownItem) };
+            let behind = c.epoch < e.phase.epoch();
+            if behind {
+                // A failure of an earlier epoch: evidence that its holder did not finish it.
+                self.note_past(&c.item, &env, now);
+            }
+            if !noted {
+                return Err(if behind { Reject::Stale } else { Reject::Duplicate });
+            }
+            self.fail_if_final(&c.item, &env, now);
+            return Ok(());
+        }
+        let Some(e) = self.items.get_mut(&c.item) else { return Err(Reject::UnknownItem) };
+        let phase = if e.fails.is_final() {
+            Phase::Failed { epoch: c.epoch, proof: env }
         } else {
-            Phase::Open { epoch: c.epoch, proof: Some(env.clone()) }
+            Phase::Open { epoch: c.epoch, proof: Some(env) }
         };
         let change = e.set_phase(&c.item, phase);
-        e.since = now;
+        // Claimable again after a backoff that grows with the failures, on every node alike.
+        e.since = now.saturating_add(e.fails.backoff_ms(self.cfg.widen_ms));
         let project = e.project;
         self.fold_bucket(project, &c.item, change);
-        self.outputs.push_back(Output::Persist(env));
         self.local.remove(&c.item);
         self.unschedule(c.item);
         self.schedule(c.item, now);
         Ok(())
+    }
+
+    /// Fails `item` for the mesh if the failures kept now make a quorum and it has no result:
+    /// an open item is closed, a held one taken from its holder (this node's work on it is
+    /// cancelled). `env` is the failure that completed the quorum, kept as the proof.
+    fn fail_if_final(&mut self, item: &ItemId, env: &Envelope, now: u64) {
+        let Some(e) = self.items.get_mut(item) else { return };
+        if !e.fails.is_final() {
+            return;
+        }
+        let epoch = match &e.phase {
+            Phase::Open { epoch, .. } | Phase::Held { epoch, .. } => *epoch,
+            Phase::Done { .. } | Phase::Failed { .. } => return,
+        };
+        let change = e.set_phase(item, Phase::Failed { epoch, proof: env.clone() });
+        e.since = now;
+        let project = e.project;
+        self.fold_bucket(project, item, change);
+        self.unschedule(*item);
+        if let Some(l) = self.local.remove(item) {
+            self.stats.yielded += 1;
+            self.outputs.push_back(Output::CancelWork {
+                item: *item,
+                epoch: l.epoch,
+                reason: CancelReason::Finished,
+            });
+        }
     }
 
     fn apply_release(&mut self, s: Signed<Release>, now: u64) -> Result<(), Reject> {
@@ -697,10 +740,13 @@ impl Engine {
                 return Err(Reject::Stale);
             }
         }
+        let env = Envelope::Release(s);
         if let Some(claim) = &ended {
             e.past.note(claim);
+            // With what ended it: the holder may claim the item again while that lease would
+            // still have run (after a fault of its own cleared, say) without looking early.
+            e.past.note(&env);
         }
-        let env = Envelope::Release(s);
         let change = e.set_phase(&r.item, Phase::Open { epoch: r.epoch, proof: Some(env.clone()) });
         e.since = now;
         let project = e.project;

@@ -35,6 +35,7 @@
 //! signed evidence about earlier epochs (`fence.rs`).
 
 mod apply;
+mod fails;
 mod fence;
 mod sync;
 mod types;
@@ -58,8 +59,14 @@ use crate::message::{Claim, Envelope, Failure, Presence, Receipt, Release, Roles
 use crate::signed::Signed;
 
 pub use fence::claim_order;
+
+/// Most peers whose clocks are kept to judge this node's own.
+pub const CLOCK_PEERS_MAX: usize = 64;
+/// Fewest peers heard before this node's clock is judged.
+pub const CLOCK_QUORUM: usize = 3;
 pub use types::{
-    CancelReason, EngineConfig, EngineStats, Input, ItemState, Output, Reject, WorkResult,
+    CancelReason, ClockView, EngineConfig, EngineStats, Input, ItemState, Output, Reject,
+    WorkResult,
 };
 
 /// Most epochs a claim may jump ahead of the last one known.
@@ -132,7 +139,8 @@ struct ItemEntry {
     since: u64,
     /// The agenda entry for this item, if any.
     wake_at: Option<u64>,
-    failures: u8,
+    /// The failures given back for this item, from which its fate is read (see `fails.rs`).
+    fails: fails::FailLog,
     /// What this node last learnt of its HRW rank for the item, carried forward through
     /// changes of the peer set while the attempt stays the same.
     rank: Option<RankMemo>,
@@ -257,6 +265,15 @@ struct Local {
     renew_at: u64,
 }
 
+/// A peer's clock against this node's, from its last two heartbeats heard.
+#[derive(Debug, Clone, Copy)]
+struct ClockSample {
+    seq: u64,
+    /// (peer's time − this node's) of the last two, oldest first; `i64::MIN` for none yet.
+    offsets: [i64; 2],
+    heard_at: u64,
+}
+
 /// A live peer as this node sees it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PeerView {
@@ -310,8 +327,6 @@ pub struct Snapshot {
     /// Every applied envelope that still matters: manifests, batches, relay requests, and the
     /// proof of each item's current state.
     pub records: Vec<Envelope>,
-    /// Failure counts per item (not recoverable from the last proof alone).
-    pub failures: Vec<(ItemId, u8)>,
     /// The last presence sequence number used.
     pub presence_seq: u64,
 }
@@ -363,6 +378,11 @@ pub struct Engine {
     outputs: VecDeque<Output>,
     paused: bool,
     shut_down: bool,
+    /// Set by [`Input::LocalFault`]: no claiming, nothing held.
+    unfit: bool,
+    /// The offsets of each peer's clock against this one's, from its verified heartbeats.
+    clock_samples: BTreeMap<NodeId, ClockSample>,
+    clock: ClockView,
     started_at: Option<u64>,
     presence_seq: u64,
     next_presence_at: u64,
@@ -409,6 +429,9 @@ impl Engine {
             outputs: VecDeque::new(),
             paused: false,
             shut_down: false,
+            unfit: false,
+            clock_samples: BTreeMap::new(),
+            clock: ClockView::default(),
             started_at: None,
             presence_seq: 0,
             next_presence_at: 0,
@@ -432,11 +455,6 @@ impl Engine {
         for record in snapshot.records {
             // A record that no longer applies (an untrusted key was dropped, say) is skipped.
             let _ = engine.apply_envelope(record, now, false);
-        }
-        for (item, count) in snapshot.failures {
-            if let Some(entry) = engine.items.get_mut(&item) {
-                entry.failures = entry.failures.max(count);
-            }
         }
         engine.outputs.retain(|o| !matches!(o, Output::Persist(_)));
         engine
@@ -462,6 +480,21 @@ impl Engine {
     /// Whether claiming is paused.
     pub fn is_paused(&self) -> bool {
         self.paused
+    }
+
+    /// Whether the driver reported a fault of the node's own ([`Input::LocalFault`]).
+    pub fn is_unfit(&self) -> bool {
+        self.unfit
+    }
+
+    /// This node's clock against its peers'.
+    pub fn clock(&self) -> ClockView {
+        self.clock
+    }
+
+    /// Whether this node stays out of claiming: paused, shut down, unfit or off the clock.
+    fn halted(&self) -> bool {
+        self.paused || self.shut_down || self.unfit || self.clock.off
     }
 
     /// Whether this node takes new items of `project` (true unless unsubscribed).
@@ -600,17 +633,12 @@ impl Engine {
             records.extend(e.phase.proof());
             // After the proof, where they are evidence about earlier epochs.
             records.extend(e.past.envelopes().iter().cloned());
+            // And every failure kept, which decide whether the item failed for the mesh.
+            records.extend(e.fails.envelopes());
         }
-        let failures = self
-            .items
-            .iter()
-            .filter(|(_, e)| e.failures > 0)
-            .map(|(id, e)| (*id, e.failures))
-            .collect();
         Snapshot {
             trusted: self.trusted.iter().copied().collect(),
             records,
-            failures,
             presence_seq: self.presence_seq,
         }
     }
@@ -676,6 +704,12 @@ impl Engine {
             }
             Input::Subscribe { project, subscribed } => self.subscribe(project, subscribed, now),
             Input::SetPriority { project, priority } => self.set_priority(project, priority),
+            Input::LocalFault(fault) => {
+                let was = self.halted();
+                self.unfit = fault;
+                self.halt_changed(was, now);
+                Ok(())
+            }
             Input::Shutdown => {
                 self.shutdown(now);
                 Ok(())
@@ -726,11 +760,80 @@ impl Engine {
         self.fill_capacity(now);
     }
 
+    /// Takes in the clock of a peer's verified heartbeat number `seq`, sent at `at_ms` by its
+    /// clock and heard at `now` by this one's. A heartbeat heard again (by sync, say) is not
+    /// taken twice. Kept for the peers heard most recently, at most [`CLOCK_PEERS_MAX`].
+    fn note_clock(&mut self, peer: NodeId, seq: u64, at_ms: u64, now: u64) {
+        let offset = (i128::from(at_ms) - i128::from(now)).clamp(-(1 << 62), 1 << 62) as i64;
+        if !self.clock_samples.contains_key(&peer) && self.clock_samples.len() >= CLOCK_PEERS_MAX {
+            let oldest = self.clock_samples.iter().min_by_key(|(n, s)| (s.heard_at, **n));
+            if let Some(n) = oldest.map(|(n, _)| *n) {
+                self.clock_samples.remove(&n);
+            }
+        }
+        let s = self.clock_samples.entry(peer).or_insert(ClockSample {
+            seq: 0,
+            offsets: [i64::MIN; 2],
+            heard_at: now,
+        });
+        if seq <= s.seq {
+            return;
+        }
+        s.seq = seq;
+        s.offsets = [s.offsets[1], offset];
+        s.heard_at = now;
+    }
+
+    /// Works out this node's clock offset from the peers heard within a heartbeat's life,
+    /// and stops (or resumes) claiming when it crosses the skew margin.
+    ///
+    /// A heartbeat's time lags its arrival by however long it travelled (or waited, when it
+    /// came by sync), so each peer's offset is the larger of its last two (the fresher
+    /// delivery), and a peer counts once two were heard. The median over peers is robust to a
+    /// few peers with bad clocks; with fewer than [`CLOCK_QUORUM`] peers nothing is judged
+    /// (with two nodes, which one is wrong cannot be told).
+    fn judge_clock(&mut self, now: u64) {
+        let fresh = now.saturating_sub(self.cfg.presence_ttl_ms);
+        self.clock_samples.retain(|_, s| s.heard_at >= fresh);
+        let mut offsets: Vec<i64> = self
+            .clock_samples
+            .values()
+            .filter(|s| s.offsets[0] != i64::MIN)
+            .map(|s| s.offsets[0].max(s.offsets[1]))
+            .collect();
+        offsets.sort_unstable();
+        let was = self.halted();
+        self.clock.peers = offsets.len() as u32;
+        self.clock.offset_ms = (offsets.len() >= CLOCK_QUORUM).then(|| offsets[offsets.len() / 2]);
+        let margin = i64::try_from(self.cfg.skew_margin_ms).unwrap_or(i64::MAX);
+        self.clock.off = self.clock.offset_ms.is_some_and(|o| o.saturating_abs() > margin);
+        self.halt_changed(was, now);
+    }
+
+    /// After a change of `unfit` or the clock's verdict: gives back every held item on the way
+    /// into a halt, and looks at open items again on the way out.
+    fn halt_changed(&mut self, was: bool, now: u64) {
+        let halted = self.halted();
+        if halted && !was && !self.shut_down {
+            let held: Vec<(ItemId, Local)> = self.local.iter().map(|(i, l)| (*i, *l)).collect();
+            self.stats.gave_back += held.len() as u64;
+            for (item, l) in held {
+                self.give_back(item, l.epoch, now);
+            }
+            // Peers learn at once that this node has no room.
+            self.next_presence_at = now;
+        } else if was && !halted {
+            self.rearm_open_items(None, now);
+            self.next_presence_at = now;
+        }
+    }
+
     fn send_presence(&mut self, now: u64) {
+        self.judge_clock(now);
         self.presence_seq = (self.presence_seq + 1).max(now);
         let capacity = self.cfg.capacity;
         let used = self.local.values().filter(|l| l.kind == WorkKind::Crawl).count() as u16;
-        let free = if self.paused { 0 } else { capacity.saturating_sub(used) };
+        let free = if self.halted() { 0 } else { capacity.saturating_sub(used) };
         let p = {
             let mut projects: Vec<ProjectId> =
                 self.projects.keys().filter(|p| self.is_subscribed(p)).copied().collect();
@@ -808,7 +911,7 @@ impl Engine {
     /// Whether this node may try to claim the item at all (role, pause, shutdown,
     /// subscription).
     fn wants(&self, project: &ProjectId, work: &WorkItem) -> bool {
-        if self.paused || self.shut_down || self.unsubscribed.contains(project) {
+        if self.halted() || self.unsubscribed.contains(project) {
             return false;
         }
         if !self.cfg.roles.contains(Roles::for_work(work)) {
@@ -1036,7 +1139,7 @@ impl Engine {
         };
         // After each failure the ranking is drawn afresh, so the node that just failed is not
         // simply first in line again: another node, perhaps better placed, tries next.
-        let failures = e.failures;
+        let failures = u8::try_from(e.fails.len()).unwrap_or(u8::MAX);
         let key = hrw::attempt_key(&item, failures);
         let cached = e.rank.filter(|m| m.failures == failures);
         let peers_changed = cached.is_some_and(|m| m.version != self.peers_version as u32);
@@ -1101,7 +1204,7 @@ impl Engine {
 
     /// Claims items waiting in the ready set while there is room.
     fn fill_capacity(&mut self, now: u64) {
-        if self.paused || self.shut_down {
+        if self.halted() {
             return;
         }
         for kind in WorkKind::ALL {

@@ -35,6 +35,8 @@ fn state_bytes(id: &crate::ids::ItemId, e: &ItemEntry) -> Vec<u8> {
         Phase::Open { epoch, .. } => {
             out.push(0);
             out.extend_from_slice(&epoch.to_le_bytes());
+            // Failures kept are part of the state: two nodes that differ in them sync.
+            out.push(e.fails.len() as u8);
         }
         Phase::Held { holder, epoch, ready, .. } => {
             out.push(1);
@@ -53,6 +55,7 @@ fn state_bytes(id: &crate::ids::ItemId, e: &ItemEntry) -> Vec<u8> {
         Phase::Failed { epoch, .. } => {
             out.push(3);
             out.extend_from_slice(&epoch.to_le_bytes());
+            out.push(e.fails.len() as u8);
         }
     }
     out
@@ -186,6 +189,10 @@ impl Engine {
                     for env in e.past.envelopes().iter().filter(|env| e.phase.prior() != Some(*env))
                     {
                         push(&mut out, env.clone());
+                    }
+                    // And the failures that decide whether it failed for the mesh.
+                    for env in e.fails.envelopes() {
+                        push(&mut out, env);
                     }
                 }
             }

@@ -511,28 +511,83 @@ impl SyncDeltaRoundTrip {
     }
 }
 
-#[test]
-fn failures_give_the_item_back_and_give_up_after_the_limit() {
-    let owner = test_keypair(1);
-    let cfg = EngineConfig { failures_max: 2, ..fast_config() };
-    let mut e = Engine::new(cfg, test_keypair(9), [owner.public()], 0);
-    let m = manifest(&owner, 5_000, 0);
-    let b = batch(&owner, &m, 1);
-    let item = b.verify().unwrap().items[0].id(&m.id());
-    e.handle(Input::Message(Envelope::Manifest(Signed::sign(&owner, &m))), 0).unwrap();
-    e.handle(Input::Message(Envelope::Batch(b)), 0).unwrap();
-    let mut now = 10_000;
-    for attempt in 1..=2u32 {
+/// Ticks a lone engine until it holds `item`, at most `bound` ms; returns the time.
+fn tick_until_held(e: &mut Engine, item: &ItemId, mut now: u64, bound: u64) -> u64 {
+    let end = now + bound;
+    while !e.holds(item) {
+        assert!(now < end, "{item:?} not claimed again within {bound} ms");
+        now = e.next_wakeup().unwrap_or(now + 100).max(now + 1);
         e.handle(Input::Tick, now).unwrap();
-        now += 1_000;
-        e.handle(Input::Tick, now).unwrap();
-        assert!(e.holds(&item), "attempt {attempt}");
-        let input =
-            Input::WorkFailed { item, epoch: attempt, reason: "boom".into(), retryable: true };
-        e.handle(input, now).unwrap();
-        now += 1_000;
     }
-    assert_eq!(e.item_state(&item), Some(ItemState::Failed { epoch: 2 }));
+    now
+}
+
+/// A failure of `item` at `epoch` by another node `key`: its claim, then the failure.
+fn foreign_failure(key: &Keypair, item: ItemId, epoch: u32, at: u64, retryable: bool) -> [Envelope; 2] {
+    let claim = claim_env(key, item, epoch, at, at, at + 5_000);
+    let f = Failure { claim: claim.clone(), reason: "gone".into(), retryable };
+    [Envelope::Claim(claim), Envelope::Failure(Signed::sign(key, &f))]
+}
+
+#[test]
+fn retryable_failures_back_off_and_never_end_an_item() {
+    let owner = test_keypair(1);
+    let (mut e, item) = claimer(&owner, 5_000);
+    let mut now = 10_000;
+    let mut gaps = Vec::new();
+    for epoch in 1..=6u32 {
+        assert!(e.holds(&item));
+        let input = Input::WorkFailed { item, epoch, reason: "503".into(), retryable: true };
+        e.handle(input, now).unwrap();
+        assert_eq!(e.item_state(&item), Some(ItemState::Open { epoch }), "epoch {epoch}");
+        let again = tick_until_held(&mut e, &item, now, 400_000);
+        gaps.push(again - now);
+        now = again + 500;
+    }
+    // Each wait is about twice the one before (widen_ms = 300 ms, then 600, 1200, ...).
+    assert!(gaps.windows(2).all(|w| w[1] > w[0] * 3 / 2), "backoff did not grow: {gaps:?}");
+    assert!(gaps[0] >= 300, "retried at once: {gaps:?}");
+}
+
+#[test]
+fn final_failures_end_an_item_only_from_two_different_nodes() {
+    let owner = test_keypair(1);
+    let (mut e, item) = claimer(&owner, 5_000);
+    let mut now = 10_000;
+    for epoch in 1..=3u32 {
+        let input = Input::WorkFailed { item, epoch, reason: "too big".into(), retryable: false };
+        e.handle(input, now).unwrap();
+        assert_eq!(e.item_state(&item), Some(ItemState::Open { epoch }), "one node ended it");
+        now = tick_until_held(&mut e, &item, now, 60_000) + 100;
+    }
+    // Another node gets its turn and finds the item broken too: now it has failed for all,
+    // and this node's own work on it stops.
+    let other = test_keypair(77);
+    e.handle(Input::Shutdown, now).unwrap();
+    let mut e2 = {
+        let snap = e.snapshot();
+        Engine::restore(fast_config(), test_keypair(9), snap, 0, now)
+    };
+    now += 100;
+    e2.handle(Input::Tick, now).unwrap();
+    let epoch = match e2.item_state(&item) {
+        Some(ItemState::Open { epoch }) => epoch + 1,
+        other => panic!("{other:?}"),
+    };
+    for env in foreign_failure(&other, item, epoch, now, false) {
+        e2.handle(Input::Message(env), now).unwrap();
+    }
+    assert_eq!(e2.item_state(&item), Some(ItemState::Failed { epoch }));
+    // The verdict survives a restart and reaches a node that learns the item by sync.
+    let snap = e2.snapshot();
+    let e3 = Engine::restore(fast_config(), test_keypair(9), snap, 0, now + 1_000);
+    assert_eq!(e3.item_state(&item), Some(ItemState::Failed { epoch }), "lost on restart");
+    let (mut fresh, _) = observer(&owner, 5_000);
+    let delta = e3.sync_delta(&fresh.sync_digest());
+    for env in SyncDeltaRoundTrip::round_trip(delta).envelopes {
+        let _ = fresh.handle(Input::Message(env), now + 1_000);
+    }
+    assert_eq!(fresh.item_state(&item), Some(ItemState::Failed { epoch }), "not synced");
 }
 
 #[test]
@@ -1282,15 +1337,21 @@ fn kept_digest_buckets_follow_every_change_of_an_item() {
             item: ids[0],
             epoch: attempt,
             reason: "boom".into(),
-            retryable: true,
+            retryable: attempt == 1,
         };
         e.handle(failed, now).unwrap();
         check(&e, "failed");
-        now += 1_000;
-        e.handle(Input::Tick, now).unwrap();
-        check(&e, "claimed again");
+        if attempt == 1 {
+            now = tick_until_held(&mut e, &ids[0], now, 60_000);
+            check(&e, "claimed again");
+        }
     }
-    assert_eq!(e.item_state(&ids[0]), Some(ItemState::Failed { epoch: 2 }));
+    // Another node takes the next epoch and finds the item broken too: the quorum is made.
+    for env in foreign_failure(&test_keypair(77), ids[0], 3, now, false) {
+        e.handle(Input::Message(env), now).unwrap();
+    }
+    check(&e, "failed for the mesh");
+    assert_eq!(e.item_state(&ids[0]), Some(ItemState::Failed { epoch: 3 }));
     let result = Digest([7; 32]);
     let done =
         WorkResult { item: ids[1], epoch: 1, result, size: 9, ok: 1, failed: 0, parts: vec![] };
@@ -1705,4 +1766,73 @@ fn evidence_that_comes_late_withdraws_a_result_and_hands_the_item_to_the_epochs_
     // H's result is then taken in.
     e.handle(Input::Message(receipt_env(&f.h, f.hc(item), 20_000, 0xaa)), 20_000).unwrap();
     assert_eq!(result_of(&e, &item), Some((f.h.node_id(), 1, Digest([0xaa; 32]))));
+}
+
+#[test]
+fn a_node_with_a_local_fault_gives_its_items_back_and_resumes_when_it_clears() {
+    let owner = test_keypair(1);
+    let mut net = Net::new(3, &owner, fast_config());
+    net.work_ms = 1_000_000;
+    let ids = publish_project(&mut net, &owner, 5_000, 12);
+    net.run_until(10_000, |n| n.engines[0].local_work().count() > 0);
+    let held: Vec<ItemId> = net.engines[0].local_work().map(|l| l.item).collect();
+    assert!(!held.is_empty());
+    net.input(0, Input::LocalFault(true)).unwrap();
+    assert!(net.engines[0].is_unfit());
+    assert_eq!(net.engines[0].local_work().count(), 0, "held items kept through a fault");
+    assert_eq!(net.engines[0].stats().gave_back, held.len() as u64);
+    // Given back with releases: the others take every item at once, nothing failed.
+    let t = net.now + 5_000;
+    net.run_until(t, |n| held.iter().all(|i| n.engines[1].holds(i) || n.engines[2].holds(i)));
+    for id in &ids {
+        for e in &net.engines {
+            assert!(!matches!(e.item_state(id), Some(ItemState::Failed { .. })));
+        }
+    }
+    let t = net.now + 3_000;
+    net.run_until(t, |_| false);
+    assert_eq!(net.engines[0].local_work().count(), 0, "claimed while unfit");
+    // Cleared: it claims again, here the items the others give back as they shut down
+    // (some of them ones it gave back itself, within what was its lease).
+    net.input(0, Input::LocalFault(false)).unwrap();
+    net.input(1, Input::Shutdown).unwrap();
+    net.input(2, Input::Shutdown).unwrap();
+    let t = net.now + 10_000;
+    assert!(net.run_until(t, |n| n.engines[0].local_work().count() == 4), "never claimed again");
+}
+
+#[test]
+fn a_node_whose_clock_is_off_against_its_peers_stops_claiming_until_it_is_back() {
+    let owner = test_keypair(1);
+    let (mut e, item) = claimer(&owner, 60_000);
+    let peers: Vec<Keypair> = (0..3).map(|i| test_keypair(500 + i)).collect();
+    let heartbeats = |e: &mut Engine, seq: u64, at: u64, now: u64| {
+        for k in &peers {
+            let _ = e.handle(Input::Message(presence_env(k, seq, at, Roles::ALL, vec![])), now);
+        }
+    };
+    // The peers' clocks run 30 s ahead of this node's: this one is off.
+    let mut now = 10_100;
+    for seq in 1..=2 {
+        heartbeats(&mut e, seq, now + 30_000, now);
+        now += 200;
+    }
+    now = e.next_wakeup().unwrap().max(now);
+    e.handle(Input::Tick, now).unwrap();
+    let clock = e.clock();
+    assert_eq!(clock.peers, 3);
+    assert!(clock.offset_ms.is_some_and(|o| o >= 29_000), "{clock:?}");
+    assert!(clock.off);
+    assert!(!e.holds(&item), "kept its item with a clock 30 s off");
+    assert!(matches!(e.item_state(&item), Some(ItemState::Open { .. })), "given back");
+    // Two peers, or peers within the margin, are not enough to call it off: its clock is
+    // judged against the median.
+    for seq in 3..=4 {
+        heartbeats(&mut e, seq, now + 20, now);
+        now += 200;
+    }
+    now = e.next_wakeup().unwrap().max(now);
+    e.handle(Input::Tick, now).unwrap();
+    assert!(!e.clock().off, "{:?}", e.clock());
+    tick_until_held(&mut e, &item, now, 10_000);
 }

@@ -38,7 +38,8 @@ pub struct EngineConfig {
     pub widen_ms: u64,
     /// Lease of a relay slot.
     pub relay_lease_ms: u64,
-    /// Failures after which an item is given up.
+    /// Most failures kept per item (see `fails.rs`): an item fails for the mesh only on final
+    /// failures from two different nodes; retryable ones are never final.
     pub failures_max: u8,
     /// Most items tracked.
     pub items_max: usize,
@@ -66,7 +67,7 @@ impl Default for EngineConfig {
             candidates: 1,
             widen_ms: 2_000,
             relay_lease_ms: 30_000,
-            failures_max: 5,
+            failures_max: 8,
             items_max: 1_000_000,
             projects_max: 256,
             peers_max: 4_096,
@@ -144,6 +145,13 @@ pub enum Input {
         /// Higher first.
         priority: i8,
     },
+    /// The node cannot do work now because of a fault of its own: its store cannot be
+    /// written, it is over its disk cap, or it has lost the network. With `true` it stops
+    /// claiming and gives back every item it holds (releases, not failures: one node's trouble
+    /// never fails an item for the mesh); with `false` the fault has cleared and it claims
+    /// again. A clock found off against the peers' has the same effect by itself (see
+    /// [`super::Engine::clock`]).
+    LocalFault(bool),
     /// Give back every held item and stop claiming (graceful shutdown).
     Shutdown,
 }
@@ -378,6 +386,21 @@ pub struct EngineStats {
     pub finished: u64,
     /// Failures this node published.
     pub failed: u64,
+    /// Items this node gave back because of a fault of its own (store, disk, network, clock).
+    #[serde(default)]
+    pub gave_back: u64,
+}
+
+/// This node's clock against its peers', from the times in their signed heartbeats.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockView {
+    /// Median of (peer's clock − this node's clock) over recent heartbeats, in milliseconds,
+    /// once enough peers were heard ([`super::CLOCK_QUORUM`]); `None` before.
+    pub offset_ms: Option<i64>,
+    /// Peers the median is over.
+    pub peers: u32,
+    /// Whether the offset is beyond the skew margin, so this node does not claim.
+    pub off: bool,
 }
 
 impl EngineStats {
