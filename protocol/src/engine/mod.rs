@@ -494,7 +494,7 @@ impl Engine {
 
     /// Whether this node stays out of claiming: paused, shut down, unfit or off the clock.
     fn halted(&self) -> bool {
-        self.paused || self.shut_down || self.unfit || self.clock.off
+        self.paused || self.shut_down || self.unfit || self.clock.off || self.clock_pending()
     }
 
     /// Whether this node takes new items of `project` (true unless unsubscribed).
@@ -782,6 +782,18 @@ impl Engine {
         s.seq = seq;
         s.offsets = [s.offsets[1], offset];
         s.heard_at = now;
+        // Until the clock is first judged, judge it as soon as the samples allow (claiming
+        // waits for that once enough peers were heard, see `clock_pending`).
+        if self.clock.offset_ms.is_none() {
+            self.judge_clock(now);
+        }
+    }
+
+    /// Whether enough peers were heard to judge this node's clock but not yet twice each:
+    /// claiming waits the heartbeat or two that takes, so a node started with a clock far off
+    /// claims nothing before it knows.
+    fn clock_pending(&self) -> bool {
+        self.clock.offset_ms.is_none() && self.clock_samples.len() >= CLOCK_QUORUM
     }
 
     /// Works out this node's clock offset from the peers heard within a heartbeat's life,
@@ -814,17 +826,19 @@ impl Engine {
     /// into a halt, and looks at open items again on the way out.
     fn halt_changed(&mut self, was: bool, now: u64) {
         let halted = self.halted();
-        if halted && !was && !self.shut_down {
+        if (self.unfit || self.clock.off) && !self.shut_down && !self.local.is_empty() {
             let held: Vec<(ItemId, Local)> = self.local.iter().map(|(i, l)| (*i, *l)).collect();
             self.stats.gave_back += held.len() as u64;
             for (item, l) in held {
                 self.give_back(item, l.epoch, now);
             }
-            // Peers learn at once that this node has no room.
+        }
+        if halted != was {
+            // Peers learn at once whether this node has room.
             self.next_presence_at = now;
-        } else if was && !halted {
-            self.rearm_open_items(None, now);
-            self.next_presence_at = now;
+            if !halted {
+                self.rearm_open_items(None, now);
+            }
         }
     }
 

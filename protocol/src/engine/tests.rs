@@ -1208,8 +1208,9 @@ fn presence_env(
 fn cached_ranks_carried_across_peer_changes_match_a_fresh_ranking() {
     let owner = test_keypair(1);
     let (mut e, m, ids) = knowing(&owner, fast_config(), 5_000, 120);
-    for i in 0..12u64 {
-        let env = presence_env(&test_keypair(300 + i), 1, 0, Roles::ALL, vec![m.id()]);
+    // Each heard twice, so this node's clock is judged (claiming waits for that).
+    for (i, seq) in (0..12u64).flat_map(|i| [(i, 1), (i, 2)]) {
+        let env = presence_env(&test_keypair(300 + i), seq, 0, Roles::ALL, vec![m.id()]);
         e.handle(Input::Message(env), 0).unwrap();
     }
     // At the end of settling only rank 0 may claim: most rankings stop after a few peers.
@@ -1224,9 +1225,9 @@ fn cached_ranks_carried_across_peer_changes_match_a_fresh_ranking() {
     // Changes of every kind: peers moving to another project, losing the crawl role, joining
     // with this project, with no project at all, or only elsewhere, and leaving for good.
     let changes = [
-        presence_env(&test_keypair(300), 2, now, Roles::ALL, vec![elsewhere]),
-        presence_env(&test_keypair(301), 2, now, Roles::SEED, vec![m.id()]),
-        presence_env(&test_keypair(302), 2, now, Roles::ALL, vec![]),
+        presence_env(&test_keypair(300), 3, now, Roles::ALL, vec![elsewhere]),
+        presence_env(&test_keypair(301), 3, now, Roles::SEED, vec![m.id()]),
+        presence_env(&test_keypair(302), 3, now, Roles::ALL, vec![]),
         presence_env(&test_keypair(400), 1, now, Roles::ALL, vec![m.id()]),
         presence_env(&test_keypair(401), 1, now, Roles::ALL, vec![]),
         presence_env(&test_keypair(402), 1, now, Roles::ALL, vec![elsewhere]),
@@ -1260,8 +1261,9 @@ fn after_peers_join_a_kept_ranking_wakes_when_a_fresh_one_would() {
     let owner = test_keypair(1);
     let cfg = fast_config();
     let (mut e, m, ids) = knowing(&owner, cfg.clone(), 5_000, 40);
-    for i in 0..12u64 {
-        let env = presence_env(&test_keypair(300 + i), 1, 0, Roles::ALL, vec![m.id()]);
+    // Each heard twice, so this node's clock is judged (claiming waits for that).
+    for (i, seq) in (0..12u64).flat_map(|i| [(i, 1), (i, 2)]) {
+        let env = presence_env(&test_keypair(300 + i), seq, 0, Roles::ALL, vec![m.id()]);
         e.handle(Input::Message(env), 0).unwrap();
     }
     let base = cfg.warmup_ms + cfg.settle_ms;
