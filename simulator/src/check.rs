@@ -342,14 +342,16 @@ impl World {
         }
         let counts = self.final_item_counts();
         self.end_counts = Some(counts);
-        let lost = self.crawl_total - counts.0.min(self.crawl_total);
+        // An item failed for the mesh is lost too: the simulator models no fault of an item's
+        // own (only of nodes, sites and the network), so no item may end failed.
+        let lost = self.crawl_total - (counts.0 - counts.1).min(self.crawl_total);
         let honest_up = self.nodes.iter().any(|n| !n.byz && n.up());
         if self.s.check.no_loss && lost > 0 && honest_up {
             self.violate(
                 ViolationKind::LostItem,
                 format!(
-                    "{lost} of {} items not done at t={}ms with honest nodes up",
-                    self.crawl_total, self.now
+                    "{lost} of {} items not done at t={}ms with honest nodes up ({} failed)",
+                    self.crawl_total, self.now, counts.1
                 ),
             );
             return;
@@ -366,6 +368,11 @@ impl World {
     }
 
     /// (done or given up, failed, bogus) crawl items in the view of the honest up nodes.
+    /// The engines of honest nodes that are up.
+    fn honest_engines(&self) -> impl Iterator<Item = &starling_protocol::Engine> {
+        self.nodes.iter().filter(|n| !n.byz).filter_map(|n| n.engine.as_ref())
+    }
+
     pub(crate) fn final_item_counts(&self) -> (u64, u64, u64) {
         let mut state = vec![0u8; self.items.len()];
         for node in self.nodes.iter().filter(|n| !n.byz) {
@@ -415,10 +422,12 @@ impl World {
             sim_ms: self.now,
             time_to_finish_ms: self.all_done_at.map(|t| t.saturating_sub(self.s.publish_at_ms)),
             items_done: done - failed,
-            lost_items: if honest_up { self.crawl_total.saturating_sub(done) } else { 0 },
+            lost_items: if honest_up { self.crawl_total.saturating_sub(done - failed) } else { 0 },
             failed_items: failed,
             bogus_results: bogus,
             liar_results_won: self.watch.liar_won.len() as u64,
+            nodes_clock_off: self.honest_engines().filter(|e| e.clock().off).count() as u64,
+            items_given_back: self.honest_engines().map(|e| e.stats().gave_back).sum(),
             executions_started: started,
             executions_completed: completed,
             duplicate_executions: dup,

@@ -8,7 +8,7 @@
 
 use rand::Rng;
 use starling_protocol::message::{Claim, Presence, Receipt};
-use starling_protocol::{Digest, Envelope, ItemState, Roles, Signed};
+use starling_protocol::{Digest, Envelope, Input, ItemState, Roles, Signed};
 
 use crate::scenario::FaultKind;
 use crate::world::{Event, World};
@@ -79,7 +79,58 @@ impl World {
                     self.push(self.now + down_ms, Event::Revive { node, fresh: false });
                 }
             }
+            FaultKind::NodeFault { node, for_ms } => {
+                if (node as usize) < n {
+                    let until = self.now + for_ms;
+                    let was = self.nodes[node as usize].fault_until.replace(until);
+                    self.faults_pending += 1;
+                    self.push(until, Event::FaultEnd { node });
+                    if was.is_none() {
+                        self.tell_fault(node, true);
+                    }
+                }
+            }
+            FaultKind::Clock { node, offset_ms } => {
+                if let Some(x) = self.nodes.get_mut(node as usize) {
+                    x.clock_offset_ms = offset_ms;
+                }
+            }
+            FaultKind::SiteDown { share, for_ms } => {
+                self.site_down = Some((share, self.now + for_ms));
+            }
         }
+    }
+
+    /// A node's own fault ends (the last one, if several overlapped).
+    pub(crate) fn on_fault_end(&mut self, n: u32) {
+        self.faults_pending = self.faults_pending.saturating_sub(1);
+        let node = &mut self.nodes[n as usize];
+        if node.fault_until.is_some_and(|t| t <= self.now) {
+            node.fault_until = None;
+            self.tell_fault(n, false);
+            self.fault_healed();
+        }
+    }
+
+    /// What a node does about a fault of its own, as the node's actor does: tells its engine,
+    /// which gives its work back and stops claiming until told the fault cleared. Under the
+    /// `local_faults_as_failures` sabotage it says nothing.
+    pub(crate) fn tell_fault(&mut self, n: u32, fault: bool) {
+        if !self.s.sabotage.local_faults_as_failures {
+            self.drive(n, Input::LocalFault(fault));
+        }
+    }
+
+    /// Whether node `n` is inside a fault of its own now.
+    pub(crate) fn in_fault(&self, n: u32) -> bool {
+        self.nodes[n as usize].fault_until.is_some_and(|t| t > self.now)
+    }
+
+    /// Whether crawl executions of `item` fail now because its site is down.
+    pub(crate) fn site_is_down(&self, item: &starling_protocol::ItemId) -> bool {
+        self.site_down.is_some_and(|(share, until)| {
+            self.now < until && f64::from(item.as_bytes()[1]) < share * 256.0
+        })
     }
 
     /// Time to the next churn event (exponential gaps).
@@ -131,7 +182,7 @@ impl World {
             return;
         }
         let lie = lies[self.rng.random_range(0..lies.len())];
-        let t = self.now + self.nodes[n as usize].clock_offset_ms;
+        let t = crate::world::node_clock(self.now, self.nodes[n as usize].clock_offset_ms);
         let me = self.nodes[n as usize].id;
         let Some(engine) = self.nodes[n as usize].engine.as_ref() else { return };
         // Receipts are forged for finished items too (to overwrite their result).
@@ -208,7 +259,7 @@ impl World {
         if node.inc != inc || node.engine.is_none() || rate == 0 {
             return;
         }
-        let t = self.now + node.clock_offset_ms;
+        let t = crate::world::node_clock(self.now, node.clock_offset_ms);
         node.flood_seq = node.flood_seq.max(t * 1_000) + 1;
         let p = Presence {
             seq: node.flood_seq,

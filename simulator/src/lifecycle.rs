@@ -41,7 +41,7 @@ impl World {
             return;
         }
         let seed = mix64(self.seed ^ (u64::from(n) << 20) ^ u64::from(node.inc));
-        let t = now + node.clock_offset_ms;
+        let t = crate::world::node_clock(now, node.clock_offset_ms);
         let engine = match node.saved.take() {
             Some(snap) if !fresh => Engine::restore(cfg, node.key.clone(), snap, seed, t),
             _ => Engine::new(cfg, node.key.clone(), trusted, seed),
@@ -65,6 +65,10 @@ impl World {
             self.fault_healed();
         }
         self.drive(n, Input::Tick);
+        // A node that comes back while its own fault lasts finds it again at once.
+        if self.in_fault(n) {
+            self.tell_fault(n, true);
+        }
         if !boot {
             self.start_sync(n, None, 0);
         }

@@ -49,6 +49,13 @@ pub struct RunResult {
     /// rule (it held that epoch): not a violation, but only checking results can catch them.
     #[serde(default)]
     pub liar_results_won: u64,
+    /// Honest nodes whose engine found its own clock off against its peers' at the end, so
+    /// claimed nothing.
+    #[serde(default)]
+    pub nodes_clock_off: u64,
+    /// Items honest nodes gave back (released) for a fault of their own or an off clock.
+    #[serde(default)]
+    pub items_given_back: u64,
     /// Executions started by honest nodes (crawl chunks).
     pub executions_started: u64,
     /// Executions that ran to the end.
@@ -58,8 +65,8 @@ pub struct RunResult {
     /// `duplicate_executions` as a percentage of items.
     pub duplicate_pct: f64,
     /// Of `duplicate_executions`, reruns of an item whose only execution so far was cut short
-    /// by its node crashing or leaving (nobody else on it, no result yet): work that had to be
-    /// redone, not work done twice.
+    /// by its node crashing, leaving or giving it back for a fault of its own, or failed
+    /// (nobody else on it, no result yet): work that had to be redone, not work done twice.
     pub reruns_after_churn: u64,
     /// `duplicate_executions` less `reruns_after_churn`: executions that overlapped another
     /// or followed a lost claim race, as a percentage of items. What the protocol wastes.

@@ -190,7 +190,7 @@ impl World {
         let epoch = c.epoch;
         // When the claim was really made, in simulated time: its `since_ms` is on the liar's
         // clock, and a claim dated back before it was signed is forged.
-        let made = c.since_ms.saturating_sub(self.nodes[liar as usize].clock_offset_ms);
+        let made = crate::world::sim_time(c.since_ms, self.nodes[liar as usize].clock_offset_ms);
         let dated_true = c.since_ms + starling_protocol::engine::CLAIM_BUCKET_MS >= c.at_ms;
         let before_next =
             self.watch.epoch_first.get(&(idx, epoch + 1)).is_none_or(|&first| made < first);

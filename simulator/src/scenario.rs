@@ -17,7 +17,7 @@ pub use validate::{
 };
 
 /// Built-in scenario files, by name.
-pub const BUILTIN: [(&str, &str); 8] = [
+pub const BUILTIN: [(&str, &str); 11] = [
     ("steady", include_str!("../scenarios/steady.toml")),
     ("lossy", include_str!("../scenarios/lossy.toml")),
     ("churn", include_str!("../scenarios/churn.toml")),
@@ -26,6 +26,9 @@ pub const BUILTIN: [(&str, &str); 8] = [
     ("fault-50", include_str!("../scenarios/fault-50.toml")),
     ("scale-10k", include_str!("../scenarios/scale-10k.toml")),
     ("skew-beyond", include_str!("../scenarios/skew-beyond.toml")),
+    ("local-faults", include_str!("../scenarios/local-faults.toml")),
+    ("skewed-nodes", include_str!("../scenarios/skewed-nodes.toml")),
+    ("flaky-site", include_str!("../scenarios/flaky-site.toml")),
 ];
 
 /// Why a scenario could not be loaded.
@@ -263,6 +266,32 @@ pub enum FaultKind {
         /// Downtime.
         down_ms: u64,
     },
+    /// A fault of one node's own for `for_ms`: its store cannot be written, its disk is full
+    /// or its network is gone. Every execution it finishes in that time fails; the node
+    /// reports the fault to its engine (`Input::LocalFault`) and back when it clears.
+    NodeFault {
+        /// Node index.
+        node: u32,
+        /// How long it lasts.
+        for_ms: u64,
+    },
+    /// One node's clock is set `offset_ms` off the simulation's (negative: behind), as after
+    /// a bad clock step; a clock set back stalls until real time catches up, since engine time
+    /// never runs backwards.
+    Clock {
+        /// Node index.
+        node: u32,
+        /// The offset from now on.
+        offset_ms: i64,
+    },
+    /// A site goes down for `for_ms`: crawl executions of a `share` of the items (by item
+    /// id) fail as retryable on every node, as when robots.txt answers 503.
+    SiteDown {
+        /// Share of items on the site.
+        share: f64,
+        /// How long it lasts.
+        for_ms: u64,
+    },
 }
 
 /// One `[[faults]]` table as written: every key any fault takes, so unknown keys are refused
@@ -276,6 +305,9 @@ struct RawFault {
     split: Option<f64>,
     node: Option<u32>,
     down_ms: Option<u64>,
+    for_ms: Option<u64>,
+    offset_ms: Option<i64>,
+    share: Option<f64>,
 }
 
 /// The `kind` of a `[[faults]]` table.
@@ -287,6 +319,9 @@ enum FaultTag {
     Isolate,
     Heal,
     Crash,
+    NodeFault,
+    Clock,
+    SiteDown,
 }
 
 impl TryFrom<RawFault> for FaultSpec {
@@ -299,11 +334,17 @@ impl TryFrom<RawFault> for FaultSpec {
             FaultTag::Isolate => ("isolate", &["node"]),
             FaultTag::Heal => ("heal", &[]),
             FaultTag::Crash => ("crash", &["node", "down_ms"]),
+            FaultTag::NodeFault => ("node_fault", &["node", "for_ms"]),
+            FaultTag::Clock => ("clock", &["node", "offset_ms"]),
+            FaultTag::SiteDown => ("site_down", &["share", "for_ms"]),
         };
         let given = [
             ("split", raw.split.is_some()),
             ("node", raw.node.is_some()),
             ("down_ms", raw.down_ms.is_some()),
+            ("for_ms", raw.for_ms.is_some()),
+            ("offset_ms", raw.offset_ms.is_some()),
+            ("share", raw.share.is_some()),
         ];
         if let Some((key, _)) = given.iter().find(|(k, present)| *present && !takes.contains(k)) {
             let takes = ["at_ms", "kind"].iter().chain(takes).copied().collect::<Vec<_>>();
@@ -323,6 +364,18 @@ impl TryFrom<RawFault> for FaultSpec {
             FaultTag::Crash => FaultKind::Crash {
                 node: node()?,
                 down_ms: raw.down_ms.ok_or_else(|| needs("down_ms"))?,
+            },
+            FaultTag::NodeFault => FaultKind::NodeFault {
+                node: node()?,
+                for_ms: raw.for_ms.ok_or_else(|| needs("for_ms"))?,
+            },
+            FaultTag::Clock => FaultKind::Clock {
+                node: node()?,
+                offset_ms: raw.offset_ms.ok_or_else(|| needs("offset_ms"))?,
+            },
+            FaultTag::SiteDown => FaultKind::SiteDown {
+                share: raw.share.ok_or_else(|| needs("share"))?,
+                for_ms: raw.for_ms.ok_or_else(|| needs("for_ms"))?,
             },
         };
         Ok(Self { at_ms: raw.at_ms, kind })
@@ -434,7 +487,8 @@ pub struct CheckSpec {
     pub convergence_bound_ms: u64,
     /// Items whose state changed more recently than this are left out of the agreement check.
     pub quiet_ms: u64,
-    /// Fail the run if an item is not done at the end.
+    /// Fail the run if an item is not done at the end, or failed for the mesh (the simulator
+    /// models no fault of an item's own, so none may fail).
     pub no_loss: bool,
 }
 
@@ -464,6 +518,10 @@ pub struct Sabotage {
     pub deaf_node: Option<u32>,
     /// When the deaf node goes deaf.
     pub deaf_from_ms: u64,
+    /// Nodes with a `node_fault` do not tell their engine: they go on claiming and report
+    /// each execution the fault spoils as a final failure of the item (what nodes did before
+    /// local faults were told apart from the item's).
+    pub local_faults_as_failures: bool,
 }
 
 /// Overrides from the command line.

@@ -66,13 +66,13 @@ impl World {
         if !byz {
             let rec = &mut self.items[idx as usize];
             rec.executing.retain(|(m, _)| *m != n);
-            // A rerun after the last execution was lost to churn, with nobody else on the item
-            // and no result yet, is work the protocol had to redo, not a duplicate.
+            // A rerun after the last execution was lost to churn or failed, with nobody else on
+            // the item and no result yet, is work the protocol had to redo, not a duplicate.
             if rec.crawl
                 && rec.starts > 0
                 && rec.executing.is_empty()
                 && rec.completions == 0
-                && rec.last_end == End::Churn
+                && matches!(rec.last_end, End::Churn | End::Failed)
             {
                 self.stats.reruns += 1;
             }
@@ -121,20 +121,16 @@ impl World {
         let byz = node.byz;
         self.stop_work(n, idx, End::Completed);
         let item = self.items[idx as usize].id;
-        if !byz {
-            let rec = &mut self.items[idx as usize];
-            rec.completions += 1;
-            if rec.completions > 1 && self.dup_examples.len() < DUP_EXAMPLES_MAX {
-                let what = format!(
-                    "item {} completed again by node {n} at epoch {epoch}, t={}ms",
-                    item.short(),
-                    self.now
-                );
-                self.dup_examples.push(what);
-            }
-        }
         self.record("done", n, u32::MAX, id64(&item));
-        let input = if self.s.work.fail_rate > 0.0
+        let crawl = self.items[idx as usize].crawl;
+        let input = if self.in_fault(n) {
+            // Only under the `local_faults_as_failures` sabotage does work run into the
+            // node's own fault: told of it, the engine gave its work back.
+            Input::WorkFailed { item, epoch, reason: "store write failed".into(), retryable: false }
+        } else if crawl && self.site_is_down(&item) {
+            let reason = "robots.txt unreachable: 503".into();
+            Input::WorkFailed { item, epoch, reason, retryable: true }
+        } else if self.s.work.fail_rate > 0.0
             && self.rng.random_bool(self.s.work.fail_rate.min(1.0))
         {
             Input::WorkFailed { item, epoch, reason: "simulated failure".into(), retryable: true }
@@ -149,6 +145,23 @@ impl World {
                 parts: Vec::new(),
             })
         };
+        if !byz {
+            let rec = &mut self.items[idx as usize];
+            if matches!(input, Input::WorkFailed { .. }) {
+                // A retry after this is work the failure made necessary, not a duplicate.
+                rec.last_end = End::Failed;
+            } else {
+                rec.completions += 1;
+                if rec.completions > 1 && self.dup_examples.len() < DUP_EXAMPLES_MAX {
+                    let what = format!(
+                        "item {} completed again by node {n} at epoch {epoch}, t={}ms",
+                        item.short(),
+                        self.now
+                    );
+                    self.dup_examples.push(what);
+                }
+            }
+        }
         self.drive(n, input);
     }
 }

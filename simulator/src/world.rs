@@ -170,6 +170,10 @@ pub(crate) enum Event {
     },
     Check,
     Heartbeat,
+    /// A node's own fault (`node_fault`) clears.
+    FaultEnd {
+        node: u32,
+    },
 }
 
 /// One simulated node.
@@ -189,7 +193,10 @@ pub(crate) struct SimNode {
     pub topics: Vec<u32>,
     /// Mesh peers per topic, aligned with `topics`.
     pub mesh: Vec<Vec<u32>>,
-    pub clock_offset_ms: u64,
+    /// This node's clock against the simulation's (negative: behind).
+    pub clock_offset_ms: i64,
+    /// While a `node_fault` lasts, when it ends.
+    pub fault_until: Option<u64>,
     pub wake_at: Option<u64>,
     pub up_since: u64,
     /// Ids added to this node's seen-cache in this incarnation. The cache holds the last
@@ -256,8 +263,10 @@ pub(crate) enum End {
     Churn,
     /// The engine cancelled it: another node won the claim or finished first.
     Cancelled,
-    /// It ran to the end (and reported a result or a failure).
+    /// It ran to the end and reported a result.
     Completed,
+    /// It ran to the end and reported a failure.
+    Failed,
 }
 
 /// Counters for the report.
@@ -331,6 +340,20 @@ impl std::fmt::Display for Violation {
     }
 }
 
+/// Where every engine clock starts: an hour in, so a clock set behind the simulation's
+/// (a `clock` fault with a negative offset) still reads a time.
+pub(crate) const CLOCK_BASE_MS: u64 = 3_600_000;
+
+/// Node clock at simulated time `now` for a clock `offset_ms` off.
+pub(crate) fn node_clock(now: u64, offset_ms: i64) -> u64 {
+    (now + CLOCK_BASE_MS).saturating_add_signed(offset_ms)
+}
+
+/// Simulated time of node clock reading `t` for a clock `offset_ms` off.
+pub(crate) fn sim_time(t: u64, offset_ms: i64) -> u64 {
+    t.saturating_add_signed(offset_ms.saturating_neg()).saturating_sub(CLOCK_BASE_MS)
+}
+
 /// The whole simulated world.
 #[derive(Debug)]
 pub struct World {
@@ -357,6 +380,8 @@ pub struct World {
     /// other as nodes do when a connection is established.
     pub(crate) new_links: Option<Vec<(u32, u32)>>,
     pub(crate) crawl_total: u64,
+    /// While a `site_down` lasts: the share of items on the site, and when it ends.
+    pub(crate) site_down: Option<(f64, u64)>,
     pub(crate) done_count: u64,
     pub(crate) all_done_at: Option<u64>,
     /// Last partition change (partition, isolate, heal), for settledness.
@@ -419,7 +444,8 @@ impl World {
                 slow,
                 mesh: vec![Vec::new(); topics.len()],
                 topics,
-                clock_offset_ms: if skew > 0 { rng.random_range(0..=2 * skew) } else { 0 },
+                clock_offset_ms: if skew > 0 { rng.random_range(0..=2 * skew) as i64 } else { 0 },
+                fault_until: None,
                 wake_at: None,
                 up_since: 0,
                 seen_count: 0,
@@ -461,6 +487,7 @@ impl World {
             convergence_ms: None,
             check_order: Vec::new(),
             had_fault: false,
+            site_down: None,
             violations: Vec::new(),
             events: 0,
             dup_examples: Vec::new(),
@@ -648,6 +675,7 @@ impl World {
             Event::Revive { node, fresh } => self.revive(node, fresh, false),
             Event::Liar { node, inc } => self.on_liar(node, inc),
             Event::Flood { node, inc } => self.on_flood(node, inc),
+            Event::FaultEnd { node } => self.on_fault_end(node),
             Event::Check => self.on_check(),
             Event::Heartbeat => {
                 self.mesh_heartbeat(false);
@@ -661,7 +689,7 @@ impl World {
         let node = self.nodes.get_mut(n as usize)?;
         let engine = node.engine.as_mut()?;
         self.stats.engine_inputs += 1;
-        let result = engine.handle(input, self.now + node.clock_offset_ms);
+        let result = engine.handle(input, node_clock(self.now, node.clock_offset_ms));
         let mut outs = std::mem::take(&mut self.out_buf);
         while let Some(o) = engine.poll_output() {
             outs.push(o);
@@ -676,7 +704,7 @@ impl World {
         }
         self.out_buf = outs;
         if let Some(w) = wake {
-            self.arm_wake(n, w.saturating_sub(offset));
+            self.arm_wake(n, sim_time(w, offset));
         }
         Some(result)
     }

@@ -148,6 +148,28 @@ fn loss_checker_catches_a_dropped_item() {
 }
 
 #[test]
+fn local_faults_lose_nothing_and_nodes_that_fail_work_for_them_fail_items() {
+    let mut s = Scenario::load("local-faults").expect("built-in scenario loads");
+    s.apply_overrides(&Overrides { nodes: Some(10), items: Some(200), ..Default::default() })
+        .expect("small override is valid");
+    let r = run_scenario(&s, 1).unwrap_or_else(|f| panic!("seed 1: {f}"));
+    assert_eq!((r.result.failed_items, r.result.lost_items), (0, 0));
+    assert!(r.result.items_given_back > 0, "the faulty nodes gave nothing back");
+    // Nodes that take their own faults for the item's: two of them at once fail items for
+    // everyone, and the loss checker says so.
+    s.sabotage.local_faults_as_failures = true;
+    expect_violation(&s, 1, ViolationKind::LostItem);
+}
+
+#[test]
+fn nodes_with_clocks_far_off_find_out_and_claim_nothing() {
+    let s = small("skewed-nodes");
+    let r = run_scenario(&s, 1).unwrap_or_else(|f| panic!("seed 1: {f}"));
+    assert_eq!(r.result.nodes_clock_off, 4, "{:?}", r.result);
+    assert_eq!(r.result.duplicate_executions, 0, "{:?}", r.result.duplicate_examples);
+}
+
+#[test]
 fn convergence_checker_catches_a_deaf_node() {
     let mut s = small("steady");
     s.check.convergence_bound_ms = 20_000;

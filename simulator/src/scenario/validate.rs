@@ -283,6 +283,36 @@ impl Scenario {
                     ms(format!("faults[{i}].down_ms"), down_ms, 1)?;
                 }
                 FaultKind::Heal => {}
+                FaultKind::NodeFault { node, for_ms } => {
+                    self.node_index(format!("faults[{i}].node"), node)?;
+                    ms(format!("faults[{i}].for_ms"), for_ms, 1)?;
+                }
+                FaultKind::Clock { node, offset_ms } => {
+                    self.node_index(format!("faults[{i}].node"), node)?;
+                    let margin = self.engine.skew_margin_ms;
+                    if offset_ms.unsigned_abs() > TIME_MAX_MS {
+                        return bad(
+                            format!("faults[{i}].offset_ms"),
+                            offset_ms,
+                            format!("must be within ±{TIME_MAX_MS}"),
+                        );
+                    }
+                    if offset_ms.unsigned_abs() * 2 > margin && !self.nodes_spec.skew_beyond_margin
+                    {
+                        return bad(
+                            format!("faults[{i}].offset_ms"),
+                            offset_ms,
+                            format!(
+                                "is beyond the skew margin {margin} ms (engine.skew_margin_ms): \
+                                 set skew_beyond_margin = true in [nodes_spec] to run it"
+                            ),
+                        );
+                    }
+                }
+                FaultKind::SiteDown { share: s, for_ms } => {
+                    share(format!("faults[{i}].share"), s)?;
+                    ms(format!("faults[{i}].for_ms"), for_ms, 1)?;
+                }
             }
         }
         Ok(())
