@@ -462,7 +462,7 @@ fn ssrf_reason(r: &guard::Refused) -> String {
 /// else (timeouts, connect and resolve errors, a connection cut mid-answer) may pass.
 fn classify(e: &reqwest::Error) -> Sent {
     if let Some(r) = guard::find_refusal(e) {
-        return Sent::Fatal(Outcome::Refused { reason: ssrf_reason(&r) });
+        return Sent::Fatal(Outcome::Refused { reason: ssrf_reason(r) });
     }
     if e.is_timeout() {
         return Sent::Retryable("timed out".into());
