@@ -51,6 +51,8 @@ struct AppState {
     token: String,
     /// Fetches results the node lacks, for exports.
     fetcher: Option<Arc<Fetcher<SwarmSource>>>,
+    /// The crawler, for its URL counters and network health in `/status` and `/metrics`.
+    crawler: Option<Arc<crate::crawl::Crawler>>,
 }
 
 /// Reads the token, creating it (0600) with fresh randomness on first use.
@@ -98,13 +100,19 @@ impl Api {
         let port_file = dir.join(PORT_FILE);
         std::fs::write(&port_file, format!("{}\n", addr.port()))
             .map_err(|e| anyhow!("cannot write {}: {e}", port_file.display()))?;
-        let state = AppState { client, hub, token, fetcher: None };
+        let state = AppState { client, hub, token, fetcher: None, crawler: None };
         Ok(Self { listener, state, port_file, addr })
     }
 
     /// Lets exports fetch results this node lacks.
     pub fn with_fetcher(mut self, fetcher: Arc<Fetcher<SwarmSource>>) -> Self {
         self.state.fetcher = Some(fetcher);
+        self
+    }
+
+    /// Shows the crawler's URL counters and network health in `/status` and `/metrics`.
+    pub fn with_crawler(mut self, crawler: Option<Arc<crate::crawl::Crawler>>) -> Self {
+        self.state.crawler = crawler;
         self
     }
 
@@ -139,7 +147,8 @@ fn routes(state: AppState) -> Router {
         .route("/resume", post(resume))
         .route("/projects/{id}/subscribe", post(subscribe))
         .route("/projects/{id}/priority", post(priority))
-        .route("/projects/{id}/export", post(export));
+        .route("/projects/{id}/export", post(export))
+        .route("/projects/{id}/urls", get(urls));
     #[cfg(debug_assertions)]
     let router = router.route("/debug/gossip", post(debug_gossip));
     router
@@ -176,8 +185,47 @@ fn unavailable(e: anyhow::Error) -> Response {
     error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
 }
 
+/// `/status`: the actor's view, plus (additively) the crawler's `urls` counters by class and
+/// its `network` health, when this node crawls.
 async fn status(State(s): State<AppState>) -> Response {
-    s.client.status().await.map_or_else(unavailable, |v| Json(v).into_response())
+    let view = match s.client.status().await {
+        Ok(v) => v,
+        Err(e) => return unavailable(e),
+    };
+    let Some(crawler) = &s.crawler else { return Json(view).into_response() };
+    let mut v = match serde_json::to_value(&view) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("urls".into(), serde_json::json!(crawler.url_counts()));
+        obj.insert("network".into(), serde_json::json!(crawler.network_health()));
+    }
+    Json(v).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct UrlsParams {
+    failed: Option<bool>,
+}
+
+/// `/projects/{id}/urls`: each URL of the project's done chunks with its class and reason,
+/// from the signed receipts; `?failed=true` lists only those not archived.
+async fn urls(
+    State(s): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+    Query(p): Query<UrlsParams>,
+) -> Response {
+    let project = match project_id(&id) {
+        Ok(p) => p,
+        Err(msg) => return bad_request(msg),
+    };
+    match s.client.url_outcomes(project, p.failed.unwrap_or(false)).await {
+        Err(e) => unavailable(e),
+        Ok(Err(msg)) if msg.starts_with("no project") => error(StatusCode::NOT_FOUND, msg),
+        Ok(Err(msg)) => error(StatusCode::SERVICE_UNAVAILABLE, msg),
+        Ok(Ok(list)) => Json(list).into_response(),
+    }
 }
 
 async fn peers(State(s): State<AppState>) -> Response {
@@ -452,7 +500,8 @@ async fn metrics(State(s): State<AppState>) -> Response {
         Ok(v) => v,
         Err(e) => return unavailable(e),
     };
-    match crate::metrics::render(&status) {
+    let urls = s.crawler.as_ref().map(|c| c.url_counts());
+    match crate::metrics::render(&status, urls.as_ref()) {
         Ok(text) => (
             [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
             text,

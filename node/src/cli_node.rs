@@ -186,7 +186,7 @@ async fn run(cfg: Config, key: starling_protocol::Keypair, store: Store) -> Resu
     );
 
     let (stop_api_tx, stop_api_rx) = tokio::sync::oneshot::channel::<()>();
-    let api = api.with_fetcher(seed_parts.fetcher.clone());
+    let api = api.with_fetcher(seed_parts.fetcher.clone()).with_crawler(runners.crawler().cloned());
     let api_task = tokio::spawn(api.serve(async {
         let _ = stop_api_rx.await;
     }));
@@ -272,7 +272,8 @@ pub struct NodeDirArgs {
 }
 
 impl NodeDirArgs {
-    fn client(&self) -> Result<ApiClient> {
+    /// The control API client of the node in this data dir.
+    pub fn client(&self) -> Result<ApiClient> {
         ApiClient::from_data_dir(&resolve_data_dir(self.data_dir.as_deref())?)
     }
 }
@@ -295,7 +296,11 @@ pub fn status(args: StatusArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    let s: StatusView = client.get_json("/status")?;
+    let raw: serde_json::Value = client.get_json("/status")?;
+    let urls: Option<crate::crawl::stats::UrlCounts> =
+        raw.get("urls").and_then(|u| serde_json::from_value(u.clone()).ok());
+    let network_down = raw.pointer("/network/down").and_then(serde_json::Value::as_bool);
+    let s: StatusView = serde_json::from_value(raw)?;
     let rejected: u64 =
         s.engine.rejected.iter().filter(|(k, _)| **k != Reject::Duplicate).map(|(_, v)| v).sum();
     println!("node      {}", s.node_id);
@@ -308,6 +313,15 @@ pub fn status(args: StatusArgs) -> Result<()> {
         s.items.open, s.items.held, s.items.done, s.items.failed
     );
     println!("holding   {}", s.holding);
+    if let Some(u) = urls {
+        println!(
+            "urls      {} ok, {} refused, {} disallowed, {} transient",
+            u.ok, u.refused, u.disallowed, u.transient
+        );
+    }
+    if network_down == Some(true) {
+        println!("NETWORK   down: every recent fetch failed to connect or resolve");
+    }
     println!("messages  {} accepted, {} refused", s.engine.accepted, rejected);
     for a in &s.listen {
         println!("listen    {a}");

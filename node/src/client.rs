@@ -57,6 +57,8 @@ pub enum Command {
     Priority(ProjectId, i8, oneshot::Sender<Result<Outcome, String>>),
     /// What an export of a project needs: its done crawl results and who holds each.
     ExportPlan(ProjectId, oneshot::Sender<Result<Vec<crate::seed::node::ExportPlanItem>, String>>),
+    /// The URL outcomes of a project's done crawl chunks (only failed ones when set).
+    UrlOutcomes(ProjectId, bool, oneshot::Sender<Result<Vec<crate::urls::UrlOutcomeView>, String>>),
     /// Gossip raw bytes without validation (debug builds only, for rejection tests).
     #[cfg(debug_assertions)]
     RawGossip { topic: String, bytes: Vec<u8>, reply: oneshot::Sender<Result<Outcome, String>> },
@@ -160,6 +162,16 @@ impl Client {
         project: ProjectId,
     ) -> Result<Result<Vec<crate::seed::node::ExportPlanItem>, String>> {
         self.ask(|r| Command::ExportPlan(project, r)).await
+    }
+
+    /// The URL outcomes of `project`'s done crawl chunks; with `failed_only`, only the URLs
+    /// that were not archived.
+    pub async fn url_outcomes(
+        &self,
+        project: ProjectId,
+        failed_only: bool,
+    ) -> Result<Result<Vec<crate::urls::UrlOutcomeView>, String>> {
+        self.ask(|r| Command::UrlOutcomes(project, failed_only, r)).await
     }
 
     /// Gossips raw bytes on `topic` without validation (debug builds only).

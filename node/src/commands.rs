@@ -75,6 +75,9 @@ impl Actor {
             Command::ExportPlan(project, reply) => {
                 let _ = reply.send(self.export_plan(&project));
             }
+            Command::UrlOutcomes(project, failed_only, reply) => {
+                let _ = reply.send(self.url_outcomes(&project, failed_only));
+            }
             #[cfg(debug_assertions)]
             Command::RawGossip { topic, bytes, reply } => {
                 let t = libp2p::gossipsub::IdentTopic::new(topic.clone());

@@ -33,6 +33,7 @@ pub mod tcp;
 #[cfg(any(debug_assertions, feature = "test-runner"))]
 pub mod test_runner;
 pub mod torrent;
+pub mod urls;
 
 /// The control API's JSON shapes (they live with the dashboard that reads them).
 pub use starling_tui::api as views;

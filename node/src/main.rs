@@ -23,6 +23,9 @@ enum Cmd {
     Dash(starling_tui::DashArgs),
     /// Write a project's WARC files and a CDX index into a directory, fetching missing ones.
     Export(cli_node::ExportArgs),
+    /// List the URLs of a project's done chunks with their outcome (`--failed`: only those
+    /// not archived).
+    Urls(starling_node::urls::UrlsArgs),
     /// Send signed manifests and batches into the mesh through the local node.
     Publish(cli_node::PublishArgs),
     /// Project owner's tools: keys, manifests, signed batches of work, trust.
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         Cmd::Dash(args) => starling_tui::run(args),
         Cmd::Publish(args) => cli_node::publish(args),
         Cmd::Export(args) => cli_node::export(args),
+        Cmd::Urls(args) => starling_node::urls::run(args),
         Cmd::Project(cmd) => starling_node::project::run(cmd),
         Cmd::Sim(args) => starling_sim::run(*args),
         Cmd::Demo(args) => starling_node::demo::run(args),

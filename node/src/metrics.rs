@@ -59,8 +59,11 @@ fn gauges<'a>(
     r.register(name, help, f);
 }
 
-/// Renders a status as metrics text.
-pub fn render(s: &StatusView) -> Result<String, std::fmt::Error> {
+/// Renders a status as metrics text, with the crawler's URL counters when it crawls.
+pub fn render(
+    s: &StatusView,
+    urls: Option<&crate::crawl::stats::UrlCounts>,
+) -> Result<String, std::fmt::Error> {
     let mut r = Registry::with_prefix("starling");
     let i = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     gauges(
@@ -98,6 +101,15 @@ pub fn render(s: &StatusView) -> Result<String, std::fmt::Error> {
         "status",
         s.fetch.by_status.iter().map(|(k, v)| (k.as_str(), *v)),
     );
+    if let Some(u) = urls {
+        counters(
+            &mut r,
+            "urls",
+            "URLs of crawled chunks by final outcome (ok, refused, disallowed, transient)",
+            "outcome",
+            u.labelled(),
+        );
+    }
     counter(&mut r, "fetch_bytes", "Response body bytes received", s.fetch.bytes_down);
     counter(
         &mut r,

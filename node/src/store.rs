@@ -220,6 +220,14 @@ impl Store {
         Ok(out)
     }
 
+    /// The stored proof of `item`'s state (claim, receipt, failure or release), if any.
+    pub fn proof(&self, item: &ItemId) -> Result<Option<Envelope>, StoreError> {
+        let txn = self.db.begin_read().map_err(io)?;
+        let table = txn.open_table(ITEM_PROOFS).map_err(io)?;
+        let Some(v) = table.get(item.as_bytes()).map_err(io)? else { return Ok(None) };
+        Envelope::from_file_bytes(v.value()).map(Some).map_err(io)
+    }
+
     /// Everything needed to restore the engine; records that no longer decode are skipped.
     pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
         let txn = self.db.begin_read().map_err(io)?;

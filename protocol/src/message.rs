@@ -180,8 +180,79 @@ pub const PART_REASON_MAX: usize = 160;
 pub struct PartOutcome {
     /// The final HTTP status, or 0 when no response came.
     pub status: u16,
-    /// Why the part failed; `None` when it was archived.
-    pub failure: Option<String>,
+    /// Why the part did not make it, and what kind of trouble it was; `None` when archived.
+    pub failure: Option<PartFailure>,
+}
+
+/// What kind of outcome a part had. On the wire a single small integer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(into = "u8", try_from = "u8")]
+#[repr(u8)]
+pub enum PartClass {
+    /// Fetched and archived, whatever the final HTTP status.
+    Ok = 0,
+    /// Refused by policy: out of scope, the SSRF guard, a scheme not fetched, a size cap.
+    Refused = 1,
+    /// Disallowed by a robots.txt that was actually read.
+    Disallowed = 2,
+    /// Still failing after retries for a reason that may pass (timeouts, 5xx, 429, network
+    /// errors, robots.txt unreachable). A holder only signs this when it gives up on a part
+    /// for good, which the crawler avoids: it fails the whole item as retryable instead.
+    Transient = 3,
+}
+
+impl PartClass {
+    /// A short lowercase name, as the control API and the command line show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            PartClass::Ok => "ok",
+            PartClass::Refused => "refused",
+            PartClass::Disallowed => "disallowed",
+            PartClass::Transient => "transient",
+        }
+    }
+}
+
+impl From<PartClass> for u8 {
+    fn from(c: PartClass) -> u8 {
+        c as u8
+    }
+}
+
+impl TryFrom<u8> for PartClass {
+    type Error = String;
+    fn try_from(v: u8) -> Result<Self, Self::Error> {
+        match v {
+            0 => Ok(PartClass::Ok),
+            1 => Ok(PartClass::Refused),
+            2 => Ok(PartClass::Disallowed),
+            3 => Ok(PartClass::Transient),
+            other => Err(format!("unknown part class {other}")),
+        }
+    }
+}
+
+/// Why a part was not archived: its class and a short reason. On the wire a pair
+/// `[class, reason]`, two bytes more than the bare reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "(PartClass, String)", from = "(PartClass, String)")]
+pub struct PartFailure {
+    /// What kind of trouble (never [`PartClass::Ok`] in a valid receipt).
+    pub class: PartClass,
+    /// What happened, at most [`PART_REASON_MAX`] bytes.
+    pub reason: String,
+}
+
+impl From<PartFailure> for (PartClass, String) {
+    fn from(f: PartFailure) -> Self {
+        (f.class, f.reason)
+    }
+}
+
+impl From<(PartClass, String)> for PartFailure {
+    fn from((class, reason): (PartClass, String)) -> Self {
+        Self { class, reason }
+    }
 }
 
 impl PartOutcome {
@@ -190,13 +261,25 @@ impl PartOutcome {
         Self { status, failure: None }
     }
 
-    /// A part that failed, with the reason cut to [`PART_REASON_MAX`] bytes.
-    pub fn failed(status: u16, reason: &str) -> Self {
+    /// A part that was not archived, its reason cut to [`PART_REASON_MAX`] bytes.
+    pub fn failed(status: u16, failure: &PartFailure) -> Self {
+        let reason = &failure.reason;
         let mut cut = reason.len().min(PART_REASON_MAX);
         while !reason.is_char_boundary(cut) {
             cut -= 1;
         }
-        Self { status, failure: Some(reason[..cut].to_string()) }
+        let failure = PartFailure { class: failure.class, reason: reason[..cut].to_string() };
+        Self { status, failure: Some(failure) }
+    }
+
+    /// A part that was not archived, of `class`, for `reason` (cut like [`Self::failed`]).
+    pub fn not_archived(status: u16, class: PartClass, reason: &str) -> Self {
+        Self::failed(status, &PartFailure { class, reason: reason.to_owned() })
+    }
+
+    /// Its class: [`PartClass::Ok`] when archived.
+    pub fn class(&self) -> PartClass {
+        self.failure.as_ref().map_or(PartClass::Ok, |f| f.class)
     }
 }
 
@@ -204,14 +287,20 @@ impl Validate for Receipt {
     fn validate(&self) -> Result<(), DecodeError> {
         check_len("parts", self.parts.len(), crate::item::CHUNK_URLS_MAX)?;
         for p in &self.parts {
-            check_len("part reason", p.failure.as_ref().map_or(0, String::len), PART_REASON_MAX)?;
+            let Some(f) = &p.failure else { continue };
+            check_len("part reason", f.reason.len(), PART_REASON_MAX)?;
+            if f.class == PartClass::Ok {
+                return Err(DecodeError::Invalid("part failure classed ok"));
+            }
         }
         self.claim.validate()
     }
 }
 impl Signable for Receipt {
     const KIND: &'static str = "receipt";
-    const MAX_BODY_BYTES: usize = 1024 + crate::item::CHUNK_URLS_MAX * (PART_REASON_MAX + 16);
+    // Per part: the map keys and status (~21 bytes), the pair header and class (2), the
+    // reason's length (2) and the reason itself.
+    const MAX_BODY_BYTES: usize = 1024 + crate::item::CHUNK_URLS_MAX * (PART_REASON_MAX + 32);
 }
 
 /// Longest failure reason, in bytes.
@@ -431,5 +520,55 @@ impl SyncDelta {
     /// Decodes a peer's delta.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
         wire::decode(bytes, Self::MAX_BYTES)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn receipt(parts: Vec<PartOutcome>) -> Signed<Receipt> {
+        let key = crate::engine::test_keypair(1);
+        let claim =
+            Claim { item: ItemId([1; 32]), epoch: 1, at_ms: 1, lease_until_ms: 9, since_ms: 1 };
+        let r = Receipt {
+            claim: Signed::sign(&key, &claim),
+            result: Digest([2; 32]),
+            size: 1,
+            ok: 0,
+            failed: parts.len() as u32,
+            at_ms: 5,
+            parts,
+        };
+        Signed::sign(&key, &r)
+    }
+
+    #[test]
+    fn each_part_class_round_trips_and_a_full_receipt_fits() {
+        let classes = [PartClass::Refused, PartClass::Disallowed, PartClass::Transient];
+        let mut parts = vec![PartOutcome::ok(404)];
+        parts.extend(classes.iter().map(|c| PartOutcome::not_archived(0, *c, c.name())));
+        let back = receipt(parts.clone()).verify().expect("verifies");
+        assert_eq!(back.parts, parts);
+        assert_eq!(back.parts.iter().map(PartOutcome::class).collect::<Vec<_>>()[1..], classes);
+        // The worst honest receipt: every URL with the longest reason and a 3-digit status.
+        let long = "é".repeat(PART_REASON_MAX);
+        let worst: Vec<PartOutcome> = (0..crate::item::CHUNK_URLS_MAX)
+            .map(|_| PartOutcome::not_archived(599, PartClass::Transient, &long))
+            .collect();
+        assert_eq!(worst[0].failure.as_ref().map(|f| f.reason.len()), Some(PART_REASON_MAX));
+        receipt(worst).verify().expect("a receipt of the largest size decodes");
+    }
+
+    #[test]
+    fn unknown_classes_and_an_ok_failure_are_refused() {
+        assert!(PartClass::try_from(4).is_err());
+        let bad = receipt(vec![PartOutcome::not_archived(0, PartClass::Ok, "nothing wrong")]);
+        assert!(bad.verify().is_err(), "a failure classed ok is invalid");
+        let mut bytes = wire::encode(&PartOutcome::not_archived(0, PartClass::Refused, "x"));
+        let at = bytes.iter().position(|b| *b == 1).expect("class byte");
+        bytes[at] = 9;
+        let undecodable = ciborium::de::from_reader::<PartOutcome, _>(bytes.as_slice());
+        assert!(undecodable.is_err(), "class 9 does not decode");
     }
 }

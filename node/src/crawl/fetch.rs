@@ -1,6 +1,7 @@
 //! Fetching one URL of a chunk: scope, SSRF and robots checks, the host's limits, retries with
 //! backoff, redirects followed by hand (each hop checked like the first request), and the
-//! capture of each answer for the WARC writer.
+//! capture of each answer for the WARC writer. Each URL ends in an [`Outcome`] whose class
+//! says whether trying again could help.
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -14,9 +15,12 @@ use starling_protocol::{ProjectManifest, RobotsPolicy};
 use tokio::sync::mpsc;
 use url::Url;
 
-use super::robots::{ROBOTS_BYTES_MAX, Robots};
+use super::robots::{
+    ROBOTS_BYTES_MAX, ROBOTS_REDIRECTS_MAX, Robots, RobotsAnswer, RobotsVerdict, UNREACHABLE,
+    answer_for,
+};
 use super::warc::Capture;
-use super::{Crawler, Outcome, ROBOTS_FAIL_TTL, ROBOTS_TTL, WriterMsg, guard};
+use super::{Crawler, Outcome, ROBOTS_TTL, WriterMsg, guard};
 
 /// Body bytes kept in memory per fetch before spilling to a temp file.
 pub const SPOOL_MEM_BYTES: usize = 256 * 1024;
@@ -47,8 +51,8 @@ enum Sent {
     },
     /// No answer, but one may come later (timeout, connection trouble).
     Retryable(String),
-    /// No answer, and asking again will not help.
-    Fatal(String),
+    /// No answer, and asking again here and now will not help: the URL ends with this.
+    Fatal(Outcome),
 }
 
 impl Sent {
@@ -58,7 +62,8 @@ impl Sent {
             Sent::Answer { status, .. } => status.as_u16().to_string(),
             Sent::Retryable(reason) if reason.contains("timed out") => "timeout".into(),
             Sent::Retryable(_) => "error".into(),
-            Sent::Fatal(_) => "refused".into(),
+            Sent::Fatal(Outcome::Refused { .. }) => "refused".into(),
+            Sent::Fatal(_) => "error".into(),
         }
     }
 }
@@ -88,60 +93,61 @@ impl<'a> ChunkJob<'a> {
         url: &str,
         tx: &mpsc::Sender<WriterMsg>,
     ) -> Outcome {
-        let failed = |reason: String| Outcome::Failed { reason };
+        let refused = |reason: String| Outcome::Refused { reason };
         let mut current = match Url::parse(url) {
             Ok(u) => u,
-            Err(e) => return failed(format!("bad url: {e}")),
+            Err(e) => return refused(format!("bad url: {e}")),
         };
         let redirects_max = self.crawler.config.redirects_max;
         for hop in 0..=redirects_max {
             if let Err(reason) = self.admissible(&current) {
-                return failed(if hop == 0 { reason } else { format!("redirect: {reason}") });
+                return refused(if hop == 0 { reason } else { format!("redirect {reason}") });
             }
             if self.manifest.robots == RobotsPolicy::Obey
-                && let Err(reason) = self.robots_allow(&current).await
+                && let Err(outcome) = self.robots_allow(&current).await
             {
-                return failed(reason);
+                return outcome;
             }
             let (status, location) = match self.fetch_with_retries(origin, &current, tx).await {
                 Ok(answer) => answer,
-                Err(reason) => return failed(reason),
+                Err(outcome) => return outcome,
             };
             match location {
                 Some(loc) if status.is_redirection() => {
                     if hop == redirects_max {
-                        return failed(format!("more than {redirects_max} redirects"));
+                        return refused(format!("refused: more than {redirects_max} redirects"));
                     }
                     current = match current.join(&loc) {
                         Ok(next) => next,
-                        Err(e) => return failed(format!("bad redirect location: {e}")),
+                        Err(e) => return refused(format!("bad redirect location: {e}")),
                     };
                 }
                 _ => return Outcome::Ok { status: status.as_u16(), redirects: hop },
             }
         }
-        failed(format!("more than {redirects_max} redirects"))
+        refused(format!("refused: more than {redirects_max} redirects"))
     }
 
     /// Scheme, scope and (for IP literals) the SSRF guard.
     fn admissible(&self, url: &Url) -> Result<(), String> {
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!("scheme {} not fetched", url.scheme()));
+            return Err(format!("refused: scheme {} not fetched", url.scheme()));
         }
-        let host = url.host_str().ok_or("url has no host")?.to_ascii_lowercase();
+        let host = url.host_str().ok_or("refused: url has no host")?.to_ascii_lowercase();
         if !in_scope(&host, &self.manifest.scope) {
-            return Err(format!("host {host} out of scope"));
+            return Err(format!("refused: host {host} out of scope"));
         }
-        guard::check_url(url, &self.crawler.guard).map_err(|r| r.to_string())
+        guard::check_url(url, &self.crawler.guard).map_err(|r| ssrf_reason(&r))
     }
 
-    /// Asks the host, retrying 429, 5xx and timeouts with backoff; the last answer is archived.
+    /// Asks the host, retrying 429, 5xx, timeouts and connection trouble with backoff; the
+    /// last answer is archived. What is still failing after the last attempt is transient.
     async fn fetch_with_retries(
         &self,
         origin: usize,
         url: &Url,
         tx: &mpsc::Sender<WriterMsg>,
-    ) -> Result<(StatusCode, Option<String>), String> {
+    ) -> Result<(StatusCode, Option<String>), Outcome> {
         let config = &self.crawler.config;
         let host_name = url.host_str().unwrap_or_default().to_ascii_lowercase();
         let attempts = config.attempts_max.max(1);
@@ -153,7 +159,7 @@ impl<'a> ChunkJob<'a> {
                 self.crawler.stats.waited_for_rate_limit();
             }
             let Ok(_fetch) = self.crawler.fetches.acquire().await else {
-                return Err("crawler shut down".into());
+                return Err(Outcome::Transient { reason: "crawler shut down".into() });
             };
             let final_try = attempt == attempts;
             let sent = self.send(origin, url, final_try, tx).await;
@@ -164,7 +170,8 @@ impl<'a> ChunkJob<'a> {
                         host.succeeded();
                         if truncated {
                             let max = self.manifest.caps.response_bytes_max;
-                            return Err(format!("body over {max} bytes, truncated"));
+                            let reason = format!("refused: body over {max} bytes, truncated");
+                            return Err(Outcome::Refused { reason });
                         }
                         return Ok((status, location));
                     }
@@ -176,10 +183,10 @@ impl<'a> ChunkJob<'a> {
                     host.refused(None, &config.backoff);
                     last = reason;
                 }
-                Sent::Fatal(reason) => return Err(reason),
+                Sent::Fatal(outcome) => return Err(outcome),
             }
         }
-        Err(format!("{last} after {attempts} attempts"))
+        Err(Outcome::Transient { reason: format!("{last} after {attempts} attempts") })
     }
 
     /// Sends one request and, unless it is a refusal to be retried, streams the answer to the
@@ -203,9 +210,10 @@ impl<'a> ChunkJob<'a> {
             .send();
         let mut resp = match tokio::time::timeout(config.response_timeout, sending).await {
             Err(_) => return Sent::Retryable("timed out".into()),
-            Ok(Err(e)) => return classify(&e),
+            Ok(Err(e)) => return self.request_failed(url, &e),
             Ok(Ok(r)) => r,
         };
+        self.crawler.net.answered();
         let status = resp.status();
         let retry_after = resp
             .headers()
@@ -237,7 +245,7 @@ impl<'a> ChunkJob<'a> {
             truncated,
         };
         if tx.send(WriterMsg::Capture { origin, capture }).await.is_err() {
-            return Sent::Fatal("warc writer stopped".into());
+            return Sent::Fatal(Outcome::Transient { reason: "warc writer stopped".into() });
         }
         Sent::Answer { status, location, retry_after, truncated }
     }
@@ -266,7 +274,8 @@ impl<'a> ChunkJob<'a> {
             self.crawler.spend_bandwidth(take).await;
             let part = &chunk[..take];
             if let Err(e) = spool.write_all(part) {
-                return Err(Sent::Fatal(format!("cannot buffer body: {e}")));
+                let reason = format!("cannot buffer body: {e}");
+                return Err(Sent::Fatal(Outcome::Transient { reason }));
             }
             payload.update(part);
             block.update(part);
@@ -279,55 +288,144 @@ impl<'a> ChunkJob<'a> {
         Ok((spool, len, payload.finalize().into(), block.finalize().into(), truncated))
     }
 
-    /// Whether robots.txt lets this job fetch `url` (fetched once per origin and agent).
-    async fn robots_allow(&self, url: &Url) -> Result<(), String> {
+    /// Whether robots.txt lets this job fetch `url` (asked once per origin and agent, and
+    /// again once an unreachable answer is forgotten). `Err` is the URL's outcome.
+    async fn robots_allow(&self, url: &Url) -> Result<(), Outcome> {
         let origin = url.origin().ascii_serialization();
         let cell = self.crawler.robots_cell(&origin, &self.agent_token);
-        let (robots, _) = cell.get_or_init(|| self.fetch_robots(url)).await;
+        let (verdict, _) = cell.get_or_init(|| self.fetch_robots(url, &origin)).await;
+        let robots = match &**verdict {
+            RobotsVerdict::Rules(r) => r,
+            RobotsVerdict::Unreachable(reason) => {
+                return Err(Outcome::Transient { reason: reason.clone() });
+            }
+            RobotsVerdict::Refused(reason) => {
+                return Err(Outcome::Refused { reason: reason.clone() });
+            }
+        };
         let path = match url.query() {
             Some(q) => format!("{}?{q}", url.path()),
             None => url.path().to_owned(),
         };
-        if robots.allows(&path) { Ok(()) } else { Err("disallowed by robots.txt".into()) }
+        if robots.allows(&path) {
+            Ok(())
+        } else {
+            Err(Outcome::Disallowed { reason: "disallowed by robots.txt".into() })
+        }
     }
 
-    /// Fetches and parses robots.txt for `url`'s origin, under the host's limits. Missing
-    /// (4xx) allows all; unreachable (5xx, network) disallows all for a short while.
-    async fn fetch_robots(&self, url: &Url) -> (Arc<Robots>, Instant) {
-        let unreachable = (Arc::new(Robots::disallow_all()), Instant::now() + ROBOTS_FAIL_TTL);
-        let Ok(robots_url) = url.join("/robots.txt") else { return unreachable };
-        let host_name = url.host_str().unwrap_or_default().to_ascii_lowercase();
-        let host = self.crawler.hosts.get(&host_name, self.manifest.rate);
-        let (_slot, waited) = host.acquire().await;
-        if waited {
-            self.crawler.stats.waited_for_rate_limit();
-        }
-        let Ok(_fetch) = self.crawler.fetches.acquire().await else { return unreachable };
-        let sending = self
-            .crawler
-            .client
-            .get(robots_url.as_str())
-            .header(USER_AGENT, &self.user_agent)
-            .send();
-        let mut resp =
-            match tokio::time::timeout(self.crawler.config.response_timeout, sending).await {
-                Ok(Ok(r)) => r,
-                _ => return unreachable,
+    /// Asks for robots.txt for `url`'s origin and says how long the answer holds: a verdict
+    /// from the rules for [`ROBOTS_TTL`], an unreachable or refused one only for the short
+    /// fail TTL.
+    async fn fetch_robots(&self, url: &Url, origin: &str) -> (Arc<RobotsVerdict>, Instant) {
+        let verdict = self.read_robots(url).await;
+        let ttl = match &verdict {
+            RobotsVerdict::Rules(_) => ROBOTS_TTL,
+            RobotsVerdict::Unreachable(reason) => {
+                tracing::info!(origin, reason, "robots.txt unreachable; the host's urls wait");
+                self.crawler.config.robots_fail_ttl
+            }
+            RobotsVerdict::Refused(_) => self.crawler.config.robots_fail_ttl,
+        };
+        (Arc::new(verdict), Instant::now() + ttl)
+    }
+
+    /// Reads robots.txt under the host's limits, following up to [`ROBOTS_REDIRECTS_MAX`]
+    /// redirects (each hop checked by the SSRF guard), and judges the answer per RFC 9309.
+    async fn read_robots(&self, url: &Url) -> RobotsVerdict {
+        let config = &self.crawler.config;
+        let unreachable = |why: &str| RobotsVerdict::Unreachable(format!("{UNREACHABLE}: {why}"));
+        let Ok(mut target) = url.join("/robots.txt") else {
+            return RobotsVerdict::Refused("refused: no robots.txt url for this host".into());
+        };
+        for _hop in 0..=ROBOTS_REDIRECTS_MAX {
+            if let Err(r) = guard::check_url(&target, &self.crawler.guard) {
+                return RobotsVerdict::Refused(format!("robots.txt {}", ssrf_reason(&r)));
+            }
+            if !matches!(target.scheme(), "http" | "https") {
+                // Redirected somewhere we do not fetch: unavailable, which allows all.
+                return RobotsVerdict::Rules(Robots::allow_all());
+            }
+            let host_name = target.host_str().unwrap_or_default().to_ascii_lowercase();
+            let host = self.crawler.hosts.get(&host_name, self.manifest.rate);
+            let (_slot, waited) = host.acquire().await;
+            if waited {
+                self.crawler.stats.waited_for_rate_limit();
+            }
+            let Ok(_fetch) = self.crawler.fetches.acquire().await else {
+                return unreachable("crawler shut down");
             };
-        let status = resp.status();
-        if is_refusal(status) {
-            let retry_after = resp
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| super::hosts::parse_retry_after(v, SystemTime::now()));
-            host.refused(retry_after, &self.crawler.config.backoff);
-            return unreachable;
+            let sending = self
+                .crawler
+                .client
+                .get(target.as_str())
+                .header(USER_AGENT, &self.user_agent)
+                .send();
+            let mut resp = match tokio::time::timeout(config.response_timeout, sending).await {
+                Err(_) => {
+                    host.refused(None, &config.backoff);
+                    return unreachable("timed out");
+                }
+                Ok(Err(e)) => {
+                    return match self.request_failed(&target, &e) {
+                        Sent::Fatal(Outcome::Refused { reason }) => {
+                            RobotsVerdict::Refused(format!("robots.txt {reason}"))
+                        }
+                        Sent::Fatal(o) => unreachable(o.reason().unwrap_or("error")),
+                        Sent::Retryable(why) => {
+                            host.refused(None, &config.backoff);
+                            unreachable(&why)
+                        }
+                        Sent::Answer { .. } => unreachable("error"),
+                    };
+                }
+                Ok(Ok(r)) => r,
+            };
+            self.crawler.net.answered();
+            let status = resp.status();
+            self.crawler.stats.fetched(&status.as_u16().to_string());
+            match answer_for(status.as_u16()) {
+                RobotsAnswer::AllowAll => {
+                    host.succeeded();
+                    return RobotsVerdict::Rules(Robots::allow_all());
+                }
+                RobotsAnswer::Unreachable => {
+                    let retry_after = resp
+                        .headers()
+                        .get(RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| super::hosts::parse_retry_after(v, SystemTime::now()));
+                    host.refused(retry_after, &config.backoff);
+                    return unreachable(&status.as_u16().to_string());
+                }
+                RobotsAnswer::Follow => {
+                    host.succeeded();
+                    let next = resp
+                        .headers()
+                        .get(LOCATION)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|loc| target.join(loc).ok());
+                    match next {
+                        Some(next) => target = next,
+                        // A redirect to nowhere: unavailable, which allows all.
+                        None => return RobotsVerdict::Rules(Robots::allow_all()),
+                    }
+                }
+                RobotsAnswer::Parse => {
+                    host.succeeded();
+                    return match self.robots_body(&mut resp).await {
+                        Ok(text) => RobotsVerdict::Rules(Robots::parse(&text, &self.agent_token)),
+                        Err(why) => unreachable(&why),
+                    };
+                }
+            }
         }
-        let fresh = Instant::now() + ROBOTS_TTL;
-        if !status.is_success() {
-            return (Arc::new(Robots::allow_all()), fresh);
-        }
+        // RFC 9309 §2.3.1.2: past the redirect limit the file may be taken as unavailable.
+        RobotsVerdict::Rules(Robots::allow_all())
+    }
+
+    /// Reads a robots.txt body, up to [`ROBOTS_BYTES_MAX`] (the rest is ignored).
+    async fn robots_body(&self, resp: &mut reqwest::Response) -> Result<String, String> {
         let mut text = Vec::new();
         while text.len() < ROBOTS_BYTES_MAX {
             match tokio::time::timeout(self.crawler.config.read_timeout, resp.chunk()).await {
@@ -335,25 +433,82 @@ impl<'a> ChunkJob<'a> {
                     text.extend_from_slice(&c[..c.len().min(ROBOTS_BYTES_MAX - text.len())])
                 }
                 Ok(Ok(None)) => break,
-                _ => return unreachable,
+                Ok(Err(e)) => {
+                    let why = short_io_reason(&e).map_or_else(|| root_cause(&e), str::to_owned);
+                    return Err(format!("reading it: {why}"));
+                }
+                Err(_) => return Err("timed out reading it".into()),
             }
         }
-        (Arc::new(Robots::parse(&String::from_utf8_lossy(&text), &self.agent_token)), fresh)
+        Ok(String::from_utf8_lossy(&text).into_owned())
+    }
+
+    /// Sorts a failed request and tells the network-health watch about it.
+    fn request_failed(&self, url: &Url, e: &reqwest::Error) -> Sent {
+        let sent = classify(e);
+        if matches!(sent, Sent::Retryable(_)) && e.is_connect() {
+            self.crawler.net.connect_failed(url.host_str().unwrap_or_default());
+        }
+        sent
     }
 }
 
-/// Sorts a client error into retryable or not; an SSRF refusal from the resolver is fatal.
+/// The reason for a URL the SSRF guard refused.
+fn ssrf_reason(r: &guard::Refused) -> String {
+    format!("refused: {} is a {} address, not allowed by the SSRF guard", r.target, r.why)
+}
+
+/// Sorts a client error: an SSRF refusal from the resolver is a refusal by policy; anything
+/// else (timeouts, connect and resolve errors, a connection cut mid-answer) may pass.
 fn classify(e: &reqwest::Error) -> Sent {
     if let Some(r) = guard::find_refusal(e) {
-        return Sent::Fatal(r.to_string());
+        return Sent::Fatal(Outcome::Refused { reason: ssrf_reason(r) });
     }
     if e.is_timeout() {
         return Sent::Retryable("timed out".into());
     }
     if e.is_connect() {
-        return Sent::Retryable(format!("cannot connect: {}", root_cause(e)));
+        return Sent::Retryable(net_reason(e));
     }
-    Sent::Fatal(format!("http error: {}", root_cause(e)))
+    Sent::Retryable(format!(
+        "http error: {}",
+        short_io_reason(e).map_or_else(|| root_cause(e), str::to_owned)
+    ))
+}
+
+/// A short reason for a failed connection: "connection refused" rather than a chain of
+/// wrappers.
+fn net_reason(e: &(dyn std::error::Error + 'static)) -> String {
+    match short_io_reason(e) {
+        Some(short) => short.into(),
+        None => format!("cannot connect: {}", root_cause(e)),
+    }
+}
+
+/// The kind of the first I/O error in `e`'s chain, when it is a common network failure.
+fn short_io_reason(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    use std::io::ErrorKind;
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            let short = match io.kind() {
+                ErrorKind::ConnectionRefused => "connection refused",
+                ErrorKind::ConnectionReset => "connection reset",
+                ErrorKind::ConnectionAborted => "connection aborted",
+                ErrorKind::TimedOut => "timed out",
+                ErrorKind::HostUnreachable => "host unreachable",
+                ErrorKind::NetworkUnreachable => "network unreachable",
+                ErrorKind::AddrNotAvailable => "address not available",
+                _ => {
+                    cur = err.source();
+                    continue;
+                }
+            };
+            return Some(short);
+        }
+        cur = err.source();
+    }
+    None
 }
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {

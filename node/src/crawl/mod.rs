@@ -8,11 +8,19 @@
 //! is addressed by the blake3 digest of the finished file. [`runner::CrawlRunner`] plugs this
 //! into the node's work runners.
 //!
+//! Every URL ends in one [`Outcome`]: archived, refused by policy, disallowed by a robots.txt
+//! that was read, or transient. Transient URLs are tried again inside the chunk
+//! ([`CrawlerConfig::url_rounds_max`]); a chunk that still has one is not a result
+//! ([`CrawlError::Transient`]): it goes back to the mesh as a retryable failure and its
+//! half-written file is removed. [`Crawler::network_down`] tells the node when its own network,
+//! not the sites, is the trouble.
+//!
 //! Operator caps live in [`CrawlerConfig`]: global fetch concurrency, a bandwidth cap and a
 //! disk cap that [`Crawler::over_disk_cap`] reports so the node can stop claiming crawl work.
 
 pub mod fetch;
 pub mod guard;
+pub mod health;
 pub mod hosts;
 pub mod robots;
 pub mod runner;
@@ -26,11 +34,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
+use starling_protocol::message::PartClass;
 use starling_protocol::{Digest, ItemId, NodeId, ProjectId, ProjectManifest};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use self::hosts::{BackoffPolicy, HostTable};
-use self::robots::Robots;
+use self::robots::RobotsVerdict;
 use self::warc::{Capture, Finished, WarcWriter};
 
 /// Captures queued for the WARC writer of one chunk.
@@ -39,8 +48,10 @@ pub const WRITER_QUEUE_CAP: usize = 16;
 pub const ROBOTS_CACHE_MAX: usize = 4_096;
 /// How long a fetched robots.txt is trusted.
 pub const ROBOTS_TTL: Duration = Duration::from_secs(3_600);
-/// How long an unreachable robots.txt blocks a host before it is asked again.
-pub const ROBOTS_FAIL_TTL: Duration = Duration::from_secs(60);
+/// How long an unreachable robots.txt defers a host's URLs before it is asked again (default).
+pub const ROBOTS_FAIL_TTL: Duration = Duration::from_secs(10);
+/// Most rounds of retrying a chunk's transient URLs an operator may set.
+pub const URL_ROUNDS_MAX: u32 = 16;
 /// Largest global fetch concurrency an operator may set.
 pub const FETCHES_MAX: usize = 1_024;
 
@@ -71,6 +82,11 @@ pub struct CrawlerConfig {
     pub attempts_max: u32,
     /// Redirects followed per URL.
     pub redirects_max: u32,
+    /// Rounds of retrying a chunk's transient URLs after the first pass, with backoff between
+    /// rounds (at most [`URL_ROUNDS_MAX`]).
+    pub url_rounds_max: u32,
+    /// How long an unreachable robots.txt is remembered before it is asked again.
+    pub robots_fail_ttl: Duration,
     /// Backoff and parking.
     pub backoff: BackoffPolicy,
 }
@@ -91,6 +107,8 @@ impl CrawlerConfig {
             read_timeout: Duration::from_secs(30),
             attempts_max: 4,
             redirects_max: 10,
+            url_rounds_max: 3,
+            robots_fail_ttl: ROBOTS_FAIL_TTL,
             backoff: BackoffPolicy {
                 base: Duration::from_secs(1),
                 max: Duration::from_secs(120),
@@ -127,6 +145,16 @@ pub enum CrawlError {
     /// The WARC writer stopped before finishing.
     #[error("warc writer stopped")]
     WriterGone,
+    /// Some URLs were still transient after every retry: the chunk is not a result.
+    #[error("{transient} of {urls} urls transient: {first}")]
+    Transient {
+        /// URLs still transient.
+        transient: usize,
+        /// URLs in the chunk.
+        urls: usize,
+        /// The first transient URL's reason.
+        first: String,
+    },
 }
 
 impl CrawlError {
@@ -143,18 +171,52 @@ impl CrawlError {
 /// What happened to one URL of a chunk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Archived; `status` is the final answer's status, after `redirects` hops.
+    /// Archived; `status` is the final answer's status (404 included), after `redirects` hops.
     Ok {
         /// HTTP status of the last response.
         status: u16,
         /// Redirects followed.
         redirects: u32,
     },
-    /// Not archived (or only in part), and why.
-    Failed {
-        /// A short reason.
+    /// Refused by policy: scope, the SSRF guard, scheme, size caps, too many redirects, a bad
+    /// URL. Final: another node would refuse it too.
+    Refused {
+        /// What the policy said.
         reason: String,
     },
+    /// Disallowed by a robots.txt that was actually read. Final.
+    Disallowed {
+        /// What the robots.txt said.
+        reason: String,
+    },
+    /// Not archived for a reason that may pass: timeouts, 5xx, 429, connection or resolve
+    /// errors, robots.txt unreachable. Never final: retried, then the chunk is given back.
+    Transient {
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+impl Outcome {
+    /// Its class, as the receipt and the counters file it.
+    pub fn class(&self) -> PartClass {
+        match self {
+            Outcome::Ok { .. } => PartClass::Ok,
+            Outcome::Refused { .. } => PartClass::Refused,
+            Outcome::Disallowed { .. } => PartClass::Disallowed,
+            Outcome::Transient { .. } => PartClass::Transient,
+        }
+    }
+
+    /// Why it was not archived; `None` when it was.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Outcome::Ok { .. } => None,
+            Outcome::Refused { reason }
+            | Outcome::Disallowed { reason }
+            | Outcome::Transient { reason } => Some(reason),
+        }
+    }
 }
 
 /// One URL and its outcome.
@@ -187,7 +249,9 @@ impl ChunkResult {
             .iter()
             .map(|o| match &o.outcome {
                 Outcome::Ok { status, .. } => PartOutcome::ok(*status),
-                Outcome::Failed { reason } => PartOutcome::failed(0, reason),
+                other => {
+                    PartOutcome::not_archived(0, other.class(), other.reason().unwrap_or_default())
+                }
             })
             .collect()
     }
@@ -214,7 +278,7 @@ pub struct ChunkRequest<'a> {
     pub urls: &'a [String],
 }
 
-type RobotsCell = Arc<tokio::sync::OnceCell<(Arc<Robots>, Instant)>>;
+type RobotsCell = Arc<tokio::sync::OnceCell<(Arc<RobotsVerdict>, Instant)>>;
 
 /// The node's crawler: one per node, shared by all crawl work.
 #[derive(Debug)]
@@ -229,6 +293,7 @@ pub struct Crawler {
     /// The disk cap in bytes; 0 for none. The operator may change it while the node runs.
     disk_bytes_max: std::sync::atomic::AtomicU64,
     stats: stats::CrawlStats,
+    net: health::NetHealth,
     robots: Mutex<HashMap<(String, String), RobotsCell>>,
 }
 
@@ -267,6 +332,7 @@ impl Crawler {
             bandwidth,
             disk_bytes_max: disk_bytes_max.into(),
             stats: stats::CrawlStats::default(),
+            net: health::NetHealth::default(),
             robots: Mutex::new(HashMap::new()),
         })
     }
@@ -286,6 +352,24 @@ impl Crawler {
         let mut v = self.stats.view();
         v.rate_limit_per_s = self.hosts.active_rate_per_s();
         v
+    }
+
+    /// URLs by the class of their final outcome, over every chunk this crawler ran.
+    pub fn url_counts(&self) -> stats::UrlCounts {
+        self.stats.urls()
+    }
+
+    /// Whether this node's network looks down: see [`health::NetHealth::down`] for the rule
+    /// (8 connect or resolve failures in a row over at least 2 hosts, no answer since).
+    /// The node should stop claiming crawl work while it holds; it clears by itself at the
+    /// next answer from any host.
+    pub fn network_down(&self) -> bool {
+        self.net.down()
+    }
+
+    /// The network-loss counters and the current failing streak.
+    pub fn network_health(&self) -> health::NetHealthView {
+        self.net.view()
     }
 
     /// The hosts the crawler knows, busiest first.
@@ -345,7 +429,21 @@ impl Crawler {
         let (tx, rx) = mpsc::channel(WRITER_QUEUE_CAP);
         let writing = tokio::task::spawn_blocking(move || write_loop(writer, rx));
 
-        let outcomes = self.fetch_all(&job, req.urls, &tx).await;
+        let outcomes = self.fetch_rounds(&job, req.urls, &tx).await;
+        let transient: Vec<&UrlOutcome> =
+            outcomes.iter().filter(|o| matches!(o.outcome, Outcome::Transient { .. })).collect();
+        if let Some(first) = transient.first() {
+            let err = CrawlError::Transient {
+                transient: transient.len(),
+                urls: outcomes.len(),
+                first: first.outcome.reason().unwrap_or_default().to_owned(),
+            };
+            self.count_urls(&outcomes);
+            // Without `Finish` the writer drops its temp file; wait so none is left behind.
+            drop(tx);
+            let _ = writing.await;
+            return Err(err);
+        }
         let (reply, finished) = oneshot::channel();
         tx.send(WriterMsg::Finish { outcomes, reply }).await.map_err(|_| CrawlError::WriterGone)?;
         drop(tx);
@@ -354,18 +452,74 @@ impl Crawler {
             .map_err(|_| CrawlError::WriterGone)?
             .map_err(CrawlError::io("write warc file"))?;
         let _ = writing.await;
+        self.count_urls(&outcomes);
         Ok(ChunkResult { digest: done.digest, size: done.size, path: done.path, outcomes })
     }
 
-    /// Fetches every URL: hosts side by side, each host's URLs up to its concurrency.
-    async fn fetch_all(
+    fn count_urls(&self, outcomes: &[UrlOutcome]) {
+        for o in outcomes {
+            self.stats.url_finished(o.outcome.class());
+        }
+    }
+
+    /// Fetches every URL, then tries the transient ones again for up to
+    /// [`CrawlerConfig::url_rounds_max`] rounds, backing off between rounds; a round after an
+    /// unreachable robots.txt waits at least until that answer is forgotten.
+    async fn fetch_rounds(
         &self,
         job: &fetch::ChunkJob<'_>,
         urls: &[String],
         tx: &mpsc::Sender<WriterMsg>,
     ) -> Vec<UrlOutcome> {
+        let all: Vec<usize> = (0..urls.len()).collect();
+        let mut outcomes: Vec<Outcome> =
+            vec![Outcome::Transient { reason: "not attempted".into() }; urls.len()];
+        for (i, o) in self.fetch_some(job, urls, &all, tx).await {
+            outcomes[i] = o;
+        }
+        for round in 1..=self.config.url_rounds_max.min(URL_ROUNDS_MAX) {
+            let pending: Vec<usize> = (0..urls.len())
+                .filter(|i| matches!(outcomes[*i], Outcome::Transient { .. }))
+                .collect();
+            if pending.is_empty() {
+                break;
+            }
+            let robots_waits = pending
+                .iter()
+                .any(|i| outcomes[*i].reason().is_some_and(|r| r.starts_with(robots::UNREACHABLE)));
+            let mut wait = hosts::backoff(round, &self.config.backoff);
+            if robots_waits {
+                wait = wait.max(self.config.robots_fail_ttl);
+            }
+            tracing::debug!(
+                round,
+                pending = pending.len(),
+                wait_ms = wait.as_millis() as u64,
+                "retrying transient urls"
+            );
+            tokio::time::sleep(wait).await;
+            for (i, o) in self.fetch_some(job, urls, &pending, tx).await {
+                outcomes[i] = o;
+            }
+        }
+        urls.iter()
+            .zip(outcomes)
+            .map(|(url, outcome)| UrlOutcome { url: url.clone(), outcome })
+            .collect()
+    }
+
+    /// Fetches the URLs at `indices`: hosts side by side, each host's URLs up to its
+    /// concurrency.
+    async fn fetch_some(
+        &self,
+        job: &fetch::ChunkJob<'_>,
+        urls: &[String],
+        indices: &[usize],
+        tx: &mpsc::Sender<WriterMsg>,
+    ) -> Vec<(usize, Outcome)> {
         let mut by_host: HashMap<String, Vec<usize>> = HashMap::new();
-        for (i, url) in urls.iter().enumerate() {
+        for &i in indices {
+            let url = &urls[i];
             let host = url::Url::parse(url)
                 .ok()
                 .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
@@ -381,19 +535,7 @@ impl Crawler {
                 .collect::<Vec<_>>()
                 .await
         });
-        let mut outcomes: Vec<Option<Outcome>> = vec![None; urls.len()];
-        for lane in futures::future::join_all(lanes).await {
-            for (i, outcome) in lane {
-                outcomes[i] = Some(outcome);
-            }
-        }
-        urls.iter()
-            .zip(outcomes)
-            .map(|(url, o)| UrlOutcome {
-                url: url.clone(),
-                outcome: o.unwrap_or(Outcome::Failed { reason: "not attempted".into() }),
-            })
-            .collect()
+        futures::future::join_all(lanes).await.into_iter().flatten().collect()
     }
 
     fn warcinfo(
@@ -423,7 +565,8 @@ impl Crawler {
         ]
     }
 
-    /// The robots.txt cell for an origin and agent, fresh if the cached one expired.
+    /// The robots.txt cell for an origin and agent, fresh if the cached one expired (an
+    /// unreachable one expires after [`CrawlerConfig::robots_fail_ttl`]).
     fn robots_cell(&self, origin: &str, agent: &str) -> RobotsCell {
         let mut cache = self.robots.lock().unwrap_or_else(|e| e.into_inner());
         let key = (origin.to_owned(), agent.to_owned());
@@ -503,9 +646,9 @@ fn finish(
     let now = SystemTime::now();
     for (i, o) in outcomes.iter_mut().enumerate() {
         if skipped.contains(&i) {
-            o.outcome = Outcome::Failed { reason: "result size cap reached".into() };
+            o.outcome = Outcome::Refused { reason: "refused: result size cap reached".into() };
         }
-        if let Outcome::Failed { reason } = &o.outcome {
+        if let Some(reason) = o.outcome.reason() {
             w.failure(&o.url, reason, now)?;
         }
     }

@@ -2,6 +2,12 @@
 //! `Disallow` with `*` wildcards and the `$` end anchor; the longest matching rule wins and
 //! `Allow` wins a tie. Other lines (`Sitemap`, `Crawl-delay`, …) are ignored: the project's
 //! rate policy, not the site's crawl delay, sets the pace.
+//!
+//! What an answer to the robots.txt request means follows RFC 9309 §2.3.1 ([`answer_for`]): a
+//! 2xx is parsed, a 4xx other than 429 means "unavailable" and allows everything, and a 5xx,
+//! a 429 or no answer at all means "unreachable". An unreachable robots.txt never becomes a
+//! verdict on a URL: the host's URLs are deferred ([`RobotsVerdict::Unreachable`]) and asked
+//! again later, here or on another node.
 
 /// Largest robots.txt read, in bytes (RFC 9309 asks crawlers to read at least 500 KiB).
 pub const ROBOTS_BYTES_MAX: usize = 512 * 1024;
@@ -21,11 +27,6 @@ impl Robots {
     /// Allows everything (robots.txt missing, or the project ignores it).
     pub fn allow_all() -> Self {
         Self::default()
-    }
-
-    /// Disallows everything (robots.txt unreachable, as RFC 9309 asks).
-    pub fn disallow_all() -> Self {
-        Self { rules: vec![(false, "/".to_owned())] }
     }
 
     /// Parses `text` and keeps the group for `agent` (a product token such as `starling`), or
@@ -90,6 +91,48 @@ impl Robots {
         }
         best.is_none_or(|(_, allow)| allow)
     }
+}
+
+/// Redirects of a robots.txt request followed (RFC 9309 asks for at least five).
+pub const ROBOTS_REDIRECTS_MAX: u32 = 5;
+/// How every "robots.txt could not be read" reason starts.
+pub const UNREACHABLE: &str = "robots.txt unreachable";
+
+/// What the status of a robots.txt answer means (RFC 9309 §2.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RobotsAnswer {
+    /// 2xx: the rules are in the body.
+    Parse,
+    /// 4xx but 429: "unavailable", everything is allowed.
+    AllowAll,
+    /// 3xx: follow the `Location`, up to [`ROBOTS_REDIRECTS_MAX`] hops.
+    Follow,
+    /// 5xx, 429 or anything odd: the server could not say; the host's URLs wait.
+    Unreachable,
+}
+
+/// The meaning of a robots.txt answer with HTTP `status`.
+pub fn answer_for(status: u16) -> RobotsAnswer {
+    match status {
+        200..=299 => RobotsAnswer::Parse,
+        300..=399 => RobotsAnswer::Follow,
+        // The RFC lists 429 with the 4xx codes, but it says "slow down", not "nothing here".
+        429 => RobotsAnswer::Unreachable,
+        400..=499 => RobotsAnswer::AllowAll,
+        _ => RobotsAnswer::Unreachable,
+    }
+}
+
+/// What the crawler learned about one origin's robots.txt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RobotsVerdict {
+    /// It was read (or is unavailable, which allows all): these rules decide.
+    Rules(Robots),
+    /// It could not be read for a reason that may pass; the reason starts with
+    /// [`UNREACHABLE`]. The host's URLs are transient, never disallowed.
+    Unreachable(String),
+    /// The SSRF guard refused where it lives: the host's URLs are refused by policy.
+    Refused(String),
 }
 
 /// Whether robots `pattern` matches the start of `path` (`*` any run, `$` the end).
@@ -163,7 +206,29 @@ Disallow: /starling-only
         let r = Robots::parse("User-agent: *\nDisallow: /x\nAllow: /x\n", "bot");
         assert!(r.allows("/x"), "allow wins a tie");
         assert!(Robots::allow_all().allows("/"));
-        assert!(!Robots::disallow_all().allows("/"));
         assert!(Robots::parse("User-agent: *\nDisallow:\n", "bot").allows("/a"));
+    }
+
+    #[test]
+    fn answers_are_classified_as_rfc_9309_says() {
+        use RobotsAnswer::*;
+        for (status, want) in [
+            (200, Parse),
+            (204, Parse),
+            (301, Follow),
+            (308, Follow),
+            (400, AllowAll),
+            (401, AllowAll),
+            (403, AllowAll),
+            (404, AllowAll),
+            (410, AllowAll),
+            (429, Unreachable),
+            (500, Unreachable),
+            (503, Unreachable),
+            (599, Unreachable),
+            (100, Unreachable),
+        ] {
+            assert_eq!(answer_for(status), want, "status {status}");
+        }
     }
 }

@@ -2,7 +2,9 @@
 //! [`Crawler::crawl_chunk`].
 //!
 //! Each job runs as its own task, so a chunk waiting on a parked host never holds up another
-//! chunk or project. Cancelling a job aborts its task; the chunk's writer then deletes its
+//! chunk or project. A chunk whose URLs all ended archived, refused or disallowed is reported
+//! done with each URL's class in the receipt; one with transient URLs left is reported as a
+//! retryable failure, "N of M urls transient: first reason". Cancelling a job aborts its task; the chunk's writer then deletes its
 //! temp file, so nothing half-written is left to be taken for a result.
 
 use std::sync::Arc;
@@ -87,6 +89,12 @@ async fn run(crawler: Arc<Crawler>, manifests: ManifestLookup, job: Job) -> Work
             })
         }
         Err(e @ CrawlError::TooManyUrls(..)) => failed(&job, e.to_string(), false),
+        Err(e @ CrawlError::Transient { .. }) => {
+            // Not a result: another attempt (maybe another node, on another network) may
+            // archive what failed here. The half-written file is already gone.
+            tracing::info!(item = %job.item, reason = %e, "crawl chunk handed back");
+            failed(&job, e.to_string(), true)
+        }
         Err(e) => failed(&job, e.to_string(), e.retryable()),
     }
 }

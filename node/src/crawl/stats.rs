@@ -1,5 +1,5 @@
-//! The crawler's counters for the operator: fetches by outcome, bytes received, waits on a
-//! host's rate limit and the recent fetch rate. Cheap to bump from many tasks; read by the
+//! The crawler's counters for the operator: fetches by outcome, URLs by final class, bytes
+//! received, waits on a host's rate limit and the recent fetch rate. Cheap to bump from many tasks; read by the
 //! control API through [`CrawlStats::view`].
 
 use std::collections::BTreeMap;
@@ -7,7 +7,38 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use serde::{Deserialize, Serialize};
+use starling_protocol::message::PartClass;
+
 use crate::views::FetchStats;
+
+/// URLs by the class of their final outcome in a chunk this node crawled: `ok` (archived,
+/// any status), `refused` (policy), `disallowed` (robots.txt) and `transient` (still failing
+/// after the chunk's retries; the chunk went back to the mesh, so another attempt may
+/// archive them). A chunk crawled twice counts twice.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UrlCounts {
+    /// Archived.
+    pub ok: u64,
+    /// Refused by policy (scope, SSRF guard, scheme, size caps, redirects).
+    pub refused: u64,
+    /// Disallowed by a robots.txt that was read.
+    pub disallowed: u64,
+    /// Given up on for now: the chunk was handed back as a retryable failure.
+    pub transient: u64,
+}
+
+impl UrlCounts {
+    /// `(label, count)` pairs in a fixed order, for metrics and the command line.
+    pub fn labelled(&self) -> [(&'static str, u64); 4] {
+        [
+            ("ok", self.ok),
+            ("refused", self.refused),
+            ("disallowed", self.disallowed),
+            ("transient", self.transient),
+        ]
+    }
+}
 
 /// Seconds the recent fetch rate is averaged over.
 pub const RATE_WINDOW_S: u64 = 5;
@@ -22,6 +53,8 @@ pub struct CrawlStats {
     by_status: Mutex<BTreeMap<String, u64>>,
     bytes_down: AtomicU64,
     rate_limit_waits: AtomicU64,
+    /// URLs by final class, indexed by `PartClass as usize`.
+    urls: [AtomicU64; 4],
     /// Fetches per second for the last few seconds: (second since start, count).
     recent: Mutex<[(u64, u64); RATE_WINDOW_S as usize + 1]>,
 }
@@ -33,6 +66,7 @@ impl Default for CrawlStats {
             by_status: Mutex::default(),
             bytes_down: AtomicU64::new(0),
             rate_limit_waits: AtomicU64::new(0),
+            urls: Default::default(),
             recent: Mutex::new([(u64::MAX, 0); RATE_WINDOW_S as usize + 1]),
         }
     }
@@ -71,6 +105,22 @@ impl CrawlStats {
     /// Records a fetch that had to wait for its host's rate limit.
     pub fn waited_for_rate_limit(&self) {
         self.rate_limit_waits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records the final class of one URL of a chunk.
+    pub fn url_finished(&self, class: PartClass) {
+        self.urls[class as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// URLs by final class so far.
+    pub fn urls(&self) -> UrlCounts {
+        let get = |c: PartClass| self.urls[c as usize].load(Ordering::Relaxed);
+        UrlCounts {
+            ok: get(PartClass::Ok),
+            refused: get(PartClass::Refused),
+            disallowed: get(PartClass::Disallowed),
+            transient: get(PartClass::Transient),
+        }
     }
 
     /// Fetches per second over the last [`RATE_WINDOW_S`] whole seconds.
@@ -113,5 +163,16 @@ mod tests {
         assert_eq!(v.by_status["timeout"], 1);
         assert!(v.by_status.len() <= OUTCOME_LABELS_MAX + 1);
         assert!(v.by_status["other"] >= OUTCOME_LABELS_MAX as u64);
+    }
+
+    #[test]
+    fn urls_are_counted_by_class() {
+        let s = CrawlStats::default();
+        for c in [PartClass::Ok, PartClass::Ok, PartClass::Disallowed, PartClass::Transient] {
+            s.url_finished(c);
+        }
+        let u = s.urls();
+        assert_eq!(u, UrlCounts { ok: 2, refused: 0, disallowed: 1, transient: 1 });
+        assert_eq!(u.labelled()[3], ("transient", 1));
     }
 }

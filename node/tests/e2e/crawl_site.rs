@@ -18,6 +18,7 @@ use starling_node::crawl::{
     ChunkRequest, ChunkResult, CrawlError, Crawler, CrawlerConfig, Outcome,
 };
 use starling_node::runner::{Job, Runner, RunnerCounters, WorkReport};
+use starling_protocol::message::PartClass;
 use starling_protocol::{
     ItemId, Keypair, NodeId, ProjectManifest, RatePolicy, RobotsPolicy, SizeCaps, WorkItem,
     WorkKind, WorkResult,
@@ -208,6 +209,8 @@ fn config(dir: &Path) -> CrawlerConfig {
     c.read_timeout = Duration::from_millis(500);
     c.attempts_max = 4;
     c.redirects_max = 3;
+    c.url_rounds_max = 4;
+    c.robots_fail_ttl = Duration::from_millis(200);
     c.backoff.base = Duration::from_millis(50);
     c.backoff.max = Duration::from_millis(400);
     c.backoff.park_after = 20;
@@ -230,7 +233,7 @@ fn outcome<'a>(r: &'a ChunkResult, url: &str) -> &'a Outcome {
 }
 
 fn failed_with(o: &Outcome, needle: &str) -> bool {
-    matches!(o, Outcome::Failed { reason } if reason.contains(needle))
+    o.reason().is_some_and(|r| r.contains(needle))
 }
 
 /// Checks that no window of arrivals holds more requests than `rate` and `burst` allow.
@@ -330,11 +333,9 @@ async fn ssrf_is_refused_directly_by_redirect_and_by_name() {
     let result = crawl(&crawler, &m, &urls).await.expect("crawl");
     assert_eq!(outcome(&result, &urls[0]), &Outcome::Ok { status: 200, redirects: 0 });
     for url in &urls[1..] {
-        assert!(
-            failed_with(outcome(&result, url), "refused"),
-            "{url}: {:?}",
-            outcome(&result, url)
-        );
+        let o = outcome(&result, url);
+        assert!(failed_with(o, "SSRF guard"), "{url}: {o:?}");
+        assert_eq!(o.class(), PartClass::Refused, "{url}: {o:?}");
     }
     assert!(victim.hits().is_empty(), "victim was reached: {:?}", victim.hits());
     assert!(local.hits().is_empty(), "localhost was reached: {:?}", local.hits());
@@ -357,7 +358,6 @@ async fn a_mixed_chunk_is_archived_and_read_back_by_warcio() {
         site.url("/redirect/2"),
         site.url("/missing"),
         site.url("/flaky/3"),
-        site.url("/slow"),
         site.url("/big"),
         site.url("/loop"),
         "http://127.0.0.99:1/out-of-scope".into(),
@@ -369,11 +369,13 @@ async fn a_mixed_chunk_is_archived_and_read_back_by_warcio() {
     assert_eq!(o(1), &Outcome::Ok { status: 200, redirects: 1 });
     assert_eq!(o(2), &Outcome::Ok { status: 404, redirects: 0 });
     assert_eq!(o(3), &Outcome::Ok { status: 200, redirects: 0 }, "503 burst retried");
-    assert!(failed_with(o(4), "timed out"), "{:?}", o(4));
-    assert!(failed_with(o(5), "truncated"), "{:?}", o(5));
-    assert!(failed_with(o(6), "redirects"), "{:?}", o(6));
-    assert!(failed_with(o(7), "out of scope"), "{:?}", o(7));
-    assert!(failed_with(o(8), "bad url"), "{:?}", o(8));
+    assert!(failed_with(o(4), "truncated"), "{:?}", o(4));
+    assert!(failed_with(o(5), "redirects"), "{:?}", o(5));
+    assert!(failed_with(o(6), "out of scope"), "{:?}", o(6));
+    assert!(failed_with(o(7), "bad url"), "{:?}", o(7));
+    for i in 4..=7 {
+        assert_eq!(o(i).class(), PartClass::Refused, "{:?}", o(i));
+    }
     assert_eq!(site.hits_on("/flaky/3"), 3);
 
     let bytes = std::fs::read(&result.path).expect("read warc");
@@ -403,7 +405,10 @@ async fn robots_txt_is_obeyed_and_fetched_once() {
         .collect();
     let result = crawl(&crawler, &m, &urls).await.expect("crawl");
     assert_eq!(result.counts(), (2, 2), "{:?}", result.outcomes);
-    assert!(failed_with(outcome(&result, &urls[1]), "robots.txt"));
+    assert_eq!(
+        outcome(&result, &urls[1]),
+        &Outcome::Disallowed { reason: "disallowed by robots.txt".into() }
+    );
     assert_eq!(site.hits_on("/robots.txt"), 1);
     assert!(site.hits().iter().all(|h| !h.path.starts_with("/page/private")));
 }
@@ -416,6 +421,7 @@ async fn one_host_answering_429_does_not_hold_up_another_project() {
     let mut cfg = config(dir.path());
     cfg.fetches_max = 2;
     cfg.attempts_max = 3;
+    cfg.url_rounds_max = 0;
     let crawler = Arc::new(Crawler::new(cfg).expect("crawler"));
     let rate = RatePolicy { per_s_milli: 20_000, burst: 2, concurrency: 2 };
     let slow_project = manifest("stubborn", rate, RobotsPolicy::Ignore);
@@ -430,9 +436,10 @@ async fn one_host_answering_429_does_not_hold_up_another_project() {
     assert_eq!(done.counts(), (20, 0));
     assert!(!blocked.is_finished(), "the 429 host's chunk should still be waiting");
     let last_good = good.hits().iter().map(|h| h.at).max().expect("hits");
-    let blocked = blocked.await.expect("join").expect("crawl");
-    assert_eq!(blocked.counts(), (0, 4), "{:?}", blocked.outcomes);
-    assert!(failed_with(&blocked.outcomes[0].outcome, "http 429 after 3 attempts"));
+    let err = blocked.await.expect("join").expect_err("429s to the end are transient");
+    let CrawlError::Transient { transient, urls, first } = &err else { panic!("{err:?}") };
+    assert_eq!((*transient, *urls), (4, 4));
+    assert!(first.contains("http 429 after 3 attempts"), "{err}");
     let last_stubborn = stubborn.hits().iter().map(|h| h.at).max().expect("hits");
     assert!(last_good < last_stubborn);
     assert_within_rate(&good.hits(), 20.0, 2);
@@ -578,7 +585,10 @@ async fn the_runner_reports_the_warc_digest_and_cancel_leaves_no_file() {
     let slow = job(&m, vec![site.url("/slow")]);
     let (slow_item, slow_epoch) = (slow.item, slow.epoch);
     runner.start(slow);
-    runner.start(job(&m, vec![site.url("/page/1"), site.url("/missing"), site.url("/slow")]));
+    runner.start(job(
+        &m,
+        vec![site.url("/page/1"), site.url("/missing"), "ftp://127.0.0.11/x".into()],
+    ));
     // Cancel the first job once its request is in flight at the site.
     let deadline = Instant::now() + Duration::from_secs(20);
     while site.hits_on("/slow") == 0 {
@@ -593,11 +603,12 @@ async fn the_runner_reports_the_warc_digest_and_cancel_leaves_no_file() {
     assert_ne!(item, slow_item, "a cancelled job reports nothing");
     assert_eq!((ok, failed), (2, 1));
     // The receipt's per-URL outcomes, in chunk order: the page and the 404 are archived
-    // answers, the slow one failed with its reason.
+    // answers, the ftp URL is refused by policy with its reason.
     assert_eq!(parts.len(), 3);
     assert_eq!(parts[0], starling_protocol::message::PartOutcome::ok(200));
     assert_eq!(parts[1], starling_protocol::message::PartOutcome::ok(404));
-    assert!(parts[2].failure.as_deref().is_some_and(|r| !r.is_empty()), "{:?}", parts[2]);
+    assert_eq!(parts[2].class(), PartClass::Refused, "{:?}", parts[2]);
+    assert!(parts[2].failure.as_ref().is_some_and(|f| f.reason.contains("scheme ftp")));
     let path = dir.path().join(format!("{result:#}.warc.gz"));
     let bytes = std::fs::read(&path).expect("result file");
     assert_eq!(bytes.len() as u64, size);

@@ -7,6 +7,8 @@ mod common;
 mod api;
 mod bad_input;
 mod crawl;
+mod crawl_outcomes;
+mod crawl_robots;
 mod crawl_site;
 mod dash;
 mod demo;

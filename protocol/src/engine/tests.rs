@@ -976,7 +976,13 @@ fn a_receipt_carries_each_parts_outcome_within_bounds() {
     let long = "x".repeat(1_000);
     let parts = vec![
         crate::message::PartOutcome::ok(200),
-        crate::message::PartOutcome { status: 0, failure: Some(long) },
+        crate::message::PartOutcome {
+            status: 0,
+            failure: Some(crate::message::PartFailure {
+                class: crate::message::PartClass::Disallowed,
+                reason: long,
+            }),
+        },
     ];
     let done = Input::WorkDone(WorkResult {
         item,
@@ -999,7 +1005,9 @@ fn a_receipt_carries_each_parts_outcome_within_bounds() {
     let r = back.verify().unwrap();
     assert_eq!(r.parts.len(), 2);
     assert_eq!(r.parts[0].failure, None);
-    assert_eq!(r.parts[1].failure.as_ref().unwrap().len(), crate::message::PART_REASON_MAX);
+    let failure = r.parts[1].failure.as_ref().unwrap();
+    assert_eq!(failure.reason.len(), crate::message::PART_REASON_MAX);
+    assert_eq!(failure.class, crate::message::PartClass::Disallowed, "the class survives the cut");
 }
 
 #[test]
