@@ -698,7 +698,7 @@ impl Engine {
             self.outputs.push_back(Output::CancelWork {
                 item: *item,
                 epoch: l.epoch,
-                reason: CancelReason::Finished,
+                reason: CancelReason::Failed,
             });
         }
     }

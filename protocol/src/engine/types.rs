@@ -198,6 +198,8 @@ pub enum CancelReason {
     Shutdown,
     /// The item was replaced (a newer relay request).
     Replaced,
+    /// The item failed for the mesh (final failures from enough nodes).
+    Failed,
 }
 
 /// Why an incoming message was not applied. [`Reject::penalize`] says whether it should cost
