@@ -68,7 +68,8 @@ async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
 
 /// Wall-clock milliseconds since the UNIX epoch: the engine's `now`.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    let wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    wall.saturating_add_signed(crate::health::test_clock_offset_ms())
 }
 
 /// Everything the actor owns.
@@ -80,12 +81,14 @@ pub struct Actor {
     pub(crate) reports: mpsc::Receiver<WorkReport>,
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) sync_interval: Duration,
-    /// The crawl capacity to restore when results fall under the disk cap again.
-    pub(crate) capacity_before_disk_cap: Option<u16>,
     pub(crate) started_ms: u64,
     pub(crate) listen: Vec<Multiaddr>,
     pub(crate) stats: NetStats,
     pub(crate) store_error: Option<String>,
+    /// The faults of the node's own found at the last look (see `health.rs`).
+    pub(crate) faults: crate::health::Faults,
+    /// A network probe under way (see `Crawler::probe_network`).
+    pub(crate) probing: Option<tokio::task::JoinHandle<bool>>,
     /// Log ring and event broadcast for the operator.
     pub(crate) hub: Arc<Hub>,
     /// The operator's saved choices (pause, subscriptions, priorities).
@@ -146,11 +149,12 @@ impl Actor {
             reports,
             commands,
             sync_interval,
-            capacity_before_disk_cap: None,
             started_ms: now_ms(),
             listen: Vec::new(),
             stats: NetStats::default(),
             store_error: None,
+            faults: Default::default(),
+            probing: None,
             hub,
             settings,
             reachability: "unknown",
@@ -251,7 +255,7 @@ impl Actor {
                 _ = sync_timer.tick() => self.periodic_sync(),
                 _ = flush_timer.tick() => {
                     self.flush(None);
-                    self.check_disk_cap();
+                    self.tend_health();
                 }
                 _ = kad_timer.tick() => { let _ = self.swarm.behaviour_mut().kad.bootstrap(); }
                 _ = event_timer.tick() => self.announce_changes(),
@@ -406,21 +410,47 @@ impl Actor {
         }
     }
 
+    /// Over the disk cap the node claims no work and gives back what it holds until there
+    /// is room again: one of the faults [`Actor::tend_health`] looks after.
     pub(crate) fn check_disk_cap(&mut self) {
         let over = self.runners.over_disk_cap();
-        match (over, self.capacity_before_disk_cap) {
-            (true, None) => {
-                let capacity = self.engine.config().capacity;
-                tracing::warn!("results are over the disk cap: claiming no crawl work");
-                self.capacity_before_disk_cap = Some(capacity);
-                let _ = self.handle(Input::SetCapacity(0));
+        if over != self.faults.disk {
+            self.tend_health();
+        }
+    }
+
+    /// Looks at the node's own faults (see `health.rs`): retries a failing store, probes a
+    /// dead network, and tells the engine when the node can or cannot work.
+    pub(crate) fn tend_health(&mut self) {
+        if let Some(e) = &self.store_error {
+            match self.store.recover() {
+                Ok(()) => self.store_error = None,
+                Err(again) if again.to_string() != *e => self.store_error = Some(again.to_string()),
+                Err(_) => {}
             }
-            (false, Some(capacity)) => {
-                tracing::info!("results are under the disk cap again: claiming crawl work");
-                self.capacity_before_disk_cap = None;
-                let _ = self.handle(Input::SetCapacity(capacity));
+        }
+        let network = self.runners.crawler().is_some_and(|c| c.network_down());
+        if network && self.probing.as_ref().is_none_or(|p| p.is_finished()) {
+            if let Some(c) = self.runners.crawler().cloned() {
+                self.probing = Some(tokio::spawn(async move { c.probe_network().await }));
             }
-            _ => {}
+        }
+        let clock = self.engine.clock();
+        let margin = self.engine.config().skew_margin_ms;
+        let now = crate::health::Faults {
+            store: self.store_error.clone(),
+            disk: self.runners.over_disk_cap(),
+            network,
+            clock: clock.off.then(|| (clock.offset_ms.unwrap_or(0), margin)),
+        };
+        if now == self.faults {
+            return;
+        }
+        crate::health::log_change(&self.faults, &now);
+        let local = now.local();
+        self.faults = now;
+        if local != self.engine.is_unfit() {
+            let _ = self.handle(Input::LocalFault(local));
         }
     }
 
@@ -454,7 +484,9 @@ impl Actor {
             match self.store.persist(&persist, durable) {
                 Ok(()) => self.dirty |= !durable,
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot write to the database");
+                    if self.store_error.is_none() {
+                        tracing::error!(error = %e, "cannot write to the database");
+                    }
                     self.store_error = Some(e.to_string());
                 }
             }

@@ -319,8 +319,22 @@ pub fn status(args: StatusArgs) -> Result<()> {
             u.ok, u.refused, u.disallowed, u.transient
         );
     }
-    if network_down == Some(true) {
+    if network_down == Some(true) && !s.health.faults.iter().any(|f| f.kind == "network") {
         println!("NETWORK   down: every recent fetch failed to connect or resolve");
+    }
+    match s.health.clock.offset_ms {
+        Some(o) => println!(
+            "clock     {o:+} ms against the median of {} peers{}",
+            s.health.clock.peers,
+            if s.health.clock.off { " (OFF: claiming nothing)" } else { "" }
+        ),
+        None => println!("clock     not judged yet ({} peers heard)", s.health.clock.peers),
+    }
+    if s.health.ok {
+        println!("health    ok");
+    }
+    for f in &s.health.faults {
+        println!("FAULT     {}: {}", f.kind, f.detail);
     }
     println!("messages  {} accepted, {} refused", s.engine.accepted, rejected);
     for a in &s.listen {

@@ -120,7 +120,7 @@ impl Actor {
             roles: self.engine.config().roles.0,
             paused: self.engine.is_paused(),
             capacity: self.engine.config().capacity,
-            over_disk_cap: self.capacity_before_disk_cap.is_some(),
+            over_disk_cap: self.faults.disk,
             projects: self.engine.projects().count(),
             items: self.engine.counts(None),
             holding: self.engine.local_work().count(),
@@ -128,6 +128,16 @@ impl Actor {
             runner: self.runners.counters().snapshot(),
             net: self.stats,
             store_error: self.store_error.clone(),
+            health: {
+                // The clock as the engine judges it now, the rest as last looked at.
+                let clock = self.engine.clock();
+                let margin = self.engine.config().skew_margin_ms;
+                let faults = crate::health::Faults {
+                    clock: clock.off.then(|| (clock.offset_ms.unwrap_or(0), margin)),
+                    ..self.faults.clone()
+                };
+                faults.view(clock, self.engine.stats().gave_back)
+            },
             now_ms: now_ms(),
             fetch: self.runners.crawler().map(|c| c.fetch_stats()).unwrap_or_default(),
             disk: DiskStats {

@@ -95,7 +95,7 @@ impl Actor {
     pub(crate) fn caps(&self) -> Caps {
         let crawler = self.runners.crawler();
         Caps {
-            capacity: Some(self.capacity_before_disk_cap.unwrap_or(self.engine.config().capacity)),
+            capacity: Some(self.engine.config().capacity),
             bandwidth_bytes_per_s: crawler.and_then(|c| c.bandwidth_bytes_per_s()),
             disk_bytes_max: crawler.and_then(|c| c.disk_bytes_max()),
         }
@@ -121,13 +121,7 @@ impl Actor {
             );
         }
         if let Some(c) = caps.capacity {
-            if self.capacity_before_disk_cap.is_some() {
-                // Over the disk cap the engine claims nothing; the new capacity applies once
-                // there is room again.
-                self.capacity_before_disk_cap = Some(c);
-            } else {
-                let _ = self.handle(Input::SetCapacity(c));
-            }
+            let _ = self.handle(Input::SetCapacity(c));
         }
         if let Some(crawler) = &crawler {
             if let Some(b) = caps.bandwidth_bytes_per_s {

@@ -19,6 +19,7 @@ pub mod control;
 pub mod crawl;
 pub mod demo;
 pub mod export;
+pub mod health;
 pub mod hub;
 pub mod keyfile;
 pub mod metrics;

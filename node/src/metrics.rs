@@ -92,6 +92,27 @@ pub fn render(
         e.withdrawn,
     );
     gauge(&mut r, "holding", "Items this node holds now", s.holding as i64);
+    let h = &s.health;
+    gauges(
+        &mut r,
+        "local_fault",
+        "1 while a fault of the node's own (store, disk, network, clock) stops it working",
+        "kind",
+        ["store", "disk", "network", "clock"]
+            .map(|k| (k, i64::from(h.faults.iter().any(|f| f.kind == k)))),
+    );
+    gauge(
+        &mut r,
+        "clock_offset_ms",
+        "Median of the peers' clocks minus this node's, from their heartbeats (0 until known)",
+        h.clock.offset_ms.unwrap_or(0),
+    );
+    counter(
+        &mut r,
+        "items_given_back",
+        "Items given back for a fault of the node's own or an off clock",
+        h.gave_back,
+    );
     gauge(&mut r, "paused", "1 when claiming is paused", i64::from(s.paused));
     gauge(&mut r, "capacity", "Crawl chunks worked at once", i64::from(s.capacity));
     counters(

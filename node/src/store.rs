@@ -22,8 +22,9 @@ const MANIFESTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("manif
 const BATCHES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("batches");
 /// The latest proof of each item's state (claim, receipt, failure or release) by item id.
 const ITEM_PROOFS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("item_proofs");
-/// Failures counted per item, since a proof alone does not carry the count.
-const FAILURES: TableDefinition<&[u8; 32], u8> = TableDefinition::new("failures");
+/// Every failure kept for an item, by item id, signer and epoch: an item's fate is read from
+/// all of them (see the engine's `fails.rs`), so none replaces another or the item's proof.
+const FAILURE_LOG: TableDefinition<&[u8], &[u8]> = TableDefinition::new("failure_log");
 /// Relay requests by requester node id.
 const RELAY_REQUESTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("relay_requests");
 /// Trusted project owner keys.
@@ -73,6 +74,9 @@ fn io<E: std::fmt::Display>(e: E) -> StoreError {
 pub struct Store {
     db: Database,
     path: std::path::PathBuf,
+    /// Debug builds only, for the fault tests: while this file exists every write fails, as
+    /// on a full disk (`STARLING_TEST_STORE_FAULT`).
+    fault_file: Option<std::path::PathBuf>,
 }
 
 impl Store {
@@ -83,13 +87,13 @@ impl Store {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(shown.clone()),
             other => StoreError::Corrupt { path: shown.clone(), reason: other.to_string() },
         })?;
-        let store = Self { db, path: path.to_owned() };
+        let store = Self { db, path: path.to_owned(), fault_file: test_fault_file() };
         let txn = store.db.begin_write().map_err(io)?;
         {
             txn.open_table(MANIFESTS).map_err(io)?;
             txn.open_table(BATCHES).map_err(io)?;
             txn.open_table(ITEM_PROOFS).map_err(io)?;
-            txn.open_table(FAILURES).map_err(io)?;
+            txn.open_table(FAILURE_LOG).map_err(io)?;
             txn.open_table(RELAY_REQUESTS).map_err(io)?;
             txn.open_table(TRUSTED).map_err(io)?;
             txn.open_table(PEERS).map_err(io)?;
@@ -103,6 +107,7 @@ impl Store {
     /// Stores engine records in one transaction. With `durable`, the commit (and every
     /// non-durable one before it) is on disk when this returns.
     pub fn persist(&self, records: &[Envelope], durable: bool) -> Result<(), StoreError> {
+        self.check_fault()?;
         let mut txn = self.db.begin_write().map_err(io)?;
         if !durable {
             txn.set_durability(Durability::None).map_err(io)?;
@@ -111,7 +116,7 @@ impl Store {
             let mut manifests = txn.open_table(MANIFESTS).map_err(io)?;
             let mut batches = txn.open_table(BATCHES).map_err(io)?;
             let mut proofs = txn.open_table(ITEM_PROOFS).map_err(io)?;
-            let mut failures = txn.open_table(FAILURES).map_err(io)?;
+            let mut failures = txn.open_table(FAILURE_LOG).map_err(io)?;
             let mut relays = txn.open_table(RELAY_REQUESTS).map_err(io)?;
             for env in records {
                 let bytes = env.to_bytes();
@@ -128,17 +133,16 @@ impl Store {
                         relays.insert(s.signer().as_bytes(), bytes.as_slice()).map_err(io)?;
                     }
                     Envelope::Presence(_) => {}
-                    Envelope::Claim(_)
-                    | Envelope::Release(_)
-                    | Envelope::Receipt(_)
-                    | Envelope::Failure(_) => {
+                    Envelope::Failure(f) => {
+                        let Some(item) = proof_item(env) else { continue };
+                        let mut key = item.as_bytes().to_vec();
+                        key.extend_from_slice(f.signer().as_bytes());
+                        key.extend_from_slice(&failure_epoch(f).to_be_bytes());
+                        failures.insert(key.as_slice(), bytes.as_slice()).map_err(io)?;
+                    }
+                    Envelope::Claim(_) | Envelope::Release(_) | Envelope::Receipt(_) => {
                         let Some(item) = proof_item(env) else { continue };
                         proofs.insert(item.as_bytes(), bytes.as_slice()).map_err(io)?;
-                        if matches!(env, Envelope::Failure(_)) {
-                            let n =
-                                failures.get(item.as_bytes()).map_err(io)?.map_or(0, |v| v.value());
-                            failures.insert(item.as_bytes(), n.saturating_add(1)).map_err(io)?;
-                        }
                     }
                 }
             }
@@ -148,12 +152,45 @@ impl Store {
 
     /// Makes every earlier non-durable commit durable, recording the presence sequence if given.
     pub fn flush(&self, presence_seq: Option<u64>) -> Result<(), StoreError> {
+        self.check_fault()?;
         let txn = self.db.begin_write().map_err(io)?;
         if let Some(seq) = presence_seq {
             let mut meta = txn.open_table(META).map_err(io)?;
             meta.insert(META_PRESENCE_SEQ, seq).map_err(io)?;
         }
         txn.commit().map_err(io)
+    }
+
+    /// After a failed write: makes a durable write to learn whether the store works again,
+    /// and if not, opens the database afresh (redb refuses every write after an I/O error
+    /// until it is reopened) and tries once more.
+    pub fn recover(&mut self) -> Result<(), StoreError> {
+        if self.flush(None).is_ok() {
+            return Ok(());
+        }
+        self.check_fault()?;
+        // The old handle must be closed before the file can be opened again.
+        let placeholder = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(io)?;
+        drop(std::mem::replace(&mut self.db, placeholder));
+        let path = self.path.clone();
+        match Self::open(&path) {
+            Ok(fresh) => {
+                self.db = fresh.db;
+                self.flush(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn check_fault(&self) -> Result<(), StoreError> {
+        match &self.fault_file {
+            Some(f) if f.exists() => Err(StoreError::Io(
+                "injected fault (STARLING_TEST_STORE_FAULT): no space left".into(),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Size of the database file in bytes (0 if it cannot be read).
@@ -236,25 +273,44 @@ impl Store {
             snap.trusted.push(PublicKey(*key.map_err(io)?.0.value()));
         }
         // Manifests first, then batches, then item state: the order the engine needs.
+        let mut take = |bytes: &[u8]| match Envelope::from_file_bytes(bytes) {
+            Ok(env) => snap.records.push(env),
+            Err(e) => tracing::warn!(error = %e, "skipping a stored record that does not decode"),
+        };
         for def in [MANIFESTS, BATCHES, RELAY_REQUESTS, ITEM_PROOFS] {
             for row in txn.open_table(def).map_err(io)?.iter().map_err(io)? {
-                let (_, v) = row.map_err(io)?;
-                match Envelope::from_file_bytes(v.value()) {
-                    Ok(env) => snap.records.push(env),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "skipping a stored record that does not decode")
-                    }
-                }
+                take(row.map_err(io)?.1.value());
             }
         }
-        for row in txn.open_table(FAILURES).map_err(io)?.iter().map_err(io)? {
-            let (k, v) = row.map_err(io)?;
-            snap.failures.push((ItemId(*k.value()), v.value()));
+        // Failures after the item's proof, which they may end (see `FAILURE_LOG`).
+        for row in txn.open_table(FAILURE_LOG).map_err(io)?.iter().map_err(io)? {
+            take(row.map_err(io)?.1.value());
         }
         let meta = txn.open_table(META).map_err(io)?;
         snap.presence_seq = meta.get(META_PRESENCE_SEQ).map_err(io)?.map_or(0, |v| v.value());
         Ok(snap)
     }
+}
+
+/// Debug builds only: the file named by `STARLING_TEST_STORE_FAULT`, whose existence fails
+/// every write.
+fn test_fault_file() -> Option<std::path::PathBuf> {
+    #[cfg(debug_assertions)]
+    {
+        std::env::var_os("STARLING_TEST_STORE_FAULT").map(std::path::PathBuf::from)
+    }
+    #[cfg(not(debug_assertions))]
+    {
+        None
+    }
+}
+
+/// The epoch of a stored failure, read from its body as [`proof_item`] reads the item.
+fn failure_epoch(f: &Signed<starling_protocol::Failure>) -> u32 {
+    wire::decode::<starling_protocol::Failure>(f.body(), starling_protocol::Failure::MAX_BODY_BYTES)
+        .ok()
+        .and_then(|f| f.claim.verified_ref().ok().map(|c| c.epoch))
+        .unwrap_or(0)
 }
 
 /// The item an item-state record is about, read from its body without checking the

@@ -4,6 +4,8 @@
 //! Switched on by `STARLING_TEST_RUNNER_DELAY_MS`: a crawl chunk "completes" after that delay
 //! with the blake3 digest of its URLs as the result, without fetching anything; a seeding duty
 //! reports ready after the same delay. Multi-process tests use it to drive the real node.
+//! A chunk with a URL containing [`BROKEN_MARK`] fails instead, as not retryable: an item
+//! broken in itself, for the tests of failure handling.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,6 +17,9 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use crate::runner::{Job, Runner, RunnerCounters, WorkReport};
+
+/// A chunk with a URL containing this fails (not retryable).
+pub const BROKEN_MARK: &str = "/broken/";
 
 /// The environment variable that switches the test runner on.
 pub const DELAY_ENV: &str = "STARLING_TEST_RUNNER_DELAY_MS";
@@ -79,6 +84,14 @@ impl Runner for TestRunner {
             tokio::time::sleep(delay).await;
             let (result, size, ok) = result_of(&job.work);
             counters.completed.fetch_add(1, Ordering::Relaxed);
+            let broken = matches!(&job.work, WorkItem::CrawlChunk { urls }
+                if urls.iter().any(|u| u.contains(BROKEN_MARK)));
+            if broken {
+                let reason = "test runner: this item is broken".to_owned();
+                let report = WorkReport::Failed { item, epoch, reason, retryable: false };
+                let _ = reports.send(report).await;
+                return;
+            }
             let report = WorkReport::Done(WorkResult {
                 item,
                 epoch,

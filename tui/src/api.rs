@@ -61,6 +61,38 @@ pub struct StatusView {
     /// Torrent seeding.
     #[serde(default)]
     pub torrents: TorrentStats,
+    /// Whether the node can work now, and if not, why.
+    #[serde(default)]
+    pub health: HealthView,
+}
+
+/// Whether a node can work: faults of its own (store, disk, network, clock) stop it claiming
+/// and make it give back what it held, until they clear.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthView {
+    /// No fault of the node's own stops it working.
+    pub ok: bool,
+    /// The faults now, one line each.
+    pub faults: Vec<HealthFault>,
+    /// This node's clock against its peers'.
+    pub clock: starling_protocol::ClockView,
+    /// Items given back for a fault of the node's own since it started.
+    pub gave_back: u64,
+}
+
+impl Default for HealthView {
+    fn default() -> Self {
+        Self { ok: true, faults: Vec::new(), clock: Default::default(), gave_back: 0 }
+    }
+}
+
+/// One fault of a node's own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthFault {
+    /// `store`, `disk`, `network` or `clock`.
+    pub kind: String,
+    /// What is wrong and what to do, for the operator.
+    pub detail: String,
 }
 
 /// What the node's torrent session serves.

@@ -62,6 +62,7 @@ pub(crate) fn status() -> StatusView {
             withdrawn: 0,
             finished: 110,
             failed: 3,
+            gave_back: 0,
         },
         runner: RunnerStats { started: 118, completed: 113, cancelled: 2 },
         net: NetStats {
@@ -93,6 +94,7 @@ pub(crate) fn status() -> StatusView {
             disk_bytes_max: Some(5 * GIB),
         },
         torrents: Default::default(),
+        health: Default::default(),
     }
 }
 

@@ -130,6 +130,32 @@ fn unreachable_keeps_the_last_data() {
 }
 
 #[test]
+fn a_node_halted_by_its_own_faults_says_which_and_what_to_do() {
+    let mut snap = fixtures::snapshot();
+    snap.status.health = crate::api::HealthView {
+        ok: false,
+        faults: vec![
+            crate::api::HealthFault {
+                kind: "clock".into(),
+                detail: "this node's clock is 30000 ms behind its peers' (median), beyond the \
+                         1000 ms the mesh tolerates; set the system clock right (NTP)"
+                    .into(),
+            },
+            crate::api::HealthFault { kind: "network".into(), detail: "network down".into() },
+        ],
+        clock: starling_protocol::ClockView { offset_ms: Some(30_000), peers: 4, off: true },
+        gave_back: 3,
+    };
+    snap.status.holding = 0;
+    let mut app = fixtures::app();
+    app.update(Action::Snapshot(Box::new(snap)));
+    let screen = render(&app, 100, 24);
+    assert!(screen.contains("HALTED: CLOCK, NETWORK"), "{screen}");
+    assert!(screen.contains("30000 ms behind"), "{screen}");
+    assert_snapshot!(screen);
+}
+
+#[test]
 fn paused_and_over_the_disk_cap() {
     let mut snap = fixtures::snapshot();
     snap.status.paused = true;

@@ -74,7 +74,11 @@ fn title_line(app: &App) -> Paragraph<'static> {
                 s.version,
                 format::duration_ms(s.uptime_ms)
             )));
-            spans.push(if s.paused {
+            spans.push(if !s.health.ok {
+                let kinds: Vec<&str> = s.health.faults.iter().map(|f| f.kind.as_str()).collect();
+                let text = format!(" HALTED: {} ", kinds.join(", ").to_uppercase());
+                Span::styled(text, bold.fg(Color::White).bg(BAD))
+            } else if s.paused {
                 Span::styled(" PAUSED ", bold.fg(Color::Black).bg(WARN))
             } else {
                 Span::styled(" running ", bold.fg(OK))

@@ -447,7 +447,8 @@ impl<'a> ChunkJob<'a> {
     fn request_failed(&self, url: &Url, e: &reqwest::Error) -> Sent {
         let sent = classify(e);
         if matches!(sent, Sent::Retryable(_)) && e.is_connect() {
-            self.crawler.net.connect_failed(url.host_str().unwrap_or_default());
+            let origin = url.origin().ascii_serialization();
+            self.crawler.net.connect_failed_at(url.host_str().unwrap_or_default(), Some(origin));
         }
         sent
     }

@@ -22,6 +22,8 @@ struct Streak {
     fails: u32,
     /// Distinct hosts in the streak, at most [`NET_DOWN_HOSTS`] kept (that is all the rule needs).
     hosts: Vec<String>,
+    /// Where to ask whether the network is back: an origin (`scheme://host:port`) per host.
+    origins: Vec<String>,
 }
 
 /// Connect and resolve failures against answers, across every host the crawler talks to.
@@ -50,12 +52,25 @@ pub struct NetHealthView {
 impl NetHealth {
     /// Records an attempt on `host` that could not connect or resolve (not a guard refusal).
     pub fn connect_failed(&self, host: &str) {
+        self.connect_failed_at(host, None);
+    }
+
+    /// As [`NetHealth::connect_failed`], remembering `origin` to probe while the network is
+    /// down (see [`NetHealth::probe_origins`]).
+    pub fn connect_failed_at(&self, host: &str, origin: Option<String>) {
         self.connect_failures.fetch_add(1, Ordering::Relaxed);
         let mut s = self.streak.lock().unwrap_or_else(|e| e.into_inner());
         s.fails = s.fails.saturating_add(1);
         if s.hosts.len() < NET_DOWN_HOSTS && !s.hosts.iter().any(|h| h == host) {
             s.hosts.push(host.to_owned());
+            s.origins.extend(origin);
         }
+    }
+
+    /// Origins of the hosts in the failing streak: a node that stopped claiming because its
+    /// network is down fetches nothing, so it asks these now and then to learn it is back.
+    pub fn probe_origins(&self) -> Vec<String> {
+        self.streak.lock().unwrap_or_else(|e| e.into_inner()).origins.clone()
     }
 
     /// Records an HTTP answer (any status) from any host: the network works.

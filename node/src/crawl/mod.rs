@@ -367,6 +367,23 @@ impl Crawler {
         self.net.down()
     }
 
+    /// While [`Crawler::network_down`]: asks the hosts that stopped answering, once each,
+    /// whether they answer now (a HEAD of their root, at the connect timeout). Any answer
+    /// clears the verdict. Returns whether the network answered.
+    pub async fn probe_network(&self) -> bool {
+        if !self.net.down() {
+            return true;
+        }
+        for origin in self.net.probe_origins() {
+            let sent = self.client.head(&origin).timeout(self.config.connect_timeout).send().await;
+            if sent.is_ok() {
+                self.net.answered();
+                return true;
+            }
+        }
+        false
+    }
+
     /// The network-loss counters and the current failing streak.
     pub fn network_health(&self) -> health::NetHealthView {
         self.net.view()

@@ -77,12 +77,12 @@ fn spawn_child_in(
         cmd.current_dir(cwd);
     }
     cmd.arg("up").arg("--data-dir").arg(data_dir_arg).args(fast_args()).args(extra);
+    // Nothing inherited switches the test runner on; only what the test asks for does.
+    cmd.env_remove("STARLING_CONFIG").env_remove("STARLING_TEST_RUNNER_DELAY_MS");
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.env_remove("STARLING_CONFIG")
-        .env_remove("STARLING_TEST_RUNNER_DELAY_MS")
-        .env("STARLING_LOG", "info")
+    cmd.env("STARLING_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(log));
@@ -117,6 +117,18 @@ impl Node {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
         let env = vec![("STARLING_TEST_RUNNER_DELAY_MS".to_string(), delay_ms.to_string())];
+        let mut child = spawn_child(&dir, extra, &env);
+        let api = wait_api(&dir, &mut child);
+        Node { child: Some(child), dir, api, extra: extra.to_vec(), env, _tmp: Some(tmp) }
+    }
+
+    /// Starts a node with the test runner and extra environment variables.
+    pub fn start_env(delay_ms: u64, extra: &[String], env: &[(&str, &str)]) -> Node {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mut env: Vec<(String, String)> =
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        env.push(("STARLING_TEST_RUNNER_DELAY_MS".to_string(), delay_ms.to_string()));
         let mut child = spawn_child(&dir, extra, &env);
         let api = wait_api(&dir, &mut child);
         Node { child: Some(child), dir, api, extra: extra.to_vec(), env, _tmp: Some(tmp) }
@@ -264,6 +276,12 @@ pub struct TestProject {
 }
 
 pub fn project(owner_seed: u64, name: &str, items: usize, lease_ms: u64) -> TestProject {
+    let urls = (0..items).map(|i| format!("http://127.0.0.1:9/{name}/{i}")).collect();
+    project_with(owner_seed, name, urls, lease_ms)
+}
+
+/// A project of one-URL chunks, one per URL given.
+pub fn project_with(owner_seed: u64, name: &str, urls: Vec<String>, lease_ms: u64) -> TestProject {
     let owner = starling_protocol::engine::test_keypair(owner_seed);
     let m = ProjectManifest {
         name: name.into(),
@@ -278,10 +296,12 @@ pub fn project(owner_seed: u64, name: &str, items: usize, lease_ms: u64) -> Test
         robots: RobotsPolicy::default(),
         caps: SizeCaps::default(),
     };
+    project_of(owner, m, urls)
+}
+
+fn project_of(owner: Keypair, m: ProjectManifest, urls: Vec<String>) -> TestProject {
     let id = m.id();
-    let work = (0..items)
-        .map(|i| WorkItem::CrawlChunk { urls: vec![format!("http://127.0.0.1:9/{name}/{i}")] })
-        .collect();
+    let work = urls.into_iter().map(|u| WorkItem::CrawlChunk { urls: vec![u] }).collect();
     let batch = ItemBatch { project: id, seq: 1, items: work };
     let manifest = starling_protocol::Envelope::Manifest(Signed::sign(&owner, &m)).to_bytes();
     let batch = starling_protocol::Envelope::Batch(Signed::sign(&owner, &batch)).to_bytes();

@@ -178,7 +178,10 @@ fn over_the_disk_cap_a_node_stops_claiming_crawl_work() {
         || dump(std::slice::from_ref(&node)),
     );
     let s = node.status();
-    assert_eq!(num(&s, &["capacity"]), 0);
+    // A fault of the node's own: it says so, holds nothing and claims nothing.
+    assert_eq!(s["health"]["ok"], false, "{s}");
+    assert_eq!(s["health"]["faults"][0]["kind"], "disk", "{s}");
+    assert_eq!(num(&s, &["holding"]), 0, "{s}");
     assert!(num(&s, &["items", "done"]) >= 1);
     assert!(num(&s, &["items", "done"]) < CHUNKS as u64, "it kept claiming over the cap");
     assert!(read_log(&node.dir).contains("over the disk cap"));

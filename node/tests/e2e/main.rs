@@ -13,6 +13,7 @@ mod crawl_site;
 mod dash;
 mod demo;
 mod kill;
+mod local_faults;
 mod mesh;
 mod project_cli;
 mod reject;

@@ -84,10 +84,13 @@ fn roles(bits: u8) -> String {
 }
 
 fn node_block(app: &App, s: &StatusView) -> Paragraph<'static> {
-    let state = match (&s.store_error, s.paused) {
-        (Some(e), _) => field_styled("state", format!("store error: {e}"), Style::new().fg(BAD)),
-        (None, true) => field_styled("state", "paused", Style::new().fg(WARN)),
-        (None, false) => field_styled("state", "running", Style::new().fg(OK)),
+    let state = match (s.health.faults.first(), &s.store_error, s.paused) {
+        (Some(f), _, _) => field_styled("state", f.detail.clone(), Style::new().fg(BAD)),
+        (None, Some(e), _) => {
+            field_styled("state", format!("store error: {e}"), Style::new().fg(BAD))
+        }
+        (None, None, true) => field_styled("state", "paused", Style::new().fg(WARN)),
+        (None, None, false) => field_styled("state", "running", Style::new().fg(OK)),
     };
     let mut capacity = format!("{} now", s.capacity);
     if let Some(target) = app.capacity_target {
