@@ -524,10 +524,7 @@ impl Actor {
     }
 
     fn on_report(&mut self, report: WorkReport) {
-        // A new result may cross the disk cap: close the gate before the freed slot is refilled.
-        if matches!(report, WorkReport::Done { .. }) {
-            self.check_disk_cap();
-        }
+        let done = matches!(report, WorkReport::Done { .. });
         let input = match report {
             WorkReport::Done(done) => Input::WorkDone(done),
             WorkReport::Failed { item, epoch, reason, retryable } => {
@@ -535,6 +532,11 @@ impl Actor {
             }
         };
         let _ = self.handle(input);
+        // The result may cross the disk cap: it counts (it is on disk and in the receipt),
+        // and the node stops there, giving back whatever the freed slot took meanwhile.
+        if done {
+            self.check_disk_cap();
+        }
     }
 
     // ---- gossip --------------------------------------------------------------------------

@@ -75,6 +75,11 @@ impl FailLog {
         true
     }
 
+    /// Whether `node` signed one of the failures kept.
+    pub(super) fn signed_by(&self, node: &NodeId) -> bool {
+        self.0.as_ref().is_some_and(|v| v.iter().any(|x| x.signer == *node))
+    }
+
     /// Whether the item has failed for the mesh: final failures from [`FAIL_QUORUM`] nodes.
     pub(super) fn is_final(&self) -> bool {
         let Some(v) = &self.0 else { return false };
@@ -101,18 +106,13 @@ impl FailLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ItemId;
     use crate::keys::Keypair;
     use crate::message::Claim;
-    use crate::ItemId;
 
     fn failure(key: &Keypair, epoch: u32, retryable: bool) -> (NodeId, Failure, Signed<Failure>) {
-        let claim = Claim {
-            item: ItemId([1; 32]),
-            epoch,
-            at_ms: 1,
-            lease_until_ms: 10,
-            since_ms: 1,
-        };
+        let claim =
+            Claim { item: ItemId([1; 32]), epoch, at_ms: 1, lease_until_ms: 10, since_ms: 1 };
         let f = Failure { claim: Signed::sign(key, &claim), reason: "x".into(), retryable };
         (key.node_id(), f.clone(), Signed::sign(key, &f))
     }

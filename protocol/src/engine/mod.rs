@@ -1169,6 +1169,16 @@ impl Engine {
             let others = self.rank_peers(&project, role);
             scan.advance(&key, &self.me, &others, scan_to)
         };
+        // A node that failed the item itself goes behind every other node's turn: it hears of
+        // its own failure first, and once lapsed epochs let every rank claim at once it would
+        // otherwise win the retry it should leave to a node on another network.
+        let behind = if self.items.get(&item).is_some_and(|e| e.fails.signed_by(&self.me)) {
+            let others = self.rank_peers(&project, role).len();
+            u32::try_from(others).unwrap_or(u32::MAX).saturating_add(head).saturating_add(1)
+        } else {
+            0
+        };
+        let rank = rank.map(|r| r.saturating_add(behind)).map_err(|r| r.saturating_add(behind));
         if let Some(e) = self.items.get_mut(&item) {
             e.rank = Some(RankMemo { version: self.peers_version as u32, failures, scan });
         }
