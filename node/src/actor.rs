@@ -20,7 +20,7 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, mdns};
 use starling_protocol::message::{SyncDelta, SyncDigest};
 use starling_protocol::wire::MAX_ENVELOPE_BYTES;
-use starling_protocol::{Engine, Envelope, Input, Output, ProjectId, Reject};
+use starling_protocol::{Engine, Envelope, Input, ItemState, Output, ProjectId, Reject};
 use tokio::sync::mpsc;
 
 use crate::client::Command;
@@ -39,6 +39,12 @@ pub const SYNC_INFLIGHT_MAX: usize = 8;
 pub const SYNC_ROUNDS_MAX: u32 = 16;
 /// How often non-durable commits are made durable.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// How often results no finished item names are looked for and removed.
+pub const ORPHAN_SWEEP_INTERVAL: Duration = Duration::from_secs(300);
+/// How old such a result must be before it is judged: a receipt still settling is left alone.
+pub const ORPHAN_MIN_AGE: Duration = Duration::from_secs(600);
+/// Most results of this node's tracked until the mesh is seen to keep them.
+pub const PRODUCED_MAX: usize = 65_536;
 /// How often the Kademlia routing table is refreshed.
 pub const KAD_BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(300);
 /// How long shutdown keeps the swarm running so releases reach peers.
@@ -89,6 +95,12 @@ pub struct Actor {
     pub(crate) faults: crate::health::Faults,
     /// A network probe under way (see `Crawler::probe_network`).
     pub(crate) probing: Option<tokio::task::JoinHandle<bool>>,
+    /// Results this node produced and reported, not yet seen kept by the mesh, with the item
+    /// and when (at most [`PRODUCED_MAX`]; see `Actor::sweep_orphans`).
+    pub(crate) produced: std::collections::BTreeMap<
+        starling_protocol::Digest,
+        (starling_protocol::ItemId, std::time::Instant),
+    >,
     /// Log ring and event broadcast for the operator.
     pub(crate) hub: Arc<Hub>,
     /// The operator's saved choices (pause, subscriptions, priorities).
@@ -155,6 +167,7 @@ impl Actor {
             store_error: None,
             faults: Default::default(),
             probing: None,
+            produced: Default::default(),
             hub,
             settings,
             reachability: "unknown",
@@ -238,6 +251,7 @@ impl Actor {
         let mut kad_timer = tokio::time::interval(KAD_BOOTSTRAP_INTERVAL);
         let mut event_timer = tokio::time::interval(EVENT_INTERVAL);
         let mut relay_timer = tokio::time::interval(RELAY_TEND_INTERVAL);
+        let mut orphan_timer = tokio::time::interval(ORPHAN_SWEEP_INTERVAL);
         let mut blob_commands = self.seed.as_mut().and_then(|s| s.commands.take());
         let mut served = self.seed.as_mut().and_then(|s| s.served.take());
         loop {
@@ -258,6 +272,7 @@ impl Actor {
                     self.tend_health();
                 }
                 _ = kad_timer.tick() => { let _ = self.swarm.behaviour_mut().kad.bootstrap(); }
+                _ = orphan_timer.tick() => self.sweep_orphans(),
                 _ = event_timer.tick() => self.announce_changes(),
                 _ = relay_timer.tick() => {
                     self.tend_relay();
@@ -419,6 +434,44 @@ impl Actor {
         }
     }
 
+    /// Removes results this node produced that the mesh did not keep: the item ended with
+    /// another result (a claim the mesh refused, a result fenced or replaced) or failed. A
+    /// result is judged once it is [`ORPHAN_MIN_AGE`] old, and forgotten once kept; results
+    /// from before a restart are not tracked. The files go off the actor.
+    fn sweep_orphans(&mut self) {
+        let Some(crawler) = self.runners.crawler() else { return };
+        let dir = crawler.config().results_dir.clone();
+        let mut refused = Vec::new();
+        self.produced.retain(|digest, (item, at)| {
+            if at.elapsed() < ORPHAN_MIN_AGE {
+                return true;
+            }
+            match self.engine.item_state(item) {
+                Some(ItemState::Done { result, .. }) if result == *digest => false,
+                Some(ItemState::Done { .. } | ItemState::Failed { .. }) | None => {
+                    refused.push(*digest);
+                    false
+                }
+                // Withdrawn and open again, or held by another: judged at a later sweep.
+                Some(_) => true,
+            }
+        });
+        if refused.is_empty() {
+            return;
+        }
+        tokio::task::spawn_blocking(move || {
+            match crate::crawl::warc::remove_results(&dir, &refused) {
+                Ok((0, _)) => {}
+                Ok((files, bytes)) => tracing::info!(
+                    files,
+                    bytes,
+                    "removed results of this node's that the mesh did not keep"
+                ),
+                Err(e) => tracing::warn!(error = %e, "cannot remove refused results"),
+            }
+        });
+    }
+
     /// Looks at the node's own faults (see `health.rs`): retries a failing store, probes a
     /// dead network, and tells the engine when the node can or cannot work.
     pub(crate) fn tend_health(&mut self) {
@@ -525,6 +578,16 @@ impl Actor {
 
     fn on_report(&mut self, report: WorkReport) {
         let done = matches!(report, WorkReport::Done { .. });
+        // Only crawl results are this node's own: a seeding copy is someone else's result.
+        if let WorkReport::Done(d) = &report
+            && self.produced.len() < PRODUCED_MAX
+            && self
+                .engine
+                .item_work(&d.item)
+                .is_some_and(|(_, w)| matches!(w, starling_protocol::WorkItem::CrawlChunk { .. }))
+        {
+            self.produced.insert(d.result, (d.item, std::time::Instant::now()));
+        }
         let input = match report {
             WorkReport::Done(done) => Input::WorkDone(done),
             WorkReport::Failed { item, epoch, reason, retryable } => {

@@ -256,6 +256,26 @@ pub fn clean_temp(dir: &Path) -> io::Result<usize> {
     Ok(removed)
 }
 
+/// Removes the finished results `digests` from `dir`, with their outboard trees: results of
+/// claims the mesh refused, or replaced by another result. Returns (files, bytes) removed.
+pub fn remove_results(dir: &Path, digests: &[starling_protocol::Digest]) -> io::Result<(u64, u64)> {
+    let (mut files, mut bytes) = (0u64, 0u64);
+    for d in digests {
+        let path = dir.join(format!("{}{WARC_SUFFIX}", d.to_hex()));
+        let size = match fs::metadata(&path) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        fs::remove_file(&path)?;
+        let tree = dir.join(format!("{}{}", d.to_hex(), crate::seed::store::OUTBOARD_SUFFIX));
+        let _ = fs::remove_file(tree);
+        files += 1;
+        bytes = bytes.saturating_add(size);
+    }
+    Ok((files, bytes))
+}
+
 /// Total size of finished WARC files in `dir`.
 pub fn stored_bytes(dir: &Path) -> io::Result<u64> {
     stored_files(dir).map(|(_, bytes)| bytes)
@@ -396,5 +416,25 @@ mod tests {
         fs::write(dir.path().join("c.warc.gz.tmp"), b"half").expect("write");
         assert_eq!(clean_temp(dir.path()).expect("clean"), 1);
         assert!(done.path.exists());
+    }
+
+    #[test]
+    fn refused_results_are_removed_with_their_trees_and_nothing_else() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kept = starling_protocol::Digest([1; 32]);
+        let refused = starling_protocol::Digest([2; 32]);
+        for d in [kept, refused] {
+            fs::write(dir.path().join(format!("{}{WARC_SUFFIX}", d.to_hex())), b"warc").unwrap();
+            fs::write(dir.path().join(format!("{}.obao", d.to_hex())), b"tree").unwrap();
+        }
+        let gone = starling_protocol::Digest([3; 32]);
+        assert_eq!(remove_results(dir.path(), &[refused, gone]).unwrap(), (1, 4));
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let k = kept.to_hex();
+        assert_eq!(left, [format!("{k}.obao"), format!("{k}{WARC_SUFFIX}")]);
     }
 }
