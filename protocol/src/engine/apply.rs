@@ -584,12 +584,19 @@ impl Engine {
             self.outputs.push_back(Output::Publish(Envelope::Receipt(s.clone())));
         }
         self.outputs.push_back(Output::Persist(Envelope::Receipt(s.clone())));
+        let mut superseded = None;
         if let Some(e) = self.items.get_mut(&item) {
             if let Some(replaced) = &replaced {
                 e.past.note(replaced);
             }
+            if let Phase::Done { receipt } = &e.phase {
+                superseded = Some(receipt.clone());
+            }
             let change = e.set_phase(&item, Phase::Done { receipt: s });
             self.fold_bucket(project, &item, change);
+        }
+        if let Some(old) = superseded {
+            self.drop_seed_duties(item, project, &old);
         }
         self.unschedule(item);
         if node == self.me {
@@ -615,6 +622,32 @@ impl Engine {
             let work = WorkItem::SeedDuty { source, result: r.result, size: r.size, replica };
             let id = work.id(&project);
             self.insert_item(id, project, WorkRef::Own(Arc::new(work)), now);
+        }
+    }
+
+    /// Drops the seeding duties derived from `receipt` for `source` that are not done: its
+    /// result was replaced or withdrawn, and copies of it are no use to anyone. Every node
+    /// drops the same ones, so their digests stay equal; duties already done stay, as history.
+    fn drop_seed_duties(
+        &mut self,
+        source: ItemId,
+        project: crate::ids::ProjectId,
+        receipt: &Signed<Receipt>,
+    ) {
+        let Some((r, _)) = receipt_parts(receipt) else { return };
+        let k = self.projects.get(&project).map_or(0, |p| p.m.replication);
+        for replica in 0..k {
+            let work = WorkItem::SeedDuty { source, result: r.result, size: r.size, replica };
+            let id = work.id(&project);
+            if self.items.get(&id).is_none_or(|e| matches!(e.phase, Phase::Done { .. })) {
+                continue;
+            }
+            self.drop_local(id, CancelReason::Replaced);
+            self.unschedule(id);
+            if let Some(old) = self.items.remove(&id) {
+                self.fold_bucket(project, &id, old.in_bucket());
+            }
+            self.stats.duties_dropped += 1;
         }
     }
 
@@ -788,11 +821,13 @@ impl Engine {
         // The claim that outranks the result's, if that is what fenced it, is the epoch's
         // holder: the item goes back to it (its result, when it comes, is then taken in).
         let holder_claim = e.past.best_claim(epoch, holder);
+        let withdrawn = receipt.clone();
         let change = e.set_phase(item, Phase::Open { epoch, proof: None });
         e.since = now;
         let project = e.project;
         self.fold_bucket(project, item, change);
         self.stats.withdrawn += 1;
+        self.drop_seed_duties(*item, project, &withdrawn);
         self.unschedule(*item);
         self.schedule(*item, now);
         if let Some(claim) = holder_claim

@@ -1855,3 +1855,43 @@ fn a_node_whose_clock_is_off_against_its_peers_stops_claiming_until_it_is_back()
     assert!(!e.clock().off, "{:?}", e.clock());
     tick_until_held(&mut e, &item, now, 10_000);
 }
+
+/// The seeding duties of a result that is replaced go with it: every node drops the same
+/// ones (those not done yet) and derives the new result's.
+#[test]
+fn a_replaced_results_seeding_duties_are_dropped() {
+    let owner = test_keypair(1);
+    let (h, p) = (test_keypair(730), test_keypair(731));
+    let m = manifest(&owner, 30_000, 2);
+    let b = batch(&owner, &m, 1);
+    let item = b.verify().unwrap().items[0].id(&m.id());
+    let mut far = Engine::new(fast_config(), test_keypair(9), [owner.public()], 0);
+    far.handle(Input::Message(Envelope::Manifest(Signed::sign(&owner, &m))), 0).unwrap();
+    far.handle(Input::Message(Envelope::Batch(b)), 0).unwrap();
+    let hc = claim_env(&h, item, 1, 10_000, 10_000, 40_000);
+    let renewal = claim_env(&h, item, 1, 10_000, 30_000, 60_000);
+    let pc = claim_env(&p, item, 2, 42_000, 42_000, 72_000);
+    far.handle(Input::Message(Envelope::Claim(hc)), 10_000).unwrap();
+    far.handle(Input::Message(Envelope::Claim(pc.clone())), 42_000).unwrap();
+    let duties = |e: &Engine| -> Vec<Digest> {
+        let mut v: Vec<Digest> = e
+            .items()
+            .filter_map(|(id, _, _)| match e.item_work(&id) {
+                Some((_, WorkItem::SeedDuty { result, .. })) => Some(*result),
+                _ => None,
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    far.handle(Input::Message(receipt_env(&p, pc, 55_000, 0xbb)), 55_000).unwrap();
+    let first = duties(&far);
+    assert_eq!(first.len(), 2, "k = 2 duties for the first result");
+    far.handle(Input::Message(receipt_env(&h, renewal, 50_000, 0xaa)), 56_000).unwrap();
+    let after = duties(&far);
+    assert_eq!(after.len(), 2, "the replaced result's duties linger: {after:?}");
+    assert!(after.iter().all(|d| !first.contains(d)), "{first:?} -> {after:?}");
+    assert_eq!(far.stats().duties_dropped, 2);
+    let m = m.id();
+    assert_eq!(far.kept_buckets(m), far.walk_buckets(m));
+}

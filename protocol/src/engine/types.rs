@@ -391,6 +391,10 @@ pub struct EngineStats {
     /// Items this node gave back because of a fault of its own (store, disk, network, clock).
     #[serde(default)]
     pub gave_back: u64,
+    /// Seeding duties dropped, not done, because the result they copy was replaced or
+    /// withdrawn.
+    #[serde(default)]
+    pub duties_dropped: u64,
 }
 
 /// This node's clock against its peers', from the times in their signed heartbeats.
