@@ -483,10 +483,11 @@ impl Actor {
             }
         }
         let network = self.runners.crawler().is_some_and(|c| c.network_down());
-        if network && self.probing.as_ref().is_none_or(|p| p.is_finished()) {
-            if let Some(c) = self.runners.crawler().cloned() {
-                self.probing = Some(tokio::spawn(async move { c.probe_network().await }));
-            }
+        if network
+            && self.probing.as_ref().is_none_or(|p| p.is_finished())
+            && let Some(c) = self.runners.crawler().cloned()
+        {
+            self.probing = Some(tokio::spawn(async move { c.probe_network().await }));
         }
         let clock = self.engine.clock();
         let margin = self.engine.config().skew_margin_ms;

@@ -36,7 +36,7 @@ struct Entry {
 /// The failures of one item, at most `cap` of them, one per (signer, epoch). Empty, it is one
 /// null pointer.
 #[derive(Debug, Clone, Default)]
-pub(super) struct FailLog(Option<Box<Vec<Entry>>>);
+pub(super) struct FailLog(Option<Box<[Entry]>>);
 
 impl FailLog {
     /// Failures kept.
@@ -55,7 +55,20 @@ impl FailLog {
         env: &Signed<Failure>,
         cap: usize,
     ) -> bool {
-        let v = self.0.get_or_insert_with(Default::default);
+        let mut v: Vec<Entry> = self.0.take().map(Vec::from).unwrap_or_default();
+        let added = Self::add(&mut v, signer, epoch, f, env, cap);
+        self.0 = (!v.is_empty()).then(|| v.into_boxed_slice());
+        added
+    }
+
+    fn add(
+        v: &mut Vec<Entry>,
+        signer: NodeId,
+        epoch: u32,
+        f: &Failure,
+        env: &Signed<Failure>,
+        cap: usize,
+    ) -> bool {
         if v.iter().any(|x| x.signer == signer && x.epoch == epoch) {
             return false;
         }
