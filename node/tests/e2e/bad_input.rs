@@ -53,7 +53,7 @@ fn bad_inputs_get_one_clear_line() {
     let corrupt = dir.join("c");
     std::fs::create_dir_all(&corrupt).unwrap();
     std::fs::write(corrupt.join("starling.redb"), vec![0x5a; 16 * 1024]).unwrap();
-    fails_with(&corrupt, &[], "cannot be opened");
+    fails_with(&corrupt, &[], "not a Starling store");
 
     let badkey = dir.join("d");
     std::fs::create_dir_all(&badkey).unwrap();

@@ -17,5 +17,6 @@ mod reject;
 mod relay;
 mod seed;
 mod startup;
+mod store_damage;
 mod torrent;
 mod warcio;
