@@ -5,6 +5,7 @@
 mod common;
 
 mod api;
+mod api_limits;
 mod bad_input;
 mod crawl;
 mod crawl_site;
