@@ -90,3 +90,24 @@ fn locked_database_and_api_token() {
     assert!(status.success(), "graceful shutdown exit: {status}");
     assert!(!node.dir.join("api-port").exists(), "api-port left behind");
 }
+
+#[test]
+fn out_of_range_settings_stop_the_node_with_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let max = u64::MAX.to_string();
+    fails_with(
+        &tmp.path().join("a"),
+        &["--warmup-ms", &max],
+        "warmup_ms (--warmup-ms) = 18446744073709551615 is outside its range 0 ..= 3600000",
+    );
+    fails_with(&tmp.path().join("a"), &["--settle-ms", &max], "settle_ms (--settle-ms)");
+    fails_with(&tmp.path().join("a"), &["--presence-ttl-ms", &max], "presence_ttl_ms");
+    let config = tmp.path().join("c.toml");
+    std::fs::write(&config, "sync_interval_ms = 1\n").unwrap();
+    fails_with(
+        &tmp.path().join("b"),
+        &["--config", config.to_str().unwrap()],
+        "sync_interval_ms (--sync-interval-ms) = 1 is outside its range 100 ..= 3600000",
+    );
+    assert!(!tmp.path().join("a/api-port").exists());
+}
