@@ -363,7 +363,16 @@ fn add_urls(args: &AddUrlsArgs) -> Result<()> {
         if !host_in_scope(&host, &m.scope) {
             bail!("{where_}: host {host:?} is outside the project's scope {:?}", m.scope);
         }
-        urls.push(url.to_string());
+        // What is signed is the normalised URL (spaces and other characters percent-encoded),
+        // which can be three times the line: that is what every node checks.
+        let normalised = url.to_string();
+        if normalised.len() > URL_MAX {
+            bail!(
+                "{where_}: URL is {} bytes once normalised (percent-encoded), over the limit of {URL_MAX} bytes",
+                normalised.len()
+            );
+        }
+        urls.push(normalised);
     }
     if urls.is_empty() {
         bail!("{} holds no URLs", args.urls.display());
