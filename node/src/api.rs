@@ -13,11 +13,18 @@
 //!   and `/projects/{id}/priority` (JSON `{"priority": -128..127}`).
 //!
 //! A missing or wrong token gets 401; a malformed request 400 with a one-line message.
+//!
+//! Every connection is bounded: at most [`API_CONNECTIONS_MAX`] are served at once (more wait
+//! in the kernel's accept queue, holding no file descriptor of the node), request headers must
+//! arrive within [`API_HEADER_READ_TIMEOUT`] (an idle keep-alive connection is closed after it
+//! too) and a body within [`API_BODY_READ_TIMEOUT`]. The `api-port` file goes when the API
+//! stops, however it stops.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, Request, State};
@@ -43,6 +50,14 @@ pub const LOG_LIMIT_DEFAULT: usize = 200;
 pub use starling_tui::client::{PORT_FILE, TOKEN_FILE};
 /// Largest request body.
 pub const BODY_BYTES_MAX: usize = MAX_FILE_BYTES + 64 * 1024;
+/// Control API connections served at once; a dashboard holds two or three.
+pub const API_CONNECTIONS_MAX: usize = 32;
+/// Time a client has to send a request's headers (and an idle connection stays open).
+pub const API_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a client has to send a request's body once its headers arrived.
+pub const API_BODY_READ_TIMEOUT: Duration = Duration::from_secs(15);
+/// Pause after a failed accept (out of file descriptors), so the loop does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone)]
 struct AppState {
@@ -79,12 +94,23 @@ pub fn load_or_create_token(dir: &Path) -> Result<String> {
     Ok(token)
 }
 
+/// The `api-port` file, removed when dropped: when the API stops, when the node stops before
+/// serving, and when the runtime drops the serving task.
+#[derive(Debug)]
+struct PortFile(PathBuf);
+
+impl Drop for PortFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// A bound control API, ready to serve.
 #[derive(Debug)]
 pub struct Api {
     listener: tokio::net::TcpListener,
     state: AppState,
-    port_file: PathBuf,
+    port_file: PortFile,
     /// Where it listens.
     pub addr: SocketAddr,
 }
@@ -100,6 +126,7 @@ impl Api {
         let port_file = dir.join(PORT_FILE);
         std::fs::write(&port_file, format!("{}\n", addr.port()))
             .map_err(|e| anyhow!("cannot write {}: {e}", port_file.display()))?;
+        let port_file = PortFile(port_file);
         let state = AppState { client, hub, token, fetcher: None, crawler: None };
         Ok(Self { listener, state, port_file, addr })
     }
@@ -116,15 +143,75 @@ impl Api {
         self
     }
 
-    /// Serves until `shutdown` resolves, then removes the port file.
+    /// Serves until `shutdown` resolves, then removes the port file at once and waits for the
+    /// open requests to finish (the caller bounds that wait).
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
-        let port_file = self.port_file.clone();
-        if let Err(e) =
-            axum::serve(self.listener, routes(self.state)).with_graceful_shutdown(shutdown).await
-        {
-            tracing::error!(error = %e, "control API stopped");
+        use hyper_util::rt::{TokioIo, TokioTimer};
+        use hyper_util::service::TowerToHyperService;
+        let Self { listener, state, port_file, .. } = self;
+        let app = routes(state);
+        let slots = Arc::new(tokio::sync::Semaphore::new(API_CONNECTIONS_MAX));
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            // A slot first, then the accept: connections past the cap wait in the kernel.
+            let slot = tokio::select! {
+                _ = &mut shutdown => break,
+                slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            };
+            let stream = tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "control API cannot accept a connection");
+                        tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                        continue;
+                    }
+                },
+            };
+            let service = TowerToHyperService::new(app.clone());
+            let mut stop = stop_rx.clone();
+            tokio::spawn(async move {
+                let mut http = hyper::server::conn::http1::Builder::new();
+                http.timer(TokioTimer::new()).header_read_timeout(API_HEADER_READ_TIMEOUT);
+                let conn = http.serve_connection(TokioIo::new(stream), service);
+                let mut conn = std::pin::pin!(conn);
+                let stopping = tokio::select! {
+                    _ = conn.as_mut() => false,
+                    stop = stop.wait_for(|stop| *stop) => stop.is_ok(),
+                };
+                if stopping {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+                drop(slot);
+            });
         }
-        let _ = std::fs::remove_file(port_file);
+        drop(listener);
+        drop(port_file);
+        let _ = stop_tx.send(true);
+        // Every slot back means every connection has finished.
+        let _ = slots.acquire_many(API_CONNECTIONS_MAX as u32).await;
+    }
+}
+
+/// Reads the whole body within [`API_BODY_READ_TIMEOUT`] and [`BODY_BYTES_MAX`], so a client
+/// that stops half-way through a body does not hold its connection for ever.
+async fn read_body(req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    match tokio::time::timeout(API_BODY_READ_TIMEOUT, axum::body::to_bytes(body, BODY_BYTES_MAX))
+        .await
+    {
+        Err(_) => error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("request body not received within {} s", API_BODY_READ_TIMEOUT.as_secs()),
+        ),
+        Ok(Err(e)) => error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body unreadable or over {BODY_BYTES_MAX} bytes: {e}"),
+        ),
+        Ok(Ok(bytes)) => next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await,
     }
 }
 
@@ -153,6 +240,7 @@ fn routes(state: AppState) -> Router {
     let router = router.route("/debug/gossip", post(debug_gossip));
     router
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .layer(middleware::from_fn(read_body))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state)
 }

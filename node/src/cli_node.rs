@@ -67,15 +67,21 @@ pub fn up(args: UpArgs) -> Result<()> {
     create_data_dir(&cfg.data_dir)?;
     let key = crate::keyfile::load_or_create(&cfg.data_dir.join(KEY_FILE))?;
     let store = Store::open(&cfg.data_dir.join(DB_FILE))?;
+    let snapshot = store.startup_snapshot()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKER_THREADS)
         .enable_all()
         .build()
         .map_err(|e| anyhow!("cannot start the runtime: {e}"))?;
-    rt.block_on(run(cfg, key, store))
+    rt.block_on(run(cfg, key, store, snapshot))
 }
 
-async fn run(cfg: Config, key: starling_protocol::Keypair, store: Store) -> Result<()> {
+async fn run(
+    cfg: Config,
+    key: starling_protocol::Keypair,
+    store: Store,
+    mut snapshot: starling_protocol::Snapshot,
+) -> Result<()> {
     let relay_server = crate::net::RelayServer { settings: cfg.relay, ..Default::default() };
     let mut swarm = crate::net::build_swarm(&key, cfg.mdns, cfg.connections_max, &relay_server)?;
     crate::net::listen_all(&mut swarm, &cfg.listen)?;
@@ -165,7 +171,6 @@ async fn run(cfg: Config, key: starling_protocol::Keypair, store: Store) -> Resu
             "no work runners in this build: the node relays gossip and state but claims no work"
         );
     }
-    let mut snapshot = store.snapshot()?;
     for k in &cfg.trust {
         store.trust(k)?;
         snapshot.trusted.push(*k);

@@ -95,11 +95,31 @@ impl Actor {
 
     fn publish_file(&mut self, env: Envelope) -> Result<Outcome, String> {
         let what = env.kind().to_owned();
+        let env_signer = match &env {
+            Envelope::Batch(s) => Some(s.signer()),
+            Envelope::Manifest(s) => Some(s.signer()),
+            _ => None,
+        };
         match self.handle(Input::Publish(env)) {
             Ok(()) => Ok(Outcome { outcome: "applied".into(), what }),
             Err(Reject::Duplicate) => Ok(Outcome { outcome: "duplicate".into(), what }),
-            Err(Reject::UnknownProject) => Ok(Outcome { outcome: "parked".into(), what }),
+            // Parked until its manifest arrives: not what a publisher asked for, so an error
+            // that says what to do (the batch stays parked and applies if the manifest comes).
+            Err(Reject::UnknownProject) => Err(self.parked_reason(&env_signer, &what)),
             Err(r) => Err(format!("{what} refused: {r}")),
+        }
+    }
+
+    /// Why a published file was parked: its owner is not trusted here, or its manifest is
+    /// not known yet.
+    fn parked_reason(&self, signer: &Option<starling_protocol::PublicKey>, what: &str) -> String {
+        match signer {
+            Some(key) if !self.engine.trusted().any(|k| k == key) => format!(
+                "{what} parked: project key {key} is not trusted on this node: run `starling project trust {key}` first, then publish again"
+            ),
+            _ => format!(
+                "{what} parked: this node does not know its project; publish the project's manifest first (the {what} applies once the manifest arrives)"
+            ),
         }
     }
 

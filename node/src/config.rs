@@ -424,27 +424,51 @@ impl Config {
     }
 
     fn check(&self) -> Result<()> {
-        let e = &self.engine;
-        if e.presence_interval_ms == 0 || e.presence_ttl_ms <= e.presence_interval_ms {
-            bail!("presence_ttl_ms must be larger than a non-zero presence_interval_ms");
-        }
-        if self.sync_interval < Duration::from_millis(100) {
-            bail!("sync_interval_ms must be at least 100");
-        }
-        if self.connections_max == 0 {
-            bail!("connections_max must be at least 1");
-        }
-        if e.relay_lease_ms < 1_000 {
-            bail!("relay_lease_ms must be at least 1000");
-        }
-        if self.relay.enabled && (self.relay.circuits_max == 0 || self.relay.circuit_bytes_max == 0)
-        {
-            bail!("relay_circuits_max and relay_circuit_bytes_max must be at least 1");
+        self.engine.validate().map_err(|e| anyhow!("{}", engine_error(&e)))?;
+        let relay = &self.relay;
+        let checks: [(&str, u64, u64, u64); 5] = [
+            ("sync_interval_ms", self.sync_interval.as_millis() as u64, 100, 3_600_000),
+            ("connections_max", self.connections_max.into(), 1, CONNECTIONS_MAX),
+            ("fetches_max", self.crawl.fetches_max.unwrap_or(1) as u64, 1, FETCHES_MAX),
+            ("relay_circuits_max", relay.circuits_max as u64, 1, 1_024),
+            ("relay_circuit_bytes_max", relay.circuit_bytes_max, 1, 1 << 40),
+        ];
+        for (name, value, min, max) in checks {
+            if !(min..=max).contains(&value) {
+                bail!("{} = {value} is outside its range {min} ..= {max}", shown(name));
+            }
         }
         if self.relay.enabled && self.reachability == Reachability::Private {
             bail!("relay = true needs a reachable node; this one is set to reachability = private");
         }
         Ok(())
+    }
+}
+
+/// Most established connections that may be asked for.
+pub const CONNECTIONS_MAX: u64 = 65_536;
+/// Most fetches in flight that may be asked for.
+pub const FETCHES_MAX: u64 = 1_024;
+
+/// A setting as in the config file with its flag (`warmup_ms (--warmup-ms)`), so users of
+/// either find what to change.
+fn shown(name: &str) -> String {
+    format!("{name} (--{})", name.replace('_', "-"))
+}
+
+/// An engine setting's refusal in the words of [`shown`].
+fn engine_error(e: &starling_protocol::ConfigError) -> String {
+    use starling_protocol::ConfigError as E;
+    match e {
+        E::OutOfRange { name, value, min, max } => {
+            format!("{} = {value} is outside its range {min} ..= {max}", shown(name))
+        }
+        E::Order { larger, larger_value, smaller, smaller_value } => format!(
+            "{} = {larger_value} must be larger than {} = {smaller_value}",
+            shown(larger),
+            shown(smaller)
+        ),
+        other => other.to_string(),
     }
 }
 
@@ -548,5 +572,47 @@ mod tests {
         args.bootstrap = vec!["not-an-addr".into()];
         let err = format!("{:#}", Config::load(&args).unwrap_err());
         assert!(err.contains("bootstrap address \"not-an-addr\""), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_settings_name_the_setting_its_value_and_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "").unwrap();
+        let err = |args: UpArgs| format!("{:#}", Config::load(&args).unwrap_err());
+        let e = err(UpArgs { warmup_ms: Some(u64::MAX), ..args_with(&path) });
+        assert!(
+            e.contains(
+                "warmup_ms (--warmup-ms) = 18446744073709551615 is outside its range 0 ..= 3600000"
+            ),
+            "{e}"
+        );
+        let e = err(UpArgs { settle_ms: Some(u64::MAX), ..args_with(&path) });
+        assert!(e.contains("settle_ms (--settle-ms) = 18446744073709551615"), "{e}");
+        let e = err(UpArgs { presence_ttl_ms: Some(u64::MAX), ..args_with(&path) });
+        assert!(e.contains("presence_ttl_ms (--presence-ttl-ms)"), "{e}");
+        let e = err(UpArgs { connections_max: Some(0), ..args_with(&path) });
+        assert!(
+            e.contains("connections_max (--connections-max) = 0 is outside its range 1 ..= 65536"),
+            "{e}"
+        );
+        let e = err(UpArgs { fetches_max: Some(1 << 20), ..args_with(&path) });
+        assert!(e.contains("fetches_max (--fetches-max) = 1048576"), "{e}");
+        let e = err(UpArgs {
+            presence_interval_ms: Some(5_000),
+            presence_ttl_ms: Some(5_000),
+            ..args_with(&path)
+        });
+        assert!(
+            e.contains("presence_ttl_ms (--presence-ttl-ms) = 5000 must be larger than"),
+            "{e}"
+        );
+        // The config file is checked alike.
+        std::fs::write(&path, "capacity = 60000\n").unwrap();
+        let e = err(args_with(&path));
+        assert!(e.contains("capacity (--capacity) = 60000 is outside its range 0 ..= 1024"), "{e}");
+        // The edges of a range are accepted.
+        std::fs::write(&path, "warmup_ms = 3600000\nsettle_ms = 0\n").unwrap();
+        Config::load(&args_with(&path)).unwrap();
     }
 }

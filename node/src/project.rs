@@ -208,8 +208,9 @@ pub fn parse_rate(s: &str) -> Result<u32> {
         other => bail!("rate {s:?}: unknown unit {other:?} (use /s, /min or /h)"),
     };
     let milli = (n / secs * 1000.0).round();
-    if !(milli.is_finite() && milli >= 1.0 && milli <= f64::from(u32::MAX)) {
-        bail!("rate {s:?} is out of range (at least 0.001/s)");
+    let max = f64::from(starling_protocol::manifest::RATE_PER_S_MILLI_MAX);
+    if !(milli.is_finite() && milli >= 1.0 && milli <= max) {
+        bail!("rate {s:?} is out of range: 0.001/s ..= 1000/s");
     }
     Ok(milli as u32)
 }
@@ -241,6 +242,19 @@ fn build_manifest(args: &NewArgs, owner: starling_protocol::PublicKey) -> Result
     let lease_ms = lease_secs.saturating_mul(1000);
     if !(LEASE_MS_MIN..=LEASE_MS_MAX).contains(&lease_ms) {
         bail!("lease of {lease_secs} s is outside 1 s ..= 86400 s");
+    }
+    for (name, value, min, max) in [
+        ("burst", args.burst.or(t.rate.burst), 0, starling_protocol::manifest::BURST_MAX),
+        (
+            "concurrency",
+            args.concurrency.or(t.rate.concurrency),
+            1,
+            starling_protocol::manifest::CONCURRENCY_MAX,
+        ),
+    ] {
+        if let Some(v) = value.filter(|v| !(min..=max).contains(v)) {
+            bail!("{name} {v} is out of range: {min} ..= {max}");
+        }
     }
     let caps_default = SizeCaps::default();
     let mut scope: Vec<String> = t.scope;
@@ -349,7 +363,16 @@ fn add_urls(args: &AddUrlsArgs) -> Result<()> {
         if !host_in_scope(&host, &m.scope) {
             bail!("{where_}: host {host:?} is outside the project's scope {:?}", m.scope);
         }
-        urls.push(url.to_string());
+        // What is signed is the normalised URL (spaces and other characters percent-encoded),
+        // which can be three times the line: that is what every node checks.
+        let normalised = url.to_string();
+        if normalised.len() > URL_MAX {
+            bail!(
+                "{where_}: URL is {} bytes once normalised (percent-encoded), over the limit of {URL_MAX} bytes",
+                normalised.len()
+            );
+        }
+        urls.push(normalised);
     }
     if urls.is_empty() {
         bail!("{} holds no URLs", args.urls.display());
@@ -589,6 +612,8 @@ mod tests {
         assert!(parse_rate("fast").is_err());
         assert!(parse_rate("4/week").is_err());
         assert!(parse_rate("0/s").is_err());
+        assert!(parse_rate("4294967/s").unwrap_err().to_string().contains("1000/s"));
+        assert_eq!(parse_rate("1000/s").unwrap(), 1_000_000);
     }
 
     #[test]

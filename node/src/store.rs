@@ -52,8 +52,20 @@ pub enum StoreError {
         "database {0} is in use by another process (is a node already running with this data dir?)"
     )]
     Locked(String),
-    /// The file is not a readable redb database.
-    #[error("database {path} cannot be opened: {reason}; move it aside to start afresh")]
+    /// The file exists but is not a redb database: empty, or something else entirely.
+    #[error(
+        "{path} is {what}, not a Starling store; move it away to start fresh, or restore it from a backup"
+    )]
+    Foreign {
+        /// The file.
+        path: String,
+        /// "empty" or what its first bytes are.
+        what: &'static str,
+    },
+    /// The file is a redb database that fails its integrity check or cannot be read.
+    #[error(
+        "{path} is damaged ({reason}); move it away to start fresh, or restore it from a backup"
+    )]
     Corrupt {
         /// The file.
         path: String,
@@ -63,6 +75,54 @@ pub enum StoreError {
     /// A read or write failed.
     #[error("database error: {0}")]
     Io(String),
+}
+
+/// The first bytes of every redb file (redb's `MAGICNUMBER`, file format 3 onwards).
+const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
+
+/// Refuses an existing file that redb would silently initialise (an empty one) or cannot
+/// hold (one without redb's header). A missing file is fine: the store is created.
+fn check_file(path: &Path) -> Result<(), StoreError> {
+    use std::io::Read;
+    let shown = path.display().to_string();
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(StoreError::Io(format!("cannot read {shown}: {e}"))),
+    };
+    let mut head = [0u8; REDB_MAGIC.len()];
+    let mut got = 0;
+    while got < head.len() {
+        match file.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) => return Err(StoreError::Io(format!("cannot read {shown}: {e}"))),
+        }
+    }
+    match got {
+        0 => Err(StoreError::Foreign { path: shown, what: "empty" }),
+        n if n < head.len() || head != REDB_MAGIC => {
+            Err(StoreError::Foreign { path: shown, what: "not a redb database" })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Runs `f`, turning a panic (redb may panic on a file altered behind its back, and debug
+/// builds of redb assert on it) into `Corrupt`, without the panic message on stderr.
+fn no_panic<T>(path: &Path, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(hook);
+    result.unwrap_or_else(|panic| {
+        let reason = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "redb panicked while reading it".into());
+        Err(StoreError::Corrupt { path: path.display().to_string(), reason })
+    })
 }
 
 fn io<E: std::fmt::Display>(e: E) -> StoreError {
@@ -80,28 +140,52 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) the database at `path` and makes sure every table exists.
+    /// Opens the database at `path`, creating it only when no file is there, and makes sure
+    /// every table exists. An existing file must be a redb database that passes redb's
+    /// integrity check (which also repairs what a crash left); anything else is refused with
+    /// an error naming the file, never taken as a new database or allowed to panic.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        check_file(path)?;
+        no_panic(path, || Self::open_checked(path))
+    }
+
+    fn open_checked(path: &Path) -> Result<Self, StoreError> {
         let shown = path.display().to_string();
-        let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(shown.clone()),
-            other => StoreError::Corrupt { path: shown.clone(), reason: other.to_string() },
-        })?;
+        let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt {
+            path: shown.clone(),
+            reason: e.to_string(),
+        };
+        let db = Database::builder().set_check_integrity_on_open(true).create(path).map_err(
+            |e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(shown.clone()),
+                other => corrupt(&other),
+            },
+        )?;
         let store = Self { db, path: path.to_owned(), fault_file: test_fault_file() };
-        let txn = store.db.begin_write().map_err(io)?;
+        let txn = store.db.begin_write().map_err(|e| corrupt(&e))?;
         {
-            txn.open_table(MANIFESTS).map_err(io)?;
-            txn.open_table(BATCHES).map_err(io)?;
-            txn.open_table(ITEM_PROOFS).map_err(io)?;
-            txn.open_table(FAILURE_LOG).map_err(io)?;
-            txn.open_table(RELAY_REQUESTS).map_err(io)?;
-            txn.open_table(TRUSTED).map_err(io)?;
-            txn.open_table(PEERS).map_err(io)?;
-            txn.open_table(META).map_err(io)?;
-            txn.open_table(SETTINGS).map_err(io)?;
+            for def in [MANIFESTS, BATCHES, ITEM_PROOFS, RELAY_REQUESTS] {
+                txn.open_table(def).map_err(|e| corrupt(&e))?;
+            }
+            txn.open_table(SETTINGS).map_err(|e| corrupt(&e))?;
+            txn.open_table(FAILURE_LOG).map_err(|e| corrupt(&e))?;
+            txn.open_table(TRUSTED).map_err(|e| corrupt(&e))?;
+            txn.open_table(PEERS).map_err(|e| corrupt(&e))?;
+            txn.open_table(META).map_err(|e| corrupt(&e))?;
         }
-        txn.commit().map_err(|e| StoreError::Corrupt { path: shown, reason: e.to_string() })?;
+        txn.commit().map_err(|e| corrupt(&e))?;
         Ok(store)
+    }
+
+    /// [`Store::snapshot`] for start-up: a failure or a panic while reading is reported as a
+    /// damaged file, so the node stops with one line before it announces itself.
+    pub fn startup_snapshot(&self) -> Result<Snapshot, StoreError> {
+        no_panic(&self.path, || {
+            self.snapshot().map_err(|e| StoreError::Corrupt {
+                path: self.path.display().to_string(),
+                reason: e.to_string(),
+            })
+        })
     }
 
     /// Stores engine records in one transaction. With `durable`, the commit (and every
@@ -357,13 +441,42 @@ mod tests {
     }
 
     #[test]
-    fn second_open_is_locked_and_garbage_is_corrupt() {
+    fn second_open_is_locked_and_empty_or_foreign_files_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.redb");
         let _first = Store::open(&path).unwrap();
         assert!(matches!(Store::open(&path), Err(StoreError::Locked(_))));
         let bad = dir.path().join("bad.redb");
         std::fs::write(&bad, vec![0xAB; 8192]).unwrap();
-        assert!(matches!(Store::open(&bad), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(Store::open(&bad), Err(StoreError::Foreign { .. })));
+        let short = dir.path().join("short.redb");
+        std::fs::write(&short, b"redb").unwrap();
+        assert!(matches!(Store::open(&short), Err(StoreError::Foreign { .. })));
+        let empty = dir.path().join("empty.redb");
+        std::fs::write(&empty, b"").unwrap();
+        let err = Store::open(&empty).unwrap_err().to_string();
+        assert!(err.contains("empty.redb is empty, not a Starling store"), "{err}");
+        assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0, "the empty file was written");
+    }
+
+    #[test]
+    fn flipped_bytes_are_reported_as_damage_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        {
+            let store = Store::open(&path).unwrap();
+            store.trust(&test_keypair(1).public()).unwrap();
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        let len = bytes.len();
+        for page in (4096..len).step_by(4096) {
+            for b in &mut bytes[page + 64..(page + 96).min(len)] {
+                *b ^= 0x5a;
+            }
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let err = Store::open(&path).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("move it away"), "{err}");
     }
 }

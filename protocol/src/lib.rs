@@ -17,8 +17,8 @@ pub mod signed;
 pub mod wire;
 
 pub use engine::{
-    CancelReason, ClockView, Engine, EngineConfig, EngineStats, Input, ItemCounts, ItemState,
-    Output, Reject, Snapshot, WorkResult,
+    CancelReason, ClockView, ConfigError, Engine, EngineConfig, EngineStats, Input, ItemCounts,
+    ItemState, Output, Reject, Snapshot, WorkResult,
 };
 pub use ids::{Digest, IdParseError, ItemId, NodeId, ProjectId};
 pub use item::{ItemBatch, TorrentSource, WorkItem, WorkKind};

@@ -26,6 +26,12 @@ pub const LEASE_MS_MIN: u64 = 1_000;
 pub const LEASE_MS_MAX: u64 = 24 * 3600 * 1000;
 /// Most copies of each result a project may ask for.
 pub const REPLICATION_MAX: u8 = 16;
+/// Fastest per-host rate a manifest may ask for, in thousandths per second (1000/s).
+pub const RATE_PER_S_MILLI_MAX: u32 = 1_000_000;
+/// Largest per-host burst a manifest may ask for.
+pub const BURST_MAX: u32 = 100;
+/// Most requests in flight to one host a manifest may ask for.
+pub const CONCURRENCY_MAX: u32 = 64;
 
 /// Per-host politeness: how fast and how wide a node may fetch from one host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,8 +134,14 @@ impl Validate for ProjectManifest {
         if self.replication > REPLICATION_MAX {
             return Err(DecodeError::Invalid("replication over 16"));
         }
-        if self.rate.per_s_milli == 0 || self.rate.concurrency == 0 {
-            return Err(DecodeError::Invalid("rate policy of zero"));
+        if !(1..=RATE_PER_S_MILLI_MAX).contains(&self.rate.per_s_milli) {
+            return Err(DecodeError::Invalid("rate outside 0.001/s ..= 1000/s"));
+        }
+        if self.rate.burst > BURST_MAX {
+            return Err(DecodeError::Invalid("burst outside 0 ..= 100"));
+        }
+        if !(1..=CONCURRENCY_MAX).contains(&self.rate.concurrency) {
+            return Err(DecodeError::Invalid("concurrency outside 1 ..= 64"));
         }
         if self.caps.chunk_urls_max == 0
             || self.caps.chunk_urls_max as usize > crate::item::CHUNK_URLS_MAX
@@ -143,4 +155,47 @@ impl Validate for ProjectManifest {
 impl Signable for ProjectManifest {
     const KIND: &'static str = "manifest";
     const MAX_BODY_BYTES: usize = 512 * 1024;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Validate;
+
+    fn with_rate(rate: RatePolicy) -> Result<(), DecodeError> {
+        let owner = crate::engine::test_keypair(1).public();
+        let m = ProjectManifest {
+            name: "r".into(),
+            description: String::new(),
+            version: 1,
+            owner,
+            rate,
+            lease_ms: 60_000,
+            replication: 0,
+            scope: vec![],
+            user_agent: "t".into(),
+            robots: RobotsPolicy::Obey,
+            caps: SizeCaps::default(),
+        };
+        m.validate()
+    }
+
+    #[test]
+    fn rate_burst_and_concurrency_have_ranges() {
+        let ok = RatePolicy::default();
+        with_rate(ok).unwrap();
+        let edges =
+            RatePolicy { per_s_milli: RATE_PER_S_MILLI_MAX, burst: BURST_MAX, concurrency: 64 };
+        with_rate(edges).unwrap();
+        for bad in [
+            RatePolicy { per_s_milli: 4_294_967_000, ..ok },
+            RatePolicy { per_s_milli: 0, ..ok },
+            RatePolicy { burst: u32::MAX, ..ok },
+            RatePolicy { burst: BURST_MAX + 1, ..ok },
+            RatePolicy { concurrency: 0, ..ok },
+            RatePolicy { concurrency: CONCURRENCY_MAX + 1, ..ok },
+        ] {
+            assert!(with_rate(bad).is_err(), "{bad:?}");
+        }
+    }
 }

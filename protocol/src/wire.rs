@@ -37,7 +37,9 @@ pub enum DecodeError {
     #[error("unknown wire version {0} (this build speaks {WIRE_VERSION})")]
     UnknownVersion(u8),
     /// A collection or string over its limit.
-    #[error("{field} has {len} entries, over the limit of {max}")]
+    #[error(
+        "{field} too large: {len}, over the limit of {max} (bytes for text, entries for lists)"
+    )]
     TooLarge { field: &'static str, len: usize, max: usize },
     /// A value that parses but makes no sense.
     #[error("invalid {0}")]

@@ -483,7 +483,7 @@ impl ItemInfo {
 /// `POST /publish` and `POST /trust` answers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Outcome {
-    /// `applied`, `duplicate` or `parked` (a batch waiting for its manifest).
+    /// `applied` or `duplicate` (a batch the node can only park is an error).
     pub outcome: String,
     /// What was published or trusted.
     pub what: String,

@@ -53,7 +53,7 @@ fn bad_inputs_get_one_clear_line() {
     let corrupt = dir.join("c");
     std::fs::create_dir_all(&corrupt).unwrap();
     std::fs::write(corrupt.join("starling.redb"), vec![0x5a; 16 * 1024]).unwrap();
-    fails_with(&corrupt, &[], "cannot be opened");
+    fails_with(&corrupt, &[], "not a Starling store");
 
     let badkey = dir.join("d");
     std::fs::create_dir_all(&badkey).unwrap();
@@ -89,4 +89,25 @@ fn locked_database_and_api_token() {
     let status = node.stop().expect("node stopped");
     assert!(status.success(), "graceful shutdown exit: {status}");
     assert!(!node.dir.join("api-port").exists(), "api-port left behind");
+}
+
+#[test]
+fn out_of_range_settings_stop_the_node_with_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let max = u64::MAX.to_string();
+    fails_with(
+        &tmp.path().join("a"),
+        &["--warmup-ms", &max],
+        "warmup_ms (--warmup-ms) = 18446744073709551615 is outside its range 0 ..= 3600000",
+    );
+    fails_with(&tmp.path().join("a"), &["--settle-ms", &max], "settle_ms (--settle-ms)");
+    fails_with(&tmp.path().join("a"), &["--presence-ttl-ms", &max], "presence_ttl_ms");
+    let config = tmp.path().join("c.toml");
+    std::fs::write(&config, "sync_interval_ms = 1\n").unwrap();
+    fails_with(
+        &tmp.path().join("b"),
+        &["--config", config.to_str().unwrap()],
+        "sync_interval_ms (--sync-interval-ms) = 1 is outside its range 100 ..= 3600000",
+    );
+    assert!(!tmp.path().join("a/api-port").exists());
 }

@@ -5,6 +5,7 @@
 mod common;
 
 mod api;
+mod api_limits;
 mod bad_input;
 mod crawl;
 mod crawl_outcomes;
@@ -20,5 +21,6 @@ mod reject;
 mod relay;
 mod seed;
 mod startup;
+mod store_damage;
 mod torrent;
 mod warcio;

@@ -267,4 +267,53 @@ fn bad_inputs_to_new_and_add_urls_get_one_clear_line() {
     std::fs::write(&urls, "https://example.org/\n").expect("write");
     let err = add_urls_fails(&f.key, &f.project, &urls, &["--chunk", "0"], &out);
     assert!(err.contains("--chunk"), "{err}");
+    // Within the limit as typed, over it once the spaces are percent-encoded for signing.
+    let spaced = format!("https://example.org/{}\n", "a ".repeat(1_000));
+    assert!(spaced.len() <= starling_protocol::item::URL_MAX);
+    std::fs::write(&urls, spaced).expect("write");
+    let err = add_urls_fails(&f.key, &f.project, &urls, &[], &out);
+    assert!(err.contains(":1:") && err.contains("bytes once normalised"), "{err}");
+    assert!(!out.exists(), "a batch was written");
+
+    let name_out = ["--name", "x", "--out", s(&out)];
+    let new = |extra: &[&str]| {
+        let mut args = vec!["project", "new", "--key", s(&f.key)];
+        args.extend(extra);
+        args.extend(name_out);
+        fails(&args)
+    };
+    let err = new(&["--burst", "4294967295"]);
+    assert!(err.contains("burst 4294967295 is out of range: 0 ..= 100"), "{err}");
+    let err = new(&["--rate-per-host", "4294967/s"]);
+    assert!(err.contains("out of range: 0.001/s ..= 1000/s"), "{err}");
+    let err = new(&["--concurrency", "0"]);
+    assert!(err.contains("concurrency 0 is out of range: 1 ..= 64"), "{err}");
+}
+
+#[test]
+fn publishing_to_a_node_that_does_not_trust_the_project_fails_saying_why() {
+    use crate::common::{Node, project};
+    let node = Node::start(100, &["--listen".into(), "/ip4/127.0.0.1/tcp/0".into()]);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let t = project(44, "untrusted", 2, 60_000);
+    let (manifest, batch) = (p(tmp.path(), "m.cbor"), p(tmp.path(), "b.cbor"));
+    std::fs::write(&manifest, &t.manifest).expect("write");
+    std::fs::write(&batch, &t.batch).expect("write");
+    let dir = s(&node.dir);
+    let key = t.owner.public().to_hex();
+    // The batch alone: parked, since the node neither trusts nor knows its project.
+    let err = fails(&["publish", "--data-dir", dir, s(&batch)]);
+    assert!(err.contains("batch parked") && err.contains("not trusted"), "{err}");
+    assert!(err.contains(&format!("starling project trust {key}")), "{err}");
+    let err = fails(&["publish", "--data-dir", dir, s(&manifest)]);
+    assert!(err.contains("manifest refused"), "{err}");
+    // Trusted, the manifest applies; a batch of a project the node does not know is parked,
+    // and says to publish the manifest first.
+    ok(&["project", "trust", "--data-dir", dir, &key]);
+    let other = project(44, "unknown", 2, 60_000);
+    std::fs::write(&batch, &other.batch).expect("write");
+    let err = fails(&["publish", "--data-dir", dir, s(&batch)]);
+    assert!(err.contains("publish the project's manifest first"), "{err}");
+    let done = ok(&["publish", "--data-dir", dir, s(&manifest)]);
+    assert!(done.contains("manifest applied"), "{done}");
 }

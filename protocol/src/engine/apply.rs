@@ -117,7 +117,11 @@ impl Engine {
     }
 
     fn check_time(&self, at_ms: u64, now: u64) -> Result<(), Reject> {
-        if at_ms > now + self.cfg.skew_margin_ms { Err(Reject::FromTheFuture) } else { Ok(()) }
+        if at_ms > now.saturating_add(self.cfg.skew_margin_ms) {
+            Err(Reject::FromTheFuture)
+        } else {
+            Ok(())
+        }
     }
 
     fn apply_manifest(&mut self, s: Signed<ProjectManifest>, now: u64) -> Result<(), Reject> {
@@ -141,7 +145,10 @@ impl Engine {
             {
                 return Err(Reject::Stale);
             }
-        } else if self.projects.len() >= self.cfg.projects_max {
+        } else if self.projects.len() >= self.cfg.projects_max
+            || self.projects.values().filter(|p| p.m.owner == m.owner).count()
+                >= self.cfg.projects_per_owner_max
+        {
             return Err(Reject::Full);
         }
         self.outputs.push_back(Output::Persist(Envelope::Manifest(s.clone())));
@@ -218,7 +225,7 @@ impl Engine {
         // heartbeat from the future or stale, and must still learn that it is the one off.
         self.note_clock(node, p.seq, p.at_ms, now);
         self.check_time(p.at_ms, now)?;
-        let expires_at = now + self.cfg.presence_ttl_ms;
+        let expires_at = now.saturating_add(self.cfg.presence_ttl_ms);
         if let Some(old) = self.peers.get_mut(&node) {
             if old.seq >= p.seq {
                 return Err(Reject::Duplicate);
@@ -272,7 +279,7 @@ impl Engine {
             return Err(Reject::UnknownItem);
         };
         let lease_ms = self.lease_ms(&entry.project);
-        if c.lease_until_ms - c.at_ms > lease_ms + self.cfg.skew_margin_ms {
+        if c.lease_until_ms - c.at_ms > lease_ms.saturating_add(self.cfg.skew_margin_ms) {
             return Err(Reject::LeaseTooLong);
         }
         let score = hrw::score(&c.item, &node);
@@ -326,7 +333,7 @@ impl Engine {
                 if c.epoch <= *epoch {
                     return Err(Reject::Stale);
                 }
-                if c.epoch > epoch + EPOCH_JUMP_MAX {
+                if c.epoch > epoch.saturating_add(EPOCH_JUMP_MAX) {
                     return Err(Reject::EpochRuleBroken);
                 }
                 None
@@ -351,10 +358,10 @@ impl Engine {
                     return Err(Reject::Lost);
                 }
                 if c.epoch > epoch {
-                    if c.epoch > epoch + EPOCH_JUMP_MAX {
+                    if c.epoch > epoch.saturating_add(EPOCH_JUMP_MAX) {
                         return Err(Reject::EpochRuleBroken);
                     }
-                    if now + self.cfg.skew_margin_ms < lease_until {
+                    if now.saturating_add(self.cfg.skew_margin_ms) < lease_until {
                         // Early in this node's view: see `Engine::hold_back`.
                         self.early_until = Some(lease_until - self.cfg.skew_margin_ms);
                         return Err(Reject::EpochRuleBroken);
@@ -394,7 +401,7 @@ impl Engine {
                     epoch,
                     since: c.since_ms,
                     kind,
-                    start_at: now + self.cfg.claim_settle_ms,
+                    start_at: now.saturating_add(self.cfg.claim_settle_ms),
                     started: false,
                     renew_at: lease_until.saturating_sub(lease_ms * 2 / 3).max(now),
                 };
@@ -408,10 +415,10 @@ impl Engine {
                         reason: CancelReason::Lost,
                     });
                 }
-                self.schedule(item, now + self.cfg.claim_settle_ms);
+                self.schedule(item, now.saturating_add(self.cfg.claim_settle_ms));
             }
         } else {
-            self.schedule(item, lease_until + self.cfg.skew_margin_ms);
+            self.schedule(item, lease_until.saturating_add(self.cfg.skew_margin_ms));
         }
         Ok(())
     }
@@ -435,7 +442,7 @@ impl Engine {
         self.outputs.push_back(Output::Persist(Envelope::Claim(s)));
         if holder != self.me {
             self.unschedule(item);
-            self.schedule(item, lease_until_ms + self.cfg.skew_margin_ms);
+            self.schedule(item, lease_until_ms.saturating_add(self.cfg.skew_margin_ms));
         } else {
             let lease_ms = self.items.get(&item).map_or(0, |e| self.lease_ms(&e.project));
             let Some(l) = self.local.get_mut(&item) else { return Ok(()) };
@@ -752,9 +759,10 @@ impl Engine {
                 }
                 ended = Some(Envelope::Claim(claim.clone()));
             }
-            Phase::Held { epoch, .. } if r.epoch > *epoch && r.epoch <= epoch + EPOCH_JUMP_MAX => {}
+            Phase::Held { epoch, .. }
+                if r.epoch > *epoch && r.epoch <= epoch.saturating_add(EPOCH_JUMP_MAX) => {}
             Phase::Open { epoch, proof }
-                if r.epoch >= *epoch && r.epoch <= epoch + EPOCH_JUMP_MAX =>
+                if r.epoch >= *epoch && r.epoch <= epoch.saturating_add(EPOCH_JUMP_MAX) =>
             {
                 if let Some(Envelope::Release(p)) = proof
                     && *p == s

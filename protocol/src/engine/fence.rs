@@ -151,9 +151,9 @@ impl Past {
         let Some(prev) = c.epoch.checked_sub(1) else { return false };
         let began = c.since_ms;
         let given_back = self.envelopes().iter().any(|env| match env {
-            Envelope::Release(r) => {
-                r.verified_ref().is_ok_and(|r| r.epoch == prev && r.at_ms <= began + FENCE_SKEW_MS)
-            }
+            Envelope::Release(r) => r
+                .verified_ref()
+                .is_ok_and(|r| r.epoch == prev && r.at_ms <= began.saturating_add(FENCE_SKEW_MS)),
             Envelope::Failure(_) => facts(env).is_some_and(|(ep, _)| ep == prev),
             _ => false,
         });

@@ -65,8 +65,8 @@ pub const CLOCK_PEERS_MAX: usize = 64;
 /// Fewest peers heard before this node's clock is judged.
 pub const CLOCK_QUORUM: usize = 3;
 pub use types::{
-    CancelReason, ClockView, EngineConfig, EngineStats, Input, ItemState, Output, Reject,
-    WorkResult,
+    CancelReason, ClockView, ConfigError, EngineConfig, EngineStats, Input, ItemState, Output,
+    Reject, WorkResult,
 };
 
 /// Most epochs a claim may jump ahead of the last one known.
@@ -724,7 +724,7 @@ impl Engine {
     // ---- time ----------------------------------------------------------------------------
 
     fn warmup_end(&self) -> Option<u64> {
-        self.started_at.map(|s| s + self.cfg.warmup_ms)
+        self.started_at.map(|s| s.saturating_add(self.cfg.warmup_ms))
     }
 
     fn tick(&mut self, now: u64) {
@@ -844,7 +844,7 @@ impl Engine {
 
     fn send_presence(&mut self, now: u64) {
         self.judge_clock(now);
-        self.presence_seq = (self.presence_seq + 1).max(now);
+        self.presence_seq = self.presence_seq.saturating_add(1).max(now);
         let capacity = self.cfg.capacity;
         let used = self.local.values().filter(|l| l.kind == WorkKind::Crawl).count() as u16;
         let free = if self.halted() { 0 } else { capacity.saturating_sub(used) };
@@ -871,7 +871,7 @@ impl Engine {
         self.outputs.push_back(Output::Publish(Envelope::Presence(Signed::sign(&self.key, &p))));
         // Up to 10% jitter keeps heartbeats of nodes started together from bunching up.
         let jitter = self.rng.random_range(0..=self.cfg.presence_interval_ms / 10);
-        self.next_presence_at = now + self.cfg.presence_interval_ms - jitter;
+        self.next_presence_at = now.saturating_add(self.cfg.presence_interval_ms) - jitter;
     }
 
     fn schedule(&mut self, item: ItemId, at: u64) {
@@ -880,7 +880,7 @@ impl Engine {
         // here is looked at first then: one wake-up instead of two.
         let at = match self.claimable_since(&item, e) {
             Some(since) if !self.local.contains_key(&item) => {
-                at.max(since.max(self.warmup_end().unwrap_or(0)) + self.cfg.settle_ms)
+                at.max(since.max(self.warmup_end().unwrap_or(0)).saturating_add(self.cfg.settle_ms))
             }
             _ => at,
         };
@@ -958,7 +958,7 @@ impl Engine {
             Phase::Held { lease_until, holder, .. }
                 if *holder != self.me || !self.local.contains_key(id) =>
             {
-                Some(lease_until + self.cfg.skew_margin_ms)
+                Some(lease_until.saturating_add(self.cfg.skew_margin_ms))
             }
             _ => None,
         }
@@ -1134,7 +1134,7 @@ impl Engine {
         // (it crashed, or claimed and never worked): one more rank may claim per such epoch,
         // so nodes that let their leases lapse cannot starve an item by ranking first.
         let head = self.cfg.candidates.saturating_sub(1).saturating_add(e.phase.epoch());
-        let base = since.max(self.warmup_end().unwrap_or(0)) + self.cfg.settle_ms;
+        let base = since.max(self.warmup_end().unwrap_or(0)).saturating_add(self.cfg.settle_ms);
         if now < base {
             // No rank may claim before the item has settled: the rank can wait until then.
             self.schedule(item, base);
@@ -1192,7 +1192,7 @@ impl Engine {
                 // come sooner than its rank now says.
                 let r = if peers_changed { r.min(scan_to.saturating_add(1)) } else { r };
                 let extra = u64::from(r.saturating_sub(head));
-                self.schedule(item, base + extra * self.cfg.widen_ms);
+                self.schedule(item, base.saturating_add(extra.saturating_mul(self.cfg.widen_ms)));
                 return;
             }
         };
@@ -1317,12 +1317,17 @@ impl Engine {
     fn claim(&mut self, item: ItemId, now: u64) {
         let Some(e) = self.items.get(&item) else { return };
         let epoch = match &e.phase {
-            Phase::Open { epoch, .. } | Phase::Held { epoch, .. } => epoch + 1,
+            Phase::Open { epoch, .. } | Phase::Held { epoch, .. } => epoch.saturating_add(1),
             _ => return,
         };
         let lease_ms = self.lease_ms(&e.project);
-        let claim =
-            Claim { item, epoch, at_ms: now, lease_until_ms: now + lease_ms, since_ms: now };
+        let claim = Claim {
+            item,
+            epoch,
+            at_ms: now,
+            lease_until_ms: now.saturating_add(lease_ms),
+            since_ms: now,
+        };
         let signed = Signed::sign(&self.key, &claim);
         self.stats.claims += 1;
         let env = Envelope::Claim(signed);
@@ -1339,7 +1344,7 @@ impl Engine {
             item,
             epoch: l.epoch,
             at_ms: now,
-            lease_until_ms: now + lease_ms,
+            lease_until_ms: now.saturating_add(lease_ms),
             since_ms: l.since,
         };
         let env = Envelope::Claim(Signed::sign(&self.key, &claim));

@@ -1895,3 +1895,75 @@ fn a_replaced_results_seeding_duties_are_dropped() {
     let m = m.id();
     assert_eq!(far.kept_buckets(m), far.walk_buckets(m));
 }
+
+#[test]
+fn one_owner_cannot_fill_the_project_cap_for_every_other_owner() {
+    let greedy = test_keypair(31);
+    let other = test_keypair(32);
+    let cfg = EngineConfig { projects_per_owner_max: 3, projects_max: 10, ..fast_config() };
+    let mut e = Engine::new(cfg, test_keypair(9), [greedy.public(), other.public()], 0);
+    let named = |owner: &Keypair, name: String| {
+        let m = ProjectManifest { name, ..manifest(owner, 5_000, 0) };
+        Input::Message(Envelope::Manifest(Signed::sign(owner, &m)))
+    };
+    for i in 0..3 {
+        e.handle(named(&greedy, format!("g{i}")), 0).unwrap();
+    }
+    assert_eq!(e.handle(named(&greedy, "g3".into()), 0), Err(Reject::Full));
+    // A newer version of a project already held is not a new project.
+    let v2 = ProjectManifest { name: "g0".into(), version: 2, ..manifest(&greedy, 5_000, 0) };
+    e.handle(Input::Message(Envelope::Manifest(Signed::sign(&greedy, &v2))), 0).unwrap();
+    for i in 0..3 {
+        e.handle(named(&other, format!("o{i}")), 0).unwrap();
+    }
+    assert_eq!(e.projects().count(), 6);
+}
+
+#[test]
+fn engine_settings_have_ranges_and_the_defaults_are_within_them() {
+    EngineConfig::default().validate().unwrap();
+    fast_config().validate().unwrap();
+    let huge = EngineConfig { warmup_ms: u64::MAX, ..EngineConfig::default() };
+    let err = huge.validate().unwrap_err();
+    assert_eq!(
+        err,
+        ConfigError::OutOfRange { name: "warmup_ms", value: u64::MAX, min: 0, max: 3_600_000 }
+    );
+    assert!(err.to_string().contains("warmup_ms = 18446744073709551615"), "{err}");
+    for bad in [
+        EngineConfig { presence_ttl_ms: u64::MAX, ..EngineConfig::default() },
+        EngineConfig { settle_ms: u64::MAX, ..EngineConfig::default() },
+        EngineConfig { presence_interval_ms: 0, ..EngineConfig::default() },
+        EngineConfig { candidates: 0, ..EngineConfig::default() },
+        EngineConfig { projects_per_owner_max: 2_000, ..EngineConfig::default() },
+    ] {
+        assert!(matches!(bad.validate(), Err(ConfigError::OutOfRange { .. })), "{bad:?}");
+    }
+    let inverted =
+        EngineConfig { presence_interval_ms: 5_000, presence_ttl_ms: 5_000, ..Default::default() };
+    assert!(matches!(inverted.validate(), Err(ConfigError::Order { .. })));
+    // Every range's edges are accepted.
+    for (name, _, min, max) in EngineConfig::default().ranges() {
+        assert!(min <= max, "{name}");
+    }
+}
+
+#[test]
+fn huge_unchecked_durations_saturate_instead_of_wrapping_into_a_claim_at_once() {
+    // A config that skipped `validate` (a simulator scenario, say): a warmup of u64::MAX ms
+    // must mean "never", not wrap to the past and claim at once (nor panic in a debug build).
+    let owner = test_keypair(1);
+    let cfg = EngineConfig {
+        warmup_ms: u64::MAX,
+        settle_ms: u64::MAX,
+        presence_ttl_ms: u64::MAX,
+        skew_margin_ms: u64::MAX,
+        ..fast_config()
+    };
+    let (mut e, _, ids) = knowing(&owner, cfg, 5_000, 2);
+    for now in [1_000, 10_000, 1_000_000] {
+        e.handle(Input::Tick, now).unwrap();
+    }
+    assert!(ids.iter().all(|i| !e.holds(i)), "claimed although the warmup never ends");
+    assert!(e.next_wakeup().is_none_or(|t| t >= 1_000_000), "a deadline wrapped to the past");
+}

@@ -43,8 +43,11 @@ pub struct EngineConfig {
     pub failures_max: u8,
     /// Most items tracked.
     pub items_max: usize,
-    /// Most projects tracked.
+    /// Most projects tracked, all owners together.
     pub projects_max: usize,
+    /// Most projects tracked per owner key, so one trusted owner cannot fill `projects_max`
+    /// and lock every other owner's new projects out.
+    pub projects_per_owner_max: usize,
     /// Most live peers tracked.
     pub peers_max: usize,
     /// Most messages parked while waiting for their project or item.
@@ -69,10 +72,109 @@ impl Default for EngineConfig {
             relay_lease_ms: 30_000,
             failures_max: 8,
             items_max: 1_000_000,
-            projects_max: 256,
+            projects_max: 1_024,
+            projects_per_owner_max: 64,
             peers_max: 4_096,
             pending_max: 4_096,
         }
+    }
+}
+
+/// Why an [`EngineConfig`] was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A setting outside its range.
+    #[error("{name} = {value} is outside its range {min} ..= {max}")]
+    OutOfRange {
+        /// The setting's name (as in the config file).
+        name: &'static str,
+        /// The value given.
+        value: u64,
+        /// Smallest allowed.
+        min: u64,
+        /// Largest allowed.
+        max: u64,
+    },
+    /// Two settings that only make sense in a given order.
+    #[error("{larger} = {larger_value} must be larger than {smaller} = {smaller_value}")]
+    Order {
+        /// The setting that must be larger.
+        larger: &'static str,
+        /// Its value.
+        larger_value: u64,
+        /// The setting that must be smaller.
+        smaller: &'static str,
+        /// Its value.
+        smaller_value: u64,
+    },
+}
+
+/// A minute, an hour and a day in milliseconds, for the ranges below.
+const MINUTE_MS: u64 = 60_000;
+const HOUR_MS: u64 = 60 * MINUTE_MS;
+const DAY_MS: u64 = 24 * HOUR_MS;
+
+impl EngineConfig {
+    /// Every setting with the range it must be in: `(name, value, min, max)`. Durations are
+    /// bounded so that no sum of a clock reading and a setting comes near `u64::MAX`, and so
+    /// that a typo (an extra few zeros) is refused instead of stalling a node for years.
+    pub fn ranges(&self) -> [(&'static str, u64, u64, u64); 18] {
+        let n = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
+        [
+            ("capacity", self.capacity.into(), 0, 1_024),
+            ("seed_capacity", self.seed_capacity.into(), 0, 4_096),
+            ("relay_capacity", self.relay_capacity.into(), 0, 1_024),
+            ("settle_ms", self.settle_ms, 0, 10 * MINUTE_MS),
+            ("claim_settle_ms", self.claim_settle_ms, 0, 10 * MINUTE_MS),
+            ("warmup_ms", self.warmup_ms, 0, HOUR_MS),
+            ("presence_interval_ms", self.presence_interval_ms, 100, 10 * MINUTE_MS),
+            ("presence_ttl_ms", self.presence_ttl_ms, 200, HOUR_MS),
+            ("skew_margin_ms", self.skew_margin_ms, 0, 10 * MINUTE_MS),
+            ("candidates", self.candidates.into(), 1, 64),
+            ("widen_ms", self.widen_ms, 0, HOUR_MS),
+            ("relay_lease_ms", self.relay_lease_ms, 1_000, DAY_MS),
+            ("failures_max", self.failures_max.into(), 1, 100),
+            ("items_max", n(self.items_max), 1, 100_000_000),
+            ("projects_max", n(self.projects_max), 1, 65_536),
+            ("projects_per_owner_max", n(self.projects_per_owner_max), 1, 65_536),
+            ("peers_max", n(self.peers_max), 1, 1_000_000),
+            ("pending_max", n(self.pending_max), 0, 1_000_000),
+        ]
+    }
+
+    /// Checks every setting against [`EngineConfig::ranges`] and the settings that depend on
+    /// each other; the first problem names the setting, its value and what it must be.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (name, value, min, max) in self.ranges() {
+            if !(min..=max).contains(&value) {
+                return Err(ConfigError::OutOfRange { name, value, min, max });
+            }
+        }
+        let order = |larger: &'static str, l: u64, smaller: &'static str, s: u64| {
+            if l > s {
+                Ok(())
+            } else {
+                Err(ConfigError::Order { larger, larger_value: l, smaller, smaller_value: s })
+            }
+        };
+        order(
+            "presence_ttl_ms",
+            self.presence_ttl_ms,
+            "presence_interval_ms",
+            self.presence_interval_ms,
+        )?;
+        let (per_owner, all) = (self.projects_per_owner_max, self.projects_max);
+        if per_owner > all {
+            let (value, max) = (per_owner as u64, all as u64);
+            return Err(ConfigError::OutOfRange {
+                name: "projects_per_owner_max",
+                value,
+                min: 1,
+                max,
+            });
+        }
+        Ok(())
     }
 }
 
