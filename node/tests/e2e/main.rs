@@ -13,6 +13,7 @@ mod crawl_robots;
 mod crawl_site;
 mod dash;
 mod demo;
+mod fault_runs;
 mod kill;
 mod local_faults;
 mod mesh;
