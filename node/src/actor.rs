@@ -477,7 +477,15 @@ impl Actor {
     pub(crate) fn tend_health(&mut self) {
         if let Some(e) = &self.store_error {
             match self.store.recover() {
-                Ok(()) => self.store_error = None,
+                // Writable again: what was not written meanwhile (records learnt from peers,
+                // releases) is written now, from the engine, which never lost it.
+                Ok(()) => match self.store.persist(&self.engine.stored_records(), true) {
+                    Ok(()) => {
+                        self.store_error = None;
+                        self.dirty = false;
+                    }
+                    Err(again) => self.store_error = Some(again.to_string()),
+                },
                 Err(again) if again.to_string() != *e => self.store_error = Some(again.to_string()),
                 Err(_) => {}
             }

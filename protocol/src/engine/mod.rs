@@ -621,6 +621,23 @@ impl Engine {
         self.outputs.pop_front()
     }
 
+    /// What a driver's store holds when it is up to date: manifests, batches, relay requests,
+    /// each item's proof and its failures (not the evidence about earlier epochs, which
+    /// [`Engine::snapshot`] adds). For rewriting a store that missed writes.
+    pub fn stored_records(&self) -> Vec<Envelope> {
+        let mut records = Vec::new();
+        for p in self.projects.values() {
+            records.push(Envelope::Manifest(p.manifest.clone()));
+            records.extend(p.batches.values().cloned().map(Envelope::Batch));
+        }
+        records.extend(self.relay_requests.values().cloned().map(Envelope::RelayRequest));
+        for e in self.items.values() {
+            records.extend(e.phase.proof());
+            records.extend(e.fails.envelopes());
+        }
+        records
+    }
+
     /// The records needed to rebuild this engine with [`Engine::restore`].
     pub fn snapshot(&self) -> Snapshot {
         let mut records = Vec::new();
