@@ -226,6 +226,10 @@ impl Actor {
                 trusted: self.engine.trusted().any(|k| *k == m.owner),
                 subscribed: self.engine.is_subscribed(&id),
                 priority: self.engine.priority(&id),
+                urls: {
+                    let [ok, refused, disallowed, transient] = self.engine.part_counts(&id);
+                    crate::views::UrlCounts { ok, refused, disallowed, transient }
+                },
             })
             .collect()
     }

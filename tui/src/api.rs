@@ -421,6 +421,22 @@ pub struct ProjectInfo {
     /// Its priority here.
     #[serde(default)]
     pub priority: i8,
+    /// URLs of its finished chunks by outcome, from their receipts.
+    #[serde(default)]
+    pub urls: UrlCounts,
+}
+
+/// URLs by outcome class (`starling urls` lists them one by one).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UrlCounts {
+    /// Fetched and archived, whatever the final HTTP status.
+    pub ok: u64,
+    /// Refused by policy (scope, SSRF guard, scheme, size cap).
+    pub refused: u64,
+    /// Disallowed by a robots.txt that was read.
+    pub disallowed: u64,
+    /// Given up while still failing for a passing reason.
+    pub transient: u64,
 }
 
 /// One entry of `GET /items`.

@@ -7,7 +7,7 @@ use starling_protocol::{EngineStats, ItemCounts, Reject};
 
 use crate::api::{
     Caps, ClaimInfo, DiskStats, FetchStats, HostInfo, LogLine, NetStats, PeerInfo, ProjectInfo,
-    RelayView, RunnerStats, SeedInfo, SeedingView, StatusView, WorkView,
+    RelayView, RunnerStats, SeedInfo, SeedingView, StatusView, UrlCounts, WorkView,
 };
 use crate::app::{Action, App, Snapshot};
 
@@ -144,6 +144,7 @@ pub(crate) fn projects() -> Vec<ProjectInfo> {
             trusted: true,
             subscribed: true,
             priority: 2,
+            urls: UrlCounts { ok: 1_480, refused: 12, disallowed: 31, transient: 0 },
         },
         ProjectInfo {
             id: hex(50),
@@ -156,6 +157,7 @@ pub(crate) fn projects() -> Vec<ProjectInfo> {
             trusted: false,
             subscribed: false,
             priority: 0,
+            urls: UrlCounts::default(),
         },
     ]
 }

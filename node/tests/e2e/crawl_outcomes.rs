@@ -183,6 +183,14 @@ fn unreadable_robots_txt_defers_and_in_the_end_every_allowed_url_is_archived() {
     );
     let all = cli(&node, &["urls", "--project", &project]);
     assert_eq!(all.lines().filter(|l| l.starts_with("ok\t200\t")).count(), 5, "{all}");
+    // The same counts per project, as the dashboard's Projects tab shows them.
+    let projects: Vec<serde_json::Value> = node.api.get_json("/projects").expect("projects");
+    let urls = &projects.iter().find(|p| p["id"] == project.as_str()).expect("listed")["urls"];
+    assert_eq!(
+        (urls["ok"].as_u64(), urls["refused"].as_u64(), urls["disallowed"].as_u64()),
+        (Some(5), Some(1), Some(1)),
+        "{urls}"
+    );
 
     let s = node.status();
     assert!(num(&s, &["urls", "ok"]) >= 5, "{}", s["urls"]);

@@ -621,6 +621,22 @@ impl Engine {
         self.outputs.pop_front()
     }
 
+    /// Parts of `project`'s finished items by outcome class, `[ok, refused, disallowed,
+    /// transient]`, read from their receipts (for a crawl chunk, its URLs). A pass over the
+    /// project's items: for a status view, not for every message.
+    pub fn part_counts(&self, project: &ProjectId) -> [u64; 4] {
+        let mut out = [0u64; 4];
+        for e in self.items.values().filter(|e| e.project == *project) {
+            let Phase::Done { receipt } = &e.phase else { continue };
+            let Some((r, _)) = apply::receipt_parts(receipt) else { continue };
+            for part in &r.parts {
+                let class = part.failure.as_ref().map_or(0, |f| f.class as usize);
+                out[class.min(3)] += 1;
+            }
+        }
+        out
+    }
+
     /// What a driver's store holds when it is up to date: manifests, batches, relay requests,
     /// each item's proof and its failures (not the evidence about earlier epochs, which
     /// [`Engine::snapshot`] adds). For rewriting a store that missed writes.

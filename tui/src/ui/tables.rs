@@ -322,5 +322,18 @@ pub(super) fn draw_projects(app: &App, data: &Snapshot, frame: &mut Frame, area:
     let head = header(&["name", "id", "trusted", "subscribed", "prio", "open/held/done/fail"]);
     let title = format!("Projects ({})", data.projects.len());
     let t = table(rows, &widths, head, title);
-    render_selected(app, Tab::Projects, t, data.projects.len(), frame, area);
+    let [list, urls] = Layout::vertical([Constraint::Min(3), Constraint::Length(1)]).areas(area);
+    render_selected(app, Tab::Projects, t, data.projects.len(), frame, list);
+    // The URLs of the selected project's finished chunks: what made it into the archive.
+    let selected = app.selected[Tab::Projects.index()].min(data.projects.len().saturating_sub(1));
+    if let Some(p) = data.projects.get(selected) {
+        let u = &p.urls;
+        let text = format!(
+            " urls: {} archived · {} refused · {} disallowed · {} failed (`starling urls`)",
+            u.ok, u.refused, u.disallowed, u.transient
+        );
+        let lost = u.refused + u.disallowed + u.transient > 0;
+        let line = Line::styled(text, Style::new().fg(if lost { WARN } else { DIM }));
+        frame.render_widget(Paragraph::new(line), urls);
+    }
 }
