@@ -613,11 +613,20 @@ async fn the_runner_reports_the_warc_digest_and_cancel_leaves_no_file() {
     let bytes = std::fs::read(&path).expect("result file");
     assert_eq!(bytes.len() as u64, size);
     assert_eq!(blake3::hash(&bytes).as_bytes(), result.as_bytes());
-    let names: Vec<String> = std::fs::read_dir(dir.path())
-        .expect("dir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(names.len(), 1, "only the finished warc remains: {names:?}");
+    // The cancelled job's task is dropped by the runtime after `abort` returns, and its
+    // temporary file goes with it: wait for that, within a generous bound.
+    let names = || -> Vec<String> {
+        std::fs::read_dir(dir.path())
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while names().len() > 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = names();
+    assert_eq!(left.len(), 1, "only the finished warc remains: {left:?}");
     assert_eq!(counters.snapshot().cancelled, 1);
 }
 
