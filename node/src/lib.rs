@@ -8,6 +8,19 @@
 //! The subcommands for `main.rs` live in [`cli_node`].
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+/// `starling --version`: the crate version, the commit built and the build date (from
+/// `build.rs`; `SOURCE_DATE_EPOCH` fixes the date).
+pub const VERSION_LONG: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("STARLING_COMMIT"),
+    ", built ",
+    env!("STARLING_BUILD_DATE"),
+    ", ",
+    env!("STARLING_PROFILE"),
+    ")"
+);
+
 pub mod actor;
 pub mod api;
 pub mod budget;

@@ -7,7 +7,7 @@ use starling_node::cli_node;
 
 /// Starling: a peer-to-peer volunteer compute mesh.
 #[derive(Debug, Parser)]
-#[command(name = "starling", version, propagate_version = true)]
+#[command(name = "starling", version = starling_node::VERSION_LONG, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

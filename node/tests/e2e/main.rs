@@ -24,4 +24,5 @@ mod seed;
 mod startup;
 mod store_damage;
 mod torrent;
+mod version;
 mod warcio;
