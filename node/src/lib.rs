@@ -42,6 +42,7 @@ pub mod project;
 pub mod relay;
 pub mod runner;
 pub mod seed;
+pub mod service;
 pub mod store;
 pub mod tcp;
 #[cfg(any(debug_assertions, feature = "test-runner"))]

@@ -33,6 +33,9 @@ enum Cmd {
     Project(starling_node::project::ProjectCmd),
     /// Run the real claim engine over a simulated mesh, reproducibly from a seed.
     Sim(Box<starling_sim::SimArgs>),
+    /// Run the node untended under systemd: install, uninstall or check its unit.
+    #[command(subcommand)]
+    Service(starling_node::service::ServiceCmd),
     /// A whole mesh on this machine: a local website, N nodes and a demo project to crawl.
     Demo(starling_node::demo::DemoArgs),
 }
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         Cmd::Project(cmd) => starling_node::project::run(cmd),
         Cmd::Sim(args) => starling_sim::run(*args),
         Cmd::Demo(args) => starling_node::demo::run(args),
+        Cmd::Service(cmd) => starling_node::service::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -21,6 +21,7 @@ mod project_cli;
 mod reject;
 mod relay;
 mod seed;
+mod service;
 mod startup;
 mod store_damage;
 mod torrent;
