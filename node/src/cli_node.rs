@@ -449,7 +449,8 @@ mod key_of_tests {
 pub struct ExportArgs {
     #[command(flatten)]
     pub node: NodeDirArgs,
-    /// The project's id (64 hex digits; `starling project inspect` shows it).
+    /// The project: its id, a unique prefix of it (4 hex digits or more), or its name
+    /// (`starling projects` lists them).
     #[arg(long, value_name = "ID")]
     pub project: String,
     /// Directory to write the WARC files and `index.cdx` into (created if missing).
@@ -463,15 +464,11 @@ pub struct ExportArgs {
 /// Asks the local node to gather every done result of the project (fetching from holders
 /// what it lacks), then writes them and their CDX index into `--out`.
 pub fn export(args: ExportArgs) -> Result<()> {
-    let project: starling_protocol::ProjectId = args
-        .project
-        .trim()
-        .parse()
-        .map_err(|e| anyhow!("{:?} is not a project id (64 hex digits): {e}", args.project))?;
     let client = args
         .node
         .client()?
         .with_request_timeout(std::time::Duration::from_secs(args.timeout_s.max(1)));
+    let project = crate::projects::resolve(&client, &args.project)?;
     eprintln!("gathering the results of project {} (fetching any this node lacks)…", project);
     let items: Vec<crate::views::ExportItem> =
         client.post_json(&format!("/projects/{}/export", project.to_hex()), b"")?;

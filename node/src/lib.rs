@@ -39,6 +39,7 @@ pub mod metrics;
 pub mod nat;
 pub mod net;
 pub mod project;
+pub mod projects;
 pub mod relay;
 pub mod runner;
 pub mod seed;

@@ -26,6 +26,8 @@ enum Cmd {
     /// List the URLs of a project's done chunks with their outcome (`--failed`: only those
     /// not archived).
     Urls(starling_node::urls::UrlsArgs),
+    /// List the projects this node knows: name, id, progress, URL outcomes.
+    Projects(starling_node::projects::ProjectsArgs),
     /// Send signed manifests and batches into the mesh through the local node.
     Publish(cli_node::PublishArgs),
     /// Project owner's tools: keys, manifests, signed batches of work, trust.
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
         Cmd::Dash(args) => starling_tui::run(args),
         Cmd::Publish(args) => cli_node::publish(args),
         Cmd::Export(args) => cli_node::export(args),
+        Cmd::Projects(args) => starling_node::projects::run(args),
         Cmd::Urls(args) => starling_node::urls::run(args),
         Cmd::Project(cmd) => starling_node::project::run(cmd),
         Cmd::Sim(args) => starling_sim::run(*args),

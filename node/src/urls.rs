@@ -3,7 +3,7 @@
 //! (`GET /projects/{id}/urls`), which reads each done chunk's signed receipt from the store:
 //! the receipt's parts are in the chunk's URL order, each with its class and reason.
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use starling_protocol::message::PartClass;
 use starling_protocol::{Envelope, ItemState, ProjectId, WorkItem};
@@ -79,7 +79,7 @@ impl Actor {
 pub struct UrlsArgs {
     #[command(flatten)]
     pub node: crate::cli_node::NodeDirArgs,
-    /// The project (64 hex digits).
+    /// The project: its id, a unique prefix of it (4 hex digits or more), or its name.
     #[arg(long, value_name = "ID")]
     pub project: String,
     /// Only the URLs that were not archived (refused, disallowed, transient).
@@ -92,12 +92,8 @@ pub struct UrlsArgs {
 
 /// Prints one line per URL: class, status, URL and reason, tab-separated.
 pub fn run(args: UrlsArgs) -> Result<()> {
-    let project: ProjectId = args
-        .project
-        .trim()
-        .parse()
-        .map_err(|e| anyhow!("{:?} is not a project id (64 hex digits): {e}", args.project))?;
     let client = args.node.client()?;
+    let project: ProjectId = crate::projects::resolve(&client, &args.project)?;
     let path = format!("/projects/{}/urls?failed={}", project.to_hex(), args.failed);
     let list: Vec<UrlOutcomeView> = client.get_json(&path)?;
     if args.json {

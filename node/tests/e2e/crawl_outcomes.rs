@@ -181,7 +181,16 @@ fn unreadable_robots_txt_defers_and_in_the_end_every_allowed_url_is_archived() {
             && l.ends_with("out of scope")),
         "{failed}"
     );
-    let all = cli(&node, &["urls", "--project", &project]);
+    // A project is named by a unique id prefix or its name as well as its whole id.
+    let all = cli(&node, &["urls", "--project", &project[..8]]);
+    assert_eq!(cli(&node, &["urls", "--project", "outcomes"]), all);
+    // `starling projects` lists it, complete, with its URL outcomes.
+    let listed = cli(&node, &["projects"]);
+    let row = listed.lines().find(|l| l.starts_with(&project[..12])).expect("listed");
+    assert!(
+        row.contains("outcomes") && row.contains("complete") && row.contains("3/3"),
+        "{listed}"
+    );
     assert_eq!(all.lines().filter(|l| l.starts_with("ok\t200\t")).count(), 5, "{all}");
     // The same counts per project, as the dashboard's Projects tab shows them.
     let projects: Vec<serde_json::Value> = node.api.get_json("/projects").expect("projects");
