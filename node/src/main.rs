@@ -42,8 +42,35 @@ enum Cmd {
     Demo(starling_node::demo::DemoArgs),
 }
 
+/// The exit code of a command whose output pipe was closed (128 + SIGPIPE), as `cat` has.
+const CLOSED_PIPE_EXIT: i32 = 141;
+
+/// `starling status --json | head` closes the pipe before the command has printed all: end
+/// quietly, as `cat` or `ls` do, instead of panicking inside `println!`. Rust ignores
+/// SIGPIPE, so the write fails with EPIPE and `println!` panics with this message.
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(CLOSED_PIPE_EXIT);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Not for the node, the demo or the dashboard: they run for hours and print little to
+    // stdout; a closed stdout there is not the end of their work.
+    if !matches!(cli.cmd, Cmd::Up(_) | Cmd::Demo(_) | Cmd::Dash(_)) {
+        quiet_on_closed_pipe();
+    }
     let result = match cli.cmd {
         Cmd::Up(args) => cli_node::up(*args),
         Cmd::Status(args) => cli_node::status(args),

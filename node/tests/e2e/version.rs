@@ -35,3 +35,23 @@ fn version_names_the_commit_and_the_build_date() {
         line.replacen("starling", "starling-status", 1)
     );
 }
+
+/// `starling ... | head` closes the pipe early: the command ends quietly with 141 (128 +
+/// SIGPIPE) as `cat` does, not with a panic and a backtrace.
+#[test]
+fn a_closed_output_pipe_ends_a_command_quietly() {
+    use std::process::Stdio;
+    let mut child = Command::new(BIN)
+        .args(["sim", "--scenario", "steady", "--seed", "1", "--nodes", "5", "--items", "20"])
+        .args(["--duration", "20s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run starling sim");
+    // Close the reading end at once: every line the command prints meets a closed pipe.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+}
