@@ -345,8 +345,12 @@ pub fn status(args: StatusArgs) -> Result<()> {
     for a in &s.listen {
         println!("listen    {a}");
     }
-    if let Some(e) = s.store_error {
+    if let Some(e) = &s.store_error {
         println!("STORE ERROR {e}");
+    }
+    let projects: Option<Vec<starling_tui::api::ProjectInfo>> = client.get_json("/projects").ok();
+    for h in starling_tui::hints::next_steps(&s, projects.as_deref()) {
+        println!("NEXT      {h}");
     }
     Ok(())
 }

@@ -15,6 +15,7 @@ mod app;
 pub mod client;
 mod dash;
 mod format;
+pub mod hints;
 mod poller;
 mod ui;
 
