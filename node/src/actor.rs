@@ -870,9 +870,7 @@ impl Actor {
                 if let Some(nat) = &mut self.nat {
                     nat.learn(peer_id, &info.listen_addrs);
                 }
-                for addr in info.listen_addrs {
-                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
-                }
+                net::route_identified(&mut self.swarm.behaviour_mut().kad, &peer_id, &info);
                 if let Err(e) = self.store.remember_peer(&peer_id.to_string(), &addrs) {
                     self.store_error = Some(e.to_string());
                 }

@@ -137,16 +137,38 @@ fn topic_score_params() -> gossipsub::TopicScoreParams {
     }
 }
 
-fn gossipsub(key: &identity::Keypair) -> Result<gossipsub::Behaviour> {
-    let config = gossipsub::ConfigBuilder::default()
+/// A gossip message's id: the 32 bytes of blake3 over the message's `data` field (the
+/// envelope bytes exactly as published), nothing else. Author and sequence number are left
+/// out, so two copies of one envelope are one message whoever relays them; docs/node.md gives
+/// the rule to other implementations, which must use it too (a peer that advertises ids made
+/// another way cannot keep its IHAVE promises and loses score).
+pub fn message_id(data: &[u8]) -> MessageId {
+    MessageId::from(blake3::hash(data).as_bytes().to_vec())
+}
+
+/// The gossipsub configuration every node runs.
+///
+/// `allow_self_origin`: a peer may send our own message back to us (js-libp2p's gossipsub
+/// forwards to every mesh peer but the one it heard from, and the origin may be another mesh
+/// member). rust-libp2p would reject such a copy as "self-origin" and count it as an invalid
+/// delivery (−10 × count² here), greylisting honest relays. Allowed, the copy is a duplicate
+/// of what we published (same id) and costs nothing; once our duplicate cache forgot it, it
+/// reaches the engine, which ignores an envelope it already has without penalty.
+fn gossip_config() -> Result<gossipsub::Config> {
+    gossipsub::ConfigBuilder::default()
         .validate_messages()
-        .message_id_fn(|m| MessageId::from(blake3::hash(&m.data).as_bytes().to_vec()))
+        .message_id_fn(|m| message_id(&m.data))
+        .allow_self_origin(true)
         .max_transmit_size(MAX_ENVELOPE_BYTES + 4 * 1024)
         .heartbeat_interval(GOSSIP_HEARTBEAT)
         .build()
-        .map_err(|e| anyhow!("gossipsub configuration: {e}"))?;
-    let mut g = gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), config)
-        .map_err(|e| anyhow!("gossipsub: {e}"))?;
+        .map_err(|e| anyhow!("gossipsub configuration: {e}"))
+}
+
+fn gossipsub(key: &identity::Keypair) -> Result<gossipsub::Behaviour> {
+    let mut g =
+        gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), gossip_config()?)
+            .map_err(|e| anyhow!("gossipsub: {e}"))?;
     g.with_peer_score(
         gossipsub::PeerScoreParams::default(),
         gossipsub::PeerScoreThresholds::default(),
@@ -176,11 +198,8 @@ fn behaviour(
             .with_request_timeout(SYNC_TIMEOUT)
             .with_max_concurrent_streams(SYNC_STREAMS_MAX),
     );
-    let mut kad = kad::Behaviour::with_config(
-        peer_id,
-        kad::store::MemoryStore::new(peer_id),
-        kad::Config::new(KAD_PROTOCOL),
-    );
+    let mut kad =
+        kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config());
     // Answer DHT queries even before AutoNAT confirms an external address: on a LAN or in a
     // small private mesh nobody would otherwise serve the routing table.
     kad.set_mode(Some(kad::Mode::Server));
@@ -220,6 +239,41 @@ fn behaviour(
         dcutr: dcutr::Behaviour::new(peer_id),
         blob: crate::seed::wire::behaviour(),
     })
+}
+
+/// Kademlia on [`KAD_PROTOCOL`]. Peers enter the routing table through [`route_identified`]
+/// (and the operator's bootstrap list), not merely by connecting: only those that speak the
+/// protocol are handed out to later queries.
+fn kad_config() -> kad::Config {
+    let mut config = kad::Config::new(KAD_PROTOCOL);
+    config.set_kbucket_inserts(kad::BucketInserts::Manual);
+    config
+}
+
+/// Whether a peer's identify answer lists Starling's DHT protocol.
+pub fn speaks_kad(info: &identify::Info) -> bool {
+    info.protocols.contains(&KAD_PROTOCOL)
+}
+
+/// Puts an identified peer's listen addresses into Kademlia's routing table if it speaks
+/// Starling's DHT protocol, and takes it out otherwise (it may have been added as a bootstrap,
+/// mDNS or remembered peer before anyone knew): a peer that cannot answer a DHT query must not
+/// be handed out to later queries. Returns whether the peer is routable.
+pub fn route_identified(
+    kad: &mut kad::Behaviour<kad::store::MemoryStore>,
+    peer: &libp2p::PeerId,
+    info: &identify::Info,
+) -> bool {
+    if !speaks_kad(info) {
+        if kad.remove_peer(peer).is_some() {
+            tracing::debug!(%peer, "dropped from the DHT routing table: no {KAD_PROTOCOL}");
+        }
+        return false;
+    }
+    for addr in &info.listen_addrs {
+        kad.add_address(peer, addr.clone());
+    }
+    true
 }
 
 /// Builds the swarm (TCP and QUIC, noise, yamux, DNS, relayed connections) around the node's
@@ -425,5 +479,166 @@ mod tests {
         let mut secret = node.secret_bytes();
         let id = identity::Keypair::ed25519_from_bytes(&mut secret).unwrap();
         assert_eq!(peer, id.public().to_peer_id());
+    }
+
+    /// A swarm over the in-memory transport (noise, yamux) around one behaviour.
+    fn memory_swarm<B: NetworkBehaviour>(key: identity::Keypair, b: B) -> Swarm<B> {
+        use libp2p::core::Transport as _;
+        libp2p::SwarmBuilder::with_existing_identity(key)
+            .with_tokio()
+            .with_other_transport(|key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+                Ok(libp2p::core::transport::MemoryTransport::default()
+                    .upgrade(libp2p::core::upgrade::Version::V1)
+                    .authenticate(noise::Config::new(key)?)
+                    .multiplex(yamux::Config::default()))
+            })
+            .unwrap()
+            .with_behaviour(|_| b)
+            .unwrap()
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+            .build()
+    }
+
+    /// Our own message coming back through a relay (what js-libp2p's gossipsub does when the
+    /// origin is in its mesh) must cost the relay nothing. The relay here signs with the
+    /// node's key, so its copies carry the node as their source exactly like an echo: first a
+    /// copy of what the node published, then a message the node never saw, which also shows
+    /// that the copy before it was handled (one stream, in order).
+    #[tokio::test]
+    async fn own_message_echoed_back_costs_the_relay_nothing() {
+        use futures::StreamExt as _;
+        use libp2p::swarm::SwarmEvent;
+
+        let key = identity::Keypair::generate_ed25519();
+        let mut node = memory_swarm(key.clone(), gossipsub(&key).unwrap());
+        // The relay: its own transport identity, gossip signed with the node's key, and
+        // js-libp2p's default message id (author and sequence number), so that it does not
+        // drop the node's data as a duplicate of its own.
+        let relay_config = gossipsub::ConfigBuilder::default()
+            .heartbeat_interval(GOSSIP_HEARTBEAT)
+            .build()
+            .unwrap();
+        let mut relay_g: gossipsub::Behaviour =
+            gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), relay_config)
+                .unwrap();
+        relay_g.subscribe(&presence_topic()).unwrap();
+        let mut relay = memory_swarm(identity::Keypair::generate_ed25519(), relay_g);
+        let relay_peer = *relay.local_peer_id();
+
+        node.listen_on("/memory/0".parse().unwrap()).unwrap();
+        let topic = presence_topic();
+        let (echo, fresh) = (b"published by the node".to_vec(), b"never seen before".to_vec());
+        let mut stage = 0;
+        let mut fresh_arrived = false;
+        let mut echo_delivered = false;
+        let outcome = tokio::time::timeout(Duration::from_secs(30), async {
+            while !fresh_arrived {
+                tokio::select! {
+                    ev = node.select_next_some() => match ev {
+                        SwarmEvent::NewListenAddr { address, .. } => relay.dial(address).unwrap(),
+                        SwarmEvent::Behaviour(gossipsub::Event::Subscribed { peer_id, .. })
+                            if peer_id == relay_peer && stage == 0 =>
+                        {
+                            stage = 1;
+                            node.behaviour_mut().publish(topic.clone(), echo.clone()).unwrap();
+                        }
+                        SwarmEvent::Behaviour(gossipsub::Event::Message {
+                            propagation_source, message_id, message,
+                        }) => {
+                            echo_delivered |= message.data == echo;
+                            fresh_arrived |= message.data == fresh;
+                            node.behaviour_mut().report_message_validation_result(
+                                &message_id,
+                                &propagation_source,
+                                gossipsub::MessageAcceptance::Accept,
+                            );
+                        }
+                        _ => {}
+                    },
+                    ev = relay.select_next_some() => {
+                        if let SwarmEvent::Behaviour(gossipsub::Event::Message { message, .. }) =
+                            ev
+                            && message.data == echo
+                            && stage == 1
+                        {
+                            stage = 2;
+                            let g = relay.behaviour_mut();
+                            g.publish(topic.clone(), echo.clone()).unwrap();
+                            g.publish(topic.clone(), fresh.clone()).unwrap();
+                        }
+                    }
+                }
+            }
+        })
+        .await;
+        let score = node.behaviour().peer_score(&relay_peer);
+        assert!(
+            outcome.is_ok(),
+            "the relay's later message never arrived (stage {stage}, score {score:?})"
+        );
+        assert!(!echo_delivered, "the echo of our own message was delivered as a new message");
+        let score = score.expect("the relay is scored");
+        assert!(score >= 0.0, "the relay lost score for echoing our own message: {score}");
+    }
+
+    fn identified(protocols: Vec<StreamProtocol>, addr: &str) -> identify::Info {
+        identify::Info {
+            public_key: identity::Keypair::generate_ed25519().public(),
+            protocol_version: IDENTIFY_PROTOCOL.into(),
+            agent_version: "test".into(),
+            listen_addrs: vec![addr.parse().unwrap()],
+            protocols,
+            observed_addr: "/ip4/127.0.0.1/tcp/1".parse().unwrap(),
+            signed_peer_record: None,
+        }
+    }
+
+    #[test]
+    fn only_peers_speaking_the_dht_protocol_are_routed() {
+        let me = identity::Keypair::generate_ed25519().public().to_peer_id();
+        let mut kad =
+            kad::Behaviour::with_config(me, kad::store::MemoryStore::new(me), kad_config());
+        let routed = |kad: &mut kad::Behaviour<kad::store::MemoryStore>| -> Vec<libp2p::PeerId> {
+            kad.kbuckets()
+                .flat_map(|b| b.iter().map(|e| *e.node.key.preimage()).collect::<Vec<_>>())
+                .collect()
+        };
+        let (dht, other, ipfs) =
+            (libp2p::PeerId::random(), libp2p::PeerId::random(), libp2p::PeerId::random());
+        let ping = StreamProtocol::new("/ipfs/ping/1.0.0");
+        assert!(route_identified(
+            &mut kad,
+            &dht,
+            &identified(vec![ping.clone(), KAD_PROTOCOL], "/ip4/127.0.0.1/tcp/4001")
+        ));
+        assert!(!route_identified(
+            &mut kad,
+            &other,
+            &identified(vec![ping.clone()], "/ip4/127.0.0.1/tcp/4002")
+        ));
+        // The public DHT's protocol is not ours.
+        let public = StreamProtocol::new("/ipfs/kad/1.0.0");
+        assert!(!route_identified(
+            &mut kad,
+            &ipfs,
+            &identified(vec![public], "/ip4/127.0.0.1/tcp/4003")
+        ));
+        assert_eq!(routed(&mut kad), vec![dht]);
+        // A bootstrap peer added before it identified leaves once it turns out not to speak it.
+        kad.add_address(&other, "/ip4/127.0.0.1/tcp/4002".parse().unwrap());
+        assert_eq!(routed(&mut kad).len(), 2);
+        route_identified(&mut kad, &other, &identified(vec![ping], "/ip4/127.0.0.1/tcp/4002"));
+        assert_eq!(routed(&mut kad), vec![dht]);
+    }
+
+    #[test]
+    fn message_id_is_blake3_of_the_data() {
+        let data = b"envelope bytes";
+        assert_eq!(message_id(data).0, blake3::hash(data).as_bytes().to_vec());
+        // The docs' example: the id of the empty message, in hex.
+        assert_eq!(
+            hex::encode(message_id(b"").0),
+            "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
+        );
     }
 }
