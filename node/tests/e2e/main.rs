@@ -17,6 +17,7 @@ mod fault_runs;
 mod kill;
 mod local_faults;
 mod mesh;
+mod metrics;
 mod project_cli;
 mod reject;
 mod relay;
