@@ -50,6 +50,22 @@ fn snapshot(status: StatusView) -> Snapshot {
     }
 }
 
+fn project_info(name: &str) -> ProjectInfo {
+    ProjectInfo {
+        id: "cd".repeat(32),
+        name: name.into(),
+        version: 1,
+        owner: "ef".repeat(32),
+        lease_ms: 1000,
+        replication: 1,
+        items: Default::default(),
+        trusted: true,
+        subscribed: true,
+        priority: 0,
+        urls: Default::default(),
+    }
+}
+
 fn text(s: &Snapshot, f: Format) -> String {
     render(s, None, f)
 }
@@ -290,19 +306,7 @@ fn peer_scores_are_summarised_and_banded() {
 #[test]
 fn label_values_and_help_are_escaped() {
     let mut snap = snapshot(status());
-    snap.projects.push(ProjectInfo {
-        id: "cd".repeat(32),
-        name: "a \"quoted\"\\name\nhere".into(),
-        version: 1,
-        owner: "ef".repeat(32),
-        lease_ms: 1000,
-        replication: 1,
-        items: Default::default(),
-        trusted: true,
-        subscribed: true,
-        priority: 0,
-        urls: Default::default(),
-    });
+    snap.projects.push(project_info("a \"quoted\"\\name\nhere"));
     let t = text(&snap, Format::OpenMetrics);
     assert!(t.contains("name=\"a \\\"quoted\\\"\\\\name\\nhere\""), "{t}");
     // OpenMetrics escapes quotes in help; the classic format does not.
@@ -374,4 +378,51 @@ fn work_timer_times_jobs_by_kind_and_outcome() {
     let d = t.durations();
     assert_eq!(d.len(), 1);
     assert_eq!(d[&("crawl", "done")].count(), 1);
+}
+
+#[test]
+fn the_grafana_dashboard_reads_only_series_the_node_writes() {
+    let mut st = status();
+    st.caps.disk_bytes_max = Some(1 << 30);
+    let mut snap = snapshot(st);
+    snap.actor.topics.push(("t".into(), 1, 1));
+    snap.projects.push(project_info("p"));
+    snap.peers.push(PeerInfo {
+        peer_id: "p".into(),
+        node_id: None,
+        connected: true,
+        live: true,
+        score: Some(1.0),
+        via_relay: false,
+        synced: 0,
+        free: None,
+        capacity: None,
+    });
+    let t = text(&snap, Format::Classic);
+    let written: BTreeSet<&str> = t
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split(['{', ' ']).next().unwrap())
+        .collect();
+    let dash: serde_json::Value =
+        serde_json::from_str(include_str!("../../../docs/grafana-starling.json")).unwrap();
+    let mut exprs = Vec::new();
+    for p in dash["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            exprs.push(t["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(exprs.len() > 30, "{}", exprs.len());
+    for e in &exprs {
+        let mut rest = e.as_str();
+        while let Some(i) = rest.find("starling_") {
+            let name: String =
+                rest[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            assert!(
+                written.contains(name.as_str()),
+                "the dashboard reads {name}, never written: {e}"
+            );
+            rest = &rest[i + name.len()..];
+        }
+    }
 }

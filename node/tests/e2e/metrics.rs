@@ -299,3 +299,42 @@ fn metrics_parse_in_both_formats_with_prometheus_tools() {
     assert!(completed >= 6.0, "{completed}");
     assert!(timed >= completed, "{timed} timed of {completed} completed");
 }
+
+/// Every query of docs/grafana-starling.json is PromQL that promtool accepts (as recording
+/// rules, with the dashboard's `$instance` variable at its "All" value). The unit tests check
+/// that the series they read are the ones the node writes.
+#[test]
+fn grafana_queries_are_valid_promql() {
+    let bin = match promtool() {
+        Ok(b) => b,
+        Err(why) => {
+            eprintln!("SKIPPED promtool check rules: no promtool ({why})");
+            return;
+        }
+    };
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/grafana-starling.json");
+    let dash: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut rules = String::from("groups:\n  - name: grafana\n    rules:\n");
+    let mut n = 0;
+    for p in dash["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"].as_str().unwrap().replace("$instance", ".*");
+            n += 1;
+            rules.push_str(&format!(
+                "      - record: grafana:query{n}\n        expr: {}\n",
+                serde_json::to_string(&expr).unwrap()
+            ));
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("grafana-rules.yml");
+    std::fs::write(&file, &rules).unwrap();
+    let out = Command::new(&bin).args(["check", "rules"]).arg(&file).output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check rules: {}{}\n{rules}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("promtool check rules: {n} dashboard queries parse");
+}
