@@ -3,7 +3,11 @@
 use std::collections::BTreeSet;
 
 use super::*;
-use crate::views::{Caps, DiskStats, FetchStats, HealthView, NetStats, RunnerStats, TorrentStats};
+use crate::views::{
+    Caps, DiskStats, FetchStats, HealthView, NetStats, PeerInfo, ProjectInfo, RelayView,
+    RunnerStats, SeedingView, StatusView, TorrentStats,
+};
+use starling_protocol::{ItemId, Reject, WorkKind};
 
 fn status() -> StatusView {
     StatusView {
