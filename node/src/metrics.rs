@@ -37,7 +37,7 @@ pub const COMMIT: &str = match option_env!("STARLING_COMMIT") {
 /// Upper bounds (seconds) of the work duration histogram's buckets.
 pub const WORK_DURATION_BUCKETS: &[f64] =
     &[0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0];
-/// Jobs whose start time is kept for the duration histogram; past it new jobs go untimed.
+/// Jobs whose start time is kept for the duration histogram; past it the oldest is forgotten.
 pub const TIMED_JOBS_MAX: usize = 4096;
 /// Transports connections and bytes are labelled with.
 pub const TRANSPORTS: [&str; 4] = ["tcp", "quic", "relay", "other"];

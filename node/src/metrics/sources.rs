@@ -138,9 +138,15 @@ pub struct WorkTimer {
 impl WorkTimer {
     /// A job started.
     pub fn start(&mut self, item: ItemId, epoch: u32, kind: WorkKind) {
-        if self.started.len() < TIMED_JOBS_MAX {
-            self.started.insert((item, epoch), (kind, Instant::now()));
+        // A job that never reported nor was cancelled would stay for ever: at the bound the
+        // oldest start goes, so new jobs are still timed.
+        if self.started.len() >= TIMED_JOBS_MAX
+            && let Some(oldest) =
+                self.started.iter().min_by_key(|(_, (_, at))| *at).map(|(k, _)| *k)
+        {
+            self.started.remove(&oldest);
         }
+        self.started.insert((item, epoch), (kind, Instant::now()));
     }
 
     /// A job ended as `outcome` (`done`, `failed`, `cancelled`); unknown jobs are ignored.

@@ -430,3 +430,14 @@ fn the_grafana_dashboard_reads_only_series_the_node_writes() {
         }
     }
 }
+
+#[test]
+fn work_timer_forgets_the_oldest_start_at_its_bound() {
+    let mut t = WorkTimer::default();
+    for i in 0..=TIMED_JOBS_MAX as u32 {
+        t.start(ItemId([0; 32]), i, WorkKind::Seed);
+    }
+    t.end(ItemId([0; 32]), 0, "done"); // the oldest, forgotten
+    t.end(ItemId([0; 32]), TIMED_JOBS_MAX as u32, "done"); // the newest, timed
+    assert_eq!(t.durations()[&("seed", "done")].count(), 1);
+}
