@@ -121,6 +121,8 @@ pub struct Actor {
     pub(crate) torrents: Option<crate::torrent::node::TorrentParts>,
     /// Sync answers applied per peer (bounded by [`PEER_STATS_MAX`]).
     pub(crate) synced_from: HashMap<PeerId, u64>,
+    /// Connections by transport, for `/metrics`.
+    pub(crate) conn_metrics: crate::metrics::ConnCounters,
     /// When [`Actor::tend_connections`] last dialled a peer.
     dialled: HashMap<PeerId, std::time::Instant>,
     sync_inflight: HashMap<OutboundRequestId, PeerId>,
@@ -178,6 +180,7 @@ impl Actor {
             seed: None,
             torrents: None,
             synced_from: HashMap::new(),
+            conn_metrics: Default::default(),
             dialled: HashMap::new(),
             sync_inflight: HashMap::new(),
             sync_rounds: HashMap::new(),
@@ -586,6 +589,7 @@ impl Actor {
     }
 
     fn on_report(&mut self, report: WorkReport) {
+        self.runners.reported(&report);
         let done = matches!(report, WorkReport::Done { .. });
         // Only crawl results are this node's own: a seeding copy is someone else's result.
         if let WorkReport::Done(d) = &report
@@ -790,6 +794,7 @@ impl Actor {
     // ---- swarm ---------------------------------------------------------------------------
 
     fn on_swarm(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.conn_metrics.on_swarm(&event);
         match event {
             SwarmEvent::Behaviour(ev) => self.on_behaviour(ev),
             SwarmEvent::NewListenAddr { address, .. } => {

@@ -5,7 +5,7 @@
 //! Routes (the JSON shapes are in [`crate::views`]):
 //! - reads: `GET /status`, `/peers`, `/projects`, `/items?project=&state=&limit=`, `/work`
 //!   (held items and host states), `/seeding`, `/relay`, `/caps`, `/log?limit=&level=`,
-//!   `/metrics` (Prometheus text) and `/events` (server-sent events, one JSON
+//!   `/metrics` (Prometheus text, or OpenMetrics when `Accept` asks for it) and `/events` (server-sent events, one JSON
 //!   [`NodeEvent`](crate::views::NodeEvent) per message);
 //! - actions: `POST /publish` (a signed manifest or batch file as the body), `/trust` (a
 //!   project owner key, 64 hex digits), `/pause`, `/resume`, `/caps` (JSON
@@ -583,20 +583,19 @@ async fn events(State(s): State<AppState>) -> Response {
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
 }
 
-async fn metrics(State(s): State<AppState>) -> Response {
-    let status = match s.client.status().await {
+/// `/metrics`: the classic Prometheus text format, or OpenMetrics when `Accept` prefers it.
+async fn metrics(State(s): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    use crate::metrics::Format;
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Format::negotiate(accept);
+    let snap = match s.client.metrics().await {
         Ok(v) => v,
         Err(e) => return unavailable(e),
     };
     let urls = s.crawler.as_ref().map(|c| c.url_counts());
-    match crate::metrics::render(&status, urls.as_ref()) {
-        Ok(text) => (
-            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-            text,
-        )
-            .into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot render metrics: {e}")),
-    }
+    let text = crate::metrics::render(&snap, urls.as_ref(), format);
+    ([(header::CONTENT_TYPE, format.content_type()), (header::VARY, "Accept")], text)
+        .into_response()
 }
 
 #[cfg(debug_assertions)]

@@ -47,6 +47,8 @@ pub enum Command {
     Seeding(oneshot::Sender<SeedingView>),
     /// Relay slots and counters.
     Relay(oneshot::Sender<RelayView>),
+    /// Everything `/metrics` reads, in one turn of the actor.
+    Metrics(oneshot::Sender<Box<crate::metrics::Snapshot>>),
     /// Stop (true) or resume (false) claiming new work.
     Pause(bool, oneshot::Sender<Outcome>),
     /// Change the operator's caps (`None` fields unchanged); answers the caps now.
@@ -126,6 +128,11 @@ impl Client {
     /// Relay slots.
     pub async fn relay(&self) -> Result<RelayView> {
         self.ask(Command::Relay).await
+    }
+
+    /// Everything `/metrics` reads.
+    pub async fn metrics(&self) -> Result<Box<crate::metrics::Snapshot>> {
+        self.ask(Command::Metrics).await
     }
 
     /// Pauses (true) or resumes (false) claiming.

@@ -60,6 +60,16 @@ impl Actor {
             Command::Relay(reply) => {
                 let _ = reply.send(self.relay());
             }
+            Command::Metrics(reply) => {
+                let _ = reply.send(Box::new(crate::metrics::Snapshot {
+                    status: self.status(),
+                    peers: self.peers(),
+                    projects: self.projects(),
+                    seeding: self.seeding(),
+                    relay: self.relay(),
+                    actor: self.actor_metrics(),
+                }));
+            }
             Command::Pause(paused, reply) => {
                 let _ = reply.send(self.pause(paused));
             }

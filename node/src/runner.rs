@@ -126,6 +126,8 @@ pub struct Runners {
     counters: Arc<RunnerCounters>,
     manifests: SharedManifests,
     crawler: Option<Arc<crate::crawl::Crawler>>,
+    /// How long jobs take, for `/metrics`.
+    timer: crate::metrics::WorkTimer,
 }
 
 impl Runners {
@@ -166,7 +168,7 @@ impl Runners {
             }
         }
         let _ = reports;
-        Ok(Self { by_kind, counters, manifests, crawler })
+        Ok(Self { by_kind, counters, manifests, crawler, timer: Default::default() })
     }
 
     /// Records the manifest a job's runner will need; call before [`Runners::start`].
@@ -226,7 +228,10 @@ impl Runners {
     pub fn start(&mut self, job: Job) {
         let kind = job.work.kind();
         match self.by_kind.get_mut(&kind) {
-            Some(r) => r.start(job),
+            Some(r) => {
+                self.timer.start(job.item, job.epoch, kind);
+                r.start(job);
+            }
             None => tracing::warn!(kind = kind.name(), "no runner for this kind of work"),
         }
     }
@@ -236,5 +241,19 @@ impl Runners {
         for r in self.by_kind.values_mut() {
             r.cancel(item, epoch);
         }
+        self.timer.end(item, epoch, "cancelled");
+    }
+
+    /// Notes a job's outcome for the duration histogram.
+    pub fn reported(&mut self, report: &WorkReport) {
+        match report {
+            WorkReport::Done(d) => self.timer.end(d.item, d.epoch, "done"),
+            WorkReport::Failed { item, epoch, .. } => self.timer.end(*item, *epoch, "failed"),
+        }
+    }
+
+    /// Job durations so far.
+    pub fn timer(&self) -> &crate::metrics::WorkTimer {
+        &self.timer
     }
 }

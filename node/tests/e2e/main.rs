@@ -18,6 +18,7 @@ mod interop;
 mod kill;
 mod local_faults;
 mod mesh;
+mod metrics;
 mod project_cli;
 mod reject;
 mod relay;
