@@ -29,11 +29,8 @@ pub const CLASSIC_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8
 /// Content type of OpenMetrics.
 pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
-/// The commit the binary was built from, when the build set `STARLING_COMMIT`.
-pub const COMMIT: &str = match option_env!("STARLING_COMMIT") {
-    Some(c) => c,
-    None => "unknown",
-};
+/// The commit the binary was built from (`build.rs`; "unknown" outside a git checkout).
+pub const COMMIT: &str = env!("STARLING_COMMIT");
 /// Upper bounds (seconds) of the work duration histogram's buckets.
 pub const WORK_DURATION_BUCKETS: &[f64] =
     &[0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0];

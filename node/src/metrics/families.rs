@@ -46,7 +46,7 @@ pub fn families(snap: &Snapshot, urls: Option<&crate::crawl::stats::UrlCounts>) 
     // ---- the node
     r.push(
         "build",
-        "The running binary: version and commit (\"unknown\" unless the build set STARLING_COMMIT)",
+        "The running binary: version and the commit it was built from (\"unknown\" outside a git checkout)",
         Kind::Info,
         vec![Series {
             labels: labels(&[("version", &s.version), ("commit", COMMIT)]),
