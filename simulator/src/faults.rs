@@ -17,46 +17,44 @@ impl World {
     /// Called when a fault ends; convergence is timed from the last such moment.
     pub(crate) fn fault_healed(&mut self) {
         if !self.net.partitioned() {
-            self.converge_from = Some(self.now);
+            self.convergence.from = Some(self.now);
         }
     }
 
     pub(crate) fn on_fault(&mut self, index: u32) {
         let Some(f) = self.s.faults.get(index as usize).cloned() else { return };
-        self.faults_pending = self.faults_pending.saturating_sub(1);
+        self.faults.one_done();
         let n = self.nodes.len();
         self.stats.faults += 1;
-        self.had_fault = true;
+        self.faults.had_fault = true;
         self.record("fault", index, u32::MAX, 0);
         let cut = |split: f64| ((n as f64) * split.clamp(0.0, 1.0)).round() as usize;
         match f.kind {
             FaultKind::Partition { split } => {
                 self.net.partition(cut(split), true);
-                self.topo_changed_at = self.now;
-                self.converge_from = None;
+                self.faults.topo_changed_at = self.now;
+                self.convergence.from = None;
             }
             FaultKind::OneWay { split } => {
                 self.net.partition(cut(split), false);
-                self.topo_changed_at = self.now;
-                self.converge_from = None;
+                self.faults.topo_changed_at = self.now;
+                self.convergence.from = None;
             }
             FaultKind::Isolate { node } => {
                 if (node as usize) < n {
                     self.net.isolate(node as usize);
-                    self.topo_changed_at = self.now;
-                    self.converge_from = None;
+                    self.faults.topo_changed_at = self.now;
+                    self.convergence.from = None;
                 }
             }
             FaultKind::Heal => {
                 let before: Vec<u32> = (0..n).map(|i| self.net.component(i)).collect();
                 self.net.heal();
-                self.topo_changed_at = self.now;
-                self.new_links = Some(Vec::new());
+                self.faults.topo_changed_at = self.now;
+                self.overlay.record_new_links();
                 self.mesh_heartbeat(true);
                 self.link_across(&before);
-                let mut links = self.new_links.take().unwrap_or_default();
-                links.sort_unstable();
-                links.dedup();
+                let links = self.overlay.take_new_links();
                 // Nodes linked anew sync from each other, as a node does with each peer it
                 // connects to; the rest pull from a mesh peer.
                 let mut linked = vec![false; n];
@@ -83,7 +81,7 @@ impl World {
                 if (node as usize) < n {
                     let until = self.now + for_ms;
                     let was = self.nodes[node as usize].fault_until.replace(until);
-                    self.faults_pending += 1;
+                    self.faults.pending += 1;
                     self.push(until, Event::FaultEnd { node });
                     if was.is_none() {
                         self.tell_fault(node, true);
@@ -96,14 +94,14 @@ impl World {
                 }
             }
             FaultKind::SiteDown { share, for_ms } => {
-                self.site_down = Some((share, self.now + for_ms));
+                self.faults.site_down = Some((share, self.now + for_ms));
             }
         }
     }
 
     /// A node's own fault ends (the last one, if several overlapped).
     pub(crate) fn on_fault_end(&mut self, n: u32) {
-        self.faults_pending = self.faults_pending.saturating_sub(1);
+        self.faults.one_done();
         let node = &mut self.nodes[n as usize];
         if node.fault_until.is_some_and(|t| t <= self.now) {
             node.fault_until = None;
@@ -124,13 +122,6 @@ impl World {
     /// Whether node `n` is inside a fault of its own now.
     pub(crate) fn in_fault(&self, n: u32) -> bool {
         self.nodes[n as usize].fault_until.is_some_and(|t| t > self.now)
-    }
-
-    /// Whether crawl executions of `item` fail now because its site is down.
-    pub(crate) fn site_is_down(&self, item: &starling_protocol::ItemId) -> bool {
-        self.site_down.is_some_and(|(share, until)| {
-            self.now < until && f64::from(item.as_bytes()[1]) < share * 256.0
-        })
     }
 
     /// Time to the next churn event (exponential gaps).
