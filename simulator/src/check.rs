@@ -15,6 +15,7 @@
 use starling_protocol::{ItemId, ItemState, NodeId, ProjectId};
 
 use crate::net::mix64;
+use crate::parts::Executions;
 use crate::report::RunResult;
 use crate::world::{Event, ViolationKind, World, honest_result, id64};
 
@@ -99,56 +100,54 @@ impl World {
                 self.watch.settled(idx);
                 continue;
             }
-            for (i, &(a, ta)) in ex.iter().enumerate() {
-                for &(b, tb) in &ex[i + 1..] {
-                    if let Some(both) = self.same_view_overlap(idx, a, b) {
-                        let item = self.ledger.items[idx as usize].id;
-                        let detail = format!(
-                            "item {} executed by nodes {a} and {b} at one epoch since t={}ms, \
-                             each having taken in the other's claim by t={both}ms",
-                            item.short(),
-                            ta.max(tb)
-                        );
-                        self.violate(ViolationKind::Safety, detail);
-                        return;
-                    }
-                    let (na, nb) = (&self.nodes[a as usize], &self.nodes[b as usize]);
-                    let o = Overlap {
-                        since_ms: ta.max(tb),
-                        same_component: self.net.component(a as usize)
-                            == self.net.component(b as usize),
-                        stable_since_ms: self
-                            .faults
-                            .topo_changed_at
-                            .max(na.up_since)
-                            .max(nb.up_since),
-                    };
-                    // Clocks beyond the skew margin break the lease window on purpose: such a
-                    // scenario reports the overlaps as duplicates instead.
-                    if safety_broken(&o, self.now, self.settle_ms())
-                        && !self.s.nodes_spec.skew_beyond_margin
-                    {
-                        let item = self.ledger.items[idx as usize].id;
-                        let view = |n: u32| {
-                            let node = &self.nodes[n as usize];
-                            let epoch = node.running.get(&idx).map(|r| r.1);
-                            let st = node.engine.as_ref().and_then(|e| e.item_state(&item));
-                            format!("node {n} runs epoch {epoch:?}, its engine says {st:?}")
-                        };
-                        let detail = format!(
-                            "item {} executed by nodes {a} and {b} in one settled component since \
-                             t={}ms; {}; {}",
-                            item.short(),
-                            o.since_ms,
-                            view(a),
-                            view(b)
-                        );
+            for (i, &a) in ex.iter().enumerate() {
+                for &b in &ex[i + 1..] {
+                    if let Some(detail) = self.unsafe_pair(idx, a, b) {
                         self.violate(ViolationKind::Safety, detail);
                         return;
                     }
                 }
             }
         }
+    }
+
+    /// Whether two honest nodes executing item `idx` (each with when it started) break safety,
+    /// and how: both took in each other's claim of one epoch, or they overlap in one settled
+    /// component.
+    fn unsafe_pair(&self, idx: u32, (a, ta): (u32, u64), (b, tb): (u32, u64)) -> Option<String> {
+        let item = self.ledger.items[idx as usize].id;
+        if let Some(both) = self.same_view_overlap(idx, a, b) {
+            return Some(format!(
+                "item {} executed by nodes {a} and {b} at one epoch since t={}ms, \
+                 each having taken in the other's claim by t={both}ms",
+                item.short(),
+                ta.max(tb)
+            ));
+        }
+        let (na, nb) = (&self.nodes[a as usize], &self.nodes[b as usize]);
+        let o = Overlap {
+            since_ms: ta.max(tb),
+            same_component: self.net.component(a as usize) == self.net.component(b as usize),
+            stable_since_ms: self.faults.topo_changed_at.max(na.up_since).max(nb.up_since),
+        };
+        // Clocks beyond the skew margin break the lease window on purpose: such a scenario
+        // reports the overlaps as duplicates instead.
+        if !safety_broken(&o, self.now, self.settle_ms()) || self.s.nodes_spec.skew_beyond_margin {
+            return None;
+        }
+        let view = |n: u32| {
+            let node = &self.nodes[n as usize];
+            let epoch = node.running.get(&idx).map(|r| r.1);
+            let st = node.engine.as_ref().and_then(|e| e.item_state(&item));
+            format!("node {n} runs epoch {epoch:?}, its engine says {st:?}")
+        };
+        Some(format!(
+            "item {} executed by nodes {a} and {b} in one settled component since t={}ms; {}; {}",
+            item.short(),
+            o.since_ms,
+            view(a),
+            view(b)
+        ))
     }
 
     /// Which items the agreement check looks at now: those quiet since `quiet_before`.
@@ -410,15 +409,8 @@ impl World {
         // Counted once at the end by `final_checks` (a pass over every item of every node).
         let (done, failed, bogus) =
             self.convergence.end_counts.unwrap_or_else(|| self.final_item_counts());
-        let crawl = self.ledger.items.iter().filter(|r| r.crawl);
-        let (mut started, mut items_started, mut completed, mut items_completed) =
-            (0u64, 0u64, 0u64, 0u64);
-        for r in crawl {
-            started += u64::from(r.starts);
-            items_started += u64::from(r.starts > 0);
-            completed += u64::from(r.completions);
-            items_completed += u64::from(r.completions > 0);
-        }
+        let Executions { started, items_started, completed, items_completed } =
+            self.ledger.executions();
         let dup = started - items_started;
         let secs = (self.now.max(1) as f64) / 1_000.0;
         let n = self.s.nodes.max(1) as f64;

@@ -77,6 +77,19 @@ pub(crate) enum End {
     Failed,
 }
 
+/// Honest executions of crawl items, in all.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Executions {
+    /// Executions started.
+    pub started: u64,
+    /// Items started at least once.
+    pub items_started: u64,
+    /// Executions that ran to a result.
+    pub completed: u64,
+    /// Items completed at least once.
+    pub items_completed: u64,
+}
+
 /// The ground truth the checkers and the report read: the projects as their owners published
 /// them, every item the driver knows of (crawl items, and seed duties on first sight), and
 /// which are done.
@@ -195,6 +208,18 @@ impl Ledger {
         }
     }
 
+    /// The honest executions of crawl items so far.
+    pub(crate) fn executions(&self) -> Executions {
+        let mut e = Executions::default();
+        for r in self.items.iter().filter(|r| r.crawl) {
+            e.started += u64::from(r.starts);
+            e.items_started += u64::from(r.starts > 0);
+            e.completed += u64::from(r.completions);
+            e.items_completed += u64::from(r.completions > 0);
+        }
+        e
+    }
+
     /// Notes a duplicate completion for the report while there is room.
     pub(crate) fn note_duplicate(&mut self, what: impl FnOnce() -> String) {
         if self.dup_examples.len() < DUP_EXAMPLES_MAX {
@@ -311,6 +336,19 @@ mod tests {
         assert_eq!(l.done_count, 0, "only crawl items count");
         let stranger = l.register(ItemId([8; 32]), ProjectId([1; 32]), WorkKind::Seed, 0);
         assert_eq!(l.known_project(&l.items[stranger as usize].id), None);
+    }
+
+    #[test]
+    fn executions_count_starts_and_completions_of_crawl_items_only() {
+        let mut l = ledger();
+        l.items[0].starts = 2;
+        l.items[0].completions = 1;
+        l.items[1].starts = 1;
+        let duty = l.register(ItemId([9; 32]), l.projects[0].id, WorkKind::Seed, 0);
+        l.items[duty as usize].starts = 5;
+        let e = l.executions();
+        let want = Executions { started: 3, items_started: 2, completed: 1, items_completed: 1 };
+        assert_eq!(e, want);
     }
 
     #[test]
