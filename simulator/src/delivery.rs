@@ -1,6 +1,6 @@
 //! The world's side of gossip and sync: publishing an engine's envelope through the
-//! [`Overlay`], carrying out the copies it decides on as events, handing what arrives to the
-//! engines, and request-response state sync.
+//! [`Overlay`](crate::gossip::Overlay), carrying out the copies it decides on as events,
+//! handing what arrives to the engines, and request-response state sync.
 //!
 //! Presence heartbeats go to every topic a node is in. Sync is a digest request answered with
 //! a delta (at most [`SYNC_ROUNDS_MAX`] rounds), applied through the ordinary message path; the
