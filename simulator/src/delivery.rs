@@ -12,7 +12,7 @@ use std::rc::Rc;
 use rand::Rng;
 use starling_protocol::{Envelope, ItemBatch, ProjectManifest, Reject, SyncDelta, SyncDigest};
 
-use crate::gossip::{Arrival, Copies, Msg, Reach, Scope, Wire};
+use crate::gossip::{Arrival, Copies, Hop, Msg, Reach, Scope, Wire};
 use crate::world::{Event, World, env_item};
 
 /// Sync rounds one exchange may take while the peer says there is more.
@@ -96,13 +96,8 @@ impl World {
         let mut out = std::mem::take(&mut self.deliveries);
         let mut wire = Wire { net: &mut self.net, rng: &mut self.rng, up: &self.up, now: self.now };
         let nodes = &self.nodes;
-        let tally = self.overlay.forward(
-            (n, topic, except),
-            msg,
-            &mut wire,
-            |p| nodes[p as usize].inc,
-            &mut out,
-        );
+        let hop = Hop { from: n, topic, except };
+        let tally = self.overlay.forward(hop, msg, &mut wire, |p| nodes[p as usize].inc, &mut out);
         self.stats.add_fanout(&tally);
         for d in out.drain(..) {
             let msg = Rc::clone(msg);

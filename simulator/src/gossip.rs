@@ -323,6 +323,15 @@ pub(crate) struct Wire<'a> {
     pub now: u64,
 }
 
+/// One step of a message through the mesh: from a node, in a topic, to every mesh peer but
+/// one (the one it came from; `u32::MAX` for none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Hop {
+    pub from: u32,
+    pub topic: u32,
+    pub except: u32,
+}
+
 /// What one fan-out cost, for the report's counters.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Tally {
@@ -535,8 +544,8 @@ impl Overlay {
 
     // --- fan-out ---
 
-    /// Sends a copy of `msg` from node `n` to each of its mesh peers in `topic` but `except`
-    /// that is up, into `out`; `incs` gives each node's incarnation.
+    /// Sends a copy of `msg` from node `hop.from` to each of its mesh peers in `hop.topic` but
+    /// `hop.except` that is up, into `out`; `incs` gives each node's incarnation.
     ///
     /// What the receiver would do with a copy is decided here where it is certain, so the copy
     /// needs no event: one arriving deaf is ignored (deafness, once it starts, lasts); one for
@@ -548,7 +557,7 @@ impl Overlay {
     /// time-bounded gossipsub seen-cache would not).
     pub(crate) fn forward(
         &self,
-        (n, topic, except): (u32, u32, u32),
+        Hop { from: n, topic, except }: Hop,
         msg: &Msg,
         wire: &mut Wire<'_>,
         incs: impl Fn(u32) -> u32,
@@ -879,6 +888,56 @@ mod tests {
         assert_eq!(o.seen[0].low(2), 2);
         o.clear_seen(0);
         assert_eq!(o.seen[0], SeenCache::default());
+    }
+
+    #[test]
+    fn a_fan_out_delivers_once_per_peer_and_settles_the_rest() {
+        let (mut o, mut net) = overlay(12);
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        o.build(&mut rng);
+        let up = vec![true; 12];
+        let env = Envelope::Presence(starling_protocol::Signed::sign(
+            &starling_protocol::engine::test_keypair(3),
+            &starling_protocol::message::Presence {
+                seq: 1,
+                at_ms: 1,
+                capacity: 1,
+                free: 1,
+                roles: starling_protocol::Roles::CRAWL,
+                projects: Vec::new(),
+            },
+        ));
+        let published = Copies { node: 0, inc: 0, first_at: 0, taken: true, seq: 1 };
+        let msg = Msg {
+            env,
+            id: 9,
+            origin_ms: 0,
+            bytes: 50,
+            copies: RefCell::new(vec![published]),
+            shared: Cell::new(false),
+        };
+        let peers = o.mesh(0)[0].clone();
+        let hop = Hop { from: 0, topic: 0, except: u32::MAX };
+        let mut out = Vec::new();
+        let mut wire = Wire { net: &mut net, rng: &mut rng, up: &up, now: 0 };
+        let first = o.forward(hop, &msg, &mut wire, |_| 0, &mut out);
+        assert_eq!((first.messages, first.bytes), (peers.len() as u64, 50 * peers.len() as u64));
+        assert_eq!(out.len(), peers.len(), "a loss-free net delivers one copy to each peer");
+        // The same fan-out again: a copy arriving no earlier than the first to its peer is a
+        // duplicate settled now; only one overtaking it becomes a delivery.
+        let mut again = Vec::new();
+        let second = o.forward(hop, &msg, &mut wire, |_| 0, &mut again);
+        assert_eq!(second.dup_deliveries, second.settled_at_send);
+        assert_eq!(again.len() as u64 + second.dup_deliveries, second.messages);
+        for d in &again {
+            let earlier = out.iter().find(|e| e.to == d.to).expect("the first copy");
+            assert!(d.at < earlier.at, "only an overtaking copy is delivered");
+        }
+        // The first copy to a peer is taken in once; a node sent nothing finds nothing.
+        let p = out[0].to;
+        assert_eq!(o.arrive(p, 0, &msg), Arrival::Fresh);
+        assert_eq!(o.arrive(p, 0, &msg), Arrival::Duplicate);
+        assert_eq!(o.arrive(p, 1, &msg), Arrival::Unlisted, "another incarnation");
     }
 
     #[test]
