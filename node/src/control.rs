@@ -17,8 +17,7 @@ use crate::views::{Caps, NodeEvent, Outcome};
 
 /// Most per-project settings kept (the engine tracks at most this many projects too).
 pub const PROJECT_SETTINGS_MAX: usize = 1_024;
-/// Largest crawl capacity an operator may set.
-pub const CAPACITY_MAX: u16 = 256;
+pub use starling_protocol::limits::CAPACITY_MAX;
 
 /// What the operator chose, kept across restarts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

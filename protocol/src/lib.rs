@@ -11,6 +11,7 @@ pub mod hrw;
 pub mod ids;
 pub mod item;
 pub mod keys;
+pub mod limits;
 pub mod manifest;
 pub mod message;
 pub mod signed;

@@ -15,6 +15,7 @@
 use starling_protocol::{ItemId, ItemState, NodeId, ProjectId};
 
 use crate::net::mix64;
+use crate::parts::Executions;
 use crate::report::RunResult;
 use crate::world::{Event, ViolationKind, World, honest_result, id64};
 
@@ -91,54 +92,17 @@ impl World {
     }
 
     fn check_safety(&mut self) {
-        let contended: Vec<u32> = self.contended.iter().copied().collect();
+        let contended: Vec<u32> = self.ledger.contended.iter().copied().collect();
         for idx in contended {
-            let ex = self.items[idx as usize].executing.clone();
+            let ex = self.ledger.items[idx as usize].executing.clone();
             if ex.len() < 2 {
-                self.contended.remove(&idx);
+                self.ledger.contended.remove(&idx);
                 self.watch.settled(idx);
                 continue;
             }
-            for (i, &(a, ta)) in ex.iter().enumerate() {
-                for &(b, tb) in &ex[i + 1..] {
-                    if let Some(both) = self.same_view_overlap(idx, a, b) {
-                        let item = self.items[idx as usize].id;
-                        let detail = format!(
-                            "item {} executed by nodes {a} and {b} at one epoch since t={}ms, \
-                             each having taken in the other's claim by t={both}ms",
-                            item.short(),
-                            ta.max(tb)
-                        );
-                        self.violate(ViolationKind::Safety, detail);
-                        return;
-                    }
-                    let (na, nb) = (&self.nodes[a as usize], &self.nodes[b as usize]);
-                    let o = Overlap {
-                        since_ms: ta.max(tb),
-                        same_component: self.net.component(a as usize)
-                            == self.net.component(b as usize),
-                        stable_since_ms: self.topo_changed_at.max(na.up_since).max(nb.up_since),
-                    };
-                    // Clocks beyond the skew margin break the lease window on purpose: such a
-                    // scenario reports the overlaps as duplicates instead.
-                    if safety_broken(&o, self.now, self.settle_ms())
-                        && !self.s.nodes_spec.skew_beyond_margin
-                    {
-                        let item = self.items[idx as usize].id;
-                        let view = |n: u32| {
-                            let node = &self.nodes[n as usize];
-                            let epoch = node.running.get(&idx).map(|r| r.1);
-                            let st = node.engine.as_ref().and_then(|e| e.item_state(&item));
-                            format!("node {n} runs epoch {epoch:?}, its engine says {st:?}")
-                        };
-                        let detail = format!(
-                            "item {} executed by nodes {a} and {b} in one settled component since \
-                             t={}ms; {}; {}",
-                            item.short(),
-                            o.since_ms,
-                            view(a),
-                            view(b)
-                        );
+            for (i, &a) in ex.iter().enumerate() {
+                for &b in &ex[i + 1..] {
+                    if let Some(detail) = self.unsafe_pair(idx, a, b) {
                         self.violate(ViolationKind::Safety, detail);
                         return;
                     }
@@ -147,11 +111,50 @@ impl World {
         }
     }
 
+    /// Whether two honest nodes executing item `idx` (each with when it started) break safety,
+    /// and how: both took in each other's claim of one epoch, or they overlap in one settled
+    /// component.
+    fn unsafe_pair(&self, idx: u32, (a, ta): (u32, u64), (b, tb): (u32, u64)) -> Option<String> {
+        let item = self.ledger.items[idx as usize].id;
+        if let Some(both) = self.same_view_overlap(idx, a, b) {
+            return Some(format!(
+                "item {} executed by nodes {a} and {b} at one epoch since t={}ms, \
+                 each having taken in the other's claim by t={both}ms",
+                item.short(),
+                ta.max(tb)
+            ));
+        }
+        let (na, nb) = (&self.nodes[a as usize], &self.nodes[b as usize]);
+        let o = Overlap {
+            since_ms: ta.max(tb),
+            same_component: self.net.component(a as usize) == self.net.component(b as usize),
+            stable_since_ms: self.faults.topo_changed_at.max(na.up_since).max(nb.up_since),
+        };
+        // Clocks beyond the skew margin break the lease window on purpose: such a scenario
+        // reports the overlaps as duplicates instead.
+        if !safety_broken(&o, self.now, self.settle_ms()) || self.s.nodes_spec.skew_beyond_margin {
+            return None;
+        }
+        let view = |n: u32| {
+            let node = &self.nodes[n as usize];
+            let epoch = node.running.get(&idx).map(|r| r.1);
+            let st = node.engine.as_ref().and_then(|e| e.item_state(&item));
+            format!("node {n} runs epoch {epoch:?}, its engine says {st:?}")
+        };
+        Some(format!(
+            "item {} executed by nodes {a} and {b} in one settled component since t={}ms; {}; {}",
+            item.short(),
+            o.since_ms,
+            view(a),
+            view(b)
+        ))
+    }
+
     /// Which items the agreement check looks at now: those quiet since `quiet_before`.
     fn quiet_view(&self, quiet_before: u64) -> QuietView {
         let mut recent = Vec::new();
-        let mut quiet = vec![Vec::new(); self.projects.len()];
-        for (i, r) in self.items.iter().enumerate() {
+        let mut quiet = vec![Vec::new(); self.ledger.projects.len()];
+        for (i, r) in self.ledger.items.iter().enumerate() {
             if r.touched_at > quiet_before {
                 recent.push(r.id);
             } else if let Some(q) = quiet.get_mut(r.project as usize) {
@@ -182,7 +185,7 @@ impl World {
         }
         let Some(engine) = node.engine.as_ref() else { return false };
         let quiet = |p: &u32| view.quiet.get(*p as usize).map_or(0, Vec::len);
-        let looked_up: usize = node.topics.iter().map(quiet).sum();
+        let looked_up: usize = self.overlay.topics(n as u32).iter().map(quiet).sum();
         if self.s.replication == 0 && looked_up * LOOKUP_PER_SCAN < engine.item_count() {
             self.lookup_fingerprints(n, view, out);
             if cfg!(debug_assertions) {
@@ -203,10 +206,11 @@ impl World {
         let node = &self.nodes[n];
         let Some(engine) = node.engine.as_ref() else { return };
         out.clear();
-        out.resize(node.topics.len(), 0);
-        for (ti, p) in node.topics.iter().enumerate() {
+        let topics = self.overlay.topics(n as u32);
+        out.resize(topics.len(), 0);
+        for (ti, p) in topics.iter().enumerate() {
             for &i in view.quiet.get(*p as usize).into_iter().flatten() {
-                let id = &self.items[i as usize].id;
+                let id = &self.ledger.items[i as usize].id;
                 if let Some(st) = engine.item_state(id) {
                     out[ti] ^= state_fingerprint(id64(id), &st);
                 }
@@ -218,8 +222,12 @@ impl World {
     fn scan_fingerprints(&self, n: usize, recent: &[ItemId], out: &mut Vec<u64>) {
         let node = &self.nodes[n];
         let Some(engine) = node.engine.as_ref() else { return };
-        let pids: Vec<ProjectId> =
-            node.topics.iter().map(|p| self.projects[*p as usize].id).collect();
+        let pids: Vec<ProjectId> = self
+            .overlay
+            .topics(n as u32)
+            .iter()
+            .map(|p| self.ledger.projects[*p as usize].id)
+            .collect();
         out.clear();
         out.resize(pids.len(), 0);
         let (mut last, mut cursor) = (0usize, 0usize);
@@ -252,11 +260,11 @@ impl World {
 
     /// Per project, the fingerprints of every honest up subscriber, in node order.
     fn fingerprints(&self, view: &QuietView) -> Vec<Vec<u64>> {
-        let mut groups = vec![Vec::new(); self.projects.len()];
+        let mut groups = vec![Vec::new(); self.ledger.projects.len()];
         let mut fp = Vec::new();
         for n in 0..self.nodes.len() {
             if self.node_fingerprints(n, view, &mut fp) {
-                for (ti, p) in self.nodes[n].topics.iter().enumerate() {
+                for (ti, p) in self.overlay.topics(n as u32).iter().enumerate() {
                     groups[*p as usize].push(fp[ti]);
                 }
             }
@@ -274,17 +282,17 @@ impl World {
     /// reads every engine. On agreement, the value each project's subscribers agree on (0 for
     /// a project with none), which is what the trace records.
     fn agreement(&mut self, view: &QuietView) -> Option<Vec<u64>> {
-        if self.check_order.len() != self.nodes.len() {
-            self.check_order = (0..self.nodes.len() as u32).collect();
+        if self.convergence.order.len() != self.nodes.len() {
+            self.convergence.order = (0..self.nodes.len() as u32).collect();
         }
-        let mut agreed: Vec<Option<(u64, u32)>> = vec![None; self.projects.len()];
+        let mut agreed: Vec<Option<(u64, u32)>> = vec![None; self.ledger.projects.len()];
         let mut fp = Vec::new();
         let mut odd = None;
-        'nodes: for &n in &self.check_order {
+        'nodes: for &n in &self.convergence.order {
             if !self.node_fingerprints(n as usize, view, &mut fp) {
                 continue;
             }
-            for (ti, &p) in self.nodes[n as usize].topics.iter().enumerate() {
+            for (ti, &p) in self.overlay.topics(n).iter().enumerate() {
                 match agreed[p as usize] {
                     None => agreed[p as usize] = Some((fp[ti], n)),
                     Some((v, _)) if v == fp[ti] => {}
@@ -299,8 +307,7 @@ impl World {
             None => Some(agreed.iter().map(|a| a.map_or(0, |(v, _)| v)).collect()),
             Some((first, n)) => {
                 // Move to the front, the one found to differ ahead of the one it differs from.
-                self.check_order.retain(|m| *m != first && *m != n);
-                self.check_order.splice(0..0, [n, first]);
+                self.convergence.read_first(n, first);
                 None
             }
         }
@@ -309,16 +316,16 @@ impl World {
     /// Checks whether the honest up subscribers of every project agree on the state of every
     /// quiet item (see the module docs); the violation message comes from the full comparison.
     fn check_convergence(&mut self) {
-        let Some(from) = self.converge_from else { return };
+        let Some(from) = self.convergence.from else { return };
         let view = self.quiet_view(self.now.saturating_sub(self.s.check.quiet_ms));
         if let Some(values) = self.agreement(&view) {
             for v in values {
                 self.trace.mix(v);
             }
-            if self.had_fault {
-                self.convergence_ms = Some(self.now - from);
+            if self.faults.had_fault {
+                self.convergence.after_heal_ms = Some(self.now - from);
             }
-            self.converge_from = None;
+            self.convergence.from = None;
         } else if self.now > from + self.s.check.convergence_bound_ms
             // Clocks beyond the skew margin void the bound: views still must not differ on
             // loss or forged results, and the time to agree is reported, not failed on.
@@ -341,22 +348,22 @@ impl World {
             return;
         }
         let counts = self.final_item_counts();
-        self.end_counts = Some(counts);
+        self.convergence.end_counts = Some(counts);
         // An item failed for the mesh is lost too: the simulator models no fault of an item's
         // own (only of nodes, sites and the network), so no item may end failed.
-        let lost = self.crawl_total - (counts.0 - counts.1).min(self.crawl_total);
+        let lost = self.ledger.crawl_total - (counts.0 - counts.1).min(self.ledger.crawl_total);
         let honest_up = self.nodes.iter().any(|n| !n.byz && n.up());
         if self.s.check.no_loss && lost > 0 && honest_up {
             self.violate(
                 ViolationKind::LostItem,
                 format!(
                     "{lost} of {} items not done at t={}ms with honest nodes up ({} failed)",
-                    self.crawl_total, self.now, counts.1
+                    self.ledger.crawl_total, self.now, counts.1
                 ),
             );
             return;
         }
-        if let Some(from) = self.converge_from
+        if let Some(from) = self.convergence.from
             && self.now > from + self.s.check.convergence_bound_ms
             && !self.s.nodes_spec.skew_beyond_margin
         {
@@ -374,12 +381,12 @@ impl World {
     }
 
     pub(crate) fn final_item_counts(&self) -> (u64, u64, u64) {
-        let mut state = vec![0u8; self.items.len()];
+        let mut state = vec![0u8; self.ledger.items.len()];
         for node in self.nodes.iter().filter(|n| !n.byz) {
             let Some(engine) = node.engine.as_ref() else { continue };
             for (id, _, st) in engine.items() {
-                let Some(&i) = self.item_index.get(&id) else { continue };
-                if !self.items[i as usize].crawl {
+                let Some(&i) = self.ledger.item_index.get(&id) else { continue };
+                if !self.ledger.items[i as usize].crawl {
                     continue;
                 }
                 let s = &mut state[i as usize];
@@ -400,16 +407,10 @@ impl World {
     /// The deterministic part of the report.
     pub(crate) fn result(&self) -> RunResult {
         // Counted once at the end by `final_checks` (a pass over every item of every node).
-        let (done, failed, bogus) = self.end_counts.unwrap_or_else(|| self.final_item_counts());
-        let crawl = self.items.iter().filter(|r| r.crawl);
-        let (mut started, mut items_started, mut completed, mut items_completed) =
-            (0u64, 0u64, 0u64, 0u64);
-        for r in crawl {
-            started += u64::from(r.starts);
-            items_started += u64::from(r.starts > 0);
-            completed += u64::from(r.completions);
-            items_completed += u64::from(r.completions > 0);
-        }
+        let (done, failed, bogus) =
+            self.convergence.end_counts.unwrap_or_else(|| self.final_item_counts());
+        let Executions { started, items_started, completed, items_completed } =
+            self.ledger.executions();
         let dup = started - items_started;
         let secs = (self.now.max(1) as f64) / 1_000.0;
         let n = self.s.nodes.max(1) as f64;
@@ -418,11 +419,18 @@ impl World {
             scenario: self.s.name.clone(),
             seed: self.seed,
             nodes: self.s.nodes,
-            items: self.crawl_total,
+            items: self.ledger.crawl_total,
             sim_ms: self.now,
-            time_to_finish_ms: self.all_done_at.map(|t| t.saturating_sub(self.s.publish_at_ms)),
+            time_to_finish_ms: self
+                .ledger
+                .all_done_at
+                .map(|t| t.saturating_sub(self.s.publish_at_ms)),
             items_done: done - failed,
-            lost_items: if honest_up { self.crawl_total.saturating_sub(done - failed) } else { 0 },
+            lost_items: if honest_up {
+                self.ledger.crawl_total.saturating_sub(done - failed)
+            } else {
+                0
+            },
             failed_items: failed,
             bogus_results: bogus,
             liar_results_won: self.watch.liar_won.len() as u64,
@@ -431,14 +439,14 @@ impl World {
             executions_started: started,
             executions_completed: completed,
             duplicate_executions: dup,
-            duplicate_pct: round3(dup as f64 * 100.0 / self.crawl_total.max(1) as f64),
+            duplicate_pct: round3(dup as f64 * 100.0 / self.ledger.crawl_total.max(1) as f64),
             reruns_after_churn: self.stats.reruns,
             protocol_duplicate_pct: round3(
                 dup.saturating_sub(self.stats.reruns) as f64 * 100.0
-                    / self.crawl_total.max(1) as f64,
+                    / self.ledger.crawl_total.max(1) as f64,
             ),
             duplicate_completions: completed - items_completed,
-            duplicate_examples: self.dup_examples.clone(),
+            duplicate_examples: self.ledger.dup_examples.clone(),
             messages: self.stats.messages,
             bytes: self.stats.bytes,
             sync_messages: self.stats.sync_messages,
@@ -448,7 +456,7 @@ impl World {
             messages_dropped: self.stats.dropped,
             duplicate_deliveries: self.stats.dup_deliveries,
             propagation_ms: self.hist.percentiles(),
-            convergence_after_heal_ms: self.convergence_ms,
+            convergence_after_heal_ms: self.convergence.after_heal_ms,
             faults: self.stats.faults + self.stats.churn.crashes + self.stats.churn.leaves,
             churn: self.stats.churn,
             rejected: starling_protocol::Reject::ALL
@@ -509,7 +517,7 @@ mod tests {
     fn fingerprint_lookups_and_scans_agree() {
         for name in ["churn", "partition-heal", "byzantine"] {
             let w = ran(name);
-            let mut times: Vec<u64> = w.items.iter().map(|r| r.touched_at).collect();
+            let mut times: Vec<u64> = w.ledger.items.iter().map(|r| r.touched_at).collect();
             times.sort_unstable();
             let mut cuts = vec![0, w.now];
             cuts.extend(times.iter().step_by(7).map(|t| t.saturating_sub(1)));
@@ -557,13 +565,14 @@ mod tests {
                 (0..w.nodes.len()).filter(|n| !w.nodes[*n].byz && w.nodes[*n].up()).collect();
             let victim = *honest.last().expect("an honest node is up");
             assert!(w.agreement(&view).is_some(), "{name}: agree at the end");
-            let trusted = w.nodes[victim].trusted(&w.projects);
+            let trusted =
+                crate::world::trusted(w.overlay.topics(victim as u32), &w.ledger.projects);
             let node = &mut w.nodes[victim];
             let blank = starling_protocol::Engine::new(w.cfg.clone(), node.key.clone(), trusted, 1);
             node.engine = Some(blank);
             assert!(!all_agree(&w.fingerprints(&view)), "{name}: the blank node differs");
             assert!(w.agreement(&view).is_none(), "{name}: found last");
-            assert_eq!(w.check_order[0], victim as u32, "{name}: moved to the front");
+            assert_eq!(w.convergence.order[0], victim as u32, "{name}: moved to the front");
             assert!(w.agreement(&view).is_none(), "{name}: found first");
         }
     }

@@ -54,6 +54,34 @@ fn parse_seeds(s: &str) -> anyhow::Result<std::ops::Range<u64>> {
 
 /// Runs `starling sim`: prints a summary, writes `--json`, and fails on any violation.
 pub fn run(args: SimArgs) -> anyhow::Result<()> {
+    let scenario = load_scenario(&args)?;
+    let seeds = match &args.seeds {
+        Some(s) => parse_seeds(s)?,
+        None => args.seed..args.seed + 1,
+    };
+    let (reports, failures) = run_seeds(&scenario, seeds);
+    if let [r] = reports.as_slice() {
+        print_summary(r);
+    } else {
+        print_sweep(&reports);
+    }
+    if let Some(path) = &args.json {
+        write_json(path, &reports)?;
+    }
+    if let Some(f) = failures.first() {
+        bail!(
+            "{} of {} runs broke an invariant; first: seed {} ({:?})",
+            failures.len(),
+            reports.len(),
+            f.violation.seed,
+            f.violation.kind
+        );
+    }
+    Ok(())
+}
+
+/// The scenario the arguments name, with their overrides.
+fn load_scenario(args: &SimArgs) -> anyhow::Result<Scenario> {
     let mut scenario = Scenario::load(&args.scenario)?;
     scenario
         .apply_overrides(&Overrides {
@@ -64,14 +92,19 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
             duration_ms: args.duration,
         })
         .map_err(|e| e.with_origin(&args.scenario))?;
-    let seeds = match &args.seeds {
-        Some(s) => parse_seeds(s)?,
-        None => args.seed..args.seed + 1,
-    };
+    Ok(scenario)
+}
+
+/// Runs `scenario` once per seed, showing progress on a terminal and each violation as it
+/// happens: every run's report (a failed run's up to its violation), and the failures.
+fn run_seeds(
+    scenario: &Scenario,
+    seeds: std::ops::Range<u64>,
+) -> (Vec<Report>, Vec<crate::RunFailure>) {
     let tty = std::io::stderr().is_terminal();
     let mut reports = Vec::new();
     let mut failures = Vec::new();
-    for seed in seeds.clone() {
+    for seed in seeds {
         let mut progress = |now: u64, end: u64| {
             if tty {
                 let pct = now as f64 * 100.0 / end.max(1) as f64;
@@ -84,7 +117,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
                 let _ = std::io::stderr().flush();
             }
         };
-        let outcome = crate::run_scenario_with(&scenario, seed, &mut progress);
+        let outcome = crate::run_scenario_with(scenario, seed, &mut progress);
         if tty {
             eprint!("\r\x1b[K");
         }
@@ -93,37 +126,25 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
             Err(f) => {
                 eprintln!("{}", f.violation);
                 reports.push(f.report.clone());
-                failures.push(f);
+                failures.push(*f);
             }
         }
     }
-    if let [r] = reports.as_slice() {
-        print_summary(r);
+    (reports, failures)
+}
+
+/// Writes the reports as JSON: one pretty object for one run, else one object a line.
+fn write_json(path: &std::path::Path, reports: &[Report]) -> anyhow::Result<()> {
+    let mut out = String::new();
+    if let [r] = reports {
+        out = serde_json::to_string_pretty(r)?;
     } else {
-        print_sweep(&reports);
-    }
-    if let Some(path) = &args.json {
-        let mut out = String::new();
-        if let [r] = reports.as_slice() {
-            out = serde_json::to_string_pretty(r)?;
-        } else {
-            for r in &reports {
-                out.push_str(&serde_json::to_string(r)?);
-                out.push('\n');
-            }
+        for r in reports {
+            out.push_str(&serde_json::to_string(r)?);
+            out.push('\n');
         }
-        std::fs::write(path, out).with_context(|| format!("cannot write {}", path.display()))?;
     }
-    if let Some(f) = failures.first() {
-        bail!(
-            "{} of {} runs broke an invariant; first: seed {} ({:?})",
-            failures.len(),
-            reports.len(),
-            f.violation.seed,
-            f.violation.kind
-        );
-    }
-    Ok(())
+    std::fs::write(path, out).with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn print_summary(r: &Report) {

@@ -17,62 +17,34 @@ impl World {
     /// Called when a fault ends; convergence is timed from the last such moment.
     pub(crate) fn fault_healed(&mut self) {
         if !self.net.partitioned() {
-            self.converge_from = Some(self.now);
+            self.convergence.from = Some(self.now);
         }
     }
 
     pub(crate) fn on_fault(&mut self, index: u32) {
         let Some(f) = self.s.faults.get(index as usize).cloned() else { return };
-        self.faults_pending = self.faults_pending.saturating_sub(1);
+        self.faults.one_done();
         let n = self.nodes.len();
         self.stats.faults += 1;
-        self.had_fault = true;
+        self.faults.had_fault = true;
         self.record("fault", index, u32::MAX, 0);
         let cut = |split: f64| ((n as f64) * split.clamp(0.0, 1.0)).round() as usize;
         match f.kind {
             FaultKind::Partition { split } => {
                 self.net.partition(cut(split), true);
-                self.topo_changed_at = self.now;
-                self.converge_from = None;
+                self.topology_cut();
             }
             FaultKind::OneWay { split } => {
                 self.net.partition(cut(split), false);
-                self.topo_changed_at = self.now;
-                self.converge_from = None;
+                self.topology_cut();
             }
             FaultKind::Isolate { node } => {
                 if (node as usize) < n {
                     self.net.isolate(node as usize);
-                    self.topo_changed_at = self.now;
-                    self.converge_from = None;
+                    self.topology_cut();
                 }
             }
-            FaultKind::Heal => {
-                let before: Vec<u32> = (0..n).map(|i| self.net.component(i)).collect();
-                self.net.heal();
-                self.topo_changed_at = self.now;
-                self.new_links = Some(Vec::new());
-                self.mesh_heartbeat(true);
-                self.link_across(&before);
-                let mut links = self.new_links.take().unwrap_or_default();
-                links.sort_unstable();
-                links.dedup();
-                // Nodes linked anew sync from each other, as a node does with each peer it
-                // connects to; the rest pull from a mesh peer.
-                let mut linked = vec![false; n];
-                for (a, b) in links {
-                    for (x, y) in [(a, b), (b, a)] {
-                        linked[x as usize] = true;
-                        self.start_sync(x, Some(y), 0);
-                    }
-                }
-                for m in 0..n as u32 {
-                    if self.nodes[m as usize].up() && !linked[m as usize] {
-                        self.start_sync(m, None, 0);
-                    }
-                }
-                self.fault_healed();
-            }
+            FaultKind::Heal => self.heal(),
             FaultKind::Crash { node, down_ms } => {
                 if (node as usize) < n {
                     self.take_down(node, false);
@@ -83,7 +55,7 @@ impl World {
                 if (node as usize) < n {
                     let until = self.now + for_ms;
                     let was = self.nodes[node as usize].fault_until.replace(until);
-                    self.faults_pending += 1;
+                    self.faults.pending += 1;
                     self.push(until, Event::FaultEnd { node });
                     if was.is_none() {
                         self.tell_fault(node, true);
@@ -96,14 +68,48 @@ impl World {
                 }
             }
             FaultKind::SiteDown { share, for_ms } => {
-                self.site_down = Some((share, self.now + for_ms));
+                self.faults.site_down = Some((share, self.now + for_ms));
             }
         }
     }
 
+    /// The network heals: the mesh regrows, nodes link across the healed cut, and those
+    /// linked anew sync from each other, as a node does with each peer it connects to; the
+    /// rest pull from a mesh peer.
+    fn heal(&mut self) {
+        let n = self.nodes.len();
+        let before: Vec<u32> = (0..n).map(|i| self.net.component(i)).collect();
+        self.net.heal();
+        self.faults.topo_changed_at = self.now;
+        self.overlay.record_new_links();
+        self.mesh_heartbeat(true);
+        self.link_across(&before);
+        let links = self.overlay.take_new_links();
+        let mut linked = vec![false; n];
+        for (a, b) in links {
+            for (x, y) in [(a, b), (b, a)] {
+                linked[x as usize] = true;
+                self.start_sync(x, Some(y), 0);
+            }
+        }
+        for m in 0..n as u32 {
+            if self.nodes[m as usize].up() && !linked[m as usize] {
+                self.start_sync(m, None, 0);
+            }
+        }
+        self.fault_healed();
+    }
+
+    /// A partition changed who reaches whom: settledness starts again, and agreement is not
+    /// waited for until it heals.
+    fn topology_cut(&mut self) {
+        self.faults.topo_changed_at = self.now;
+        self.convergence.from = None;
+    }
+
     /// A node's own fault ends (the last one, if several overlapped).
     pub(crate) fn on_fault_end(&mut self, n: u32) {
-        self.faults_pending = self.faults_pending.saturating_sub(1);
+        self.faults.one_done();
         let node = &mut self.nodes[n as usize];
         if node.fault_until.is_some_and(|t| t <= self.now) {
             node.fault_until = None;
@@ -124,13 +130,6 @@ impl World {
     /// Whether node `n` is inside a fault of its own now.
     pub(crate) fn in_fault(&self, n: u32) -> bool {
         self.nodes[n as usize].fault_until.is_some_and(|t| t > self.now)
-    }
-
-    /// Whether crawl executions of `item` fail now because its site is down.
-    pub(crate) fn site_is_down(&self, item: &starling_protocol::ItemId) -> bool {
-        self.site_down.is_some_and(|(share, until)| {
-            self.now < until && f64::from(item.as_bytes()[1]) < share * 256.0
-        })
     }
 
     /// Time to the next churn event (exponential gaps).
@@ -166,47 +165,67 @@ impl World {
         if node.inc != inc || !node.up() {
             return;
         }
-        let b = self.s.byzantine.clone();
-        self.push(self.now + b.action_interval_ms.max(1), Event::Liar { node: n, inc });
-        let mut lies = Vec::new();
-        if b.forge {
-            lies.push(0u8);
-        }
-        if b.epoch_break {
-            lies.push(1);
-        }
-        if b.false_receipt {
-            lies.push(2);
-        }
+        let interval = self.s.byzantine.action_interval_ms.max(1);
+        self.push(self.now + interval, Event::Liar { node: n, inc });
+        let Some(lie) = self.pick_lie() else { return };
+        let Some(target) = self.pick_target(n, lie) else { return };
+        let Some(env) = self.lie_envelope(n, lie, target) else { return };
+        self.record("lie", n, lie as u32, 0);
+        self.publish(n, env);
+    }
+
+    /// One of the lies the scenario allows, drawn at random; `None` if it allows none.
+    fn pick_lie(&mut self) -> Option<Lie> {
+        let b = &self.s.byzantine;
+        let lies: Vec<Lie> = [
+            (b.forge, Lie::Forge),
+            (b.epoch_break, Lie::EpochBreak),
+            (b.false_receipt, Lie::FalseReceipt),
+        ]
+        .into_iter()
+        .filter_map(|(on, lie)| on.then_some(lie))
+        .collect();
         if lies.is_empty() {
-            return;
+            return None;
         }
-        let lie = lies[self.rng.random_range(0..lies.len())];
-        let t = crate::world::node_clock(self.now, self.nodes[n as usize].clock_offset_ms);
+        Some(lies[self.rng.random_range(0..lies.len())])
+    }
+
+    /// An item someone else holds (or, for a false receipt, has finished) in liar `n`'s view,
+    /// drawn at random.
+    fn pick_target(&mut self, n: u32, lie: Lie) -> Option<Target> {
         let me = self.nodes[n as usize].id;
-        let Some(engine) = self.nodes[n as usize].engine.as_ref() else { return };
+        let engine = self.nodes[n as usize].engine.as_ref()?;
         // Receipts are forged for finished items too (to overwrite their result).
         let targets: Vec<_> = engine
             .items()
-            .filter_map(|(id, _, st)| match st {
+            .filter_map(|(item, _, st)| match st {
                 ItemState::Held { holder, epoch, lease_until_ms, .. } if holder != me => {
-                    Some((id, holder, epoch, Some(lease_until_ms)))
+                    Some(Target { item, holder, epoch, lease_until: Some(lease_until_ms) })
                 }
-                ItemState::Done { holder, epoch, .. } if holder != me && lie == 2 => {
-                    Some((id, holder, epoch, None))
+                ItemState::Done { holder, epoch, .. }
+                    if holder != me && lie == Lie::FalseReceipt =>
+                {
+                    Some(Target { item, holder, epoch, lease_until: None })
                 }
                 _ => None,
             })
             .collect();
         if targets.is_empty() {
-            return;
+            return None;
         }
-        let (item, holder, epoch, lease) = targets[self.rng.random_range(0..targets.len())];
-        let Some(lease_until) = lease.or((lie == 2).then_some(0)) else { return };
-        let key = self.nodes[n as usize].key.clone();
+        Some(targets[self.rng.random_range(0..targets.len())])
+    }
+
+    /// The envelope of one lie by liar `n` about `target`, signed at `n`'s clock.
+    fn lie_envelope(&mut self, n: u32, lie: Lie, target: Target) -> Option<Envelope> {
+        let Target { item, holder, epoch, lease_until } = target;
+        let lease_until = lease_until.or((lie == Lie::FalseReceipt).then_some(0))?;
+        let t = crate::world::node_clock(self.now, self.nodes[n as usize].clock_offset_ms);
+        let key = &self.nodes[n as usize].key;
         let lease = self.s.lease_ms;
         let env = match lie {
-            0 => {
+            Lie::Forge => {
                 let c = Claim {
                     item,
                     epoch: epoch + 1,
@@ -214,12 +233,9 @@ impl World {
                     lease_until_ms: t + lease,
                     since_ms: t,
                 };
-                match forge_signer(&Signed::sign(&key, &c), holder.as_bytes()) {
-                    Some(s) => Envelope::Claim(s),
-                    None => return,
-                }
+                Envelope::Claim(forge_signer(&Signed::sign(key, &c), holder.as_bytes())?)
             }
-            1 => {
+            Lie::EpochBreak => {
                 let at = t.min(lease_until.saturating_sub(1));
                 let c = Claim {
                     item,
@@ -228,16 +244,16 @@ impl World {
                     lease_until_ms: at + lease,
                     since_ms: at,
                 };
-                Envelope::Claim(Signed::sign(&key, &c))
+                Envelope::Claim(Signed::sign(key, &c))
             }
-            _ => {
+            Lie::FalseReceipt => {
                 // A brand-new claim inside the receipt: at the epoch held or finished, or at an
                 // earlier one the liar never held (the fencing attack).
                 let epoch = if epoch > 1 && self.rng.random_bool(0.5) { epoch - 1 } else { epoch };
-                let since_ms = if b.backdate { 0 } else { t };
+                let since_ms = if self.s.byzantine.backdate { 0 } else { t };
                 let c = Claim { item, epoch, at_ms: t, lease_until_ms: t + lease, since_ms };
                 let r = Receipt {
-                    claim: Signed::sign(&key, &c),
+                    claim: Signed::sign(key, &c),
                     result: Digest::of(b"bogus"),
                     size: 1,
                     ok: 1,
@@ -245,11 +261,10 @@ impl World {
                     at_ms: t,
                     parts: Vec::new(),
                 };
-                Envelope::Receipt(Signed::sign(&key, &r))
+                Envelope::Receipt(Signed::sign(key, &r))
             }
         };
-        self.record("lie", n, u32::from(lie), 0);
-        self.publish(n, env);
+        Some(env)
     }
 
     /// One flood heartbeat from liar `n`.
@@ -273,6 +288,27 @@ impl World {
         self.publish(n, env);
         self.push(self.now + (1_000 / u64::from(rate)).max(1), Event::Flood { node: n, inc });
     }
+}
+
+/// The lies a liar tells, numbered as the trace records them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lie {
+    /// A claim of the next epoch signed with its key but naming the holder as signer.
+    Forge = 0,
+    /// A claim of the next epoch while the holder's lease runs.
+    EpochBreak = 1,
+    /// A receipt with a bogus result under a fresh claim.
+    FalseReceipt = 2,
+}
+
+/// An item a lie is about, as the liar's engine sees it.
+#[derive(Debug, Clone, Copy)]
+struct Target {
+    item: starling_protocol::ItemId,
+    holder: starling_protocol::NodeId,
+    epoch: u32,
+    /// The holder's lease end; `None` for a finished item.
+    lease_until: Option<u64>,
 }
 
 /// The same signed value with its signer replaced by `victim`, so the signature no longer

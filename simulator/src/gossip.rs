@@ -1,23 +1,30 @@
-//! The gossip overlay and request-response state sync.
+//! The gossip overlay: one topic per project, each subscriber keeping a mesh of about D peers
+//! in each of its topics (shaped like gossipsub), the nodes' seen-caches of message ids, and
+//! what the driver learnt of the envelopes sync responses hand out.
 //!
-//! Shaped like gossipsub: one topic per project, each subscriber keeps a mesh of about D peers
-//! in each of its topics, a new message is validated by the engine and forwarded once to the
-//! mesh, and message ids (content hashes) are remembered so copies are dropped before they
-//! reach the engine (the seen-caches, kept as described at [`SeenIds`]). A copy in flight to a node that crashes or leaves is lost with its
-//! connection, even if the node is back by the time it would have arrived. Presence
-//! heartbeats go to every topic a node is in. Sync is a digest request answered with a delta
-//! (at most [`crate::world::SYNC_ROUNDS_MAX`] rounds), applied through the ordinary message
-//! path; the responder leaves out projects the requester is not subscribed to.
+//! [`Overlay`] owns that state and nothing else. It is handed what it needs — which nodes are
+//! up and reachable ([`Reach`]), the network and the run's random source to send through
+//! ([`Wire`]), each node's incarnation — and hands back what it decided: the copies of a
+//! message to deliver, and what they cost. The world (`delivery.rs`) carries those out as
+//! events and feeds what arrives to the engines; this file knows nothing of the world.
+//!
+//! A new message is validated by the engine and forwarded once to the mesh, and message ids
+//! (content hashes) are remembered so copies are dropped before they reach the engine (the
+//! seen-caches, kept as described at [`SeenIds`]). A copy in flight to a node that crashes or
+//! leaves is lost with its connection, even if the node is back by the time it would have
+//! arrived.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 use rand::Rng;
-use starling_protocol::{Envelope, ItemBatch, ProjectManifest, Reject, SyncDelta};
+use rand_chacha::ChaCha8Rng;
+use starling_protocol::Envelope;
 
-use crate::net::mix64;
-use crate::world::{Copies, Event, IdBuild, Msg, SYNC_TIMEOUT_MS, SYNC_TRIES_MAX, World, env_item};
+use crate::hash::IdBuild;
+use crate::net::{Net, mix64};
+use crate::scenario::{NetworkSpec, Sabotage};
 
 /// Envelopes [`EnvCache`] remembers at once.
 const ENV_CACHE_MAX: usize = 16_384;
@@ -26,7 +33,7 @@ const SEEN_IDS_SWEEP_MIN: usize = 4_096;
 
 /// Which subscribers a sync envelope is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Scope {
+pub(crate) enum Scope {
     /// Everyone (presence, relay requests).
     Every,
     /// The subscribers of one project.
@@ -37,12 +44,12 @@ enum Scope {
 
 /// What one envelope costs on the wire and whom it is for.
 #[derive(Debug)]
-struct EnvFacts {
-    env: Envelope,
-    bytes: u32,
+pub(crate) struct EnvFacts {
+    pub env: Envelope,
+    pub bytes: u32,
     /// `None` when it had to be asked of the responder's engine (an item the driver has not
     /// registered yet), which is not remembered.
-    scope: Option<Scope>,
+    pub scope: Option<Scope>,
 }
 
 /// The encoded size and scope of envelopes handed out in sync responses.
@@ -56,7 +63,7 @@ struct EnvFacts {
 /// about. Addresses differ between runs, so which look-ups hit may too, but never what they
 /// return. Bounded: past [`ENV_CACHE_MAX`] envelopes the oldest is forgotten.
 #[derive(Debug, Default)]
-pub(crate) struct EnvCache {
+struct EnvCache {
     facts: HashMap<u64, EnvFacts, IdBuild>,
     /// Keys in the order they were added, to forget the oldest.
     order: VecDeque<u64>,
@@ -102,7 +109,7 @@ impl EnvCache {
 /// A node's seen-cache holds the ids of the last `seen_max` messages it took in or published
 /// (first in, first out; emptied when it comes back up). It is kept without a set per node,
 /// whose inserts and removals were cache misses across thousands of nodes: each node counts
-/// the ids it adds ([`crate::world::SimNode::seen_count`]), and a message's copy list records
+/// the ids it adds ([`SeenCache::count`]), and a message's copy list records
 /// at which count each node added its id ([`Copies::seq`]), so whether a node holds the id is
 /// whether that count is among its last `seen_max`. A copy of a message the node has not taken
 /// in can only find the id there if another message with the same id (the same bytes, so rare)
@@ -115,7 +122,7 @@ impl EnvCache {
 /// since the last, so it holds little more than the messages in flight and the caches'
 /// entries.
 #[derive(Debug, Default)]
-pub(crate) struct SeenIds {
+struct SeenIds {
     /// What is held of the first message published with each id.
     first: HashMap<u64, Held, IdBuild>,
     /// Later messages with the same id as an earlier one.
@@ -158,10 +165,9 @@ impl Held {
     }
 
     /// Brings this up to date; `false` if nothing of it is needed any more.
-    fn sweep(&mut self, nodes: &[crate::world::SimNode], cap: u32) -> bool {
+    fn sweep(&mut self, seen: &[SeenCache], cap: u32, incs: &impl Fn(u32) -> u32) -> bool {
         let holds = |node: u32, inc: u32, seq: u32| {
-            let x = &nodes[node as usize];
-            seq > 0 && inc == x.inc && seq > seen_low(x, cap)
+            seq > 0 && inc == incs(node) && seq > seen[node as usize].low(cap)
         };
         let past: Box<[(u32, u32, u32)]> = match self {
             Held::Msg(m) if Rc::strong_count(m) > 1 => return true,
@@ -215,16 +221,16 @@ impl SeenIds {
     /// Sweeps if a quarter as many messages as are held were added since the last sweep. An
     /// id is dropped once nothing of any message with it is needed; each is judged on its
     /// own, so the maps' order does not matter.
-    fn sweep_if_due(&mut self, nodes: &[crate::world::SimNode], cap: u32) {
+    fn sweep_if_due(&mut self, seen: &[SeenCache], cap: u32, incs: &impl Fn(u32) -> u32) {
         if self.added < (self.first.len() / 4).max(SEEN_IDS_SWEEP_MIN) {
             return;
         }
         self.added = 0;
         let mut dropped = Vec::new();
         for (id, h) in self.first.iter_mut() {
-            let mut needed = h.sweep(nodes, cap);
+            let mut needed = h.sweep(seen, cap, incs);
             if let Some(more) = self.more.get_mut(id) {
-                more.retain_mut(|h| h.sweep(nodes, cap));
+                more.retain_mut(|h| h.sweep(seen, cap, incs));
                 needed |= !more.is_empty();
             }
             if !needed {
@@ -238,34 +244,239 @@ impl SeenIds {
     }
 }
 
-/// The seen-cache of `node` holds the ids added at counts above this.
-fn seen_low(node: &crate::world::SimNode, cap: u32) -> u32 {
-    node.seen_count.saturating_sub(cap).max(node.seen_floor)
+/// One gossip message in flight, shared by every copy.
+#[derive(Debug)]
+pub(crate) struct Msg {
+    pub env: Envelope,
+    /// First 8 bytes of the content id.
+    pub id: u64,
+    pub origin_ms: u64,
+    pub bytes: u32,
+    /// Every node (in one incarnation) that published this message or was sent a copy of it.
+    /// With [`Copies::seq`] it is also where the nodes' seen-caches are kept: see [`SeenIds`]
+    /// and [`Overlay::forward`].
+    pub copies: RefCell<Vec<Copies>>,
+    /// Whether another message was published with the same id (the same bytes), so a node may
+    /// have the id in its seen-cache without having taken in this message.
+    pub shared: Cell<bool>,
 }
 
-impl World {
-    /// The seen-cache's capacity.
-    fn seen_cap(&self) -> u32 {
-        self.s.network.seen_max.clamp(1, u32::MAX as usize) as u32
+/// The copies of one message bound for one node in one incarnation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Copies {
+    pub node: u32,
+    pub inc: u32,
+    /// When the earliest copy sent to it arrives (when it published the message, for its
+    /// publisher).
+    pub first_at: u64,
+    /// Whether it has taken the message in (or published it), so its seen-cache holds the id.
+    pub taken: bool,
+    /// The node's [`SeenCache::count`] when taking this message in (or publishing it) added
+    /// the id to its seen-cache; 0 when that did not add it (it was there already).
+    pub seq: u32,
+}
+
+/// One node's seen-cache, as counts (see [`SeenIds`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SeenCache {
+    /// Ids added to this node's seen-cache in this incarnation. The cache holds the last
+    /// `seen_max` ids added (first in, first out): the id a message added at [`Copies::seq`]
+    /// `s` is in it while `s > max(count - seen_max, floor)`.
+    pub count: u32,
+    /// Ids at or below this count have left the cache early (see [`Overlay::remember`]).
+    pub floor: u32,
+}
+
+impl SeenCache {
+    /// The cache holds the ids added at counts above this.
+    fn low(&self, cap: u32) -> u32 {
+        self.count.saturating_sub(cap).max(self.floor)
+    }
+}
+
+/// Which nodes are up and which can reach which: what the mesh is repaired by.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Reach<'a> {
+    pub net: &'a Net,
+    /// Whether each node is up.
+    pub up: &'a [bool],
+}
+
+impl Reach<'_> {
+    fn up(&self, n: u32) -> bool {
+        self.up[n as usize]
     }
 
-    /// The count at which `id` was added to node `n`'s seen-cache, if it is there (else 0),
-    /// given that it can only be there if some message with that id is in [`SeenIds`].
-    fn seen_at(&self, n: u32, id: u64) -> u32 {
-        let node = &self.nodes[n as usize];
-        let (low, inc) = (seen_low(node, self.seen_cap()), node.inc);
+    /// Whether `a` and `b` can talk both ways (a one-way link fails keepalives too).
+    fn connected(&self, a: u32, b: u32) -> bool {
+        self.net.reachable(a as usize, b as usize) && self.net.reachable(b as usize, a as usize)
+    }
+}
+
+/// What a fan-out sends through: the network, the run's random source, which nodes are up, and
+/// the time.
+#[derive(Debug)]
+pub(crate) struct Wire<'a> {
+    pub net: &'a mut Net,
+    pub rng: &'a mut ChaCha8Rng,
+    pub up: &'a [bool],
+    pub now: u64,
+}
+
+/// One step of a message through the mesh: from a node, in a topic, to every mesh peer but
+/// one (the one it came from; `u32::MAX` for none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Hop {
+    pub from: u32,
+    pub topic: u32,
+    pub except: u32,
+}
+
+/// What one fan-out cost, for the report's counters.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tally {
+    /// Copies sent.
+    pub messages: u64,
+    pub bytes: u64,
+    /// Copies lost or blocked.
+    pub dropped: u64,
+    /// Copies that arrive (or would) at a node that has the message already.
+    pub dup_deliveries: u64,
+    /// Copies whose arrival was settled when they were sent, so they need no event.
+    pub settled_at_send: u64,
+}
+
+/// A copy to deliver: to node `to` in incarnation `inc`, at `at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Delivery {
+    pub at: u64,
+    pub to: u32,
+    pub inc: u32,
+}
+
+/// What a copy arriving at a node finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Arrival {
+    /// No copy was sent to the node in this incarnation (it cannot be this copy's).
+    Unlisted,
+    /// The node has the id in its seen-cache: a duplicate.
+    Duplicate,
+    /// New to the node, now taken in (its id added to the seen-cache).
+    Fresh,
+}
+
+/// The gossip overlay: the mesh, the seen-caches and the envelope facts (see the module docs).
+#[derive(Debug)]
+pub(crate) struct Overlay {
+    /// Per node, the project indices (topics) it trusts and subscribes to, sorted.
+    topics: Vec<Vec<u32>>,
+    /// Per node, mesh peers per topic, aligned with `topics`.
+    mesh: Vec<Vec<Vec<u32>>>,
+    /// Per topic, its subscribers in node order.
+    subscribers: Vec<Vec<u32>>,
+    /// Per node, its seen-cache.
+    seen: Vec<SeenCache>,
+    /// Messages by id, for the seen-caches.
+    seen_ids: SeenIds,
+    /// Sizes and projects of envelopes sent in sync responses.
+    env_cache: EnvCache,
+    /// While a heal regrows the mesh: the pairs of nodes linked anew, which sync from each
+    /// other as nodes do when a connection is established.
+    new_links: Option<Vec<(u32, u32)>>,
+    /// D: the mesh degree grafting aims at.
+    degree: usize,
+    /// D_low: below this a node grafts at the heartbeat.
+    degree_low: usize,
+    /// Ids a seen-cache holds.
+    pub(crate) seen_max: usize,
+    /// The sabotaged deaf node and when it goes deaf.
+    deaf: Option<(u32, u64)>,
+}
+
+impl Overlay {
+    /// An overlay with no mesh yet, for nodes subscribed to `topics` (per node, sorted) among
+    /// `projects` topics.
+    pub(crate) fn new(
+        topics: Vec<Vec<u32>>,
+        projects: u32,
+        network: &NetworkSpec,
+        sabotage: &Sabotage,
+    ) -> Self {
+        let subscribers = (0..projects)
+            .map(|p| {
+                (0..topics.len() as u32).filter(|n| topics[*n as usize].contains(&p)).collect()
+            })
+            .collect();
+        Overlay {
+            mesh: topics.iter().map(|t| vec![Vec::new(); t.len()]).collect(),
+            seen: vec![SeenCache::default(); topics.len()],
+            topics,
+            subscribers,
+            seen_ids: SeenIds::default(),
+            env_cache: EnvCache::default(),
+            new_links: None,
+            degree: network.mesh_degree as usize,
+            degree_low: network.mesh_degree_low as usize,
+            seen_max: network.seen_max,
+            deaf: sabotage.deaf_node.map(|n| (n, sabotage.deaf_from_ms)),
+        }
+    }
+
+    /// The topics node `n` subscribes to, sorted.
+    pub(crate) fn topics(&self, n: u32) -> &[u32] {
+        &self.topics[n as usize]
+    }
+
+    /// Node `n`'s mesh peers per topic, aligned with [`Overlay::topics`].
+    pub(crate) fn mesh(&self, n: u32) -> &[Vec<u32>] {
+        &self.mesh[n as usize]
+    }
+
+    /// The subscribers of `topic`, in node order.
+    pub(crate) fn subscribers(&self, topic: u32) -> &[u32] {
+        self.subscribers.get(topic as usize).map_or(&[], |s| &s[..])
+    }
+
+    /// Whether the sabotaged deaf node is deaf at `t`; once it is, it stays so.
+    pub(crate) fn deaf_at(&self, n: u32, t: u64) -> bool {
+        self.deaf.is_some_and(|(d, from)| d == n && t >= from)
+    }
+
+    // --- seen-caches ---
+
+    /// The seen-cache's capacity.
+    fn seen_cap(&self) -> u32 {
+        self.seen_max.clamp(1, u32::MAX as usize) as u32
+    }
+
+    /// Node `n` came up: its seen-cache starts empty.
+    pub(crate) fn clear_seen(&mut self, n: u32) {
+        self.seen[n as usize] = SeenCache::default();
+    }
+
+    /// The count at which `id` was added to node `n`'s seen-cache (in incarnation `inc`), if
+    /// it is there (else 0), given that it can only be there if some message with that id is
+    /// in [`SeenIds`].
+    fn seen_at(&self, n: u32, inc: u32, id: u64) -> u32 {
+        let low = self.seen[n as usize].low(self.seen_cap());
         self.seen_ids.with_id(id).map(|h| h.seen_at(n, inc, low)).max().unwrap_or(0)
+    }
+
+    /// Whether node `n` (in incarnation `inc`) has `id` in its seen-cache.
+    #[cfg(test)]
+    pub(crate) fn has_seen(&self, n: u32, inc: u32, id: u64) -> bool {
+        self.seen_ids.has(id) && self.seen_at(n, inc, id) > 0
     }
 
     /// Adds an id that is not there to node `n`'s seen-cache (forgetting the oldest if it is
     /// full); returns the count it was added at.
     fn see(&mut self, n: u32) -> u32 {
-        let node = &mut self.nodes[n as usize];
-        node.seen_count = node
-            .seen_count
+        let seen = &mut self.seen[n as usize];
+        seen.count = seen
+            .count
             .checked_add(1)
             .expect("fewer than 2^32 messages taken in by one node in one incarnation");
-        node.seen_count
+        seen.count
     }
 
     /// What a node publishing a message does to its seen-cache, `at` being the count at which
@@ -274,9 +485,9 @@ impl World {
     /// at which it was added, 0 if it was not.
     fn remember(&mut self, n: u32, at: u32) -> u32 {
         let cap = self.seen_cap();
-        let node = &mut self.nodes[n as usize];
-        let low = seen_low(node, cap);
-        let full = node.seen_count - low >= cap;
+        let seen = &mut self.seen[n as usize];
+        let low = seen.low(cap);
+        let full = seen.count - low >= cap;
         if at == 0 || (full && at == low + 1) {
             // Not there, or it was the oldest, forgotten and then added again.
             return self.see(n);
@@ -284,383 +495,159 @@ impl World {
         if full {
             // The oldest is forgotten and nothing is added: until the next id is added the
             // cache holds one fewer.
-            node.seen_floor = low + 1;
+            seen.floor = low + 1;
         }
         0
     }
 
-    /// Whether the sabotaged deaf node is deaf now.
-    fn deaf(&self, n: u32) -> bool {
-        self.deaf_at(n, self.now)
+    /// Node `n` (in incarnation `inc`) publishes a message with id `id`: its seen-cache as
+    /// [`Overlay::remember`] leaves it; returns the count the id was added at, 0 if it was not.
+    pub(crate) fn remember_published(&mut self, n: u32, inc: u32, id: u64) -> u32 {
+        let have = if self.seen_ids.has(id) { self.seen_at(n, inc, id) } else { 0 };
+        self.remember(n, have)
     }
 
-    /// Whether the sabotaged deaf node is deaf at `t`; once it is, it stays so.
-    fn deaf_at(&self, n: u32, t: u64) -> bool {
-        self.s.sabotage.deaf_node == Some(n) && t >= self.s.sabotage.deaf_from_ms
-    }
-
-    /// The project (topic) an envelope belongs to; `None` for presence (every topic).
-    fn topic_of(&self, n: u32, env: &Envelope) -> Option<u32> {
-        use starling_protocol::wire::decode;
-        match env {
-            Envelope::Presence(_) | Envelope::RelayRequest(_) => None,
-            Envelope::Manifest(s) => decode::<ProjectManifest>(s.body(), 1 << 20)
-                .ok()
-                .and_then(|m| self.project_index.get(&m.id()).copied()),
-            Envelope::Batch(s) => decode::<ItemBatch>(s.body(), 8 << 20)
-                .ok()
-                .and_then(|b| self.project_index.get(&b.project).copied()),
-            _ => {
-                let (item, _) = env_item(env)?;
-                if let Some(&i) = self.item_index.get(&item) {
-                    let p = self.items[i as usize].project;
-                    if p != u32::MAX {
-                        return Some(p);
-                    }
-                }
-                let engine = self.nodes.get(n as usize)?.engine.as_ref()?;
-                let (pid, _) = engine.item_work(&item)?;
-                self.project_index.get(&pid).copied()
-            }
-        }
-    }
-
-    /// Sends an envelope from node `n` to its mesh as a new message.
-    pub(crate) fn publish(&mut self, n: u32, env: Envelope) {
-        let topic = self.topic_of(n, &env);
-        let bytes = env.to_bytes();
-        let hash = blake3::hash(&bytes);
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&hash.as_bytes()[..8]);
-        let id = u64::from_le_bytes(first);
-        let inc = self.nodes[n as usize].inc;
-        let have = if self.seen_ids.has(id) { self.seen_at(n, id) } else { 0 };
-        let seq = self.remember(n, have);
-        let copies = Copies { node: n, inc, first_at: self.now, taken: true, seq };
-        // What a node publishes is what its engine and its peers' hand out in sync responses
-        // later: remember its size now that it is known.
-        if self.env_cache.get(&env).is_none() {
-            self.env_cache.put(EnvFacts {
-                env: env.clone(),
-                bytes: bytes.len() as u32,
-                scope: None,
-            });
-        }
-        let msg = Rc::new(Msg {
-            env,
-            id,
-            origin_ms: self.now,
-            bytes: bytes.len() as u32,
-            copies: RefCell::new(vec![copies]),
-            shared: Cell::new(false),
-        });
+    /// Holds a new message for the seen-caches (sweeping first if it is time); `incs` gives
+    /// each node's incarnation.
+    pub(crate) fn hold(&mut self, msg: &Rc<Msg>, incs: impl Fn(u32) -> u32) {
         let cap = self.seen_cap();
-        self.seen_ids.sweep_if_due(&self.nodes, cap);
-        self.seen_ids.add(&msg);
-        self.record("send", n, u32::MAX, id);
-        match topic {
-            Some(t) => self.forward(n, t, &msg, u32::MAX),
-            None => {
-                for k in 0..self.nodes[n as usize].topics.len() {
-                    let t = self.nodes[n as usize].topics[k];
-                    self.forward(n, t, &msg, u32::MAX);
-                }
-            }
-        }
+        self.seen_ids.sweep_if_due(&self.seen, cap, &incs);
+        self.seen_ids.add(msg);
     }
 
-    fn forward(&mut self, n: u32, topic: u32, msg: &Rc<Msg>, except: u32) {
-        let Some(ti) = self.nodes[n as usize].topics.iter().position(|t| *t == topic) else {
-            return;
-        };
-        let len = self.nodes[n as usize].mesh[ti].len();
-        for k in 0..len {
-            let p = self.nodes[n as usize].mesh[ti][k];
-            if p == except || !self.up[p as usize] {
-                continue;
-            }
-            self.stats.messages += 1;
-            self.stats.bytes += u64::from(msg.bytes);
-            // What `on_deliver` would do with this copy, decided now where it is certain, so
-            // the copy needs no event: one arriving deaf is ignored (deafness, once it starts,
-            // lasts); one for a node that has taken the message in is a duplicate whenever it
-            // arrives (if it is not lost); and one arriving no earlier
-            // than another copy already bound for the same node in the same incarnation is a
-            // duplicate too, since that one arrives first and leaves the id in the node's
-            // seen-cache (or finds it there, and then this copy is counted a duplicate even if
-            // the count-bounded cache would have forgotten the id in between, as a
-            // time-bounded gossipsub seen-cache would not).
-            let inc = self.nodes[p as usize].inc;
-            let mut copies = msg.copies.borrow_mut();
-            let known = copies.iter().position(|c| c.node == p && c.inc == inc);
-            let (from, to, bytes) = (n as usize, p as usize, msg.bytes as usize);
-            if known.is_some_and(|i| copies[i].taken) && self.s.sabotage.deaf_node != Some(p) {
-                // Only whether it is lost matters, not when it would arrive.
-                if self.net.gets_through(&mut self.rng, from, to, bytes, self.now) {
-                    self.stats.dup_deliveries += 1;
-                    self.stats.settled_at_send += 1;
-                } else {
-                    self.stats.dropped += 1;
-                }
-                continue;
-            }
-            let Some(at) = self.net.send(&mut self.rng, from, to, bytes, self.now) else {
-                self.stats.dropped += 1;
-                continue;
-            };
-            if self.deaf_at(p, at) {
-                self.stats.settled_at_send += 1;
-                continue;
-            }
-            match known.map(|i| &mut copies[i]) {
-                Some(c) if c.taken || c.first_at <= at => {
-                    self.stats.dup_deliveries += 1;
-                    self.stats.settled_at_send += 1;
-                    continue;
-                }
-                Some(c) => c.first_at = at,
-                None => copies.push(Copies { node: p, inc, first_at: at, taken: false, seq: 0 }),
-            }
-            drop(copies);
-            self.push(at, Event::Deliver { to: p, inc, from: n, topic, msg: Rc::clone(msg) });
-        }
+    /// Sweeps the messages held if it is time; whether it swept.
+    #[cfg(test)]
+    pub(crate) fn sweep_if_due(&mut self, incs: impl Fn(u32) -> u32) -> bool {
+        let cap = self.seen_cap();
+        self.seen_ids.sweep_if_due(&self.seen, cap, &incs);
+        self.seen_ids.added == 0
     }
 
-    pub(crate) fn on_deliver(&mut self, to: u32, inc: u32, from: u32, topic: u32, msg: Rc<Msg>) {
-        if !self.up[to as usize] || self.nodes[to as usize].inc != inc || self.deaf(to) {
-            return;
-        }
+    /// A copy of `msg` arrives at node `to` in incarnation `inc` (up and listening): whether it
+    /// is new to the node, and if so the node takes it in.
+    pub(crate) fn arrive(&mut self, to: u32, inc: u32, msg: &Msg) -> Arrival {
         let copies = msg.copies.borrow();
         let Some(i) = copies.iter().position(|c| c.node == to && c.inc == inc) else {
-            return; // every copy sent is listed
+            return Arrival::Unlisted; // every copy sent is listed
         };
         let taken = copies[i].taken;
         drop(copies);
-        if taken || (msg.shared.get() && self.seen_at(to, msg.id) > 0) {
-            self.stats.dup_deliveries += 1;
-            return;
+        if taken || (msg.shared.get() && self.seen_at(to, inc, msg.id) > 0) {
+            return Arrival::Duplicate;
         }
         let seq = self.see(to);
         let mut copies = msg.copies.borrow_mut();
         copies[i].taken = true;
         copies[i].seq = seq;
-        drop(copies);
-        self.hist.record(self.now.saturating_sub(msg.origin_ms));
-        self.record("recv", to, from, msg.id);
-        let Some(result) = self.take_message(to, &msg.env) else { return };
-        let forward = match result {
-            Ok(()) => true,
-            Err(r) => matches!(r, Reject::UnknownItem | Reject::UnknownProject),
-        };
-        if forward {
-            self.forward(to, topic, &msg, from);
-        }
+        Arrival::Fresh
     }
 
-    /// Bookkeeping after an engine took in a message: rejections, and when items last changed.
-    pub(crate) fn after_apply(&mut self, n: u32, env: &Envelope, result: Result<(), Reject>) {
-        match result {
-            Ok(()) => {
-                if let Some((item, false)) = env_item(env) {
-                    if let Some(&i) = self.item_index.get(&item) {
-                        self.items[i as usize].touched_at = self.now;
-                    }
-                    if matches!(env, Envelope::Receipt(_)) && !self.nodes[n as usize].byz {
-                        self.mark_done(item);
-                    }
+    // --- fan-out ---
+
+    /// Sends a copy of `msg` from node `hop.from` to each of its mesh peers in `hop.topic` but
+    /// `hop.except` that is up, into `out`; `incs` gives each node's incarnation.
+    ///
+    /// What the receiver would do with a copy is decided here where it is certain, so the copy
+    /// needs no event: one arriving deaf is ignored (deafness, once it starts, lasts); one for
+    /// a node that has taken the message in is a duplicate whenever it arrives (if it is not
+    /// lost); and one arriving no earlier than another copy already bound for the same node in
+    /// the same incarnation is a duplicate too, since that one arrives first and leaves the id
+    /// in the node's seen-cache (or finds it there, and then this copy is counted a duplicate
+    /// even if the count-bounded cache would have forgotten the id in between, as a
+    /// time-bounded gossipsub seen-cache would not).
+    pub(crate) fn forward(
+        &self,
+        Hop { from: n, topic, except }: Hop,
+        msg: &Msg,
+        wire: &mut Wire<'_>,
+        incs: impl Fn(u32) -> u32,
+        out: &mut Vec<Delivery>,
+    ) -> Tally {
+        let mut tally = Tally::default();
+        let Some(ti) = self.topics[n as usize].iter().position(|t| *t == topic) else {
+            return tally;
+        };
+        for &p in &self.mesh[n as usize][ti] {
+            if p == except || !wire.up[p as usize] {
+                continue;
+            }
+            tally.messages += 1;
+            tally.bytes += u64::from(msg.bytes);
+            let inc = incs(p);
+            let mut copies = msg.copies.borrow_mut();
+            let known = copies.iter().position(|c| c.node == p && c.inc == inc);
+            let (from, to, bytes) = (n as usize, p as usize, msg.bytes as usize);
+            if known.is_some_and(|i| copies[i].taken) && self.deaf.is_none_or(|(d, _)| d != p) {
+                // Only whether it is lost matters, not when it would arrive.
+                if wire.net.gets_through(wire.rng, from, to, bytes, wire.now) {
+                    tally.dup_deliveries += 1;
+                    tally.settled_at_send += 1;
+                } else {
+                    tally.dropped += 1;
                 }
+                continue;
             }
-            Err(r) => {
-                if !self.nodes[n as usize].byz
-                    && let Some(i) = Reject::ALL.iter().position(|x| *x == r)
-                {
-                    self.stats.rejected[i] += 1;
+            let Some(at) = wire.net.send(wire.rng, from, to, bytes, wire.now) else {
+                tally.dropped += 1;
+                continue;
+            };
+            if self.deaf_at(p, at) {
+                tally.settled_at_send += 1;
+                continue;
+            }
+            match known.map(|i| &mut copies[i]) {
+                Some(c) if c.taken || c.first_at <= at => {
+                    tally.dup_deliveries += 1;
+                    tally.settled_at_send += 1;
+                    continue;
                 }
+                Some(c) => c.first_at = at,
+                None => copies.push(Copies { node: p, inc, first_at: at, taken: false, seq: 0 }),
             }
+            out.push(Delivery { at, to: p, inc });
         }
+        tally
     }
 
-    /// Starts a sync exchange from `n` with `partner` (or a random mesh peer).
-    pub(crate) fn start_sync(&mut self, n: u32, partner: Option<u32>, round: u8) {
-        self.start_sync_try(n, partner, round, 0);
+    // --- envelope facts ---
+
+    /// The size and, if known for good, the scope remembered for `env`.
+    pub(crate) fn env_facts(&self, env: &Envelope) -> Option<(u32, Option<Scope>)> {
+        self.env_cache.get(env).map(|f| (f.bytes, f.scope))
     }
 
-    /// [`World::start_sync`], the `tries`-th time. A first round that gets no answer within
-    /// [`SYNC_TIMEOUT_MS`] (request or response lost) is tried again with another peer, as a
-    /// request-response client does on a timeout.
-    fn start_sync_try(&mut self, n: u32, partner: Option<u32>, round: u8, tries: u8) {
-        let partner = match partner {
-            Some(p) => p,
-            None => {
-                let node = &self.nodes[n as usize];
-                let peers: Vec<u32> = node
-                    .mesh
-                    .iter()
-                    .flatten()
-                    .copied()
-                    .filter(|p| {
-                        self.nodes[*p as usize].up() && self.net.reachable(n as usize, *p as usize)
-                    })
-                    .collect();
-                if peers.is_empty() {
-                    return;
-                }
-                peers[self.rng.random_range(0..peers.len())]
-            }
-        };
-        let Some(engine) = self.nodes[n as usize].engine.as_ref() else { return };
-        let digest = engine.sync_digest();
-        if round == 0 {
-            self.token_seq += 1;
-            let token = self.token_seq;
-            let node = &mut self.nodes[n as usize];
-            node.sync_wait = Some(token);
-            let inc = node.inc;
-            self.push(self.now + SYNC_TIMEOUT_MS, Event::SyncRetry { node: n, inc, token, tries });
-        }
-        let bytes = digest.to_bytes().len();
-        self.stats.sync_messages += 1;
-        self.stats.sync_bytes += bytes as u64;
-        self.record("sync-req", n, partner, u64::from(round));
-        match self.net.send(&mut self.rng, n as usize, partner as usize, bytes, self.now) {
-            Some(at) => self
-                .push(at, Event::SyncReq { to: partner, from: n, round, digest: Rc::new(digest) }),
-            None => self.stats.dropped += 1,
-        }
+    /// Remembers the size of `env` and, if it holds for good, its scope.
+    pub(crate) fn put_env_facts(&mut self, env: &Envelope, bytes: u32, scope: Option<Scope>) {
+        self.env_cache.put(EnvFacts { env: env.clone(), bytes, scope });
     }
 
-    /// Whom a sync envelope is for, and whether that holds for good (see [`EnvFacts`]).
-    fn scope(&self, responder: u32, env: &Envelope) -> (Scope, bool) {
-        let project = |p: Option<u32>| p.map_or(Scope::Nowhere, Scope::Project);
-        match env {
-            Envelope::Presence(_) | Envelope::RelayRequest(_) => (Scope::Every, true),
-            Envelope::Manifest(_) | Envelope::Batch(_) => {
-                let owner = env.signer();
-                let p = self.projects.iter().position(|p| p.key.node_id() == owner);
-                (project(p.map(|p| p as u32)), true)
-            }
-            _ => {
-                // An item in the driver's table keeps its project; one it has not registered
-                // yet is looked up in the responder's engine by `topic_of`.
-                let known = env_item(env).is_none_or(|(item, _)| {
-                    self.item_index
-                        .get(&item)
-                        .is_some_and(|&i| self.items[i as usize].project != u32::MAX)
-                });
-                (project(self.topic_of(responder, env)), known)
-            }
-        }
+    // --- the mesh ---
+
+    /// From now until [`Overlay::take_new_links`], pairs linked anew are recorded.
+    pub(crate) fn record_new_links(&mut self) {
+        self.new_links = Some(Vec::new());
     }
 
-    /// The encoded size of a sync envelope and whether `requester` is subscribed to what it
-    /// is about, through the [`EnvCache`].
-    fn sync_facts(&mut self, requester: u32, responder: u32, env: &Envelope) -> (usize, bool) {
-        let (bytes, scope) = match self.env_cache.get(env) {
-            Some(EnvFacts { bytes, scope: Some(scope), .. }) => (*bytes as usize, *scope),
-            hit => {
-                let bytes = match hit {
-                    Some(f) => f.bytes as usize,
-                    None => env.to_bytes().len(),
-                };
-                let (scope, lasting) = self.scope(responder, env);
-                self.env_cache.put(EnvFacts {
-                    env: env.clone(),
-                    bytes: bytes as u32,
-                    scope: lasting.then_some(scope),
-                });
-                (bytes, scope)
-            }
-        };
-        let wanted = match scope {
-            Scope::Every => true,
-            Scope::Project(p) => self.nodes[requester as usize].topics.contains(&p),
-            Scope::Nowhere => false,
-        };
-        (bytes, wanted)
-    }
-
-    pub(crate) fn on_sync_req(
-        &mut self,
-        to: u32,
-        from: u32,
-        round: u8,
-        digest: &starling_protocol::SyncDigest,
-    ) {
-        if self.deaf(to) {
-            return;
-        }
-        let Some(engine) = self.nodes[to as usize].engine.as_ref() else { return };
-        let delta = engine.sync_delta(digest);
-        let mut bytes = 16usize;
-        let mut envelopes = Vec::with_capacity(delta.envelopes.len());
-        for env in delta.envelopes {
-            let (size, wanted) = self.sync_facts(from, to, &env);
-            if wanted {
-                bytes += size;
-                envelopes.push(env);
-            }
-        }
-        self.stats.sync_messages += 1;
-        self.stats.sync_bytes += bytes as u64;
-        self.record("sync-resp", to, from, envelopes.len() as u64);
-        let inc = self.nodes[from as usize].inc;
-        let delta = Rc::new(SyncDelta { envelopes, more: delta.more });
-        match self.net.send(&mut self.rng, to as usize, from as usize, bytes, self.now) {
-            Some(at) => self.push(at, Event::SyncResp { to: from, from: to, round, inc, delta }),
-            None => self.stats.dropped += 1,
-        }
-    }
-
-    pub(crate) fn on_sync_resp(
-        &mut self,
-        to: u32,
-        from: u32,
-        round: u8,
-        inc: u32,
-        delta: &SyncDelta,
-    ) {
-        let node = &self.nodes[to as usize];
-        if node.inc != inc || !node.up() || self.deaf(to) {
-            return;
-        }
-        self.record("sync-apply", to, from, delta.envelopes.len() as u64);
-        self.nodes[to as usize].sync_wait = None;
-        for env in &delta.envelopes {
-            let _ = self.take_message(to, env);
-        }
-        if delta.more && round + 1 < crate::world::SYNC_ROUNDS_MAX {
-            self.start_sync(to, Some(from), round + 1);
-        }
-    }
-
-    pub(crate) fn on_sync_retry(&mut self, n: u32, inc: u32, token: u64, tries: u8) {
-        let node = &self.nodes[n as usize];
-        if node.inc != inc || !node.up() || node.sync_wait != Some(token) {
-            return;
-        }
-        if tries + 1 < SYNC_TRIES_MAX {
-            self.start_sync_try(n, None, 0, tries + 1);
-        }
-    }
-
-    pub(crate) fn on_sync_timer(&mut self, n: u32, inc: u32) {
-        let node = &self.nodes[n as usize];
-        if node.inc != inc || !node.up() {
-            return;
-        }
-        self.start_sync(n, None, 0);
-        let at = self.now + self.s.network.sync_interval_ms;
-        self.push(at, Event::SyncTimer { node: n, inc });
+    /// The pairs linked since [`Overlay::record_new_links`], sorted, each once; recording
+    /// stops.
+    pub(crate) fn take_new_links(&mut self) -> Vec<(u32, u32)> {
+        let mut links = self.new_links.take().unwrap_or_default();
+        links.sort_unstable();
+        links.dedup();
+        links
     }
 
     fn degree(&self, n: u32, topic: u32) -> Option<usize> {
-        let node = &self.nodes[n as usize];
-        node.topics.iter().position(|t| *t == topic).map(|ti| node.mesh[ti].len())
+        let topics = &self.topics[n as usize];
+        topics.iter().position(|t| *t == topic).map(|ti| self.mesh[n as usize][ti].len())
     }
 
     fn linked(&self, a: u32, b: u32, topic: u32) -> bool {
-        let node = &self.nodes[a as usize];
-        node.topics.iter().position(|t| *t == topic).is_some_and(|ti| node.mesh[ti].contains(&b))
+        let topics = &self.topics[a as usize];
+        topics
+            .iter()
+            .position(|t| *t == topic)
+            .is_some_and(|ti| self.mesh[a as usize][ti].contains(&b))
     }
 
     fn link(&mut self, a: u32, b: u32, topic: u32) {
@@ -668,115 +655,117 @@ impl World {
             links.push((a.min(b), a.max(b)));
         }
         for (x, y) in [(a, b), (b, a)] {
-            let node = &mut self.nodes[x as usize];
-            if let Some(ti) = node.topics.iter().position(|t| *t == topic) {
-                node.mesh[ti].push(y);
+            if let Some(ti) = self.topics[x as usize].iter().position(|t| *t == topic) {
+                self.mesh[x as usize][ti].push(y);
             }
         }
     }
 
-    /// Tries to add one mesh peer for `n` in `topic` among live subscribers.
-    fn graft_one(&mut self, n: u32, topic: u32, need_up: bool) -> bool {
-        let d_hi = 2 * self.s.network.mesh_degree as usize;
-        let subs = self.projects[topic as usize].subscribers.len();
+    fn unlink(&mut self, a: u32, b: u32, topic: u32) {
+        for (x, y) in [(a, b), (b, a)] {
+            if let Some(ti) = self.topics[x as usize].iter().position(|t| *t == topic) {
+                self.mesh[x as usize][ti].retain(|z| *z != y);
+            }
+        }
+    }
+
+    /// Whether `q` may be grafted to `n` in `topic`: another node, not yet a mesh peer, below
+    /// the degree cap and (with `need_up`) up and connected.
+    fn may_graft(&self, n: u32, q: u32, topic: u32, reach: Option<&Reach<'_>>) -> bool {
+        let d_hi = 2 * self.degree;
+        q != n
+            && !self.linked(n, q, topic)
+            && reach.is_none_or(|r| r.up(q) && r.connected(n, q))
+            && self.degree(q, topic).unwrap_or(usize::MAX) < d_hi
+    }
+
+    /// Tries to add one mesh peer for `n` in `topic` among subscribers (live and connected ones
+    /// when `reach` is given).
+    fn graft_one(
+        &mut self,
+        n: u32,
+        topic: u32,
+        reach: Option<&Reach<'_>>,
+        rng: &mut ChaCha8Rng,
+    ) -> bool {
+        let subs = self.subscribers[topic as usize].len();
         if subs < 2 {
             return false;
         }
         for _ in 0..8 {
-            let q = self.projects[topic as usize].subscribers[self.rng.random_range(0..subs)];
-            if q == n || self.linked(n, q, topic) {
-                continue;
+            let q = self.subscribers[topic as usize][rng.random_range(0..subs)];
+            if self.may_graft(n, q, topic, reach) {
+                self.link(n, q, topic);
+                return true;
             }
-            if need_up && !(self.nodes[q as usize].up() && self.connected(n, q)) {
-                continue;
-            }
-            if self.degree(q, topic).unwrap_or(usize::MAX) >= d_hi {
-                continue;
-            }
-            self.link(n, q, topic);
-            return true;
         }
         false
     }
 
-    /// Whether [`World::graft_one`] has anyone to pick: a subscriber of `topic` other than `n`,
-    /// not yet its mesh peer, below the degree cap and (with `need_up`) up and connected.
-    fn graftable(&self, n: u32, topic: u32, need_up: bool) -> bool {
-        let d_hi = 2 * self.s.network.mesh_degree as usize;
-        self.projects[topic as usize].subscribers.iter().any(|&q| {
-            q != n
-                && !self.linked(n, q, topic)
-                && (!need_up || (self.nodes[q as usize].up() && self.connected(n, q)))
-                && self.degree(q, topic).unwrap_or(usize::MAX) < d_hi
-        })
+    /// Whether [`Overlay::graft_one`] has anyone to pick.
+    fn graftable(&self, n: u32, topic: u32, reach: Option<&Reach<'_>>) -> bool {
+        self.subscribers[topic as usize].iter().any(|&q| self.may_graft(n, q, topic, reach))
     }
 
     /// Grafts `n` in `topic` until it has `d` mesh peers, in at most `4·d` tries of
-    /// [`World::graft_one`]. Stops at the first try that finds nobody when there is nobody to
-    /// find (a topic with fewer than `d + 1` subscribers, or a partition): the tries left could
-    /// only draw random numbers, so the mesh comes out the same.
-    fn graft_up_to(&mut self, n: u32, topic: u32, d: usize, need_up: bool) {
+    /// [`Overlay::graft_one`]. Stops at the first try that finds nobody when there is nobody
+    /// to find (a topic with fewer than `d + 1` subscribers, or a partition): the tries left
+    /// could only draw random numbers, so the mesh comes out the same.
+    fn graft_up_to(&mut self, n: u32, topic: u32, reach: Option<&Reach<'_>>, rng: &mut ChaCha8Rng) {
+        let d = self.degree;
         let mut tries = 0;
         while self.degree(n, topic).unwrap_or(d) < d && tries < 4 * d {
-            if !self.graft_one(n, topic, need_up) && !self.graftable(n, topic, need_up) {
+            if !self.graft_one(n, topic, reach, rng) && !self.graftable(n, topic, reach) {
                 break;
             }
             tries += 1;
         }
     }
 
-    /// Builds the initial mesh of every topic.
-    pub(crate) fn build_mesh(&mut self) {
-        let d = self.s.network.mesh_degree as usize;
-        for topic in 0..self.projects.len() as u32 {
-            let subs = self.projects[topic as usize].subscribers.clone();
-            for n in subs {
-                self.graft_up_to(n, topic, d, false);
+    /// Builds the initial mesh of every topic, before any node is up.
+    pub(crate) fn build(&mut self, rng: &mut ChaCha8Rng) {
+        for topic in 0..self.subscribers.len() as u32 {
+            for k in 0..self.subscribers[topic as usize].len() {
+                let n = self.subscribers[topic as usize][k];
+                self.graft_up_to(n, topic, None, rng);
             }
         }
     }
 
     /// A node coming back joins the mesh of each of its topics.
-    pub(crate) fn graft(&mut self, n: u32) {
-        let d = self.s.network.mesh_degree as usize;
-        let topics = self.nodes[n as usize].topics.clone();
-        for topic in topics {
-            self.graft_up_to(n, topic, d, true);
+    pub(crate) fn graft(&mut self, n: u32, reach: &Reach<'_>, rng: &mut ChaCha8Rng) {
+        for k in 0..self.topics[n as usize].len() {
+            let topic = self.topics[n as usize][k];
+            self.graft_up_to(n, topic, Some(reach), rng);
         }
-    }
-
-    /// Whether `a` and `b` can talk both ways (a one-way link fails keepalives too).
-    fn connected(&self, a: u32, b: u32) -> bool {
-        self.net.reachable(a as usize, b as usize) && self.net.reachable(b as usize, a as usize)
     }
 
     /// The gossipsub heartbeat: every node drops mesh peers it cannot reach and, when left
     /// with fewer than D_low, grafts reachable subscribers back up to D. With `regrow` (after
     /// a heal) every node grafts up to D, so the healed halves link up again.
-    pub(crate) fn mesh_heartbeat(&mut self, regrow: bool) {
-        let d = self.s.network.mesh_degree as usize;
-        let low = self.s.network.mesh_degree_low as usize;
-        for n in 0..self.nodes.len() as u32 {
-            if !self.nodes[n as usize].up() {
+    pub(crate) fn heartbeat(&mut self, regrow: bool, reach: &Reach<'_>, rng: &mut ChaCha8Rng) {
+        let (d, low) = (self.degree, self.degree_low);
+        for n in 0..self.topics.len() as u32 {
+            if !reach.up(n) {
                 continue;
             }
-            for ti in 0..self.nodes[n as usize].topics.len() {
-                let topic = self.nodes[n as usize].topics[ti];
+            for ti in 0..self.topics[n as usize].len() {
+                let topic = self.topics[n as usize][ti];
                 // From the back, so unlinking (which keeps the order of the rest) never moves a
                 // peer not yet looked at.
-                let mut k = self.nodes[n as usize].mesh[ti].len();
+                let mut k = self.mesh[n as usize][ti].len();
                 while k > 0 {
                     k -= 1;
-                    let p = self.nodes[n as usize].mesh[ti][k];
-                    if !self.nodes[p as usize].up() || !self.connected(n, p) {
+                    let p = self.mesh[n as usize][ti][k];
+                    if !reach.up(p) || !reach.connected(n, p) {
                         self.unlink(n, p, topic);
                     }
                 }
-                let len = self.nodes[n as usize].mesh[ti].len();
+                let len = self.mesh[n as usize][ti].len();
                 // Linked to every other subscriber already: nobody is left to graft.
-                let full = len + 1 >= self.projects[topic as usize].subscribers.len();
+                let full = len + 1 >= self.subscribers[topic as usize].len();
                 if !full && (len < low || (regrow && len < d)) {
-                    self.graft_up_to(n, topic, d, true);
+                    self.graft_up_to(n, topic, Some(reach), rng);
                 }
             }
         }
@@ -788,59 +777,41 @@ impl World {
     /// gossipsub keeps meshing with them. Without it, sides whose meshes filled up during the
     /// partition stay apart in the mesh after it: claims made after the heal did not cross
     /// (`fault-50` seed 137, two holders of one epoch for 13 s).
-    pub(crate) fn link_across(&mut self, before: &[u32]) {
-        let d_hi = 2 * self.s.network.mesh_degree as usize;
+    pub(crate) fn link_across(&mut self, before: &[u32], reach: &Reach<'_>, rng: &mut ChaCha8Rng) {
         let side = |x: u32| before.get(x as usize).copied();
-        for n in 0..self.nodes.len() as u32 {
-            if !self.nodes[n as usize].up() {
+        for n in 0..self.topics.len() as u32 {
+            if !reach.up(n) {
                 continue;
             }
-            for ti in 0..self.nodes[n as usize].topics.len() {
-                let topic = self.nodes[n as usize].topics[ti];
-                if self.nodes[n as usize].mesh[ti].iter().any(|p| side(*p) != side(n)) {
+            for ti in 0..self.topics[n as usize].len() {
+                let topic = self.topics[n as usize][ti];
+                if self.mesh[n as usize][ti].iter().any(|p| side(*p) != side(n)) {
                     continue;
                 }
-                let across: Vec<u32> = self.projects[topic as usize]
-                    .subscribers
+                let across: Vec<u32> = self.subscribers[topic as usize]
                     .iter()
                     .copied()
-                    .filter(|&q| {
-                        side(q) != side(n)
-                            && self.nodes[q as usize].up()
-                            && self.connected(n, q)
-                            && !self.linked(n, q, topic)
-                            && self.degree(q, topic).unwrap_or(usize::MAX) < d_hi
-                    })
+                    .filter(|&q| side(q) != side(n) && self.may_graft(n, q, topic, Some(reach)))
                     .collect();
                 if !across.is_empty() {
-                    let q = across[self.rng.random_range(0..across.len())];
+                    let q = across[rng.random_range(0..across.len())];
                     self.link(n, q, topic);
                 }
             }
         }
     }
 
-    fn unlink(&mut self, a: u32, b: u32, topic: u32) {
-        for (x, y) in [(a, b), (b, a)] {
-            let node = &mut self.nodes[x as usize];
-            if let Some(ti) = node.topics.iter().position(|t| *t == topic) {
-                node.mesh[ti].retain(|z| *z != y);
-            }
-        }
-    }
-
     /// A node going down leaves every mesh; peers left short graft a replacement.
-    pub(crate) fn prune(&mut self, n: u32) {
-        let low = self.s.network.mesh_degree_low as usize;
-        let topics = self.nodes[n as usize].topics.clone();
-        for (ti, topic) in topics.into_iter().enumerate() {
-            let peers = std::mem::take(&mut self.nodes[n as usize].mesh[ti]);
+    pub(crate) fn prune(&mut self, n: u32, reach: &Reach<'_>, rng: &mut ChaCha8Rng) {
+        let low = self.degree_low;
+        for ti in 0..self.topics[n as usize].len() {
+            let topic = self.topics[n as usize][ti];
+            let peers = std::mem::take(&mut self.mesh[n as usize][ti]);
             for m in peers {
-                let node = &mut self.nodes[m as usize];
-                if let Some(mi) = node.topics.iter().position(|t| *t == topic) {
-                    node.mesh[mi].retain(|x| *x != n);
-                    if node.mesh[mi].len() < low && node.up() {
-                        self.graft_one(m, topic, true);
+                if let Some(mi) = self.topics[m as usize].iter().position(|t| *t == topic) {
+                    self.mesh[m as usize][mi].retain(|x| *x != n);
+                    if self.mesh[m as usize][mi].len() < low && reach.up(m) {
+                        self.graft_one(m, topic, Some(reach), rng);
                     }
                 }
             }
@@ -851,197 +822,122 @@ impl World {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::{Overrides, Scenario};
+    use rand::SeedableRng;
 
-    /// A small loss-free world with every node up and meshed.
-    fn booted() -> World {
-        booted_with(8, 2)
-    }
-
-    /// [`booted`] with `nodes` nodes and `seed`.
-    fn booted_with(nodes: u32, seed: u64) -> World {
-        let mut s = Scenario::load("steady").expect("built-in scenario loads");
-        let small = Overrides { nodes: Some(nodes), items: Some(20), ..Default::default() };
-        s.apply_overrides(&small).expect("small override is valid");
-        s.duration_ms = 3_000;
-        s.check.no_loss = false;
-        let mut world = World::new(&s, seed);
-        world.run(|_, _| {});
-        assert!(world.nodes.iter().all(|n| n.up()) && world.violations.is_empty());
-        world
-    }
-
-    fn msg(world: &World, copies: Vec<Copies>) -> Rc<Msg> {
-        let env = world.projects[0].manifest.clone();
-        Rc::new(Msg {
-            env,
-            id: 42,
-            origin_ms: world.now,
-            bytes: 100,
-            copies: RefCell::new(copies),
-            shared: Cell::new(false),
-        })
+    /// An overlay of `nodes` nodes all in one topic, with its network.
+    fn overlay(nodes: u32) -> (Overlay, Net) {
+        let spec = NetworkSpec::default();
+        let net = Net::new(spec.clone(), nodes as usize, 7);
+        (Overlay::new(vec![vec![0]; nodes as usize], 1, &spec, &Sabotage::default()), net)
     }
 
     #[test]
-    fn a_heal_links_every_node_across_the_cut() {
-        let mut w = booted_with(30, 5);
-        w.net.partition(15, true);
+    fn the_mesh_is_symmetric_and_within_its_degree_cap() {
+        let (mut o, net) = overlay(40);
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        o.build(&mut rng);
+        let up = vec![true; 40];
+        o.heartbeat(false, &Reach { net: &net, up: &up }, &mut rng);
+        for n in 0..40 {
+            let peers = &o.mesh(n)[0];
+            assert!(peers.len() >= o.degree_low && peers.len() <= 2 * o.degree, "node {n}");
+            assert!(!peers.contains(&n), "no node meshes with itself");
+            for &p in peers {
+                assert!(o.mesh(p)[0].contains(&n), "{n} and {p} link both ways");
+            }
+        }
+    }
+
+    #[test]
+    fn a_pruned_node_leaves_every_mesh_and_peers_refill() {
+        let (mut o, net) = overlay(20);
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        o.build(&mut rng);
+        let mut up = vec![true; 20];
+        up[3] = false;
+        o.prune(3, &Reach { net: &net, up: &up }, &mut rng);
+        assert!(o.mesh(3)[0].is_empty());
+        assert!((0..20).all(|n| !o.mesh(n)[0].contains(&3)));
+        assert!((0..20).filter(|n| *n != 3).all(|n| o.mesh(n)[0].len() >= o.degree_low));
+    }
+
+    #[test]
+    fn new_links_are_recorded_only_while_asked() {
+        let (mut o, net) = overlay(10);
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let up = vec![true; 10];
+        o.graft(0, &Reach { net: &net, up: &up }, &mut rng);
+        assert!(o.take_new_links().is_empty(), "not recording");
+        o.record_new_links();
+        o.graft(1, &Reach { net: &net, up: &up }, &mut rng);
+        let links = o.take_new_links();
+        assert!(!links.is_empty() && links.iter().all(|(a, b)| a < b && (*a == 1 || *b == 1)));
+    }
+
+    #[test]
+    fn a_seen_cache_forgets_its_oldest_id_when_full() {
+        let (mut o, _) = overlay(2);
+        o.seen_max = 2;
         for _ in 0..3 {
-            w.mesh_heartbeat(false);
+            o.see(0);
         }
-        let side = |n: u32| u32::from(n >= 15);
-        let across =
-            |w: &World, n: u32| w.nodes[n as usize].mesh[0].iter().any(|p| side(*p) != side(n));
-        assert!((0..30).all(|n| !across(&w, n)), "the partition cut every mesh link across");
-        let before: Vec<u32> = (0..30).map(|i| w.net.component(i)).collect();
-        w.net.heal();
-        w.mesh_heartbeat(true);
-        // Each side's meshes filled up during the partition: regrowing alone leaves some apart.
-        assert!((0..30).any(|n| !across(&w, n)));
-        w.link_across(&before);
-        assert!((0..30).all(|n| across(&w, n)), "every node has a mesh peer across");
-        let d_hi = 2 * w.s.network.mesh_degree as usize;
-        assert!(w.nodes.iter().all(|n| n.mesh[0].len() <= d_hi));
+        assert_eq!(o.seen[0], SeenCache { count: 3, floor: 0 });
+        assert_eq!(o.seen[0].low(2), 1, "the first id is gone");
+        // Publishing an id already there (at 3) into a full cache forgets the oldest only.
+        assert_eq!(o.remember(0, 3), 0);
+        assert_eq!(o.seen[0].low(2), 2);
+        o.clear_seen(0);
+        assert_eq!(o.seen[0], SeenCache::default());
     }
 
     #[test]
-    fn a_copy_dies_with_its_receivers_connections() {
-        let mut w = booted();
-        let old = w.nodes[1].inc;
-        let m = msg(&w, vec![Copies { node: 1, inc: old, first_at: w.now, taken: false, seq: 0 }]);
-        w.take_down(1, false);
-        w.revive(1, false, false);
-        let (dups, samples) = (w.stats.dup_deliveries, w.hist.percentiles().samples);
-        w.on_deliver(1, old, 0, 0, Rc::clone(&m));
-        assert_eq!((w.stats.dup_deliveries, w.hist.percentiles().samples), (dups, samples));
-        assert!(!m.copies.borrow()[0].taken, "the stale copy was not taken in");
-        // The same copy sent to the node as it is now is taken in, once.
-        let inc = w.nodes[1].inc;
-        m.copies.borrow_mut().push(Copies { node: 1, inc, first_at: w.now, taken: false, seq: 0 });
-        w.on_deliver(1, inc, 0, 0, Rc::clone(&m));
-        assert_eq!(w.hist.percentiles().samples, samples + 1);
-        assert!(m.copies.borrow()[1].taken);
-        w.on_deliver(1, inc, 0, 0, m);
-        assert_eq!(w.stats.dup_deliveries, dups + 1);
-    }
-
-    #[test]
-    fn seen_caches_answer_as_a_set_would() {
-        use rand::SeedableRng;
-        let mut w = booted();
-        w.s.network.seen_max = 3;
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
-        // The per-node set this replaced, with its publishing quirk.
-        let (mut set, mut fifo) = (std::collections::HashSet::new(), VecDeque::new());
-        let mut sweeps = 0;
-        for step in 0..9_000 {
-            let id = rng.random_range(1..8u64);
-            let inc = w.nodes[1].inc;
-            if rng.random_bool(0.3) {
-                // Node 1 publishes a message with this id.
-                if fifo.len() >= 3
-                    && let Some(old) = fifo.pop_front()
-                {
-                    set.remove(&old);
-                }
-                if set.insert(id) {
-                    fifo.push_back(id);
-                }
-                let have = if w.seen_ids.has(id) { w.seen_at(1, id) } else { 0 };
-                let seq = w.remember(1, have);
-                let c = Copies { node: 1, inc, first_at: w.now, taken: true, seq };
-                let mut m = msg(&w, vec![c]);
-                Rc::get_mut(&mut m).expect("new").id = id;
-                w.seen_ids.add(&m);
-            } else {
-                // A copy of a new message with this id reaches node 1.
-                let fresh = set.insert(id);
-                if fresh {
-                    if fifo.len() >= 3
-                        && let Some(old) = fifo.pop_front()
-                    {
-                        set.remove(&old);
-                    }
-                    fifo.push_back(id);
-                }
-                let c = Copies { node: 1, inc, first_at: w.now, taken: false, seq: 0 };
-                let mut m = msg(&w, vec![c]);
-                Rc::get_mut(&mut m).expect("new").id = id;
-                w.seen_ids.add(&m);
-                let dups = w.stats.dup_deliveries;
-                w.on_deliver(1, inc, 0, 0, Rc::clone(&m));
-                assert_eq!(w.stats.dup_deliveries == dups, fresh, "step {step}, id {id}");
-            }
-            for id in 1..8 {
-                assert_eq!(w.seen_at(1, id) > 0, set.contains(&id), "step {step}, id {id}");
-            }
-            w.seen_ids.sweep_if_due(&w.nodes, 3);
-            sweeps += usize::from(w.seen_ids.added == 0);
+    fn a_fan_out_delivers_once_per_peer_and_settles_the_rest() {
+        let (mut o, mut net) = overlay(12);
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        o.build(&mut rng);
+        let up = vec![true; 12];
+        let env = Envelope::Presence(starling_protocol::Signed::sign(
+            &starling_protocol::engine::test_keypair(3),
+            &starling_protocol::message::Presence {
+                seq: 1,
+                at_ms: 1,
+                capacity: 1,
+                free: 1,
+                roles: starling_protocol::Roles::CRAWL,
+                projects: Vec::new(),
+            },
+        ));
+        let published = Copies { node: 0, inc: 0, first_at: 0, taken: true, seq: 1 };
+        let msg = Msg {
+            env,
+            id: 9,
+            origin_ms: 0,
+            bytes: 50,
+            copies: RefCell::new(vec![published]),
+            shared: Cell::new(false),
+        };
+        let peers = o.mesh(0)[0].clone();
+        let hop = Hop { from: 0, topic: 0, except: u32::MAX };
+        let mut out = Vec::new();
+        let mut wire = Wire { net: &mut net, rng: &mut rng, up: &up, now: 0 };
+        let first = o.forward(hop, &msg, &mut wire, |_| 0, &mut out);
+        assert_eq!((first.messages, first.bytes), (peers.len() as u64, 50 * peers.len() as u64));
+        assert_eq!(out.len(), peers.len(), "a loss-free net delivers one copy to each peer");
+        // The same fan-out again: a copy arriving no earlier than the first to its peer is a
+        // duplicate settled now; only one overtaking it becomes a delivery.
+        let mut again = Vec::new();
+        let second = o.forward(hop, &msg, &mut wire, |_| 0, &mut again);
+        assert_eq!(second.dup_deliveries, second.settled_at_send);
+        assert_eq!(again.len() as u64 + second.dup_deliveries, second.messages);
+        for d in &again {
+            let earlier = out.iter().find(|e| e.to == d.to).expect("the first copy");
+            assert!(d.at < earlier.at, "only an overtaking copy is delivered");
         }
-        assert!(sweeps > 0, "swept (and answered the same after)");
-    }
-
-    #[test]
-    fn later_copies_to_a_node_are_counted_at_once() {
-        let mut w = booted();
-        let m = msg(
-            &w,
-            vec![Copies { node: 0, inc: w.nodes[0].inc, first_at: w.now, taken: true, seq: 0 }],
-        );
-        let mesh = w.nodes[0].mesh[0].clone();
-        let peers = mesh.len();
-        assert!(peers > 0);
-        for round in 0..3 {
-            let (events, dups) = (w.queue.len(), w.stats.dup_deliveries);
-            w.forward(0, 0, &m, u32::MAX);
-            let scheduled = w.queue.len() - events;
-            let counted = (w.stats.dup_deliveries - dups) as usize;
-            // Every copy is either an event or a duplicate; only one that arrives before all
-            // earlier copies to its node is an event.
-            assert_eq!(scheduled + counted, peers, "round {round}");
-            if round == 0 {
-                assert_eq!(scheduled, peers);
-            }
-            let copies = m.copies.borrow();
-            for &p in &mesh {
-                let c: Vec<_> = copies.iter().filter(|c| c.node == p).collect();
-                assert_eq!(c.len(), 1, "one entry per node and incarnation");
-                assert!(!c[0].taken && c[0].first_at > w.now);
-            }
-        }
-        // The earliest copy to each peer arrives first and is taken in; the rest are counted.
-        let dups = w.stats.dup_deliveries;
-        let events_before = w.events;
-        w.s.duration_ms = w.now + 20_000;
-        w.run(|_, _| {});
-        assert!(w.events > events_before && w.violations.is_empty());
-        for &p in &mesh {
-            assert!(m.copies.borrow().iter().any(|c| c.node == p && c.taken), "peer {p}");
-        }
-        assert!(w.stats.dup_deliveries >= dups);
-    }
-
-    #[test]
-    fn sync_sizes_and_scopes_are_exact() {
-        let mut w = booted();
-        let blank = starling_protocol::Engine::new(w.cfg.clone(), w.nodes[2].key.clone(), [], 1);
-        let engine = w.nodes[3].engine.as_ref().expect("up");
-        let delta = engine.sync_delta(&blank.sync_digest());
-        assert!(delta.envelopes.len() > 3, "a blank digest gets everything");
-        for _ in 0..2 {
-            for env in &delta.envelopes {
-                let (bytes, wanted) = w.sync_facts(2, 3, env);
-                assert_eq!(bytes, env.to_bytes().len());
-                assert!(wanted, "every node is in the only project");
-                let (scope, _) = w.scope(3, env);
-                assert_ne!(scope, Scope::Nowhere);
-            }
-        }
-        // A different envelope is never mistaken for a remembered one.
-        let other = w.projects[0].batches[0].clone();
-        w.env_cache.put(EnvFacts { env: other.clone(), bytes: 1, scope: None });
-        assert!(w.env_cache.get(&w.projects[0].manifest).is_none_or(|f| f.env != other));
+        // The first copy to a peer is taken in once; a node sent nothing finds nothing.
+        let p = out[0].to;
+        assert_eq!(o.arrive(p, 0, &msg), Arrival::Fresh);
+        assert_eq!(o.arrive(p, 0, &msg), Arrival::Duplicate);
+        assert_eq!(o.arrive(p, 1, &msg), Arrival::Unlisted, "another incarnation");
     }
 
     #[test]

@@ -12,10 +12,13 @@
 
 mod check;
 mod cli;
+mod delivery;
 mod faults;
 mod gossip;
+mod hash;
 mod lifecycle;
 pub mod net;
+mod parts;
 pub mod queue;
 pub mod report;
 mod results;

@@ -10,8 +10,8 @@ use crate::world::{Event, World};
 
 impl World {
     pub(crate) fn on_publish(&mut self, p: u32) {
-        let Some(proj) = self.projects.get(p as usize) else { return };
-        let gateway = proj.subscribers.iter().copied().find(|n| {
+        let Some(proj) = self.ledger.projects.get(p as usize) else { return };
+        let gateway = self.overlay.subscribers(p).iter().copied().find(|n| {
             let node = &self.nodes[*n as usize];
             node.up() && !node.byz
         });
@@ -26,16 +26,14 @@ impl World {
         for env in envs {
             self.drive(g, Input::Publish(env));
         }
-        if self.converge_from.is_none() {
-            self.converge_from = Some(self.now);
-        }
+        self.convergence.wait_from(self.now);
     }
 
     /// Brings a node up: fresh (boot, rejoin) or from its crash snapshot.
     pub(crate) fn revive(&mut self, n: u32, fresh: bool, boot: bool) {
         let now = self.now;
         let cfg = self.cfg.clone();
-        let trusted = self.nodes[n as usize].trusted(&self.projects);
+        let trusted = crate::world::trusted(self.overlay.topics(n), &self.ledger.projects);
         let node = &mut self.nodes[n as usize];
         if node.up() {
             return;
@@ -50,10 +48,9 @@ impl World {
         self.up[n as usize] = true;
         node.up_since = now;
         node.wake_at = None;
-        node.seen_count = 0;
-        node.seen_floor = 0;
         let inc = node.inc;
         let byz = node.byz;
+        self.overlay.clear_seen(n);
         self.record(if fresh { "join" } else { "restart" }, n, u32::MAX, 0);
         if !boot {
             if fresh {
@@ -101,7 +98,7 @@ impl World {
         node.wake_at = None;
         let running: Vec<u32> = node.running.keys().copied().collect();
         for idx in running {
-            self.stop_work(n, idx, crate::world::End::Churn);
+            self.stop_work(n, idx, crate::parts::End::Churn);
         }
         self.record(if graceful { "leave" } else { "crash" }, n, u32::MAX, 0);
         if graceful {
@@ -109,7 +106,7 @@ impl World {
         } else {
             self.stats.churn.crashes += 1;
         }
-        self.had_fault = true;
+        self.faults.had_fault = true;
         self.prune(n);
     }
 }

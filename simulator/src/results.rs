@@ -113,7 +113,7 @@ impl World {
         let result = result?;
         self.after_apply(to, env, result);
         let (Some((signer, epoch)), Some(item)) = (claim, item) else { return Some(result) };
-        let Some(&idx) = self.item_index.get(&item) else { return Some(result) };
+        let Some(&idx) = self.ledger.item_index.get(&item) else { return Some(result) };
         if let Some(liar) = liar
             && result.is_ok()
         {
@@ -168,7 +168,7 @@ impl World {
         let Some(c) = receipt.verified_ref().ok().and_then(|r| r.claim.verified_ref().ok()) else {
             return;
         };
-        let Some(&idx) = self.item_index.get(&c.item) else { return };
+        let Some(&idx) = self.ledger.item_index.get(&c.item) else { return };
         let env = Envelope::Receipt(receipt.clone());
         self.judge_liar_result(n, idx, &env, liar, None);
         if self.s.byzantine.nodes > 0 {
@@ -203,7 +203,7 @@ impl World {
             self.watch.liar_won.insert(idx);
             return;
         }
-        let item = self.items[idx as usize].id;
+        let item = self.ledger.items[idx as usize].id;
         self.violate(
             ViolationKind::ForgedResult,
             format!(
@@ -218,10 +218,10 @@ impl World {
     /// Notes that executing node `observer` took in `claimant`'s claim of `epoch` for item
     /// `idx`, when both are executing it.
     fn sighting(&mut self, observer: u32, claimant: u32, idx: u32, epoch: u32) {
-        if observer == claimant || !self.contended.contains(&idx) {
+        if observer == claimant || !self.ledger.contended.contains(&idx) {
             return;
         }
-        let ex = &self.items[idx as usize].executing;
+        let ex = &self.ledger.items[idx as usize].executing;
         let executing = |n: u32| ex.iter().any(|(m, _)| *m == n);
         if !executing(observer) || !executing(claimant) {
             return;

@@ -6,42 +6,13 @@
 use rand::Rng;
 use starling_protocol::{Input, ItemId, ProjectId, WorkItem, WorkKind};
 
-use crate::world::{DUP_EXAMPLES_MAX, End, Event, ItemRec, World, honest_result, id64};
+use crate::parts::End;
+use crate::world::{Event, World, honest_result, id64};
 
 impl World {
+    /// A crawl item is done in an honest node's view.
     pub(crate) fn mark_done(&mut self, item: ItemId) {
-        let Some(&idx) = self.item_index.get(&item) else { return };
-        let rec = &mut self.items[idx as usize];
-        if rec.done || !rec.crawl {
-            return;
-        }
-        rec.done = true;
-        self.done_count += 1;
-        if self.done_count == self.crawl_total {
-            self.all_done_at = Some(self.now);
-        }
-    }
-
-    /// The driver's index for an item, registering derived items (seed duties) on first sight.
-    pub(crate) fn item_idx(&mut self, item: ItemId, project: ProjectId, kind: WorkKind) -> u32 {
-        if let Some(&i) = self.item_index.get(&item) {
-            return i;
-        }
-        let i = self.items.len() as u32;
-        self.item_index.insert(item, i);
-        let project = self.project_index.get(&project).copied().unwrap_or(u32::MAX);
-        self.items.push(ItemRec {
-            id: item,
-            project,
-            crawl: kind == WorkKind::Crawl,
-            starts: 0,
-            completions: 0,
-            executing: Vec::new(),
-            done: false,
-            touched_at: self.now,
-            last_end: End::None,
-        });
-        i
+        self.ledger.mark_done(item, self.now);
     }
 
     pub(crate) fn start_work(
@@ -53,7 +24,7 @@ impl World {
         work: &WorkItem,
     ) {
         let kind = work.kind();
-        let idx = self.item_idx(item, project, kind);
+        let idx = self.ledger.register(item, project, kind, self.now);
         let node = &self.nodes[n as usize];
         if node.byz && self.s.byzantine.never_work {
             return;
@@ -64,7 +35,7 @@ impl World {
         let (byz, slow) = (node.byz, node.slow);
         self.record("start", n, u32::MAX, id64(&item));
         if !byz {
-            let rec = &mut self.items[idx as usize];
+            let rec = &mut self.ledger.items[idx as usize];
             rec.executing.retain(|(m, _)| *m != n);
             // A rerun after the last execution was lost to churn or failed, with nobody else on
             // the item and no result yet, is work the protocol had to redo, not a duplicate.
@@ -76,11 +47,11 @@ impl World {
             {
                 self.stats.reruns += 1;
             }
-            let rec = &mut self.items[idx as usize];
+            let rec = &mut self.ledger.items[idx as usize];
             rec.starts += 1;
             rec.executing.push((n, self.now));
             if rec.executing.len() > 1 {
-                self.contended.insert(idx);
+                self.ledger.contended.insert(idx);
             }
         }
         let mean = match kind {
@@ -105,7 +76,7 @@ impl World {
     pub(crate) fn stop_work(&mut self, n: u32, idx: u32, end: End) {
         let was_running = self.nodes[n as usize].running.remove(&idx).is_some();
         let honest = !self.nodes[n as usize].byz;
-        if let Some(rec) = self.items.get_mut(idx as usize) {
+        if let Some(rec) = self.ledger.items.get_mut(idx as usize) {
             rec.executing.retain(|(m, _)| *m != n);
             if was_running && honest {
                 rec.last_end = end;
@@ -120,14 +91,14 @@ impl World {
         }
         let byz = node.byz;
         self.stop_work(n, idx, End::Completed);
-        let item = self.items[idx as usize].id;
+        let item = self.ledger.items[idx as usize].id;
         self.record("done", n, u32::MAX, id64(&item));
-        let crawl = self.items[idx as usize].crawl;
+        let crawl = self.ledger.items[idx as usize].crawl;
         let input = if self.in_fault(n) {
             // Only under the `local_faults_as_failures` sabotage does work run into the
             // node's own fault: told of it, the engine gave its work back.
             Input::WorkFailed { item, epoch, reason: "store write failed".into(), retryable: false }
-        } else if crawl && self.site_is_down(&item) {
+        } else if crawl && self.faults.site_is_down(&item, self.now) {
             let reason = "robots.txt unreachable: 503".into();
             Input::WorkFailed { item, epoch, reason, retryable: true }
         } else if self.s.work.fail_rate > 0.0
@@ -146,19 +117,20 @@ impl World {
             })
         };
         if !byz {
-            let rec = &mut self.items[idx as usize];
+            let rec = &mut self.ledger.items[idx as usize];
             if matches!(input, Input::WorkFailed { .. }) {
                 // A retry after this is work the failure made necessary, not a duplicate.
                 rec.last_end = End::Failed;
             } else {
                 rec.completions += 1;
-                if rec.completions > 1 && self.dup_examples.len() < DUP_EXAMPLES_MAX {
-                    let what = format!(
-                        "item {} completed again by node {n} at epoch {epoch}, t={}ms",
-                        item.short(),
-                        self.now
-                    );
-                    self.dup_examples.push(what);
+                if rec.completions > 1 {
+                    let now = self.now;
+                    self.ledger.note_duplicate(|| {
+                        format!(
+                            "item {} completed again by node {n} at epoch {epoch}, t={now}ms",
+                            item.short()
+                        )
+                    });
                 }
             }
         }

@@ -3,103 +3,37 @@
 //!
 //! This is the simulator's equivalent of the node's actor: `drive` feeds one input to one
 //! engine at that node's clock, drains every output in order and re-arms the node's timer at
-//! `next_wakeup`. Gossip and sync live in `gossip.rs`, faults and liars in `faults.rs`,
-//! invariants in `check.rs`.
+//! `next_wakeup`.
+//!
+//! The world's state is in named parts: the gossip [`Overlay`] (`gossip.rs`, which knows
+//! nothing of the world), the [`Ledger`] of ground truth, the [`FaultState`] and the
+//! [`Convergence`] check's state (`parts.rs`). The world's handlers are spread by concern:
+//! publishing, delivery and sync in `delivery.rs`, faults and liars in `faults.rs`, boot,
+//! crash and leave in `lifecycle.rs`, work in `work.rs`, invariants in `check.rs` and
+//! `results.rs`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use starling_protocol::engine::test_keypair;
 use starling_protocol::{
-    CancelReason, Digest, Engine, EngineConfig, Envelope, Input, ItemBatch, ItemId, Keypair,
-    NodeId, Output, ProjectId, ProjectManifest, PublicKey, Reject, Signed, Snapshot, SyncDelta,
-    SyncDigest, WorkItem,
+    CancelReason, Digest, Engine, EngineConfig, Envelope, Input, ItemId, Keypair, NodeId, Output,
+    PublicKey, Reject, Signed, Snapshot, SyncDelta, SyncDigest,
 };
 
+use crate::gossip::{Delivery, Msg, Overlay, Tally};
 use crate::net::{Net, mix64};
+use crate::parts::{Convergence, End, FaultState, Ledger, ProjectRec};
 use crate::queue::EventQueue;
 use crate::report::{ChurnCounts, Histogram, Trace, TraceRec};
 use crate::scenario::Scenario;
 
-/// A fast hasher for keys that are already uniformly random (message ids, item and project
-/// ids): folds 8-byte words with a multiply. Deterministic (no per-process seed), and used only
-/// for look-ups, never for iteration order.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut w = [0u8; 8];
-            w[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(w));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.write_u64(n as u64);
-    }
-}
-
-/// Build-hasher for [`IdHasher`].
-pub(crate) type IdBuild = BuildHasherDefault<IdHasher>;
-
-/// Duplicate completions described in the report.
-pub(crate) const DUP_EXAMPLES_MAX: usize = 5;
 /// How often nodes repair their gossip mesh (gossipsub's heartbeat).
 pub(crate) const MESH_HEARTBEAT_MS: u64 = 1_000;
-/// Sync rounds one exchange may take while the peer says there is more.
-pub(crate) const SYNC_ROUNDS_MAX: u8 = 8;
-/// A sync request unanswered this long has failed (request-response's timeout), and is tried
-/// again with another peer.
-pub(crate) const SYNC_TIMEOUT_MS: u64 = 2_000;
-/// Tries of one sync exchange before waiting for the next periodic one.
-pub(crate) const SYNC_TRIES_MAX: u8 = 3;
 /// Outputs drained per `drive` before giving up (an engine bug would otherwise spin).
 const OUTPUTS_PER_DRIVE_MAX: usize = 1_000_000;
-
-/// One gossip message in flight, shared by every copy.
-#[derive(Debug)]
-pub(crate) struct Msg {
-    pub env: Envelope,
-    /// First 8 bytes of the content id.
-    pub id: u64,
-    pub origin_ms: u64,
-    pub bytes: u32,
-    /// Every node (in one incarnation) that published this message or was sent a copy of it.
-    /// With [`Copies::seq`] it is also where the nodes' seen-caches are kept: see
-    /// [`crate::gossip::SeenIds`] and `World::forward`.
-    pub copies: std::cell::RefCell<Vec<Copies>>,
-    /// Whether another message was published with the same id (the same bytes), so a node may
-    /// have the id in its seen-cache without having taken in this message.
-    pub shared: std::cell::Cell<bool>,
-}
-
-/// The copies of one message bound for one node in one incarnation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Copies {
-    pub node: u32,
-    pub inc: u32,
-    /// When the earliest copy sent to it arrives (when it published the message, for its
-    /// publisher).
-    pub first_at: u64,
-    /// Whether it has taken the message in (or published it), so its seen-cache holds the id.
-    pub taken: bool,
-    /// The node's [`SimNode::seen_count`] when taking this message in (or publishing it) added
-    /// the id to its seen-cache; 0 when that did not add it (it was there already).
-    pub seq: u32,
-}
 
 /// Something scheduled to happen.
 #[derive(Debug)]
@@ -189,22 +123,12 @@ pub(crate) struct SimNode {
     pub inc: u32,
     pub byz: bool,
     pub slow: bool,
-    /// Project indices this node trusts and subscribes to.
-    pub topics: Vec<u32>,
-    /// Mesh peers per topic, aligned with `topics`.
-    pub mesh: Vec<Vec<u32>>,
     /// This node's clock against the simulation's (negative: behind).
     pub clock_offset_ms: i64,
     /// While a `node_fault` lasts, when it ends.
     pub fault_until: Option<u64>,
     pub wake_at: Option<u64>,
     pub up_since: u64,
-    /// Ids added to this node's seen-cache in this incarnation. The cache holds the last
-    /// `seen_max` ids added (first in, first out): the id a message added at [`Copies::seq`]
-    /// `s` is in it while `s > max(seen_count - seen_max, seen_floor)`.
-    pub seen_count: u32,
-    /// Ids at or below this count have left the cache early (see `World::remember`).
-    pub seen_floor: u32,
     /// Work running here: item index to (token, epoch).
     pub running: BTreeMap<u32, (u64, u32)>,
     pub flood_seq: u64,
@@ -216,57 +140,11 @@ impl SimNode {
     pub fn up(&self) -> bool {
         self.engine.is_some()
     }
-
-    pub fn trusted(&self, projects: &[ProjectRec]) -> Vec<PublicKey> {
-        self.topics
-            .iter()
-            .filter_map(|p| projects.get(*p as usize))
-            .map(|p| p.key.public())
-            .collect()
-    }
 }
 
-/// One project and its owner.
-#[derive(Debug)]
-pub(crate) struct ProjectRec {
-    /// The project's id (its manifest's), kept so hot paths compare ids without hashing.
-    pub id: ProjectId,
-    pub key: Keypair,
-    pub manifest: Envelope,
-    pub batches: Vec<Envelope>,
-    pub subscribers: Vec<u32>,
-}
-
-/// What the driver knows about one item.
-#[derive(Debug, Clone)]
-pub(crate) struct ItemRec {
-    pub id: ItemId,
-    pub project: u32,
-    pub crawl: bool,
-    pub starts: u32,
-    pub completions: u32,
-    /// Honest nodes executing it now, with when they started.
-    pub executing: Vec<(u32, u64)>,
-    pub done: bool,
-    /// Last time any honest node applied a state change for it.
-    pub touched_at: u64,
-    /// How the last honest execution of it ended.
-    pub last_end: End,
-}
-
-/// How an execution ended, to tell a rerun the protocol could not avoid from a duplicate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum End {
-    /// No execution has ended yet.
-    None,
-    /// Its node crashed or left (graceful leave gives the work back).
-    Churn,
-    /// The engine cancelled it: another node won the claim or finished first.
-    Cancelled,
-    /// It ran to the end and reported a result.
-    Completed,
-    /// It ran to the end and reported a failure.
-    Failed,
+/// The owners' keys of the projects `topics` (what a node subscribed to them trusts).
+pub(crate) fn trusted(topics: &[u32], projects: &[ProjectRec]) -> Vec<PublicKey> {
+    topics.iter().filter_map(|p| projects.get(*p as usize)).map(|p| p.key.public()).collect()
 }
 
 /// Counters for the report.
@@ -291,6 +169,17 @@ pub(crate) struct Counters {
     pub faults: u64,
     pub churn: ChurnCounts,
     pub rejected: [u64; Reject::ALL.len()],
+}
+
+impl Counters {
+    /// Adds what one gossip fan-out cost.
+    pub(crate) fn add_fanout(&mut self, t: &Tally) {
+        self.messages += t.messages;
+        self.bytes += t.bytes;
+        self.dropped += t.dropped;
+        self.dup_deliveries += t.dup_deliveries;
+        self.settled_at_send += t.settled_at_send;
+    }
 }
 
 /// A broken invariant.
@@ -365,96 +254,33 @@ pub struct World {
     pub(crate) nodes: Vec<SimNode>,
     /// Whether each node is up (its engine runs), kept dense for the gossip fan-out.
     pub(crate) up: Vec<bool>,
-    pub(crate) projects: Vec<ProjectRec>,
-    pub(crate) project_index: HashMap<ProjectId, u32, IdBuild>,
-    pub(crate) items: Vec<ItemRec>,
-    pub(crate) item_index: HashMap<ItemId, u32, IdBuild>,
-    pub(crate) contended: BTreeSet<u32>,
     pub(crate) net: Net,
+    /// The gossip mesh, seen-caches and envelope facts.
+    pub(crate) overlay: Overlay,
+    /// Ground truth: projects, items, executions, what is done.
+    pub(crate) ledger: Ledger,
+    pub(crate) faults: FaultState,
+    pub(crate) convergence: Convergence,
+    /// What the result and same-view overlap checks have learnt (see `results.rs`).
+    pub(crate) watch: crate::results::Watch,
     pub(crate) cfg: EngineConfig,
     pub(crate) stats: Counters,
     pub(crate) trace: Trace,
     pub(crate) hist: Histogram,
     pub(crate) token_seq: u64,
-    /// While a heal regrows the mesh: the pairs of nodes linked anew, which sync from each
-    /// other as nodes do when a connection is established.
-    pub(crate) new_links: Option<Vec<(u32, u32)>>,
-    pub(crate) crawl_total: u64,
-    /// While a `site_down` lasts: the share of items on the site, and when it ends.
-    pub(crate) site_down: Option<(f64, u64)>,
-    pub(crate) done_count: u64,
-    pub(crate) all_done_at: Option<u64>,
-    /// Last partition change (partition, isolate, heal), for settledness.
-    pub(crate) topo_changed_at: u64,
-    /// Waiting for all honest nodes to agree since this time.
-    pub(crate) converge_from: Option<u64>,
-    pub(crate) convergence_ms: Option<u64>,
-    /// The order the convergence check reads nodes in: a permutation of the node indices,
-    /// those of recent disagreements first. Only saves work; never changes an outcome.
-    pub(crate) check_order: Vec<u32>,
-    pub(crate) had_fault: bool,
     pub(crate) violations: Vec<Violation>,
     pub(crate) events: u64,
-    /// The first few items completed more than once, for the report.
-    pub(crate) dup_examples: Vec<String>,
-    /// What the result and same-view overlap checks have learnt (see `results.rs`).
-    pub(crate) watch: crate::results::Watch,
-    /// Scheduled faults that have not happened yet: a run does not end before they have.
-    pub(crate) faults_pending: u32,
-    /// `final_item_counts` as of the end of the run, once known.
-    pub(crate) end_counts: Option<(u64, u64, u64)>,
-    /// Sizes and projects of envelopes sent in sync responses.
-    pub(crate) env_cache: crate::gossip::EnvCache,
-    /// Messages by id, for the seen-caches.
-    pub(crate) seen_ids: crate::gossip::SeenIds,
     out_buf: Vec<Output>,
+    /// The copies of one fan-out, reused.
+    pub(crate) deliveries: Vec<Delivery>,
 }
 
 impl World {
     /// Builds the world for `s` and `seed`: keys, projects, trust, mesh and the first events.
     pub fn new(s: &Scenario, seed: u64) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let n = s.nodes as usize;
-        let mut net = Net::new(s.network.clone(), n, rng.random());
-        let byz_from = s.nodes - s.byzantine.nodes;
-        let skew = s.nodes_spec.skew_max_ms;
-        let mut nodes = Vec::with_capacity(n);
-        for i in 0..s.nodes {
-            let key = test_keypair(mix64(seed ^ 0x6e6f_6465) ^ u64::from(i));
-            let id = key.node_id();
-            let slow = rng.random_bool(s.nodes_spec.slow_share.clamp(0.0, 1.0));
-            if slow {
-                net.set_inbound_delay(i as usize, s.nodes_spec.slow_delay_ms);
-            }
-            let mut topics = vec![i % s.projects];
-            while topics.len() < s.projects_per_node as usize {
-                let p = rng.random_range(0..s.projects);
-                if !topics.contains(&p) {
-                    topics.push(p);
-                }
-            }
-            topics.sort_unstable();
-            nodes.push(SimNode {
-                key,
-                id,
-                engine: None,
-                saved: None,
-                inc: 0,
-                byz: i >= byz_from,
-                slow,
-                mesh: vec![Vec::new(); topics.len()],
-                topics,
-                clock_offset_ms: if skew > 0 { rng.random_range(0..=2 * skew) as i64 } else { 0 },
-                fault_until: None,
-                wake_at: None,
-                up_since: 0,
-                seen_count: 0,
-                seen_floor: 0,
-                running: BTreeMap::new(),
-                flood_seq: 0,
-                sync_wait: None,
-            });
-        }
+        let mut net = Net::new(s.network.clone(), s.nodes as usize, rng.random());
+        let (nodes, topics) = make_nodes(s, seed, &mut rng, &mut net);
         let watch = crate::results::Watch::new(nodes.iter().map(|n: &SimNode| n.id));
         let mut world = World {
             s: s.clone(),
@@ -464,12 +290,12 @@ impl World {
             queue: EventQueue::default(),
             up: vec![false; nodes.len()],
             nodes,
-            projects: Vec::new(),
-            project_index: HashMap::default(),
-            items: Vec::new(),
-            item_index: HashMap::default(),
-            contended: BTreeSet::new(),
             net,
+            overlay: Overlay::new(topics, s.projects, &s.network, &s.sabotage),
+            ledger: Ledger::build(s, seed),
+            faults: FaultState::default(),
+            convergence: Convergence::default(),
+            watch,
             cfg: s.engine.clone(),
             stats: Counters {
                 signatures_before: starling_protocol::signed::signatures_made(),
@@ -478,92 +304,14 @@ impl World {
             trace: Trace::default(),
             hist: Histogram::default(),
             token_seq: 0,
-            new_links: None,
-            crawl_total: 0,
-            done_count: 0,
-            all_done_at: None,
-            topo_changed_at: 0,
-            converge_from: None,
-            convergence_ms: None,
-            check_order: Vec::new(),
-            had_fault: false,
-            site_down: None,
             violations: Vec::new(),
             events: 0,
-            dup_examples: Vec::new(),
-            watch,
-            faults_pending: 0,
-            end_counts: None,
-            env_cache: Default::default(),
-            seen_ids: Default::default(),
             out_buf: Vec::new(),
+            deliveries: Vec::new(),
         };
-        world.build_projects();
         world.build_mesh();
         world.schedule_start();
         world
-    }
-
-    fn build_projects(&mut self) {
-        let s = &self.s;
-        let per = s.items / s.projects;
-        let extra = s.items % s.projects;
-        for p in 0..s.projects {
-            let key = test_keypair(mix64(self.seed ^ 0x7072_6f6a) ^ u64::from(p));
-            let m = ProjectManifest {
-                name: format!("sim-{p}"),
-                description: String::new(),
-                version: 1,
-                owner: key.public(),
-                rate: Default::default(),
-                lease_ms: s.lease_ms,
-                replication: s.replication,
-                scope: Vec::new(),
-                user_agent: "starling-sim".into(),
-                robots: Default::default(),
-                caps: Default::default(),
-            };
-            let pid = m.id();
-            let count = per + u32::from(p < extra);
-            let mut batches = Vec::new();
-            let mut works = Vec::with_capacity(s.batch_items as usize);
-            for i in 0..count {
-                let work = WorkItem::CrawlChunk { urls: vec![format!("https://p{p}.example/{i}")] };
-                let id = work.id(&pid);
-                self.item_index.insert(id, self.items.len() as u32);
-                self.items.push(ItemRec {
-                    id,
-                    project: p,
-                    crawl: true,
-                    starts: 0,
-                    completions: 0,
-                    executing: Vec::new(),
-                    done: false,
-                    touched_at: 0,
-                    last_end: End::None,
-                });
-                works.push(work);
-                if works.len() == s.batch_items as usize || i + 1 == count {
-                    let b = ItemBatch {
-                        project: pid,
-                        seq: batches.len() as u64,
-                        items: std::mem::take(&mut works),
-                    };
-                    batches.push(Envelope::Batch(Signed::sign(&key, &b)));
-                }
-            }
-            self.crawl_total += u64::from(count);
-            self.project_index.insert(pid, p);
-            let subscribers =
-                (0..s.nodes).filter(|n| self.nodes[*n as usize].topics.contains(&p)).collect();
-            self.projects.push(ProjectRec {
-                id: pid,
-                manifest: Envelope::Manifest(Signed::sign(&key, &m)),
-                key,
-                batches,
-                subscribers,
-            });
-        }
     }
 
     fn schedule_start(&mut self) {
@@ -576,7 +324,7 @@ impl World {
         }
         for (i, f) in self.s.faults.clone().iter().enumerate() {
             if f.at_ms <= self.s.duration_ms {
-                self.faults_pending += 1;
+                self.faults.pending += 1;
             }
             self.push(f.at_ms, Event::Fault { index: i as u32 });
         }
@@ -630,17 +378,17 @@ impl World {
                 next_progress = self.events + 100_000;
             }
             // Done, drained, and past every scheduled fault and the convergence after it.
-            if let Some(done) = self.all_done_at
+            if let Some(done) = self.ledger.all_done_at
                 && self.now >= done + self.s.drain_ms
-                && self.converge_from.is_none()
-                && self.faults_pending == 0
+                && self.convergence.from.is_none()
+                && self.faults.pending == 0
                 && !self.net.partitioned()
             {
                 // A result can be withdrawn after the item was first done (evidence showed its
                 // claim never held its epoch): wait another drain while any item is open again.
                 let (done, _, _) = self.final_item_counts();
-                if done < self.crawl_total {
-                    self.all_done_at = Some(self.now);
+                if done < self.ledger.crawl_total {
+                    self.ledger.all_done_at = Some(self.now);
                     continue;
                 }
                 break;
@@ -770,7 +518,7 @@ impl World {
                 if honest && self.s.sabotage.ignore_cancel && reason == CancelReason::Lost {
                     return;
                 }
-                if let Some(&idx) = self.item_index.get(&item) {
+                if let Some(&idx) = self.ledger.item_index.get(&item) {
                     let end = match reason {
                         CancelReason::Shutdown => End::Churn,
                         _ => End::Cancelled,
@@ -781,6 +529,55 @@ impl World {
             _ => {}
         }
     }
+}
+
+/// The nodes of `s`, with their keys drawn from `seed`, and the topics each subscribes to
+/// (its own project and random others, sorted). Draws from `rng` (slow nodes, topics, clock
+/// skew) in node order, and slows the slow nodes' inbound links in `net`.
+fn make_nodes(
+    s: &Scenario,
+    seed: u64,
+    rng: &mut ChaCha8Rng,
+    net: &mut Net,
+) -> (Vec<SimNode>, Vec<Vec<u32>>) {
+    let byz_from = s.nodes - s.byzantine.nodes;
+    let skew = s.nodes_spec.skew_max_ms;
+    let mut nodes = Vec::with_capacity(s.nodes as usize);
+    let mut all_topics = Vec::with_capacity(s.nodes as usize);
+    for i in 0..s.nodes {
+        let key = test_keypair(mix64(seed ^ 0x6e6f_6465) ^ u64::from(i));
+        let id = key.node_id();
+        let slow = rng.random_bool(s.nodes_spec.slow_share.clamp(0.0, 1.0));
+        if slow {
+            net.set_inbound_delay(i as usize, s.nodes_spec.slow_delay_ms);
+        }
+        let mut topics = vec![i % s.projects];
+        while topics.len() < s.projects_per_node as usize {
+            let p = rng.random_range(0..s.projects);
+            if !topics.contains(&p) {
+                topics.push(p);
+            }
+        }
+        topics.sort_unstable();
+        all_topics.push(topics);
+        nodes.push(SimNode {
+            key,
+            id,
+            engine: None,
+            saved: None,
+            inc: 0,
+            byz: i >= byz_from,
+            slow,
+            clock_offset_ms: if skew > 0 { rng.random_range(0..=2 * skew) as i64 } else { 0 },
+            fault_until: None,
+            wake_at: None,
+            up_since: 0,
+            running: BTreeMap::new(),
+            flood_seq: 0,
+            sync_wait: None,
+        });
+    }
+    (nodes, all_topics)
 }
 
 /// The first 8 bytes of an id, for traces.

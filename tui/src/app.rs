@@ -1,11 +1,13 @@
 //! The dashboard's state and its one entry point, [`App::update`]: every input — a key, a
 //! tick, a snapshot from the poller, an event from the node, the answer to a command — arrives
-//! as an [`Action`], and the only output is an optional [`Command`] for the poller to send to
-//! the node. No I/O happens here, so the unit tests drive it with plain values.
+//! as an [`Action`], and the output is an [`Update`]: an optional [`Command`] for the poller to
+//! send to the node, and whether the screen shows something different now. No I/O happens
+//! here, so the unit tests drive it with plain values.
 
 use std::collections::VecDeque;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use starling_protocol::limits::CAPACITY_MAX;
 
 use crate::api::{LogLine, NodeEvent, ProjectInfo};
 use crate::format;
@@ -18,8 +20,6 @@ pub(crate) use types::{Action, Applied, Command, Connection, LogLevel, Snapshot,
 pub(crate) const RATE_SAMPLES_MAX: usize = 120;
 /// Log lines kept in memory.
 pub(crate) const LOG_LINES_MAX: usize = 2000;
-/// Highest capacity the `+` key asks for.
-pub(crate) const CAPACITY_MAX: u16 = 256;
 /// How long a status message stays on screen.
 pub(crate) const MESSAGE_MS: u64 = 6000;
 /// Longest `/` log filter.
@@ -35,6 +35,34 @@ pub(crate) struct Message {
     pub text: String,
     pub error: bool,
     until_ms: u64,
+}
+
+/// What one action did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Update {
+    /// The command to send to the node, if the action asks for one.
+    pub command: Option<Command>,
+    /// Whether the screen would be drawn differently now than before the action.
+    pub redraw: bool,
+}
+
+/// The small parts of the state the screen shows, compared before and after an action. The
+/// big parts (the node's data, the log, the rate samples) are not copied: the code that
+/// changes them says so.
+#[derive(Debug, PartialEq, Eq)]
+struct Shown {
+    target: String,
+    connection: Connection,
+    tab: Tab,
+    selected: [usize; 7],
+    log_scroll: usize,
+    log_level: LogLevel,
+    log_filter: String,
+    filter_editing: bool,
+    confirm_trust: Option<(String, String)>,
+    capacity_target: Option<u16>,
+    /// The message's text and colour (not when it expires, which is not drawn).
+    message: Option<(String, bool)>,
 }
 
 /// The whole dashboard state.
@@ -152,12 +180,41 @@ impl App {
         }
     }
 
-    /// Applies one action; returns the command to send to the node, if the action asks for one.
-    pub(crate) fn update(&mut self, action: Action) -> Option<Command> {
+    /// Applies one action: the command to send to the node, if the action asks for one, and
+    /// whether the screen changed (a key bound to nothing, a tick with no message to expire or
+    /// a selection already at its end change nothing, and need no redraw).
+    pub(crate) fn update(&mut self, action: Action) -> Update {
+        let before = self.shown();
+        let (command, data_changed) = self.apply(action);
+        Update { command, redraw: data_changed || self.shown() != before }
+    }
+
+    /// The small parts of the state the screen shows, as they are now.
+    fn shown(&self) -> Shown {
+        Shown {
+            target: self.target.clone(),
+            connection: self.connection.clone(),
+            tab: self.tab,
+            selected: self.selected,
+            log_scroll: self.log_scroll,
+            log_level: self.log_level,
+            log_filter: self.log_filter.clone(),
+            filter_editing: self.filter_editing,
+            confirm_trust: self.confirm_trust.clone(),
+            capacity_target: self.capacity_target,
+            message: self.message.as_ref().map(|m| (m.text.clone(), m.error)),
+        }
+    }
+
+    /// [`App::update`] without the comparison: the command, and whether the node's data, the
+    /// log or the rate samples changed.
+    fn apply(&mut self, action: Action) -> (Option<Command>, bool) {
         match action {
             Action::Key(key) => {
-                let next = self.handle_key(key)?;
-                return self.update(next);
+                return match self.handle_key(key) {
+                    Some(next) => self.apply(next),
+                    None => (None, false),
+                };
             }
             Action::Tick { now_ms } => {
                 self.now_ms = now_ms;
@@ -168,35 +225,43 @@ impl App {
             Action::Resize { height } => {
                 self.height = height;
                 self.clamp_log_scroll();
+                // The frame itself changed size: everything is drawn anew.
+                return (None, true);
             }
-            Action::Snapshot(snap) => self.apply_snapshot(*snap),
+            Action::Snapshot(snap) => {
+                self.apply_snapshot(*snap);
+                return (None, true);
+            }
             Action::Unreachable { target, error } => {
                 self.target = target;
                 self.connection = Connection::Unreachable { error };
             }
-            Action::Node(event) => self.apply_event(event),
-            Action::CommandDone { command, result } => self.apply_answer(command, result),
+            Action::Node(event) => return (None, self.apply_event(event)),
+            Action::CommandDone { command, result } => {
+                return (None, self.apply_answer(command, result));
+            }
             Action::Quit => self.quit = true,
             Action::NextTab => self.tab = self.tab.next(),
             Action::PrevTab => self.tab = self.tab.prev(),
             Action::SelectTab(tab) => self.tab = tab,
-            Action::TogglePause => return self.toggle_pause(),
-            Action::CapacityUp => return self.step_capacity(true),
-            Action::CapacityDown => return self.step_capacity(false),
+            Action::TogglePause => return (self.toggle_pause(), false),
+            Action::CapacityUp => return (self.step_capacity(true), false),
+            Action::CapacityDown => return (self.step_capacity(false), false),
             Action::Up => self.move_selection(-1),
             Action::Down => self.move_selection(1),
             Action::PageUp => self.move_selection(-(self.page_rows() as isize)),
             Action::PageDown => self.move_selection(self.page_rows() as isize),
             Action::Top => self.move_selection(isize::MIN / 2),
             Action::Bottom => self.move_selection(isize::MAX / 2),
-            Action::ToggleSubscribe => return self.toggle_subscribe(),
-            Action::PriorityUp => return self.step_priority(1),
-            Action::PriorityDown => return self.step_priority(-1),
+            // These change the project list shown exactly when they ask the node for something.
+            Action::ToggleSubscribe => return changed_with(self.toggle_subscribe()),
+            Action::PriorityUp => return changed_with(self.step_priority(1)),
+            Action::PriorityDown => return changed_with(self.step_priority(-1)),
             Action::TrustSelected => self.ask_trust(),
             Action::Confirm => {
-                let (owner, name) = self.confirm_trust.take()?;
+                let Some((owner, name)) = self.confirm_trust.take() else { return (None, false) };
                 self.note(format!("trusting the owner of {name}…"), false);
-                return Some(Command::Trust { owner });
+                return (Some(Command::Trust { owner }), false);
             }
             Action::CancelPrompt => {
                 self.confirm_trust = None;
@@ -223,7 +288,7 @@ impl App {
                 self.log_scroll = 0;
             }
         }
-        None
+        (None, false)
     }
 
     /// The log lines that pass the level and text filters, oldest first.
@@ -266,37 +331,43 @@ impl App {
         self.clamp_log_scroll();
     }
 
-    fn apply_event(&mut self, event: NodeEvent) {
+    /// Takes in an event from the node; whether it changed the node's data or the log.
+    fn apply_event(&mut self, event: NodeEvent) -> bool {
         match event {
             NodeEvent::Changed { items } => {
-                if let Some(data) = &mut self.data {
-                    data.status.items = items;
-                }
+                let Some(data) = &mut self.data else { return false };
+                let changed = data.status.items != items;
+                data.status.items = items;
+                changed
             }
             NodeEvent::Log(line) => {
                 let seen = self.log.iter().rev().take(LOG_DEDUP_WINDOW).any(|l| *l == line);
-                if !seen {
-                    if self.log.len() == LOG_LINES_MAX {
-                        self.log.pop_front();
-                    }
-                    self.log.push_back(line);
-                    // Keep the operator's place when they have scrolled up.
-                    if self.log_scroll > 0 {
-                        self.log_scroll += 1;
-                        self.clamp_log_scroll();
-                    }
+                if seen {
+                    return false;
                 }
+                if self.log.len() == LOG_LINES_MAX {
+                    self.log.pop_front();
+                }
+                self.log.push_back(line);
+                // Keep the operator's place when they have scrolled up.
+                if self.log_scroll > 0 {
+                    self.log_scroll += 1;
+                    self.clamp_log_scroll();
+                }
+                true
             }
             NodeEvent::Paused { paused } => {
-                if let Some(data) = &mut self.data {
-                    data.status.paused = paused;
-                }
+                let Some(data) = &mut self.data else { return false };
+                let changed = data.status.paused != paused;
+                data.status.paused = paused;
+                changed
             }
-            NodeEvent::Lagged { .. } => {}
+            NodeEvent::Lagged { .. } => false,
         }
     }
 
-    fn apply_answer(&mut self, command: Command, result: Result<Applied, String>) {
+    /// Takes in the node's answer to a command; whether it changed the node's data.
+    fn apply_answer(&mut self, command: Command, result: Result<Applied, String>) -> bool {
         if matches!(command, Command::SetCapacity(_)) {
             self.capacity_target = None;
         }
@@ -304,7 +375,7 @@ impl App {
             Ok(applied) => applied,
             Err(error) => {
                 self.note(format!("{} failed: {error}", describe(&command)), true);
-                return;
+                return false;
             }
         };
         let text = match (&command, &applied) {
@@ -324,13 +395,21 @@ impl App {
             }
             (Command::Trust { owner }, _) => format!("trusted owner {}", format::short_hex(owner)),
         };
+        let mut changed = false;
         if let Some(data) = &mut self.data {
             match (&command, applied) {
-                (Command::Pause, _) => data.status.paused = true,
-                (Command::Resume, _) => data.status.paused = false,
-                (Command::SetCapacity(_), Applied::Caps(caps)) => data.status.caps = caps,
+                (Command::Pause | Command::Resume, _) => {
+                    let paused = matches!(command, Command::Pause);
+                    changed = data.status.paused != paused;
+                    data.status.paused = paused;
+                }
+                (Command::SetCapacity(_), Applied::Caps(caps)) => {
+                    changed = data.status.caps != caps;
+                    data.status.caps = caps;
+                }
                 (Command::Trust { owner }, _) => {
                     for p in data.projects.iter_mut().filter(|p| p.owner == *owner) {
+                        changed |= !p.trusted;
                         p.trusted = true;
                     }
                 }
@@ -338,6 +417,7 @@ impl App {
             }
         }
         self.note(text, false);
+        changed
     }
 
     fn toggle_pause(&mut self) -> Option<Command> {
@@ -471,6 +551,12 @@ impl App {
         self.message =
             Some(Message { text: text.into(), error, until_ms: self.now_ms + MESSAGE_MS });
     }
+}
+
+/// A command from an action that changes the data shown exactly when it asks for one.
+fn changed_with(command: Option<Command>) -> (Option<Command>, bool) {
+    let changed = command.is_some();
+    (command, changed)
 }
 
 fn describe(command: &Command) -> &'static str {

@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Stdout};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -236,27 +236,55 @@ fn ui_loop(
     }
 }
 
-/// Feeds one action to the app and hands its command to the poller; true to redraw.
+/// Feeds one action to the app and hands its command to the poller; true if the screen
+/// changed and needs drawing.
 fn apply(app: &mut App, action: Action, poller: &SyncSender<PollerMsg>) -> bool {
-    let Some(command) = app.update(action) else { return true };
-    if let Err(e) = poller.try_send(PollerMsg::Command(command)) {
-        let (command, why) = match e {
-            std::sync::mpsc::TrySendError::Full(PollerMsg::Command(c)) => {
-                (c, "the node is still answering earlier commands; try again")
-            }
-            std::sync::mpsc::TrySendError::Disconnected(PollerMsg::Command(c)) => {
-                (c, "the poller stopped")
-            }
-            _ => return true,
-        };
-        app.update(Action::CommandDone { command, result: Err(why.to_owned()) });
-    }
-    true
+    let update = app.update(action);
+    let Some(command) = update.command else { return update.redraw };
+    let Err(e) = poller.try_send(PollerMsg::Command(command)) else { return update.redraw };
+    let (command, why) = match e {
+        TrySendError::Full(PollerMsg::Command(c)) => {
+            (c, "the node is still answering earlier commands; try again")
+        }
+        TrySendError::Disconnected(PollerMsg::Command(c)) => (c, "the poller stopped"),
+        // Only commands are sent here.
+        _ => return update.redraw,
+    };
+    let failed = app.update(Action::CommandDone { command, result: Err(why.to_owned()) });
+    update.redraw || failed.redraw
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::app::Command;
+    use crate::fixtures;
+
+    #[test]
+    fn apply_redraws_only_when_the_screen_changed() {
+        let (tx, rx) = sync_channel(1);
+        let mut app = fixtures::app();
+        assert!(!apply(&mut app, Action::Tick { now_ms: 1 }, &tx), "nothing to expire");
+        assert!(!apply(&mut app, Action::Up, &tx), "nothing to move on the overview");
+        assert!(apply(&mut app, Action::NextTab, &tx));
+        // A command goes to the poller, and its "pausing…" message is drawn.
+        assert!(apply(&mut app, Action::TogglePause, &tx));
+        assert!(matches!(rx.try_recv(), Ok(PollerMsg::Command(Command::Pause))));
+    }
+
+    #[test]
+    fn a_command_the_poller_cannot_take_is_reported_on_screen() {
+        let (tx, rx) = sync_channel(1);
+        let mut app = fixtures::app();
+        tx.try_send(PollerMsg::Refresh).expect("room for one");
+        assert!(apply(&mut app, Action::TogglePause, &tx));
+        let message = app.message.as_ref().expect("a message");
+        assert!(message.error && message.text.contains("still answering"), "{message:?}");
+        drop(rx);
+        assert!(apply(&mut app, Action::CapacityUp, &tx));
+        let message = app.message.as_ref().expect("a message");
+        assert!(message.text.contains("poller stopped"), "{message:?}");
+    }
 
     #[test]
     fn api_with_a_token_points_at_that_node() {

@@ -297,7 +297,7 @@ pub(crate) fn app() -> App {
     for rate in rates {
         let mut snap = snapshot();
         snap.status.fetch.rate_per_s = rate;
-        assert!(app.update(Action::Snapshot(Box::new(snap))).is_none());
+        assert!(app.update(Action::Snapshot(Box::new(snap))).command.is_none());
     }
     app
 }

@@ -70,7 +70,7 @@ fn projects_80x24() {
 fn projects_trust_prompt() {
     let mut app = on_tab(Tab::Projects);
     app.update(Action::Down);
-    assert!(app.update(key('t')).is_none(), "trust waits for y");
+    assert!(app.update(key('t')).command.is_none(), "trust waits for y");
     assert_snapshot!(render(&app, 80, 24));
 }
 

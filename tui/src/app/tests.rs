@@ -7,7 +7,7 @@ use crate::api::{Caps, LogLine};
 use crate::fixtures;
 
 fn press(app: &mut App, code: KeyCode) -> Option<Command> {
-    app.update(Action::Key(KeyEvent::new(code, KeyModifiers::NONE)))
+    app.update(Action::Key(KeyEvent::new(code, KeyModifiers::NONE))).command
 }
 
 fn ch(app: &mut App, c: char) -> Option<Command> {
@@ -313,4 +313,52 @@ fn a_scrolled_log_keeps_its_place_when_lines_arrive() {
     }
     app.update(Action::Snapshot(Box::new(snap)));
     assert_eq!(app.log_scroll, 5, "three newer lines, same lines on screen");
+}
+
+/// Whether `action` changes the screen of `app`.
+fn redraws(app: &mut App, action: Action) -> bool {
+    app.update(action).redraw
+}
+
+#[test]
+fn only_actions_that_change_the_screen_ask_for_a_redraw() {
+    let mut app = fixtures::app();
+    let key = |c| Action::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE));
+    assert!(!redraws(&mut app, key('x')), "a key bound to nothing");
+    assert!(!redraws(&mut app, Action::Tick { now_ms: 1 }), "no message to expire");
+    assert!(!redraws(&mut app, Action::Up), "the overview has no rows to move through");
+    assert!(!redraws(&mut app, Action::Node(NodeEvent::Lagged { missed: 3 })));
+    let paused = app.data.as_ref().expect("data").status.paused;
+    assert!(!redraws(&mut app, Action::Node(NodeEvent::Paused { paused })), "no news");
+    assert!(redraws(&mut app, Action::Node(NodeEvent::Paused { paused: !paused })));
+    assert!(redraws(&mut app, Action::Snapshot(Box::new(fixtures::snapshot()))));
+    assert!(redraws(&mut app, Action::NextTab));
+    assert!(!redraws(&mut app, Action::SelectTab(Tab::Work)), "already there");
+    assert!(redraws(&mut app, Action::Resize { height: 30 }), "the frame changed size");
+
+    // A message shows until a tick expires it; later ticks change nothing.
+    assert!(redraws(&mut app, key('p')), "pausing… is shown");
+    assert!(!redraws(&mut app, Action::Tick { now_ms: 2 }));
+    assert!(redraws(&mut app, Action::Tick { now_ms: 2 + MESSAGE_MS }), "the message expires");
+    assert!(!redraws(&mut app, Action::Tick { now_ms: 3 + MESSAGE_MS }));
+
+    // On the log: a line already there is dropped, a new one is shown.
+    ch(&mut app, '7');
+    let line = app.log.back().expect("the fixture has log lines").clone();
+    assert!(!redraws(&mut app, Action::Node(NodeEvent::Log(line.clone()))), "a copy");
+    let new = LogLine { message: "something new".into(), ..line };
+    assert!(redraws(&mut app, Action::Node(NodeEvent::Log(new))));
+    assert!(!redraws(&mut app, Action::FilterBackspace), "no filter to shorten");
+    assert!(redraws(&mut app, Action::StartFilter));
+    assert!(!redraws(&mut app, Action::StartFilter), "already typing");
+}
+
+#[test]
+fn answers_redraw_for_their_message_and_say_whether_data_changed() {
+    let mut app = fixtures::app();
+    let done = |command| Action::CommandDone { command, result: Ok(Applied::Done) };
+    assert!(redraws(&mut app, done(Command::Pause)), "paused: … is shown");
+    // The same answer again: the message and the data are as they were.
+    assert!(!redraws(&mut app, done(Command::Pause)));
+    assert!(redraws(&mut app, done(Command::Resume)));
 }

@@ -1,0 +1,6 @@
+//! Limits that more than one crate enforces or shows, kept in one place so they cannot drift
+//! apart: the node refuses a setting past one, and the dashboard stops stepping at it.
+
+/// Largest crawl capacity an operator may set (the node's control API refuses more; the
+/// dashboard's `+` key stops here).
+pub const CAPACITY_MAX: u16 = 256;

@@ -1,0 +1,384 @@
+//! The world's state in named parts, each owning its fields and the small rules over them:
+//! the [`Ledger`] of ground truth (projects, items, who executes what, what is done), the
+//! [`FaultState`] of the scheduled faults, and the [`Convergence`] the agreement check tracks.
+//! None of them knows the world; the world hands them the time.
+
+use std::collections::{BTreeSet, HashMap};
+
+use starling_protocol::engine::test_keypair;
+use starling_protocol::{
+    Envelope, ItemBatch, ItemId, Keypair, ProjectId, ProjectManifest, Signed, WorkItem, WorkKind,
+};
+
+use crate::hash::IdBuild;
+use crate::net::mix64;
+use crate::scenario::Scenario;
+
+/// Duplicate completions described in the report.
+pub(crate) const DUP_EXAMPLES_MAX: usize = 5;
+
+/// One project and its owner.
+#[derive(Debug)]
+pub(crate) struct ProjectRec {
+    /// The project's id (its manifest's), kept so hot paths compare ids without hashing.
+    pub id: ProjectId,
+    pub key: Keypair,
+    pub manifest: Envelope,
+    pub batches: Vec<Envelope>,
+}
+
+/// What the driver knows about one item.
+#[derive(Debug, Clone)]
+pub(crate) struct ItemRec {
+    pub id: ItemId,
+    /// The project's index; `u32::MAX` for a derived item of a project the driver does not
+    /// know.
+    pub project: u32,
+    pub crawl: bool,
+    pub starts: u32,
+    pub completions: u32,
+    /// Honest nodes executing it now, with when they started.
+    pub executing: Vec<(u32, u64)>,
+    pub done: bool,
+    /// Last time any honest node applied a state change for it.
+    pub touched_at: u64,
+    /// How the last honest execution of it ended.
+    pub last_end: End,
+}
+
+impl ItemRec {
+    fn new(id: ItemId, project: u32, crawl: bool, touched_at: u64) -> Self {
+        ItemRec {
+            id,
+            project,
+            crawl,
+            starts: 0,
+            completions: 0,
+            executing: Vec::new(),
+            done: false,
+            touched_at,
+            last_end: End::None,
+        }
+    }
+}
+
+/// How an execution ended, to tell a rerun the protocol could not avoid from a duplicate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    /// No execution has ended yet.
+    None,
+    /// Its node crashed or left (graceful leave gives the work back).
+    Churn,
+    /// The engine cancelled it: another node won the claim or finished first.
+    Cancelled,
+    /// It ran to the end and reported a result.
+    Completed,
+    /// It ran to the end and reported a failure.
+    Failed,
+}
+
+/// Honest executions of crawl items, in all.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Executions {
+    /// Executions started.
+    pub started: u64,
+    /// Items started at least once.
+    pub items_started: u64,
+    /// Executions that ran to a result.
+    pub completed: u64,
+    /// Items completed at least once.
+    pub items_completed: u64,
+}
+
+/// The ground truth the checkers and the report read: the projects as their owners published
+/// them, every item the driver knows of (crawl items, and seed duties on first sight), and
+/// which are done.
+#[derive(Debug, Default)]
+pub(crate) struct Ledger {
+    pub projects: Vec<ProjectRec>,
+    pub project_index: HashMap<ProjectId, u32, IdBuild>,
+    pub items: Vec<ItemRec>,
+    pub item_index: HashMap<ItemId, u32, IdBuild>,
+    /// Items more than one honest node has executed at once since the safety check last
+    /// found them settled.
+    pub contended: BTreeSet<u32>,
+    /// Crawl items in all.
+    pub crawl_total: u64,
+    /// Crawl items done in some honest node's view.
+    pub done_count: u64,
+    /// When the last crawl item became done.
+    pub all_done_at: Option<u64>,
+    /// The first few items completed more than once, for the report.
+    pub dup_examples: Vec<String>,
+}
+
+impl Ledger {
+    /// The projects of `s` with their signed manifests and batches of crawl items, the keys
+    /// drawn from `seed`.
+    pub(crate) fn build(s: &Scenario, seed: u64) -> Self {
+        let mut ledger = Ledger::default();
+        let per = s.items / s.projects;
+        let extra = s.items % s.projects;
+        for p in 0..s.projects {
+            let key = test_keypair(mix64(seed ^ 0x7072_6f6a) ^ u64::from(p));
+            let m = ProjectManifest {
+                name: format!("sim-{p}"),
+                description: String::new(),
+                version: 1,
+                owner: key.public(),
+                rate: Default::default(),
+                lease_ms: s.lease_ms,
+                replication: s.replication,
+                scope: Vec::new(),
+                user_agent: "starling-sim".into(),
+                robots: Default::default(),
+                caps: Default::default(),
+            };
+            let pid = m.id();
+            let count = per + u32::from(p < extra);
+            let mut batches = Vec::new();
+            let mut works = Vec::with_capacity(s.batch_items as usize);
+            for i in 0..count {
+                let work = WorkItem::CrawlChunk { urls: vec![format!("https://p{p}.example/{i}")] };
+                let id = work.id(&pid);
+                ledger.item_index.insert(id, ledger.items.len() as u32);
+                ledger.items.push(ItemRec::new(id, p, true, 0));
+                works.push(work);
+                if works.len() == s.batch_items as usize || i + 1 == count {
+                    let b = ItemBatch {
+                        project: pid,
+                        seq: batches.len() as u64,
+                        items: std::mem::take(&mut works),
+                    };
+                    batches.push(Envelope::Batch(Signed::sign(&key, &b)));
+                }
+            }
+            ledger.crawl_total += u64::from(count);
+            ledger.project_index.insert(pid, p);
+            let manifest = Envelope::Manifest(Signed::sign(&key, &m));
+            ledger.projects.push(ProjectRec { id: pid, manifest, key, batches });
+        }
+        ledger
+    }
+
+    /// The index of an item, registering a derived item (a seed duty) on first sight at `now`.
+    pub(crate) fn register(
+        &mut self,
+        item: ItemId,
+        project: ProjectId,
+        kind: WorkKind,
+        now: u64,
+    ) -> u32 {
+        if let Some(&i) = self.item_index.get(&item) {
+            return i;
+        }
+        let i = self.items.len() as u32;
+        self.item_index.insert(item, i);
+        let project = self.project_index.get(&project).copied().unwrap_or(u32::MAX);
+        self.items.push(ItemRec::new(item, project, kind == WorkKind::Crawl, now));
+        i
+    }
+
+    /// The project index of a known item of a known project.
+    pub(crate) fn known_project(&self, item: &ItemId) -> Option<u32> {
+        let &i = self.item_index.get(item)?;
+        let p = self.items[i as usize].project;
+        (p != u32::MAX).then_some(p)
+    }
+
+    /// An honest node applied a state change for `item` at `now`.
+    pub(crate) fn touch(&mut self, item: &ItemId, now: u64) {
+        if let Some(&i) = self.item_index.get(item) {
+            self.items[i as usize].touched_at = now;
+        }
+    }
+
+    /// A crawl item is done in some honest node's view at `now`; the last one sets
+    /// `all_done_at`.
+    pub(crate) fn mark_done(&mut self, item: ItemId, now: u64) {
+        let Some(&idx) = self.item_index.get(&item) else { return };
+        let rec = &mut self.items[idx as usize];
+        if rec.done || !rec.crawl {
+            return;
+        }
+        rec.done = true;
+        self.done_count += 1;
+        if self.done_count == self.crawl_total {
+            self.all_done_at = Some(now);
+        }
+    }
+
+    /// The honest executions of crawl items so far.
+    pub(crate) fn executions(&self) -> Executions {
+        let mut e = Executions::default();
+        for r in self.items.iter().filter(|r| r.crawl) {
+            e.started += u64::from(r.starts);
+            e.items_started += u64::from(r.starts > 0);
+            e.completed += u64::from(r.completions);
+            e.items_completed += u64::from(r.completions > 0);
+        }
+        e
+    }
+
+    /// Notes a duplicate completion for the report while there is room.
+    pub(crate) fn note_duplicate(&mut self, what: impl FnOnce() -> String) {
+        if self.dup_examples.len() < DUP_EXAMPLES_MAX {
+            self.dup_examples.push(what());
+        }
+    }
+}
+
+/// What the scheduled faults have done so far.
+#[derive(Debug, Default)]
+pub(crate) struct FaultState {
+    /// Whether any fault, crash or leave has happened (convergence is timed only then).
+    pub had_fault: bool,
+    /// While a `site_down` lasts: the share of items on the site, and when it ends.
+    pub site_down: Option<(f64, u64)>,
+    /// Scheduled faults that have not happened yet (or not ended, for a node's own): a run
+    /// does not end before they have.
+    pub pending: u32,
+    /// Last partition change (partition, isolate, heal), for settledness.
+    pub topo_changed_at: u64,
+}
+
+impl FaultState {
+    /// Whether crawl executions of `item` fail at `now` because its site is down.
+    pub(crate) fn site_is_down(&self, item: &ItemId, now: u64) -> bool {
+        self.site_down.is_some_and(|(share, until)| {
+            now < until && f64::from(item.as_bytes()[1]) < share * 256.0
+        })
+    }
+
+    /// One pending fault happened (or ended).
+    pub(crate) fn one_done(&mut self) {
+        self.pending = self.pending.saturating_sub(1);
+    }
+}
+
+/// What the convergence check tracks across checks.
+#[derive(Debug, Default)]
+pub(crate) struct Convergence {
+    /// Waiting for all honest nodes to agree since this time.
+    pub from: Option<u64>,
+    /// How long the last wait after a fault took.
+    pub after_heal_ms: Option<u64>,
+    /// The order the convergence check reads nodes in: a permutation of the node indices,
+    /// those of recent disagreements first. Only saves work; never changes an outcome.
+    pub order: Vec<u32>,
+    /// `final_item_counts` as of the end of the run, once known.
+    pub end_counts: Option<(u64, u64, u64)>,
+}
+
+impl Convergence {
+    /// Starts waiting for agreement at `now` unless already waiting.
+    pub(crate) fn wait_from(&mut self, now: u64) {
+        if self.from.is_none() {
+            self.from = Some(now);
+        }
+    }
+
+    /// Puts the nodes of a disagreeing pair first, `n` ahead of `first`, the others keeping
+    /// their order.
+    pub(crate) fn read_first(&mut self, n: u32, first: u32) {
+        self.order.retain(|m| *m != first && *m != n);
+        self.order.splice(0..0, [n, first]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ledger() -> Ledger {
+        let mut s = Scenario::load("steady").expect("built-in scenario loads");
+        s.projects = 2;
+        s.items = 5;
+        s.batch_items = 2;
+        Ledger::build(&s, 1)
+    }
+
+    #[test]
+    fn a_built_ledger_indexes_every_item_and_batches_them() {
+        let l = ledger();
+        assert_eq!((l.items.len(), l.crawl_total), (5, 5));
+        assert_eq!(l.projects.len(), 2);
+        // 3 + 2 items, in batches of at most 2.
+        assert_eq!(l.projects[0].batches.len(), 2);
+        assert_eq!(l.projects[1].batches.len(), 1);
+        for (i, r) in l.items.iter().enumerate() {
+            assert_eq!(l.item_index[&r.id], i as u32);
+            assert_eq!(l.known_project(&r.id), Some(r.project));
+        }
+    }
+
+    #[test]
+    fn marking_every_crawl_item_done_once_sets_all_done() {
+        let mut l = ledger();
+        let ids: Vec<ItemId> = l.items.iter().map(|r| r.id).collect();
+        for (t, id) in ids.iter().enumerate() {
+            assert_eq!(l.all_done_at, None);
+            l.mark_done(*id, t as u64);
+            l.mark_done(*id, 99);
+        }
+        assert_eq!((l.done_count, l.all_done_at), (5, Some(4)));
+    }
+
+    #[test]
+    fn a_seed_duty_is_registered_once_and_not_counted_as_crawl() {
+        let mut l = ledger();
+        let pid = l.projects[1].id;
+        let duty = ItemId([9; 32]);
+        let i = l.register(duty, pid, WorkKind::Seed, 7);
+        assert_eq!(l.register(duty, pid, WorkKind::Seed, 8), i);
+        assert_eq!((l.items[i as usize].touched_at, l.known_project(&duty)), (7, Some(1)));
+        l.mark_done(duty, 9);
+        assert_eq!(l.done_count, 0, "only crawl items count");
+        let stranger = l.register(ItemId([8; 32]), ProjectId([1; 32]), WorkKind::Seed, 0);
+        assert_eq!(l.known_project(&l.items[stranger as usize].id), None);
+    }
+
+    #[test]
+    fn executions_count_starts_and_completions_of_crawl_items_only() {
+        let mut l = ledger();
+        l.items[0].starts = 2;
+        l.items[0].completions = 1;
+        l.items[1].starts = 1;
+        let duty = l.register(ItemId([9; 32]), l.projects[0].id, WorkKind::Seed, 0);
+        l.items[duty as usize].starts = 5;
+        let e = l.executions();
+        let want = Executions { started: 3, items_started: 2, completed: 1, items_completed: 1 };
+        assert_eq!(e, want);
+    }
+
+    #[test]
+    fn duplicate_examples_are_bounded() {
+        let mut l = Ledger::default();
+        for i in 0..DUP_EXAMPLES_MAX + 3 {
+            l.note_duplicate(|| format!("dup {i}"));
+        }
+        assert_eq!(l.dup_examples.len(), DUP_EXAMPLES_MAX);
+    }
+
+    #[test]
+    fn a_site_down_covers_its_share_of_items_until_it_ends() {
+        let mut f = FaultState { site_down: Some((0.5, 100)), ..FaultState::default() };
+        let (low, high) = (ItemId([0x10; 32]), ItemId([0xf0; 32]));
+        assert!(f.site_is_down(&low, 99) && !f.site_is_down(&high, 99));
+        assert!(!f.site_is_down(&low, 100), "over");
+        f.pending = 1;
+        f.one_done();
+        f.one_done();
+        assert_eq!(f.pending, 0);
+    }
+
+    #[test]
+    fn convergence_waits_from_the_first_start_and_reorders_readers() {
+        let mut c = Convergence { order: vec![0, 1, 2, 3, 4], ..Convergence::default() };
+        c.wait_from(5);
+        c.wait_from(9);
+        assert_eq!(c.from, Some(5));
+        c.read_first(3, 1);
+        assert_eq!(c.order, vec![3, 1, 0, 2, 4]);
+    }
+}
