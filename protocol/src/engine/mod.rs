@@ -35,8 +35,11 @@
 //! signed evidence about earlier epochs (`fence.rs`).
 
 mod apply;
+mod early;
 mod fails;
 mod fence;
+mod judge;
+mod peers;
 mod sync;
 mod types;
 
@@ -56,7 +59,10 @@ use crate::item::{ItemBatch, WorkItem, WorkKind};
 use crate::keys::{Keypair, PublicKey};
 use crate::manifest::ProjectManifest;
 use crate::message::{Claim, Envelope, Failure, Presence, Receipt, Release, Roles, SYNC_BUCKETS};
+
 use crate::signed::Signed;
+use early::EarlyReceipts;
+use peers::{PeerTable, RankMemo};
 
 pub use fence::claim_order;
 
@@ -206,55 +212,6 @@ impl std::ops::Deref for WorkRef {
     }
 }
 
-#[derive(Debug, Clone)]
-struct Peer {
-    seq: u64,
-    projects: Vec<ProjectId>,
-    expires_at: u64,
-    roles: Roles,
-    free: u16,
-    capacity: u16,
-    presence: Signed<Presence>,
-}
-
-/// How far ranking this node for an item's attempt `failures` had got as of the peer-set
-/// version `version` (its low 32 bits: a memo is carried forward over at most `PEER_LOG_MAX`
-/// changes, and is 32 bytes in all).
-#[derive(Debug, Clone, Copy)]
-struct RankMemo {
-    version: u32,
-    failures: u8,
-    scan: hrw::RankScan,
-}
-
-/// One change of the live peer set, logged so cached rankings can take it in: `node` joined
-/// or left the lists it ranks in, given by its `roles` and `projects` at the time.
-#[derive(Debug, Clone)]
-struct PeerChange {
-    node: NodeId,
-    joined: bool,
-    roles: Roles,
-    projects: Box<[ProjectId]>,
-}
-
-impl PeerChange {
-    /// Whether the node counts in the ranking of items of `project` that need `role`, as
-    /// [`Engine::rank_peers`] lists them.
-    fn ranks_in(&self, project: &ProjectId, role: Roles) -> bool {
-        self.roles.contains(role)
-            && (*project == relay_project()
-                || self.projects.is_empty()
-                || self.projects.contains(project))
-    }
-}
-
-/// Receipts held back at once until the lease their claim follows has run out.
-const EARLY_MAX: usize = 256;
-
-/// Peer-set changes kept for cached rankings to catch up with; a ranking older than the log
-/// starts afresh.
-const PEER_LOG_MAX: usize = 64;
-
 #[derive(Debug, Clone, Copy)]
 struct Local {
     epoch: u32,
@@ -341,23 +298,13 @@ pub struct Engine {
     trusted: BTreeSet<PublicKey>,
     projects: BTreeMap<ProjectId, ProjectEntry>,
     items: BTreeMap<ItemId, ItemEntry>,
-    peers: BTreeMap<NodeId, Peer>,
-    peer_expiry: BTreeSet<(u64, NodeId)>,
-    /// Live peers by the projects their presence lists; peers listing none work on all.
-    project_peers: BTreeMap<ProjectId, BTreeSet<NodeId>>,
-    any_project_peers: BTreeSet<NodeId>,
-    /// Bumped whenever the live peer set (or a peer's roles or projects) changes.
-    peers_version: u64,
+    /// The live peers, indexed for ranking.
+    peers: PeerTable,
     /// Each project's sync digest buckets, kept up to date as items change, so a digest costs
     /// no walk over the items (see `sync.rs`).
     /// A short list in project order, searched in place: it is touched on every change of an
     /// item, and a map's nodes and boxes cost cache misses there.
     buckets: Vec<(ProjectId, [[u8; 8]; SYNC_BUCKETS])>,
-    /// The latest changes of the peer set, one per version, oldest first.
-    peer_log: VecDeque<PeerChange>,
-    /// The peers an item of (project, kind) is ranked among, as of `rank_peers_version`.
-    rank_peers: BTreeMap<(ProjectId, u8), Arc<[NodeId]>>,
-    rank_peers_version: u64,
     relay_requests: BTreeMap<NodeId, Signed<crate::message::RelayRequest>>,
     local: BTreeMap<ItemId, Local>,
     agenda: BTreeSet<(u64, ItemId)>,
@@ -369,12 +316,9 @@ pub struct Engine {
     priorities: BTreeMap<ProjectId, i8>,
     /// Messages waiting for their project or item to arrive.
     pending: VecDeque<Envelope>,
-    /// Receipts held back until the lease their claim follows has run out, by when, in
-    /// arrival order (see `Engine::hold_back`).
-    early: BTreeMap<(u64, u64), Envelope>,
-    early_seq: u64,
-    /// Set by a claim found early, for the message it came in to be held back.
-    early_until: Option<u64>,
+    /// Receipts held back until the lease their claim follows has run out (see
+    /// `Engine::hold_back`).
+    early: EarlyReceipts,
     outputs: VecDeque<Output>,
     paused: bool,
     shut_down: bool,
@@ -407,15 +351,8 @@ impl Engine {
             trusted: trusted.into_iter().collect(),
             projects: BTreeMap::new(),
             items: BTreeMap::new(),
-            peers: BTreeMap::new(),
-            peer_expiry: BTreeSet::new(),
-            project_peers: BTreeMap::new(),
-            any_project_peers: BTreeSet::new(),
-            peers_version: 0,
-            peer_log: VecDeque::new(),
+            peers: PeerTable::default(),
             buckets: Vec::new(),
-            rank_peers: BTreeMap::new(),
-            rank_peers_version: 0,
             relay_requests: BTreeMap::new(),
             local: BTreeMap::new(),
             agenda: BTreeSet::new(),
@@ -423,9 +360,7 @@ impl Engine {
             unsubscribed: BTreeSet::new(),
             priorities: BTreeMap::new(),
             pending: VecDeque::new(),
-            early: BTreeMap::new(),
-            early_seq: 0,
-            early_until: None,
+            early: EarlyReceipts::default(),
             outputs: VecDeque::new(),
             paused: false,
             shut_down: false,
@@ -602,11 +537,11 @@ impl Engine {
         if let Some((t, _)) = self.agenda.first() {
             consider(*t);
         }
-        if let Some((t, _)) = self.peer_expiry.first() {
-            consider(*t);
+        if let Some(t) = self.peers.next_expiry() {
+            consider(t);
         }
-        if let Some(((t, _), _)) = self.early.first_key_value() {
-            consider(*t);
+        if let Some(t) = self.early.next_due() {
+            consider(t);
         }
         if let Some(w) = self.warmup_end()
             && w > self.last_now
@@ -764,21 +699,13 @@ impl Engine {
         if self.shut_down {
             return;
         }
-        while let Some(&(t, node)) = self.peer_expiry.first() {
-            if t > now {
-                break;
-            }
-            self.peer_expiry.pop_first();
-            self.forget_peer(&node);
-        }
+        self.peers.expire(now);
         if now >= self.next_presence_at {
             self.send_presence(now);
         }
-        while self.early.first_key_value().is_some_and(|((t, _), _)| *t <= now) {
-            if let Some((_, env)) = self.early.pop_first() {
-                // Judged afresh; held back again if a renewal came meanwhile.
-                let _ = self.apply_envelope(env, now, false);
-            }
+        while let Some(env) = self.early.pop_due(now) {
+            // Judged afresh; held back again if a renewal came meanwhile.
+            let _ = self.apply_envelope(env, now, false);
         }
         while let Some(&(t, item)) = self.agenda.first() {
             if t > now {
@@ -1001,15 +928,7 @@ impl Engine {
     /// have the role. Ranking within the project keeps the cost to that project's peers.
     #[cfg(test)]
     fn my_rank(&self, item: &ItemId, project: &ProjectId, kind: WorkKind) -> u32 {
-        let role = Roles::for_kind(kind);
-        let has_role = |n: &&NodeId| self.peers.get(*n).is_some_and(|p| p.roles.contains(role));
-        if *project == relay_project() {
-            let others = self.peers.iter().filter(|(_, p)| p.roles.contains(role)).map(|(n, _)| n);
-            return hrw::rank(item, &self.me, others);
-        }
-        let listed = self.project_peers.get(project).into_iter().flatten();
-        let others = listed.chain(self.any_project_peers.iter()).filter(has_role);
-        hrw::rank(item, &self.me, others)
+        self.peers.rank_of(item, &self.me, project, Roles::for_kind(kind))
     }
 
     /// The rank kept for `item`, brought up to date and completed: (rank, whether the kept
@@ -1027,33 +946,9 @@ impl Engine {
         Some((rank, carried))
     }
 
-    /// The peers [`Engine::my_rank`] counts for items of `project` that need `role`, listed
-    /// once per change of the peer set rather than looked up per item.
+    /// The peers [`Engine::my_rank`] counts for items of `project` that need `role`.
     fn rank_peers(&mut self, project: &ProjectId, role: Roles) -> Arc<[NodeId]> {
-        /// Lists kept at once; more projects than this in play just list again.
-        const RANK_LISTS_MAX: usize = 16;
-        if self.rank_peers_version != self.peers_version || self.rank_peers.len() >= RANK_LISTS_MAX
-        {
-            self.rank_peers.clear();
-            self.rank_peers_version = self.peers_version;
-        }
-        let key = (*project, role.0);
-        if let Some(list) = self.rank_peers.get(&key) {
-            return Arc::clone(list);
-        }
-        let has_role = |n: &&NodeId| self.peers.get(*n).is_some_and(|p| p.roles.contains(role));
-        let list: Arc<[NodeId]> = if *project == relay_project() {
-            self.peers.iter().filter(|(_, p)| p.roles.contains(role)).map(|(n, _)| *n).collect()
-        } else {
-            let listed = self.project_peers.get(project).into_iter().flatten();
-            let mut list: Vec<NodeId> =
-                listed.chain(self.any_project_peers.iter()).filter(has_role).copied().collect();
-            // In id order, as cached rankings score them (see `hrw::RankScan`).
-            list.sort_unstable();
-            list.into()
-        };
-        self.rank_peers.insert(key, Arc::clone(&list));
-        list
+        self.peers.rank_list(project, role)
     }
 
     /// Folds `change` (from [`ItemEntry::set_phase`] or [`ItemEntry::refresh_digest`]) into
@@ -1081,73 +976,16 @@ impl Engine {
         }
     }
 
-    /// Counts one change of the peer set and logs it for cached rankings.
-    fn log_peer_change(
-        &mut self,
-        node: NodeId,
-        joined: bool,
-        roles: Roles,
-        projects: Box<[ProjectId]>,
-    ) {
-        self.peers_version += 1;
-        if self.peer_log.len() >= PEER_LOG_MAX {
-            self.peer_log.pop_front();
-        }
-        self.peer_log.push_back(PeerChange { node, joined, roles, projects });
-    }
-
-    /// Brings a ranking cached at `memo.version` up to the current peer set by taking in each
-    /// change since that touches the list it ranks over. `None` if the log no longer reaches
-    /// back that far, and the ranking must start afresh.
+    /// Brings a ranking cached at `memo.version` up to the current peer set; see
+    /// [`PeerTable::catch_up`].
     fn catch_up(
         &self,
-        mut memo: RankMemo,
+        memo: RankMemo,
         key: &ItemId,
         project: &ProjectId,
         role: Roles,
     ) -> Option<hrw::RankScan> {
-        // The log holds the last changes, one per version; versions are compared in the low 32
-        // bits that memos keep.
-        let behind = (self.peers_version as u32).wrapping_sub(memo.version) as usize;
-        if behind == 0 {
-            return Some(memo.scan);
-        }
-        if behind > self.peer_log.len() {
-            return None;
-        }
-        for change in self.peer_log.iter().skip(self.peer_log.len() - behind) {
-            if change.ranks_in(project, role) {
-                memo.scan.on_change(key, &self.me, &change.node, change.joined);
-            }
-        }
-        Some(memo.scan)
-    }
-
-    fn forget_peer(&mut self, node: &NodeId) {
-        if let Some(p) = self.peers.remove(node) {
-            if p.projects.is_empty() {
-                self.any_project_peers.remove(node);
-            }
-            for project in &p.projects {
-                if let Some(set) = self.project_peers.get_mut(project) {
-                    set.remove(node);
-                    if set.is_empty() {
-                        self.project_peers.remove(project);
-                    }
-                }
-            }
-            self.log_peer_change(*node, false, p.roles, p.projects.into());
-        }
-    }
-
-    fn index_peer(&mut self, node: NodeId, roles: Roles, projects: &[ProjectId]) {
-        self.log_peer_change(node, true, roles, projects.into());
-        if projects.is_empty() {
-            self.any_project_peers.insert(node);
-        }
-        for project in projects {
-            self.project_peers.entry(*project).or_default().insert(node);
-        }
+        self.peers.catch_up(memo, key, &self.me, project, role)
     }
 
     fn on_item_timer(&mut self, item: ItemId, now: u64) {
@@ -1189,7 +1027,7 @@ impl Engine {
         let failures = u8::try_from(e.fails.len()).unwrap_or(u8::MAX);
         let key = hrw::attempt_key(&item, failures);
         let cached = e.rank.filter(|m| m.failures == failures);
-        let peers_changed = cached.is_some_and(|m| m.version != self.peers_version as u32);
+        let peers_changed = cached.is_some_and(|m| m.version != self.peers.version() as u32);
         // Scoring goes on until the rank is known to be past twice the ranks allowed now, so a
         // node waiting its turn wakes about log2(rank) times, not rank times.
         let scan_to = limit.saturating_mul(2).saturating_add(1);
@@ -1213,7 +1051,7 @@ impl Engine {
         };
         let rank = rank.map(|r| r.saturating_add(behind)).map_err(|r| r.saturating_add(behind));
         if let Some(e) = self.items.get_mut(&item) {
-            e.rank = Some(RankMemo { version: self.peers_version as u32, failures, scan });
+            e.rank = Some(RankMemo { version: self.peers.version() as u32, failures, scan });
         }
         let rank = match rank {
             Ok(rank) if rank <= limit => rank,

@@ -1077,7 +1077,7 @@ fn an_unsubscribed_engine_claims_nothing_of_the_project_and_leaves_it_out_of_pre
     let listed = presence_projects(&mut net.engines[1], net.now + 1_000);
     assert!(!listed.contains(&pid) && !listed.is_empty(), "{listed:?}");
     let other = net.engines[1].node_id();
-    assert!(!net.engines[0].project_peers.get(&pid).is_some_and(|s| s.contains(&other)));
+    assert!(!net.engines[0].peers.lists(&pid, &other));
     // Subscribing again lists it again.
     net.engines[1].handle(Input::Subscribe { project: pid, subscribed: true }, net.now).unwrap();
     assert!(net.engines[1].is_subscribed(&pid));
@@ -1253,8 +1253,8 @@ fn cached_ranks_carried_across_peer_changes_match_a_fresh_ranking() {
     for env in changes {
         e.handle(Input::Message(env), now).unwrap();
     }
-    e.forget_peer(&test_keypair(305).node_id());
-    e.forget_peer(&test_keypair(306).node_id());
+    e.peers.forget(&test_keypair(305).node_id());
+    e.peers.forget(&test_keypair(306).node_id());
     for id in &ids {
         let fresh = e.my_rank(id, &m.id(), WorkKind::Crawl);
         assert_eq!(e.cached_rank(id), Some((fresh, true)), "item {id}");
@@ -1313,7 +1313,7 @@ fn after_peers_join_a_kept_ranking_wakes_when_a_fresh_one_would() {
     assert_eq!(e.items[&id].wake_at, Some(step(fresh)));
     // By then most of the newcomers have gone, and the node takes its turn.
     for k in &above[..8] {
-        e.forget_peer(&k.node_id());
+        e.peers.forget(&k.node_id());
     }
     assert!(e.my_rank(&id, &m.id(), WorkKind::Crawl) <= 2 * rank + 2);
     e.unschedule(id);
