@@ -27,17 +27,28 @@
 //! # The claim rule
 //!
 //! Claims on one item are totally ordered by `(epoch, earlier since_ms bucket, hrw score, node
-//! id)`; every node keeps the greatest valid claim it has seen, so any delivery order of the
-//! same claims leaves every node with the same holder. A claim at a higher epoch is valid only
-//! once the lease of the current epoch has run out (within `skew_margin_ms`), after a release,
-//! or after a failure. Receipts and failures embed the holder's claim, so only the holder of an
-//! epoch can end it, and a result counts only under the claim that held its epoch, judged from
-//! signed evidence about earlier epochs (`fence.rs`).
+//! id)` (see [`claim_order`]): a higher epoch wins, then the claim whose `since_ms` falls in an
+//! earlier bucket of [`CLAIM_BUCKET_MS`] (so a late claim cannot take an item already held at
+//! that epoch), then the higher HRW score, then the higher node id. Every node keeps the
+//! greatest valid claim it has seen, so any delivery order of the same claims leaves every
+//! node with the same holder. A claim at a higher epoch is valid only once the lease of the
+//! current epoch has run out (within `skew_margin_ms`), after a release, or after a failure;
+//! one that comes before is refused as early (a receipt under it is held back and judged again
+//! when the lease runs out here). Receipts and failures embed the holder's claim, so only the
+//! holder of an epoch can end it, and a result counts only under the claim that held its
+//! epoch, judged from signed evidence about earlier epochs (`fence.rs`).
+//!
+//! The rule lives in two pure functions in `judge.rs`: `judge` says what an incoming claim
+//! does to an item (a `Verdict`), `judge_result` what an incoming result does (a
+//! `ResultVerdict`). `apply.rs` only carries verdicts out: it moves the item, persists,
+//! schedules and starts or cancels work.
 
 mod apply;
 mod early;
 mod fails;
 mod fence;
+#[cfg(any(test, debug_assertions))]
+mod invariants;
 mod judge;
 mod peers;
 mod sync;
@@ -621,6 +632,7 @@ impl Engine {
             self.started_at = Some(now);
             self.next_presence_at = now;
         }
+        let is_message = matches!(input, Input::Message(_) | Input::Publish(_));
         let result = match input {
             Input::Message(env) => {
                 let held = self.local.len();
@@ -683,9 +695,14 @@ impl Engine {
                 Ok(())
             }
         };
-        if let Err(r) = result {
-            *self.stats.rejected.entry(r).or_default() += 1;
+        match result {
+            // A local choice refused for lack of room is no message rejected.
+            Err(Reject::Full) if !is_message => self.stats.full += 1,
+            Err(r) => *self.stats.rejected.entry(r).or_default() += 1,
+            Ok(()) => {}
         }
+        #[cfg(debug_assertions)]
+        self.check_invariants();
         result
     }
 

@@ -277,3 +277,106 @@ impl PeerTable {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::test_keypair;
+
+    fn heartbeat(
+        k: u64,
+        seq: u64,
+        roles: Roles,
+        projects: &[ProjectId],
+    ) -> (NodeId, Presence, Signed<Presence>) {
+        let key = test_keypair(k);
+        let p =
+            Presence { seq, at_ms: seq, capacity: 4, free: 4, roles, projects: projects.to_vec() };
+        let s = Signed::sign(&key, &p);
+        (key.node_id(), p, s)
+    }
+
+    fn hear(
+        t: &mut PeerTable,
+        k: u64,
+        seq: u64,
+        roles: Roles,
+        projects: &[ProjectId],
+        until: u64,
+    ) -> Result<(), Reject> {
+        let (node, p, s) = heartbeat(k, seq, roles, projects);
+        t.heard(node, &p, s, until, 8)
+    }
+
+    const A: ProjectId = ProjectId([1; 32]);
+    const B: ProjectId = ProjectId([2; 32]);
+
+    #[test]
+    fn heartbeats_index_peers_and_only_changes_move_the_version() {
+        let mut t = PeerTable::default();
+        hear(&mut t, 1, 1, Roles::CRAWL, &[A], 100).unwrap();
+        assert!(t.lists(&A, &test_keypair(1).node_id()));
+        assert_eq!(t.version(), 1);
+        // A newer heartbeat that changes nothing but the expiry leaves the version.
+        hear(&mut t, 1, 2, Roles::CRAWL, &[A], 200).unwrap();
+        assert_eq!((t.version(), t.next_expiry()), (1, Some(200)));
+        assert_eq!(hear(&mut t, 1, 2, Roles::CRAWL, &[A], 300), Err(Reject::Duplicate));
+        // Another project: left A's list and joined B's, two changes.
+        hear(&mut t, 1, 3, Roles::CRAWL, &[B], 300).unwrap();
+        assert_eq!(t.version(), 3);
+        assert!(
+            !t.lists(&A, &test_keypair(1).node_id()) && t.lists(&B, &test_keypair(1).node_id())
+        );
+    }
+
+    #[test]
+    fn peers_expire_in_time_and_the_closest_to_expiry_makes_room() {
+        let mut t = PeerTable::default();
+        for k in 0..8 {
+            hear(&mut t, k, 1, Roles::CRAWL, &[], 100 + k).unwrap();
+        }
+        // Full: the one that runs out first goes.
+        hear(&mut t, 8, 1, Roles::CRAWL, &[], 500).unwrap();
+        assert!(t.iter().all(|(n, _)| *n != test_keypair(0).node_id()));
+        assert_eq!(t.next_expiry(), Some(101));
+        t.expire(104);
+        assert_eq!(t.iter().count(), 4);
+        assert_eq!(t.next_expiry(), Some(105));
+    }
+
+    #[test]
+    fn rank_lists_hold_the_peers_of_the_project_with_the_role_in_id_order() {
+        let mut t = PeerTable::default();
+        hear(&mut t, 1, 1, Roles::CRAWL, &[A], 100).unwrap();
+        hear(&mut t, 2, 1, Roles::CRAWL, &[], 100).unwrap();
+        hear(&mut t, 3, 1, Roles::CRAWL, &[B], 100).unwrap();
+        hear(&mut t, 4, 1, Roles::SEED, &[A], 100).unwrap();
+        let list = t.rank_list(&A, Roles::CRAWL);
+        let mut want = vec![test_keypair(1).node_id(), test_keypair(2).node_id()];
+        want.sort_unstable();
+        assert_eq!(&*list, &want[..]);
+        // Relay slots rank among every peer with the role, whatever its projects.
+        assert_eq!(t.rank_list(&relay_project(), Roles::CRAWL).len(), 3);
+        // A change of the peer set lists again.
+        t.forget(&test_keypair(2).node_id());
+        assert_eq!(t.rank_list(&A, Roles::CRAWL).len(), 1);
+    }
+
+    #[test]
+    fn a_cached_rank_catches_up_only_while_the_log_reaches_back() {
+        let mut t = PeerTable::default();
+        let (me, item) = (test_keypair(99).node_id(), ItemId([5; 32]));
+        let memo = RankMemo { version: 0, failures: 0, scan: hrw::RankScan::start(&item, &me) };
+        hear(&mut t, 1, 1, Roles::CRAWL, &[], 100).unwrap();
+        let caught = t.catch_up(memo, &item, &me, &A, Roles::CRAWL).expect("in the log");
+        let others = t.rank_list(&A, Roles::CRAWL);
+        let fresh = hrw::RankScan::start(&item, &me).advance(&item, &me, &others, u32::MAX);
+        let mut caught = caught;
+        assert_eq!(caught.advance(&item, &me, &others, u32::MAX), fresh);
+        for k in 2..(PEER_LOG_MAX as u64 + 2) {
+            hear(&mut t, k, 1, Roles::CRAWL, &[], 100).unwrap_or(());
+            t.forget(&test_keypair(k).node_id());
+        }
+        assert!(t.catch_up(memo, &item, &me, &A, Roles::CRAWL).is_none());
+    }
+}

@@ -1967,3 +1967,55 @@ fn huge_unchecked_durations_saturate_instead_of_wrapping_into_a_claim_at_once() 
     assert!(ids.iter().all(|i| !e.holds(i)), "claimed although the warmup never ends");
     assert!(e.next_wakeup().is_none_or(|t| t >= 1_000_000), "a deadline wrapped to the past");
 }
+
+/// An engine holding one item, with `plant` planted in its state; the next `handle` checks
+/// the engine's invariants (debug builds only) and must panic.
+#[cfg(debug_assertions)]
+fn planted(plant: super::invariants::Plant) {
+    let owner = test_keypair(1);
+    let (mut e, item) = claimer(&owner, 30_000);
+    // Untouched, the checks pass.
+    e.handle(Input::Tick, 10_001).unwrap();
+    e.plant(plant, &item);
+    // An input that changes nothing else (a tick could tidy the ready set first).
+    let _ = e.handle(Input::Trust(owner.public()), 10_002);
+}
+
+#[cfg(debug_assertions)]
+#[test]
+#[should_panic(expected = "is not held here")]
+fn the_invariant_check_catches_local_work_not_held() {
+    planted(super::invariants::Plant::LocalAtOtherEpoch);
+}
+
+#[cfg(debug_assertions)]
+#[test]
+#[should_panic(expected = "under a running lease but is no local work")]
+fn the_invariant_check_catches_a_held_item_not_worked() {
+    planted(super::invariants::Plant::HeldNotLocal);
+}
+
+#[cfg(debug_assertions)]
+#[test]
+#[should_panic(expected = "off the agenda")]
+fn the_invariant_check_catches_a_wake_time_off_the_agenda() {
+    planted(super::invariants::Plant::WakeOffAgenda);
+}
+
+#[cfg(debug_assertions)]
+#[test]
+#[should_panic(expected = "digest buckets of")]
+fn the_invariant_check_catches_drifted_digest_buckets() {
+    planted(super::invariants::Plant::BucketDrift);
+}
+
+#[test]
+fn local_full_answers_are_counted_apart_from_rejected_messages() {
+    let cfg = EngineConfig { projects_max: 1, ..fast_config() };
+    let mut e = Engine::new(cfg, test_keypair(9), [], 0);
+    let (a, b) = (ProjectId([1; 32]), ProjectId([2; 32]));
+    e.handle(Input::SetPriority { project: a, priority: 1 }, 0).unwrap();
+    let r = e.handle(Input::SetPriority { project: b, priority: 1 }, 0);
+    assert_eq!(r, Err(Reject::Full));
+    assert_eq!((e.stats().full, e.stats().rejected_for(Reject::Full)), (1, 0));
+}
