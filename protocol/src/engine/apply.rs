@@ -408,12 +408,7 @@ impl Engine {
         if let Ok(c) = r.claim.verified_ref() {
             self.withdraw_if_fenced(&c.item, now);
         }
-        // Whether this node already knew the result's claim as the holder's.
-        let known = r.claim.verified_ref().is_ok_and(|c| {
-            self.items.get(&c.item).is_some_and(|e| {
-                matches!(e.phase, Phase::Held { holder, epoch, .. } if holder == node && epoch == c.epoch)
-            })
-        });
+        let known = self.knows_as_holder(node, &r.claim);
         let c = match self.apply_embedded_claim(node, &r.claim, now) {
             Err(Refusal { reject: Reject::UnknownItem, .. }) => {
                 self.park(Envelope::Receipt(s));
@@ -454,6 +449,15 @@ impl Engine {
             }
             ResultVerdict::Refused(r) => Err(r.into()),
         }
+    }
+
+    /// Whether this node already knows `claim` as `node`'s, holding the item at its epoch.
+    fn knows_as_holder(&self, node: NodeId, claim: &Signed<Claim>) -> bool {
+        claim.verified_ref().is_ok_and(|c| {
+            self.items.get(&c.item).is_some_and(|e| {
+                matches!(e.phase, Phase::Held { holder, epoch, .. } if holder == node && epoch == c.epoch)
+            })
+        })
     }
 
     /// Carries out [`ResultVerdict::Ready`]: the holder of ongoing work reports it ready.

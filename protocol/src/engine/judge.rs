@@ -9,7 +9,8 @@
 //! a claim the evidence shows never held its epoch (see [`fence::Past::fences`]) wins nothing.
 
 use crate::ids::NodeId;
-use crate::message::{Claim, Envelope};
+use crate::message::{Claim, Envelope, Receipt};
+use crate::signed::Signed;
 
 use super::fence::{self, Past, ResultKey, ResultOrder, claim_key};
 use super::{EPOCH_JUMP_MAX, FENCE_SKEW_MS, Phase, RESULT_SETTLE_MS, Reject, apply};
@@ -239,32 +240,15 @@ pub(super) fn judge_result(case: &ResultCase<'_>) -> ResultVerdict {
     if case.past.fences(new.node, c, new.score) {
         return ResultVerdict::Refused(Reject::Fenced);
     }
-    let mut replaced = None;
-    match case.phase {
+    let against = match case.phase {
         Phase::Held { holder, epoch, ready, .. } if *holder == new.node && *epoch == c.epoch => {
-            if case.ongoing {
-                return if *ready {
-                    ResultVerdict::Refused(Reject::Duplicate)
-                } else {
-                    ResultVerdict::Ready
-                };
+            match (case.ongoing, *ready) {
+                (true, true) => return ResultVerdict::Refused(Reject::Duplicate),
+                (true, false) => return ResultVerdict::Ready,
+                (false, _) => Ok(None),
             }
         }
-        Phase::Done { receipt } => {
-            let Some(old) = apply::stored_result_key(&c.item, receipt) else {
-                return ResultVerdict::Refused(Reject::Stale);
-            };
-            if old.epoch == c.epoch && old.node == new.node {
-                return ResultVerdict::Refused(Reject::Duplicate);
-            }
-            let next = case.past.began(new.epoch.min(old.epoch).saturating_add(1));
-            if let Some(r) = refusal(fence::result_beats(new, &old, next)) {
-                return ResultVerdict::Refused(r);
-            }
-            if old.epoch < c.epoch {
-                replaced = receipt.verified_ref().ok().map(|r| Envelope::Claim(r.claim.clone()));
-            }
-        }
+        Phase::Done { receipt } => against_result(case, receipt),
         // A higher epoch is held, but the fencing rule may still favour this earlier result
         // (the higher claim came while this epoch's lease ran): take the result, so every
         // node ends with the one that nodes already done with the item keep.
@@ -278,14 +262,16 @@ pub(super) fn judge_result(case: &ResultCase<'_>) -> ResultVerdict {
                 done_at_ms: u64::MAX,
             };
             let next = case.past.began(c.epoch.saturating_add(1));
-            if let Some(r) = refusal(fence::result_beats(new, &held, next)) {
-                return ResultVerdict::Refused(r);
-            }
+            refusal(fence::result_beats(new, &held, next)).map_or(Ok(None), Err)
         }
         // Held by another node at this epoch is settled by the embedded claim (`Lost`); an
         // epoch that was released or failed here, or a later one, leaves the result late.
-        _ => return ResultVerdict::Refused(Reject::Stale),
-    }
+        _ => Err(Reject::Stale),
+    };
+    let replaced = match against {
+        Ok(replaced) => replaced,
+        Err(r) => return ResultVerdict::Refused(r),
+    };
     // Accepted as it stands; but a result under a claim first heard of with it, made moments
     // ago: rival claims of its epoch may still be on their way (an honest holder's claim went
     // out when it claimed, and it works for a while after), so it is judged once they had time.
@@ -294,6 +280,26 @@ pub(super) fn judge_result(case: &ResultCase<'_>) -> ResultVerdict {
         return ResultVerdict::Settling { until: settled_at };
     }
     ResultVerdict::Accepts { replaced }
+}
+
+/// The result in `case` against the item's result `receipt`: the claim of the result it
+/// replaces if that was of an earlier epoch (evidence of who held it), or why it does not.
+fn against_result(
+    case: &ResultCase<'_>,
+    receipt: &Signed<Receipt>,
+) -> Result<Option<Envelope>, Reject> {
+    let (c, new) = (case.claim, &case.key);
+    let old = apply::stored_result_key(&c.item, receipt).ok_or(Reject::Stale)?;
+    if old.epoch == c.epoch && old.node == new.node {
+        return Err(Reject::Duplicate);
+    }
+    let next = case.past.began(new.epoch.min(old.epoch).saturating_add(1));
+    if let Some(r) = refusal(fence::result_beats(new, &old, next)) {
+        return Err(r);
+    }
+    Ok((old.epoch < c.epoch)
+        .then(|| receipt.verified_ref().ok().map(|r| Envelope::Claim(r.claim.clone())))
+        .flatten())
 }
 
 fn refusal(v: ResultOrder) -> Option<Reject> {
@@ -480,6 +486,83 @@ mod tests {
         assert_eq!(v, Verdict::Refused(Reject::Stale));
     }
 
+    fn result_case<'a>(
+        phase: &'a Phase,
+        past: &'a Past,
+        k: usize,
+        c: &'a Claim,
+        done_at: u64,
+        known: bool,
+    ) -> ResultCase<'a> {
+        let key = ResultKey {
+            epoch: c.epoch,
+            since_ms: c.since_ms,
+            score: score(k),
+            node: node(k),
+            lease_until_ms: c.lease_until_ms,
+            done_at_ms: done_at,
+        };
+        ResultCase { phase, past, claim: c, key, ongoing: false, known, mine: false, now: done_at }
+    }
+
+    #[test]
+    fn the_holders_result_is_accepted_and_ongoing_work_is_made_ready_once() {
+        let past = Past::default();
+        let c = claim(1, 5_000, 5_000);
+        let phase = held(0, &c);
+        let case = result_case(&phase, &past, 0, &c, 20_000, true);
+        assert_eq!(judge_result(&case), ResultVerdict::Accepts { replaced: None });
+        let ongoing = ResultCase { ongoing: true, ..case };
+        assert_eq!(judge_result(&ongoing), ResultVerdict::Ready);
+        let Phase::Held { holder, epoch, score, since, lease_until, claim, prior, .. } =
+            phase.clone()
+        else {
+            unreachable!()
+        };
+        let ready =
+            Phase::Held { holder, epoch, score, since, lease_until, ready: true, claim, prior };
+        let again = ResultCase { phase: &ready, ..ongoing };
+        assert_eq!(judge_result(&again), ResultVerdict::Refused(Reject::Duplicate));
+    }
+
+    #[test]
+    fn a_result_under_a_claim_first_heard_with_it_settles_first() {
+        let past = Past::default();
+        let c = claim(1, 5_000, 5_000);
+        let phase = held(0, &c);
+        let case = result_case(&phase, &past, 0, &c, 5_500, false);
+        let until = 5_000 + RESULT_SETTLE_MS;
+        assert_eq!(judge_result(&case), ResultVerdict::Settling { until });
+        let later = ResultCase { now: until, ..case };
+        assert_eq!(judge_result(&later), ResultVerdict::Accepts { replaced: None });
+        let own = ResultCase { mine: true, ..case };
+        assert_eq!(judge_result(&own), ResultVerdict::Accepts { replaced: None });
+    }
+
+    #[test]
+    fn a_result_against_a_finished_item_replaces_it_only_by_the_result_order() {
+        let (past, released) = (Past::default(), open(1));
+        let first = claim(1, 5_000, 5_000);
+        // Finished after its lease had run out (at 35 s).
+        let finished = done(0, &first, 37_000);
+        // The same holder again: a duplicate.
+        let case = result_case(&finished, &past, 0, &first, 10_000, true);
+        assert_eq!(judge_result(&case), ResultVerdict::Refused(Reject::Duplicate));
+        // The next epoch's result, claimed after that lease: it replaces the late first,
+        // whose claim is handed back as evidence.
+        let next = claim(2, 40_000, 40_000);
+        let case = result_case(&finished, &past, 1, &next, 45_000, true);
+        let replaced = Some(Envelope::Claim(Signed::sign(key(0), &first)));
+        assert_eq!(judge_result(&case), ResultVerdict::Accepts { replaced });
+        // Another node's result of the same epoch begun later: it never held the epoch.
+        let late = claim(1, 9_000, 9_000);
+        let case = result_case(&finished, &past, 1, &late, 12_000, true);
+        assert_eq!(judge_result(&case), ResultVerdict::Refused(Reject::Fenced));
+        // Released here: late.
+        let case = result_case(&released, &past, 1, &late, 12_000, true);
+        assert_eq!(judge_result(&case), ResultVerdict::Refused(Reject::Stale));
+    }
+
     /// Claims `order` (node, since) of `epoch` in turn on an item held at `epoch - 1` by node
     /// 0 under a lease that ran out before `now`; returns the final holder.
     fn settle(epoch: u32, order: &[(usize, u64)], now: u64) -> Option<NodeId> {
@@ -590,6 +673,27 @@ mod tests {
                 prop_assert!(lease_until - SKEW > at);
             } else {
                 prop_assert_eq!(v, Verdict::Takes { prev_holder: Some(node(0)) });
+            }
+        }
+        /// A result the evidence fences is never accepted, whatever the item's phase.
+        #[test]
+        fn a_fenced_result_is_never_accepted(
+            ev_epoch in 1u32..4, ev_since in 0u64..20_000, ev_node in 0usize..4,
+            epoch in 1u32..4, since in 0u64..20_000, k in 0usize..4,
+            phase_kind in 0u8..3, done_after in 0u64..40_000, known in any::<bool>(),
+        ) {
+            let mut past = Past::default();
+            past.note(&Envelope::Claim(Signed::sign(key(ev_node), &claim(ev_epoch, ev_since, ev_since))));
+            let c = claim(epoch, since, since);
+            let phase = match phase_kind {
+                0 => held(k, &c),
+                1 => done(ev_node, &claim(ev_epoch, ev_since, ev_since), ev_since + 1_000),
+                _ => held(ev_node, &claim(epoch + 1, since + 1_000, since + 1_000)),
+            };
+            let case = result_case(&phase, &past, k, &c, since + done_after, known);
+            if past.fences(node(k), &c, score(k)) {
+                let v = judge_result(&case);
+                prop_assert!(!matches!(v, ResultVerdict::Accepts { .. } | ResultVerdict::Ready), "{v:?}");
             }
         }
     }

@@ -352,7 +352,7 @@ mod tests {
         hear(&mut t, 3, 1, Roles::CRAWL, &[B], 100).unwrap();
         hear(&mut t, 4, 1, Roles::SEED, &[A], 100).unwrap();
         let list = t.rank_list(&A, Roles::CRAWL);
-        let mut want = vec![test_keypair(1).node_id(), test_keypair(2).node_id()];
+        let mut want = [test_keypair(1).node_id(), test_keypair(2).node_id()];
         want.sort_unstable();
         assert_eq!(&*list, &want[..]);
         // Relay slots rank among every peer with the role, whatever its projects.
