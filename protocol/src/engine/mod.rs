@@ -44,6 +44,7 @@
 //! schedules and starts or cancels work.
 
 mod apply;
+mod clock;
 mod early;
 mod fails;
 mod fence;
@@ -72,6 +73,7 @@ use crate::manifest::ProjectManifest;
 use crate::message::{Claim, Envelope, Failure, Presence, Receipt, Release, Roles, SYNC_BUCKETS};
 
 use crate::signed::Signed;
+use clock::ClockTracker;
 use early::EarlyReceipts;
 use peers::{PeerTable, RankMemo};
 
@@ -233,15 +235,6 @@ struct Local {
     renew_at: u64,
 }
 
-/// A peer's clock against this node's, from its last two heartbeats heard.
-#[derive(Debug, Clone, Copy)]
-struct ClockSample {
-    seq: u64,
-    /// (peer's time − this node's) of the last two, oldest first; `i64::MIN` for none yet.
-    offsets: [i64; 2],
-    heard_at: u64,
-}
-
 /// A live peer as this node sees it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PeerView {
@@ -336,8 +329,7 @@ pub struct Engine {
     /// Set by [`Input::LocalFault`]: no claiming, nothing held.
     unfit: bool,
     /// The offsets of each peer's clock against this one's, from its verified heartbeats.
-    clock_samples: BTreeMap<NodeId, ClockSample>,
-    clock: ClockView,
+    clock: ClockTracker,
     started_at: Option<u64>,
     presence_seq: u64,
     next_presence_at: u64,
@@ -376,8 +368,7 @@ impl Engine {
             paused: false,
             shut_down: false,
             unfit: false,
-            clock_samples: BTreeMap::new(),
-            clock: ClockView::default(),
+            clock: ClockTracker::default(),
             started_at: None,
             presence_seq: 0,
             next_presence_at: 0,
@@ -435,12 +426,13 @@ impl Engine {
 
     /// This node's clock against its peers'.
     pub fn clock(&self) -> ClockView {
-        self.clock
+        self.clock.view()
     }
 
     /// Whether this node stays out of claiming: paused, shut down, unfit or off the clock.
     fn halted(&self) -> bool {
-        self.paused || self.shut_down || self.unfit || self.clock.off || self.clock_pending()
+        let clock = self.clock.view();
+        self.paused || self.shut_down || self.unfit || clock.off || self.clock.pending()
     }
 
     /// Whether this node takes new items of `project` (true unless unsubscribed).
@@ -737,65 +729,23 @@ impl Engine {
         self.fill_capacity(now);
     }
 
-    /// Takes in the clock of a peer's verified heartbeat number `seq`, sent at `at_ms` by its
-    /// clock and heard at `now` by this one's. A heartbeat heard again (by sync, say) is not
-    /// taken twice. Kept for the peers heard most recently, at most [`CLOCK_PEERS_MAX`].
+    /// Takes in the clock of a peer's verified heartbeat (see [`ClockTracker::note`]),
+    /// judging it at once until it was first judged.
     fn note_clock(&mut self, peer: NodeId, seq: u64, at_ms: u64, now: u64) {
-        let offset = (i128::from(at_ms) - i128::from(now)).clamp(-(1 << 62), 1 << 62) as i64;
-        if !self.clock_samples.contains_key(&peer) && self.clock_samples.len() >= CLOCK_PEERS_MAX {
-            let oldest = self.clock_samples.iter().min_by_key(|(n, s)| (s.heard_at, **n));
-            if let Some(n) = oldest.map(|(n, _)| *n) {
-                self.clock_samples.remove(&n);
-            }
-        }
-        let s = self.clock_samples.entry(peer).or_insert(ClockSample {
-            seq: 0,
-            offsets: [i64::MIN; 2],
-            heard_at: now,
-        });
-        if seq <= s.seq {
-            return;
-        }
-        s.seq = seq;
-        s.offsets = [s.offsets[1], offset];
-        s.heard_at = now;
-        // Until the clock is first judged, judge it as soon as the samples allow (claiming
-        // waits for that once enough peers were heard, see `clock_pending`).
-        if self.clock.offset_ms.is_none() {
+        if self.clock.note(peer, seq, at_ms, now) {
             self.judge_clock(now);
         }
     }
 
-    /// Whether enough peers were heard to judge this node's clock but not yet twice each:
-    /// claiming waits the heartbeat or two that takes, so a node started with a clock far off
-    /// claims nothing before it knows.
-    fn clock_pending(&self) -> bool {
-        self.clock.offset_ms.is_none() && self.clock_samples.len() >= CLOCK_QUORUM
-    }
-
-    /// Works out this node's clock offset from the peers heard within a heartbeat's life,
-    /// and stops (or resumes) claiming when it crosses the skew margin.
-    ///
-    /// A heartbeat's time lags its arrival by however long it travelled (or waited, when it
-    /// came by sync), so each peer's offset is the larger of its last two (the fresher
-    /// delivery), and a peer counts once two were heard. The median over peers is robust to a
-    /// few peers with bad clocks; with fewer than [`CLOCK_QUORUM`] peers nothing is judged
-    /// (with two nodes, which one is wrong cannot be told).
+    /// Works out this node's clock offset from the peers heard within a heartbeat's life
+    /// (see [`ClockTracker::judge`]), and stops (or resumes) claiming when it crosses the
+    /// skew margin.
     fn judge_clock(&mut self, now: u64) {
-        let fresh = now.saturating_sub(self.cfg.presence_ttl_ms);
-        self.clock_samples.retain(|_, s| s.heard_at >= fresh);
-        let mut offsets: Vec<i64> = self
-            .clock_samples
-            .values()
-            .filter(|s| s.offsets[0] != i64::MIN)
-            .map(|s| s.offsets[0].max(s.offsets[1]))
-            .collect();
-        offsets.sort_unstable();
+        self.clock.forget_before(now.saturating_sub(self.cfg.presence_ttl_ms));
+        // Whether the node was halted is read with the stale samples gone, as they count in
+        // whether a first verdict is pending.
         let was = self.halted();
-        self.clock.peers = offsets.len() as u32;
-        self.clock.offset_ms = (offsets.len() >= CLOCK_QUORUM).then(|| offsets[offsets.len() / 2]);
-        let margin = i64::try_from(self.cfg.skew_margin_ms).unwrap_or(i64::MAX);
-        self.clock.off = self.clock.offset_ms.is_some_and(|o| o.saturating_abs() > margin);
+        self.clock.judge(self.cfg.skew_margin_ms);
         self.halt_changed(was, now);
     }
 
@@ -803,7 +753,7 @@ impl Engine {
     /// into a halt, and looks at open items again on the way out.
     fn halt_changed(&mut self, was: bool, now: u64) {
         let halted = self.halted();
-        if (self.unfit || self.clock.off) && !self.shut_down && !self.local.is_empty() {
+        if (self.unfit || self.clock.view().off) && !self.shut_down && !self.local.is_empty() {
             let held: Vec<(ItemId, Local)> = self.local.iter().map(|(i, l)| (*i, *l)).collect();
             self.stats.gave_back += held.len() as u64;
             for (item, l) in held {
