@@ -64,6 +64,7 @@ pub(crate) fn status() -> StatusView {
             failed: 3,
             gave_back: 0,
             duties_dropped: 0,
+            full: 0,
         },
         runner: RunnerStats { started: 118, completed: 113, cancelled: 2 },
         net: NetStats {

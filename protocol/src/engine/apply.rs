@@ -10,11 +10,26 @@ use crate::manifest::ProjectManifest;
 use crate::message::{Claim, Envelope, Failure, Presence, Receipt, RelayRequest, Release};
 use crate::signed::{Signable, Signed, VerifyError};
 
-use super::fence::{self, ResultKey, Verdict, claim_key};
+use super::fence::ResultKey;
+use super::judge::{self, ClaimCase, ResultCase, ResultVerdict, Verdict};
 use super::{
-    CancelReason, EARLY_MAX, EPOCH_JUMP_MAX, Engine, FENCE_SKEW_MS, ItemEntry, Local, Output, Peer,
-    Phase, ProjectEntry, RELAY_REQUESTS_MAX, RESULT_SETTLE_MS, Reject, WorkRef, relay_project,
+    CancelReason, EPOCH_JUMP_MAX, Engine, ItemEntry, Local, Output, Phase, ProjectEntry,
+    RELAY_REQUESTS_MAX, Reject, WorkRef, relay_project,
 };
+
+/// A message not applied: why, and for one to be judged again later (a receipt under a
+/// claim early in this node's view, or one still settling), when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Refusal {
+    pub(super) reject: Reject,
+    pub(super) retry_at: Option<u64>,
+}
+
+impl From<Reject> for Refusal {
+    fn from(reject: Reject) -> Self {
+        Refusal { reject, retry_at: None }
+    }
+}
 
 /// The checked body of an envelope. Shared by every clone of the envelope, so a message that
 /// reaches many engines in one process is verified and decoded once.
@@ -25,10 +40,6 @@ pub(super) fn verified<T: Signable>(s: &Signed<T>) -> Result<Arc<T>, Reject> {
     })
 }
 
-fn claim_lease_until(claim: &Signed<Claim>) -> u64 {
-    claim.verified().map_or(0, |c| c.lease_until_ms)
-}
-
 /// The checked receipt and its embedded claim (both decoded once and kept with the envelope).
 pub(super) fn receipt_parts(receipt: &Signed<Receipt>) -> Option<(&Receipt, &Claim)> {
     let r = receipt.verified_ref().ok()?;
@@ -37,7 +48,7 @@ pub(super) fn receipt_parts(receipt: &Signed<Receipt>) -> Option<(&Receipt, &Cla
 }
 
 /// The [`ResultKey`] of an accepted receipt for `item`.
-fn stored_result_key(item: &ItemId, receipt: &Signed<Receipt>) -> Option<ResultKey> {
+pub(super) fn stored_result_key(item: &ItemId, receipt: &Signed<Receipt>) -> Option<ResultKey> {
     let (r, c) = receipt_parts(receipt)?;
     let node = receipt.signer().node_id();
     Some(ResultKey {
@@ -58,15 +69,19 @@ impl Engine {
         published: bool,
     ) -> Result<(), Reject> {
         let republish = published.then(|| env.clone());
-        let keep = matches!(env, Envelope::Receipt(_)).then(|| env.clone());
-        self.early_until = None;
         let result = match env {
             Envelope::Manifest(s) => self.apply_manifest(s, now),
             Envelope::Batch(s) => self.apply_batch(s, now),
             Envelope::Presence(s) => self.apply_presence(s, now),
             Envelope::Claim(s) => self.apply_claim(s, now),
             Envelope::Release(s) => self.apply_release(s, now),
-            Envelope::Receipt(s) => self.apply_receipt(s, now),
+            Envelope::Receipt(s) => match self.apply_receipt(s.clone(), now) {
+                Err(Refusal { reject, retry_at: Some(at) }) => {
+                    self.hold_back(Envelope::Receipt(s), at);
+                    Err(reject)
+                }
+                other => other.map_err(|f| f.reject),
+            },
             Envelope::Failure(s) => self.apply_failure(s, now),
             Envelope::RelayRequest(s) => self.apply_relay_request(s, now),
         };
@@ -75,11 +90,6 @@ impl Engine {
             if let Some(env) = republish {
                 self.outputs.push_back(Output::Publish(env));
             }
-        }
-        if let (Err(Reject::EpochRuleBroken | Reject::Settling), Some(at), Some(env)) =
-            (result, self.early_until.take(), keep)
-        {
-            self.hold_back(env, at);
         }
         result
     }
@@ -94,11 +104,7 @@ impl Engine {
     /// taken in later would outrank the honest claims made once the lease ran out. Bounded;
     /// the latest to fall due go first.
     fn hold_back(&mut self, env: Envelope, at: u64) {
-        if self.early.len() >= EARLY_MAX {
-            self.early.pop_last();
-        }
-        self.early_seq += 1;
-        self.early.insert((at, self.early_seq), env);
+        self.early.hold(env, at);
     }
 
     fn park(&mut self, env: Envelope) {
@@ -226,162 +232,76 @@ impl Engine {
         self.note_clock(node, p.seq, p.at_ms, now);
         self.check_time(p.at_ms, now)?;
         let expires_at = now.saturating_add(self.cfg.presence_ttl_ms);
-        if let Some(old) = self.peers.get_mut(&node) {
-            if old.seq >= p.seq {
-                return Err(Reject::Duplicate);
-            }
-            let old_expiry = old.expires_at;
-            if old.projects == p.projects && old.roles == p.roles {
-                // Most heartbeats change nothing but the lease on life: updated in place, with
-                // the indexes (and the ranks cached against them) left as they are.
-                (old.seq, old.expires_at, old.free, old.capacity) =
-                    (p.seq, expires_at, p.free, p.capacity);
-                old.presence = s;
-                self.peer_expiry.remove(&(old_expiry, node));
-                self.peer_expiry.insert((expires_at, node));
-                return Ok(());
-            }
-            self.peer_expiry.remove(&(old_expiry, node));
-            self.forget_peer(&node);
-            self.index_peer(node, p.roles, &p.projects);
-        } else {
-            if self.peers.len() >= self.cfg.peers_max {
-                // Make room by dropping the peer closest to expiry.
-                match self.peer_expiry.pop_first() {
-                    Some((_, evicted)) => self.forget_peer(&evicted),
-                    None => return Err(Reject::Full),
-                }
-            }
-            self.index_peer(node, p.roles, &p.projects);
-        }
-        self.peer_expiry.insert((expires_at, node));
-        self.peers.insert(
-            node,
-            Peer {
-                seq: p.seq,
-                projects: p.projects.clone(),
-                expires_at,
-                roles: p.roles,
-                free: p.free,
-                capacity: p.capacity,
-                presence: s,
-            },
-        );
-        Ok(())
+        self.peers.heard(node, &p, s, expires_at, self.cfg.peers_max)
     }
 
     fn apply_claim(&mut self, s: Signed<Claim>, now: u64) -> Result<(), Reject> {
+        self.take_claim(s, now).map_err(|f| f.reject)
+    }
+
+    /// Judges a claim by the claim rule ([`judge::judge`]) and carries out the verdict.
+    fn take_claim(&mut self, s: Signed<Claim>, now: u64) -> Result<(), Refusal> {
         let c = verified(&s)?;
         let node = s.signer().node_id();
         self.check_time(c.at_ms, now)?;
         let Some(entry) = self.items.get(&c.item) else {
             self.park(Envelope::Claim(s));
-            return Err(Reject::UnknownItem);
+            return Err(Reject::UnknownItem.into());
         };
-        let lease_ms = self.lease_ms(&entry.project);
-        if c.lease_until_ms - c.at_ms > lease_ms.saturating_add(self.cfg.skew_margin_ms) {
-            return Err(Reject::LeaseTooLong);
-        }
         let score = hrw::score(&c.item, &node);
-        // What ended the epoch before the claim's: kept with it, for peers that missed it.
-        let prior = match &entry.phase {
-            Phase::Open { epoch, proof } if c.epoch > *epoch => proof.clone(),
-            Phase::Held { epoch, claim, .. } if c.epoch > *epoch => {
-                Some(Envelope::Claim(claim.clone()))
-            }
-            Phase::Held { prior, .. } => prior.clone(),
-            _ => None,
+        let case = ClaimCase {
+            phase: &entry.phase,
+            past: &entry.past,
+            node,
+            claim: &c,
+            score,
+            lease_ms: self.lease_ms(&entry.project),
+            skew_margin_ms: self.cfg.skew_margin_ms,
+            now,
         };
-        let at_ended_epoch = match &entry.phase {
-            Phase::Open { epoch, .. } => c.epoch == *epoch && *epoch > 0,
-            // Another claim of the finished epoch: evidence against its result if it outranks.
-            Phase::Done { receipt } => {
-                c.epoch == entry.phase.epoch() && receipt.signer().node_id() != node
+        match judge::judge(&case) {
+            Verdict::Takes { prev_holder } => {
+                self.hold_item(s, &c, score, prev_holder, now);
+                Ok(())
             }
-            _ => false,
-        };
-        if c.epoch < entry.phase.epoch() || at_ended_epoch {
-            // A claim of an earlier epoch is evidence of who held it, for judging results.
-            self.note_past(&c.item, &Envelope::Claim(s), now);
-            return Err(Reject::Stale);
+            Verdict::Renews => Ok(self.extend_lease(c.item, c.lease_until_ms, s)?),
+            Verdict::Evidence => {
+                // A claim of an earlier epoch is evidence of who held it, for judging results.
+                self.note_past(&c.item, &Envelope::Claim(s), now);
+                Err(Reject::Stale.into())
+            }
+            // Early in this node's view: see `Engine::hold_back`.
+            Verdict::Early { until } => {
+                Err(Refusal { reject: Reject::EpochRuleBroken, retry_at: Some(until) })
+            }
+            Verdict::Refused(r) => Err(r.into()),
         }
-        // The evidence about earlier epochs shows this claim never held its epoch (its
-        // claimant's own lease of the epoch before still ran when it began, say).
-        if entry.past.fences(node, &c, score) {
-            return Err(Reject::Fenced);
-        }
-        // What ended the epoch before the claim's, as evidence for later results.
-        let ended = match &entry.phase {
-            Phase::Held { epoch, claim, .. } if c.epoch > *epoch => {
-                Some(Envelope::Claim(claim.clone()))
-            }
-            Phase::Open { epoch, proof: Some(proof) } if c.epoch > *epoch => Some(proof.clone()),
-            _ => None,
-        };
-        if let Phase::Done { receipt } = &entry.phase
-            && receipt_parts(receipt)
-                .is_some_and(|(_, rc)| c.since_ms.saturating_add(FENCE_SKEW_MS) < rc.since_ms)
-        {
-            // A later epoch that began before the result's claim: evidence that the result's
-            // claim was made after its epoch ended.
-            self.note_past(&c.item, &Envelope::Claim(s), now);
-            return Err(Reject::Stale);
-        }
-        let prev_holder = match &entry.phase {
-            Phase::Done { .. } | Phase::Failed { .. } => return Err(Reject::Stale),
-            Phase::Open { epoch, .. } => {
-                if c.epoch <= *epoch {
-                    return Err(Reject::Stale);
-                }
-                if c.epoch > epoch.saturating_add(EPOCH_JUMP_MAX) {
-                    return Err(Reject::EpochRuleBroken);
-                }
-                None
-            }
-            Phase::Held { holder, epoch, score: held_score, lease_until, since, .. } => {
-                let (holder, epoch, lease_until) = (*holder, *epoch, *lease_until);
-                if c.epoch < epoch {
-                    return Err(Reject::Stale);
-                }
-                if c.epoch == epoch && node == holder {
-                    // A renewal keeps the start of its epoch: a holder that moves it would
-                    // blur which of two claims of the epoch came first (see `fence.rs`).
-                    if c.since_ms != *since {
-                        return Err(Reject::Stale);
-                    }
-                    return self.extend_lease(c.item, c.lease_until_ms, s);
-                }
-                if c.epoch == epoch
-                    && claim_key(c.epoch, c.since_ms, score, node)
-                        < claim_key(epoch, *since, *held_score, holder)
-                {
-                    return Err(Reject::Lost);
-                }
-                if c.epoch > epoch {
-                    if c.epoch > epoch.saturating_add(EPOCH_JUMP_MAX) {
-                        return Err(Reject::EpochRuleBroken);
-                    }
-                    if now.saturating_add(self.cfg.skew_margin_ms) < lease_until {
-                        // Early in this node's view: see `Engine::hold_back`.
-                        self.early_until = Some(lease_until - self.cfg.skew_margin_ms);
-                        return Err(Reject::EpochRuleBroken);
-                    }
-                }
-                Some(holder)
-            }
-        };
-        let (item, epoch, lease_until) = (c.item, c.epoch, c.lease_until_ms);
-        if let Some(ended) = ended {
+    }
+
+    /// Carries out [`Verdict::Takes`]: the item is held under claim `s` (checked: `c`) from
+    /// now on, taken from `prev_holder`.
+    fn hold_item(
+        &mut self,
+        s: Signed<Claim>,
+        c: &Claim,
+        score: u64,
+        prev_holder: Option<NodeId>,
+        now: u64,
+    ) {
+        let (node, item) = (s.signer().node_id(), c.item);
+        let Some(e) = self.items.get(&item) else { return };
+        let prior = judge::prior_of(&e.phase, c.epoch);
+        if let Some(ended) = judge::ended_by(&e.phase, c.epoch) {
             self.note_past(&item, &ended, now);
         }
         self.outputs.push_back(Output::Persist(Envelope::Claim(s.clone())));
         if let Some(e) = self.items.get_mut(&item) {
             let held = Phase::Held {
                 holder: node,
-                epoch,
+                epoch: c.epoch,
                 score,
                 since: c.since_ms,
-                lease_until,
+                lease_until: c.lease_until_ms,
                 ready: false,
                 claim: s,
                 prior,
@@ -394,33 +314,38 @@ impl Engine {
         }
         self.unschedule(item);
         // Our own claim (fresh, or replayed on restore while its lease still runs): work it.
-        if node == self.me && lease_until > now {
-            let kind = self.items.get(&item).map(|e| e.work.kind());
-            if let Some(kind) = kind {
-                let local = Local {
-                    epoch,
-                    since: c.since_ms,
-                    kind,
-                    start_at: now.saturating_add(self.cfg.claim_settle_ms),
-                    started: false,
-                    renew_at: lease_until.saturating_sub(lease_ms * 2 / 3).max(now),
-                };
-                if let Some(old) = self.local.insert(item, local)
-                    && old.started
-                    && old.epoch != epoch
-                {
-                    self.outputs.push_back(Output::CancelWork {
-                        item,
-                        epoch: old.epoch,
-                        reason: CancelReason::Lost,
-                    });
-                }
-                self.schedule(item, now.saturating_add(self.cfg.claim_settle_ms));
-            }
+        if node == self.me && c.lease_until_ms > now {
+            self.work_own_claim(c, now);
         } else {
-            self.schedule(item, lease_until.saturating_add(self.cfg.skew_margin_ms));
+            self.schedule(item, c.lease_until_ms.saturating_add(self.cfg.skew_margin_ms));
         }
-        Ok(())
+    }
+
+    /// Starts tracking this node's own claim `c` as local work (after the claim settles),
+    /// cancelling work on an earlier epoch of the item.
+    fn work_own_claim(&mut self, c: &Claim, now: u64) {
+        let item = c.item;
+        let Some(e) = self.items.get(&item) else { return };
+        let (kind, lease_ms) = (e.work.kind(), self.lease_ms(&e.project));
+        let local = Local {
+            epoch: c.epoch,
+            since: c.since_ms,
+            kind,
+            start_at: now.saturating_add(self.cfg.claim_settle_ms),
+            started: false,
+            renew_at: c.lease_until_ms.saturating_sub(lease_ms * 2 / 3).max(now),
+        };
+        if let Some(old) = self.local.insert(item, local)
+            && old.started
+            && old.epoch != c.epoch
+        {
+            self.outputs.push_back(Output::CancelWork {
+                item,
+                epoch: old.epoch,
+                reason: CancelReason::Lost,
+            });
+        }
+        self.schedule(item, now.saturating_add(self.cfg.claim_settle_ms));
     }
 
     fn extend_lease(
@@ -461,127 +386,105 @@ impl Engine {
         outer_signer: NodeId,
         claim: &Signed<Claim>,
         now: u64,
-    ) -> Result<Arc<Claim>, Reject> {
+    ) -> Result<Arc<Claim>, Refusal> {
         if claim.signer().node_id() != outer_signer {
-            return Err(Reject::NotHolder);
+            return Err(Reject::NotHolder.into());
         }
         let c = verified(claim)?;
-        match self.apply_claim(claim.clone(), now) {
-            Err(r) if r.penalize() || r == Reject::UnknownItem => Err(r),
+        match self.take_claim(claim.clone(), now) {
+            Err(f) if f.reject.penalize() || f.reject == Reject::UnknownItem => Err(f),
             // Outranked by a claim of the same epoch known here: it never held the epoch.
-            Err(Reject::Lost) => Err(Reject::Fenced),
+            Err(Refusal { reject: Reject::Lost, .. }) => Err(Reject::Fenced.into()),
             _ => Ok(c),
         }
     }
 
-    fn apply_receipt(&mut self, s: Signed<Receipt>, now: u64) -> Result<(), Reject> {
+    /// Takes in a result: its embedded claim first, then the result rule
+    /// ([`judge::judge_result`]), whose verdict is carried out.
+    fn apply_receipt(&mut self, s: Signed<Receipt>, now: u64) -> Result<(), Refusal> {
         let r = verified(&s)?;
         let node = s.signer().node_id();
         // A result the evidence fences gives way before anything is judged against it.
         if let Ok(c) = r.claim.verified_ref() {
             self.withdraw_if_fenced(&c.item, now);
         }
-        // Whether this node already knew the result's claim as the holder's.
-        let known = r.claim.verified_ref().is_ok_and(|c| {
-            self.items.get(&c.item).is_some_and(|e| {
-                matches!(e.phase, Phase::Held { holder, epoch, .. } if holder == node && epoch == c.epoch)
-            })
-        });
+        let known = self.knows_as_holder(node, &r.claim);
         let c = match self.apply_embedded_claim(node, &r.claim, now) {
-            Err(Reject::UnknownItem) => {
+            Err(Refusal { reject: Reject::UnknownItem, .. }) => {
                 self.park(Envelope::Receipt(s));
-                return Err(Reject::UnknownItem);
+                return Err(Reject::UnknownItem.into());
             }
             other => other?,
         };
-        let Some(e) = self.items.get(&c.item) else { return Err(Reject::UnknownItem) };
-        let score = hrw::score(&c.item, &node);
-        let ongoing = e.work.is_ongoing();
-        let new_key = ResultKey {
+        let Some(e) = self.items.get(&c.item) else { return Err(Reject::UnknownItem.into()) };
+        let key = ResultKey {
             epoch: c.epoch,
             since_ms: c.since_ms,
-            score,
+            score: hrw::score(&c.item, &node),
             node,
             lease_until_ms: c.lease_until_ms,
             done_at_ms: r.at_ms,
         };
-        if e.past.fences(node, &c, score) {
-            return Err(Reject::Fenced);
-        }
-        // What the result replaced, when that was another result of an earlier epoch: evidence
-        // of who held that epoch.
-        let mut replaced = None;
-        match &e.phase {
-            Phase::Held { holder, epoch, ready, .. } if *holder == node && *epoch == c.epoch => {
-                if ongoing {
-                    if *ready {
-                        return Err(Reject::Duplicate);
-                    }
-                    if let Some(e) = self.items.get_mut(&c.item)
-                        && let Phase::Held { ready, .. } = &mut e.phase
-                    {
-                        *ready = true;
-                        let (change, project) = (e.refresh_digest(&c.item), e.project);
-                        self.fold_bucket(project, &c.item, change);
-                    }
-                    self.outputs.push_back(Output::Persist(Envelope::Receipt(s)));
-                    return Ok(());
-                }
+        let case = ResultCase {
+            phase: &e.phase,
+            past: &e.past,
+            claim: &c,
+            key,
+            ongoing: e.work.is_ongoing(),
+            known,
+            mine: node == self.me,
+            now,
+        };
+        match judge::judge_result(&case) {
+            ResultVerdict::Accepts { replaced } => {
+                self.finish_item(s, &r, &c, replaced, now);
+                Ok(())
             }
-            Phase::Done { receipt } => {
-                let Some(key) = stored_result_key(&c.item, receipt) else {
-                    return Err(Reject::Stale);
-                };
-                if key.epoch == c.epoch && key.node == node {
-                    return Err(Reject::Duplicate);
-                }
-                let next = e.past.began(new_key.epoch.min(key.epoch).saturating_add(1));
-                match fence::judge(&new_key, &key, next) {
-                    Verdict::Replaces => {}
-                    Verdict::Stale => return Err(Reject::Stale),
-                    Verdict::Fenced => return Err(Reject::Fenced),
-                }
-                if key.epoch < c.epoch {
-                    replaced =
-                        receipt.verified_ref().ok().map(|r| Envelope::Claim(r.claim.clone()));
-                }
+            ResultVerdict::Ready => {
+                self.mark_ready(s, &c.item);
+                Ok(())
             }
-            // A higher epoch is held, but the fencing rule may still favour this earlier result
-            // (the higher claim came while this epoch's lease ran): take the result, so every
-            // node ends with the one that nodes already done with the item keep.
-            Phase::Held { holder, epoch, score: held_score, since, claim, .. }
-                if *epoch > c.epoch =>
-            {
-                let held = ResultKey {
-                    epoch: *epoch,
-                    since_ms: *since,
-                    score: *held_score,
-                    node: *holder,
-                    lease_until_ms: claim_lease_until(claim),
-                    done_at_ms: u64::MAX,
-                };
-                let next = e.past.began(c.epoch.saturating_add(1));
-                match fence::judge(&new_key, &held, next) {
-                    Verdict::Replaces => {}
-                    Verdict::Stale => return Err(Reject::Stale),
-                    Verdict::Fenced => return Err(Reject::Fenced),
-                }
+            ResultVerdict::Settling { until } => {
+                Err(Refusal { reject: Reject::Settling, retry_at: Some(until) })
             }
-            // Held by another node at this epoch is settled by the embedded claim (`Lost`); an
-            // epoch that was released or failed here, or a later one, leaves the result late.
-            _ => return Err(Reject::Stale),
+            ResultVerdict::Refused(r) => Err(r.into()),
         }
-        // Accepted as it stands; but a result under a claim first heard of with it, made moments ago: rival claims of
-        // its epoch may still be on their way (an honest holder's claim went out when it
-        // claimed, and it works for a while after), so it is judged once they had time.
-        let settled_at = c.since_ms.saturating_add(RESULT_SETTLE_MS);
-        if !known && node != self.me && now < settled_at {
-            self.early_until = Some(settled_at);
-            return Err(Reject::Settling);
+    }
+
+    /// Whether this node already knows `claim` as `node`'s, holding the item at its epoch.
+    fn knows_as_holder(&self, node: NodeId, claim: &Signed<Claim>) -> bool {
+        claim.verified_ref().is_ok_and(|c| {
+            self.items.get(&c.item).is_some_and(|e| {
+                matches!(e.phase, Phase::Held { holder, epoch, .. } if holder == node && epoch == c.epoch)
+            })
+        })
+    }
+
+    /// Carries out [`ResultVerdict::Ready`]: the holder of ongoing work reports it ready.
+    fn mark_ready(&mut self, s: Signed<Receipt>, item: &ItemId) {
+        if let Some(e) = self.items.get_mut(item)
+            && let Phase::Held { ready, .. } = &mut e.phase
+        {
+            *ready = true;
+            let (change, project) = (e.refresh_digest(item), e.project);
+            self.fold_bucket(project, item, change);
         }
-        let item = c.item;
-        let project = e.project;
-        let was_crawl = !ongoing;
+        self.outputs.push_back(Output::Persist(Envelope::Receipt(s)));
+    }
+
+    /// Carries out [`ResultVerdict::Accepts`]: receipt `s` (checked: `r`, under claim `c`) is
+    /// the item's result from now on, replacing any it had.
+    fn finish_item(
+        &mut self,
+        s: Signed<Receipt>,
+        r: &Receipt,
+        c: &Claim,
+        replaced: Option<Envelope>,
+        now: u64,
+    ) {
+        let (node, item) = (s.signer().node_id(), c.item);
+        let Some(e) = self.items.get(&item) else { return };
+        let (project, was_crawl) = (e.project, !e.work.is_ongoing());
         // This result replaces another one this node had taken as final, as happens on the
         // side that lost after a partition heals. The others there hold the loser too, and
         // learn better from this node at once by gossip rather than one sync at a time. Each
@@ -612,9 +515,8 @@ impl Engine {
             self.drop_local(item, CancelReason::Finished);
         }
         if was_crawl {
-            self.derive_seed_duties(item, project, &r, now);
+            self.derive_seed_duties(item, project, r, now);
         }
-        Ok(())
     }
 
     fn derive_seed_duties(
@@ -661,7 +563,7 @@ impl Engine {
     fn apply_failure(&mut self, s: Signed<Failure>, now: u64) -> Result<(), Reject> {
         let f = verified(&s)?;
         let node = s.signer().node_id();
-        let c = match self.apply_embedded_claim(node, &f.claim, now) {
+        let c = match self.apply_embedded_claim(node, &f.claim, now).map_err(|f| f.reject) {
             Err(Reject::UnknownItem) => {
                 self.park(Envelope::Failure(s));
                 return Err(Reject::UnknownItem);

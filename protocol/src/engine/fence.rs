@@ -3,7 +3,7 @@
 //! A result counts only under the claim the mesh agreed on for its epoch. Two facts decide
 //! that, and both are signed: the claims of an item's epochs (their `since_ms` says when each
 //! began, their lease when each was due to end), and what ended an epoch (a release or a
-//! failure by its holder). [`judge`] compares a new result with the one an item keeps, or with
+//! failure by its holder). [`result_beats`] compares a new result with the one an item keeps, or with
 //! the claim of the later epoch it is held at; [`Past`] keeps the evidence about earlier epochs
 //! that a result must not contradict. Both are pure: every node that has seen the same signed
 //! messages decides alike, whatever order they came in.
@@ -66,7 +66,7 @@ impl ResultKey {
 
 /// What a new result does to the result (or held claim) an item has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Verdict {
+pub(super) enum ResultOrder {
     /// The new result is the item's result from now on.
     Replaces,
     /// The new result was honest but late: the item keeps what it has.
@@ -95,17 +95,21 @@ fn stands(lo: &ResultKey, hi: &ResultKey, next_since: Option<u64>) -> bool {
 /// Judges the result `new` against `old`, the item's result or the claim of the epoch it is
 /// held at (with `done_at_ms` = `u64::MAX`). Both are read from signed data; `next_since` is
 /// when the epoch after the lower of the two began, where the evidence kept shows it.
-pub(super) fn judge(new: &ResultKey, old: &ResultKey, next_since: Option<u64>) -> Verdict {
+pub(super) fn result_beats(
+    new: &ResultKey,
+    old: &ResultKey,
+    next_since: Option<u64>,
+) -> ResultOrder {
     use std::cmp::Ordering::{Equal, Greater, Less};
     match new.epoch.cmp(&old.epoch) {
-        Equal if new.order() > old.order() => Verdict::Replaces,
-        Equal if new.node != old.node => Verdict::Fenced,
-        Equal => Verdict::Stale,
-        Greater if stands(old, new, next_since) => Verdict::Stale,
-        Greater => Verdict::Replaces,
-        Less if new.since_ms > old.since_ms.saturating_add(FENCE_SKEW_MS) => Verdict::Fenced,
-        Less if stands(new, old, next_since) => Verdict::Replaces,
-        Less => Verdict::Stale,
+        Equal if new.order() > old.order() => ResultOrder::Replaces,
+        Equal if new.node != old.node => ResultOrder::Fenced,
+        Equal => ResultOrder::Stale,
+        Greater if stands(old, new, next_since) => ResultOrder::Stale,
+        Greater => ResultOrder::Replaces,
+        Less if new.since_ms > old.since_ms.saturating_add(FENCE_SKEW_MS) => ResultOrder::Fenced,
+        Less if stands(new, old, next_since) => ResultOrder::Replaces,
+        Less => ResultOrder::Stale,
     }
 }
 
@@ -146,7 +150,7 @@ impl Past {
     /// `c` began, still ran, with that epoch not given back by then. An honest holder renews
     /// its lease; it never claims past it. (Another node's claim in that window may be early
     /// only in some views, when the holder showed its renewal to some nodes and not others;
-    /// the result order settles that case, see `judge`.)
+    /// the result order settles that case, see `result_beats`.)
     fn was_early(&self, node: NodeId, c: &Claim) -> bool {
         let Some(prev) = c.epoch.checked_sub(1) else { return false };
         let began = c.since_ms;
@@ -276,43 +280,61 @@ mod tests {
     fn a_lower_epoch_claim_made_after_the_higher_one_began_is_fenced() {
         let p = key(2, 42_000, 72_000, 50_000, 2);
         let forged = key(1, 100_000, 130_000, 100_000, 3);
-        assert_eq!(judge(&forged, &p, None), Verdict::Fenced);
+        assert_eq!(result_beats(&forged, &p, None), ResultOrder::Fenced);
         let held = key(2, 42_000, 72_000, u64::MAX, 2);
         let forged = key(1, 45_000, 75_000, 45_000, 3);
-        assert_eq!(judge(&forged, &held, None), Verdict::Fenced);
+        assert_eq!(result_beats(&forged, &held, None), ResultOrder::Fenced);
     }
 
     #[test]
     fn a_lower_epoch_result_stands_only_inside_its_lease_against_an_early_claim() {
         let early_hi = key(2, 42_000, 72_000, 50_000, 2);
         // Claimed at 10 s, renewed to 60 s, finished at 50 s: the higher claim was early.
-        assert_eq!(judge(&key(1, 10_000, 60_000, 50_000, 1), &early_hi, None), Verdict::Replaces);
+        assert_eq!(
+            result_beats(&key(1, 10_000, 60_000, 50_000, 1), &early_hi, None),
+            ResultOrder::Replaces
+        );
         // Finished after its own lease: late.
-        assert_eq!(judge(&key(1, 10_000, 40_000, 45_000, 1), &early_hi, None), Verdict::Stale);
+        assert_eq!(
+            result_beats(&key(1, 10_000, 40_000, 45_000, 1), &early_hi, None),
+            ResultOrder::Stale
+        );
         // An epoch further on was not early against it: the one between came after its lease.
         let later = key(3, 42_000, 72_000, 50_000, 2);
-        assert_eq!(judge(&key(1, 10_000, 60_000, 50_000, 1), &later, None), Verdict::Stale);
-        assert_eq!(judge(&later, &key(1, 10_000, 60_000, 50_000, 1), None), Verdict::Replaces);
+        assert_eq!(
+            result_beats(&key(1, 10_000, 60_000, 50_000, 1), &later, None),
+            ResultOrder::Stale
+        );
+        assert_eq!(
+            result_beats(&later, &key(1, 10_000, 60_000, 50_000, 1), None),
+            ResultOrder::Replaces
+        );
         // A result finished before the epoch after it began stands; evidence of when that was
         // is used where it is kept, the later epoch's own start otherwise.
         let before_next = key(1, 10_000, 60_000, 30_000, 1);
-        assert_eq!(judge(&before_next, &later, Some(35_000)), Verdict::Replaces);
-        assert_eq!(judge(&later, &before_next, Some(35_000)), Verdict::Stale);
-        assert_eq!(judge(&before_next, &later, Some(30_500)), Verdict::Stale);
-        assert_eq!(judge(&before_next, &later, None), Verdict::Replaces);
+        assert_eq!(result_beats(&before_next, &later, Some(35_000)), ResultOrder::Replaces);
+        assert_eq!(result_beats(&later, &before_next, Some(35_000)), ResultOrder::Stale);
+        assert_eq!(result_beats(&before_next, &later, Some(30_500)), ResultOrder::Stale);
+        assert_eq!(result_beats(&before_next, &later, None), ResultOrder::Replaces);
         // The same two the other way round agree.
-        assert_eq!(judge(&early_hi, &key(1, 10_000, 60_000, 50_000, 1), None), Verdict::Stale);
-        assert_eq!(judge(&early_hi, &key(1, 10_000, 40_000, 45_000, 1), None), Verdict::Replaces);
+        assert_eq!(
+            result_beats(&early_hi, &key(1, 10_000, 60_000, 50_000, 1), None),
+            ResultOrder::Stale
+        );
+        assert_eq!(
+            result_beats(&early_hi, &key(1, 10_000, 40_000, 45_000, 1), None),
+            ResultOrder::Replaces
+        );
     }
 
     #[test]
     fn equal_epochs_follow_the_claim_order_and_fence_the_outranked() {
         let first = key(1, 10_000, 40_000, 20_000, 1);
         let later = key(1, 25_000, 55_000, 30_000, 9);
-        assert_eq!(judge(&later, &first, None), Verdict::Fenced);
-        assert_eq!(judge(&first, &later, None), Verdict::Replaces);
+        assert_eq!(result_beats(&later, &first, None), ResultOrder::Fenced);
+        assert_eq!(result_beats(&first, &later, None), ResultOrder::Replaces);
         let renewal_of_first = key(1, 10_000, 50_000, 20_000, 1);
-        assert_eq!(judge(&renewal_of_first, &first, None), Verdict::Stale);
+        assert_eq!(result_beats(&renewal_of_first, &first, None), ResultOrder::Stale);
     }
 
     proptest::proptest! {
@@ -331,8 +353,8 @@ mod tests {
             let b = key(e2, s2 * 1_000, (s2 + l2) * 1_000, (s2 + d2) * 1_000, n2);
             proptest::prop_assume!(a != b && !(e1 == e2 && n1 == n2));
             let next = next.map(|n| n * 1_000);
-            let ab = judge(&a, &b, next) == Verdict::Replaces;
-            let ba = judge(&b, &a, next) == Verdict::Replaces;
+            let ab = result_beats(&a, &b, next) == ResultOrder::Replaces;
+            let ba = result_beats(&b, &a, next) == ResultOrder::Replaces;
             proptest::prop_assert!(ab != ba, "a over b: {ab}, b over a: {ba}; {a:?} {b:?}");
         }
     }

@@ -27,16 +27,31 @@
 //! # The claim rule
 //!
 //! Claims on one item are totally ordered by `(epoch, earlier since_ms bucket, hrw score, node
-//! id)`; every node keeps the greatest valid claim it has seen, so any delivery order of the
-//! same claims leaves every node with the same holder. A claim at a higher epoch is valid only
-//! once the lease of the current epoch has run out (within `skew_margin_ms`), after a release,
-//! or after a failure. Receipts and failures embed the holder's claim, so only the holder of an
-//! epoch can end it, and a result counts only under the claim that held its epoch, judged from
-//! signed evidence about earlier epochs (`fence.rs`).
+//! id)` (see [`claim_order`]): a higher epoch wins, then the claim whose `since_ms` falls in an
+//! earlier bucket of [`CLAIM_BUCKET_MS`] (so a late claim cannot take an item already held at
+//! that epoch), then the higher HRW score, then the higher node id. Every node keeps the
+//! greatest valid claim it has seen, so any delivery order of the same claims leaves every
+//! node with the same holder. A claim at a higher epoch is valid only once the lease of the
+//! current epoch has run out (within `skew_margin_ms`), after a release, or after a failure;
+//! one that comes before is refused as early (a receipt under it is held back and judged again
+//! when the lease runs out here). Receipts and failures embed the holder's claim, so only the
+//! holder of an epoch can end it, and a result counts only under the claim that held its
+//! epoch, judged from signed evidence about earlier epochs (`fence.rs`).
+//!
+//! The rule lives in two pure functions in `judge.rs`: `judge` says what an incoming claim
+//! does to an item (a `Verdict`), `judge_result` what an incoming result does (a
+//! `ResultVerdict`). `apply.rs` only carries verdicts out: it moves the item, persists,
+//! schedules and starts or cancels work.
 
 mod apply;
+mod clock;
+mod early;
 mod fails;
 mod fence;
+#[cfg(any(test, debug_assertions))]
+mod invariants;
+mod judge;
+mod peers;
 mod sync;
 mod types;
 
@@ -56,7 +71,11 @@ use crate::item::{ItemBatch, WorkItem, WorkKind};
 use crate::keys::{Keypair, PublicKey};
 use crate::manifest::ProjectManifest;
 use crate::message::{Claim, Envelope, Failure, Presence, Receipt, Release, Roles, SYNC_BUCKETS};
+
 use crate::signed::Signed;
+use clock::ClockTracker;
+use early::EarlyReceipts;
+use peers::{PeerTable, RankMemo};
 
 pub use fence::claim_order;
 
@@ -206,55 +225,6 @@ impl std::ops::Deref for WorkRef {
     }
 }
 
-#[derive(Debug, Clone)]
-struct Peer {
-    seq: u64,
-    projects: Vec<ProjectId>,
-    expires_at: u64,
-    roles: Roles,
-    free: u16,
-    capacity: u16,
-    presence: Signed<Presence>,
-}
-
-/// How far ranking this node for an item's attempt `failures` had got as of the peer-set
-/// version `version` (its low 32 bits: a memo is carried forward over at most `PEER_LOG_MAX`
-/// changes, and is 32 bytes in all).
-#[derive(Debug, Clone, Copy)]
-struct RankMemo {
-    version: u32,
-    failures: u8,
-    scan: hrw::RankScan,
-}
-
-/// One change of the live peer set, logged so cached rankings can take it in: `node` joined
-/// or left the lists it ranks in, given by its `roles` and `projects` at the time.
-#[derive(Debug, Clone)]
-struct PeerChange {
-    node: NodeId,
-    joined: bool,
-    roles: Roles,
-    projects: Box<[ProjectId]>,
-}
-
-impl PeerChange {
-    /// Whether the node counts in the ranking of items of `project` that need `role`, as
-    /// [`Engine::rank_peers`] lists them.
-    fn ranks_in(&self, project: &ProjectId, role: Roles) -> bool {
-        self.roles.contains(role)
-            && (*project == relay_project()
-                || self.projects.is_empty()
-                || self.projects.contains(project))
-    }
-}
-
-/// Receipts held back at once until the lease their claim follows has run out.
-const EARLY_MAX: usize = 256;
-
-/// Peer-set changes kept for cached rankings to catch up with; a ranking older than the log
-/// starts afresh.
-const PEER_LOG_MAX: usize = 64;
-
 #[derive(Debug, Clone, Copy)]
 struct Local {
     epoch: u32,
@@ -263,15 +233,6 @@ struct Local {
     start_at: u64,
     started: bool,
     renew_at: u64,
-}
-
-/// A peer's clock against this node's, from its last two heartbeats heard.
-#[derive(Debug, Clone, Copy)]
-struct ClockSample {
-    seq: u64,
-    /// (peer's time − this node's) of the last two, oldest first; `i64::MIN` for none yet.
-    offsets: [i64; 2],
-    heard_at: u64,
 }
 
 /// A live peer as this node sees it.
@@ -341,23 +302,13 @@ pub struct Engine {
     trusted: BTreeSet<PublicKey>,
     projects: BTreeMap<ProjectId, ProjectEntry>,
     items: BTreeMap<ItemId, ItemEntry>,
-    peers: BTreeMap<NodeId, Peer>,
-    peer_expiry: BTreeSet<(u64, NodeId)>,
-    /// Live peers by the projects their presence lists; peers listing none work on all.
-    project_peers: BTreeMap<ProjectId, BTreeSet<NodeId>>,
-    any_project_peers: BTreeSet<NodeId>,
-    /// Bumped whenever the live peer set (or a peer's roles or projects) changes.
-    peers_version: u64,
+    /// The live peers, indexed for ranking.
+    peers: PeerTable,
     /// Each project's sync digest buckets, kept up to date as items change, so a digest costs
     /// no walk over the items (see `sync.rs`).
     /// A short list in project order, searched in place: it is touched on every change of an
     /// item, and a map's nodes and boxes cost cache misses there.
     buckets: Vec<(ProjectId, [[u8; 8]; SYNC_BUCKETS])>,
-    /// The latest changes of the peer set, one per version, oldest first.
-    peer_log: VecDeque<PeerChange>,
-    /// The peers an item of (project, kind) is ranked among, as of `rank_peers_version`.
-    rank_peers: BTreeMap<(ProjectId, u8), Arc<[NodeId]>>,
-    rank_peers_version: u64,
     relay_requests: BTreeMap<NodeId, Signed<crate::message::RelayRequest>>,
     local: BTreeMap<ItemId, Local>,
     agenda: BTreeSet<(u64, ItemId)>,
@@ -369,20 +320,16 @@ pub struct Engine {
     priorities: BTreeMap<ProjectId, i8>,
     /// Messages waiting for their project or item to arrive.
     pending: VecDeque<Envelope>,
-    /// Receipts held back until the lease their claim follows has run out, by when, in
-    /// arrival order (see `Engine::hold_back`).
-    early: BTreeMap<(u64, u64), Envelope>,
-    early_seq: u64,
-    /// Set by a claim found early, for the message it came in to be held back.
-    early_until: Option<u64>,
+    /// Receipts held back until the lease their claim follows has run out (see
+    /// `Engine::hold_back`).
+    early: EarlyReceipts,
     outputs: VecDeque<Output>,
     paused: bool,
     shut_down: bool,
     /// Set by [`Input::LocalFault`]: no claiming, nothing held.
     unfit: bool,
     /// The offsets of each peer's clock against this one's, from its verified heartbeats.
-    clock_samples: BTreeMap<NodeId, ClockSample>,
-    clock: ClockView,
+    clock: ClockTracker,
     started_at: Option<u64>,
     presence_seq: u64,
     next_presence_at: u64,
@@ -407,15 +354,8 @@ impl Engine {
             trusted: trusted.into_iter().collect(),
             projects: BTreeMap::new(),
             items: BTreeMap::new(),
-            peers: BTreeMap::new(),
-            peer_expiry: BTreeSet::new(),
-            project_peers: BTreeMap::new(),
-            any_project_peers: BTreeSet::new(),
-            peers_version: 0,
-            peer_log: VecDeque::new(),
+            peers: PeerTable::default(),
             buckets: Vec::new(),
-            rank_peers: BTreeMap::new(),
-            rank_peers_version: 0,
             relay_requests: BTreeMap::new(),
             local: BTreeMap::new(),
             agenda: BTreeSet::new(),
@@ -423,15 +363,12 @@ impl Engine {
             unsubscribed: BTreeSet::new(),
             priorities: BTreeMap::new(),
             pending: VecDeque::new(),
-            early: BTreeMap::new(),
-            early_seq: 0,
-            early_until: None,
+            early: EarlyReceipts::default(),
             outputs: VecDeque::new(),
             paused: false,
             shut_down: false,
             unfit: false,
-            clock_samples: BTreeMap::new(),
-            clock: ClockView::default(),
+            clock: ClockTracker::default(),
             started_at: None,
             presence_seq: 0,
             next_presence_at: 0,
@@ -489,12 +426,13 @@ impl Engine {
 
     /// This node's clock against its peers'.
     pub fn clock(&self) -> ClockView {
-        self.clock
+        self.clock.view()
     }
 
     /// Whether this node stays out of claiming: paused, shut down, unfit or off the clock.
     fn halted(&self) -> bool {
-        self.paused || self.shut_down || self.unfit || self.clock.off || self.clock_pending()
+        let clock = self.clock.view();
+        self.paused || self.shut_down || self.unfit || clock.off || self.clock.pending()
     }
 
     /// Whether this node takes new items of `project` (true unless unsubscribed).
@@ -602,11 +540,11 @@ impl Engine {
         if let Some((t, _)) = self.agenda.first() {
             consider(*t);
         }
-        if let Some((t, _)) = self.peer_expiry.first() {
-            consider(*t);
+        if let Some(t) = self.peers.next_expiry() {
+            consider(t);
         }
-        if let Some(((t, _), _)) = self.early.first_key_value() {
-            consider(*t);
+        if let Some(t) = self.early.next_due() {
+            consider(t);
         }
         if let Some(w) = self.warmup_end()
             && w > self.last_now
@@ -686,6 +624,7 @@ impl Engine {
             self.started_at = Some(now);
             self.next_presence_at = now;
         }
+        let is_message = matches!(input, Input::Message(_) | Input::Publish(_));
         let result = match input {
             Input::Message(env) => {
                 let held = self.local.len();
@@ -748,9 +687,14 @@ impl Engine {
                 Ok(())
             }
         };
-        if let Err(r) = result {
-            *self.stats.rejected.entry(r).or_default() += 1;
+        match result {
+            // A local choice refused for lack of room is no message rejected.
+            Err(Reject::Full) if !is_message => self.stats.full += 1,
+            Err(r) => *self.stats.rejected.entry(r).or_default() += 1,
+            Ok(()) => {}
         }
+        #[cfg(debug_assertions)]
+        self.check_invariants();
         result
     }
 
@@ -764,21 +708,13 @@ impl Engine {
         if self.shut_down {
             return;
         }
-        while let Some(&(t, node)) = self.peer_expiry.first() {
-            if t > now {
-                break;
-            }
-            self.peer_expiry.pop_first();
-            self.forget_peer(&node);
-        }
+        self.peers.expire(now);
         if now >= self.next_presence_at {
             self.send_presence(now);
         }
-        while self.early.first_key_value().is_some_and(|((t, _), _)| *t <= now) {
-            if let Some((_, env)) = self.early.pop_first() {
-                // Judged afresh; held back again if a renewal came meanwhile.
-                let _ = self.apply_envelope(env, now, false);
-            }
+        while let Some(env) = self.early.pop_due(now) {
+            // Judged afresh; held back again if a renewal came meanwhile.
+            let _ = self.apply_envelope(env, now, false);
         }
         while let Some(&(t, item)) = self.agenda.first() {
             if t > now {
@@ -793,65 +729,23 @@ impl Engine {
         self.fill_capacity(now);
     }
 
-    /// Takes in the clock of a peer's verified heartbeat number `seq`, sent at `at_ms` by its
-    /// clock and heard at `now` by this one's. A heartbeat heard again (by sync, say) is not
-    /// taken twice. Kept for the peers heard most recently, at most [`CLOCK_PEERS_MAX`].
+    /// Takes in the clock of a peer's verified heartbeat (see [`ClockTracker::note`]),
+    /// judging it at once until it was first judged.
     fn note_clock(&mut self, peer: NodeId, seq: u64, at_ms: u64, now: u64) {
-        let offset = (i128::from(at_ms) - i128::from(now)).clamp(-(1 << 62), 1 << 62) as i64;
-        if !self.clock_samples.contains_key(&peer) && self.clock_samples.len() >= CLOCK_PEERS_MAX {
-            let oldest = self.clock_samples.iter().min_by_key(|(n, s)| (s.heard_at, **n));
-            if let Some(n) = oldest.map(|(n, _)| *n) {
-                self.clock_samples.remove(&n);
-            }
-        }
-        let s = self.clock_samples.entry(peer).or_insert(ClockSample {
-            seq: 0,
-            offsets: [i64::MIN; 2],
-            heard_at: now,
-        });
-        if seq <= s.seq {
-            return;
-        }
-        s.seq = seq;
-        s.offsets = [s.offsets[1], offset];
-        s.heard_at = now;
-        // Until the clock is first judged, judge it as soon as the samples allow (claiming
-        // waits for that once enough peers were heard, see `clock_pending`).
-        if self.clock.offset_ms.is_none() {
+        if self.clock.note(peer, seq, at_ms, now) {
             self.judge_clock(now);
         }
     }
 
-    /// Whether enough peers were heard to judge this node's clock but not yet twice each:
-    /// claiming waits the heartbeat or two that takes, so a node started with a clock far off
-    /// claims nothing before it knows.
-    fn clock_pending(&self) -> bool {
-        self.clock.offset_ms.is_none() && self.clock_samples.len() >= CLOCK_QUORUM
-    }
-
-    /// Works out this node's clock offset from the peers heard within a heartbeat's life,
-    /// and stops (or resumes) claiming when it crosses the skew margin.
-    ///
-    /// A heartbeat's time lags its arrival by however long it travelled (or waited, when it
-    /// came by sync), so each peer's offset is the larger of its last two (the fresher
-    /// delivery), and a peer counts once two were heard. The median over peers is robust to a
-    /// few peers with bad clocks; with fewer than [`CLOCK_QUORUM`] peers nothing is judged
-    /// (with two nodes, which one is wrong cannot be told).
+    /// Works out this node's clock offset from the peers heard within a heartbeat's life
+    /// (see [`ClockTracker::judge`]), and stops (or resumes) claiming when it crosses the
+    /// skew margin.
     fn judge_clock(&mut self, now: u64) {
-        let fresh = now.saturating_sub(self.cfg.presence_ttl_ms);
-        self.clock_samples.retain(|_, s| s.heard_at >= fresh);
-        let mut offsets: Vec<i64> = self
-            .clock_samples
-            .values()
-            .filter(|s| s.offsets[0] != i64::MIN)
-            .map(|s| s.offsets[0].max(s.offsets[1]))
-            .collect();
-        offsets.sort_unstable();
+        self.clock.forget_before(now.saturating_sub(self.cfg.presence_ttl_ms));
+        // Whether the node was halted is read with the stale samples gone, as they count in
+        // whether a first verdict is pending.
         let was = self.halted();
-        self.clock.peers = offsets.len() as u32;
-        self.clock.offset_ms = (offsets.len() >= CLOCK_QUORUM).then(|| offsets[offsets.len() / 2]);
-        let margin = i64::try_from(self.cfg.skew_margin_ms).unwrap_or(i64::MAX);
-        self.clock.off = self.clock.offset_ms.is_some_and(|o| o.saturating_abs() > margin);
+        self.clock.judge(self.cfg.skew_margin_ms);
         self.halt_changed(was, now);
     }
 
@@ -859,7 +753,7 @@ impl Engine {
     /// into a halt, and looks at open items again on the way out.
     fn halt_changed(&mut self, was: bool, now: u64) {
         let halted = self.halted();
-        if (self.unfit || self.clock.off) && !self.shut_down && !self.local.is_empty() {
+        if (self.unfit || self.clock.view().off) && !self.shut_down && !self.local.is_empty() {
             let held: Vec<(ItemId, Local)> = self.local.iter().map(|(i, l)| (*i, *l)).collect();
             self.stats.gave_back += held.len() as u64;
             for (item, l) in held {
@@ -1001,15 +895,7 @@ impl Engine {
     /// have the role. Ranking within the project keeps the cost to that project's peers.
     #[cfg(test)]
     fn my_rank(&self, item: &ItemId, project: &ProjectId, kind: WorkKind) -> u32 {
-        let role = Roles::for_kind(kind);
-        let has_role = |n: &&NodeId| self.peers.get(*n).is_some_and(|p| p.roles.contains(role));
-        if *project == relay_project() {
-            let others = self.peers.iter().filter(|(_, p)| p.roles.contains(role)).map(|(n, _)| n);
-            return hrw::rank(item, &self.me, others);
-        }
-        let listed = self.project_peers.get(project).into_iter().flatten();
-        let others = listed.chain(self.any_project_peers.iter()).filter(has_role);
-        hrw::rank(item, &self.me, others)
+        self.peers.rank_of(item, &self.me, project, Roles::for_kind(kind))
     }
 
     /// The rank kept for `item`, brought up to date and completed: (rank, whether the kept
@@ -1027,33 +913,9 @@ impl Engine {
         Some((rank, carried))
     }
 
-    /// The peers [`Engine::my_rank`] counts for items of `project` that need `role`, listed
-    /// once per change of the peer set rather than looked up per item.
+    /// The peers [`Engine::my_rank`] counts for items of `project` that need `role`.
     fn rank_peers(&mut self, project: &ProjectId, role: Roles) -> Arc<[NodeId]> {
-        /// Lists kept at once; more projects than this in play just list again.
-        const RANK_LISTS_MAX: usize = 16;
-        if self.rank_peers_version != self.peers_version || self.rank_peers.len() >= RANK_LISTS_MAX
-        {
-            self.rank_peers.clear();
-            self.rank_peers_version = self.peers_version;
-        }
-        let key = (*project, role.0);
-        if let Some(list) = self.rank_peers.get(&key) {
-            return Arc::clone(list);
-        }
-        let has_role = |n: &&NodeId| self.peers.get(*n).is_some_and(|p| p.roles.contains(role));
-        let list: Arc<[NodeId]> = if *project == relay_project() {
-            self.peers.iter().filter(|(_, p)| p.roles.contains(role)).map(|(n, _)| *n).collect()
-        } else {
-            let listed = self.project_peers.get(project).into_iter().flatten();
-            let mut list: Vec<NodeId> =
-                listed.chain(self.any_project_peers.iter()).filter(has_role).copied().collect();
-            // In id order, as cached rankings score them (see `hrw::RankScan`).
-            list.sort_unstable();
-            list.into()
-        };
-        self.rank_peers.insert(key, Arc::clone(&list));
-        list
+        self.peers.rank_list(project, role)
     }
 
     /// Folds `change` (from [`ItemEntry::set_phase`] or [`ItemEntry::refresh_digest`]) into
@@ -1081,73 +943,16 @@ impl Engine {
         }
     }
 
-    /// Counts one change of the peer set and logs it for cached rankings.
-    fn log_peer_change(
-        &mut self,
-        node: NodeId,
-        joined: bool,
-        roles: Roles,
-        projects: Box<[ProjectId]>,
-    ) {
-        self.peers_version += 1;
-        if self.peer_log.len() >= PEER_LOG_MAX {
-            self.peer_log.pop_front();
-        }
-        self.peer_log.push_back(PeerChange { node, joined, roles, projects });
-    }
-
-    /// Brings a ranking cached at `memo.version` up to the current peer set by taking in each
-    /// change since that touches the list it ranks over. `None` if the log no longer reaches
-    /// back that far, and the ranking must start afresh.
+    /// Brings a ranking cached at `memo.version` up to the current peer set; see
+    /// [`PeerTable::catch_up`].
     fn catch_up(
         &self,
-        mut memo: RankMemo,
+        memo: RankMemo,
         key: &ItemId,
         project: &ProjectId,
         role: Roles,
     ) -> Option<hrw::RankScan> {
-        // The log holds the last changes, one per version; versions are compared in the low 32
-        // bits that memos keep.
-        let behind = (self.peers_version as u32).wrapping_sub(memo.version) as usize;
-        if behind == 0 {
-            return Some(memo.scan);
-        }
-        if behind > self.peer_log.len() {
-            return None;
-        }
-        for change in self.peer_log.iter().skip(self.peer_log.len() - behind) {
-            if change.ranks_in(project, role) {
-                memo.scan.on_change(key, &self.me, &change.node, change.joined);
-            }
-        }
-        Some(memo.scan)
-    }
-
-    fn forget_peer(&mut self, node: &NodeId) {
-        if let Some(p) = self.peers.remove(node) {
-            if p.projects.is_empty() {
-                self.any_project_peers.remove(node);
-            }
-            for project in &p.projects {
-                if let Some(set) = self.project_peers.get_mut(project) {
-                    set.remove(node);
-                    if set.is_empty() {
-                        self.project_peers.remove(project);
-                    }
-                }
-            }
-            self.log_peer_change(*node, false, p.roles, p.projects.into());
-        }
-    }
-
-    fn index_peer(&mut self, node: NodeId, roles: Roles, projects: &[ProjectId]) {
-        self.log_peer_change(node, true, roles, projects.into());
-        if projects.is_empty() {
-            self.any_project_peers.insert(node);
-        }
-        for project in projects {
-            self.project_peers.entry(*project).or_default().insert(node);
-        }
+        self.peers.catch_up(memo, key, &self.me, project, role)
     }
 
     fn on_item_timer(&mut self, item: ItemId, now: u64) {
@@ -1189,7 +994,7 @@ impl Engine {
         let failures = u8::try_from(e.fails.len()).unwrap_or(u8::MAX);
         let key = hrw::attempt_key(&item, failures);
         let cached = e.rank.filter(|m| m.failures == failures);
-        let peers_changed = cached.is_some_and(|m| m.version != self.peers_version as u32);
+        let peers_changed = cached.is_some_and(|m| m.version != self.peers.version() as u32);
         // Scoring goes on until the rank is known to be past twice the ranks allowed now, so a
         // node waiting its turn wakes about log2(rank) times, not rank times.
         let scan_to = limit.saturating_mul(2).saturating_add(1);
@@ -1213,7 +1018,7 @@ impl Engine {
         };
         let rank = rank.map(|r| r.saturating_add(behind)).map_err(|r| r.saturating_add(behind));
         if let Some(e) = self.items.get_mut(&item) {
-            e.rank = Some(RankMemo { version: self.peers_version as u32, failures, scan });
+            e.rank = Some(RankMemo { version: self.peers.version() as u32, failures, scan });
         }
         let rank = match rank {
             Ok(rank) if rank <= limit => rank,

@@ -145,9 +145,9 @@ impl Engine {
         };
         out.extend(
             self.peers
-                .values()
+                .iter()
                 .take(SYNC_PRESENCE_MAX)
-                .map(|p| Envelope::Presence(p.presence.clone())),
+                .map(|(_, p)| Envelope::Presence(p.presence.clone())),
         );
         let mut ids: Vec<ProjectId> = self.projects.keys().copied().collect();
         ids.push(super::relay_project());

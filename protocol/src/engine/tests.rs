@@ -1077,7 +1077,7 @@ fn an_unsubscribed_engine_claims_nothing_of_the_project_and_leaves_it_out_of_pre
     let listed = presence_projects(&mut net.engines[1], net.now + 1_000);
     assert!(!listed.contains(&pid) && !listed.is_empty(), "{listed:?}");
     let other = net.engines[1].node_id();
-    assert!(!net.engines[0].project_peers.get(&pid).is_some_and(|s| s.contains(&other)));
+    assert!(!net.engines[0].peers.lists(&pid, &other));
     // Subscribing again lists it again.
     net.engines[1].handle(Input::Subscribe { project: pid, subscribed: true }, net.now).unwrap();
     assert!(net.engines[1].is_subscribed(&pid));
@@ -1253,8 +1253,8 @@ fn cached_ranks_carried_across_peer_changes_match_a_fresh_ranking() {
     for env in changes {
         e.handle(Input::Message(env), now).unwrap();
     }
-    e.forget_peer(&test_keypair(305).node_id());
-    e.forget_peer(&test_keypair(306).node_id());
+    e.peers.forget(&test_keypair(305).node_id());
+    e.peers.forget(&test_keypair(306).node_id());
     for id in &ids {
         let fresh = e.my_rank(id, &m.id(), WorkKind::Crawl);
         assert_eq!(e.cached_rank(id), Some((fresh, true)), "item {id}");
@@ -1313,7 +1313,7 @@ fn after_peers_join_a_kept_ranking_wakes_when_a_fresh_one_would() {
     assert_eq!(e.items[&id].wake_at, Some(step(fresh)));
     // By then most of the newcomers have gone, and the node takes its turn.
     for k in &above[..8] {
-        e.forget_peer(&k.node_id());
+        e.peers.forget(&k.node_id());
     }
     assert!(e.my_rank(&id, &m.id(), WorkKind::Crawl) <= 2 * rank + 2);
     e.unschedule(id);
@@ -1966,4 +1966,56 @@ fn huge_unchecked_durations_saturate_instead_of_wrapping_into_a_claim_at_once() 
     }
     assert!(ids.iter().all(|i| !e.holds(i)), "claimed although the warmup never ends");
     assert!(e.next_wakeup().is_none_or(|t| t >= 1_000_000), "a deadline wrapped to the past");
+}
+
+/// An engine holding one item, with `plant` planted in its state; the next `handle` checks
+/// the engine's invariants (debug builds only) and must panic.
+#[cfg(debug_assertions)]
+fn planted(plant: super::invariants::Plant) {
+    let owner = test_keypair(1);
+    let (mut e, item) = claimer(&owner, 30_000);
+    // Untouched, the checks pass.
+    e.handle(Input::Tick, 10_001).unwrap();
+    e.plant(plant, &item);
+    // An input that changes nothing else (a tick could tidy the ready set first).
+    let _ = e.handle(Input::Trust(owner.public()), 10_002);
+}
+
+#[cfg(debug_assertions)]
+#[test]
+#[should_panic(expected = "is not held here")]
+fn the_invariant_check_catches_local_work_not_held() {
+    planted(super::invariants::Plant::LocalAtOtherEpoch);
+}
+
+#[cfg(debug_assertions)]
+#[test]
+#[should_panic(expected = "under a running lease but is no local work")]
+fn the_invariant_check_catches_a_held_item_not_worked() {
+    planted(super::invariants::Plant::HeldNotLocal);
+}
+
+#[cfg(debug_assertions)]
+#[test]
+#[should_panic(expected = "off the agenda")]
+fn the_invariant_check_catches_a_wake_time_off_the_agenda() {
+    planted(super::invariants::Plant::WakeOffAgenda);
+}
+
+#[cfg(debug_assertions)]
+#[test]
+#[should_panic(expected = "digest buckets of")]
+fn the_invariant_check_catches_drifted_digest_buckets() {
+    planted(super::invariants::Plant::BucketDrift);
+}
+
+#[test]
+fn local_full_answers_are_counted_apart_from_rejected_messages() {
+    let cfg = EngineConfig { projects_max: 1, ..fast_config() };
+    let mut e = Engine::new(cfg, test_keypair(9), [], 0);
+    let (a, b) = (ProjectId([1; 32]), ProjectId([2; 32]));
+    e.handle(Input::SetPriority { project: a, priority: 1 }, 0).unwrap();
+    let r = e.handle(Input::SetPriority { project: b, priority: 1 }, 0);
+    assert_eq!(r, Err(Reject::Full));
+    assert_eq!((e.stats().full, e.stats().rejected_for(Reject::Full)), (1, 0));
 }

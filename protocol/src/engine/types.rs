@@ -475,6 +475,10 @@ pub struct EngineStats {
     /// Messages rejected, by reason (reasons never seen are absent; in JSON, keyed by the
     /// reason's snake_case name).
     pub rejected: std::collections::BTreeMap<Reject, u64>,
+    /// Local choices (a subscription, a priority) refused because a bound was reached: not
+    /// messages, so not counted in `rejected`.
+    #[serde(default)]
+    pub full: u64,
     /// Claims this node made (not renewals).
     pub claims: u64,
     /// Renewals this node made.
