@@ -10,7 +10,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 use futures::StreamExt;
@@ -24,7 +24,8 @@ use starling_protocol::{Engine, Envelope, Input, ItemState, Output, ProjectId, R
 use tokio::sync::mpsc;
 
 use crate::client::Command;
-use crate::control::OperatorSettings;
+use crate::clock::now_ms;
+use crate::settings::OperatorSettings;
 use crate::hub::Hub;
 use crate::nat::Nat;
 use crate::net::RelayServer;
@@ -70,12 +71,6 @@ async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
-}
-
-/// Wall-clock milliseconds since the UNIX epoch: the engine's `now`.
-pub fn now_ms() -> u64 {
-    let wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-    wall.saturating_add_signed(crate::health::test_clock_offset_ms())
 }
 
 /// Everything the actor owns.

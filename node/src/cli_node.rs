@@ -12,7 +12,8 @@ use anyhow::{Result, anyhow, bail};
 use starling_protocol::{Engine, Envelope, PublicKey, Reject, Roles};
 use tokio::sync::mpsc;
 
-use crate::actor::{Actor, now_ms};
+use crate::actor::Actor;
+use crate::clock::now_ms;
 use crate::api::Api;
 use crate::api_client::ApiClient;
 use crate::client::Client;

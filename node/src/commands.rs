@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use starling_protocol::{Envelope, Input, ItemState, NodeId, Reject, Roles, WorkItem, WorkKind};
 
-use crate::actor::{Actor, now_ms};
+use crate::actor::Actor;
+use crate::clock::now_ms;
 use crate::client::{Command, ITEMS_LIST_MAX, ItemQuery};
 use crate::net;
 use crate::views::{

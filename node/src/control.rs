@@ -6,60 +6,15 @@
 //! subscriptions and priorities are kept in the store and applied again on the next start;
 //! caps changed here last until the node stops (the config file is where caps are kept).
 
-use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 
-use serde::{Deserialize, Serialize};
 use starling_protocol::{Input, ProjectId};
 
 use crate::actor::Actor;
 use crate::views::{Caps, NodeEvent, Outcome};
 
-/// Most per-project settings kept (the engine tracks at most this many projects too).
-pub const PROJECT_SETTINGS_MAX: usize = 1_024;
 /// Largest crawl capacity an operator may set.
 pub const CAPACITY_MAX: u16 = 256;
-
-/// What the operator chose, kept across restarts.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct OperatorSettings {
-    /// Claiming is paused.
-    pub paused: bool,
-    /// Projects (hex ids) and whether this node works on them; absent means yes.
-    pub subscriptions: BTreeMap<String, bool>,
-    /// Projects (hex ids) and their priority; absent means 0.
-    pub priorities: BTreeMap<String, i8>,
-}
-
-impl OperatorSettings {
-    /// The engine inputs that restore these settings.
-    pub fn inputs(&self) -> Vec<Input> {
-        let mut out = Vec::new();
-        if self.paused {
-            out.push(Input::Pause(true));
-        }
-        for (id, subscribed) in &self.subscriptions {
-            if let Ok(project) = id.parse::<ProjectId>() {
-                out.push(Input::Subscribe { project, subscribed: *subscribed });
-            }
-        }
-        for (id, priority) in &self.priorities {
-            if let Ok(project) = id.parse::<ProjectId>() {
-                out.push(Input::SetPriority { project, priority: *priority });
-            }
-        }
-        out
-    }
-
-    fn room_for(&self, map_len: usize, has: bool) -> Result<(), String> {
-        if has || map_len < PROJECT_SETTINGS_MAX {
-            Ok(())
-        } else {
-            Err(format!("settings are kept for at most {PROJECT_SETTINGS_MAX} projects"))
-        }
-    }
-}
 
 impl Actor {
     fn known_project(&self, project: &ProjectId) -> Result<(), String> {

@@ -13,6 +13,7 @@ pub mod api;
 pub mod budget;
 pub mod cli_node;
 pub mod client;
+pub mod clock;
 mod commands;
 pub mod config;
 pub mod control;
@@ -29,6 +30,7 @@ pub mod project;
 pub mod relay;
 pub mod runner;
 pub mod seed;
+pub mod settings;
 pub mod store;
 pub mod tcp;
 #[cfg(any(debug_assertions, feature = "test-runner"))]

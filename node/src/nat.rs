@@ -19,7 +19,8 @@ use starling_protocol::engine::relay_project;
 use starling_protocol::message::RelayRequest;
 use starling_protocol::{Envelope, Input, ItemId, ItemState, Keypair, Signed, WorkItem};
 
-use crate::actor::{Actor, now_ms};
+use crate::actor::Actor;
+use crate::clock::now_ms;
 use crate::config::Reachability;
 
 /// How often relays are looked up in the DHT while no relay holds our slot.
