@@ -54,8 +54,6 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(700);
 pub const KAD_DIAL_BELOW: usize = 16;
 /// How often event readers hear that item counts changed (at most).
 pub const EVENT_INTERVAL: Duration = Duration::from_millis(250);
-/// The DHT key relays provide.
-pub const RELAYS_KEY: &[u8] = b"starling/v1/relays";
 /// Peers tracked for per-peer counters.
 pub const PEER_STATS_MAX: usize = 4_096;
 /// A live peer that could not be reached is dialled again after this.
@@ -100,8 +98,6 @@ pub struct Actor {
     pub(crate) hub: Arc<Hub>,
     /// The operator's saved choices (pause, subscriptions, priorities).
     pub(crate) settings: OperatorSettings,
-    /// What AutoNAT last said about this node's reachability.
-    pub(crate) reachability: &'static str,
     /// Item counts last announced on the event stream.
     announced: Option<starling_protocol::ItemCounts>,
     /// The relay-client side: asking for a relay slot and listening through it.
@@ -165,7 +161,6 @@ impl Actor {
             produced: Default::default(),
             hub,
             settings,
-            reachability: "unknown",
             announced: None,
             nat: None,
             relay_server: RelayServer::default(),
@@ -191,11 +186,6 @@ impl Actor {
     /// Sets the relay-client and relay-server parts (the defaults neither ask for nor offer
     /// relays).
     pub fn with_relay(mut self, nat: Nat, relay_server: RelayServer) -> Self {
-        self.reachability = match nat.mode {
-            crate::config::Reachability::Public => "public",
-            crate::config::Reachability::Private => "private",
-            crate::config::Reachability::Auto => "unknown",
-        };
         self.nat = Some(nat);
         self.relay_server = relay_server;
         self
@@ -239,7 +229,7 @@ impl Actor {
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<()> {
         tokio::pin!(shutdown);
         self.join_trusted_topics();
-        self.advertise_relay();
+        crate::nat::advertise_relay(&mut self.swarm, &self.engine);
         self.drive();
         let mut sync_timer = tokio::time::interval(self.sync_interval);
         let mut flush_timer = tokio::time::interval(FLUSH_INTERVAL);
@@ -270,7 +260,10 @@ impl Actor {
                 _ = orphan_timer.tick() => self.sweep_orphans(),
                 _ = event_timer.tick() => self.announce_changes(),
                 _ = relay_timer.tick() => {
-                    self.tend_relay();
+                    if let Some(nat) = &mut self.nat {
+                        nat.tend(&mut self.swarm, &mut self.engine);
+                        self.drive();
+                    }
                     self.tend_connections();
                     self.tend_torrents();
                 }
@@ -325,7 +318,9 @@ impl Actor {
         for (peer, node) in missing {
             self.dialled.insert(peer, now);
             // A peer behind NAT is reachable through the relay holding its slot.
-            let through_relay = self.relay_address_of(&node).into_iter().collect();
+            let through_relay =
+                self.nat.as_ref().and_then(|n| n.relay_address_of(&self.engine, &node));
+            let through_relay = through_relay.into_iter().collect();
             let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
                 .addresses(through_relay)
                 .extend_addresses_through_behaviour()
@@ -334,54 +329,6 @@ impl Actor {
             // The addresses we know may be stale (a relay that died): ask the DHT too, and
             // dial what it finds (see `dial_found`).
             self.swarm.behaviour_mut().kad.get_closest_peers(peer);
-        }
-    }
-
-    /// `<relay addr>/p2p/<relay>/p2p-circuit/p2p/<node>` when a relay holds a ready slot for
-    /// `node` and we know the relay's address.
-    fn relay_address_of(&self, node: &starling_protocol::NodeId) -> Option<Multiaddr> {
-        use libp2p::multiaddr::Protocol;
-        let item = self.engine.relay_slot_of(node)?;
-        let Some(starling_protocol::ItemState::Held { holder, ready: true, .. }) =
-            self.engine.item_state(&item)
-        else {
-            return None;
-        };
-        let relay = net::peer_id_of(&holder)?;
-        let target = net::peer_id_of(node)?;
-        let addr = self.nat.as_ref()?.peer_addrs.get(&relay)?.clone();
-        Some(addr.with(Protocol::P2p(relay)).with(Protocol::P2pCircuit).with(Protocol::P2p(target)))
-    }
-
-    /// With reachability `auto` and relaying on, the node offers relay slots exactly while
-    /// AutoNAT says it is public.
-    fn relay_role_follows_autonat(&mut self, public: bool) {
-        let auto = self.nat.as_ref().is_some_and(|n| n.mode == crate::config::Reachability::Auto);
-        if !auto || !self.relay_server.settings.enabled {
-            return;
-        }
-        let now = self.engine.config().roles;
-        let relay = starling_protocol::Roles::RELAY.0;
-        let roles = starling_protocol::Roles(if public { now.0 | relay } else { now.0 & !relay });
-        if roles != now {
-            tracing::info!(public, "relay role follows reachability");
-            let _ = self.handle(Input::SetRoles(roles));
-            self.advertise_relay();
-        }
-    }
-
-    /// A relay announces itself in the DHT (provider of [`RELAYS_KEY`]), so nodes behind NAT
-    /// can find relays before the engine assigns them one.
-    pub(crate) fn advertise_relay(&mut self) {
-        let key = kad::RecordKey::new(&RELAYS_KEY);
-        let relaying = self.engine.config().roles.contains(starling_protocol::Roles::RELAY);
-        let kad = &mut self.swarm.behaviour_mut().kad;
-        if relaying {
-            if let Err(e) = kad.start_providing(key) {
-                tracing::debug!(error = %e, "cannot announce this relay in the DHT");
-            }
-        } else {
-            kad.stop_providing(&key);
         }
     }
 
@@ -791,10 +738,7 @@ impl Actor {
                 tracing::info!(%address, "listening");
                 // The operator says this node is reachable where it listens: peers (and the
                 // relay server, which serves only with a confirmed address) may take it so.
-                let public = self
-                    .nat
-                    .as_ref()
-                    .is_some_and(|n| n.mode == crate::config::Reachability::Public);
+                let public = self.nat.as_ref().is_some_and(Nat::public_by_setting);
                 if public && !address.iter().any(|p| p == libp2p::multiaddr::Protocol::P2pCircuit) {
                     self.swarm.add_external_address(address.clone());
                 }
@@ -909,19 +853,10 @@ impl Actor {
             }
             BehaviourEvent::Autonat(libp2p::autonat::Event::StatusChanged { old, new }) => {
                 tracing::info!(?old, ?new, "reachability changed");
-                self.relay_role_follows_autonat(matches!(
-                    new,
-                    libp2p::autonat::NatStatus::Public(_)
-                ));
-                if let Some(nat) =
-                    self.nat.as_mut().filter(|n| n.mode == crate::config::Reachability::Auto)
-                {
-                    nat.autonat_says_private(new == libp2p::autonat::NatStatus::Private);
-                    self.reachability = match new {
-                        libp2p::autonat::NatStatus::Public(_) => "public",
-                        libp2p::autonat::NatStatus::Private => "private",
-                        libp2p::autonat::NatStatus::Unknown => "unknown",
-                    };
+                if let Some(nat) = &mut self.nat {
+                    let relay = self.relay_server.settings.enabled;
+                    nat.on_autonat(&new, relay, &mut self.swarm, &mut self.engine);
+                    self.drive();
                 }
             }
             BehaviourEvent::Relay(ev) => {

@@ -311,7 +311,7 @@ impl Actor {
         };
         RelayView {
             enabled: self.engine.config().roles.contains(Roles::RELAY),
-            reachability: self.reachability.into(),
+            reachability: nat.map_or(crate::nat::Reachable::Unknown, |n| n.reachable()).name().into(),
             slots_offered: self.engine.config().relay_capacity,
             slots_held: self.engine.local_work().filter(|w| w.kind == WorkKind::Relay).count()
                 as u64,
