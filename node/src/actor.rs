@@ -265,7 +265,9 @@ impl Actor {
                         self.drive();
                     }
                     self.tend_connections();
-                    self.tend_torrents();
+                    if let Some(t) = &mut self.torrents {
+                        t.tend(&self.engine);
+                    }
                 }
                 () = &mut shutdown => break,
             }
@@ -504,7 +506,9 @@ impl Actor {
                         self.runners.note_manifest(project, m);
                     }
                     self.note_holders(&project, &work);
-                    self.note_torrent_peers(&project, &work);
+                    if let Some(t) = &mut self.torrents {
+                        t.note_peers(&self.engine, &project, &work);
+                    }
                     self.runners.start(Job { item, epoch, project, work });
                 }
                 Output::CancelWork { item, epoch, reason } => {
@@ -774,7 +778,9 @@ impl Actor {
                     *self.relayed.entry(peer_id).or_default() += 1;
                 }
                 if num_established.get() == 1 {
-                    self.torrent_peer_connected(peer_id, endpoint.get_remote_address());
+                    if let Some(t) = &mut self.torrents {
+                        t.peer_connected(&mut self.swarm, peer_id, endpoint.get_remote_address());
+                    }
                     self.sync_rounds.remove(&peer_id);
                     self.start_sync(peer_id);
                     if self.swarm.connected_peers().count() == 1 {

@@ -254,7 +254,7 @@ impl Actor {
         use request_response::{Event, Message};
         match event {
             Event::Message { message: Message::Response { request_id, response }, .. } => {
-                if self.torrent_answer(request_id, &response) {
+                if self.torrents.as_mut().is_some_and(|t| t.answer(request_id, &response)) {
                     return;
                 }
                 if let Some(reply) = self.seed.as_mut().and_then(|s| s.pending.remove(&request_id))
@@ -263,7 +263,7 @@ impl Actor {
                 }
             }
             Event::OutboundFailure { request_id, error, .. } => {
-                if self.torrent_question_failed(request_id) {
+                if self.torrents.as_mut().is_some_and(|t| t.question_failed(request_id)) {
                     return;
                 }
                 if let Some(reply) = self.seed.as_mut().and_then(|s| s.pending.remove(&request_id))
@@ -275,7 +275,7 @@ impl Actor {
                 message: Message::Request { request: BlobRequest::TorrentAddr, channel, .. },
                 ..
             } => {
-                let port = self.torrent_port();
+                let port = self.torrents.as_ref().map_or(0, |t| t.port());
                 let answer = BlobResponse::TorrentAddr { port };
                 let _ = self.swarm.behaviour_mut().blob.send_response(channel, answer);
             }
