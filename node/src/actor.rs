@@ -25,12 +25,13 @@ use tokio::sync::mpsc;
 
 use crate::client::Command;
 use crate::clock::now_ms;
-use crate::settings::OperatorSettings;
 use crate::hub::Hub;
 use crate::nat::Nat;
 use crate::net::RelayServer;
 use crate::net::{self, Behaviour, BehaviourEvent};
 use crate::runner::{Job, Runners, WorkReport};
+use crate::seed::wire::{BlobRequest, BlobResponse};
+use crate::settings::OperatorSettings;
 use crate::store::Store;
 use crate::views::NetStats;
 
@@ -248,8 +249,14 @@ impl Actor {
                 ev = self.swarm.select_next_some() => self.on_swarm(ev),
                 Some(cmd) = self.commands.recv() => self.on_command(cmd),
                 Some(report) = self.reports.recv() => self.on_report(report),
-                Some(cmd) = recv_opt(&mut blob_commands) => self.on_blob_command(cmd),
-                Some((channel, answer)) = recv_opt(&mut served) => self.send_served(channel, answer),
+                Some(cmd) = recv_opt(&mut blob_commands) => {
+                    if let Some(seed) = &mut self.seed {
+                        seed.on_command(&mut self.swarm, &mut self.stats, cmd);
+                    }
+                }
+                Some((channel, answer)) = recv_opt(&mut served) => {
+                    let _ = self.swarm.behaviour_mut().blob.send_response(channel, answer);
+                }
                 _ = tokio::time::sleep(wake) => { let _ = self.handle(Input::Tick); }
                 _ = sync_timer.tick() => self.periodic_sync(),
                 _ = flush_timer.tick() => {
@@ -505,7 +512,9 @@ impl Actor {
                     if let Some((_, m)) = self.engine.projects().find(|(id, _)| *id == project) {
                         self.runners.note_manifest(project, m);
                     }
-                    self.note_holders(&project, &work);
+                    if let Some(seed) = &self.seed {
+                        seed.note_holders(&self.engine, &project, &work);
+                    }
                     if let Some(t) = &mut self.torrents {
                         t.note_peers(&self.engine, &project, &work);
                     }
@@ -728,6 +737,50 @@ impl Actor {
             Event::OutboundFailure { request_id, peer, error, .. } => {
                 self.sync_inflight.remove(&request_id);
                 tracing::debug!(%peer, %error, "sync request failed");
+            }
+            Event::InboundFailure { .. } | Event::ResponseSent { .. } => {}
+        }
+    }
+
+    // ---- blobs ---------------------------------------------------------------------------
+
+    /// Blob protocol events: the torrent part's port questions and their answers, and the
+    /// seeding part's requests and answers.
+    fn on_blob(&mut self, event: request_response::Event<BlobRequest, BlobResponse>) {
+        use request_response::{Event, Message};
+        match event {
+            Event::Message { message: Message::Response { request_id, response }, .. } => {
+                if self.torrents.as_mut().is_some_and(|t| t.answer(request_id, &response)) {
+                    return;
+                }
+                if let Some(seed) = &mut self.seed {
+                    seed.on_response(request_id, response);
+                }
+            }
+            Event::OutboundFailure { request_id, error, .. } => {
+                if self.torrents.as_mut().is_some_and(|t| t.question_failed(request_id)) {
+                    return;
+                }
+                if let Some(seed) = &mut self.seed {
+                    seed.on_failure(request_id, &error);
+                }
+            }
+            Event::Message {
+                message: Message::Request { request: BlobRequest::TorrentAddr, channel, .. },
+                ..
+            } => {
+                let port = self.torrents.as_ref().map_or(0, |t| t.port());
+                let answer = BlobResponse::TorrentAddr { port };
+                let _ = self.swarm.behaviour_mut().blob.send_response(channel, answer);
+            }
+            Event::Message { message: Message::Request { request, channel, .. }, .. } => {
+                match &mut self.seed {
+                    Some(seed) => seed.on_request(&mut self.swarm, request, channel),
+                    None => {
+                        let none = BlobResponse::NotFound;
+                        let _ = self.swarm.behaviour_mut().blob.send_response(channel, none);
+                    }
+                }
             }
             Event::InboundFailure { .. } | Event::ResponseSent { .. } => {}
         }

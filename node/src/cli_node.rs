@@ -13,10 +13,10 @@ use starling_protocol::{Engine, Envelope, PublicKey, Reject, Roles};
 use tokio::sync::mpsc;
 
 use crate::actor::Actor;
-use crate::clock::now_ms;
 use crate::api::Api;
 use crate::api_client::ApiClient;
 use crate::client::Client;
+use crate::clock::now_ms;
 pub use crate::config::UpArgs;
 use crate::config::{Config, LogFormat, resolve_data_dir};
 use crate::hub::{Hub, LogCapture};

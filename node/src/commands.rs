@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use starling_protocol::{Envelope, Input, ItemState, NodeId, Reject, Roles, WorkItem, WorkKind};
 
 use crate::actor::Actor;
-use crate::clock::now_ms;
 use crate::client::{Command, ITEMS_LIST_MAX, ItemQuery};
+use crate::clock::now_ms;
 use crate::net;
 use crate::views::{
     ClaimInfo, DiskStats, ItemInfo, Outcome, PeerInfo, ProjectInfo, RelayView, SeedInfo,
@@ -74,7 +74,9 @@ impl Actor {
                 let _ = reply.send(self.set_priority(project, priority));
             }
             Command::ExportPlan(project, reply) => {
-                let _ = reply.send(self.export_plan(&project));
+                let plan =
+                    crate::seed::node::export_plan(&self.engine, self.seed.as_ref(), &project);
+                let _ = reply.send(plan);
             }
             Command::UrlOutcomes(project, failed_only, reply) => {
                 let _ = reply.send(self.url_outcomes(&project, failed_only));
@@ -311,7 +313,10 @@ impl Actor {
         };
         RelayView {
             enabled: self.engine.config().roles.contains(Roles::RELAY),
-            reachability: nat.map_or(crate::nat::Reachable::Unknown, |n| n.reachable()).name().into(),
+            reachability: nat
+                .map_or(crate::nat::Reachable::Unknown, |n| n.reachable())
+                .name()
+                .into(),
             slots_offered: self.engine.config().relay_capacity,
             slots_held: self.engine.local_work().filter(|w| w.kind == WorkKind::Relay).count()
                 as u64,

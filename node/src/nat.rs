@@ -203,7 +203,6 @@ impl Nat {
     }
 }
 
-
 impl Nat {
     /// Asks for a relay slot and follows whichever relay holds it. Engine inputs are fed
     /// here; the caller carries out the engine's outputs.
@@ -283,7 +282,8 @@ impl Nat {
             tracing::warn!(reason = r.name(), "relay request refused by our own engine");
             return None;
         }
-        let item = WorkItem::RelaySlot { requester: engine.node_id(), seq: now }.id(&relay_project());
+        let item =
+            WorkItem::RelaySlot { requester: engine.node_id(), seq: now }.id(&relay_project());
         tracing::info!(item = %item.short(), "not reachable: asked the mesh for a relay slot");
         self.request = Some(item);
         Some(item)
