@@ -25,13 +25,13 @@ use tokio::sync::mpsc;
 
 use crate::client::Command;
 use crate::clock::now_ms;
+use crate::control::Control;
 use crate::hub::Hub;
 use crate::nat::Nat;
 use crate::net::RelayServer;
 use crate::net::{self, Behaviour, BehaviourEvent};
 use crate::runner::{Job, Runners, WorkReport};
 use crate::seed::wire::{BlobRequest, BlobResponse};
-use crate::settings::OperatorSettings;
 use crate::store::Store;
 use crate::views::NetStats;
 
@@ -97,8 +97,8 @@ pub struct Actor {
     >,
     /// Log ring and event broadcast for the operator.
     pub(crate) hub: Arc<Hub>,
-    /// The operator's saved choices (pause, subscriptions, priorities).
-    pub(crate) settings: OperatorSettings,
+    /// The operator's controls and saved choices (pause, subscriptions, priorities).
+    pub(crate) control: Control,
     /// Item counts last announced on the event stream.
     announced: Option<starling_protocol::ItemCounts>,
     /// The relay-client side: asking for a relay slot and listening through it.
@@ -141,10 +141,7 @@ impl Actor {
         sync_interval: Duration,
         hub: Arc<Hub>,
     ) -> Self {
-        let settings = store.settings().unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "cannot read the operator's saved settings");
-            OperatorSettings::default()
-        });
+        let control = Control::load(&store, hub.clone());
         let mut actor = Self {
             swarm,
             engine,
@@ -161,7 +158,7 @@ impl Actor {
             probing: None,
             produced: Default::default(),
             hub,
-            settings,
+            control,
             announced: None,
             nat: None,
             relay_server: RelayServer::default(),
@@ -175,12 +172,7 @@ impl Actor {
             provided: BTreeSet::new(),
             dirty: false,
         };
-        for input in actor.settings.inputs() {
-            let _ = actor.engine.handle(input, now_ms());
-        }
-        if actor.settings.paused {
-            tracing::info!("claiming is paused (resume with the dashboard or POST /resume)");
-        }
+        actor.control.restore(&mut actor.engine);
         actor
     }
 
@@ -477,7 +469,7 @@ impl Actor {
     }
 
     /// Drains the engine's outputs: persist first, then act.
-    fn drive(&mut self) {
+    pub(crate) fn drive(&mut self) {
         let mut persist = Vec::new();
         let mut act = Vec::new();
         while let Some(out) = self.engine.poll_output() {

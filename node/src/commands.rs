@@ -9,6 +9,7 @@ use starling_protocol::{Envelope, Input, ItemState, NodeId, Reject, Roles, WorkI
 use crate::actor::Actor;
 use crate::client::{Command, ITEMS_LIST_MAX, ItemQuery};
 use crate::clock::now_ms;
+use crate::control::{Control, ControlIo};
 use crate::net;
 use crate::views::{
     ClaimInfo, DiskStats, ItemInfo, Outcome, PeerInfo, ProjectInfo, RelayView, SeedInfo,
@@ -62,16 +63,31 @@ impl Actor {
                 let _ = reply.send(self.relay());
             }
             Command::Pause(paused, reply) => {
-                let _ = reply.send(self.pause(paused));
+                let (control, mut io) = self.control();
+                let outcome = control.pause(&mut io, paused);
+                self.drive();
+                let _ = reply.send(outcome);
             }
             Command::SetCaps(caps, reply) => {
-                let _ = reply.send(self.set_caps(caps));
+                let (_, mut io) = self.control();
+                let r = Control::set_caps(&mut io, caps);
+                if matches!(r, Ok((_, true))) {
+                    self.check_disk_cap();
+                }
+                self.drive();
+                let _ = reply.send(r.map(|(caps, _)| caps));
             }
             Command::Subscribe(project, on, reply) => {
-                let _ = reply.send(self.subscribe(project, on));
+                let (control, mut io) = self.control();
+                let r = control.subscribe(&mut io, project, on);
+                self.drive();
+                let _ = reply.send(r);
             }
             Command::Priority(project, priority, reply) => {
-                let _ = reply.send(self.set_priority(project, priority));
+                let (control, mut io) = self.control();
+                let r = control.set_priority(&mut io, project, priority);
+                self.drive();
+                let _ = reply.send(r);
             }
             Command::ExportPlan(project, reply) => {
                 let plan =
@@ -94,6 +110,17 @@ impl Actor {
                 let _ = reply.send(r);
             }
         }
+    }
+
+    /// The operator's controls and what they are handed.
+    fn control(&mut self) -> (&mut Control, ControlIo<'_>) {
+        let io = ControlIo {
+            engine: &mut self.engine,
+            store: &self.store,
+            store_error: &mut self.store_error,
+            crawler: self.runners.crawler(),
+        };
+        (&mut self.control, io)
     }
 
     fn publish_file(&mut self, env: Envelope) -> Result<Outcome, String> {
@@ -171,7 +198,7 @@ impl Actor {
                     .unwrap_or_default(),
                 store_bytes: self.store.file_bytes(),
             },
-            caps: self.caps(),
+            caps: Control::caps(&self.engine, self.runners.crawler()),
             torrents: self.torrents.as_ref().map(|t| t.control.totals()).unwrap_or_default(),
         }
     }
