@@ -12,7 +12,7 @@ use anyhow::{Result, anyhow, bail};
 use starling_protocol::{Engine, Envelope, PublicKey, Reject, Roles};
 use tokio::sync::mpsc;
 
-use crate::actor::Actor;
+use crate::actor::{Actor, ActorParts};
 use crate::api::Api;
 use crate::api_client::ApiClient;
 use crate::client::Client;
@@ -196,22 +196,21 @@ async fn run(
     let api_task = tokio::spawn(api.serve(async {
         let _ = stop_api_rx.await;
     }));
-    let mut actor = Actor::new(
+    let torrent_control = torrent_parts.as_ref().map(|t| t.control.clone());
+    let mut actor = Actor::new(ActorParts {
         swarm,
         engine,
         store,
         runners,
         reports,
         commands,
-        cfg.sync_interval,
-        hub.clone(),
-    )
-    .with_relay(nat, relay_server)
-    .with_seeding(seed_parts);
-    let torrent_control = torrent_parts.as_ref().map(|t| t.control.clone());
-    if let Some(t) = torrent_parts {
-        actor = actor.with_torrents(t);
-    }
+        sync_interval: cfg.sync_interval,
+        hub: hub.clone(),
+        nat: Some(nat),
+        relay_server,
+        seed: Some(seed_parts),
+        torrents: torrent_parts,
+    });
     actor.dial_initial(&cfg.bootstrap);
     let result = actor.run(shutdown_signal()).await;
     if let Some(c) = torrent_control {

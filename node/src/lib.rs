@@ -14,7 +14,6 @@ pub mod budget;
 pub mod cli_node;
 pub mod client;
 pub mod clock;
-mod commands;
 pub mod config;
 pub mod control;
 pub mod crawl;

@@ -20,7 +20,7 @@ use crate::views::{
 pub const HOSTS_LISTED_MAX: usize = 500;
 
 impl Actor {
-    pub(crate) fn on_command(&mut self, cmd: Command) {
+    pub(super) fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::Status(reply) => {
                 let _ = reply.send(self.status());
@@ -95,7 +95,9 @@ impl Actor {
                 let _ = reply.send(plan);
             }
             Command::UrlOutcomes(project, failed_only, reply) => {
-                let _ = reply.send(self.url_outcomes(&project, failed_only));
+                let outcomes =
+                    crate::urls::url_outcomes(&self.engine, &self.store, &project, failed_only);
+                let _ = reply.send(outcomes);
             }
             #[cfg(debug_assertions)]
             Command::RawGossip { topic, bytes, reply } => {

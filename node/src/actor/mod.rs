@@ -31,9 +31,13 @@ use crate::nat::Nat;
 use crate::net::RelayServer;
 use crate::net::{self, Behaviour, BehaviourEvent};
 use crate::runner::{Job, Runners, WorkReport};
+use crate::seed::node::SeedParts;
 use crate::seed::wire::{BlobRequest, BlobResponse};
 use crate::store::Store;
+use crate::torrent::node::TorrentParts;
 use crate::views::NetStats;
+
+mod commands;
 
 /// Sync requests in flight at once.
 pub const SYNC_INFLIGHT_MAX: usize = 8;
@@ -72,47 +76,76 @@ async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
     }
 }
 
+/// What the actor is built from ([`Actor::new`]).
+#[allow(missing_debug_implementations)] // the swarm has no Debug
+pub struct ActorParts {
+    /// The libp2p swarm, listening already.
+    pub swarm: Swarm<Behaviour>,
+    /// The claim engine, restored from the store.
+    pub engine: Engine,
+    /// The node's database.
+    pub store: Store,
+    /// The work runners.
+    pub runners: Runners,
+    /// Work reports from the runners.
+    pub reports: mpsc::Receiver<WorkReport>,
+    /// Commands from the control API's [`crate::client::Client`].
+    pub commands: mpsc::Receiver<Command>,
+    /// Period of the periodic state sync.
+    pub sync_interval: Duration,
+    /// Log ring and event broadcast for the operator.
+    pub hub: Arc<Hub>,
+    /// The relay-client side (`None`: the node never asks for a relay).
+    pub nat: Option<Nat>,
+    /// The relay server's settings, grants and counters.
+    pub relay_server: RelayServer,
+    /// Seeding (`None`: the node neither fetches nor serves blobs).
+    pub seed: Option<SeedParts>,
+    /// Torrent duties (`None`: not taken).
+    pub torrents: Option<TorrentParts>,
+}
+
 /// Everything the actor owns.
 pub struct Actor {
-    pub(crate) swarm: Swarm<Behaviour>,
-    pub(crate) engine: Engine,
-    pub(crate) store: Store,
-    pub(crate) runners: Runners,
-    pub(crate) reports: mpsc::Receiver<WorkReport>,
-    pub(crate) commands: mpsc::Receiver<Command>,
-    pub(crate) sync_interval: Duration,
-    pub(crate) started_ms: u64,
-    pub(crate) listen: Vec<Multiaddr>,
-    pub(crate) stats: NetStats,
-    pub(crate) store_error: Option<String>,
+    swarm: Swarm<Behaviour>,
+    engine: Engine,
+    store: Store,
+    runners: Runners,
+    reports: mpsc::Receiver<WorkReport>,
+    commands: mpsc::Receiver<Command>,
+    sync_interval: Duration,
+    started_ms: u64,
+    listen: Vec<Multiaddr>,
+    stats: NetStats,
+    store_error: Option<String>,
     /// The faults of the node's own found at the last look (see `health.rs`).
-    pub(crate) faults: crate::health::Faults,
+    faults: crate::health::Faults,
     /// A network probe under way (see `Crawler::probe_network`).
-    pub(crate) probing: Option<tokio::task::JoinHandle<bool>>,
+    probing: Option<tokio::task::JoinHandle<bool>>,
     /// Results this node produced and reported, not yet seen kept by the mesh, with the item
     /// and when (at most [`PRODUCED_MAX`]; see `Actor::sweep_orphans`).
-    pub(crate) produced: std::collections::BTreeMap<
+    produced: std::collections::BTreeMap<
         starling_protocol::Digest,
         (starling_protocol::ItemId, std::time::Instant),
     >,
     /// Log ring and event broadcast for the operator.
-    pub(crate) hub: Arc<Hub>,
+    hub: Arc<Hub>,
     /// The operator's controls and saved choices (pause, subscriptions, priorities).
-    pub(crate) control: Control,
+    control: Control,
     /// Item counts last announced on the event stream.
     announced: Option<starling_protocol::ItemCounts>,
     /// The relay-client side: asking for a relay slot and listening through it.
-    pub(crate) nat: Option<Nat>,
+    nat: Option<Nat>,
     /// The relay server's grants and counters.
-    pub(crate) relay_server: RelayServer,
+    relay_server: RelayServer,
     /// Open relayed connections per peer.
-    pub(crate) relayed: HashMap<PeerId, u32>,
+    relayed: HashMap<PeerId, u32>,
     /// Seeding: the blob store, server and fetcher's requests.
-    pub(crate) seed: Option<crate::seed::node::SeedParts>,
+    seed: Option<SeedParts>,
     /// Torrent duties: the runner's handle and peers' BitTorrent addresses.
-    pub(crate) torrents: Option<crate::torrent::node::TorrentParts>,
+    torrents: Option<TorrentParts>,
     /// Sync answers applied per peer (bounded by [`PEER_STATS_MAX`]).
-    pub(crate) synced_from: HashMap<PeerId, u64>,
+    synced_from: HashMap<PeerId, u64>,
     /// When [`Actor::tend_connections`] last dialled a peer.
     dialled: HashMap<PeerId, std::time::Instant>,
     sync_inflight: HashMap<OutboundRequestId, PeerId>,
@@ -128,19 +161,23 @@ impl std::fmt::Debug for Actor {
 }
 
 impl Actor {
-    /// Assembles the actor; call [`Actor::run`] to drive it. The operator's saved settings
-    /// are applied to the engine here.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        swarm: Swarm<Behaviour>,
-        engine: Engine,
-        store: Store,
-        runners: Runners,
-        reports: mpsc::Receiver<WorkReport>,
-        commands: mpsc::Receiver<Command>,
-        sync_interval: Duration,
-        hub: Arc<Hub>,
-    ) -> Self {
+    /// Assembles the actor from its parts; call [`Actor::run`] to drive it. The operator's
+    /// saved settings are applied to the engine here.
+    pub fn new(parts: ActorParts) -> Self {
+        let ActorParts {
+            swarm,
+            engine,
+            store,
+            runners,
+            reports,
+            commands,
+            sync_interval,
+            hub,
+            nat,
+            relay_server,
+            seed,
+            torrents,
+        } = parts;
         let control = Control::load(&store, hub.clone());
         let mut actor = Self {
             swarm,
@@ -160,11 +197,11 @@ impl Actor {
             hub,
             control,
             announced: None,
-            nat: None,
-            relay_server: RelayServer::default(),
+            nat,
+            relay_server,
             relayed: HashMap::new(),
-            seed: None,
-            torrents: None,
+            seed,
+            torrents,
             synced_from: HashMap::new(),
             dialled: HashMap::new(),
             sync_inflight: HashMap::new(),
@@ -174,26 +211,6 @@ impl Actor {
         };
         actor.control.restore(&mut actor.engine);
         actor
-    }
-
-    /// Sets the relay-client and relay-server parts (the defaults neither ask for nor offer
-    /// relays).
-    pub fn with_relay(mut self, nat: Nat, relay_server: RelayServer) -> Self {
-        self.nat = Some(nat);
-        self.relay_server = relay_server;
-        self
-    }
-
-    /// Sets the seeding parts (without them the node neither fetches nor serves blobs).
-    pub fn with_seeding(mut self, seed: crate::seed::node::SeedParts) -> Self {
-        self.seed = Some(seed);
-        self
-    }
-
-    /// Sets the torrent parts (without them torrent duties are not taken).
-    pub fn with_torrents(mut self, torrents: crate::torrent::node::TorrentParts) -> Self {
-        self.torrents = Some(torrents);
-        self
     }
 
     /// Dials the bootstrap peers and peers remembered from earlier runs.
@@ -370,7 +387,7 @@ impl Actor {
 
     /// Over the disk cap the node claims no work and gives back what it holds until there
     /// is room again: one of the faults [`Actor::tend_health`] looks after.
-    pub(crate) fn check_disk_cap(&mut self) {
+    fn check_disk_cap(&mut self) {
         let over = self.runners.over_disk_cap();
         if over != self.faults.disk {
             self.tend_health();
@@ -417,7 +434,7 @@ impl Actor {
 
     /// Looks at the node's own faults (see `health.rs`): retries a failing store, probes a
     /// dead network, and tells the engine when the node can or cannot work.
-    pub(crate) fn tend_health(&mut self) {
+    fn tend_health(&mut self) {
         if let Some(e) = &self.store_error {
             match self.store.recover() {
                 // Writable again: what was not written meanwhile (records learnt from peers,
@@ -462,14 +479,14 @@ impl Actor {
     // ---- engine --------------------------------------------------------------------------
 
     /// Feeds one input and carries out the outputs.
-    pub(crate) fn handle(&mut self, input: Input) -> Result<(), Reject> {
+    fn handle(&mut self, input: Input) -> Result<(), Reject> {
         let r = self.engine.handle(input, now_ms());
         self.drive();
         r
     }
 
     /// Drains the engine's outputs: persist first, then act.
-    pub(crate) fn drive(&mut self) {
+    fn drive(&mut self) {
         let mut persist = Vec::new();
         let mut act = Vec::new();
         while let Some(out) = self.engine.poll_output() {
@@ -560,7 +577,7 @@ impl Actor {
 
     // ---- gossip --------------------------------------------------------------------------
 
-    pub(crate) fn publish(&mut self, env: &Envelope) {
+    fn publish(&mut self, env: &Envelope) {
         let bytes = env.to_bytes();
         if bytes.len() > MAX_ENVELOPE_BYTES {
             tracing::info!(kind = env.kind(), "too large for gossip; peers get it by sync");
@@ -592,7 +609,7 @@ impl Actor {
     }
 
     /// Joins the topic of every trusted key not joined yet.
-    pub(crate) fn join_trusted_topics(&mut self) {
+    fn join_trusted_topics(&mut self) {
         let keys: Vec<_> = self.engine.trusted().copied().collect();
         for key in keys {
             let t = net::owner_topic(&key);
@@ -657,7 +674,7 @@ impl Actor {
 
     // ---- sync ----------------------------------------------------------------------------
 
-    pub(crate) fn start_sync(&mut self, peer: PeerId) {
+    fn start_sync(&mut self, peer: PeerId) {
         if self.sync_inflight.len() >= SYNC_INFLIGHT_MAX
             || self.sync_inflight.values().any(|p| *p == peer)
         {
