@@ -311,8 +311,6 @@ impl Actor {
         Ok(())
     }
 
-    /// Over the disk cap the node claims no crawl work (held work goes on) until there is
-    /// room again; the engine is told through its crawl capacity.
     /// Dials live peers (in the engine's view) that no connection reaches yet, while few are
     /// connected: a peer behind NAT is reached this way through its relay once Kademlia
     /// knows its relayed address.
@@ -860,6 +858,7 @@ impl Actor {
         }
     }
 
+    /// Routes one behaviour's event to the part (or the handler below) that deals with it.
     fn on_behaviour(&mut self, event: BehaviourEvent) {
         match event {
             BehaviourEvent::Gossipsub(gossipsub::Event::Message {
@@ -872,53 +871,10 @@ impl Actor {
             BehaviourEvent::Sync(ev) => self.on_sync(ev),
             BehaviourEvent::Blob(ev) => self.on_blob(ev),
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
-                let addrs: Vec<String> =
-                    info.listen_addrs.iter().map(ToString::to_string).collect();
-                if let Some(nat) = &mut self.nat {
-                    nat.learn(peer_id, &info.listen_addrs);
-                }
-                for addr in info.listen_addrs {
-                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
-                }
-                if let Err(e) = self.store.remember_peer(&peer_id.to_string(), &addrs) {
-                    self.store_error = Some(e.to_string());
-                }
-                self.dirty = true;
+                self.on_identified(peer_id, info.listen_addrs);
             }
-            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
-                for (peer, addr) in found {
-                    self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
-                    if !self.swarm.is_connected(&peer) {
-                        let _ = self.swarm.dial(addr);
-                    }
-                }
-            }
-            BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. })
-                if !self.swarm.is_connected(&peer)
-                    && self.swarm.connected_peers().count() < KAD_DIAL_BELOW =>
-            {
-                let _ = self.swarm.dial(peer);
-            }
-            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
-                result: kad::QueryResult::GetClosestPeers(Ok(found)),
-                ..
-            }) => self.dial_found(found.peers),
-            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
-                result:
-                    kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders {
-                        providers,
-                        ..
-                    })),
-                ..
-            }) => {
-                for peer in providers {
-                    if !self.swarm.is_connected(&peer)
-                        && self.swarm.connected_peers().count() < KAD_DIAL_BELOW
-                    {
-                        let _ = self.swarm.dial(peer);
-                    }
-                }
-            }
+            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => self.on_mdns_found(found),
+            BehaviourEvent::Kad(ev) => self.on_kad(ev),
             BehaviourEvent::Autonat(libp2p::autonat::Event::StatusChanged { old, new }) => {
                 tracing::info!(?old, ?new, "reachability changed");
                 if let Some(nat) = &mut self.nat {
@@ -944,6 +900,66 @@ impl Actor {
                 }
             },
             _ => {}
+        }
+    }
+
+    /// A peer told us where it listens: the NAT part and Kademlia learn the addresses, and
+    /// the store keeps them for the next start.
+    fn on_identified(&mut self, peer: PeerId, listen_addrs: Vec<Multiaddr>) {
+        let addrs: Vec<String> = listen_addrs.iter().map(ToString::to_string).collect();
+        if let Some(nat) = &mut self.nat {
+            nat.learn(peer, &listen_addrs);
+        }
+        for addr in listen_addrs {
+            self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+        }
+        if let Err(e) = self.store.remember_peer(&peer.to_string(), &addrs) {
+            self.store_error = Some(e.to_string());
+        }
+        self.dirty = true;
+    }
+
+    /// Peers found on the LAN are dialled.
+    fn on_mdns_found(&mut self, found: Vec<(PeerId, Multiaddr)>) {
+        for (peer, addr) in found {
+            self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+            if !self.swarm.is_connected(&peer) {
+                let _ = self.swarm.dial(addr);
+            }
+        }
+    }
+
+    /// Peers Kademlia learns of (routing updates, closest-peer lookups, project and relay
+    /// providers) are dialled while fewer than [`KAD_DIAL_BELOW`] are connected.
+    fn on_kad(&mut self, event: kad::Event) {
+        match event {
+            kad::Event::RoutingUpdated { peer, .. } => self.dial_if_few(peer),
+            kad::Event::OutboundQueryProgressed {
+                result: kad::QueryResult::GetClosestPeers(Ok(found)),
+                ..
+            } => self.dial_found(found.peers),
+            kad::Event::OutboundQueryProgressed {
+                result:
+                    kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders {
+                        providers,
+                        ..
+                    })),
+                ..
+            } => {
+                for peer in providers {
+                    self.dial_if_few(peer);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Dials `peer` when no connection reaches it and fewer than [`KAD_DIAL_BELOW`] peers are
+    /// connected.
+    fn dial_if_few(&mut self, peer: PeerId) {
+        if !self.swarm.is_connected(&peer) && self.swarm.connected_peers().count() < KAD_DIAL_BELOW
+        {
+            let _ = self.swarm.dial(peer);
         }
     }
 }
