@@ -734,7 +734,11 @@ impl Engine {
         self.fold_bucket(project, item, change);
         self.unschedule(*item);
         if let Some(l) = self.local.remove(item) {
-            self.stats.yielded += 1;
+            // Counted only for work that had started: a claim given up before its work began
+            // cost nothing to yield.
+            if l.started {
+                self.stats.yielded += 1;
+            }
             self.outputs.push_back(Output::CancelWork {
                 item: *item,
                 epoch: l.epoch,
@@ -884,9 +888,9 @@ impl Engine {
         if let Some(l) = self.local.remove(&item) {
             if l.started {
                 self.outputs.push_back(Output::CancelWork { item, epoch: l.epoch, reason });
-            }
-            if reason != CancelReason::Shutdown {
-                self.stats.yielded += 1;
+                if reason != CancelReason::Shutdown {
+                    self.stats.yielded += 1;
+                }
             }
         }
     }

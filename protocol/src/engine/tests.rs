@@ -606,6 +606,7 @@ fn graceful_shutdown_releases_held_items() {
     publish_project(&mut net, &owner, 5_000, 10);
     net.run_until(5_000, |n| n.engines[0].local_work().count() > 0);
     let held: Vec<ItemId> = net.engines[0].local_work().map(|l| l.item).collect();
+    assert!(!held.is_empty(), "node 0 claimed nothing, so there is no release to check");
     net.input(0, Input::Shutdown).unwrap();
     let t = net.now + 100;
     net.run_until(t, |_| false);
