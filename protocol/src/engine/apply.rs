@@ -885,12 +885,13 @@ impl Engine {
 
     /// Stops local work on an item this node no longer holds.
     pub(super) fn drop_local(&mut self, item: ItemId, reason: CancelReason) {
-        if let Some(l) = self.local.remove(&item) {
-            if l.started {
-                self.outputs.push_back(Output::CancelWork { item, epoch: l.epoch, reason });
-                if reason != CancelReason::Shutdown {
-                    self.stats.yielded += 1;
-                }
+        // Only started work is cancelled, and counted as yielded (unless shutting down).
+        if let Some(l) = self.local.remove(&item)
+            && l.started
+        {
+            self.outputs.push_back(Output::CancelWork { item, epoch: l.epoch, reason });
+            if reason != CancelReason::Shutdown {
+                self.stats.yielded += 1;
             }
         }
     }
