@@ -619,6 +619,30 @@ fn graceful_shutdown_releases_held_items() {
 }
 
 #[test]
+fn yielded_counts_only_work_that_had_started() {
+    let owner = test_keypair(1);
+    let mut net = Net::new(2, &owner, fast_config());
+    net.work_ms = 1_000_000;
+    publish_project(&mut net, &owner, 5_000, 10);
+    net.run_until(5_000, |n| n.engines[0].local_work().any(|l| !l.started));
+    let waiting: Vec<ItemId> =
+        net.engines[0].local_work().filter(|l| !l.started).map(|l| l.item).collect();
+    assert!(!waiting.is_empty(), "node 0 never held a claim whose work had not started");
+    let e = &mut net.engines[0];
+    let before = e.stats().yielded;
+    for item in waiting {
+        e.drop_local(item, CancelReason::Lost);
+    }
+    assert_eq!(e.stats().yielded, before, "a claim given up before its work started");
+
+    net.run_until(net.now + 5_000, |n| n.engines[0].local_work().any(|l| l.started));
+    let e = &mut net.engines[0];
+    let started = e.local_work().find(|l| l.started).map(|l| l.item).expect("started work");
+    e.drop_local(started, CancelReason::Lost);
+    assert_eq!(e.stats().yielded, before + 1, "started work given up is yielded");
+}
+
+#[test]
 fn seed_duties_are_derived_from_receipts_on_every_node() {
     let owner = test_keypair(1);
     let mut net = Net::new(3, &owner, fast_config());
