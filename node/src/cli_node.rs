@@ -12,10 +12,11 @@ use anyhow::{Result, anyhow, bail};
 use starling_protocol::{Engine, Envelope, PublicKey, Reject, Roles};
 use tokio::sync::mpsc;
 
-use crate::actor::{Actor, now_ms};
+use crate::actor::{Actor, ActorParts};
 use crate::api::Api;
 use crate::api_client::ApiClient;
 use crate::client::Client;
+use crate::clock::now_ms;
 pub use crate::config::UpArgs;
 use crate::config::{Config, LogFormat, resolve_data_dir};
 use crate::hub::{Hub, LogCapture};
@@ -76,11 +77,13 @@ pub fn up(args: UpArgs) -> Result<()> {
     rt.block_on(run(cfg, key, store, snapshot))
 }
 
+/// Runs the node: the swarm, the work runners, the engine, the control API and the actor,
+/// until a signal stops it.
 async fn run(
     cfg: Config,
     key: starling_protocol::Keypair,
     store: Store,
-    mut snapshot: starling_protocol::Snapshot,
+    snapshot: starling_protocol::Snapshot,
 ) -> Result<()> {
     let relay_server = crate::net::RelayServer { settings: cfg.relay, ..Default::default() };
     let mut swarm = crate::net::build_swarm(&key, cfg.mdns, cfg.connections_max, &relay_server)?;
@@ -93,18 +96,82 @@ async fn run(
     let api = Api::bind(client, hub.clone(), &cfg.data_dir, cfg.api_port).await?;
     init_logging(cfg.log_format, hub.clone());
     if let Some(s) = &torrent_session {
-        let t = s.settings();
-        tracing::info!(
-            listen = ?s.listen_addr(),
-            dir = %s.dir().display(),
-            dht = t.dht,
-            trackers = t.trackers,
-            local_discovery = t.local_discovery,
-            "torrent session started"
-        );
+        log_torrent_session(s);
     }
 
     let (report_tx, reports) = mpsc::channel(WORK_REPORT_CAP);
+    let work = build_work(&cfg, &key, &relay_server, torrent_session, report_tx)?;
+    let nat = crate::nat::Nat::new(cfg.reachability, key.clone());
+    let records = snapshot.records.len();
+    let engine = restore_engine(&cfg, key, &store, snapshot, &work)?;
+    tracing::info!(
+        node = %engine.node_id(),
+        peer = %swarm.local_peer_id(),
+        api = %api.addr,
+        data_dir = %cfg.data_dir.display(),
+        records,
+        items = engine.item_count(),
+        "starling node up"
+    );
+
+    let (stop_api_tx, stop_api_rx) = tokio::sync::oneshot::channel::<()>();
+    let api =
+        api.with_fetcher(work.seed.fetcher.clone()).with_crawler(work.runners.crawler().cloned());
+    let api_task = tokio::spawn(api.serve(async {
+        let _ = stop_api_rx.await;
+    }));
+    let torrent_control = work.torrents.as_ref().map(|t| t.control.clone());
+    let mut actor = Actor::new(ActorParts {
+        swarm,
+        engine,
+        store,
+        runners: work.runners,
+        reports,
+        commands,
+        sync_interval: cfg.sync_interval,
+        hub: hub.clone(),
+        nat: Some(nat),
+        relay_server,
+        seed: Some(work.seed),
+        torrents: work.torrents,
+    });
+    actor.dial_initial(&cfg.bootstrap);
+    let result = actor.run(shutdown_signal()).await;
+
+    // Stopped: the torrent session, then the event streams, then the API (with a grace).
+    if let Some(c) = torrent_control {
+        c.session().stop().await;
+    }
+    hub.close();
+    let _ = stop_api_tx.send(());
+    if tokio::time::timeout(API_SHUTDOWN_GRACE, api_task).await.is_err() {
+        tracing::warn!("control API clients did not hang up in time; stopping anyway");
+    }
+    result
+}
+
+fn log_torrent_session(s: &crate::torrent::TorrentSession) {
+    let t = s.settings();
+    tracing::info!(
+        listen = ?s.listen_addr(),
+        dir = %s.dir().display(),
+        dht = t.dht,
+        trackers = t.trackers,
+        local_discovery = t.local_discovery,
+        "torrent session started"
+    );
+}
+
+/// The work side of a node: its runners, its seeding part and (with a BitTorrent session
+/// and seeding on) its torrent part.
+struct Work {
+    runners: Runners,
+    seed: crate::seed::node::SeedParts,
+    torrents: Option<crate::torrent::node::TorrentParts>,
+}
+
+/// The crawler's settings from the node's.
+fn crawler_config(cfg: &Config, key: &starling_protocol::Keypair) -> crate::crawl::CrawlerConfig {
     let mut crawl = crate::crawl::CrawlerConfig::new(cfg.data_dir.join(RESULTS_DIR), key.node_id());
     crawl.allow_private_targets = cfg.crawl.allow_private_targets;
     if let Some(n) = cfg.crawl.fetches_max {
@@ -118,12 +185,24 @@ async fn run(
             "allow_private_targets is on: the crawler may fetch loopback and private addresses"
         );
     }
-    let mut runners = Runners::available(report_tx.clone(), Some(crawl))
+    crawl
+}
+
+/// Builds the runners (crawler, seeding with torrents, relay) and the seeding and torrent
+/// parts that feed them; every runner reports on `report_tx`.
+fn build_work(
+    cfg: &Config,
+    key: &starling_protocol::Keypair,
+    relay_server: &crate::net::RelayServer,
+    torrent_session: Option<Arc<crate::torrent::TorrentSession>>,
+    report_tx: mpsc::Sender<crate::runner::WorkReport>,
+) -> Result<Work> {
+    let mut runners = Runners::available(report_tx.clone(), Some(crawler_config(cfg, key)))
         .map_err(|e| anyhow!("cannot start the crawler: {e}"))?;
     // Seeding: the store serves this node's results to peers whatever the setting; duties
     // are taken only when seeding is on. (Debug builds' test runner, when set, keeps its own
     // seed runner.)
-    let (seed_parts, seed_runner) = crate::seed::node::SeedParts::build(
+    let (seed, seed_runner) = crate::seed::node::SeedParts::build(
         cfg.data_dir.join(RESULTS_DIR),
         cfg.crawl.disk_bytes_max,
         cfg.seed_caps,
@@ -159,10 +238,21 @@ async fn run(
             runners.counters(),
         )));
     }
-    drop(report_tx);
+    Ok(Work { runners, seed, torrents: torrent_parts })
+}
+
+/// The engine restored from the store's snapshot, with the roles the runners can fill and
+/// the keys the config trusts (kept in the store too).
+fn restore_engine(
+    cfg: &Config,
+    key: starling_protocol::Keypair,
+    store: &Store,
+    mut snapshot: starling_protocol::Snapshot,
+    work: &Work,
+) -> Result<Engine> {
     let mut engine_cfg = cfg.engine.clone();
-    engine_cfg.roles = runners.roles(engine_cfg.roles);
-    if torrent_parts.is_none() {
+    engine_cfg.roles = work.runners.roles(engine_cfg.roles);
+    if work.torrents.is_none() {
         // No BitTorrent session (off, or seeding is off): leave torrent duties to others.
         engine_cfg.roles = Roles(engine_cfg.roles.0 & !Roles::TORRENT.0);
     }
@@ -177,51 +267,7 @@ async fn run(
     }
     let mut seed = [0u8; 8];
     getrandom::fill(&mut seed).map_err(|e| anyhow!("no OS randomness: {e}"))?;
-    let records = snapshot.records.len();
-    let nat = crate::nat::Nat::new(cfg.reachability, key.clone());
-    let engine = Engine::restore(engine_cfg, key, snapshot, u64::from_le_bytes(seed), now_ms());
-    tracing::info!(
-        node = %engine.node_id(),
-        peer = %swarm.local_peer_id(),
-        api = %api.addr,
-        data_dir = %cfg.data_dir.display(),
-        records,
-        items = engine.item_count(),
-        "starling node up"
-    );
-
-    let (stop_api_tx, stop_api_rx) = tokio::sync::oneshot::channel::<()>();
-    let api = api.with_fetcher(seed_parts.fetcher.clone()).with_crawler(runners.crawler().cloned());
-    let api_task = tokio::spawn(api.serve(async {
-        let _ = stop_api_rx.await;
-    }));
-    let mut actor = Actor::new(
-        swarm,
-        engine,
-        store,
-        runners,
-        reports,
-        commands,
-        cfg.sync_interval,
-        hub.clone(),
-    )
-    .with_relay(nat, relay_server)
-    .with_seeding(seed_parts);
-    let torrent_control = torrent_parts.as_ref().map(|t| t.control.clone());
-    if let Some(t) = torrent_parts {
-        actor = actor.with_torrents(t);
-    }
-    actor.dial_initial(&cfg.bootstrap);
-    let result = actor.run(shutdown_signal()).await;
-    if let Some(c) = torrent_control {
-        c.session().stop().await;
-    }
-    hub.close();
-    let _ = stop_api_tx.send(());
-    if tokio::time::timeout(API_SHUTDOWN_GRACE, api_task).await.is_err() {
-        tracing::warn!("control API clients did not hang up in time; stopping anyway");
-    }
-    result
+    Ok(Engine::restore(engine_cfg, key, snapshot, u64::from_le_bytes(seed), now_ms()))
 }
 
 /// The node's BitTorrent session, when it will take torrent duties: seeding on, torrents on,

@@ -299,120 +299,72 @@ fn parse_keys(raw: &[String]) -> Result<Vec<PublicKey>> {
         .collect()
 }
 
+/// A setting from its flag (or environment variable), else from the config file: the one
+/// step every setting's merge takes. `None` when neither gives it.
+macro_rules! layered {
+    ($args:expr, $file:expr, $name:ident) => {
+        $args.$name.or($file.$name)
+    };
+}
+
+/// Sets each `slot` to its setting when the flag or the file gives one; otherwise the slot
+/// keeps its default.
+macro_rules! merge_into {
+    ($args:expr, $file:expr; $($slot:expr => $name:ident),+ $(,)?) => {
+        $(
+            if let Some(v) = layered!($args, $file, $name) {
+                $slot = v;
+            }
+        )+
+    };
+}
+
 impl Config {
     /// Resolves the configuration from defaults, the config file, flags and environment.
     pub fn load(args: &UpArgs) -> Result<Self> {
-        let default_file = project_dirs().map(|d| d.config_dir().join("config.toml"));
-        let file = match (&args.config, default_file) {
-            (Some(path), _) => read_file_config(path)?,
-            (None, Some(path)) if path.exists() => read_file_config(&path)?,
-            _ => FileConfig::default(),
-        };
+        let file = read_chosen_file(args)?;
         let data_dir = resolve_data_dir(args.data_dir.as_deref().or(file.data_dir.as_deref()))?;
-        let pick_list = |flag: &Vec<String>, file: &Option<Vec<String>>| {
-            if flag.is_empty() { file.clone().unwrap_or_default() } else { flag.clone() }
-        };
-        // `--listen none`: no listen address at all (a node that only dials out).
-        let no_listen = args.listen.len() == 1 && args.listen[0].trim() == "none";
-        let listen_raw = if no_listen { Vec::new() } else { pick_list(&args.listen, &file.listen) };
-        let mut listen = parse_addrs("listen", &listen_raw)?;
-        if listen.is_empty() && args.listen.is_empty() && file.listen.is_none() && !no_listen {
-            listen = default_listen();
-        }
-        let bootstrap = parse_addrs("bootstrap", &pick_list(&args.bootstrap, &file.bootstrap))?;
-        let mut trust = parse_keys(&file.trust.clone().unwrap_or_default())?;
-        trust.extend(parse_keys(&args.trust)?);
-
-        let mut engine = EngineConfig::default();
-        let set = |slot: &mut u64, flag: Option<u64>, file: Option<u64>| {
-            if let Some(v) = flag.or(file) {
-                *slot = v;
-            }
-        };
-        set(&mut engine.presence_interval_ms, args.presence_interval_ms, file.presence_interval_ms);
-        set(&mut engine.presence_ttl_ms, args.presence_ttl_ms, file.presence_ttl_ms);
-        set(&mut engine.warmup_ms, args.warmup_ms, file.warmup_ms);
-        set(&mut engine.settle_ms, args.settle_ms, file.settle_ms);
-        set(&mut engine.claim_settle_ms, args.claim_settle_ms, file.claim_settle_ms);
-        set(&mut engine.skew_margin_ms, args.skew_margin_ms, file.skew_margin_ms);
-        set(&mut engine.widen_ms, args.widen_ms, file.widen_ms);
-        if let Some(c) = args.capacity.or(file.capacity) {
-            engine.capacity = c;
-        }
-        if let Some(v) = args.relay_lease_ms.or(file.relay_lease_ms) {
-            engine.relay_lease_ms = v;
-        }
-        let reachability = args.reachability.or(file.reachability).unwrap_or_default();
+        let (listen, bootstrap, trust) = peers_and_keys(args, &file)?;
+        let reachability = layered!(args, file, reachability).unwrap_or_default();
         let mut relay = crate::relay::RelaySettings {
-            enabled: args.relay.or(file.relay).unwrap_or(false),
+            enabled: layered!(args, file, relay).unwrap_or(false),
             ..Default::default()
         };
-        if let Some(b) = args.relay_circuit_bytes_max.or(file.relay_circuit_bytes_max) {
-            relay.circuit_bytes_max = b;
-        }
-        if let Some(n) = args.relay_circuits_max.or(file.relay_circuits_max) {
-            relay.circuits_max = n;
-        }
-        let seed = args.seed.or(file.seed).unwrap_or(true);
-        if let Some(n) = args.seed_capacity.or(file.seed_capacity) {
-            engine.seed_capacity = n;
-        }
-        // A missing `[torrent]` table and a missing key in it both mean the documented default
-        // (`TorrentSettings::default`: no DHT, which would reach the internet at start).
-        let mut torrent = file.torrent.clone().unwrap_or_default();
-        if args.torrent_loopback == Some(true) {
-            torrent = crate::torrent::TorrentSettings::loopback();
-        }
-        if let Some(on) = args.torrents {
-            torrent.enabled = on;
-        }
-        engine.roles = if seed { Roles(Roles::CRAWL.0 | Roles::SEED.0) } else { Roles::CRAWL };
-        // Torrent duties only where a BitTorrent session will run (and seeding is on).
-        if seed && torrent.enabled {
-            engine.roles = Roles(engine.roles.0 | Roles::TORRENT.0);
-        }
-        // Relay slots are claimed only by nodes known to be reachable.
-        if relay.enabled && reachability == Reachability::Public {
-            engine.roles = Roles(engine.roles.0 | Roles::RELAY.0);
-        }
+        merge_into!(args, file;
+            relay.circuit_bytes_max => relay_circuit_bytes_max,
+            relay.circuits_max => relay_circuits_max,
+        );
+        let seed = layered!(args, file, seed).unwrap_or(true);
+        let torrent = torrent_settings(args, &file);
+        let mut engine = engine_settings(args, &file);
+        engine.roles = roles(seed, torrent.enabled, relay.enabled, reachability);
 
         let sync_interval_ms =
-            args.sync_interval_ms.or(file.sync_interval_ms).unwrap_or(DEFAULT_SYNC_INTERVAL_MS);
+            layered!(args, file, sync_interval_ms).unwrap_or(DEFAULT_SYNC_INTERVAL_MS);
         let cfg = Self {
             data_dir,
             listen,
             bootstrap,
             trust,
-            mdns: args.mdns.or(file.mdns).unwrap_or(true),
-            api_port: args.api_port.or(file.api_port).unwrap_or(0),
-            log_format: args.log_format.or(file.log_format).unwrap_or_default(),
-            connections_max: args
-                .connections_max
-                .or(file.connections_max)
+            mdns: layered!(args, file, mdns).unwrap_or(true),
+            api_port: layered!(args, file, api_port).unwrap_or(0),
+            log_format: layered!(args, file, log_format).unwrap_or_default(),
+            connections_max: layered!(args, file, connections_max)
                 .unwrap_or(DEFAULT_CONNECTIONS_MAX),
             sync_interval: Duration::from_millis(sync_interval_ms),
             engine,
             crawl: CrawlSettings {
-                allow_private_targets: args
-                    .allow_private_targets
-                    .or(file.allow_private_targets)
-                    .unwrap_or(false),
-                fetches_max: args.fetches_max.or(file.fetches_max).filter(|n| *n > 0),
-                bandwidth_bytes_per_s: args
-                    .bandwidth_bytes_per_s
-                    .or(file.bandwidth_bytes_per_s)
+                allow_private_targets: layered!(args, file, allow_private_targets).unwrap_or(false),
+                fetches_max: layered!(args, file, fetches_max).filter(|n| *n > 0),
+                bandwidth_bytes_per_s: layered!(args, file, bandwidth_bytes_per_s)
                     .filter(|n| *n > 0),
-                disk_bytes_max: args.disk_bytes_max.or(file.disk_bytes_max).filter(|n| *n > 0),
+                disk_bytes_max: layered!(args, file, disk_bytes_max).filter(|n| *n > 0),
             },
             seed,
             seed_caps: crate::seed::node::SeedCaps {
-                download_bytes_per_s: args
-                    .seed_download_bytes_per_s
-                    .or(file.seed_download_bytes_per_s)
+                download_bytes_per_s: layered!(args, file, seed_download_bytes_per_s)
                     .and_then(std::num::NonZeroU32::new),
-                upload_bytes_per_s: args
-                    .seed_upload_bytes_per_s
-                    .or(file.seed_upload_bytes_per_s)
+                upload_bytes_per_s: layered!(args, file, seed_upload_bytes_per_s)
                     .and_then(std::num::NonZeroU32::new),
             },
             torrent,
@@ -443,6 +395,85 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The config file `--config` names, else the platform's if it exists, else none.
+fn read_chosen_file(args: &UpArgs) -> Result<FileConfig> {
+    let default_file = project_dirs().map(|d| d.config_dir().join("config.toml"));
+    match (&args.config, default_file) {
+        (Some(path), _) => read_file_config(path),
+        (None, Some(path)) if path.exists() => read_file_config(&path),
+        _ => Ok(FileConfig::default()),
+    }
+}
+
+/// Listen and bootstrap addresses and trusted keys. A list given by flags replaces the
+/// file's; trusted keys from both are kept.
+fn peers_and_keys(
+    args: &UpArgs,
+    file: &FileConfig,
+) -> Result<(Vec<Multiaddr>, Vec<Multiaddr>, Vec<PublicKey>)> {
+    let pick_list = |flag: &Vec<String>, file: &Option<Vec<String>>| {
+        if flag.is_empty() { file.clone().unwrap_or_default() } else { flag.clone() }
+    };
+    // `--listen none`: no listen address at all (a node that only dials out).
+    let no_listen = args.listen.len() == 1 && args.listen[0].trim() == "none";
+    let listen_raw = if no_listen { Vec::new() } else { pick_list(&args.listen, &file.listen) };
+    let mut listen = parse_addrs("listen", &listen_raw)?;
+    if listen.is_empty() && args.listen.is_empty() && file.listen.is_none() && !no_listen {
+        listen = default_listen();
+    }
+    let bootstrap = parse_addrs("bootstrap", &pick_list(&args.bootstrap, &file.bootstrap))?;
+    let mut trust = parse_keys(&file.trust.clone().unwrap_or_default())?;
+    trust.extend(parse_keys(&args.trust)?);
+    Ok((listen, bootstrap, trust))
+}
+
+/// The engine's tunables: its defaults, with what the flags or the file set (checked later,
+/// by [`Config::check`]). Roles are set by the caller.
+fn engine_settings(args: &UpArgs, file: &FileConfig) -> EngineConfig {
+    let mut engine = EngineConfig::default();
+    merge_into!(args, file;
+        engine.presence_interval_ms => presence_interval_ms,
+        engine.presence_ttl_ms => presence_ttl_ms,
+        engine.warmup_ms => warmup_ms,
+        engine.settle_ms => settle_ms,
+        engine.claim_settle_ms => claim_settle_ms,
+        engine.skew_margin_ms => skew_margin_ms,
+        engine.widen_ms => widen_ms,
+        engine.capacity => capacity,
+        engine.relay_lease_ms => relay_lease_ms,
+        engine.seed_capacity => seed_capacity,
+    );
+    engine
+}
+
+/// The `[torrent]` table, with `--torrent-loopback` and `--torrents` over it. A missing table
+/// and a missing key in it both mean the documented default (`TorrentSettings::default`: no
+/// DHT, which would reach the internet at start).
+fn torrent_settings(args: &UpArgs, file: &FileConfig) -> crate::torrent::TorrentSettings {
+    let mut torrent = file.torrent.clone().unwrap_or_default();
+    if args.torrent_loopback == Some(true) {
+        torrent = crate::torrent::TorrentSettings::loopback();
+    }
+    if let Some(on) = args.torrents {
+        torrent.enabled = on;
+    }
+    torrent
+}
+
+/// The roles this node offers: crawling always; seeding when on; torrent duties only where a
+/// BitTorrent session will run (and seeding is on); relay slots only when relaying is on and
+/// the node is known to be reachable.
+fn roles(seed: bool, torrents: bool, relay: bool, reachability: Reachability) -> Roles {
+    let mut roles = if seed { Roles(Roles::CRAWL.0 | Roles::SEED.0) } else { Roles::CRAWL };
+    if seed && torrents {
+        roles = Roles(roles.0 | Roles::TORRENT.0);
+    }
+    if relay && reachability == Reachability::Public {
+        roles = Roles(roles.0 | Roles::RELAY.0);
+    }
+    roles
 }
 
 /// Most established connections that may be asked for.

@@ -14,7 +14,7 @@ use tokio::sync::broadcast;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::Context;
 
-use crate::actor::now_ms;
+use crate::clock::now_ms;
 use crate::views::{LogLine, NodeEvent};
 
 /// Log lines kept for `/log`.

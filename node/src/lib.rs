@@ -26,7 +26,7 @@ pub mod api;
 pub mod budget;
 pub mod cli_node;
 pub mod client;
-mod commands;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod crawl;
@@ -44,6 +44,7 @@ pub mod relay;
 pub mod runner;
 pub mod seed;
 pub mod service;
+pub mod settings;
 pub mod store;
 pub mod tcp;
 #[cfg(any(debug_assertions, feature = "test-runner"))]

@@ -4,7 +4,7 @@
 //! `RelaySlot` item that reachable relays claim like any other item (HRW rank, lease, epoch).
 //! The winner's [`RelayRunner`] marks the slot ready and puts the requester on its grant list;
 //! the circuit-relay v2 server grants reservations only to peers on that list
-//! ([`GrantedOnly`]). The requester watches its slot (see the actor) and listens on its
+//! ([`GrantedOnly`]). The requester watches its slot ([`crate::nat::Nat`]) and listens on its
 //! relay's `/p2p-circuit` address; when the relay dies, its lease runs out, another relay claims
 //! the slot at the next epoch and the requester moves there. DCUtR upgrades relayed
 //! connections to direct ones where hole punching works.

@@ -283,7 +283,7 @@ impl Store {
     }
 
     /// The operator's saved settings; unreadable ones are reported and replaced by defaults.
-    pub fn settings(&self) -> Result<crate::control::OperatorSettings, StoreError> {
+    pub fn settings(&self) -> Result<crate::settings::OperatorSettings, StoreError> {
         let txn = self.db.begin_read().map_err(io)?;
         let t = txn.open_table(SETTINGS).map_err(io)?;
         let Some(v) = t.get(SETTINGS_OPERATOR).map_err(io)? else { return Ok(Default::default()) };
@@ -294,7 +294,7 @@ impl Store {
     }
 
     /// Saves the operator's settings durably.
-    pub fn save_settings(&self, s: &crate::control::OperatorSettings) -> Result<(), StoreError> {
+    pub fn save_settings(&self, s: &crate::settings::OperatorSettings) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(s).map_err(io)?;
         let txn = self.db.begin_write().map_err(io)?;
         {

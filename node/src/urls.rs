@@ -6,9 +6,9 @@
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use starling_protocol::message::PartClass;
-use starling_protocol::{Envelope, ItemState, ProjectId, WorkItem};
+use starling_protocol::{Engine, Envelope, ItemState, ProjectId, WorkItem};
 
-use crate::actor::Actor;
+use crate::store::Store;
 
 /// Most URL outcomes one answer lists.
 pub const URLS_LIST_MAX: usize = 100_000;
@@ -28,50 +28,50 @@ pub struct UrlOutcomeView {
     pub reason: String,
 }
 
-impl Actor {
-    /// The URL outcomes of `project`'s done crawl chunks (only those not archived when
-    /// `failed_only`), at most [`URLS_LIST_MAX`].
-    pub(crate) fn url_outcomes(
-        &self,
-        project: &ProjectId,
-        failed_only: bool,
-    ) -> Result<Vec<UrlOutcomeView>, String> {
-        if !self.engine.projects().any(|(id, _)| id == *project) {
-            return Err(format!("no project {} is known here", project.to_hex()));
-        }
-        let mut out = Vec::new();
-        for (item, p, state) in self.engine.items() {
-            if p != *project || !matches!(state, ItemState::Done { .. }) {
-                continue;
-            }
-            let Some((_, WorkItem::CrawlChunk { urls })) = self.engine.item_work(&item) else {
-                continue;
-            };
-            let receipt = match self.store.proof(&item) {
-                Ok(Some(Envelope::Receipt(s))) => s.verify().map_err(|e| e.to_string()),
-                Ok(_) => continue, // the store lags the engine; the next call will see it
-                Err(e) => return Err(format!("cannot read the store: {e}")),
-            };
-            let receipt = receipt.map_err(|e| format!("receipt of {item:#} unreadable: {e}"))?;
-            for (url, part) in urls.iter().zip(&receipt.parts) {
-                let class = part.class();
-                if failed_only && class == PartClass::Ok {
-                    continue;
-                }
-                if out.len() >= URLS_LIST_MAX {
-                    return Ok(out);
-                }
-                out.push(UrlOutcomeView {
-                    item: item.to_hex(),
-                    url: url.clone(),
-                    class: class.name().into(),
-                    status: part.status,
-                    reason: part.failure.as_ref().map(|f| f.reason.clone()).unwrap_or_default(),
-                });
-            }
-        }
-        Ok(out)
+/// The URL outcomes of `project`'s done crawl chunks (only those not archived when
+/// `failed_only`), at most [`URLS_LIST_MAX`]: the engine says which chunks are done, the store
+/// holds their receipts.
+pub fn url_outcomes(
+    engine: &Engine,
+    store: &Store,
+    project: &ProjectId,
+    failed_only: bool,
+) -> Result<Vec<UrlOutcomeView>, String> {
+    if !engine.projects().any(|(id, _)| id == *project) {
+        return Err(format!("no project {} is known here", project.to_hex()));
     }
+    let mut out = Vec::new();
+    for (item, p, state) in engine.items() {
+        if p != *project || !matches!(state, ItemState::Done { .. }) {
+            continue;
+        }
+        let Some((_, WorkItem::CrawlChunk { urls })) = engine.item_work(&item) else {
+            continue;
+        };
+        let receipt = match store.proof(&item) {
+            Ok(Some(Envelope::Receipt(s))) => s.verify().map_err(|e| e.to_string()),
+            Ok(_) => continue, // the store lags the engine; the next call will see it
+            Err(e) => return Err(format!("cannot read the store: {e}")),
+        };
+        let receipt = receipt.map_err(|e| format!("receipt of {item:#} unreadable: {e}"))?;
+        for (url, part) in urls.iter().zip(&receipt.parts) {
+            let class = part.class();
+            if failed_only && class == PartClass::Ok {
+                continue;
+            }
+            if out.len() >= URLS_LIST_MAX {
+                return Ok(out);
+            }
+            out.push(UrlOutcomeView {
+                item: item.to_hex(),
+                url: url.clone(),
+                class: class.name().into(),
+                status: part.status,
+                reason: part.failure.as_ref().map(|f| f.reason.clone()).unwrap_or_default(),
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// `starling urls`: the URLs of a project's done chunks, with class and reason.

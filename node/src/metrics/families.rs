@@ -121,7 +121,7 @@ pub fn families(snap: &Snapshot, urls: Option<&crate::crawl::stats::UrlCounts>) 
     r.counter("items_failed", "Failures this node published", e.failed);
     r.counter(
         "work_yielded",
-        "Work cancelled because another node's claim or result won (duplicate executions cut short)",
+        "Started work cancelled because another node's claim or result won (duplicate executions cut short)",
         e.yielded,
     );
     r.counter(

@@ -165,7 +165,7 @@ impl WorkTimer {
     }
 }
 
-fn state_name(s: &ItemState) -> &'static str {
+pub fn state_name(s: &ItemState) -> &'static str {
     match s {
         ItemState::Open { .. } => "open",
         ItemState::Held { .. } => "held",
@@ -178,41 +178,3 @@ fn state_name(s: &ItemState) -> &'static str {
 pub const ITEM_STATES: [&str; 4] = ["open", "held", "done", "failed"];
 /// Work outcomes the duration histogram tells apart.
 pub const WORK_OUTCOMES: [&str; 3] = ["done", "failed", "cancelled"];
-
-impl crate::actor::Actor {
-    /// What the metrics need beyond the JSON views.
-    pub(crate) fn actor_metrics(&self) -> ActorMetrics {
-        let mut items_by_kind = BTreeMap::new();
-        for (id, _, state) in self.engine.items() {
-            if let Some((_, work)) = self.engine.item_work(&id) {
-                *items_by_kind.entry((work.kind().name(), state_name(&state))).or_default() += 1;
-            }
-        }
-        let mut held_by_kind = BTreeMap::new();
-        for w in self.engine.local_work() {
-            *held_by_kind.entry(w.kind.name()).or_default() += 1;
-        }
-        let gossip = &self.swarm.behaviour().gossipsub;
-        let topics = gossip
-            .topics()
-            .map(|t| {
-                let subscribed = gossip.all_peers().filter(|(_, ts)| ts.contains(&t)).count();
-                (t.as_str().to_owned(), gossip.mesh_peers(t).count(), subscribed)
-            })
-            .collect();
-        let bytes = {
-            let mut text = String::new();
-            let registry = self.relay_server.bandwidth.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
-            bandwidth_bytes(&text)
-        };
-        ActorMetrics {
-            items_by_kind,
-            held_by_kind,
-            topics,
-            connections: self.conn_metrics.clone(),
-            bytes,
-            durations: self.runners.timer().durations(),
-        }
-    }
-}

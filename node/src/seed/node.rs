@@ -4,15 +4,17 @@
 //!
 //! Who holds a blob comes from the engine's view: the producer of the source item and the
 //! holders of the other replicas' duties that reported ready. The actor writes that list into
-//! a shared map just before it starts a duty ([`Actor::note_holders`]); the runner's lookup
-//! reads it, so the runner never touches the engine.
+//! a shared map just before it starts a duty ([`SeedParts::note_holders`]); the runner's lookup
+//! reads it, so the runner never touches the engine. [`SeedParts`] owns seeding's state; the
+//! actor hands it the swarm or the engine per call and routes the blob protocol's events to it
+//! (and to the torrent part, which asks its questions over the same protocol).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use libp2p::PeerId;
-use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
-use starling_protocol::{Digest, ItemState, ProjectId, WorkItem};
+use libp2p::request_response::{OutboundFailure, OutboundRequestId, ResponseChannel};
+use libp2p::{PeerId, Swarm};
+use starling_protocol::{Digest, Engine, ItemState, ProjectId, WorkItem};
 use tokio::sync::{mpsc, oneshot};
 
 use super::fetch::{FetchConfig, Fetcher, SourceError};
@@ -21,8 +23,9 @@ use super::serve::{BlobServer, SERVING_MAX};
 use super::store::BlobStore;
 use super::wire::{BlobRequest, BlobResponse};
 use super::{SeedingCounters, SeedingStats};
-use crate::actor::Actor;
+use crate::net::Behaviour;
 use crate::runner::{RunnerCounters, WorkReport};
+use crate::views::NetStats;
 
 /// Answers computed off the actor, waiting to be sent.
 pub const SERVED_CAP: usize = 64;
@@ -143,83 +146,80 @@ pub struct ExportPlanItem {
     pub holders: Vec<PeerId>,
 }
 
-impl Actor {
-    /// The done crawl results of `project`, for `starling export`.
-    pub(crate) fn export_plan(&self, project: &ProjectId) -> Result<Vec<ExportPlanItem>, String> {
-        if !self.engine.projects().any(|(id, _)| id == *project) {
-            return Err(format!("no project {} is known here", project.to_hex()));
-        }
-        let Some(seed) = &self.seed else { return Err("this node keeps no blob store".into()) };
-        let plan = self
-            .engine
-            .items()
-            .filter(|(_, p, _)| p == project)
-            .filter_map(|(item, _, state)| match state {
-                ItemState::Done { result, size, .. }
-                    if matches!(
-                        self.engine.item_work(&item),
-                        Some((_, WorkItem::CrawlChunk { .. }))
-                    ) =>
-                {
-                    Some(ExportPlanItem {
-                        item,
-                        digest: result,
-                        size,
-                        local: seed.store.has(&result),
-                        holders: self.blob_holders(project, &item, &result, size),
-                    })
-                }
-                _ => None,
-            })
-            .collect();
-        Ok(plan)
+/// The done crawl results of `project`, for `starling export`; an error when the project is
+/// unknown or this node keeps no blob store (`seed` is `None`).
+pub fn export_plan(
+    engine: &Engine,
+    seed: Option<&SeedParts>,
+    project: &ProjectId,
+) -> Result<Vec<ExportPlanItem>, String> {
+    if !engine.projects().any(|(id, _)| id == *project) {
+        return Err(format!("no project {} is known here", project.to_hex()));
     }
-
-    /// The peers believed to hold `digest`, result of item `source` in `project`: the
-    /// producer first, then ready holders of the replicas' duties. Never this node.
-    pub(crate) fn blob_holders(
-        &self,
-        project: &ProjectId,
-        source: &starling_protocol::ItemId,
-        digest: &Digest,
-        size: u64,
-    ) -> Vec<PeerId> {
-        let me = self.engine.node_id();
-        let mut out = Vec::new();
-        let mut push = |node: starling_protocol::NodeId| {
-            if node != me
-                && let Some(p) = crate::net::peer_id_of(&node)
-                && !out.contains(&p)
+    let Some(seed) = seed else { return Err("this node keeps no blob store".into()) };
+    let plan = engine
+        .items()
+        .filter(|(_, p, _)| p == project)
+        .filter_map(|(item, _, state)| match state {
+            ItemState::Done { result, size, .. }
+                if matches!(engine.item_work(&item), Some((_, WorkItem::CrawlChunk { .. }))) =>
             {
-                out.push(p);
+                Some(ExportPlanItem {
+                    item,
+                    digest: result,
+                    size,
+                    local: seed.store.has(&result),
+                    holders: blob_holders(engine, project, &item, &result, size),
+                })
             }
-        };
-        if let Some(ItemState::Done { holder, result, .. }) = self.engine.item_state(source)
-            && result == *digest
+            _ => None,
+        })
+        .collect();
+    Ok(plan)
+}
+
+/// The peers believed to hold `digest`, result of item `source` in `project`: the producer
+/// first, then ready holders of the replicas' duties. Never this node.
+pub fn blob_holders(
+    engine: &Engine,
+    project: &ProjectId,
+    source: &starling_protocol::ItemId,
+    digest: &Digest,
+    size: u64,
+) -> Vec<PeerId> {
+    let me = engine.node_id();
+    let mut out = Vec::new();
+    let mut push = |node: starling_protocol::NodeId| {
+        if node != me
+            && let Some(p) = crate::net::peer_id_of(&node)
+            && !out.contains(&p)
+        {
+            out.push(p);
+        }
+    };
+    if let Some(ItemState::Done { holder, result, .. }) = engine.item_state(source)
+        && result == *digest
+    {
+        push(holder);
+    }
+    let k = engine.projects().find(|(id, _)| id == project).map_or(0, |(_, m)| m.replication);
+    for replica in 0..k {
+        let duty = WorkItem::SeedDuty { source: *source, result: *digest, size, replica };
+        if let Some(ItemState::Held { holder, ready: true, .. }) =
+            engine.item_state(&duty.id(project))
         {
             push(holder);
         }
-        let k =
-            self.engine.projects().find(|(id, _)| id == project).map_or(0, |(_, m)| m.replication);
-        for replica in 0..k {
-            let duty = WorkItem::SeedDuty { source: *source, result: *digest, size, replica };
-            if let Some(ItemState::Held { holder, ready: true, .. }) =
-                self.engine.item_state(&duty.id(project))
-            {
-                push(holder);
-            }
-        }
-        out
     }
+    out
+}
 
+impl SeedParts {
     /// Records who holds a duty's blob, for the runner's lookup, before the duty starts.
-    pub(crate) fn note_holders(&self, project: &ProjectId, work: &WorkItem) {
-        let (Some(seed), WorkItem::SeedDuty { source, result, size, .. }) = (&self.seed, work)
-        else {
-            return;
-        };
-        let holders = self.blob_holders(project, source, result, *size);
-        let mut map = seed.holders.lock().unwrap_or_else(|e| e.into_inner());
+    pub fn note_holders(&self, engine: &Engine, project: &ProjectId, work: &WorkItem) {
+        let WorkItem::SeedDuty { source, result, size, .. } = work else { return };
+        let holders = blob_holders(engine, project, source, result, *size);
+        let mut map = self.holders.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= HOLDER_LISTS_MAX && !map.contains_key(result) {
             map.clear();
         }
@@ -227,93 +227,72 @@ impl Actor {
     }
 
     /// A request from the fetcher: send it, or penalise a peer that sent bad bytes.
-    pub(crate) fn on_blob_command(&mut self, cmd: BlobCommand) {
+    pub fn on_command(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        stats: &mut NetStats,
+        cmd: BlobCommand,
+    ) {
         match cmd {
             BlobCommand::Get { peer, request, reply } => {
-                let Some(seed) = &mut self.seed else { return };
-                if seed.pending.len() >= BLOB_INFLIGHT_MAX {
+                if self.pending.len() >= BLOB_INFLIGHT_MAX {
                     let _ = reply.send(Err(SourceError::Failed("too many blob requests".into())));
                     return;
                 }
-                let id = self.swarm.behaviour_mut().blob.send_request(&peer, request);
-                seed.pending.insert(id, reply);
+                let id = swarm.behaviour_mut().blob.send_request(&peer, request);
+                self.pending.insert(id, reply);
             }
             BlobCommand::Penalise { peer, reason } => {
                 tracing::warn!(%peer, reason, "peer served a corrupt blob chunk; disconnecting it");
-                self.stats.blob_penalties += 1;
+                stats.blob_penalties += 1;
                 // The peer provably sent bytes that do not hash to the digest: its gossip score
                 // drops below the graylist threshold and the connection is cut.
-                self.swarm.behaviour_mut().gossipsub.set_application_score(&peer, PENALTY_SCORE);
-                let _ = self.swarm.disconnect_peer_id(peer);
+                swarm.behaviour_mut().gossipsub.set_application_score(&peer, PENALTY_SCORE);
+                let _ = swarm.disconnect_peer_id(peer);
             }
         }
     }
 
-    /// Blob protocol events: answers to our requests, and peers' requests to us.
-    pub(crate) fn on_blob(&mut self, event: request_response::Event<BlobRequest, BlobResponse>) {
-        use request_response::{Event, Message};
-        match event {
-            Event::Message { message: Message::Response { request_id, response }, .. } => {
-                if self.torrent_answer(request_id, &response) {
-                    return;
-                }
-                if let Some(reply) = self.seed.as_mut().and_then(|s| s.pending.remove(&request_id))
-                {
-                    let _ = reply.send(Ok(response));
-                }
-            }
-            Event::OutboundFailure { request_id, error, .. } => {
-                if self.torrent_question_failed(request_id) {
-                    return;
-                }
-                if let Some(reply) = self.seed.as_mut().and_then(|s| s.pending.remove(&request_id))
-                {
-                    let _ = reply.send(Err(SourceError::from_outbound(&error)));
-                }
-            }
-            Event::Message {
-                message: Message::Request { request: BlobRequest::TorrentAddr, channel, .. },
-                ..
-            } => {
-                let port = self.torrent_port();
-                let answer = BlobResponse::TorrentAddr { port };
-                let _ = self.swarm.behaviour_mut().blob.send_response(channel, answer);
-            }
-            Event::Message { message: Message::Request { request, channel, .. }, .. } => {
-                let Some(seed) = &mut self.seed else {
-                    let _ = self
-                        .swarm
-                        .behaviour_mut()
-                        .blob
-                        .send_response(channel, BlobResponse::NotFound);
-                    return;
-                };
-                match seed.server.admit(request) {
-                    Err(busy) => {
-                        let _ = self.swarm.behaviour_mut().blob.send_response(channel, busy);
-                    }
-                    Ok(answer) => {
-                        let tx = seed.served_tx.clone();
-                        let corrupt = serves_corrupt_chunks();
-                        tokio::spawn(async move {
-                            let mut response = answer.await;
-                            if corrupt
-                                && let BlobResponse::Slice { bytes, .. } = &mut response
-                                && let Some(b) = bytes.last_mut()
-                            {
-                                *b ^= 0xff;
-                            }
-                            let _ = tx.send((channel, response)).await;
-                        });
-                    }
-                }
-            }
-            Event::InboundFailure { .. } | Event::ResponseSent { .. } => {}
+    /// A peer's answer to one of the fetcher's requests.
+    pub fn on_response(&mut self, id: OutboundRequestId, response: BlobResponse) {
+        if let Some(reply) = self.pending.remove(&id) {
+            let _ = reply.send(Ok(response));
         }
     }
 
-    /// Sends an answer computed off the actor.
-    pub(crate) fn send_served(&mut self, channel: ResponseChannel<BlobResponse>, r: BlobResponse) {
-        let _ = self.swarm.behaviour_mut().blob.send_response(channel, r);
+    /// One of the fetcher's requests failed.
+    pub fn on_failure(&mut self, id: OutboundRequestId, error: &OutboundFailure) {
+        if let Some(reply) = self.pending.remove(&id) {
+            let _ = reply.send(Err(SourceError::from_outbound(error)));
+        }
+    }
+
+    /// A peer asks for (part of) a blob: refused at once when the server is busy, else
+    /// answered off the actor (the answer comes back through [`SeedParts::served`]).
+    pub fn on_request(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        request: BlobRequest,
+        channel: ResponseChannel<BlobResponse>,
+    ) {
+        match self.server.admit(request) {
+            Err(busy) => {
+                let _ = swarm.behaviour_mut().blob.send_response(channel, busy);
+            }
+            Ok(answer) => {
+                let tx = self.served_tx.clone();
+                let corrupt = serves_corrupt_chunks();
+                tokio::spawn(async move {
+                    let mut response = answer.await;
+                    if corrupt
+                        && let BlobResponse::Slice { bytes, .. } = &mut response
+                        && let Some(b) = bytes.last_mut()
+                    {
+                        *b ^= 0xff;
+                    }
+                    let _ = tx.send((channel, response)).await;
+                });
+            }
+        }
     }
 }

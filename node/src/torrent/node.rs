@@ -5,20 +5,20 @@
 //! of its BitTorrent listener and keeps `IP:port`, the IP being the one the connection reached.
 //! A torrent's holders are the nodes whose duty for another replica of the same torrent is
 //! held and ready in the engine's view; their addresses go to the runner as initial peers
-//! before a duty starts ([`Actor::note_torrent_peers`]) and whenever they change while it runs
-//! ([`Actor::tend_torrents`]). With DHT and trackers off, this is how holders find each other.
+//! before a duty starts ([`TorrentParts::note_peers`]) and whenever they change while it runs
+//! ([`TorrentParts::tend`]). The actor hands the parts the swarm or the engine per call. With DHT and trackers off, this is how holders find each other.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
-use libp2p::PeerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::OutboundRequestId;
-use starling_protocol::{ItemState, ProjectId, WorkItem, WorkKind};
+use libp2p::{PeerId, Swarm};
+use starling_protocol::{Engine, ItemState, ProjectId, WorkItem, WorkKind};
 
 use super::runner::{PeerLookup, TorrentControl, TorrentQuery};
-use crate::actor::Actor;
+use crate::net::Behaviour;
 use crate::seed::wire::{BlobRequest, BlobResponse};
 
 /// Replicas of one torrent looked at when finding its holders.
@@ -68,61 +68,63 @@ impl TorrentParts {
     }
 }
 
-impl Actor {
+impl TorrentParts {
     /// A connection to `peer` opened at `remote`: ask for its BitTorrent port.
-    pub(crate) fn torrent_peer_connected(&mut self, peer: PeerId, remote: &libp2p::Multiaddr) {
-        let Some(t) = &mut self.torrents else { return };
+    pub fn peer_connected(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        peer: PeerId,
+        remote: &libp2p::Multiaddr,
+    ) {
         let ip = remote.iter().find_map(|p| match p {
             Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
             Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
             _ => None,
         });
         let Some(ip) = ip else { return };
-        if t.remote_ip.len() >= TORRENT_ADDRS_MAX && !t.remote_ip.contains_key(&peer) {
+        if self.remote_ip.len() >= TORRENT_ADDRS_MAX && !self.remote_ip.contains_key(&peer) {
             return;
         }
-        t.remote_ip.insert(peer, ip);
-        let id = self.swarm.behaviour_mut().blob.send_request(&peer, BlobRequest::TorrentAddr);
-        t.asked.insert(id, peer);
+        self.remote_ip.insert(peer, ip);
+        let id = swarm.behaviour_mut().blob.send_request(&peer, BlobRequest::TorrentAddr);
+        self.asked.insert(id, peer);
     }
 
     /// An answer to a port question; false when the request was not one.
-    pub(crate) fn torrent_answer(&mut self, id: OutboundRequestId, r: &BlobResponse) -> bool {
-        let Some(t) = &mut self.torrents else { return false };
-        let Some(peer) = t.asked.remove(&id) else { return false };
-        if let (BlobResponse::TorrentAddr { port }, Some(ip)) = (r, t.remote_ip.get(&peer))
+    pub fn answer(&mut self, id: OutboundRequestId, r: &BlobResponse) -> bool {
+        let Some(peer) = self.asked.remove(&id) else { return false };
+        if let (BlobResponse::TorrentAddr { port }, Some(ip)) = (r, self.remote_ip.get(&peer))
             && *port != 0
         {
-            t.addrs.insert(peer, SocketAddr::new(*ip, *port));
+            self.addrs.insert(peer, SocketAddr::new(*ip, *port));
         }
         true
     }
 
     /// A failed port question; false when the request was not one.
-    pub(crate) fn torrent_question_failed(&mut self, id: OutboundRequestId) -> bool {
-        self.torrents.as_mut().is_some_and(|t| t.asked.remove(&id).is_some())
+    pub fn question_failed(&mut self, id: OutboundRequestId) -> bool {
+        self.asked.remove(&id).is_some()
     }
 
     /// This node's BitTorrent port, for a peer that asks.
-    pub(crate) fn torrent_port(&self) -> u16 {
-        self.torrents.as_ref().and_then(|t| t.control.listen_addr()).map_or(0, |a| a.port())
+    pub fn port(&self) -> u16 {
+        self.control.listen_addr().map_or(0, |a| a.port())
     }
 
     /// The BitTorrent addresses of the other ready holders of `work`'s torrent.
-    fn torrent_holders(&self, project: &ProjectId, work: &WorkItem) -> Vec<SocketAddr> {
-        let (Some(t), WorkItem::Torrent { info_hash, source, replica }) = (&self.torrents, work)
-        else {
+    fn holders(&self, engine: &Engine, project: &ProjectId, work: &WorkItem) -> Vec<SocketAddr> {
+        let WorkItem::Torrent { info_hash, source, replica } = work else {
             return Vec::new();
         };
-        let me = self.engine.node_id();
+        let me = engine.node_id();
         let mut out = Vec::new();
         for r in (0..REPLICAS_SCAN_MAX).filter(|r| r != replica) {
             let other =
                 WorkItem::Torrent { info_hash: *info_hash, source: source.clone(), replica: r };
             if let Some(ItemState::Held { holder, ready: true, .. }) =
-                self.engine.item_state(&other.id(project))
+                engine.item_state(&other.id(project))
                 && holder != me
-                && let Some(addr) = crate::net::peer_id_of(&holder).and_then(|p| t.addrs.get(&p))
+                && let Some(addr) = crate::net::peer_id_of(&holder).and_then(|p| self.addrs.get(&p))
                 && !out.contains(addr)
             {
                 out.push(*addr);
@@ -132,41 +134,35 @@ impl Actor {
     }
 
     /// Records a torrent duty's holders for the runner's lookup, before the duty starts.
-    pub(crate) fn note_torrent_peers(&mut self, project: &ProjectId, work: &WorkItem) {
+    pub fn note_peers(&mut self, engine: &Engine, project: &ProjectId, work: &WorkItem) {
         let WorkItem::Torrent { info_hash, .. } = work else { return };
-        let holders = self.torrent_holders(project, work);
-        let Some(t) = &mut self.torrents else { return };
-        let mut books = t.books.lock().unwrap_or_else(|e| e.into_inner());
+        let holders = self.holders(engine, project, work);
+        let mut books = self.books.lock().unwrap_or_else(|e| e.into_inner());
         if books.len() >= TORRENT_ADDRS_MAX && !books.contains_key(info_hash) {
             books.clear();
         }
         books.insert(*info_hash, holders.clone());
-        t.sent.insert(*info_hash, holders);
+        self.sent.insert(*info_hash, holders);
     }
 
     /// Passes holders that appeared since a torrent duty started on to the runner.
-    pub(crate) fn tend_torrents(&mut self) {
-        if self.torrents.is_none() {
-            return;
-        }
-        let held: Vec<(ProjectId, WorkItem)> = self
-            .engine
+    pub fn tend(&mut self, engine: &Engine) {
+        let held: Vec<(ProjectId, WorkItem)> = engine
             .local_work()
             .filter(|w| w.kind == WorkKind::Seed)
-            .filter_map(|w| match self.engine.item_work(&w.item) {
+            .filter_map(|w| match engine.item_work(&w.item) {
                 Some((p, work @ WorkItem::Torrent { .. })) => Some((p, work.clone())),
                 _ => None,
             })
             .collect();
         for (project, work) in held {
             let WorkItem::Torrent { info_hash, .. } = &work else { continue };
-            let holders = self.torrent_holders(&project, &work);
-            let Some(t) = &mut self.torrents else { return };
-            if holders.is_empty() || t.sent.get(info_hash) == Some(&holders) {
+            let holders = self.holders(engine, &project, &work);
+            if holders.is_empty() || self.sent.get(info_hash) == Some(&holders) {
                 continue;
             }
-            t.sent.insert(*info_hash, holders.clone());
-            t.control.add_initial_peers(*info_hash, holders);
+            self.sent.insert(*info_hash, holders.clone());
+            self.control.add_initial_peers(*info_hash, holders);
         }
     }
 }

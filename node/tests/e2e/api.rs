@@ -161,7 +161,12 @@ fn every_route_answers_and_refuses_bad_requests() {
 
 #[test]
 fn pause_subscribe_and_priority_change_what_the_node_claims_and_last() {
+    // Three projects of one owner: `paused` is worked on by a witness node while this one is
+    // paused; `control` is unsubscribed here; `witness` shows when this node has claimed what
+    // it would claim.
+    let paused = project(42, "paused", 3, 20_000);
     let p = project(42, "control", 5, 20_000);
+    let witness = project(42, "witness", 3, 20_000);
     let mut node = Node::start(50, &trusted(&p));
     let api = node.api.clone();
 
@@ -186,37 +191,70 @@ fn pause_subscribe_and_priority_change_what_the_node_claims_and_last() {
         assert!(std::time::Instant::now() < deadline, "no pause event");
     }
 
-    node.publish(&p.manifest);
-    node.publish(&p.batch);
-    // Paused: the items arrive but nothing is claimed. Wait past warmup and settle.
+    // Paused: the items arrive but nothing is claimed. A second node, started after this one
+    // learnt the items, does all of them: this node had them, warmed up, at least as long,
+    // and an unpaused node ranking first for some would have claimed those (and the other
+    // could not have finished them all).
+    node.publish(&paused.manifest);
+    node.publish(&paused.batch);
     wait_for("items known", Duration::from_secs(30), || {
-        node.api.get_json::<StatusView>("/status").is_ok_and(|s| s.items.open == 5)
+        project_items(&node, &paused).is_some_and(|c| c.open == 3)
     });
-    std::thread::sleep(Duration::from_secs(3));
+    let mut other_args = trusted(&paused);
+    other_args.extend(["--bootstrap".to_string(), node.addr()]);
+    let mut other = Node::start(50, &other_args);
+    wait_for_or(
+        "the other node does the paused node's items",
+        Duration::from_secs(60),
+        || project_items(&node, &paused).is_some_and(|c| c.done == 3),
+        || read_log(&other.dir),
+    );
     let s: StatusView = api.get_json("/status").unwrap();
     assert!(s.paused);
-    assert_eq!((s.items.open, s.engine.claims), (5, 0), "a paused node claimed work");
+    assert_eq!(s.engine.claims, 0, "a paused node claimed work");
+    let stopped = other.stop();
+    assert!(stopped.is_some_and(|s| s.success()), "{stopped:?}\n{}", read_log(&other.dir));
 
-    // Unsubscribe, then resume: still nothing claimed for that project.
+    // Unsubscribe, then resume: still nothing claimed for that project, though it comes first
+    // by priority and was ready first. The witness project's items being done shows the node
+    // claimed what it would claim.
+    node.publish(&p.manifest);
+    node.publish(&p.batch);
+    node.publish(&witness.manifest);
+    node.publish(&witness.batch);
+    wait_for("items known", Duration::from_secs(30), || {
+        project_items(&node, &p).is_some_and(|c| c.open == 5)
+            && project_items(&node, &witness).is_some_and(|c| c.open == 3)
+    });
     let pid = p.id.to_hex();
     let _: serde_json::Value =
         api.post_json(&format!("/projects/{pid}/subscribe"), br#"{"subscribed": false}"#).unwrap();
     let _: serde_json::Value =
         api.post_json(&format!("/projects/{pid}/priority"), br#"{"priority": 5}"#).unwrap();
     let _: serde_json::Value = api.post_json("/resume", b"").unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    wait_for_or(
+        "the witness project's items done",
+        Duration::from_secs(60),
+        || project_items(&node, &witness).is_some_and(|c| c.done == 3),
+        || read_log(&node.dir),
+    );
     let s: StatusView = api.get_json("/status").unwrap();
     assert!(!s.paused);
-    assert_eq!(s.engine.claims, 0, "an unsubscribed project's items were claimed");
+    let items: Vec<ItemInfo> = api.get_json(&format!("/items?project={pid}")).unwrap();
+    assert_eq!(items.len(), 5);
+    assert!(
+        items.iter().all(|i| i.state == "open" && i.epoch == 0),
+        "an unsubscribed project's items were claimed: {items:?}"
+    );
 
     // The choices survive a restart.
     let stopped = node.stop();
     assert!(stopped.is_some_and(|s| s.success()), "{stopped:?}\n{}", read_log(&node.dir));
     node.restart();
     let projects: Vec<ProjectInfo> = node.api.get_json("/projects").unwrap();
-    assert_eq!(projects.len(), 1);
-    assert!(!projects[0].subscribed, "subscription lost on restart");
-    assert_eq!(projects[0].priority, 5, "priority lost on restart");
+    let control = projects.iter().find(|i| i.id == pid).expect("the project after restart");
+    assert!(!control.subscribed, "subscription lost on restart");
+    assert_eq!(control.priority, 5, "priority lost on restart");
 
     // Subscribing again lets the work run.
     let _: serde_json::Value = node
@@ -226,7 +264,13 @@ fn pause_subscribe_and_priority_change_what_the_node_claims_and_last() {
     wait_for_or(
         "all items done after subscribing",
         Duration::from_secs(60),
-        || done(&node) == 5,
+        || project_items(&node, &p).is_some_and(|c| c.done == 5),
         || read_log(&node.dir),
     );
+}
+
+/// A project's item counts as the node reports them, once it knows the project.
+fn project_items(n: &Node, p: &TestProject) -> Option<starling_protocol::ItemCounts> {
+    let projects: Vec<ProjectInfo> = n.api.get_json("/projects").ok()?;
+    projects.into_iter().find(|i| i.id == p.id.to_hex()).map(|i| i.items)
 }

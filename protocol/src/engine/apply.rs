@@ -636,7 +636,11 @@ impl Engine {
         self.fold_bucket(project, item, change);
         self.unschedule(*item);
         if let Some(l) = self.local.remove(item) {
-            self.stats.yielded += 1;
+            // Counted only for work that had started: a claim given up before its work began
+            // cost nothing to yield.
+            if l.started {
+                self.stats.yielded += 1;
+            }
             self.outputs.push_back(Output::CancelWork {
                 item: *item,
                 epoch: l.epoch,
@@ -783,10 +787,11 @@ impl Engine {
 
     /// Stops local work on an item this node no longer holds.
     pub(super) fn drop_local(&mut self, item: ItemId, reason: CancelReason) {
-        if let Some(l) = self.local.remove(&item) {
-            if l.started {
-                self.outputs.push_back(Output::CancelWork { item, epoch: l.epoch, reason });
-            }
+        // Only started work is cancelled, and counted as yielded (unless shutting down).
+        if let Some(l) = self.local.remove(&item)
+            && l.started
+        {
+            self.outputs.push_back(Output::CancelWork { item, epoch: l.epoch, reason });
             if reason != CancelReason::Shutdown {
                 self.stats.yielded += 1;
             }

@@ -606,6 +606,7 @@ fn graceful_shutdown_releases_held_items() {
     publish_project(&mut net, &owner, 5_000, 10);
     net.run_until(5_000, |n| n.engines[0].local_work().count() > 0);
     let held: Vec<ItemId> = net.engines[0].local_work().map(|l| l.item).collect();
+    assert!(!held.is_empty(), "node 0 claimed nothing, so there is no release to check");
     net.input(0, Input::Shutdown).unwrap();
     let t = net.now + 100;
     net.run_until(t, |_| false);
@@ -615,6 +616,30 @@ fn graceful_shutdown_releases_held_items() {
             !matches!(net.engines[1].item_state(id), Some(ItemState::Held { holder, .. }) if holder == net.engines[0].node_id())
         );
     }
+}
+
+#[test]
+fn yielded_counts_only_work_that_had_started() {
+    let owner = test_keypair(1);
+    let mut net = Net::new(2, &owner, fast_config());
+    net.work_ms = 1_000_000;
+    publish_project(&mut net, &owner, 5_000, 10);
+    net.run_until(5_000, |n| n.engines[0].local_work().any(|l| !l.started));
+    let waiting: Vec<ItemId> =
+        net.engines[0].local_work().filter(|l| !l.started).map(|l| l.item).collect();
+    assert!(!waiting.is_empty(), "node 0 never held a claim whose work had not started");
+    let e = &mut net.engines[0];
+    let before = e.stats().yielded;
+    for item in waiting {
+        e.drop_local(item, CancelReason::Lost);
+    }
+    assert_eq!(e.stats().yielded, before, "a claim given up before its work started");
+
+    net.run_until(net.now + 5_000, |n| n.engines[0].local_work().any(|l| l.started));
+    let e = &mut net.engines[0];
+    let started = e.local_work().find(|l| l.started).map(|l| l.item).expect("started work");
+    e.drop_local(started, CancelReason::Lost);
+    assert_eq!(e.stats().yielded, before + 1, "started work given up is yielded");
 }
 
 #[test]

@@ -485,7 +485,8 @@ pub struct EngineStats {
     pub renewals: u64,
     /// Work this node started.
     pub started: u64,
-    /// Work this node cancelled after losing or finishing elsewhere.
+    /// Work this node had started and cancelled after losing it or seeing it finish
+    /// elsewhere (claims given up before their work started are not counted).
     pub yielded: u64,
     /// Results withdrawn because later evidence showed their claim never held its epoch.
     #[serde(default)]

@@ -10,7 +10,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 use futures::StreamExt;
@@ -24,14 +24,20 @@ use starling_protocol::{Engine, Envelope, Input, ItemState, Output, ProjectId, R
 use tokio::sync::mpsc;
 
 use crate::client::Command;
-use crate::control::OperatorSettings;
+use crate::clock::now_ms;
+use crate::control::Control;
 use crate::hub::Hub;
 use crate::nat::Nat;
 use crate::net::RelayServer;
 use crate::net::{self, Behaviour, BehaviourEvent};
 use crate::runner::{Job, Runners, WorkReport};
+use crate::seed::node::SeedParts;
+use crate::seed::wire::{BlobRequest, BlobResponse};
 use crate::store::Store;
+use crate::torrent::node::TorrentParts;
 use crate::views::NetStats;
+
+mod commands;
 
 /// Sync requests in flight at once.
 pub const SYNC_INFLIGHT_MAX: usize = 8;
@@ -53,8 +59,6 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(700);
 pub const KAD_DIAL_BELOW: usize = 16;
 /// How often event readers hear that item counts changed (at most).
 pub const EVENT_INTERVAL: Duration = Duration::from_millis(250);
-/// The DHT key relays provide.
-pub const RELAYS_KEY: &[u8] = b"starling/v1/relays";
 /// Peers tracked for per-peer counters.
 pub const PEER_STATS_MAX: usize = 4_096;
 /// A live peer that could not be reached is dialled again after this.
@@ -72,57 +76,78 @@ async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
     }
 }
 
-/// Wall-clock milliseconds since the UNIX epoch: the engine's `now`.
-pub fn now_ms() -> u64 {
-    let wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-    wall.saturating_add_signed(crate::health::test_clock_offset_ms())
+/// What the actor is built from ([`Actor::new`]).
+#[allow(missing_debug_implementations)] // the swarm has no Debug
+pub struct ActorParts {
+    /// The libp2p swarm, listening already.
+    pub swarm: Swarm<Behaviour>,
+    /// The claim engine, restored from the store.
+    pub engine: Engine,
+    /// The node's database.
+    pub store: Store,
+    /// The work runners.
+    pub runners: Runners,
+    /// Work reports from the runners.
+    pub reports: mpsc::Receiver<WorkReport>,
+    /// Commands from the control API's [`crate::client::Client`].
+    pub commands: mpsc::Receiver<Command>,
+    /// Period of the periodic state sync.
+    pub sync_interval: Duration,
+    /// Log ring and event broadcast for the operator.
+    pub hub: Arc<Hub>,
+    /// The relay-client side (`None`: the node never asks for a relay).
+    pub nat: Option<Nat>,
+    /// The relay server's settings, grants and counters.
+    pub relay_server: RelayServer,
+    /// Seeding (`None`: the node neither fetches nor serves blobs).
+    pub seed: Option<SeedParts>,
+    /// Torrent duties (`None`: not taken).
+    pub torrents: Option<TorrentParts>,
 }
 
 /// Everything the actor owns.
 pub struct Actor {
-    pub(crate) swarm: Swarm<Behaviour>,
-    pub(crate) engine: Engine,
-    pub(crate) store: Store,
-    pub(crate) runners: Runners,
-    pub(crate) reports: mpsc::Receiver<WorkReport>,
-    pub(crate) commands: mpsc::Receiver<Command>,
-    pub(crate) sync_interval: Duration,
-    pub(crate) started_ms: u64,
-    pub(crate) listen: Vec<Multiaddr>,
-    pub(crate) stats: NetStats,
-    pub(crate) store_error: Option<String>,
+    swarm: Swarm<Behaviour>,
+    engine: Engine,
+    store: Store,
+    runners: Runners,
+    reports: mpsc::Receiver<WorkReport>,
+    commands: mpsc::Receiver<Command>,
+    sync_interval: Duration,
+    started_ms: u64,
+    listen: Vec<Multiaddr>,
+    stats: NetStats,
+    store_error: Option<String>,
     /// The faults of the node's own found at the last look (see `health.rs`).
-    pub(crate) faults: crate::health::Faults,
+    faults: crate::health::Faults,
     /// A network probe under way (see `Crawler::probe_network`).
-    pub(crate) probing: Option<tokio::task::JoinHandle<bool>>,
+    probing: Option<tokio::task::JoinHandle<bool>>,
     /// Results this node produced and reported, not yet seen kept by the mesh, with the item
     /// and when (at most [`PRODUCED_MAX`]; see `Actor::sweep_orphans`).
-    pub(crate) produced: std::collections::BTreeMap<
+    produced: std::collections::BTreeMap<
         starling_protocol::Digest,
         (starling_protocol::ItemId, std::time::Instant),
     >,
     /// Log ring and event broadcast for the operator.
-    pub(crate) hub: Arc<Hub>,
-    /// The operator's saved choices (pause, subscriptions, priorities).
-    pub(crate) settings: OperatorSettings,
-    /// What AutoNAT last said about this node's reachability.
-    pub(crate) reachability: &'static str,
+    hub: Arc<Hub>,
+    /// The operator's controls and saved choices (pause, subscriptions, priorities).
+    control: Control,
     /// Item counts last announced on the event stream.
     announced: Option<starling_protocol::ItemCounts>,
     /// The relay-client side: asking for a relay slot and listening through it.
-    pub(crate) nat: Option<Nat>,
+    nat: Option<Nat>,
     /// The relay server's grants and counters.
-    pub(crate) relay_server: RelayServer,
+    relay_server: RelayServer,
     /// Open relayed connections per peer.
-    pub(crate) relayed: HashMap<PeerId, u32>,
+    relayed: HashMap<PeerId, u32>,
     /// Seeding: the blob store, server and fetcher's requests.
-    pub(crate) seed: Option<crate::seed::node::SeedParts>,
+    seed: Option<SeedParts>,
     /// Torrent duties: the runner's handle and peers' BitTorrent addresses.
-    pub(crate) torrents: Option<crate::torrent::node::TorrentParts>,
+    torrents: Option<TorrentParts>,
     /// Sync answers applied per peer (bounded by [`PEER_STATS_MAX`]).
-    pub(crate) synced_from: HashMap<PeerId, u64>,
+    synced_from: HashMap<PeerId, u64>,
     /// Connections by transport, for `/metrics`.
-    pub(crate) conn_metrics: crate::metrics::ConnCounters,
+    conn_metrics: crate::metrics::ConnCounters,
     /// When [`Actor::tend_connections`] last dialled a peer.
     dialled: HashMap<PeerId, std::time::Instant>,
     sync_inflight: HashMap<OutboundRequestId, PeerId>,
@@ -138,23 +163,24 @@ impl std::fmt::Debug for Actor {
 }
 
 impl Actor {
-    /// Assembles the actor; call [`Actor::run`] to drive it. The operator's saved settings
-    /// are applied to the engine here.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        swarm: Swarm<Behaviour>,
-        engine: Engine,
-        store: Store,
-        runners: Runners,
-        reports: mpsc::Receiver<WorkReport>,
-        commands: mpsc::Receiver<Command>,
-        sync_interval: Duration,
-        hub: Arc<Hub>,
-    ) -> Self {
-        let settings = store.settings().unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "cannot read the operator's saved settings");
-            OperatorSettings::default()
-        });
+    /// Assembles the actor from its parts; call [`Actor::run`] to drive it. The operator's
+    /// saved settings are applied to the engine here.
+    pub fn new(parts: ActorParts) -> Self {
+        let ActorParts {
+            swarm,
+            engine,
+            store,
+            runners,
+            reports,
+            commands,
+            sync_interval,
+            hub,
+            nat,
+            relay_server,
+            seed,
+            torrents,
+        } = parts;
+        let control = Control::load(&store, hub.clone());
         let mut actor = Self {
             swarm,
             engine,
@@ -171,14 +197,13 @@ impl Actor {
             probing: None,
             produced: Default::default(),
             hub,
-            settings,
-            reachability: "unknown",
+            control,
             announced: None,
-            nat: None,
-            relay_server: RelayServer::default(),
+            nat,
+            relay_server,
             relayed: HashMap::new(),
-            seed: None,
-            torrents: None,
+            seed,
+            torrents,
             synced_from: HashMap::new(),
             conn_metrics: Default::default(),
             dialled: HashMap::new(),
@@ -187,38 +212,8 @@ impl Actor {
             provided: BTreeSet::new(),
             dirty: false,
         };
-        for input in actor.settings.inputs() {
-            let _ = actor.engine.handle(input, now_ms());
-        }
-        if actor.settings.paused {
-            tracing::info!("claiming is paused (resume with the dashboard or POST /resume)");
-        }
+        actor.control.restore(&mut actor.engine);
         actor
-    }
-
-    /// Sets the relay-client and relay-server parts (the defaults neither ask for nor offer
-    /// relays).
-    pub fn with_relay(mut self, nat: Nat, relay_server: RelayServer) -> Self {
-        self.reachability = match nat.mode {
-            crate::config::Reachability::Public => "public",
-            crate::config::Reachability::Private => "private",
-            crate::config::Reachability::Auto => "unknown",
-        };
-        self.nat = Some(nat);
-        self.relay_server = relay_server;
-        self
-    }
-
-    /// Sets the seeding parts (without them the node neither fetches nor serves blobs).
-    pub fn with_seeding(mut self, seed: crate::seed::node::SeedParts) -> Self {
-        self.seed = Some(seed);
-        self
-    }
-
-    /// Sets the torrent parts (without them torrent duties are not taken).
-    pub fn with_torrents(mut self, torrents: crate::torrent::node::TorrentParts) -> Self {
-        self.torrents = Some(torrents);
-        self
     }
 
     /// Dials the bootstrap peers and peers remembered from earlier runs.
@@ -247,7 +242,7 @@ impl Actor {
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<()> {
         tokio::pin!(shutdown);
         self.join_trusted_topics();
-        self.advertise_relay();
+        crate::nat::advertise_relay(&mut self.swarm, &self.engine);
         self.drive();
         let mut sync_timer = tokio::time::interval(self.sync_interval);
         let mut flush_timer = tokio::time::interval(FLUSH_INTERVAL);
@@ -266,8 +261,14 @@ impl Actor {
                 ev = self.swarm.select_next_some() => self.on_swarm(ev),
                 Some(cmd) = self.commands.recv() => self.on_command(cmd),
                 Some(report) = self.reports.recv() => self.on_report(report),
-                Some(cmd) = recv_opt(&mut blob_commands) => self.on_blob_command(cmd),
-                Some((channel, answer)) = recv_opt(&mut served) => self.send_served(channel, answer),
+                Some(cmd) = recv_opt(&mut blob_commands) => {
+                    if let Some(seed) = &mut self.seed {
+                        seed.on_command(&mut self.swarm, &mut self.stats, cmd);
+                    }
+                }
+                Some((channel, answer)) = recv_opt(&mut served) => {
+                    let _ = self.swarm.behaviour_mut().blob.send_response(channel, answer);
+                }
                 _ = tokio::time::sleep(wake) => { let _ = self.handle(Input::Tick); }
                 _ = sync_timer.tick() => self.periodic_sync(),
                 _ = flush_timer.tick() => {
@@ -278,9 +279,14 @@ impl Actor {
                 _ = orphan_timer.tick() => self.sweep_orphans(),
                 _ = event_timer.tick() => self.announce_changes(),
                 _ = relay_timer.tick() => {
-                    self.tend_relay();
+                    if let Some(nat) = &mut self.nat {
+                        nat.tend(&mut self.swarm, &mut self.engine);
+                        self.drive();
+                    }
                     self.tend_connections();
-                    self.tend_torrents();
+                    if let Some(t) = &mut self.torrents {
+                        t.tend(&self.engine);
+                    }
                 }
                 () = &mut shutdown => break,
             }
@@ -308,8 +314,6 @@ impl Actor {
         Ok(())
     }
 
-    /// Over the disk cap the node claims no crawl work (held work goes on) until there is
-    /// room again; the engine is told through its crawl capacity.
     /// Dials live peers (in the engine's view) that no connection reaches yet, while few are
     /// connected: a peer behind NAT is reached this way through its relay once Kademlia
     /// knows its relayed address.
@@ -333,7 +337,9 @@ impl Actor {
         for (peer, node) in missing {
             self.dialled.insert(peer, now);
             // A peer behind NAT is reachable through the relay holding its slot.
-            let through_relay = self.relay_address_of(&node).into_iter().collect();
+            let through_relay =
+                self.nat.as_ref().and_then(|n| n.relay_address_of(&self.engine, &node));
+            let through_relay = through_relay.into_iter().collect();
             let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
                 .addresses(through_relay)
                 .extend_addresses_through_behaviour()
@@ -342,54 +348,6 @@ impl Actor {
             // The addresses we know may be stale (a relay that died): ask the DHT too, and
             // dial what it finds (see `dial_found`).
             self.swarm.behaviour_mut().kad.get_closest_peers(peer);
-        }
-    }
-
-    /// `<relay addr>/p2p/<relay>/p2p-circuit/p2p/<node>` when a relay holds a ready slot for
-    /// `node` and we know the relay's address.
-    fn relay_address_of(&self, node: &starling_protocol::NodeId) -> Option<Multiaddr> {
-        use libp2p::multiaddr::Protocol;
-        let item = self.engine.relay_slot_of(node)?;
-        let Some(starling_protocol::ItemState::Held { holder, ready: true, .. }) =
-            self.engine.item_state(&item)
-        else {
-            return None;
-        };
-        let relay = net::peer_id_of(&holder)?;
-        let target = net::peer_id_of(node)?;
-        let addr = self.nat.as_ref()?.peer_addrs.get(&relay)?.clone();
-        Some(addr.with(Protocol::P2p(relay)).with(Protocol::P2pCircuit).with(Protocol::P2p(target)))
-    }
-
-    /// With reachability `auto` and relaying on, the node offers relay slots exactly while
-    /// AutoNAT says it is public.
-    fn relay_role_follows_autonat(&mut self, public: bool) {
-        let auto = self.nat.as_ref().is_some_and(|n| n.mode == crate::config::Reachability::Auto);
-        if !auto || !self.relay_server.settings.enabled {
-            return;
-        }
-        let now = self.engine.config().roles;
-        let relay = starling_protocol::Roles::RELAY.0;
-        let roles = starling_protocol::Roles(if public { now.0 | relay } else { now.0 & !relay });
-        if roles != now {
-            tracing::info!(public, "relay role follows reachability");
-            let _ = self.handle(Input::SetRoles(roles));
-            self.advertise_relay();
-        }
-    }
-
-    /// A relay announces itself in the DHT (provider of [`RELAYS_KEY`]), so nodes behind NAT
-    /// can find relays before the engine assigns them one.
-    pub(crate) fn advertise_relay(&mut self) {
-        let key = kad::RecordKey::new(&RELAYS_KEY);
-        let relaying = self.engine.config().roles.contains(starling_protocol::Roles::RELAY);
-        let kad = &mut self.swarm.behaviour_mut().kad;
-        if relaying {
-            if let Err(e) = kad.start_providing(key) {
-                tracing::debug!(error = %e, "cannot announce this relay in the DHT");
-            }
-        } else {
-            kad.stop_providing(&key);
         }
     }
 
@@ -430,7 +388,7 @@ impl Actor {
 
     /// Over the disk cap the node claims no work and gives back what it holds until there
     /// is room again: one of the faults [`Actor::tend_health`] looks after.
-    pub(crate) fn check_disk_cap(&mut self) {
+    fn check_disk_cap(&mut self) {
         let over = self.runners.over_disk_cap();
         if over != self.faults.disk {
             self.tend_health();
@@ -477,7 +435,7 @@ impl Actor {
 
     /// Looks at the node's own faults (see `health.rs`): retries a failing store, probes a
     /// dead network, and tells the engine when the node can or cannot work.
-    pub(crate) fn tend_health(&mut self) {
+    fn tend_health(&mut self) {
         if let Some(e) = &self.store_error {
             match self.store.recover() {
                 // Writable again: what was not written meanwhile (records learnt from peers,
@@ -522,7 +480,7 @@ impl Actor {
     // ---- engine --------------------------------------------------------------------------
 
     /// Feeds one input and carries out the outputs.
-    pub(crate) fn handle(&mut self, input: Input) -> Result<(), Reject> {
+    fn handle(&mut self, input: Input) -> Result<(), Reject> {
         let r = self.engine.handle(input, now_ms());
         self.drive();
         r
@@ -564,8 +522,12 @@ impl Actor {
                     if let Some((_, m)) = self.engine.projects().find(|(id, _)| *id == project) {
                         self.runners.note_manifest(project, m);
                     }
-                    self.note_holders(&project, &work);
-                    self.note_torrent_peers(&project, &work);
+                    if let Some(seed) = &self.seed {
+                        seed.note_holders(&self.engine, &project, &work);
+                    }
+                    if let Some(t) = &mut self.torrents {
+                        t.note_peers(&self.engine, &project, &work);
+                    }
                     self.runners.start(Job { item, epoch, project, work });
                 }
                 Output::CancelWork { item, epoch, reason } => {
@@ -617,7 +579,7 @@ impl Actor {
 
     // ---- gossip --------------------------------------------------------------------------
 
-    pub(crate) fn publish(&mut self, env: &Envelope) {
+    fn publish(&mut self, env: &Envelope) {
         let bytes = env.to_bytes();
         if bytes.len() > MAX_ENVELOPE_BYTES {
             tracing::info!(kind = env.kind(), "too large for gossip; peers get it by sync");
@@ -649,7 +611,7 @@ impl Actor {
     }
 
     /// Joins the topic of every trusted key not joined yet.
-    pub(crate) fn join_trusted_topics(&mut self) {
+    fn join_trusted_topics(&mut self) {
         let keys: Vec<_> = self.engine.trusted().copied().collect();
         for key in keys {
             let t = net::owner_topic(&key);
@@ -714,7 +676,7 @@ impl Actor {
 
     // ---- sync ----------------------------------------------------------------------------
 
-    pub(crate) fn start_sync(&mut self, peer: PeerId) {
+    fn start_sync(&mut self, peer: PeerId) {
         if self.sync_inflight.len() >= SYNC_INFLIGHT_MAX
             || self.sync_inflight.values().any(|p| *p == peer)
         {
@@ -791,6 +753,50 @@ impl Actor {
         }
     }
 
+    // ---- blobs ---------------------------------------------------------------------------
+
+    /// Blob protocol events: the torrent part's port questions and their answers, and the
+    /// seeding part's requests and answers.
+    fn on_blob(&mut self, event: request_response::Event<BlobRequest, BlobResponse>) {
+        use request_response::{Event, Message};
+        match event {
+            Event::Message { message: Message::Response { request_id, response }, .. } => {
+                if self.torrents.as_mut().is_some_and(|t| t.answer(request_id, &response)) {
+                    return;
+                }
+                if let Some(seed) = &mut self.seed {
+                    seed.on_response(request_id, response);
+                }
+            }
+            Event::OutboundFailure { request_id, error, .. } => {
+                if self.torrents.as_mut().is_some_and(|t| t.question_failed(request_id)) {
+                    return;
+                }
+                if let Some(seed) = &mut self.seed {
+                    seed.on_failure(request_id, &error);
+                }
+            }
+            Event::Message {
+                message: Message::Request { request: BlobRequest::TorrentAddr, channel, .. },
+                ..
+            } => {
+                let port = self.torrents.as_ref().map_or(0, |t| t.port());
+                let answer = BlobResponse::TorrentAddr { port };
+                let _ = self.swarm.behaviour_mut().blob.send_response(channel, answer);
+            }
+            Event::Message { message: Message::Request { request, channel, .. }, .. } => {
+                match &mut self.seed {
+                    Some(seed) => seed.on_request(&mut self.swarm, request, channel),
+                    None => {
+                        let none = BlobResponse::NotFound;
+                        let _ = self.swarm.behaviour_mut().blob.send_response(channel, none);
+                    }
+                }
+            }
+            Event::InboundFailure { .. } | Event::ResponseSent { .. } => {}
+        }
+    }
+
     // ---- swarm ---------------------------------------------------------------------------
 
     fn on_swarm(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -801,10 +807,7 @@ impl Actor {
                 tracing::info!(%address, "listening");
                 // The operator says this node is reachable where it listens: peers (and the
                 // relay server, which serves only with a confirmed address) may take it so.
-                let public = self
-                    .nat
-                    .as_ref()
-                    .is_some_and(|n| n.mode == crate::config::Reachability::Public);
+                let public = self.nat.as_ref().is_some_and(Nat::public_by_setting);
                 if public && !address.iter().any(|p| p == libp2p::multiaddr::Protocol::P2pCircuit) {
                     self.swarm.add_external_address(address.clone());
                 }
@@ -840,7 +843,9 @@ impl Actor {
                     *self.relayed.entry(peer_id).or_default() += 1;
                 }
                 if num_established.get() == 1 {
-                    self.torrent_peer_connected(peer_id, endpoint.get_remote_address());
+                    if let Some(t) = &mut self.torrents {
+                        t.peer_connected(&mut self.swarm, peer_id, endpoint.get_remote_address());
+                    }
                     self.sync_rounds.remove(&peer_id);
                     self.start_sync(peer_id);
                     if self.swarm.connected_peers().count() == 1 {
@@ -858,6 +863,7 @@ impl Actor {
         }
     }
 
+    /// Routes one behaviour's event to the part (or the handler below) that deals with it.
     fn on_behaviour(&mut self, event: BehaviourEvent) {
         match event {
             BehaviourEvent::Gossipsub(gossipsub::Event::Message {
@@ -870,66 +876,16 @@ impl Actor {
             BehaviourEvent::Sync(ev) => self.on_sync(ev),
             BehaviourEvent::Blob(ev) => self.on_blob(ev),
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
-                let addrs: Vec<String> =
-                    info.listen_addrs.iter().map(ToString::to_string).collect();
-                if let Some(nat) = &mut self.nat {
-                    nat.learn(peer_id, &info.listen_addrs);
-                }
-                net::route_identified(&mut self.swarm.behaviour_mut().kad, &peer_id, &info);
-                if let Err(e) = self.store.remember_peer(&peer_id.to_string(), &addrs) {
-                    self.store_error = Some(e.to_string());
-                }
-                self.dirty = true;
+                self.on_identified(peer_id, &info);
             }
-            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
-                for (peer, addr) in found {
-                    self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
-                    if !self.swarm.is_connected(&peer) {
-                        let _ = self.swarm.dial(addr);
-                    }
-                }
-            }
-            BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. })
-                if !self.swarm.is_connected(&peer)
-                    && self.swarm.connected_peers().count() < KAD_DIAL_BELOW =>
-            {
-                let _ = self.swarm.dial(peer);
-            }
-            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
-                result: kad::QueryResult::GetClosestPeers(Ok(found)),
-                ..
-            }) => self.dial_found(found.peers),
-            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
-                result:
-                    kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders {
-                        providers,
-                        ..
-                    })),
-                ..
-            }) => {
-                for peer in providers {
-                    if !self.swarm.is_connected(&peer)
-                        && self.swarm.connected_peers().count() < KAD_DIAL_BELOW
-                    {
-                        let _ = self.swarm.dial(peer);
-                    }
-                }
-            }
+            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => self.on_mdns_found(found),
+            BehaviourEvent::Kad(ev) => self.on_kad(ev),
             BehaviourEvent::Autonat(libp2p::autonat::Event::StatusChanged { old, new }) => {
                 tracing::info!(?old, ?new, "reachability changed");
-                self.relay_role_follows_autonat(matches!(
-                    new,
-                    libp2p::autonat::NatStatus::Public(_)
-                ));
-                if let Some(nat) =
-                    self.nat.as_mut().filter(|n| n.mode == crate::config::Reachability::Auto)
-                {
-                    nat.autonat_says_private(new == libp2p::autonat::NatStatus::Private);
-                    self.reachability = match new {
-                        libp2p::autonat::NatStatus::Public(_) => "public",
-                        libp2p::autonat::NatStatus::Private => "private",
-                        libp2p::autonat::NatStatus::Unknown => "unknown",
-                    };
+                if let Some(nat) = &mut self.nat {
+                    let relay = self.relay_server.settings.enabled;
+                    nat.on_autonat(&new, relay, &mut self.swarm, &mut self.engine);
+                    self.drive();
                 }
             }
             BehaviourEvent::Relay(ev) => {
@@ -949,6 +905,65 @@ impl Actor {
                 }
             },
             _ => {}
+        }
+    }
+
+    /// A peer told us where it listens: the NAT part and Kademlia learn the addresses, and
+    /// the store keeps them for the next start.
+    fn on_identified(&mut self, peer: PeerId, info: &identify::Info) {
+        let addrs: Vec<String> = info.listen_addrs.iter().map(ToString::to_string).collect();
+        if let Some(nat) = &mut self.nat {
+            nat.learn(peer, &info.listen_addrs);
+        }
+        // Only peers that speak Starling's DHT protocol enter the routing table.
+        net::route_identified(&mut self.swarm.behaviour_mut().kad, &peer, info);
+        if let Err(e) = self.store.remember_peer(&peer.to_string(), &addrs) {
+            self.store_error = Some(e.to_string());
+        }
+        self.dirty = true;
+    }
+
+    /// Peers found on the LAN are dialled.
+    fn on_mdns_found(&mut self, found: Vec<(PeerId, Multiaddr)>) {
+        for (peer, addr) in found {
+            self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+            if !self.swarm.is_connected(&peer) {
+                let _ = self.swarm.dial(addr);
+            }
+        }
+    }
+
+    /// Peers Kademlia learns of (routing updates, closest-peer lookups, project and relay
+    /// providers) are dialled while fewer than [`KAD_DIAL_BELOW`] are connected.
+    fn on_kad(&mut self, event: kad::Event) {
+        match event {
+            kad::Event::RoutingUpdated { peer, .. } => self.dial_if_few(peer),
+            kad::Event::OutboundQueryProgressed {
+                result: kad::QueryResult::GetClosestPeers(Ok(found)),
+                ..
+            } => self.dial_found(found.peers),
+            kad::Event::OutboundQueryProgressed {
+                result:
+                    kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders {
+                        providers,
+                        ..
+                    })),
+                ..
+            } => {
+                for peer in providers {
+                    self.dial_if_few(peer);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Dials `peer` when no connection reaches it and fewer than [`KAD_DIAL_BELOW`] peers are
+    /// connected.
+    fn dial_if_few(&mut self, peer: PeerId) {
+        if !self.swarm.is_connected(&peer) && self.swarm.connected_peers().count() < KAD_DIAL_BELOW
+        {
+            let _ = self.swarm.dial(peer);
         }
     }
 }

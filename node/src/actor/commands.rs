@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 
 use starling_protocol::{Envelope, Input, ItemState, NodeId, Reject, Roles, WorkItem, WorkKind};
 
-use crate::actor::{Actor, now_ms};
+use crate::actor::Actor;
 use crate::client::{Command, ITEMS_LIST_MAX, ItemQuery};
+use crate::clock::now_ms;
+use crate::control::{Control, ControlIo};
 use crate::net;
 use crate::views::{
     ClaimInfo, DiskStats, ItemInfo, Outcome, PeerInfo, ProjectInfo, RelayView, SeedInfo,
@@ -18,7 +20,7 @@ use crate::views::{
 pub const HOSTS_LISTED_MAX: usize = 500;
 
 impl Actor {
-    pub(crate) fn on_command(&mut self, cmd: Command) {
+    pub(super) fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::Status(reply) => {
                 let _ = reply.send(self.status());
@@ -71,22 +73,41 @@ impl Actor {
                 }));
             }
             Command::Pause(paused, reply) => {
-                let _ = reply.send(self.pause(paused));
+                let (control, mut io) = self.control();
+                let outcome = control.pause(&mut io, paused);
+                self.drive();
+                let _ = reply.send(outcome);
             }
             Command::SetCaps(caps, reply) => {
-                let _ = reply.send(self.set_caps(caps));
+                let (_, mut io) = self.control();
+                let r = Control::set_caps(&mut io, caps);
+                if matches!(r, Ok((_, true))) {
+                    self.check_disk_cap();
+                }
+                self.drive();
+                let _ = reply.send(r.map(|(caps, _)| caps));
             }
             Command::Subscribe(project, on, reply) => {
-                let _ = reply.send(self.subscribe(project, on));
+                let (control, mut io) = self.control();
+                let r = control.subscribe(&mut io, project, on);
+                self.drive();
+                let _ = reply.send(r);
             }
             Command::Priority(project, priority, reply) => {
-                let _ = reply.send(self.set_priority(project, priority));
+                let (control, mut io) = self.control();
+                let r = control.set_priority(&mut io, project, priority);
+                self.drive();
+                let _ = reply.send(r);
             }
             Command::ExportPlan(project, reply) => {
-                let _ = reply.send(self.export_plan(&project));
+                let plan =
+                    crate::seed::node::export_plan(&self.engine, self.seed.as_ref(), &project);
+                let _ = reply.send(plan);
             }
             Command::UrlOutcomes(project, failed_only, reply) => {
-                let _ = reply.send(self.url_outcomes(&project, failed_only));
+                let outcomes =
+                    crate::urls::url_outcomes(&self.engine, &self.store, &project, failed_only);
+                let _ = reply.send(outcomes);
             }
             #[cfg(debug_assertions)]
             Command::RawGossip { topic, bytes, reply } => {
@@ -101,6 +122,17 @@ impl Actor {
                 let _ = reply.send(r);
             }
         }
+    }
+
+    /// The operator's controls and what they are handed.
+    fn control(&mut self) -> (&mut Control, ControlIo<'_>) {
+        let io = ControlIo {
+            engine: &mut self.engine,
+            store: &self.store,
+            store_error: &mut self.store_error,
+            crawler: self.runners.crawler(),
+        };
+        (&mut self.control, io)
     }
 
     fn publish_file(&mut self, env: Envelope) -> Result<Outcome, String> {
@@ -178,7 +210,7 @@ impl Actor {
                     .unwrap_or_default(),
                 store_bytes: self.store.file_bytes(),
             },
-            caps: self.caps(),
+            caps: Control::caps(&self.engine, self.runners.crawler()),
             torrents: self.torrents.as_ref().map(|t| t.control.totals()).unwrap_or_default(),
         }
     }
@@ -320,7 +352,10 @@ impl Actor {
         };
         RelayView {
             enabled: self.engine.config().roles.contains(Roles::RELAY),
-            reachability: self.reachability.into(),
+            reachability: nat
+                .map_or(crate::nat::Reachable::Unknown, |n| n.reachable())
+                .name()
+                .into(),
             slots_offered: self.engine.config().relay_capacity,
             slots_held: self.engine.local_work().filter(|w| w.kind == WorkKind::Relay).count()
                 as u64,
@@ -352,4 +387,44 @@ fn node_id_of(peer: &libp2p::PeerId) -> Option<NodeId> {
     let pk = libp2p::identity::PublicKey::try_decode_protobuf(mh.digest()).ok()?;
     let ed = pk.try_into_ed25519().ok()?;
     Some(NodeId(ed.to_bytes()))
+}
+
+impl Actor {
+    /// What the metrics need beyond the JSON views.
+    pub(crate) fn actor_metrics(&self) -> crate::metrics::ActorMetrics {
+        let mut items_by_kind = std::collections::BTreeMap::new();
+        for (id, _, state) in self.engine.items() {
+            if let Some((_, work)) = self.engine.item_work(&id) {
+                *items_by_kind
+                    .entry((work.kind().name(), crate::metrics::state_name(&state)))
+                    .or_default() += 1;
+            }
+        }
+        let mut held_by_kind = std::collections::BTreeMap::new();
+        for w in self.engine.local_work() {
+            *held_by_kind.entry(w.kind.name()).or_default() += 1;
+        }
+        let gossip = &self.swarm.behaviour().gossipsub;
+        let topics = gossip
+            .topics()
+            .map(|t| {
+                let subscribed = gossip.all_peers().filter(|(_, ts)| ts.contains(&t)).count();
+                (t.as_str().to_owned(), gossip.mesh_peers(t).count(), subscribed)
+            })
+            .collect();
+        let bytes = {
+            let mut text = String::new();
+            let registry = self.relay_server.bandwidth.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+            crate::metrics::bandwidth_bytes(&text)
+        };
+        crate::metrics::ActorMetrics {
+            items_by_kind,
+            held_by_kind,
+            topics,
+            connections: self.conn_metrics.clone(),
+            bytes,
+            durations: self.runners.timer().durations(),
+        }
+    }
 }
