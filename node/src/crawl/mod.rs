@@ -25,6 +25,7 @@ pub mod hosts;
 pub mod robots;
 pub mod runner;
 pub mod stats;
+pub mod surt;
 pub mod warc;
 
 use std::collections::{BTreeSet, HashMap};
