@@ -570,6 +570,102 @@ mod tests {
         assert!(index_warc(&p, "x").is_err());
     }
 
+    /// The text of every record (each its own gzip member) of a WARC file, in order.
+    fn records_of(path: &Path) -> Vec<String> {
+        let bytes = fs::read(path).unwrap();
+        let mut dec = flate2::read::MultiGzDecoder::new(&bytes[..]);
+        let mut text = Vec::new();
+        dec.read_to_end(&mut text).unwrap();
+        String::from_utf8_lossy(&text)
+            .split("WARC/1.1\r\n")
+            .filter(|r| !r.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn header<'a>(record: &'a str, name: &str) -> Option<&'a str> {
+        let head = record.split("\r\n\r\n").next().unwrap_or("");
+        head.lines().find_map(|l| l.strip_prefix(&format!("{name}: ")))
+    }
+
+    /// A payload seen twice in a chunk is a revisit of the first; every record names the
+    /// warcinfo; warcio checks every digest, revisits included.
+    #[test]
+    fn repeated_payloads_become_revisits_that_warcio_accepts() {
+        let dir = tempfile::tempdir().unwrap();
+        let info = [("software", "starling/test".to_owned()), ("isPartOf", "p".to_owned())];
+        let mut w = WarcWriter::create(dir.path(), "item-1", &info, 1 << 30).unwrap();
+        let t = 1_709_251_199;
+        let same = b"<p>the same page</p>";
+        let stored = |s: crate::crawl::warc::Stored| s.label();
+        let first = w.capture(capture("http://a.example/1", "200 OK", "text/html", same, t));
+        assert_eq!(stored(first.unwrap()), "response");
+        let again = w.capture(capture("http://a.example/2", "200 OK", "text/html", same, t + 1));
+        assert_eq!(stored(again.unwrap()), "revisit");
+        for i in 0..2 {
+            let empty =
+                capture(&format!("http://a.example/e{i}"), "404 Not Found", "text/plain", b"", t);
+            assert_eq!(stored(w.capture(empty).unwrap()), "response", "empty payloads are kept");
+        }
+        w.failure("http://a.example/x", "timed out", SystemTime::now()).unwrap();
+        w.crawl_log(
+            "urn:x-starling:crawl-log:item-1",
+            "url 0 ok 200 0 http://a.example/1 -\n",
+            SystemTime::now(),
+        )
+        .unwrap();
+        let done = w.finish().unwrap();
+
+        let records = records_of(&done.path);
+        let info_id = header(&records[0], "WARC-Record-ID").unwrap();
+        assert_eq!(header(&records[0], "WARC-Type"), Some("warcinfo"));
+        assert_eq!(header(&records[0], "WARC-Filename"), Some("item-1.warc.gz"));
+        for r in &records[1..] {
+            assert_eq!(header(r, "WARC-Warcinfo-ID"), Some(info_id), "{r}");
+        }
+        let response = records
+            .iter()
+            .find(|r| {
+                header(r, "WARC-Target-URI") == Some("http://a.example/1")
+                    && header(r, "WARC-Type") == Some("response")
+            })
+            .unwrap();
+        let revisit = records.iter().find(|r| header(r, "WARC-Type") == Some("revisit")).unwrap();
+        assert_eq!(header(revisit, "WARC-Refers-To"), header(response, "WARC-Record-ID"));
+        assert_eq!(header(revisit, "WARC-Refers-To-Target-URI"), Some("http://a.example/1"));
+        assert_eq!(header(revisit, "WARC-Refers-To-Date"), header(response, "WARC-Date"));
+        assert_eq!(header(revisit, "WARC-Profile"), Some(crate::crawl::warc::REVISIT_PROFILE));
+        assert_eq!(header(revisit, "WARC-Payload-Digest"), header(response, "WARC-Payload-Digest"));
+        assert!(!revisit.contains("the same page"), "a revisit holds the head only");
+        let log = records
+            .iter()
+            .find(|r| header(r, "Content-Type") == Some("text/plain; charset=utf-8"))
+            .unwrap();
+        assert_eq!(header(log, "WARC-Type"), Some("metadata"));
+
+        let out = warcio::warcio_cli().args(["check", "-v"]).arg(&done.path).output().unwrap();
+        assert!(
+            out.status.success(),
+            "warcio check: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let entries = index_warc(&done.path, "f").unwrap();
+        let kinds: Vec<(&str, &str)> =
+            entries.iter().map(|e| (e.url.as_str(), e.mime.as_str())).collect();
+        assert_eq!(
+            kinds,
+            [
+                ("http://a.example/1", "text/html"),
+                ("http://a.example/2", "warc/revisit"),
+                ("http://a.example/e0", "text/plain"),
+                ("http://a.example/e1", "text/plain"),
+            ]
+        );
+        assert_eq!(entries[1].digest, entries[0].digest);
+        assert_eq!(entries[1].status, "200");
+    }
+
     /// Our offsets and lengths against warcio's own reading of the same file.
     #[test]
     fn offsets_match_warcio() {

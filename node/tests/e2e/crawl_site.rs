@@ -470,7 +470,7 @@ struct Indexed {
 }
 
 /// Runs `warcio check` and `warcio index` on `path` (installing warcio on first use); every
-/// URL must have a response or a metadata (failure) record.
+/// URL must have a response, a revisit or a metadata (failure) record.
 fn warcio_check(path: &Path, urls: &[String]) -> Result<Vec<Indexed>> {
     let run = |args: &[&str]| -> Result<std::process::Output> {
         let out = warcio_cli().args(args).arg(path).output().context("cannot run python3")?;
@@ -500,7 +500,7 @@ fn warcio_check(path: &Path, urls: &[String]) -> Result<Vec<Indexed>> {
     ensure!(records.first().is_some_and(|r| r.kind == "warcinfo"), "warcinfo is not first");
     let answered: BTreeSet<&str> = records
         .iter()
-        .filter(|r| r.kind == "response" || r.kind == "metadata")
+        .filter(|r| matches!(r.kind.as_str(), "response" | "revisit" | "metadata"))
         .map(|r| r.uri.as_str())
         .collect();
     for url in urls {
