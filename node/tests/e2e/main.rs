@@ -18,6 +18,7 @@ mod kill;
 mod local_faults;
 mod mesh;
 mod project_cli;
+mod pywb;
 mod reject;
 mod relay;
 mod seed;
