@@ -4,7 +4,9 @@
 //! The index is the classic 11-field CDX (` CDX N b a m s k r M S V g`): SURT key, 14-digit
 //! date, original URL, MIME type, HTTP status, payload SHA-1 in base32, redirect, meta tags,
 //! compressed record length and offset, file name. It lists every `response`, `revisit` and
-//! `resource` record, sorted bytewise as CDX readers binary-search it. Our WARC files hold each
+//! `resource` record, sorted bytewise as CDX readers binary-search it; each line is the one
+//! pywb's own indexer (`cdx-indexer -s`) writes for the record, SURT key included (pywb's
+//! indexer also lists `metadata` records, which this index leaves out). Our WARC files hold each
 //! record in its own gzip member, so a record's offset and length are its member's; a file
 //! that packs several records into one member is indexed by its first record per member.
 //!
@@ -343,7 +345,13 @@ fn read_record(r: &mut impl BufRead) -> Result<Option<Record>, RecordError> {
     } else {
         (mime_of(content_type), "-".to_owned(), 0)
     };
-    let mime = if kind == "revisit" { "warc/revisit".to_owned() } else { mime };
+    // As pywb's own CDX indexer writes a revisit: its status comes from the record it
+    // revisits.
+    let (mime, status) = if kind == "revisit" {
+        ("warc/revisit".to_owned(), "-".to_owned())
+    } else {
+        (mime, status)
+    };
     let digest = match payload_digest {
         Some(d) => d,
         None if kind == "revisit" => "-".to_owned(),
@@ -663,7 +671,7 @@ mod tests {
             ]
         );
         assert_eq!(entries[1].digest, entries[0].digest);
-        assert_eq!(entries[1].status, "200");
+        assert_eq!(entries[1].status, "-");
     }
 
     /// Our offsets and lengths against warcio's own reading of the same file.

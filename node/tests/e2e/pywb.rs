@@ -21,7 +21,7 @@ use starling_protocol::{
     ItemId, Keypair, NodeId, ProjectManifest, RatePolicy, RobotsPolicy, SizeCaps,
 };
 
-use crate::warcio::{pywb_wayback, warcio_cli};
+use crate::warcio::{pywb_cdx_indexer, pywb_wayback, warcio_cli};
 
 /// The site's address (its own, so no other test's site shares it).
 const SITE_IP: &str = "127.0.0.71";
@@ -165,6 +165,25 @@ async fn pywb_replays_an_export_byte_for_byte_from_its_own_index() {
     assert_eq!(key("/Upper/Case.html"), format!("71,0,0,127:{port})/upper/case.html"));
     assert_eq!(key("/robots.txt"), format!("71,0,0,127:{port})/robots.txt"), "robots.txt archived");
     assert!(index.contains(" warc/revisit "), "the repeated payload is a revisit:\n{index}");
+
+    // Every line is the one pywb's own indexer writes for the record (it lists the crawl log's
+    // metadata record too, which ours leaves out).
+    let theirs = pywb_cdx_indexer()
+        .args(["-s", "-o", "theirs.cdx"])
+        .arg(result.path.file_name().expect("name"))
+        .current_dir(&out)
+        .output()
+        .expect("cannot run python3");
+    assert!(
+        theirs.status.success(),
+        "pywb cdx-indexer: {}",
+        String::from_utf8_lossy(&theirs.stderr)
+    );
+    let theirs = std::fs::read_to_string(out.join("theirs.cdx")).expect("their index");
+    std::fs::remove_file(out.join("theirs.cdx")).expect("rm");
+    for line in index.lines() {
+        assert!(theirs.lines().any(|l| l == line), "{line}\nis not in pywb's index:\n{theirs}");
+    }
 
     // The file's records as warcio reads them: the warcinfo names the project and the operator.
     let info = warcio_cli().args(["extract", "--payload"]).arg(&result.path).arg("0").output();

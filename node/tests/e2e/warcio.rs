@@ -46,8 +46,17 @@ pub fn warcio_cli() -> Command {
 /// minute with a warm network); panics, saying what to install, when that cannot be done.
 #[allow(dead_code)]
 pub fn pywb_wayback() -> Command {
-    static INSTALLED: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    python_module(&INSTALLED, &PYWB, "pywb.apps.cli")
+    python_module(&PYWB_INSTALLED, &PYWB, "pywb.apps.cli")
+}
+
+/// Where pywb was installed, once per test binary.
+#[allow(dead_code)]
+static PYWB_INSTALLED: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+
+/// `python3 -m pywb.indexer.cdxindexer` (pywb's `cdx-indexer`), from the same install.
+#[allow(dead_code)]
+pub fn pywb_cdx_indexer() -> Command {
+    python_module(&PYWB_INSTALLED, &PYWB, "pywb.indexer.cdxindexer")
 }
 
 fn python_module(
