@@ -244,7 +244,11 @@ impl<'a> ChunkJob<'a> {
             block_sha1,
             truncated,
         };
-        if tx.send(WriterMsg::Capture { origin: Some(origin), capture }).await.is_err() {
+        if tx
+            .send(WriterMsg::Capture { origin: Some(origin), capture: Box::new(capture) })
+            .await
+            .is_err()
+        {
             return Sent::Fatal(Outcome::Transient { reason: "warc writer stopped".into() });
         }
         Sent::Answer { status, location, retry_after, truncated }
@@ -400,7 +404,9 @@ impl<'a> ChunkJob<'a> {
                 let capture = small_capture(&target, ip, date, request, head, bytes, *truncated);
                 if let Some(capture) = capture {
                     // A chunk that stopped has no file to add it to; nothing else to do.
-                    let _ = tx.send(WriterMsg::Capture { origin: None, capture }).await;
+                    let _ = tx
+                        .send(WriterMsg::Capture { origin: None, capture: Box::new(capture) })
+                        .await;
                 }
             }
             match answer_for(status.as_u16()) {

@@ -627,7 +627,7 @@ impl Crawler {
 #[derive(Debug)]
 enum WriterMsg {
     /// A fetch made for the chunk's URL number `origin`, or (`None`) a robots.txt answer.
-    Capture { origin: Option<usize>, capture: Capture },
+    Capture { origin: Option<usize>, capture: Box<Capture> },
     /// All fetches are done: write failure records, finish the file, reply.
     Finish {
         outcomes: Vec<UrlOutcome>,
@@ -648,7 +648,7 @@ fn write_loop(mut w: WarcWriter, mut rx: mpsc::Receiver<WriterMsg>, log_target: 
                     continue; // keep draining so fetches are not stuck
                 }
                 let line = FetchLine::of(&capture, origin);
-                match w.capture(capture) {
+                match w.capture(*capture) {
                     Ok(stored) => {
                         if stored == warc::Stored::OverCap
                             && let Some(origin) = origin

@@ -487,7 +487,6 @@ fn strip_query_session_id(mut q: Vec<u8>) -> Vec<u8> {
 
 /// `stripPathSessionID`: ASP.NET cookieless session segments before an `.aspx` page.
 fn strip_path_session_id(p: &mut Vec<u8>) {
-    let alnum24 = |s: &[u8]| run_of(s, 24, |b| b.is_ascii_digit() || b.is_ascii_lowercase());
     // `\((?:[a-z]\([0-9a-z]{24}\))+\)/`
     let nested: Token = |s| {
         let alnum24 = |s: &[u8]| run_of(s, 24, |b| b.is_ascii_digit() || b.is_ascii_alphabetic());
@@ -507,16 +506,16 @@ fn strip_path_session_id(p: &mut Vec<u8>) {
         (reps > 0 && s[at..].starts_with(b")/")).then_some(at + 2)
     };
     // `\([0-9a-z]{24}\)/`
-    let plain = |s: &[u8]| -> Option<usize> {
-        let n = alnum24(s.strip_prefix(b"(")?)?;
+    let plain: Token = |s| {
+        let n =
+            run_of(s.strip_prefix(b"(")?, 24, |b| b.is_ascii_digit() || b.is_ascii_alphabetic())?;
         s[1 + n..].starts_with(b")/").then_some(n + 3)
     };
     let tail_ok = |rest: &[u8]| {
         let q = rest.iter().position(|b| *b == b'?').unwrap_or(rest.len());
         (1..=q).any(|k| starts_with_ci(&rest[k..], b".aspx"))
     };
-    let patterns: [&dyn Fn(&[u8]) -> Option<usize>; 2] = [&nested, &plain];
-    for token in patterns {
+    for token in [nested, plain] {
         for i in (1..=p.len()).rev() {
             if p[i - 1] != b'/' {
                 continue;

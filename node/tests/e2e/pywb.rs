@@ -192,6 +192,38 @@ async fn pywb_replays_an_export_byte_for_byte_from_its_own_index() {
     assert!(info.contains("operator: replay test, nobody to call"), "{info}");
     assert!(info.contains("software: starling/"), "{info}");
 
+    // The crawl log closes the file: a line per stored fetch, robots.txt and the revisit
+    // included, and a line per chunk URL.
+    let text = {
+        use std::io::Read;
+        let bytes = std::fs::read(&result.path).expect("read warc");
+        let mut text = Vec::new();
+        flate2::read::MultiGzDecoder::new(&bytes[..]).read_to_end(&mut text).expect("gunzip");
+        String::from_utf8_lossy(&text).into_owned()
+    };
+    let log = text.rsplit("WARC/1.1\r\n").next().expect("last record");
+    assert!(log.contains("WARC-Target-URI: urn:x-starling:crawl-log:"), "{log}");
+    let lines: Vec<&str> =
+        log.lines().filter(|l| l.starts_with("fetch ") || l.starts_with("url ")).collect();
+    let fetch_for = |path: &str| {
+        let url = format!("http://{site}{path}");
+        lines
+            .iter()
+            .find(|l| l.starts_with("fetch ") && l.ends_with(&url))
+            .copied()
+            .unwrap_or_default()
+    };
+    assert!(fetch_for("/robots.txt").contains(" response robots "), "{lines:?}");
+    assert!(fetch_for("/dup/2").contains(" revisit url:"), "{lines:?}");
+    assert!(
+        fetch_for("/gone").starts_with("fetch ") && fetch_for("/gone").contains(" 404 12 "),
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with("url ") && l.contains(" ok ")).count(),
+        urls.len()
+    );
+
     let pywb_dir = dir.path().join("pywb");
     std::fs::create_dir_all(&pywb_dir).expect("mkdir");
     let pywb_port = free_port(PYWB_IP);
