@@ -561,7 +561,9 @@ pub fn in_scope(host: &str, scope: &[String]) -> bool {
         })
 }
 
-/// The request head as sent (reqwest adds nothing else without its optional features).
+/// The request head as it goes over the wire: reqwest adds nothing else without its optional
+/// features, and hyper writes the request's headers, then the client's default `accept`, then
+/// `host` (checked against the bytes a server received in the e2e tests).
 fn request_head(url: &Url, user_agent: &str) -> Vec<u8> {
     let mut target = url.path().to_owned();
     if let Some(q) = url.query() {
@@ -573,10 +575,10 @@ fn request_head(url: &Url, user_agent: &str) -> Vec<u8> {
         None => url.host_str().unwrap_or_default().to_owned(),
     };
     format!(
-        "GET {target} HTTP/1.1\r\n{}: {host}\r\n{}: {user_agent}\r\n{}: */*\r\n\r\n",
-        HOST.as_str(),
+        "GET {target} HTTP/1.1\r\n{}: {user_agent}\r\n{}: */*\r\n{}: {host}\r\n\r\n",
         USER_AGENT.as_str(),
-        ACCEPT.as_str()
+        ACCEPT.as_str(),
+        HOST.as_str()
     )
     .into_bytes()
 }
@@ -661,7 +663,7 @@ mod tests {
     fn request_head_names_the_target_and_host() {
         let url = Url::parse("http://127.0.0.2:8080/a/b?x=1").expect("url");
         let head = String::from_utf8(request_head(&url, "bot/1")).expect("utf8");
-        assert!(head.starts_with("GET /a/b?x=1 HTTP/1.1\r\nhost: 127.0.0.2:8080\r\n"));
-        assert!(head.ends_with("\r\n\r\n"));
+        assert!(head.starts_with("GET /a/b?x=1 HTTP/1.1\r\nuser-agent: bot/1\r\n"));
+        assert!(head.ends_with("\r\nhost: 127.0.0.2:8080\r\n\r\n"));
     }
 }

@@ -406,11 +406,14 @@ async fn the_response_record_keeps_what_the_client_keeps_of_the_head() {
     let dir = tempfile::tempdir().expect("tempdir");
     let listener = tokio::net::TcpListener::bind(("127.0.0.15", 0)).await.expect("bind");
     let addr = listener.local_addr().expect("addr");
+    let (sent_tx, mut sent_rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Ok((mut conn, _)) = listener.accept().await {
+            let sent_tx = sent_tx.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
-                let _ = conn.read(&mut buf).await;
+                let n = conn.read(&mut buf).await.unwrap_or(0);
+                let _ = sent_tx.send(buf[..n].to_vec());
                 let answer = "HTTP/1.1 200 Fine Thanks\r\nX-Second: b\r\nX-First:  a  value\r\n\
                               x-second: c\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
                 let _ = conn.write_all(answer.as_bytes()).await;
@@ -427,6 +430,12 @@ async fn the_response_record_keeps_what_the_client_keeps_of_the_head() {
     let want = "HTTP/1.1 200 Fine Thanks\r\nx-second: b\r\nx-second: c\r\nx-first: a  value\r\n\
                 content-length: 5\r\nconnection: close\r\n\r\nhello";
     assert!(text.contains(want), "{text}");
+    // The request record is the request as it went over the wire.
+    let wire = String::from_utf8(sent_rx.recv().await.expect("a request")).expect("ascii");
+    assert!(
+        text.contains(&format!("msgtype=request\r\nContent-Length: {}\r\n\r\n{wire}", wire.len())),
+        "{wire}\n{text}"
+    );
     warcio_check(&result.path, &urls).expect("warcio");
 }
 
