@@ -228,7 +228,11 @@ async fn pywb_replays_an_export_byte_for_byte_from_its_own_index() {
     std::fs::create_dir_all(&pywb_dir).expect("mkdir");
     let pywb_port = free_port(PYWB_IP);
     let mut wayback = start_pywb(&pywb_dir, &out, pywb_port);
-    let client = reqwest::Client::builder().no_proxy().build().expect("client");
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client");
     let base = format!("http://{PYWB_IP}:{pywb_port}");
     let started = Instant::now();
     loop {
