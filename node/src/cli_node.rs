@@ -180,6 +180,7 @@ fn crawler_config(cfg: &Config, key: &starling_protocol::Keypair) -> crate::craw
     crawl.bandwidth_bytes_per_s =
         cfg.crawl.bandwidth_bytes_per_s.and_then(std::num::NonZeroU32::new);
     crawl.disk_bytes_max = cfg.crawl.disk_bytes_max;
+    crawl.operator_note = cfg.crawl.warc_operator.clone();
     if crawl.allow_private_targets {
         tracing::warn!(
             "allow_private_targets is on: the crawler may fetch loopback and private addresses"

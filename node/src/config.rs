@@ -122,6 +122,10 @@ pub struct UpArgs {
     /// Cap on stored results in bytes; over it the node claims no crawl work (0 = none).
     #[arg(long, env = "STARLING_DISK_BYTES_MAX")]
     pub disk_bytes_max: Option<u64>,
+    /// A note naming who runs this node's crawls, written into every WARC file's warcinfo
+    /// record as `operator` (opt-in; none by default).
+    #[arg(long, env = "STARLING_WARC_OPERATOR", value_name = "TEXT")]
+    pub warc_operator: Option<String>,
     /// Download cap for fetching result copies, bytes per second (0 = none).
     #[arg(long, env = "STARLING_SEED_DOWNLOAD_BYTES_PER_S")]
     pub seed_download_bytes_per_s: Option<u32>,
@@ -182,6 +186,7 @@ struct FileConfig {
     fetches_max: Option<usize>,
     bandwidth_bytes_per_s: Option<u32>,
     disk_bytes_max: Option<u64>,
+    warc_operator: Option<String>,
     seed: Option<bool>,
     seed_capacity: Option<u16>,
     seed_download_bytes_per_s: Option<u32>,
@@ -205,6 +210,8 @@ pub struct CrawlSettings {
     pub bandwidth_bytes_per_s: Option<u32>,
     /// Cap on stored results in bytes (`None` = none).
     pub disk_bytes_max: Option<u64>,
+    /// The warcinfo `operator` note (`None` = none written).
+    pub warc_operator: Option<String>,
 }
 
 /// The resolved configuration of a node.
@@ -359,6 +366,8 @@ impl Config {
                 bandwidth_bytes_per_s: layered!(args, file, bandwidth_bytes_per_s)
                     .filter(|n| *n > 0),
                 disk_bytes_max: layered!(args, file, disk_bytes_max).filter(|n| *n > 0),
+                warc_operator: layered!(args.clone(), file, warc_operator)
+                    .filter(|n| !n.trim().is_empty()),
             },
             seed,
             seed_caps: crate::seed::node::SeedCaps {

@@ -4,7 +4,9 @@
 //! The index is the classic 11-field CDX (` CDX N b a m s k r M S V g`): SURT key, 14-digit
 //! date, original URL, MIME type, HTTP status, payload SHA-1 in base32, redirect, meta tags,
 //! compressed record length and offset, file name. It lists every `response`, `revisit` and
-//! `resource` record, sorted bytewise as CDX readers binary-search it. Our WARC files hold each
+//! `resource` record, sorted bytewise as CDX readers binary-search it; each line is the one
+//! pywb's own indexer (`cdx-indexer -s`) writes for the record, SURT key included (pywb's
+//! indexer also lists `metadata` records, which this index leaves out). Our WARC files hold each
 //! record in its own gzip member, so a record's offset and length are its member's; a file
 //! that packs several records into one member is indexed by its first record per member.
 //!
@@ -343,7 +345,13 @@ fn read_record(r: &mut impl BufRead) -> Result<Option<Record>, RecordError> {
     } else {
         (mime_of(content_type), "-".to_owned(), 0)
     };
-    let mime = if kind == "revisit" { "warc/revisit".to_owned() } else { mime };
+    // As pywb's own CDX indexer writes a revisit: its status comes from the record it
+    // revisits.
+    let (mime, status) = if kind == "revisit" {
+        ("warc/revisit".to_owned(), "-".to_owned())
+    } else {
+        (mime, status)
+    };
     let digest = match payload_digest {
         Some(d) => d,
         None if kind == "revisit" => "-".to_owned(),
@@ -410,64 +418,9 @@ fn cdx_timestamp(date: &str) -> String {
     digits
 }
 
-/// The SURT key of a URL as CDX indexes write it: lowercase, no scheme, `www.`, userinfo,
-/// default port or fragment; host labels reversed and joined by commas, then `)`, the path
-/// and the query with its parameters sorted. Strings that are not URLs are only lowercased.
+/// The SURT key of a URL as pywb and `cdxj-indexer` compute it (see [`crate::crawl::surt`]).
 pub fn surt(url: &str) -> String {
-    let lower = url.trim().to_ascii_lowercase();
-    let Some((scheme, rest)) = lower.split_once("://") else { return lower };
-    let rest = rest.split('#').next().unwrap_or("");
-    let split = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(split);
-    let hostport = authority.rsplit('@').next().unwrap_or("");
-    let (host, port) = match hostport.find(']') {
-        Some(end) => {
-            let (h, p) = hostport.split_at(end + 1);
-            (h, p.strip_prefix(':'))
-        }
-        None => match hostport.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (hostport, None),
-        },
-    };
-    let port = match (scheme, port) {
-        ("http", Some("80")) | ("https", Some("443")) | (_, Some("")) => None,
-        (_, p) => p,
-    };
-    let host = host.trim_end_matches('.');
-    let host = strip_www(host);
-    let mut key = if host.parse::<std::net::Ipv4Addr>().is_ok() || host.starts_with('[') {
-        host.to_owned()
-    } else {
-        host.split('.').rev().collect::<Vec<_>>().join(",")
-    };
-    if let Some(p) = port {
-        key.push(':');
-        key.push_str(p);
-    }
-    key.push(')');
-    let (path, query) = tail.split_once('?').unwrap_or((tail, ""));
-    key.push_str(if path.is_empty() { "/" } else { path });
-    if !query.is_empty() {
-        let mut params: Vec<&str> = query.split('&').collect();
-        params.sort_unstable();
-        key.push('?');
-        key.push_str(&params.join("&"));
-    }
-    key
-}
-
-/// `www.`, `www2.` and the like come off a host name, as SURT canonicalisation does.
-fn strip_www(host: &str) -> &str {
-    if let Some(rest) = host.strip_prefix("www") {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if let Some(after) = rest[digits..].strip_prefix('.')
-            && after.contains('.')
-        {
-            return after;
-        }
-    }
-    host
+    crate::crawl::surt::surt(url)
 }
 
 /// The pinned warcio, installed by the tests as the e2e tests do, to read our files back.
@@ -531,15 +484,9 @@ mod tests {
     }
 
     #[test]
-    fn surt_keys_follow_the_usual_canonical_form() {
+    fn surt_keys_are_pywbs_and_timestamps_have_fourteen_digits() {
         assert_eq!(surt("http://www.Example.com/Path?b=2&a=1#frag"), "com,example)/path?a=1&b=2");
-        assert_eq!(surt("https://user:pw@sub.example.org:443/"), "org,example,sub)/");
-        assert_eq!(surt("http://example.com:8080"), "com,example:8080)/");
-        assert_eq!(surt("http://10.0.0.1/a"), "10.0.0.1)/a");
-        assert_eq!(surt("http://[::1]:81/"), "[::1]:81)/");
-        assert_eq!(surt("http://www2.example.com/"), "com,example)/");
-        assert_eq!(surt("http://www.com/"), "com,www)/");
-        assert_eq!(surt("not a url"), "not a url");
+        assert_eq!(surt("http://127.0.0.2:18080/a"), "2,0,0,127:18080)/a");
         assert_eq!(cdx_timestamp("2024-02-29T23:59:59.123Z"), "20240229235959");
     }
 
@@ -629,6 +576,102 @@ mod tests {
         bytes.truncate(bytes.len() - 5);
         fs::write(&p, &bytes).unwrap();
         assert!(index_warc(&p, "x").is_err());
+    }
+
+    /// The text of every record (each its own gzip member) of a WARC file, in order.
+    fn records_of(path: &Path) -> Vec<String> {
+        let bytes = fs::read(path).unwrap();
+        let mut dec = flate2::read::MultiGzDecoder::new(&bytes[..]);
+        let mut text = Vec::new();
+        dec.read_to_end(&mut text).unwrap();
+        String::from_utf8_lossy(&text)
+            .split("WARC/1.1\r\n")
+            .filter(|r| !r.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn header<'a>(record: &'a str, name: &str) -> Option<&'a str> {
+        let head = record.split("\r\n\r\n").next().unwrap_or("");
+        head.lines().find_map(|l| l.strip_prefix(&format!("{name}: ")))
+    }
+
+    /// A payload seen twice in a chunk is a revisit of the first; every record names the
+    /// warcinfo; warcio checks every digest, revisits included.
+    #[test]
+    fn repeated_payloads_become_revisits_that_warcio_accepts() {
+        let dir = tempfile::tempdir().unwrap();
+        let info = [("software", "starling/test".to_owned()), ("isPartOf", "p".to_owned())];
+        let mut w = WarcWriter::create(dir.path(), "item-1", &info, 1 << 30).unwrap();
+        let t = 1_709_251_199;
+        let same = b"<p>the same page</p>";
+        let stored = |s: crate::crawl::warc::Stored| s.label();
+        let first = w.capture(capture("http://a.example/1", "200 OK", "text/html", same, t));
+        assert_eq!(stored(first.unwrap()), "response");
+        let again = w.capture(capture("http://a.example/2", "200 OK", "text/html", same, t + 1));
+        assert_eq!(stored(again.unwrap()), "revisit");
+        for i in 0..2 {
+            let empty =
+                capture(&format!("http://a.example/e{i}"), "404 Not Found", "text/plain", b"", t);
+            assert_eq!(stored(w.capture(empty).unwrap()), "response", "empty payloads are kept");
+        }
+        w.failure("http://a.example/x", "timed out", SystemTime::now()).unwrap();
+        w.crawl_log(
+            "urn:x-starling:crawl-log:item-1",
+            "url 0 ok 200 0 http://a.example/1 -\n",
+            SystemTime::now(),
+        )
+        .unwrap();
+        let done = w.finish().unwrap();
+
+        let records = records_of(&done.path);
+        let info_id = header(&records[0], "WARC-Record-ID").unwrap();
+        assert_eq!(header(&records[0], "WARC-Type"), Some("warcinfo"));
+        assert_eq!(header(&records[0], "WARC-Filename"), Some("item-1.warc.gz"));
+        for r in &records[1..] {
+            assert_eq!(header(r, "WARC-Warcinfo-ID"), Some(info_id), "{r}");
+        }
+        let response = records
+            .iter()
+            .find(|r| {
+                header(r, "WARC-Target-URI") == Some("http://a.example/1")
+                    && header(r, "WARC-Type") == Some("response")
+            })
+            .unwrap();
+        let revisit = records.iter().find(|r| header(r, "WARC-Type") == Some("revisit")).unwrap();
+        assert_eq!(header(revisit, "WARC-Refers-To"), header(response, "WARC-Record-ID"));
+        assert_eq!(header(revisit, "WARC-Refers-To-Target-URI"), Some("http://a.example/1"));
+        assert_eq!(header(revisit, "WARC-Refers-To-Date"), header(response, "WARC-Date"));
+        assert_eq!(header(revisit, "WARC-Profile"), Some(crate::crawl::warc::REVISIT_PROFILE));
+        assert_eq!(header(revisit, "WARC-Payload-Digest"), header(response, "WARC-Payload-Digest"));
+        assert!(!revisit.contains("the same page"), "a revisit holds the head only");
+        let log = records
+            .iter()
+            .find(|r| header(r, "Content-Type") == Some("text/plain; charset=utf-8"))
+            .unwrap();
+        assert_eq!(header(log, "WARC-Type"), Some("metadata"));
+
+        let out = warcio::warcio_cli().args(["check", "-v"]).arg(&done.path).output().unwrap();
+        assert!(
+            out.status.success(),
+            "warcio check: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let entries = index_warc(&done.path, "f").unwrap();
+        let kinds: Vec<(&str, &str)> =
+            entries.iter().map(|e| (e.url.as_str(), e.mime.as_str())).collect();
+        assert_eq!(
+            kinds,
+            [
+                ("http://a.example/1", "text/html"),
+                ("http://a.example/2", "warc/revisit"),
+                ("http://a.example/e0", "text/plain"),
+                ("http://a.example/e1", "text/plain"),
+            ]
+        );
+        assert_eq!(entries[1].digest, entries[0].digest);
+        assert_eq!(entries[1].status, "-");
     }
 
     /// Our offsets and lengths against warcio's own reading of the same file.

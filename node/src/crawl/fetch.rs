@@ -104,7 +104,7 @@ impl<'a> ChunkJob<'a> {
                 return refused(if hop == 0 { reason } else { format!("redirect {reason}") });
             }
             if self.manifest.robots == RobotsPolicy::Obey
-                && let Err(outcome) = self.robots_allow(&current).await
+                && let Err(outcome) = self.robots_allow(&current, tx).await
             {
                 return outcome;
             }
@@ -244,7 +244,11 @@ impl<'a> ChunkJob<'a> {
             block_sha1,
             truncated,
         };
-        if tx.send(WriterMsg::Capture { origin, capture }).await.is_err() {
+        if tx
+            .send(WriterMsg::Capture { origin: Some(origin), capture: Box::new(capture) })
+            .await
+            .is_err()
+        {
             return Sent::Fatal(Outcome::Transient { reason: "warc writer stopped".into() });
         }
         Sent::Answer { status, location, retry_after, truncated }
@@ -290,10 +294,11 @@ impl<'a> ChunkJob<'a> {
 
     /// Whether robots.txt lets this job fetch `url` (asked once per origin and agent, and
     /// again once an unreachable answer is forgotten). `Err` is the URL's outcome.
-    async fn robots_allow(&self, url: &Url) -> Result<(), Outcome> {
+    /// The robots.txt answers read for it go to this chunk's WARC file through `tx`.
+    async fn robots_allow(&self, url: &Url, tx: &mpsc::Sender<WriterMsg>) -> Result<(), Outcome> {
         let origin = url.origin().ascii_serialization();
         let cell = self.crawler.robots_cell(&origin, &self.agent_token);
-        let (verdict, _) = cell.get_or_init(|| self.fetch_robots(url, &origin)).await;
+        let (verdict, _) = cell.get_or_init(|| self.fetch_robots(url, &origin, tx)).await;
         let robots = match &**verdict {
             RobotsVerdict::Rules(r) => r,
             RobotsVerdict::Unreachable(reason) => {
@@ -317,8 +322,13 @@ impl<'a> ChunkJob<'a> {
     /// Asks for robots.txt for `url`'s origin and says how long the answer holds: a verdict
     /// from the rules for [`ROBOTS_TTL`], an unreachable or refused one only for the short
     /// fail TTL.
-    async fn fetch_robots(&self, url: &Url, origin: &str) -> (Arc<RobotsVerdict>, Instant) {
-        let verdict = self.read_robots(url).await;
+    async fn fetch_robots(
+        &self,
+        url: &Url,
+        origin: &str,
+        tx: &mpsc::Sender<WriterMsg>,
+    ) -> (Arc<RobotsVerdict>, Instant) {
+        let verdict = self.read_robots(url, tx).await;
         let ttl = match &verdict {
             RobotsVerdict::Rules(_) => ROBOTS_TTL,
             RobotsVerdict::Unreachable(reason) => {
@@ -332,7 +342,8 @@ impl<'a> ChunkJob<'a> {
 
     /// Reads robots.txt under the host's limits, following up to [`ROBOTS_REDIRECTS_MAX`]
     /// redirects (each hop checked by the SSRF guard), and judges the answer per RFC 9309.
-    async fn read_robots(&self, url: &Url) -> RobotsVerdict {
+    /// Every answer is archived as a response record, its body up to [`ROBOTS_BYTES_MAX`].
+    async fn read_robots(&self, url: &Url, tx: &mpsc::Sender<WriterMsg>) -> RobotsVerdict {
         let config = &self.crawler.config;
         let unreachable = |why: &str| RobotsVerdict::Unreachable(format!("{UNREACHABLE}: {why}"));
         let Ok(mut target) = url.join("/robots.txt") else {
@@ -355,6 +366,7 @@ impl<'a> ChunkJob<'a> {
             let Ok(_fetch) = self.crawler.fetches.acquire().await else {
                 return unreachable("crawler shut down");
             };
+            let date = SystemTime::now();
             let sending = self
                 .crawler
                 .client
@@ -384,6 +396,19 @@ impl<'a> ChunkJob<'a> {
             self.crawler.net.answered();
             let status = resp.status();
             self.crawler.stats.fetched(&status.as_u16().to_string());
+            let head = response_head(&resp);
+            let ip = resp.remote_addr().map(|a| a.ip()).filter(|i| !i.is_unspecified());
+            let body = self.robots_body(&mut resp).await;
+            if let Ok((bytes, truncated)) = &body {
+                let request = request_head(&target, &self.user_agent);
+                let capture = small_capture(&target, ip, date, request, head, bytes, *truncated);
+                if let Some(capture) = capture {
+                    // A chunk that stopped has no file to add it to; nothing else to do.
+                    let _ = tx
+                        .send(WriterMsg::Capture { origin: None, capture: Box::new(capture) })
+                        .await;
+                }
+            }
             match answer_for(status.as_u16()) {
                 RobotsAnswer::AllowAll => {
                     host.succeeded();
@@ -413,8 +438,11 @@ impl<'a> ChunkJob<'a> {
                 }
                 RobotsAnswer::Parse => {
                     host.succeeded();
-                    return match self.robots_body(&mut resp).await {
-                        Ok(text) => RobotsVerdict::Rules(Robots::parse(&text, &self.agent_token)),
+                    return match body {
+                        Ok((bytes, _)) => {
+                            let text = String::from_utf8_lossy(&bytes);
+                            RobotsVerdict::Rules(Robots::parse(&text, &self.agent_token))
+                        }
                         Err(why) => unreachable(&why),
                     };
                 }
@@ -424,13 +452,17 @@ impl<'a> ChunkJob<'a> {
         RobotsVerdict::Rules(Robots::allow_all())
     }
 
-    /// Reads a robots.txt body, up to [`ROBOTS_BYTES_MAX`] (the rest is ignored).
-    async fn robots_body(&self, resp: &mut reqwest::Response) -> Result<String, String> {
+    /// Reads a robots.txt body, up to [`ROBOTS_BYTES_MAX`] (the rest is ignored); says whether
+    /// it was cut there.
+    async fn robots_body(&self, resp: &mut reqwest::Response) -> Result<(Vec<u8>, bool), String> {
         let mut text = Vec::new();
+        let mut cut = false;
         while text.len() < ROBOTS_BYTES_MAX {
             match tokio::time::timeout(self.crawler.config.read_timeout, resp.chunk()).await {
                 Ok(Ok(Some(c))) => {
-                    text.extend_from_slice(&c[..c.len().min(ROBOTS_BYTES_MAX - text.len())])
+                    let take = c.len().min(ROBOTS_BYTES_MAX - text.len());
+                    cut |= take < c.len();
+                    text.extend_from_slice(&c[..take]);
                 }
                 Ok(Ok(None)) => break,
                 Ok(Err(e)) => {
@@ -440,7 +472,7 @@ impl<'a> ChunkJob<'a> {
                 Err(_) => return Err("timed out reading it".into()),
             }
         }
-        Ok(String::from_utf8_lossy(&text).into_owned())
+        Ok((text, cut))
     }
 
     /// Sorts a failed request and tells the network-health watch about it.
@@ -529,7 +561,9 @@ pub fn in_scope(host: &str, scope: &[String]) -> bool {
         })
 }
 
-/// The request head as sent (reqwest adds nothing else without its optional features).
+/// The request head as it goes over the wire: reqwest adds nothing else without its optional
+/// features, and hyper writes the request's headers, then the client's default `accept`, then
+/// `host` (checked against the bytes a server received in the e2e tests).
 fn request_head(url: &Url, user_agent: &str) -> Vec<u8> {
     let mut target = url.path().to_owned();
     if let Some(q) = url.query() {
@@ -541,25 +575,60 @@ fn request_head(url: &Url, user_agent: &str) -> Vec<u8> {
         None => url.host_str().unwrap_or_default().to_owned(),
     };
     format!(
-        "GET {target} HTTP/1.1\r\n{}: {host}\r\n{}: {user_agent}\r\n{}: */*\r\n\r\n",
-        HOST.as_str(),
+        "GET {target} HTTP/1.1\r\n{}: {user_agent}\r\n{}: */*\r\n{}: {host}\r\n\r\n",
         USER_AGENT.as_str(),
-        ACCEPT.as_str()
+        ACCEPT.as_str(),
+        HOST.as_str()
     )
     .into_bytes()
 }
 
-/// The response head: status line and headers. The body is stored without its transfer
-/// coding, so a `Transfer-Encoding` header is kept under another name for readers' sake.
+/// A capture of a small answer held in memory (a robots.txt); `None` if it cannot be buffered.
+fn small_capture(
+    url: &Url,
+    ip: Option<IpAddr>,
+    date: SystemTime,
+    request: Vec<u8>,
+    head: Vec<u8>,
+    body: &[u8],
+    truncated: bool,
+) -> Option<Capture> {
+    let mut spool = tempfile::SpooledTempFile::new(body.len().max(1));
+    spool.write_all(body).ok()?;
+    let mut block = Sha1::new();
+    block.update(&head);
+    block.update(body);
+    Some(Capture {
+        url: url.to_string(),
+        ip,
+        date,
+        request,
+        response_head: head,
+        body: spool,
+        body_len: body.len() as u64,
+        payload_sha1: Sha1::digest(body).into(),
+        block_sha1: block.finalize().into(),
+        truncated,
+    })
+}
+
+/// The response head as far as the HTTP client keeps it: the version, the status and the
+/// reason phrase as received (hyper keeps a phrase that is not the usual one), then the
+/// headers in the order of each name's first appearance, repeated names grouped there, names
+/// lowercased (the client keeps neither their case nor the exact order). The body is stored
+/// without its transfer coding, so a `Transfer-Encoding` header is kept under another name
+/// for readers' sake.
 fn response_head(resp: &reqwest::Response) -> Vec<u8> {
     let version = match resp.version() {
         reqwest::Version::HTTP_10 => "HTTP/1.0",
         _ => "HTTP/1.1",
     };
     let status = resp.status();
-    let mut head =
-        format!("{version} {} {}\r\n", status.as_u16(), status.canonical_reason().unwrap_or(""))
-            .into_bytes();
+    let reason = match resp.extensions().get::<hyper::ext::ReasonPhrase>() {
+        Some(r) => String::from_utf8_lossy(r.as_bytes()).into_owned(),
+        None => status.canonical_reason().unwrap_or("").to_owned(),
+    };
+    let mut head = format!("{version} {} {reason}\r\n", status.as_u16()).into_bytes();
     for (name, value) in resp.headers() {
         let name = if name == reqwest::header::TRANSFER_ENCODING {
             "X-Starling-Orig-Transfer-Encoding"
@@ -594,7 +663,7 @@ mod tests {
     fn request_head_names_the_target_and_host() {
         let url = Url::parse("http://127.0.0.2:8080/a/b?x=1").expect("url");
         let head = String::from_utf8(request_head(&url, "bot/1")).expect("utf8");
-        assert!(head.starts_with("GET /a/b?x=1 HTTP/1.1\r\nhost: 127.0.0.2:8080\r\n"));
-        assert!(head.ends_with("\r\n\r\n"));
+        assert!(head.starts_with("GET /a/b?x=1 HTTP/1.1\r\nuser-agent: bot/1\r\n"));
+        assert!(head.ends_with("\r\nhost: 127.0.0.2:8080\r\n\r\n"));
     }
 }

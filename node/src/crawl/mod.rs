@@ -25,6 +25,7 @@ pub mod hosts;
 pub mod robots;
 pub mod runner;
 pub mod stats;
+pub mod surt;
 pub mod warc;
 
 use std::collections::{BTreeSet, HashMap};
@@ -89,6 +90,9 @@ pub struct CrawlerConfig {
     pub robots_fail_ttl: Duration,
     /// Backoff and parking.
     pub backoff: BackoffPolicy,
+    /// A note from the operator for the `operator` field of each WARC file's warcinfo record
+    /// (who runs the crawl, how to reach them). Opt-in: `None` writes no such field.
+    pub operator_note: Option<String>,
 }
 
 impl CrawlerConfig {
@@ -116,6 +120,7 @@ impl CrawlerConfig {
                 park: Duration::from_secs(600),
                 retry_after_max: Duration::from_secs(600),
             },
+            operator_note: None,
         }
     }
 }
@@ -444,7 +449,8 @@ impl Crawler {
         )
         .map_err(CrawlError::io("create warc file"))?;
         let (tx, rx) = mpsc::channel(WRITER_QUEUE_CAP);
-        let writing = tokio::task::spawn_blocking(move || write_loop(writer, rx));
+        let log_target = format!("urn:x-starling:crawl-log:{stem}");
+        let writing = tokio::task::spawn_blocking(move || write_loop(writer, rx, &log_target));
 
         let outcomes = self.fetch_rounds(&job, req.urls, &tx).await;
         let transient: Vec<&UrlOutcome> =
@@ -564,7 +570,7 @@ impl Crawler {
             starling_protocol::RobotsPolicy::Obey => "obey",
             starling_protocol::RobotsPolicy::Ignore => "ignore",
         };
-        vec![
+        let mut info = vec![
             ("software", format!("starling/{}", env!("CARGO_PKG_VERSION"))),
             ("format", "WARC File Format 1.1".into()),
             (
@@ -572,6 +578,7 @@ impl Crawler {
                 "https://iipc.github.io/warc-specifications/specifications/warc-format/warc-1.1/"
                     .into(),
             ),
+            ("isPartOf", format!("{} (starling project {:#})", req.manifest.name, req.project)),
             ("http-header-user-agent", job.user_agent.clone()),
             ("robots", robots.into()),
             ("starling-project", format!("{:#}", req.project)),
@@ -579,7 +586,11 @@ impl Crawler {
             ("starling-item", format!("{:#}", req.item)),
             ("starling-epoch", req.epoch.to_string()),
             ("starling-node", format!("{:#}", self.config.node)),
-        ]
+        ];
+        if let Some(note) = self.config.operator_note.as_ref().filter(|n| !n.trim().is_empty()) {
+            info.push(("operator", note.clone()));
+        }
+        info
     }
 
     /// The robots.txt cell for an origin and agent, fresh if the cached one expired (an
@@ -615,8 +626,8 @@ impl Crawler {
 /// Messages to a chunk's WARC writer thread.
 #[derive(Debug)]
 enum WriterMsg {
-    /// A fetch made for the chunk's URL number `origin`.
-    Capture { origin: usize, capture: Capture },
+    /// A fetch made for the chunk's URL number `origin`, or (`None`) a robots.txt answer.
+    Capture { origin: Option<usize>, capture: Box<Capture> },
     /// All fetches are done: write failure records, finish the file, reply.
     Finish {
         outcomes: Vec<UrlOutcome>,
@@ -624,21 +635,27 @@ enum WriterMsg {
     },
 }
 
-/// The writer thread: appends captures as they come; if the chunk is dropped before
-/// `Finish`, the writer is dropped too and its temp file removed.
-fn write_loop(mut w: WarcWriter, mut rx: mpsc::Receiver<WriterMsg>) {
+/// The writer thread: appends captures as they come and notes each in the crawl log; if the
+/// chunk is dropped before `Finish`, the writer is dropped too and its temp file removed.
+fn write_loop(mut w: WarcWriter, mut rx: mpsc::Receiver<WriterMsg>, log_target: &str) {
     let mut skipped = BTreeSet::new();
     let mut error: Option<std::io::Error> = None;
+    let mut log = String::new();
     while let Some(msg) = rx.blocking_recv() {
         match msg {
             WriterMsg::Capture { origin, capture } => {
                 if error.is_some() {
                     continue; // keep draining so fetches are not stuck
                 }
-                match w.capture(capture) {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        skipped.insert(origin);
+                let line = FetchLine::of(&capture, origin);
+                match w.capture(*capture) {
+                    Ok(stored) => {
+                        if stored == warc::Stored::OverCap
+                            && let Some(origin) = origin
+                        {
+                            skipped.insert(origin);
+                        }
+                        log.push_str(&line.text(stored));
                     }
                     Err(e) => error = Some(e),
                 }
@@ -646,7 +663,9 @@ fn write_loop(mut w: WarcWriter, mut rx: mpsc::Receiver<WriterMsg>) {
             WriterMsg::Finish { mut outcomes, reply } => {
                 let result = match error.take() {
                     Some(e) => Err(e),
-                    None => finish(w, &mut outcomes, &skipped).map(|f| (f, outcomes)),
+                    None => {
+                        finish(w, &mut outcomes, &skipped, log, log_target).map(|f| (f, outcomes))
+                    }
                 };
                 let _ = reply.send(result);
                 return;
@@ -655,10 +674,42 @@ fn write_loop(mut w: WarcWriter, mut rx: mpsc::Receiver<WriterMsg>) {
     }
 }
 
+/// A fetch's line in the crawl log, but for how it was stored.
+struct FetchLine {
+    date: String,
+    status: String,
+    bytes: u64,
+    digest: String,
+    origin: String,
+    url: String,
+}
+
+impl FetchLine {
+    fn of(c: &Capture, origin: Option<usize>) -> Self {
+        Self {
+            date: warc::warc_date(c.date),
+            status: warc::head_status(&c.response_head),
+            bytes: c.body_len,
+            digest: warc::sha1_label(&c.payload_sha1),
+            origin: origin.map_or_else(|| "robots".to_owned(), |i| format!("url:{i}")),
+            url: warc::uri_text(&c.url),
+        }
+    }
+
+    /// `fetch DATE STATUS BYTES DIGEST STORED FOR URL`, `FOR` the chunk URL's number
+    /// (`url:N`) or `robots`; `STORED` is `response`, `revisit` or `not-stored`.
+    fn text(&self, stored: warc::Stored) -> String {
+        let Self { date, status, bytes, digest, origin, url } = self;
+        format!("fetch {date} {status} {bytes} {digest} {} {origin} {url}\n", stored.label())
+    }
+}
+
 fn finish(
     mut w: WarcWriter,
     outcomes: &mut [UrlOutcome],
     skipped: &BTreeSet<usize>,
+    mut log: String,
+    log_target: &str,
 ) -> std::io::Result<Finished> {
     let now = SystemTime::now();
     for (i, o) in outcomes.iter_mut().enumerate() {
@@ -668,6 +719,25 @@ fn finish(
         if let Some(reason) = o.outcome.reason() {
             w.failure(&o.url, reason, now)?;
         }
+        log.push_str(&outcome_line(i, o));
     }
+    w.crawl_log(log_target, &log, now)?;
     w.finish()
+}
+
+/// `url N CLASS STATUS REDIRECTS URL REASON`: one chunk URL's outcome in the crawl log
+/// (`-` for what does not apply).
+fn outcome_line(i: usize, o: &UrlOutcome) -> String {
+    let class = match o.outcome.class() {
+        PartClass::Ok => "ok",
+        PartClass::Refused => "refused",
+        PartClass::Disallowed => "disallowed",
+        PartClass::Transient => "transient",
+    };
+    let (status, redirects) = match &o.outcome {
+        Outcome::Ok { status, redirects } => (status.to_string(), redirects.to_string()),
+        _ => ("-".to_owned(), "-".to_owned()),
+    };
+    let reason = o.outcome.reason().map_or_else(|| "-".to_owned(), warc::one_line);
+    format!("url {i} {class} {status} {redirects} {} {reason}\n", warc::uri_text(&o.url))
 }

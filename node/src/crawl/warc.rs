@@ -1,6 +1,14 @@
 //! The WARC 1.1 writer: one file per crawl chunk, a `warcinfo` record first, then `request`
-//! and `response` records per fetch and a `metadata` record per failed URL, each record its own
-//! gzip member (so readers can seek to any record).
+//! and `response` records per fetch (robots.txt answers included), a `metadata` record per
+//! failed URL and a `metadata` record holding the chunk's crawl log, each record its own gzip
+//! member (so readers can seek to any record). Every record after the warcinfo names it in
+//! `WARC-Warcinfo-ID`.
+//!
+//! A payload already stored earlier in the same file is written as a `revisit` record
+//! (identical-payload-digest profile: the HTTP head only, pointing at the first record by
+//! `WARC-Refers-To`, `WARC-Refers-To-Target-URI` and `WARC-Refers-To-Date`). The scope is the
+//! chunk on purpose: the mesh checks, accepts or replaces each chunk's file on its own, so a
+//! revisit pointing into another chunk's file could point at a record no export holds.
 //!
 //! The file is written under a temporary name in the results directory, fsynced, and renamed
 //! to `<blake3 hex>.warc.gz` only when whole; a crash leaves at most a `*.warc.gz.tmp` file,
@@ -26,6 +34,9 @@ pub const TEMP_SUFFIX: &str = ".warc.gz.tmp";
 const WRITE_BUF_BYTES: usize = 64 * 1024;
 /// A record with no streamed tail.
 const NO_TAIL: Option<(io::Empty, u64)> = None;
+/// `WARC-Profile` of a revisit whose payload is the same as an earlier record's.
+pub const REVISIT_PROFILE: &str =
+    "http://netpreserve.org/warc/1.1/revisit/identical-payload-digest";
 
 /// One fetch as it will be archived: the request sent and the response received.
 #[derive(Debug)]
@@ -50,6 +61,36 @@ pub struct Capture {
     pub block_sha1: [u8; 20],
     /// Whether the body was cut at the project's size cap.
     pub truncated: bool,
+}
+
+/// How a capture was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// As a `response` record.
+    Response,
+    /// As a `revisit` record: the payload is an earlier record's.
+    Revisit,
+    /// Not at all: the file is at its size cap.
+    OverCap,
+}
+
+impl Stored {
+    /// Its name in the crawl log.
+    pub fn label(self) -> &'static str {
+        match self {
+            Stored::Response => "response",
+            Stored::Revisit => "revisit",
+            Stored::OverCap => "not-stored",
+        }
+    }
+}
+
+/// The first record that stored a payload, for the revisits of it.
+#[derive(Debug)]
+struct FirstCopy {
+    record_id: String,
+    url: String,
+    date: String,
 }
 
 /// A finished WARC file.
@@ -90,11 +131,16 @@ pub struct WarcWriter {
     tmp: PathBuf,
     out: Option<Hashing<BufWriter<File>>>,
     bytes_max: u64,
+    /// The warcinfo record's id, named by every later record.
+    warcinfo_id: String,
+    /// Payloads stored so far, by sha1.
+    payloads: std::collections::HashMap<[u8; 20], FirstCopy>,
 }
 
 impl WarcWriter {
-    /// Starts `<dir>/<stem>.warc.gz.tmp` with a warcinfo record holding `info` fields. Records
-    /// after the file passes `bytes_max` are refused.
+    /// Starts `<dir>/<stem>.warc.gz.tmp` with a warcinfo record holding `info` fields and
+    /// `WARC-Filename: <stem>.warc.gz` (the file is later stored under its digest, which it
+    /// cannot contain). Records after the file passes `bytes_max` are refused.
     pub fn create(
         dir: &Path,
         stem: &str,
@@ -109,15 +155,25 @@ impl WarcWriter {
             hasher: blake3::Hasher::new(),
             bytes: 0,
         };
-        let mut w = Self { dir: dir.to_owned(), tmp, out: Some(out), bytes_max };
+        let warcinfo_id = record_id();
+        let mut w = Self {
+            dir: dir.to_owned(),
+            tmp,
+            out: Some(out),
+            bytes_max,
+            warcinfo_id: warcinfo_id.clone(),
+            payloads: std::collections::HashMap::new(),
+        };
         let mut body = String::new();
         for (k, v) in info {
             body.push_str(&format!("{k}: {}\r\n", one_line(v)));
         }
         let headers = [
             ("WARC-Type", "warcinfo".to_owned()),
-            ("WARC-Record-ID", record_id()),
+            ("WARC-Record-ID", warcinfo_id),
             ("WARC-Date", warc_date(SystemTime::now())),
+            ("WARC-Filename", format!("{stem}{WARC_SUFFIX}")),
+            ("WARC-Block-Digest", sha1_label(&Sha1::digest(body.as_bytes()).into())),
             ("Content-Type", "application/warc-fields".to_owned()),
         ];
         w.record(&headers, body.as_bytes(), NO_TAIL)?;
@@ -129,38 +185,63 @@ impl WarcWriter {
         self.out.as_ref().map_or(0, |o| o.bytes)
     }
 
-    /// Appends the request and response records of a fetch; `Ok(false)` if the file is
+    /// Appends the request record of a fetch and its response, or a revisit when a complete
+    /// payload of at least one byte is already in the file; [`Stored::OverCap`] if the file is
     /// already at its size cap and the capture was left out.
-    pub fn capture(&mut self, mut c: Capture) -> io::Result<bool> {
+    pub fn capture(&mut self, mut c: Capture) -> io::Result<Stored> {
         if self.bytes() >= self.bytes_max {
-            return Ok(false);
+            return Ok(Stored::OverCap);
         }
         let date = warc_date(c.date);
         let (req_id, resp_id) = (record_id(), record_id());
+        let first =
+            if c.truncated || c.body_len == 0 { None } else { self.payloads.get(&c.payload_sha1) };
+        let stored = if first.is_some() { Stored::Revisit } else { Stored::Response };
         let mut resp = vec![
-            ("WARC-Type", "response".to_owned()),
+            ("WARC-Type", stored.label().to_owned()),
             ("WARC-Record-ID", resp_id.clone()),
             ("WARC-Date", date.clone()),
             ("WARC-Target-URI", c.url.clone()),
+            ("WARC-Warcinfo-ID", self.warcinfo_id.clone()),
         ];
         if let Some(ip) = c.ip {
             resp.push(("WARC-IP-Address", ip.to_string()));
         }
-        resp.push(("WARC-Block-Digest", sha1_label(&c.block_sha1)));
-        resp.push(("WARC-Payload-Digest", sha1_label(&c.payload_sha1)));
-        if c.truncated {
-            resp.push(("WARC-Truncated", "length".to_owned()));
+        if let Some(first) = first {
+            resp.push(("WARC-Profile", REVISIT_PROFILE.to_owned()));
+            resp.push(("WARC-Refers-To", first.record_id.clone()));
+            resp.push(("WARC-Refers-To-Target-URI", first.url.clone()));
+            resp.push(("WARC-Refers-To-Date", first.date.clone()));
+            resp.push(("WARC-Block-Digest", sha1_label(&Sha1::digest(&c.response_head).into())));
+            resp.push(("WARC-Payload-Digest", sha1_label(&c.payload_sha1)));
+            resp.push(("Content-Type", "application/http;msgtype=response".to_owned()));
+            self.record(&resp, &c.response_head, NO_TAIL)?;
+        } else {
+            resp.push(("WARC-Block-Digest", sha1_label(&c.block_sha1)));
+            resp.push(("WARC-Payload-Digest", sha1_label(&c.payload_sha1)));
+            if c.truncated {
+                resp.push(("WARC-Truncated", "length".to_owned()));
+            }
+            resp.push(("Content-Type", "application/http;msgtype=response".to_owned()));
+            c.body.seek(SeekFrom::Start(0))?;
+            let body = (&mut c.body).take(c.body_len);
+            self.record(&resp, &c.response_head, Some((body, c.body_len)))?;
+            if !c.truncated && c.body_len > 0 {
+                let copy = FirstCopy {
+                    record_id: resp_id.clone(),
+                    url: c.url.clone(),
+                    date: date.clone(),
+                };
+                self.payloads.entry(c.payload_sha1).or_insert(copy);
+            }
         }
-        resp.push(("Content-Type", "application/http;msgtype=response".to_owned()));
-        c.body.seek(SeekFrom::Start(0))?;
-        let body = (&mut c.body).take(c.body_len);
-        self.record(&resp, &c.response_head, Some((body, c.body_len)))?;
 
         let mut req = vec![
             ("WARC-Type", "request".to_owned()),
             ("WARC-Record-ID", req_id),
             ("WARC-Date", date),
             ("WARC-Target-URI", c.url),
+            ("WARC-Warcinfo-ID", self.warcinfo_id.clone()),
             ("WARC-Concurrent-To", resp_id),
         ];
         if let Some(ip) = c.ip {
@@ -169,7 +250,22 @@ impl WarcWriter {
         req.push(("WARC-Block-Digest", sha1_label(&Sha1::digest(&c.request).into())));
         req.push(("Content-Type", "application/http;msgtype=request".to_owned()));
         self.record(&req, &c.request, NO_TAIL)?;
-        Ok(true)
+        Ok(stored)
+    }
+
+    /// Appends the chunk's crawl log (see `docs/crawling.md` for its lines) as a `metadata`
+    /// record about `target`.
+    pub fn crawl_log(&mut self, target: &str, log: &str, date: SystemTime) -> io::Result<()> {
+        let headers = [
+            ("WARC-Type", "metadata".to_owned()),
+            ("WARC-Record-ID", record_id()),
+            ("WARC-Date", warc_date(date)),
+            ("WARC-Target-URI", uri_text(target)),
+            ("WARC-Warcinfo-ID", self.warcinfo_id.clone()),
+            ("WARC-Block-Digest", sha1_label(&Sha1::digest(log.as_bytes()).into())),
+            ("Content-Type", "text/plain; charset=utf-8".to_owned()),
+        ];
+        self.record(&headers, log.as_bytes(), NO_TAIL)
     }
 
     /// Appends a metadata record saying why `url` has no archived response.
@@ -180,6 +276,7 @@ impl WarcWriter {
             ("WARC-Record-ID", record_id()),
             ("WARC-Date", warc_date(date)),
             ("WARC-Target-URI", uri_text(url)),
+            ("WARC-Warcinfo-ID", self.warcinfo_id.clone()),
             ("WARC-Block-Digest", sha1_label(&Sha1::digest(body.as_bytes()).into())),
             ("Content-Type", "application/warc-fields".to_owned()),
         ];
@@ -343,9 +440,20 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// The HTTP status in a response head's first line, or `-`.
+pub fn head_status(head: &[u8]) -> String {
+    let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+    String::from_utf8_lossy(line)
+        .split_whitespace()
+        .nth(1)
+        .filter(|s| s.len() == 3 && s.bytes().all(|b| b.is_ascii_digit()))
+        .unwrap_or("-")
+        .to_owned()
+}
+
 /// A target URI as a header value: bytes outside visible ASCII percent-encoded (a chunk may
 /// hold a URL that never parsed).
-fn uri_text(url: &str) -> String {
+pub fn uri_text(url: &str) -> String {
     let mut out = String::with_capacity(url.len());
     for b in url.bytes() {
         if b.is_ascii_graphic() {
@@ -358,7 +466,7 @@ fn uri_text(url: &str) -> String {
 }
 
 /// A header value on one line (CR and LF would end the header early).
-fn one_line(v: &str) -> String {
+pub fn one_line(v: &str) -> String {
     v.replace(['\r', '\n'], " ")
 }
 

@@ -388,6 +388,57 @@ async fn a_mixed_chunk_is_archived_and_read_back_by_warcio() {
     assert!(big.length > 0);
 }
 
+/// The text of every record of a WARC file (one gzip member each), in order.
+fn warc_text(path: &Path) -> String {
+    use std::io::Read;
+    let bytes = std::fs::read(path).expect("read warc");
+    let mut text = Vec::new();
+    flate2::read::MultiGzDecoder::new(&bytes[..]).read_to_end(&mut text).expect("gunzip");
+    String::from_utf8_lossy(&text).into_owned()
+}
+
+/// What the HTTP client keeps of a response head reaches the record: an unusual reason
+/// phrase and the values as sent; names come lowercased and a repeated name's values grouped
+/// (the client keeps neither case nor order, see docs/crawling.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_response_record_keeps_what_the_client_keeps_of_the_head() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listener = tokio::net::TcpListener::bind(("127.0.0.15", 0)).await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (sent_tx, mut sent_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let sent_tx = sent_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = conn.read(&mut buf).await.unwrap_or(0);
+                let _ = sent_tx.send(buf[..n].to_vec());
+                let answer = "HTTP/1.1 200 Fine Thanks\r\nX-Second: b\r\nX-First:  a  value\r\n\
+                              x-second: c\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
+                let _ = conn.write_all(answer.as_bytes()).await;
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+    let crawler = Crawler::new(config(dir.path())).expect("crawler");
+    let m = manifest("heads", RatePolicy::default(), RobotsPolicy::Ignore);
+    let urls = vec![format!("http://{addr}/head")];
+    let result = crawl(&crawler, &m, &urls).await.expect("crawl");
+    assert_eq!(outcome(&result, &urls[0]), &Outcome::Ok { status: 200, redirects: 0 });
+    let text = warc_text(&result.path);
+    let want = "HTTP/1.1 200 Fine Thanks\r\nx-second: b\r\nx-second: c\r\nx-first: a  value\r\n\
+                content-length: 5\r\nconnection: close\r\n\r\nhello";
+    assert!(text.contains(want), "{text}");
+    // The request record is the request as it went over the wire.
+    let wire = String::from_utf8(sent_rx.recv().await.expect("a request")).expect("ascii");
+    assert!(
+        text.contains(&format!("msgtype=request\r\nContent-Length: {}\r\n\r\n{wire}", wire.len())),
+        "{wire}\n{text}"
+    );
+    warcio_check(&result.path, &urls).expect("warcio");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn robots_txt_is_obeyed_and_fetched_once() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -470,7 +521,7 @@ struct Indexed {
 }
 
 /// Runs `warcio check` and `warcio index` on `path` (installing warcio on first use); every
-/// URL must have a response or a metadata (failure) record.
+/// URL must have a response, a revisit or a metadata (failure) record.
 fn warcio_check(path: &Path, urls: &[String]) -> Result<Vec<Indexed>> {
     let run = |args: &[&str]| -> Result<std::process::Output> {
         let out = warcio_cli().args(args).arg(path).output().context("cannot run python3")?;
@@ -500,7 +551,7 @@ fn warcio_check(path: &Path, urls: &[String]) -> Result<Vec<Indexed>> {
     ensure!(records.first().is_some_and(|r| r.kind == "warcinfo"), "warcinfo is not first");
     let answered: BTreeSet<&str> = records
         .iter()
-        .filter(|r| r.kind == "response" || r.kind == "metadata")
+        .filter(|r| matches!(r.kind.as_str(), "response" | "revisit" | "metadata"))
         .map(|r| r.uri.as_str())
         .collect();
     for url in urls {

@@ -20,6 +20,7 @@ mod local_faults;
 mod mesh;
 mod metrics;
 mod project_cli;
+mod pywb;
 mod reject;
 mod relay;
 mod seed;
