@@ -307,8 +307,9 @@ fn tiny_terminal_does_not_panic() {
 #[test]
 fn every_size_draws() {
     let mut app = fixtures::app();
-    for tab in Tab::ALL {
+    for (tab, help) in Tab::ALL.into_iter().flat_map(|t| [(t, false), (t, true)]) {
         app.update(Action::SelectTab(tab));
+        app.help = help;
         for width in (0..=130).step_by(13) {
             for height in (0..=40).step_by(4) {
                 render(&app, width.max(1), height.max(1));
