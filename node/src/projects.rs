@@ -164,6 +164,7 @@ mod tests {
             subscribed: true,
             priority: 0,
             urls: Default::default(),
+            by_kind: None,
         }
     }
 

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use starling_protocol::{ItemCounts, ItemState};
+use starling_protocol::{ItemCounts, ItemState, WorkKind};
 
 /// `GET /status`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -424,6 +424,58 @@ pub struct ProjectInfo {
     /// URLs of its finished chunks by outcome, from their receipts.
     #[serde(default)]
     pub urls: UrlCounts,
+    /// Items by state for each kind of work apart (`items` adds them all up). `None` from a
+    /// node that does not say.
+    #[serde(default)]
+    pub by_kind: Option<KindCounts>,
+}
+
+/// A project's items by state, for each kind of work apart: crawl chunks end (done or
+/// failed), while a seeding duty stays held for as long as its holder keeps the copy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KindCounts {
+    /// Crawl chunks.
+    #[serde(default)]
+    pub crawl: ItemCounts,
+    /// Seeding duties: copies of finished chunks' results (and torrents to seed).
+    #[serde(default)]
+    pub seed: ItemCounts,
+    /// Relay slots.
+    #[serde(default)]
+    pub relay: ItemCounts,
+}
+
+impl KindCounts {
+    /// From the engine's counts by kind (`Engine::counts_by_kind`).
+    pub fn from_kinds(map: &BTreeMap<WorkKind, ItemCounts>) -> Self {
+        let of = |k| map.get(&k).copied().unwrap_or_default();
+        Self { crawl: of(WorkKind::Crawl), seed: of(WorkKind::Seed), relay: of(WorkKind::Relay) }
+    }
+}
+
+impl ProjectInfo {
+    /// The items that finish: crawl chunks. From a node that does not count kinds apart,
+    /// every item.
+    pub fn crawl(&self) -> ItemCounts {
+        self.by_kind.map_or(self.items, |k| k.crawl)
+    }
+
+    /// Result copies (seeding duties), when the node counts them apart.
+    pub fn copies(&self) -> Option<ItemCounts> {
+        self.by_kind.map(|k| k.seed).filter(|c| total(c) > 0)
+    }
+
+    /// Whether the project is complete: it has crawl chunks and every one has ended (done or
+    /// failed). Copies of the results go on being kept after that.
+    pub fn is_complete(&self) -> bool {
+        let c = self.crawl();
+        c.open == 0 && c.held == 0 && c.done + c.failed > 0
+    }
+}
+
+/// Every item counted, whatever its state.
+pub fn total(c: &ItemCounts) -> u64 {
+    c.open + c.held + c.done + c.failed
 }
 
 /// URLs by outcome class (`starling urls` lists them one by one).

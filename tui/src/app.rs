@@ -63,6 +63,9 @@ struct Shown {
     capacity_target: Option<u16>,
     /// The message's text and colour (not when it expires, which is not drawn).
     message: Option<(String, bool)>,
+    help: bool,
+    /// Whole seconds since the node last answered, while it does not (the top bar counts).
+    away_s: Option<u64>,
 }
 
 /// The whole dashboard state.
@@ -96,6 +99,10 @@ pub(crate) struct App {
     pub now_ms: u64,
     /// Terminal height, for paging.
     pub height: u16,
+    /// Whether the `?` key help covers the screen.
+    pub help: bool,
+    /// `now_ms` when the node last answered a poll.
+    pub last_answer_ms: Option<u64>,
     pub quit: bool,
 }
 
@@ -119,6 +126,8 @@ impl App {
             message: None,
             now_ms: 0,
             height: 24,
+            help: false,
+            last_answer_ms: None,
             quit: false,
         }
     }
@@ -131,6 +140,9 @@ impl App {
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
         if ctrl && matches!(key.code, KeyCode::Char('c' | 'C')) {
             return Some(Action::Quit);
+        }
+        if self.help {
+            return Some(Action::CloseHelp);
         }
         if self.filter_editing {
             return match key.code {
@@ -149,6 +161,7 @@ impl App {
         }
         let common = match key.code {
             KeyCode::Char('q') => Some(Action::Quit),
+            KeyCode::Char('?') => Some(Action::ShowHelp),
             KeyCode::Tab => Some(Action::NextTab),
             KeyCode::BackTab => Some(Action::PrevTab),
             KeyCode::Char(c @ '1'..='7') => {
@@ -203,6 +216,8 @@ impl App {
             confirm_trust: self.confirm_trust.clone(),
             capacity_target: self.capacity_target,
             message: self.message.as_ref().map(|m| (m.text.clone(), m.error)),
+            help: self.help,
+            away_s: self.away_ms().map(|ms| ms / 1000),
         }
     }
 
@@ -236,11 +251,17 @@ impl App {
                 self.target = target;
                 self.connection = Connection::Unreachable { error };
             }
+            Action::Unauthorized { target, error } => {
+                self.target = target;
+                self.connection = Connection::Unauthorized { error };
+            }
             Action::Node(event) => return (None, self.apply_event(event)),
             Action::CommandDone { command, result } => {
                 return (None, self.apply_answer(command, result));
             }
             Action::Quit => self.quit = true,
+            Action::ShowHelp => self.help = true,
+            Action::CloseHelp => self.help = false,
             Action::NextTab => self.tab = self.tab.next(),
             Action::PrevTab => self.tab = self.tab.prev(),
             Action::SelectTab(tab) => self.tab = tab,
@@ -312,8 +333,18 @@ impl App {
         Some(self.capacity_target.or(status.caps.capacity).unwrap_or(status.capacity))
     }
 
+    /// How long since the node last answered, while it does not answer; `None` while it
+    /// does, and before its first answer.
+    pub(crate) fn away_ms(&self) -> Option<u64> {
+        if self.connection.is_up() {
+            return None;
+        }
+        self.last_answer_ms.map(|at| self.now_ms.saturating_sub(at))
+    }
+
     fn apply_snapshot(&mut self, snap: Snapshot) {
         self.connection = Connection::Up;
+        self.last_answer_ms = Some(self.now_ms);
         self.target = snap.base.clone();
         if self.rate_samples.len() == RATE_SAMPLES_MAX {
             self.rate_samples.pop_front();

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, anyhow};
 use serde::de::DeserializeOwned;
 
 use crate::api::{ApiError, NodeEvent};
@@ -171,13 +171,32 @@ pub fn read_token(dir: &Path) -> Result<String> {
     Ok(token.trim().to_owned())
 }
 
-/// Decodes a JSON answer; a non-2xx answer becomes an error carrying the node's message.
+/// A non-2xx answer from the node, as an error: callers that care which status it was (the
+/// dashboard tells a wrong token from a node that is away) downcast to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// The HTTP status code.
+    pub status: u16,
+    /// The node's one-line reason.
+    pub message: String,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "node answered {}: {}", self.status, self.message)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// Decodes a JSON answer; a non-2xx answer becomes a [`Refused`] error carrying the node's
+/// message.
 pub fn decode<T: DeserializeOwned>(a: Answer) -> Result<T> {
     if !(200..300).contains(&a.status) {
-        let msg = serde_json::from_slice::<ApiError>(&a.body)
+        let message = serde_json::from_slice::<ApiError>(&a.body)
             .map(|e| e.error)
             .unwrap_or_else(|_| String::from_utf8_lossy(&a.body).trim().to_owned());
-        bail!("node answered {}: {msg}", a.status);
+        return Err(Refused { status: a.status, message }.into());
     }
     serde_json::from_slice(&a.body).map_err(|e| anyhow!("unexpected answer from the node: {e}"))
 }

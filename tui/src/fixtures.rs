@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use starling_protocol::{EngineStats, ItemCounts, Reject};
 
 use crate::api::{
-    Caps, ClaimInfo, DiskStats, FetchStats, HostInfo, LogLine, NetStats, PeerInfo, ProjectInfo,
-    RelayView, RunnerStats, SeedInfo, SeedingView, StatusView, UrlCounts, WorkView,
+    Caps, ClaimInfo, DiskStats, FetchStats, HostInfo, KindCounts, LogLine, NetStats, PeerInfo,
+    ProjectInfo, RelayView, RunnerStats, SeedInfo, SeedingView, StatusView, UrlCounts, WorkView,
 };
 use crate::app::{Action, App, Snapshot};
 
@@ -141,11 +141,17 @@ pub(crate) fn projects() -> Vec<ProjectInfo> {
             owner: hex(41),
             lease_ms: 300_000,
             replication: 2,
-            items: ItemCounts { open: 180, held: 5, done: 260, failed: 5 },
+            items: ItemCounts { open: 160, held: 485, done: 260, failed: 5 },
             trusted: true,
             subscribed: true,
             priority: 2,
             urls: UrlCounts { ok: 1_480, refused: 12, disallowed: 31, transient: 0 },
+            // Two copies of each of the 260 finished chunks' results.
+            by_kind: Some(KindCounts {
+                crawl: ItemCounts { open: 120, held: 5, done: 260, failed: 5 },
+                seed: ItemCounts { open: 40, held: 480, done: 0, failed: 0 },
+                relay: ItemCounts::default(),
+            }),
         },
         ProjectInfo {
             id: hex(50),
@@ -159,6 +165,10 @@ pub(crate) fn projects() -> Vec<ProjectInfo> {
             subscribed: false,
             priority: 0,
             urls: UrlCounts::default(),
+            by_kind: Some(KindCounts {
+                crawl: ItemCounts { open: 30, held: 1, done: 16, failed: 3 },
+                ..KindCounts::default()
+            }),
         },
     ]
 }

@@ -69,7 +69,8 @@ pub fn next_steps(s: &StatusView, projects: Option<&[ProjectInfo]>) -> Vec<Hint>
         )),
         Some(list) => {
             let trusted: Vec<&ProjectInfo> = list.iter().filter(|p| p.trusted).collect();
-            let open = |p: &&ProjectInfo| p.items.open + p.items.held > 0;
+            // Crawl chunks end; seeding copies are held for good, so they never count here.
+            let open = |p: &&ProjectInfo| !p.is_complete() && crate::api::total(&p.crawl()) > 0;
             let joined = trusted.iter().any(|p| p.subscribed);
             if !joined {
                 out.push(Hint::new(
@@ -77,7 +78,7 @@ pub fn next_steps(s: &StatusView, projects: Option<&[ProjectInfo]>) -> Vec<Hint>
                     "join one in `starling dash`: Projects tab, `s`",
                 ));
             } else if trusted.iter().all(|p| !open(p)) {
-                let items: u64 = trusted.iter().map(|p| p.items.done + p.items.failed).sum();
+                let items: u64 = trusted.iter().map(|p| p.crawl().done + p.crawl().failed).sum();
                 out.push(Hint::new(
                     if items == 0 {
                         "trusted projects have no work published yet".to_owned()
@@ -112,6 +113,7 @@ mod tests {
         p.trusted = trusted;
         p.subscribed = true;
         p.items = starling_protocol::ItemCounts { open, held: 0, done, failed: 0 };
+        p.by_kind = None;
         p
     }
 
@@ -143,5 +145,25 @@ mod tests {
         assert!(h[1].why.contains("paused") && h[1].fix.contains("`p`"));
         assert!(h[2].why.contains("complete (7 items"), "{h:?}");
         assert!(next_steps(&busy(), Some(&[project(true, 0, 0)]))[0].why.contains("no work"));
+    }
+
+    #[test]
+    fn held_copies_do_not_keep_a_finished_crawl_from_being_complete() {
+        use starling_protocol::ItemCounts;
+        let mut p = project(true, 0, 0);
+        let crawl = ItemCounts { open: 0, held: 0, done: 40, failed: 0 };
+        let seed = ItemCounts { open: 0, held: 80, done: 0, failed: 0 };
+        p.items = ItemCounts { held: 80, done: 40, ..ItemCounts::default() };
+        p.by_kind = Some(crate::api::KindCounts { crawl, seed, ..Default::default() });
+        assert!(p.is_complete());
+        let h = next_steps(&busy(), Some(&[p.clone()]));
+        assert!(h[0].why.contains("complete (40 items ended)"), "{h:?}");
+        // Still crawling: no hint.
+        p.by_kind = Some(crate::api::KindCounts {
+            crawl: ItemCounts { open: 1, ..crawl },
+            seed,
+            ..Default::default()
+        });
+        assert!(next_steps(&busy(), Some(&[p])).is_empty());
     }
 }

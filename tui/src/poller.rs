@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 
 use crate::api::{Caps, NodeEvent, Priority, Subscription};
 use crate::app::{Action, Applied, Command, Snapshot};
-use crate::client::{ApiClient, decode};
+use crate::client::{ApiClient, Refused, decode};
 
 /// Actions queued for the UI at most.
 pub(crate) const UI_QUEUE_CAP: usize = 256;
@@ -138,7 +138,12 @@ impl Poller {
             Err(e) => {
                 let target =
                     self.client.take().map_or_else(|| self.target.label(), |c| c.base().to_owned());
-                Action::Unreachable { target, error: format!("{e:#}") }
+                let error = format!("{e:#}");
+                if e.downcast_ref::<Refused>().is_some_and(|r| r.status == 401) {
+                    Action::Unauthorized { target, error }
+                } else {
+                    Action::Unreachable { target, error }
+                }
             }
         };
         self.ui.send(action).is_ok()

@@ -183,6 +183,116 @@ fn node_without_seeding_or_relay() {
 }
 
 #[test]
+fn help_overlay_lists_every_key() {
+    let mut app = on_tab(Tab::Projects);
+    app.update(key('?'));
+    let screen = render(&app, 80, 24);
+    assert!(screen.contains("Keys") && screen.contains("(this tab)"), "{screen}");
+    assert_snapshot!(screen);
+    app.update(key('x'));
+    assert!(!render(&app, 80, 24).contains("any key closes"), "any key closes the help");
+}
+
+#[test]
+fn log_wraps_a_long_line() {
+    let mut snap = fixtures::snapshot();
+    snap.log.push(crate::api::LogLine {
+        at_ms: fixtures::NOW_MS,
+        level: "WARN".into(),
+        target: "starling::seed".into(),
+        message: "could not fetch blob digest=77d1e0c2 size=48.0 MiB from 3 holders: peer \
+                  12D3KooWPeer1xY7 closed the stream, peer 12D3KooWPeer2xY7 timed out after 30 s, \
+                  peer 12D3KooWPeer3xY7 sent a chunk that did not match its digest; retrying in 10 s"
+            .into(),
+    });
+    let mut app = fixtures::app();
+    app.update(Action::Snapshot(Box::new(snap)));
+    app.update(Action::SelectTab(Tab::Log));
+    let screen = render(&app, 80, 24);
+    assert!(screen.contains("retrying in 10 s"), "the end of the message shows: {screen}");
+    assert_snapshot!(screen);
+}
+
+#[test]
+fn unreachable_top_bar_says_since_when() {
+    let mut app = App::new(BASE);
+    app.update(Action::Tick { now_ms: 5_000 });
+    app.update(Action::Snapshot(Box::new(fixtures::snapshot())));
+    app.update(Action::Tick { now_ms: 47_000 });
+    app.update(Action::Unreachable {
+        target: BASE.into(),
+        error: "cannot reach the node's control API at http://127.0.0.1:7411 (connection refused)"
+            .into(),
+    });
+    let screen = render(&app, 80, 24);
+    assert!(screen.contains("UNREACHABLE · last answer 42s ago"), "{screen}");
+    assert!(!screen.contains("running"), "{screen}");
+    assert_snapshot!(screen);
+}
+
+#[test]
+fn wrong_token_top_bar_says_401() {
+    let mut app = App::new("/home/op/.local/share/starling");
+    app.update(Action::Unauthorized {
+        target: BASE.into(),
+        error: "node answered 401: missing or wrong token".into(),
+    });
+    let screen = render(&app, 80, 24);
+    assert!(
+        screen.contains("401: wrong API token (the node's data dir has api-token)"),
+        "{screen}"
+    );
+    assert!(!screen.contains("unreachable"), "{screen}");
+    assert_snapshot!(screen);
+}
+
+/// A finished crawl whose copies are still held: complete, with the copies apart.
+fn complete_snapshot() -> crate::app::Snapshot {
+    use starling_protocol::ItemCounts;
+    let mut snap = fixtures::snapshot();
+    let p = &mut snap.projects[0];
+    let crawl = ItemCounts { open: 0, held: 0, done: 385, failed: 5 };
+    let seed = ItemCounts { open: 0, held: 770, done: 0, failed: 0 };
+    p.items = ItemCounts { open: 0, held: 770, done: 385, failed: 5 };
+    p.by_kind = Some(crate::api::KindCounts { crawl, seed, ..Default::default() });
+    snap.projects.truncate(1);
+    snap
+}
+
+#[test]
+fn a_complete_project() {
+    let mut app = fixtures::app();
+    app.update(Action::Snapshot(Box::new(complete_snapshot())));
+    app.update(Action::SelectTab(Tab::Projects));
+    let screen = render(&app, 80, 24);
+    assert!(screen.contains("complete · 5 failed"), "{screen}");
+    assert!(screen.contains("copies: 770 of 770"), "{screen}");
+    assert_snapshot!(screen);
+    app.update(Action::SelectTab(Tab::Overview));
+    let screen = render(&app, 80, 24);
+    assert!(screen.contains("complete: 385 done"), "{screen}");
+    assert!(screen.contains("every trusted project is complete"), "the hint says so: {screen}");
+}
+
+#[test]
+fn an_idle_node_says_whats_next() {
+    let mut snap = fixtures::snapshot();
+    snap.status.connected_peers = 0;
+    snap.status.live_peers = 0;
+    for p in &mut snap.projects {
+        p.trusted = false;
+    }
+    let mut app = fixtures::app();
+    app.update(Action::Snapshot(Box::new(snap)));
+    let screen = render(&app, 80, 24);
+    assert!(screen.contains("next (1 of 2): no peers connected"), "{screen}");
+    assert_snapshot!(screen);
+    // Working again, the hint goes away.
+    app.update(Action::Snapshot(Box::new(fixtures::snapshot())));
+    assert!(!render(&app, 80, 24).contains("next:"));
+}
+
+#[test]
 fn terminal_too_small() {
     assert_snapshot!(render(&fixtures::app(), 40, 10));
 }
@@ -197,8 +307,9 @@ fn tiny_terminal_does_not_panic() {
 #[test]
 fn every_size_draws() {
     let mut app = fixtures::app();
-    for tab in Tab::ALL {
+    for (tab, help) in Tab::ALL.into_iter().flat_map(|t| [(t, false), (t, true)]) {
         app.update(Action::SelectTab(tab));
+        app.help = help;
         for width in (0..=130).step_by(13) {
             for height in (0..=40).step_by(4) {
                 render(&app, width.max(1), height.max(1));

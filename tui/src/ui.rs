@@ -3,6 +3,7 @@
 //! operator sees. The frame is a title line, the tab bar, an optional banner (connecting,
 //! unreachable), the tab's body, a message line and the key-help line.
 
+mod help;
 mod log;
 mod overview;
 mod tables;
@@ -15,6 +16,7 @@ use ratatui::widgets::{Block, Paragraph, Tabs, Wrap};
 
 use crate::app::{App, Connection, Tab};
 use crate::format;
+use crate::hints;
 
 /// Below this size the dashboard shows a note instead of its tabs.
 pub(crate) const MIN_WIDTH: u16 = 50;
@@ -25,6 +27,8 @@ pub(crate) const OK: Color = Color::Green;
 pub(crate) const WARN: Color = Color::Yellow;
 pub(crate) const BAD: Color = Color::Red;
 pub(crate) const DIM: Color = Color::DarkGray;
+/// Rows the "next:" hint may take under the tabs.
+const HINT_ROWS: usize = 2;
 
 /// Draws the whole dashboard.
 pub(crate) fn draw(app: &App, frame: &mut Frame) {
@@ -33,11 +37,12 @@ pub(crate) fn draw(app: &App, frame: &mut Frame) {
         draw_too_small(frame, area);
         return;
     }
-    let banner = banner(app);
+    let banner = banner(app, area.width);
+    let banner_rows = banner.as_ref().map_or(0, |(_, rows)| *rows);
     let [title, tabs, banner_area, body, message, help] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(1),
-        Constraint::Length(u16::from(banner.is_some())),
+        Constraint::Length(banner_rows),
         Constraint::Min(0),
         Constraint::Length(1),
         Constraint::Length(1),
@@ -45,12 +50,15 @@ pub(crate) fn draw(app: &App, frame: &mut Frame) {
     .areas(area);
     frame.render_widget(title_line(app), title);
     draw_tabs(app, frame, tabs);
-    if let Some(banner) = banner {
+    if let Some((banner, _)) = banner {
         frame.render_widget(banner, banner_area);
     }
     draw_body(app, frame, body);
     frame.render_widget(message_line(app, message.width), message);
     frame.render_widget(help_line(app), help);
+    if app.help {
+        help::draw(app, frame, area);
+    }
 }
 
 fn draw_too_small(frame: &mut Frame, area: Rect) {
@@ -65,8 +73,29 @@ fn draw_too_small(frame: &mut Frame, area: Rect) {
 fn title_line(app: &App) -> Paragraph<'static> {
     let bold = Style::new().add_modifier(Modifier::BOLD);
     let mut spans = vec![Span::styled(" starling dash ", bold.fg(Color::Cyan))];
-    match &app.data {
-        Some(data) => {
+    let alarm = bold.fg(Color::White).bg(BAD);
+    match (&app.connection, &app.data) {
+        // The token is the thing to fix; nothing else on this line is worth its room.
+        (Connection::Unauthorized { .. }, _) => {
+            spans.push(Span::raw(" "));
+            spans.push(Span::styled(UNAUTHORIZED, alarm));
+        }
+        (Connection::Unreachable { .. }, Some(data)) => {
+            let s = &data.status;
+            spans.push(Span::raw(format!(
+                " node {}  v{} ",
+                format::short_hex(&s.node_id),
+                s.version
+            )));
+            let since = app.away_ms().map(format::duration_ms).unwrap_or_else(|| "?".into());
+            let text = format!(" UNREACHABLE · last answer {since} ago ");
+            spans.push(Span::styled(text, alarm));
+        }
+        (Connection::Unreachable { .. }, None) => {
+            spans.push(Span::styled(format!(" {} ", app.target), Style::new().fg(DIM)));
+            spans.push(Span::styled(" UNREACHABLE ", alarm));
+        }
+        (_, Some(data)) => {
             let s = &data.status;
             spans.push(Span::raw(format!(
                 " node {}  v{}  up {} ",
@@ -87,10 +116,13 @@ fn title_line(app: &App) -> Paragraph<'static> {
                 spans.push(Span::styled(" OVER DISK CAP ", bold.fg(Color::White).bg(BAD)));
             }
         }
-        None => spans.push(Span::styled(format!(" {}", app.target), Style::new().fg(DIM))),
+        (_, None) => spans.push(Span::styled(format!(" {}", app.target), Style::new().fg(DIM))),
     }
     Paragraph::new(Line::from(spans))
 }
+
+/// What the top bar says when the node refuses the token.
+pub(crate) const UNAUTHORIZED: &str = " 401: wrong API token (the node's data dir has api-token) ";
 
 fn draw_tabs(app: &App, frame: &mut Frame, area: Rect) {
     let titles = Tab::ALL.iter().enumerate().map(|(i, t)| format!("{} {}", i + 1, t.title()));
@@ -101,9 +133,11 @@ fn draw_tabs(app: &App, frame: &mut Frame, area: Rect) {
     frame.render_widget(tabs, area);
 }
 
-fn banner(app: &App) -> Option<Paragraph<'static>> {
+/// The line under the tabs: how the connection fails, or, while the node answers, what it
+/// needs to get working (nothing when it works). With its height: a hint may take two rows.
+fn banner(app: &App, width: u16) -> Option<(Paragraph<'static>, u16)> {
     let (text, style) = match &app.connection {
-        Connection::Up => return None,
+        Connection::Up => return hint_banner(app, width),
         Connection::Connecting => {
             (format!(" connecting to {}…", app.target), Style::new().fg(Color::Black).bg(WARN))
         }
@@ -111,8 +145,47 @@ fn banner(app: &App) -> Option<Paragraph<'static>> {
             format!(" node unreachable at {}, retrying", app.target),
             Style::new().fg(Color::White).bg(BAD).add_modifier(Modifier::BOLD),
         ),
+        Connection::Unauthorized { .. } => (
+            format!(" the node at {} refused the API token, retrying", app.target),
+            Style::new().fg(Color::White).bg(BAD).add_modifier(Modifier::BOLD),
+        ),
     };
-    Some(Paragraph::new(text).style(style))
+    Some((Paragraph::new(text).style(style), 1))
+}
+
+/// The first of the node's next steps ([`hints::next_steps`]), numbered when there are more,
+/// in at most [`HINT_ROWS`] rows; `None` while the node is working.
+fn hint_banner(app: &App, width: u16) -> Option<(Paragraph<'static>, u16)> {
+    let data = app.data.as_ref()?;
+    let steps = hints::next_steps(&data.status, Some(&data.projects));
+    let first = steps.first()?;
+    let head = match steps.len() {
+        1 => " next: ".to_owned(),
+        n => format!(" next (1 of {n}): "),
+    };
+    let width = usize::from(width).max(head.chars().count() + 2);
+    let text = first.to_string();
+    let mut rows = log::wrap(&text, width - head.chars().count(), width - 1);
+    if rows.len() > HINT_ROWS {
+        rows.truncate(HINT_ROWS);
+        if let Some(last) = rows.last_mut() {
+            *last = format::clip(&format!("{last} …"), width - 1);
+        }
+    }
+    let style = Style::new().fg(WARN);
+    let mut lines = Vec::with_capacity(rows.len());
+    for (i, row) in rows.into_iter().enumerate() {
+        lines.push(if i == 0 {
+            Line::from(vec![
+                Span::styled(head.clone(), style.add_modifier(Modifier::BOLD)),
+                Span::styled(row, style),
+            ])
+        } else {
+            Line::styled(format!(" {row}"), style)
+        });
+    }
+    let height = u16::try_from(lines.len()).unwrap_or(1);
+    Some((Paragraph::new(lines), height))
 }
 
 fn draw_body(app: &App, frame: &mut Frame, area: Rect) {
@@ -139,6 +212,16 @@ fn draw_no_data(app: &App, frame: &mut Frame, area: Rect) {
             lines.push(Line::raw(""));
             lines.push(Line::styled(error.clone(), Style::new().fg(BAD)));
         }
+        Connection::Unauthorized { error } => {
+            lines.push(Line::raw(format!("the node at {} refused the API token", app.target)));
+            lines.push(Line::raw(""));
+            lines.push(Line::styled(error.clone(), Style::new().fg(BAD)));
+            lines.push(Line::raw(""));
+            lines.push(Line::raw(
+                "The node writes its token to api-token in its data dir: pass --data-dir DIR, \
+                 or --api URL with --token-file DIR/api-token.",
+            ));
+        }
         _ => lines.push(Line::raw(format!("connecting to {}…", app.target))),
     }
     let note = Paragraph::new(lines)
@@ -160,7 +243,9 @@ fn message_line(app: &App, width: u16) -> Paragraph<'static> {
     }
     let Some(message) = &app.message else {
         return match &app.connection {
-            Connection::Unreachable { error } if app.data.is_some() => {
+            Connection::Unreachable { error } | Connection::Unauthorized { error }
+                if app.data.is_some() =>
+            {
                 Paragraph::new(format!(" {}", format::clip(error, width - 1)))
                     .style(Style::new().fg(BAD))
             }
@@ -174,11 +259,13 @@ fn message_line(app: &App, width: u16) -> Paragraph<'static> {
 fn help_line(app: &App) -> Paragraph<'static> {
     let paused = app.data.as_ref().is_some_and(|d| d.status.paused);
     let pause = if paused { "resume" } else { "pause" };
+    // `? help` comes second, so a narrow terminal cuts the tab's own keys, not the way to
+    // read them all.
     let keys: &[(&str, &str)] = match app.tab {
         Tab::Projects => &[
             ("q", "quit"),
+            ("?", "help"),
             ("Tab/1-7", "tabs"),
-            ("↑↓", "select"),
             ("s", "subscribe"),
             ("[ ]", "priority"),
             ("t", "trust"),
@@ -186,6 +273,7 @@ fn help_line(app: &App) -> Paragraph<'static> {
         ],
         Tab::Log => &[
             ("q", "quit"),
+            ("?", "help"),
             ("Tab/1-7", "tabs"),
             ("↑↓ PgUp/PgDn", "scroll"),
             ("l", "level"),
@@ -194,6 +282,7 @@ fn help_line(app: &App) -> Paragraph<'static> {
         ],
         _ => &[
             ("q", "quit"),
+            ("?", "help"),
             ("Tab/1-7", "tabs"),
             ("p", pause),
             ("+/-", "capacity"),

@@ -272,6 +272,9 @@ impl Actor {
                     let [ok, refused, disallowed, transient] = self.engine.part_counts(&id);
                     crate::views::UrlCounts { ok, refused, disallowed, transient }
                 },
+                by_kind: Some(crate::views::KindCounts::from_kinds(
+                    &self.engine.counts_by_kind(&id),
+                )),
             })
             .collect()
     }

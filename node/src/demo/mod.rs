@@ -3,9 +3,10 @@
 //! It starts a local website ([`site`]), then N real nodes (`starling up` child processes,
 //! libp2p on 127.0.0.1, each with its own redb store in a temporary directory), signs a demo
 //! project of crawl chunks against the site with a fresh owner key, and publishes it through
-//! the first node. On a terminal it then opens the dashboard on that node; with `--headless`
-//! (or without a terminal) it prints progress and ends with a summary: items done, duplicate
-//! executions, the WARC files written and where, and copies per result. The nodes are stopped
+//! the first node. On a terminal it then opens the dashboard on that node, and prints a summary
+//! when the operator quits it; with `--headless` (or without a terminal) it prints progress and
+//! ends with the same summary: items done, URLs archived, duplicate executions, the WARC files
+//! written and where, and copies per result. The nodes are stopped
 //! and the directory removed at the end, unless `--keep` is given.
 
 pub mod site;
@@ -25,7 +26,7 @@ use starling_protocol::{
 };
 
 use crate::api_client::ApiClient;
-use crate::views::{ItemInfo, StatusView};
+use crate::views::{ItemInfo, ProjectInfo, StatusView};
 
 /// Most nodes a demo starts.
 pub const DEMO_NODES_MAX: usize = 32;
@@ -173,6 +174,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     );
     eprintln!("  data: {}", root.display());
 
+    let started = Instant::now();
     let mesh = start_mesh(&root, args.nodes, &owner, &stop)?;
     let first = &mesh.nodes[0];
     first.api.post_json::<serde_json::Value>("/publish", &manifest)?;
@@ -181,7 +183,17 @@ pub fn run(args: DemoArgs) -> Result<()> {
     }
     eprintln!("  published the demo project ({} items) through node 0", args.items);
 
-    let result = if headless { watch(&mesh, &site, &args, &stop) } else { dashboard(&first.dir) };
+    let result = if headless {
+        watch(&mesh, &site, &args, &stop)
+    } else {
+        dashboard(&first.dir).map(|()| {
+            // The dashboard has given the terminal back: say what the demo did.
+            match summarize(&mesh, args.items) {
+                Ok(s) => print_summary(&s, &mesh, &ended(started.elapsed(), false), kept(&args)),
+                Err(e) => eprintln!("  no summary: {e:#}"),
+            }
+        })
+    };
     drop(mesh);
     match tmp {
         Some(t) if args.keep => {
@@ -360,6 +372,8 @@ pub struct Summary {
     pub items: usize,
     /// Items done in node 0's view.
     pub done: u64,
+    /// URLs fetched and archived, from the done items' receipts in node 0's view.
+    pub urls_archived: u64,
     /// Whether every node saw the same state for every item.
     pub agree: bool,
     /// Crawl runs that produced a result beyond one per item (results on disk that are no
@@ -419,7 +433,7 @@ fn watch(mesh: &Mesh, site: &site::Site, args: &DemoArgs, stop: &AtomicBool) -> 
         std::thread::sleep(Duration::from_millis(250));
     }
     let summary = summarize(mesh, args.items)?;
-    print_summary(&summary, mesh, started.elapsed(), args.keep || args.dir.is_some());
+    print_summary(&summary, mesh, &ended(started.elapsed(), true), kept(args));
     if summary.done != total || !summary.agree || summary.duplicates > 0 {
         bail!("the demo ended unhealthy (see the summary above)");
     }
@@ -434,6 +448,8 @@ fn summarize(mesh: &Mesh, items: usize) -> Result<Summary> {
         views.push(v);
     }
     let agree = views.windows(2).all(|w| w[0] == w[1]);
+    let projects: Vec<ProjectInfo> = mesh.nodes[0].api.get_json("/projects")?;
+    let urls_archived = projects.iter().map(|p| p.urls.ok).sum();
     let done = views[0].iter().filter(|i| i.state == "done").count() as u64;
     let mut copies: BTreeMap<String, usize> = BTreeMap::new();
     for i in views[0].iter().filter(|i| i.state == "done") {
@@ -468,6 +484,7 @@ fn summarize(mesh: &Mesh, items: usize) -> Result<Summary> {
     Ok(Summary {
         items,
         done,
+        urls_archived,
         agree,
         duplicates: unaccepted.len() as u64,
         warc_files,
@@ -476,14 +493,26 @@ fn summarize(mesh: &Mesh, items: usize) -> Result<Summary> {
     })
 }
 
-fn print_summary(s: &Summary, mesh: &Mesh, took: Duration, keep: bool) {
-    println!("demo finished in {:.1} s", took.as_secs_f64());
+/// Whether the demo's data dirs outlive it.
+fn kept(args: &DemoArgs) -> bool {
+    args.keep || args.dir.is_some()
+}
+
+/// The summary's first line: how the demo ended and after how long.
+fn ended(took: Duration, finished: bool) -> String {
+    let how = if finished { "finished in" } else { "ended (dashboard closed) after" };
+    format!("demo {how} {:.1} s", took.as_secs_f64())
+}
+
+fn print_summary(s: &Summary, mesh: &Mesh, headline: &str, keep: bool) {
+    println!("{headline}");
     let agree = if s.agree {
         format!("all {} nodes agree", mesh.nodes.len())
     } else {
         "NODES DISAGREE".into()
     };
     println!("  items done            {}/{} ({agree})", s.done, s.items);
+    println!("  URLs archived         {}", s.urls_archived);
     println!("  duplicate executions  {}", s.duplicates);
     println!(
         "  WARC files            {} files, {:.1} KiB",

@@ -67,6 +67,7 @@ fn project_info(name: &str) -> ProjectInfo {
         subscribed: true,
         priority: 0,
         urls: Default::default(),
+        by_kind: None,
     }
 }
 

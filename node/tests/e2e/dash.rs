@@ -163,6 +163,13 @@ fn dashboard_in_a_terminal_switches_tabs_pauses_and_resumes_the_node() {
     assert!(term.raw(), "the dashboard runs with the terminal in raw mode");
     assert_eq!(term.alternate_screen_hidden_cursor(), (true, true));
 
+    // A node alone, with nothing to work on, says what to do next.
+    term.wait_screen("the idle node's next step", |s| s.contains("no peers connected"));
+    term.keys("?");
+    term.wait_screen("the key help", |s| s.contains("any key closes") && s.contains("Everywhere"));
+    term.keys("x");
+    term.wait_screen("the help closed", |s| !s.contains("any key closes"));
+
     term.keys("3");
     term.wait_screen("the peers tab", |s| s.contains("Peers") && !s.contains("┌Mesh"));
     term.keys("7");
@@ -189,4 +196,47 @@ fn dashboard_in_a_terminal_switches_tabs_pauses_and_resumes_the_node() {
     );
     assert!(!term.raw(), "the dashboard left the terminal in raw mode");
     assert_eq!(paused(&node), Some(false), "the node kept running after the dashboard quit");
+}
+
+#[test]
+fn a_wrong_token_shows_as_401_not_unreachable() {
+    let node = Node::start(101, &["--listen".into(), "/ip4/127.0.0.1/tcp/0".into()]);
+    let mut cmd = CommandBuilder::new(BIN);
+    cmd.args(["dash", "--tick-ms", "200", "--token", "not-the-token", "--api"]);
+    cmd.arg(node.api.base());
+    cmd.cwd(&node.dir);
+    cmd.env("TERM", "xterm-256color");
+    let mut term = Terminal::spawn(cmd);
+    let screen = term.wait_screen("the 401 in the top bar", |s| {
+        s.contains("401: wrong API token (the node's data dir has api-token)")
+    });
+    assert!(!screen.contains("UNREACHABLE"), "{screen}");
+    term.keys("q");
+    assert!(term.wait_exit().success());
+}
+
+/// The demo's crawl reads as complete on the dashboard (seeding copies apart), and quitting
+/// prints what the demo did and where its files are.
+#[test]
+fn quitting_the_demo_dashboard_prints_a_summary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = CommandBuilder::new(BIN);
+    cmd.args(["demo", "--nodes", "2", "--items", "4", "--dir"]);
+    cmd.arg(tmp.path());
+    cmd.cwd(tmp.path());
+    cmd.env("TERM", "xterm-256color");
+    let mut term = Terminal::spawn(cmd);
+    term.wait_screen("the demo's crawl complete on the dashboard", |s| {
+        s.contains("Crawl chunks") && s.contains("complete: 4 done · 0 failed of 4 chunks")
+    });
+    term.keys("q");
+    let exit = term.wait_exit();
+    let screen = term.wait_screen("the demo's summary", |s| s.contains("copies per result"));
+    assert!(exit.success(), "the demo quit with {exit:?}:\n{screen}");
+    assert!(screen.contains("demo ended (dashboard closed) after"), "{screen}");
+    for line in ["items done            4/4", "URLs archived         20", "duplicate executions  0"]
+    {
+        assert!(screen.contains(line), "{line}: {screen}");
+    }
+    assert!(screen.contains(&tmp.path().join("node-0").display().to_string()), "{screen}");
 }

@@ -22,6 +22,7 @@ fn headless_demo_finishes_every_item_once_and_writes_warc_files() {
     assert!(out.status.success(), "demo failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.contains("items done            12/12 (all 3 nodes agree)"), "{stdout}");
     assert!(stdout.contains("duplicate executions  0"), "{stdout}");
+    assert!(stdout.contains("URLs archived         60"), "12 chunks of 5 pages: {stdout}");
 
     // One result per chunk, each kept (verified by its digest) on at least 2 nodes.
     let mut copies: std::collections::BTreeMap<String, usize> = Default::default();

@@ -484,6 +484,23 @@ impl Engine {
         c
     }
 
+    /// Counts of `project`'s items by state, apart for each kind of work it has (crawl chunks
+    /// end; seeding duties are held for as long as their holder keeps the copy), so progress
+    /// can be read from the kind that finishes.
+    pub fn counts_by_kind(&self, project: &ProjectId) -> BTreeMap<WorkKind, ItemCounts> {
+        let mut out: BTreeMap<WorkKind, ItemCounts> = BTreeMap::new();
+        for e in self.items.values().filter(|e| e.project == *project) {
+            let c = out.entry(e.work.kind()).or_default();
+            match e.phase {
+                Phase::Open { .. } => c.open += 1,
+                Phase::Held { .. } => c.held += 1,
+                Phase::Done { .. } => c.done += 1,
+                Phase::Failed { .. } => c.failed += 1,
+            }
+        }
+        out
+    }
+
     /// Known projects with their current manifests.
     pub fn projects(&self) -> impl Iterator<Item = (ProjectId, &ProjectManifest)> + '_ {
         self.projects.iter().map(|(id, p)| (*id, &*p.m))

@@ -674,6 +674,10 @@ fn seed_duties_are_derived_from_receipts_on_every_node() {
         .filter(|(_, _, s)| matches!(s, ItemState::Held { ready: true, .. }))
         .count();
     assert_eq!(ready, 10);
+    // Counted by kind, the crawl is complete and the copies are held apart from it.
+    let by_kind = net.engines[0].counts_by_kind(&m.id());
+    assert_eq!(by_kind[&WorkKind::Crawl], ItemCounts { open: 0, held: 0, done: 5, failed: 0 });
+    assert_eq!(by_kind[&WorkKind::Seed], ItemCounts { open: 0, held: 10, done: 0, failed: 0 });
 }
 
 #[test]

@@ -362,3 +362,36 @@ fn answers_redraw_for_their_message_and_say_whether_data_changed() {
     assert!(!redraws(&mut app, done(Command::Pause)));
     assert!(redraws(&mut app, done(Command::Resume)));
 }
+
+#[test]
+fn question_mark_opens_the_help_and_any_key_closes_it() {
+    let mut app = fixtures::app();
+    assert!(app.update(Action::Key(KeyEvent::new(KeyCode::Char('?'), KeyModifiers::NONE))).redraw);
+    assert!(app.help);
+    // A key that means something elsewhere only closes the help.
+    assert!(ch(&mut app, 'p').is_none(), "p closes the help, it does not pause");
+    assert!(!app.help);
+    ch(&mut app, '?');
+    ch(&mut app, 'q');
+    assert!(!app.help && !app.quit, "q closes the help first");
+    app.update(Action::StartFilter);
+    ch(&mut app, '?');
+    assert!(!app.help && app.log_filter == "?", "? types into the filter");
+}
+
+#[test]
+fn a_refused_token_is_not_unreachable_and_the_time_away_counts_up() {
+    let mut app = App::new(fixtures::BASE);
+    app.update(Action::Tick { now_ms: 1_000 });
+    app.update(Action::Snapshot(Box::new(fixtures::snapshot())));
+    assert_eq!(app.away_ms(), None, "answering");
+    let error = "node answered 401: missing or wrong token".to_owned();
+    app.update(Action::Unauthorized { target: fixtures::BASE.into(), error: error.clone() });
+    assert_eq!(app.connection, Connection::Unauthorized { error });
+    app.update(Action::Unreachable { target: fixtures::BASE.into(), error: "refused".into() });
+    assert!(app.update(Action::Tick { now_ms: 3_500 }).redraw, "the top bar's count moved");
+    assert_eq!(app.away_ms(), Some(2_500));
+    assert!(!app.update(Action::Tick { now_ms: 3_900 }).redraw, "same whole second");
+    app.update(Action::Snapshot(Box::new(fixtures::snapshot())));
+    assert_eq!(app.away_ms(), None);
+}

@@ -104,6 +104,11 @@ pub(crate) enum Action {
         target: String,
         error: String,
     },
+    /// The node answered 401: the token the dashboard sends is not the node's.
+    Unauthorized {
+        target: String,
+        error: String,
+    },
     /// The node's event stream said something.
     Node(NodeEvent),
     /// The node answered a command.
@@ -112,6 +117,10 @@ pub(crate) enum Action {
         result: Result<Applied, String>,
     },
     Quit,
+    /// `?`: the key help over the screen.
+    ShowHelp,
+    /// Any key while the help shows.
+    CloseHelp,
     NextTab,
     PrevTab,
     SelectTab(Tab),
@@ -148,6 +157,17 @@ pub(crate) enum Connection {
     Unreachable {
         error: String,
     },
+    /// The node refused the token (401); the last data, if any, stays on screen.
+    Unauthorized {
+        error: String,
+    },
+}
+
+impl Connection {
+    /// Whether the last poll answered.
+    pub(crate) fn is_up(&self) -> bool {
+        matches!(self, Connection::Up)
+    }
 }
 
 /// Log severities, least severe first, so `>=` means "at least as severe".

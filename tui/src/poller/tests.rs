@@ -210,7 +210,12 @@ fn a_wrong_token_is_reported() {
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let _server = serve(listener, Arc::new(Node::default()));
     let h = start_poller(base, "wrong");
-    let error = unreachable(&h.ui);
+    // Told apart from a node that is away, so the dashboard can say what to fix.
+    let error = wait_for(&h.ui, |a| match a {
+        Action::Unauthorized { error, .. } => Some(error),
+        Action::Unreachable { error, .. } => panic!("a 401 read as unreachable: {error}"),
+        _ => None,
+    });
     assert!(error.contains("401") && error.contains("wrong token"), "{error}");
 }
 

@@ -8,7 +8,9 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Gauge, LineGauge, Paragraph, Sparkline, Wrap};
 
 use super::{BAD, DIM, OK, WARN, field, field_styled};
-use crate::api::StatusView;
+use starling_protocol::ItemCounts;
+
+use crate::api::{StatusView, total};
 use crate::app::{App, Snapshot};
 use crate::format;
 
@@ -31,7 +33,7 @@ pub(super) fn draw(app: &App, data: &Snapshot, frame: &mut Frame, area: Rect) {
     let s = &data.status;
     frame.render_widget(mesh_block(s), mesh);
     frame.render_widget(node_block(app, s), node);
-    frame.render_widget(items_gauge(s), items);
+    frame.render_widget(items_gauge(data), items);
     draw_fetch(app, s, frame, fetch);
     draw_traffic(data, frame, traffic);
     frame.render_widget(rejected_block(s), rejected);
@@ -85,6 +87,10 @@ fn roles(bits: u8) -> String {
 
 fn node_block(app: &App, s: &StatusView) -> Paragraph<'static> {
     let state = match (s.health.faults.first(), &s.store_error, s.paused) {
+        // What the node said last is no longer known to be true.
+        _ if !app.connection.is_up() => {
+            field_styled("state", "unknown: no answer", Style::new().fg(BAD))
+        }
         (Some(f), _, _) => field_styled("state", f.detail.clone(), Style::new().fg(BAD)),
         (None, Some(e), _) => {
             field_styled("state", format!("store error: {e}"), Style::new().fg(BAD))
@@ -112,17 +118,48 @@ fn node_block(app: &App, s: &StatusView) -> Paragraph<'static> {
     .block(Block::bordered().title("Node"))
 }
 
-fn items_gauge(s: &StatusView) -> Gauge<'static> {
-    let c = &s.items;
-    let total = c.open + c.held + c.done + c.failed;
+/// Crawl chunks of every project, and result copies apart (seeding duties stay held while
+/// their holder keeps the copy, so counted with chunks they would hold the bar at a third),
+/// and whether the node counts kinds apart at all (if not: every item, as it says).
+fn progress(data: &Snapshot) -> (ItemCounts, Option<ItemCounts>, bool) {
+    if data.projects.iter().all(|p| p.by_kind.is_none()) {
+        return (data.status.items, None, false);
+    }
+    let (mut crawl, mut copies) = (ItemCounts::default(), ItemCounts::default());
+    for p in &data.projects {
+        add(&mut crawl, &p.crawl());
+        add(&mut copies, &p.copies().unwrap_or_default());
+    }
+    (crawl, (total(&copies) > 0).then_some(copies), true)
+}
+
+fn add(to: &mut ItemCounts, c: &ItemCounts) {
+    to.open += c.open;
+    to.held += c.held;
+    to.done += c.done;
+    to.failed += c.failed;
+}
+
+fn items_gauge(data: &Snapshot) -> Gauge<'static> {
+    let (c, copies, split) = progress(data);
+    let all = total(&c);
     let finished = c.done + c.failed;
-    let ratio = if total == 0 { 0.0 } else { finished as f64 / total as f64 };
-    let label = format!(
-        "{} done · {} failed · {} held · {} open · {total} items",
-        c.done, c.failed, c.held, c.open
-    );
+    let ratio = if all == 0 { 0.0 } else { finished as f64 / all as f64 };
+    let complete = all > 0 && finished == all;
+    let (title, noun) = if split { ("Crawl chunks", "chunks") } else { ("Items", "items") };
+    let mut label = if complete {
+        format!("complete: {} done · {} failed of {all} {noun}", c.done, c.failed)
+    } else {
+        format!(
+            "{} done · {} failed · {} held · {} open of {all} {noun}",
+            c.done, c.failed, c.held, c.open
+        )
+    };
+    if let Some(k) = copies {
+        label.push_str(&format!(" · copies {}/{}", k.held + k.done, total(&k)));
+    }
     Gauge::default()
-        .block(Block::bordered().title("Items"))
+        .block(Block::bordered().title(title))
         .gauge_style(Style::new().fg(if c.failed > 0 { WARN } else { OK }).bg(Color::Black))
         .ratio(ratio.clamp(0.0, 1.0))
         .label(label)

@@ -5,9 +5,10 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::Line;
-use ratatui::widgets::{Block, Cell, Gauge, Paragraph, Row, Table, TableState};
+use ratatui::widgets::{Block, Cell, Gauge, LineGauge, Paragraph, Row, Table, TableState};
 
 use super::{BAD, DIM, OK, WARN, field, field_styled, yes_no};
+use crate::api::{ProjectInfo, total};
 use crate::app::{App, Snapshot, Tab};
 use crate::format;
 
@@ -300,14 +301,13 @@ pub(super) fn draw_projects(app: &App, data: &Snapshot, frame: &mut Frame, area:
             let flag = |b: bool, good: Color| {
                 Cell::from(yes_no(b)).style(Style::new().fg(if b { good } else { DIM }))
             };
-            let c = &p.items;
             Row::new(vec![
                 Cell::from(format::clip(&p.name, PROJECT_NAME_WIDTH)),
                 Cell::from(format::short_hex(&p.id)),
                 flag(p.trusted, OK),
                 flag(p.subscribed, OK),
                 Cell::from(format!("{:+}", p.priority)),
-                Cell::from(format!("{}/{}/{}/{}", c.open, c.held, c.done, c.failed)),
+                progress_cell(p),
             ])
         })
         .collect();
@@ -319,21 +319,99 @@ pub(super) fn draw_projects(app: &App, data: &Snapshot, frame: &mut Frame, area:
         Constraint::Length(4),
         Constraint::Min(19),
     ];
-    let head = header(&["name", "id", "trusted", "subscribed", "prio", "open/held/done/fail"]);
+    let head = header(&["name", "id", "trusted", "subscribed", "prio", "crawl chunks"]);
     let title = format!("Projects ({})", data.projects.len());
     let t = table(rows, &widths, head, title);
-    let [list, urls] = Layout::vertical([Constraint::Min(3), Constraint::Length(1)]).areas(area);
+    let [list, bar, copies, urls] = Layout::vertical([
+        Constraint::Min(3),
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Length(1),
+    ])
+    .areas(area);
     render_selected(app, Tab::Projects, t, data.projects.len(), frame, list);
-    // The URLs of the selected project's finished chunks: what made it into the archive.
+    // The selected project: its crawl chunks as a bar, its copies, and the URLs of its
+    // finished chunks (what made it into the archive).
     let selected = app.selected[Tab::Projects.index()].min(data.projects.len().saturating_sub(1));
-    if let Some(p) = data.projects.get(selected) {
-        let u = &p.urls;
-        let text = format!(
-            " urls: {} archived · {} refused · {} disallowed · {} failed (`starling urls`)",
-            u.ok, u.refused, u.disallowed, u.transient
-        );
-        let lost = u.refused + u.disallowed + u.transient > 0;
-        let line = Line::styled(text, Style::new().fg(if lost { WARN } else { DIM }));
-        frame.render_widget(Paragraph::new(line), urls);
+    let Some(p) = data.projects.get(selected) else { return };
+    frame.render_widget(crawl_bar(p), bar);
+    frame.render_widget(copies_line(p), copies);
+    let u = &p.urls;
+    let text = format!(
+        " urls: {} archived · {} refused · {} disallowed · {} failed (`starling urls`)",
+        u.ok, u.refused, u.disallowed, u.transient
+    );
+    let lost = u.refused + u.disallowed + u.transient > 0;
+    let line = Line::styled(text, Style::new().fg(if lost { WARN } else { DIM }));
+    frame.render_widget(Paragraph::new(line), urls);
+}
+
+/// `complete`, or the share of crawl chunks ended and how many.
+fn progress_cell(p: &ProjectInfo) -> Cell<'static> {
+    let c = p.crawl();
+    let all = total(&c);
+    let ended = c.done + c.failed;
+    if p.is_complete() {
+        let text = if c.failed > 0 {
+            format!("complete · {} failed", c.failed)
+        } else {
+            format!("complete · {all}")
+        };
+        return Cell::from(text).style(Style::new().fg(OK).add_modifier(Modifier::BOLD));
     }
+    if all == 0 {
+        return Cell::from("no chunks yet").style(Style::new().fg(DIM));
+    }
+    Cell::from(format!("{:>3}% · {ended}/{all}", ended * 100 / all))
+}
+
+/// The selected project's crawl chunks, ended out of all, as a bar.
+fn crawl_bar(p: &ProjectInfo) -> LineGauge<'static> {
+    let c = p.crawl();
+    let all = total(&c);
+    let ended = c.done + c.failed;
+    let ratio = if all == 0 { 0.0 } else { ended as f64 / all as f64 };
+    let label = if p.is_complete() {
+        format!(" {}: complete, {} done · {} failed ", format::clip(&p.name, 20), c.done, c.failed)
+    } else {
+        format!(
+            " {}: {} done · {} failed · {} held · {} open ",
+            format::clip(&p.name, 20),
+            c.done,
+            c.failed,
+            c.held,
+            c.open
+        )
+    };
+    let color = if c.failed > 0 { WARN } else { OK };
+    LineGauge::default()
+        .ratio(ratio.clamp(0.0, 1.0))
+        .label(label)
+        .filled_style(Style::new().fg(color))
+        .unfilled_style(Style::new().fg(DIM))
+}
+
+/// The selected project's result copies: kept by seeding nodes, apart from its progress.
+fn copies_line(p: &ProjectInfo) -> Paragraph<'static> {
+    let text = match (p.copies(), p.by_kind) {
+        (Some(k), _) => {
+            let placed = k.held + k.done;
+            let mut text = format!(
+                " copies: {placed} of {} kept by seeding nodes ({} per result)",
+                total(&k),
+                p.replication
+            );
+            if k.open > 0 {
+                text.push_str(&format!(" · {} waiting for a node", k.open));
+            }
+            text
+        }
+        (None, Some(_)) if p.replication > 0 => {
+            format!(" copies: none yet ({} per finished chunk)", p.replication)
+        }
+        (None, Some(_)) => " copies: none asked for (replication 0)".to_owned(),
+        (None, None) => " copies: the node does not count them apart".to_owned(),
+    };
+    let waiting = p.copies().is_some_and(|k| k.open > 0);
+    Paragraph::new(Line::styled(text, Style::new().fg(if waiting { WARN } else { DIM })))
 }
