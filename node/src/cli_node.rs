@@ -134,6 +134,7 @@ async fn run(
         relay_server,
         seed: Some(work.seed),
         torrents: work.torrents,
+        caps_pinned: cfg.caps_pinned,
     });
     actor.dial_initial(&cfg.bootstrap);
     let result = actor.run(shutdown_signal()).await;

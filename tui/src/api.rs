@@ -173,6 +173,10 @@ pub struct Caps {
     /// Disk for stored results, bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_bytes_max: Option<u64>,
+    /// In `POST /caps` only: forget the caps saved by earlier calls and go back to those of
+    /// the flags, environment and config file (the other fields are then ignored).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reset: bool,
 }
 
 /// `GET /work`: what this node holds now and the state of the hosts it crawls.

@@ -103,6 +103,8 @@ pub struct ActorParts {
     pub seed: Option<SeedParts>,
     /// Torrent duties (`None`: not taken).
     pub torrents: Option<TorrentParts>,
+    /// The caps a flag gave this run (they win over the caps saved from the dashboard).
+    pub caps_pinned: crate::control::PinnedCaps,
 }
 
 /// Everything the actor owns.
@@ -179,6 +181,7 @@ impl Actor {
             relay_server,
             seed,
             torrents,
+            caps_pinned,
         } = parts;
         let control = Control::load(&store, hub.clone());
         let mut actor = Self {
@@ -213,6 +216,8 @@ impl Actor {
             dirty: false,
         };
         actor.control.restore(&mut actor.engine);
+        let (control, mut io) = actor.control();
+        control.restore_caps(&mut io, caps_pinned);
         actor
     }
 
