@@ -98,6 +98,7 @@ pub(crate) fn status() -> StatusView {
         },
         torrents: Default::default(),
         health: Default::default(),
+        lifetime: Default::default(),
     }
 }
 

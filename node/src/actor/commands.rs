@@ -212,6 +212,7 @@ impl Actor {
             },
             caps: Control::caps(&self.engine, self.runners.crawler()),
             torrents: self.torrents.as_ref().map(|t| t.control.totals()).unwrap_or_default(),
+            lifetime: self.lifetime(),
         }
     }
 
