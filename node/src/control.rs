@@ -168,11 +168,7 @@ impl Control {
     /// Sets the caps given and saves them for the next start (or, with `reset`, forgets the
     /// saved caps and goes back to the configured ones); the caps now, and whether the disk
     /// cap was set (the actor then looks at the disk fault again).
-    pub fn set_caps(
-        &mut self,
-        io: &mut ControlIo<'_>,
-        caps: Caps,
-    ) -> Result<(Caps, bool), String> {
+    pub fn set_caps(&mut self, io: &mut ControlIo<'_>, caps: Caps) -> Result<(Caps, bool), String> {
         if caps.reset {
             let configured = Caps {
                 bandwidth_bytes_per_s: Some(self.configured.bandwidth_bytes_per_s.unwrap_or(0)),

@@ -74,13 +74,15 @@ fn parse(text: &str, rate: bool) -> Result<u64, UnitError> {
         }
         unit = base.trim_end();
     }
-    let multiplier = unit_multiplier(unit).map_err(|why| bad(format!("{why}; write {accepted}")))?;
+    let multiplier =
+        unit_multiplier(unit).map_err(|why| bad(format!("{why}; write {accepted}")))?;
     if frac.len() > 18 {
         return Err(bad("too many decimals".into()));
     }
     let too_large = || bad(format!("it is too large (at most {} bytes)", u64::MAX));
     let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| too_large())? };
-    let frac_value: u128 = if frac.is_empty() { 0 } else { frac.parse().map_err(|_| too_large())? };
+    let frac_value: u128 =
+        if frac.is_empty() { 0 } else { frac.parse().map_err(|_| too_large())? };
     if multiplier == 1 && frac_value != 0 {
         return Err(bad("bytes are whole; use a unit for a fraction (1.5KiB)".into()));
     }
@@ -126,13 +128,10 @@ const PREFIXES: [(&str, &str, u64); 8] = [
     ("ti", "TiB", 1 << 40),
 ];
 
-const BINARY: [(&str, u64); 4] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
-const DECIMAL: [(&str, u64); 4] = [
-    ("TB", 1_000_000_000_000),
-    ("GB", 1_000_000_000),
-    ("MB", 1_000_000),
-    ("kB", 1_000),
-];
+const BINARY: [(&str, u64); 4] =
+    [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+const DECIMAL: [(&str, u64); 4] =
+    [("TB", 1_000_000_000_000), ("GB", 1_000_000_000), ("MB", 1_000_000), ("kB", 1_000)];
 
 /// A byte count for people: exact in the largest unit that divides it (`10 GiB`, `500 MB`,
 /// `512 B`), else in binary units with one decimal (`1.5 GiB`). What it writes parses back.

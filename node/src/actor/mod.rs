@@ -603,7 +603,9 @@ impl Actor {
             self.produced.insert(d.result, (d.item, std::time::Instant::now()));
         }
         let finished = match &report {
-            WorkReport::Done(d) => self.engine.item_work(&d.item).map(|(_, w)| (w.clone(), d.clone())),
+            WorkReport::Done(d) => {
+                self.engine.item_work(&d.item).map(|(_, w)| (w.clone(), d.clone()))
+            }
             WorkReport::Failed { .. } => None,
         };
         let input = match report {
