@@ -137,7 +137,7 @@ const DECIMAL: [(&str, u64); 4] =
 /// `512 B`), else in binary units with one decimal (`1.5 GiB`). What it writes parses back.
 pub fn size(n: u64) -> String {
     for (name, unit) in BINARY.iter().chain(DECIMAL.iter()) {
-        if n >= *unit && n % unit == 0 {
+        if n >= *unit && n.is_multiple_of(*unit) {
             return format!("{} {name}", n / unit);
         }
     }
