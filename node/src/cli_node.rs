@@ -134,6 +134,7 @@ async fn run(
         relay_server,
         seed: Some(work.seed),
         torrents: work.torrents,
+        caps_pinned: cfg.caps_pinned,
     });
     actor.dial_initial(&cfg.bootstrap);
     let result = actor.run(shutdown_signal()).await;
@@ -389,6 +390,10 @@ pub fn status(args: StatusArgs) -> Result<()> {
         println!("FAULT     {}: {}", f.kind, f.detail);
     }
     println!("messages  {} accepted, {} refused", s.engine.accepted, rejected);
+    println!("caps      {}", crate::control::caps_line(&s.caps));
+    for line in contributed_lines(&s.lifetime) {
+        println!("contributed {line}");
+    }
     for a in &s.listen {
         println!("listen    {a}");
     }
@@ -400,6 +405,34 @@ pub fn status(args: StatusArgs) -> Result<()> {
         println!("NEXT      {h}");
     }
     Ok(())
+}
+
+/// The `contributed` lines of `starling status`: the lifetime figures, for people.
+fn contributed_lines(l: &starling_tui::api::LifetimeView) -> [String; 2] {
+    use starling_tui::units::size;
+    let total: u64 = l.items.values().sum();
+    let by_kind: Vec<String> =
+        l.items.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{n} {k}")).collect();
+    let by_kind =
+        if by_kind.is_empty() { String::new() } else { format!(" ({})", by_kind.join(", ")) };
+    let hours = l.uptime_ms / 3_600_000;
+    let up = if hours >= 48 {
+        format!("{}d{:02}h", hours / 24, hours % 24)
+    } else {
+        format!("{hours}h{:02}m", (l.uptime_ms / 60_000) % 60)
+    };
+    [
+        format!(
+            "{total} items{by_kind}, {} URLs and {} archived",
+            l.urls_archived,
+            size(l.bytes_archived)
+        ),
+        format!(
+            "{} seeded, {} circuits relayed, {up} up over all runs",
+            size(l.bytes_seeded),
+            l.relay_circuits
+        ),
+    ]
 }
 
 /// `starling publish FILE…`: sends signed manifests and batches into the mesh through the
@@ -472,6 +505,27 @@ pub fn trust(args: TrustArgs) -> Result<()> {
 mod key_of_tests {
     use super::key_of;
     use crate::keyfile;
+
+    #[test]
+    fn contributed_lines_read_for_people() {
+        let mut l = starling_tui::api::LifetimeView {
+            urls_archived: 340,
+            bytes_archived: 3 << 29,
+            bytes_seeded: 5_000_000,
+            relay_circuits: 2,
+            uptime_ms: 3 * 86_400_000 + 4 * 3_600_000,
+            ..Default::default()
+        };
+        l.items.insert("crawl".into(), 12);
+        l.items.insert("seed".into(), 3);
+        l.items.insert("relay".into(), 0);
+        let [a, b] = super::contributed_lines(&l);
+        assert_eq!(a, "15 items (12 crawl, 3 seed), 340 URLs and 1536 MiB archived");
+        assert_eq!(b, "5 MB seeded, 2 circuits relayed, 3d04h up over all runs");
+        let [a, b] = super::contributed_lines(&Default::default());
+        assert_eq!(a, "0 items, 0 URLs and 0 B archived");
+        assert!(b.ends_with("0h00m up over all runs"), "{b}");
+    }
 
     #[test]
     fn trust_takes_public_keys_and_manifests_but_refuses_secret_keys() {

@@ -11,6 +11,9 @@ use anyhow::{Context, Result, anyhow, bail};
 use libp2p::Multiaddr;
 use serde::Deserialize;
 use starling_protocol::{EngineConfig, PublicKey, Roles};
+use starling_tui::units::{self, ByteRate, ByteSize};
+
+use crate::control::PinnedCaps;
 
 /// Default port for both TCP and QUIC.
 pub const DEFAULT_P2P_PORT: u16 = 4801;
@@ -116,22 +119,43 @@ pub struct UpArgs {
     /// Fetches in flight at once across all crawl chunks.
     #[arg(long, env = "STARLING_FETCHES_MAX")]
     pub fetches_max: Option<usize>,
-    /// Download cap for crawling, in bytes per second (0 = none).
-    #[arg(long, env = "STARLING_BANDWIDTH_BYTES_PER_S")]
-    pub bandwidth_bytes_per_s: Option<u32>,
-    /// Cap on stored results in bytes; over it the node claims no crawl work (0 = none).
-    #[arg(long, env = "STARLING_DISK_BYTES_MAX")]
-    pub disk_bytes_max: Option<u64>,
+    /// Download cap for crawling, e.g. 5MB/s or 2MiB/s; a plain number is bytes/s (0 = none).
+    #[arg(
+        long = "bandwidth-max",
+        visible_alias = "bandwidth-bytes-per-s",
+        env = "STARLING_BANDWIDTH_BYTES_PER_S",
+        value_name = "RATE"
+    )]
+    pub bandwidth_bytes_per_s: Option<ByteRate>,
+    /// Cap on stored results, e.g. 10GiB or 500MB; over it the node claims no crawl work
+    /// (0 = none).
+    #[arg(
+        long = "disk-max",
+        visible_alias = "disk-bytes-max",
+        env = "STARLING_DISK_BYTES_MAX",
+        value_name = "SIZE"
+    )]
+    pub disk_bytes_max: Option<ByteSize>,
     /// A note naming who runs this node's crawls, written into every WARC file's warcinfo
     /// record as `operator` (opt-in; none by default).
     #[arg(long, env = "STARLING_WARC_OPERATOR", value_name = "TEXT")]
     pub warc_operator: Option<String>,
-    /// Download cap for fetching result copies, bytes per second (0 = none).
-    #[arg(long, env = "STARLING_SEED_DOWNLOAD_BYTES_PER_S")]
-    pub seed_download_bytes_per_s: Option<u32>,
-    /// Upload cap for serving result copies, bytes per second (0 = none).
-    #[arg(long, env = "STARLING_SEED_UPLOAD_BYTES_PER_S")]
-    pub seed_upload_bytes_per_s: Option<u32>,
+    /// Download cap for fetching result copies, e.g. 5MB/s (0 = none).
+    #[arg(
+        long = "seed-download-max",
+        visible_alias = "seed-download-bytes-per-s",
+        env = "STARLING_SEED_DOWNLOAD_BYTES_PER_S",
+        value_name = "RATE"
+    )]
+    pub seed_download_bytes_per_s: Option<ByteRate>,
+    /// Upload cap for serving result copies, e.g. 5MB/s (0 = none).
+    #[arg(
+        long = "seed-upload-max",
+        visible_alias = "seed-upload-bytes-per-s",
+        env = "STARLING_SEED_UPLOAD_BYTES_PER_S",
+        value_name = "RATE"
+    )]
+    pub seed_upload_bytes_per_s: Option<ByteRate>,
     /// Seeding duties held at once (result copies and torrents).
     #[arg(long, env = "STARLING_SEED_CAPACITY")]
     pub seed_capacity: Option<u16>,
@@ -150,9 +174,14 @@ pub struct UpArgs {
     /// Offer relay slots to nodes behind NAT while this node is reachable.
     #[arg(long, env = "STARLING_RELAY", value_name = "BOOL")]
     pub relay: Option<bool>,
-    /// Bytes one relayed connection may carry before the relay closes it.
-    #[arg(long, env = "STARLING_RELAY_CIRCUIT_BYTES_MAX")]
-    pub relay_circuit_bytes_max: Option<u64>,
+    /// What one relayed connection may carry before the relay closes it, e.g. 1GiB.
+    #[arg(
+        long = "relay-circuit-max",
+        visible_alias = "relay-circuit-bytes-max",
+        env = "STARLING_RELAY_CIRCUIT_BYTES_MAX",
+        value_name = "SIZE"
+    )]
+    pub relay_circuit_bytes_max: Option<ByteSize>,
     /// Relayed connections carried at once.
     #[arg(long, env = "STARLING_RELAY_CIRCUITS_MAX")]
     pub relay_circuits_max: Option<usize>,
@@ -184,17 +213,17 @@ struct FileConfig {
     widen_ms: Option<u64>,
     allow_private_targets: Option<bool>,
     fetches_max: Option<usize>,
-    bandwidth_bytes_per_s: Option<u32>,
-    disk_bytes_max: Option<u64>,
+    bandwidth_bytes_per_s: Option<ByteRate>,
+    disk_bytes_max: Option<ByteSize>,
     warc_operator: Option<String>,
     seed: Option<bool>,
     seed_capacity: Option<u16>,
-    seed_download_bytes_per_s: Option<u32>,
-    seed_upload_bytes_per_s: Option<u32>,
+    seed_download_bytes_per_s: Option<ByteRate>,
+    seed_upload_bytes_per_s: Option<ByteRate>,
     torrent: Option<crate::torrent::TorrentSettings>,
     reachability: Option<Reachability>,
     relay: Option<bool>,
-    relay_circuit_bytes_max: Option<u64>,
+    relay_circuit_bytes_max: Option<ByteSize>,
     relay_circuits_max: Option<usize>,
     relay_lease_ms: Option<u64>,
 }
@@ -249,6 +278,9 @@ pub struct Config {
     pub reachability: Reachability,
     /// Relay server settings.
     pub relay: crate::relay::RelaySettings,
+    /// The caps given by a flag or environment variable: they win over the caps saved from
+    /// the dashboard (`POST /caps`) for this run; the others give way to them.
+    pub caps_pinned: PinnedCaps,
 }
 
 /// The platform's directories for Starling, if the platform has a home directory.
@@ -338,9 +370,11 @@ impl Config {
             ..Default::default()
         };
         merge_into!(args, file;
-            relay.circuit_bytes_max => relay_circuit_bytes_max,
             relay.circuits_max => relay_circuits_max,
         );
+        if let Some(ByteSize(b)) = layered!(args, file, relay_circuit_bytes_max) {
+            relay.circuit_bytes_max = b;
+        }
         let seed = layered!(args, file, seed).unwrap_or(true);
         let torrent = torrent_settings(args, &file);
         let mut engine = engine_settings(args, &file);
@@ -363,22 +397,41 @@ impl Config {
             crawl: CrawlSettings {
                 allow_private_targets: layered!(args, file, allow_private_targets).unwrap_or(false),
                 fetches_max: layered!(args, file, fetches_max).filter(|n| *n > 0),
-                bandwidth_bytes_per_s: layered!(args, file, bandwidth_bytes_per_s)
+                bandwidth_bytes_per_s: rate_u32(
+                    "bandwidth_bytes_per_s",
+                    layered!(args, file, bandwidth_bytes_per_s),
+                )?
+                .filter(|n| *n > 0),
+                disk_bytes_max: layered!(args, file, disk_bytes_max)
+                    .map(|b| b.0)
                     .filter(|n| *n > 0),
-                disk_bytes_max: layered!(args, file, disk_bytes_max).filter(|n| *n > 0),
-                warc_operator: layered!(args.clone(), file, warc_operator)
+                warc_operator: args
+                    .warc_operator
+                    .clone()
+                    .or(file.warc_operator)
                     .filter(|n| !n.trim().is_empty()),
             },
             seed,
             seed_caps: crate::seed::node::SeedCaps {
-                download_bytes_per_s: layered!(args, file, seed_download_bytes_per_s)
-                    .and_then(std::num::NonZeroU32::new),
-                upload_bytes_per_s: layered!(args, file, seed_upload_bytes_per_s)
-                    .and_then(std::num::NonZeroU32::new),
+                download_bytes_per_s: rate_u32(
+                    "seed_download_bytes_per_s",
+                    layered!(args, file, seed_download_bytes_per_s),
+                )?
+                .and_then(std::num::NonZeroU32::new),
+                upload_bytes_per_s: rate_u32(
+                    "seed_upload_bytes_per_s",
+                    layered!(args, file, seed_upload_bytes_per_s),
+                )?
+                .and_then(std::num::NonZeroU32::new),
             },
             torrent,
             reachability,
             relay,
+            caps_pinned: PinnedCaps {
+                capacity: args.capacity.is_some(),
+                bandwidth: args.bandwidth_bytes_per_s.is_some(),
+                disk: args.disk_bytes_max.is_some(),
+            },
         };
         cfg.check().context("invalid configuration")?;
         Ok(cfg)
@@ -387,17 +440,26 @@ impl Config {
     fn check(&self) -> Result<()> {
         self.engine.validate().map_err(|e| anyhow!("{}", engine_error(&e)))?;
         let relay = &self.relay;
-        let checks: [(&str, u64, u64, u64); 5] = [
+        let checks: [(&str, u64, u64, u64); 4] = [
             ("sync_interval_ms", self.sync_interval.as_millis() as u64, 100, 3_600_000),
             ("connections_max", self.connections_max.into(), 1, CONNECTIONS_MAX),
             ("fetches_max", self.crawl.fetches_max.unwrap_or(1) as u64, 1, FETCHES_MAX),
             ("relay_circuits_max", relay.circuits_max as u64, 1, 1_024),
-            ("relay_circuit_bytes_max", relay.circuit_bytes_max, 1, 1 << 40),
         ];
         for (name, value, min, max) in checks {
             if !(min..=max).contains(&value) {
                 bail!("{} = {value} is outside its range {min} ..= {max}", shown(name));
             }
+        }
+        let (bytes, min, max) = (relay.circuit_bytes_max, 1, 1 << 40);
+        if !(min..=max).contains(&bytes) {
+            bail!(
+                "{} = {} is outside its range {} ..= {}",
+                shown("relay_circuit_bytes_max"),
+                units::size(bytes),
+                units::size(min),
+                units::size(max)
+            );
         }
         if self.relay.enabled && self.reachability == Reachability::Private {
             bail!("relay = true needs a reachable node; this one is set to reachability = private");
@@ -493,7 +555,31 @@ pub const FETCHES_MAX: u64 = 1_024;
 /// A setting as in the config file with its flag (`warmup_ms (--warmup-ms)`), so users of
 /// either find what to change.
 fn shown(name: &str) -> String {
-    format!("{name} (--{})", name.replace('_', "-"))
+    let flag = match name {
+        "bandwidth_bytes_per_s" => "bandwidth-max".to_owned(),
+        "disk_bytes_max" => "disk-max".to_owned(),
+        "seed_download_bytes_per_s" => "seed-download-max".to_owned(),
+        "seed_upload_bytes_per_s" => "seed-upload-max".to_owned(),
+        "relay_circuit_bytes_max" => "relay-circuit-max".to_owned(),
+        other => other.replace('_', "-"),
+    };
+    format!("{name} (--{flag})")
+}
+
+/// A rate setting that must fit a `u32` of bytes per second (the rate limiters' type).
+fn rate_u32(name: &str, rate: Option<ByteRate>) -> Result<Option<u32>> {
+    rate.map(|ByteRate(r)| {
+        u32::try_from(r).map_err(|_| {
+            anyhow!(
+                "invalid configuration: {} = {} is outside its range 0 ..= {} ({} bytes/s)",
+                shown(name),
+                units::rate(r),
+                units::rate(u32::MAX.into()),
+                u32::MAX
+            )
+        })
+    })
+    .transpose()
 }
 
 /// An engine setting's refusal in the words of [`shown`].
@@ -654,5 +740,110 @@ mod tests {
         // The edges of a range are accepted.
         std::fs::write(&path, "warmup_ms = 3600000\nsettle_ms = 0\n").unwrap();
         Config::load(&args_with(&path)).unwrap();
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        up: UpArgs,
+    }
+
+    fn parse(flags: &[&str]) -> Result<UpArgs, String> {
+        use clap::Parser;
+        let argv = std::iter::once("starling").chain(flags.iter().copied());
+        Cli::try_parse_from(argv).map(|c| c.up).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn caps_take_units_in_flags_old_names_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "disk_bytes_max = \"10GiB\"\nseed_upload_bytes_per_s = \"2 MiB/s\"\n\
+             seed_download_bytes_per_s = 65536\nrelay_circuit_bytes_max = \"512MB\"\n\
+             [torrent]\ndisk_bytes_max = \"1TB\"\nupload_bytes_per_s = \"1MB/s\"\n",
+        )
+        .unwrap();
+        let file_only = Config::load(&args_with(&path)).unwrap();
+        assert_eq!(file_only.crawl.disk_bytes_max, Some(10 << 30));
+        assert_eq!(file_only.seed_caps.upload_bytes_per_s.map(|n| n.get()), Some(2 << 20));
+        assert_eq!(file_only.seed_caps.download_bytes_per_s.map(|n| n.get()), Some(65_536));
+        assert_eq!(file_only.relay.circuit_bytes_max, 512_000_000);
+        assert_eq!(file_only.torrent.disk_bytes_max, 1_000_000_000_000);
+        assert_eq!(file_only.torrent.upload_bytes_per_s, Some(1_000_000));
+        assert_eq!(file_only.caps_pinned, PinnedCaps::default());
+
+        let flags = parse(&["--disk-max", "500MB", "--bandwidth-max", "5MB/s"]).unwrap();
+        let cfg = Config::load(&UpArgs { ..flags.with_file(&path) }).unwrap();
+        assert_eq!(cfg.crawl.disk_bytes_max, Some(500_000_000));
+        assert_eq!(cfg.crawl.bandwidth_bytes_per_s, Some(5_000_000));
+        assert_eq!(
+            cfg.caps_pinned,
+            PinnedCaps { capacity: false, bandwidth: true, disk: true },
+            "a flag pins its cap against the saved one"
+        );
+        // The old names, plain numbers still bytes.
+        let old = parse(&[
+            "--disk-bytes-max",
+            "4096",
+            "--bandwidth-bytes-per-s",
+            "1000",
+            "--seed-download-bytes-per-s",
+            "7",
+            "--seed-upload-bytes-per-s",
+            "8",
+            "--relay-circuit-bytes-max",
+            "9",
+        ])
+        .unwrap();
+        let cfg = Config::load(&old.with_file(&path)).unwrap();
+        assert_eq!(cfg.crawl.disk_bytes_max, Some(4096));
+        assert_eq!(cfg.crawl.bandwidth_bytes_per_s, Some(1000));
+        assert_eq!(cfg.seed_caps.download_bytes_per_s.map(|n| n.get()), Some(7));
+        assert_eq!(cfg.relay.circuit_bytes_max, 9);
+        // 0 is still "no cap".
+        let none = parse(&["--disk-max", "0"]).unwrap();
+        assert_eq!(Config::load(&none.with_file(&path)).unwrap().crawl.disk_bytes_max, None);
+    }
+
+    #[test]
+    fn bad_units_and_out_of_range_rates_are_refused_with_what_is_accepted() {
+        let e = parse(&["--disk-max", "5XB"]).unwrap_err();
+        assert!(e.contains("'--disk-max <SIZE>'") && e.contains("unknown unit \"XB\""), "{e}");
+        assert!(e.contains("KiB, MiB, GiB, TiB"), "{e}");
+        let e = parse(&["--bandwidth-max", "5Mb/s"]).unwrap_err();
+        assert!(e.contains("reads as bits") && e.contains("write MB"), "{e}");
+        let e = parse(&["--disk-max", "10GiB/s"]).unwrap_err();
+        assert!(e.contains("not a rate"), "{e}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "").unwrap();
+        let err = |args: UpArgs| format!("{:#}", Config::load(&args).unwrap_err());
+        let fast = parse(&["--bandwidth-max", "5GB/s"]).unwrap();
+        let e = err(fast.with_file(&path));
+        assert!(
+            e.contains("bandwidth_bytes_per_s (--bandwidth-max) = 5 GB/s is outside its range"),
+            "{e}"
+        );
+        let e = err(parse(&["--relay-circuit-max", "2TiB"]).unwrap().with_file(&path));
+        assert!(
+            e.contains("relay_circuit_bytes_max (--relay-circuit-max) = 2 TiB is outside its range 1 B ..= 1 TiB"),
+            "{e}"
+        );
+        std::fs::write(&path, "disk_bytes_max = \"10 XB\"\n").unwrap();
+        let e = err(args_with(&path));
+        assert!(e.contains("is not valid") && e.contains("unknown unit \"XB\""), "{e}");
+        assert!(e.contains("line 1"), "{e}");
+        std::fs::write(&path, "[torrent]\nupload_bytes_per_s = \"5GB/s\"\n").unwrap();
+        let e = err(args_with(&path));
+        assert!(e.contains("over the most allowed"), "{e}");
+    }
+
+    impl UpArgs {
+        fn with_file(self, config: &Path) -> Self {
+            UpArgs { config: Some(config.into()), data_dir: Some("/tmp/x".into()), ..self }
+        }
     }
 }

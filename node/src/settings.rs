@@ -1,4 +1,5 @@
-//! The operator's saved choices: pause, per-project subscription and priority. The store
+//! The operator's saved choices: pause, per-project subscription and priority, and the caps
+//! set through the control API. The store
 //! keeps them ([`crate::store::Store::settings`]); [`crate::control::Control`] changes them and
 //! the actor applies them to the engine at start.
 
@@ -23,6 +24,29 @@ pub struct OperatorSettings {
     pub subscriptions: BTreeMap<String, bool>,
     /// Projects (hex ids) and their priority; absent means 0.
     pub priorities: BTreeMap<String, i8>,
+    /// Caps set through the control API (`POST /caps`, the dashboard).
+    pub caps: SavedCaps,
+}
+
+/// Caps the operator set through the control API, applied again at the next start unless a
+/// flag or environment variable gives the same cap (see `crate::control`). `None`: not set
+/// there; `Some(0)` for bandwidth or disk: set to "no cap".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SavedCaps {
+    /// Crawl chunks worked at once.
+    pub capacity: Option<u16>,
+    /// Crawl download cap, bytes per second.
+    pub bandwidth_bytes_per_s: Option<u64>,
+    /// Cap on stored results, bytes.
+    pub disk_bytes_max: Option<u64>,
+}
+
+impl SavedCaps {
+    /// Whether no cap is saved.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 impl OperatorSettings {
@@ -62,5 +86,12 @@ mod tests {
     fn settings_are_bounded_like_the_engines_projects() {
         let engine = starling_protocol::EngineConfig::default();
         assert_eq!(PROJECT_SETTINGS_MAX, engine.projects_max);
+    }
+
+    #[test]
+    fn settings_saved_before_caps_were_kept_still_read() {
+        let old: OperatorSettings =
+            serde_json::from_str(r#"{"paused":true,"subscriptions":{},"priorities":{}}"#).unwrap();
+        assert!(old.paused && old.caps.is_empty());
     }
 }

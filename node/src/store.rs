@@ -35,6 +35,9 @@ const PEERS: TableDefinition<&str, &str> = TableDefinition::new("peers");
 const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
 /// Small values by name.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// What the node contributed over all its runs, by figure (`items.crawl`, `urls_archived`,
+/// `uptime_ms`, …; see [`Store::lifetime`]).
+const LIFETIME: TableDefinition<&str, u64> = TableDefinition::new("lifetime");
 
 /// `SETTINGS` key of the operator's choices.
 const SETTINGS_OPERATOR: &str = "operator";
@@ -172,6 +175,7 @@ impl Store {
             txn.open_table(TRUSTED).map_err(|e| corrupt(&e))?;
             txn.open_table(PEERS).map_err(|e| corrupt(&e))?;
             txn.open_table(META).map_err(|e| corrupt(&e))?;
+            txn.open_table(LIFETIME).map_err(|e| corrupt(&e))?;
         }
         txn.commit().map_err(|e| corrupt(&e))?;
         Ok(store)
@@ -300,6 +304,57 @@ impl Store {
         {
             let mut t = txn.open_table(SETTINGS).map_err(io)?;
             t.insert(SETTINGS_OPERATOR, bytes.as_slice()).map_err(io)?;
+        }
+        txn.commit().map_err(io)
+    }
+
+    /// The lifetime figures saved last (all 0 in a new database). Figures this version does
+    /// not know are ignored.
+    pub fn lifetime(&self) -> Result<crate::views::LifetimeView, StoreError> {
+        let txn = self.db.begin_read().map_err(io)?;
+        let t = txn.open_table(LIFETIME).map_err(io)?;
+        let mut view = crate::views::LifetimeView::default();
+        for row in t.iter().map_err(io)? {
+            let (k, v) = row.map_err(io)?;
+            let (name, value) = (k.value(), v.value());
+            if let Some(kind) = name.strip_prefix("items.") {
+                view.items.insert(kind.to_owned(), value);
+                continue;
+            }
+            match name {
+                "urls_archived" => view.urls_archived = value,
+                "bytes_archived" => view.bytes_archived = value,
+                "bytes_seeded" => view.bytes_seeded = value,
+                "relay_circuits" => view.relay_circuits = value,
+                "uptime_ms" => view.uptime_ms = value,
+                "since_ms" => view.since_ms = value,
+                "saved_ms" => view.saved_ms = value,
+                _ => {}
+            }
+        }
+        Ok(view)
+    }
+
+    /// Writes the lifetime figures durably, in one transaction.
+    pub fn save_lifetime(&self, view: &crate::views::LifetimeView) -> Result<(), StoreError> {
+        self.check_fault()?;
+        let txn = self.db.begin_write().map_err(io)?;
+        {
+            let mut t = txn.open_table(LIFETIME).map_err(io)?;
+            for (kind, v) in &view.items {
+                t.insert(format!("items.{kind}").as_str(), *v).map_err(io)?;
+            }
+            for (name, v) in [
+                ("urls_archived", view.urls_archived),
+                ("bytes_archived", view.bytes_archived),
+                ("bytes_seeded", view.bytes_seeded),
+                ("relay_circuits", view.relay_circuits),
+                ("uptime_ms", view.uptime_ms),
+                ("since_ms", view.since_ms),
+                ("saved_ms", view.saved_ms),
+            ] {
+                t.insert(name, v).map_err(io)?;
+            }
         }
         txn.commit().map_err(io)
     }
@@ -438,6 +493,30 @@ mod tests {
         assert_eq!(snap.records, vec![Envelope::Claim(Signed::sign(&key, &c2))]);
         assert_eq!(snap.trusted, vec![key.public()]);
         assert_eq!(snap.presence_seq, 42);
+    }
+
+    #[test]
+    fn lifetime_figures_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let mut view = crate::views::LifetimeView {
+            urls_archived: 12,
+            bytes_archived: 3 << 20,
+            bytes_seeded: 9,
+            relay_circuits: 2,
+            uptime_ms: 61_000,
+            since_ms: 1_700_000_000_000,
+            saved_ms: 1_700_000_061_000,
+            ..Default::default()
+        };
+        view.items.insert("crawl".into(), 4);
+        view.items.insert("seed".into(), 1);
+        {
+            let store = Store::open(&path).unwrap();
+            assert_eq!(store.lifetime().unwrap(), Default::default());
+            store.save_lifetime(&view).unwrap();
+        }
+        assert_eq!(Store::open(&path).unwrap().lifetime().unwrap(), view);
     }
 
     #[test]

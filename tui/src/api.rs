@@ -64,6 +64,33 @@ pub struct StatusView {
     /// Whether the node can work now, and if not, why.
     #[serde(default)]
     pub health: HealthView,
+    /// What this node contributed over all its runs (kept in its database).
+    #[serde(default)]
+    pub lifetime: LifetimeView,
+}
+
+/// What a node contributed over all its runs, kept in its database: written every
+/// `LIFETIME_SAVE_INTERVAL` (10 s) and at shutdown, so a crash loses at most that much.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LifetimeView {
+    /// Items this node finished (its result accepted by its engine), by kind of work
+    /// (`crawl`, `seed`, `torrent`, `relay`).
+    pub items: BTreeMap<String, u64>,
+    /// URLs archived: the parts of this node's crawl chunks that were fetched fine.
+    pub urls_archived: u64,
+    /// Bytes of crawl results (WARC) this node produced.
+    pub bytes_archived: u64,
+    /// Bytes served to peers: result copies and torrent uploads.
+    pub bytes_seeded: u64,
+    /// Circuits this node relayed for peers behind NAT (libp2p's relay counts no bytes).
+    pub relay_circuits: u64,
+    /// Time the node ran, in ms, this run included.
+    pub uptime_ms: u64,
+    /// When the node first started with this database (node clock, ms since the epoch).
+    pub since_ms: u64,
+    /// When the figures were last written to the database (0: not yet in this run).
+    pub saved_ms: u64,
 }
 
 /// Whether a node can work: faults of its own (store, disk, network, clock) stop it claiming
@@ -173,6 +200,10 @@ pub struct Caps {
     /// Disk for stored results, bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_bytes_max: Option<u64>,
+    /// In `POST /caps` only: forget the caps saved by earlier calls and go back to those of
+    /// the flags, environment and config file (the other fields are then ignored).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reset: bool,
 }
 
 /// `GET /work`: what this node holds now and the state of the hosts it crawls.

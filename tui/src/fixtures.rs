@@ -94,9 +94,11 @@ pub(crate) fn status() -> StatusView {
             capacity: Some(4),
             bandwidth_bytes_per_s: None,
             disk_bytes_max: Some(5 * GIB),
+            reset: false,
         },
         torrents: Default::default(),
         health: Default::default(),
+        lifetime: Default::default(),
     }
 }
 

@@ -18,6 +18,7 @@ mod format;
 pub mod hints;
 mod poller;
 mod ui;
+pub mod units;
 
 #[cfg(test)]
 mod fixtures;

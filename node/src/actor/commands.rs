@@ -79,8 +79,8 @@ impl Actor {
                 let _ = reply.send(outcome);
             }
             Command::SetCaps(caps, reply) => {
-                let (_, mut io) = self.control();
-                let r = Control::set_caps(&mut io, caps);
+                let (control, mut io) = self.control();
+                let r = control.set_caps(&mut io, caps);
                 if matches!(r, Ok((_, true))) {
                     self.check_disk_cap();
                 }
@@ -125,7 +125,7 @@ impl Actor {
     }
 
     /// The operator's controls and what they are handed.
-    fn control(&mut self) -> (&mut Control, ControlIo<'_>) {
+    pub(super) fn control(&mut self) -> (&mut Control, ControlIo<'_>) {
         let io = ControlIo {
             engine: &mut self.engine,
             store: &self.store,
@@ -212,6 +212,7 @@ impl Actor {
             },
             caps: Control::caps(&self.engine, self.runners.crawler()),
             torrents: self.torrents.as_ref().map(|t| t.control.totals()).unwrap_or_default(),
+            lifetime: self.lifetime(),
         }
     }
 

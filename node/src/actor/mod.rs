@@ -38,6 +38,9 @@ use crate::torrent::node::TorrentParts;
 use crate::views::NetStats;
 
 mod commands;
+mod lifetime;
+
+pub use lifetime::LIFETIME_SAVE_INTERVAL;
 
 /// Sync requests in flight at once.
 pub const SYNC_INFLIGHT_MAX: usize = 8;
@@ -103,6 +106,8 @@ pub struct ActorParts {
     pub seed: Option<SeedParts>,
     /// Torrent duties (`None`: not taken).
     pub torrents: Option<TorrentParts>,
+    /// The caps a flag gave this run (they win over the caps saved from the dashboard).
+    pub caps_pinned: crate::control::PinnedCaps,
 }
 
 /// Everything the actor owns.
@@ -154,6 +159,8 @@ pub struct Actor {
     sync_rounds: HashMap<PeerId, u32>,
     provided: BTreeSet<ProjectId>,
     dirty: bool,
+    /// What the node contributed over all its runs.
+    lifetime: lifetime::Lifetime,
 }
 
 impl std::fmt::Debug for Actor {
@@ -179,8 +186,11 @@ impl Actor {
             relay_server,
             seed,
             torrents,
+            caps_pinned,
         } = parts;
         let control = Control::load(&store, hub.clone());
+        let started_ms = now_ms();
+        let lifetime = lifetime::Lifetime::load(&store, started_ms);
         let mut actor = Self {
             swarm,
             engine,
@@ -189,7 +199,7 @@ impl Actor {
             reports,
             commands,
             sync_interval,
-            started_ms: now_ms(),
+            started_ms,
             listen: Vec::new(),
             stats: NetStats::default(),
             store_error: None,
@@ -211,8 +221,11 @@ impl Actor {
             sync_rounds: HashMap::new(),
             provided: BTreeSet::new(),
             dirty: false,
+            lifetime,
         };
         actor.control.restore(&mut actor.engine);
+        let (control, mut io) = actor.control();
+        control.restore_caps(&mut io, caps_pinned);
         actor
     }
 
@@ -250,6 +263,7 @@ impl Actor {
         let mut event_timer = tokio::time::interval(EVENT_INTERVAL);
         let mut relay_timer = tokio::time::interval(RELAY_TEND_INTERVAL);
         let mut orphan_timer = tokio::time::interval(ORPHAN_SWEEP_INTERVAL);
+        let mut lifetime_timer = tokio::time::interval(LIFETIME_SAVE_INTERVAL);
         let mut blob_commands = self.seed.as_mut().and_then(|s| s.commands.take());
         let mut served = self.seed.as_mut().and_then(|s| s.served.take());
         loop {
@@ -277,6 +291,7 @@ impl Actor {
                 }
                 _ = kad_timer.tick() => { let _ = self.swarm.behaviour_mut().kad.bootstrap(); }
                 _ = orphan_timer.tick() => self.sweep_orphans(),
+                _ = lifetime_timer.tick() => self.save_lifetime(),
                 _ = event_timer.tick() => self.announce_changes(),
                 _ = relay_timer.tick() => {
                     if let Some(nat) = &mut self.nat {
@@ -308,6 +323,7 @@ impl Actor {
                 () = &mut grace => break,
             }
         }
+        self.save_lifetime();
         let seq = self.engine.snapshot().presence_seq;
         self.store.flush(Some(seq)).map_err(|e| anyhow!("cannot flush the database: {e}"))?;
         tracing::info!("stopped");
@@ -540,6 +556,29 @@ impl Actor {
         self.provide_new_projects();
     }
 
+    /// What this run's parts counted since start, for the lifetime figures.
+    fn run_counts(&self) -> lifetime::RunCounts {
+        let served = self.seed.as_ref().map_or(0, |s| s.stats().bytes_served);
+        let uploaded = self.torrents.as_ref().map_or(0, |t| t.control.totals().uploaded_bytes);
+        let circuits =
+            self.relay_server.counters.circuits.load(std::sync::atomic::Ordering::Relaxed);
+        lifetime::RunCounts { bytes_seeded: served + uploaded, relay_circuits: circuits }
+    }
+
+    /// The lifetime figures now.
+    pub(crate) fn lifetime(&self) -> crate::views::LifetimeView {
+        self.lifetime.view(now_ms(), self.run_counts())
+    }
+
+    /// Writes the lifetime figures (every [`LIFETIME_SAVE_INTERVAL`] and at shutdown).
+    fn save_lifetime(&mut self) {
+        let run = self.run_counts();
+        if let Err(e) = self.lifetime.save(&self.store, now_ms(), run) {
+            tracing::debug!(error = %e, "cannot save the lifetime figures");
+            self.store_error = Some(e.to_string());
+        }
+    }
+
     fn flush(&mut self, presence_seq: Option<u64>) {
         if !self.dirty && presence_seq.is_none() {
             return;
@@ -563,13 +602,23 @@ impl Actor {
         {
             self.produced.insert(d.result, (d.item, std::time::Instant::now()));
         }
+        let finished = match &report {
+            WorkReport::Done(d) => {
+                self.engine.item_work(&d.item).map(|(_, w)| (w.clone(), d.clone()))
+            }
+            WorkReport::Failed { .. } => None,
+        };
         let input = match report {
             WorkReport::Done(done) => Input::WorkDone(done),
             WorkReport::Failed { item, epoch, reason, retryable } => {
                 Input::WorkFailed { item, epoch, reason, retryable }
             }
         };
-        let _ = self.handle(input);
+        if self.handle(input).is_ok()
+            && let Some((work, d)) = finished
+        {
+            self.lifetime.finished(&work, &d);
+        }
         // The result may cross the disk cap: it counts (it is on disk and in the receipt),
         // and the node stops there, giving back whatever the freed slot took meanwhile.
         if done {

@@ -445,6 +445,42 @@ pub fn families(snap: &Snapshot, urls: Option<&crate::crawl::stats::UrlCounts>) 
     r.gauge("torrent_peers", "BitTorrent peers connected", t.peers);
     r.gauge("torrent_held_bytes", "Bytes of torrent payloads held", t.held_bytes);
 
+    // ---- lifetime: all the node's runs, read back from its database at start
+    let l = &s.lifetime;
+    r.by(
+        Counter,
+        "lifetime_items",
+        "Items this node finished over all its runs, by kind of work (kept across restarts)",
+        "kind",
+        WorkKind::ALL.map(|k| (k.name(), int(l.items.get(k.name()).copied().unwrap_or(0)))),
+    );
+    r.counter(
+        "lifetime_urls_archived",
+        "URLs this node archived over all its runs (parts of its crawl chunks fetched fine)",
+        l.urls_archived,
+    );
+    r.counter(
+        "lifetime_archived_bytes",
+        "Bytes of crawl results this node produced over all its runs",
+        l.bytes_archived,
+    );
+    r.counter(
+        "lifetime_seeded_bytes",
+        "Bytes this node served to peers over all its runs (result copies and torrent uploads)",
+        l.bytes_seeded,
+    );
+    r.counter(
+        "lifetime_relay_circuits",
+        "Circuits this node relayed for peers behind NAT over all its runs",
+        l.relay_circuits,
+    );
+    r.one(
+        "lifetime_uptime_seconds",
+        "Seconds this node ran over all its runs",
+        Counter,
+        Value::Float(l.uptime_ms as f64 / 1000.0),
+    );
+
     // ---- disk
     r.gauge("store_bytes", "Size of the database file", s.disk.store_bytes);
     r.gauge("results_bytes", "Bytes of stored crawl results", s.disk.results_bytes);

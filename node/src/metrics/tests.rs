@@ -40,6 +40,7 @@ fn status() -> StatusView {
             clock: Default::default(),
             gave_back: 0,
         },
+        lifetime: Default::default(),
     }
 }
 
@@ -441,4 +442,26 @@ fn work_timer_forgets_the_oldest_start_at_its_bound() {
     t.end(ItemId([0; 32]), 0, "done"); // the oldest, forgotten
     t.end(ItemId([0; 32]), TIMED_JOBS_MAX as u32, "done"); // the newest, timed
     assert_eq!(t.durations()[&("seed", "done")].count(), 1);
+}
+
+#[test]
+fn lifetime_figures_are_counters_with_every_kind() {
+    let mut st = status();
+    st.lifetime.items.insert("crawl".into(), 7);
+    st.lifetime.urls_archived = 70;
+    st.lifetime.bytes_archived = 4096;
+    st.lifetime.bytes_seeded = 10;
+    st.lifetime.relay_circuits = 2;
+    st.lifetime.uptime_ms = 90_500;
+    for f in [Format::Classic, Format::OpenMetrics] {
+        let t = text(&snapshot(st.clone()), f);
+        assert_eq!(value(&t, "starling_lifetime_items_total{kind=\"crawl\"}"), 7.0);
+        assert_eq!(value(&t, "starling_lifetime_items_total{kind=\"seed\"}"), 0.0);
+        assert_eq!(value(&t, "starling_lifetime_urls_archived_total"), 70.0);
+        assert_eq!(value(&t, "starling_lifetime_archived_bytes_total"), 4096.0);
+        assert_eq!(value(&t, "starling_lifetime_seeded_bytes_total"), 10.0);
+        assert_eq!(value(&t, "starling_lifetime_relay_circuits_total"), 2.0);
+        assert_eq!(value(&t, "starling_lifetime_uptime_seconds_total"), 90.5);
+    }
+    check_classic(&text(&snapshot(st), Format::Classic));
 }

@@ -61,11 +61,16 @@ pub struct TorrentSettings {
     /// Most torrents seeded at once (capped at [`TORRENTS_MAX`]).
     pub torrents_max: u16,
     /// Most bytes of torrent data on disk; a torrent that would go over is refused, and data
-    /// of torrents no longer held is deleted (oldest first) to make room.
+    /// of torrents no longer held is deleted (oldest first) to make room. Takes units
+    /// (`"20GiB"`; see `starling_tui::units`).
+    #[serde(deserialize_with = "starling_tui::units::de::size")]
     pub disk_bytes_max: u64,
-    /// Upload limit for the whole session, bytes a second (none when absent).
+    /// Upload limit for the whole session, bytes a second (none when absent); takes units
+    /// (`"5MB/s"`).
+    #[serde(deserialize_with = "starling_tui::units::de::rate_u32_opt")]
     pub upload_bytes_per_s: Option<u32>,
-    /// Download limit for the whole session, bytes a second (none when absent).
+    /// Download limit for the whole session, bytes a second (none when absent); takes units.
+    #[serde(deserialize_with = "starling_tui::units::de::rate_u32_opt")]
     pub download_bytes_per_s: Option<u32>,
     /// Most peers connected for one torrent.
     pub peers_per_torrent_max: u16,

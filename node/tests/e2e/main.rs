@@ -16,6 +16,7 @@ mod demo;
 mod fault_runs;
 mod interop;
 mod kill;
+mod lifetime;
 mod local_faults;
 mod mesh;
 mod metrics;
