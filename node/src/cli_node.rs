@@ -35,20 +35,55 @@ pub const API_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_se
 /// Worker threads of the node's runtime.
 pub const WORKER_THREADS: usize = 2;
 
-/// Logs to stderr and, through the same filter, into the hub the control API serves.
-fn init_logging(format: LogFormat, hub: Arc<Hub>) {
+/// The log filter when `STARLING_LOG` is not set: Starling's own INFO lines, and only
+/// warnings and errors from the libraries under it (libp2p, librqbit, …), so the first lines
+/// a volunteer reads are the node's.
+pub const DEFAULT_LOG_FILTER: &str = "warn,starling=info,starling_node=info,starling_protocol=info,starling_tui=info,starling_sim=info";
+
+/// One log output (stderr or the log file) in the chosen format.
+fn fmt_layer<S, W>(
+    format: LogFormat,
+    writer: W,
+    ansi: bool,
+) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    use tracing_subscriber::Layer;
+    let layer = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(ansi);
+    match format {
+        LogFormat::Human => layer.boxed(),
+        LogFormat::Json => layer.json().boxed(),
+    }
+}
+
+/// Logs to stderr, to the log file when there is one, and, through the same filter, into
+/// the hub the control API serves.
+fn init_logging(format: LogFormat, hub: Arc<Hub>, file: Option<crate::logfile::RotatingFile>) {
     use tracing_subscriber::EnvFilter;
     use tracing_subscriber::prelude::*;
-    let filter = EnvFilter::try_from_env("STARLING_LOG").unwrap_or_else(|_| {
-        EnvFilter::new("info,libp2p_gossipsub=warn,libp2p_kad=warn,libp2p_mdns=warn")
-    });
+    let filter = EnvFilter::try_from_env("STARLING_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
-    let registry = tracing_subscriber::registry().with(filter).with(LogCapture(hub));
-    let _ = match format {
-        LogFormat::Human => registry.with(fmt).try_init(),
-        LogFormat::Json => registry.with(fmt.json()).try_init(),
-    };
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(LogCapture(hub))
+        .with(fmt_layer(format, std::io::stderr, ansi))
+        .with(file.map(|f| fmt_layer(format, f, false)))
+        .try_init();
+}
+
+/// The `--log-file` the flags ask for, opened, so that a file that cannot be written stops
+/// the node before it starts.
+fn open_log_file(args: &UpArgs) -> Result<Option<crate::logfile::RotatingFile>> {
+    let Some(path) = &args.log_file else { return Ok(None) };
+    let max =
+        if args.log_file_max.is_empty() { crate::logfile::MAX_DEFAULT } else { &args.log_file_max };
+    let max = crate::logfile::parse_size(max).map_err(|e| anyhow!("--log-file-max: {e}"))?;
+    let file = crate::logfile::RotatingFile::open(path, max, crate::logfile::KEEP_DEFAULT)
+        .map_err(|e| anyhow!("cannot open the log file {}: {e}", path.display()))?;
+    Ok(Some(file))
 }
 
 fn create_data_dir(dir: &Path) -> Result<()> {
@@ -65,6 +100,7 @@ fn create_data_dir(dir: &Path) -> Result<()> {
 /// `starling up`: runs a node until SIGINT or SIGTERM.
 pub fn up(args: UpArgs) -> Result<()> {
     let cfg = Config::load(&args)?;
+    let log_file = open_log_file(&args)?;
     create_data_dir(&cfg.data_dir)?;
     let key = crate::keyfile::load_or_create(&cfg.data_dir.join(KEY_FILE))?;
     let store = Store::open(&cfg.data_dir.join(DB_FILE))?;
@@ -74,7 +110,7 @@ pub fn up(args: UpArgs) -> Result<()> {
         .enable_all()
         .build()
         .map_err(|e| anyhow!("cannot start the runtime: {e}"))?;
-    rt.block_on(run(cfg, key, store, snapshot))
+    rt.block_on(run(cfg, key, store, snapshot, log_file))
 }
 
 /// Runs the node: the swarm, the work runners, the engine, the control API and the actor,
@@ -84,6 +120,7 @@ async fn run(
     key: starling_protocol::Keypair,
     store: Store,
     snapshot: starling_protocol::Snapshot,
+    log_file: Option<crate::logfile::RotatingFile>,
 ) -> Result<()> {
     let relay_server = crate::net::RelayServer { settings: cfg.relay, ..Default::default() };
     let mut swarm = crate::net::build_swarm(&key, cfg.mdns, cfg.connections_max, &relay_server)?;
@@ -93,8 +130,8 @@ async fn run(
     let torrent_session = open_torrents(&cfg).await?;
     let (client, commands) = Client::new();
     let hub = Hub::new();
-    let api = Api::bind(client, hub.clone(), &cfg.data_dir, cfg.api_port).await?;
-    init_logging(cfg.log_format, hub.clone());
+    let api = Api::bind(client.clone(), hub.clone(), &cfg.data_dir, cfg.api_port).await?;
+    init_logging(cfg.log_format, hub.clone(), log_file);
     if let Some(s) = &torrent_session {
         log_torrent_session(s);
     }
@@ -136,7 +173,9 @@ async fn run(
         torrents: work.torrents,
     });
     actor.dial_initial(&cfg.bootstrap);
+    let next_steps = tokio::spawn(crate::next_steps::watch(client, plan_of(&cfg)));
     let result = actor.run(shutdown_signal()).await;
+    next_steps.abort();
 
     // Stopped: the torrent session, then the event streams, then the API (with a grace).
     if let Some(c) = torrent_control {
@@ -547,4 +586,9 @@ pub fn export(args: ExportArgs) -> Result<()> {
         summary.index.display()
     );
     Ok(())
+}
+
+/// What the start-up block says the node will do, from its configuration.
+fn plan_of(cfg: &Config) -> crate::next_steps::Plan {
+    crate::next_steps::Plan { bootstrap: cfg.bootstrap.len(), mdns: cfg.mdns }
 }

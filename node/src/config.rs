@@ -77,9 +77,16 @@ pub struct UpArgs {
     /// Port of the loopback control API (0 picks a free one).
     #[arg(long, env = "STARLING_API_PORT", value_name = "PORT")]
     pub api_port: Option<u16>,
-    /// Log format.
+    /// Log format [default: human].
     #[arg(long, env = "STARLING_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Also write the log to this file, rotated by size (`FILE.1` … `FILE.5` kept); the log
+    /// still goes to stderr [default: none].
+    #[arg(long, env = "STARLING_LOG_FILE", value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+    /// Size at which the log file is rotated (`10MiB`, `512KiB`, `1GB`, bytes).
+    #[arg(long, env = "STARLING_LOG_FILE_MAX", value_name = "SIZE", default_value = crate::logfile::MAX_DEFAULT)]
+    pub log_file_max: String,
     /// Crawl chunks worked at once.
     #[arg(long, env = "STARLING_CAPACITY")]
     pub capacity: Option<u16>,
