@@ -558,13 +558,22 @@ pub fn export(args: ExportArgs) -> Result<()> {
         .client()?
         .with_request_timeout(std::time::Duration::from_secs(args.timeout_s.max(1)));
     let project = crate::projects::resolve(&client, &args.project)?;
+    let progress = ExportProgress::new();
+    let expected: Option<u64> = client
+        .get_json::<Vec<starling_tui::api::ProjectInfo>>("/projects")
+        .ok()
+        .and_then(|l| l.into_iter().find(|p| p.id == project.to_hex()).map(|p| p.items.done));
     eprintln!("gathering the results of project {} (fetching any this node lacks)…", project);
-    let items: Vec<crate::views::ExportItem> =
-        client.post_json(&format!("/projects/{}/export", project.to_hex()), b"")?;
+    let gathering = progress.gathering(&client, expected);
+    let items: Result<Vec<crate::views::ExportItem>> =
+        client.post_json(&format!("/projects/{}/export", project.to_hex()), b"");
+    drop(gathering);
+    let items = items?;
     if items.is_empty() {
         bail!("project {project} has no finished results yet");
     }
     let fetched = items.iter().filter(|i| i.fetched).count();
+    progress.line(&format!("gathered {} results ({fetched} fetched from holders)", items.len()));
     let results: Vec<(starling_protocol::Digest, PathBuf)> = items
         .iter()
         .map(|i| {
@@ -575,8 +584,11 @@ pub fn export(args: ExportArgs) -> Result<()> {
             Ok((d, PathBuf::from(&i.path)))
         })
         .collect::<Result<_>>()?;
-    let summary = crate::export::export_results(&results, &args.out)
-        .map_err(|e| anyhow!("cannot export into {}: {e}", args.out.display()))?;
+    let summary = crate::export::export_results_with(&results, &args.out, &mut |p| {
+        progress.update(&p);
+    })
+    .map_err(|e| anyhow!("cannot export into {}: {e}", args.out.display()))?;
+    progress.line(&format!("wrote {0}/{0} files, {1}", summary.files, mib(summary.bytes)));
     println!(
         "exported {} WARC files ({} fetched from holders, {:.1} MiB) and {} index lines to {}",
         summary.files,
@@ -591,4 +603,89 @@ pub fn export(args: ExportArgs) -> Result<()> {
 /// What the start-up block says the node will do, from its configuration.
 fn plan_of(cfg: &Config) -> crate::next_steps::Plan {
     crate::next_steps::Plan { bootstrap: cfg.bootstrap.len(), mdns: cfg.mdns }
+}
+
+/// `bytes` as MiB with one decimal.
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// `starling export`'s progress on stderr: a line redrawn in place on a terminal; elsewhere
+/// (a pipe, a log) only the final line of each stage.
+struct ExportProgress {
+    tty: bool,
+}
+
+/// The gathering progress line, redrawn until dropped.
+struct Gathering {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Gathering {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl ExportProgress {
+    fn new() -> Self {
+        Self { tty: std::io::IsTerminal::is_terminal(&std::io::stderr()) }
+    }
+
+    /// A finished stage's line (ends a redrawn line on a terminal).
+    fn line(&self, text: &str) {
+        if self.tty {
+            eprintln!("\r\x1b[2K{text}");
+        } else {
+            eprintln!("{text}");
+        }
+    }
+
+    /// Redraws, on a terminal, how long gathering has taken and how much this node fetched
+    /// from holders meanwhile (its seeding counters), until the returned guard is dropped.
+    fn gathering(&self, client: &ApiClient, expected: Option<u64>) -> Gathering {
+        if !self.tty {
+            return Gathering { stop: None, thread: None };
+        }
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let client = client.clone();
+        let thread = std::thread::spawn(move || {
+            let fetched_now = || {
+                client
+                    .get_json::<starling_tui::api::SeedingView>("/seeding")
+                    .map(|s| s.bytes_fetched)
+                    .unwrap_or(0)
+            };
+            let base = fetched_now();
+            let start = std::time::Instant::now();
+            let of = expected.map(|n| format!("{n} results")).unwrap_or("results".into());
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(std::time::Duration::from_millis(500))
+            {
+                let fetched = fetched_now().saturating_sub(base);
+                eprint!(
+                    "\r\x1b[2Kgathering {of}: {} fetched from holders, {} s",
+                    mib(fetched),
+                    start.elapsed().as_secs()
+                );
+            }
+        });
+        Gathering { stop: Some(stop), thread: Some(thread) }
+    }
+
+    /// Redraws the writing line on a terminal.
+    fn update(&self, p: &crate::export::Progress) {
+        if !self.tty {
+            return;
+        }
+        let what = match p.stage {
+            crate::export::Stage::Checking => "checking",
+            crate::export::Stage::Writing => "writing",
+        };
+        eprint!("\r\x1b[2K{what} {}/{} files, {}", p.done, p.total, mib(p.bytes));
+    }
 }
