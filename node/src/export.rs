@@ -650,8 +650,12 @@ mod tests {
         assert!(lines.iter().skip(1).all(|l| l.split(' ').count() == 11), "{text}");
         let name = a.path.file_name().unwrap();
         assert_eq!(fs::read(out.join(name)).unwrap(), fs::read(&a.path).unwrap());
-        // Again: nothing to copy, same index.
-        let again = export_results(&[(a.digest, a.path.clone())], &out).unwrap();
+        // Again, watching the progress: nothing to copy, same index.
+        let mut seen = Vec::new();
+        let again = export_results_with(&[(a.digest, a.path.clone())], &out, &mut |p| seen.push(p))
+            .unwrap();
+        let at = |stage| Progress { stage, done: 1, total: 1, bytes: a.size };
+        assert_eq!(seen, vec![at(Stage::Checking), at(Stage::Writing)]);
         assert_eq!(again.records, 3);
         assert_eq!(fs::read_to_string(out.join(INDEX_NAME)).unwrap(), text);
 
