@@ -7,7 +7,12 @@ use starling_node::cli_node;
 
 /// Starling: a peer-to-peer volunteer compute mesh.
 #[derive(Debug, Parser)]
-#[command(name = "starling", version = starling_node::VERSION_LONG, propagate_version = true)]
+#[command(
+    name = "starling",
+    version = starling_node::VERSION_LONG,
+    propagate_version = true,
+    after_help = TOP
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -54,6 +59,10 @@ enum Cmd {
 }
 
 // The Examples section of each subcommand's help.
+const TOP: &str = "Examples:\n  starling demo                                  # a whole mesh on this machine, to watch
+  starling up                                    # run a node; it says what it needs to start working
+  starling status                                # what it is doing, and what's next
+  starling <COMMAND> --help                      # each command's flags and examples";
 const UP: &str = "Examples:\n  starling up                                    # mDNS on the LAN; data in the platform data dir
   starling up --bootstrap /ip4/<IP>/tcp/4801/p2p/<PEER_ID>   # dial a known node
   starling up --data-dir ~/starling --capacity 4 --disk-bytes-max 10000000000
