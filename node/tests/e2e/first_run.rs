@@ -189,4 +189,46 @@ fn readme_owner_block_runs_as_written_against_a_real_node() {
         },
         || format!("{:?}", api.get_json::<Value>("/projects")),
     );
+
+    // The README's export line, on a terminal: progress redrawn in place, then the result.
+    let line = fill(
+        readme.lines().find(|l| l.starts_with("starling export --project <PROJECT>")).unwrap(),
+    )
+    .replace("<PROJECT>", "my-crawl");
+    let screen = run_in_terminal(&line, &work, &home, &path);
+    assert!(screen.contains("\r\x1b[2Kwriting 1/1 files, "), "redrawn in place: {screen:?}");
+    assert!(screen.contains("wrote 1/1 files, "), "{screen}");
+    assert!(screen.contains("exported 1 WARC files"), "{screen}");
+    assert!(work.join("warcs").join("index.cdx").exists());
+}
+
+/// Runs `line` with `sh` in a pseudo-terminal until it exits 0; returns all it wrote.
+fn run_in_terminal(line: &str, cwd: &Path, home: &Path, path: &str) -> String {
+    use portable_pty::{CommandBuilder, PtySize, native_pty_system};
+    use std::io::Read;
+    let size = PtySize { rows: 24, cols: 200, pixel_width: 0, pixel_height: 0 };
+    let pair = native_pty_system().openpty(size).expect("open a pseudo-terminal");
+    let mut cmd = CommandBuilder::new("sh");
+    cmd.args(["-c", line]);
+    cmd.cwd(cwd);
+    cmd.env("HOME", home);
+    cmd.env("PATH", path);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("STARLING_") || k.starts_with("XDG_") {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = pair.slave.spawn_command(cmd).expect("spawn in the terminal");
+    drop(pair.slave);
+    let mut reader = pair.master.try_clone_reader().expect("reader");
+    let out = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let _ = reader.read_to_end(&mut all);
+        String::from_utf8_lossy(&all).into_owned()
+    });
+    let status = child.wait().unwrap();
+    drop(pair.master);
+    let text = out.join().unwrap();
+    assert!(status.success(), "{line} failed in a terminal: {text}");
+    text
 }
