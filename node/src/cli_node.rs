@@ -35,20 +35,55 @@ pub const API_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_se
 /// Worker threads of the node's runtime.
 pub const WORKER_THREADS: usize = 2;
 
-/// Logs to stderr and, through the same filter, into the hub the control API serves.
-fn init_logging(format: LogFormat, hub: Arc<Hub>) {
+/// The log filter when `STARLING_LOG` is not set: Starling's own INFO lines, and only
+/// warnings and errors from the libraries under it (libp2p, librqbit, …), so the first lines
+/// a volunteer reads are the node's.
+pub const DEFAULT_LOG_FILTER: &str = "warn,starling=info,starling_node=info,starling_protocol=info,starling_tui=info,starling_sim=info";
+
+/// One log output (stderr or the log file) in the chosen format.
+fn fmt_layer<S, W>(
+    format: LogFormat,
+    writer: W,
+    ansi: bool,
+) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    use tracing_subscriber::Layer;
+    let layer = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(ansi);
+    match format {
+        LogFormat::Human => layer.boxed(),
+        LogFormat::Json => layer.json().boxed(),
+    }
+}
+
+/// Logs to stderr, to the log file when there is one, and, through the same filter, into
+/// the hub the control API serves.
+fn init_logging(format: LogFormat, hub: Arc<Hub>, file: Option<crate::logfile::RotatingFile>) {
     use tracing_subscriber::EnvFilter;
     use tracing_subscriber::prelude::*;
-    let filter = EnvFilter::try_from_env("STARLING_LOG").unwrap_or_else(|_| {
-        EnvFilter::new("info,libp2p_gossipsub=warn,libp2p_kad=warn,libp2p_mdns=warn")
-    });
+    let filter = EnvFilter::try_from_env("STARLING_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
-    let registry = tracing_subscriber::registry().with(filter).with(LogCapture(hub));
-    let _ = match format {
-        LogFormat::Human => registry.with(fmt).try_init(),
-        LogFormat::Json => registry.with(fmt.json()).try_init(),
-    };
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(LogCapture(hub))
+        .with(fmt_layer(format, std::io::stderr, ansi))
+        .with(file.map(|f| fmt_layer(format, f, false)))
+        .try_init();
+}
+
+/// The `--log-file` the flags ask for, opened, so that a file that cannot be written stops
+/// the node before it starts.
+fn open_log_file(args: &UpArgs) -> Result<Option<crate::logfile::RotatingFile>> {
+    let Some(path) = &args.log_file else { return Ok(None) };
+    let max =
+        if args.log_file_max.is_empty() { crate::logfile::MAX_DEFAULT } else { &args.log_file_max };
+    let max = crate::logfile::parse_max(max).map_err(|e| anyhow!("--log-file-max: {e}"))?;
+    let file = crate::logfile::RotatingFile::open(path, max, crate::logfile::KEEP_DEFAULT)
+        .map_err(|e| anyhow!("cannot open the log file {}: {e}", path.display()))?;
+    Ok(Some(file))
 }
 
 fn create_data_dir(dir: &Path) -> Result<()> {
@@ -65,6 +100,7 @@ fn create_data_dir(dir: &Path) -> Result<()> {
 /// `starling up`: runs a node until SIGINT or SIGTERM.
 pub fn up(args: UpArgs) -> Result<()> {
     let cfg = Config::load(&args)?;
+    let log_file = open_log_file(&args)?;
     create_data_dir(&cfg.data_dir)?;
     let key = crate::keyfile::load_or_create(&cfg.data_dir.join(KEY_FILE))?;
     let store = Store::open(&cfg.data_dir.join(DB_FILE))?;
@@ -74,7 +110,7 @@ pub fn up(args: UpArgs) -> Result<()> {
         .enable_all()
         .build()
         .map_err(|e| anyhow!("cannot start the runtime: {e}"))?;
-    rt.block_on(run(cfg, key, store, snapshot))
+    rt.block_on(run(cfg, key, store, snapshot, log_file))
 }
 
 /// Runs the node: the swarm, the work runners, the engine, the control API and the actor,
@@ -84,6 +120,7 @@ async fn run(
     key: starling_protocol::Keypair,
     store: Store,
     snapshot: starling_protocol::Snapshot,
+    log_file: Option<crate::logfile::RotatingFile>,
 ) -> Result<()> {
     let relay_server = crate::net::RelayServer { settings: cfg.relay, ..Default::default() };
     let mut swarm = crate::net::build_swarm(&key, cfg.mdns, cfg.connections_max, &relay_server)?;
@@ -93,8 +130,8 @@ async fn run(
     let torrent_session = open_torrents(&cfg).await?;
     let (client, commands) = Client::new();
     let hub = Hub::new();
-    let api = Api::bind(client, hub.clone(), &cfg.data_dir, cfg.api_port).await?;
-    init_logging(cfg.log_format, hub.clone());
+    let api = Api::bind(client.clone(), hub.clone(), &cfg.data_dir, cfg.api_port).await?;
+    init_logging(cfg.log_format, hub.clone(), log_file);
     if let Some(s) = &torrent_session {
         log_torrent_session(s);
     }
@@ -137,7 +174,9 @@ async fn run(
         caps_pinned: cfg.caps_pinned,
     });
     actor.dial_initial(&cfg.bootstrap);
+    let next_steps = tokio::spawn(crate::next_steps::watch(client, plan_of(&cfg)));
     let result = actor.run(shutdown_signal()).await;
+    next_steps.abort();
 
     // Stopped: the torrent session, then the event streams, then the API (with a grace).
     if let Some(c) = torrent_control {
@@ -574,13 +613,22 @@ pub fn export(args: ExportArgs) -> Result<()> {
         .client()?
         .with_request_timeout(std::time::Duration::from_secs(args.timeout_s.max(1)));
     let project = crate::projects::resolve(&client, &args.project)?;
+    let progress = ExportProgress::new();
+    let expected: Option<u64> = client
+        .get_json::<Vec<starling_tui::api::ProjectInfo>>("/projects")
+        .ok()
+        .and_then(|l| l.into_iter().find(|p| p.id == project.to_hex()).map(|p| p.items.done));
     eprintln!("gathering the results of project {} (fetching any this node lacks)…", project);
-    let items: Vec<crate::views::ExportItem> =
-        client.post_json(&format!("/projects/{}/export", project.to_hex()), b"")?;
+    let gathering = progress.gathering(&client, expected);
+    let items: Result<Vec<crate::views::ExportItem>> =
+        client.post_json(&format!("/projects/{}/export", project.to_hex()), b"");
+    drop(gathering);
+    let items = items?;
     if items.is_empty() {
         bail!("project {project} has no finished results yet");
     }
     let fetched = items.iter().filter(|i| i.fetched).count();
+    progress.line(&format!("gathered {} results ({fetched} fetched from holders)", items.len()));
     let results: Vec<(starling_protocol::Digest, PathBuf)> = items
         .iter()
         .map(|i| {
@@ -591,8 +639,11 @@ pub fn export(args: ExportArgs) -> Result<()> {
             Ok((d, PathBuf::from(&i.path)))
         })
         .collect::<Result<_>>()?;
-    let summary = crate::export::export_results(&results, &args.out)
-        .map_err(|e| anyhow!("cannot export into {}: {e}", args.out.display()))?;
+    let summary = crate::export::export_results_with(&results, &args.out, &mut |p| {
+        progress.update(&p);
+    })
+    .map_err(|e| anyhow!("cannot export into {}: {e}", args.out.display()))?;
+    progress.line(&format!("wrote {0}/{0} files, {1}", summary.files, mib(summary.bytes)));
     println!(
         "exported {} WARC files ({} fetched from holders, {:.1} MiB) and {} index lines to {}",
         summary.files,
@@ -602,4 +653,94 @@ pub fn export(args: ExportArgs) -> Result<()> {
         summary.index.display()
     );
     Ok(())
+}
+
+/// What the start-up block says the node will do, from its configuration.
+fn plan_of(cfg: &Config) -> crate::next_steps::Plan {
+    crate::next_steps::Plan { bootstrap: cfg.bootstrap.len(), mdns: cfg.mdns }
+}
+
+/// `bytes` as MiB with one decimal.
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// `starling export`'s progress on stderr: a line redrawn in place on a terminal; elsewhere
+/// (a pipe, a log) only the final line of each stage.
+struct ExportProgress {
+    tty: bool,
+}
+
+/// The gathering progress line, redrawn until dropped.
+struct Gathering {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Gathering {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl ExportProgress {
+    fn new() -> Self {
+        Self { tty: std::io::IsTerminal::is_terminal(&std::io::stderr()) }
+    }
+
+    /// A finished stage's line (ends a redrawn line on a terminal).
+    fn line(&self, text: &str) {
+        if self.tty {
+            eprintln!("\r\x1b[2K{text}");
+        } else {
+            eprintln!("{text}");
+        }
+    }
+
+    /// Redraws, on a terminal, how long gathering has taken and how much this node fetched
+    /// from holders meanwhile (its seeding counters), until the returned guard is dropped.
+    fn gathering(&self, client: &ApiClient, expected: Option<u64>) -> Gathering {
+        if !self.tty {
+            return Gathering { stop: None, thread: None };
+        }
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let client = client.clone();
+        let thread = std::thread::spawn(move || {
+            let fetched_now = || {
+                client
+                    .get_json::<starling_tui::api::SeedingView>("/seeding")
+                    .map(|s| s.bytes_fetched)
+                    .unwrap_or(0)
+            };
+            let base = fetched_now();
+            let start = std::time::Instant::now();
+            let of = expected.map(|n| format!("{n} results")).unwrap_or("results".into());
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(std::time::Duration::from_millis(500))
+            {
+                let fetched = fetched_now().saturating_sub(base);
+                eprint!(
+                    "\r\x1b[2Kgathering {of}: {} fetched from holders, {} s",
+                    mib(fetched),
+                    start.elapsed().as_secs()
+                );
+            }
+        });
+        Gathering { stop: Some(stop), thread: Some(thread) }
+    }
+
+    /// Redraws the writing line on a terminal.
+    fn update(&self, p: &crate::export::Progress) {
+        if !self.tty {
+            return;
+        }
+        let what = match p.stage {
+            crate::export::Stage::Checking => "checking",
+            crate::export::Stage::Writing => "writing",
+        };
+        eprint!("\r\x1b[2K{what} {}/{} files, {}", p.done, p.total, mib(p.bytes));
+    }
 }

@@ -55,7 +55,8 @@ pub struct UpArgs {
     /// Directory for the identity key, database and API files [default: platform data dir].
     #[arg(long, env = "STARLING_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Address to listen on (repeatable).
+    /// Address to listen on (repeatable; `none` for none)
+    /// [default: /ip4/0.0.0.0/tcp/4801 and /ip4/0.0.0.0/udp/4801/quic-v1].
     #[arg(
         long = "listen",
         env = "STARLING_LISTEN",
@@ -63,7 +64,7 @@ pub struct UpArgs {
         value_delimiter = ','
     )]
     pub listen: Vec<String>,
-    /// Peer to dial at start (repeatable); `/p2p/<peer id>` may be appended.
+    /// Peer to dial at start (repeatable); `/p2p/<peer id>` may be appended [default: none].
     #[arg(
         long = "bootstrap",
         env = "STARLING_BOOTSTRAP",
@@ -71,55 +72,66 @@ pub struct UpArgs {
         value_delimiter = ','
     )]
     pub bootstrap: Vec<String>,
-    /// Project owner key (64 hex digits) to trust, in addition to the stored ones (repeatable).
+    /// Project owner key (64 hex digits) to trust, in addition to the stored ones (repeatable)
+    /// [default: only the stored ones].
     #[arg(long = "trust", env = "STARLING_TRUST", value_name = "KEY", value_delimiter = ',')]
     pub trust: Vec<String>,
-    /// Find peers on the local network with mDNS.
+    /// Find peers on the local network with mDNS [default: true].
     #[arg(long, env = "STARLING_MDNS", value_name = "BOOL")]
     pub mdns: Option<bool>,
-    /// Port of the loopback control API (0 picks a free one).
+    /// Port of the loopback control API (0 picks a free one) [default: 0].
     #[arg(long, env = "STARLING_API_PORT", value_name = "PORT")]
     pub api_port: Option<u16>,
-    /// Log format.
+    /// Log format [default: human].
     #[arg(long, env = "STARLING_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
-    /// Crawl chunks worked at once.
+    /// Also write the log to this file, rotated by size (`FILE.1` … `FILE.5` kept); the log
+    /// still goes to stderr [default: none].
+    #[arg(long, env = "STARLING_LOG_FILE", value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+    /// Size at which the log file is rotated (`10MiB`, `512KiB`, `1GB`, bytes).
+    #[arg(long, env = "STARLING_LOG_FILE_MAX", value_name = "SIZE", default_value = crate::logfile::MAX_DEFAULT)]
+    pub log_file_max: String,
+    /// Crawl chunks worked at once [default: 4].
     #[arg(long, env = "STARLING_CAPACITY")]
     pub capacity: Option<u16>,
-    /// Most established connections.
+    /// Most established connections [default: 128].
     #[arg(long, env = "STARLING_CONNECTIONS_MAX")]
     pub connections_max: Option<u32>,
-    /// Period of state sync with a connected peer, in ms.
+    /// Period of state sync with a connected peer, in ms [default: 30000].
     #[arg(long, env = "STARLING_SYNC_INTERVAL_MS")]
     pub sync_interval_ms: Option<u64>,
-    /// Presence heartbeat period, in ms.
+    /// Presence heartbeat period, in ms [default: 2000].
     #[arg(long, env = "STARLING_PRESENCE_INTERVAL_MS")]
     pub presence_interval_ms: Option<u64>,
-    /// How long a peer counts as live after its last heartbeat, in ms.
+    /// How long a peer counts as live after its last heartbeat, in ms [default: 7000].
     #[arg(long, env = "STARLING_PRESENCE_TTL_MS")]
     pub presence_ttl_ms: Option<u64>,
-    /// Quiet period after start before claiming, in ms.
+    /// Quiet period after start before claiming, in ms [default: 3000].
     #[arg(long, env = "STARLING_WARMUP_MS")]
     pub warmup_ms: Option<u64>,
-    /// Wait after an item becomes claimable before claiming it, in ms.
+    /// Wait after an item becomes claimable before claiming it, in ms [default: 300].
     #[arg(long, env = "STARLING_SETTLE_MS")]
     pub settle_ms: Option<u64>,
-    /// Wait after claiming before starting work, in ms.
+    /// Wait after claiming before starting work, in ms [default: 300].
     #[arg(long, env = "STARLING_CLAIM_SETTLE_MS")]
     pub claim_settle_ms: Option<u64>,
-    /// Clock difference between nodes that is tolerated, in ms.
+    /// Clock difference between nodes that is tolerated, in ms [default: 1000].
     #[arg(long, env = "STARLING_SKEW_MARGIN_MS")]
     pub skew_margin_ms: Option<u64>,
-    /// Every this long an item stays unclaimed, one more HRW rank may claim it, in ms.
+    /// Every this long an item stays unclaimed, one more HRW rank may claim it, in ms
+    /// [default: 2000].
     #[arg(long, env = "STARLING_WIDEN_MS")]
     pub widen_ms: Option<u64>,
-    /// Let the crawler fetch loopback and private addresses: for tests and the local demo only.
+    /// Let the crawler fetch loopback and private addresses: for tests and the local demo only
+    /// [default: false].
     #[arg(long, env = "STARLING_ALLOW_PRIVATE_TARGETS", value_name = "BOOL")]
     pub allow_private_targets: Option<bool>,
-    /// Fetches in flight at once across all crawl chunks.
+    /// Fetches in flight at once across all crawl chunks [default: 16].
     #[arg(long, env = "STARLING_FETCHES_MAX")]
     pub fetches_max: Option<usize>,
-    /// Download cap for crawling, e.g. 5MB/s or 2MiB/s; a plain number is bytes/s (0 = none).
+    /// Download cap for crawling, e.g. 5MB/s or 2MiB/s; a plain number is bytes/s (0 = none)
+    /// [default: 0].
     #[arg(
         long = "bandwidth-max",
         visible_alias = "bandwidth-bytes-per-s",
@@ -128,7 +140,7 @@ pub struct UpArgs {
     )]
     pub bandwidth_bytes_per_s: Option<ByteRate>,
     /// Cap on stored results, e.g. 10GiB or 500MB; over it the node claims no crawl work
-    /// (0 = none).
+    /// (0 = none) [default: 0].
     #[arg(
         long = "disk-max",
         visible_alias = "disk-bytes-max",
@@ -137,10 +149,10 @@ pub struct UpArgs {
     )]
     pub disk_bytes_max: Option<ByteSize>,
     /// A note naming who runs this node's crawls, written into every WARC file's warcinfo
-    /// record as `operator` (opt-in; none by default).
+    /// record as `operator` (opt-in) [default: none].
     #[arg(long, env = "STARLING_WARC_OPERATOR", value_name = "TEXT")]
     pub warc_operator: Option<String>,
-    /// Download cap for fetching result copies, e.g. 5MB/s (0 = none).
+    /// Download cap for fetching result copies, e.g. 5MB/s (0 = none) [default: 0].
     #[arg(
         long = "seed-download-max",
         visible_alias = "seed-download-bytes-per-s",
@@ -148,7 +160,7 @@ pub struct UpArgs {
         value_name = "RATE"
     )]
     pub seed_download_bytes_per_s: Option<ByteRate>,
-    /// Upload cap for serving result copies, e.g. 5MB/s (0 = none).
+    /// Upload cap for serving result copies, e.g. 5MB/s (0 = none) [default: 0].
     #[arg(
         long = "seed-upload-max",
         visible_alias = "seed-upload-bytes-per-s",
@@ -156,25 +168,27 @@ pub struct UpArgs {
         value_name = "RATE"
     )]
     pub seed_upload_bytes_per_s: Option<ByteRate>,
-    /// Seeding duties held at once (result copies and torrents).
+    /// Seeding duties held at once (result copies and torrents) [default: 64].
     #[arg(long, env = "STARLING_SEED_CAPACITY")]
     pub seed_capacity: Option<u16>,
-    /// Take torrent seeding duties (the `[torrent]` table of the config file tunes them).
+    /// Take torrent seeding duties (the `[torrent]` table of the config file tunes them)
+    /// [default: true].
     #[arg(long, env = "STARLING_TORRENTS", value_name = "BOOL")]
     pub torrents: Option<bool>,
-    /// Torrents on loopback only, no DHT, trackers or LAN discovery: for tests.
+    /// Torrents on loopback only, no DHT, trackers or LAN discovery: for tests [default: false].
     #[arg(long, env = "STARLING_TORRENT_LOOPBACK", value_name = "BOOL")]
     pub torrent_loopback: Option<bool>,
-    /// Take seeding duties: keep and serve copies of other nodes' results.
+    /// Take seeding duties: keep and serve copies of other nodes' results [default: true].
     #[arg(long, env = "STARLING_SEED", value_name = "BOOL")]
     pub seed: Option<bool>,
-    /// Whether peers can reach this node (`auto` asks them).
+    /// Whether peers can reach this node (`auto` asks them) [default: auto].
     #[arg(long, env = "STARLING_REACHABILITY", value_enum)]
     pub reachability: Option<Reachability>,
-    /// Offer relay slots to nodes behind NAT while this node is reachable.
+    /// Offer relay slots to nodes behind NAT while this node is reachable [default: false].
     #[arg(long, env = "STARLING_RELAY", value_name = "BOOL")]
     pub relay: Option<bool>,
-    /// What one relayed connection may carry before the relay closes it, e.g. 1GiB.
+    /// What one relayed connection may carry before the relay closes it, e.g. 1GiB
+    /// [default: 1 GiB].
     #[arg(
         long = "relay-circuit-max",
         visible_alias = "relay-circuit-bytes-max",
@@ -182,10 +196,10 @@ pub struct UpArgs {
         value_name = "SIZE"
     )]
     pub relay_circuit_bytes_max: Option<ByteSize>,
-    /// Relayed connections carried at once.
+    /// Relayed connections carried at once [default: 64].
     #[arg(long, env = "STARLING_RELAY_CIRCUITS_MAX")]
     pub relay_circuits_max: Option<usize>,
-    /// Lease of a relay slot, in ms: how soon a slot moves when its relay dies.
+    /// Lease of a relay slot, in ms: how soon a slot moves when its relay dies [default: 30000].
     #[arg(long, env = "STARLING_RELAY_LEASE_MS")]
     pub relay_lease_ms: Option<u64>,
 }

@@ -135,12 +135,46 @@ pub struct ExportSummary {
     pub index: PathBuf,
 }
 
+/// How far an export is, for a progress line: `done` of `total` files in the current
+/// stage, `bytes` of them so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// What is being done.
+    pub stage: Stage,
+    /// Files finished in this stage.
+    pub done: usize,
+    /// Files in this stage.
+    pub total: usize,
+    /// Bytes of the finished files.
+    pub bytes: u64,
+}
+
+/// The stages of writing an export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Hashing each result against its digest.
+    Checking,
+    /// Placing each file in the output directory and indexing it.
+    Writing,
+}
+
 /// Checks each result against its blake3 digest, then exports them as [`export_dir`] does.
 pub fn export_results(
     results: &[(Digest, PathBuf)],
     out: &Path,
 ) -> Result<ExportSummary, ExportError> {
-    for (digest, path) in results {
+    export_results_with(results, out, &mut |_| {})
+}
+
+/// [`export_results`], telling `progress` after each file.
+pub fn export_results_with(
+    results: &[(Digest, PathBuf)],
+    out: &Path,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<ExportSummary, ExportError> {
+    let total = results.len();
+    let mut bytes = 0;
+    for (done, (digest, path)) in results.iter().enumerate() {
         let file = File::open(path).map_err(io_at(path))?;
         let mut h = blake3::Hasher::new();
         h.update_reader(BufReader::with_capacity(READ_BUF_BYTES, file)).map_err(io_at(path))?;
@@ -150,20 +184,31 @@ pub fn export_results(
                 digest: digest.to_hex(),
             });
         }
+        bytes += h.count();
+        progress(Progress { stage: Stage::Checking, done: done + 1, total, bytes });
     }
     let files: Vec<PathBuf> = results.iter().map(|(_, p)| p.clone()).collect();
-    export_dir(&files, out)
+    export_dir_with(&files, out, progress)
 }
 
 /// Hard-links (or, across file systems, copies) the WARC files into `out` and writes
 /// `out/index.cdx` for them. The links share storage with the results: they are never
 /// written in place, only replaced by rename.
 pub fn export_dir(files: &[PathBuf], out: &Path) -> Result<ExportSummary, ExportError> {
+    export_dir_with(files, out, &mut |_| {})
+}
+
+/// [`export_dir`], telling `progress` after each file.
+pub fn export_dir_with(
+    files: &[PathBuf],
+    out: &Path,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<ExportSummary, ExportError> {
     fs::create_dir_all(out).map_err(io_at(out))?;
     let mut names = std::collections::BTreeSet::new();
     let (mut linked, mut bytes) = (0, 0u64);
     let mut entries = Vec::new();
-    for src in files {
+    for (done, src) in files.iter().enumerate() {
         let name = src.file_name().map(|n| n.to_string_lossy().into_owned()).ok_or_else(|| {
             ExportError::Io {
                 path: src.clone(),
@@ -179,6 +224,7 @@ pub fn export_dir(files: &[PathBuf], out: &Path) -> Result<ExportSummary, Export
         }
         bytes += fs::metadata(&dst).map_err(io_at(&dst))?.len();
         entries.extend(index_warc(&dst, &name)?);
+        progress(Progress { stage: Stage::Writing, done: done + 1, total: files.len(), bytes });
     }
     let index = out.join(INDEX_NAME);
     let records = entries.len();
@@ -551,8 +597,12 @@ mod tests {
         assert!(lines.iter().skip(1).all(|l| l.split(' ').count() == 11), "{text}");
         let name = a.path.file_name().unwrap();
         assert_eq!(fs::read(out.join(name)).unwrap(), fs::read(&a.path).unwrap());
-        // Again: nothing to copy, same index.
-        let again = export_results(&[(a.digest, a.path.clone())], &out).unwrap();
+        // Again, watching the progress: nothing to copy, same index.
+        let mut seen = Vec::new();
+        let again = export_results_with(&[(a.digest, a.path.clone())], &out, &mut |p| seen.push(p))
+            .unwrap();
+        let at = |stage| Progress { stage, done: 1, total: 1, bytes: a.size };
+        assert_eq!(seen, vec![at(Stage::Checking), at(Stage::Writing)]);
         assert_eq!(again.records, 3);
         assert_eq!(fs::read_to_string(out.join(INDEX_NAME)).unwrap(), text);
 

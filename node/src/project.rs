@@ -27,20 +27,45 @@ use crate::keyfile;
 #[derive(Debug, Subcommand)]
 pub enum ProjectCmd {
     /// Create a project owner key (mode 0600) and print its public half.
+    #[command(
+        after_help = "Examples:\n  starling project keygen --out owner.key        # owner.key (secret) and owner.key.pub"
+    )]
     Keygen {
         /// Where to write the key; refuses to overwrite.
         #[arg(long)]
         out: PathBuf,
     },
     /// Sign a project manifest from a TOML file and/or flags.
+    #[command(
+        after_help = "Examples:\n  starling project new --key owner.key --name my-crawl --rate-per-host 4/s --scope example.org --out project.cbor
+  starling project new --key owner.key --manifest my-crawl.toml --out project.cbor
+  starling project new --key owner.key --manifest my-crawl.toml --manifest-version 2 --out project-v2.cbor"
+    )]
     New(NewArgs),
     /// Sign a batch of crawl chunks from a list of URLs (one per line).
+    #[command(
+        after_help = "Examples:\n  starling project add-urls --key owner.key --project project.cbor --urls urls.txt --out batch-1.cbor
+  starling project add-urls --key owner.key --project project.cbor --urls more.txt --chunk 20 --out batch-2.cbor"
+    )]
     AddUrls(AddUrlsArgs),
     /// Sign a batch of torrent seeding duties from .torrent files and magnet links.
+    #[command(
+        after_help = "Examples:\n  starling project add-torrents --key owner.key --project project.cbor --out torrents-1.cbor a.torrent b.torrent
+  starling project add-torrents --key owner.key --project project.cbor --replicas 3 --out torrents-2.cbor 'magnet:?xt=urn:btih:<INFOHASH>'"
+    )]
     AddTorrents(AddTorrentsArgs),
     /// Add a project owner's key to the running node's trusted set.
+    #[command(
+        after_help = "Examples:\n  starling project trust owner.key.pub            # the owner's public key file
+  starling project trust project.cbor             # the owner of a signed manifest
+  starling project trust <64_HEX_DIGITS>"
+    )]
     Trust(crate::cli_node::TrustArgs),
     /// Verify a signed file and print what it holds.
+    #[command(
+        after_help = "Examples:\n  starling project inspect project.cbor          # prints the project id
+  starling project inspect batch-1.cbor --json"
+    )]
     Inspect {
         /// The signed file (manifest, batch, or any Starling envelope).
         file: PathBuf,

@@ -31,8 +31,14 @@ pub enum ServiceCmd {
     #[command(verbatim_doc_comment)]
     Install(InstallArgs),
     /// Stop and disable the unit, and remove its file (the node's data stays).
+    #[command(
+        after_help = "Examples:\n  starling service uninstall\n  sudo starling service uninstall --system"
+    )]
     Uninstall(ScopeArgs),
     /// Where the unit is, and what systemd says of it.
+    #[command(
+        after_help = "Examples:\n  starling service status\n  sudo starling service status --system"
+    )]
     Status(ScopeArgs),
 }
 

@@ -14,6 +14,7 @@ mod crawl_site;
 mod dash;
 mod demo;
 mod fault_runs;
+mod first_run;
 mod interop;
 mod kill;
 mod lifetime;

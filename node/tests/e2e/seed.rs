@@ -200,6 +200,11 @@ fn every_result_is_kept_on_k_nodes_and_restored_after_kills_despite_a_liar() {
         .filter(|p| p.to_string_lossy().ends_with(".warc.gz"))
         .collect();
     assert_eq!(warcs.len(), CHUNKS, "{stdout}");
+    // Progress on stderr: without a terminal, only each stage's final line.
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains(&format!("gathered {CHUNKS} results (")), "{stderr}");
+    assert!(stderr.contains(&format!("wrote {CHUNKS}/{CHUNKS} files, ")), "{stderr}");
+    assert!(!stderr.contains('\r'), "no redrawn lines without a terminal: {stderr:?}");
     let cdx = std::fs::read_to_string(out.path().join("index.cdx")).unwrap();
     let lines: Vec<&str> = cdx.lines().filter(|l| !l.starts_with(" CDX")).collect();
     let mut responses = 0;
