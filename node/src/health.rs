@@ -50,7 +50,7 @@ impl Faults {
             add(
                 "disk",
                 "stored results are over the disk cap; export and delete results, or raise \
-                 --disk-cap"
+                 --disk-max (then restart)"
                     .into(),
             );
         }
@@ -68,7 +68,8 @@ impl Faults {
                 "clock",
                 format!(
                     "this node's clock is {} ms {way} its peers' (median), beyond the {margin} \
-                     ms the mesh tolerates; set the system clock right (NTP)",
+                     ms the mesh tolerates; set the system clock right (NTP: `timedatectl \
+                     set-ntp true`)",
                     offset.unsigned_abs()
                 ),
             );

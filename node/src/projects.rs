@@ -51,18 +51,14 @@ fn header() -> String {
     )
 }
 
-/// Whether every item of the project has ended (done or failed).
-pub fn complete(p: &ProjectInfo) -> bool {
-    let c = &p.items;
-    c.open == 0 && c.held == 0 && c.done + c.failed > 0
-}
-
 fn line(p: &ProjectInfo) -> String {
-    let c = &p.items;
-    let total = c.open + c.held + c.done + c.failed;
+    // Progress is the crawl chunks': copies of their results stay held for as long as they
+    // are kept, so counting them would hold a finished crawl short of 100 %.
+    let c = p.crawl();
+    let total = starling_tui::api::total(&c);
     let state = if !p.trusted {
         "untrusted"
-    } else if complete(p) {
+    } else if p.is_complete() {
         "complete"
     } else if !p.subscribed {
         "not joined"
@@ -150,6 +146,8 @@ pub fn resolve(client: &ApiClient, typed: &str) -> Result<ProjectId> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use starling_protocol::ItemCounts;
+    use starling_tui::api::KindCounts;
 
     fn info(id: &str, name: &str) -> ProjectInfo {
         ProjectInfo {
@@ -203,5 +201,22 @@ mod tests {
         assert!(line(&p).contains("working") && line(&p).contains("50 %"));
         p.trusted = false;
         assert!(line(&p).contains("untrusted"));
+    }
+
+    #[test]
+    fn progress_counts_crawl_chunks_not_the_copies_they_spawn() {
+        let mut p = info(&id('a'), "books");
+        p.items = ItemCounts { open: 0, held: 20, done: 10, failed: 0 };
+        p.by_kind = Some(KindCounts {
+            crawl: ItemCounts { done: 10, ..Default::default() },
+            seed: ItemCounts { held: 20, ..Default::default() },
+            ..Default::default()
+        });
+        let l = line(&p);
+        assert!(l.contains("complete") && l.contains("10/10") && l.contains("100 %"), "{l}");
+        // A node that does not count kinds apart: every item, as before.
+        p.by_kind = None;
+        let l = line(&p);
+        assert!(l.contains("working") && l.contains("10/30") && l.contains("33 %"), "{l}");
     }
 }

@@ -33,17 +33,10 @@ impl std::fmt::Display for Hint {
 /// `projects` is `GET /projects`, or `None` when it could not be read.
 pub fn next_steps(s: &StatusView, projects: Option<&[ProjectInfo]>) -> Vec<Hint> {
     let mut out = Vec::new();
+    // The node words each fault with its fix already (the log and `/status` show the same
+    // line), so the fault's detail is the fix here.
     for f in &s.health.faults {
-        let fix = match f.kind.as_str() {
-            "store" => {
-                "check the disk holding the data dir; the node resumes by itself once it can write"
-            }
-            "disk" => "raise the cap (--disk-bytes-max, then restart) or export and remove results",
-            "network" => "check this machine's network connection; the node resumes by itself",
-            "clock" => "set this machine's clock right (enable NTP: timedatectl set-ntp true)",
-            _ => "",
-        };
-        out.push(Hint::new(format!("unhealthy ({}): {}", f.kind, f.detail), fix));
+        out.push(Hint::new(format!("unhealthy ({})", f.kind), f.detail.clone()));
     }
     if s.paused {
         out.push(Hint::new("claiming is paused", "press `p` in `starling dash` to resume"));
@@ -51,7 +44,7 @@ pub fn next_steps(s: &StatusView, projects: Option<&[ProjectInfo]>) -> Vec<Hint>
     if s.over_disk_cap && !s.health.faults.iter().any(|f| f.kind == "disk") {
         out.push(Hint::new(
             "stored results are over the disk cap",
-            "raise it (--disk-bytes-max, then restart) or export and remove results",
+            "raise it (--disk-max, then restart) or export and remove results",
         ));
     }
     if s.connected_peers == 0 {
@@ -141,7 +134,7 @@ mod tests {
         s.health.ok = false;
         s.health.faults.push(HealthFault { kind: "clock".into(), detail: "40 s ahead".into() });
         let h = next_steps(&s, Some(&[project(true, 0, 7)]));
-        assert!(h[0].to_string().starts_with("unhealthy (clock): 40 s ahead: set this"), "{h:?}");
+        assert_eq!(h[0].to_string(), "unhealthy (clock): 40 s ahead", "{h:?}");
         assert!(h[1].why.contains("paused") && h[1].fix.contains("`p`"));
         assert!(h[2].why.contains("complete (7 items"), "{h:?}");
         assert!(next_steps(&busy(), Some(&[project(true, 0, 0)]))[0].why.contains("no work"));

@@ -138,7 +138,8 @@ fn a_node_halted_by_its_own_faults_says_which_and_what_to_do() {
             crate::api::HealthFault {
                 kind: "clock".into(),
                 detail: "this node's clock is 30000 ms behind its peers' (median), beyond the \
-                         1000 ms the mesh tolerates; set the system clock right (NTP)"
+                         1000 ms the mesh tolerates; set the system clock right (NTP: `timedatectl \
+                         set-ntp true`)"
                     .into(),
             },
             crate::api::HealthFault { kind: "network".into(), detail: "network down".into() },
