@@ -14,7 +14,7 @@ use crate::format;
 
 mod types;
 
-pub(crate) use types::{Action, Applied, Command, Connection, LogLevel, Snapshot, Tab};
+pub(crate) use types::{Action, Applied, ByteCap, Command, Connection, LogLevel, Snapshot, Tab};
 
 /// Fetch-rate samples kept for the sparkline (one a snapshot).
 pub(crate) const RATE_SAMPLES_MAX: usize = 120;
@@ -24,6 +24,8 @@ pub(crate) const LOG_LINES_MAX: usize = 2000;
 pub(crate) const MESSAGE_MS: u64 = 6000;
 /// Longest `/` log filter.
 pub(crate) const FILTER_CHARS_MAX: usize = 64;
+/// Longest text at a cap prompt (`1.5 GiB/s` and room to spare).
+pub(crate) const CAP_CHARS_MAX: usize = 24;
 /// How far back a live log line is compared against to drop a copy the poller already got.
 const LOG_DEDUP_WINDOW: usize = 64;
 /// Lines of chrome around the log list (title, tabs, borders, message, help).
@@ -61,6 +63,7 @@ struct Shown {
     filter_editing: bool,
     confirm_trust: Option<(String, String)>,
     capacity_target: Option<u16>,
+    cap_edit: Option<(ByteCap, String)>,
     /// The message's text and colour (not when it expires, which is not drawn).
     message: Option<(String, bool)>,
     help: bool,
@@ -94,6 +97,8 @@ pub(crate) struct App {
     pub confirm_trust: Option<(String, String)>,
     /// Capacity asked for and not yet answered, so `+ + +` counts up from it.
     pub capacity_target: Option<u16>,
+    /// The byte cap being typed at the `b`/`d` prompt, and the text so far.
+    pub cap_edit: Option<(ByteCap, String)>,
     pub message: Option<Message>,
     /// Milliseconds since start, from the last tick.
     pub now_ms: u64,
@@ -123,6 +128,7 @@ impl App {
             filter_editing: false,
             confirm_trust: None,
             capacity_target: None,
+            cap_edit: None,
             message: None,
             now_ms: 0,
             height: 24,
@@ -153,6 +159,15 @@ impl App {
                 _ => None,
             };
         }
+        if self.cap_edit.is_some() {
+            return match key.code {
+                KeyCode::Esc => Some(Action::CapCancel),
+                KeyCode::Enter => Some(Action::CapDone),
+                KeyCode::Backspace => Some(Action::CapBackspace),
+                KeyCode::Char(c) if !ctrl => Some(Action::CapChar(c)),
+                _ => None,
+            };
+        }
         if self.confirm_trust.is_some() {
             return match key.code {
                 KeyCode::Char('y' | 'Y') => Some(Action::Confirm),
@@ -170,6 +185,8 @@ impl App {
             KeyCode::Char('p') => Some(Action::TogglePause),
             KeyCode::Char('+' | '=') => Some(Action::CapacityUp),
             KeyCode::Char('-' | '_') => Some(Action::CapacityDown),
+            KeyCode::Char('b') => Some(Action::StartCapEdit(ByteCap::Bandwidth)),
+            KeyCode::Char('d') => Some(Action::StartCapEdit(ByteCap::Disk)),
             KeyCode::Up | KeyCode::Char('k') => Some(Action::Up),
             KeyCode::Down | KeyCode::Char('j') => Some(Action::Down),
             KeyCode::PageUp => Some(Action::PageUp),
@@ -215,6 +232,7 @@ impl App {
             filter_editing: self.filter_editing,
             confirm_trust: self.confirm_trust.clone(),
             capacity_target: self.capacity_target,
+            cap_edit: self.cap_edit.clone(),
             message: self.message.as_ref().map(|m| (m.text.clone(), m.error)),
             help: self.help,
             away_s: self.away_ms().map(|ms| ms / 1000),
@@ -268,6 +286,26 @@ impl App {
             Action::TogglePause => return (self.toggle_pause(), false),
             Action::CapacityUp => return (self.step_capacity(true), false),
             Action::CapacityDown => return (self.step_capacity(false), false),
+            Action::StartCapEdit(cap) => self.start_cap_edit(cap),
+            Action::CapChar(c) => {
+                if let Some((_, text)) = &mut self.cap_edit
+                    && text.chars().count() < CAP_CHARS_MAX
+                    && !c.is_control()
+                {
+                    text.push(c);
+                }
+            }
+            Action::CapBackspace => {
+                if let Some((_, text)) = &mut self.cap_edit {
+                    text.pop();
+                }
+            }
+            Action::CapDone => return (self.finish_cap_edit(), false),
+            Action::CapCancel => {
+                if let Some((cap, _)) = self.cap_edit.take() {
+                    self.note(format!("{} unchanged", cap.name()), false);
+                }
+            }
             Action::Up => self.move_selection(-1),
             Action::Down => self.move_selection(1),
             Action::PageUp => self.move_selection(-(self.page_rows() as isize)),
@@ -399,7 +437,7 @@ impl App {
 
     /// Takes in the node's answer to a command; whether it changed the node's data.
     fn apply_answer(&mut self, command: Command, result: Result<Applied, String>) -> bool {
-        if matches!(command, Command::SetCapacity(_)) {
+        if matches!(command, Command::SetCapacity(_) | Command::SetCap { .. }) {
             self.capacity_target = None;
         }
         let applied = match result {
@@ -417,6 +455,18 @@ impl App {
                 format!("capacity set to {now}")
             }
             (Command::SetCapacity(n), Applied::Done) => format!("capacity set to {n}"),
+            (Command::SetCap { cap, bytes }, applied) => {
+                let now = match applied {
+                    Applied::Caps(caps) => cap.of(caps),
+                    Applied::Done => Some(*bytes).filter(|b| *b > 0),
+                };
+                match now {
+                    Some(b) => {
+                        format!("{} set to {}; kept across restarts", cap.name(), cap.show(b))
+                    }
+                    None => format!("{} removed; kept across restarts", cap.name()),
+                }
+            }
             (Command::Subscribe { project, subscribed }, _) => {
                 let verb = if *subscribed { "subscribed to" } else { "unsubscribed from" };
                 format!("{verb} {}", self.project_name(project))
@@ -434,7 +484,7 @@ impl App {
                     changed = data.status.paused != paused;
                     data.status.paused = paused;
                 }
-                (Command::SetCapacity(_), Applied::Caps(caps)) => {
+                (Command::SetCapacity(_) | Command::SetCap { .. }, Applied::Caps(caps)) => {
                     changed = data.status.caps != caps;
                     data.status.caps = caps;
                 }
@@ -479,6 +529,47 @@ impl App {
         self.capacity_target = Some(next);
         self.note(format!("setting capacity to {next}…"), false);
         Some(Command::SetCapacity(next))
+    }
+
+    fn start_cap_edit(&mut self, cap: ByteCap) {
+        if self.data.is_none() {
+            self.note("not connected to the node yet", true);
+            return;
+        }
+        self.cap_edit = Some((cap, String::new()));
+    }
+
+    /// Reads the prompt's text; a typo is named, and nothing is sent.
+    fn finish_cap_edit(&mut self) -> Option<Command> {
+        let (cap, text) = self.cap_edit.take()?;
+        if text.trim().is_empty() {
+            self.note(format!("{} unchanged", cap.name()), false);
+            return None;
+        }
+        match cap.parse(&text) {
+            Ok(bytes) => {
+                let what = if bytes == 0 { "none".to_owned() } else { cap.show(bytes) };
+                self.note(format!("setting the {} to {what}…", cap.name()), false);
+                Some(Command::SetCap { cap, bytes })
+            }
+            Err(e) => {
+                let key = if cap == ByteCap::Bandwidth { 'b' } else { 'd' };
+                self.note(format!("{e} (press {key} to try again)"), true);
+                None
+            }
+        }
+    }
+
+    /// The prompt's text, for the message line: what is being set, what is in force now.
+    pub(crate) fn cap_prompt(&self) -> Option<(String, &str)> {
+        let (cap, text) = self.cap_edit.as_ref()?;
+        let now = self
+            .data
+            .as_ref()
+            .and_then(|d| cap.of(&d.status.caps))
+            .map_or_else(|| "none".to_owned(), |b| cap.show(b));
+        let label = format!(" {} (now {now}; e.g. {}, 0 = none): ", cap.name(), cap.example());
+        Some((label, text))
     }
 
     fn selected_project(&mut self) -> Option<&mut ProjectInfo> {
@@ -595,6 +686,8 @@ fn describe(command: &Command) -> &'static str {
         Command::Pause => "pause",
         Command::Resume => "resume",
         Command::SetCapacity(_) => "setting capacity",
+        Command::SetCap { cap: ByteCap::Bandwidth, .. } => "setting the crawl bandwidth cap",
+        Command::SetCap { cap: ByteCap::Disk, .. } => "setting the disk cap",
         Command::Subscribe { .. } => "subscribing",
         Command::SetPriority { .. } => "setting priority",
         Command::Trust { .. } => "trusting",

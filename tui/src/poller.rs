@@ -182,6 +182,10 @@ impl Poller {
                 let body = serde_json::to_vec(&Caps { capacity: Some(*n), ..Caps::default() })?;
                 Ok(Applied::Caps(c.post_json("/caps", &body)?))
             }
+            Command::SetCap { cap, bytes } => {
+                let body = serde_json::to_vec(&cap.body(*bytes))?;
+                Ok(Applied::Caps(c.post_json("/caps", &body)?))
+            }
             Command::Subscribe { project, subscribed } => {
                 let body = serde_json::to_vec(&Subscription { subscribed: *subscribed })?;
                 post_ok(c, &format!("/projects/{}/subscribe", path_id(project)?), &body)

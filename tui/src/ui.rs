@@ -241,6 +241,14 @@ fn message_line(app: &App, width: u16) -> Paragraph<'static> {
         ]);
         return Paragraph::new(line);
     }
+    if let Some((label, text)) = app.cap_prompt() {
+        let line = Line::from(vec![
+            Span::styled(label, Style::new().fg(Color::Cyan)),
+            Span::raw(format!("{text}▏")),
+            Span::styled("  Enter set · Esc cancel", Style::new().fg(DIM)),
+        ]);
+        return Paragraph::new(line);
+    }
     let Some(message) = &app.message else {
         return match &app.connection {
             Connection::Unreachable { error } | Connection::Unauthorized { error }
@@ -286,6 +294,7 @@ fn help_line(app: &App) -> Paragraph<'static> {
             ("Tab/1-7", "tabs"),
             ("p", pause),
             ("+/-", "capacity"),
+            ("b d", "caps"),
             ("↑↓", "select"),
         ],
     };

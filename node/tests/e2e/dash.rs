@@ -144,8 +144,12 @@ fn paused(n: &Node) -> Option<bool> {
     n.api.get_json::<StatusView>("/status").ok().map(|s| s.paused)
 }
 
+fn disk_cap(n: &Node) -> Option<u64> {
+    n.api.get_json::<StatusView>("/status").ok().and_then(|s| s.caps.disk_bytes_max)
+}
+
 #[test]
-fn dashboard_in_a_terminal_switches_tabs_pauses_and_resumes_the_node() {
+fn dashboard_in_a_terminal_switches_tabs_pauses_resumes_and_sets_caps() {
     let node = Node::start(100, &["--listen".into(), "/ip4/127.0.0.1/tcp/0".into()]);
     let mut cmd = CommandBuilder::new(BIN);
     cmd.args(["dash", "--tick-ms", "200", "--data-dir"]);
@@ -183,6 +187,18 @@ fn dashboard_in_a_terminal_switches_tabs_pauses_and_resumes_the_node() {
     term.keys("p");
     wait_for("the node to resume", WAIT, || paused(&node) == Some(false));
     term.wait_screen("the running state on screen", |s| s.contains("running"));
+
+    // Byte caps are typed with units; a typo is named and nothing is sent.
+    term.keys("d5MB/s\r");
+    term.wait_screen("the typo named", |s| s.contains("drop the /s"));
+    term.keys("d1.5GiB\r");
+    wait_for("the node to take the disk cap", WAIT, || disk_cap(&node) == Some(3 << 29));
+    term.wait_screen("the disk cap on screen", |s| s.contains("disk cap set to 1536 MiB"));
+    term.keys("b2MiB/s\r");
+    wait_for("the node to take the bandwidth cap", WAIT, || {
+        node.api.get_json::<StatusView>("/status").ok().and_then(|s| s.caps.bandwidth_bytes_per_s)
+            == Some(2 << 20)
+    });
 
     term.keys("q");
     let exit = term.wait_exit();

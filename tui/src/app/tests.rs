@@ -395,3 +395,73 @@ fn a_refused_token_is_not_unreachable_and_the_time_away_counts_up() {
     app.update(Action::Snapshot(Box::new(fixtures::snapshot())));
     assert_eq!(app.away_ms(), None);
 }
+
+fn typed(app: &mut App, text: &str) -> Option<Command> {
+    for c in text.chars() {
+        assert_eq!(ch(app, c), None, "typing sends nothing");
+    }
+    press(app, KeyCode::Enter)
+}
+
+#[test]
+fn b_and_d_set_byte_caps_with_units() {
+    let mut app = fixtures::app();
+    ch(&mut app, 'b');
+    let (label, _) = app.cap_prompt().expect("b opens the prompt");
+    assert!(label.contains("crawl bandwidth cap") && label.contains("5MB/s"), "{label}");
+    ch(&mut app, 'q');
+    assert!(!app.quit, "q types into the prompt");
+    press(&mut app, KeyCode::Backspace);
+    assert_eq!(
+        typed(&mut app, "5MB/s"),
+        Some(Command::SetCap { cap: ByteCap::Bandwidth, bytes: 5_000_000 })
+    );
+    assert!(app.cap_prompt().is_none(), "Enter closes the prompt");
+    ch(&mut app, 'd');
+    assert_eq!(
+        typed(&mut app, "10GiB"),
+        Some(Command::SetCap { cap: ByteCap::Disk, bytes: 10 << 30 })
+    );
+    ch(&mut app, 'd');
+    assert_eq!(typed(&mut app, "0"), Some(Command::SetCap { cap: ByteCap::Disk, bytes: 0 }));
+    // The node's answer is what the dashboard shows from then on.
+    let caps = Caps { disk_bytes_max: Some(10 << 30), ..Caps::default() };
+    app.update(Action::CommandDone {
+        command: Command::SetCap { cap: ByteCap::Disk, bytes: 10 << 30 },
+        result: Ok(Applied::Caps(caps)),
+    });
+    assert_eq!(app.data.as_ref().unwrap().status.caps, caps);
+    let note = app.message.clone().unwrap();
+    assert!(note.text.contains("disk cap set to 10 GiB") && !note.error, "{note:?}");
+    ch(&mut app, 'd');
+    assert!(app.cap_prompt().unwrap().0.contains("now 10 GiB"));
+}
+
+#[test]
+fn a_cap_typo_is_named_and_nothing_is_sent() {
+    let mut app = fixtures::app();
+    ch(&mut app, 'd');
+    assert_eq!(typed(&mut app, "5MB/s"), None, "a rate is not a size");
+    let note = app.message.clone().unwrap();
+    assert!(note.error && note.text.contains("drop the /s") && note.text.contains("press d"));
+    ch(&mut app, 'b');
+    assert_eq!(typed(&mut app, "5Mb/s"), None, "bits are refused");
+    assert!(app.message.clone().unwrap().text.contains("bits"));
+    ch(&mut app, 'b');
+    assert_eq!(typed(&mut app, ""), None, "an empty prompt changes nothing");
+    ch(&mut app, 'b');
+    ch(&mut app, '9');
+    assert_eq!(press(&mut app, KeyCode::Esc), None);
+    assert!(app.cap_prompt().is_none() && app.message.clone().unwrap().text.contains("unchanged"));
+    // A refusal from the node shows as such.
+    app.update(Action::CommandDone {
+        command: Command::SetCap { cap: ByteCap::Bandwidth, bytes: u64::MAX },
+        result: Err("400: too large".into()),
+    });
+    let note = app.message.clone().unwrap();
+    assert!(note.error && note.text.contains("setting the crawl bandwidth cap failed"), "{note:?}");
+    // Before the first answer there is nothing to set.
+    let mut app = App::new("x");
+    ch(&mut app, 'b');
+    assert!(app.cap_prompt().is_none());
+}

@@ -70,9 +70,81 @@ pub(crate) enum Command {
     Pause,
     Resume,
     SetCapacity(u16),
-    Subscribe { project: String, subscribed: bool },
-    SetPriority { project: String, priority: i8 },
-    Trust { owner: String },
+    /// A byte cap typed at the `b` or `d` prompt; 0 removes it.
+    SetCap {
+        cap: ByteCap,
+        bytes: u64,
+    },
+    Subscribe {
+        project: String,
+        subscribed: bool,
+    },
+    SetPriority {
+        project: String,
+        priority: i8,
+    },
+    Trust {
+        owner: String,
+    },
+}
+
+/// The byte caps the dashboard sets (`POST /caps`), each typed with units at a prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ByteCap {
+    /// `b`: the crawl download bandwidth, a rate (`5MB/s`).
+    Bandwidth,
+    /// `d`: the disk for stored results, a size (`10GiB`).
+    Disk,
+}
+
+impl ByteCap {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            ByteCap::Bandwidth => "crawl bandwidth cap",
+            ByteCap::Disk => "disk cap",
+        }
+    }
+
+    /// An example of what the prompt takes.
+    pub(crate) fn example(self) -> &'static str {
+        match self {
+            ByteCap::Bandwidth => "5MB/s",
+            ByteCap::Disk => "10GiB",
+        }
+    }
+
+    /// Reads what the operator typed, with the units every cap takes.
+    pub(crate) fn parse(self, text: &str) -> Result<u64, crate::units::UnitError> {
+        match self {
+            ByteCap::Bandwidth => crate::units::parse_rate(text),
+            ByteCap::Disk => crate::units::parse_size(text),
+        }
+    }
+
+    /// A value for people, in the units it was asked in.
+    pub(crate) fn show(self, bytes: u64) -> String {
+        match self {
+            ByteCap::Bandwidth => crate::units::rate(bytes),
+            ByteCap::Disk => crate::units::size(bytes),
+        }
+    }
+
+    /// The cap in force, from `/status` (`None` or 0: none).
+    pub(crate) fn of(self, caps: &Caps) -> Option<u64> {
+        match self {
+            ByteCap::Bandwidth => caps.bandwidth_bytes_per_s,
+            ByteCap::Disk => caps.disk_bytes_max,
+        }
+        .filter(|b| *b > 0)
+    }
+
+    /// The `POST /caps` body that sets only this cap.
+    pub(crate) fn body(self, bytes: u64) -> Caps {
+        match self {
+            ByteCap::Bandwidth => Caps { bandwidth_bytes_per_s: Some(bytes), ..Caps::default() },
+            ByteCap::Disk => Caps { disk_bytes_max: Some(bytes), ..Caps::default() },
+        }
+    }
 }
 
 /// What the node answered to a command that worked.
@@ -127,6 +199,14 @@ pub(crate) enum Action {
     TogglePause,
     CapacityUp,
     CapacityDown,
+    /// `b` or `d`: open the prompt for a byte cap.
+    StartCapEdit(ByteCap),
+    CapChar(char),
+    CapBackspace,
+    /// `Enter` at the cap prompt: read the text and ask the node.
+    CapDone,
+    /// `Esc` at the cap prompt.
+    CapCancel,
     Up,
     Down,
     PageUp,

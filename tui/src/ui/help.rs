@@ -24,6 +24,8 @@ const SECTIONS: &[(&str, &[Tab], Keys)] = &[
             ("1 … 7", "go straight to a tab"),
             ("p", "pause the node (no new work), or resume it"),
             ("+  -", "raise / lower capacity (crawl chunks at once)"),
+            ("b", "set the crawl bandwidth cap: 5MB/s, 0 = none"),
+            ("d", "set the disk cap for results: 10GiB, 0 = none"),
             ("?", "this help; any key closes it"),
             ("q  Ctrl-C", "quit"),
         ],
