@@ -407,7 +407,8 @@ pub fn status(args: StatusArgs) -> Result<()> {
     println!("holding   {}", s.holding);
     if let Some(u) = urls {
         println!(
-            "urls      {} ok, {} refused, {} disallowed, {} transient",
+            "urls      {} ok, {} refused, {} disallowed, {} transient (crawled by this node \
+             since it started; `starling projects` counts a project's)",
             u.ok, u.refused, u.disallowed, u.transient
         );
     }
