@@ -15,19 +15,8 @@ fn git(args: &[&str]) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
-/// Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
+#[path = "src/civil.rs"]
+mod civil;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
@@ -48,7 +37,7 @@ fn main() {
         std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.parse::<i64>().ok()).unwrap_or_else(
             || SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64),
         );
-    let (y, m, d) = civil(secs.div_euclid(86_400));
+    let (y, m, d) = civil::civil_from_days(secs.div_euclid(86_400));
     let profile = std::env::var("PROFILE").unwrap_or_default();
     println!("cargo:rustc-env=STARLING_COMMIT={commit}");
     println!("cargo:rustc-env=STARLING_BUILD_DATE={y:04}-{m:02}-{d:02}");
