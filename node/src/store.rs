@@ -1,5 +1,5 @@
 //! The node's durable state in one redb database: the engine's records, the trusted project
-//! keys and the addresses of peers met before.
+//! keys, the followed curator keys and the addresses of peers met before.
 //!
 //! The engine hands out [`Output::Persist`](starling_protocol::Output::Persist) records; each
 //! is stored under a key chosen so that the newest record for the same thing replaces the
@@ -29,6 +29,10 @@ const FAILURE_LOG: TableDefinition<&[u8], &[u8]> = TableDefinition::new("failure
 const RELAY_REQUESTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("relay_requests");
 /// Trusted project owner keys.
 const TRUSTED: TableDefinition<&[u8; 32], ()> = TableDefinition::new("trusted");
+/// Followed curator keys.
+const FOLLOWING: TableDefinition<&[u8; 32], ()> = TableDefinition::new("following");
+/// The newest directory of each followed curator, by curator key.
+const DIRECTORIES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("directories");
 /// Known peers: peer id (text) to multiaddrs (newline-separated text).
 const PEERS: TableDefinition<&str, &str> = TableDefinition::new("peers");
 /// Operator settings (JSON) by name.
@@ -167,9 +171,10 @@ impl Store {
         let store = Self { db, path: path.to_owned(), fault_file: test_fault_file() };
         let txn = store.db.begin_write().map_err(|e| corrupt(&e))?;
         {
-            for def in [MANIFESTS, BATCHES, ITEM_PROOFS, RELAY_REQUESTS] {
+            for def in [MANIFESTS, BATCHES, ITEM_PROOFS, RELAY_REQUESTS, DIRECTORIES] {
                 txn.open_table(def).map_err(|e| corrupt(&e))?;
             }
+            txn.open_table(FOLLOWING).map_err(|e| corrupt(&e))?;
             txn.open_table(SETTINGS).map_err(|e| corrupt(&e))?;
             txn.open_table(FAILURE_LOG).map_err(|e| corrupt(&e))?;
             txn.open_table(TRUSTED).map_err(|e| corrupt(&e))?;
@@ -206,6 +211,7 @@ impl Store {
             let mut proofs = txn.open_table(ITEM_PROOFS).map_err(io)?;
             let mut failures = txn.open_table(FAILURE_LOG).map_err(io)?;
             let mut relays = txn.open_table(RELAY_REQUESTS).map_err(io)?;
+            let mut directories = txn.open_table(DIRECTORIES).map_err(io)?;
             for env in records {
                 let bytes = env.to_bytes();
                 match env {
@@ -219,6 +225,10 @@ impl Store {
                     }
                     Envelope::RelayRequest(s) => {
                         relays.insert(s.signer().as_bytes(), bytes.as_slice()).map_err(io)?;
+                    }
+                    // The engine checked that the signer is the curator.
+                    Envelope::Directory(s) => {
+                        directories.insert(s.signer().as_bytes(), bytes.as_slice()).map_err(io)?;
                     }
                     Envelope::Presence(_) => {}
                     Envelope::Failure(f) => {
@@ -369,6 +379,16 @@ impl Store {
         txn.commit().map_err(io)
     }
 
+    /// Follows a curator key, durably.
+    pub fn follow(&self, key: &PublicKey) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(io)?;
+        {
+            let mut t = txn.open_table(FOLLOWING).map_err(io)?;
+            t.insert(key.as_bytes(), ()).map_err(io)?;
+        }
+        txn.commit().map_err(io)
+    }
+
     /// Remembers a peer's addresses (bounded by [`KNOWN_PEERS_MAX`]), not durably.
     pub fn remember_peer(&self, peer: &str, addrs: &[String]) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write().map_err(io)?;
@@ -411,12 +431,16 @@ impl Store {
         for key in txn.open_table(TRUSTED).map_err(io)?.iter().map_err(io)? {
             snap.trusted.push(PublicKey(*key.map_err(io)?.0.value()));
         }
-        // Manifests first, then batches, then item state: the order the engine needs.
+        for key in txn.open_table(FOLLOWING).map_err(io)?.iter().map_err(io)? {
+            snap.following.push(PublicKey(*key.map_err(io)?.0.value()));
+        }
+        // Directories first (they vouch for manifests), then manifests, then batches, then
+        // item state: the order the engine needs.
         let mut take = |bytes: &[u8]| match Envelope::from_file_bytes(bytes) {
             Ok(env) => snap.records.push(env),
             Err(e) => tracing::warn!(error = %e, "skipping a stored record that does not decode"),
         };
-        for def in [MANIFESTS, BATCHES, RELAY_REQUESTS, ITEM_PROOFS] {
+        for def in [DIRECTORIES, MANIFESTS, BATCHES, RELAY_REQUESTS, ITEM_PROOFS] {
             for row in txn.open_table(def).map_err(io)?.iter().map_err(io)? {
                 take(row.map_err(io)?.1.value());
             }

@@ -6,6 +6,7 @@
 //! the simulator drive exactly the same code.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod directory;
 pub mod engine;
 pub mod hrw;
 pub mod ids;
@@ -17,6 +18,7 @@ pub mod message;
 pub mod signed;
 pub mod wire;
 
+pub use directory::{Directory, DirectoryEntry};
 pub use engine::{
     CancelReason, ClockView, ConfigError, Engine, EngineConfig, EngineStats, Input, ItemCounts,
     ItemState, Output, Reject, Snapshot, WorkResult,

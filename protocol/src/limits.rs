@@ -4,3 +4,7 @@
 /// Largest crawl capacity an operator may set (the node's control API refuses more; the
 /// dashboard's `+` key stops here).
 pub const CAPACITY_MAX: u16 = 256;
+
+/// Most curator keys a node follows (see [`crate::directory`]): the engine refuses more, and
+/// so does the node's control API.
+pub const FOLLOWING_MAX: usize = 16;

@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::directory::Directory;
 use crate::ids::{Digest, ItemId, NodeId, ProjectId};
 use crate::item::ItemBatch;
 use crate::manifest::ProjectManifest;
@@ -365,6 +366,8 @@ pub enum Envelope {
     Failure(Signed<Failure>),
     /// A request for relay capacity.
     RelayRequest(Signed<RelayRequest>),
+    /// A curator's directory of projects (last, so the tags before it never change).
+    Directory(Signed<Directory>),
 }
 
 impl Validate for Envelope {
@@ -378,6 +381,7 @@ impl Validate for Envelope {
             Envelope::Receipt(s) => s.validate(),
             Envelope::Failure(s) => s.validate(),
             Envelope::RelayRequest(s) => s.validate(),
+            Envelope::Directory(s) => s.validate(),
         }
     }
 }
@@ -394,7 +398,7 @@ impl Envelope {
         wire::decode(bytes, MAX_ENVELOPE_BYTES)
     }
 
-    /// Decodes a signed file (manifest or batch), up to [`wire::MAX_FILE_BYTES`].
+    /// Decodes a signed file (manifest, batch or directory), up to [`wire::MAX_FILE_BYTES`].
     pub fn from_file_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
         wire::decode(bytes, wire::MAX_FILE_BYTES + 1024)
     }
@@ -410,6 +414,7 @@ impl Envelope {
             Envelope::Receipt(s) => s.signer(),
             Envelope::Failure(s) => s.signer(),
             Envelope::RelayRequest(s) => s.signer(),
+            Envelope::Directory(s) => s.signer(),
         };
         key.node_id()
     }
@@ -425,6 +430,7 @@ impl Envelope {
             Envelope::Receipt(_) => Receipt::KIND,
             Envelope::Failure(_) => Failure::KIND,
             Envelope::RelayRequest(_) => RelayRequest::KIND,
+            Envelope::Directory(_) => Directory::KIND,
         }
     }
 
@@ -439,6 +445,7 @@ impl Envelope {
             Envelope::Receipt(s) => s.verify().map(drop),
             Envelope::Failure(s) => s.verify().map(drop),
             Envelope::RelayRequest(s) => s.verify().map(drop),
+            Envelope::Directory(s) => s.verify().map(drop),
         }
     }
 
@@ -497,7 +504,7 @@ impl SyncDigest {
 /// The envelopes the requester lacks, in the order they should be applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncDelta {
-    /// Manifests, then batches, then item state.
+    /// Directories, then manifests, then batches, then item state.
     pub envelopes: Vec<Envelope>,
     /// More differences remain; ask again.
     pub more: bool,

@@ -33,7 +33,9 @@ impl World {
     fn topic_of(&self, n: u32, env: &Envelope) -> Option<u32> {
         use starling_protocol::wire::decode;
         match env {
-            Envelope::Presence(_) | Envelope::RelayRequest(_) => None,
+            // A curator's directory is for every node (the curated scenario's nodes all follow
+            // the one curator), like presence.
+            Envelope::Presence(_) | Envelope::RelayRequest(_) | Envelope::Directory(_) => None,
             Envelope::Manifest(s) => decode::<ProjectManifest>(s.body(), 1 << 20)
                 .ok()
                 .and_then(|m| self.ledger.project_index.get(&m.id()).copied()),
@@ -233,7 +235,9 @@ impl World {
     fn scope(&self, responder: u32, env: &Envelope) -> (Scope, bool) {
         let project = |p: Option<u32>| p.map_or(Scope::Nowhere, Scope::Project);
         match env {
-            Envelope::Presence(_) | Envelope::RelayRequest(_) => (Scope::Every, true),
+            Envelope::Presence(_) | Envelope::RelayRequest(_) | Envelope::Directory(_) => {
+                (Scope::Every, true)
+            }
             Envelope::Manifest(_) | Envelope::Batch(_) => {
                 let owner = env.signer();
                 let p = self.ledger.projects.iter().position(|p| p.key.node_id() == owner);

@@ -81,6 +81,7 @@ impl EnvCache {
             Envelope::Receipt(s) => s.body(),
             Envelope::Failure(s) => s.body(),
             Envelope::RelayRequest(s) => s.body(),
+            Envelope::Directory(s) => s.body(),
         };
         mix64(body.as_ptr() as u64)
     }

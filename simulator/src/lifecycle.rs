@@ -8,9 +8,14 @@ use starling_protocol::{Engine, Input};
 use crate::net::mix64;
 use crate::world::{Event, World};
 
+/// How long after a curator's directory the projects' manifests are published.
+const DIRECTORY_LEAD_MS: u64 = 2_000;
+
 impl World {
     pub(crate) fn on_publish(&mut self, p: u32) {
-        let Some(proj) = self.ledger.projects.get(p as usize) else { return };
+        if self.ledger.projects.get(p as usize).is_none() {
+            return;
+        }
         let gateway = self.overlay.subscribers(p).iter().copied().find(|n| {
             let node = &self.nodes[*n as usize];
             node.up() && !node.byz
@@ -20,6 +25,25 @@ impl World {
             self.push(self.now + 1_000, Event::Publish { project: p });
             return;
         };
+        // A curator's directory goes out first, once, and the manifests a moment later, so
+        // they reach nodes that already follow a listing that vouches for them.
+        if let Some((_, dir)) = &self.ledger.curator {
+            let ready_at = match self.directory_at {
+                Some(at) => at + DIRECTORY_LEAD_MS,
+                None => {
+                    let dir = dir.clone();
+                    self.directory_at = Some(self.now);
+                    self.record("publish-directory", g, u32::MAX, 0);
+                    self.drive(g, Input::Publish(dir));
+                    self.now + DIRECTORY_LEAD_MS
+                }
+            };
+            if self.now < ready_at {
+                self.push(ready_at, Event::Publish { project: p });
+                return;
+            }
+        }
+        let Some(proj) = self.ledger.projects.get(p as usize) else { return };
         let mut envs = vec![proj.manifest.clone()];
         envs.extend(proj.batches.iter().cloned());
         self.record("publish", g, u32::MAX, u64::from(p));
@@ -33,7 +57,12 @@ impl World {
     pub(crate) fn revive(&mut self, n: u32, fresh: bool, boot: bool) {
         let now = self.now;
         let cfg = self.cfg.clone();
-        let trusted = crate::world::trusted(self.overlay.topics(n), &self.ledger.projects);
+        // A node of a curated scenario trusts no owner: it follows the curator.
+        let curator = self.ledger.curator.as_ref().map(|(k, _)| k.public());
+        let trusted = match curator {
+            Some(_) => Vec::new(),
+            None => crate::world::trusted(self.overlay.topics(n), &self.ledger.projects),
+        };
         let node = &mut self.nodes[n as usize];
         if node.up() {
             return;
@@ -60,6 +89,9 @@ impl World {
             }
             self.graft(n);
             self.fault_healed();
+        }
+        if let Some(curator) = curator {
+            self.drive(n, Input::Follow(curator));
         }
         self.drive(n, Input::Tick);
         // A node that comes back while its own fault lasts finds it again at once.

@@ -7,7 +7,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use starling_protocol::engine::test_keypair;
 use starling_protocol::{
-    Envelope, ItemBatch, ItemId, Keypair, ProjectId, ProjectManifest, Signed, WorkItem, WorkKind,
+    Directory, DirectoryEntry, Envelope, ItemBatch, ItemId, Keypair, ProjectId, ProjectManifest,
+    Signed, WorkItem, WorkKind,
 };
 
 use crate::hash::IdBuild;
@@ -110,6 +111,8 @@ pub(crate) struct Ledger {
     pub all_done_at: Option<u64>,
     /// The first few items completed more than once, for the report.
     pub dup_examples: Vec<String>,
+    /// The curator's key and signed directory, when the scenario has one.
+    pub curator: Option<(Keypair, Envelope)>,
 }
 
 impl Ledger {
@@ -158,7 +161,27 @@ impl Ledger {
             let manifest = Envelope::Manifest(Signed::sign(&key, &m));
             ledger.projects.push(ProjectRec { id: pid, manifest, key, batches });
         }
+        if s.curator.enabled {
+            ledger.curator = Some(ledger.directory(s, seed));
+        }
         ledger
+    }
+
+    /// The curator's key and its directory of every project (of none, when sabotaged).
+    fn directory(&self, s: &Scenario, seed: u64) -> (Keypair, Envelope) {
+        let key = test_keypair(mix64(seed ^ 0x6375_7261_746f_72));
+        let entries = if s.sabotage.unlisted_directory {
+            Vec::new()
+        } else {
+            self.projects
+                .iter()
+                .map(|p| DirectoryEntry { project: p.id, owner: p.key.public(), priority: 1 })
+                .collect()
+        };
+        let d =
+            Directory { curator: key.public(), name: "sim-curator".into(), version: 1, entries };
+        let env = Envelope::Directory(Signed::sign(&key, &d));
+        (key, env)
     }
 
     /// The index of an item, registering a derived item (a seed duty) on first sight at `now`.

@@ -17,7 +17,7 @@ pub use validate::{
 };
 
 /// Built-in scenario files, by name.
-pub const BUILTIN: [(&str, &str); 11] = [
+pub const BUILTIN: [(&str, &str); 12] = [
     ("steady", include_str!("../scenarios/steady.toml")),
     ("lossy", include_str!("../scenarios/lossy.toml")),
     ("churn", include_str!("../scenarios/churn.toml")),
@@ -29,6 +29,7 @@ pub const BUILTIN: [(&str, &str); 11] = [
     ("local-faults", include_str!("../scenarios/local-faults.toml")),
     ("skewed-nodes", include_str!("../scenarios/skewed-nodes.toml")),
     ("flaky-site", include_str!("../scenarios/flaky-site.toml")),
+    ("curated", include_str!("../scenarios/curated.toml")),
 ];
 
 /// Why a scenario could not be loaded.
@@ -101,6 +102,18 @@ pub struct Scenario {
     pub check: CheckSpec,
     /// Deliberate breakage at the driver level, for showing the checkers fail.
     pub sabotage: Sabotage,
+    /// A curator instead of trusted owners.
+    pub curator: CuratorSpec,
+}
+
+/// A curator whose directory brings the projects in: the nodes trust no owner key and follow
+/// the curator, whose signed directory (published just before the manifests) lists every
+/// project. Off by default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CuratorSpec {
+    /// Nodes follow a curator rather than trust the owners.
+    pub enabled: bool,
 }
 
 impl Default for Scenario {
@@ -127,6 +140,7 @@ impl Default for Scenario {
             byzantine: ByzantineSpec::default(),
             check: CheckSpec::default(),
             sabotage: Sabotage::default(),
+            curator: CuratorSpec::default(),
         }
     }
 }
@@ -522,6 +536,9 @@ pub struct Sabotage {
     /// each execution the fault spoils as a final failure of the item (what nodes did before
     /// local faults were told apart from the item's).
     pub local_faults_as_failures: bool,
+    /// The curator's directory lists no project, so nodes that follow it (and trust no owner)
+    /// never take the items in: the curated scenario without its listing.
+    pub unlisted_directory: bool,
 }
 
 /// Overrides from the command line.

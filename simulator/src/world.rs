@@ -273,6 +273,8 @@ pub struct World {
     out_buf: Vec<Output>,
     /// The copies of one fan-out, reused.
     pub(crate) deliveries: Vec<Delivery>,
+    /// When the curator's directory was published (curated scenarios only).
+    pub(crate) directory_at: Option<u64>,
 }
 
 impl World {
@@ -308,6 +310,7 @@ impl World {
             events: 0,
             out_buf: Vec::new(),
             deliveries: Vec::new(),
+            directory_at: None,
         };
         world.build_mesh();
         world.schedule_start();

@@ -188,3 +188,14 @@ fn scenario_errors_are_clear() {
     let err = Scenario::from_toml("nodez = 3", "inline").expect_err("typos are caught");
     assert!(err.to_string().contains("nodez"), "{err}");
 }
+
+#[test]
+fn nodes_that_only_follow_a_curator_finish_every_listed_item() {
+    let mut s = small("curated");
+    s.duration_ms = 120_000;
+    let r = run_scenario(&s, 2).unwrap_or_else(|f| panic!("seed 2: {f}"));
+    assert_eq!((r.result.items_done, r.result.lost_items), (40, 0), "seed 2");
+    // Without the listing, nothing vouches for the owner and no item is ever taken in.
+    s.sabotage.unlisted_directory = true;
+    expect_violation(&s, 2, ViolationKind::LostItem);
+}

@@ -84,6 +84,7 @@ impl Engine {
             },
             Envelope::Failure(s) => self.apply_failure(s, now),
             Envelope::RelayRequest(s) => self.apply_relay_request(s, now),
+            Envelope::Directory(s) => self.apply_directory(s, now),
         };
         if result.is_ok() {
             self.stats.accepted += 1;
@@ -114,7 +115,7 @@ impl Engine {
         self.pending.push_back(env);
     }
 
-    fn replay_pending(&mut self, now: u64) {
+    pub(super) fn replay_pending(&mut self, now: u64) {
         let parked: Vec<Envelope> = self.pending.drain(..).collect();
         for env in parked {
             // Whatever still cannot apply is parked again by the same path.
@@ -135,10 +136,11 @@ impl Engine {
         if m.owner != s.signer() {
             return Err(Reject::Malformed);
         }
-        if !self.trusted.contains(&m.owner) {
+        let id = m.id();
+        // Trusted by the operator, or vouched for by a followed curator for this very owner.
+        if !self.trusted.contains(&m.owner) && !self.curators.vouches(&id, &m.owner) {
             return Err(Reject::UntrustedProject);
         }
-        let id = m.id();
         if let Some(old) = self.projects.get(&id) {
             // Equal versions with different bodies: the greater body hash wins, on every node.
             let old_key = (old.m.version, blake3::hash(old.manifest.body()));

@@ -16,7 +16,8 @@
 //!    out each [`Output`] in order (publish, start or cancel work, persist);
 //! 4. calls `handle(Input::Tick, now)` no later than [`Engine::next_wakeup`].
 //!
-//! Getters (`item_state`, `peers`, `stats`, `is_subscribed`, `priority`, …) never change state.
+//! Getters (`item_state`, `peers`, `stats`, `is_subscribed`, `priority`, `following`, …) never
+//! change state.
 //! [`Engine::snapshot`] returns the records needed to rebuild the engine after a restart.
 //!
 //! Local choices ([`Input::Pause`], [`Input::SetCapacity`], [`Input::SetRoles`], [`Input::Subscribe`],
@@ -45,6 +46,7 @@
 
 mod apply;
 mod clock;
+mod curators;
 mod early;
 mod fails;
 mod fence;
@@ -285,6 +287,9 @@ pub struct ItemCounts {
 pub struct Snapshot {
     /// Trusted project keys.
     pub trusted: Vec<PublicKey>,
+    /// Followed curator keys (their directories are among the records).
+    #[serde(default)]
+    pub following: Vec<PublicKey>,
     /// Every applied envelope that still matters: manifests, batches, relay requests, and the
     /// proof of each item's current state.
     pub records: Vec<Envelope>,
@@ -300,6 +305,8 @@ pub struct Engine {
     me: NodeId,
     rng: ChaCha8Rng,
     trusted: BTreeSet<PublicKey>,
+    /// Followed curators and their directories.
+    curators: curators::Curators,
     projects: BTreeMap<ProjectId, ProjectEntry>,
     items: BTreeMap<ItemId, ItemEntry>,
     /// The live peers, indexed for ranking.
@@ -352,6 +359,7 @@ impl Engine {
             me,
             rng: ChaCha8Rng::seed_from_u64(seed),
             trusted: trusted.into_iter().collect(),
+            curators: curators::Curators::default(),
             projects: BTreeMap::new(),
             items: BTreeMap::new(),
             peers: PeerTable::default(),
@@ -389,6 +397,10 @@ impl Engine {
         let mut engine = Self::new(cfg, key, snapshot.trusted, seed);
         engine.presence_seq = snapshot.presence_seq;
         engine.started_at = Some(now);
+        for curator in snapshot.following {
+            // Past the bound only if the bound shrank: the first ones are kept.
+            let _ = engine.follow(curator);
+        }
         for record in snapshot.records {
             // A record that no longer applies (an untrusted key was dropped, say) is skipped.
             let _ = engine.apply_envelope(record, now, false);
@@ -440,9 +452,19 @@ impl Engine {
         !self.unsubscribed.contains(project)
     }
 
-    /// This node's local priority for `project` (0 unless set).
+    /// This node's local priority for `project`: the operator's, else the highest a followed
+    /// curator lists, else 0.
     pub fn priority(&self, project: &ProjectId) -> i8 {
-        self.priorities.get(project).copied().unwrap_or(0)
+        self.priorities
+            .get(project)
+            .or_else(|| self.curators.priorities.get(project))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Whether the operator set `project`'s priority (which then wins over a curator's).
+    pub fn priority_is_set(&self, project: &ProjectId) -> bool {
+        self.priorities.contains_key(project)
     }
 
     /// Trusted project keys.
@@ -596,7 +618,7 @@ impl Engine {
     /// each item's proof and its failures (not the evidence about earlier epochs, which
     /// [`Engine::snapshot`] adds). For rewriting a store that missed writes.
     pub fn stored_records(&self) -> Vec<Envelope> {
-        let mut records = Vec::new();
+        let mut records = self.directory_records();
         for p in self.projects.values() {
             records.push(Envelope::Manifest(p.manifest.clone()));
             records.extend(p.batches.values().cloned().map(Envelope::Batch));
@@ -609,9 +631,15 @@ impl Engine {
         records
     }
 
+    /// The directories held, as records.
+    fn directory_records(&self) -> Vec<Envelope> {
+        self.curators.held().map(|h| Envelope::Directory(h.signed.clone())).collect()
+    }
+
     /// The records needed to rebuild this engine with [`Engine::restore`].
     pub fn snapshot(&self) -> Snapshot {
-        let mut records = Vec::new();
+        // Directories first: the manifests they vouch for follow.
+        let mut records = self.directory_records();
         for p in self.projects.values() {
             records.push(Envelope::Manifest(p.manifest.clone()));
             records.extend(p.batches.values().cloned().map(Envelope::Batch));
@@ -626,6 +654,7 @@ impl Engine {
         }
         Snapshot {
             trusted: self.trusted.iter().copied().collect(),
+            following: self.curators.followed.keys().copied().collect(),
             records,
             presence_seq: self.presence_seq,
         }
@@ -691,6 +720,7 @@ impl Engine {
                 self.trusted.insert(key);
                 Ok(())
             }
+            Input::Follow(key) => self.follow(key),
             Input::Subscribe { project, subscribed } => self.subscribe(project, subscribed, now),
             Input::SetPriority { project, priority } => self.set_priority(project, priority),
             Input::LocalFault(fault) => {
@@ -1153,7 +1183,12 @@ impl Engine {
             }
             self.priorities.insert(project, priority);
         }
-        // Items already waiting for a slot take the new order.
+        self.resort_ready();
+        Ok(())
+    }
+
+    /// Puts the items waiting for a slot in the order of the priorities now in force.
+    fn resort_ready(&mut self) {
         for queue in 0..self.ready.len() {
             let waiting = std::mem::take(&mut self.ready[queue]);
             self.ready[queue] = waiting
@@ -1164,7 +1199,6 @@ impl Engine {
                 })
                 .collect();
         }
-        Ok(())
     }
 
     // ---- local decisions -------------------------------------------------------------------

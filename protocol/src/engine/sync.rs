@@ -149,6 +149,11 @@ impl Engine {
                 .take(SYNC_PRESENCE_MAX)
                 .map(|(_, p)| Envelope::Presence(p.presence.clone())),
         );
+        // Every directory held (a few, bounded by `FOLLOWING_MAX`), before the manifests they
+        // vouch for: a digest does not name them, and a follower that missed one learns it here.
+        for held in self.curators.held() {
+            push(&mut out, Envelope::Directory(held.signed.clone()));
+        }
         let mut ids: Vec<ProjectId> = self.projects.keys().copied().collect();
         ids.push(super::relay_project());
         for project in ids {

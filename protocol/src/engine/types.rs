@@ -229,6 +229,10 @@ pub enum Input {
     SetRoles(Roles),
     /// Trust a project owner key.
     Trust(PublicKey),
+    /// Follow a curator key: projects its directories list are taken in as if their owners
+    /// were trusted, at the listed priority. At most [`crate::limits::FOLLOWING_MAX`] keys;
+    /// more are refused with [`Reject::Full`].
+    Follow(PublicKey),
     /// Work on a project or stop taking new items of it (held items go on to completion).
     /// Every known project is subscribed by default; a choice made before the project is
     /// known is remembered (at most `projects_max` projects) and applies when it arrives.
@@ -239,8 +243,10 @@ pub enum Input {
         subscribed: bool,
     },
     /// Set how eagerly this node takes a project's items: when claimable items compete for
-    /// free work slots, higher priorities are claimed first (default 0). A purely local
-    /// choice: it never changes who wins a claim.
+    /// free work slots, higher priorities are claimed first (default 0, or what a followed
+    /// curator lists). The operator's choice wins over a curator's; setting 0 clears it, so a
+    /// curator's listed priority applies again. A purely local choice: it never changes who
+    /// wins a claim.
     SetPriority {
         /// The project.
         project: ProjectId,
@@ -328,7 +334,8 @@ pub enum Reject {
     /// The body does not decode or breaks a limit.
     #[error("malformed message")]
     Malformed,
-    /// A project or batch signed by a key this node does not trust.
+    /// A project or batch signed by a key this node does not trust, or a directory from a
+    /// curator it does not follow.
     #[error("project key is not trusted")]
     UntrustedProject,
     /// A claim at a later epoch while the current lease still runs, or an epoch jump.
