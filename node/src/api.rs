@@ -7,8 +7,9 @@
 //!   (held items and host states), `/seeding`, `/relay`, `/caps`, `/log?limit=&level=`,
 //!   `/metrics` (Prometheus text, or OpenMetrics when `Accept` asks for it) and `/events` (server-sent events, one JSON
 //!   [`NodeEvent`](crate::views::NodeEvent) per message);
-//! - actions: `POST /publish` (a signed manifest or batch file as the body), `/trust` (a
-//!   project owner key, 64 hex digits), `/pause`, `/resume`, `/caps` (JSON
+//! - actions: `POST /publish` (a signed manifest, batch or directory file as the body),
+//!   `/trust` (a project owner key, 64 hex digits), `/follow` (a curator key, 64 hex digits),
+//!   `/pause`, `/resume`, `/caps` (JSON
 //!   [`Caps`](crate::views::Caps)), `/projects/{id}/subscribe` (JSON `{"subscribed": bool}`)
 //!   and `/projects/{id}/priority` (JSON `{"priority": -128..127}`).
 //!
@@ -230,6 +231,7 @@ fn routes(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/publish", post(publish))
         .route("/trust", post(trust))
+        .route("/follow", post(follow))
         .route("/pause", post(pause))
         .route("/resume", post(resume))
         .route("/projects/{id}/subscribe", post(subscribe))
@@ -363,6 +365,14 @@ async fn trust(State(s): State<AppState>, body: String) -> Response {
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("not a public key: {e}")),
     };
     outcome(s.client.trust(key).await)
+}
+
+async fn follow(State(s): State<AppState>, body: String) -> Response {
+    let key = match body.trim().parse::<PublicKey>() {
+        Ok(k) => k,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("not a public key: {e}")),
+    };
+    outcome(s.client.follow(key).await)
 }
 
 async fn work(State(s): State<AppState>) -> Response {

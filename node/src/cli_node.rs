@@ -405,6 +405,9 @@ pub fn status(args: StatusArgs) -> Result<()> {
         s.items.open, s.items.held, s.items.done, s.items.failed
     );
     println!("holding   {}", s.holding);
+    if !s.following.is_empty() {
+        println!("following {}", following_line(&s.following));
+    }
     if let Some(u) = urls {
         println!(
             "urls      {} ok, {} refused, {} disallowed, {} transient (crawled by this node \
@@ -481,7 +484,7 @@ fn contributed_lines(l: &starling_tui::api::LifetimeView) -> [String; 2] {
 pub struct PublishArgs {
     #[command(flatten)]
     pub node: NodeDirArgs,
-    /// Signed files (manifests first, then batches).
+    /// Signed files (a directory or manifests first, then batches).
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
 }
@@ -497,6 +500,19 @@ pub fn publish(args: PublishArgs) -> Result<()> {
         println!("{}: {} {}", path.display(), o.what, o.outcome);
     }
     Ok(())
+}
+
+/// The curators a node follows, in one line: each key's short form with its directory's name
+/// and version, or "no directory yet".
+pub fn following_line(following: &[starling_tui::api::FollowView]) -> String {
+    let each = following.iter().map(|f| {
+        let short = f.curator.get(..8).unwrap_or(&f.curator);
+        match (&f.name, f.version) {
+            (Some(name), Some(v)) => format!("{short} ({name} v{v}, {} projects)", f.projects),
+            _ => format!("{short} (no directory yet)"),
+        }
+    });
+    each.collect::<Vec<_>>().join(", ")
 }
 
 /// `starling project trust FILE|KEY`: adds a project owner's key to the node's trusted set.

@@ -41,6 +41,8 @@ pub enum Command {
     Publish(Box<Envelope>, oneshot::Sender<Result<Outcome, String>>),
     /// Trust a project owner key.
     Trust(PublicKey, oneshot::Sender<Result<Outcome, String>>),
+    /// Follow a curator key.
+    Follow(PublicKey, oneshot::Sender<Result<Outcome, String>>),
     /// Work held and host states.
     Work(oneshot::Sender<WorkView>),
     /// Seeding duties and copies kept.
@@ -113,6 +115,11 @@ impl Client {
     /// Trusts a project owner key.
     pub async fn trust(&self, key: PublicKey) -> Result<Result<Outcome, String>> {
         self.ask(|r| Command::Trust(key, r)).await
+    }
+
+    /// Follows a curator key.
+    pub async fn follow(&self, key: PublicKey) -> Result<Result<Outcome, String>> {
+        self.ask(|r| Command::Follow(key, r)).await
     }
 
     /// Work held and host states.

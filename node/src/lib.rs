@@ -31,6 +31,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod crawl;
+pub mod curate;
 pub mod demo;
 pub mod export;
 pub mod health;

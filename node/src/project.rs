@@ -61,6 +61,20 @@ pub enum ProjectCmd {
   starling project trust <64_HEX_DIGITS>"
     )]
     Trust(crate::cli_node::TrustArgs),
+    /// Follow a curator on the running node: the projects its signed directory lists are
+    /// taken in (as if their owners were trusted), at the listed priority unless you set one.
+    #[command(
+        after_help = "Examples:\n  starling project follow curator.key.pub         # the curator's public key file
+  starling project follow directory.cbor          # the curator of a signed directory
+  starling project follow <64_HEX_DIGITS>"
+    )]
+    Follow(crate::curate::FollowArgs),
+    /// Sign a curator's directory: projects (by their signed manifests) and their priorities.
+    #[command(
+        after_help = "Examples:\n  starling project directory --key curator.key --name picks --directory-version 1 --entry project.cbor:5 --entry other.cbor --out directory.cbor
+  starling publish directory.cbor                 # then send it into the mesh"
+    )]
+    Directory(crate::curate::DirectoryArgs),
     /// Verify a signed file and print what it holds.
     #[command(
         after_help = "Examples:\n  starling project inspect project.cbor          # prints the project id
@@ -217,6 +231,8 @@ pub fn run(cmd: ProjectCmd) -> Result<()> {
         ProjectCmd::AddUrls(args) => add_urls(&args),
         ProjectCmd::AddTorrents(args) => add_torrents(&args),
         ProjectCmd::Trust(args) => crate::cli_node::trust(args),
+        ProjectCmd::Follow(args) => crate::curate::follow(args),
+        ProjectCmd::Directory(args) => crate::curate::make_directory(&args),
         ProjectCmd::Inspect { file, json } => inspect(&file, json),
     }
 }
@@ -605,6 +621,27 @@ pub fn describe(env: &Envelope) -> Result<serde_json::Value> {
                 "seq": b.seq,
                 "signer": s.signer().to_hex(),
                 "items": items,
+            })
+        }
+        Envelope::Directory(s) => {
+            let d = s.verify()?;
+            let entries: Vec<serde_json::Value> = d
+                .entries
+                .iter()
+                .map(|e| {
+                    json!({
+                        "project": e.project.to_hex(),
+                        "owner": e.owner.to_hex(),
+                        "priority": e.priority,
+                    })
+                })
+                .collect();
+            json!({
+                "kind": "directory",
+                "name": d.name,
+                "version": d.version,
+                "curator": d.curator.to_hex(),
+                "entries": entries,
             })
         }
         other => json!({ "kind": other.kind(), "signer": other.signer().to_hex() }),

@@ -498,6 +498,28 @@ mod tests {
     use starling_protocol::{Claim, Signed};
 
     #[test]
+    fn follows_and_the_newest_directory_survive_reopen_and_come_before_manifests() {
+        use starling_protocol::Directory;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let curator = test_keypair(3);
+        let d = |version| {
+            let d =
+                Directory { curator: curator.public(), name: "c".into(), version, entries: vec![] };
+            Envelope::Directory(Signed::sign(&curator, &d))
+        };
+        {
+            let store = Store::open(&path).unwrap();
+            store.follow(&curator.public()).unwrap();
+            store.persist(&[d(1)], false).unwrap();
+            store.persist(&[d(2)], true).unwrap();
+        }
+        let snap = Store::open(&path).unwrap().snapshot().unwrap();
+        assert_eq!(snap.following, vec![curator.public()]);
+        assert_eq!(snap.records, vec![d(2)], "one directory per curator, the newest");
+    }
+
+    #[test]
     fn latest_proof_per_item_wins_and_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.redb");

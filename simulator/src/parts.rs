@@ -169,7 +169,7 @@ impl Ledger {
 
     /// The curator's key and its directory of every project (of none, when sabotaged).
     fn directory(&self, s: &Scenario, seed: u64) -> (Keypair, Envelope) {
-        let key = test_keypair(mix64(seed ^ 0x6375_7261_746f_72));
+        let key = test_keypair(mix64(seed ^ 0x0063_7572_6174_6f72));
         let entries = if s.sabotage.unlisted_directory {
             Vec::new()
         } else {

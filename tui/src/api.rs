@@ -67,6 +67,23 @@ pub struct StatusView {
     /// What this node contributed over all its runs (kept in its database).
     #[serde(default)]
     pub lifetime: LifetimeView,
+    /// Curators this node follows (`starling project follow`), with the directory held from
+    /// each.
+    #[serde(default)]
+    pub following: Vec<FollowView>,
+}
+
+/// A followed curator and its newest directory, in `GET /status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowView {
+    /// The curator's public key (hex).
+    pub curator: String,
+    /// The directory's name, once one arrived.
+    pub name: Option<String>,
+    /// The directory's version, once one arrived.
+    pub version: Option<u64>,
+    /// Projects the directory lists.
+    pub projects: usize,
 }
 
 /// What a node contributed over all its runs, kept in its database: written every
@@ -443,7 +460,7 @@ pub struct ProjectInfo {
     pub replication: u8,
     /// Items by state.
     pub items: ItemCounts,
-    /// Whether its owner key is trusted here.
+    /// Whether its owner key is trusted here, or a followed curator lists it.
     #[serde(default)]
     pub trusted: bool,
     /// Whether this node works on it.
@@ -579,7 +596,7 @@ impl ItemInfo {
     }
 }
 
-/// `POST /publish` and `POST /trust` answers.
+/// `POST /publish`, `POST /trust` and `POST /follow` answers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Outcome {
     /// `applied` or `duplicate` (a batch the node can only park is an error).

@@ -99,6 +99,7 @@ pub(crate) fn status() -> StatusView {
         torrents: Default::default(),
         health: Default::default(),
         lifetime: Default::default(),
+        following: Vec::new(),
     }
 }
 

@@ -12,8 +12,8 @@ use crate::clock::now_ms;
 use crate::control::{Control, ControlIo};
 use crate::net;
 use crate::views::{
-    ClaimInfo, DiskStats, ItemInfo, Outcome, PeerInfo, ProjectInfo, RelayView, SeedInfo,
-    SeedingView, StatusView, WorkView,
+    ClaimInfo, DiskStats, FollowView, ItemInfo, Outcome, PeerInfo, ProjectInfo, RelayView,
+    SeedInfo, SeedingView, StatusView, WorkView,
 };
 
 /// Most hosts listed by `/work`.
@@ -52,6 +52,9 @@ impl Actor {
                     }
                 };
                 let _ = reply.send(result);
+            }
+            Command::Follow(key, reply) => {
+                let _ = reply.send(self.follow(key));
             }
             Command::Work(reply) => {
                 let _ = reply.send(self.work());
@@ -135,11 +138,35 @@ impl Actor {
         (&mut self.control, io)
     }
 
+    /// Follows a curator: stored first, so a follow that was answered survives a restart;
+    /// then its topic is joined and peers are asked for what they hold (its directory).
+    fn follow(&mut self, key: starling_protocol::PublicKey) -> Result<Outcome, String> {
+        let known = self.engine.following().any(|(k, _)| *k == key);
+        if !known && self.engine.following().count() >= starling_protocol::limits::FOLLOWING_MAX {
+            return Err(format!(
+                "this node already follows {} curators, the most it may",
+                starling_protocol::limits::FOLLOWING_MAX
+            ));
+        }
+        self.store.follow(&key).map_err(|e| e.to_string())?;
+        self.handle(Input::Follow(key)).map_err(|r| format!("follow refused: {r}"))?;
+        self.join_trusted_topics();
+        let peers: Vec<_> = self.swarm.connected_peers().copied().collect();
+        for p in peers {
+            self.start_sync(p);
+        }
+        Ok(Outcome { outcome: "applied".into(), what: key.to_hex() })
+    }
+
     fn publish_file(&mut self, env: Envelope) -> Result<Outcome, String> {
         let what = env.kind().to_owned();
         let env_signer = match &env {
             Envelope::Batch(s) => Some(s.signer()),
             Envelope::Manifest(s) => Some(s.signer()),
+            _ => None,
+        };
+        let curator = match &env {
+            Envelope::Directory(s) => Some(s.signer()),
             _ => None,
         };
         match self.handle(Input::Publish(env)) {
@@ -148,6 +175,9 @@ impl Actor {
             // Parked until its manifest arrives: not what a publisher asked for, so an error
             // that says what to do (the batch stays parked and applies if the manifest comes).
             Err(Reject::UnknownProject) => Err(self.parked_reason(&env_signer, &what)),
+            Err(Reject::UntrustedProject) if let Some(key) = curator => Err(format!(
+                "directory refused: this node does not follow curator {key}: run `starling project follow {key}` first, then publish again"
+            )),
             Err(r) => Err(format!("{what} refused: {r}")),
         }
     }
@@ -213,6 +243,16 @@ impl Actor {
             caps: Control::caps(&self.engine, self.runners.crawler()),
             torrents: self.torrents.as_ref().map(|t| t.control.totals()).unwrap_or_default(),
             lifetime: self.lifetime(),
+            following: self
+                .engine
+                .following()
+                .map(|(key, dir)| FollowView {
+                    curator: key.to_hex(),
+                    name: dir.map(|d| d.name.clone()),
+                    version: dir.map(|d| d.version),
+                    projects: dir.map_or(0, |d| d.entries.len()),
+                })
+                .collect(),
         }
     }
 
@@ -266,7 +306,9 @@ impl Actor {
                 lease_ms: m.lease_ms,
                 replication: m.replication,
                 items: self.engine.counts(Some(id)),
-                trusted: self.engine.trusted().any(|k| *k == m.owner),
+                // A project a followed curator lists is as good as trusted.
+                trusted: self.engine.trusted().any(|k| *k == m.owner)
+                    || self.engine.curated_priority(&id).is_some(),
                 subscribed: self.engine.is_subscribed(&id),
                 priority: self.engine.priority(&id),
                 urls: {

@@ -512,6 +512,8 @@ impl Actor {
                 other => act.push(other),
             }
         }
+        // A new directory may vouch for projects this node has not heard of yet.
+        let new_directory = persist.iter().any(|e| matches!(e, Envelope::Directory(_)));
         if !persist.is_empty() {
             // A result of ours is on disk before the mesh hears of it, so a crash right after
             // never costs the work. Everything else (claims, renewals, others' records) is
@@ -551,6 +553,14 @@ impl Actor {
                     self.runners.cancel(item, epoch);
                 }
                 _ => {}
+            }
+        }
+        if new_directory {
+            self.join_trusted_topics();
+            // Fetch the manifests and batches it vouches for from the peers that hold them.
+            let peers: Vec<_> = self.swarm.connected_peers().copied().collect();
+            for p in peers {
+                self.start_sync(p);
             }
         }
         self.provide_new_projects();
@@ -644,12 +654,15 @@ impl Actor {
         }
     }
 
-    /// Presence and relay requests go to everyone; project messages to the owner's topic.
+    /// Presence and relay requests go to everyone; project messages to the owner's topic, and
+    /// a directory to its curator's.
     fn topic_of(&self, env: &Envelope) -> IdentTopic {
         let owner = match env {
             Envelope::Presence(_) | Envelope::RelayRequest(_) => None,
             Envelope::Manifest(s) => Some(s.signer()),
             Envelope::Batch(s) => Some(s.signer()),
+            // A directory goes to its curator's topic, which the curator's followers are in.
+            Envelope::Directory(s) => Some(s.signer()),
             _ => crate::store::proof_item(env)
                 .and_then(|item| self.engine.item_work(&item).map(|(p, _)| p))
                 .and_then(|p| {
@@ -659,9 +672,14 @@ impl Actor {
         owner.map_or_else(net::presence_topic, |o| net::owner_topic(&o))
     }
 
-    /// Joins the topic of every trusted key not joined yet.
+    /// Joins the topic of every trusted key, followed curator and owner a followed directory
+    /// lists, that is not joined yet.
     fn join_trusted_topics(&mut self) {
-        let keys: Vec<_> = self.engine.trusted().copied().collect();
+        let mut keys: std::collections::BTreeSet<_> = self.engine.trusted().copied().collect();
+        for (curator, dir) in self.engine.following() {
+            keys.insert(*curator);
+            keys.extend(dir.iter().flat_map(|d| d.entries.iter().map(|e| e.owner)));
+        }
         for key in keys {
             let t = net::owner_topic(&key);
             if self.swarm.behaviour().gossipsub.topics().any(|h| *h == t.hash()) {

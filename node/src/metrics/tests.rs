@@ -41,6 +41,7 @@ fn status() -> StatusView {
             gave_back: 0,
         },
         lifetime: Default::default(),
+        following: Vec::new(),
     }
 }
 

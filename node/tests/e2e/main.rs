@@ -15,6 +15,7 @@ mod dash;
 mod demo;
 mod fault_runs;
 mod first_run;
+mod follow;
 mod interop;
 mod kill;
 mod lifetime;
