@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::directory::Directory;
 use crate::ids::{Digest, ItemId, NodeId, ProjectId};
 use crate::item::ItemBatch;
+use crate::keys::PublicKey;
 use crate::manifest::ProjectManifest;
 use crate::signed::{Signable, Signed, VerifyError};
 use crate::wire::{self, DecodeError, MAX_ENVELOPE_BYTES, Validate, check_len};
@@ -482,11 +483,18 @@ pub struct SyncDigest {
     pub projects: Vec<ProjectDigest>,
     /// Hash of the relay requests held.
     pub relay: [u8; 8],
+    /// The curators the requester follows, each with the version of the directory it holds
+    /// from them (0 for none): the peer answers with the newer directories of those curators
+    /// only. Left out when empty, so the digest of a node that follows no one is encoded as
+    /// before curators existed, and such a node is never sent a directory.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub following: Vec<(PublicKey, u64)>,
 }
 
 impl Validate for SyncDigest {
     fn validate(&self) -> Result<(), DecodeError> {
-        check_len("projects", self.projects.len(), SYNC_PROJECTS_MAX)
+        check_len("projects", self.projects.len(), SYNC_PROJECTS_MAX)?;
+        check_len("following", self.following.len(), crate::limits::FOLLOWING_MAX)
     }
 }
 

@@ -263,14 +263,24 @@ mod tests {
         assert_eq!(back.projects().count(), 1, "the manifest it vouched for is restored");
         assert_eq!(back.item_count(), 2);
 
+        // A node that follows no one is never sent a directory (it would only refuse it).
+        let stranger = Engine::new(EngineConfig::default(), test_keypair(102), [], 3);
+        let delta = back.sync_delta(&stranger.sync_digest());
+        assert!(!delta.envelopes.iter().any(|e| matches!(e, Envelope::Directory(_))));
+
         // A follower that missed the gossip gets the directory, then the manifest, by sync.
         let mut peer = Engine::new(EngineConfig::default(), test_keypair(101), [], 2);
         peer.handle(Input::Follow(curator.public()), 0).unwrap();
-        let delta = back.sync_delta(&peer.sync_digest());
+        let digest = peer.sync_digest();
+        let digest = crate::message::SyncDigest::from_bytes(&digest.to_bytes()).unwrap();
+        assert_eq!(digest.following, [(curator.public(), 0)]);
+        let delta = back.sync_delta(&digest);
         for env in delta.envelopes {
             let _ = peer.handle(Input::Message(env), 20);
         }
         assert_eq!(peer.priority(&m.id()), 6);
         assert_eq!(peer.item_count(), 2);
+        let again = back.sync_delta(&peer.sync_digest());
+        assert!(!again.envelopes.iter().any(|e| matches!(e, Envelope::Directory(_))), "held");
     }
 }

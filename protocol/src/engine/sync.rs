@@ -128,6 +128,10 @@ impl Engine {
         SyncDigest {
             projects: ids.into_iter().filter_map(|p| self.project_digest(p)).collect(),
             relay: self.relay_hash(),
+            following: self
+                .following()
+                .map(|(curator, dir)| (*curator, dir.map_or(0, |d| d.version)))
+                .collect(),
         }
     }
 
@@ -149,10 +153,14 @@ impl Engine {
                 .take(SYNC_PRESENCE_MAX)
                 .map(|(_, p)| Envelope::Presence(p.presence.clone())),
         );
-        // Every directory held (a few, bounded by `FOLLOWING_MAX`), before the manifests they
-        // vouch for: a digest does not name them, and a follower that missed one learns it here.
+        // The directories the requester follows and holds an older version of (a few, bounded
+        // by `FOLLOWING_MAX`), before the manifests they vouch for: a follower that missed one
+        // learns it here. An equal version with another body is left to gossip.
         for held in self.curators.held() {
-            push(&mut out, Envelope::Directory(held.signed.clone()));
+            let theirs = digest.following.iter().find(|(c, _)| *c == held.dir.curator);
+            if theirs.is_some_and(|(_, version)| *version < held.dir.version) {
+                push(&mut out, Envelope::Directory(held.signed.clone()));
+            }
         }
         let mut ids: Vec<ProjectId> = self.projects.keys().copied().collect();
         ids.push(super::relay_project());
