@@ -33,7 +33,8 @@ pub fn run(args: ProjectsArgs) -> Result<()> {
     if list.is_empty() {
         eprintln!(
             "no projects known yet: trust an owner's key (`starling project trust KEY`) and \
-             wait for their manifest, or publish one (`starling publish FILE`)"
+             wait for their manifest, follow a curator (`starling project follow KEY`), or \
+             publish a manifest (`starling publish FILE`)"
         );
         return Ok(());
     }

@@ -58,7 +58,8 @@ pub fn next_steps(s: &StatusView, projects: Option<&[ProjectInfo]>) -> Vec<Hint>
         Some(list) if !list.iter().any(|p| p.trusted) => out.push(Hint::new(
             if list.is_empty() { "no projects known" } else { "no trusted project" },
             "trust a project owner's key: starling project trust KEY (their .pub file or 64 hex \
-             digits); the node then works on their projects",
+             digits); the node then works on their projects. Or follow a curator who picks \
+             projects for you: starling project follow KEY",
         )),
         Some(list) => {
             let trusted: Vec<&ProjectInfo> = list.iter().filter(|p| p.trusted).collect();
