@@ -306,6 +306,12 @@ fn restore_engine(
         store.trust(k)?;
         snapshot.trusted.push(*k);
     }
+    for k in &cfg.follow {
+        store.follow(k)?;
+        if !snapshot.following.contains(k) {
+            snapshot.following.push(*k);
+        }
+    }
     let mut seed = [0u8; 8];
     getrandom::fill(&mut seed).map_err(|e| anyhow!("no OS randomness: {e}"))?;
     Ok(Engine::restore(engine_cfg, key, snapshot, u64::from_le_bytes(seed), now_ms()))

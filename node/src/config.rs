@@ -76,6 +76,11 @@ pub struct UpArgs {
     /// [default: only the stored ones].
     #[arg(long = "trust", env = "STARLING_TRUST", value_name = "KEY", value_delimiter = ',')]
     pub trust: Vec<String>,
+    /// Curator key (64 hex digits) to follow, in addition to the stored ones (repeatable, at
+    /// most 16 in all): the projects its directory lists are worked as if trusted
+    /// [default: only the stored ones].
+    #[arg(long = "follow", env = "STARLING_FOLLOW", value_name = "KEY", value_delimiter = ',')]
+    pub follow: Vec<String>,
     /// Find peers on the local network with mDNS [default: true].
     #[arg(long, env = "STARLING_MDNS", value_name = "BOOL")]
     pub mdns: Option<bool>,
@@ -212,6 +217,7 @@ struct FileConfig {
     listen: Option<Vec<String>>,
     bootstrap: Option<Vec<String>>,
     trust: Option<Vec<String>>,
+    follow: Option<Vec<String>>,
     mdns: Option<bool>,
     api_port: Option<u16>,
     log_format: Option<LogFormat>,
@@ -268,6 +274,8 @@ pub struct Config {
     pub bootstrap: Vec<Multiaddr>,
     /// Keys trusted in addition to the stored set.
     pub trust: Vec<PublicKey>,
+    /// Curator keys followed in addition to the stored set.
+    pub follow: Vec<PublicKey>,
     /// mDNS discovery on.
     pub mdns: bool,
     /// Control API port (0 = any free port).
@@ -342,14 +350,29 @@ fn parse_addrs(what: &str, raw: &[String]) -> Result<Vec<Multiaddr>> {
         .collect()
 }
 
-fn parse_keys(raw: &[String]) -> Result<Vec<PublicKey>> {
+/// Parses keys given to `what` ("trusted", "followed").
+fn parse_keys(what: &str, raw: &[String]) -> Result<Vec<PublicKey>> {
     raw.iter()
         .map(|s| {
             s.trim()
                 .parse::<PublicKey>()
-                .map_err(|e| anyhow!("trusted key {s:?} is not a public key: {e}"))
+                .map_err(|e| anyhow!("{what} key {s:?} is not a public key: {e}"))
         })
         .collect()
+}
+
+/// The curator keys to follow, from the file and the flags together (duplicates once), at
+/// most [`starling_protocol::limits::FOLLOWING_MAX`].
+fn followed_keys(args: &UpArgs, file: &FileConfig) -> Result<Vec<PublicKey>> {
+    let mut follow = parse_keys("followed", &file.follow.clone().unwrap_or_default())?;
+    follow.extend(parse_keys("followed", &args.follow)?);
+    follow.sort();
+    follow.dedup();
+    let max = starling_protocol::limits::FOLLOWING_MAX;
+    if follow.len() > max {
+        bail!("follow: {} curator keys given; a node follows at most {max}", follow.len());
+    }
+    Ok(follow)
 }
 
 /// A setting from its flag (or environment variable), else from the config file: the one
@@ -401,6 +424,7 @@ impl Config {
             listen,
             bootstrap,
             trust,
+            follow: followed_keys(args, &file)?,
             mdns: layered!(args, file, mdns).unwrap_or(true),
             api_port: layered!(args, file, api_port).unwrap_or(0),
             log_format: layered!(args, file, log_format).unwrap_or_default(),
@@ -509,8 +533,8 @@ fn peers_and_keys(
         listen = default_listen();
     }
     let bootstrap = parse_addrs("bootstrap", &pick_list(&args.bootstrap, &file.bootstrap))?;
-    let mut trust = parse_keys(&file.trust.clone().unwrap_or_default())?;
-    trust.extend(parse_keys(&args.trust)?);
+    let mut trust = parse_keys("trusted", &file.trust.clone().unwrap_or_default())?;
+    trust.extend(parse_keys("trusted", &args.trust)?);
     Ok((listen, bootstrap, trust))
 }
 
@@ -712,6 +736,25 @@ mod tests {
         args.bootstrap = vec!["not-an-addr".into()];
         let err = format!("{:#}", Config::load(&args).unwrap_err());
         assert!(err.contains("bootstrap address \"not-an-addr\""), "{err}");
+    }
+
+    #[test]
+    fn followed_curators_add_up_from_file_and_flags_within_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let key = |i: u64| starling_protocol::engine::test_keypair(i).public();
+        std::fs::write(&path, format!("follow = [\"{}\"]\n", key(1).to_hex())).unwrap();
+        let mut args = args_with(&path);
+        args.follow = vec![key(2).to_hex(), key(1).to_hex()];
+        let mut want = vec![key(1), key(2)];
+        want.sort();
+        assert_eq!(Config::load(&args).unwrap().follow, want);
+        args.follow = vec!["nope".into()];
+        let err = format!("{:#}", Config::load(&args).unwrap_err());
+        assert!(err.contains("followed key \"nope\""), "{err}");
+        args.follow = (10..27).map(|i| key(i).to_hex()).collect();
+        let err = format!("{:#}", Config::load(&args).unwrap_err());
+        assert!(err.contains("at most 16"), "{err}");
     }
 
     #[test]
