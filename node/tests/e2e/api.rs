@@ -25,7 +25,7 @@ const GETS: &[&str] = &[
     "/metrics",
     "/events",
 ];
-const POSTS: &[&str] = &["/publish", "/trust", "/pause", "/resume", "/caps"];
+const POSTS: &[&str] = &["/publish", "/trust", "/follow", "/pause", "/resume", "/caps"];
 
 fn trusted(p: &TestProject) -> Vec<String> {
     vec![
@@ -119,6 +119,7 @@ fn every_route_answers_and_refuses_bad_requests() {
         ("/caps", br#"{"capacity": 100000}"#, "bad caps body"),
         ("/caps", br#"{"capacity": 999}"#, "over the most allowed"),
         ("/trust", b"not-a-key", "not a public key"),
+        ("/follow", b"not-a-key", "not a public key"),
         ("/publish", b"garbage", "not a signed Starling file"),
         ("/projects/xyz/subscribe", br#"{"subscribed": false}"#, "not a project id"),
         ("/projects/xyz/priority", br#"{"priority": 1}"#, "not a project id"),
