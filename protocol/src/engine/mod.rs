@@ -20,6 +20,10 @@
 //! change state.
 //! [`Engine::snapshot`] returns the records needed to rebuild the engine after a restart.
 //!
+//! Which projects are taken in at all is the operator's trust ([`Input::Trust`]) and the
+//! curators the operator follows ([`Input::Follow`]; their signed directories vouch for the
+//! projects they list, see `curators.rs`); both are in the snapshot.
+//!
 //! Local choices ([`Input::Pause`], [`Input::SetCapacity`], [`Input::SetRoles`], [`Input::Subscribe`],
 //! [`Input::SetPriority`]) change which items this node tries and in what order, never the
 //! claim rule below. Subscriptions and priorities are not in the snapshot: the driver keeps the
