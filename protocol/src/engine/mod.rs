@@ -294,8 +294,8 @@ pub struct Snapshot {
     /// Followed curator keys (their directories are among the records).
     #[serde(default)]
     pub following: Vec<PublicKey>,
-    /// Every applied envelope that still matters: manifests, batches, relay requests, and the
-    /// proof of each item's current state.
+    /// Every applied envelope that still matters: directories, manifests, batches, relay
+    /// requests, and the proof of each item's current state.
     pub records: Vec<Envelope>,
     /// The last presence sequence number used.
     pub presence_seq: u64,
@@ -466,11 +466,6 @@ impl Engine {
             .unwrap_or(0)
     }
 
-    /// Whether the operator set `project`'s priority (which then wins over a curator's).
-    pub fn priority_is_set(&self, project: &ProjectId) -> bool {
-        self.priorities.contains_key(project)
-    }
-
     /// Trusted project keys.
     pub fn trusted(&self) -> impl Iterator<Item = &PublicKey> {
         self.trusted.iter()
@@ -618,9 +613,9 @@ impl Engine {
         out
     }
 
-    /// What a driver's store holds when it is up to date: manifests, batches, relay requests,
-    /// each item's proof and its failures (not the evidence about earlier epochs, which
-    /// [`Engine::snapshot`] adds). For rewriting a store that missed writes.
+    /// What a driver's store holds when it is up to date: directories, manifests, batches,
+    /// relay requests, each item's proof and its failures (not the evidence about earlier
+    /// epochs, which [`Engine::snapshot`] adds). For rewriting a store that missed writes.
     pub fn stored_records(&self) -> Vec<Envelope> {
         let mut records = self.directory_records();
         for p in self.projects.values() {
