@@ -142,17 +142,7 @@ impl Engine {
             return Err(Reject::UntrustedProject);
         }
         if let Some(old) = self.projects.get(&id) {
-            // Equal versions with different bodies: the greater body hash wins, on every node.
-            let old_key = (old.m.version, blake3::hash(old.manifest.body()));
-            let new_key = (m.version, blake3::hash(s.body()));
-            if new_key == old_key {
-                return Err(Reject::Duplicate);
-            }
-            if new_key.0 < old_key.0
-                || (new_key.0 == old_key.0 && new_key.1.as_bytes() < old_key.1.as_bytes())
-            {
-                return Err(Reject::Stale);
-            }
+            replaces(old.m.version, old.manifest.body(), m.version, s.body())?;
         } else if self.projects.len() >= self.cfg.projects_max
             || self.projects.values().filter(|p| p.m.owner == m.owner).count()
                 >= self.cfg.projects_per_owner_max
@@ -799,4 +789,26 @@ impl Engine {
             }
         }
     }
+}
+
+/// The rule for a signed, versioned record (manifest, directory) that replaces an older one of
+/// the same key: the higher version wins; at equal versions with different bodies the greater
+/// body hash wins, on every node. The same body again is a duplicate.
+pub(super) fn replaces(
+    old_version: u64,
+    old_body: &[u8],
+    version: u64,
+    body: &[u8],
+) -> Result<(), Reject> {
+    let old_key = (old_version, blake3::hash(old_body));
+    let new_key = (version, blake3::hash(body));
+    if new_key == old_key {
+        return Err(Reject::Duplicate);
+    }
+    if new_key.0 < old_key.0
+        || (new_key.0 == old_key.0 && new_key.1.as_bytes() < old_key.1.as_bytes())
+    {
+        return Err(Reject::Stale);
+    }
+    Ok(())
 }

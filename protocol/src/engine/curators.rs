@@ -88,16 +88,7 @@ impl Engine {
             return Err(Reject::UntrustedProject);
         };
         if let Some(old) = slot {
-            let old_key = (old.dir.version, blake3::hash(old.signed.body()));
-            let new_key = (d.version, blake3::hash(s.body()));
-            if new_key == old_key {
-                return Err(Reject::Duplicate);
-            }
-            if new_key.0 < old_key.0
-                || (new_key.0 == old_key.0 && new_key.1.as_bytes() < old_key.1.as_bytes())
-            {
-                return Err(Reject::Stale);
-            }
+            super::apply::replaces(old.dir.version, old.signed.body(), d.version, s.body())?;
         }
         self.outputs.push_back(Output::Persist(Envelope::Directory(s.clone())));
         self.curators.followed.insert(d.curator, Some(Held { signed: s, dir: d }));
