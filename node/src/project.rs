@@ -308,6 +308,7 @@ fn build_manifest(args: &NewArgs, owner: starling_protocol::PublicKey) -> Result
             per_s_milli,
             burst: args.burst.or(t.rate.burst).unwrap_or(defaults.burst),
             concurrency: args.concurrency.or(t.rate.concurrency).unwrap_or(defaults.concurrency),
+            ..RatePolicy::default()
         },
         lease_ms,
         replication: args.replication.or(t.replication).unwrap_or(2),

@@ -67,6 +67,7 @@ fn result_of(work: &WorkItem) -> (Digest, u64, u32) {
         WorkItem::SeedDuty { result, size, .. } => (*result, *size, 1),
         WorkItem::Torrent { info_hash, .. } => (Digest::of(info_hash), 0, 1),
         WorkItem::RelaySlot { .. } => (Digest::of(b"relay"), 0, 1),
+        WorkItem::HostLane { .. } => (Digest::of(b"lane"), 0, 1),
     }
 }
 

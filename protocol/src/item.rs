@@ -60,6 +60,39 @@ pub enum WorkItem {
         /// The request's sequence number; a newer request replaces an older one.
         seq: u64,
     },
+    /// One of a project's lanes to a host: whoever holds it may fetch from the host at the
+    /// project's `rate.per_host / rate.lanes`. Derived from the hosts of the project's crawl
+    /// chunks when the project's rate is mesh-wide (see `engine/lanes.rs`).
+    HostLane {
+        /// Lowercase host name, as [`url_host`] gives it.
+        host: String,
+        /// Which of the project's lanes to the host.
+        lane: u16,
+    },
+}
+
+/// Most lanes a project may give one host.
+pub const LANES_MAX: u16 = 64;
+
+/// The host part of an absolute URL, lowercased, without user info or port: the key of a
+/// host's lanes. Every node must compute the same key, so this is the one place it is made.
+/// `None` for a URL without `scheme://` or with an empty or over-long host.
+pub fn url_host(url: &str) -> Option<String> {
+    let rest = &url[url.find("://")? + 3..];
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if host_port.starts_with('[') {
+        // An IPv6 literal keeps its brackets, as URL parsers give it.
+        &host_port[..host_port.find(']')? + 1]
+    } else {
+        host_port.split_once(':').map_or(host_port, |(h, _)| h)
+    };
+    let host = host.trim_end_matches('.');
+    if host.is_empty() || host.len() > crate::manifest::HOST_MAX {
+        return None;
+    }
+    Some(host.to_ascii_lowercase())
 }
 
 /// Where a torrent item's metadata comes from.
@@ -82,11 +115,14 @@ pub enum WorkKind {
     Seed,
     /// [`WorkItem::RelaySlot`].
     Relay,
+    /// [`WorkItem::HostLane`].
+    Lane,
 }
 
 impl WorkKind {
     /// All kinds, in a fixed order.
-    pub const ALL: [WorkKind; 3] = [WorkKind::Crawl, WorkKind::Seed, WorkKind::Relay];
+    pub const ALL: [WorkKind; 4] =
+        [WorkKind::Crawl, WorkKind::Seed, WorkKind::Relay, WorkKind::Lane];
 
     /// Lowercase name for logs and the API.
     pub fn name(self) -> &'static str {
@@ -94,6 +130,7 @@ impl WorkKind {
             WorkKind::Crawl => "crawl",
             WorkKind::Seed => "seed",
             WorkKind::Relay => "relay",
+            WorkKind::Lane => "lane",
         }
     }
 }
@@ -105,6 +142,7 @@ impl WorkItem {
             WorkItem::CrawlChunk { .. } => WorkKind::Crawl,
             WorkItem::SeedDuty { .. } | WorkItem::Torrent { .. } => WorkKind::Seed,
             WorkItem::RelaySlot { .. } => WorkKind::Relay,
+            WorkItem::HostLane { .. } => WorkKind::Lane,
         }
     }
 
@@ -156,6 +194,13 @@ impl Validate for WorkItem {
                 check_len("magnet", link.len(), MAGNET_MAX)?;
                 if !link.starts_with("magnet:?") {
                     return Err(DecodeError::Invalid("magnet link does not start with magnet:?"));
+                }
+                Ok(())
+            }
+            WorkItem::HostLane { host, lane } => {
+                check_len("host", host.len(), crate::manifest::HOST_MAX)?;
+                if host.is_empty() || *lane >= LANES_MAX {
+                    return Err(DecodeError::Invalid("host lane without a host or past the lanes"));
                 }
                 Ok(())
             }
@@ -233,6 +278,35 @@ mod tests {
         let long = format!("magnet:?{}", "a".repeat(MAGNET_MAX));
         assert!(torrent(TorrentSource::Magnet(long)).validate().is_err());
         assert!(torrent(TorrentSource::File(b"d4:infode".to_vec())).validate().is_ok());
+    }
+
+    #[test]
+    fn url_host_is_the_lowercase_host_alone() {
+        for (url, host) in [
+            ("http://Example.COM/a?b", Some("example.com")),
+            ("https://user:pw@a.b:8080/x", Some("a.b")),
+            ("http://127.0.0.2:9/", Some("127.0.0.2")),
+            ("http://[::1]:80/x", Some("[::1]")),
+            ("http://host.example./", Some("host.example")),
+            ("http://h#frag", Some("h")),
+            ("no-scheme/x", None),
+            ("http:///path", None),
+        ] {
+            assert_eq!(url_host(url).as_deref(), host, "{url}");
+        }
+        assert_eq!(url_host(&format!("http://{}/", "a".repeat(300))), None);
+    }
+
+    #[test]
+    fn host_lanes_are_derived_and_checked() {
+        let lane = WorkItem::HostLane { host: "a.example".into(), lane: 0 };
+        assert_eq!(lane.kind(), WorkKind::Lane);
+        assert!(lane.is_ongoing() && !lane.is_listed());
+        assert!(lane.validate().is_ok());
+        assert!(WorkItem::HostLane { host: String::new(), lane: 0 }.validate().is_err());
+        assert!(WorkItem::HostLane { host: "a".into(), lane: LANES_MAX }.validate().is_err());
+        let batch = ItemBatch { project: ProjectId([1; 32]), seq: 1, items: vec![lane] };
+        assert!(batch.validate().is_err());
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub use engine::{
 pub use ids::{Digest, IdParseError, ItemId, NodeId, ProjectId};
 pub use item::{ItemBatch, TorrentSource, WorkItem, WorkKind};
 pub use keys::{Keypair, PublicKey};
-pub use manifest::{ProjectManifest, RatePolicy, RobotsPolicy, SizeCaps};
+pub use manifest::{ProjectManifest, RatePolicy, RateScope, RobotsPolicy, SizeCaps};
 pub use message::{
     Claim, Envelope, Failure, Presence, Receipt, RelayRequest, Release, Roles, SyncDelta,
     SyncDigest,

@@ -33,20 +33,82 @@ pub const BURST_MAX: u32 = 100;
 /// Most requests in flight to one host a manifest may ask for.
 pub const CONCURRENCY_MAX: u32 = 64;
 
-/// Per-host politeness: how fast and how wide a node may fetch from one host.
+/// Per-host politeness: how fast and how wide the project may fetch from one host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RatePolicy {
-    /// Sustained requests per second, in thousandths (4000 = 4/s).
+    /// Sustained requests per second, in thousandths (4000 = 4/s): for the whole mesh under
+    /// [`RateScope::Mesh`], for each node under [`RateScope::Node`].
     pub per_s_milli: u32,
     /// Requests allowed in a burst above the sustained rate.
     pub burst: u32,
     /// Requests in flight to one host at once.
     pub concurrency: u32,
+    /// Under [`RateScope::Mesh`], how many nodes may fetch from one host at once, each at
+    /// `per_s_milli / lanes` (1 ..= [`crate::item::LANES_MAX`]; default 1).
+    #[serde(default = "one_lane", skip_serializing_if = "is_one_lane")]
+    pub lanes: u16,
+    /// Whom the rate binds: the mesh as a whole (default) or each node on its own.
+    #[serde(default, skip_serializing_if = "RateScope::is_mesh")]
+    pub scope: RateScope,
+}
+
+fn one_lane() -> u16 {
+    1
+}
+
+fn is_one_lane(lanes: &u16) -> bool {
+    *lanes == 1
 }
 
 impl Default for RatePolicy {
     fn default() -> Self {
-        Self { per_s_milli: 1_000, burst: 2, concurrency: 2 }
+        Self { per_s_milli: 1_000, burst: 2, concurrency: 2, lanes: 1, scope: RateScope::Mesh }
+    }
+}
+
+impl RatePolicy {
+    /// The rate one holder of a lane may fetch at, in thousandths per second: the whole rate
+    /// under node scope, its lane's share under mesh scope (never below 0.001/s).
+    pub fn per_holder_milli(&self) -> u32 {
+        match self.scope {
+            RateScope::Node => self.per_s_milli,
+            RateScope::Mesh => (self.per_s_milli / u32::from(self.lanes.max(1))).max(1),
+        }
+    }
+
+    /// The burst one lane holder may use: its share of the burst under mesh scope, at least
+    /// one request (so with more lanes than burst the mesh's bursts add up to `lanes`).
+    pub fn burst_per_holder(&self) -> u32 {
+        match self.scope {
+            RateScope::Node => self.burst,
+            RateScope::Mesh => (self.burst / u32::from(self.lanes.max(1))).max(1),
+        }
+    }
+}
+
+/// Whom a project's per-host rate binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateScope {
+    /// The whole mesh together: a node fetches from a host only while it holds one of the
+    /// host's lanes, claimed through the engine like any item.
+    #[default]
+    Mesh,
+    /// Each node on its own (the mesh sends up to N times the rate from N nodes).
+    Node,
+}
+
+impl RateScope {
+    fn is_mesh(&self) -> bool {
+        *self == RateScope::Mesh
+    }
+
+    /// Lowercase name for manifests, logs and the API.
+    pub fn name(self) -> &'static str {
+        match self {
+            RateScope::Mesh => "mesh",
+            RateScope::Node => "node",
+        }
     }
 }
 
@@ -143,6 +205,9 @@ impl Validate for ProjectManifest {
         if !(1..=CONCURRENCY_MAX).contains(&self.rate.concurrency) {
             return Err(DecodeError::Invalid("concurrency outside 1 ..= 64"));
         }
+        if !(1..=crate::item::LANES_MAX).contains(&self.rate.lanes) {
+            return Err(DecodeError::Invalid("lanes outside 1 ..= 64"));
+        }
         if self.caps.chunk_urls_max == 0
             || self.caps.chunk_urls_max as usize > crate::item::CHUNK_URLS_MAX
         {
@@ -184,8 +249,13 @@ mod tests {
     fn rate_burst_and_concurrency_have_ranges() {
         let ok = RatePolicy::default();
         with_rate(ok).unwrap();
-        let edges =
-            RatePolicy { per_s_milli: RATE_PER_S_MILLI_MAX, burst: BURST_MAX, concurrency: 64 };
+        let edges = RatePolicy {
+            per_s_milli: RATE_PER_S_MILLI_MAX,
+            burst: BURST_MAX,
+            concurrency: 64,
+            lanes: crate::item::LANES_MAX,
+            scope: RateScope::Node,
+        };
         with_rate(edges).unwrap();
         for bad in [
             RatePolicy { per_s_milli: 4_294_967_000, ..ok },
@@ -194,8 +264,48 @@ mod tests {
             RatePolicy { burst: BURST_MAX + 1, ..ok },
             RatePolicy { concurrency: 0, ..ok },
             RatePolicy { concurrency: CONCURRENCY_MAX + 1, ..ok },
+            RatePolicy { lanes: 0, ..ok },
+            RatePolicy { lanes: crate::item::LANES_MAX + 1, ..ok },
         ] {
             assert!(with_rate(bad).is_err(), "{bad:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod rate_scope_tests {
+    use super::*;
+
+    /// The manifest rate as it was written before lanes and scope existed.
+    #[derive(Serialize)]
+    struct OldRate {
+        per_s_milli: u32,
+        burst: u32,
+        concurrency: u32,
+    }
+
+    #[test]
+    fn a_rate_without_lanes_or_scope_is_one_mesh_lane_and_encodes_as_before() {
+        let old = crate::wire::encode(&OldRate { per_s_milli: 4_000, burst: 1, concurrency: 2 });
+        let rate: RatePolicy = ciborium::from_reader(&old[..]).expect("decodes");
+        assert_eq!((rate.lanes, rate.scope), (1, RateScope::Mesh));
+        // The defaults are left out, so a manifest that does not use them signs the same bytes.
+        assert_eq!(crate::wire::encode(&rate), old);
+        let node = RatePolicy { scope: RateScope::Node, lanes: 3, ..rate };
+        let back: RatePolicy =
+            ciborium::from_reader(&crate::wire::encode(&node)[..]).expect("decodes");
+        assert_eq!(back, node);
+    }
+
+    #[test]
+    fn a_lane_holder_gets_its_share_of_rate_and_burst() {
+        let r = RatePolicy { per_s_milli: 4_000, burst: 1, concurrency: 1, ..Default::default() };
+        assert_eq!((r.per_holder_milli(), r.burst_per_holder()), (4_000, 1));
+        let r4 = RatePolicy { lanes: 4, burst: 8, ..r };
+        assert_eq!((r4.per_holder_milli(), r4.burst_per_holder()), (1_000, 2));
+        let node = RatePolicy { scope: RateScope::Node, ..r4 };
+        assert_eq!((node.per_holder_milli(), node.burst_per_holder()), (4_000, 8));
+        let tiny = RatePolicy { per_s_milli: 1, lanes: 64, ..r };
+        assert_eq!(tiny.per_holder_milli(), 1);
     }
 }

@@ -55,6 +55,7 @@ impl Roles {
             crate::item::WorkKind::Crawl => Roles::CRAWL,
             crate::item::WorkKind::Seed => Roles::SEED,
             crate::item::WorkKind::Relay => Roles::RELAY,
+            crate::item::WorkKind::Lane => Roles::CRAWL,
         }
     }
 }
@@ -143,6 +144,11 @@ pub struct Release {
     pub epoch: u32,
     /// When (holder's clock).
     pub at_ms: u64,
+    /// For a host lane: the host asked to be left alone until then (holder's clock; a
+    /// `Retry-After`, or backoff after a run of errors). No node claims any lane of the host,
+    /// and no holder fetches from it, before this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown_until_ms: Option<u64>,
 }
 impl Validate for Release {
     fn validate(&self) -> Result<(), DecodeError> {

@@ -54,6 +54,7 @@ pub(crate) fn status() -> StatusView {
         holding: 3,
         engine: EngineStats {
             accepted: 2210,
+            lane_hosts_over: 0,
             rejected,
             claims: 120,
             renewals: 340,

@@ -247,6 +247,7 @@ fn meet(a: &RatePolicy, b: &RatePolicy) -> RatePolicy {
         per_s_milli: a.per_s_milli.min(b.per_s_milli),
         burst: a.burst.min(b.burst),
         concurrency: a.concurrency.min(b.concurrency),
+        ..*a
     }
 }
 
@@ -301,8 +302,10 @@ mod tests {
     #[test]
     fn a_stricter_policy_rebuilds_the_entry() {
         let table = HostTable::default();
-        let loose = RatePolicy { per_s_milli: 10_000, burst: 5, concurrency: 4 };
-        let tight = RatePolicy { per_s_milli: 1_000, burst: 5, concurrency: 4 };
+        let loose =
+            RatePolicy { per_s_milli: 10_000, burst: 5, concurrency: 4, ..RatePolicy::default() };
+        let tight =
+            RatePolicy { per_s_milli: 1_000, burst: 5, concurrency: 4, ..RatePolicy::default() };
         let a = table.get("h", loose);
         assert!(Arc::ptr_eq(&a, &table.get("h", loose)));
         let b = table.get("h", tight);

@@ -226,6 +226,7 @@ fn demo_project(
             per_s_milli: args.rate_per_s.saturating_mul(1000),
             burst: args.rate_per_s.clamp(1, 10),
             concurrency: 4,
+            ..RatePolicy::default()
         },
         lease_ms: 60_000,
         replication: replication(args),

@@ -152,6 +152,7 @@ impl Engine {
         self.outputs.push_back(Output::Persist(Envelope::Manifest(s.clone())));
         let batches = self.projects.remove(&id).map(|p| p.batches).unwrap_or_default();
         self.projects.insert(id, ProjectEntry { manifest: s, m, batches });
+        self.derive_lanes(id, now);
         self.replay_pending(now);
         Ok(())
     }
@@ -182,6 +183,7 @@ impl Engine {
         for (i, id) in ids.into_iter().enumerate() {
             self.insert_item(id, b.project, WorkRef::InBatch(Arc::clone(&b), i as u32), now);
         }
+        self.derive_lanes(b.project, now);
         self.replay_pending(now);
         Ok(())
     }
@@ -247,7 +249,7 @@ impl Engine {
             node,
             claim: &c,
             score,
-            lease_ms: self.lease_ms(&entry.project),
+            lease_ms: self.lease_of(entry),
             skew_margin_ms: self.cfg.skew_margin_ms,
             now,
         };
@@ -318,7 +320,7 @@ impl Engine {
     fn work_own_claim(&mut self, c: &Claim, now: u64) {
         let item = c.item;
         let Some(e) = self.items.get(&item) else { return };
-        let (kind, lease_ms) = (e.work.kind(), self.lease_ms(&e.project));
+        let (kind, lease_ms) = (e.work.kind(), self.lease_of(e));
         let local = Local {
             epoch: c.epoch,
             since: c.since_ms,
@@ -361,7 +363,7 @@ impl Engine {
             self.unschedule(item);
             self.schedule(item, lease_until_ms.saturating_add(self.cfg.skew_margin_ms));
         } else {
-            let lease_ms = self.items.get(&item).map_or(0, |e| self.lease_ms(&e.project));
+            let lease_ms = self.items.get(&item).map_or(0, |e| self.lease_of(e));
             let Some(l) = self.local.get_mut(&item) else { return Ok(()) };
             l.renew_at = lease_until_ms.saturating_sub(lease_ms * 2 / 3);
             let next = if l.started { l.renew_at } else { l.start_at.min(l.renew_at) };
@@ -691,6 +693,7 @@ impl Engine {
         let project = e.project;
         self.fold_bucket(project, &r.item, change);
         self.outputs.push_back(Output::Persist(env));
+        self.on_lane_release(&r.item, r.cooldown_until_ms, node == self.me, now);
         if node != self.me {
             self.drop_local(r.item, CancelReason::Lost);
         } else {
@@ -780,7 +783,11 @@ impl Engine {
     /// Stops local work on an item this node no longer holds.
     pub(super) fn drop_local(&mut self, item: ItemId, reason: CancelReason) {
         // Only started work is cancelled, and counted as yielded (unless shutting down).
-        if let Some(l) = self.local.remove(&item)
+        let removed = self.local.remove(&item);
+        if removed.is_some() && self.items.get(&item).is_some_and(Self::is_lane) {
+            self.rearm_lanes(&item, self.last_now);
+        }
+        if let Some(l) = removed
             && l.started
         {
             self.outputs.push_back(Output::CancelWork { item, epoch: l.epoch, reason });

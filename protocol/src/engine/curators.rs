@@ -174,7 +174,7 @@ mod tests {
         msg(&mut e, sign(&listed)).unwrap();
         assert_eq!(msg(&mut e, sign(&unlisted)), Err(Reject::UntrustedProject));
         msg(&mut e, Envelope::Batch(batch(&owner, &listed, 3))).unwrap();
-        assert_eq!(e.item_count(), 3);
+        assert_eq!(e.item_count(), 4, "3 chunks and their host's lane");
         // A listing vouches for the listed owner only: the same name under another key is a
         // different project, and a manifest for the listed id cannot be signed by another key.
         let other = test_keypair(3);
@@ -252,7 +252,7 @@ mod tests {
         let back = Engine::restore(EngineConfig::default(), test_keypair(100), snap, 1, 10);
         assert_eq!(back.priority(&m.id()), 6);
         assert_eq!(back.projects().count(), 1, "the manifest it vouched for is restored");
-        assert_eq!(back.item_count(), 2);
+        assert_eq!(back.item_count(), 3, "2 chunks and their host's lane");
 
         // A node that follows no one is never sent a directory (it would only refuse it).
         let stranger = Engine::new(EngineConfig::default(), test_keypair(102), [], 3);
@@ -270,7 +270,7 @@ mod tests {
             let _ = peer.handle(Input::Message(env), 20);
         }
         assert_eq!(peer.priority(&m.id()), 6);
-        assert_eq!(peer.item_count(), 2);
+        assert_eq!(peer.item_count(), 3, "2 chunks and their host's lane");
         let again = back.sync_delta(&peer.sync_digest());
         assert!(!again.envelopes.iter().any(|e| matches!(e, Envelope::Directory(_))), "held");
     }

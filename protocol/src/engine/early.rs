@@ -55,7 +55,12 @@ mod tests {
     use crate::signed::Signed;
 
     fn env(n: u64) -> Envelope {
-        let r = Release { item: crate::ids::ItemId([1; 32]), epoch: 1, at_ms: n };
+        let r = Release {
+            item: crate::ids::ItemId([1; 32]),
+            epoch: 1,
+            at_ms: n,
+            cooldown_until_ms: None,
+        };
         Envelope::Release(Signed::sign(&test_keypair(1), &r))
     }
 

@@ -57,6 +57,7 @@ mod fence;
 #[cfg(any(test, debug_assertions))]
 mod invariants;
 mod judge;
+mod lanes;
 mod peers;
 mod sync;
 mod types;
@@ -84,6 +85,7 @@ use early::EarlyReceipts;
 use peers::{PeerTable, RankMemo};
 
 pub use fence::claim_order;
+pub use lanes::{LANE_LEASE_MS, LANES_HELD_MAX, LaneView};
 
 /// Most peers whose clocks are kept to judge this node's own.
 pub const CLOCK_PEERS_MAX: usize = 64;
@@ -324,7 +326,9 @@ pub struct Engine {
     local: BTreeMap<ItemId, Local>,
     agenda: BTreeSet<(u64, ItemId)>,
     /// Claimable items waiting for a free slot: (priority, higher first; rank; since; item).
-    ready: [BTreeSet<ReadyKey>; 3],
+    ready: [BTreeSet<ReadyKey>; 4],
+    /// Host lanes: demand, cooldowns and the hosts each project has lanes for.
+    lanes: lanes::Lanes,
     /// Projects this node takes no new items of (the default is subscribed).
     unsubscribed: BTreeSet<ProjectId>,
     /// Local priority per project, where not 0.
@@ -372,6 +376,7 @@ impl Engine {
             local: BTreeMap::new(),
             agenda: BTreeSet::new(),
             ready: Default::default(),
+            lanes: lanes::Lanes::default(),
             unsubscribed: BTreeSet::new(),
             priorities: BTreeMap::new(),
             pending: VecDeque::new(),
@@ -494,7 +499,9 @@ impl Engine {
     /// Counts of items by state, optionally for one project.
     pub fn counts(&self, project: Option<ProjectId>) -> ItemCounts {
         let mut c = ItemCounts::default();
-        for e in self.items.values().filter(|e| project.is_none_or(|p| e.project == p)) {
+        // Lanes are the mesh's hold on a host, not work: they are counted apart (`lanes_of`).
+        let work = self.items.values().filter(|e| !Self::is_lane(e));
+        for e in work.filter(|e| project.is_none_or(|p| e.project == p)) {
             match e.phase {
                 Phase::Open { .. } => c.open += 1,
                 Phase::Held { .. } => c.held += 1,
@@ -732,6 +739,15 @@ impl Engine {
                 self.shutdown(now);
                 Ok(())
             }
+            Input::WantLane { project, host, wanted } => {
+                let r = self.want_lane(project, host, wanted, now);
+                self.fill_capacity(now);
+                r
+            }
+            Input::HostRefused { project, host, until_ms } => {
+                self.host_refused(project, host, until_ms, now);
+                Ok(())
+            }
         };
         match result {
             // A local choice refused for lack of room is no message rejected.
@@ -852,7 +868,7 @@ impl Engine {
         // No rank may claim an item before it has settled, so a claimable item not worked
         // here is looked at first then: one wake-up instead of two.
         let at = match self.claimable_since(&item, e) {
-            Some(since) if !self.local.contains_key(&item) => {
+            Some(since) if !self.local.contains_key(&item) && !Self::is_lane(e) => {
                 at.max(since.max(self.warmup_end().unwrap_or(0)).saturating_add(self.cfg.settle_ms))
             }
             _ => at,
@@ -888,6 +904,7 @@ impl Engine {
             WorkKind::Crawl => self.cfg.capacity,
             WorkKind::Seed => self.cfg.seed_capacity,
             WorkKind::Relay => self.cfg.relay_capacity,
+            WorkKind::Lane => LANES_HELD_MAX,
         }
     }
 
@@ -906,6 +923,7 @@ impl Engine {
         }
         match work {
             WorkItem::RelaySlot { requester, .. } => *requester != self.me,
+            WorkItem::HostLane { .. } => self.wants_lane(project, &work.id(project), work),
             // k copies on k nodes: a node keeps at most one replica of a result.
             WorkItem::SeedDuty { source, result, size, replica } => {
                 let k = self.projects.get(project).map_or(0, |p| p.m.replication);
@@ -1007,6 +1025,10 @@ impl Engine {
             return;
         }
         let Some(e) = self.items.get(&item) else { return };
+        if Self::is_lane(e) {
+            self.lane_timer(item, now);
+            return;
+        }
         if !self.wants(&e.project, &e.work) {
             return;
         }
@@ -1208,7 +1230,7 @@ impl Engine {
             Phase::Open { epoch, .. } | Phase::Held { epoch, .. } => epoch.saturating_add(1),
             _ => return,
         };
-        let lease_ms = self.lease_ms(&e.project);
+        let lease_ms = self.lease_of(e);
         let claim = Claim {
             item,
             epoch,
@@ -1227,7 +1249,7 @@ impl Engine {
     fn renew(&mut self, item: ItemId, now: u64) {
         let Some(l) = self.local.get(&item).copied() else { return };
         let Some(e) = self.items.get(&item) else { return };
-        let lease_ms = self.lease_ms(&e.project);
+        let lease_ms = self.lease_of(e);
         let claim = Claim {
             item,
             epoch: l.epoch,
@@ -1253,6 +1275,10 @@ impl Engine {
 
     fn work_done(&mut self, done: WorkResult, now: u64) {
         let WorkResult { item, epoch, result, size, ok, failed, mut parts } = done;
+        // A lane has no result: it is held while wanted and released (see `lanes.rs`).
+        if self.items.get(&item).is_some_and(Self::is_lane) {
+            return;
+        }
         let Some(claim) = self.current_claim(&item, epoch) else { return };
         // Keep the receipt within its limits whatever the runner reported.
         parts.truncate(crate::item::CHUNK_URLS_MAX);
@@ -1316,7 +1342,12 @@ impl Engine {
 
     /// Releases an item this node holds at `epoch`, for others to take.
     fn give_back(&mut self, item: ItemId, epoch: u32, now: u64) {
-        let release = Release { item, epoch, at_ms: now };
+        self.give_back_with(item, epoch, None, now);
+    }
+
+    /// [`Engine::give_back`], with a host's cooldown for a lane (see `lanes.rs`).
+    fn give_back_with(&mut self, item: ItemId, epoch: u32, cooldown: Option<u64>, now: u64) {
+        let release = Release { item, epoch, at_ms: now, cooldown_until_ms: cooldown };
         let env = Envelope::Release(Signed::sign(&self.key, &release));
         if self.apply_envelope(env.clone(), now, false).is_ok() {
             self.outputs.push_back(Output::Publish(env));
@@ -1397,6 +1428,7 @@ fn kind_index(kind: WorkKind) -> usize {
         WorkKind::Crawl => 0,
         WorkKind::Seed => 1,
         WorkKind::Relay => 2,
+        WorkKind::Lane => 3,
     }
 }
 

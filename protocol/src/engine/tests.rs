@@ -62,6 +62,8 @@ struct Net {
     starts: Vec<(usize, ItemId)>,
     /// Nodes whose outgoing messages are dropped (crashed or cut off).
     silenced: Vec<bool>,
+    /// Host cooldowns told to each node: (node, until).
+    cooldowns: Vec<(usize, u64)>,
 }
 
 impl Net {
@@ -82,6 +84,7 @@ impl Net {
             executions: BTreeMap::new(),
             starts: Vec::new(),
             silenced: vec![false; n],
+            cooldowns: Vec::new(),
         }
     }
 
@@ -106,6 +109,9 @@ impl Net {
                         }
                     }
                 }
+                Output::StartWork { item, work: WorkItem::HostLane { .. }, .. } => {
+                    self.starts.push((node, item));
+                }
                 Output::StartWork { item, epoch, .. } => {
                     *self.executions.entry(item).or_default() += 1;
                     self.starts.push((node, item));
@@ -116,6 +122,7 @@ impl Net {
                     self.work.retain(|_, w| !(w.0 == node && w.1 == item && w.2 == epoch));
                 }
                 Output::Persist(_) => {}
+                Output::HostCooldown { until_ms, .. } => self.cooldowns.push((node, until_ms)),
             }
         }
     }
@@ -311,7 +318,8 @@ fn forged_and_untrusted_messages_are_rejected_and_not_applied() {
     let forged = batch(&stranger, &manifest(&owner, 5_000, 0), 3);
     let r = net.input(0, Input::Message(Envelope::Batch(forged)));
     assert_eq!(r, Err(Reject::UntrustedProject));
-    assert_eq!(net.engines[0].item_count(), 1);
+    // The one chunk and its host's lane.
+    assert_eq!(net.engines[0].item_count(), 2);
 }
 
 #[test]
@@ -460,7 +468,7 @@ fn snapshot_restore_keeps_state_and_resumes_only_live_leases() {
     let key = test_keypair(1000);
     // Restored soon: leases still run, so they resume.
     let mut soon = Engine::restore(fast_config(), key.clone(), snap.clone(), 7, net.now + 100);
-    assert_eq!(soon.item_count(), 20);
+    assert_eq!(soon.item_count(), 21, "20 chunks and their host's lane");
     for id in &held {
         assert!(soon.holds(id));
     }
@@ -473,7 +481,7 @@ fn snapshot_restore_keeps_state_and_resumes_only_live_leases() {
     // Restored after the leases ran out: nothing resumes.
     let late = Engine::restore(fast_config(), key, snap, 7, net.now + 60_000);
     assert_eq!(late.local_work().count(), 0);
-    assert_eq!(late.items().count(), ids.len());
+    assert_eq!(late.items().count(), ids.len() + 1, "the chunks and their host's lane");
 }
 
 #[test]
@@ -657,10 +665,10 @@ fn seed_duties_are_derived_from_receipts_on_every_node() {
     net.input(0, Input::Publish(Envelope::Manifest(Signed::sign(&owner, &m)))).unwrap();
     net.input(0, Input::Publish(Envelope::Batch(b))).unwrap();
     net.run_until(60_000, |n| {
-        n.engines.iter().all(|e| e.counts(None).done == 5 && e.item_count() == 15)
+        n.engines.iter().all(|e| e.counts(None).done == 5 && e.item_count() == 16)
     });
     for e in &net.engines {
-        assert_eq!(e.item_count(), 15, "5 chunks + 2 seed duties each");
+        assert_eq!(e.item_count(), 16, "5 chunks + 2 seed duties each + their host's lane");
     }
     // Seed duties are ongoing: they end up held and ready, not done.
     net.run_until(net.now + 30_000, |n| {
@@ -1670,7 +1678,10 @@ fn a_holder_that_released_its_epoch_cannot_finish_it() {
     for p_done in [false, true] {
         let (mut e, item) = observer(&f.owner, 30_000);
         e.handle(Input::Message(Envelope::Claim(f.hc(item))), 10_000).unwrap();
-        let rel = Envelope::Release(Signed::sign(&f.h, &Release { item, epoch: 1, at_ms: 20_000 }));
+        let rel = Envelope::Release(Signed::sign(
+            &f.h,
+            &Release { item, epoch: 1, at_ms: 20_000, cooldown_until_ms: None },
+        ));
         e.handle(Input::Message(rel), 20_000).unwrap();
         let pc = claim_env(&f.p, item, 2, 21_000, 21_000, 51_000);
         e.handle(Input::Message(Envelope::Claim(pc.clone())), 21_000).unwrap();
@@ -2053,4 +2064,181 @@ fn local_full_answers_are_counted_apart_from_rejected_messages() {
     let r = e.handle(Input::SetPriority { project: b, priority: 1 }, 0);
     assert_eq!(r, Err(Reject::Full));
     assert_eq!((e.stats().full, e.stats().rejected_for(Reject::Full)), (1, 0));
+}
+
+mod host_lanes {
+    use super::*;
+    use crate::manifest::RateScope;
+    use std::collections::BTreeSet;
+
+    const HOST: &str = "example.test";
+
+    fn lane_project(net: &mut Net, owner: &Keypair, rate: RatePolicy) -> ProjectId {
+        let mut m = manifest(owner, 30_000, 0);
+        m.rate = rate;
+        let b = batch(owner, &m, 3);
+        net.input(0, Input::Publish(Envelope::Manifest(Signed::sign(owner, &m)))).unwrap();
+        net.input(0, Input::Publish(Envelope::Batch(b))).unwrap();
+        // Warm up, so presence and the project reach everyone.
+        net.run_until(1_000, |_| false);
+        m.id()
+    }
+
+    fn want(net: &mut Net, node: usize, project: ProjectId, wanted: bool) {
+        let host = HOST.to_owned();
+        net.input(node, Input::WantLane { project, host, wanted }).unwrap();
+    }
+
+    /// The nodes whose lanes of the host have started and are held, in each node's own view.
+    fn fetching(net: &Net, project: &ProjectId) -> Vec<usize> {
+        (0..net.engines.len())
+            .filter(|&i| net.engines[i].may_fetch(project, HOST, net.now))
+            .collect()
+    }
+
+    /// Steps the network to `until`, checking after every step that no more than `lanes`
+    /// nodes may fetch from the host at once; returns the most seen.
+    fn run_checked(net: &mut Net, project: &ProjectId, lanes: usize, until: u64) -> usize {
+        let mut most = 0;
+        while net.step(until) {
+            let now = fetching(net, project).len();
+            assert!(now <= lanes, "{now} nodes fetch from one host with {lanes} lanes");
+            most = most.max(now);
+        }
+        most
+    }
+
+    #[test]
+    fn lanes_are_derived_per_host_and_only_under_mesh_scope() {
+        let owner = test_keypair(1);
+        let mut net = Net::new(1, &owner, fast_config());
+        let rate = RatePolicy { lanes: 3, ..RatePolicy::default() };
+        let p = lane_project(&mut net, &owner, rate);
+        assert_eq!(net.engines[0].lane_ids(&p, HOST).len(), 3);
+        assert!(net.engines[0].lane_ids(&p, "other.test").is_empty());
+        let c = net.engines[0].counts(Some(p));
+        assert_eq!(c.open + c.held + c.done, 3, "lanes are not counted as work");
+        assert_eq!(net.engines[0].rate_scope(&p), Some(RateScope::Mesh));
+
+        let owner2 = test_keypair(2);
+        let mut net = Net::new(1, &owner2, fast_config());
+        let rate = RatePolicy { scope: RateScope::Node, ..RatePolicy::default() };
+        let p = lane_project(&mut net, &owner2, rate);
+        assert!(net.engines[0].lane_ids(&p, HOST).is_empty());
+        assert_eq!(net.engines[0].rate_scope(&p), Some(RateScope::Node));
+    }
+
+    #[test]
+    fn one_lane_has_one_fetching_holder_and_passes_on_when_its_demand_ends() {
+        let owner = test_keypair(1);
+        let mut net = Net::new(4, &owner, fast_config());
+        let p = lane_project(&mut net, &owner, RatePolicy::default());
+        for i in 0..4 {
+            want(&mut net, i, p, true);
+        }
+        let until = net.now + 2_000;
+        assert_eq!(run_checked(&mut net, &p, 1, until), 1, "someone fetches");
+        // Each holder in turn finishes with the host; every node gets its turn, one at a time.
+        let mut served = BTreeSet::new();
+        for _ in 0..4 {
+            let holder = fetching(&net, &p)[0];
+            assert!(served.insert(holder), "node {holder} held the lane twice");
+            want(&mut net, holder, p, false);
+            let until = net.now + 2_000;
+            run_checked(&mut net, &p, 1, until);
+            if served.len() < 4 {
+                assert_eq!(fetching(&net, &p).len(), 1, "the lane passed on");
+            }
+        }
+        assert!(fetching(&net, &p).is_empty(), "nobody wants it: nobody holds it");
+    }
+
+    #[test]
+    fn a_host_gets_at_most_lanes_holders_and_each_node_one_lane() {
+        let owner = test_keypair(1);
+        let mut net = Net::new(6, &owner, fast_config());
+        let p = lane_project(&mut net, &owner, RatePolicy { lanes: 2, ..RatePolicy::default() });
+        for i in 0..6 {
+            want(&mut net, i, p, true);
+        }
+        let until = net.now + 3_000;
+        assert_eq!(run_checked(&mut net, &p, 2, until), 2);
+        for e in &net.engines {
+            let held = e.lane_ids(&p, HOST).iter().filter(|id| e.holds(id)).count();
+            assert!(held <= 1, "a node holds {held} lanes of one host");
+        }
+    }
+
+    #[test]
+    fn a_refusal_holds_every_node_off_the_host_until_the_cooldown_ends() {
+        let owner = test_keypair(1);
+        let mut net = Net::new(3, &owner, fast_config());
+        let p = lane_project(&mut net, &owner, RatePolicy::default());
+        for i in 0..3 {
+            want(&mut net, i, p, true);
+        }
+        let until = net.now + 2_000;
+        run_checked(&mut net, &p, 1, until);
+        let holder = fetching(&net, &p)[0];
+        let until_ms = net.now + 5_000;
+        let host = HOST.to_owned();
+        net.input(holder, Input::HostRefused { project: p, host, until_ms }).unwrap();
+        // Everyone hears of the cooldown and nobody fetches or claims before it ends.
+        let mut seen = 0;
+        while net.step(until_ms) {
+            assert!(fetching(&net, &p).is_empty(), "a node fetches inside the cooldown");
+            seen = net.cooldowns.iter().filter(|(_, t)| *t == until_ms).count();
+        }
+        assert_eq!(seen, 2, "both other nodes were told of the cooldown");
+        for e in &net.engines {
+            assert_eq!(e.cooldown_of(&p, HOST), Some(until_ms));
+        }
+        // Then the lane is taken up again.
+        let after = net.now + 2_000;
+        assert_eq!(run_checked(&mut net, &p, 1, after), 1, "the host is worked again");
+    }
+
+    #[test]
+    fn a_dead_holders_lane_is_taken_over_after_its_short_lease() {
+        let owner = test_keypair(1);
+        let mut net = Net::new(3, &owner, fast_config());
+        let p = lane_project(&mut net, &owner, RatePolicy::default());
+        for i in 0..3 {
+            want(&mut net, i, p, true);
+        }
+        let until = net.now + 2_000;
+        run_checked(&mut net, &p, 1, until);
+        let dead = fetching(&net, &p)[0];
+        net.silenced[dead] = true;
+        let died_at = net.now;
+        let others_fetch = |n: &Net| fetching(n, &p).iter().any(|&i| i != dead);
+        assert!(net.run_until(died_at + 30_000, others_fetch), "the lane was not taken over");
+        let idle = net.now - died_at;
+        assert!(idle <= LANE_LEASE_MS + 1_000, "host idle {idle} ms after its holder died");
+    }
+
+    #[test]
+    fn a_lane_gets_no_receipt() {
+        let owner = test_keypair(1);
+        let mut net = Net::new(1, &owner, fast_config());
+        let p = lane_project(&mut net, &owner, RatePolicy::default());
+        want(&mut net, 0, p, true);
+        let until = net.now + 1_000;
+        net.run_until(until, |_| false);
+        let id = net.engines[0].lane_ids(&p, HOST)[0];
+        let Some(ItemState::Held { epoch, .. }) = net.engines[0].item_state(&id) else {
+            panic!("lane not held");
+        };
+        let done = WorkResult {
+            item: id,
+            epoch,
+            result: Digest([1; 32]),
+            size: 1,
+            ok: 1,
+            failed: 0,
+            parts: vec![],
+        };
+        net.input(0, Input::WorkDone(done)).unwrap();
+        assert!(net.engines[0].holds(&id), "the lane is still held, not finished");
+    }
 }

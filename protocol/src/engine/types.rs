@@ -262,6 +262,30 @@ pub enum Input {
     LocalFault(bool),
     /// Give back every held item and stop claiming (graceful shutdown).
     Shutdown,
+    /// This node has URLs for `host` in `project` (`wanted`), or no longer has (`!wanted`):
+    /// under a mesh-wide rate it claims one of the host's lanes while it wants one, and
+    /// releases the lane it holds once it does not (see `lanes.rs`). At most
+    /// `lanes::LANE_DEMAND_MAX` hosts are wanted at once; more are refused with
+    /// [`Reject::Full`].
+    WantLane {
+        /// The project.
+        project: ProjectId,
+        /// The host, as [`crate::item::url_host`] gives it.
+        host: String,
+        /// Whether the node has URLs for it.
+        wanted: bool,
+    },
+    /// `host` told this node to wait until `until_ms` (driver's clock): a `Retry-After`, or
+    /// backoff after a run of refusals. The lanes of the host held here are released with the
+    /// cooldown, so the whole mesh leaves the host alone until then.
+    HostRefused {
+        /// The project.
+        project: ProjectId,
+        /// The host, as [`crate::item::url_host`] gives it.
+        host: String,
+        /// Until when.
+        until_ms: u64,
+    },
 }
 
 /// Something the driver must do, drained with [`super::Engine::poll_output`].
@@ -292,6 +316,16 @@ pub enum Output {
     },
     /// Store this record durably; [`super::Engine::restore`] takes the stored records back.
     Persist(Envelope),
+    /// A node released a lane of `host` with a cooldown: send `host` nothing for `project`
+    /// before `until_ms` (the releasing node's clock), whatever lane this node holds.
+    HostCooldown {
+        /// The project.
+        project: ProjectId,
+        /// The host.
+        host: String,
+        /// Until when.
+        until_ms: u64,
+    },
 }
 
 /// Why local work was cancelled.
@@ -479,6 +513,9 @@ pub enum ItemState {
 pub struct EngineStats {
     /// Messages applied.
     pub accepted: u64,
+    /// Hosts left without lanes because their project has `lanes::LANE_HOSTS_MAX` already.
+    #[serde(default)]
+    pub lane_hosts_over: u64,
     /// Messages rejected, by reason (reasons never seen are absent; in JSON, keyed by the
     /// reason's snake_case name).
     pub rejected: std::collections::BTreeMap<Reject, u64>,

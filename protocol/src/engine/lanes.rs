@@ -1,0 +1,327 @@
+//! Host lanes: a project's per-host rate as the mesh's budget, not each node's.
+//!
+//! Under a manifest's `rate.scope = "mesh"` (the default) every node derives, from the hosts of
+//! the project's crawl chunks, `rate.lanes` items [`WorkItem::HostLane`] per host. They are
+//! claimed, leased, renewed and released by the same rule as every item, so once a component
+//! has settled each lane has at most one holder, and a host at most `lanes` fetching nodes. A
+//! node fetches from a host only while it holds one of the host's lanes, at
+//! `rate.per_host / lanes` ([`crate::RatePolicy::per_holder_milli`]).
+//!
+//! Lanes differ from other items in who tries them: not the top HRW ranks, but the nodes
+//! that have URLs for the host. The driver says so with [`Input::WantLane`]; the engine then
+//! claims a free lane of the host at once (no settle wait: a lane's claim order settles
+//! rivals, and a lane idle is budget lost), holds at most one lane of a host, renews it while
+//! the demand lasts and releases it as soon as the driver says the demand is gone.
+//!
+//! Back-off is shared. A driver told by a host to wait (`Retry-After`, or a run of refusals)
+//! reports it with [`Input::HostRefused`]: the engine releases the lanes of the host it holds
+//! with the cooldown in the release ([`crate::message::Release::cooldown_until_ms`]). Every node
+//! that takes in such a release keeps the cooldown, tells its driver
+//! ([`Output::HostCooldown`]), so the holders of the host's other lanes stop too, and claims no
+//! lane of the host before the cooldown has run out (plus the skew margin).
+//!
+//! Margins, stated: a lane's lease is [`LANE_LEASE_MS`] at most (the project's lease if
+//! shorter), so a host whose holder died sits idle for at most that plus `skew_margin_ms` and
+//! a claim's settle; a holder cut off from the rest keeps fetching until its own lease would
+//! have run out, so for up to one lease after a partition a host can see one more holder per
+//! lane, as with every item (safety is per connected component).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use super::{Engine, ItemEntry, Output, Phase, Reject, WorkRef};
+use crate::ids::{ItemId, ProjectId};
+use crate::item::{WorkItem, url_host};
+use crate::manifest::RateScope;
+
+/// Longest lease of a host lane: the most a host sits idle after its holder dies (plus the
+/// skew margin). A protocol constant, since every node judges lane claims against it.
+pub const LANE_LEASE_MS: u64 = 10_000;
+/// Most (project, host) pairs a node wants lanes for at once.
+pub const LANE_DEMAND_MAX: usize = 4_096;
+/// Most host cooldowns kept.
+pub const LANE_COOLDOWNS_MAX: usize = 4_096;
+/// Most hosts a project has lanes for.
+pub const LANE_HOSTS_MAX: usize = 4_096;
+/// Most lanes one node holds at once.
+pub const LANES_HELD_MAX: u16 = 1_024;
+
+/// What the engine keeps about lanes beyond the lane items themselves.
+#[derive(Debug, Default)]
+pub(super) struct Lanes {
+    /// The (project, host) pairs this node has URLs for.
+    demand: BTreeSet<(ProjectId, String)>,
+    /// Until when (signer's clock) each host asked to be left alone.
+    cooldowns: BTreeMap<(ProjectId, String), u64>,
+    /// The hosts each project has lanes for (at most [`LANE_HOSTS_MAX`] a project).
+    hosts: BTreeMap<ProjectId, BTreeSet<String>>,
+}
+
+/// One lane of a host as this node sees it, for operators.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LaneView {
+    /// The host.
+    pub host: String,
+    /// Which lane.
+    pub lane: u16,
+    /// Its holder, if held.
+    pub holder: Option<crate::ids::NodeId>,
+    /// The holder's lease runs out here (this node's clock), if held.
+    pub lease_until_ms: Option<u64>,
+    /// No node fetches from the host before this, if a cooldown is in force.
+    pub cooldown_until_ms: Option<u64>,
+}
+
+impl Engine {
+    /// Whom `project`'s rate binds, if the project is known.
+    pub fn rate_scope(&self, project: &ProjectId) -> Option<RateScope> {
+        self.projects.get(project).map(|p| p.m.rate.scope)
+    }
+
+    /// The ids of the lanes of `host` in `project` (empty under node scope or for a host with
+    /// no lanes: the project's chunks never named it, or the project has too many hosts).
+    pub fn lane_ids(&self, project: &ProjectId, host: &str) -> Vec<ItemId> {
+        let Some(p) = self.projects.get(project) else { return Vec::new() };
+        if p.m.rate.scope != RateScope::Mesh
+            || !self.lanes.hosts.get(project).is_some_and(|h| h.contains(host))
+        {
+            return Vec::new();
+        }
+        (0..p.m.rate.lanes)
+            .map(|lane| WorkItem::HostLane { host: host.to_owned(), lane }.id(project))
+            .collect()
+    }
+
+    /// Whether this node holds a lane of `host` in `project` and may fetch from it now (the
+    /// lane's work has started and no cooldown is in force at `now`).
+    pub fn may_fetch(&self, project: &ProjectId, host: &str, now: u64) -> bool {
+        self.cooldown_of(project, host).is_none_or(|t| t <= now)
+            && self
+                .lane_ids(project, host)
+                .iter()
+                .any(|id| self.local.get(id).is_some_and(|l| l.started))
+    }
+
+    /// The cooldown in force for `host` in `project`, if one is known.
+    pub fn cooldown_of(&self, project: &ProjectId, host: &str) -> Option<u64> {
+        self.lanes.cooldowns.get(&(*project, host.to_owned())).copied()
+    }
+
+    /// Every lane of `project` with its holder and cooldown, hosts in order, at most `limit`.
+    pub fn lanes_of(&self, project: &ProjectId, limit: usize) -> Vec<LaneView> {
+        let Some(hosts) = self.lanes.hosts.get(project) else { return Vec::new() };
+        let mut out = Vec::new();
+        for host in hosts {
+            let cooldown = self.cooldown_of(project, host);
+            for id in self.lane_ids(project, host) {
+                let Some(e) = self.items.get(&id) else { continue };
+                let WorkItem::HostLane { lane, .. } = &*e.work else { continue };
+                let (holder, lease) = match &e.phase {
+                    Phase::Held { holder, lease_until, .. } => (Some(*holder), Some(*lease_until)),
+                    _ => (None, None),
+                };
+                out.push(LaneView {
+                    host: host.clone(),
+                    lane: *lane,
+                    holder,
+                    lease_until_ms: lease,
+                    cooldown_until_ms: cooldown,
+                });
+                if out.len() >= limit {
+                    return out;
+                }
+            }
+        }
+        out
+    }
+
+    /// The lease of an item: a lane's is [`LANE_LEASE_MS`] at most.
+    pub(super) fn lease_of(&self, e: &ItemEntry) -> u64 {
+        let lease = self.lease_ms(&e.project);
+        match &*e.work {
+            WorkItem::HostLane { .. } => lease.min(LANE_LEASE_MS),
+            _ => lease,
+        }
+    }
+
+    /// Derives the lanes of every host `project`'s chunks name (all of its batches), if its
+    /// rate is mesh-wide. Lanes already known stay; a project that raised `lanes` gets the new
+    /// ones. Past [`LANE_HOSTS_MAX`] hosts a project gets no more lanes, and its driver
+    /// learns it from an empty [`Engine::lane_ids`].
+    pub(super) fn derive_lanes(&mut self, project: ProjectId, now: u64) {
+        let Some(p) = self.projects.get(&project) else { return };
+        if p.m.rate.scope != RateScope::Mesh {
+            return;
+        }
+        let lanes = p.m.rate.lanes;
+        let mut hosts = BTreeSet::new();
+        for batch in p.batches.values() {
+            let Ok(b) = batch.verified_ref() else { continue };
+            for w in &b.items {
+                if let WorkItem::CrawlChunk { urls } = w {
+                    hosts.extend(urls.iter().filter_map(|u| url_host(u)));
+                }
+            }
+        }
+        for host in hosts {
+            let known = self.lanes.hosts.entry(project).or_default();
+            if !known.contains(&host) {
+                if known.len() >= LANE_HOSTS_MAX {
+                    self.stats.lane_hosts_over += 1;
+                    continue;
+                }
+                known.insert(host.clone());
+            }
+            for lane in 0..lanes {
+                let work = WorkItem::HostLane { host: host.clone(), lane };
+                let id = work.id(&project);
+                if !self.items.contains_key(&id) {
+                    self.insert_item(id, project, WorkRef::Own(Arc::new(work)), now);
+                }
+            }
+        }
+    }
+
+    /// [`Input::WantLane`]: this node has (or no longer has) URLs for `host` in `project`.
+    pub(super) fn want_lane(
+        &mut self,
+        project: ProjectId,
+        host: String,
+        wanted: bool,
+        now: u64,
+    ) -> Result<(), Reject> {
+        let ids = self.lane_ids(&project, &host);
+        let key = (project, host);
+        if wanted {
+            if !self.lanes.demand.contains(&key) {
+                if self.lanes.demand.len() >= LANE_DEMAND_MAX {
+                    return Err(Reject::Full);
+                }
+                self.lanes.demand.insert(key);
+            }
+            for id in ids {
+                self.schedule(id, now);
+            }
+        } else {
+            self.lanes.demand.remove(&key);
+            self.release_lanes(&ids, None, now);
+        }
+        Ok(())
+    }
+
+    /// [`Input::HostRefused`]: the host told this node to wait until `until_ms`.
+    pub(super) fn host_refused(
+        &mut self,
+        project: ProjectId,
+        host: String,
+        until_ms: u64,
+        now: u64,
+    ) {
+        let ids = self.lane_ids(&project, &host);
+        self.note_cooldown(project, host, until_ms, now);
+        self.release_lanes(&ids, Some(until_ms), now);
+        // Claimed again (by whoever wants it most) once the cooldown has run out.
+        for id in ids {
+            self.schedule(id, now);
+        }
+    }
+
+    fn release_lanes(&mut self, ids: &[ItemId], cooldown: Option<u64>, now: u64) {
+        for id in ids {
+            if let Some(l) = self.local.get(id).copied() {
+                self.give_back_with(*id, l.epoch, cooldown, now);
+            }
+        }
+    }
+
+    /// Keeps a cooldown for `host` (the later of the one known and this), dropping the ones
+    /// that ran out when the map is full.
+    pub(super) fn note_cooldown(&mut self, project: ProjectId, host: String, until: u64, now: u64) {
+        let key = (project, host);
+        if !self.lanes.cooldowns.contains_key(&key)
+            && self.lanes.cooldowns.len() >= LANE_COOLDOWNS_MAX
+        {
+            let margin = self.cfg.skew_margin_ms;
+            self.lanes.cooldowns.retain(|_, t| t.saturating_add(margin) > now);
+            if self.lanes.cooldowns.len() >= LANE_COOLDOWNS_MAX {
+                return;
+            }
+        }
+        let t = self.lanes.cooldowns.entry(key).or_insert(until);
+        *t = (*t).max(until);
+    }
+
+    /// A release of a lane that carries a cooldown: kept, and told to the driver.
+    pub(super) fn on_lane_release(
+        &mut self,
+        item: &ItemId,
+        cooldown: Option<u64>,
+        from_self: bool,
+        now: u64,
+    ) {
+        let Some(until) = cooldown else { return };
+        let Some(e) = self.items.get(item) else { return };
+        let (project, WorkItem::HostLane { host, .. }) = (e.project, &*e.work) else { return };
+        let host = host.clone();
+        self.note_cooldown(project, host.clone(), until, now);
+        // The driver that reported the refusal knows already.
+        if !from_self {
+            self.outputs.push_back(Output::HostCooldown { project, host, until_ms: until });
+        }
+    }
+
+    /// Whether this node wants lane `work` of `project` now: it has URLs for the host and
+    /// holds no other lane of it.
+    pub(super) fn wants_lane(&self, project: &ProjectId, item: &ItemId, work: &WorkItem) -> bool {
+        let WorkItem::HostLane { host, .. } = work else { return false };
+        self.lanes.demand.contains(&(*project, host.clone()))
+            && !self
+                .lane_ids(project, host)
+                .iter()
+                .any(|id| id != item && self.local.contains_key(id))
+    }
+
+    /// A lane's timer: claim it once it is free, wanted and out of any cooldown.
+    pub(super) fn lane_timer(&mut self, item: ItemId, now: u64) {
+        let Some(e) = self.items.get(&item) else { return };
+        if !self.wants(&e.project, &e.work) {
+            return;
+        }
+        let Some(since) = self.claimable_since(&item, e) else { return };
+        let WorkItem::HostLane { host, .. } = &*e.work else { return };
+        let cooldown = self
+            .cooldown_of(&e.project, host)
+            .map_or(0, |t| t.saturating_add(self.cfg.skew_margin_ms));
+        let at = since.max(cooldown).max(self.warmup_end().unwrap_or(0));
+        if now < at {
+            self.schedule(item, at);
+            return;
+        }
+        // A node tries first the lane it scores highest on, so nodes wanting one host spread
+        // over its lanes rather than all claiming the same one.
+        let rank = u32::MAX - (crate::hrw::score(&item, &self.me) >> 32) as u32;
+        let key = (std::cmp::Reverse(self.priority(&e.project)), rank, since, item);
+        self.ready[super::kind_index(crate::item::WorkKind::Lane)].insert(key);
+    }
+
+    /// After this node let go of lane `item` (lost it, or gave it back): if it still wants
+    /// the host, it looks at the host's lanes again (the one it tried may have gone to a rival
+    /// while another lane was free).
+    pub(super) fn rearm_lanes(&mut self, item: &ItemId, now: u64) {
+        let Some(e) = self.items.get(item) else { return };
+        let (project, WorkItem::HostLane { host, .. }) = (e.project, &*e.work) else { return };
+        if !self.lanes.demand.contains(&(project, host.clone())) {
+            return;
+        }
+        for id in self.lane_ids(&project, &host.clone()) {
+            if id != *item && !self.local.contains_key(&id) {
+                self.schedule(id, now);
+            }
+        }
+    }
+
+    /// Whether `item` is a lane (its claims wait no settle time).
+    pub(super) fn is_lane(e: &ItemEntry) -> bool {
+        matches!(&*e.work, WorkItem::HostLane { .. })
+    }
+}
