@@ -51,7 +51,12 @@ fn crawl_manifest(owner: &starling_protocol::Keypair) -> ProjectManifest {
         description: "node crawl test".into(),
         version: 1,
         owner: owner.public(),
-        rate: RatePolicy { per_s_milli: 50_000, burst: 10, concurrency: 4 },
+        rate: RatePolicy {
+            per_s_milli: 50_000,
+            burst: 10,
+            concurrency: 4,
+            ..RatePolicy::default()
+        },
         lease_ms: 20_000,
         replication: 0,
         scope: vec!["127.0.0.1".into()],

@@ -104,7 +104,12 @@ fn unreadable_robots_txt_defers_and_in_the_end_every_allowed_url_is_archived() {
         description: String::new(),
         version: 1,
         owner: owner.public(),
-        rate: RatePolicy { per_s_milli: 50_000, burst: 10, concurrency: 4 },
+        rate: RatePolicy {
+            per_s_milli: 50_000,
+            burst: 10,
+            concurrency: 4,
+            ..RatePolicy::default()
+        },
         lease_ms: 20_000,
         replication: 0,
         scope: vec!["127.0.0.61".into(), "127.0.0.62".into(), "127.0.0.63".into()],

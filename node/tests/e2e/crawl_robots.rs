@@ -94,7 +94,12 @@ fn manifest(name: &str) -> ProjectManifest {
         description: String::new(),
         version: 1,
         owner: Keypair::from_secret([8; 32]).public(),
-        rate: RatePolicy { per_s_milli: 50_000, burst: 10, concurrency: 4 },
+        rate: RatePolicy {
+            per_s_milli: 50_000,
+            burst: 10,
+            concurrency: 4,
+            ..RatePolicy::default()
+        },
         lease_ms: 60_000,
         replication: 0,
         scope: Vec::new(),

@@ -264,7 +264,7 @@ async fn a_host_never_sees_more_than_its_rate_and_burst() {
     let dir = tempfile::tempdir().expect("tempdir");
     let site = Site::start("127.0.0.2", HashMap::new(), None).await;
     let crawler = Crawler::new(config(dir.path())).expect("crawler");
-    let rate = RatePolicy { per_s_milli: 8_000, burst: 2, concurrency: 2 };
+    let rate = RatePolicy { per_s_milli: 8_000, burst: 2, concurrency: 2, ..RatePolicy::default() };
     let m = manifest("rate", rate, RobotsPolicy::Ignore);
     let urls: Vec<String> = (0..24).map(|i| site.url(&format!("/page/{i}"))).collect();
     let result = crawl(&crawler, &m, &urls).await.expect("crawl");
@@ -280,7 +280,8 @@ async fn retry_after_is_respected_in_both_forms() {
     let dir = tempfile::tempdir().expect("tempdir");
     let site = Site::start("127.0.0.3", HashMap::new(), None).await;
     let crawler = Crawler::new(config(dir.path())).expect("crawler");
-    let rate = RatePolicy { per_s_milli: 50_000, burst: 1, concurrency: 1 };
+    let rate =
+        RatePolicy { per_s_milli: 50_000, burst: 1, concurrency: 1, ..RatePolicy::default() };
     let m = manifest("retry-after", rate, RobotsPolicy::Ignore);
     let urls = vec![site.url("/limited/a"), site.url("/limited-date/b"), site.url("/page/c")];
     let result = crawl(&crawler, &m, &urls).await.expect("crawl");
@@ -320,7 +321,7 @@ async fn ssrf_is_refused_directly_by_redirect_and_by_name() {
     let crawler = Crawler::new(cfg).expect("crawler");
     let m = manifest(
         "ssrf",
-        RatePolicy { per_s_milli: 50_000, burst: 10, concurrency: 4 },
+        RatePolicy { per_s_milli: 50_000, burst: 10, concurrency: 4, ..RatePolicy::default() },
         RobotsPolicy::Ignore,
     );
     let urls = vec![
@@ -349,7 +350,7 @@ async fn a_mixed_chunk_is_archived_and_read_back_by_warcio() {
     let crawler = Crawler::new(config(dir.path())).expect("crawler");
     let mut m = manifest(
         "mixed",
-        RatePolicy { per_s_milli: 50_000, burst: 10, concurrency: 4 },
+        RatePolicy { per_s_milli: 50_000, burst: 10, concurrency: 4, ..RatePolicy::default() },
         RobotsPolicy::Ignore,
     );
     m.scope = vec!["127.0.0.4".into()];
@@ -447,7 +448,7 @@ async fn robots_txt_is_obeyed_and_fetched_once() {
     let crawler = Crawler::new(config(dir.path())).expect("crawler");
     let m = manifest(
         "robots",
-        RatePolicy { per_s_milli: 50_000, burst: 10, concurrency: 4 },
+        RatePolicy { per_s_milli: 50_000, burst: 10, concurrency: 4, ..RatePolicy::default() },
         RobotsPolicy::Obey,
     );
     let urls: Vec<String> = ["/page/a", "/page/private/b", "/page/c", "/page/private"]
@@ -474,7 +475,8 @@ async fn one_host_answering_429_does_not_hold_up_another_project() {
     cfg.attempts_max = 3;
     cfg.url_rounds_max = 0;
     let crawler = Arc::new(Crawler::new(cfg).expect("crawler"));
-    let rate = RatePolicy { per_s_milli: 20_000, burst: 2, concurrency: 2 };
+    let rate =
+        RatePolicy { per_s_milli: 20_000, burst: 2, concurrency: 2, ..RatePolicy::default() };
     let slow_project = manifest("stubborn", rate, RobotsPolicy::Ignore);
     let fast_project = manifest("good", rate, RobotsPolicy::Ignore);
     let stubborn_urls: Vec<String> =
@@ -573,7 +575,8 @@ async fn host_and_global_concurrency_caps_hold_at_the_site() {
     let mut cfg = config(dir.path());
     cfg.fetches_max = 3;
     let crawler = Crawler::new(cfg).expect("crawler");
-    let rate = RatePolicy { per_s_milli: 100_000, burst: 20, concurrency: 2 };
+    let rate =
+        RatePolicy { per_s_milli: 100_000, burst: 20, concurrency: 2, ..RatePolicy::default() };
     let m = manifest("concurrency", rate, RobotsPolicy::Ignore);
     let urls: Vec<String> =
         (0..8).flat_map(|i| [a.url(&format!("/hold/{i}")), b.url(&format!("/hold/{i}"))]).collect();
@@ -599,7 +602,7 @@ async fn the_bandwidth_cap_slows_downloads() {
     let crawler = Crawler::new(cfg).expect("crawler");
     let m = manifest(
         "bandwidth",
-        RatePolicy { per_s_milli: 50_000, burst: 10, concurrency: 4 },
+        RatePolicy { per_s_milli: 50_000, burst: 10, concurrency: 4, ..RatePolicy::default() },
         RobotsPolicy::Ignore,
     );
     let urls: Vec<String> = (0..3).map(|i| site.url(&format!("/big?{i}"))).collect();
@@ -624,7 +627,8 @@ async fn the_runner_reports_the_warc_digest_and_cancel_leaves_no_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let site = Site::start("127.0.0.11", HashMap::new(), None).await;
     let crawler = Arc::new(Crawler::new(config(dir.path())).expect("crawler"));
-    let rate = RatePolicy { per_s_milli: 50_000, burst: 10, concurrency: 4 };
+    let rate =
+        RatePolicy { per_s_milli: 50_000, burst: 10, concurrency: 4, ..RatePolicy::default() };
     let m = manifest("runner", rate, RobotsPolicy::Ignore);
     let known = m.clone();
     let lookup: ManifestLookup = Arc::new(move |p| (*p == known.id()).then(|| known.clone()));
@@ -716,7 +720,8 @@ async fn bench_twenty_hosts_at_fifty_per_second() {
     let mut cfg = config(dir.path());
     cfg.fetches_max = 256;
     let crawler = Arc::new(Crawler::new(cfg).expect("crawler"));
-    let rate = RatePolicy { per_s_milli: 50_000, burst: BURST, concurrency: 4 };
+    let rate =
+        RatePolicy { per_s_milli: 50_000, burst: BURST, concurrency: 4, ..RatePolicy::default() };
     let mut m = manifest("bench", rate, RobotsPolicy::Ignore);
     m.caps.chunk_urls_max = 1_000;
     let (rss_before, cpu_before) = (proc_status_kb("VmRSS:"), cpu_ticks());

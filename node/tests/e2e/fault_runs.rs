@@ -66,7 +66,12 @@ fn signed_project(owner: &Keypair, site: SocketAddr) -> (Vec<u8>, Vec<u8>, Proje
         description: "fault run".into(),
         version: 1,
         owner: owner.public(),
-        rate: RatePolicy { per_s_milli: RATE_PER_S_MILLI, burst: 2, concurrency: 2 },
+        rate: RatePolicy {
+            per_s_milli: RATE_PER_S_MILLI,
+            burst: 2,
+            concurrency: 2,
+            ..RatePolicy::default()
+        },
         lease_ms: LEASE_MS,
         replication: 0,
         scope: vec!["127.0.0.1".into()],

@@ -57,7 +57,12 @@ fn crawl_manifest(owner: &starling_protocol::Keypair, _site: SocketAddr) -> Proj
         description: "node seeding test".into(),
         version: 1,
         owner: owner.public(),
-        rate: RatePolicy { per_s_milli: 50_000, burst: 10, concurrency: 4 },
+        rate: RatePolicy {
+            per_s_milli: 50_000,
+            burst: 10,
+            concurrency: 4,
+            ..RatePolicy::default()
+        },
         lease_ms: 4_000,
         replication: K,
         scope: vec!["127.0.0.1".into()],
