@@ -406,6 +406,10 @@ pub fn status(args: StatusArgs) -> Result<()> {
     println!("uptime    {} s", s.uptime_ms / 1000);
     println!("peers     {} connected, {} live", s.connected_peers, s.live_peers);
     println!("projects  {}", s.projects);
+    let projects: Option<Vec<starling_tui::api::ProjectInfo>> = client.get_json("/projects").ok();
+    for p in projects.iter().flatten() {
+        println!("rate      {}", rate_line(p));
+    }
     println!(
         "items     {} open, {} held, {} done, {} failed",
         s.items.open, s.items.held, s.items.done, s.items.failed
@@ -449,11 +453,27 @@ pub fn status(args: StatusArgs) -> Result<()> {
     if let Some(e) = &s.store_error {
         println!("STORE ERROR {e}");
     }
-    let projects: Option<Vec<starling_tui::api::ProjectInfo>> = client.get_json("/projects").ok();
     for h in starling_tui::hints::next_steps(&s, projects.as_deref()) {
         println!("NEXT      {h}");
     }
     Ok(())
+}
+
+/// The `rate` line of `starling status` for one project: its per-host rate and whom it binds.
+fn rate_line(p: &starling_tui::api::ProjectInfo) -> String {
+    let rate = p.rate_per_s;
+    match p.rate_scope.as_str() {
+        "node" => format!("{}: {rate}/s per host for each node (scope node)", p.name),
+        _ => {
+            let lanes = p.lanes.max(1);
+            let share = if lanes > 1 {
+                format!(", {lanes} lanes of {:.3}/s", rate / f64::from(lanes))
+            } else {
+                String::new()
+            };
+            format!("{}: {rate}/s per host for the whole mesh (scope mesh{share})", p.name)
+        }
+    }
 }
 
 /// The `contributed` lines of `starling status`: the lifetime figures, for people.

@@ -107,9 +107,18 @@ pub struct NewArgs {
     /// Manifest version; a higher version replaces a lower one in the mesh.
     #[arg(long = "manifest-version")]
     pub manifest_version: Option<u64>,
-    /// Requests per host, such as `4/s`, `30/min` or `0.5/s`.
+    /// Requests per host, such as `4/s`, `30/min` or `0.5/s`: for the whole mesh together
+    /// (see `--rate-scope`).
     #[arg(long)]
     pub rate_per_host: Option<String>,
+    /// Whom the per-host rate binds: `mesh` (default; every node together, through host
+    /// lanes) or `node` (each node on its own, so N nodes send a host up to N times the rate).
+    #[arg(long, value_name = "mesh|node")]
+    pub rate_scope: Option<String>,
+    /// Under a mesh-wide rate, how many nodes may fetch from one host at once, each at the
+    /// rate divided by the lanes (1 ..= 64; default 1). Raise it for big hosts.
+    #[arg(long)]
+    pub lanes: Option<u16>,
     /// Requests allowed in a burst above the rate.
     #[arg(long)]
     pub burst: Option<u32>,
@@ -199,6 +208,8 @@ struct RateToml {
     per_host: Option<String>,
     burst: Option<u32>,
     concurrency: Option<u32>,
+    scope: Option<String>,
+    lanes: Option<u16>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -297,6 +308,19 @@ fn build_manifest(args: &NewArgs, owner: starling_protocol::PublicKey) -> Result
             bail!("{name} {v} is out of range: {min} ..= {max}");
         }
     }
+    let rate_scope = match args.rate_scope.as_deref().or(t.rate.scope.as_deref()) {
+        None | Some("mesh") => starling_protocol::RateScope::Mesh,
+        Some("node") => starling_protocol::RateScope::Node,
+        Some(other) => bail!("rate scope {other:?} is neither \"mesh\" nor \"node\""),
+    };
+    let lanes = args.lanes.or(t.rate.lanes).unwrap_or(1);
+    let lanes_max = starling_protocol::item::LANES_MAX;
+    if !(1..=lanes_max).contains(&lanes) {
+        bail!("lanes {lanes} is out of range: 1 ..= {lanes_max}");
+    }
+    if lanes > 1 && rate_scope == starling_protocol::RateScope::Node {
+        bail!("lanes share a mesh-wide rate: with rate scope \"node\" leave lanes at 1");
+    }
     let caps_default = SizeCaps::default();
     let mut scope: Vec<String> = t.scope;
     scope.extend(args.scope.iter().cloned());
@@ -308,7 +332,8 @@ fn build_manifest(args: &NewArgs, owner: starling_protocol::PublicKey) -> Result
             per_s_milli,
             burst: args.burst.or(t.rate.burst).unwrap_or(defaults.burst),
             concurrency: args.concurrency.or(t.rate.concurrency).unwrap_or(defaults.concurrency),
-            ..RatePolicy::default()
+            lanes,
+            scope: rate_scope,
         },
         lease_ms,
         replication: args.replication.or(t.replication).unwrap_or(2),
@@ -577,6 +602,8 @@ pub fn describe(env: &Envelope) -> Result<serde_json::Value> {
                 "version": m.version,
                 "owner": m.owner.to_hex(),
                 "rate_per_host": format_rate(m.rate.per_s_milli),
+                "rate_scope": m.rate.scope.name(),
+                "lanes": m.rate.lanes,
                 "burst": m.rate.burst,
                 "concurrency": m.rate.concurrency,
                 "lease_ms": m.lease_ms,

@@ -164,6 +164,9 @@ mod tests {
             priority: 0,
             urls: Default::default(),
             by_kind: None,
+            rate_scope: "mesh".into(),
+            rate_per_s: 1.0,
+            lanes: 1,
         }
     }
 

@@ -266,6 +266,17 @@ pub struct HostInfo {
     pub rate_per_s: f64,
     /// Refusals (429, 503, timeouts) in a row.
     pub refusals: u32,
+    /// Requests sent per second lately (over the last few seconds): the budget's use.
+    #[serde(default)]
+    pub sent_per_s: f64,
+    /// Under a mesh-wide rate, this node's hold on the host's lane: `held` (it may fetch),
+    /// `waiting` (another node holds the lanes) or `ungated` (the host has no lanes); `None`
+    /// under a per-node rate.
+    #[serde(default)]
+    pub lane: Option<String>,
+    /// A cooldown another node (or this one) was asked for: nothing is sent before it.
+    #[serde(default)]
+    pub cooldown_until_ms: Option<u64>,
 }
 
 /// `GET /seeding`: result copies this node keeps for the mesh.
@@ -476,6 +487,15 @@ pub struct ProjectInfo {
     /// node that does not say.
     #[serde(default)]
     pub by_kind: Option<KindCounts>,
+    /// Whom the per-host rate binds: `mesh` (the whole mesh together) or `node` (each node).
+    #[serde(default)]
+    pub rate_scope: String,
+    /// The per-host rate, requests per second.
+    #[serde(default)]
+    pub rate_per_s: f64,
+    /// Under a mesh-wide rate, how many nodes may fetch from one host at once.
+    #[serde(default)]
+    pub lanes: u16,
 }
 
 /// A project's items by state, for each kind of work apart: crawl chunks end (done or

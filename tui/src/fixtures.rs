@@ -156,6 +156,9 @@ pub(crate) fn projects() -> Vec<ProjectInfo> {
                 seed: ItemCounts { open: 40, held: 480, done: 0, failed: 0 },
                 relay: ItemCounts::default(),
             }),
+            rate_scope: "mesh".to_owned(),
+            rate_per_s: 2.0,
+            lanes: 1,
         },
         ProjectInfo {
             id: hex(50),
@@ -173,6 +176,9 @@ pub(crate) fn projects() -> Vec<ProjectInfo> {
                 crawl: ItemCounts { open: 30, held: 1, done: 16, failed: 3 },
                 ..KindCounts::default()
             }),
+            rate_scope: "node".to_owned(),
+            rate_per_s: 0.5,
+            lanes: 1,
         },
     ]
 }
@@ -201,6 +207,9 @@ pub(crate) fn work() -> WorkView {
                 inflight: 2,
                 rate_per_s: 2.0,
                 refusals: 0,
+                sent_per_s: 1.8,
+                lane: Some("held".to_owned()),
+                cooldown_until_ms: None,
             },
             HostInfo {
                 host: "cdn.example.com:8443".to_owned(),
@@ -209,6 +218,9 @@ pub(crate) fn work() -> WorkView {
                 inflight: 0,
                 rate_per_s: 1.0,
                 refusals: 3,
+                sent_per_s: 0.2,
+                lane: Some("waiting".to_owned()),
+                cooldown_until_ms: Some(NOW_MS + 20_000),
             },
             HostInfo {
                 host: "files.gov.example".to_owned(),
@@ -217,6 +229,9 @@ pub(crate) fn work() -> WorkView {
                 inflight: 0,
                 rate_per_s: 0.5,
                 refusals: 9,
+                sent_per_s: 0.0,
+                lane: None,
+                cooldown_until_ms: None,
             },
         ],
     }

@@ -318,6 +318,9 @@ impl Actor {
                 by_kind: Some(crate::views::KindCounts::from_kinds(
                     &self.engine.counts_by_kind(&id),
                 )),
+                rate_scope: m.rate.scope.name().into(),
+                rate_per_s: f64::from(m.rate.per_s_milli) / 1000.0,
+                lanes: m.rate.lanes,
             })
             .collect()
     }
@@ -326,6 +329,10 @@ impl Actor {
         let limit = q.limit.unwrap_or(ITEMS_LIST_MAX).min(ITEMS_LIST_MAX);
         self.engine
             .items()
+            // Host lanes are the mesh's hold on a host, shown with the hosts, not work items.
+            .filter(|(id, _, _)| {
+                self.engine.item_work(id).is_none_or(|(_, w)| w.kind() != WorkKind::Lane)
+            })
             .filter(|(_, p, _)| q.project.as_ref().is_none_or(|want| p.to_hex() == *want))
             .filter(|(_, _, s)| q.state.as_deref().is_none_or(|want| state_name(s) == want))
             .take(limit)

@@ -20,7 +20,7 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, mdns};
 use starling_protocol::message::{SyncDelta, SyncDigest};
 use starling_protocol::wire::MAX_ENVELOPE_BYTES;
-use starling_protocol::{Engine, Envelope, Input, ItemState, Output, ProjectId, Reject};
+use starling_protocol::{Engine, Envelope, Input, ItemState, Output, ProjectId, Reject, WorkItem};
 use tokio::sync::mpsc;
 
 use crate::client::Command;
@@ -264,6 +264,15 @@ impl Actor {
         let mut relay_timer = tokio::time::interval(RELAY_TEND_INTERVAL);
         let mut orphan_timer = tokio::time::interval(ORPHAN_SWEEP_INTERVAL);
         let mut lifetime_timer = tokio::time::interval(LIFETIME_SAVE_INTERVAL);
+        // Crawl tasks wait on the lanes this actor asks the engine for (see `crawl/lanes.rs`).
+        let crawler = self.runners.crawler().cloned();
+        if let Some(c) = &crawler {
+            c.lanes().open();
+        }
+        let lanes_changed = async |c: &Option<Arc<crate::crawl::Crawler>>| match c {
+            Some(c) => c.lanes().changed().await,
+            None => std::future::pending().await,
+        };
         let mut blob_commands = self.seed.as_mut().and_then(|s| s.commands.take());
         let mut served = self.seed.as_mut().and_then(|s| s.served.take());
         loop {
@@ -274,6 +283,7 @@ impl Actor {
             tokio::select! {
                 ev = self.swarm.select_next_some() => self.on_swarm(ev),
                 Some(cmd) = self.commands.recv() => self.on_command(cmd),
+                () = lanes_changed(&crawler) => self.tend_lanes(),
                 Some(report) = self.reports.recv() => self.on_report(report),
                 Some(cmd) = recv_opt(&mut blob_commands) => {
                     if let Some(seed) = &mut self.seed {
@@ -502,8 +512,37 @@ impl Actor {
         r
     }
 
+    /// The crawler's lane gate, if this node crawls.
+    fn lanes(&self) -> Option<&crate::crawl::lanes::LaneGate> {
+        self.runners.crawler().map(|c| c.lanes())
+    }
+
+    /// Tells the engine which hosts the crawl tasks want lanes of now, and which hosts told
+    /// them to wait; a host without lanes (node scope, or past the project's lane hosts) is
+    /// fetched from under the node's own limits.
+    fn tend_lanes(&mut self) {
+        let Some(crawler) = self.runners.crawler().cloned() else { return };
+        let gate = crawler.lanes();
+        let (wants, refusals) = gate.take_changes();
+        for (project, host, wanted) in wants {
+            let input = Input::WantLane { project, host: host.clone(), wanted };
+            let taken = self.handle(input);
+            if wanted && (taken.is_err() || self.engine.lane_ids(&project, &host).is_empty()) {
+                if let Err(r) = taken {
+                    tracing::warn!(%host, reject = ?r, "cannot ask for a lane: fetching under this node's own limit");
+                }
+                gate.ungated(project, &host);
+            }
+        }
+        for (project, host, until_ms) in refusals {
+            tracing::info!(%host, until_ms, "host asked to be left alone: telling the mesh");
+            let _ = self.handle(Input::HostRefused { project, host, until_ms });
+        }
+    }
+
     /// Drains the engine's outputs: persist first, then act.
     fn drive(&mut self) {
+        let mut again = false;
         let mut persist = Vec::new();
         let mut act = Vec::new();
         while let Some(out) = self.engine.poll_output() {
@@ -535,6 +574,28 @@ impl Actor {
         for out in act {
             match out {
                 Output::Publish(env) => self.publish(&env),
+                Output::StartWork {
+                    item,
+                    epoch,
+                    project,
+                    work: WorkItem::HostLane { host, .. },
+                } => {
+                    tracing::debug!(item = %item.short(), epoch, %host, "lane granted");
+                    let wanted = self.lanes().is_some_and(|g| g.granted(project, &host, epoch));
+                    if !wanted {
+                        // Resumed after a restart, or wanted no more meanwhile: give it back.
+                        let _ = self
+                            .engine
+                            .handle(Input::WantLane { project, host, wanted: false }, now_ms());
+                        again = true;
+                    }
+                }
+                Output::HostCooldown { project, host, until_ms } => {
+                    tracing::info!(%host, until_ms, "another node was told to wait: cooling down");
+                    if let Some(g) = self.lanes() {
+                        g.cooldown(project, &host, until_ms);
+                    }
+                }
                 Output::StartWork { item, epoch, project, work } => {
                     tracing::debug!(item = %item.short(), epoch, "start work");
                     if let Some((_, m)) = self.engine.projects().find(|(id, _)| *id == project) {
@@ -550,7 +611,14 @@ impl Actor {
                 }
                 Output::CancelWork { item, epoch, reason } => {
                     tracing::debug!(item = %item.short(), epoch, ?reason, "cancel work");
-                    self.runners.cancel(item, epoch);
+                    match self.engine.item_work(&item) {
+                        Some((project, WorkItem::HostLane { host, .. })) => {
+                            if let Some(g) = self.runners.crawler().map(|c| c.lanes()) {
+                                g.revoked(project, host);
+                            }
+                        }
+                        _ => self.runners.cancel(item, epoch),
+                    }
                 }
                 _ => {}
             }
@@ -564,6 +632,10 @@ impl Actor {
             }
         }
         self.provide_new_projects();
+        // Outputs of the lanes given back above.
+        if again {
+            self.drive();
+        }
     }
 
     /// What this run's parts counted since start, for the lifetime figures.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, HOST, LOCATION, RETRY_AFTER, USER_AGENT};
 use sha1::{Digest as _, Sha1};
-use starling_protocol::{ProjectManifest, RobotsPolicy};
+use starling_protocol::{ProjectId, ProjectManifest, RatePolicy, RateScope, RobotsPolicy};
 use tokio::sync::mpsc;
 use url::Url;
 
@@ -37,6 +37,8 @@ pub struct ChunkJob<'a> {
     pub user_agent: String,
     /// The product token matched against robots.txt groups.
     agent_token: String,
+    /// The project.
+    project: ProjectId,
 }
 
 /// What one request got back.
@@ -83,7 +85,45 @@ impl<'a> ChunkJob<'a> {
             .find(|s| !s.is_empty())
             .unwrap_or(DEFAULT_AGENT_TOKEN)
             .to_ascii_lowercase();
-        Self { crawler, manifest, user_agent, agent_token }
+        Self { crawler, manifest, user_agent, agent_token, project: manifest.id() }
+    }
+
+    /// The limits this node fetches from one host under: under a mesh-wide rate, its lane's
+    /// share of the project's rate and burst.
+    fn host_policy(&self) -> RatePolicy {
+        let rate = self.manifest.rate;
+        RatePolicy { per_s_milli: rate.per_holder_milli(), burst: rate.burst_per_holder(), ..rate }
+    }
+
+    /// Demand for `host`'s lane (see `lanes.rs`), under a mesh-wide rate.
+    pub(super) fn lane_hold(&self, host: &str) -> Option<super::lanes::LaneHold<'a>> {
+        (self.manifest.rate.scope == RateScope::Mesh)
+            .then(|| self.crawler.lanes.hold(self.project, host))
+    }
+
+    /// Waits until this node may send `url`'s host a request under the project's rate: it
+    /// holds one of the host's lanes, and no cooldown is in force. The returned hold keeps the
+    /// lane wanted while the request runs.
+    async fn lane_turn(&self, url: &Url) -> Option<super::lanes::LaneHold<'a>> {
+        let host = starling_protocol::item::url_host(url.as_str())?;
+        let hold = self.lane_hold(&host)?;
+        let milli = u64::from(self.manifest.rate.per_holder_milli().max(1));
+        let pacing = Duration::from_micros(1_000_000_000 / milli);
+        self.crawler.lanes.turn(self.project, &host, pacing).await;
+        Some(hold)
+    }
+
+    /// Tells the mesh that `url`'s host asked to be left alone for `wait` (a `Retry-After`,
+    /// or parked after a run of refusals), under a mesh-wide rate.
+    fn lane_refused(&self, url: &Url, wait: Duration, retry_after: bool) {
+        let parked = wait >= self.crawler.config.backoff.park;
+        if self.manifest.rate.scope != RateScope::Mesh || !(retry_after || parked) {
+            return;
+        }
+        if let Some(host) = starling_protocol::item::url_host(url.as_str()) {
+            let until = crate::clock::now_ms().saturating_add(wait.as_millis() as u64);
+            self.crawler.lanes.refused(self.project, &host, until);
+        }
     }
 
     /// Fetches chunk URL number `origin`, following redirects; every answer is archived.
@@ -153,7 +193,8 @@ impl<'a> ChunkJob<'a> {
         let attempts = config.attempts_max.max(1);
         let mut last = String::new();
         for attempt in 1..=attempts {
-            let host = self.crawler.hosts.get(&host_name, self.manifest.rate);
+            let _lane = self.lane_turn(url).await;
+            let host = self.crawler.hosts.get(&host_name, self.host_policy());
             let (_slot, waited) = host.acquire().await;
             if waited {
                 self.crawler.stats.waited_for_rate_limit();
@@ -176,11 +217,13 @@ impl<'a> ChunkJob<'a> {
                         return Ok((status, location));
                     }
                     let wait = host.refused(retry_after, &config.backoff);
+                    self.lane_refused(url, wait, retry_after.is_some());
                     tracing::debug!(%url, %status, wait_ms = wait.as_millis() as u64, "host refused");
                     last = format!("http {}", status.as_u16());
                 }
                 Sent::Retryable(reason) => {
-                    host.refused(None, &config.backoff);
+                    let wait = host.refused(None, &config.backoff);
+                    self.lane_refused(url, wait, false);
                     last = reason;
                 }
                 Sent::Fatal(outcome) => return Err(outcome),
@@ -358,7 +401,8 @@ impl<'a> ChunkJob<'a> {
                 return RobotsVerdict::Rules(Robots::allow_all());
             }
             let host_name = target.host_str().unwrap_or_default().to_ascii_lowercase();
-            let host = self.crawler.hosts.get(&host_name, self.manifest.rate);
+            let _lane = self.lane_turn(&target).await;
+            let host = self.crawler.hosts.get(&host_name, self.host_policy());
             let (_slot, waited) = host.acquire().await;
             if waited {
                 self.crawler.stats.waited_for_rate_limit();
@@ -420,7 +464,8 @@ impl<'a> ChunkJob<'a> {
                         .get(RETRY_AFTER)
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| super::hosts::parse_retry_after(v, SystemTime::now()));
-                    host.refused(retry_after, &config.backoff);
+                    let wait = host.refused(retry_after, &config.backoff);
+                    self.lane_refused(&target, wait, retry_after.is_some());
                     return unreachable(&status.as_u16().to_string());
                 }
                 RobotsAnswer::Follow => {

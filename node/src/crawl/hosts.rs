@@ -50,7 +50,14 @@ pub struct Host {
     slots: Arc<Semaphore>,
     cond: Mutex<Condition>,
     last_used: Mutex<Instant>,
+    /// When the last requests were let through (at most [`SENT_KEPT`]), for the budget's use.
+    sent: Mutex<std::collections::VecDeque<Instant>>,
 }
+
+/// Requests remembered per host for [`Host::sent_per_s`].
+const SENT_KEPT: usize = 512;
+/// The window the sent rate is measured over.
+const SENT_WINDOW: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Default)]
 struct Condition {
@@ -73,6 +80,7 @@ impl Host {
             slots: Arc::new(Semaphore::new(slots)),
             cond: Mutex::new(Condition::default()),
             last_used: Mutex::new(Instant::now()),
+            sent: Mutex::new(std::collections::VecDeque::new()),
         }
     }
 
@@ -108,6 +116,11 @@ impl Host {
             if self.blocked_until().is_some() {
                 continue; // a token spent idle only slows us down, never speeds us up
             }
+            let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
+            if sent.len() >= SENT_KEPT {
+                sent.pop_front();
+            }
+            sent.push_back(Instant::now());
             return (permit, waited);
         }
     }
@@ -130,7 +143,18 @@ impl Host {
             inflight: slots.saturating_sub(self.slots.available_permits()) as u32,
             rate_per_s: f64::from(self.policy.per_s_milli) / 1000.0,
             refusals: cond.refusals,
+            sent_per_s: self.sent_per_s(now),
+            lane: None,
+            cooldown_until_ms: None,
         }
+    }
+
+    /// Requests let through per second over the last [`SENT_WINDOW`].
+    fn sent_per_s(&self, now: Instant) -> f64 {
+        let sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
+        let recent =
+            sent.iter().rev().take_while(|t| now.duration_since(**t) < SENT_WINDOW).count();
+        recent as f64 / SENT_WINDOW.as_secs_f64()
     }
 
     /// Whether the host was used within [`HOST_ACTIVE_FOR`].

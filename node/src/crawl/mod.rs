@@ -22,6 +22,7 @@ pub mod fetch;
 pub mod guard;
 pub mod health;
 pub mod hosts;
+pub mod lanes;
 pub mod robots;
 pub mod runner;
 pub mod stats;
@@ -300,6 +301,8 @@ pub struct Crawler {
     stats: stats::CrawlStats,
     net: health::NetHealth,
     robots: Mutex<HashMap<(String, String), RobotsCell>>,
+    /// Which hosts this node holds a lane of, under mesh-wide rates (see `lanes.rs`).
+    lanes: lanes::LaneGate,
 }
 
 impl Crawler {
@@ -339,7 +342,13 @@ impl Crawler {
             stats: stats::CrawlStats::default(),
             net: health::NetHealth::default(),
             robots: Mutex::new(HashMap::new()),
+            lanes: lanes::LaneGate::default(),
         })
+    }
+
+    /// The host lanes gate, shared with the actor.
+    pub fn lanes(&self) -> &lanes::LaneGate {
+        &self.lanes
     }
 
     /// The settings it runs with.
@@ -396,7 +405,46 @@ impl Crawler {
 
     /// The hosts the crawler knows, busiest first.
     pub fn host_views(&self, now_ms: u64, limit: usize) -> Vec<crate::views::HostInfo> {
-        self.hosts.views(now_ms, self.config.backoff.park_after, limit)
+        let mut views = self.hosts.views(now_ms, self.config.backoff.park_after, limit);
+        // Each host's lane, where its rate is the mesh's: held beats waiting beats ungated,
+        // over the projects that crawl it; the latest cooldown of any.
+        let mut lanes: HashMap<String, (u8, &'static str, Option<u64>)> = HashMap::new();
+        for l in self.lanes.views(lanes::GATE_HOSTS_MAX) {
+            let (rank, name) = match l.state.as_str() {
+                "held" => (3, "held"),
+                "waiting" => (2, "waiting"),
+                _ => (1, "ungated"),
+            };
+            let e = lanes.entry(l.host).or_insert((0, name, None));
+            if rank > e.0 {
+                (e.0, e.1) = (rank, name);
+            }
+            e.2 = e.2.max(l.cooldown_until_ms);
+        }
+        for v in &mut views {
+            if let Some((_, lane, cooldown)) = lanes.remove(&v.host) {
+                v.lane = Some(lane.into());
+                v.cooldown_until_ms = cooldown;
+            }
+        }
+        // Hosts waiting for a lane before their first request here.
+        for (host, (_, lane, cooldown)) in lanes {
+            if views.len() >= limit {
+                break;
+            }
+            views.push(crate::views::HostInfo {
+                host,
+                state: "ok".into(),
+                until_ms: None,
+                inflight: 0,
+                rate_per_s: 0.0,
+                refusals: 0,
+                sent_per_s: 0.0,
+                lane: Some(lane.into()),
+                cooldown_until_ms: cooldown,
+            });
+        }
+        views
     }
 
     /// The bandwidth cap now, bytes per second.
@@ -552,6 +600,11 @@ impl Crawler {
         let lane_width =
             job.manifest.rate.concurrency.clamp(1, hosts::HOST_CONCURRENCY_MAX) as usize;
         let lanes = by_host.into_values().map(|indices| async move {
+            // The host's lane is wanted for as long as this chunk has URLs for it, so it is
+            // not given back and claimed again between two of them.
+            let lane_host =
+                indices.first().and_then(|i| starling_protocol::item::url_host(&urls[*i]));
+            let _hold = lane_host.as_deref().and_then(|h| job.lane_hold(h));
             futures::stream::iter(indices)
                 .map(|i| async move { (i, job.fetch_url(i, &urls[i], tx).await) })
                 .buffer_unordered(lane_width)

@@ -54,7 +54,8 @@ pub struct DemoArgs {
     /// Copies of each result kept by seeding nodes besides its producer (capped at nodes − 1).
     #[arg(long, default_value_t = 2)]
     pub replication: u8,
-    /// Requests per second each node may send the demo site (the project's per-host rate).
+    /// Requests per second the whole mesh may send the demo site (the project's per-host
+    /// rate, shared by the nodes through one host lane each).
     #[arg(long, default_value_t = 20)]
     pub rate_per_s: u32,
     /// Print progress and a summary instead of opening the dashboard.
@@ -226,6 +227,10 @@ fn demo_project(
             per_s_milli: args.rate_per_s.saturating_mul(1000),
             burst: args.rate_per_s.clamp(1, 10),
             concurrency: 4,
+            // One lane per node: every node crawls the one demo host at once, at its share.
+            lanes: u16::try_from(args.nodes)
+                .unwrap_or(1)
+                .clamp(1, starling_protocol::item::LANES_MAX),
             ..RatePolicy::default()
         },
         lease_ms: 60_000,

@@ -70,6 +70,9 @@ fn project_info(name: &str) -> ProjectInfo {
         priority: 0,
         urls: Default::default(),
         by_kind: None,
+        rate_scope: "mesh".into(),
+        rate_per_s: 1.0,
+        lanes: 1,
     }
 }
 

@@ -16,6 +16,7 @@ mod demo;
 mod fault_runs;
 mod first_run;
 mod follow;
+mod host_lanes;
 mod interop;
 mod kill;
 mod lifetime;

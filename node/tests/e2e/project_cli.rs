@@ -82,6 +82,7 @@ robots = "obey"
 per_host = "4/s"
 burst = 4
 concurrency = 2
+lanes = 3
 "#,
     )
     .expect("write manifest");
@@ -118,6 +119,8 @@ fn keygen_new_add_urls_and_inspect() {
     let text = ok(&["project", "inspect", s(&f.project)]);
     assert!(text.contains("valid manifest"), "{text}");
     assert!(text.contains("rate_per_host: 4/s"), "{text}");
+    // The rate binds the whole mesh unless the owner says otherwise, and inspect says so.
+    assert!(text.contains("rate_scope: mesh") && text.contains("lanes: 3"), "{text}");
     let json: serde_json::Value =
         serde_json::from_str(&ok(&["project", "inspect", "--json", s(&f.project)])).expect("json");
     assert_eq!(json["name"], "demo");
@@ -149,11 +152,15 @@ fn flags_alone_make_a_project() {
         "3",
         "--scope",
         "example.net",
+        "--rate-scope",
+        "node",
         "--out",
         s(&out),
     ]);
     let json: serde_json::Value =
         serde_json::from_str(&ok(&["project", "inspect", "--json", s(&out)])).expect("json");
+    assert_eq!(json["rate_scope"], "node");
+    assert_eq!(json["lanes"], 1);
     assert_eq!(json["name"], "small");
     assert_eq!(json["rate_per_host"], "2/s");
     assert_eq!(json["burst"], 3);
@@ -288,6 +295,12 @@ fn bad_inputs_to_new_and_add_urls_get_one_clear_line() {
     assert!(err.contains("out of range: 0.001/s ..= 1000/s"), "{err}");
     let err = new(&["--concurrency", "0"]);
     assert!(err.contains("concurrency 0 is out of range: 1 ..= 64"), "{err}");
+    let err = new(&["--lanes", "0"]);
+    assert!(err.contains("lanes 0 is out of range: 1 ..= 64"), "{err}");
+    let err = new(&["--rate-scope", "planet"]);
+    assert!(err.contains("rate scope \"planet\" is neither \"mesh\" nor \"node\""), "{err}");
+    let err = new(&["--rate-scope", "node", "--lanes", "4"]);
+    assert!(err.contains("with rate scope \"node\" leave lanes at 1"), "{err}");
 }
 
 #[test]

@@ -456,6 +456,13 @@ impl Engine {
         self.paused || self.shut_down || self.unfit || clock.off || self.clock.pending()
     }
 
+    /// Whether this node holds no lanes either: shut down, unfit or off the clock (a pause
+    /// stops new work, not the lanes held work needs).
+    fn lanes_halted(&self) -> bool {
+        let clock = self.clock.view();
+        self.shut_down || self.unfit || clock.off || self.clock.pending()
+    }
+
     /// Whether this node takes new items of `project` (true unless unsubscribed).
     pub fn is_subscribed(&self, project: &ProjectId) -> bool {
         !self.unsubscribed.contains(project)
@@ -915,6 +922,10 @@ impl Engine {
     /// Whether this node may try to claim the item at all (role, pause, shutdown,
     /// subscription).
     fn wants(&self, project: &ProjectId, work: &WorkItem) -> bool {
+        // A lane serves chunks held already: paused or unsubscribed, they still go on.
+        if let WorkItem::HostLane { .. } = work {
+            return !self.lanes_halted() && self.wants_lane(project, &work.id(project), work);
+        }
         if self.halted() || self.unsubscribed.contains(project) {
             return false;
         }
@@ -923,7 +934,6 @@ impl Engine {
         }
         match work {
             WorkItem::RelaySlot { requester, .. } => *requester != self.me,
-            WorkItem::HostLane { .. } => self.wants_lane(project, &work.id(project), work),
             // k copies on k nodes: a node keeps at most one replica of a result.
             WorkItem::SeedDuty { source, result, size, replica } => {
                 let k = self.projects.get(project).map_or(0, |p| p.m.replication);
@@ -1134,10 +1144,13 @@ impl Engine {
 
     /// Claims items waiting in the ready set while there is room.
     fn fill_capacity(&mut self, now: u64) {
-        if self.halted() {
+        if self.lanes_halted() {
             return;
         }
         for kind in WorkKind::ALL {
+            if kind != WorkKind::Lane && self.halted() {
+                continue;
+            }
             let queue = kind_index(kind);
             while self.used(kind) < self.capacity_for(kind) {
                 let Some((_, _, _, item)) = self.ready[queue].pop_first() else { break };

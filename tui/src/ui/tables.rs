@@ -43,7 +43,7 @@ fn empty(title: &str, text: &str, frame: &mut Frame, area: Rect) {
 fn host_state_color(state: &str) -> Color {
     match state {
         "ok" => OK,
-        "backing_off" => WARN,
+        "backing_off" | "cooldown" => WARN,
         _ => BAD,
     }
 }
@@ -100,14 +100,28 @@ pub(super) fn draw_work(app: &App, data: &Snapshot, frame: &mut Frame, area: Rec
         .hosts
         .iter()
         .map(|h| {
-            let until = h.until_ms.map(|u| format::countdown(u, work.now_ms)).unwrap_or_default();
+            // A cooldown the mesh shares (a Retry-After one node was given) shows as such.
+            let cooling = h.cooldown_until_ms.filter(|t| *t > work.now_ms);
+            let (state, until) = match cooling {
+                Some(t) if h.until_ms.is_none_or(|u| u < t) => ("cooldown".to_owned(), Some(t)),
+                _ => (h.state.clone(), h.until_ms),
+            };
+            let until = until.map(|u| format::countdown(u, work.now_ms)).unwrap_or_default();
+            // The share of the host's budget (this node's lane of it) used lately.
+            let used = if h.rate_per_s > 0.0 {
+                format!("{:.0}%", 100.0 * h.sent_per_s / h.rate_per_s)
+            } else {
+                "-".to_owned()
+            };
             Row::new(vec![
                 Cell::from(h.host.clone()),
-                Cell::from(h.state.replace('_', " "))
-                    .style(Style::new().fg(host_state_color(&h.state))),
+                Cell::from(state.replace('_', " "))
+                    .style(Style::new().fg(host_state_color(&state))),
                 Cell::from(until),
+                Cell::from(h.lane.clone().unwrap_or_else(|| "-".to_owned())),
                 Cell::from(h.inflight.to_string()),
                 Cell::from(format::rate(h.rate_per_s)),
+                Cell::from(used),
                 Cell::from(h.refusals.to_string()),
             ])
         })
@@ -116,11 +130,13 @@ pub(super) fn draw_work(app: &App, data: &Snapshot, frame: &mut Frame, area: Rec
         Constraint::Min(16),
         Constraint::Length(11),
         Constraint::Length(7),
-        Constraint::Length(8),
         Constraint::Length(7),
         Constraint::Length(8),
+        Constraint::Length(7),
+        Constraint::Length(5),
+        Constraint::Length(8),
     ];
-    let head = header(&["host", "state", "until", "inflight", "rate", "refusals"]);
+    let head = header(&["host", "state", "until", "lane", "inflight", "rate", "used", "refusals"]);
     let t = Table::new(rows, widths)
         .header(head)
         .block(Block::bordered().title(format!("Hosts ({})", work.hosts.len())));
