@@ -693,7 +693,7 @@ impl Engine {
         let project = e.project;
         self.fold_bucket(project, &r.item, change);
         self.outputs.push_back(Output::Persist(env));
-        self.on_lane_release(&r.item, r.cooldown_until_ms, node == self.me, now);
+        self.on_lane_release(&r.item, &r, node == self.me, now);
         if node != self.me {
             self.drop_local(r.item, CancelReason::Lost);
         } else {

@@ -37,6 +37,10 @@ use crate::manifest::RateScope;
 /// Longest lease of a host lane: the most a host sits idle after its holder dies (plus the
 /// skew margin). A protocol constant, since every node judges lane claims against it.
 pub const LANE_LEASE_MS: u64 = 10_000;
+/// Longest cooldown a release may ask for, counted from the release: a holder that lies
+/// about a host's `Retry-After` can hold the mesh off a host this long at most (the node
+/// caps what it honours from a host at the same 10 minutes).
+pub const LANE_COOLDOWN_MAX_MS: u64 = 600_000;
 /// Most (project, host) pairs a node wants lanes for at once.
 pub const LANE_DEMAND_MAX: usize = 4_096;
 /// Most host cooldowns kept.
@@ -217,6 +221,7 @@ impl Engine {
         until_ms: u64,
         now: u64,
     ) {
+        let until_ms = until_ms.min(now.saturating_add(LANE_COOLDOWN_MAX_MS));
         let ids = self.lane_ids(&project, &host);
         self.note_cooldown(project, host, until_ms, now);
         self.release_lanes(&ids, Some(until_ms), now);
@@ -255,11 +260,12 @@ impl Engine {
     pub(super) fn on_lane_release(
         &mut self,
         item: &ItemId,
-        cooldown: Option<u64>,
+        release: &crate::message::Release,
         from_self: bool,
         now: u64,
     ) {
-        let Some(until) = cooldown else { return };
+        let Some(until) = release.cooldown_until_ms else { return };
+        let until = until.min(release.at_ms.saturating_add(LANE_COOLDOWN_MAX_MS));
         let Some(e) = self.items.get(item) else { return };
         let (project, WorkItem::HostLane { host, .. }) = (e.project, &*e.work) else { return };
         let host = host.clone();

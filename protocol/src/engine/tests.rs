@@ -2199,6 +2199,35 @@ mod host_lanes {
     }
 
     #[test]
+    fn a_holder_cannot_hold_the_mesh_off_a_host_for_longer_than_the_cap() {
+        let owner = test_keypair(1);
+        let mut net = Net::new(2, &owner, fast_config());
+        let p = lane_project(&mut net, &owner, RatePolicy::default());
+        want(&mut net, 0, p, true);
+        let until = net.now + 2_000;
+        net.run_until(until, |_| false);
+        assert!(net.engines[0].may_fetch(&p, HOST, net.now));
+        // A liar (or a host) asks for a year: every node keeps ten minutes at most.
+        let year = net.now + 365 * 24 * 3_600_000;
+        // Its release, as a lying holder would sign it, taken in by the other node.
+        let lane = net.engines[0].lane_ids(&p, HOST)[0];
+        let Some(ItemState::Held { epoch, .. }) = net.engines[0].item_state(&lane) else {
+            panic!("lane not held");
+        };
+        let lie = Release { item: lane, epoch, at_ms: net.now, cooldown_until_ms: Some(year) };
+        let lie = Envelope::Release(Signed::sign(&test_keypair(1000), &lie));
+        net.input(1, Input::Message(lie)).unwrap();
+        let host = HOST.to_owned();
+        net.input(0, Input::HostRefused { project: p, host, until_ms: year }).unwrap();
+        let until = net.now + 1_000;
+        net.run_until(until, |_| false);
+        for e in &net.engines {
+            let t = e.cooldown_of(&p, HOST).expect("cooldown known");
+            assert!(t <= net.now + LANE_COOLDOWN_MAX_MS, "cooldown {t} past the cap");
+        }
+    }
+
+    #[test]
     fn a_dead_holders_lane_is_taken_over_after_its_short_lease() {
         let owner = test_keypair(1);
         let mut net = Net::new(3, &owner, fast_config());
@@ -2240,5 +2269,28 @@ mod host_lanes {
         };
         net.input(0, Input::WorkDone(done)).unwrap();
         assert!(net.engines[0].holds(&id), "the lane is still held, not finished");
+    }
+}
+
+mod host_lanes_paused {
+    use super::*;
+
+    #[test]
+    fn a_paused_node_still_takes_the_lanes_its_held_chunks_need() {
+        let owner = test_keypair(1);
+        let mut net = Net::new(1, &owner, fast_config());
+        let m = manifest(&owner, 30_000, 0);
+        net.input(0, Input::Publish(Envelope::Manifest(Signed::sign(&owner, &m)))).unwrap();
+        net.input(0, Input::Publish(Envelope::Batch(batch(&owner, &m, 1)))).unwrap();
+        net.run_until(1_000, |_| false);
+        net.input(0, Input::Pause(true)).unwrap();
+        let (project, host) = (m.id(), "example.test".to_owned());
+        net.input(0, Input::WantLane { project, host, wanted: true }).unwrap();
+        let until = net.now + 1_000;
+        net.run_until(until, |_| false);
+        assert!(net.engines[0].may_fetch(&project, "example.test", net.now));
+        // Shut down, it gives the lane back like everything else.
+        net.input(0, Input::Shutdown).unwrap();
+        assert!(!net.engines[0].may_fetch(&project, "example.test", net.now));
     }
 }
