@@ -41,6 +41,13 @@ pub struct ChunkJob<'a> {
     project: ProjectId,
 }
 
+/// What lets one request go out; held while it runs.
+struct Admitted<'a, 'c> {
+    _lane: Option<super::lanes::LaneHold<'a>>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    _fetch: tokio::sync::SemaphorePermit<'c>,
+}
+
 /// What one request got back.
 #[derive(Debug)]
 enum Sent {
@@ -95,22 +102,49 @@ impl<'a> ChunkJob<'a> {
         RatePolicy { per_s_milli: rate.per_holder_milli(), burst: rate.burst_per_holder(), ..rate }
     }
 
-    /// Demand for `host`'s lane (see `lanes.rs`), under a mesh-wide rate.
-    pub(super) fn lane_hold(&self, host: &str) -> Option<super::lanes::LaneHold<'a>> {
-        (self.manifest.rate.scope == RateScope::Mesh)
-            .then(|| self.crawler.lanes.hold(self.project, host))
+    /// Demand for `host`'s lane (see `lanes.rs`) with `urls` to send, under a mesh-wide rate.
+    pub(super) fn lane_hold(&self, host: &str, urls: u32) -> Option<super::lanes::LaneHold<'a>> {
+        (self.manifest.rate.scope == RateScope::Mesh).then(|| {
+            let rate = self.manifest.rate.per_holder_milli();
+            self.crawler.lanes.hold(self.project, host, urls, rate)
+        })
     }
 
     /// Waits until this node may send `url`'s host a request under the project's rate: it
-    /// holds one of the host's lanes, and no cooldown is in force. The returned hold keeps the
-    /// lane wanted while the request runs.
-    async fn lane_turn(&self, url: &Url) -> Option<super::lanes::LaneHold<'a>> {
-        let host = starling_protocol::item::url_host(url.as_str())?;
-        let hold = self.lane_hold(&host)?;
-        let milli = u64::from(self.manifest.rate.per_holder_milli().max(1));
-        let pacing = Duration::from_micros(1_000_000_000 / milli);
-        self.crawler.lanes.turn(self.project, &host, pacing).await;
+    /// holds one of the host's lanes (or is draining one it gave back), and no cooldown is in
+    /// force. The returned hold keeps the lane wanted while the request runs; under a lane just
+    /// granted, the host's limiter starts empty.
+    async fn lane_turn(
+        &self,
+        url: &Url,
+        host: &super::hosts::Host,
+    ) -> Option<super::lanes::LaneHold<'a>> {
+        let name = starling_protocol::item::url_host(url.as_str())?;
+        let hold = self.lane_hold(&name, 1)?;
+        if self.crawler.lanes.turn(self.project, &name).await == super::lanes::Turn::Fresh {
+            host.drain_tokens();
+        }
         Some(hold)
+    }
+
+    /// Waits until one request may go to `url`'s host now: its lane's turn, a concurrency
+    /// slot, a token of the host's limiter and a global fetch slot, with the lane's turn looked
+    /// at again last (a request that waited for its token may have lost the lane, or seen its
+    /// drain end, meanwhile: it goes back in line). `None` once the crawler is shut down.
+    async fn admit(&self, url: &Url, host: &Arc<super::hosts::Host>) -> Option<Admitted<'a, '_>> {
+        loop {
+            let lane = self.lane_turn(url, host).await;
+            let (slot, waited) = host.acquire().await;
+            if waited {
+                self.crawler.stats.waited_for_rate_limit();
+            }
+            let fetch = self.crawler.fetches.acquire().await.ok()?;
+            let name = starling_protocol::item::url_host(url.as_str());
+            if lane.is_none() || name.is_none_or(|h| self.crawler.lanes.may_send(self.project, &h))
+            {
+                return Some(Admitted { _lane: lane, _slot: slot, _fetch: fetch });
+            }
+        }
     }
 
     /// Tells the mesh that `url`'s host asked to be left alone for `wait` (a `Retry-After`,
@@ -193,13 +227,8 @@ impl<'a> ChunkJob<'a> {
         let attempts = config.attempts_max.max(1);
         let mut last = String::new();
         for attempt in 1..=attempts {
-            let _lane = self.lane_turn(url).await;
             let host = self.crawler.hosts.get(&host_name, self.host_policy());
-            let (_slot, waited) = host.acquire().await;
-            if waited {
-                self.crawler.stats.waited_for_rate_limit();
-            }
-            let Ok(_fetch) = self.crawler.fetches.acquire().await else {
+            let Some(_admitted) = self.admit(url, &host).await else {
                 return Err(Outcome::Transient { reason: "crawler shut down".into() });
             };
             let final_try = attempt == attempts;
@@ -401,13 +430,8 @@ impl<'a> ChunkJob<'a> {
                 return RobotsVerdict::Rules(Robots::allow_all());
             }
             let host_name = target.host_str().unwrap_or_default().to_ascii_lowercase();
-            let _lane = self.lane_turn(&target).await;
             let host = self.crawler.hosts.get(&host_name, self.host_policy());
-            let (_slot, waited) = host.acquire().await;
-            if waited {
-                self.crawler.stats.waited_for_rate_limit();
-            }
-            let Ok(_fetch) = self.crawler.fetches.acquire().await else {
+            let Some(_admitted) = self.admit(&target, &host).await else {
                 return unreachable("crawler shut down");
             };
             let date = SystemTime::now();

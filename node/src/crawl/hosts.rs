@@ -54,6 +54,8 @@ pub struct Host {
     sent: Mutex<std::collections::VecDeque<Instant>>,
 }
 
+/// Most tokens [`Host::drain_tokens`] spends (the manifest's burst cap).
+const BURST_DRAIN_MAX: u32 = starling_protocol::manifest::BURST_MAX;
 /// Requests remembered per host for [`Host::sent_per_s`].
 const SENT_KEPT: usize = 512;
 /// The window the sent rate is measured over.
@@ -122,6 +124,17 @@ impl Host {
             }
             sent.push_back(Instant::now());
             return (permit, waited);
+        }
+    }
+
+    /// Spends the tokens the rate limiter has saved up, so the next request waits a full
+    /// period: under a lane just taken over, this node's requests then follow the last
+    /// holder's as one limiter's would (see `lanes.rs`).
+    pub fn drain_tokens(&self) {
+        for _ in 0..=self.policy.burst.min(BURST_DRAIN_MAX) {
+            if self.limiter.check().is_err() {
+                break;
+            }
         }
     }
 

@@ -3,8 +3,12 @@
 //! Under a project's mesh-wide rate a crawl task sends a host nothing unless this node holds
 //! one of the host's lanes. The gate is where the crawl tasks and the actor meet:
 //!
-//! - a task that has URLs for a host takes a [`LaneHold`] for it (demand, counted), and waits
-//!   its [`LaneGate::turn`] before every request to it;
+//! - a task that has URLs for a host takes a [`LaneHold`] for it (demand, and the URLs it has
+//!   left), and waits its [`LaneGate::turn`] before every request to it;
+//! - a holder whose URLs left for the host could all be sent within the protocol's drain
+//!   (`LANE_DRAIN_MS` at the lane's rate) gives the lane back early and goes on fetching for
+//!   the drain alone: the next holder's wait runs meanwhile, so the host stays busy across a
+//!   hand-off (the engine starts the next holder no sooner than the drain after its claim);
 //! - the actor hears that demand changed ([`LaneGate::changed`]), tells the engine
 //!   (`Input::WantLane`), and tells the gate what the engine decided: a lane granted
 //!   (`StartWork`), lost or given back (`CancelWork`), a cooldown from another node
@@ -20,7 +24,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use starling_protocol::ProjectId;
 use tokio::sync::Notify;
@@ -36,33 +41,63 @@ const REFUSALS_MAX: usize = 1_024;
 const RECHECK: Duration = Duration::from_millis(500);
 
 type Key = (ProjectId, String);
+/// A host whose demand changed: (project, host, wanted now).
+pub type Want = (ProjectId, String, bool);
+/// A host that asked to be left alone: (project, host, until, unix ms).
+pub type Refusal = (ProjectId, String, u64);
 
-/// What a task waiting its turn waits for.
-enum Wait {
-    /// The first request under a new lane: one period of the lane's rate.
-    Pacing,
-    /// News (a grant, a cooldown), or this long at most.
-    News(Duration),
-}
+/// How long a holder may go on after giving its lane back: the protocol's drain.
+const DRAIN: Duration = Duration::from_millis(starling_protocol::engine::LANE_DRAIN_MS);
 
 /// What the engine decided about one host's lane here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Grant {
     /// Asked for; not held (yet).
     Waiting,
-    /// Held; `fresh` until the first request under it has waited its pacing.
+    /// Held; `fresh` until the first request under it has been let through.
     Held { epoch: u32, fresh: bool },
+    /// Given back early: requests go on until then, and stop there.
+    Draining { until: Instant },
     /// The host has no lanes: fetched under the node's own limiter.
     Ungated,
 }
 
 #[derive(Debug)]
 struct Slot {
-    /// Tasks that have URLs for the host.
+    /// Holds alive (tasks with URLs for the host, and requests under way).
     demand: u32,
+    /// URLs (and requests) the holds have left to send.
+    remaining: u32,
+    /// How many can be sent within the drain at the lane's rate.
+    quota: u32,
     grant: Grant,
     /// Nothing is sent before this (unix ms).
     cooldown_until: Option<u64>,
+}
+
+impl Slot {
+    fn new() -> Self {
+        Slot { demand: 0, remaining: 0, quota: 0, grant: Grant::Waiting, cooldown_until: None }
+    }
+
+    fn draining(&self, now: Instant) -> bool {
+        matches!(self.grant, Grant::Draining { until } if until > now)
+    }
+
+    /// Whether the engine should hold a lane for it now: URLs left, and not draining.
+    fn wanted(&self, now: Instant) -> bool {
+        self.demand > 0 && self.remaining > 0 && !self.draining(now)
+    }
+}
+
+/// What [`LaneGate::turn`] let through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    /// Go (ungated, or a lane held or draining).
+    Go,
+    /// Go: the first request under a lane just granted. The host's limiter should start
+    /// empty, so the hand-off cannot add a burst to the last holder's.
+    Fresh,
 }
 
 #[derive(Debug, Default)]
@@ -99,17 +134,31 @@ pub struct LaneGate {
     news: Notify,
 }
 
-/// Demand for one host's lane while it lives.
+/// Demand for one host's lane while it lives, with the URLs it has left.
 #[derive(Debug)]
 pub struct LaneHold<'a> {
     gate: &'a LaneGate,
     key: Option<Key>,
+    left: AtomicU32,
+}
+
+impl LaneHold<'_> {
+    /// One of its URLs is done.
+    pub fn done_one(&self) {
+        let Some(key) = &self.key else { return };
+        let took =
+            self.left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        if took.is_ok() {
+            self.gate.sent(key, 1, false);
+        }
+    }
 }
 
 impl Drop for LaneHold<'_> {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
-            self.gate.release(key);
+            let left = self.left.swap(0, Ordering::Relaxed);
+            self.gate.sent(&key, left, true);
         }
     }
 }
@@ -129,46 +178,69 @@ impl LaneGate {
         self.changed.notified().await;
     }
 
-    /// Takes demand for `host` of `project`: the lane is wanted while any hold lives.
-    pub fn hold(&self, project: ProjectId, host: &str) -> LaneHold<'_> {
+    /// Takes demand for `host` of `project`, with `urls` left to send; `per_s_milli` is the
+    /// rate a lane holder sends at, for how many fit in the drain.
+    pub fn hold(
+        &self,
+        project: ProjectId,
+        host: &str,
+        urls: u32,
+        per_s_milli: u32,
+    ) -> LaneHold<'_> {
         let mut inner = self.lock();
+        let none = LaneHold { gate: self, key: None, left: AtomicU32::new(0) };
         if !inner.open {
-            return LaneHold { gate: self, key: None };
+            return none;
         }
         let key = (project, host.to_owned());
         if !inner.slots.contains_key(&key) && inner.slots.len() >= GATE_HOSTS_MAX {
-            return LaneHold { gate: self, key: None };
+            return none;
         }
-        let slot = inner.slots.entry(key.clone()).or_insert(Slot {
-            demand: 0,
-            grant: Grant::Waiting,
-            cooldown_until: None,
-        });
+        let quota = u32::try_from(DRAIN.as_millis() as u64 * u64::from(per_s_milli) / 1_000_000)
+            .unwrap_or(u32::MAX);
+        let now = Instant::now();
+        let slot = inner.slots.entry(key.clone()).or_insert_with(Slot::new);
+        let was = slot.wanted(now);
         slot.demand += 1;
-        if slot.demand == 1 {
+        slot.remaining = slot.remaining.saturating_add(urls);
+        slot.quota = slot.quota.max(quota);
+        if slot.wanted(now) != was {
             inner.dirty.insert(key.clone());
             drop(inner);
             self.changed.notify_one();
         }
-        LaneHold { gate: self, key: Some(key) }
+        LaneHold { gate: self, key: Some(key), left: AtomicU32::new(urls) }
     }
 
-    fn release(&self, key: Key) {
+    /// `n` URLs of a hold are done (and the hold is gone, if `gone`). A lane held with no more
+    /// left than fit in the drain is given back early (see the module docs).
+    fn sent(&self, key: &Key, n: u32, gone: bool) {
         let mut inner = self.lock();
-        let Some(slot) = inner.slots.get_mut(&key) else { return };
-        slot.demand = slot.demand.saturating_sub(1);
-        if slot.demand == 0 {
-            inner.dirty.insert(key);
+        let Some(slot) = inner.slots.get_mut(key) else { return };
+        let now = Instant::now();
+        let was = slot.wanted(now);
+        slot.remaining = slot.remaining.saturating_sub(n);
+        if gone {
+            slot.demand = slot.demand.saturating_sub(1);
+        }
+        if matches!(slot.grant, Grant::Held { .. })
+            && slot.remaining > 0
+            && slot.remaining <= slot.quota
+            && slot.demand > 0
+        {
+            slot.grant = Grant::Draining { until: now + DRAIN };
+        }
+        if slot.wanted(now) != was {
+            inner.dirty.insert(key.clone());
             drop(inner);
             self.changed.notify_one();
         }
     }
 
     /// Waits until this node may send `host` of `project` a request: it holds a lane of the
-    /// host (or the host is not gated) and no cooldown is in force. The first request under a
-    /// newly granted lane waits `pacing` (one period of the lane's rate) first, so the hand-off
-    /// from the last holder never bunches requests up. The caller holds a [`LaneHold`].
-    pub async fn turn(&self, project: ProjectId, host: &str, pacing: Duration) {
+    /// host, or gave it back less than the drain ago, or the host is not gated; and no cooldown
+    /// is in force. The caller holds a [`LaneHold`].
+    pub async fn turn(&self, project: ProjectId, host: &str) -> Turn {
         let key = (project, host.to_owned());
         loop {
             let news = self.news.notified();
@@ -179,31 +251,59 @@ impl LaneGate {
                 let mut inner = self.lock();
                 let open = inner.open;
                 let now = now_ms();
-                match inner.slots.get_mut(&key) {
-                    _ if !open => return,
-                    None => return,
-                    Some(slot) => match (slot.grant, slot.cooldown_until.filter(|t| *t > now)) {
-                        (_, Some(until)) => {
-                            Wait::News(Duration::from_millis(until - now).min(RECHECK))
-                        }
-                        (Grant::Ungated | Grant::Held { fresh: false, .. }, None) => return,
-                        (Grant::Held { epoch, fresh: true }, None) => {
-                            slot.grant = Grant::Held { epoch, fresh: false };
-                            Wait::Pacing
-                        }
-                        (Grant::Waiting, None) => Wait::News(RECHECK),
-                    },
+                let instant = Instant::now();
+                let Some(slot) = inner.slots.get_mut(&key).filter(|_| open) else {
+                    return Turn::Go;
+                };
+                if let Grant::Draining { until } = slot.grant
+                    && until <= instant
+                {
+                    // The drain is over: back in line, wanted again if URLs are left.
+                    slot.grant = Grant::Waiting;
+                    let wanted = slot.wanted(instant);
+                    if wanted {
+                        inner.dirty.insert(key.clone());
+                        self.changed.notify_one();
+                    }
+                    continue;
+                }
+                match (slot.grant, slot.cooldown_until.filter(|t| *t > now)) {
+                    (_, Some(until)) => Duration::from_millis(until - now).min(RECHECK),
+                    (
+                        Grant::Ungated | Grant::Draining { .. } | Grant::Held { fresh: false, .. },
+                        None,
+                    ) => {
+                        return Turn::Go;
+                    }
+                    (Grant::Held { epoch, fresh: true }, None) => {
+                        slot.grant = Grant::Held { epoch, fresh: false };
+                        return Turn::Fresh;
+                    }
+                    (Grant::Waiting, None) => RECHECK,
                 }
             };
-            match wait {
-                Wait::Pacing => tokio::time::sleep(pacing).await,
-                Wait::News(wait) => {
-                    tokio::select! {
-                        () = &mut news => {}
-                        () = tokio::time::sleep(wait) => {}
-                    }
-                }
+            tokio::select! {
+                () = &mut news => {}
+                () = tokio::time::sleep(wait) => {}
             }
+        }
+    }
+
+    /// Whether a request may go to `host` of `project` this instant (see [`LaneGate::turn`]),
+    /// without waiting: a lane held or still draining, or no gate; and no cooldown.
+    pub fn may_send(&self, project: ProjectId, host: &str) -> bool {
+        let inner = self.lock();
+        let Some(slot) = inner.slots.get(&(project, host.to_owned())).filter(|_| inner.open) else {
+            return true;
+        };
+        let now = Instant::now();
+        if slot.cooldown_until.is_some_and(|t| t > now_ms()) {
+            return false;
+        }
+        match slot.grant {
+            Grant::Ungated | Grant::Held { .. } => true,
+            Grant::Draining { until } => until > now,
+            Grant::Waiting => false,
         }
     }
 
@@ -230,13 +330,14 @@ impl LaneGate {
 
     /// The hosts whose demand changed since the last call, with whether they are wanted now.
     /// Slots nobody wants, holds or waits out a cooldown on are forgotten.
-    pub fn take_changes(&self) -> (Vec<(ProjectId, String, bool)>, Vec<(ProjectId, String, u64)>) {
+    pub fn take_changes(&self) -> (Vec<Want>, Vec<Refusal>) {
         let mut inner = self.lock();
         let dirty = std::mem::take(&mut inner.dirty);
+        let instant = Instant::now();
         let wants = dirty
             .into_iter()
             .map(|key| {
-                let wanted = inner.slots.get(&key).is_some_and(|s| s.demand > 0);
+                let wanted = inner.slots.get(&key).is_some_and(|s| s.wanted(instant));
                 (key.0, key.1, wanted)
             })
             .collect();
@@ -248,6 +349,7 @@ impl LaneGate {
         inner.slots.retain(|_, s| {
             s.demand > 0
                 || matches!(s.grant, Grant::Held { .. })
+                || s.draining(instant)
                 || s.cooldown_until.is_some_and(|t| t > now)
         });
         (wants, refusals)
@@ -265,8 +367,9 @@ impl LaneGate {
     /// The engine no longer holds the lane (lost it, or gave it back).
     pub fn revoked(&self, project: ProjectId, host: &str) {
         let mut inner = self.lock();
+        // A lane given back early keeps its drain; an ungated host stays ungated.
         if let Some(slot) = inner.slots.get_mut(&(project, host.to_owned()))
-            && slot.grant != Grant::Ungated
+            && matches!(slot.grant, Grant::Held { .. })
         {
             slot.grant = Grant::Waiting;
         }
@@ -293,11 +396,7 @@ impl LaneGate {
         if !inner.slots.contains_key(&key) && inner.slots.len() >= GATE_HOSTS_MAX {
             return;
         }
-        let slot = inner.slots.entry(key).or_insert(Slot {
-            demand: 0,
-            grant: Grant::Waiting,
-            cooldown_until: None,
-        });
+        let slot = inner.slots.entry(key).or_insert_with(Slot::new);
         slot.cooldown_until = Some(slot.cooldown_until.unwrap_or(0).max(until_ms));
         drop(inner);
         self.news.notify_waiters();
@@ -316,6 +415,7 @@ impl LaneGate {
                 host: host.clone(),
                 state: match s.grant {
                     Grant::Held { .. } => "held",
+                    Grant::Draining { .. } => "draining",
                     Grant::Waiting => "waiting",
                     Grant::Ungated => "ungated",
                 }
@@ -332,52 +432,88 @@ mod tests {
     use super::*;
 
     const P: ProjectId = ProjectId([7; 32]);
+    /// 4/s: four URLs fit in the one-second drain.
+    const RATE: u32 = 4_000;
+
+    fn wants(gate: &LaneGate) -> Vec<(ProjectId, String, bool)> {
+        gate.take_changes().0
+    }
 
     #[tokio::test]
     async fn a_closed_gate_gates_nothing() {
         let gate = LaneGate::default();
-        let _hold = gate.hold(P, "a");
-        gate.turn(P, "a", Duration::ZERO).await;
-        assert_eq!(gate.take_changes().0, vec![]);
+        let _hold = gate.hold(P, "a", 3, RATE);
+        assert_eq!(gate.turn(P, "a").await, Turn::Go);
+        assert_eq!(wants(&gate), vec![]);
     }
 
     #[tokio::test]
     async fn demand_is_reported_once_per_change_and_a_turn_waits_for_the_grant() {
         let gate = std::sync::Arc::new(LaneGate::default());
         gate.open();
-        let h1 = gate.hold(P, "a");
-        let h2 = gate.hold(P, "a");
-        assert_eq!(gate.take_changes().0, vec![(P, "a".to_owned(), true)]);
+        let h1 = gate.hold(P, "a", 10, RATE);
+        let h2 = gate.hold(P, "a", 10, RATE);
+        assert_eq!(wants(&gate), vec![(P, "a".to_owned(), true)]);
         let waiter = {
             let gate = gate.clone();
-            tokio::spawn(async move { gate.turn(P, "a", Duration::from_millis(1)).await })
+            tokio::spawn(async move { gate.turn(P, "a").await })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiter.is_finished(), "no lane, no request");
-        gate.granted(P, "a", 1);
-        tokio::time::timeout(Duration::from_secs(10), waiter).await.unwrap().unwrap();
+        assert!(gate.granted(P, "a", 1), "a lane granted while wanted is kept");
+        let turn = tokio::time::timeout(Duration::from_secs(10), waiter).await.unwrap().unwrap();
+        assert_eq!(
+            turn,
+            Turn::Fresh,
+            "the first request under a new lane starts the limiter empty"
+        );
+        assert_eq!(gate.turn(P, "a").await, Turn::Go);
         drop(h1);
-        assert_eq!(gate.take_changes().0, vec![], "still wanted by the other hold");
+        assert_eq!(wants(&gate), vec![], "still wanted by the other hold");
         drop(h2);
-        assert_eq!(gate.take_changes().0, vec![(P, "a".to_owned(), false)]);
+        assert_eq!(wants(&gate), vec![(P, "a".to_owned(), false)]);
+        assert!(!gate.granted(P, "a", 2), "a lane nothing wants is given back");
+    }
+
+    #[tokio::test]
+    async fn the_last_urls_give_the_lane_back_early_and_go_on_for_the_drain() {
+        let gate = LaneGate::default();
+        gate.open();
+        let hold = gate.hold(P, "a", 6, RATE);
+        assert_eq!(wants(&gate), vec![(P, "a".to_owned(), true)]);
+        gate.granted(P, "a", 1);
+        hold.done_one();
+        assert_eq!(wants(&gate), vec![], "5 left: more than fit in the drain");
+        hold.done_one();
+        // 4 left, all of which fit in the drain at 4/s: given back early.
+        assert_eq!(wants(&gate), vec![(P, "a".to_owned(), false)]);
+        gate.revoked(P, "a");
+        assert_eq!(gate.views(1)[0].state, "draining");
+        // Within the drain, requests go on without the lane.
+        let turn = tokio::time::timeout(Duration::from_millis(500), gate.turn(P, "a")).await;
+        assert_eq!(turn.ok(), Some(Turn::Go));
+        // Past it, back in line and wanted again for the URLs still left.
+        tokio::time::sleep(DRAIN).await;
+        let late = tokio::time::timeout(Duration::from_millis(200), gate.turn(P, "a")).await;
+        assert!(late.is_err(), "no request after the drain without the lane");
+        assert_eq!(wants(&gate), vec![(P, "a".to_owned(), true)]);
     }
 
     #[tokio::test]
     async fn a_cooldown_holds_a_granted_lane_and_a_refusal_is_reported() {
         let gate = LaneGate::default();
         gate.open();
-        let _hold = gate.hold(P, "a");
+        let _hold = gate.hold(P, "a", 10, RATE);
         gate.granted(P, "a", 1);
         gate.refused(P, "a", now_ms() + 300);
         let (_, refusals) = gate.take_changes();
         assert_eq!(refusals.len(), 1);
-        let start = std::time::Instant::now();
-        gate.turn(P, "a", Duration::ZERO).await;
-        assert!(start.elapsed() >= Duration::from_millis(250), "waited out the cooldown");
+        let early = tokio::time::timeout(Duration::from_millis(100), gate.turn(P, "a")).await;
+        assert!(early.is_err(), "no request inside the cooldown");
+        tokio::time::timeout(Duration::from_secs(10), gate.turn(P, "a")).await.unwrap();
+        let _b = gate.hold(P, "b", 1, RATE);
         gate.ungated(P, "b");
-        let _b = gate.hold(P, "b");
-        gate.ungated(P, "b");
-        gate.turn(P, "b", Duration::ZERO).await;
+        assert_eq!(gate.turn(P, "b").await, Turn::Go);
         assert_eq!(gate.views(10).len(), 2);
     }
 }

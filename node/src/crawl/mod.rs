@@ -604,9 +604,17 @@ impl Crawler {
             // not given back and claimed again between two of them.
             let lane_host =
                 indices.first().and_then(|i| starling_protocol::item::url_host(&urls[*i]));
-            let _hold = lane_host.as_deref().and_then(|h| job.lane_hold(h));
+            let count = u32::try_from(indices.len()).unwrap_or(u32::MAX);
+            let hold = lane_host.as_deref().and_then(|h| job.lane_hold(h, count));
+            let hold = &hold;
             futures::stream::iter(indices)
-                .map(|i| async move { (i, job.fetch_url(i, &urls[i], tx).await) })
+                .map(|i| async move {
+                    let outcome = job.fetch_url(i, &urls[i], tx).await;
+                    if let Some(h) = hold {
+                        h.done_one();
+                    }
+                    (i, outcome)
+                })
                 .buffer_unordered(lane_width)
                 .collect::<Vec<_>>()
                 .await

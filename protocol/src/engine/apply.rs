@@ -321,11 +321,16 @@ impl Engine {
         let item = c.item;
         let Some(e) = self.items.get(&item) else { return };
         let (kind, lease_ms) = (e.work.kind(), self.lease_of(e));
+        // A lane starts no sooner than its last holder's drain can have ended (`lanes.rs`).
+        let settle = match kind {
+            crate::item::WorkKind::Lane => self.cfg.claim_settle_ms.max(super::LANE_DRAIN_MS),
+            _ => self.cfg.claim_settle_ms,
+        };
         let local = Local {
             epoch: c.epoch,
             since: c.since_ms,
             kind,
-            start_at: now.saturating_add(self.cfg.claim_settle_ms),
+            start_at: now.saturating_add(settle),
             started: false,
             renew_at: c.lease_until_ms.saturating_sub(lease_ms * 2 / 3).max(now),
         };
@@ -339,7 +344,7 @@ impl Engine {
                 reason: CancelReason::Lost,
             });
         }
-        self.schedule(item, now.saturating_add(self.cfg.claim_settle_ms));
+        self.schedule(item, now.saturating_add(settle));
     }
 
     fn extend_lease(
@@ -651,6 +656,12 @@ impl Engine {
             self.park(Envelope::Release(s));
             return Err(Reject::UnknownItem);
         };
+        // A lane's cooldown from a node that gave the lane back already (see `lanes.rs`).
+        let current = matches!(&e.phase, Phase::Held { epoch, .. } if *epoch == r.epoch);
+        if !current && Self::is_lane(e) && r.cooldown_until_ms.is_some() {
+            return self.late_cooldown(&r, node, now);
+        }
+        let Some(e) = self.items.get_mut(&r.item) else { return Err(Reject::UnknownItem) };
         let mut ended = None;
         match &e.phase {
             Phase::Held { holder, epoch, claim, .. } if *epoch == r.epoch => {

@@ -20,6 +20,19 @@
 //! ([`Output::HostCooldown`]), so the holders of the host's other lanes stop too, and claims no
 //! lane of the host before the cooldown has run out (plus the skew margin).
 //!
+//! Hand-offs overlap by design, and safely: a node that gives a lane back may go on sending
+//! the host requests for [`LANE_DRAIN_MS`] after its release (at its lane's rate), and a node
+//! that claims a lane starts no sooner than [`LANE_DRAIN_MS`] after its claim. The claim comes
+//! after the release was received, so after it was sent: the two never fetch at once, and no
+//! clocks are compared. A holder that sees its last few URLs of a host coming (fewer than it
+//! can send in the drain) gives the lane back early, so the next holder's wait runs while it
+//! finishes and the host stays busy across the hand-off.
+//!
+//! A node told to wait while it drains a lane it gave back holds no lane to release: it
+//! signs a release of the epoch it held again, with the cooldown. Every node takes the
+//! cooldown (and nothing else) from it once it knows the signer held that epoch (its claim is
+//! in the item's kept evidence), so nobody but a past holder of a lane can cool its host down.
+//!
 //! Margins, stated: a lane's lease is [`LANE_LEASE_MS`] at most (the project's lease if
 //! shorter), so a host whose holder died sits idle for at most that plus `skew_margin_ms` and
 //! a claim's settle; a holder cut off from the rest keeps fetching until its own lease would
@@ -37,6 +50,9 @@ use crate::manifest::RateScope;
 /// Longest lease of a host lane: the most a host sits idle after its holder dies (plus the
 /// skew margin). A protocol constant, since every node judges lane claims against it.
 pub const LANE_LEASE_MS: u64 = 10_000;
+/// How long a node may go on fetching from a host after giving back the lane it held, and
+/// the least time between claiming a lane and fetching under it. A protocol constant.
+pub const LANE_DRAIN_MS: u64 = 1_000;
 /// Longest cooldown a release may ask for, counted from the release: a holder that lies
 /// about a host's `Retry-After` can hold the mesh off a host this long at most (the node
 /// caps what it honours from a host at the same 10 minutes).
@@ -223,8 +239,9 @@ impl Engine {
     ) {
         let until_ms = until_ms.min(now.saturating_add(LANE_COOLDOWN_MAX_MS));
         let ids = self.lane_ids(&project, &host);
-        self.note_cooldown(project, host, until_ms, now);
+        // Released first: a late cooldown already known here would not go out.
         self.release_lanes(&ids, Some(until_ms), now);
+        self.note_cooldown(project, host, until_ms, now);
         // Claimed again (by whoever wants it most) once the cooldown has run out.
         for id in ids {
             self.schedule(id, now);
@@ -232,11 +249,79 @@ impl Engine {
     }
 
     fn release_lanes(&mut self, ids: &[ItemId], cooldown: Option<u64>, now: u64) {
+        let mut held = false;
         for id in ids {
             if let Some(l) = self.local.get(id).copied() {
+                held = true;
                 self.give_back_with(*id, l.epoch, cooldown, now);
             }
         }
+        // Draining a lane given back: the cooldown goes out under the epoch this node held.
+        if let (false, Some(until)) = (held, cooldown)
+            && let Some((id, epoch)) = ids.iter().find_map(|id| Some((*id, self.held_epoch(id)?)))
+        {
+            let release = crate::message::Release {
+                item: id,
+                epoch,
+                at_ms: now,
+                cooldown_until_ms: Some(until),
+            };
+            let env =
+                crate::message::Envelope::Release(crate::signed::Signed::sign(&self.key, &release));
+            if self.apply_envelope(env.clone(), now, false).is_ok() {
+                self.outputs.push_back(Output::Publish(env));
+            }
+        }
+    }
+
+    /// The latest epoch of lane `id` this node held, from the item's kept evidence.
+    fn held_epoch(&self, id: &ItemId) -> Option<u32> {
+        let e = self.items.get(id)?;
+        Self::epoch_held_by(e, self.me)
+    }
+
+    /// The latest epoch of `e` whose claim by `node` is in its kept evidence.
+    fn epoch_held_by(e: &ItemEntry, node: crate::ids::NodeId) -> Option<u32> {
+        e.past
+            .envelopes()
+            .iter()
+            .filter_map(|env| match env {
+                crate::message::Envelope::Claim(c) if c.signer().node_id() == node => {
+                    c.verified_ref().ok().map(|c| c.epoch)
+                }
+                _ => None,
+            })
+            .max()
+    }
+
+    /// A release of a lane epoch that ended already, carrying a cooldown: the cooldown is
+    /// taken if the signer held that epoch (nothing else about the lane changes).
+    pub(super) fn late_cooldown(
+        &mut self,
+        r: &crate::message::Release,
+        node: crate::ids::NodeId,
+        now: u64,
+    ) -> Result<(), Reject> {
+        let Some(e) = self.items.get(&r.item) else { return Err(Reject::UnknownItem) };
+        let held = e.past.envelopes().iter().any(|env| match env {
+            crate::message::Envelope::Claim(c) => {
+                c.signer().node_id() == node && c.verified_ref().is_ok_and(|c| c.epoch == r.epoch)
+            }
+            _ => false,
+        });
+        if !held {
+            return Err(Reject::NotHolder);
+        }
+        let (project, WorkItem::HostLane { host, .. }) = (e.project, &*e.work) else {
+            return Err(Reject::Malformed);
+        };
+        let until =
+            r.cooldown_until_ms.unwrap_or(0).min(r.at_ms.saturating_add(LANE_COOLDOWN_MAX_MS));
+        if self.cooldown_of(&project, host).is_some_and(|t| t >= until) {
+            return Err(Reject::Duplicate);
+        }
+        self.on_lane_release(&r.item, r, node == self.me, now);
+        Ok(())
     }
 
     /// Keeps a cooldown for `host` (the later of the one known and this), dropping the ones

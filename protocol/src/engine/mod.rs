@@ -85,7 +85,7 @@ use early::EarlyReceipts;
 use peers::{PeerTable, RankMemo};
 
 pub use fence::claim_order;
-pub use lanes::{LANE_COOLDOWN_MAX_MS, LANE_LEASE_MS, LANES_HELD_MAX, LaneView};
+pub use lanes::{LANE_COOLDOWN_MAX_MS, LANE_DRAIN_MS, LANE_LEASE_MS, LANES_HELD_MAX, LaneView};
 
 /// Most peers whose clocks are kept to judge this node's own.
 pub const CLOCK_PEERS_MAX: usize = 64;

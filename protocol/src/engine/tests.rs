@@ -2228,6 +2228,62 @@ mod host_lanes {
     }
 
     #[test]
+    fn the_next_holder_starts_no_sooner_than_the_drain_after_a_release() {
+        let owner = test_keypair(1);
+        let mut net = Net::new(2, &owner, fast_config());
+        let p = lane_project(&mut net, &owner, RatePolicy::default());
+        want(&mut net, 0, p, true);
+        let until = net.now + 2_000;
+        net.run_until(until, |_| false);
+        want(&mut net, 1, p, true);
+        assert!(net.engines[0].may_fetch(&p, HOST, net.now));
+        // Node 0 gives the lane back (early, say, with its last URLs still to send).
+        want(&mut net, 0, p, false);
+        let released = net.now;
+        assert!(net.run_until(released + 5_000, |n| n.engines[1].may_fetch(&p, HOST, n.now)));
+        assert!(
+            net.now >= released + LANE_DRAIN_MS,
+            "node 1 fetched {} ms after the release, inside the drain",
+            net.now - released
+        );
+    }
+
+    #[test]
+    fn a_node_refused_while_draining_still_holds_the_next_holder_off() {
+        let owner = test_keypair(1);
+        let mut net = Net::new(3, &owner, fast_config());
+        let p = lane_project(&mut net, &owner, RatePolicy::default());
+        want(&mut net, 0, p, true);
+        let until = net.now + 2_000;
+        net.run_until(until, |_| false);
+        want(&mut net, 1, p, true);
+        // Node 0 gives the lane back early and node 1 takes it over.
+        want(&mut net, 0, p, false);
+        let until = net.now + 3_000;
+        net.run_until(until, |_| false);
+        assert_eq!(fetching(&net, &p), vec![1]);
+        // A stranger to the lane cannot cool its host down.
+        let lane = net.engines[0].lane_ids(&p, HOST)[0];
+        let forged = Release {
+            item: lane,
+            epoch: 1,
+            at_ms: net.now,
+            cooldown_until_ms: Some(net.now + 60_000),
+        };
+        let forged = Envelope::Release(Signed::sign(&test_keypair(1002), &forged));
+        assert_eq!(net.input(1, Input::Message(forged)), Err(Reject::NotHolder));
+        assert_eq!(fetching(&net, &p), vec![1]);
+        // Node 0, still draining, is told to wait: node 1 stops too.
+        let until_ms = net.now + 4_000;
+        let host = HOST.to_owned();
+        net.input(0, Input::HostRefused { project: p, host, until_ms }).unwrap();
+        let after = net.now + 500;
+        net.run_until(after, |_| false);
+        assert!(fetching(&net, &p).is_empty(), "the holder goes on inside the cooldown");
+        assert!(net.cooldowns.iter().any(|(n, t)| *n == 1 && *t == until_ms));
+    }
+
+    #[test]
     fn a_dead_holders_lane_is_taken_over_after_its_short_lease() {
         let owner = test_keypair(1);
         let mut net = Net::new(3, &owner, fast_config());
