@@ -161,6 +161,8 @@ pub struct Actor {
     dirty: bool,
     /// What the node contributed over all its runs.
     lifetime: lifetime::Lifetime,
+    /// Held chunks last told to the engine as waiting on lanes.
+    lane_blocked: u16,
 }
 
 impl std::fmt::Debug for Actor {
@@ -222,6 +224,7 @@ impl Actor {
             provided: BTreeSet::new(),
             dirty: false,
             lifetime,
+            lane_blocked: 0,
         };
         actor.control.restore(&mut actor.engine);
         let (control, mut io) = actor.control();
@@ -298,6 +301,7 @@ impl Actor {
                 _ = flush_timer.tick() => {
                     self.flush(None);
                     self.tend_health();
+                    self.tell_blocked();
                 }
                 _ = kad_timer.tick() => { let _ = self.swarm.behaviour_mut().kad.bootstrap(); }
                 _ = orphan_timer.tick() => self.sweep_orphans(),
@@ -537,6 +541,16 @@ impl Actor {
         for (project, host, until_ms) in refusals {
             tracing::info!(%host, until_ms, "host asked to be left alone: telling the mesh");
             let _ = self.handle(Input::HostRefused { project, host, until_ms });
+        }
+        self.tell_blocked();
+    }
+
+    /// Tells the engine how many held chunks wait on lanes held elsewhere, when that changed.
+    fn tell_blocked(&mut self) {
+        let Some(blocked) = self.lanes().map(|g| g.blocked()) else { return };
+        if blocked != self.lane_blocked {
+            self.lane_blocked = blocked;
+            let _ = self.handle(Input::LaneBlocked(blocked));
         }
     }
 

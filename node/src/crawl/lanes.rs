@@ -289,6 +289,20 @@ impl LaneGate {
         }
     }
 
+    /// Hosts this node has URLs for that wait on a lane held elsewhere or on a cooldown: about
+    /// how many held chunks are blocked (the engine lets that many take other work).
+    pub fn blocked(&self) -> u16 {
+        let inner = self.lock();
+        let (now, instant) = (now_ms(), Instant::now());
+        let n = inner
+            .slots
+            .values()
+            .filter(|s| s.wanted(instant) || s.draining(instant))
+            .filter(|s| s.grant == Grant::Waiting || s.cooldown_until.is_some_and(|t| t > now))
+            .count();
+        u16::try_from(n).unwrap_or(u16::MAX)
+    }
+
     /// Whether a request may go to `host` of `project` this instant (see [`LaneGate::turn`]),
     /// without waiting: a lane held or still draining, or no gate; and no cooldown.
     pub fn may_send(&self, project: ProjectId, host: &str) -> bool {

@@ -329,6 +329,8 @@ pub struct Engine {
     ready: [BTreeSet<ReadyKey>; 4],
     /// Host lanes: demand, cooldowns and the hosts each project has lanes for.
     lanes: lanes::Lanes,
+    /// Held crawl chunks the driver says wait on lanes held elsewhere (at most `capacity`).
+    lane_blocked: u16,
     /// Projects this node takes no new items of (the default is subscribed).
     unsubscribed: BTreeSet<ProjectId>,
     /// Local priority per project, where not 0.
@@ -377,6 +379,7 @@ impl Engine {
             agenda: BTreeSet::new(),
             ready: Default::default(),
             lanes: lanes::Lanes::default(),
+            lane_blocked: 0,
             unsubscribed: BTreeSet::new(),
             priorities: BTreeMap::new(),
             pending: VecDeque::new(),
@@ -755,6 +758,16 @@ impl Engine {
                 self.host_refused(project, host, until_ms, now);
                 Ok(())
             }
+            Input::LaneBlocked(n) => {
+                let was = self.lane_blocked;
+                self.lane_blocked = n.min(self.cfg.capacity);
+                if self.lane_blocked > was {
+                    self.fill_capacity(now);
+                    // Peers count this node's free slots in their rankings.
+                    self.next_presence_at = self.next_presence_at.min(now);
+                }
+                Ok(())
+            }
         };
         match result {
             // A local choice refused for lack of room is no message rejected.
@@ -842,7 +855,7 @@ impl Engine {
         self.judge_clock(now);
         self.presence_seq = self.presence_seq.saturating_add(1).max(now);
         let capacity = self.cfg.capacity;
-        let used = self.local.values().filter(|l| l.kind == WorkKind::Crawl).count() as u16;
+        let used = self.used(WorkKind::Crawl);
         let free = if self.halted() { 0 } else { capacity.saturating_sub(used) };
         let p = {
             let mut projects: Vec<ProjectId> =
@@ -916,7 +929,12 @@ impl Engine {
     }
 
     fn used(&self, kind: WorkKind) -> u16 {
-        self.local.values().filter(|l| l.kind == kind).count() as u16
+        let n = self.local.values().filter(|l| l.kind == kind).count() as u16;
+        match kind {
+            // Chunks that wait for lanes held elsewhere leave their slots to other hosts' work.
+            WorkKind::Crawl => n.saturating_sub(self.lane_blocked.min(n)),
+            _ => n,
+        }
     }
 
     /// Whether this node may try to claim the item at all (role, pause, shutdown,

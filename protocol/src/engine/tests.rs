@@ -2332,6 +2332,28 @@ mod host_lanes_paused {
     use super::*;
 
     #[test]
+    fn chunks_blocked_on_lanes_leave_their_slots_to_other_work_up_to_the_capacity() {
+        let owner = test_keypair(1);
+        let cfg = EngineConfig { capacity: 1, ..fast_config() };
+        let mut net = Net::new(1, &owner, cfg);
+        net.work_ms = 1_000_000;
+        publish_project(&mut net, &owner, 30_000, 4);
+        net.run_until(3_000, |_| false);
+        let crawling =
+            |n: &Net| n.engines[0].local_work().filter(|l| l.kind == WorkKind::Crawl).count();
+        assert_eq!(crawling(&net), 1);
+        net.input(0, Input::LaneBlocked(1)).unwrap();
+        let until = net.now + 2_000;
+        net.run_until(until, |_| false);
+        assert_eq!(crawling(&net), 2, "the blocked chunk's slot took another");
+        // Never past twice the capacity, whatever the driver says.
+        net.input(0, Input::LaneBlocked(9)).unwrap();
+        let until = net.now + 2_000;
+        net.run_until(until, |_| false);
+        assert_eq!(crawling(&net), 2);
+    }
+
+    #[test]
     fn a_paused_node_still_takes_the_lanes_its_held_chunks_need() {
         let owner = test_keypair(1);
         let mut net = Net::new(1, &owner, fast_config());

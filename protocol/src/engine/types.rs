@@ -275,6 +275,11 @@ pub enum Input {
         /// Whether the node has URLs for it.
         wanted: bool,
     },
+    /// This many of the crawl chunks held here wait on lanes other nodes hold (or on a host's
+    /// cooldown): a local choice, like [`Input::SetCapacity`]. They stop counting against the
+    /// crawl capacity (up to the capacity itself, so a node holds at most twice its capacity),
+    /// so the node takes work for other hosts instead of idling while one host's lane is busy.
+    LaneBlocked(u16),
     /// `host` told this node to wait until `until_ms` (driver's clock): a `Retry-After`, or
     /// backoff after a run of refusals. The lanes of the host held here are released with the
     /// cooldown, so the whole mesh leaves the host alone until then.
