@@ -140,10 +140,8 @@ struct Run {
     finished: Instant,
 }
 
-/// Starts `n` nodes, publishes the project and waits until every chunk is done everywhere.
-fn crawl(owner: &Keypair, m: &ProjectManifest, items: Vec<WorkItem>, n: usize) -> Run {
-    let total = items.len() as u64;
-    let batch = ItemBatch { project: m.id(), seq: 1, items };
+/// Starts `n` nodes trusting `owner` and waits until they all see each other.
+fn start_mesh(owner: &Keypair, n: usize) -> Vec<Node> {
     let args = vec![
         "--listen".to_string(),
         "/ip4/127.0.0.1/tcp/0".into(),
@@ -165,18 +163,38 @@ fn crawl(owner: &Keypair, m: &ProjectManifest, items: Vec<WorkItem>, n: usize) -
         || nodes.iter().all(|x| num(&x.status(), &["live_peers"]) == n as u64 - 1),
         || dump(&nodes),
     );
+    nodes
+}
+
+/// Publishes the manifest and one batch of `items` through `node`; returns when.
+fn publish(node: &Node, owner: &Keypair, m: &ProjectManifest, items: Vec<WorkItem>) -> Instant {
     let started = Instant::now();
+    let batch = ItemBatch { project: m.id(), seq: 1, items };
     let m = Envelope::Manifest(Signed::sign(owner, m)).to_bytes();
-    assert_eq!(nodes[0].publish(&m)["outcome"], "applied");
+    assert_eq!(node.publish(&m)["outcome"], "applied");
     let b = Envelope::Batch(Signed::sign(owner, &batch)).to_bytes();
-    assert_eq!(nodes[0].publish(&b)["outcome"], "applied");
+    assert_eq!(node.publish(&b)["outcome"], "applied");
+    started
+}
+
+/// Waits until the nodes at `alive` have every one of `total` chunks done.
+fn wait_done(nodes: &[Node], alive: &[usize], total: u64) -> Instant {
     wait_for_or(
         "every chunk done on every node",
         Duration::from_secs(300),
-        || nodes.iter().all(|x| num(&x.status(), &["items", "done"]) == total),
-        || dump(&nodes),
+        || alive.iter().all(|&i| num(&nodes[i].status(), &["items", "done"]) == total),
+        || dump(nodes),
     );
-    Run { nodes, started, finished: Instant::now() }
+    Instant::now()
+}
+
+/// Starts `n` nodes, publishes the project and waits until every chunk is done everywhere.
+fn crawl(owner: &Keypair, m: &ProjectManifest, items: Vec<WorkItem>, n: usize) -> Run {
+    let total = items.len() as u64;
+    let nodes = start_mesh(owner, n);
+    let started = publish(&nodes[0], owner, m, items);
+    let finished = wait_done(&nodes, &(0..n).collect::<Vec<_>>(), total);
+    Run { nodes, started, finished }
 }
 
 /// The most requests in any window of `window` that starts at a request.
@@ -359,34 +377,8 @@ fn host_lanes_bench() {
 /// (never the first, whose API the run reads).
 fn crawl_killing(owner: &Keypair, m: &ProjectManifest, items: Vec<WorkItem>) -> Run {
     let total = items.len() as u64;
-    let batch = ItemBatch { project: m.id(), seq: 1, items };
-    let args = vec![
-        "--listen".to_string(),
-        "/ip4/127.0.0.1/tcp/0".into(),
-        "--trust".into(),
-        owner.public().to_hex(),
-        "--allow-private-targets".into(),
-        "true".into(),
-    ];
-    let first = Node::start_real(&args);
-    let mut rest = args.clone();
-    rest.extend(["--bootstrap".to_string(), first.addr()]);
-    let mut nodes = vec![first];
-    for _ in 1..5 {
-        nodes.push(Node::start_real(&rest));
-    }
-    wait_for("the nodes to see each other", Duration::from_secs(60), || {
-        nodes.iter().all(|x| num(&x.status(), &["live_peers"]) == 4)
-    });
-    let started = Instant::now();
-    assert_eq!(
-        nodes[0].publish(&Envelope::Manifest(Signed::sign(owner, m)).to_bytes())["outcome"],
-        "applied"
-    );
-    assert_eq!(
-        nodes[0].publish(&Envelope::Batch(Signed::sign(owner, &batch)).to_bytes())["outcome"],
-        "applied"
-    );
+    let mut nodes = start_mesh(owner, 5);
+    let started = publish(&nodes[0], owner, m, items);
     std::thread::sleep(Duration::from_secs(5));
     let lanes_of = |n: &Node| {
         n.api.get_json::<serde_json::Value>("/work").map_or(0, |v| {
@@ -396,11 +388,6 @@ fn crawl_killing(owner: &Keypair, m: &ProjectManifest, items: Vec<WorkItem>) -> 
     let victim = (1..5).max_by_key(|&i| lanes_of(&nodes[i])).unwrap_or(1);
     nodes[victim].kill9();
     let alive: Vec<usize> = (0..5).filter(|&i| i != victim).collect();
-    wait_for_or(
-        "every chunk done on the nodes left",
-        Duration::from_secs(300),
-        || alive.iter().all(|&i| num(&nodes[i].status(), &["items", "done"]) == total),
-        || dump(&nodes),
-    );
-    Run { nodes, started, finished: Instant::now() }
+    let finished = wait_done(&nodes, &alive, total);
+    Run { nodes, started, finished }
 }

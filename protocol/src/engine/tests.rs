@@ -2108,6 +2108,21 @@ mod host_lanes {
         most
     }
 
+    /// `n` nodes that all want the host's lanes, once the lanes have settled: each of the
+    /// `rate.lanes` lanes has one fetching holder.
+    fn contended(n: usize, rate: RatePolicy) -> (Net, ProjectId) {
+        let owner = test_keypair(1);
+        let mut net = Net::new(n, &owner, fast_config());
+        let p = lane_project(&mut net, &owner, rate);
+        for i in 0..n {
+            want(&mut net, i, p, true);
+        }
+        let until = net.now + 3_000;
+        let lanes = usize::from(rate.lanes);
+        assert_eq!(run_checked(&mut net, &p, lanes, until), lanes, "every lane has a holder");
+        (net, p)
+    }
+
     #[test]
     fn lanes_are_derived_per_host_and_only_under_mesh_scope() {
         let owner = test_keypair(1);
@@ -2130,14 +2145,7 @@ mod host_lanes {
 
     #[test]
     fn one_lane_has_one_fetching_holder_and_passes_on_when_its_demand_ends() {
-        let owner = test_keypair(1);
-        let mut net = Net::new(4, &owner, fast_config());
-        let p = lane_project(&mut net, &owner, RatePolicy::default());
-        for i in 0..4 {
-            want(&mut net, i, p, true);
-        }
-        let until = net.now + 2_000;
-        assert_eq!(run_checked(&mut net, &p, 1, until), 1, "someone fetches");
+        let (mut net, p) = contended(4, RatePolicy::default());
         // Each holder in turn finishes with the host; every node gets its turn, one at a time.
         let mut served = BTreeSet::new();
         for _ in 0..4 {
@@ -2155,14 +2163,7 @@ mod host_lanes {
 
     #[test]
     fn a_host_gets_at_most_lanes_holders_and_each_node_one_lane() {
-        let owner = test_keypair(1);
-        let mut net = Net::new(6, &owner, fast_config());
-        let p = lane_project(&mut net, &owner, RatePolicy { lanes: 2, ..RatePolicy::default() });
-        for i in 0..6 {
-            want(&mut net, i, p, true);
-        }
-        let until = net.now + 3_000;
-        assert_eq!(run_checked(&mut net, &p, 2, until), 2);
+        let (mut net, p) = contended(6, RatePolicy { lanes: 2, ..RatePolicy::default() });
         for e in &net.engines {
             let held = e.lane_ids(&p, HOST).iter().filter(|id| e.holds(id)).count();
             assert!(held <= 1, "a node holds {held} lanes of one host");
@@ -2171,14 +2172,7 @@ mod host_lanes {
 
     #[test]
     fn a_refusal_holds_every_node_off_the_host_until_the_cooldown_ends() {
-        let owner = test_keypair(1);
-        let mut net = Net::new(3, &owner, fast_config());
-        let p = lane_project(&mut net, &owner, RatePolicy::default());
-        for i in 0..3 {
-            want(&mut net, i, p, true);
-        }
-        let until = net.now + 2_000;
-        run_checked(&mut net, &p, 1, until);
+        let (mut net, p) = contended(3, RatePolicy::default());
         let holder = fetching(&net, &p)[0];
         let until_ms = net.now + 5_000;
         let host = HOST.to_owned();
@@ -2285,14 +2279,7 @@ mod host_lanes {
 
     #[test]
     fn a_dead_holders_lane_is_taken_over_after_its_short_lease() {
-        let owner = test_keypair(1);
-        let mut net = Net::new(3, &owner, fast_config());
-        let p = lane_project(&mut net, &owner, RatePolicy::default());
-        for i in 0..3 {
-            want(&mut net, i, p, true);
-        }
-        let until = net.now + 2_000;
-        run_checked(&mut net, &p, 1, until);
+        let (mut net, p) = contended(3, RatePolicy::default());
         let dead = fetching(&net, &p)[0];
         net.silenced[dead] = true;
         let died_at = net.now;
