@@ -190,11 +190,11 @@ impl World {
             self.lookup_fingerprints(n, view, out);
             if cfg!(debug_assertions) {
                 let mut scanned = Vec::new();
-                self.scan_fingerprints(n, &view.recent, &mut scanned);
+                self.scan_fingerprints(n, &view.recent, true, &mut scanned);
                 debug_assert_eq!(*out, scanned, "node {n}: look-up and scan fingerprints differ");
             }
         } else {
-            self.scan_fingerprints(n, &view.recent, out);
+            self.scan_fingerprints(n, &view.recent, false, out);
         }
         true
     }
@@ -219,7 +219,11 @@ impl World {
     }
 
     /// [`World::node_fingerprints`] by one pass over every item of up node `n`'s engine.
-    fn scan_fingerprints(&self, n: usize, recent: &[ItemId], out: &mut Vec<u64>) {
+    ///
+    /// With `known_only`, items the driver's table lacks are left out, as the look-up leaves
+    /// them: the host lanes an engine derives from a project's URLs, which no run without
+    /// `[hosts]` ever claims, so they are alike on every node and change no verdict.
+    fn scan_fingerprints(&self, n: usize, recent: &[ItemId], known_only: bool, out: &mut Vec<u64>) {
         let node = &self.nodes[n];
         let Some(engine) = node.engine.as_ref() else { return };
         let pids: Vec<ProjectId> = self
@@ -251,7 +255,9 @@ impl World {
             while cursor < recent.len() && recent[cursor] < id {
                 cursor += 1;
             }
-            if recent.get(cursor) == Some(&id) {
+            if recent.get(cursor) == Some(&id)
+                || (known_only && !self.ledger.item_index.contains_key(&id))
+            {
                 continue;
             }
             out[ti] ^= state_fingerprint(id64(&id), &st);
@@ -371,7 +377,9 @@ impl World {
                 ViolationKind::Convergence,
                 format!("honest nodes never agreed after the last heal at t={from}ms"),
             );
+            return;
         }
+        self.crawl_final_checks();
     }
 
     /// (done or given up, failed, bogus) crawl items in the view of the honest up nodes.
@@ -470,6 +478,7 @@ impl World {
             model_events: self.events + self.stats.settled_at_send,
             engine_inputs: self.stats.engine_inputs,
             signatures: starling_protocol::signed::signatures_made() - self.stats.signatures_before,
+            hosts: self.hosts.as_ref().map(|h| h.report(self.s.publish_at_ms)),
             trace_hash: self.trace.hash_hex(),
             violations: self
                 .violations
@@ -531,7 +540,7 @@ mod tests {
                     up += 1;
                     let (mut looked, mut scanned) = (Vec::new(), Vec::new());
                     w.lookup_fingerprints(n, &view, &mut looked);
-                    w.scan_fingerprints(n, &view.recent, &mut scanned);
+                    w.scan_fingerprints(n, &view.recent, true, &mut scanned);
                     assert_eq!(looked, scanned, "{name}: node {n}, quiet before {quiet_before}");
                     seen += looked.iter().filter(|f| **f != 0).count();
                 }

@@ -12,10 +12,12 @@
 
 mod check;
 mod cli;
+mod crawl;
 mod delivery;
 mod faults;
 mod gossip;
 mod hash;
+mod hosts;
 mod lifecycle;
 pub mod net;
 mod parts;
@@ -30,6 +32,7 @@ use std::time::Instant;
 
 pub use check::{Overlap, all_agree, safety_broken, state_fingerprint};
 pub use cli::{SimArgs, run};
+pub use hosts::HostReport;
 pub use report::{Perf, Report, RunResult};
 pub use scenario::{Overrides, Scenario, ScenarioError};
 pub use world::{Violation, ViolationKind, World};

@@ -129,6 +129,7 @@ impl World {
         node.inc += 1;
         node.wake_at = None;
         let running: Vec<u32> = node.running.keys().copied().collect();
+        self.crawl_down(n, !graceful);
         for idx in running {
             self.stop_work(n, idx, crate::parts::End::Churn);
         }

@@ -129,7 +129,7 @@ impl Ledger {
                 description: String::new(),
                 version: 1,
                 owner: key.public(),
-                rate: Default::default(),
+                rate: s.hosts.as_ref().map(|h| h.policy()).unwrap_or_default(),
                 lease_ms: s.lease_ms,
                 replication: s.replication,
                 scope: Vec::new(),
@@ -142,7 +142,11 @@ impl Ledger {
             let mut batches = Vec::new();
             let mut works = Vec::with_capacity(s.batch_items as usize);
             for i in 0..count {
-                let work = WorkItem::CrawlChunk { urls: vec![format!("https://p{p}.example/{i}")] };
+                let urls = match &s.hosts {
+                    Some(h) => h.chunk_urls(p, i),
+                    None => vec![format!("https://p{p}.example/{i}")],
+                };
+                let work = WorkItem::CrawlChunk { urls };
                 let id = work.id(&pid);
                 ledger.item_index.insert(id, ledger.items.len() as u32);
                 ledger.items.push(ItemRec::new(id, p, true, 0));

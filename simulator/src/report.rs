@@ -115,6 +115,9 @@ pub struct RunResult {
     /// Ed25519 signatures made (heartbeats, claims, renewals, receipts, liars' messages, the
     /// project owners' batches): each costs about 20 µs, a floor under the run's CPU time.
     pub signatures: u64,
+    /// What the crawl hosts saw (scenarios with a `[hosts]` table only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<crate::hosts::HostReport>,
     /// blake3 over the ordered event trace.
     pub trace_hash: String,
     /// Invariant violations (the run fails if any).

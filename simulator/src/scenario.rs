@@ -17,7 +17,7 @@ pub use validate::{
 };
 
 /// Built-in scenario files, by name.
-pub const BUILTIN: [(&str, &str); 12] = [
+pub const BUILTIN: [(&str, &str); 15] = [
     ("steady", include_str!("../scenarios/steady.toml")),
     ("lossy", include_str!("../scenarios/lossy.toml")),
     ("churn", include_str!("../scenarios/churn.toml")),
@@ -30,6 +30,9 @@ pub const BUILTIN: [(&str, &str); 12] = [
     ("skewed-nodes", include_str!("../scenarios/skewed-nodes.toml")),
     ("flaky-site", include_str!("../scenarios/flaky-site.toml")),
     ("curated", include_str!("../scenarios/curated.toml")),
+    ("host-lanes", include_str!("../scenarios/host-lanes.toml")),
+    ("host-lanes-node-scope", include_str!("../scenarios/host-lanes-node-scope.toml")),
+    ("host-lanes-crash", include_str!("../scenarios/host-lanes-crash.toml")),
 ];
 
 /// Why a scenario could not be loaded.
@@ -104,6 +107,65 @@ pub struct Scenario {
     pub sabotage: Sabotage,
     /// A curator instead of trusted owners.
     pub curator: CuratorSpec,
+    /// Crawl hosts with a rate budget (host lanes); absent, a chunk is a fixed-length job.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<HostsSpec>,
+}
+
+/// Crawling against hosts that have a rate budget, what host lanes are for (`hosts.rs`). When
+/// a scenario has this table, each chunk's URLs are spread over `count` hosts and a chunk is
+/// done when all its URLs are fetched, each fetch paced by the project's rate policy and, under
+/// mesh scope, made only under a host lane. Absent, a chunk is a job of `work.crawl_ms`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HostsSpec {
+    /// Hosts the project's URLs are spread over.
+    pub count: u32,
+    /// URLs in each crawl chunk.
+    pub urls_per_chunk: u32,
+    /// The manifest's `rate.per_host`: requests a second one host may get (from the whole mesh
+    /// under mesh scope, from each node under node scope).
+    pub rate_per_s: f64,
+    /// The manifest's `rate.burst`.
+    pub burst: u32,
+    /// The manifest's `rate.lanes`.
+    pub lanes: u16,
+    /// The manifest's `rate.scope`: `"mesh"` (host lanes) or `"node"` (each node on its own).
+    pub scope: starling_protocol::manifest::RateScope,
+    /// How many hosts (the first ones) answer some requests with 429 and a `Retry-After`.
+    pub refusing: u32,
+    /// Chance a refusing host answers a request with 429.
+    pub refuse_rate: f64,
+    /// The `Retry-After` a refusing host asks for.
+    pub retry_after_ms: u64,
+    /// Request lateness allowed inside a `Retry-After` window, counted from the 429: the time
+    /// the news takes to reach the other holders of the host's lanes (gossip).
+    pub cooldown_margin_ms: u64,
+    /// A holder whose URLs left for a host fit in the protocol's drain gives the lane back
+    /// early and finishes them in the drain, as the node does.
+    pub early_give_back: bool,
+    /// The run shows the site getting more than its budget (node scope, the old behaviour):
+    /// windows over the rate and requests inside a `Retry-After` are reported, not failed.
+    pub over_budget_expected: bool,
+}
+
+impl Default for HostsSpec {
+    fn default() -> Self {
+        Self {
+            count: 20,
+            urls_per_chunk: 10,
+            rate_per_s: 2.0,
+            burst: 2,
+            lanes: 1,
+            scope: starling_protocol::manifest::RateScope::Mesh,
+            refusing: 0,
+            refuse_rate: 0.0,
+            retry_after_ms: 5_000,
+            cooldown_margin_ms: 1_000,
+            early_give_back: true,
+            over_budget_expected: false,
+        }
+    }
 }
 
 /// A curator whose directory brings the projects in: the nodes trust no owner key and follow
@@ -141,6 +203,7 @@ impl Default for Scenario {
             check: CheckSpec::default(),
             sabotage: Sabotage::default(),
             curator: CuratorSpec::default(),
+            hosts: None,
         }
     }
 }

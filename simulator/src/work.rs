@@ -54,6 +54,14 @@ impl World {
                 self.ledger.contended.insert(idx);
             }
         }
+        if self.hosts.is_some() && kind == WorkKind::Crawl {
+            // Crawling against hosts: done when its last URL is fetched (`crawl.rs`).
+            self.token_seq += 1;
+            let token = self.token_seq;
+            self.nodes[n as usize].running.insert(idx, (token, epoch));
+            self.crawl_start(n, idx, token, epoch);
+            return;
+        }
         let mean = match kind {
             WorkKind::Crawl => self.s.work.crawl_ms,
             _ => self.s.work.seed_ms,
@@ -75,6 +83,7 @@ impl World {
     /// Stops node `n`'s execution of item `idx`, which ended as `end`.
     pub(crate) fn stop_work(&mut self, n: u32, idx: u32, end: End) {
         let was_running = self.nodes[n as usize].running.remove(&idx).is_some();
+        self.crawl_stop(n, idx);
         let honest = !self.nodes[n as usize].byz;
         if let Some(rec) = self.ledger.items.get_mut(idx as usize) {
             rec.executing.retain(|(m, _)| *m != n);

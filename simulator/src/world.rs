@@ -108,6 +108,12 @@ pub(crate) enum Event {
     FaultEnd {
         node: u32,
     },
+    /// Node `node` (in incarnation `inc`) looks at crawl host `host` (`[hosts]` only).
+    Fetch {
+        node: u32,
+        inc: u32,
+        host: u32,
+    },
 }
 
 /// One simulated node.
@@ -212,6 +218,14 @@ pub enum ViolationKind {
     Simulator,
     /// An honest node accepted a liar's result for an epoch the liar never held.
     ForgedResult,
+    /// A host got more requests in a second than its rate plus burst, from all nodes together.
+    SiteRate,
+    /// A node sent a host a request inside the host's `Retry-After` window, past the margin.
+    RetryAfter,
+    /// More engines let their nodes fetch from a host at once than the host has lanes.
+    LaneHolders,
+    /// Every chunk is done but a URL of one was never fetched.
+    LostUrl,
 }
 
 impl std::fmt::Display for Violation {
@@ -275,6 +289,8 @@ pub struct World {
     pub(crate) deliveries: Vec<Delivery>,
     /// When the curator's directory was published (curated scenarios only).
     pub(crate) directory_at: Option<u64>,
+    /// Crawl hosts and what they saw (scenarios with `[hosts]` only).
+    pub(crate) hosts: Option<Box<crate::hosts::Hosts>>,
 }
 
 impl World {
@@ -284,6 +300,18 @@ impl World {
         let mut net = Net::new(s.network.clone(), s.nodes as usize, rng.random());
         let (nodes, topics) = make_nodes(s, seed, &mut rng, &mut net);
         let watch = crate::results::Watch::new(nodes.iter().map(|n: &SimNode| n.id));
+        let mut ledger = Ledger::build(s, seed);
+        let hosts = s.hosts.as_ref().map(|spec| {
+            let chunks = ledger.crawl_total as u32;
+            let h = crate::hosts::Hosts::new(spec, ledger.projects[0].id, s.nodes, chunks);
+            // Lanes are items too: the agreement check leaves them out while they change.
+            let mut lanes: Vec<ItemId> = h.lane_of.keys().copied().collect();
+            lanes.sort_unstable();
+            for id in lanes {
+                ledger.register(id, h.project, starling_protocol::WorkKind::Lane, 0);
+            }
+            Box::new(h)
+        });
         let mut world = World {
             s: s.clone(),
             seed,
@@ -294,7 +322,7 @@ impl World {
             nodes,
             net,
             overlay: Overlay::new(topics, s.projects, &s.network, &s.sabotage),
-            ledger: Ledger::build(s, seed),
+            ledger,
             faults: FaultState::default(),
             convergence: Convergence::default(),
             watch,
@@ -311,6 +339,7 @@ impl World {
             out_buf: Vec::new(),
             deliveries: Vec::new(),
             directory_at: None,
+            hosts,
         };
         world.build_mesh();
         world.schedule_start();
@@ -427,6 +456,7 @@ impl World {
             Event::Liar { node, inc } => self.on_liar(node, inc),
             Event::Flood { node, inc } => self.on_flood(node, inc),
             Event::FaultEnd { node } => self.on_fault_end(node),
+            Event::Fetch { node, inc, host } => self.on_fetch(node, inc, host),
             Event::Check => self.on_check(),
             Event::Heartbeat => {
                 self.mesh_heartbeat(false);
@@ -490,6 +520,9 @@ impl World {
     }
 
     fn on_output(&mut self, n: u32, o: Output) {
+        if self.hosts.is_some() && self.crawl_output(n, &o) {
+            return;
+        }
         match o {
             Output::Publish(env) => {
                 let byz = self.nodes[n as usize].byz;

@@ -11,8 +11,11 @@
 
 use std::fmt::Display;
 
-use starling_protocol::item::BATCH_ITEMS_MAX;
-use starling_protocol::manifest::{LEASE_MS_MAX, LEASE_MS_MIN, REPLICATION_MAX};
+use starling_protocol::engine::LANE_COOLDOWN_MAX_MS;
+use starling_protocol::item::{BATCH_ITEMS_MAX, CHUNK_URLS_MAX, LANES_MAX};
+use starling_protocol::manifest::{
+    BURST_MAX, LEASE_MS_MAX, LEASE_MS_MIN, RATE_PER_S_MILLI_MAX, REPLICATION_MAX,
+};
 
 use super::{FaultKind, Scenario, ScenarioError};
 
@@ -55,6 +58,8 @@ const FLOOD_PER_S_MAX: u32 = 1_000;
 const MESH_DEGREE_MAX: u32 = 256;
 /// Largest `network.seen_max` (the seen-caches count in `u32`).
 const SEEN_MAX: usize = u32::MAX as usize;
+/// Most hosts in `[hosts]`: the most a project has lanes for (the engine's `LANE_HOSTS_MAX`).
+const HOSTS_MAX: u32 = 4_096;
 /// Largest `work.jitter` (the work model never lets a duration reach zero).
 const JITTER_MAX: f64 = 0.99;
 
@@ -135,6 +140,7 @@ impl Scenario {
         self.nodes_spec_rules()?;
         self.byzantine_rules()?;
         self.check_rules()?;
+        self.host_rules()?;
         self.sabotage_rules()
     }
 
@@ -368,6 +374,25 @@ impl Scenario {
         ms("check.settle_ms", c.settle_ms, 0)?;
         ms("check.convergence_bound_ms", c.convergence_bound_ms, 1)?;
         ms("check.quiet_ms", c.quiet_ms, 0)
+    }
+
+    /// The `[hosts]` table: a rate policy a manifest may carry, and one project (a host's
+    /// budget is a project's; the site checks add up one project's requests).
+    fn host_rules(&self) -> Rule {
+        let Some(h) = &self.hosts else { return Ok(()) };
+        if self.projects != 1 {
+            return bad("projects", self.projects, "must be 1 with a [hosts] table");
+        }
+        int("hosts.count", h.count.into(), 1, HOSTS_MAX.into())?;
+        int("hosts.urls_per_chunk", h.urls_per_chunk.into(), 1, CHUNK_URLS_MAX as u64)?;
+        let max = f64::from(RATE_PER_S_MILLI_MAX) / 1_000.0;
+        num("hosts.rate_per_s", h.rate_per_s, 0.001, max)?;
+        int("hosts.burst", h.burst.into(), 1, BURST_MAX.into())?;
+        int("hosts.lanes", h.lanes.into(), 1, LANES_MAX.into())?;
+        int("hosts.refusing", h.refusing.into(), 0, h.count.into())?;
+        share("hosts.refuse_rate", h.refuse_rate)?;
+        int("hosts.retry_after_ms", h.retry_after_ms, 1, LANE_COOLDOWN_MAX_MS)?;
+        ms("hosts.cooldown_margin_ms", h.cooldown_margin_ms, 0)
     }
 
     fn sabotage_rules(&self) -> Rule {

@@ -1,0 +1,84 @@
+//! Host lanes (issue 15) proven from the sites' side: with the rate mesh-wide no host gets more
+//! than its rate plus burst in any second, nothing lands in a `Retry-After` window and no URL
+//! is lost; with the rate per node (the old behaviour) the same crawl overruns every host, and
+//! the site check fails a run that does not expect it.
+
+use starling_sim::{HostReport, Scenario, ViolationKind, run_scenario};
+
+/// `name` cut to a quick size: 60 chunks of 5 URLs over 10 hosts at 4/s.
+fn quick(name: &str) -> Scenario {
+    let mut s = Scenario::load(name).expect("built-in scenario loads");
+    s.items = 60;
+    let h = s.hosts.as_mut().expect("a host scenario");
+    h.count = 10;
+    h.urls_per_chunk = 5;
+    h.rate_per_s = 4.0;
+    s.validate().expect("still valid");
+    s
+}
+
+fn hosts(s: &Scenario, seed: u64) -> HostReport {
+    let r = run_scenario(s, seed).unwrap_or_else(|f| panic!("seed {seed}: {f}"));
+    assert!(r.result.violations.is_empty(), "seed {seed}: {:?}", r.result.violations);
+    assert_eq!(r.result.lost_items, 0, "seed {seed}");
+    r.result.hosts.expect("a host report")
+}
+
+#[test]
+fn mesh_scope_keeps_every_host_within_its_budget() {
+    let s = Scenario::load("host-lanes").expect("built-in scenario loads");
+    for seed in 1..4 {
+        let h = hosts(&s, seed);
+        assert!(h.max_window_requests <= h.window_bound, "seed {seed}: {h:?}");
+        assert_eq!(h.requests_over_bound, 0, "seed {seed}");
+        assert_eq!(h.in_retry_window, 0, "seed {seed}");
+        assert_eq!(h.urls_never_fetched, 0, "seed {seed}");
+        assert!(h.requests >= h.urls, "seed {seed}: every URL was asked for");
+        assert!(h.time_ms.is_some(), "seed {seed}: every URL fetched");
+    }
+}
+
+#[test]
+fn node_scope_overruns_the_hosts() {
+    let s = quick("host-lanes-node-scope");
+    let h = hosts(&s, 1);
+    // Five nodes each at the full rate: far past rate + burst.
+    assert!(h.max_window_requests > 2 * h.window_bound, "{h:?}");
+    assert!(h.requests_over_bound > 0);
+    assert_eq!(h.max_lane_holders, 0, "no lanes under node scope");
+    // Not expected, the same crawl fails on the site's rate.
+    let mut strict = s.clone();
+    strict.hosts.as_mut().expect("hosts").over_budget_expected = false;
+    let f = run_scenario(&strict, 1).expect_err("the site check fails the old behaviour");
+    assert_eq!(f.violation.kind, ViolationKind::SiteRate, "{f}");
+}
+
+/// Fails today on the engine, not the driver: a node restarted from its snapshot keeps lane
+/// epochs far behind the mesh's (sync sends an open lane's last release, which it cannot place
+/// without the claims before it), so the honest nodes never agree on those lanes again and the
+/// restarted node may fetch under a stale claim. See docs/simulator.md, "Host lanes".
+#[test]
+#[ignore = "engine: lanes are not brought up to date after a restart (docs/simulator.md)"]
+fn a_crashed_holders_hosts_are_taken_over_within_a_lane_lease() {
+    let mut s = quick("host-lanes-crash");
+    s.churn.per_min = 0.0;
+    s.hosts.as_mut().expect("hosts").rate_per_s = 1.0;
+    let h = hosts(&s, 1);
+    assert!(h.idle_after_death > 0, "a crash left a host waiting: {h:?}");
+    let worst = h.idle_after_death_max_ms.expect("measured");
+    // A lane's lease, the skew margin, the claim and the drain before the next holder sends.
+    assert!(worst <= 14_000, "idle {worst}ms after a holder died");
+    assert_eq!(h.urls_never_fetched, 0);
+}
+
+#[test]
+fn host_runs_are_deterministic() {
+    let s = quick("host-lanes");
+    let a = run_scenario(&s, 9).unwrap_or_else(|f| panic!("{f}"));
+    let b = run_scenario(&s, 9).unwrap_or_else(|f| panic!("{f}"));
+    assert_eq!(a.result.trace_hash, b.result.trace_hash);
+    assert_eq!(
+        serde_json::to_string(&a.result).expect("serialises"),
+        serde_json::to_string(&b.result).expect("serialises")
+    );
+}
