@@ -13,8 +13,8 @@ use crate::signed::{Signable, Signed, VerifyError};
 use super::fence::ResultKey;
 use super::judge::{self, ClaimCase, ResultCase, ResultVerdict, Verdict};
 use super::{
-    CancelReason, EPOCH_JUMP_MAX, Engine, ItemEntry, Local, Output, Phase, ProjectEntry,
-    RELAY_REQUESTS_MAX, Reject, WorkRef, relay_project,
+    CancelReason, Engine, ItemEntry, Local, Output, Phase, ProjectEntry, RELAY_REQUESTS_MAX,
+    Reject, WorkRef, relay_project,
 };
 
 /// A message not applied: why, and for one to be judged again later (a receipt under a
@@ -251,8 +251,10 @@ impl Engine {
             score,
             lease_ms: self.lease_of(entry),
             skew_margin_ms: self.cfg.skew_margin_ms,
+            epoch_jump_max: Self::epoch_jump_max(entry),
             now,
         };
+        let lane = Self::is_lane(entry);
         match judge::judge(&case) {
             Verdict::Takes { prev_holder } => {
                 self.hold_item(s, &c, score, prev_holder, now);
@@ -264,8 +266,12 @@ impl Engine {
                 self.note_past(&c.item, &Envelope::Claim(s), now);
                 Err(Reject::Stale.into())
             }
-            // Early in this node's view: see `Engine::hold_back`.
+            // Early in this node's view: see `Engine::hold_back`. A lane's claim usually just
+            // overtook the release it follows: kept until that comes (see `lanes.rs`).
             Verdict::Early { until } => {
+                if lane {
+                    self.keep_early_lane_claim(s);
+                }
                 Err(Refusal { reject: Reject::EpochRuleBroken, retry_at: Some(until) })
             }
             Verdict::Refused(r) => Err(r.into()),
@@ -662,6 +668,7 @@ impl Engine {
             return self.late_cooldown(&r, node, now);
         }
         let Some(e) = self.items.get_mut(&r.item) else { return Err(Reject::UnknownItem) };
+        let jump = Self::epoch_jump_max(e);
         let mut ended = None;
         match &e.phase {
             Phase::Held { holder, epoch, claim, .. } if *epoch == r.epoch => {
@@ -671,9 +678,9 @@ impl Engine {
                 ended = Some(Envelope::Claim(claim.clone()));
             }
             Phase::Held { epoch, .. }
-                if r.epoch > *epoch && r.epoch <= epoch.saturating_add(EPOCH_JUMP_MAX) => {}
+                if r.epoch > *epoch && r.epoch <= epoch.saturating_add(jump) => {}
             Phase::Open { epoch, proof }
-                if r.epoch >= *epoch && r.epoch <= epoch.saturating_add(EPOCH_JUMP_MAX) =>
+                if r.epoch >= *epoch && r.epoch <= epoch.saturating_add(jump) =>
             {
                 if let Some(Envelope::Release(p)) = proof
                     && *p == s
@@ -705,6 +712,7 @@ impl Engine {
         self.fold_bucket(project, &r.item, change);
         self.outputs.push_back(Output::Persist(env));
         self.on_lane_release(&r.item, &r, node == self.me, now);
+        self.take_early_lane_claims(&r.item, now);
         if node != self.me {
             self.drop_local(r.item, CancelReason::Lost);
         } else {

@@ -12,8 +12,10 @@ use crate::ids::NodeId;
 use crate::message::{Claim, Envelope, Receipt};
 use crate::signed::Signed;
 
+#[cfg(test)]
+use super::EPOCH_JUMP_MAX;
 use super::fence::{self, Past, ResultKey, ResultOrder, claim_key};
-use super::{EPOCH_JUMP_MAX, FENCE_SKEW_MS, Phase, RESULT_SETTLE_MS, Reject, apply};
+use super::{FENCE_SKEW_MS, Phase, RESULT_SETTLE_MS, Reject, apply};
 
 /// An incoming claim and what it is judged against.
 #[derive(Debug, Clone, Copy)]
@@ -32,6 +34,8 @@ pub(super) struct ClaimCase<'a> {
     pub(super) lease_ms: u64,
     /// Clock skew tolerated between nodes.
     pub(super) skew_margin_ms: u64,
+    /// Most epochs a claim may jump ahead of the item's ([`EPOCH_JUMP_MAX`], more for lanes).
+    pub(super) epoch_jump_max: u32,
     /// This node's clock.
     pub(super) now: u64,
 }
@@ -100,7 +104,7 @@ pub(super) fn judge(case: &ClaimCase<'_>) -> Verdict {
         Phase::Open { epoch, .. } => {
             if c.epoch <= *epoch {
                 Verdict::Refused(Reject::Stale)
-            } else if c.epoch > epoch.saturating_add(EPOCH_JUMP_MAX) {
+            } else if c.epoch > epoch.saturating_add(case.epoch_jump_max) {
                 Verdict::Refused(Reject::EpochRuleBroken)
             } else {
                 Verdict::Takes { prev_holder: None }
@@ -150,7 +154,7 @@ fn judge_against_held(case: &ClaimCase<'_>, held: &HeldClaim) -> Verdict {
         return Verdict::Refused(Reject::Lost);
     }
     if c.epoch > held.epoch {
-        if c.epoch > held.epoch.saturating_add(EPOCH_JUMP_MAX) {
+        if c.epoch > held.epoch.saturating_add(case.epoch_jump_max) {
             return Verdict::Refused(Reject::EpochRuleBroken);
         }
         if case.now.saturating_add(case.skew_margin_ms) < held.lease_until {
@@ -375,6 +379,7 @@ mod tests {
             score: score(k),
             lease_ms: LEASE,
             skew_margin_ms: SKEW,
+            epoch_jump_max: EPOCH_JUMP_MAX,
             now,
         })
     }

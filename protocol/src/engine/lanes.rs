@@ -33,6 +33,13 @@
 //! cooldown (and nothing else) from it once it knows the signer held that epoch (its claim is
 //! in the item's kept evidence), so nobody but a past holder of a lane can cool its host down.
 //!
+//! A lane's next claim often overtakes the release it follows on the way to a third node,
+//! which then finds it early. Unlike other items' early claims it is kept (bounded) and taken
+//! in again as soon as the release is: otherwise that node would claim the epoch itself and two
+//! nodes would fetch until a renewal settled it. A liar's early lane claim gains nothing it
+//! could not get by claiming after the release. Lane epochs may also jump further
+//! ([`LANE_EPOCH_JUMP_MAX`]), so a node that was away catches up with a busy lane by sync.
+//!
 //! Margins, stated: a lane's lease is [`LANE_LEASE_MS`] at most (the project's lease if
 //! shorter), so a host whose holder died sits idle for at most that plus `skew_margin_ms` and
 //! a claim's settle; a holder cut off from the rest keeps fetching until its own lease would
@@ -57,6 +64,13 @@ pub const LANE_DRAIN_MS: u64 = 1_000;
 /// about a host's `Retry-After` can hold the mesh off a host this long at most (the node
 /// caps what it honours from a host at the same 10 minutes).
 pub const LANE_COOLDOWN_MAX_MS: u64 = 600_000;
+/// Most epochs a lane's claim or release may jump ahead of the one known: lanes change hands
+/// often (a node back from a restart may be thousands of epochs behind), and a lane whose
+/// epochs a liar inflates only loses the lane's turns it could take anyway.
+pub const LANE_EPOCH_JUMP_MAX: u32 = 1 << 20;
+/// Lanes with claims kept until the release they follow arrives; claims kept per lane.
+const LANE_EARLY_MAX: usize = 1_024;
+const LANE_EARLY_PER_LANE: usize = 8;
 /// Most (project, host) pairs a node wants lanes for at once.
 pub const LANE_DEMAND_MAX: usize = 4_096;
 /// Most host cooldowns kept.
@@ -75,6 +89,8 @@ pub(super) struct Lanes {
     cooldowns: BTreeMap<(ProjectId, String), u64>,
     /// The hosts each project has lanes for (at most [`LANE_HOSTS_MAX`] a project).
     hosts: BTreeMap<ProjectId, BTreeSet<String>>,
+    /// Claims of a lane's next epoch that came before the release they follow.
+    early: BTreeMap<ItemId, Vec<crate::signed::Signed<crate::message::Claim>>>,
 }
 
 /// One lane of a host as this node sees it, for operators.
@@ -408,6 +424,36 @@ impl Engine {
             if id != *item && !self.local.contains_key(&id) {
                 self.schedule(id, now);
             }
+        }
+    }
+
+    /// The most epochs a claim or release of `e` may jump ahead.
+    pub(super) fn epoch_jump_max(e: &ItemEntry) -> u32 {
+        if Self::is_lane(e) { LANE_EPOCH_JUMP_MAX } else { super::EPOCH_JUMP_MAX }
+    }
+
+    /// Keeps a lane claim that came before the release it follows (gossip delivers the two
+    /// in any order): taken in again when a release of the lane is (see the module docs).
+    pub(super) fn keep_early_lane_claim(
+        &mut self,
+        s: crate::signed::Signed<crate::message::Claim>,
+    ) {
+        let Ok(c) = s.verified_ref() else { return };
+        let item = c.item;
+        if !self.lanes.early.contains_key(&item) && self.lanes.early.len() >= LANE_EARLY_MAX {
+            self.lanes.early.pop_first();
+        }
+        let kept = self.lanes.early.entry(item).or_default();
+        if kept.len() < LANE_EARLY_PER_LANE && !kept.contains(&s) {
+            kept.push(s);
+        }
+    }
+
+    /// Takes in again the claims kept for lane `item`, after a release of it was.
+    pub(super) fn take_early_lane_claims(&mut self, item: &ItemId, now: u64) {
+        for s in self.lanes.early.remove(item).unwrap_or_default() {
+            // Judged afresh; one still early is kept again by the same path.
+            let _ = self.apply_envelope(crate::message::Envelope::Claim(s), now, false);
         }
     }
 

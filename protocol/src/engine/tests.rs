@@ -2163,7 +2163,7 @@ mod host_lanes {
 
     #[test]
     fn a_host_gets_at_most_lanes_holders_and_each_node_one_lane() {
-        let (mut net, p) = contended(6, RatePolicy { lanes: 2, ..RatePolicy::default() });
+        let (net, p) = contended(6, RatePolicy { lanes: 2, ..RatePolicy::default() });
         for e in &net.engines {
             let held = e.lane_ids(&p, HOST).iter().filter(|id| e.holds(id)).count();
             assert!(held <= 1, "a node holds {held} lanes of one host");
@@ -2275,6 +2275,73 @@ mod host_lanes {
         net.run_until(after, |_| false);
         assert!(fetching(&net, &p).is_empty(), "the holder goes on inside the cooldown");
         assert!(net.cooldowns.iter().any(|(n, t)| *n == 1 && *t == until_ms));
+    }
+
+    #[test]
+    fn a_lane_claim_that_overtakes_its_release_is_taken_in_when_the_release_comes() {
+        let (mut net, p) = contended(3, RatePolicy::default());
+        let a = fetching(&net, &p)[0];
+        let lane = net.engines[a].lane_ids(&p, HOST)[0];
+        let (b, c) = match a {
+            0 => (1, 2),
+            1 => (0, 2),
+            _ => (0, 1),
+        };
+        // Only b still wants the lane after a; c hears a's release late, after b's claim.
+        want(&mut net, c, p, false);
+        want(&mut net, a, p, false);
+        let late: Vec<_> = net
+            .queue
+            .iter()
+            .filter(|(_, (to, env))| *to == c && matches!(env, Envelope::Release(_)))
+            .map(|(k, _)| *k)
+            .collect();
+        assert!(!late.is_empty(), "a's release is on its way to c");
+        for k in late {
+            let m = net.queue.remove(&k).expect("queued");
+            net.queue.insert((k.0 + 1_500, k.1), m);
+        }
+        want(&mut net, c, p, true);
+        let until = net.now + 4_000;
+        run_checked(&mut net, &p, 1, until);
+        let holder = net.engines[b].node_id();
+        for e in &net.engines {
+            assert!(
+                matches!(e.item_state(&lane), Some(ItemState::Held { holder: h, .. }) if h == holder),
+                "every node has b holding the lane"
+            );
+        }
+        assert_eq!(fetching(&net, &p), vec![b]);
+    }
+
+    #[test]
+    fn a_node_far_behind_on_a_busy_lane_catches_up_by_sync() {
+        let (mut net, p) = contended(2, RatePolicy::default());
+        let lane = net.engines[0].lane_ids(&p, HOST)[0];
+        // The lane changes hands 30 times, more epochs than other items may jump.
+        for _ in 0..30 {
+            let holder = fetching(&net, &p)[0];
+            want(&mut net, holder, p, false);
+            let until = net.now + 2_000;
+            run_checked(&mut net, &p, 1, until);
+            want(&mut net, holder, p, true);
+        }
+        let Some(ItemState::Held { epoch, .. }) = net.engines[0].item_state(&lane) else {
+            panic!("lane not held");
+        };
+        assert!(epoch > EPOCH_JUMP_MAX + 1, "epoch {epoch}");
+        let owner = test_keypair(1);
+        let mut joiner = Engine::new(fast_config(), test_keypair(42), [owner.public()], 3);
+        for _ in 0..10 {
+            let delta = net.engines[0].sync_delta(&joiner.sync_digest());
+            for env in delta.envelopes {
+                let _ = joiner.handle(Input::Message(env), net.now);
+            }
+            if !delta.more {
+                break;
+            }
+        }
+        assert_eq!(joiner.item_state(&lane), net.engines[0].item_state(&lane));
     }
 
     #[test]
