@@ -7,8 +7,11 @@
 //! and says it no longer wants the lane once no URL of the host is left (or, as the node does,
 //! once the URLs left fit in the drain). A 429 holds the node off the host and goes to the
 //! engine (`Input::HostRefused`); a `HostCooldown` from the engine holds it off too. A chunk is
-//! done (`WorkDone`) when its last URL is fetched. Under node scope there are no lanes: every
-//! node fetches at the full rate, which is the bug lanes fix.
+//! done (`WorkDone`) when its last URL is fetched. As the node's actor does, the driver tells
+//! the engine how many hosts with URLs here wait on a lane held elsewhere or on a cooldown
+//! (`Input::LaneBlocked`) whenever that changes, so held chunks waiting for busy hosts leave
+//! their slots to other work. Under node scope there are no lanes: every node fetches at the
+//! full rate, which is the bug lanes fix.
 //!
 //! Every request is counted at its [`Site`](crate::hosts::Site): the most in any second
 //! against the rate plus burst, requests inside a `Retry-After` window past the stated
@@ -187,6 +190,23 @@ impl World {
             }
         }
         self.arm_next(n, host);
+        self.tell_blocked(n);
+    }
+
+    /// Tells node `n`'s engine how many of its hosts wait on a lane held elsewhere or on a
+    /// cooldown (`Input::LaneBlocked`), if that changed: the node's `tell_blocked`. Every
+    /// change to a slot pokes it, so this runs after each (at the slot's next look).
+    fn tell_blocked(&mut self, n: u32) {
+        let now = self.now;
+        let Some(h) = self.hosts_mut() else { return };
+        let nh = &mut h.nodes[n as usize];
+        let count = nh.slots.values().filter(|s| s.blocked(now)).count();
+        let blocked = u16::try_from(count).unwrap_or(u16::MAX);
+        if blocked == nh.blocked_told {
+            return;
+        }
+        nh.blocked_told = blocked;
+        self.drive(n, Input::LaneBlocked(blocked));
     }
 
     /// Tells the engine whether node `n` wants a lane of `host`, if that changed: it does while
@@ -383,10 +403,10 @@ impl World {
                 }
             }
         }
-        // Two claims of one lane can both stand for a while: a node that got the next claim
-        // before the release it follows refuses it (epoch rule) and claims the lane itself,
-        // and learns of its rival only from the rival's renewal. Counted; a violation only
-        // once it outlasts a lease and the skew margin.
+        // Two claims of one lane can both stand for a while (as for every item, until the
+        // claims meet: a node back from a restart may claim a lane before it has heard of the
+        // holder's claim). Counted; a violation only once it outlasts a lease and the skew
+        // margin.
         let site = &mut h.sites[host as usize];
         if mesh && holders > lanes {
             h.stats.holders_over += 1;

@@ -129,6 +129,17 @@ pub(crate) struct Slot {
     pub wanted: bool,
 }
 
+impl Slot {
+    /// Whether the slot waits on a lane held elsewhere or on a cooldown, as the node's
+    /// `LaneGate::blocked` counts it: URLs left (or a drain running), and not held (or held
+    /// off by a cooldown).
+    pub(crate) fn blocked(&self, now: u64) -> bool {
+        let draining = matches!(self.grant, Grant::Draining { until } if until > now);
+        let wanted = self.pending > 0 && !draining;
+        (wanted || draining) && (self.grant == Grant::Waiting || self.cooldown_until > now)
+    }
+}
+
 /// A chunk a node is crawling: the URLs (indices into the chunk) it has left.
 #[derive(Debug, Clone)]
 pub(crate) struct Chunk {
@@ -143,6 +154,8 @@ pub(crate) struct NodeHosts {
     /// By item index: lower indices are fetched first.
     pub chunks: BTreeMap<u32, Chunk>,
     pub slots: BTreeMap<u32, Slot>,
+    /// What the engine was last told of held chunks waiting on lanes (`Input::LaneBlocked`).
+    pub blocked_told: u16,
 }
 
 /// What one host saw, from all nodes together.
