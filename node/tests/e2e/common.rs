@@ -334,3 +334,15 @@ pub fn item_states(node: &Node) -> Vec<(String, String, u64, String, String)> {
     v.sort();
     v
 }
+
+/// Arguments for a real node on 127.0.0.1 that trusts `owner` and may crawl loopback sites.
+pub fn crawl_node_args(owner: &starling_protocol::Keypair) -> Vec<String> {
+    vec![
+        "--listen".to_string(),
+        "/ip4/127.0.0.1/tcp/0".into(),
+        "--trust".into(),
+        owner.public().to_hex(),
+        "--allow-private-targets".into(),
+        "true".into(),
+    ]
+}

@@ -90,14 +90,7 @@ fn two_nodes_crawl_a_local_site_into_warc_files() {
     let (site, hits) = start_site();
     let owner = starling_protocol::engine::test_keypair(41);
     let (manifest, batch) = signed_files(&owner, site);
-    let args = vec![
-        "--listen".to_string(),
-        "/ip4/127.0.0.1/tcp/0".into(),
-        "--trust".into(),
-        owner.public().to_hex(),
-        "--allow-private-targets".into(),
-        "true".into(),
-    ];
+    let args = crawl_node_args(&owner);
     let first = Node::start_real(&args);
     let mut second_args = args.clone();
     second_args.extend(["--bootstrap".to_string(), first.addr()]);

@@ -133,14 +133,7 @@ fn unreadable_robots_txt_defers_and_in_the_end_every_allowed_url_is_archived() {
         seq: 1,
         items: chunks.iter().map(|urls| WorkItem::CrawlChunk { urls: urls.clone() }).collect(),
     };
-    let args = vec![
-        "--listen".to_string(),
-        "/ip4/127.0.0.1/tcp/0".into(),
-        "--trust".into(),
-        owner.public().to_hex(),
-        "--allow-private-targets".into(),
-        "true".into(),
-    ];
+    let args = crawl_node_args(&owner);
     let node = Node::start_real(&args);
     node.publish(&Envelope::Manifest(Signed::sign(&owner, &m)).to_bytes());
     node.publish(&Envelope::Batch(Signed::sign(&owner, &batch)).to_bytes());

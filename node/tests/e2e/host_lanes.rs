@@ -142,14 +142,7 @@ struct Run {
 
 /// Starts `n` nodes trusting `owner` and waits until they all see each other.
 fn start_mesh(owner: &Keypair, n: usize) -> Vec<Node> {
-    let args = vec![
-        "--listen".to_string(),
-        "/ip4/127.0.0.1/tcp/0".into(),
-        "--trust".into(),
-        owner.public().to_hex(),
-        "--allow-private-targets".into(),
-        "true".into(),
-    ];
+    let args = crawl_node_args(owner);
     let first = Node::start_real(&args);
     let mut rest = args.clone();
     rest.extend(["--bootstrap".to_string(), first.addr()]);

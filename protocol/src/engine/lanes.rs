@@ -378,14 +378,11 @@ impl Engine {
     }
 
     /// Whether this node wants lane `work` of `project` now: it has URLs for the host and
-    /// holds no other lane of it.
-    pub(super) fn wants_lane(&self, project: &ProjectId, item: &ItemId, work: &WorkItem) -> bool {
+    /// holds no lane of it (asked only of lanes this node does not hold).
+    pub(super) fn wants_lane(&self, project: &ProjectId, work: &WorkItem) -> bool {
         let WorkItem::HostLane { host, .. } = work else { return false };
         self.lanes.demand.contains(&(*project, host.clone()))
-            && !self
-                .lane_ids(project, host)
-                .iter()
-                .any(|id| id != item && self.local.contains_key(id))
+            && !self.lane_ids(project, host).iter().any(|id| self.local.contains_key(id))
     }
 
     /// A lane's timer: claim it once it is free, wanted and out of any cooldown.

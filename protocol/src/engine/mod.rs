@@ -942,7 +942,7 @@ impl Engine {
     fn wants(&self, project: &ProjectId, work: &WorkItem) -> bool {
         // A lane serves chunks held already: paused or unsubscribed, they still go on.
         if let WorkItem::HostLane { .. } = work {
-            return !self.lanes_halted() && self.wants_lane(project, &work.id(project), work);
+            return !self.lanes_halted() && self.wants_lane(project, work);
         }
         if self.halted() || self.unsubscribed.contains(project) {
             return false;
