@@ -63,8 +63,11 @@ impl World {
                 }
             }
             FaultKind::Clock { node, offset_ms } => {
+                let beyond = offset_ms.unsigned_abs() > self.cfg.skew_margin_ms;
+                let now = self.now;
                 if let Some(x) = self.nodes.get_mut(node as usize) {
                     x.clock_offset_ms = offset_ms;
+                    x.clock_off_since = beyond.then(|| x.clock_off_since.unwrap_or(now));
                 }
             }
             FaultKind::SiteDown { share, for_ms } => {

@@ -17,7 +17,7 @@ pub use validate::{
 };
 
 /// Built-in scenario files, by name.
-pub const BUILTIN: [(&str, &str); 15] = [
+pub const BUILTIN: [(&str, &str); 16] = [
     ("steady", include_str!("../scenarios/steady.toml")),
     ("lossy", include_str!("../scenarios/lossy.toml")),
     ("churn", include_str!("../scenarios/churn.toml")),
@@ -28,6 +28,7 @@ pub const BUILTIN: [(&str, &str); 15] = [
     ("skew-beyond", include_str!("../scenarios/skew-beyond.toml")),
     ("local-faults", include_str!("../scenarios/local-faults.toml")),
     ("skewed-nodes", include_str!("../scenarios/skewed-nodes.toml")),
+    ("skew-cut-off", include_str!("../scenarios/skew-cut-off.toml")),
     ("flaky-site", include_str!("../scenarios/flaky-site.toml")),
     ("curated", include_str!("../scenarios/curated.toml")),
     ("host-lanes", include_str!("../scenarios/host-lanes.toml")),

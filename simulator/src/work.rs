@@ -7,7 +7,7 @@ use rand::Rng;
 use starling_protocol::{Input, ItemId, ProjectId, WorkItem, WorkKind};
 
 use crate::parts::End;
-use crate::world::{Event, World, honest_result, id64};
+use crate::world::{Event, ViolationKind, World, honest_result, id64};
 
 impl World {
     /// A crawl item is done in an honest node's view.
@@ -33,6 +33,18 @@ impl World {
             return;
         }
         let (byz, slow) = (node.byz, node.slow);
+        // A node whose clock is far off has a heartbeat's life to find out, then claims
+        // nothing for as long as it is off, whoever it hears meanwhile.
+        if let Some(since) = node.clock_off_since
+            && !byz
+            && self.now >= since.saturating_add(self.cfg.presence_ttl_ms)
+        {
+            let offset = node.clock_offset_ms;
+            self.violate(
+                ViolationKind::OffClockWork,
+                format!("node {n}, its clock {offset} ms off since t={since}ms, started work"),
+            );
+        }
         self.record("start", n, u32::MAX, id64(&item));
         if !byz {
             let rec = &mut self.ledger.items[idx as usize];

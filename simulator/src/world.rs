@@ -131,6 +131,8 @@ pub(crate) struct SimNode {
     pub slow: bool,
     /// This node's clock against the simulation's (negative: behind).
     pub clock_offset_ms: i64,
+    /// Since when a `clock` fault has set this node's clock beyond the skew margin.
+    pub clock_off_since: Option<u64>,
     /// While a `node_fault` lasts, when it ends.
     pub fault_until: Option<u64>,
     pub wake_at: Option<u64>,
@@ -226,6 +228,9 @@ pub enum ViolationKind {
     LaneHolders,
     /// Every chunk is done but a URL of one was never fetched.
     LostUrl,
+    /// An honest node whose clock a `clock` fault set beyond the skew margin started work
+    /// after it had a heartbeat's life to find out.
+    OffClockWork,
 }
 
 impl std::fmt::Display for Violation {
@@ -605,6 +610,7 @@ fn make_nodes(
             byz: i >= byz_from,
             slow,
             clock_offset_ms: if skew > 0 { rng.random_range(0..=2 * skew) as i64 } else { 0 },
+            clock_off_since: None,
             fault_until: None,
             wake_at: None,
             up_since: 0,

@@ -170,6 +170,20 @@ fn nodes_with_clocks_far_off_find_out_and_claim_nothing() {
 }
 
 #[test]
+fn nodes_found_off_stay_off_when_cut_off_from_their_peers() {
+    // Node 3, 30 s behind, is isolated from 20 s to 110 s with work still open: it hears no
+    // one, so its verdict cannot be drawn again; it must stand (the `OffClockWork` check
+    // fails the run if the node starts any work once it had a heartbeat's life to find out).
+    let mut s = Scenario::load("skew-cut-off").expect("built-in scenario loads");
+    s.apply_overrides(&Overrides { nodes: Some(10), items: Some(300), ..Default::default() })
+        .expect("override is valid");
+    let r = run_scenario(&s, 1).unwrap_or_else(|f| panic!("seed 1: {f}"));
+    assert_eq!(r.result.nodes_clock_off, 2, "{:?}", r.result);
+    assert_eq!(r.result.lost_items, 0);
+    assert!(r.result.time_to_finish_ms.unwrap() > 30_000, "work was open while node 3 was cut off");
+}
+
+#[test]
 fn convergence_checker_catches_a_deaf_node() {
     let mut s = small("steady");
     s.check.convergence_bound_ms = 20_000;

@@ -91,6 +91,9 @@ pub use lanes::{LANE_COOLDOWN_MAX_MS, LANE_DRAIN_MS, LANE_LEASE_MS, LANES_HELD_M
 pub const CLOCK_PEERS_MAX: usize = 64;
 /// Fewest peers heard before this node's clock is judged.
 pub const CLOCK_QUORUM: usize = 3;
+/// Longest a first verdict on this node's clock is waited for, in heartbeat intervals, once
+/// [`CLOCK_QUORUM`] peers were heard: each peer is heard twice well within it.
+pub const CLOCK_WAIT_BEATS: u64 = 3;
 pub use types::{
     CancelReason, ClockView, ConfigError, EngineConfig, EngineStats, Input, ItemState, Output,
     Reject, WorkResult,
@@ -827,7 +830,8 @@ impl Engine {
         // Whether the node was halted is read with the stale samples gone, as they count in
         // whether a first verdict is pending.
         let was = self.halted();
-        self.clock.judge(self.cfg.skew_margin_ms);
+        let wait = self.cfg.presence_interval_ms.saturating_mul(CLOCK_WAIT_BEATS);
+        self.clock.judge(self.cfg.skew_margin_ms, wait, now);
         self.halt_changed(was, now);
     }
 
