@@ -809,7 +809,7 @@ impl Actor {
             }
             Ok(env) => match self.handle(Input::Message(env)) {
                 Ok(()) => MessageAcceptance::Accept,
-                Err(r) if r.penalize() => {
+                Err(r) if r.penalize() && !self.doubts_own_clock(r) => {
                     tracing::info!(peer = %source, reason = r.name(), "rejected gossip");
                     MessageAcceptance::Reject
                 }
@@ -825,6 +825,16 @@ impl Actor {
             .behaviour_mut()
             .gossipsub
             .report_message_validation_result(&id, &source, verdict);
+    }
+
+    /// Whether `r` is a rejection for time (a message from the future) that this node cannot
+    /// lay on the sender, as its own clock was not judged right against its peers' (judged
+    /// off, or not judged yet). Penalised, such messages would soon have gossipsub stop
+    /// sending to (and taking from) every honest peer, and a node whose clock is behind would
+    /// cut itself off from the heartbeats that tell it so. The engine still refuses them.
+    fn doubts_own_clock(&self, r: Reject) -> bool {
+        let clock = self.engine.clock();
+        r == Reject::FromTheFuture && (clock.off || clock.offset_ms.is_none())
     }
 
     // ---- sync ----------------------------------------------------------------------------

@@ -131,6 +131,15 @@ fn a_node_whose_clock_is_off_claims_nothing_and_says_so() {
     let s = nodes[3].status();
     assert_eq!(num(&s, &["engine", "claims"]), 0, "the skewed node claimed: {s}");
     assert_eq!(num(&s, &["runner", "started"]), 0);
+    // It refused its peers' messages as from the future without holding it against them (its
+    // own clock is the one off), so gossip kept flowing both ways: the good nodes heard its
+    // heartbeats often enough to judge their own clocks with it.
+    assert!(num(&s, &["net", "gossip_ignored"]) > 0, "{s}");
+    assert_eq!(num(&s, &["net", "gossip_rejected"]), 0, "{s}");
+    for n in &nodes[..3] {
+        let clock = &n.status()["health"]["clock"];
+        assert!(clock["offset_ms"].is_i64() && clock["off"] == false, "{clock}");
+    }
     let log = read_log(&nodes[3].dir);
     assert!(log.contains("ms behind its peers") && log.contains("NTP"), "{log}");
     let status = std::process::Command::new(BIN)
