@@ -149,9 +149,17 @@ pub struct Release {
     /// and no holder fetches from it, before this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cooldown_until_ms: Option<u64>,
+    /// For a host lane: its holder sends the host nothing more than this long after signing
+    /// (at most [`crate::engine::LANE_DRAIN_MS`], the drain assumed when it is absent), so
+    /// the next holder waits only this long after its claim rather than the whole drain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_ms: Option<u64>,
 }
 impl Validate for Release {
     fn validate(&self) -> Result<(), DecodeError> {
+        if self.drain_ms.is_some_and(|d| d > crate::engine::LANE_DRAIN_MS) {
+            return Err(DecodeError::Invalid("release drain longer than the protocol's"));
+        }
         Ok(())
     }
 }

@@ -18,7 +18,7 @@
 //! margin, and how many engines let their node fetch from the host at that moment. In a
 //! settled mesh each is a violation, unless the scenario expects the site to be overrun.
 
-use starling_protocol::engine::{LANE_DRAIN_MS, LANE_LEASE_MS};
+use starling_protocol::engine::LANE_LEASE_MS;
 use starling_protocol::{Input, Output};
 
 use crate::hosts::{Answer, Grant, Hosts, Landing};
@@ -212,6 +212,7 @@ impl World {
     /// Tells the engine whether node `n` wants a lane of `host`, if that changed: it does while
     /// URLs of the host are left here and it is not draining a lane it gave back.
     fn tell_want(&mut self, n: u32, host: u32) {
+        let now = self.now;
         let Some(h) = self.hosts_mut() else { return };
         if !h.mesh() {
             return;
@@ -221,12 +222,17 @@ impl World {
         if want == slot.wanted {
             return;
         }
+        // Giving back: what is left to send goes out within the drain it set (none if done).
+        let drain_ms = match slot.grant {
+            Grant::Draining { until } => until.saturating_sub(now),
+            _ => 0,
+        };
         slot.wanted = want;
         if !want && slot.grant == Grant::Held {
             slot.grant = Grant::Waiting;
         }
         let (project, name) = (h.project, h.names[host as usize].clone());
-        self.drive(n, Input::WantLane { project, host: name, wanted: want });
+        self.drive(n, Input::WantLane { project, host: name, wanted: want, drain_ms });
     }
 
     /// Whether node `n` may send `host` a request now, bucket and cooldown aside.
@@ -334,7 +340,9 @@ impl World {
                 let slot = h.slot(n, host);
                 slot.pending -= 1;
                 if early && slot.grant == Grant::Held && slot.pending > 0 && slot.pending <= quota {
-                    slot.grant = Grant::Draining { until: now + LANE_DRAIN_MS };
+                    let left = slot.pending;
+                    let drain = h.drain_for(left);
+                    h.slot(n, host).grant = Grant::Draining { until: now + drain };
                     h.stats.lanes_given_back_early += 1;
                 }
                 if let Some((token, epoch)) = done {

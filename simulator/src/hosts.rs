@@ -14,7 +14,6 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde::Serialize;
-use starling_protocol::engine::LANE_DRAIN_MS;
 use starling_protocol::{ItemId, ProjectId, RatePolicy, RateScope, WorkItem};
 
 use crate::hash::IdBuild;
@@ -334,7 +333,12 @@ impl Hosts {
 
     /// URLs a holder can send in the drain at its lane's rate (the node's early give-back).
     pub(crate) fn drain_quota(&self) -> u32 {
-        (LANE_DRAIN_MS * u64::from(self.policy.per_holder_milli()) / 1_000_000) as u32
+        starling_protocol::engine::drain_quota(self.policy.per_holder_milli())
+    }
+
+    /// The drain a holder with `urls` left states as it gives its lane back.
+    pub(crate) fn drain_for(&self, urls: u32) -> u64 {
+        starling_protocol::engine::drain_for(urls, self.policy.per_holder_milli())
     }
 
     /// A fresh slot for a host at a node.

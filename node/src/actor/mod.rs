@@ -528,8 +528,8 @@ impl Actor {
         let Some(crawler) = self.runners.crawler().cloned() else { return };
         let gate = crawler.lanes();
         let (wants, refusals) = gate.take_changes();
-        for (project, host, wanted) in wants {
-            let input = Input::WantLane { project, host: host.clone(), wanted };
+        for (project, host, wanted, drain_ms) in wants {
+            let input = Input::WantLane { project, host: host.clone(), wanted, drain_ms };
             let taken = self.handle(input);
             if wanted && (taken.is_err() || self.engine.lane_ids(&project, &host).is_empty()) {
                 if let Err(r) = taken {
@@ -598,9 +598,10 @@ impl Actor {
                     let wanted = self.lanes().is_some_and(|g| g.granted(project, &host, epoch));
                     if !wanted {
                         // Resumed after a restart, or wanted no more meanwhile: give it back.
-                        let _ = self
-                            .engine
-                            .handle(Input::WantLane { project, host, wanted: false }, now_ms());
+                        let _ = self.engine.handle(
+                            Input::WantLane { project, host, wanted: false, drain_ms: 0 },
+                            now_ms(),
+                        );
                         again = true;
                     }
                 }

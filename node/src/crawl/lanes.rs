@@ -7,8 +7,10 @@
 //!   left), and waits its [`LaneGate::turn`] before every request to it;
 //! - a holder whose URLs left for the host could all be sent within the protocol's drain
 //!   (`LANE_DRAIN_MS` at the lane's rate) gives the lane back early and goes on fetching for
-//!   the drain alone: the next holder's wait runs meanwhile, so the host stays busy across a
-//!   hand-off (the engine starts the next holder no sooner than the drain after its claim);
+//!   as long as they take at that rate (`drain_for`) alone: the next holder's wait runs
+//!   meanwhile, so the host stays busy across a hand-off (the release states that drain, and
+//!   the engine starts the next holder no sooner than it after its claim); a lane held with
+//!   nothing left stops the moment the actor takes the change, and states no drain;
 //! - the actor hears that demand changed ([`LaneGate::changed`]), tells the engine
 //!   (`Input::WantLane`), and tells the gate what the engine decided: a lane granted
 //!   (`StartWork`), lost or given back (`CancelWork`), a cooldown from another node
@@ -41,13 +43,11 @@ const REFUSALS_MAX: usize = 1_024;
 const RECHECK: Duration = Duration::from_millis(500);
 
 type Key = (ProjectId, String);
-/// A host whose demand changed: (project, host, wanted now).
-pub type Want = (ProjectId, String, bool);
+/// A host whose demand changed: (project, host, wanted now, and when not: how long this
+/// node goes on sending it, in ms, for the release to state).
+pub type Want = (ProjectId, String, bool, u64);
 /// A host that asked to be left alone: (project, host, until, unix ms).
 pub type Refusal = (ProjectId, String, u64);
-
-/// How long a holder may go on after giving its lane back: the protocol's drain.
-const DRAIN: Duration = Duration::from_millis(starling_protocol::engine::LANE_DRAIN_MS);
 
 /// What the engine decided about one host's lane here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +70,8 @@ struct Slot {
     remaining: u32,
     /// How many can be sent within the drain at the lane's rate.
     quota: u32,
+    /// The lane's rate (requests per 1,000 s), for the drain the URLs left need.
+    per_s_milli: u32,
     grant: Grant,
     /// Nothing is sent before this (unix ms).
     cooldown_until: Option<u64>,
@@ -77,7 +79,14 @@ struct Slot {
 
 impl Slot {
     fn new() -> Self {
-        Slot { demand: 0, remaining: 0, quota: 0, grant: Grant::Waiting, cooldown_until: None }
+        Slot {
+            demand: 0,
+            remaining: 0,
+            quota: 0,
+            per_s_milli: 1,
+            grant: Grant::Waiting,
+            cooldown_until: None,
+        }
     }
 
     fn draining(&self, now: Instant) -> bool {
@@ -196,14 +205,14 @@ impl LaneGate {
         if !inner.slots.contains_key(&key) && inner.slots.len() >= GATE_HOSTS_MAX {
             return none;
         }
-        let quota = u32::try_from(DRAIN.as_millis() as u64 * u64::from(per_s_milli) / 1_000_000)
-            .unwrap_or(u32::MAX);
+        let quota = starling_protocol::engine::drain_quota(per_s_milli);
         let now = Instant::now();
         let slot = inner.slots.entry(key.clone()).or_insert_with(Slot::new);
         let was = slot.wanted(now);
         slot.demand += 1;
         slot.remaining = slot.remaining.saturating_add(urls);
         slot.quota = slot.quota.max(quota);
+        slot.per_s_milli = slot.per_s_milli.max(per_s_milli);
         if slot.wanted(now) != was {
             inner.dirty.insert(key.clone());
             drop(inner);
@@ -228,7 +237,10 @@ impl LaneGate {
             && slot.remaining <= slot.quota
             && slot.demand > 0
         {
-            slot.grant = Grant::Draining { until: now + DRAIN };
+            // Long enough for what is left at the lane's rate, and no longer: the release
+            // says so, and the next holder starts that much after its claim.
+            let drain = starling_protocol::engine::drain_for(slot.remaining, slot.per_s_milli);
+            slot.grant = Grant::Draining { until: now + Duration::from_millis(drain) };
         }
         if slot.wanted(now) != was {
             inner.dirty.insert(key.clone());
@@ -351,8 +363,22 @@ impl LaneGate {
         let wants = dirty
             .into_iter()
             .map(|key| {
-                let wanted = inner.slots.get(&key).is_some_and(|s| s.wanted(instant));
-                (key.0, key.1, wanted)
+                let Some(s) = inner.slots.get_mut(&key) else { return (key.0, key.1, false, 0) };
+                let wanted = s.wanted(instant);
+                // Not wanted: nothing more is sent past the drain (none for a lane held with
+                // nothing left: it stops here, before its release is signed).
+                let drain = match s.grant {
+                    _ if wanted => 0,
+                    Grant::Draining { until } => {
+                        until.saturating_duration_since(instant).as_millis() as u64 + 1
+                    }
+                    Grant::Held { .. } => {
+                        s.grant = Grant::Draining { until: instant };
+                        0
+                    }
+                    Grant::Waiting | Grant::Ungated => 0,
+                };
+                (key.0, key.1, wanted, drain)
             })
             .collect();
         let refusals = std::mem::take(&mut inner.refusals)
@@ -450,7 +476,7 @@ mod tests {
     const RATE: u32 = 4_000;
 
     fn wants(gate: &LaneGate) -> Vec<(ProjectId, String, bool)> {
-        gate.take_changes().0
+        gate.take_changes().0.into_iter().map(|(p, h, w, _)| (p, h, w)).collect()
     }
 
     #[tokio::test]
@@ -499,18 +525,51 @@ mod tests {
         hold.done_one();
         assert_eq!(wants(&gate), vec![], "5 left: more than fit in the drain");
         hold.done_one();
-        // 4 left, all of which fit in the drain at 4/s: given back early.
-        assert_eq!(wants(&gate), vec![(P, "a".to_owned(), false)]);
+        // 4 left, all of which fit in the drain at 4/s: given back early, stating the time
+        // they take at that rate (1 s, and the slack, capped at the protocol's 1 s drain).
+        let w = gate.take_changes().0;
+        let [(_, _, false, drain)] = w[..] else { panic!("{w:?}") };
+        assert!((990..=1_001).contains(&drain), "drain {drain} ms");
         gate.revoked(P, "a");
         assert_eq!(gate.views(1)[0].state, "draining");
         // Within the drain, requests go on without the lane.
         let turn = tokio::time::timeout(Duration::from_millis(500), gate.turn(P, "a")).await;
         assert_eq!(turn.ok(), Some(Turn::Go));
         // Past it, back in line and wanted again for the URLs still left.
-        tokio::time::sleep(DRAIN).await;
+        tokio::time::sleep(Duration::from_millis(drain)).await;
         let late = tokio::time::timeout(Duration::from_millis(200), gate.turn(P, "a")).await;
         assert!(late.is_err(), "no request after the drain without the lane");
         assert_eq!(wants(&gate), vec![(P, "a".to_owned(), true)]);
+    }
+
+    #[tokio::test]
+    async fn a_lane_given_back_with_few_urls_left_states_only_the_time_they_take() {
+        let gate = LaneGate::default();
+        gate.open();
+        let hold = gate.hold(P, "a", 3, RATE);
+        assert_eq!(wants(&gate), vec![(P, "a".to_owned(), true)]);
+        gate.granted(P, "a", 1);
+        hold.done_one();
+        // 2 left at 4/s: 500 ms and the 50 ms slack, not the whole second.
+        let w = gate.take_changes().0;
+        let [(_, _, false, drain)] = w[..] else { panic!("{w:?}") };
+        assert!((540..=551).contains(&drain), "drain {drain} ms");
+    }
+
+    #[tokio::test]
+    async fn a_lane_with_nothing_left_stops_at_once_and_states_no_drain() {
+        let gate = LaneGate::default();
+        gate.open();
+        let hold = gate.hold(P, "a", 1, RATE);
+        assert_eq!(wants(&gate), vec![(P, "a".to_owned(), true)]);
+        gate.granted(P, "a", 1);
+        assert_eq!(gate.turn(P, "a").await, Turn::Fresh);
+        // Its one URL sent, but the hold (a task) still alive and a new one coming: once the
+        // change is taken for the engine's release, nothing more goes out under the lane.
+        hold.done_one();
+        let _next = gate.hold(P, "a", 0, RATE);
+        assert_eq!(gate.take_changes().0, vec![(P, "a".to_owned(), false, 0)]);
+        assert!(!gate.may_send(P, "a"), "released with no drain: nothing more is sent");
     }
 
     #[tokio::test]

@@ -329,7 +329,9 @@ impl Engine {
         let (kind, lease_ms) = (e.work.kind(), self.lease_of(e));
         // A lane starts no sooner than its last holder's drain can have ended (`lanes.rs`).
         let settle = match kind {
-            crate::item::WorkKind::Lane => self.cfg.claim_settle_ms.max(super::LANE_DRAIN_MS),
+            crate::item::WorkKind::Lane => {
+                self.cfg.claim_settle_ms.max(self.lane_start_wait(e, c.epoch, now))
+            }
             _ => self.cfg.claim_settle_ms,
         };
         let local = Local {

@@ -60,6 +60,7 @@ mod tests {
             epoch: 1,
             at_ms: n,
             cooldown_until_ms: None,
+            drain_ms: None,
         };
         Envelope::Release(Signed::sign(&test_keypair(1), &r))
     }

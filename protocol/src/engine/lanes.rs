@@ -26,7 +26,10 @@
 //! after the release was received, so after it was sent: the two never fetch at once, and no
 //! clocks are compared. A holder that sees its last few URLs of a host coming (fewer than it
 //! can send in the drain) gives the lane back early, so the next holder's wait runs while it
-//! finishes and the host stays busy across the hand-off.
+//! finishes and the host stays busy across the hand-off. Its release states how long it goes
+//! on ([`crate::message::Release::drain_ms`], what its last URLs take at the lane's rate,
+//! [`drain_for`]; 0 with none left), and the next holder waits that after its claim rather
+//! than the whole drain: a holder with two URLs left hands over half a second sooner.
 //!
 //! A node told to wait while it drains a lane it gave back holds no lane to release: it
 //! signs a release of the epoch it held again, with the cooldown. Every node takes the
@@ -60,6 +63,27 @@ pub const LANE_LEASE_MS: u64 = 10_000;
 /// How long a node may go on fetching from a host after giving back the lane it held, and
 /// the least time between claiming a lane and fetching under it. A protocol constant.
 pub const LANE_DRAIN_MS: u64 = 1_000;
+/// Added to a drain worked out from the URLs left ([`drain_for`]), for a request's own trip
+/// from the turn it waited to the moment it is sent.
+pub const LANE_DRAIN_SLACK_MS: u64 = 50;
+
+/// How many requests a lane holder sending at `per_holder_milli` (requests per 1,000 s) can
+/// send within [`LANE_DRAIN_MS`]: with no more than this left, it gives the lane back early.
+pub fn drain_quota(per_holder_milli: u32) -> u32 {
+    u32::try_from(LANE_DRAIN_MS * u64::from(per_holder_milli) / 1_000_000).unwrap_or(u32::MAX)
+}
+
+/// The drain a holder states when it gives its lane back with `urls` requests left to send
+/// at `per_holder_milli`: long enough for them at that rate (plus [`LANE_DRAIN_SLACK_MS`]),
+/// 0 with none left, at most [`LANE_DRAIN_MS`]. The node stops sending when it ends.
+pub fn drain_for(urls: u32, per_holder_milli: u32) -> u64 {
+    if urls == 0 {
+        return 0;
+    }
+    let period_x1000 = 1_000_000_000 / u64::from(per_holder_milli.max(1));
+    (u64::from(urls) * period_x1000 / 1_000 + LANE_DRAIN_SLACK_MS).min(LANE_DRAIN_MS)
+}
+
 /// Longest cooldown a release may ask for, counted from the release: a holder that lies
 /// about a host's `Retry-After` can hold the mesh off a host this long at most (the node
 /// caps what it honours from a host at the same 10 minutes).
@@ -224,6 +248,7 @@ impl Engine {
         project: ProjectId,
         host: String,
         wanted: bool,
+        drain_ms: u64,
         now: u64,
     ) -> Result<(), Reject> {
         let ids = self.lane_ids(&project, &host);
@@ -240,7 +265,7 @@ impl Engine {
             }
         } else {
             self.lanes.demand.remove(&key);
-            self.release_lanes(&ids, None, now);
+            self.release_lanes(&ids, None, Some(drain_ms.min(LANE_DRAIN_MS)), now);
         }
         Ok(())
     }
@@ -255,8 +280,9 @@ impl Engine {
     ) {
         let until_ms = until_ms.min(now.saturating_add(LANE_COOLDOWN_MAX_MS));
         let ids = self.lane_ids(&project, &host);
-        // Released first: a late cooldown already known here would not go out.
-        self.release_lanes(&ids, Some(until_ms), now);
+        // Released first: a late cooldown already known here would not go out. The driver
+        // sends the host nothing more (it was told to wait), so no drain.
+        self.release_lanes(&ids, Some(until_ms), Some(0), now);
         self.note_cooldown(project, host, until_ms, now);
         // Claimed again (by whoever wants it most) once the cooldown has run out.
         for id in ids {
@@ -264,12 +290,20 @@ impl Engine {
         }
     }
 
-    fn release_lanes(&mut self, ids: &[ItemId], cooldown: Option<u64>, now: u64) {
+    fn release_lanes(
+        &mut self,
+        ids: &[ItemId],
+        cooldown: Option<u64>,
+        drain_ms: Option<u64>,
+        now: u64,
+    ) {
         let mut held = false;
         for id in ids {
             if let Some(l) = self.local.get(id).copied() {
                 held = true;
-                self.give_back_with(*id, l.epoch, cooldown, now);
+                // A lane whose work never started saw no request under it.
+                let drain = if l.started { drain_ms } else { Some(0) };
+                self.give_back_with(*id, l.epoch, cooldown, drain, now);
             }
         }
         // Draining a lane given back: the cooldown goes out under the epoch this node held.
@@ -281,6 +315,7 @@ impl Engine {
                 epoch,
                 at_ms: now,
                 cooldown_until_ms: Some(until),
+                drain_ms: None,
             };
             let env =
                 crate::message::Envelope::Release(crate::signed::Signed::sign(&self.key, &release));
@@ -451,6 +486,37 @@ impl Engine {
         for s in self.lanes.early.remove(item).unwrap_or_default() {
             // Judged afresh; one still early is kept again by the same path.
             let _ = self.apply_envelope(crate::message::Envelope::Claim(s), now, false);
+        }
+    }
+
+    /// How long after claiming epoch `epoch` of lane `e` this node may start fetching: the
+    /// drain of the holder before it, as its release stated (the whole [`LANE_DRAIN_MS`] when
+    /// it stated none, or the epoch before ended otherwise: a lapsed lease, a failure, or
+    /// nothing known, as for a lane's first epoch). The claim came after the release was
+    /// received, so after it was signed: waiting the stated drain from the claim keeps the two
+    /// holders' requests apart without comparing clocks.
+    ///
+    /// A release signed longer ago than the drain and the skew margin is not trusted to be
+    /// the lane's last: a claim follows its release within a trip when this node's view is
+    /// current, so an old one says this view is behind (a node back from its snapshot), the
+    /// lane may have changed hands since, and the whole drain gives the news time to come.
+    pub(super) fn lane_start_wait(&self, e: &ItemEntry, epoch: u32, now: u64) -> u64 {
+        let prior = match &e.phase {
+            Phase::Held { prior, .. } => prior.as_ref(),
+            _ => None,
+        };
+        match prior {
+            Some(crate::message::Envelope::Release(r)) => match r.verified_ref() {
+                Ok(r)
+                    if r.epoch.saturating_add(1) == epoch
+                        && now.saturating_sub(r.at_ms)
+                            <= LANE_DRAIN_MS.saturating_add(self.cfg.skew_margin_ms) =>
+                {
+                    r.drain_ms.map_or(LANE_DRAIN_MS, |d| d.min(LANE_DRAIN_MS))
+                }
+                _ => LANE_DRAIN_MS,
+            },
+            _ => LANE_DRAIN_MS,
         }
     }
 

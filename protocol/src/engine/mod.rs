@@ -85,7 +85,10 @@ use early::EarlyReceipts;
 use peers::{PeerTable, RankMemo};
 
 pub use fence::claim_order;
-pub use lanes::{LANE_COOLDOWN_MAX_MS, LANE_DRAIN_MS, LANE_LEASE_MS, LANES_HELD_MAX, LaneView};
+pub use lanes::{
+    LANE_COOLDOWN_MAX_MS, LANE_DRAIN_MS, LANE_DRAIN_SLACK_MS, LANE_LEASE_MS, LANES_HELD_MAX,
+    LaneView, drain_for, drain_quota,
+};
 
 /// Most peers whose clocks are kept to judge this node's own.
 pub const CLOCK_PEERS_MAX: usize = 64;
@@ -752,8 +755,8 @@ impl Engine {
                 self.shutdown(now);
                 Ok(())
             }
-            Input::WantLane { project, host, wanted } => {
-                let r = self.want_lane(project, host, wanted, now);
+            Input::WantLane { project, host, wanted, drain_ms } => {
+                let r = self.want_lane(project, host, wanted, drain_ms, now);
                 self.fill_capacity(now);
                 r
             }
@@ -1377,12 +1380,20 @@ impl Engine {
 
     /// Releases an item this node holds at `epoch`, for others to take.
     fn give_back(&mut self, item: ItemId, epoch: u32, now: u64) {
-        self.give_back_with(item, epoch, None, now);
+        self.give_back_with(item, epoch, None, None, now);
     }
 
-    /// [`Engine::give_back`], with a host's cooldown for a lane (see `lanes.rs`).
-    fn give_back_with(&mut self, item: ItemId, epoch: u32, cooldown: Option<u64>, now: u64) {
-        let release = Release { item, epoch, at_ms: now, cooldown_until_ms: cooldown };
+    /// [`Engine::give_back`], with a host's cooldown for a lane, and how long its driver goes
+    /// on sending the host (see `lanes.rs`).
+    fn give_back_with(
+        &mut self,
+        item: ItemId,
+        epoch: u32,
+        cooldown: Option<u64>,
+        drain_ms: Option<u64>,
+        now: u64,
+    ) {
+        let release = Release { item, epoch, at_ms: now, cooldown_until_ms: cooldown, drain_ms };
         let env = Envelope::Release(Signed::sign(&self.key, &release));
         if self.apply_envelope(env.clone(), now, false).is_ok() {
             self.outputs.push_back(Output::Publish(env));

@@ -1680,7 +1680,7 @@ fn a_holder_that_released_its_epoch_cannot_finish_it() {
         e.handle(Input::Message(Envelope::Claim(f.hc(item))), 10_000).unwrap();
         let rel = Envelope::Release(Signed::sign(
             &f.h,
-            &Release { item, epoch: 1, at_ms: 20_000, cooldown_until_ms: None },
+            &Release { item, epoch: 1, at_ms: 20_000, cooldown_until_ms: None, drain_ms: None },
         ));
         e.handle(Input::Message(rel), 20_000).unwrap();
         let pc = claim_env(&f.p, item, 2, 21_000, 21_000, 51_000);
@@ -2086,7 +2086,8 @@ mod host_lanes {
 
     fn want(net: &mut Net, node: usize, project: ProjectId, wanted: bool) {
         let host = HOST.to_owned();
-        net.input(node, Input::WantLane { project, host, wanted }).unwrap();
+        net.input(node, Input::WantLane { project, host, wanted, drain_ms: LANE_DRAIN_MS })
+            .unwrap();
     }
 
     /// The nodes whose lanes of the host have started and are held, in each node's own view.
@@ -2208,7 +2209,13 @@ mod host_lanes {
         let Some(ItemState::Held { epoch, .. }) = net.engines[0].item_state(&lane) else {
             panic!("lane not held");
         };
-        let lie = Release { item: lane, epoch, at_ms: net.now, cooldown_until_ms: Some(year) };
+        let lie = Release {
+            item: lane,
+            epoch,
+            at_ms: net.now,
+            cooldown_until_ms: Some(year),
+            drain_ms: None,
+        };
         let lie = Envelope::Release(Signed::sign(&test_keypair(1000), &lie));
         net.input(1, Input::Message(lie)).unwrap();
         let host = HOST.to_owned();
@@ -2243,6 +2250,78 @@ mod host_lanes {
     }
 
     #[test]
+    fn a_release_that_states_a_short_drain_lets_the_next_holder_start_sooner() {
+        for (drain, at_least) in [(250, 250), (0, 100)] {
+            let owner = test_keypair(1);
+            let mut net = Net::new(2, &owner, fast_config());
+            let p = lane_project(&mut net, &owner, RatePolicy::default());
+            want(&mut net, 0, p, true);
+            let until = net.now + 2_000;
+            net.run_until(until, |_| false);
+            want(&mut net, 1, p, true);
+            assert!(net.engines[0].may_fetch(&p, HOST, net.now));
+            // Node 0 has `drain` ms of requests left (none: it is done) when it gives back.
+            let host = HOST.to_owned();
+            net.input(0, Input::WantLane { project: p, host, wanted: false, drain_ms: drain })
+                .unwrap();
+            let released = net.now;
+            assert!(net.run_until(released + 5_000, |n| n.engines[1].may_fetch(&p, HOST, n.now)));
+            let waited = net.now - released;
+            // No sooner than the drain stated (or the claim's settle), and well before the
+            // whole protocol drain.
+            assert!(
+                (at_least..LANE_DRAIN_MS).contains(&waited),
+                "drain {drain}: node 1 fetched {waited} ms after the release"
+            );
+        }
+    }
+
+    #[test]
+    fn a_stated_drain_is_trusted_only_from_a_fresh_release() {
+        let owner = test_keypair(1);
+        let mut net = Net::new(2, &owner, fast_config());
+        let p = lane_project(&mut net, &owner, RatePolicy::default());
+        want(&mut net, 0, p, true);
+        let until = net.now + 2_000;
+        net.run_until(until, |_| false);
+        let host = HOST.to_owned();
+        net.input(0, Input::WantLane { project: p, host, wanted: false, drain_ms: 0 }).unwrap();
+        // Node 1 wants the host only 3 s later: a view this far behind a release may have
+        // missed later hand-offs, so it waits the whole drain all the same.
+        let until = net.now + 3_000;
+        net.run_until(until, |_| false);
+        want(&mut net, 1, p, true);
+        let asked = net.now;
+        assert!(net.run_until(asked + 5_000, |n| n.engines[1].may_fetch(&p, HOST, n.now)));
+        assert!(net.now >= asked + LANE_DRAIN_MS, "fetched {} ms after asking", net.now - asked);
+    }
+
+    #[test]
+    fn a_release_stating_a_drain_past_the_protocols_is_refused() {
+        let owner = test_keypair(1);
+        let mut net = Net::new(2, &owner, fast_config());
+        let p = lane_project(&mut net, &owner, RatePolicy::default());
+        want(&mut net, 0, p, true);
+        let until = net.now + 2_000;
+        net.run_until(until, |_| false);
+        let lane = net.engines[0].lane_ids(&p, HOST)[0];
+        let ItemState::Held { epoch, .. } = net.engines[1].item_state(&lane).unwrap() else {
+            panic!("node 0 holds the lane")
+        };
+        let long = Release {
+            item: lane,
+            epoch,
+            at_ms: net.now,
+            cooldown_until_ms: None,
+            drain_ms: Some(LANE_DRAIN_MS + 1),
+        };
+        let env = Envelope::Release(Signed::sign(&test_keypair(1000), &long));
+        let r = net.engines[1].handle(Input::Message(env), net.now);
+        assert_eq!(r, Err(Reject::Malformed));
+        assert!(matches!(net.engines[1].item_state(&lane), Some(ItemState::Held { .. })));
+    }
+
+    #[test]
     fn a_node_refused_while_draining_still_holds_the_next_holder_off() {
         let owner = test_keypair(1);
         let mut net = Net::new(3, &owner, fast_config());
@@ -2263,6 +2342,7 @@ mod host_lanes {
             epoch: 1,
             at_ms: net.now,
             cooldown_until_ms: Some(net.now + 60_000),
+            drain_ms: None,
         };
         let forged = Envelope::Release(Signed::sign(&test_keypair(1002), &forged));
         assert_eq!(net.input(1, Input::Message(forged)), Err(Reject::NotHolder));
@@ -2417,7 +2497,7 @@ mod host_lanes_paused {
         net.run_until(1_000, |_| false);
         net.input(0, Input::Pause(true)).unwrap();
         let (project, host) = (m.id(), "example.test".to_owned());
-        net.input(0, Input::WantLane { project, host, wanted: true }).unwrap();
+        net.input(0, Input::WantLane { project, host, wanted: true, drain_ms: 0 }).unwrap();
         let until = net.now + 1_000;
         net.run_until(until, |_| false);
         assert!(net.engines[0].may_fetch(&project, "example.test", net.now));

@@ -274,6 +274,12 @@ pub enum Input {
         host: String,
         /// Whether the node has URLs for it.
         wanted: bool,
+        /// When giving the lane back (`!wanted`): the node sends the host nothing more than
+        /// this long from now (its last few URLs; 0 when none are left), at most
+        /// `LANE_DRAIN_MS` (more is taken as that). The release says so, and the next
+        /// holder starts that much after its claim instead of the whole drain. Ignored when
+        /// `wanted`.
+        drain_ms: u64,
     },
     /// This many of the crawl chunks held here wait on lanes other nodes hold (or on a host's
     /// cooldown): a local choice, like [`Input::SetCapacity`]. They stop counting against the
