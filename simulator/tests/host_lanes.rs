@@ -41,13 +41,13 @@ fn mesh_scope_keeps_every_host_within_its_budget() {
 #[test]
 fn releases_that_state_their_drain_keep_the_hosts_busier() {
     // Each release says how long its holder goes on sending (its last URLs at the lane's
-    // rate), and the next holder waits that, not the whole 1 s drain. Seeds 1-20 use 58 % of
-    // the budget while busy when every hand-off waits the whole drain, 72 % now (69.6 % the
-    // least), at the same bound.
+    // rate, all of which fit in it), and the next holder waits that, not the whole 1 s drain.
+    // Seeds 1-20 use 58 % of the budget while busy when every hand-off waits the whole
+    // drain, 87 % now (81.1 % the least run), at the same bound.
     let s = Scenario::load("host-lanes").expect("built-in scenario loads");
     for seed in 1..4 {
         let h = hosts(&s, seed);
-        assert!(h.budget_share_busy_mean_pct.is_some_and(|p| p >= 65.0), "seed {seed}: {h:?}");
+        assert!(h.budget_share_busy_mean_pct.is_some_and(|p| p >= 80.0), "seed {seed}: {h:?}");
         assert!(h.max_window_requests <= h.window_bound, "seed {seed}: {h:?}");
     }
 }

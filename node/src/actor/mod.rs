@@ -529,6 +529,7 @@ impl Actor {
         let gate = crawler.lanes();
         let (wants, refusals) = gate.take_changes();
         for (project, host, wanted, drain_ms) in wants {
+            tracing::debug!(%host, wanted, drain_ms, "lane want");
             let input = Input::WantLane { project, host: host.clone(), wanted, drain_ms };
             let taken = self.handle(input);
             if wanted && (taken.is_err() || self.engine.lane_ids(&project, &host).is_empty()) {

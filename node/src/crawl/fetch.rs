@@ -120,7 +120,10 @@ impl<'a> ChunkJob<'a> {
         host: &super::hosts::Host,
     ) -> Option<super::lanes::LaneHold<'a>> {
         let name = starling_protocol::item::url_host(url.as_str())?;
-        let hold = self.lane_hold(&name, 1)?;
+        // Demand only: the chunk's URL is counted by its group's hold already (counting it
+        // twice would double the drain a release states). A robots.txt or redirect request
+        // is not counted; if the drain ends before it goes, it waits for the lane again.
+        let hold = self.lane_hold(&name, 0)?;
         if self.crawler.lanes.turn(self.project, &name).await == super::lanes::Turn::Fresh {
             host.drain_tokens();
         }

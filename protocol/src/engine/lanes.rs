@@ -68,9 +68,11 @@ pub const LANE_DRAIN_MS: u64 = 1_000;
 pub const LANE_DRAIN_SLACK_MS: u64 = 50;
 
 /// How many requests a lane holder sending at `per_holder_milli` (requests per 1,000 s) can
-/// send within [`LANE_DRAIN_MS`]: with no more than this left, it gives the lane back early.
+/// send within [`LANE_DRAIN_MS`], the slack kept (so their [`drain_for`] is not cut short):
+/// with no more than this left, it gives the lane back early.
 pub fn drain_quota(per_holder_milli: u32) -> u32 {
-    u32::try_from(LANE_DRAIN_MS * u64::from(per_holder_milli) / 1_000_000).unwrap_or(u32::MAX)
+    let ms = LANE_DRAIN_MS - LANE_DRAIN_SLACK_MS;
+    u32::try_from(ms * u64::from(per_holder_milli) / 1_000_000).unwrap_or(u32::MAX)
 }
 
 /// The drain a holder states when it gives its lane back with `urls` requests left to send
