@@ -2084,6 +2084,18 @@ mod host_lanes {
         m.id()
     }
 
+    /// `n` nodes on a default-rate lane project, node 0 wanting (and so holding) the lane,
+    /// run on `ms` past the warm-up.
+    fn held_by_node_0(n: usize, ms: u64) -> (Net, ProjectId) {
+        let owner = test_keypair(1);
+        let mut net = Net::new(n, &owner, fast_config());
+        let p = lane_project(&mut net, &owner, RatePolicy::default());
+        want(&mut net, 0, p, true);
+        let until = net.now + ms;
+        net.run_until(until, |_| false);
+        (net, p)
+    }
+
     fn want(net: &mut Net, node: usize, project: ProjectId, wanted: bool) {
         let host = HOST.to_owned();
         net.input(node, Input::WantLane { project, host, wanted, drain_ms: LANE_DRAIN_MS })
@@ -2195,12 +2207,7 @@ mod host_lanes {
 
     #[test]
     fn a_holder_cannot_hold_the_mesh_off_a_host_for_longer_than_the_cap() {
-        let owner = test_keypair(1);
-        let mut net = Net::new(2, &owner, fast_config());
-        let p = lane_project(&mut net, &owner, RatePolicy::default());
-        want(&mut net, 0, p, true);
-        let until = net.now + 2_000;
-        net.run_until(until, |_| false);
+        let (mut net, p) = held_by_node_0(2, 2_000);
         assert!(net.engines[0].may_fetch(&p, HOST, net.now));
         // A liar (or a host) asks for a year: every node keeps ten minutes at most.
         let year = net.now + 365 * 24 * 3_600_000;
@@ -2230,12 +2237,7 @@ mod host_lanes {
 
     #[test]
     fn the_next_holder_starts_no_sooner_than_the_drain_after_a_release() {
-        let owner = test_keypair(1);
-        let mut net = Net::new(2, &owner, fast_config());
-        let p = lane_project(&mut net, &owner, RatePolicy::default());
-        want(&mut net, 0, p, true);
-        let until = net.now + 2_000;
-        net.run_until(until, |_| false);
+        let (mut net, p) = held_by_node_0(2, 2_000);
         want(&mut net, 1, p, true);
         assert!(net.engines[0].may_fetch(&p, HOST, net.now));
         // Node 0 gives the lane back (early, say, with its last URLs still to send).
@@ -2252,12 +2254,7 @@ mod host_lanes {
     #[test]
     fn a_release_that_states_a_short_drain_lets_the_next_holder_start_sooner() {
         for (drain, at_least) in [(250, 250), (0, 100)] {
-            let owner = test_keypair(1);
-            let mut net = Net::new(2, &owner, fast_config());
-            let p = lane_project(&mut net, &owner, RatePolicy::default());
-            want(&mut net, 0, p, true);
-            let until = net.now + 2_000;
-            net.run_until(until, |_| false);
+            let (mut net, p) = held_by_node_0(2, 2_000);
             want(&mut net, 1, p, true);
             assert!(net.engines[0].may_fetch(&p, HOST, net.now));
             // Node 0 has `drain` ms of requests left (none: it is done) when it gives back.
@@ -2278,12 +2275,7 @@ mod host_lanes {
 
     #[test]
     fn a_stated_drain_is_trusted_only_from_a_fresh_release() {
-        let owner = test_keypair(1);
-        let mut net = Net::new(2, &owner, fast_config());
-        let p = lane_project(&mut net, &owner, RatePolicy::default());
-        want(&mut net, 0, p, true);
-        let until = net.now + 2_000;
-        net.run_until(until, |_| false);
+        let (mut net, p) = held_by_node_0(2, 2_000);
         let host = HOST.to_owned();
         net.input(0, Input::WantLane { project: p, host, wanted: false, drain_ms: 0 }).unwrap();
         // Node 1 wants the host only 3 s later: a view this far behind a release may have
@@ -2298,12 +2290,7 @@ mod host_lanes {
 
     #[test]
     fn a_release_stating_a_drain_past_the_protocols_is_refused() {
-        let owner = test_keypair(1);
-        let mut net = Net::new(2, &owner, fast_config());
-        let p = lane_project(&mut net, &owner, RatePolicy::default());
-        want(&mut net, 0, p, true);
-        let until = net.now + 2_000;
-        net.run_until(until, |_| false);
+        let (mut net, p) = held_by_node_0(2, 2_000);
         let lane = net.engines[0].lane_ids(&p, HOST)[0];
         let ItemState::Held { epoch, .. } = net.engines[1].item_state(&lane).unwrap() else {
             panic!("node 0 holds the lane")
@@ -2323,12 +2310,7 @@ mod host_lanes {
 
     #[test]
     fn a_node_refused_while_draining_still_holds_the_next_holder_off() {
-        let owner = test_keypair(1);
-        let mut net = Net::new(3, &owner, fast_config());
-        let p = lane_project(&mut net, &owner, RatePolicy::default());
-        want(&mut net, 0, p, true);
-        let until = net.now + 2_000;
-        net.run_until(until, |_| false);
+        let (mut net, p) = held_by_node_0(3, 2_000);
         want(&mut net, 1, p, true);
         // Node 0 gives the lane back early and node 1 takes it over.
         want(&mut net, 0, p, false);
@@ -2438,12 +2420,7 @@ mod host_lanes {
 
     #[test]
     fn a_lane_gets_no_receipt() {
-        let owner = test_keypair(1);
-        let mut net = Net::new(1, &owner, fast_config());
-        let p = lane_project(&mut net, &owner, RatePolicy::default());
-        want(&mut net, 0, p, true);
-        let until = net.now + 1_000;
-        net.run_until(until, |_| false);
+        let (mut net, p) = held_by_node_0(1, 1_000);
         let id = net.engines[0].lane_ids(&p, HOST)[0];
         let Some(ItemState::Held { epoch, .. }) = net.engines[0].item_state(&id) else {
             panic!("lane not held");
