@@ -68,9 +68,8 @@ struct Slot {
     demand: u32,
     /// URLs (and requests) the holds have left to send.
     remaining: u32,
-    /// How many can be sent within the drain at the lane's rate.
-    quota: u32,
-    /// The lane's rate (requests per 1,000 s), for the drain the URLs left need.
+    /// The lane's rate (requests per 1,000 s): how many URLs fit in the drain, and the drain
+    /// the URLs left need.
     per_s_milli: u32,
     grant: Grant,
     /// Nothing is sent before this (unix ms).
@@ -82,7 +81,6 @@ impl Slot {
         Slot {
             demand: 0,
             remaining: 0,
-            quota: 0,
             per_s_milli: 1,
             grant: Grant::Waiting,
             cooldown_until: None,
@@ -205,13 +203,11 @@ impl LaneGate {
         if !inner.slots.contains_key(&key) && inner.slots.len() >= GATE_HOSTS_MAX {
             return none;
         }
-        let quota = starling_protocol::engine::drain_quota(per_s_milli);
         let now = Instant::now();
         let slot = inner.slots.entry(key.clone()).or_insert_with(Slot::new);
         let was = slot.wanted(now);
         slot.demand += 1;
         slot.remaining = slot.remaining.saturating_add(urls);
-        slot.quota = slot.quota.max(quota);
         slot.per_s_milli = slot.per_s_milli.max(per_s_milli);
         if slot.wanted(now) != was {
             inner.dirty.insert(key.clone());
@@ -234,7 +230,7 @@ impl LaneGate {
         }
         if matches!(slot.grant, Grant::Held { .. })
             && slot.remaining > 0
-            && slot.remaining <= slot.quota
+            && slot.remaining <= starling_protocol::engine::drain_quota(slot.per_s_milli)
             && slot.demand > 0
         {
             // Long enough for what is left at the lane's rate, and no longer: the release
@@ -479,6 +475,15 @@ mod tests {
         gate.take_changes().0.into_iter().map(|(p, h, w, _)| (p, h, w)).collect()
     }
 
+    /// An open gate whose lane of host "a" is held, with a hold of `urls` taken first.
+    fn held(gate: &LaneGate, urls: u32) -> LaneHold<'_> {
+        gate.open();
+        let hold = gate.hold(P, "a", urls, RATE);
+        assert_eq!(wants(gate), vec![(P, "a".to_owned(), true)]);
+        gate.granted(P, "a", 1);
+        hold
+    }
+
     #[tokio::test]
     async fn a_closed_gate_gates_nothing() {
         let gate = LaneGate::default();
@@ -518,10 +523,7 @@ mod tests {
     #[tokio::test]
     async fn the_last_urls_give_the_lane_back_early_and_go_on_for_the_drain() {
         let gate = LaneGate::default();
-        gate.open();
-        let hold = gate.hold(P, "a", 6, RATE);
-        assert_eq!(wants(&gate), vec![(P, "a".to_owned(), true)]);
-        gate.granted(P, "a", 1);
+        let hold = held(&gate, 6);
         hold.done_one();
         hold.done_one();
         assert_eq!(wants(&gate), vec![], "4 left: more than fit in the drain");
@@ -546,10 +548,7 @@ mod tests {
     #[tokio::test]
     async fn a_lane_given_back_with_few_urls_left_states_only_the_time_they_take() {
         let gate = LaneGate::default();
-        gate.open();
-        let hold = gate.hold(P, "a", 3, RATE);
-        assert_eq!(wants(&gate), vec![(P, "a".to_owned(), true)]);
-        gate.granted(P, "a", 1);
+        let hold = held(&gate, 3);
         hold.done_one();
         // 2 left at 4/s: 500 ms and the 50 ms slack, not the whole second.
         let w = gate.take_changes().0;
@@ -560,10 +559,7 @@ mod tests {
     #[tokio::test]
     async fn a_lane_with_nothing_left_stops_at_once_and_states_no_drain() {
         let gate = LaneGate::default();
-        gate.open();
-        let hold = gate.hold(P, "a", 1, RATE);
-        assert_eq!(wants(&gate), vec![(P, "a".to_owned(), true)]);
-        gate.granted(P, "a", 1);
+        let hold = held(&gate, 1);
         assert_eq!(gate.turn(P, "a").await, Turn::Fresh);
         // Its one URL sent, but the hold (a task) still alive and a new one coming: once the
         // change is taken for the engine's release, nothing more goes out under the lane.

@@ -267,7 +267,7 @@ impl Engine {
             }
         } else {
             self.lanes.demand.remove(&key);
-            self.release_lanes(&ids, None, Some(drain_ms.min(LANE_DRAIN_MS)), now);
+            self.release_lanes(&ids, None, drain_ms.min(LANE_DRAIN_MS), now);
         }
         Ok(())
     }
@@ -284,7 +284,7 @@ impl Engine {
         let ids = self.lane_ids(&project, &host);
         // Released first: a late cooldown already known here would not go out. The driver
         // sends the host nothing more (it was told to wait), so no drain.
-        self.release_lanes(&ids, Some(until_ms), Some(0), now);
+        self.release_lanes(&ids, Some(until_ms), 0, now);
         self.note_cooldown(project, host, until_ms, now);
         // Claimed again (by whoever wants it most) once the cooldown has run out.
         for id in ids {
@@ -292,20 +292,14 @@ impl Engine {
         }
     }
 
-    fn release_lanes(
-        &mut self,
-        ids: &[ItemId],
-        cooldown: Option<u64>,
-        drain_ms: Option<u64>,
-        now: u64,
-    ) {
+    fn release_lanes(&mut self, ids: &[ItemId], cooldown: Option<u64>, drain_ms: u64, now: u64) {
         let mut held = false;
         for id in ids {
             if let Some(l) = self.local.get(id).copied() {
                 held = true;
                 // A lane whose work never started saw no request under it.
-                let drain = if l.started { drain_ms } else { Some(0) };
-                self.give_back_with(*id, l.epoch, cooldown, drain, now);
+                let drain = if l.started { drain_ms } else { 0 };
+                self.give_back_with(*id, l.epoch, cooldown, Some(drain), now);
             }
         }
         // Draining a lane given back: the cooldown goes out under the epoch this node held.
@@ -503,23 +497,16 @@ impl Engine {
     /// current, so an old one says this view is behind (a node back from its snapshot), the
     /// lane may have changed hands since, and the whole drain gives the news time to come.
     pub(super) fn lane_start_wait(&self, e: &ItemEntry, epoch: u32, now: u64) -> u64 {
-        let prior = match &e.phase {
-            Phase::Held { prior, .. } => prior.as_ref(),
-            _ => None,
+        let Phase::Held { prior: Some(crate::message::Envelope::Release(r)), .. } = &e.phase else {
+            return LANE_DRAIN_MS;
         };
-        match prior {
-            Some(crate::message::Envelope::Release(r)) => match r.verified_ref() {
-                Ok(r)
-                    if r.epoch.saturating_add(1) == epoch
-                        && now.saturating_sub(r.at_ms)
-                            <= LANE_DRAIN_MS.saturating_add(self.cfg.skew_margin_ms) =>
-                {
-                    r.drain_ms.map_or(LANE_DRAIN_MS, |d| d.min(LANE_DRAIN_MS))
-                }
-                _ => LANE_DRAIN_MS,
-            },
-            _ => LANE_DRAIN_MS,
-        }
+        // A release that verified states no drain past `LANE_DRAIN_MS` (it is malformed).
+        let fresh = LANE_DRAIN_MS.saturating_add(self.cfg.skew_margin_ms);
+        r.verified_ref()
+            .ok()
+            .filter(|r| r.epoch.saturating_add(1) == epoch && now.saturating_sub(r.at_ms) <= fresh)
+            .and_then(|r| r.drain_ms)
+            .unwrap_or(LANE_DRAIN_MS)
     }
 
     /// Whether `item` is a lane (its claims wait no settle time).
