@@ -36,7 +36,9 @@ pub const TOPIC_OWNER_PREFIX: &str = "starling/v1/owner/";
 pub const SYNC_REQUEST_BYTES_MAX: usize = 64 * 1024;
 /// Largest sync response (a delta).
 pub const SYNC_RESPONSE_BYTES_MAX: usize = SyncDelta::MAX_BYTES;
-/// How long a sync request may take.
+/// How long the transport waits for a sync answer. The engine's session policy asks another
+/// peer after [`starling_protocol::engine::SYNC_TIMEOUT_MS`]; an answer that comes later than
+/// that, up to this bound, still counts.
 pub const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 /// Concurrent sync streams per connection.
 pub const SYNC_STREAMS_MAX: usize = 8;

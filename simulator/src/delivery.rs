@@ -3,25 +3,18 @@
 //! handing what arrives to the engines, and request-response state sync.
 //!
 //! Presence heartbeats go to every topic a node is in. Sync is a digest request answered with
-//! a delta (at most [`SYNC_ROUNDS_MAX`] rounds), applied through the ordinary message path; the
+//! a delta in sessions run by the engine's policy ([`SyncSessions`](starling_protocol::engine::SyncSessions)), applied through the ordinary message path; the
 //! responder leaves out projects the requester is not subscribed to.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use rand::Rng;
+use starling_protocol::engine::SyncRequest;
 use starling_protocol::{Envelope, ItemBatch, ProjectManifest, Reject, SyncDelta, SyncDigest};
 
 use crate::gossip::{Arrival, Copies, Hop, Msg, Reach, Scope, Wire};
 use crate::world::{Event, World, env_item};
-
-/// Sync rounds one exchange may take while the peer says there is more.
-pub(crate) const SYNC_ROUNDS_MAX: u8 = 8;
-/// A sync request unanswered this long has failed (request-response's timeout), and is tried
-/// again with another peer.
-pub(crate) const SYNC_TIMEOUT_MS: u64 = 2_000;
-/// Tries of one sync exchange before waiting for the next periodic one.
-pub(crate) const SYNC_TRIES_MAX: u8 = 3;
 
 impl World {
     /// Whether the sabotaged deaf node is deaf now.
@@ -183,49 +176,51 @@ impl World {
         self.overlay.prune(n, &reach, &mut self.rng);
     }
 
-    /// Starts a sync exchange from `n` with `partner` (or a random mesh peer).
-    pub(crate) fn start_sync(&mut self, n: u32, partner: Option<u32>, round: u8) {
-        self.start_sync_try(n, partner, round, 0);
+    /// Opens a sync session from `n` with `partner` (or a random mesh peer), by the engine's
+    /// session policy ([`SyncSessions`](starling_protocol::engine::SyncSessions)).
+    pub(crate) fn start_sync(&mut self, n: u32, partner: Option<u32>) {
+        let peers = match partner {
+            Some(_) => Vec::new(),
+            None => self.sync_peers(n),
+        };
+        let now = self.now;
+        let (node, rng) = (&mut self.nodes[n as usize], &mut self.rng);
+        if let Some(req) = node.sync.open(now, partner, &peers, &mut |k| rng.random_range(0..k)) {
+            self.send_sync(n, req);
+        }
     }
 
-    /// A random mesh peer of `n` that is up and reachable, if any.
-    fn sync_partner(&mut self, n: u32) -> Option<u32> {
-        let peers: Vec<u32> = self
-            .overlay
+    /// The mesh peers of `n` that are up and reachable: those it holds a connection to.
+    pub(crate) fn sync_peers(&self, n: u32) -> Vec<u32> {
+        self.overlay
             .mesh(n)
             .iter()
             .flatten()
             .copied()
             .filter(|p| self.nodes[*p as usize].up() && self.net.reachable(n as usize, *p as usize))
-            .collect();
-        if peers.is_empty() {
-            return None;
-        }
-        Some(peers[self.rng.random_range(0..peers.len())])
+            .collect()
     }
 
-    /// [`World::start_sync`], the `tries`-th time. A first round that gets no answer within
-    /// [`SYNC_TIMEOUT_MS`] (request or response lost) is tried again with another peer, as a
-    /// request-response client does on a timeout.
-    fn start_sync_try(&mut self, n: u32, partner: Option<u32>, round: u8, tries: u8) {
-        let Some(partner) = partner.or_else(|| self.sync_partner(n)) else { return };
+    /// Sends one request of a sync session, with a timer for its deadline.
+    fn send_sync(&mut self, n: u32, req: SyncRequest<u32>) {
         let Some(engine) = self.nodes[n as usize].engine.as_ref() else { return };
         let digest = engine.sync_digest();
-        if round == 0 {
-            self.token_seq += 1;
-            let token = self.token_seq;
-            let node = &mut self.nodes[n as usize];
-            node.sync_wait = Some(token);
-            let inc = node.inc;
-            self.push(self.now + SYNC_TIMEOUT_MS, Event::SyncRetry { node: n, inc, token, tries });
-        }
+        let inc = self.nodes[n as usize].inc;
+        self.push(req.deadline, Event::SyncRetry { node: n, inc });
         let bytes = digest.to_bytes().len();
         self.stats.sync_messages += 1;
         self.stats.sync_bytes += bytes as u64;
-        self.record("sync-req", n, partner, u64::from(round));
-        match self.net.send(&mut self.rng, n as usize, partner as usize, bytes, self.now) {
-            Some(at) => self
-                .push(at, Event::SyncReq { to: partner, from: n, round, digest: Rc::new(digest) }),
+        self.record("sync-req", n, req.peer, u64::from(req.round));
+        match self.net.send(&mut self.rng, n as usize, req.peer as usize, bytes, self.now) {
+            Some(at) => self.push(
+                at,
+                Event::SyncReq {
+                    to: req.peer,
+                    from: n,
+                    req: (req.session, req.seq),
+                    digest: Rc::new(digest),
+                },
+            ),
             None => self.stats.dropped += 1,
         }
     }
@@ -276,7 +271,7 @@ impl World {
         (bytes, wanted)
     }
 
-    pub(crate) fn on_sync_req(&mut self, to: u32, from: u32, round: u8, digest: &SyncDigest) {
+    pub(crate) fn on_sync_req(&mut self, to: u32, from: u32, req: (u64, u32), digest: &SyncDigest) {
         if self.deaf(to) {
             return;
         }
@@ -297,7 +292,7 @@ impl World {
         let inc = self.nodes[from as usize].inc;
         let delta = Rc::new(SyncDelta { envelopes, more: delta.more });
         match self.net.send(&mut self.rng, to as usize, from as usize, bytes, self.now) {
-            Some(at) => self.push(at, Event::SyncResp { to: from, from: to, round, inc, delta }),
+            Some(at) => self.push(at, Event::SyncResp { to: from, from: to, req, inc, delta }),
             None => self.stats.dropped += 1,
         }
     }
@@ -306,7 +301,7 @@ impl World {
         &mut self,
         to: u32,
         from: u32,
-        round: u8,
+        (session, seq): (u64, u32),
         inc: u32,
         delta: &SyncDelta,
     ) {
@@ -315,22 +310,28 @@ impl World {
             return;
         }
         self.record("sync-apply", to, from, delta.envelopes.len() as u64);
-        self.nodes[to as usize].sync_wait = None;
         for env in &delta.envelopes {
             let _ = self.take_message(to, env);
         }
-        if delta.more && round + 1 < SYNC_ROUNDS_MAX {
-            self.start_sync(to, Some(from), round + 1);
+        let now = self.now;
+        if let Some(next) =
+            self.nodes[to as usize].sync.answered(now, session, seq, from, delta.more)
+        {
+            self.send_sync(to, next);
         }
     }
 
-    pub(crate) fn on_sync_retry(&mut self, n: u32, inc: u32, token: u64, tries: u8) {
+    /// A sync request's deadline: sessions whose request went unanswered ask another peer.
+    pub(crate) fn on_sync_retry(&mut self, n: u32, inc: u32) {
         let node = &self.nodes[n as usize];
-        if node.inc != inc || !node.up() || node.sync_wait != Some(token) {
+        if node.inc != inc || !node.up() || node.sync.next_deadline().is_none_or(|t| t > self.now) {
             return;
         }
-        if tries + 1 < SYNC_TRIES_MAX {
-            self.start_sync_try(n, None, 0, tries + 1);
+        let peers = self.sync_peers(n);
+        let now = self.now;
+        let (node, rng) = (&mut self.nodes[n as usize], &mut self.rng);
+        for req in node.sync.expire(now, &peers, &mut |k| rng.random_range(0..k)) {
+            self.send_sync(n, req);
         }
     }
 
@@ -339,7 +340,7 @@ impl World {
         if node.inc != inc || !node.up() {
             return;
         }
-        self.start_sync(n, None, 0);
+        self.start_sync(n, None);
         let at = self.now + self.s.network.sync_interval_ms;
         self.push(at, Event::SyncTimer { node: n, inc });
     }
@@ -401,6 +402,26 @@ mod tests {
         assert!((0..30).all(|n| across(&w, n)), "every node has a mesh peer across");
         let d_hi = 2 * w.s.network.mesh_degree as usize;
         assert!((0..30).all(|n| w.overlay.mesh(n)[0].len() <= d_hi));
+    }
+
+    #[test]
+    fn a_restarted_node_syncs_with_each_mesh_peer_and_asks_again_when_unanswered() {
+        use starling_protocol::engine::{SYNC_SESSIONS_MAX, SYNC_TIMEOUT_MS};
+        let mut w = booted_with(30, 5);
+        w.take_down(1, false);
+        w.revive(1, false, false);
+        let peers = w.sync_peers(1);
+        let open = w.nodes[1].sync.len();
+        assert!(open > 1, "{peers:?}");
+        assert_eq!(open, peers.len().min(SYNC_SESSIONS_MAX));
+        assert!(peers.iter().take(open).all(|p| w.nodes[1].sync.asking(*p)));
+        // Nothing is answered (the queue does not run): at the deadline each session asks again.
+        let sent = w.stats.sync_messages;
+        w.now += SYNC_TIMEOUT_MS;
+        let inc = w.nodes[1].inc;
+        w.on_sync_retry(1, inc);
+        assert_eq!(w.stats.sync_messages, sent + open as u64);
+        assert_eq!(w.nodes[1].sync.len(), open);
     }
 
     #[test]

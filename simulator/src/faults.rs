@@ -92,12 +92,12 @@ impl World {
         for (a, b) in links {
             for (x, y) in [(a, b), (b, a)] {
                 linked[x as usize] = true;
-                self.start_sync(x, Some(y), 0);
+                self.start_sync(x, Some(y));
             }
         }
         for m in 0..n as u32 {
             if self.nodes[m as usize].up() && !linked[m as usize] {
-                self.start_sync(m, None, 0);
+                self.start_sync(m, None);
             }
         }
         self.fault_healed();

@@ -99,7 +99,11 @@ impl World {
             self.tell_fault(n, true);
         }
         if !boot {
-            self.start_sync(n, None, 0);
+            // As the node does on every new connection: a session with each peer it links to
+            // (at most the policy's session count).
+            for p in self.sync_peers(n) {
+                self.start_sync(n, Some(p));
+            }
         }
         if self.s.network.sync_interval_ms > 0 {
             let at = now + self.rng.random_range(1..=self.s.network.sync_interval_ms);
@@ -127,6 +131,7 @@ impl World {
         self.up[n as usize] = false;
         node.saved = if graceful { None } else { engine.map(|e| e.snapshot()) };
         node.inc += 1;
+        node.sync.clear();
         node.wake_at = None;
         let running: Vec<u32> = node.running.keys().copied().collect();
         self.crawl_down(n, !graceful);

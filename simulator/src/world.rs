@@ -54,16 +54,17 @@ pub(crate) enum Event {
         topic: u32,
         msg: Rc<Msg>,
     },
+    /// `req` is the sync session and the number of its request.
     SyncReq {
         to: u32,
         from: u32,
-        round: u8,
+        req: (u64, u32),
         digest: Rc<SyncDigest>,
     },
     SyncResp {
         to: u32,
         from: u32,
-        round: u8,
+        req: (u64, u32),
         inc: u32,
         delta: Rc<SyncDelta>,
     },
@@ -74,8 +75,6 @@ pub(crate) enum Event {
     SyncRetry {
         node: u32,
         inc: u32,
-        token: u64,
-        tries: u8,
     },
     WorkDone {
         node: u32,
@@ -140,8 +139,8 @@ pub(crate) struct SimNode {
     /// Work running here: item index to (token, epoch).
     pub running: BTreeMap<u32, (u64, u32)>,
     pub flood_seq: u64,
-    /// The sync exchange waiting for its first answer, by token.
-    pub sync_wait: Option<u64>,
+    /// Its open sync sessions (the engine's policy).
+    pub sync: starling_protocol::engine::SyncSessions<u32>,
 }
 
 impl SimNode {
@@ -441,16 +440,12 @@ impl World {
             Event::Deliver { to, inc, from, topic, msg } => {
                 self.on_deliver(to, inc, from, topic, msg)
             }
-            Event::SyncReq { to, from, round, digest } => {
-                self.on_sync_req(to, from, round, &digest)
-            }
-            Event::SyncResp { to, from, round, inc, delta } => {
-                self.on_sync_resp(to, from, round, inc, &delta)
+            Event::SyncReq { to, from, req, digest } => self.on_sync_req(to, from, req, &digest),
+            Event::SyncResp { to, from, req, inc, delta } => {
+                self.on_sync_resp(to, from, req, inc, &delta)
             }
             Event::SyncTimer { node, inc } => self.on_sync_timer(node, inc),
-            Event::SyncRetry { node, inc, token, tries } => {
-                self.on_sync_retry(node, inc, token, tries)
-            }
+            Event::SyncRetry { node, inc } => self.on_sync_retry(node, inc),
             Event::WorkDone { node, item, token, epoch } => {
                 self.on_work_done(node, item, token, epoch)
             }
@@ -616,7 +611,7 @@ fn make_nodes(
             up_since: 0,
             running: BTreeMap::new(),
             flood_seq: 0,
-            sync_wait: None,
+            sync: Default::default(),
         });
     }
     (nodes, all_topics)

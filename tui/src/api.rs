@@ -418,6 +418,9 @@ pub struct NetStats {
     pub published: u64,
     /// Sync requests sent.
     pub sync_requests: u64,
+    /// Of those, requests that asked another peer after one went unanswered or failed.
+    #[serde(default)]
+    pub sync_retries: u64,
     /// Sync responses applied.
     pub sync_responses: u64,
     /// Sync requests answered.

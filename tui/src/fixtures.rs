@@ -76,6 +76,7 @@ pub(crate) fn status() -> StatusView {
             gossip_undecodable: 3,
             published: 470,
             sync_requests: 18,
+            sync_retries: 1,
             sync_responses: 17,
             sync_served: 22,
             sync_applied: 96,

@@ -7,7 +7,7 @@
 //! first (durably when this node is about to announce something of its own), then messages
 //! are published and work is started or cancelled. Nothing here decides who owns an item.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +18,7 @@ use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
 use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, mdns};
+use starling_protocol::engine::{SyncRequest, SyncSessions};
 use starling_protocol::message::{SyncDelta, SyncDigest};
 use starling_protocol::wire::MAX_ENVELOPE_BYTES;
 use starling_protocol::{Engine, Envelope, Input, ItemState, Output, ProjectId, Reject, WorkItem};
@@ -42,10 +43,10 @@ mod lifetime;
 
 pub use lifetime::LIFETIME_SAVE_INTERVAL;
 
-/// Sync requests in flight at once.
-pub const SYNC_INFLIGHT_MAX: usize = 8;
-/// Follow-up requests while a peer's delta says `more`.
-pub const SYNC_ROUNDS_MAX: u32 = 16;
+/// Sync requests in flight at once: every try of every open session (the engine's policy,
+/// [`SyncSessions`]), since a request given up on may still be answered.
+pub const SYNC_INFLIGHT_MAX: usize = starling_protocol::engine::SYNC_SESSIONS_MAX
+    * starling_protocol::engine::SYNC_TRIES_MAX as usize;
 /// How often non-durable commits are made durable.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// How often results no finished item names are looked for and removed.
@@ -72,6 +73,27 @@ pub const RELAY_TEND_INTERVAL: Duration = Duration::from_secs(1);
 const IDLE_WAKEUP: Duration = Duration::from_secs(3600);
 
 /// The next message of an optional channel; never resolves without one.
+/// A uniform pick in `0..n` (n > 0) from the OS's randomness: the sync policy's peer draw.
+fn draw(n: usize) -> usize {
+    getrandom::u64().map_or(0, |r| (r % n as u64) as usize)
+}
+
+/// Debug builds only, for the sync tests: `STARLING_TEST_SYNC_MUTE=1` makes this node leave
+/// every sync request unanswered, as a peer that is slow or gone would.
+fn leaves_sync_unanswered() -> bool {
+    #[cfg(debug_assertions)]
+    {
+        std::env::var_os("STARLING_TEST_SYNC_MUTE").is_some_and(|v| v == "1")
+    }
+    #[cfg(not(debug_assertions))]
+    {
+        false
+    }
+}
+
+/// Sync requests a muted node holds unanswered (see [`leaves_sync_unanswered`]).
+const MUTED_SYNC_MAX: usize = 64;
+
 async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
     match rx {
         Some(rx) => rx.recv().await,
@@ -155,8 +177,12 @@ pub struct Actor {
     conn_metrics: crate::metrics::ConnCounters,
     /// When [`Actor::tend_connections`] last dialled a peer.
     dialled: HashMap<PeerId, std::time::Instant>,
-    sync_inflight: HashMap<OutboundRequestId, PeerId>,
-    sync_rounds: HashMap<PeerId, u32>,
+    /// Sync sessions, run by the engine's policy.
+    sync: SyncSessions<PeerId>,
+    /// Sync requests in flight: their session and number within it.
+    sync_inflight: HashMap<OutboundRequestId, (u64, u32)>,
+    /// Sync requests left unanswered on purpose (test switch), oldest first.
+    muted_sync: VecDeque<request_response::ResponseChannel<Vec<u8>>>,
     provided: BTreeSet<ProjectId>,
     dirty: bool,
     /// What the node contributed over all its runs.
@@ -219,8 +245,9 @@ impl Actor {
             synced_from: HashMap::new(),
             conn_metrics: Default::default(),
             dialled: HashMap::new(),
+            sync: SyncSessions::new(),
             sync_inflight: HashMap::new(),
-            sync_rounds: HashMap::new(),
+            muted_sync: VecDeque::new(),
             provided: BTreeSet::new(),
             dirty: false,
             lifetime,
@@ -279,10 +306,9 @@ impl Actor {
         let mut blob_commands = self.seed.as_mut().and_then(|s| s.commands.take());
         let mut served = self.seed.as_mut().and_then(|s| s.served.take());
         loop {
-            let wake = self
-                .engine
-                .next_wakeup()
-                .map_or(IDLE_WAKEUP, |t| Duration::from_millis(t.saturating_sub(now_ms())));
+            let until = |t: u64| Duration::from_millis(t.saturating_sub(now_ms()));
+            let wake = self.engine.next_wakeup().map_or(IDLE_WAKEUP, until);
+            let sync_wake = self.sync.next_deadline().map_or(IDLE_WAKEUP, until);
             tokio::select! {
                 ev = self.swarm.select_next_some() => self.on_swarm(ev),
                 Some(cmd) = self.commands.recv() => self.on_command(cmd),
@@ -298,6 +324,7 @@ impl Actor {
                 }
                 _ = tokio::time::sleep(wake) => { let _ = self.handle(Input::Tick); }
                 _ = sync_timer.tick() => self.periodic_sync(),
+                _ = tokio::time::sleep(sync_wake) => self.expire_sync(),
                 _ = flush_timer.tick() => {
                     self.flush(None);
                     self.tend_health();
@@ -841,32 +868,57 @@ impl Actor {
 
     // ---- sync ----------------------------------------------------------------------------
 
+    /// Opens a sync session with `peer`, unless one is asking it already or every session
+    /// slot is taken (the engine's policy, [`SyncSessions`]).
     fn start_sync(&mut self, peer: PeerId) {
-        if self.sync_inflight.len() >= SYNC_INFLIGHT_MAX
-            || self.sync_inflight.values().any(|p| *p == peer)
-        {
+        if let Some(req) = self.sync.open(now_ms(), Some(peer), &[], &mut draw) {
+            self.send_sync(req);
+        }
+    }
+
+    /// The periodic sync: a session with a connected peer drawn at random.
+    fn periodic_sync(&mut self) {
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        if let Some(req) = self.sync.open(now_ms(), None, &peers, &mut draw) {
+            self.send_sync(req);
+        }
+    }
+
+    /// Sessions whose request went unanswered past the policy's timeout ask another peer.
+    fn expire_sync(&mut self) {
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        for req in self.sync.expire(now_ms(), &peers, &mut draw) {
+            self.send_sync(req);
+        }
+    }
+
+    fn send_sync(&mut self, req: SyncRequest<PeerId>) {
+        // Requests given up on stay in flight until answered or failed; past the bound a new
+        // one is not sent and its session moves on at its deadline.
+        if self.sync_inflight.len() >= SYNC_INFLIGHT_MAX {
+            tracing::debug!(peer = %req.peer, "sync requests all in flight; skipped");
             return;
         }
         let digest = self.engine.sync_digest().to_bytes();
-        let id = self.swarm.behaviour_mut().sync.send_request(&peer, digest);
-        self.sync_inflight.insert(id, peer);
+        let id = self.swarm.behaviour_mut().sync.send_request(&req.peer, digest);
+        self.sync_inflight.insert(id, (req.session, req.seq));
         self.stats.sync_requests += 1;
-    }
-
-    fn periodic_sync(&mut self) {
-        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
-        if peers.is_empty() {
-            return;
+        if req.tries > 0 {
+            self.stats.sync_retries += 1;
         }
-        let peer = peers[(now_ms() as usize / 7) % peers.len()];
-        self.sync_rounds.remove(&peer);
-        self.start_sync(peer);
     }
 
     fn on_sync(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
         use request_response::{Event, Message};
         match event {
             Event::Message { peer, message: Message::Request { request, channel, .. }, .. } => {
+                if leaves_sync_unanswered() {
+                    if self.muted_sync.len() >= MUTED_SYNC_MAX {
+                        self.muted_sync.pop_front();
+                    }
+                    self.muted_sync.push_back(channel);
+                    return;
+                }
                 let delta = match SyncDigest::from_bytes(&request) {
                     Ok(d) => self.engine.sync_delta(&d),
                     Err(e) => {
@@ -880,7 +932,7 @@ impl Actor {
             Event::Message {
                 peer, message: Message::Response { request_id, response }, ..
             } => {
-                self.sync_inflight.remove(&request_id);
+                let req = self.sync_inflight.remove(&request_id);
                 let delta = match SyncDelta::from_bytes(&response) {
                     Ok(d) => d,
                     Err(e) => {
@@ -904,15 +956,21 @@ impl Actor {
                     }
                 }
                 self.drive();
-                let rounds = self.sync_rounds.entry(peer).or_insert(0);
-                *rounds += 1;
-                if delta.more && *rounds < SYNC_ROUNDS_MAX {
-                    self.start_sync(peer);
+                let next = req.and_then(|(session, seq)| {
+                    self.sync.answered(now_ms(), session, seq, peer, delta.more)
+                });
+                if let Some(next) = next {
+                    self.send_sync(next);
                 }
             }
             Event::OutboundFailure { request_id, peer, error, .. } => {
-                self.sync_inflight.remove(&request_id);
                 tracing::debug!(%peer, %error, "sync request failed");
+                let Some((session, seq)) = self.sync_inflight.remove(&request_id) else { return };
+                let peers: Vec<PeerId> =
+                    self.swarm.connected_peers().copied().filter(|p| *p != peer).collect();
+                if let Some(req) = self.sync.failed(now_ms(), session, seq, &peers, &mut draw) {
+                    self.send_sync(req);
+                }
             }
             Event::InboundFailure { .. } | Event::ResponseSent { .. } => {}
         }
@@ -1011,7 +1069,6 @@ impl Actor {
                     if let Some(t) = &mut self.torrents {
                         t.peer_connected(&mut self.swarm, peer_id, endpoint.get_remote_address());
                     }
-                    self.sync_rounds.remove(&peer_id);
                     self.start_sync(peer_id);
                     if self.swarm.connected_peers().count() == 1 {
                         let _ = self.swarm.behaviour_mut().kad.bootstrap();

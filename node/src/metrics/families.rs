@@ -368,6 +368,11 @@ pub fn families(snap: &Snapshot, urls: Option<&crate::crawl::stats::UrlCounts>) 
 
     // ---- sync
     r.counter("sync_requests", "State sync requests this node sent", n.sync_requests);
+    r.counter(
+        "sync_retries",
+        "State sync requests that asked another peer after one went unanswered or failed",
+        n.sync_retries,
+    );
     r.counter("sync_responses", "State sync answers this node received", n.sync_responses);
     r.counter("sync_served", "State sync requests this node answered", n.sync_served);
     r.counter("sync_applied", "Envelopes applied from state sync", n.sync_applied);

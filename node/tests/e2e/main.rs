@@ -31,6 +31,7 @@ mod seed;
 mod service;
 mod startup;
 mod store_damage;
+mod sync;
 mod torrent;
 mod version;
 mod warcio;

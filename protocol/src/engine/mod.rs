@@ -59,6 +59,7 @@ mod invariants;
 mod judge;
 mod lanes;
 mod peers;
+mod sessions;
 mod sync;
 mod types;
 
@@ -88,6 +89,9 @@ pub use fence::claim_order;
 pub use lanes::{
     LANE_COOLDOWN_MAX_MS, LANE_DRAIN_MS, LANE_DRAIN_SLACK_MS, LANE_LEASE_MS, LANES_HELD_MAX,
     LaneView, drain_for, drain_quota,
+};
+pub use sessions::{
+    SYNC_ROUNDS_MAX, SYNC_SESSIONS_MAX, SYNC_TIMEOUT_MS, SYNC_TRIES_MAX, SyncRequest, SyncSessions,
 };
 
 /// Most peers whose clocks are kept to judge this node's own.
