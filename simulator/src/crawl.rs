@@ -194,13 +194,24 @@ impl World {
     }
 
     /// Tells node `n`'s engine how many of its hosts wait on a lane held elsewhere or on a
-    /// cooldown (`Input::LaneBlocked`), if that changed: the node's `tell_blocked`. Every
-    /// change to a slot pokes it, so this runs after each (at the slot's next look).
+    /// cooldown, and how many of its chunks are down to their last URLs
+    /// (`Input::LaneBlocked`), if that changed: the node's `tell_blocked`. Every change to a
+    /// slot or a chunk pokes it, so this runs after each (at the slot's next look).
     fn tell_blocked(&mut self, n: u32) {
         let now = self.now;
         let Some(h) = self.hosts_mut() else { return };
+        let quota = h.finishing_quota();
+        let finishing = |idx: u32, c: &crate::hosts::Chunk| {
+            let hosts = &h.chunk_hosts[idx as usize];
+            let first = c.left.first().map(|j| hosts[*j as usize]);
+            !c.left.is_empty()
+                && c.left.len() as u32 <= quota
+                && c.left.iter().all(|j| Some(hosts[*j as usize]) == first)
+        };
+        let nh = &h.nodes[n as usize];
+        let count = nh.slots.values().filter(|s| s.blocked(now)).count()
+            + nh.chunks.iter().filter(|(idx, c)| finishing(**idx, c)).count();
         let nh = &mut h.nodes[n as usize];
-        let count = nh.slots.values().filter(|s| s.blocked(now)).count();
         let blocked = u16::try_from(count).unwrap_or(u16::MAX);
         if blocked == nh.blocked_told {
             return;

@@ -40,8 +40,12 @@ impl HostsSpec {
         format!("h{k}.p{p}.example")
     }
 
-    /// Which host URL `j` of chunk `i` is on: spread by a hash, the same for every seed.
+    /// Which host URL `j` of chunk `i` is on: spread by a hash, the same for every seed (or
+    /// the chunk's one host, `by_host`).
     pub fn host_of(&self, i: u32, j: u32) -> u32 {
+        if self.by_host {
+            return i % self.count.max(1);
+        }
         (mix64((u64::from(i) << 20) ^ u64::from(j) ^ 0x686f_7374) % u64::from(self.count)) as u32
     }
 
@@ -334,6 +338,15 @@ impl Hosts {
     /// URLs a holder can send in the drain at its lane's rate (the node's early give-back).
     pub(crate) fn drain_quota(&self) -> u32 {
         starling_protocol::engine::drain_quota(self.policy.per_holder_milli())
+    }
+
+    /// How many URLs a chunk may have left and count as finishing (the node's count of them
+    /// in `Input::LaneBlocked`), under a mesh-wide rate; 0 under node scope.
+    pub(crate) fn finishing_quota(&self) -> u32 {
+        if !self.mesh() {
+            return 0;
+        }
+        starling_protocol::engine::finishing_quota(self.policy.per_holder_milli())
     }
 
     /// The drain a holder with `urls` left states as it gives its lane back.

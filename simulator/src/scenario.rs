@@ -17,7 +17,7 @@ pub use validate::{
 };
 
 /// Built-in scenario files, by name.
-pub const BUILTIN: [(&str, &str); 16] = [
+pub const BUILTIN: [(&str, &str); 17] = [
     ("steady", include_str!("../scenarios/steady.toml")),
     ("lossy", include_str!("../scenarios/lossy.toml")),
     ("churn", include_str!("../scenarios/churn.toml")),
@@ -34,6 +34,7 @@ pub const BUILTIN: [(&str, &str); 16] = [
     ("host-lanes", include_str!("../scenarios/host-lanes.toml")),
     ("host-lanes-node-scope", include_str!("../scenarios/host-lanes-node-scope.toml")),
     ("host-lanes-crash", include_str!("../scenarios/host-lanes-crash.toml")),
+    ("host-lanes-by-host", include_str!("../scenarios/host-lanes-by-host.toml")),
 ];
 
 /// Why a scenario could not be loaded.
@@ -124,6 +125,9 @@ pub struct HostsSpec {
     pub count: u32,
     /// URLs in each crawl chunk.
     pub urls_per_chunk: u32,
+    /// Each chunk's URLs all on one host (chunk `i` on host `i % count`), as a project that
+    /// groups its URLs by site would cut them; otherwise spread over the hosts by a hash.
+    pub by_host: bool,
     /// The manifest's `rate.per_host`: requests a second one host may get (from the whole mesh
     /// under mesh scope, from each node under node scope).
     pub rate_per_s: f64,
@@ -155,6 +159,7 @@ impl Default for HostsSpec {
         Self {
             count: 20,
             urls_per_chunk: 10,
+            by_host: false,
             rate_per_s: 2.0,
             burst: 2,
             lanes: 1,

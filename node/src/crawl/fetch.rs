@@ -110,6 +110,26 @@ impl<'a> ChunkJob<'a> {
         })
     }
 
+    /// The mark a chunk's holds are taken through, under a mesh-wide rate.
+    pub(super) fn chunk_mark(&self) -> Option<super::lanes::ChunkMark<'a>> {
+        (self.manifest.rate.scope == RateScope::Mesh).then(|| self.crawler.lanes.chunk())
+    }
+
+    /// [`ChunkJob::lane_hold`], as part of the chunk `mark` tracks (if any).
+    pub(super) fn lane_hold_in(
+        &self,
+        mark: Option<&super::lanes::ChunkMark<'a>>,
+        host: &str,
+        urls: u32,
+    ) -> Option<super::lanes::LaneHold<'a>> {
+        match mark {
+            Some(m) => {
+                Some(m.hold(self.project, host, urls, self.manifest.rate.per_holder_milli()))
+            }
+            None => self.lane_hold(host, urls),
+        }
+    }
+
     /// Waits until this node may send `url`'s host a request under the project's rate: it
     /// holds one of the host's lanes (or is draining one it gave back), and no cooldown is in
     /// force. The returned hold keeps the lane wanted while the request runs; under a lane just

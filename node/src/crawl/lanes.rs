@@ -114,6 +114,28 @@ struct Inner {
     /// Hosts whose demand changed since the actor last looked.
     dirty: BTreeSet<Key>,
     refusals: Vec<(Key, u64)>,
+    /// Chunks being fetched (see [`LaneGate::chunk`]), by number.
+    chunks: BTreeMap<u64, ChunkLeft>,
+    next_chunk: u64,
+}
+
+/// Chunks the gate tracks at once; past it, a chunk is not counted as finishing.
+const CHUNKS_MAX: usize = 4_096;
+
+/// What one chunk has left to send: URLs by hold, for the holds with some left.
+#[derive(Debug, Default)]
+struct ChunkLeft {
+    holds: BTreeMap<u32, u32>,
+    /// How many URLs it may have left and count as finishing (`finishing_quota`).
+    quota: u32,
+}
+
+impl ChunkLeft {
+    /// Down to its last few URLs, all on one host: the chunk that follows it on this node
+    /// should be claimed now, so it takes over the host's lane before this one ends.
+    fn finishing(&self) -> bool {
+        self.holds.len() == 1 && self.holds.values().all(|n| *n <= self.quota)
+    }
 }
 
 /// One host's lane as the node sees it, for the operator.
@@ -147,6 +169,8 @@ pub struct LaneHold<'a> {
     gate: &'a LaneGate,
     key: Option<Key>,
     left: AtomicU32,
+    /// The chunk it is part of and its number there, if taken through a [`ChunkMark`].
+    chunk: Option<(u64, u32)>,
 }
 
 impl LaneHold<'_> {
@@ -156,7 +180,7 @@ impl LaneHold<'_> {
         let took =
             self.left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
         if took.is_ok() {
-            self.gate.sent(key, 1, false);
+            self.gate.sent(key, 1, false, self.chunk);
         }
     }
 }
@@ -165,7 +189,53 @@ impl Drop for LaneHold<'_> {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
             let left = self.left.swap(0, Ordering::Relaxed);
-            self.gate.sent(&key, left, true);
+            self.gate.sent(&key, left, true, self.chunk);
+        }
+    }
+}
+
+/// One chunk's fetching, for counting it as finishing (see [`LaneGate::blocked`]): its holds
+/// are taken through it, and it is forgotten when dropped.
+#[derive(Debug)]
+pub struct ChunkMark<'a> {
+    gate: &'a LaneGate,
+    id: Option<u64>,
+    holds: AtomicU32,
+}
+
+impl<'a> ChunkMark<'a> {
+    /// [`LaneGate::hold`], as part of this chunk.
+    pub fn hold(
+        &self,
+        project: ProjectId,
+        host: &str,
+        urls: u32,
+        per_s_milli: u32,
+    ) -> LaneHold<'a> {
+        let mut hold = self.gate.hold(project, host, urls, per_s_milli);
+        let Some(id) = self.id.filter(|_| hold.key.is_some() && urls > 0) else { return hold };
+        let n = self.holds.fetch_add(1, Ordering::Relaxed);
+        hold.chunk = Some((id, n));
+        let mut inner = self.gate.lock();
+        if let Some(c) = inner.chunks.get_mut(&id) {
+            let was = c.finishing();
+            c.holds.insert(n, urls);
+            c.quota = c.quota.max(starling_protocol::engine::finishing_quota(per_s_milli));
+            if c.finishing() != was {
+                drop(inner);
+                self.gate.changed.notify_one();
+            }
+        }
+        hold
+    }
+}
+
+impl Drop for ChunkMark<'_> {
+    fn drop(&mut self) {
+        let Some(id) = self.id.take() else { return };
+        let gone = self.gate.lock().chunks.remove(&id);
+        if gone.is_some_and(|c| c.finishing()) {
+            self.gate.changed.notify_one();
         }
     }
 }
@@ -195,7 +265,7 @@ impl LaneGate {
         per_s_milli: u32,
     ) -> LaneHold<'_> {
         let mut inner = self.lock();
-        let none = LaneHold { gate: self, key: None, left: AtomicU32::new(0) };
+        let none = LaneHold { gate: self, key: None, left: AtomicU32::new(0), chunk: None };
         if !inner.open {
             return none;
         }
@@ -214,13 +284,39 @@ impl LaneGate {
             drop(inner);
             self.changed.notify_one();
         }
-        LaneHold { gate: self, key: Some(key), left: AtomicU32::new(urls) }
+        LaneHold { gate: self, key: Some(key), left: AtomicU32::new(urls), chunk: None }
+    }
+
+    /// Starts tracking one chunk's fetching: take its holds through the mark.
+    pub fn chunk(&self) -> ChunkMark<'_> {
+        let mut inner = self.lock();
+        let id = (inner.open && inner.chunks.len() < CHUNKS_MAX).then(|| {
+            inner.next_chunk += 1;
+            let id = inner.next_chunk;
+            inner.chunks.insert(id, ChunkLeft::default());
+            id
+        });
+        ChunkMark { gate: self, id, holds: AtomicU32::new(0) }
     }
 
     /// `n` URLs of a hold are done (and the hold is gone, if `gone`). A lane held with no more
     /// left than fit in the drain is given back early (see the module docs).
-    fn sent(&self, key: &Key, n: u32, gone: bool) {
+    fn sent(&self, key: &Key, n: u32, gone: bool, chunk: Option<(u64, u32)>) {
         let mut inner = self.lock();
+        if let Some((id, hold)) = chunk
+            && let Some(c) = inner.chunks.get_mut(&id)
+        {
+            let was = c.finishing();
+            if let Some(left) = c.holds.get_mut(&hold) {
+                *left = left.saturating_sub(n);
+                if *left == 0 || gone {
+                    c.holds.remove(&hold);
+                }
+            }
+            if c.finishing() != was {
+                self.changed.notify_one();
+            }
+        }
         let Some(slot) = inner.slots.get_mut(key) else { return };
         let now = Instant::now();
         let was = slot.wanted(now);
@@ -297,8 +393,11 @@ impl LaneGate {
         }
     }
 
-    /// Hosts this node has URLs for that wait on a lane held elsewhere or on a cooldown: about
-    /// how many held chunks are blocked (the engine lets that many take other work).
+    /// Hosts this node has URLs for that wait on a lane held elsewhere or on a cooldown (about
+    /// how many held chunks are blocked), and chunks down to their last URLs on one host
+    /// ([`finishing_quota`](starling_protocol::engine::finishing_quota)): the engine lets that
+    /// many take other work, so the next chunk of a finishing one is claimed and settled by
+    /// the time it ends and the host's lane stays busy.
     pub fn blocked(&self) -> u16 {
         let inner = self.lock();
         let (now, instant) = (now_ms(), Instant::now());
@@ -307,7 +406,8 @@ impl LaneGate {
             .values()
             .filter(|s| s.wanted(instant) || s.draining(instant))
             .filter(|s| s.grant == Grant::Waiting || s.cooldown_until.is_some_and(|t| t > now))
-            .count();
+            .count()
+            + inner.chunks.values().filter(|c| c.finishing()).count();
         u16::try_from(n).unwrap_or(u16::MAX)
     }
 
@@ -482,6 +582,34 @@ mod tests {
         assert_eq!(wants(gate), vec![(P, "a".to_owned(), true)]);
         gate.granted(P, "a", 1);
         hold
+    }
+
+    #[test]
+    fn a_chunk_down_to_its_last_urls_on_one_host_counts_as_finishing() {
+        let gate = LaneGate::default();
+        let quota = starling_protocol::engine::finishing_quota(RATE);
+        let a = held(&gate, 1);
+        let chunk = gate.chunk();
+        let on_a = chunk.hold(P, "a", quota + 1, RATE);
+        let on_b = chunk.hold(P, "b", 1, RATE);
+        gate.granted(P, "b", 1);
+        assert_eq!(gate.blocked(), 0);
+        on_a.done_one();
+        assert_eq!(gate.blocked(), 0, "a URL on another host is left");
+        on_b.done_one();
+        assert_eq!(gate.blocked(), 1, "the last {quota} URLs, all on host a");
+        for _ in 0..quota {
+            on_a.done_one();
+        }
+        assert_eq!(gate.blocked(), 0, "nothing left");
+        drop((on_a, on_b));
+        // A chunk forgotten while finishing stops counting.
+        let next = gate.chunk();
+        let _last = next.hold(P, "a", 2, RATE);
+        assert_eq!(gate.blocked(), 1);
+        drop(next);
+        assert_eq!(gate.blocked(), 0);
+        drop(a);
     }
 
     #[tokio::test]

@@ -599,13 +599,15 @@ impl Crawler {
         }
         let lane_width =
             job.manifest.rate.concurrency.clamp(1, hosts::HOST_CONCURRENCY_MAX) as usize;
+        let mark = job.chunk_mark();
+        let mark = &mark;
         let lanes = by_host.into_values().map(|indices| async move {
             // The host's lane is wanted for as long as this chunk has URLs for it, so it is
             // not given back and claimed again between two of them.
             let lane_host =
                 indices.first().and_then(|i| starling_protocol::item::url_host(&urls[*i]));
             let count = u32::try_from(indices.len()).unwrap_or(u32::MAX);
-            let hold = lane_host.as_deref().and_then(|h| job.lane_hold(h, count));
+            let hold = lane_host.as_deref().and_then(|h| job.lane_hold_in(mark.as_ref(), h, count));
             let hold = &hold;
             futures::stream::iter(indices)
                 .map(|i| async move {

@@ -43,6 +43,15 @@
 //! could not get by claiming after the release. Lane epochs may also jump further
 //! ([`LANE_EPOCH_JUMP_MAX`]), so a node that was away catches up with a busy lane by sync.
 //!
+//! Which chunk a node claims next is its own choice, and it spreads the hosts: of the ready
+//! chunks it takes the first whose busiest host has the fewest chunks held anywhere (from the
+//! claims every node sees), a host whose lane it holds counting half a chunk less
+//! ([`Engine::pick_ready_chunk`]). The driver counts a chunk down to its last URLs on one host
+//! ([`finishing_quota`]) among the slots it may fill ([`Input::LaneBlocked`]), so the node
+//! claims the next chunk while the last one finishes; that chunk is most often the same
+//! host's, its URLs join the lane's demand before the lane is given back, and the host goes
+//! on with no hand-off. Safety does not rest on it: a claim is judged by the usual rule.
+//!
 //! Margins, stated: a lane's lease is [`LANE_LEASE_MS`] at most (the project's lease if
 //! shorter), so a host whose holder died sits idle for at most that plus `skew_margin_ms` and
 //! a claim's settle; a holder cut off from the rest keeps fetching until its own lease would
@@ -117,6 +126,21 @@ pub(super) struct Lanes {
     hosts: BTreeMap<ProjectId, BTreeSet<String>>,
     /// Claims of a lane's next epoch that came before the release they follow.
     early: BTreeMap<ItemId, Vec<crate::signed::Signed<crate::message::Claim>>>,
+    /// Crawl chunks of lane projects held anywhere, with their hosts, and how many held
+    /// chunks name each host: the load [`Engine::pick_ready_chunk`] spreads claims by.
+    held_chunks: BTreeMap<ItemId, (ProjectId, Vec<String>)>,
+    host_load: BTreeMap<(ProjectId, String), u32>,
+}
+
+/// Ready chunks [`Engine::pick_ready_chunk`] looks through for one of a quiet host.
+const PICK_SCAN_MAX: usize = 64;
+
+/// How many URLs a chunk may have left under a lane's rate (requests per 1,000 s) and count
+/// as finishing: about two drains' worth, so the chunk that follows it on this node is claimed
+/// and settled before it ends and its host's lane never goes idle in between. Drivers count
+/// such chunks in [`Input::LaneBlocked`](super::Input::LaneBlocked).
+pub fn finishing_quota(per_holder_milli: u32) -> u32 {
+    drain_quota(per_holder_milli).saturating_mul(2).max(1)
 }
 
 /// One lane of a host as this node sees it, for operators.
@@ -135,6 +159,88 @@ pub struct LaneView {
 }
 
 impl Engine {
+    /// Keeps the load of hosts up to date after `item`'s phase changed: a chunk of a lane
+    /// project counts against each of its hosts while it is held (by anyone).
+    pub(super) fn note_chunk_phase(&mut self, item: &ItemId) {
+        let Some(e) = self.items.get(item) else { return };
+        let held = matches!(e.phase, Phase::Held { .. });
+        if held == self.lanes.held_chunks.contains_key(item) {
+            return;
+        }
+        if held {
+            let WorkItem::CrawlChunk { urls } = &*e.work else { return };
+            if !self.lanes.hosts.contains_key(&e.project) {
+                return;
+            }
+            let mut hosts: Vec<String> = urls.iter().filter_map(|u| url_host(u)).collect();
+            hosts.sort_unstable();
+            hosts.dedup();
+            for h in &hosts {
+                *self.lanes.host_load.entry((e.project, h.clone())).or_default() += 1;
+            }
+            self.lanes.held_chunks.insert(*item, (e.project, hosts));
+        } else if let Some((project, hosts)) = self.lanes.held_chunks.remove(item) {
+            for h in hosts {
+                let key = (project, h);
+                if let Some(n) = self.lanes.host_load.get_mut(&key) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.lanes.host_load.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Which ready crawl chunk to claim next: of the first [`PICK_SCAN_MAX`] of the best
+    /// priority, the first whose busiest host has the fewest held chunks anywhere, a host whose
+    /// lane this node holds counting half a chunk less (so a node that finishes a chunk takes
+    /// the same host's next one and keeps its lane busy, but never takes a second chunk of a
+    /// host while a quiet host has one waiting). Chunks of projects without lanes count as
+    /// quiet. `None`: take the first, as for every other kind.
+    pub(super) fn pick_ready_chunk(
+        &self,
+        queue: &BTreeSet<super::ReadyKey>,
+    ) -> Option<super::ReadyKey> {
+        if self.lanes.held_chunks.is_empty() {
+            return None;
+        }
+        let first = queue.first()?;
+        let mine: BTreeSet<(ProjectId, &str)> = self
+            .local
+            .keys()
+            .filter_map(|id| self.items.get(id))
+            .filter_map(|e| match &*e.work {
+                WorkItem::HostLane { host, .. } => Some((e.project, host.as_str())),
+                _ => None,
+            })
+            .collect();
+        let mut best: Option<(super::ReadyKey, u32)> = None;
+        for key in queue.iter().take(PICK_SCAN_MAX).take_while(|k| k.0 == first.0) {
+            let Some(e) = self.items.get(&key.3) else { continue };
+            let WorkItem::CrawlChunk { urls } = &*e.work else { continue };
+            let mut load = 0;
+            let mut held_here = false;
+            if self.lanes.hosts.contains_key(&e.project) {
+                for host in urls.iter().filter_map(|u| url_host(u)) {
+                    let n = self.lanes.host_load.get(&(e.project, host.clone())).copied();
+                    load = load.max(2 * n.unwrap_or(0));
+                    held_here |= mine.contains(&(e.project, host.as_str()));
+                }
+            }
+            if held_here && load > 0 {
+                load -= 1;
+            }
+            if best.as_ref().is_none_or(|(_, b)| load < *b) {
+                best = Some((*key, load));
+                if load == 0 {
+                    break;
+                }
+            }
+        }
+        best.map(|(k, _)| k)
+    }
+
     /// Whom `project`'s rate binds, if the project is known.
     pub fn rate_scope(&self, project: &ProjectId) -> Option<RateScope> {
         self.projects.get(project).map(|p| p.m.rate.scope)

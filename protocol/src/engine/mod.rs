@@ -88,7 +88,7 @@ use peers::{PeerTable, RankMemo};
 pub use fence::claim_order;
 pub use lanes::{
     LANE_COOLDOWN_MAX_MS, LANE_DRAIN_MS, LANE_DRAIN_SLACK_MS, LANE_LEASE_MS, LANES_HELD_MAX,
-    LaneView, drain_for, drain_quota,
+    LaneView, drain_for, drain_quota, finishing_quota,
 };
 pub use sessions::{
     SYNC_ROUNDS_MAX, SYNC_SESSIONS_MAX, SYNC_TIMEOUT_MS, SYNC_TRIES_MAX, SyncRequest, SyncSessions,
@@ -1024,6 +1024,7 @@ impl Engine {
     /// Folds `change` (from [`ItemEntry::set_phase`] or [`ItemEntry::refresh_digest`]) into
     /// the digest bucket of `item` in `project`.
     fn fold_bucket(&mut self, project: ProjectId, item: &ItemId, change: [u8; 8]) {
+        self.note_chunk_phase(item);
         if change == [0; 8] {
             return;
         }
@@ -1182,7 +1183,15 @@ impl Engine {
             }
             let queue = kind_index(kind);
             while self.used(kind) < self.capacity_for(kind) {
-                let Some((_, _, _, item)) = self.ready[queue].pop_first() else { break };
+                let picked = match kind {
+                    WorkKind::Crawl => self.pick_ready_chunk(&self.ready[queue]),
+                    _ => None,
+                };
+                let next = match picked {
+                    Some(key) => self.ready[queue].take(&key),
+                    None => self.ready[queue].pop_first(),
+                };
+                let Some((_, _, _, item)) = next else { break };
                 let Some(e) = self.items.get(&item) else { continue };
                 // Claimed by another since it was queued (its timer is set for when the lease
                 // runs out), or no longer wanted: drop it.

@@ -2483,3 +2483,41 @@ mod host_lanes_paused {
         assert!(!net.engines[0].may_fetch(&project, "example.test", net.now));
     }
 }
+
+mod host_aware_picking {
+    use super::*;
+
+    /// The hosts of the chunks one node of capacity 2 holds, on a project of eight chunks on
+    /// host a and one on host b.
+    fn hosts_held() -> Vec<String> {
+        let owner = test_keypair(1);
+        let cfg = EngineConfig { capacity: 2, ..fast_config() };
+        let mut net = Net::new(1, &owner, cfg);
+        net.work_ms = 1_000_000;
+        let m = manifest(&owner, 30_000, 0);
+        let mut items: Vec<WorkItem> = (0..8)
+            .map(|i| WorkItem::CrawlChunk { urls: vec![format!("http://a.test/{i}")] })
+            .collect();
+        items.push(WorkItem::CrawlChunk { urls: vec!["http://b.test/0".into()] });
+        let b = Signed::sign(&owner, &ItemBatch { project: m.id(), seq: 1, items });
+        net.input(0, Input::Publish(Envelope::Manifest(Signed::sign(&owner, &m)))).unwrap();
+        net.input(0, Input::Publish(Envelope::Batch(b))).unwrap();
+        net.run_until(3_000, |_| false);
+        let engine = &net.engines[0];
+        let mut hosts: Vec<String> = engine
+            .local_work()
+            .filter(|l| l.kind == WorkKind::Crawl)
+            .filter_map(|l| match engine.item_work(&l.item) {
+                Some((_, WorkItem::CrawlChunk { urls })) => crate::item::url_host(&urls[0]),
+                _ => None,
+            })
+            .collect();
+        hosts.sort();
+        hosts
+    }
+
+    #[test]
+    fn a_second_slot_takes_a_quiet_hosts_chunk_before_another_of_a_busy_host() {
+        assert_eq!(hosts_held(), vec!["a.test", "b.test"]);
+    }
+}

@@ -282,9 +282,12 @@ pub enum Input {
         drain_ms: u64,
     },
     /// This many of the crawl chunks held here wait on lanes other nodes hold (or on a host's
-    /// cooldown): a local choice, like [`Input::SetCapacity`]. They stop counting against the
-    /// crawl capacity (up to the capacity itself, so a node holds at most twice its capacity),
-    /// so the node takes work for other hosts instead of idling while one host's lane is busy.
+    /// cooldown), or are down to their last URLs on one host
+    /// ([`finishing_quota`](crate::engine::finishing_quota)): a local choice, like
+    /// [`Input::SetCapacity`]. They stop counting against the crawl capacity (up to the
+    /// capacity itself, so a node holds at most twice its capacity), so the node takes work
+    /// for other hosts instead of idling while one host's lane is busy, and claims the chunk
+    /// after a finishing one before that one ends.
     LaneBlocked(u16),
     /// `host` told this node to wait until `until_ms` (driver's clock): a `Retry-After`, or
     /// backoff after a run of refusals. The lanes of the host held here are released with the
