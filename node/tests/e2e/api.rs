@@ -27,15 +27,6 @@ const GETS: &[&str] = &[
 ];
 const POSTS: &[&str] = &["/publish", "/trust", "/follow", "/pause", "/resume", "/caps"];
 
-fn trusted(p: &TestProject) -> Vec<String> {
-    vec![
-        "--listen".into(),
-        "/ip4/127.0.0.1/tcp/0".into(),
-        "--trust".into(),
-        p.owner.public().to_hex(),
-    ]
-}
-
 fn done(n: &Node) -> u64 {
     n.api.get_json::<StatusView>("/status").map_or(0, |s| s.items.done)
 }

@@ -275,6 +275,16 @@ pub struct TestProject {
     pub batch: Vec<u8>,
 }
 
+/// Arguments of a node on loopback that trusts `p`'s owner.
+pub fn trusted(p: &TestProject) -> Vec<String> {
+    vec![
+        "--listen".into(),
+        "/ip4/127.0.0.1/tcp/0".into(),
+        "--trust".into(),
+        p.owner.public().to_hex(),
+    ]
+}
+
 pub fn project(owner_seed: u64, name: &str, items: usize, lease_ms: u64) -> TestProject {
     let urls = (0..items).map(|i| format!("http://127.0.0.1:9/{name}/{i}")).collect();
     project_with(owner_seed, name, urls, lease_ms)

@@ -8,12 +8,7 @@ use crate::common::*;
 #[test]
 fn killed_holder_loses_nothing_and_catches_up() {
     let p = project(21, "kill", 60, 2_000);
-    let base = vec![
-        "--listen".to_string(),
-        "/ip4/127.0.0.1/tcp/0".into(),
-        "--trust".into(),
-        p.owner.public().to_hex(),
-    ];
+    let base = trusted(&p);
     let a = Node::start(1_200, &base);
     let mut args = base.clone();
     args.extend(["--bootstrap".to_string(), a.addr()]);

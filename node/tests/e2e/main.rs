@@ -33,5 +33,6 @@ mod startup;
 mod store_damage;
 mod sync;
 mod torrent;
+mod traffic;
 mod version;
 mod warcio;

@@ -8,12 +8,7 @@ use crate::common::*;
 #[test]
 fn five_nodes_finish_300_items_without_duplicates() {
     let p = project(11, "mesh", 300, 3_000);
-    let trust = vec![
-        "--listen".to_string(),
-        "/ip4/127.0.0.1/tcp/0".into(),
-        "--trust".into(),
-        p.owner.public().to_hex(),
-    ];
+    let trust = trusted(&p);
     let first = Node::start(100, &trust);
     let boot = first.addr();
     let mut nodes = vec![first];

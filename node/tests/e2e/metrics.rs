@@ -230,12 +230,7 @@ fn promtool_check(text: &str) {
 #[test]
 fn metrics_parse_in_both_formats_with_prometheus_tools() {
     let p = project(57, "metrics", 6, 20_000);
-    let trust = vec![
-        "--listen".to_string(),
-        "/ip4/127.0.0.1/tcp/0".into(),
-        "--trust".into(),
-        p.owner.public().to_hex(),
-    ];
+    let trust = trusted(&p);
     let a = Node::start(100, &trust);
     let mut args = trust.clone();
     args.extend(["--bootstrap".to_string(), a.addr()]);

@@ -15,12 +15,7 @@ fn gossip(node: &Node, topic: &str, bytes: &[u8]) {
 #[test]
 fn forged_untrusted_and_epoch_breaking_messages_are_rejected() {
     let p = project(31, "reject", 3, 60_000);
-    let honest_args = vec![
-        "--listen".to_string(),
-        "/ip4/127.0.0.1/tcp/0".into(),
-        "--trust".into(),
-        p.owner.public().to_hex(),
-    ];
+    let honest_args = trusted(&p);
     // Work never finishes during the test, so the items stay held.
     let honest = Node::start(600_000, &honest_args);
     let mallory = Node::start(

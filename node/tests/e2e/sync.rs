@@ -9,12 +9,7 @@ use crate::common::*;
 #[test]
 fn a_peer_that_never_answers_sync_is_passed_over() {
     let p = project(23, "sync", 40, 60_000);
-    let base = vec![
-        "--listen".to_string(),
-        "/ip4/127.0.0.1/tcp/0".into(),
-        "--trust".into(),
-        p.owner.public().to_hex(),
-    ];
+    let base = trusted(&p);
     let a = Node::start(60_000, &base);
     let mut args = base.clone();
     args.extend(["--bootstrap".to_string(), a.addr()]);
