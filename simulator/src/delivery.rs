@@ -271,7 +271,7 @@ impl World {
         (bytes, wanted)
     }
 
-    pub(crate) fn on_sync_req(&mut self, to: u32, from: u32, req: (u64, u32), digest: &SyncDigest) {
+    pub(crate) fn on_sync_req(&mut self, to: u32, from: u32, req: (u32, u32), digest: &SyncDigest) {
         if self.deaf(to) {
             return;
         }
@@ -301,7 +301,7 @@ impl World {
         &mut self,
         to: u32,
         from: u32,
-        (session, seq): (u64, u32),
+        (session, seq): (u32, u32),
         inc: u32,
         delta: &SyncDelta,
     ) {

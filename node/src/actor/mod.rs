@@ -180,7 +180,7 @@ pub struct Actor {
     /// Sync sessions, run by the engine's policy.
     sync: SyncSessions<PeerId>,
     /// Sync requests in flight: their session and number within it.
-    sync_inflight: HashMap<OutboundRequestId, (u64, u32)>,
+    sync_inflight: HashMap<OutboundRequestId, (u32, u32)>,
     /// Sync requests left unanswered on purpose (test switch), oldest first.
     muted_sync: VecDeque<request_response::ResponseChannel<Vec<u8>>>,
     provided: BTreeSet<ProjectId>,

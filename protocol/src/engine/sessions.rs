@@ -29,7 +29,7 @@ pub const SYNC_SESSIONS_MAX: usize = 8;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SyncRequest<P> {
     /// The session it belongs to; hand it back with the answer.
-    pub session: u64,
+    pub session: u32,
     /// Which of the session's requests this is; hand it back with the answer.
     pub seq: u32,
     pub peer: P,
@@ -43,7 +43,7 @@ pub struct SyncRequest<P> {
 
 #[derive(Clone, Debug)]
 struct Session<P> {
-    id: u64,
+    id: u32,
     /// The peer asked last.
     peer: P,
     round: u8,
@@ -63,7 +63,7 @@ struct Session<P> {
 #[derive(Clone, Debug)]
 pub struct SyncSessions<P> {
     open: Vec<Session<P>>,
-    next_id: u64,
+    next_id: u32,
 }
 
 impl<P> Default for SyncSessions<P> {
@@ -116,7 +116,8 @@ impl<P: Copy + Eq> SyncSessions<P> {
             None => self.pick(peers, None, &[], draw)?,
         };
         let id = self.next_id;
-        self.next_id += 1;
+        // Wraps after 4 billion sessions; only the 8 open ones need to differ.
+        self.next_id = self.next_id.wrapping_add(1);
         let deadline = now + SYNC_TIMEOUT_MS;
         self.open.push(Session {
             id,
@@ -138,7 +139,7 @@ impl<P: Copy + Eq> SyncSessions<P> {
     pub fn answered(
         &mut self,
         now: u64,
-        session: u64,
+        session: u32,
         seq: u32,
         from: P,
         more: bool,
@@ -172,7 +173,7 @@ impl<P: Copy + Eq> SyncSessions<P> {
     pub fn failed(
         &mut self,
         now: u64,
-        session: u64,
+        session: u32,
         seq: u32,
         peers: &[P],
         draw: &mut impl FnMut(usize) -> usize,
@@ -255,7 +256,7 @@ impl<P: Copy + Eq> SyncSessions<P> {
     fn pick(
         &self,
         peers: &[P],
-        me: Option<u64>,
+        me: Option<u32>,
         asked: &[P],
         draw: &mut impl FnMut(usize) -> usize,
     ) -> Option<P> {
