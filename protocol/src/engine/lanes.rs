@@ -160,7 +160,8 @@ pub struct LaneView {
 
 impl Engine {
     /// Keeps the load of hosts up to date after `item`'s phase changed: a chunk of a lane
-    /// project counts against each of its hosts while it is held (by anyone).
+    /// project with two hosts or more counts against each of its hosts while it is held (by
+    /// anyone).
     pub(super) fn note_chunk_phase(&mut self, item: &ItemId) {
         let Some(e) = self.items.get(item) else { return };
         let held = matches!(e.phase, Phase::Held { .. });
@@ -169,7 +170,8 @@ impl Engine {
         }
         if held {
             let WorkItem::CrawlChunk { urls } = &*e.work else { return };
-            if !self.lanes.hosts.contains_key(&e.project) {
+            // With one host (or none) every chunk weighs the same: nothing to keep.
+            if self.lanes.hosts.get(&e.project).is_none_or(|h| h.len() < 2) {
                 return;
             }
             let mut hosts: Vec<String> = urls.iter().filter_map(|u| url_host(u)).collect();
