@@ -72,7 +72,6 @@ pub const RELAY_TEND_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest sleep when the engine has no timer.
 const IDLE_WAKEUP: Duration = Duration::from_secs(3600);
 
-/// The next message of an optional channel; never resolves without one.
 /// A uniform pick in `0..n` (n > 0) from the OS's randomness: the sync policy's peer draw.
 fn draw(n: usize) -> usize {
     getrandom::u64().map_or(0, |r| (r % n as u64) as usize)
@@ -94,6 +93,7 @@ fn leaves_sync_unanswered() -> bool {
 /// Sync requests a muted node holds unanswered (see [`leaves_sync_unanswered`]).
 const MUTED_SYNC_MAX: usize = 64;
 
+/// The next message of an optional channel; never resolves without one.
 async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
     match rx {
         Some(rx) => rx.recv().await,
