@@ -200,13 +200,11 @@ impl World {
     fn tell_blocked(&mut self, n: u32) {
         let now = self.now;
         let Some(h) = self.hosts_mut() else { return };
-        let quota = h.finishing_quota();
         let finishing = |idx: u32, c: &crate::hosts::Chunk| {
             let hosts = &h.chunk_hosts[idx as usize];
             let first = c.left.first().map(|j| hosts[*j as usize]);
-            !c.left.is_empty()
-                && c.left.len() as u32 <= quota
-                && c.left.iter().all(|j| Some(hosts[*j as usize]) == first)
+            let one_host = c.left.iter().all(|j| Some(hosts[*j as usize]) == first);
+            h.chunk_finishing(if one_host { 1 } else { 2 }, c.left.len() as u32)
         };
         let nh = &h.nodes[n as usize];
         let count = nh.slots.values().filter(|s| s.blocked(now)).count()

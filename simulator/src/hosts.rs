@@ -340,13 +340,11 @@ impl Hosts {
         starling_protocol::engine::drain_quota(self.policy.per_holder_milli())
     }
 
-    /// How many URLs a chunk may have left and count as finishing (the node's count of them
-    /// in `Input::LaneBlocked`), under a mesh-wide rate; 0 under node scope.
-    pub(crate) fn finishing_quota(&self) -> u32 {
-        if !self.mesh() {
-            return 0;
-        }
-        starling_protocol::engine::finishing_quota(self.policy.per_holder_milli())
+    /// Whether a chunk with `urls_left` on `hosts_left` hosts is finishing, as the node counts
+    /// them in `Input::LaneBlocked` (under a mesh-wide rate only).
+    pub(crate) fn chunk_finishing(&self, hosts_left: usize, urls_left: u32) -> bool {
+        let rate = self.policy.per_holder_milli();
+        self.mesh() && starling_protocol::engine::chunk_finishing(hosts_left, urls_left, rate)
     }
 
     /// The drain a holder with `urls` left states as it gives its lane back.

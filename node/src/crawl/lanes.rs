@@ -126,15 +126,16 @@ const CHUNKS_MAX: usize = 4_096;
 #[derive(Debug, Default)]
 struct ChunkLeft {
     holds: BTreeMap<u32, u32>,
-    /// How many URLs it may have left and count as finishing (`finishing_quota`).
-    quota: u32,
+    /// The lane rate its holds send at (requests per 1,000 s).
+    per_s_milli: u32,
 }
 
 impl ChunkLeft {
     /// Down to its last few URLs, all on one host: the chunk that follows it on this node
     /// should be claimed now, so it takes over the host's lane before this one ends.
     fn finishing(&self) -> bool {
-        self.holds.len() == 1 && self.holds.values().all(|n| *n <= self.quota)
+        let left = self.holds.values().sum();
+        starling_protocol::engine::chunk_finishing(self.holds.len(), left, self.per_s_milli)
     }
 }
 
@@ -220,7 +221,7 @@ impl<'a> ChunkMark<'a> {
         if let Some(c) = inner.chunks.get_mut(&id) {
             let was = c.finishing();
             c.holds.insert(n, urls);
-            c.quota = c.quota.max(starling_protocol::engine::finishing_quota(per_s_milli));
+            c.per_s_milli = c.per_s_milli.max(per_s_milli);
             if c.finishing() != was {
                 drop(inner);
                 self.gate.changed.notify_one();

@@ -129,7 +129,7 @@ pub(super) struct Lanes {
     /// Crawl chunks of lane projects held anywhere, with their hosts, and how many held
     /// chunks name each host: the load [`Engine::pick_ready_chunk`] spreads claims by.
     held_chunks: BTreeMap<ItemId, (ProjectId, Vec<String>)>,
-    host_load: BTreeMap<(ProjectId, String), u32>,
+    host_load: BTreeMap<ProjectId, BTreeMap<String, u32>>,
 }
 
 /// Ready chunks [`Engine::pick_ready_chunk`] looks through for one of a quiet host.
@@ -141,6 +141,13 @@ const PICK_SCAN_MAX: usize = 64;
 /// such chunks in [`Input::LaneBlocked`](super::Input::LaneBlocked).
 pub fn finishing_quota(per_holder_milli: u32) -> u32 {
     drain_quota(per_holder_milli).saturating_mul(2).max(1)
+}
+
+/// Whether a chunk with `urls_left` URLs still to send, on `hosts_left` hosts, at a lane rate
+/// of `per_holder_milli`, is finishing: all on one host and no more than [`finishing_quota`].
+/// The rule drivers count chunks in [`Input::LaneBlocked`](super::Input::LaneBlocked) by.
+pub fn chunk_finishing(hosts_left: usize, urls_left: u32, per_holder_milli: u32) -> bool {
+    hosts_left == 1 && urls_left > 0 && urls_left <= finishing_quota(per_holder_milli)
 }
 
 /// One lane of a host as this node sees it, for operators.
@@ -177,19 +184,24 @@ impl Engine {
             let mut hosts: Vec<String> = urls.iter().filter_map(|u| url_host(u)).collect();
             hosts.sort_unstable();
             hosts.dedup();
+            let load = self.lanes.host_load.entry(e.project).or_default();
             for h in &hosts {
-                *self.lanes.host_load.entry((e.project, h.clone())).or_default() += 1;
+                *load.entry(h.clone()).or_default() += 1;
             }
             self.lanes.held_chunks.insert(*item, (e.project, hosts));
-        } else if let Some((project, hosts)) = self.lanes.held_chunks.remove(item) {
+        } else if let Some((project, hosts)) = self.lanes.held_chunks.remove(item)
+            && let Some(load) = self.lanes.host_load.get_mut(&project)
+        {
             for h in hosts {
-                let key = (project, h);
-                if let Some(n) = self.lanes.host_load.get_mut(&key) {
+                if let Some(n) = load.get_mut(&h) {
                     *n -= 1;
                     if *n == 0 {
-                        self.lanes.host_load.remove(&key);
+                        load.remove(&h);
                     }
                 }
+            }
+            if load.is_empty() {
+                self.lanes.host_load.remove(&project);
             }
         }
     }
@@ -223,10 +235,9 @@ impl Engine {
             let WorkItem::CrawlChunk { urls } = &*e.work else { continue };
             let mut load = 0;
             let mut held_here = false;
-            if self.lanes.hosts.contains_key(&e.project) {
+            if let Some(loads) = self.lanes.host_load.get(&e.project) {
                 for host in urls.iter().filter_map(|u| url_host(u)) {
-                    let n = self.lanes.host_load.get(&(e.project, host.clone())).copied();
-                    load = load.max(2 * n.unwrap_or(0));
+                    load = load.max(2 * loads.get(&host).copied().unwrap_or(0));
                     held_here |= mine.contains(&(e.project, host.as_str()));
                 }
             }

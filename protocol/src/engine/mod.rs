@@ -88,7 +88,7 @@ use peers::{PeerTable, RankMemo};
 pub use fence::claim_order;
 pub use lanes::{
     LANE_COOLDOWN_MAX_MS, LANE_DRAIN_MS, LANE_DRAIN_SLACK_MS, LANE_LEASE_MS, LANES_HELD_MAX,
-    LaneView, drain_for, drain_quota, finishing_quota,
+    LaneView, chunk_finishing, drain_for, drain_quota, finishing_quota,
 };
 pub use sessions::{
     SYNC_ROUNDS_MAX, SYNC_SESSIONS_MAX, SYNC_TIMEOUT_MS, SYNC_TRIES_MAX, SyncRequest, SyncSessions,
@@ -1022,7 +1022,9 @@ impl Engine {
     }
 
     /// Folds `change` (from [`ItemEntry::set_phase`] or [`ItemEntry::refresh_digest`]) into
-    /// the digest bucket of `item` in `project`.
+    /// the digest bucket of `item` in `project`. Every change of an item's phase (and every
+    /// item removed) comes through here, so it also keeps the hosts' held chunks
+    /// ([`Engine::note_chunk_phase`]).
     fn fold_bucket(&mut self, project: ProjectId, item: &ItemId, change: [u8; 8]) {
         self.note_chunk_phase(item);
         if change == [0; 8] {
