@@ -350,6 +350,7 @@ fn build_manifest(args: &NewArgs, owner: starling_protocol::PublicKey) -> Result
             chunk_urls_max: t.caps.chunk_urls_max.unwrap_or(caps_default.chunk_urls_max),
             result_bytes_max: t.caps.result_bytes_max.unwrap_or(caps_default.result_bytes_max),
         },
+        verify: Default::default(),
         name,
     };
     use starling_protocol::wire::Validate;

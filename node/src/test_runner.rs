@@ -68,6 +68,8 @@ fn result_of(work: &WorkItem) -> (Digest, u64, u32) {
         WorkItem::Torrent { info_hash, .. } => (Digest::of(info_hash), 0, 1),
         WorkItem::RelaySlot { .. } => (Digest::of(b"relay"), 0, 1),
         WorkItem::HostLane { .. } => (Digest::of(b"lane"), 0, 1),
+        // Stands for an honest check: what it fetched is what the producer reported.
+        WorkItem::Verify { result, .. } => (*result, 0, 1),
     }
 }
 

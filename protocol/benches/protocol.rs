@@ -63,6 +63,7 @@ fn engine_intake(c: &mut Criterion) {
         user_agent: "ua".into(),
         robots: RobotsPolicy::Obey,
         caps: SizeCaps::default(),
+        verify: Default::default(),
     };
     let items: Vec<WorkItem> =
         (0..N).map(|i| WorkItem::CrawlChunk { urls: vec![format!("http://b.test/{i}")] }).collect();

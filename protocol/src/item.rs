@@ -69,7 +69,24 @@ pub enum WorkItem {
         /// Which of the project's lanes to the host.
         lane: u16,
     },
+    /// Fetch a finished crawl chunk's URLs again and report what came back, so the mesh can
+    /// compare it with the accepted result (see `engine/verify.rs`). Derived from an accepted
+    /// receipt, by every node alike; never held by a node in `exclude`.
+    Verify {
+        /// The crawl chunk whose result is checked.
+        source: ItemId,
+        /// The result checked, as the source's receipt gave it.
+        result: Digest,
+        /// 0: the first check; 1: the third execution that settles a disagreement.
+        round: u8,
+        /// Who may not hold this duty: the result's producer, and in round 1 the first
+        /// checker as well.
+        exclude: Vec<NodeId>,
+    },
 }
+
+/// Most nodes a verification duty may exclude.
+pub const VERIFY_EXCLUDE_MAX: usize = 2;
 
 /// Most lanes a project may give one host.
 pub const LANES_MAX: u16 = 64;
@@ -139,7 +156,7 @@ impl WorkItem {
     /// The item's kind.
     pub fn kind(&self) -> WorkKind {
         match self {
-            WorkItem::CrawlChunk { .. } => WorkKind::Crawl,
+            WorkItem::CrawlChunk { .. } | WorkItem::Verify { .. } => WorkKind::Crawl,
             WorkItem::SeedDuty { .. } | WorkItem::Torrent { .. } => WorkKind::Seed,
             WorkItem::RelaySlot { .. } => WorkKind::Relay,
             WorkItem::HostLane { .. } => WorkKind::Lane,
@@ -149,7 +166,7 @@ impl WorkItem {
     /// Whether the holder keeps the item after its work is ready (seeding and relaying go on
     /// for as long as the holder lives; a crawl chunk ends with its receipt).
     pub fn is_ongoing(&self) -> bool {
-        !matches!(self, WorkItem::CrawlChunk { .. })
+        !matches!(self, WorkItem::CrawlChunk { .. } | WorkItem::Verify { .. })
     }
 
     /// Whether the item comes in a project's signed batch (the others are derived by every
@@ -201,6 +218,15 @@ impl Validate for WorkItem {
                 check_len("host", host.len(), crate::manifest::HOST_MAX)?;
                 if host.is_empty() || *lane >= LANES_MAX {
                     return Err(DecodeError::Invalid("host lane without a host or past the lanes"));
+                }
+                Ok(())
+            }
+            WorkItem::Verify { round, exclude, .. } => {
+                check_len("exclude", exclude.len(), VERIFY_EXCLUDE_MAX)?;
+                if *round > 1 || exclude.is_empty() {
+                    return Err(DecodeError::Invalid(
+                        "verification past round 1 or without producer",
+                    ));
                 }
                 Ok(())
             }

@@ -169,6 +169,45 @@ pub struct ProjectManifest {
     pub robots: RobotsPolicy,
     /// Size limits.
     pub caps: SizeCaps,
+    /// How crawl results are spot-checked by other nodes (see `engine/verify.rs`).
+    #[serde(default, skip_serializing_if = "VerifyPolicy::is_default")]
+    pub verify: VerifyPolicy,
+}
+
+/// Most URL patterns a project may name as volatile.
+pub const VOLATILE_MAX: usize = 64;
+/// Longest volatile URL pattern.
+pub const VOLATILE_PATTERN_MAX: usize = 256;
+/// Most lost quorums a project may require before marking a node.
+pub const STRIKES_MAX: u8 = 16;
+
+/// Spot-checks of crawl results: the share of accepted results another node fetches again
+/// and compares, which pages compare by status only, and how many lost quorums mark a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyPolicy {
+    /// Share of accepted crawl results verified, in thousandths (0 = none, 1000 = every one).
+    pub sample_milli: u16,
+    /// URL prefixes whose pages change between fetches: compared by status only.
+    pub volatile: Vec<String>,
+    /// Lost quorums (each on a different item) after which a node is marked for the project.
+    pub strikes: u8,
+}
+
+impl Default for VerifyPolicy {
+    fn default() -> Self {
+        Self { sample_milli: 100, volatile: Vec::new(), strikes: 3 }
+    }
+}
+
+impl VerifyPolicy {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Whether `url`'s page is compared by status only.
+    pub fn is_volatile(&self, url: &str) -> bool {
+        self.volatile.iter().any(|p| url.starts_with(p.as_str()))
+    }
 }
 
 impl ProjectManifest {
@@ -213,6 +252,19 @@ impl Validate for ProjectManifest {
         {
             return Err(DecodeError::Invalid("chunk_urls_max outside 1 ..= 1000"));
         }
+        if self.verify.sample_milli > 1_000 {
+            return Err(DecodeError::Invalid("verify sample outside 0 ..= 1"));
+        }
+        if !(1..=STRIKES_MAX).contains(&self.verify.strikes) {
+            return Err(DecodeError::Invalid("verify strikes outside 1 ..= 16"));
+        }
+        check_len("verify volatile", self.verify.volatile.len(), VOLATILE_MAX)?;
+        for p in &self.verify.volatile {
+            check_len("volatile pattern", p.len(), VOLATILE_PATTERN_MAX)?;
+            if p.is_empty() {
+                return Err(DecodeError::Invalid("empty volatile pattern"));
+            }
+        }
         Ok(())
     }
 }
@@ -241,6 +293,7 @@ mod tests {
             user_agent: "t".into(),
             robots: RobotsPolicy::Obey,
             caps: SizeCaps::default(),
+            verify: Default::default(),
         };
         m.validate()
     }

@@ -198,6 +198,10 @@ pub struct PartOutcome {
     pub status: u16,
     /// Why the part did not make it, and what kind of trouble it was; `None` when archived.
     pub failure: Option<PartFailure>,
+    /// The blake3 digest of the archived response body, what spot-checks compare (absent in
+    /// receipts from before spot-checks, and for parts not archived).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Digest>,
 }
 
 /// What kind of outcome a part had. On the wire a single small integer.
@@ -274,7 +278,12 @@ impl From<(PartClass, String)> for PartFailure {
 impl PartOutcome {
     /// A part that was archived with `status`.
     pub fn ok(status: u16) -> Self {
-        Self { status, failure: None }
+        Self { status, failure: None, payload: None }
+    }
+
+    /// A part that was archived with `status`, its body's digest `payload`.
+    pub fn archived(status: u16, payload: Digest) -> Self {
+        Self { status, failure: None, payload: Some(payload) }
     }
 
     /// A part that was not archived, its reason cut to [`PART_REASON_MAX`] bytes.
@@ -285,7 +294,7 @@ impl PartOutcome {
             cut -= 1;
         }
         let failure = PartFailure { class: failure.class, reason: reason[..cut].to_string() };
-        Self { status, failure: Some(failure) }
+        Self { status, failure: Some(failure), payload: None }
     }
 
     /// A part that was not archived, of `class`, for `reason` (cut like [`Self::failed`]).

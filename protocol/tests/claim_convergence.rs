@@ -26,6 +26,7 @@ fn setup() -> (Envelope, Envelope, Vec<starling_protocol::ItemId>, starling_prot
         user_agent: "ua".into(),
         robots: RobotsPolicy::Obey,
         caps: SizeCaps::default(),
+        verify: Default::default(),
     };
     let items: Vec<WorkItem> = (0..ITEMS)
         .map(|i| WorkItem::CrawlChunk { urls: vec![format!("http://x.test/{i}")] })

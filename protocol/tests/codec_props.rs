@@ -42,6 +42,7 @@ fn arb_manifest() -> impl Strategy<Value = ProjectManifest> {
                 user_agent: "ua".into(),
                 robots: RobotsPolicy::Obey,
                 caps: SizeCaps::default(),
+                verify: Default::default(),
             }
         })
 }

@@ -136,6 +136,7 @@ impl Ledger {
                 user_agent: "starling-sim".into(),
                 robots: Default::default(),
                 caps: Default::default(),
+                verify: Default::default(),
             };
             let pid = m.id();
             let count = per + u32::from(p < extra);

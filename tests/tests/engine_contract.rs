@@ -34,6 +34,7 @@ fn project(owner: &Keypair) -> (Envelope, Envelope, Vec<ItemId>) {
         user_agent: "starling-tests".into(),
         robots: Default::default(),
         caps: Default::default(),
+        verify: Default::default(),
     };
     let pid = m.id();
     let works: Vec<WorkItem> = (0..ITEMS)

@@ -66,6 +66,8 @@ pub(crate) fn status() -> StatusView {
             gave_back: 0,
             duties_dropped: 0,
             full: 0,
+            overturned: 0,
+            marked: 0,
         },
         runner: RunnerStats { started: 118, completed: 113, cancelled: 2 },
         net: NetStats {

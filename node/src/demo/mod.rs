@@ -239,6 +239,7 @@ fn demo_project(
         user_agent: format!("starling-demo/{}", env!("CARGO_PKG_VERSION")),
         robots: RobotsPolicy::default(),
         caps: SizeCaps::default(),
+        verify: Default::default(),
     };
     use starling_protocol::wire::Validate;
     m.validate().map_err(|e| anyhow!("demo manifest is not valid: {e}"))?;

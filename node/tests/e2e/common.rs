@@ -305,6 +305,7 @@ pub fn project_with(owner_seed: u64, name: &str, urls: Vec<String>, lease_ms: u6
         user_agent: "starling-test".into(),
         robots: RobotsPolicy::default(),
         caps: SizeCaps::default(),
+        verify: Default::default(),
     };
     project_of(owner, m, urls)
 }

@@ -110,6 +110,7 @@ fn manifest(name: &str) -> ProjectManifest {
             chunk_urls_max: 100,
             result_bytes_max: 1 << 20,
         },
+        verify: Default::default(),
     }
 }
 

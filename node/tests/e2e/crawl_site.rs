@@ -199,6 +199,7 @@ fn manifest(name: &str, rate: RatePolicy, robots: RobotsPolicy) -> ProjectManife
             chunk_urls_max: 100,
             result_bytes_max: 64 << 20,
         },
+        verify: Default::default(),
     }
 }
 

@@ -84,6 +84,7 @@ fn manifest() -> ProjectManifest {
             chunk_urls_max: 100,
             result_bytes_max: 64 << 20,
         },
+        verify: Default::default(),
     }
 }
 

@@ -69,6 +69,7 @@ fn crawl_manifest(owner: &starling_protocol::Keypair, _site: SocketAddr) -> Proj
         user_agent: "starling-test-seeder".into(),
         robots: RobotsPolicy::Ignore,
         caps: SizeCaps::default(),
+        verify: Default::default(),
     }
 }
 

@@ -58,6 +58,7 @@ pub(crate) fn manifest(owner: &Keypair) -> ProjectManifest {
         user_agent: "starling-test".into(),
         robots: RobotsPolicy::default(),
         caps: SizeCaps::default(),
+        verify: Default::default(),
     }
 }
 

@@ -242,6 +242,9 @@ impl Engine {
             self.park(Envelope::Claim(s));
             return Err(Reject::UnknownItem.into());
         };
+        if self.barred(entry, &node) {
+            return Err(Reject::Barred.into());
+        }
         let score = hrw::score(&c.item, &node);
         let case = ClaimCase {
             phase: &entry.phase,
@@ -491,7 +494,11 @@ impl Engine {
     ) {
         let (node, item) = (s.signer().node_id(), c.item);
         let Some(e) = self.items.get(&item) else { return };
-        let (project, was_crawl) = (e.project, !e.work.is_ongoing());
+        let project = e.project;
+        let work = match &*e.work {
+            w @ (WorkItem::CrawlChunk { .. } | WorkItem::Verify { .. }) => Some(w.clone()),
+            _ => None,
+        };
         // This result replaces another one this node had taken as final, as happens on the
         // side that lost after a partition heals. The others there hold the loser too, and
         // learn better from this node at once by gossip rather than one sync at a time. Each
@@ -514,6 +521,7 @@ impl Engine {
         }
         if let Some(old) = superseded {
             self.drop_seed_duties(item, project, &old);
+            self.drop_checks(item, project, &old);
         }
         self.unschedule(item);
         if node == self.me {
@@ -521,12 +529,24 @@ impl Engine {
         } else {
             self.drop_local(item, CancelReason::Finished);
         }
-        if was_crawl {
-            self.derive_seed_duties(item, project, r, now);
+        match work {
+            Some(WorkItem::CrawlChunk { .. }) => {
+                self.derive_seed_duties(item, project, r, now);
+                if self.derive_check(item, project, r, node, now) && !self.pending.is_empty() {
+                    // Receipts of its check that came first were parked.
+                    self.replay_pending(now);
+                }
+            }
+            Some(check @ WorkItem::Verify { .. }) => {
+                if self.settle_check(&check, project, now) && !self.pending.is_empty() {
+                    self.replay_pending(now);
+                }
+            }
+            _ => {}
         }
     }
 
-    fn derive_seed_duties(
+    pub(super) fn derive_seed_duties(
         &mut self,
         source: ItemId,
         project: crate::ids::ProjectId,
@@ -544,7 +564,7 @@ impl Engine {
     /// Drops the seeding duties derived from `receipt` for `source` that are not done: its
     /// result was replaced or withdrawn, and copies of it are no use to anyone. Every node
     /// drops the same ones, so their digests stay equal; duties already done stay, as history.
-    fn drop_seed_duties(
+    pub(super) fn drop_seed_duties(
         &mut self,
         source: ItemId,
         project: crate::ids::ProjectId,

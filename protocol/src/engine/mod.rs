@@ -62,6 +62,7 @@ mod peers;
 mod sessions;
 mod sync;
 mod types;
+mod verify;
 
 #[cfg(test)]
 mod tests;
@@ -93,6 +94,7 @@ pub use lanes::{
 pub use sessions::{
     SYNC_ROUNDS_MAX, SYNC_SESSIONS_MAX, SYNC_TIMEOUT_MS, SYNC_TRIES_MAX, SyncRequest, SyncSessions,
 };
+pub use verify::{Comparison, MARKED_MAX, Quorum, VerifyCounts, compare, sampled};
 
 /// Most peers whose clocks are kept to judge this node's own.
 pub const CLOCK_PEERS_MAX: usize = 64;
@@ -339,6 +341,8 @@ pub struct Engine {
     ready: [BTreeSet<ReadyKey>; 4],
     /// Host lanes: demand, cooldowns and the hosts each project has lanes for.
     lanes: lanes::Lanes,
+    /// Lost spot-check quorums and the nodes marked for them (see `verify.rs`).
+    strikes: verify::Strikes,
     /// Held crawl chunks the driver says wait on lanes held elsewhere (at most `capacity`).
     lane_blocked: u16,
     /// Projects this node takes no new items of (the default is subscribed).
@@ -393,6 +397,7 @@ impl Engine {
             unsubscribed: BTreeSet::new(),
             priorities: BTreeMap::new(),
             pending: VecDeque::new(),
+            strikes: verify::Strikes::default(),
             early: EarlyReceipts::default(),
             outputs: VecDeque::new(),
             paused: false,
@@ -963,6 +968,7 @@ impl Engine {
         }
         match work {
             WorkItem::RelaySlot { requester, .. } => *requester != self.me,
+            WorkItem::Verify { exclude, .. } => !exclude.contains(&self.me),
             // k copies on k nodes: a node keeps at most one replica of a result.
             WorkItem::SeedDuty { source, result, size, replica } => {
                 let k = self.projects.get(project).map_or(0, |p| p.m.replication);

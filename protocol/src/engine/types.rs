@@ -425,6 +425,10 @@ pub enum Reject {
     /// once rival claims of its epoch have had time to arrive.
     #[error("result held back until its claim has settled")]
     Settling,
+    /// A claim by a node that may not hold the item: the producer (or first checker) of the
+    /// result a check is about, or a node marked for the project (see `verify.rs`).
+    #[error("sender may not hold this item")]
+    Barred,
 }
 
 impl Reject {
@@ -440,11 +444,12 @@ impl Reject {
                 | Reject::NotHolder
                 | Reject::FromTheFuture
                 | Reject::Fenced
+                | Reject::Barred
         )
     }
 
     /// All reasons, in a fixed order (for metrics).
-    pub const ALL: [Reject; 15] = [
+    pub const ALL: [Reject; 16] = [
         Reject::BadSignature,
         Reject::Malformed,
         Reject::UntrustedProject,
@@ -460,6 +465,7 @@ impl Reject {
         Reject::Lost,
         Reject::Fenced,
         Reject::Settling,
+        Reject::Barred,
     ];
 
     /// snake_case name, for metrics labels.
@@ -480,6 +486,7 @@ impl Reject {
             Reject::Lost => "lost",
             Reject::Fenced => "fenced",
             Reject::Settling => "settling",
+            Reject::Barred => "barred",
         }
     }
 }
@@ -527,6 +534,12 @@ pub enum ItemState {
 pub struct EngineStats {
     /// Messages applied.
     pub accepted: u64,
+    /// Crawl results a spot-check quorum overturned (see `verify.rs`).
+    #[serde(default)]
+    pub overturned: u64,
+    /// Nodes marked for a project after losing `verify.strikes` quorums.
+    #[serde(default)]
+    pub marked: u64,
     /// Hosts left without lanes because their project has `lanes::LANE_HOSTS_MAX` already.
     #[serde(default)]
     pub lane_hosts_over: u64,
