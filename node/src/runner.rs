@@ -31,6 +31,26 @@ pub struct Job {
     pub project: ProjectId,
     /// What to do.
     pub work: WorkItem,
+    /// For a spot-check (`WorkItem::Verify`): the URLs of the crawl chunk it checks, which the
+    /// actor looks up in the engine when the job starts (the item names the chunk only).
+    /// `None` for other work, or when the chunk is not known here.
+    pub source_urls: Option<Vec<String>>,
+}
+
+impl Job {
+    /// A job for `work`, with no source URLs.
+    pub fn new(item: ItemId, epoch: u32, project: ProjectId, work: WorkItem) -> Self {
+        Self { item, epoch, project, work, source_urls: None }
+    }
+
+    /// The URLs a crawl job fetches: a chunk's own, or for a spot-check its source chunk's.
+    pub fn crawl_urls(&self) -> Option<&[String]> {
+        match &self.work {
+            WorkItem::CrawlChunk { urls } => Some(urls),
+            WorkItem::Verify { .. } => self.source_urls.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 /// The outcome of a job.

@@ -55,7 +55,8 @@ impl Lifetime {
     /// Counts a finished item of this kind of work.
     pub(super) fn finished(&mut self, work: &WorkItem, done: &WorkResult) {
         *self.items.entry(work.kind().name().to_owned()).or_default() += 1;
-        if matches!(work, WorkItem::CrawlChunk { .. }) {
+        // A spot-check archives the pages it fetches again as a chunk does.
+        if matches!(work, WorkItem::CrawlChunk { .. } | WorkItem::Verify { .. }) {
             self.urls += u64::from(done.ok);
             self.bytes_archived += done.size;
         }

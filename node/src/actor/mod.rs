@@ -650,7 +650,15 @@ impl Actor {
                     if let Some(t) = &mut self.torrents {
                         t.note_peers(&self.engine, &project, &work);
                     }
-                    self.runners.start(Job { item, epoch, project, work });
+                    // A check fetches its chunk's URLs: looked up here, not copied into it.
+                    let source_urls = match &work {
+                        WorkItem::Verify { source, .. } => match self.engine.item_work(source) {
+                            Some((_, WorkItem::CrawlChunk { urls })) => Some(urls.clone()),
+                            _ => None,
+                        },
+                        _ => None,
+                    };
+                    self.runners.start(Job { source_urls, ..Job::new(item, epoch, project, work) });
                 }
                 Output::CancelWork { item, epoch, reason } => {
                     tracing::debug!(item = %item.short(), epoch, ?reason, "cancel work");
@@ -717,13 +725,13 @@ impl Actor {
     fn on_report(&mut self, report: WorkReport) {
         self.runners.reported(&report);
         let done = matches!(report, WorkReport::Done { .. });
-        // Only crawl results are this node's own: a seeding copy is someone else's result.
+        // Only crawl results (a chunk's or a check's) are this node's own: a seeding copy is
+        // someone else's result.
         if let WorkReport::Done(d) = &report
             && self.produced.len() < PRODUCED_MAX
-            && self
-                .engine
-                .item_work(&d.item)
-                .is_some_and(|(_, w)| matches!(w, starling_protocol::WorkItem::CrawlChunk { .. }))
+            && self.engine.item_work(&d.item).is_some_and(|(_, w)| {
+                matches!(w, WorkItem::CrawlChunk { .. } | WorkItem::Verify { .. })
+            })
         {
             self.produced.insert(d.result, (d.item, std::time::Instant::now()));
         }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, HOST, LOCATION, RETRY_AFTER, USER_AGENT};
 use sha1::{Digest as _, Sha1};
-use starling_protocol::{ProjectId, ProjectManifest, RatePolicy, RateScope, RobotsPolicy};
+use starling_protocol::{Digest, ProjectId, ProjectManifest, RatePolicy, RateScope, RobotsPolicy};
 use tokio::sync::mpsc;
 use url::Url;
 
@@ -57,6 +57,8 @@ enum Sent {
         location: Option<String>,
         retry_after: Option<Duration>,
         truncated: bool,
+        /// The blake3 digest of the body as archived (`None` when it was not archived).
+        payload: Option<Digest>,
     },
     /// No answer, but one may come later (timeout, connection trouble).
     Retryable(String),
@@ -75,6 +77,17 @@ impl Sent {
             Sent::Fatal(_) => "error".into(),
         }
     }
+}
+
+/// A response body as read: spooled, with its length and digests.
+struct Body {
+    spool: tempfile::SpooledTempFile,
+    len: u64,
+    payload_sha1: [u8; 20],
+    block_sha1: [u8; 20],
+    /// What a receipt carries for spot-checks.
+    blake3: Digest,
+    truncated: bool,
 }
 
 fn is_refusal(status: StatusCode) -> bool {
@@ -205,10 +218,11 @@ impl<'a> ChunkJob<'a> {
             {
                 return outcome;
             }
-            let (status, location) = match self.fetch_with_retries(origin, &current, tx).await {
-                Ok(answer) => answer,
-                Err(outcome) => return outcome,
-            };
+            let (status, location, payload) =
+                match self.fetch_with_retries(origin, &current, tx).await {
+                    Ok(answer) => answer,
+                    Err(outcome) => return outcome,
+                };
             match location {
                 Some(loc) if status.is_redirection() => {
                     if hop == redirects_max {
@@ -219,7 +233,7 @@ impl<'a> ChunkJob<'a> {
                         Err(e) => return refused(format!("bad redirect location: {e}")),
                     };
                 }
-                _ => return Outcome::Ok { status: status.as_u16(), redirects: hop },
+                _ => return Outcome::Ok { status: status.as_u16(), redirects: hop, payload },
             }
         }
         refused(format!("refused: more than {redirects_max} redirects"))
@@ -244,7 +258,7 @@ impl<'a> ChunkJob<'a> {
         origin: usize,
         url: &Url,
         tx: &mpsc::Sender<WriterMsg>,
-    ) -> Result<(StatusCode, Option<String>), Outcome> {
+    ) -> Result<(StatusCode, Option<String>, Option<Digest>), Outcome> {
         let config = &self.crawler.config;
         let host_name = url.host_str().unwrap_or_default().to_ascii_lowercase();
         let attempts = config.attempts_max.max(1);
@@ -258,7 +272,7 @@ impl<'a> ChunkJob<'a> {
             let sent = self.send(origin, url, final_try, tx).await;
             self.crawler.stats.fetched(&sent.label());
             match sent {
-                Sent::Answer { status, location, retry_after, truncated } => {
+                Sent::Answer { status, location, retry_after, truncated, payload } => {
                     if !is_refusal(status) {
                         host.succeeded();
                         if truncated {
@@ -266,7 +280,7 @@ impl<'a> ChunkJob<'a> {
                             let reason = format!("refused: body over {max} bytes, truncated");
                             return Err(Outcome::Refused { reason });
                         }
-                        return Ok((status, location));
+                        return Ok((status, location, payload));
                     }
                     let wait = host.refused(retry_after, &config.backoff);
                     self.lane_refused(url, wait, retry_after.is_some());
@@ -318,25 +332,25 @@ impl<'a> ChunkJob<'a> {
         let location =
             resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
         if is_refusal(status) && !archive_refusal {
-            return Sent::Answer { status, location, retry_after, truncated: false };
+            return Sent::Answer { status, location, retry_after, truncated: false, payload: None };
         }
         let ip = resp.remote_addr().map(|a| a.ip());
         let head = response_head(&resp);
-        let (body, body_len, payload_sha1, block_sha1, truncated) =
-            match self.read_body(&mut resp, &head).await {
-                Ok(b) => b,
-                Err(sent) => return sent,
-            };
+        let body = match self.read_body(&mut resp, &head).await {
+            Ok(b) => b,
+            Err(sent) => return sent,
+        };
+        let (truncated, payload) = (body.truncated, body.blake3);
         let capture = Capture {
             url: url.to_string(),
             ip: ip.filter(|i: &IpAddr| !i.is_unspecified()),
             date,
             request,
             response_head: head,
-            body,
-            body_len,
-            payload_sha1,
-            block_sha1,
+            body: body.spool,
+            body_len: body.len,
+            payload_sha1: body.payload_sha1,
+            block_sha1: body.block_sha1,
             truncated,
         };
         if tx
@@ -346,19 +360,17 @@ impl<'a> ChunkJob<'a> {
         {
             return Sent::Fatal(Outcome::Transient { reason: "warc writer stopped".into() });
         }
-        Sent::Answer { status, location, retry_after, truncated }
+        Sent::Answer { status, location, retry_after, truncated, payload: Some(payload) }
     }
 
-    /// Reads a body up to the project's cap into a spooled buffer, hashing as it goes.
-    async fn read_body(
-        &self,
-        resp: &mut reqwest::Response,
-        head: &[u8],
-    ) -> Result<(tempfile::SpooledTempFile, u64, [u8; 20], [u8; 20], bool), Sent> {
+    /// Reads a body up to the project's cap into a spooled buffer, hashing as it goes (the
+    /// test switch [`super::alters_payloads`] appends its marker here, before any digest).
+    async fn read_body(&self, resp: &mut reqwest::Response, head: &[u8]) -> Result<Body, Sent> {
         let config = &self.crawler.config;
         let max = self.manifest.caps.response_bytes_max;
         let mut spool = tempfile::spooled_tempfile_in(SPOOL_MEM_BYTES, &config.results_dir);
         let (mut payload, mut block) = (Sha1::new(), Sha1::new());
+        let mut blake = blake3::Hasher::new();
         block.update(head);
         let (mut len, mut truncated) = (0u64, false);
         loop {
@@ -378,13 +390,32 @@ impl<'a> ChunkJob<'a> {
             }
             payload.update(part);
             block.update(part);
+            blake.update(part);
             len += take as u64;
             if take < chunk.len() {
                 truncated = true;
                 break;
             }
         }
-        Ok((spool, len, payload.finalize().into(), block.finalize().into(), truncated))
+        if self.crawler.alter_payloads {
+            let marker = super::ALTERED_MARKER;
+            if let Err(e) = spool.write_all(marker) {
+                let reason = format!("cannot buffer body: {e}");
+                return Err(Sent::Fatal(Outcome::Transient { reason }));
+            }
+            payload.update(marker);
+            block.update(marker);
+            blake.update(marker);
+            len += marker.len() as u64;
+        }
+        Ok(Body {
+            spool,
+            len,
+            payload_sha1: payload.finalize().into(),
+            block_sha1: block.finalize().into(),
+            blake3: Digest(*blake.finalize().as_bytes()),
+            truncated,
+        })
     }
 
     /// Whether robots.txt lets this job fetch `url` (asked once per origin and agent, and

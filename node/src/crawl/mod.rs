@@ -57,6 +57,28 @@ pub const URL_ROUNDS_MAX: u32 = 16;
 /// Largest global fetch concurrency an operator may set.
 pub const FETCHES_MAX: usize = 1_024;
 
+/// What the test switch [`alters_payloads`] appends to every archived response body.
+pub const ALTERED_MARKER: &[u8] = b"\n<!-- starling test: payload altered by this node -->\n";
+
+/// Debug builds only, for the spot-check tests: `STARLING_TEST_ALTER_PAYLOADS=1` makes this
+/// node's crawler append [`ALTERED_MARKER`] to every response body before it is archived and
+/// digested, so its WARC files and receipts are false, as a lying volunteer's would be.
+/// Ignored in release builds.
+pub fn alters_payloads() -> bool {
+    #[cfg(debug_assertions)]
+    {
+        let on = std::env::var_os("STARLING_TEST_ALTER_PAYLOADS").is_some_and(|v| v == "1");
+        if on {
+            tracing::warn!("TEST SWITCH ACTIVE: every archived response body is altered");
+        }
+        on
+    }
+    #[cfg(not(debug_assertions))]
+    {
+        false
+    }
+}
+
 /// Operator settings for the crawler.
 #[derive(Debug, Clone)]
 pub struct CrawlerConfig {
@@ -183,6 +205,9 @@ pub enum Outcome {
         status: u16,
         /// Redirects followed.
         redirects: u32,
+        /// The blake3 digest of the last response's body as archived: what a spot-check
+        /// compares (see the protocol's `engine/verify.rs`).
+        payload: Option<Digest>,
     },
     /// Refused by policy: scope, the SSRF guard, scheme, size caps, too many redirects, a bad
     /// URL. Final: another node would refuse it too.
@@ -254,7 +279,8 @@ impl ChunkResult {
         self.outcomes
             .iter()
             .map(|o| match &o.outcome {
-                Outcome::Ok { status, .. } => PartOutcome::ok(*status),
+                Outcome::Ok { status, payload: Some(p), .. } => PartOutcome::archived(*status, *p),
+                Outcome::Ok { status, payload: None, .. } => PartOutcome::ok(*status),
                 other => {
                     PartOutcome::not_archived(0, other.class(), other.reason().unwrap_or_default())
                 }
@@ -282,6 +308,9 @@ pub struct ChunkRequest<'a> {
     pub manifest: &'a ProjectManifest,
     /// The URLs.
     pub urls: &'a [String],
+    /// For a spot-check (`WorkItem::Verify`): the crawl chunk whose URLs these are, named in
+    /// the warcinfo record.
+    pub checks: Option<ItemId>,
 }
 
 type RobotsCell = Arc<tokio::sync::OnceCell<(Arc<RobotsVerdict>, Instant)>>;
@@ -303,6 +332,8 @@ pub struct Crawler {
     robots: Mutex<HashMap<(String, String), RobotsCell>>,
     /// Which hosts this node holds a lane of, under mesh-wide rates (see `lanes.rs`).
     lanes: lanes::LaneGate,
+    /// The test switch [`alters_payloads`], read once at start.
+    alter_payloads: bool,
 }
 
 impl Crawler {
@@ -343,6 +374,7 @@ impl Crawler {
             net: health::NetHealth::default(),
             robots: Mutex::new(HashMap::new()),
             lanes: lanes::LaneGate::default(),
+            alter_payloads: alters_payloads(),
         })
     }
 
@@ -650,6 +682,9 @@ impl Crawler {
             ("starling-epoch", req.epoch.to_string()),
             ("starling-node", format!("{:#}", self.config.node)),
         ];
+        if let Some(source) = req.checks {
+            info.push(("starling-checks", format!("{source:#}")));
+        }
         if let Some(note) = self.config.operator_note.as_ref().filter(|n| !n.trim().is_empty()) {
             info.push(("operator", note.clone()));
         }
@@ -798,9 +833,129 @@ fn outcome_line(i: usize, o: &UrlOutcome) -> String {
         PartClass::Transient => "transient",
     };
     let (status, redirects) = match &o.outcome {
-        Outcome::Ok { status, redirects } => (status.to_string(), redirects.to_string()),
+        Outcome::Ok { status, redirects, .. } => (status.to_string(), redirects.to_string()),
         _ => ("-".to_owned(), "-".to_owned()),
     };
     let reason = o.outcome.reason().map_or_else(|| "-".to_owned(), warc::one_line);
     format!("url {i} {class} {status} {redirects} {} {reason}\n", warc::uri_text(&o.url))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use starling_protocol::message::PartOutcome;
+    use starling_protocol::{Keypair, RatePolicy, RobotsPolicy, SizeCaps};
+
+    use super::*;
+
+    const PAGE: &[u8] = b"<html><body>a stable page</body></html>";
+
+    /// A loopback site: `/page` (200), `/gone` (404 with a body), `/moved` (to `/page`).
+    async fn site() -> std::net::SocketAddr {
+        use axum::response::{IntoResponse, Redirect};
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let app = axum::Router::new()
+            .route("/page", axum::routing::get(|| async { PAGE }))
+            .route(
+                "/gone",
+                axum::routing::get(|| async {
+                    (axum::http::StatusCode::NOT_FOUND, "no such page").into_response()
+                }),
+            )
+            .route("/moved", axum::routing::get(|| async { Redirect::temporary("/page") }));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    fn manifest() -> ProjectManifest {
+        ProjectManifest {
+            name: "payloads".into(),
+            description: String::new(),
+            version: 1,
+            owner: Keypair::from_secret([7; 32]).public(),
+            rate: RatePolicy { per_s_milli: 100_000, burst: 10, ..RatePolicy::default() },
+            lease_ms: 60_000,
+            replication: 0,
+            scope: vec!["127.0.0.1".into()],
+            user_agent: "StarlingUnitTest/1.0".into(),
+            robots: RobotsPolicy::Ignore,
+            caps: SizeCaps::default(),
+            verify: Default::default(),
+        }
+    }
+
+    async fn crawl(alter: bool, urls: &[String]) -> (tempfile::TempDir, ChunkResult) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = CrawlerConfig::new(dir.path().to_owned(), NodeId([9; 32]));
+        config.allow_private_targets = true;
+        let mut crawler = Crawler::new(config).expect("crawler");
+        crawler.alter_payloads = alter;
+        let m = manifest();
+        let req = ChunkRequest {
+            item: ItemId([1; 32]),
+            epoch: 1,
+            project: m.id(),
+            manifest: &m,
+            urls,
+            checks: None,
+        };
+        let result = crawler.crawl_chunk(req).await.expect("crawl");
+        (dir, result)
+    }
+
+    /// The bodies of the WARC file's response records, in order.
+    fn response_bodies(path: &std::path::Path) -> Vec<Vec<u8>> {
+        let bytes = std::fs::read(path).expect("read warc");
+        let mut text = Vec::new();
+        flate2::read::MultiGzDecoder::new(&bytes[..]).read_to_end(&mut text).expect("gunzip");
+        let mut bodies = Vec::new();
+        let mut rest = &text[..];
+        let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).position(|w| w == needle);
+        while let Some(at) = find(rest, b"WARC-Type: response\r\n") {
+            rest = &rest[at..];
+            let warc_head = find(rest, b"\r\n\r\n").expect("warc head") + 4;
+            let http_head = find(&rest[warc_head..], b"\r\n\r\n").expect("http head") + 4;
+            let body = &rest[warc_head + http_head..];
+            let end = find(body, b"\r\n\r\nWARC/1.1").unwrap_or(body.len() - 4);
+            bodies.push(body[..end].to_vec());
+            rest = &body[end..];
+        }
+        bodies
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn archived_parts_carry_the_blake3_digest_of_the_payload_as_archived() {
+        let addr = site().await;
+        let urls: Vec<String> = ["/page", "/gone", "/moved"]
+            .iter()
+            .map(|p| format!("http://{addr}{p}"))
+            .chain(["http://out-of-scope.example/x".to_owned()])
+            .collect();
+        let (_dir, result) = crawl(false, &urls).await;
+        let parts = result.parts();
+        assert_eq!(parts[0], PartOutcome::archived(200, Digest::of(PAGE)));
+        assert_eq!(parts[1], PartOutcome::archived(404, Digest::of(b"no such page")));
+        // A redirect's part is its last answer's.
+        assert_eq!(parts[2], PartOutcome::archived(200, Digest::of(PAGE)));
+        assert_eq!(parts[3].class(), PartClass::Refused);
+        assert_eq!(parts[3].payload, None, "nothing archived, nothing digested");
+        // What is digested is what the WARC file holds.
+        let bodies = response_bodies(&result.path);
+        assert!(bodies.iter().any(|b| b == PAGE), "{bodies:?}");
+        assert!(bodies.iter().any(|b| b == b"no such page"), "{bodies:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_test_switch_alters_bodies_before_they_are_archived_and_digested() {
+        let addr = site().await;
+        let urls = vec![format!("http://{addr}/page")];
+        let (_dir, honest) = crawl(false, &urls).await;
+        let (_dir2, liar) = crawl(true, &urls).await;
+        let altered = [PAGE, ALTERED_MARKER].concat();
+        assert_eq!(liar.parts()[0], PartOutcome::archived(200, Digest::of(&altered)));
+        assert_ne!(liar.parts()[0], honest.parts()[0]);
+        assert_eq!(response_bodies(&liar.path), vec![altered]);
+    }
 }

@@ -1,5 +1,10 @@
-//! [`CrawlRunner`]: the node's [`Runner`] for crawl chunks, a thin adapter over
-//! [`Crawler::crawl_chunk`].
+//! [`CrawlRunner`]: the node's [`Runner`] for crawl chunks and spot-checks, a thin adapter
+//! over [`Crawler::crawl_chunk`].
+//!
+//! A spot-check (`WorkItem::Verify`) is a crawl of the checked chunk's URLs (the actor puts
+//! them in the [`Job`]) down the same path: politeness, robots.txt, scope, the SSRF guard and
+//! host lanes alike. Its WARC file is stored like a chunk's, since the mesh may keep it in
+//! place of the checked result.
 //!
 //! Each job runs as its own task, so a chunk waiting on a parked host never holds up another
 //! chunk or project. A chunk whose URLs all ended archived, refused or disallowed is reported
@@ -61,8 +66,14 @@ fn failed(job: &Job, reason: String, retryable: bool) -> WorkReport {
 }
 
 async fn run(crawler: Arc<Crawler>, manifests: ManifestLookup, job: Job) -> WorkReport {
-    let WorkItem::CrawlChunk { urls } = &job.work else {
-        return failed(&job, "not a crawl chunk".into(), false);
+    let checks = match &job.work {
+        WorkItem::CrawlChunk { .. } => None,
+        WorkItem::Verify { source, .. } => Some(*source),
+        _ => return failed(&job, "not crawl work".into(), false),
+    };
+    let Some(urls) = job.crawl_urls() else {
+        // Another node that knows the chunk may take the check.
+        return failed(&job, "the chunk this check is about is not known here".into(), true);
     };
     let Some(manifest) = manifests(&job.project) else {
         return failed(&job, "no manifest for the project".into(), true);
@@ -73,11 +84,13 @@ async fn run(crawler: Arc<Crawler>, manifests: ManifestLookup, job: Job) -> Work
         project: job.project,
         manifest: &manifest,
         urls,
+        checks,
     };
+    let what = if checks.is_some() { "spot-check" } else { "crawl chunk" };
     match crawler.crawl_chunk(req).await {
         Ok(result) => {
             let (ok, failed) = result.counts();
-            tracing::info!(item = %job.item, ok, failed, size = result.size, "crawl chunk done");
+            tracing::info!(item = %job.item, ok, failed, size = result.size, "{what} done");
             WorkReport::Done(WorkResult {
                 item: job.item,
                 epoch: job.epoch,
@@ -92,7 +105,7 @@ async fn run(crawler: Arc<Crawler>, manifests: ManifestLookup, job: Job) -> Work
         Err(e @ CrawlError::Transient { .. }) => {
             // Not a result: another attempt (maybe another node, on another network) may
             // archive what failed here. The half-written file is already gone.
-            tracing::info!(item = %job.item, reason = %e, "crawl chunk handed back");
+            tracing::info!(item = %job.item, reason = %e, "{what} handed back");
             failed(&job, e.to_string(), true)
         }
         Err(e) => failed(&job, e.to_string(), e.retryable()),

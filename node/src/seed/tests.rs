@@ -262,12 +262,8 @@ async fn an_empty_blob_needs_no_holder() {
 }
 
 fn job(digest: Digest, size: u64) -> Job {
-    Job {
-        item: ItemId([1; 32]),
-        epoch: 4,
-        project: ProjectId([2; 32]),
-        work: WorkItem::SeedDuty { source: ItemId([3; 32]), result: digest, size, replica: 1 },
-    }
+    let work = WorkItem::SeedDuty { source: ItemId([3; 32]), result: digest, size, replica: 1 };
+    Job::new(ItemId([1; 32]), 4, ProjectId([2; 32]), work)
 }
 
 fn runner(

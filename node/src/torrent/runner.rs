@@ -507,8 +507,8 @@ mod routing_tests {
             replica: 0,
         };
         let project = ProjectId([5; 32]);
-        r.start(Job { item: ItemId([6; 32]), epoch: 1, project, work: duty });
-        r.start(Job { item: ItemId([7; 32]), epoch: 1, project, work: torrent });
+        r.start(Job::new(ItemId([6; 32]), 1, project, duty));
+        r.start(Job::new(ItemId([7; 32]), 1, project, torrent));
         assert_eq!(*lock(&seen), vec![ItemId([6; 32])]);
         match rx.recv().await.expect("a report") {
             WorkReport::Failed { item, retryable, .. } => {

@@ -45,7 +45,7 @@ fn logs() {
 }
 
 fn job(item: u8, work: WorkItem) -> Job {
-    Job { item: ItemId([item; 32]), epoch: 1, project: ProjectId([9; 32]), work }
+    Job::new(ItemId([item; 32]), 1, ProjectId([9; 32]), work)
 }
 
 fn torrent_item(info_hash: [u8; 20], source: TorrentSource) -> WorkItem {

@@ -137,7 +137,7 @@ async fn crawl(
     urls: &[String],
 ) -> Result<ChunkResult, CrawlError> {
     let item = ItemId(*blake3::hash(urls.join("\n").as_bytes()).as_bytes());
-    let req = ChunkRequest { item, epoch: 1, project: m.id(), manifest: m, urls };
+    let req = ChunkRequest { item, epoch: 1, project: m.id(), manifest: m, urls, checks: None };
     crawler.crawl_chunk(req).await
 }
 
@@ -229,7 +229,7 @@ async fn robots_unreachable_to_the_end_hands_the_chunk_back_and_leaves_no_file()
     let counters = Arc::new(RunnerCounters::default());
     let mut runner = CrawlRunner::new(crawler.clone(), lookup, tx, counters.clone());
     let work = WorkItem::CrawlChunk { urls: vec![site.url("/page/1"), site.url("/page/2")] };
-    runner.start(Job { item: work.id(&m.id()), epoch: 1, project: m.id(), work });
+    runner.start(Job::new(work.id(&m.id()), 1, m.id(), work));
     let report = tokio::time::timeout(Duration::from_secs(60), rx.recv())
         .await
         .expect("a report in time")

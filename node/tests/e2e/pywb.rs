@@ -148,7 +148,8 @@ async fn pywb_replays_an_export_byte_for_byte_from_its_own_index() {
     let urls: Vec<String> =
         pages.keys().filter(|p| *p != "/robots.txt").map(|p| format!("http://{site}{p}")).collect();
     let item = ItemId(*blake3::hash(b"replay").as_bytes());
-    let req = ChunkRequest { item, epoch: 1, project: m.id(), manifest: &m, urls: &urls };
+    let req =
+        ChunkRequest { item, epoch: 1, project: m.id(), manifest: &m, urls: &urls, checks: None };
     let result = crawler.crawl_chunk(req).await.expect("crawl");
     for o in &result.outcomes {
         assert!(matches!(o.outcome, Outcome::Ok { .. }), "{o:?}");
