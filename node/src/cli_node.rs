@@ -415,6 +415,9 @@ pub fn status(args: StatusArgs) -> Result<()> {
         s.items.open, s.items.held, s.items.done, s.items.failed
     );
     println!("holding   {}", s.holding);
+    for line in checks_lines(&s.checks) {
+        println!("{line}");
+    }
     if !s.following.is_empty() {
         println!("following {}", following_line(&s.following));
     }
@@ -474,6 +477,43 @@ fn rate_line(p: &starling_tui::api::ProjectInfo) -> String {
             format!("{}: {rate}/s per host for the whole mesh (scope mesh{share})", p.name)
         }
     }
+}
+
+/// Marked peers named per project in `starling status` (the JSON lists them all).
+const MARKED_SHOWN_MAX: usize = 8;
+
+/// The `checks` and `marked` lines of `starling status`: per project, how its crawl results
+/// stand under spot-checks, and the peers marked for it. A project with nothing checked yet and
+/// nobody marked gets one short line.
+fn checks_lines(checks: &[starling_tui::api::ChecksView]) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in checks {
+        let r = &c.results;
+        let sample = format!("sample {}%", f64::from(c.sample_milli) / 10.0);
+        let checked = r.verified + r.pending + r.disputed + r.overturned + r.split;
+        if checked == 0 && c.marked.is_empty() {
+            out.push(format!("checks    {}: none yet ({sample})", c.name));
+            continue;
+        }
+        out.push(format!(
+            "checks    {}: {} verified, {} pending, {} disputed, {} overturned, {} split ({sample})",
+            c.name, r.verified, r.pending, r.disputed, r.overturned, r.split
+        ));
+        if c.marked.is_empty() {
+            continue;
+        }
+        let mut named: Vec<String> = c
+            .marked
+            .iter()
+            .take(MARKED_SHOWN_MAX)
+            .map(|m| format!("{} ({} strikes)", m.node, m.strikes))
+            .collect();
+        if c.marked.len() > MARKED_SHOWN_MAX {
+            named.push(format!("and {} more (--json)", c.marked.len() - MARKED_SHOWN_MAX));
+        }
+        out.push(format!("marked    {}: {}", c.name, named.join(", ")));
+    }
+    out
 }
 
 /// The `contributed` lines of `starling status`: the lifetime figures, for people.
@@ -607,6 +647,29 @@ mod key_of_tests {
         let [a, b] = super::contributed_lines(&Default::default());
         assert_eq!(a, "0 items, 0 URLs and 0 B archived");
         assert!(b.ends_with("0h00m up over all runs"), "{b}");
+    }
+
+    #[test]
+    fn checks_lines_name_the_figures_and_the_marked_peers() {
+        use starling_tui::api::{ChecksView, MarkedPeer};
+        let quiet = ChecksView { name: "quiet".into(), sample_milli: 100, ..Default::default() };
+        let mut busy = ChecksView { name: "busy".into(), sample_milli: 1000, ..Default::default() };
+        busy.results.verified = 12;
+        busy.results.pending = 1;
+        busy.results.overturned = 3;
+        busy.marked = (0..10).map(|i| MarkedPeer { node: format!("n{i}"), strikes: 2 }).collect();
+        let lines = super::checks_lines(&[quiet, busy]);
+        assert_eq!(lines[0], "checks    quiet: none yet (sample 10%)");
+        assert_eq!(
+            lines[1],
+            "checks    busy: 12 verified, 1 pending, 0 disputed, 3 overturned, 0 split (sample 100%)"
+        );
+        assert!(
+            lines[2].starts_with("marked    busy: n0 (2 strikes), n1 (2 strikes)"),
+            "{lines:?}"
+        );
+        assert!(lines[2].ends_with("n7 (2 strikes), and 2 more (--json)"), "{lines:?}");
+        assert_eq!(lines.len(), 3);
     }
 
     #[test]

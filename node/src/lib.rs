@@ -24,6 +24,7 @@ pub const VERSION_LONG: &str = concat!(
 pub mod actor;
 pub mod api;
 pub mod budget;
+pub mod checks;
 pub mod civil;
 pub mod cli_node;
 pub mod client;

@@ -1,7 +1,9 @@
 //! Per-URL outcomes of a project's finished crawl chunks, for the project owner: which URLs
 //! did not make it, and why. `starling urls --project ID [--failed]` asks the control API
-//! (`GET /projects/{id}/urls`), which reads each done chunk's signed receipt from the store:
-//! the receipt's parts are in the chunk's URL order, each with its class and reason.
+//! (`GET /projects/{id}/urls`), which reads each done chunk's kept result's signed receipt
+//! from the store (the chunk's own, or the spot-check's that overturned it, see
+//! [`crate::checks::kept`]): the receipt's parts are in the chunk's URL order, each with its
+//! class and reason.
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
@@ -48,7 +50,8 @@ pub fn url_outcomes(
         let Some((_, WorkItem::CrawlChunk { urls })) = engine.item_work(&item) else {
             continue;
         };
-        let receipt = match store.proof(&item) {
+        let Some(kept) = crate::checks::kept(engine, project, &item) else { continue };
+        let receipt = match store.proof(&kept.receipt_item) {
             Ok(Some(Envelope::Receipt(s))) => s.verify().map_err(|e| e.to_string()),
             Ok(_) => continue, // the store lags the engine; the next call will see it
             Err(e) => return Err(format!("cannot read the store: {e}")),

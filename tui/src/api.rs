@@ -71,6 +71,41 @@ pub struct StatusView {
     /// each.
     #[serde(default)]
     pub following: Vec<FollowView>,
+    /// Per known project, how its crawl results stand under spot-checks and which peers are
+    /// marked for it.
+    #[serde(default)]
+    pub checks: Vec<ChecksView>,
+}
+
+/// How one project's crawl results stand under spot-checks (other nodes fetching a sample of
+/// finished chunks again), in `GET /status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChecksView {
+    /// Project id.
+    pub project: String,
+    /// Its name.
+    pub name: String,
+    /// Share of accepted results checked, in thousandths (the manifest's `verify.sample_milli`).
+    pub sample_milli: u16,
+    /// Lost quorums that mark a node (the manifest's `verify.strikes`).
+    pub strikes: u8,
+    /// Finished chunks by where their result stands: `verified`, `pending`, `disputed`,
+    /// `overturned` (another node's result is kept) and `split` (three answers; kept, nobody
+    /// blamed). Chunks never sampled are in none of them.
+    #[serde(flatten)]
+    pub results: starling_protocol::engine::VerifyCounts,
+    /// Nodes marked for the project (their results lost `strikes` quorums): their claims are
+    /// refused and their results all checked.
+    pub marked: Vec<MarkedPeer>,
+}
+
+/// A node marked for a project.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarkedPeer {
+    /// Its node id (hex).
+    pub node: String,
+    /// Quorums it lost there, each on a different chunk.
+    pub strikes: u32,
 }
 
 /// A followed curator and its newest directory, in `GET /status`.

@@ -3,11 +3,13 @@
 
 use std::collections::BTreeMap;
 
+use starling_protocol::engine::VerifyCounts;
 use starling_protocol::{EngineStats, ItemCounts, Reject};
 
 use crate::api::{
-    Caps, ClaimInfo, DiskStats, FetchStats, HostInfo, KindCounts, LogLine, NetStats, PeerInfo,
-    ProjectInfo, RelayView, RunnerStats, SeedInfo, SeedingView, StatusView, UrlCounts, WorkView,
+    Caps, ChecksView, ClaimInfo, DiskStats, FetchStats, HostInfo, KindCounts, LogLine, MarkedPeer,
+    NetStats, PeerInfo, ProjectInfo, RelayView, RunnerStats, SeedInfo, SeedingView, StatusView,
+    UrlCounts, WorkView,
 };
 use crate::app::{Action, App, Snapshot};
 
@@ -66,8 +68,8 @@ pub(crate) fn status() -> StatusView {
             gave_back: 0,
             duties_dropped: 0,
             full: 0,
-            overturned: 0,
-            marked: 0,
+            overturned: 3,
+            marked: 1,
         },
         runner: RunnerStats { started: 118, completed: 113, cancelled: 2 },
         net: NetStats {
@@ -104,6 +106,29 @@ pub(crate) fn status() -> StatusView {
         health: Default::default(),
         lifetime: Default::default(),
         following: Vec::new(),
+        checks: vec![
+            ChecksView {
+                project: hex(40),
+                name: "example-com-2025".to_owned(),
+                sample_milli: 100,
+                strikes: 3,
+                results: VerifyCounts {
+                    verified: 23,
+                    pending: 2,
+                    disputed: 1,
+                    overturned: 3,
+                    split: 0,
+                },
+                marked: vec![MarkedPeer { node: hex(13), strikes: 3 }],
+            },
+            ChecksView {
+                project: hex(50),
+                name: "gov-pdfs-with-a-rather-long-name".to_owned(),
+                sample_milli: 0,
+                strikes: 3,
+                ..ChecksView::default()
+            },
+        ],
     }
 }
 

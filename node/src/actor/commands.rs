@@ -253,6 +253,7 @@ impl Actor {
                     projects: dir.map_or(0, |d| d.entries.len()),
                 })
                 .collect(),
+            checks: crate::checks::views(&self.engine),
         }
     }
 

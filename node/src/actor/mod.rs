@@ -21,7 +21,7 @@ use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, mdns};
 use starling_protocol::engine::{SyncRequest, SyncSessions};
 use starling_protocol::message::{SyncDelta, SyncDigest};
 use starling_protocol::wire::MAX_ENVELOPE_BYTES;
-use starling_protocol::{Engine, Envelope, Input, ItemState, Output, ProjectId, Reject, WorkItem};
+use starling_protocol::{Engine, Envelope, Input, Output, ProjectId, Reject, WorkItem};
 use tokio::sync::mpsc;
 
 use crate::client::Command;
@@ -453,9 +453,11 @@ impl Actor {
     }
 
     /// Removes results this node produced that the mesh did not keep: the item ended with
-    /// another result (a claim the mesh refused, a result fenced or replaced) or failed. A
-    /// result is judged once it is [`ORPHAN_MIN_AGE`] old, and forgotten once kept; results
-    /// from before a restart are not tracked. The files go off the actor.
+    /// another result (a claim the mesh refused, a result fenced or replaced) or failed, a
+    /// spot-check overturned it, or it is a check's result the mesh keeps no use for. A
+    /// result is judged once it is [`ORPHAN_MIN_AGE`] old and no check of it is under way,
+    /// and forgotten once kept; results from before a restart are not tracked. The files go
+    /// off the actor.
     fn sweep_orphans(&mut self) {
         let Some(crawler) = self.runners.crawler() else { return };
         let dir = crawler.config().results_dir.clone();
@@ -464,14 +466,13 @@ impl Actor {
             if at.elapsed() < ORPHAN_MIN_AGE {
                 return true;
             }
-            match self.engine.item_state(item) {
-                Some(ItemState::Done { result, .. }) if result == *digest => false,
-                Some(ItemState::Done { .. } | ItemState::Failed { .. }) | None => {
+            match crate::checks::fate(&self.engine, item, digest) {
+                crate::checks::Fate::Kept => false,
+                crate::checks::Fate::Dropped => {
                     refused.push(*digest);
                     false
                 }
-                // Withdrawn and open again, or held by another: judged at a later sweep.
-                Some(_) => true,
+                crate::checks::Fate::Unsettled => true,
             }
         });
         if refused.is_empty() {

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use starling_protocol::{Reject, WorkKind};
 
+use crate::views::StatusView;
+
 use super::text::{int, labels};
 use super::*;
 
@@ -33,6 +35,49 @@ fn score_band(score: f64) -> &'static str {
 /// Score bands, from worst to best.
 pub const SCORE_BANDS: [&str; 5] =
     ["greylisted", "below_publish", "below_gossip", "negative", "non_negative"];
+
+/// Where a checked result stands, as `starling_result_checks` labels it.
+pub const CHECK_STATES: [&str; 5] = ["verified", "pending", "disputed", "overturned", "split"];
+
+/// Spot-checks: per project, its checked results by where they stand and its marked peers;
+/// over all projects, what this node's engine saw overturned and marked.
+fn push_checks(r: &mut Families, s: &StatusView) {
+    let (mut results, mut marked) = (Vec::new(), Vec::new());
+    for c in &s.checks {
+        let v = &c.results;
+        let by_state = [v.verified, v.pending, v.disputed, v.overturned, v.split];
+        for (state, n) in CHECK_STATES.into_iter().zip(by_state) {
+            results.push(Series {
+                labels: labels(&[("project", &c.project), ("name", &c.name), ("state", state)]),
+                value: int(n),
+            });
+        }
+        marked.push(Series {
+            labels: labels(&[("project", &c.project), ("name", &c.name)]),
+            value: int(c.marked.len() as u64),
+        });
+    }
+    r.push(
+        "result_checks",
+        "Finished crawl chunks of each project whose result a spot-check sampled, by where it \
+         stands: verified (confirmed or upheld), pending, disputed (a third check under way), \
+         overturned (another node's result is kept), split (three answers; kept)",
+        Kind::Gauge,
+        results,
+    );
+    r.push(
+        "marked_peers",
+        "Nodes marked for each project after losing its verify.strikes spot-check quorums",
+        Kind::Gauge,
+        marked,
+    );
+    r.counter(
+        "results_overturned",
+        "Crawl results this node's engine saw a spot-check quorum overturn",
+        s.engine.overturned,
+    );
+    r.counter("peers_marked", "Nodes this node's engine marked for a project", s.engine.marked);
+}
 
 /// The families of one scrape, with the crawler's URL counters when it crawls.
 pub fn families(snap: &Snapshot, urls: Option<&crate::crawl::stats::UrlCounts>) -> Families {
@@ -104,6 +149,7 @@ pub fn families(snap: &Snapshot, urls: Option<&crate::crawl::stats::UrlCounts>) 
         Gauge,
         per_project,
     );
+    push_checks(&mut r, s);
     r.gauge("holding", "Items this node holds now", s.holding as u64);
     r.by(
         Gauge,

@@ -42,6 +42,7 @@ fn status() -> StatusView {
         },
         lifetime: Default::default(),
         following: Vec::new(),
+        checks: Vec::new(),
     }
 }
 
@@ -466,6 +467,38 @@ fn lifetime_figures_are_counters_with_every_kind() {
         assert_eq!(value(&t, "starling_lifetime_seeded_bytes_total"), 10.0);
         assert_eq!(value(&t, "starling_lifetime_relay_circuits_total"), 2.0);
         assert_eq!(value(&t, "starling_lifetime_uptime_seconds_total"), 90.5);
+    }
+    check_classic(&text(&snapshot(st), Format::Classic));
+}
+
+#[test]
+fn spot_checks_are_shown_per_project_with_marked_peers() {
+    use crate::views::{ChecksView, MarkedPeer};
+    let mut st = status();
+    st.engine.overturned = 4;
+    st.engine.marked = 1;
+    let mut c = ChecksView { project: "cd".repeat(32), name: "crawl".into(), ..Default::default() };
+    c.results.verified = 9;
+    c.results.disputed = 1;
+    c.results.overturned = 4;
+    c.marked = vec![MarkedPeer { node: "ab".repeat(32), strikes: 2 }];
+    st.checks = vec![c];
+    let p = format!("project=\"{}\",name=\"crawl\"", "cd".repeat(32));
+    for f in [Format::Classic, Format::OpenMetrics] {
+        let t = text(&snapshot(st.clone()), f);
+        for (state, want) in [
+            ("verified", 9.0),
+            ("pending", 0.0),
+            ("disputed", 1.0),
+            ("overturned", 4.0),
+            ("split", 0.0),
+        ] {
+            let key = format!("starling_result_checks{{{p},state=\"{state}\"}}");
+            assert_eq!(value(&t, &key), want, "{state}");
+        }
+        assert_eq!(value(&t, &format!("starling_marked_peers{{{p}}}")), 1.0);
+        assert_eq!(value(&t, "starling_results_overturned_total"), 4.0);
+        assert_eq!(value(&t, "starling_peers_marked_total"), 1.0);
     }
     check_classic(&text(&snapshot(st), Format::Classic));
 }

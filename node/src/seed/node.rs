@@ -136,7 +136,7 @@ fn serves_corrupt_chunks() -> bool {
 pub struct ExportPlanItem {
     /// The item.
     pub item: starling_protocol::ItemId,
-    /// Its accepted result.
+    /// Its kept result (see [`crate::checks::kept`]).
     pub digest: Digest,
     /// The result's size.
     pub size: u64,
@@ -146,8 +146,9 @@ pub struct ExportPlanItem {
     pub holders: Vec<PeerId>,
 }
 
-/// The done crawl results of `project`, for `starling export`; an error when the project is
-/// unknown or this node keeps no blob store (`seed` is `None`).
+/// The kept results of `project`'s done crawl chunks, for `starling export` (a result a
+/// spot-check overturned is never listed: the check's is, in its place); an error when the
+/// project is unknown or this node keeps no blob store (`seed` is `None`).
 pub fn export_plan(
     engine: &Engine,
     seed: Option<&SeedParts>,
@@ -160,26 +161,23 @@ pub fn export_plan(
     let plan = engine
         .items()
         .filter(|(_, p, _)| p == project)
-        .filter_map(|(item, _, state)| match state {
-            ItemState::Done { result, size, .. }
-                if matches!(engine.item_work(&item), Some((_, WorkItem::CrawlChunk { .. }))) =>
-            {
-                Some(ExportPlanItem {
-                    item,
-                    digest: result,
-                    size,
-                    local: seed.store.has(&result),
-                    holders: blob_holders(engine, project, &item, &result, size),
-                })
-            }
-            _ => None,
+        .filter_map(|(item, _, _)| {
+            let k = crate::checks::kept(engine, project, &item)?;
+            Some(ExportPlanItem {
+                item,
+                digest: k.digest,
+                size: k.size,
+                local: seed.store.has(&k.digest),
+                holders: blob_holders(engine, project, &k.receipt_item, &k.digest, k.size),
+            })
         })
         .collect();
     Ok(plan)
 }
 
-/// The peers believed to hold `digest`, result of item `source` in `project`: the producer
-/// first, then ready holders of the replicas' duties. Never this node.
+/// The peers believed to hold `digest`, result of item `source` in `project` (a chunk, or
+/// the check whose result is kept in its place): the producer first, then ready holders of
+/// the replicas' duties. Never this node.
 pub fn blob_holders(
     engine: &Engine,
     project: &ProjectId,

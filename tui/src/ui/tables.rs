@@ -8,7 +8,7 @@ use ratatui::text::Line;
 use ratatui::widgets::{Block, Cell, Gauge, LineGauge, Paragraph, Row, Table, TableState};
 
 use super::{BAD, DIM, OK, WARN, field, field_styled, yes_no};
-use crate::api::{ProjectInfo, total};
+use crate::api::{ChecksView, ProjectInfo, total};
 use crate::app::{App, Snapshot, Tab};
 use crate::format;
 
@@ -338,8 +338,9 @@ pub(super) fn draw_projects(app: &App, data: &Snapshot, frame: &mut Frame, area:
     let head = header(&["name", "id", "trusted", "subscribed", "prio", "crawl chunks"]);
     let title = format!("Projects ({})", data.projects.len());
     let t = table(rows, &widths, head, title);
-    let [list, bar, copies, urls] = Layout::vertical([
+    let [list, bar, copies, checks, urls] = Layout::vertical([
         Constraint::Min(3),
+        Constraint::Length(1),
         Constraint::Length(1),
         Constraint::Length(1),
         Constraint::Length(1),
@@ -352,6 +353,8 @@ pub(super) fn draw_projects(app: &App, data: &Snapshot, frame: &mut Frame, area:
     let Some(p) = data.projects.get(selected) else { return };
     frame.render_widget(crawl_bar(p), bar);
     frame.render_widget(copies_line(p), copies);
+    let c = data.status.checks.iter().find(|c| c.project == p.id);
+    frame.render_widget(checks_line(c), checks);
     let u = &p.urls;
     let text = format!(
         " urls: {} archived · {} refused · {} disallowed · {} failed (`starling urls`)",
@@ -430,4 +433,42 @@ fn copies_line(p: &ProjectInfo) -> Paragraph<'static> {
     };
     let waiting = p.copies().is_some_and(|k| k.open > 0);
     Paragraph::new(Line::styled(text, Style::new().fg(if waiting { WARN } else { DIM })))
+}
+
+/// The selected project's spot-checks: its checked results by where they stand, and the
+/// peers marked for it (by short id, the first few).
+fn checks_line(c: Option<&ChecksView>) -> Paragraph<'static> {
+    const MARKED_SHOWN: usize = 3;
+    let Some(c) = c else {
+        let text = " checks: the node does not report them";
+        return Paragraph::new(Line::styled(text, Style::new().fg(DIM)));
+    };
+    let r = &c.results;
+    let checked = r.verified + r.pending + r.disputed + r.overturned + r.split;
+    let mut text = if checked == 0 && c.sample_milli == 0 {
+        " checks: off (the project samples no results)".to_owned()
+    } else if checked == 0 {
+        format!(" checks: none yet ({}% of results sampled)", f64::from(c.sample_milli) / 10.0)
+    } else {
+        let mut t = format!(
+            " checks: {} verified · {} pending · {} disputed",
+            r.verified, r.pending, r.disputed
+        );
+        if r.overturned > 0 {
+            t.push_str(&format!(" · {} overturned", r.overturned));
+        }
+        if r.split > 0 {
+            t.push_str(&format!(" · {} split", r.split));
+        }
+        t
+    };
+    if !c.marked.is_empty() {
+        let named: Vec<String> =
+            c.marked.iter().take(MARKED_SHOWN).map(|m| format::short_hex(&m.node)).collect();
+        let more = c.marked.len().saturating_sub(MARKED_SHOWN);
+        let more = if more > 0 { format!(" +{more}") } else { String::new() };
+        text.push_str(&format!(" · marked: {}{more}", named.join(" ")));
+    }
+    let trouble = r.disputed + r.overturned > 0 || !c.marked.is_empty();
+    Paragraph::new(Line::styled(text, Style::new().fg(if trouble { WARN } else { DIM })))
 }

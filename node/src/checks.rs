@@ -1,0 +1,115 @@
+//! The node's side of spot-checks (the rule is the protocol's `engine/verify.rs`): which
+//! result the mesh keeps for a finished crawl chunk, what becomes of a result this node made,
+//! and the per-project figures for `/status`, `/metrics` and the dashboard.
+//!
+//! A chunk's kept result is its producer's, unless a quorum overturned it: then it is the
+//! result of the first check, the round-0 `WorkItem::Verify` item, whose receipt (and WARC
+//! file, and copies) stand in for the chunk's. Everything that reads a chunk's final result
+//! (exports, `starling urls`) goes through [`kept`], so an overturned producer's WARC file
+//! never reaches an archive.
+
+use starling_protocol::engine::{MARKED_MAX, Quorum};
+use starling_protocol::{Digest, Engine, ItemId, ItemState, NodeId, ProjectId, WorkItem};
+
+use crate::views::{ChecksView, MarkedPeer};
+
+/// The result the mesh keeps for a finished crawl chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kept {
+    /// The item whose receipt is the kept result: the chunk itself, or its round-0 check.
+    pub receipt_item: ItemId,
+    /// Who made the result.
+    pub node: NodeId,
+    /// The result (the WARC file's blake3 digest).
+    pub digest: Digest,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// The round-0 check of `source`'s result `result` by `producer`, as every engine derives it.
+fn first_check(project: &ProjectId, source: ItemId, result: Digest, producer: NodeId) -> ItemId {
+    WorkItem::Verify { source, result, round: 0, exclude: vec![producer] }.id(project)
+}
+
+/// The kept result of finished crawl chunk `item` of `project` (`None` for anything else).
+pub fn kept(engine: &Engine, project: &ProjectId, item: &ItemId) -> Option<Kept> {
+    let (node, digest, size) = engine.kept(item)?;
+    let Some(ItemState::Done { holder, result, .. }) = engine.item_state(item) else {
+        return None;
+    };
+    let receipt_item = if holder == node && result == digest {
+        *item
+    } else {
+        first_check(project, *item, result, holder)
+    };
+    Some(Kept { receipt_item, node, digest, size })
+}
+
+/// What became of a result this node made (see `Actor::sweep_orphans`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// The mesh keeps it: forget it, leave the file.
+    Kept,
+    /// Not decided yet (its item is open again, or a check of it is under way).
+    Unsettled,
+    /// The mesh did not keep it: the file may go.
+    Dropped,
+}
+
+/// What became of result `digest`, made here for item `item` (a crawl chunk or a check).
+pub fn fate(engine: &Engine, item: &ItemId, digest: &Digest) -> Fate {
+    let Some((project, work)) = engine.item_work(item) else { return Fate::Dropped };
+    match engine.item_state(item) {
+        Some(ItemState::Done { result, .. }) if result == *digest => {}
+        Some(ItemState::Done { .. } | ItemState::Failed { .. }) | None => return Fate::Dropped,
+        // Withdrawn and open again, or held by another: judged later.
+        Some(_) => return Fate::Unsettled,
+    }
+    match work {
+        WorkItem::CrawlChunk { .. } => match engine.quorum(item) {
+            Quorum::Pending | Quorum::Disputed => Fate::Unsettled,
+            Quorum::Overturned => Fate::Dropped,
+            _ => Fate::Kept,
+        },
+        // A check's result is kept only when it overturned the chunk's; until the quorum is
+        // settled it may yet be.
+        WorkItem::Verify { source, .. } => {
+            if kept(engine, &project, source).is_some_and(|k| k.digest == *digest) {
+                return Fate::Kept;
+            }
+            match engine.quorum(source) {
+                Quorum::Pending | Quorum::Disputed => Fate::Unsettled,
+                _ => Fate::Dropped,
+            }
+        }
+        _ => Fate::Kept,
+    }
+}
+
+/// Every known project's spot-check figures and marked peers (at most
+/// [`MARKED_MAX`] per project, as the engine keeps).
+pub fn views(engine: &Engine) -> Vec<ChecksView> {
+    engine
+        .projects()
+        .map(|(id, m)| {
+            let mut marked: Vec<MarkedPeer> = engine
+                .marked(&id)
+                .into_iter()
+                .take(MARKED_MAX)
+                .map(|(node, strikes)| MarkedPeer {
+                    node: node.to_hex(),
+                    strikes: u32::try_from(strikes).unwrap_or(u32::MAX),
+                })
+                .collect();
+            marked.sort_by(|a, b| b.strikes.cmp(&a.strikes).then(a.node.cmp(&b.node)));
+            ChecksView {
+                project: id.to_hex(),
+                name: m.name.clone(),
+                sample_milli: m.verify.sample_milli,
+                strikes: m.verify.strikes,
+                results: engine.verify_counts(Some(id)),
+                marked,
+            }
+        })
+        .collect()
+}
