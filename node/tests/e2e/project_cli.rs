@@ -301,6 +301,77 @@ fn bad_inputs_to_new_and_add_urls_get_one_clear_line() {
     assert!(err.contains("rate scope \"planet\" is neither \"mesh\" nor \"node\""), "{err}");
     let err = new(&["--rate-scope", "node", "--lanes", "4"]);
     assert!(err.contains("with rate scope \"node\" leave lanes at 1"), "{err}");
+    let err = new(&["--verify-sample", "1.5"]);
+    assert!(err.contains("verify sample 1.5 is out of range: 0 ..= 1"), "{err}");
+    let err = new(&["--verify-sample", "10%"]);
+    assert!(err.contains("verify sample \"10%\" is not a number"), "{err}");
+    let err = new(&["--verify-sample", "0.0001"]);
+    assert!(err.contains("finer than thousandths"), "{err}");
+    let err = new(&["--verify-strikes", "0"]);
+    assert!(err.contains("verify strikes 0 is out of range: 1 ..= 16"), "{err}");
+    let err = new(&["--verify-strikes", "-3"]);
+    assert!(err.contains("verify strikes -3 is out of range: 1 ..= 16"), "{err}");
+    let err = new(&["--verify-strikes", "17"]);
+    assert!(err.contains("verify strikes 17 is out of range: 1 ..= 16"), "{err}");
+    let err = new(&["--verify-volatile", "example.org/live"]);
+    assert!(err.contains("is not a URL prefix"), "{err}");
+    let err = new(&["--verify-volatile", "ftp://example.org/"]);
+    assert!(err.contains("must start with http:// or https://"), "{err}");
+    let toml = p(&f.root, "verify.toml");
+    std::fs::write(&toml, "name = \"x\"\n[verify]\nsample = 2\n").expect("write");
+    let err =
+        fails(&["project", "new", "--key", s(&f.key), "--manifest", s(&toml), "--out", s(&out)]);
+    assert!(err.contains("verify sample 2 is out of range"), "{err}");
+    std::fs::write(&toml, "name = \"x\"\n[verify]\nsampel = 0.5\n").expect("write");
+    let err =
+        fails(&["project", "new", "--key", s(&f.key), "--manifest", s(&toml), "--out", s(&out)]);
+    assert!(err.contains("sampel"), "{err}");
+    assert!(!out.exists(), "a manifest was written");
+}
+
+/// The spot-check policy: the defaults when nothing is said, the `[verify]` table of the
+/// manifest file, and flags over it; `inspect` shows it.
+#[test]
+fn verify_policy_from_the_file_and_flags() {
+    let f = fixture();
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["project", "inspect", "--json", s(&f.project)])).expect("json");
+    assert_eq!(json["verify"], serde_json::json!({ "sample": 0.1, "volatile": [], "strikes": 3 }));
+    let text = ok(&["project", "inspect", s(&f.project)]);
+    assert!(text.contains("verify: {\"sample\":0.1,\"strikes\":3,\"volatile\":[]}"), "{text}");
+
+    let toml = p(&f.root, "checked.toml");
+    std::fs::write(
+        &toml,
+        "name = \"checked\"\n[verify]\nsample = 1\nvolatile = [\"https://Example.org/live/\"]\nstrikes = 5\n",
+    )
+    .expect("write");
+    let out = p(&f.root, "checked.cbor");
+    let new = |extra: &[&str]| {
+        let mut args = vec!["project", "new", "--key", s(&f.key), "--manifest", s(&toml)];
+        args.extend(extra);
+        args.extend(["--out", s(&out)]);
+        ok(&args);
+        let inspected = ok(&["project", "inspect", "--json", s(&out)]);
+        serde_json::from_str::<serde_json::Value>(&inspected).expect("json")["verify"].clone()
+    };
+    assert_eq!(
+        new(&[]),
+        serde_json::json!({ "sample": 1.0, "volatile": ["https://example.org/live/"], "strikes": 5 })
+    );
+    let flags = ["--verify-sample", "0.25", "--verify-strikes", "2"];
+    let more =
+        ["--verify-volatile", "http://example.org/news", "--verify-volatile", "https://a.example/"];
+    let v = new(&[&flags[..], &more[..]].concat());
+    assert_eq!(v["sample"], 0.25);
+    assert_eq!(v["strikes"], 2);
+    let volatile = serde_json::json!([
+        "http://example.org/news",
+        "https://a.example/",
+        "https://example.org/live/"
+    ]);
+    assert_eq!(v["volatile"], volatile, "the file's prefixes and the flags', sorted");
+    assert_eq!(new(&["--verify-sample", "0"])["sample"], 0.0);
 }
 
 #[test]

@@ -12,16 +12,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use serde::Deserialize;
 use starling_protocol::item::{BATCH_ITEMS_MAX, MAGNET_MAX, TORRENT_FILE_MAX, URL_MAX};
-use starling_protocol::manifest::{LEASE_MS_MAX, LEASE_MS_MIN};
 use starling_protocol::wire::MAX_FILE_BYTES;
-use starling_protocol::{
-    Envelope, ItemBatch, ProjectManifest, RatePolicy, RobotsPolicy, Signed, SizeCaps,
-    TorrentSource, WorkItem,
-};
+use starling_protocol::{Envelope, ItemBatch, ProjectManifest, Signed, TorrentSource, WorkItem};
 
 use crate::keyfile;
+
+mod manifest;
+
+use manifest::{build_manifest, format_rate};
+pub use manifest::{parse_rate, parse_sample, parse_volatile};
 
 /// `starling project` subcommands.
 #[derive(Debug, Subcommand)]
@@ -134,6 +134,18 @@ pub struct NewArgs {
     /// Copies of each result to keep across the mesh.
     #[arg(long)]
     pub replication: Option<u8>,
+    /// Share of finished crawl results another node fetches again to check, 0 ..= 1 to
+    /// thousandths (default 0.1: one in ten; 1 checks every result, 0 none).
+    #[arg(long, value_name = "F")]
+    pub verify_sample: Option<String>,
+    /// A URL prefix whose pages change between fetches: checks compare its pages by status
+    /// only, not by content (repeatable).
+    #[arg(long = "verify-volatile", value_name = "PREFIX")]
+    pub verify_volatile: Vec<String>,
+    /// Checks lost (each on a different chunk) after which a node is marked for the project
+    /// and its claims refused (1 ..= 16; default 3).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub verify_strikes: Option<i64>,
 }
 
 /// Arguments of `starling project add-urls`.
@@ -182,44 +194,6 @@ pub struct AddTorrentsArgs {
     pub out: PathBuf,
 }
 
-/// The manifest as project owners write it in TOML.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ManifestToml {
-    name: Option<String>,
-    #[serde(default)]
-    description: String,
-    version: Option<u64>,
-    lease_secs: Option<u64>,
-    replication: Option<u8>,
-    #[serde(default)]
-    scope: Vec<String>,
-    user_agent: Option<String>,
-    robots: Option<RobotsPolicy>,
-    #[serde(default)]
-    rate: RateToml,
-    #[serde(default)]
-    caps: CapsToml,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RateToml {
-    per_host: Option<String>,
-    burst: Option<u32>,
-    concurrency: Option<u32>,
-    scope: Option<String>,
-    lanes: Option<u16>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CapsToml {
-    response_bytes_max: Option<u64>,
-    chunk_urls_max: Option<u32>,
-    result_bytes_max: Option<u64>,
-}
-
 /// Runs a `starling project` subcommand.
 pub fn run(cmd: ProjectCmd) -> Result<()> {
     match cmd {
@@ -246,116 +220,6 @@ pub fn run(cmd: ProjectCmd) -> Result<()> {
         ProjectCmd::Directory(args) => crate::curate::make_directory(&args),
         ProjectCmd::Inspect { file, json } => inspect(&file, json),
     }
-}
-
-/// Parses a rate such as `4/s`, `30/min`, `0.5/s` or `2` (per second) into thousandths per second.
-pub fn parse_rate(s: &str) -> Result<u32> {
-    let s = s.trim();
-    let (num, per) = s.split_once('/').unwrap_or((s, "s"));
-    let n: f64 = num.trim().parse().map_err(|_| anyhow::anyhow!("rate {s:?} is not a number"))?;
-    let secs = match per.trim() {
-        "s" | "sec" | "second" => 1.0,
-        "m" | "min" | "minute" => 60.0,
-        "h" | "hour" => 3600.0,
-        other => bail!("rate {s:?}: unknown unit {other:?} (use /s, /min or /h)"),
-    };
-    let milli = (n / secs * 1000.0).round();
-    let max = f64::from(starling_protocol::manifest::RATE_PER_S_MILLI_MAX);
-    if !(milli.is_finite() && milli >= 1.0 && milli <= max) {
-        bail!("rate {s:?} is out of range: 0.001/s ..= 1000/s");
-    }
-    Ok(milli as u32)
-}
-
-fn format_rate(per_s_milli: u32) -> String {
-    format!("{}/s", f64::from(per_s_milli) / 1000.0)
-}
-
-fn build_manifest(args: &NewArgs, owner: starling_protocol::PublicKey) -> Result<ProjectManifest> {
-    let t: ManifestToml = match &args.manifest {
-        Some(path) => {
-            let text = fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("cannot read manifest {}: {e}", path.display()))?;
-            toml::from_str(&text).map_err(|e| {
-                anyhow::anyhow!("manifest {} is not valid: {}", path.display(), e.message())
-            })?
-        }
-        None => ManifestToml::default(),
-    };
-    let Some(name) = args.name.clone().or(t.name) else {
-        bail!("the project needs a name: set `name` in the manifest or pass --name");
-    };
-    let defaults = RatePolicy::default();
-    let per_s_milli = match args.rate_per_host.as_deref().or(t.rate.per_host.as_deref()) {
-        Some(r) => parse_rate(r)?,
-        None => defaults.per_s_milli,
-    };
-    let lease_secs = args.lease_secs.or(t.lease_secs).unwrap_or(300);
-    let lease_ms = lease_secs.saturating_mul(1000);
-    if !(LEASE_MS_MIN..=LEASE_MS_MAX).contains(&lease_ms) {
-        bail!("lease of {lease_secs} s is outside 1 s ..= 86400 s");
-    }
-    for (name, value, min, max) in [
-        ("burst", args.burst.or(t.rate.burst), 0, starling_protocol::manifest::BURST_MAX),
-        (
-            "concurrency",
-            args.concurrency.or(t.rate.concurrency),
-            1,
-            starling_protocol::manifest::CONCURRENCY_MAX,
-        ),
-    ] {
-        if let Some(v) = value.filter(|v| !(min..=max).contains(v)) {
-            bail!("{name} {v} is out of range: {min} ..= {max}");
-        }
-    }
-    let rate_scope = match args.rate_scope.as_deref().or(t.rate.scope.as_deref()) {
-        None | Some("mesh") => starling_protocol::RateScope::Mesh,
-        Some("node") => starling_protocol::RateScope::Node,
-        Some(other) => bail!("rate scope {other:?} is neither \"mesh\" nor \"node\""),
-    };
-    let lanes = args.lanes.or(t.rate.lanes).unwrap_or(1);
-    let lanes_max = starling_protocol::item::LANES_MAX;
-    if !(1..=lanes_max).contains(&lanes) {
-        bail!("lanes {lanes} is out of range: 1 ..= {lanes_max}");
-    }
-    if lanes > 1 && rate_scope == starling_protocol::RateScope::Node {
-        bail!("lanes share a mesh-wide rate: with rate scope \"node\" leave lanes at 1");
-    }
-    let caps_default = SizeCaps::default();
-    let mut scope: Vec<String> = t.scope;
-    scope.extend(args.scope.iter().cloned());
-    let m = ProjectManifest {
-        description: t.description,
-        version: args.manifest_version.or(t.version).unwrap_or(1),
-        owner,
-        rate: RatePolicy {
-            per_s_milli,
-            burst: args.burst.or(t.rate.burst).unwrap_or(defaults.burst),
-            concurrency: args.concurrency.or(t.rate.concurrency).unwrap_or(defaults.concurrency),
-            lanes,
-            scope: rate_scope,
-        },
-        lease_ms,
-        replication: args.replication.or(t.replication).unwrap_or(2),
-        scope,
-        user_agent: t
-            .user_agent
-            .unwrap_or_else(|| format!("starling/{} ({name})", env!("CARGO_PKG_VERSION"))),
-        robots: t.robots.unwrap_or_default(),
-        caps: SizeCaps {
-            response_bytes_max: t
-                .caps
-                .response_bytes_max
-                .unwrap_or(caps_default.response_bytes_max),
-            chunk_urls_max: t.caps.chunk_urls_max.unwrap_or(caps_default.chunk_urls_max),
-            result_bytes_max: t.caps.result_bytes_max.unwrap_or(caps_default.result_bytes_max),
-        },
-        verify: Default::default(),
-        name,
-    };
-    use starling_protocol::wire::Validate;
-    m.validate().map_err(|e| anyhow::anyhow!("manifest is not valid: {e}"))?;
-    Ok(m)
 }
 
 fn new_project(args: &NewArgs) -> Result<()> {
@@ -617,6 +481,11 @@ pub fn describe(env: &Envelope) -> Result<serde_json::Value> {
                     "chunk_urls_max": m.caps.chunk_urls_max,
                     "result_bytes_max": m.caps.result_bytes_max,
                 },
+                "verify": {
+                    "sample": f64::from(m.verify.sample_milli) / 1000.0,
+                    "volatile": m.verify.volatile,
+                    "strikes": m.verify.strikes,
+                },
             })
         }
         Envelope::Batch(s) => {
@@ -694,18 +563,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rates_parse() {
-        assert_eq!(parse_rate("4/s").unwrap(), 4000);
-        assert_eq!(parse_rate("30/min").unwrap(), 500);
-        assert_eq!(parse_rate("0.5").unwrap(), 500);
-        assert!(parse_rate("fast").is_err());
-        assert!(parse_rate("4/week").is_err());
-        assert!(parse_rate("0/s").is_err());
-        assert!(parse_rate("4294967/s").unwrap_err().to_string().contains("1000/s"));
-        assert_eq!(parse_rate("1000/s").unwrap(), 1_000_000);
-    }
 
     #[test]
     fn torrent_sources_carry_their_info_hash() {
