@@ -63,7 +63,7 @@ fn crawl_manifest(owner: &starling_protocol::Keypair) -> ProjectManifest {
         user_agent: "starling-test-crawler".into(),
         robots: RobotsPolicy::Ignore,
         caps: SizeCaps::default(),
-        verify: Default::default(),
+        verify: no_checks(),
     }
 }
 

@@ -668,8 +668,12 @@ async fn the_runner_reports_the_warc_digest_and_cancel_leaves_no_file() {
     // The receipt's per-URL outcomes, in chunk order: the page and the 404 are archived
     // answers, the ftp URL is refused by policy with its reason.
     assert_eq!(parts.len(), 3);
-    assert_eq!(parts[0], starling_protocol::message::PartOutcome::ok(200));
-    assert_eq!(parts[1], starling_protocol::message::PartOutcome::ok(404));
+    // Archived parts carry their body's digest, for spot-checks.
+    for (part, status) in parts[..2].iter().zip([200, 404]) {
+        assert_eq!((part.status, part.class()), (status, PartClass::Ok), "{part:?}");
+        assert!(part.payload.is_some(), "{part:?}");
+    }
+    assert_ne!(parts[0].payload, parts[1].payload);
     assert_eq!(parts[2].class(), PartClass::Refused, "{:?}", parts[2]);
     assert!(parts[2].failure.as_ref().is_some_and(|f| f.reason.contains("scheme ftp")));
     let path = dir.path().join(format!("{result:#}.warc.gz"));

@@ -78,7 +78,7 @@ fn signed_project(owner: &Keypair, site: SocketAddr) -> (Vec<u8>, Vec<u8>, Proje
         user_agent: "starling-fault-run".into(),
         robots: RobotsPolicy::Ignore,
         caps: SizeCaps::default(),
-        verify: Default::default(),
+        verify: no_checks(),
     };
     let items = (0..CHUNKS)
         .map(|c| WorkItem::CrawlChunk {

@@ -118,7 +118,7 @@ fn manifest(owner: &Keypair, hosts: &[String], rate: RatePolicy, lease_ms: u64) 
         user_agent: "starling-lanes-test".into(),
         robots: RobotsPolicy::Obey,
         caps: SizeCaps::default(),
-        verify: Default::default(),
+        verify: no_checks(),
     }
 }
 
