@@ -11,7 +11,7 @@
 use starling_protocol::engine::{MARKED_MAX, Quorum};
 use starling_protocol::{Digest, Engine, ItemId, ItemState, NodeId, ProjectId, WorkItem};
 
-use crate::views::{ChecksView, MarkedPeer};
+use crate::views::{ChecksView, ItemInfo, MarkedPeer};
 
 /// The result the mesh keeps for a finished crawl chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,4 +112,27 @@ pub fn views(engine: &Engine) -> Vec<ChecksView> {
             }
         })
         .collect()
+}
+
+/// A quorum's name, as `/items` shows it.
+pub fn quorum_name(q: Quorum) -> &'static str {
+    match q {
+        Quorum::Unchecked => "unchecked",
+        Quorum::Pending => "pending",
+        Quorum::Confirmed => "confirmed",
+        Quorum::Disputed => "disputed",
+        Quorum::Upheld => "upheld",
+        Quorum::Overturned => "overturned",
+        Quorum::Split => "split",
+    }
+}
+
+/// Adds to `info` (item `item` of `project`) where its check stands and the result kept, for
+/// a finished crawl chunk.
+pub fn annotate(engine: &Engine, project: &ProjectId, item: &ItemId, info: &mut ItemInfo) {
+    let Some(k) = kept(engine, project, item) else { return };
+    let q = engine.quorum(item);
+    info.check = (q != Quorum::Unchecked).then(|| quorum_name(q).to_owned());
+    info.kept_by = Some(k.node.to_hex());
+    info.kept_result = Some(k.digest.to_hex());
 }

@@ -614,6 +614,17 @@ pub struct ItemInfo {
     pub lease_until_ms: Option<u64>,
     /// Result digest, when done.
     pub result: Option<String>,
+    /// For a finished crawl chunk whose result was spot-checked: where the check stands
+    /// (`pending`, `confirmed`, `disputed`, `upheld`, `overturned` or `split`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<String>,
+    /// For a finished crawl chunk: the node whose result the mesh keeps (the producer's, or
+    /// after `overturned` the first checker's), and that result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_by: Option<String>,
+    /// The kept result's digest (see `kept_by`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_result: Option<String>,
 }
 
 impl ItemInfo {
@@ -627,6 +638,9 @@ impl ItemInfo {
             holder: None,
             lease_until_ms: None,
             result: None,
+            check: None,
+            kept_by: None,
+            kept_result: None,
         };
         match state {
             ItemState::Open { epoch } => {

@@ -337,7 +337,11 @@ impl Actor {
             .filter(|(_, p, _)| q.project.as_ref().is_none_or(|want| p.to_hex() == *want))
             .filter(|(_, _, s)| q.state.as_deref().is_none_or(|want| state_name(s) == want))
             .take(limit)
-            .map(|(id, p, s)| ItemInfo::new(id.to_hex(), p.to_hex(), &s))
+            .map(|(id, p, s)| {
+                let mut info = ItemInfo::new(id.to_hex(), p.to_hex(), &s);
+                crate::checks::annotate(&self.engine, &p, &id, &mut info);
+                info
+            })
             .collect()
     }
 }

@@ -34,5 +34,6 @@ mod store_damage;
 mod sync;
 mod torrent;
 mod traffic;
+mod verify;
 mod version;
 mod warcio;

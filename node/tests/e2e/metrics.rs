@@ -108,6 +108,8 @@ fn check_parsed(classic: &Families, om: &Families) {
         "starling_gossip_mesh_peers",
         "starling_gossip_topic_peers",
         "starling_project_items",
+        "starling_result_checks",
+        "starling_marked_peers",
     ];
     for (fmt, fams) in [("classic", classic), ("openmetrics", om)] {
         assert!(fams.len() > 60, "{fmt}: only {} families", fams.len());
@@ -277,6 +279,15 @@ fn metrics_parse_in_both_formats_with_prometheus_tools() {
             Some(6.0),
             "{classic}"
         );
+        // Spot-checks: the project's figures (this project checks nothing) and the counters.
+        let p = format!("project=\"{}\",name=\"metrics\"", p.id.to_hex());
+        for state in ["verified", "pending", "disputed", "overturned", "split"] {
+            let key = format!("starling_result_checks{{{p},state=\"{state}\"}}");
+            assert_eq!(sample(&classic, &key), Some(0.0), "{key}\n{classic}");
+        }
+        assert_eq!(sample(&classic, &format!("starling_marked_peers{{{p}}}")), Some(0.0));
+        assert_eq!(sample(&classic, "starling_results_overturned_total"), Some(0.0));
+        assert_eq!(sample(&classic, "starling_peers_marked_total"), Some(0.0));
         assert!(total(&classic, "starling_p2p_connections") >= 1.0, "{classic}");
         assert!(
             sample(&classic, "starling_p2p_bytes_total{transport=\"tcp\",direction=\"in\"}")
