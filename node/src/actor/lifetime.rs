@@ -130,4 +130,29 @@ mod tests {
         assert_eq!(v.since_ms, 1_000, "the first start is kept");
         assert_eq!(v.saved_ms, 0, "not saved yet in this run");
     }
+
+    #[test]
+    fn a_spot_check_archives_as_a_chunk_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.redb")).unwrap();
+        let check = WorkItem::Verify {
+            source: ItemId([3; 32]),
+            result: Digest([4; 32]),
+            round: 0,
+            exclude: vec![starling_protocol::NodeId([5; 32])],
+        };
+        let done = WorkResult {
+            item: ItemId([1; 32]),
+            epoch: 1,
+            result: Digest([2; 32]),
+            size: 500,
+            ok: 2,
+            failed: 0,
+            parts: Vec::new(),
+        };
+        let mut l = Lifetime::load(&store, 0);
+        l.finished(&check, &done);
+        let v = l.view(1, RunCounts::default());
+        assert_eq!((v.items["crawl"], v.urls_archived, v.bytes_archived), (1, 2, 500));
+    }
 }
