@@ -537,10 +537,11 @@ impl Engine {
                     self.replay_pending(now);
                 }
             }
-            Some(check @ WorkItem::Verify { .. }) => {
-                if self.settle_check(&check, project, now) && !self.pending.is_empty() {
-                    self.replay_pending(now);
-                }
+            Some(check @ WorkItem::Verify { .. })
+                if self.settle_check(&check, project, now) && !self.pending.is_empty() =>
+            {
+                // Receipts of the third execution that came first were parked.
+                self.replay_pending(now);
             }
             _ => {}
         }

@@ -524,8 +524,9 @@ impl Engine {
     /// Counts of items by state, optionally for one project.
     pub fn counts(&self, project: Option<ProjectId>) -> ItemCounts {
         let mut c = ItemCounts::default();
-        // Lanes are the mesh's hold on a host, not work: they are counted apart (`lanes_of`).
-        let work = self.items.values().filter(|e| !Self::is_lane(e));
+        // Lanes are the mesh's hold on a host, not work: they are counted apart (`lanes_of`);
+        // spot-checks are counted by how their results stand (`verify_counts`).
+        let work = self.items.values().filter(|e| !Self::is_lane(e) && !Self::is_check(e));
         for e in work.filter(|e| project.is_none_or(|p| e.project == p)) {
             match e.phase {
                 Phase::Open { .. } => c.open += 1,
@@ -542,7 +543,7 @@ impl Engine {
     /// can be read from the kind that finishes.
     pub fn counts_by_kind(&self, project: &ProjectId) -> BTreeMap<WorkKind, ItemCounts> {
         let mut out: BTreeMap<WorkKind, ItemCounts> = BTreeMap::new();
-        for e in self.items.values().filter(|e| e.project == *project) {
+        for e in self.items.values().filter(|e| e.project == *project && !Self::is_check(e)) {
             let c = out.entry(e.work.kind()).or_default();
             match e.phase {
                 Phase::Open { .. } => c.open += 1,
@@ -634,8 +635,12 @@ impl Engine {
     /// project's items: for a status view, not for every message.
     pub fn part_counts(&self, project: &ProjectId) -> [u64; 4] {
         let mut out = [0u64; 4];
-        for e in self.items.values().filter(|e| e.project == *project) {
-            let Phase::Done { receipt } = &e.phase else { continue };
+        for (id, e) in self.items.iter().filter(|(_, e)| e.project == *project) {
+            if !matches!(&*e.work, WorkItem::CrawlChunk { .. }) {
+                continue;
+            }
+            // The kept result's parts: a check's own, when it overturned the producer's.
+            let Some(receipt) = self.kept_receipt(id) else { continue };
             let Some((r, _)) = apply::receipt_parts(receipt) else { continue };
             for part in &r.parts {
                 let class = part.failure.as_ref().map_or(0, |f| f.class as usize);
@@ -964,6 +969,11 @@ impl Engine {
             return false;
         }
         if !self.cfg.roles.contains(Roles::for_work(work)) {
+            return false;
+        }
+        // Marked for the project by what this node saw: every peer that saw it too refuses
+        // this node's claims there.
+        if !self.strikes.marked.is_empty() && self.is_marked(project, &self.me) {
             return false;
         }
         match work {

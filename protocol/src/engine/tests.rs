@@ -65,6 +65,19 @@ struct Net {
     silenced: Vec<bool>,
     /// Host cooldowns told to each node: (node, until).
     cooldowns: Vec<(usize, u64)>,
+    /// What each node reports for the work it does (see [`Net::result_of`]).
+    liars: Vec<Lies>,
+}
+
+/// What a node of the harness reports for its work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lies {
+    /// The truth: a chunk's result is `Digest::of(item)`, a check reports its source's.
+    Never,
+    /// A false result for every chunk it crawls; honest checks.
+    Results,
+    /// Honest chunks; every check it runs disagrees.
+    Checks,
 }
 
 impl Net {
@@ -86,6 +99,22 @@ impl Net {
             starts: Vec::new(),
             silenced: vec![false; n],
             cooldowns: Vec::new(),
+            liars: vec![Lies::Never; n],
+        }
+    }
+
+    /// The result `node` reports for `item`: the truth is the digest of the chunk's id (for a
+    /// check, of its source's id), and a liar reports something else.
+    fn result_of(&self, node: usize, item: &ItemId) -> Digest {
+        let (source, check) = match self.engines[node].item_work(item) {
+            Some((_, WorkItem::Verify { source, .. })) => (*source, true),
+            _ => (*item, false),
+        };
+        match (self.liars.get(node).copied().unwrap_or(Lies::Never), check) {
+            (Lies::Results, false) | (Lies::Checks, true) => {
+                Digest::of(&[&b"bogus"[..], item.as_bytes()].concat())
+            }
+            _ => Digest::of(source.as_bytes()),
         }
     }
 
@@ -145,7 +174,7 @@ impl Net {
             let _ = self.input(to, Input::Message(env));
         } else if next_work == Some(t) {
             let (_, (node, item, epoch)) = self.work.pop_first().expect("work has an entry at t");
-            let result = Digest::of(item.as_bytes());
+            let result = self.result_of(node, &item);
             let _ = self.input(
                 node,
                 Input::WorkDone(WorkResult {
@@ -2525,5 +2554,214 @@ mod host_aware_picking {
     #[test]
     fn a_second_slot_takes_a_quiet_hosts_chunk_before_another_of_a_busy_host() {
         assert_eq!(hosts_held(), vec!["a.test", "b.test"]);
+    }
+}
+
+/// Spot-check quorums (`verify.rs`): liars' results overturned, liars marked, honest nodes
+/// never, from the engines' own messages.
+mod verify_quorums {
+    use super::*;
+    use crate::manifest::VerifyPolicy;
+    use crate::message::PartOutcome;
+
+    fn verified_project(
+        net: &mut Net,
+        owner: &Keypair,
+        n: usize,
+        verify: VerifyPolicy,
+    ) -> (ProjectId, Vec<ItemId>) {
+        let m = ProjectManifest { verify, ..manifest(owner, 5_000, 0) };
+        let b = batch(owner, &m, n);
+        let ids = b.verify().unwrap().items.iter().map(|w| w.id(&m.id())).collect();
+        net.input(0, Input::Publish(Envelope::Manifest(Signed::sign(owner, &m)))).unwrap();
+        net.input(0, Input::Publish(Envelope::Batch(b))).unwrap();
+        (m.id(), ids)
+    }
+
+    fn every_result(strikes: u8) -> VerifyPolicy {
+        VerifyPolicy { sample_milli: 1_000, volatile: vec![], strikes }
+    }
+
+    /// Every honest engine has every item done and no check due or running.
+    fn settled(net: &Net, ids: &[ItemId]) -> bool {
+        net.all_done(ids)
+            && net.engines.iter().enumerate().filter(|(i, _)| net.liars[*i] == Lies::Never).all(
+                |(_, e)| {
+                    let c = e.verify_counts(None);
+                    c.pending == 0 && c.disputed == 0
+                },
+            )
+    }
+
+    fn honest(net: &Net) -> impl Iterator<Item = &Engine> {
+        net.engines.iter().enumerate().filter(|(i, _)| net.liars[*i] == Lies::Never).map(|(_, e)| e)
+    }
+
+    #[test]
+    fn a_liars_results_are_overturned_and_the_liar_marked_everywhere() {
+        let owner = test_keypair(1);
+        let mut net = Net::new(5, &owner, fast_config());
+        net.liars[4] = Lies::Results;
+        let liar = net.engines[4].node_id();
+        let (pid, ids) = verified_project(&mut net, &owner, 80, every_result(2));
+        assert!(net.run_until(600_000, |n| settled(n, &ids)), "not settled by t={}", net.now);
+        for e in honest(&net) {
+            for id in &ids {
+                let (_, result, _) = e.kept(id).expect("a finished chunk has a kept result");
+                assert_eq!(result, Digest::of(id.as_bytes()), "a bogus result kept for {id:?}");
+            }
+            assert!(e.is_marked(&pid, &liar), "the liar is marked on every honest engine");
+            assert_eq!(e.marked(&pid).len(), 1, "no honest node is marked");
+            let c = e.verify_counts(Some(pid));
+            assert!(c.overturned >= 2, "{c:?}");
+            assert_eq!(c.verified + c.overturned + c.split, 80, "{c:?}");
+        }
+        // Marked in its own engine's view too, the liar takes no more work there.
+        assert!(net.engines[4].is_marked(&pid, &liar));
+    }
+
+    #[test]
+    fn without_checks_a_liars_results_stand() {
+        let owner = test_keypair(1);
+        let mut net = Net::new(5, &owner, fast_config());
+        net.liars[4] = Lies::Results;
+        let none = VerifyPolicy { sample_milli: 0, ..VerifyPolicy::default() };
+        let (pid, ids) = verified_project(&mut net, &owner, 80, none);
+        assert!(net.run_until(600_000, |n| settled(n, &ids)));
+        let e = &net.engines[0];
+        let bogus = ids.iter().filter(|id| e.kept(id).unwrap().1 != Digest::of(id.as_bytes()));
+        assert!(bogus.count() > 0, "the liar's results are kept when nothing is checked");
+        assert_eq!(e.marked(&pid), vec![]);
+    }
+
+    #[test]
+    fn a_checker_that_lies_loses_to_the_third_execution() {
+        let owner = test_keypair(1);
+        let mut net = Net::new(5, &owner, fast_config());
+        net.liars[3] = Lies::Checks;
+        let liar = net.engines[3].node_id();
+        let (pid, ids) = verified_project(&mut net, &owner, 60, every_result(2));
+        assert!(net.run_until(600_000, |n| settled(n, &ids)), "not settled by t={}", net.now);
+        for e in honest(&net) {
+            for id in &ids {
+                assert_eq!(e.kept(id).unwrap().1, Digest::of(id.as_bytes()));
+            }
+            assert!(e.is_marked(&pid, &liar));
+            let c = e.verify_counts(Some(pid));
+            assert_eq!(c.overturned, 0, "honest results stand: {c:?}");
+        }
+    }
+
+    #[test]
+    fn nobody_checks_their_own_result() {
+        let owner = test_keypair(1);
+        let mut net = Net::new(4, &owner, fast_config());
+        let (_, ids) = verified_project(&mut net, &owner, 40, every_result(3));
+        assert!(net.run_until(600_000, |n| settled(n, &ids)));
+        let e = &net.engines[0];
+        for (node, item) in &net.starts {
+            if let Some((_, WorkItem::Verify { exclude, .. })) = e.item_work(item) {
+                assert!(
+                    !exclude.contains(&net.engines[*node].node_id()),
+                    "a producer checked itself"
+                );
+            }
+        }
+        // And a claim of a check by its producer is refused and costs the sender.
+        let (id, producer) = ids
+            .iter()
+            .find_map(|id| {
+                let (holder, ..) = e.kept(id)?;
+                let check = e
+                    .items()
+                    .find(|(c, ..)| matches!(e.item_work(c), Some((_, WorkItem::Verify { source, .. })) if source == id))?
+                    .0;
+                Some((check, holder))
+            })
+            .expect("some result was checked");
+        let key = (0..4).map(|i| test_keypair(1000 + i)).find(|k| k.public().node_id() == producer);
+        let key = key.expect("the producer is one of the engines");
+        let claim = Claim {
+            item: id,
+            epoch: 1,
+            at_ms: net.now,
+            lease_until_ms: net.now + 1_000,
+            since_ms: net.now,
+        };
+        let got = net.engines[0]
+            .handle(Input::Message(Envelope::Claim(Signed::sign(&key, &claim))), net.now);
+        assert_eq!(got, Err(Reject::Barred));
+        assert!(Reject::Barred.penalize());
+    }
+
+    #[test]
+    fn a_restarted_engine_finds_the_same_verdicts() {
+        let owner = test_keypair(1);
+        let mut net = Net::new(5, &owner, fast_config());
+        net.liars[4] = Lies::Results;
+        let liar = net.engines[4].node_id();
+        let (pid, ids) = verified_project(&mut net, &owner, 60, every_result(2));
+        assert!(net.run_until(600_000, |n| settled(n, &ids)));
+        let e = &net.engines[1];
+        let mut restored =
+            Engine::restore(fast_config(), test_keypair(1001), e.snapshot(), 9, net.now);
+        // Results whose claims are young, or that follow a lease still running in the
+        // restored view, are judged once those settle or run out (the lease is 5 s), as after
+        // any restart.
+        let mut t = net.now;
+        while let Some(w) = restored.next_wakeup().filter(|w| *w <= net.now + 20_000) {
+            t = t.max(w);
+            let _ = restored.handle(Input::Tick, t);
+        }
+        assert!(restored.is_marked(&pid, &liar));
+        assert_eq!(restored.verify_counts(Some(pid)), e.verify_counts(Some(pid)));
+        for id in &ids {
+            assert_eq!(restored.kept(id), e.kept(id));
+        }
+    }
+
+    #[test]
+    fn sampling_takes_about_the_share_asked_for() {
+        let project = ProjectId::derive(&test_keypair(1).public(), "s");
+        let result = Digest::of(b"r");
+        let ids: Vec<ItemId> = (0..20_000u32)
+            .map(|i| WorkItem::CrawlChunk { urls: vec![format!("http://a/{i}")] }.id(&project))
+            .collect();
+        for (milli, low, high) in [(0, 0, 0), (100, 1_800, 2_200), (500, 9_700, 10_300)] {
+            let n = ids.iter().filter(|id| sampled(id, &result, milli)).count();
+            assert!((low..=high).contains(&n), "{milli}: {n}");
+        }
+        assert!(ids.iter().all(|id| sampled(id, &result, 1_000)));
+    }
+
+    #[test]
+    fn parts_compare_on_status_and_stable_payloads() {
+        let urls: Vec<String> =
+            ["http://a/1", "http://a/news/2", "http://a/3", "http://a/4"].map(String::from).into();
+        let d = |b: &[u8]| Digest::of(b);
+        let r = d(b"warc");
+        let base: Vec<PartOutcome> =
+            (0..4u8).map(|i| PartOutcome::archived(200, d(&[i]))).collect();
+        let policy = VerifyPolicy { volatile: vec!["http://a/news/".into()], ..Default::default() };
+        let same = compare(&urls, (&r, &base), (&d(b"other warc"), &base), &policy);
+        assert!(same.agree(), "WARC bytes differ between fetches; pages do not");
+        let mut news = base.clone();
+        news[1] = PartOutcome::archived(200, d(b"changed"));
+        assert!(compare(&urls, (&r, &base), (&r, &news), &policy).agree(), "volatile page");
+        let mut one = base.clone();
+        one[0] = PartOutcome::archived(200, d(b"changed"));
+        let c = compare(&urls, (&r, &base), (&r, &one), &policy);
+        assert!(!c.agree() && !c.major(), "one page of four changed: {c:?}");
+        let mut gone = base.clone();
+        gone[1] = PartOutcome::archived(404, d(b"x"));
+        assert!(
+            !compare(&urls, (&r, &base), (&r, &gone), &policy).agree(),
+            "status counts even when volatile"
+        );
+        let forged: Vec<PartOutcome> =
+            (0..4u8).map(|i| PartOutcome::archived(200, d(&[i, 9]))).collect();
+        assert!(compare(&urls, (&r, &base), (&r, &forged), &policy).major());
+        assert!(compare(&urls, (&r, &base), (&r, &base[..3]), &policy).major(), "a part missing");
+        assert!(!compare(&[], (&r, &[]), (&d(b"x"), &[]), &policy).agree(), "no parts: results");
     }
 }

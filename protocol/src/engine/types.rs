@@ -426,7 +426,7 @@ pub enum Reject {
     #[error("result held back until its claim has settled")]
     Settling,
     /// A claim by a node that may not hold the item: the producer (or first checker) of the
-    /// result a check is about, or a node marked for the project (see `verify.rs`).
+    /// result a check is about (see `verify.rs`).
     #[error("sender may not hold this item")]
     Barred,
 }

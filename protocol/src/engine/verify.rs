@@ -17,8 +17,11 @@
 //! - **Blame.** The loser of a quorum gets a strike when it differs from the other two on more
 //!   than half the parts compared: a page or two that changed between fetches costs a result,
 //!   never a strike. A node with `verify.strikes` strikes (each on a different item) is
-//!   *marked* for the project: its claims there are refused (costing its peer score), and
-//!   every result of it the node knows is verified.
+//!   *marked* for the project: every result of it is checked from then on, whatever the
+//!   sample (those known already too), and a node that finds itself marked takes no more work
+//!   there. Its claims are still judged by the claim rule: refusing them was tried, and since
+//!   nodes learn the evidence at different times, it split their views of who held an epoch
+//!   (an engine restored from its own records refused claims it had taken live).
 //!
 //! Everything is computed from items and receipts every node holds alike, so nodes that have
 //! seen the same messages reach the same verdicts, and a restart replays them.
@@ -256,6 +259,24 @@ impl Engine {
         Some((receipt.signer().node_id(), r.result, r.size))
     }
 
+    /// The receipt kept as finished crawl chunk `item`'s result (see [`Engine::kept`]).
+    pub(super) fn kept_receipt(&self, item: &ItemId) -> Option<&Signed<Receipt>> {
+        self.quorum_of(item).map(|(_, r)| r)
+    }
+
+    /// The item whose receipt is kept as finished crawl chunk `item`'s result: `item` itself,
+    /// or its round-0 check when a quorum overturned the producer.
+    pub fn kept_item(&self, item: &ItemId) -> Option<ItemId> {
+        let receipt = self.kept_receipt(item)?;
+        let (_, c) = receipt_parts(receipt)?;
+        Some(c.item)
+    }
+
+    /// Whether `e` is a spot-check.
+    pub(super) fn is_check(e: &super::ItemEntry) -> bool {
+        matches!(&*e.work, WorkItem::Verify { .. })
+    }
+
     /// Per project (or all), how its checked results stand.
     pub fn verify_counts(&self, project: Option<ProjectId>) -> VerifyCounts {
         let mut c = VerifyCounts::default();
@@ -299,14 +320,9 @@ impl Engine {
     }
 
     /// Whether `node` may not hold `e`: a check of its own result (or, in round 1, of the
-    /// result it checked first), or any item of a project it is marked for.
+    /// result it checked first).
     pub(super) fn barred(&self, e: &super::ItemEntry, node: &NodeId) -> bool {
-        if let WorkItem::Verify { exclude, .. } = &*e.work
-            && exclude.contains(node)
-        {
-            return true;
-        }
-        !self.strikes.marked.is_empty() && self.is_marked(&e.project, node)
+        matches!(&*e.work, WorkItem::Verify { exclude, .. } if exclude.contains(node))
     }
 
     /// Drops the checks of `source`'s replaced result `old` that are not done, as seed duties
