@@ -76,6 +76,9 @@ struct QuietView {
 
 impl World {
     pub(crate) fn on_check(&mut self) {
+        if self.s.byzantine.nodes > 0 {
+            self.note_caught_liars();
+        }
         self.check_safety();
         if self.violations.is_empty() {
             self.check_convergence();
@@ -379,7 +382,84 @@ impl World {
             );
             return;
         }
+        if self.check_marks() {
+            return;
+        }
         self.crawl_final_checks();
+    }
+
+    /// The first honest up node, the observer of liars being caught.
+    fn observer(&self) -> Option<usize> {
+        self.nodes.iter().position(|n| !n.byz && n.up() && n.engine.is_some())
+    }
+
+    /// Notes the liars the observer now sees marked for the first time, with how many false
+    /// results of each it had accepted by then (items it holds done by the liar with a false
+    /// result, overturned since or not).
+    fn note_caught_liars(&mut self) {
+        let Some(o) = self.observer() else { return };
+        let Some(engine) = self.nodes[o].engine.as_ref() else { return };
+        let liars: Vec<u32> = (0..self.nodes.len() as u32)
+            .filter(|i| self.nodes[*i as usize].byz && !self.stats.caught.contains_key(i))
+            .collect();
+        let mut newly = Vec::new();
+        for liar in liars {
+            let id = self.nodes[liar as usize].key.public().node_id();
+            if !self.ledger.projects.iter().any(|p| engine.is_marked(&p.id, &id)) {
+                continue;
+            }
+            let placed = engine
+                .items()
+                .filter(|(item, _, st)| {
+                    matches!(st, ItemState::Done { holder, result, .. }
+                        if *holder == id && *result != honest_result(item))
+                })
+                .count() as u64;
+            newly.push((liar, placed));
+        }
+        for (liar, placed) in newly {
+            self.stats.caught.insert(liar, (self.now, placed));
+        }
+    }
+
+    /// Liars marked for some project on every honest up node.
+    fn liars_marked_everywhere(&self) -> u64 {
+        let liars = self.nodes.iter().filter(|n| n.byz);
+        liars
+            .filter(|l| {
+                let id = l.key.public().node_id();
+                let mut engines = self.honest_engines().peekable();
+                engines.peek().is_some()
+                    && engines.all(|e| self.ledger.projects.iter().any(|p| e.is_marked(&p.id, &id)))
+            })
+            .count() as u64
+    }
+
+    /// An honest engine that marked an honest node is a violation. Returns whether one was.
+    fn check_marks(&mut self) -> bool {
+        let mut found = None;
+        'outer: for (o, node) in self.nodes.iter().enumerate().filter(|(_, n)| !n.byz) {
+            let Some(engine) = node.engine.as_ref() else { continue };
+            for p in &self.ledger.projects {
+                for (marked, strikes) in engine.marked(&p.id) {
+                    if !self.is_liar(&marked) {
+                        found = Some(format!(
+                            "node {o} marked honest node {} for project {} ({strikes} strikes)",
+                            marked.short(),
+                            p.id.short()
+                        ));
+                        break 'outer;
+                    }
+                }
+            }
+        }
+        match found {
+            Some(detail) => {
+                self.violate(ViolationKind::HonestMarked, detail);
+                true
+            }
+            None => false,
+        }
     }
 
     /// (done or given up, failed, bogus) crawl items in the view of the honest up nodes.
@@ -399,7 +479,12 @@ impl World {
                 }
                 let s = &mut state[i as usize];
                 match st {
-                    ItemState::Done { result, .. } if result == honest_result(&id) => *s |= 1,
+                    // The result kept: the producer's, or a check's that overturned it.
+                    ItemState::Done { .. }
+                        if engine.kept(&id).is_some_and(|k| k.1 == honest_result(&id)) =>
+                    {
+                        *s |= 1
+                    }
                     ItemState::Done { .. } => *s |= 4,
                     ItemState::Failed { .. } => *s |= 2,
                     _ => {}
@@ -441,6 +526,11 @@ impl World {
             },
             failed_items: failed,
             bogus_results: bogus,
+            checks_started: self.stats.checks_started,
+            results_overturned: self.honest_engines().next().map_or(0, |e| e.stats().overturned),
+            liars_marked: self.liars_marked_everywhere(),
+            liar_false_results_before_caught: self.stats.caught.values().map(|c| c.1).sum(),
+            liars_caught: self.stats.caught.len() as u64,
             liar_results_won: self.watch.liar_won.len() as u64,
             nodes_clock_off: self.honest_engines().filter(|e| e.clock().off).count() as u64,
             items_given_back: self.honest_engines().map(|e| e.stats().gave_back).sum(),

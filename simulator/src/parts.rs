@@ -136,7 +136,15 @@ impl Ledger {
                 user_agent: "starling-sim".into(),
                 robots: Default::default(),
                 caps: Default::default(),
-                verify: Default::default(),
+                verify: starling_protocol::manifest::VerifyPolicy {
+                    sample_milli: s.verify.sample_milli,
+                    volatile: if s.verify.volatile_listed {
+                        vec![format!("https://p{p}.example/changing/")]
+                    } else {
+                        Vec::new()
+                    },
+                    strikes: s.verify.strikes,
+                },
             };
             let pid = m.id();
             let count = per + u32::from(p < extra);
@@ -145,6 +153,11 @@ impl Ledger {
             for i in 0..count {
                 let urls = match &s.hosts {
                     Some(h) => h.chunk_urls(p, i),
+                    None if s.verify.urls_per_chunk > 1 || s.verify.changing_share > 0.0 => {
+                        (0..s.verify.urls_per_chunk)
+                            .map(|j| crate::world::page_url(p, i, j, &s.verify))
+                            .collect()
+                    }
                     None => vec![format!("https://p{p}.example/{i}")],
                 };
                 let work = WorkItem::CrawlChunk { urls };
@@ -195,6 +208,7 @@ impl Ledger {
         item: ItemId,
         project: ProjectId,
         kind: WorkKind,
+        check: bool,
         now: u64,
     ) -> u32 {
         if let Some(&i) = self.item_index.get(&item) {
@@ -203,7 +217,8 @@ impl Ledger {
         let i = self.items.len() as u32;
         self.item_index.insert(item, i);
         let project = self.project_index.get(&project).copied().unwrap_or(u32::MAX);
-        self.items.push(ItemRec::new(item, project, kind == WorkKind::Crawl, now));
+        // Spot-checks are crawls, but not the project's chunks: not counted with them.
+        self.items.push(ItemRec::new(item, project, kind == WorkKind::Crawl && !check, now));
         i
     }
 
@@ -357,12 +372,12 @@ mod tests {
         let mut l = ledger();
         let pid = l.projects[1].id;
         let duty = ItemId([9; 32]);
-        let i = l.register(duty, pid, WorkKind::Seed, 7);
-        assert_eq!(l.register(duty, pid, WorkKind::Seed, 8), i);
+        let i = l.register(duty, pid, WorkKind::Seed, false, 7);
+        assert_eq!(l.register(duty, pid, WorkKind::Seed, false, 8), i);
         assert_eq!((l.items[i as usize].touched_at, l.known_project(&duty)), (7, Some(1)));
         l.mark_done(duty, 9);
         assert_eq!(l.done_count, 0, "only crawl items count");
-        let stranger = l.register(ItemId([8; 32]), ProjectId([1; 32]), WorkKind::Seed, 0);
+        let stranger = l.register(ItemId([8; 32]), ProjectId([1; 32]), WorkKind::Seed, false, 0);
         assert_eq!(l.known_project(&l.items[stranger as usize].id), None);
     }
 
@@ -372,7 +387,7 @@ mod tests {
         l.items[0].starts = 2;
         l.items[0].completions = 1;
         l.items[1].starts = 1;
-        let duty = l.register(ItemId([9; 32]), l.projects[0].id, WorkKind::Seed, 0);
+        let duty = l.register(ItemId([9; 32]), l.projects[0].id, WorkKind::Seed, false, 0);
         l.items[duty as usize].starts = 5;
         let e = l.executions();
         let want = Executions { started: 3, items_started: 2, completed: 1, items_completed: 1 };

@@ -49,6 +49,23 @@ pub struct RunResult {
     /// rule (it held that epoch): not a violation, but only checking results can catch them.
     #[serde(default)]
     pub liar_results_won: u64,
+    /// Spot-check executions started by honest nodes (crawl executions are
+    /// `executions_started`).
+    #[serde(default)]
+    pub checks_started: u64,
+    /// Items whose result a spot-check quorum overturned, in the first honest up node's view.
+    #[serde(default)]
+    pub results_overturned: u64,
+    /// Liars marked on every honest up node at the end.
+    #[serde(default)]
+    pub liars_marked: u64,
+    /// Over the liars an honest observer saw marked: the false results of each it had
+    /// accepted by then (the results a liar placed before it was caught), in all.
+    #[serde(default)]
+    pub liar_false_results_before_caught: u64,
+    /// Liars an honest observer saw marked during the run.
+    #[serde(default)]
+    pub liars_caught: u64,
     /// Honest nodes whose engine found its own clock off against its peers' at the end, so
     /// claimed nothing.
     #[serde(default)]

@@ -62,6 +62,11 @@ impl Watch {
         Self { node_of: ids.zip(0..).collect(), ..Self::default() }
     }
 
+    /// A node's index, by id.
+    pub(crate) fn node_of(&self, node: &NodeId) -> Option<u32> {
+        self.node_of.get(node).copied()
+    }
+
     /// When `observer` first took in `claimant`'s claim of `epoch` while both executed it.
     fn seen_at(&self, item: u32, observer: u32, claimant: u32, epoch: u32) -> Option<u64> {
         self.seen

@@ -17,7 +17,7 @@ pub use validate::{
 };
 
 /// Built-in scenario files, by name.
-pub const BUILTIN: [(&str, &str); 17] = [
+pub const BUILTIN: [(&str, &str); 21] = [
     ("steady", include_str!("../scenarios/steady.toml")),
     ("lossy", include_str!("../scenarios/lossy.toml")),
     ("churn", include_str!("../scenarios/churn.toml")),
@@ -35,6 +35,10 @@ pub const BUILTIN: [(&str, &str); 17] = [
     ("host-lanes-node-scope", include_str!("../scenarios/host-lanes-node-scope.toml")),
     ("host-lanes-crash", include_str!("../scenarios/host-lanes-crash.toml")),
     ("host-lanes-by-host", include_str!("../scenarios/host-lanes-by-host.toml")),
+    ("liars-checked", include_str!("../scenarios/liars-checked.toml")),
+    ("liars-sampled", include_str!("../scenarios/liars-sampled.toml")),
+    ("liars-collude", include_str!("../scenarios/liars-collude.toml")),
+    ("changing-site", include_str!("../scenarios/changing-site.toml")),
 ];
 
 /// Why a scenario could not be loaded.
@@ -112,6 +116,49 @@ pub struct Scenario {
     /// Crawl hosts with a rate budget (host lanes); absent, a chunk is a fixed-length job.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hosts: Option<HostsSpec>,
+    /// Spot-checks of results (the manifests' `verify`) and the pages they compare.
+    pub verify: VerifySpec,
+}
+
+/// Spot-checks: the manifests' `verify` policy, and a site model for them to compare. With
+/// `urls_per_chunk` above 1 or pages that change, receipts carry one part per URL with its
+/// payload digest, as the node's do; otherwise a chunk's result digest stands for its pages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VerifySpec {
+    /// The manifests' `verify.sample_milli` (the protocol's default unless set).
+    pub sample_milli: u16,
+    /// The manifests' `verify.strikes`.
+    pub strikes: u8,
+    /// URLs per crawl chunk (without `[hosts]`).
+    pub urls_per_chunk: u32,
+    /// Share of pages that change while the crawl runs (0 = a stable site).
+    pub changing_share: f64,
+    /// A changing page gets a new version this often.
+    pub change_every_ms: u64,
+    /// The owner lists the changing pages as volatile (compared by status only).
+    pub volatile_listed: bool,
+}
+
+impl Default for VerifySpec {
+    fn default() -> Self {
+        let d = starling_protocol::manifest::VerifyPolicy::default();
+        Self {
+            sample_milli: d.sample_milli,
+            strikes: d.strikes,
+            urls_per_chunk: 1,
+            changing_share: 0.0,
+            change_every_ms: 10_000,
+            volatile_listed: false,
+        }
+    }
+}
+
+impl VerifySpec {
+    /// Whether receipts carry one part per URL.
+    pub fn parts_modeled(&self) -> bool {
+        self.urls_per_chunk > 1 || self.changing_share > 0.0
+    }
 }
 
 /// Crawling against hosts that have a rate budget, what host lanes are for (`hosts.rs`). When
@@ -210,6 +257,7 @@ impl Default for Scenario {
             sabotage: Sabotage::default(),
             curator: CuratorSpec::default(),
             hosts: None,
+            verify: VerifySpec::default(),
         }
     }
 }
@@ -538,6 +586,11 @@ pub struct ByzantineSpec {
     pub backdate: bool,
     /// Valid presence heartbeats sent per second on top of the real ones (0 = none).
     pub flood_per_s: u32,
+    /// Chance a liar reports a false result for a chunk it crawls (1 = always, a little
+    /// above 0 = rarely, to stay unnoticed); false pages throughout.
+    pub false_results: f64,
+    /// Liars that check another liar's false result confirm it (colluding).
+    pub collude: bool,
     /// How often each liar tries one of its lies.
     pub action_interval_ms: u64,
 }
@@ -552,6 +605,8 @@ impl Default for ByzantineSpec {
             false_receipt: false,
             backdate: false,
             flood_per_s: 0,
+            false_results: 0.0,
+            collude: false,
             action_interval_ms: 2_000,
         }
     }

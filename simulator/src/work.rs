@@ -4,10 +4,11 @@
 //! duplicate figures come from.
 
 use rand::Rng;
-use starling_protocol::{Input, ItemId, ProjectId, WorkItem, WorkKind};
+use starling_protocol::message::PartOutcome;
+use starling_protocol::{Digest, Input, ItemId, ItemState, NodeId, ProjectId, WorkItem, WorkKind};
 
 use crate::parts::End;
-use crate::world::{Event, ViolationKind, World, honest_result, id64};
+use crate::world::{Event, ViolationKind, World, bogus_result, honest_result, id64, page_parts};
 
 impl World {
     /// A crawl item is done in an honest node's view.
@@ -24,7 +25,8 @@ impl World {
         work: &WorkItem,
     ) {
         let kind = work.kind();
-        let idx = self.ledger.register(item, project, kind, self.now);
+        let check = matches!(work, WorkItem::Verify { .. });
+        let idx = self.ledger.register(item, project, kind, check, self.now);
         let node = &self.nodes[n as usize];
         if node.byz && self.s.byzantine.never_work {
             return;
@@ -59,6 +61,9 @@ impl World {
             {
                 self.stats.reruns += 1;
             }
+            if check {
+                self.stats.checks_started += 1;
+            }
             let rec = &mut self.ledger.items[idx as usize];
             rec.starts += 1;
             rec.executing.push((n, self.now));
@@ -66,7 +71,8 @@ impl World {
                 self.ledger.contended.insert(idx);
             }
         }
-        if self.hosts.is_some() && kind == WorkKind::Crawl {
+        // A spot-check runs as a timed job: the model of host budgets covers the chunks.
+        if self.hosts.is_some() && kind == WorkKind::Crawl && !check {
             // Crawling against hosts: done when its last URL is fetched (`crawl.rs`).
             self.token_seq += 1;
             let token = self.token_seq;
@@ -90,6 +96,50 @@ impl World {
             self.now + (ms as u64).max(1),
             Event::WorkDone { node: n, item: idx, token, epoch },
         );
+    }
+
+    /// What node `n` reports for `item` it ran: for a chunk its result and pages, for a
+    /// spot-check its source's as fetched now. A liar reports a false chunk result with chance
+    /// `byzantine.false_results`, and with `collude` confirms another liar's false result it
+    /// checks. Pages are reported only where the scenario models them (`[verify]`).
+    fn report(&mut self, n: u32, item: &ItemId) -> (Digest, Vec<PartOutcome>) {
+        let Some(engine) = self.nodes[n as usize].engine.as_ref() else {
+            return (honest_result(item), Vec::new());
+        };
+        let (target, check) = match engine.item_work(item) {
+            Some((_, WorkItem::Verify { source, .. })) => (*source, true),
+            _ => (*item, false),
+        };
+        let mut lie = false;
+        if self.nodes[n as usize].byz {
+            let b = &self.s.byzantine;
+            if check {
+                // Colluding: a liar's false result checked by a liar is confirmed.
+                lie = b.collude
+                    && matches!(engine.item_state(&target),
+                        Some(ItemState::Done { holder, result, .. })
+                            if result != honest_result(&target) && self.is_liar(&holder));
+            } else if b.false_results > 0.0 {
+                lie = self.rng.random_bool(b.false_results.min(1.0));
+            }
+        }
+        let result = if lie { bogus_result(&target) } else { honest_result(&target) };
+        let parts = if self.s.verify.parts_modeled() {
+            let urls =
+                match self.nodes[n as usize].engine.as_ref().and_then(|e| e.item_work(&target)) {
+                    Some((_, WorkItem::CrawlChunk { urls })) => urls.clone(),
+                    _ => Vec::new(),
+                };
+            page_parts(&target, &urls, self.now, self.s.verify.change_every_ms, lie)
+        } else {
+            Vec::new()
+        };
+        (result, parts)
+    }
+
+    /// Whether `node` is one of the run's liars.
+    pub(crate) fn is_liar(&self, node: &NodeId) -> bool {
+        self.watch.node_of(node).is_some_and(|i| self.nodes[i as usize].byz)
     }
 
     /// Stops node `n`'s execution of item `idx`, which ended as `end`.
@@ -127,14 +177,15 @@ impl World {
         {
             Input::WorkFailed { item, epoch, reason: "simulated failure".into(), retryable: true }
         } else {
+            let (result, parts) = self.report(n, &item);
             Input::WorkDone(starling_protocol::WorkResult {
                 item,
                 epoch,
-                result: honest_result(&item),
+                result,
                 size: 1_000,
                 ok: 1,
                 failed: 0,
-                parts: Vec::new(),
+                parts,
             })
         };
         if !byz {

@@ -173,6 +173,11 @@ pub(crate) struct Counters {
     /// Crawl executions by honest nodes that reran an item whose last execution was cut short
     /// by its node crashing or leaving, with nobody else working on it and no result yet.
     pub reruns: u64,
+    /// Spot-check executions started by honest nodes.
+    pub checks_started: u64,
+    /// Per liar, once an honest observer first saw it marked: when, and how many false results
+    /// of it that observer had accepted by then.
+    pub caught: std::collections::BTreeMap<u32, (u64, u64)>,
     pub faults: u64,
     pub churn: ChurnCounts,
     pub rejected: [u64; Reject::ALL.len()],
@@ -230,6 +235,8 @@ pub enum ViolationKind {
     /// An honest node whose clock a `clock` fault set beyond the skew margin started work
     /// after it had a heartbeat's life to find out.
     OffClockWork,
+    /// An honest engine marked an honest node for a project (spot-check quorums).
+    HonestMarked,
 }
 
 impl std::fmt::Display for Violation {
@@ -312,7 +319,7 @@ impl World {
             let mut lanes: Vec<ItemId> = h.lane_of.keys().copied().collect();
             lanes.sort_unstable();
             for id in lanes {
-                ledger.register(id, h.project, starling_protocol::WorkKind::Lane, 0);
+                ledger.register(id, h.project, starling_protocol::WorkKind::Lane, false, 0);
             }
             Box::new(h)
         });
@@ -627,6 +634,45 @@ pub(crate) fn id64(id: &ItemId) -> u64 {
 /// The result every honest execution of `item` produces.
 pub(crate) fn honest_result(item: &ItemId) -> Digest {
     Digest::of(item.as_bytes())
+}
+
+/// A liar's false result for `item`: never the honest one.
+pub(crate) fn bogus_result(item: &ItemId) -> Digest {
+    Digest::of(&[&b"bogus"[..], item.as_bytes()].concat())
+}
+
+/// URL `j` of chunk `i` of project `p` when chunks have several pages (`[verify]`): a share
+/// `changing_share` of them, chosen by a hash, live under `/changing/` and get a new version
+/// every `change_every_ms`.
+pub(crate) fn page_url(p: u32, i: u32, j: u32, v: &crate::scenario::VerifySpec) -> String {
+    let h = crate::net::mix64((u64::from(p) << 42) ^ (u64::from(i) << 12) ^ u64::from(j));
+    let changing = (h % 1_000_000) as f64 / 1_000_000.0 < v.changing_share;
+    let dir = if changing { "changing/" } else { "" };
+    format!("https://p{p}.example/{dir}{i}/{j}")
+}
+
+/// The parts an execution of a chunk of `urls` reports at `now`: each page's digest, the
+/// version of a changing page being the one live then; `liar` pages are all false.
+pub(crate) fn page_parts(
+    target: &ItemId,
+    urls: &[String],
+    now: u64,
+    change_every_ms: u64,
+    liar: bool,
+) -> Vec<starling_protocol::message::PartOutcome> {
+    urls.iter()
+        .enumerate()
+        .map(|(j, u)| {
+            let version = if u.contains("/changing/") { now / change_every_ms.max(1) } else { 0 };
+            let mut bytes = target.as_bytes().to_vec();
+            bytes.extend_from_slice(&(j as u64).to_le_bytes());
+            bytes.extend_from_slice(&version.to_le_bytes());
+            if liar {
+                bytes.extend_from_slice(b"bogus");
+            }
+            starling_protocol::message::PartOutcome::archived(200, Digest::of(&bytes))
+        })
+        .collect()
 }
 
 /// The item an envelope is about and whether it is a renewal, read without verifying (but from

@@ -9,11 +9,11 @@
 //!   status and payload digest in its receipt. [`compare`] sets the two side by side: status
 //!   always, payload digests unless the owner lists the URL as volatile (`verify.volatile`).
 //! - **Settling.** Agreement confirms the result. A disagreement derives round 1, a duty that
-//!   excludes both the producer and the first checker; the result that agrees with the third
-//!   execution wins. When it is the checker's, the source is *overturned*: the first checker's
-//!   result is kept (its copies are made in place of the producer's, see [`Engine::kept`]).
-//!   When neither agrees with it (three different answers) the result stands and nobody is
-//!   blamed: the pages change.
+//!   excludes both the producer and the first checker; the third execution sides with the one
+//!   of the two it differs from on fewer parts. When that is the checker, the source is
+//!   *overturned*: the first checker's result is kept (its copies are made in place of the
+//!   producer's, see [`Engine::kept`]). When it is as far from both, the result stands and
+//!   nobody is blamed (`Split`).
 //! - **Blame.** The loser of a quorum gets a strike when it differs from the other two on more
 //!   than half the parts compared: a page or two that changed between fetches costs a result,
 //!   never a strike. A node with `verify.strikes` strikes (each on a different item) is
@@ -128,7 +128,7 @@ pub enum Quorum {
     Upheld,
     /// The third execution agreed with the first check: its result is kept instead.
     Overturned,
-    /// Three different answers: the result stands, nobody is blamed.
+    /// The third execution is as far from both: the result stands, nobody is blamed.
     Split,
 }
 
@@ -150,7 +150,7 @@ pub struct VerifyCounts {
     pub disputed: u64,
     /// Results a quorum overturned (another node's result is kept).
     pub overturned: u64,
-    /// Results with three different answers (kept, nobody blamed).
+    /// Results the third execution found as far from both (kept, nobody blamed).
     pub split: u64,
 }
 
@@ -235,14 +235,16 @@ impl Engine {
         let Some(third) = self.done_receipt(&r1).and_then(check_of) else {
             return Some((Quorum::Disputed, receipt));
         };
+        // The third execution sides with the one it differs from on fewer parts: pages that
+        // changed between fetches leave no two alike, but one of them still stands apart.
         let t = (third.result, third.parts);
-        if compare(urls, p, t, &policy).agree() {
-            Some((Quorum::Upheld, receipt))
-        } else if compare(urls, (first.result, first.parts), t, &policy).agree() {
-            Some((Quorum::Overturned, r0_receipt))
-        } else {
-            Some((Quorum::Split, receipt))
-        }
+        let to_producer = compare(urls, p, t, &policy).differ;
+        let to_first = compare(urls, (first.result, first.parts), t, &policy).differ;
+        Some(match to_producer.cmp(&to_first) {
+            std::cmp::Ordering::Less => (Quorum::Upheld, receipt),
+            std::cmp::Ordering::Greater => (Quorum::Overturned, r0_receipt),
+            std::cmp::Ordering::Equal => (Quorum::Split, receipt),
+        })
     }
 
     /// How `item`'s accepted result stands ([`Quorum::Unchecked`] for anything not a finished
@@ -325,8 +327,10 @@ impl Engine {
         matches!(&*e.work, WorkItem::Verify { exclude, .. } if exclude.contains(node))
     }
 
-    /// Drops the checks of `source`'s replaced result `old` that are not done, as seed duties
-    /// are dropped: nobody needs them any more.
+    /// Drops the checks of `source`'s replaced result `old`, done or not, and the strikes they
+    /// gave: a quorum is about the result an item has, and nodes that never saw the replaced
+    /// one (the other side of a partition) never derived its checks. Their receipts, should
+    /// they come again, find no item and are parked like any receipt of an unknown item.
     pub(super) fn drop_checks(
         &mut self,
         source: ItemId,
@@ -343,7 +347,7 @@ impl Engine {
             );
         }
         for id in ids {
-            if self.items.get(&id).is_none_or(|e| matches!(e.phase, Phase::Done { .. })) {
+            if !self.items.contains_key(&id) {
                 continue;
             }
             self.drop_local(id, super::CancelReason::Replaced);
@@ -351,6 +355,30 @@ impl Engine {
             if let Some(old) = self.items.remove(&id) {
                 self.fold_bucket(project, &id, old.in_bucket());
             }
+        }
+        self.unstrike(project, source);
+    }
+
+    /// Forgets the strikes `source`'s quorum gave; a node left below the project's strikes is
+    /// no longer marked.
+    fn unstrike(&mut self, project: ProjectId, source: ItemId) {
+        if self.strikes.by_node.is_empty() {
+            return;
+        }
+        let need = usize::from(self.policy(&project).strikes);
+        let mut emptied = Vec::new();
+        for ((p, node), set) in self.strikes.by_node.iter_mut() {
+            if *p == project && set.remove(&source) {
+                if set.len() < need {
+                    self.strikes.marked.remove(&(project, *node));
+                }
+                if set.is_empty() {
+                    emptied.push((*p, *node));
+                }
+            }
+        }
+        for k in emptied {
+            self.strikes.by_node.remove(&k);
         }
     }
 

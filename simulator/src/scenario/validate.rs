@@ -141,6 +141,7 @@ impl Scenario {
         self.byzantine_rules()?;
         self.check_rules()?;
         self.host_rules()?;
+        self.verify_rules()?;
         self.sabotage_rules()
     }
 
@@ -365,7 +366,19 @@ impl Scenario {
             );
         }
         int("byzantine.flood_per_s", b.flood_per_s.into(), 0, FLOOD_PER_S_MAX.into())?;
+        share("byzantine.false_results", b.false_results)?;
         ms("byzantine.action_interval_ms", b.action_interval_ms, 1)
+    }
+
+    /// The `[verify]` table: a policy a manifest may carry, and a site model.
+    fn verify_rules(&self) -> Rule {
+        let v = &self.verify;
+        int("verify.sample_milli", v.sample_milli.into(), 0, 1_000)?;
+        let strikes = starling_protocol::manifest::STRIKES_MAX;
+        int("verify.strikes", v.strikes.into(), 1, strikes.into())?;
+        int("verify.urls_per_chunk", v.urls_per_chunk.into(), 1, CHUNK_URLS_MAX as u64)?;
+        share("verify.changing_share", v.changing_share)?;
+        ms("verify.change_every_ms", v.change_every_ms, 1)
     }
 
     fn check_rules(&self) -> Rule {
