@@ -9,7 +9,7 @@
 //! never reaches an archive.
 
 use starling_protocol::engine::{MARKED_MAX, Quorum};
-use starling_protocol::{Digest, Engine, ItemId, ItemState, NodeId, ProjectId, WorkItem};
+use starling_protocol::{Digest, Engine, ItemId, ItemState, NodeId, WorkItem};
 
 use crate::views::{ChecksView, ItemInfo, MarkedPeer};
 
@@ -26,22 +26,10 @@ pub struct Kept {
     pub size: u64,
 }
 
-/// The round-0 check of `source`'s result `result` by `producer`, as every engine derives it.
-fn first_check(project: &ProjectId, source: ItemId, result: Digest, producer: NodeId) -> ItemId {
-    WorkItem::Verify { source, result, round: 0, exclude: vec![producer] }.id(project)
-}
-
-/// The kept result of finished crawl chunk `item` of `project` (`None` for anything else).
-pub fn kept(engine: &Engine, project: &ProjectId, item: &ItemId) -> Option<Kept> {
+/// The kept result of finished crawl chunk `item` (`None` for anything else).
+pub fn kept(engine: &Engine, item: &ItemId) -> Option<Kept> {
     let (node, digest, size) = engine.kept(item)?;
-    let Some(ItemState::Done { holder, result, .. }) = engine.item_state(item) else {
-        return None;
-    };
-    let receipt_item = if holder == node && result == digest {
-        *item
-    } else {
-        first_check(project, *item, result, holder)
-    };
+    let receipt_item = engine.kept_item(item)?;
     Some(Kept { receipt_item, node, digest, size })
 }
 
@@ -58,7 +46,7 @@ pub enum Fate {
 
 /// What became of result `digest`, made here for item `item` (a crawl chunk or a check).
 pub fn fate(engine: &Engine, item: &ItemId, digest: &Digest) -> Fate {
-    let Some((project, work)) = engine.item_work(item) else { return Fate::Dropped };
+    let Some((_, work)) = engine.item_work(item) else { return Fate::Dropped };
     match engine.item_state(item) {
         Some(ItemState::Done { result, .. }) if result == *digest => {}
         Some(ItemState::Done { .. } | ItemState::Failed { .. }) | None => return Fate::Dropped,
@@ -74,7 +62,7 @@ pub fn fate(engine: &Engine, item: &ItemId, digest: &Digest) -> Fate {
         // A check's result is kept only when it overturned the chunk's; until the quorum is
         // settled it may yet be.
         WorkItem::Verify { source, .. } => {
-            if kept(engine, &project, source).is_some_and(|k| k.digest == *digest) {
+            if kept(engine, source).is_some_and(|k| k.digest == *digest) {
                 return Fate::Kept;
             }
             match engine.quorum(source) {
@@ -129,8 +117,8 @@ pub fn quorum_name(q: Quorum) -> &'static str {
 
 /// Adds to `info` (item `item` of `project`) where its check stands and the result kept, for
 /// a finished crawl chunk.
-pub fn annotate(engine: &Engine, project: &ProjectId, item: &ItemId, info: &mut ItemInfo) {
-    let Some(k) = kept(engine, project, item) else { return };
+pub fn annotate(engine: &Engine, item: &ItemId, info: &mut ItemInfo) {
+    let Some(k) = kept(engine, item) else { return };
     let q = engine.quorum(item);
     info.check = (q != Quorum::Unchecked).then(|| quorum_name(q).to_owned());
     info.kept_by = Some(k.node.to_hex());

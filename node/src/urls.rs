@@ -50,7 +50,7 @@ pub fn url_outcomes(
         let Some((_, WorkItem::CrawlChunk { urls })) = engine.item_work(&item) else {
             continue;
         };
-        let Some(kept) = crate::checks::kept(engine, project, &item) else { continue };
+        let Some(kept) = crate::checks::kept(engine, &item) else { continue };
         let receipt = match store.proof(&kept.receipt_item) {
             Ok(Some(Envelope::Receipt(s))) => s.verify().map_err(|e| e.to_string()),
             Ok(_) => continue, // the store lags the engine; the next call will see it

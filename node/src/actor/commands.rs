@@ -339,7 +339,7 @@ impl Actor {
             .take(limit)
             .map(|(id, p, s)| {
                 let mut info = ItemInfo::new(id.to_hex(), p.to_hex(), &s);
-                crate::checks::annotate(&self.engine, &p, &id, &mut info);
+                crate::checks::annotate(&self.engine, &id, &mut info);
                 info
             })
             .collect()

@@ -162,7 +162,7 @@ pub fn export_plan(
         .items()
         .filter(|(_, p, _)| p == project)
         .filter_map(|(item, _, _)| {
-            let k = crate::checks::kept(engine, project, &item)?;
+            let k = crate::checks::kept(engine, &item)?;
             Some(ExportPlanItem {
                 item,
                 digest: k.digest,
