@@ -779,6 +779,7 @@ impl Engine {
         self.fold_bucket(project, item, change);
         self.stats.withdrawn += 1;
         self.drop_seed_duties(*item, project, &withdrawn);
+        self.drop_checks(*item, project, &withdrawn);
         self.unschedule(*item);
         self.schedule(*item, now);
         if let Some(claim) = holder_claim

@@ -2721,6 +2721,47 @@ mod verify_quorums {
     }
 
     #[test]
+    fn the_checks_of_a_withdrawn_result_go_with_it() {
+        // Found by partition-heal seed 3: a side took L's result and finished its check; the
+        // evidence that L never held the epoch withdrew the result there, and the check stayed,
+        // done, on that side only, so the two sides never agreed again.
+        let f = Fencing::new();
+        let (mut e, item) = observer(&f.owner, 30_000);
+        let project = e.item_work(&item).map(|(p, _)| p).expect("item known");
+        let m = ProjectManifest {
+            version: 2,
+            verify: every_result(3),
+            ..manifest(&f.owner, 30_000, 0)
+        };
+        e.handle(Input::Message(Envelope::Manifest(Signed::sign(&f.owner, &m))), 1).unwrap();
+        let lc = claim_env(&f.l, item, 1, 12_000, 12_000, 42_000);
+        assert_eq!(
+            e.handle(Input::Message(receipt_env(&f.l, lc, 12_000, 0xee)), 12_100),
+            Err(Reject::Settling)
+        );
+        e.handle(Input::Tick, 12_000 + RESULT_SETTLE_MS).unwrap();
+        let check = WorkItem::Verify {
+            source: item,
+            result: Digest([0xee; 32]),
+            round: 0,
+            exclude: vec![f.l.node_id()],
+        }
+        .id(&project);
+        assert!(e.item_state(&check).is_some(), "L's result is checked");
+        // H checks it (agreeing), and the check is done.
+        let c = claim_env(&f.h, check, 1, 13_000, 13_000, 43_000);
+        let _ = e.handle(Input::Message(receipt_env(&f.h, c, 14_000, 0xee)), 14_000);
+        e.handle(Input::Tick, 14_000 + RESULT_SETTLE_MS).unwrap();
+        assert!(matches!(e.item_state(&check), Some(ItemState::Done { .. })));
+        assert_eq!(e.quorum(&item), Quorum::Confirmed);
+        // H's earlier claim of the epoch arrives: L's result is withdrawn, and its check too.
+        e.handle(Input::Message(Envelope::Claim(f.hc(item))), 15_000).unwrap_err();
+        assert_eq!(e.stats().withdrawn, 1);
+        assert_eq!(e.item_state(&check), None, "the check of a withdrawn result is dropped");
+        assert_eq!(e.kept_buckets(project), e.walk_buckets(project), "digest buckets follow");
+    }
+
+    #[test]
     fn sampling_takes_about_the_share_asked_for() {
         let project = ProjectId::derive(&test_keypair(1).public(), "s");
         let result = Digest::of(b"r");
