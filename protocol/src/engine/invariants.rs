@@ -76,8 +76,8 @@ impl Engine {
     fn check_buckets(&self) {
         let mut walked: BTreeMap<ProjectId, [[u8; 8]; SYNC_BUCKETS]> = BTreeMap::new();
         for (id, e) in &self.items {
-            let b =
-                &mut walked.entry(e.project).or_insert([[0; 8]; SYNC_BUCKETS])[sync::bucket_of(id)];
+            let b = &mut walked.entry(e.project).or_insert([[0; 8]; SYNC_BUCKETS])
+                [sync::bucket_of_entry(id, e)];
             *b = xor8(*b, e.in_bucket());
         }
         for (project, kept) in &self.buckets {

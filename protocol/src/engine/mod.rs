@@ -1053,7 +1053,9 @@ impl Engine {
                 at
             }
         };
-        let b = &mut self.buckets[at].1[sync::bucket_of(item)];
+        let bucket =
+            self.items.get(item).map_or(sync::bucket_of(item), |e| sync::bucket_of_entry(item, e));
+        let b = &mut self.buckets[at].1[bucket];
         *b = xor8(*b, change);
     }
 

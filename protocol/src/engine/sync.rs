@@ -65,6 +65,17 @@ pub(super) fn bucket_of(id: &crate::ids::ItemId) -> usize {
     id.as_bytes()[0] as usize % SYNC_BUCKETS
 }
 
+/// The digest bucket of item `id` (entry `e`): a spot-check counts in its source's bucket, so
+/// a bucket's differences are settled by that bucket alone (a check means nothing to a peer
+/// without its source's result, and sent in another bucket it could hold that bucket apart
+/// until the source's came, round after round of answers cut short).
+pub(super) fn bucket_of_entry(id: &crate::ids::ItemId, e: &super::ItemEntry) -> usize {
+    match &*e.work {
+        crate::item::WorkItem::Verify { source, .. } => bucket_of(source),
+        _ => bucket_of(id),
+    }
+}
+
 impl Engine {
     fn project_digest(&self, project: ProjectId) -> Option<ProjectDigest> {
         let p = self.projects.get(&project);
@@ -98,7 +109,7 @@ impl Engine {
                 continue;
             }
             debug_assert_eq!(e.digest, state_digest(id, e), "stale digest for {id:?}");
-            for (a, b) in walked[bucket_of(id)].iter_mut().zip(e.in_bucket()) {
+            for (a, b) in walked[bucket_of_entry(id, e)].iter_mut().zip(e.in_bucket()) {
                 *a ^= b;
             }
         }
@@ -189,7 +200,7 @@ impl Engine {
                 let differing = self
                     .items
                     .iter()
-                    .filter(|(id, e)| e.project == project && bucket_of(id) == bucket);
+                    .filter(|(id, e)| e.project == project && bucket_of_entry(id, e) == bucket);
                 for (_, e) in differing {
                     // What ended the previous epoch first, so the claim after it is not early.
                     if let Some(prior) = e.phase.prior() {

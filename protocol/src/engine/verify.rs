@@ -352,9 +352,11 @@ impl Engine {
             }
             self.drop_local(id, super::CancelReason::Replaced);
             self.unschedule(id);
-            if let Some(old) = self.items.remove(&id) {
-                self.fold_bucket(project, &id, old.in_bucket());
+            // Folded out while it is still there: it counts in its source's bucket.
+            if let Some(change) = self.items.get(&id).map(|e| e.in_bucket()) {
+                self.fold_bucket(project, &id, change);
             }
+            self.items.remove(&id);
         }
         self.unstrike(project, source);
     }
