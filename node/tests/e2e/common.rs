@@ -365,3 +365,43 @@ pub fn crawl_node_args(owner: &starling_protocol::Keypair) -> Vec<String> {
         "true".into(),
     ]
 }
+
+/// Serves `app` on 127.0.0.1, a port of its own, from a thread of its own for as long as the
+/// test process runs; returns its address once it listens.
+pub fn serve_local(app: axum::Router) -> std::net::SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            let _ = axum::serve(listener, app).await;
+        });
+    });
+    rx.recv().unwrap()
+}
+
+/// Manifest `m` signed by `owner` with one batch of `chunks` crawl chunks of `per_chunk` pages
+/// `http://{site}/page/N` each (N counting up from 0), as file bytes, and the project id.
+pub fn page_chunks_project(
+    owner: &starling_protocol::Keypair,
+    m: &starling_protocol::ProjectManifest,
+    site: std::net::SocketAddr,
+    chunks: usize,
+    per_chunk: usize,
+) -> (Vec<u8>, Vec<u8>, starling_protocol::ProjectId) {
+    use starling_protocol::{Envelope, ItemBatch, Signed, WorkItem};
+    let items = (0..chunks)
+        .map(|c| WorkItem::CrawlChunk {
+            urls: (0..per_chunk)
+                .map(|u| format!("http://{site}/page/{}", c * per_chunk + u))
+                .collect(),
+        })
+        .collect();
+    let batch = ItemBatch { project: m.id(), seq: 1, items };
+    (
+        Envelope::Manifest(Signed::sign(owner, m)).to_bytes(),
+        Envelope::Batch(Signed::sign(owner, &batch)).to_bytes(),
+        m.id(),
+    )
+}

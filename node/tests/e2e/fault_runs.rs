@@ -14,10 +14,7 @@ use crate::common::*;
 use axum::Router;
 use axum::extract::{Path, State};
 use serde_json::Value;
-use starling_protocol::{
-    Envelope, ItemBatch, Keypair, ProjectId, ProjectManifest, RatePolicy, RobotsPolicy, Signed,
-    SizeCaps, WorkItem,
-};
+use starling_protocol::{Keypair, ProjectId, ProjectManifest, RatePolicy, RobotsPolicy, SizeCaps};
 
 const CHUNKS: usize = 100;
 const URLS_PER_CHUNK: usize = 3;
@@ -80,19 +77,7 @@ fn signed_project(owner: &Keypair, site: SocketAddr) -> (Vec<u8>, Vec<u8>, Proje
         caps: SizeCaps::default(),
         verify: no_checks(),
     };
-    let items = (0..CHUNKS)
-        .map(|c| WorkItem::CrawlChunk {
-            urls: (0..URLS_PER_CHUNK)
-                .map(|u| format!("http://{site}/page/{}", c * URLS_PER_CHUNK + u))
-                .collect(),
-        })
-        .collect();
-    let batch = ItemBatch { project: m.id(), seq: 1, items };
-    (
-        Envelope::Manifest(Signed::sign(owner, &m)).to_bytes(),
-        Envelope::Batch(Signed::sign(owner, &batch)).to_bytes(),
-        m.id(),
-    )
+    page_chunks_project(owner, &m, site, CHUNKS, URLS_PER_CHUNK)
 }
 
 /// Three real crawling nodes that see each other; the third gets `sick_env` as environment.

@@ -97,20 +97,12 @@ fn up_says_whats_next_first_in_its_own_words_and_logs_to_a_rotating_file() {
 
 /// A page and an `/about` page on 127.0.0.1; `robots.txt` is missing.
 fn start_site() -> std::net::SocketAddr {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            let page = || async { axum::response::Html("<html><body>hello</body></html>") };
-            let app = Router::new()
-                .route("/", axum::routing::get(page))
-                .route("/about", axum::routing::get(page));
-            let _ = axum::serve(listener, app).await;
-        });
-    });
-    rx.recv().unwrap()
+    let page = || async { axum::response::Html("<html><body>hello</body></html>") };
+    crate::common::serve_local(
+        Router::new()
+            .route("/", axum::routing::get(page))
+            .route("/about", axum::routing::get(page)),
+    )
 }
 
 /// The lines of the first ```sh block after the heading `heading` in `markdown`.

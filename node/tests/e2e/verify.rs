@@ -23,10 +23,7 @@ use axum::Router;
 use axum::extract::Path as UrlPath;
 use serde_json::Value;
 use starling_protocol::manifest::VerifyPolicy;
-use starling_protocol::{
-    Envelope, ItemBatch, Keypair, ProjectId, ProjectManifest, RatePolicy, RobotsPolicy, Signed,
-    SizeCaps, WorkItem,
-};
+use starling_protocol::{Keypair, ProjectId, ProjectManifest, RatePolicy, RobotsPolicy, SizeCaps};
 
 use crate::common::*;
 
@@ -47,18 +44,8 @@ fn body(n: usize) -> String {
 
 /// Serves `/page/N` on 127.0.0.1.
 fn start_site() -> SocketAddr {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            let page = |UrlPath(n): UrlPath<usize>| async move { body(n) };
-            let app = Router::new().route("/page/{n}", axum::routing::get(page));
-            let _ = axum::serve(listener, app).await;
-        });
-    });
-    rx.recv().unwrap()
+    let page = |UrlPath(n): UrlPath<usize>| async move { body(n) };
+    serve_local(Router::new().route("/page/{n}", axum::routing::get(page)))
 }
 
 /// The signed manifest and batch of a crawl of `site` checked at `SAMPLE_MILLI`.
@@ -84,19 +71,7 @@ fn signed_project(owner: &Keypair, site: SocketAddr) -> (Vec<u8>, Vec<u8>, Proje
         caps: SizeCaps::default(),
         verify: VerifyPolicy { sample_milli: SAMPLE_MILLI, volatile: Vec::new(), strikes: STRIKES },
     };
-    let items = (0..CHUNKS)
-        .map(|c| WorkItem::CrawlChunk {
-            urls: (0..URLS_PER_CHUNK)
-                .map(|u| format!("http://{site}/page/{}", c * URLS_PER_CHUNK + u))
-                .collect(),
-        })
-        .collect();
-    let batch = ItemBatch { project: m.id(), seq: 1, items };
-    (
-        Envelope::Manifest(Signed::sign(owner, &m)).to_bytes(),
-        Envelope::Batch(Signed::sign(owner, &batch)).to_bytes(),
-        m.id(),
-    )
+    page_chunks_project(owner, &m, site, CHUNKS, URLS_PER_CHUNK)
 }
 
 /// `node`'s spot-check view of `project` (from `/status`).
