@@ -495,9 +495,11 @@ impl Engine {
         let (node, item) = (s.signer().node_id(), c.item);
         let Some(e) = self.items.get(&item) else { return };
         let project = e.project;
-        let work = match &*e.work {
-            w @ (WorkItem::CrawlChunk { .. } | WorkItem::Verify { .. }) => Some(w.clone()),
-            _ => None,
+        // A chunk's URLs are not copied: only a check (small) is kept for settling it.
+        let (chunk, check) = match &*e.work {
+            WorkItem::CrawlChunk { .. } => (true, None),
+            w @ WorkItem::Verify { .. } => (false, Some(w.clone())),
+            _ => (false, None),
         };
         // This result replaces another one this node had taken as final, as happens on the
         // side that lost after a partition heals. The others there hold the loser too, and
@@ -529,21 +531,17 @@ impl Engine {
         } else {
             self.drop_local(item, CancelReason::Finished);
         }
-        match work {
-            Some(WorkItem::CrawlChunk { .. }) => {
-                self.derive_seed_duties(item, project, r, now);
-                if self.derive_check(item, project, r, node, now) && !self.pending.is_empty() {
-                    // Receipts of its check that came first were parked.
-                    self.replay_pending(now);
-                }
-            }
-            Some(check @ WorkItem::Verify { .. })
-                if self.settle_check(&check, project, now) && !self.pending.is_empty() =>
-            {
-                // Receipts of the third execution that came first were parked.
-                self.replay_pending(now);
-            }
-            _ => {}
+        // Receipts of a check derived here that came first were parked: taken in now.
+        let derived = if chunk {
+            self.derive_seed_duties(item, project, r, now);
+            self.derive_check(item, project, r, node, now)
+        } else if let Some(check) = check {
+            self.settle_check(&check, project, now)
+        } else {
+            false
+        };
+        if derived && !self.pending.is_empty() {
+            self.replay_pending(now);
         }
     }
 
