@@ -395,6 +395,12 @@ fn work_timer_times_jobs_by_kind_and_outcome() {
 fn the_grafana_dashboard_reads_only_series_the_node_writes() {
     let mut st = status();
     st.caps.disk_bytes_max = Some(1 << 30);
+    // A project with spot-checks, so their families are written.
+    st.checks = vec![crate::views::ChecksView {
+        project: "cd".repeat(32),
+        name: "crawl".into(),
+        ..Default::default()
+    }];
     let mut snap = snapshot(st);
     snap.actor.topics.push(("t".into(), 1, 1));
     snap.projects.push(project_info("p"));
