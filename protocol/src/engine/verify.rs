@@ -41,7 +41,7 @@ use super::{Engine, Phase, WorkRef};
 /// Domain of the sampling hash.
 const SAMPLE_DOMAIN: &[u8] = b"starling/v1/verify-sample";
 
-/// Most nodes marked per project (further strikes are still counted, not acted on).
+/// Most marked nodes a view lists per project.
 pub const MARKED_MAX: usize = 256;
 
 /// Whether the accepted result `result` of `item` is spot-checked at `sample_milli`
@@ -154,11 +154,25 @@ pub struct VerifyCounts {
     pub split: u64,
 }
 
-/// The evidence against one node in one project: the sources on which it lost a quorum.
+impl VerifyCounts {
+    fn count(&mut self, q: Quorum) {
+        match q {
+            Quorum::Unchecked => {}
+            Quorum::Pending => self.pending += 1,
+            Quorum::Confirmed | Quorum::Upheld => self.verified += 1,
+            Quorum::Disputed => self.disputed += 1,
+            Quorum::Overturned => self.overturned += 1,
+            Quorum::Split => self.split += 1,
+        }
+    }
+}
+
+/// The evidence against nodes: per (project, node), the sources on which it lost a quorum
+/// (bounded by the project's items). A node is marked while it has the project's
+/// `verify.strikes` of them; nothing else is kept.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Strikes {
     pub(super) by_node: BTreeMap<(ProjectId, NodeId), BTreeSet<ItemId>>,
-    pub(super) marked: BTreeSet<(ProjectId, NodeId)>,
 }
 
 /// A check's receipt, read: who made it, its result and its parts.
@@ -180,16 +194,27 @@ impl Engine {
 
     /// Whether `node` is marked for `project`: it lost `verify.strikes` quorums there.
     pub fn is_marked(&self, project: &ProjectId, node: &NodeId) -> bool {
-        self.strikes.marked.contains(&(*project, *node))
+        !self.strikes.by_node.is_empty()
+            && self
+                .strikes
+                .by_node
+                .get(&(*project, *node))
+                .is_some_and(|s| s.len() >= self.strikes_needed(project))
+    }
+
+    /// Lost quorums that mark a node in `project`.
+    fn strikes_needed(&self, project: &ProjectId) -> usize {
+        usize::from(self.policy(project).strikes)
     }
 
     /// The nodes marked for `project`, with their strikes.
     pub fn marked(&self, project: &ProjectId) -> Vec<(NodeId, usize)> {
+        let need = self.strikes_needed(project);
         self.strikes
-            .marked
-            .iter()
-            .filter(|(p, _)| p == project)
-            .map(|(p, n)| (*n, self.strikes.by_node.get(&(*p, *n)).map_or(0, BTreeSet::len)))
+            .by_node
+            .range((*project, NodeId([0; 32]))..=(*project, NodeId([0xff; 32])))
+            .filter(|(_, s)| s.len() >= need)
+            .map(|((_, n), s)| (*n, s.len()))
             .collect()
     }
 
@@ -282,23 +307,28 @@ impl Engine {
     /// Per project (or all), how its checked results stand.
     pub fn verify_counts(&self, project: Option<ProjectId>) -> VerifyCounts {
         let mut c = VerifyCounts::default();
-        for (id, e) in &self.items {
-            if project.is_some_and(|p| p != e.project)
-                || !matches!(&*e.work, WorkItem::CrawlChunk { .. })
-                || !matches!(e.phase, Phase::Done { .. })
-            {
-                continue;
-            }
-            match self.quorum(id) {
-                Quorum::Unchecked => {}
-                Quorum::Pending => c.pending += 1,
-                Quorum::Confirmed | Quorum::Upheld => c.verified += 1,
-                Quorum::Disputed => c.disputed += 1,
-                Quorum::Overturned => c.overturned += 1,
-                Quorum::Split => c.split += 1,
-            }
+        for (id, _) in
+            self.finished_chunks().filter(|(_, e)| project.is_none_or(|p| p == e.project))
+        {
+            c.count(self.quorum(id));
         }
         c
+    }
+
+    /// How the checked results of every project stand, in one pass over the items (for a
+    /// status view, not for every message).
+    pub fn verify_counts_by_project(&self) -> BTreeMap<ProjectId, VerifyCounts> {
+        let mut out: BTreeMap<ProjectId, VerifyCounts> = BTreeMap::new();
+        for (id, e) in self.finished_chunks() {
+            out.entry(e.project).or_default().count(self.quorum(id));
+        }
+        out
+    }
+
+    fn finished_chunks(&self) -> impl Iterator<Item = (&ItemId, &super::ItemEntry)> {
+        self.items.iter().filter(|(_, e)| {
+            matches!(&*e.work, WorkItem::CrawlChunk { .. }) && matches!(e.phase, Phase::Done { .. })
+        })
     }
 
     /// After crawl chunk `source` got accepted result `r` from `producer`: derives its
@@ -361,27 +391,15 @@ impl Engine {
         self.unstrike(project, source);
     }
 
-    /// Forgets the strikes `source`'s quorum gave; a node left below the project's strikes is
-    /// no longer marked.
+    /// Forgets the strikes `source`'s quorum gave (a node left below the project's strikes
+    /// is no longer marked).
     fn unstrike(&mut self, project: ProjectId, source: ItemId) {
-        if self.strikes.by_node.is_empty() {
-            return;
-        }
-        let need = usize::from(self.policy(&project).strikes);
-        let mut emptied = Vec::new();
-        for ((p, node), set) in self.strikes.by_node.iter_mut() {
-            if *p == project && set.remove(&source) {
-                if set.len() < need {
-                    self.strikes.marked.remove(&(project, *node));
-                }
-                if set.is_empty() {
-                    emptied.push((*p, *node));
-                }
+        self.strikes.by_node.retain(|(p, _), set| {
+            if *p == project {
+                set.remove(&source);
             }
-        }
-        for k in emptied {
-            self.strikes.by_node.remove(&k);
-        }
+            !set.is_empty()
+        });
     }
 
     /// A check finished: settles its source's quorum as far as it goes, deriving the third
@@ -450,17 +468,12 @@ impl Engine {
     /// `node` lost the quorum on `source`: one strike; at the project's `verify.strikes` it is
     /// marked, and every result of it known here is checked.
     fn strike(&mut self, project: ProjectId, node: NodeId, source: ItemId, now: u64) {
+        let need = self.strikes_needed(&project);
         let set = self.strikes.by_node.entry((project, node)).or_default();
-        set.insert(source);
-        let n = set.len();
-        let need = usize::from(self.policy(&project).strikes);
-        if n < need || self.strikes.marked.contains(&(project, node)) {
+        // Only the strike that makes the mark acts: later ones are evidence, kept.
+        if !set.insert(source) || set.len() != need {
             return;
         }
-        if self.strikes.marked.iter().filter(|(p, _)| *p == project).count() >= MARKED_MAX {
-            return;
-        }
-        self.strikes.marked.insert((project, node));
         self.stats.marked += 1;
         let theirs: Vec<(ItemId, Receipt)> = self
             .items
