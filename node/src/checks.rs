@@ -77,6 +77,7 @@ pub fn fate(engine: &Engine, item: &ItemId, digest: &Digest) -> Fate {
 /// Every known project's spot-check figures and marked peers (at most
 /// [`MARKED_MAX`] per project, as the engine keeps).
 pub fn views(engine: &Engine) -> Vec<ChecksView> {
+    let mut counts = engine.verify_counts_by_project();
     engine
         .projects()
         .map(|(id, m)| {
@@ -95,7 +96,7 @@ pub fn views(engine: &Engine) -> Vec<ChecksView> {
                 name: m.name.clone(),
                 sample_milli: m.verify.sample_milli,
                 strikes: m.verify.strikes,
-                results: engine.verify_counts(Some(id)),
+                results: counts.remove(&id).unwrap_or_default(),
                 marked,
             }
         })

@@ -182,6 +182,13 @@ pub fn score_params() -> gossipsub::PeerScoreParams {
     p
 }
 
+/// The application score of a peer spot-checks marked for a project. Weighted by the default
+/// `app_specific_weight` (10) it takes the peer to -20: below gossipsub's gossip threshold
+/// (-10), so no gossip metadata is exchanged with it and it is among the first pruned, but
+/// above the publish threshold (-50), so its messages still arrive and every node keeps
+/// judging them by the same rule.
+pub const MARKED_PEER_SCORE: f64 = -2.0;
+
 fn gossipsub(key: &identity::Keypair) -> Result<gossipsub::Behaviour> {
     let mut g =
         gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), gossip_config()?)

@@ -149,6 +149,9 @@ pub struct Actor {
     faults: crate::health::Faults,
     /// A network probe under way (see `Crawler::probe_network`).
     probing: Option<tokio::task::JoinHandle<bool>>,
+    /// Peers whose gossip score this node lowered because spot-checks marked them
+    /// ([`net::MARKED_PEER_SCORE`]); bounded by the marked nodes the engine lists.
+    scored_marked: BTreeSet<libp2p::PeerId>,
     /// Results this node produced and reported, not yet seen kept by the mesh, with the item
     /// and when (at most [`PRODUCED_MAX`]; see `Actor::sweep_orphans`).
     produced: std::collections::BTreeMap<
@@ -234,6 +237,7 @@ impl Actor {
             faults: Default::default(),
             probing: None,
             produced: Default::default(),
+            scored_marked: BTreeSet::new(),
             hub,
             control,
             announced: None,
@@ -329,6 +333,7 @@ impl Actor {
                     self.flush(None);
                     self.tend_health();
                     self.tell_blocked();
+                    self.score_marked_peers();
                 }
                 _ = kad_timer.tick() => { let _ = self.swarm.behaviour_mut().kad.bootstrap(); }
                 _ = orphan_timer.tick() => self.sweep_orphans(),
@@ -458,6 +463,31 @@ impl Actor {
     /// result is judged once it is [`ORPHAN_MIN_AGE`] old and no check of it is under way,
     /// and forgotten once kept; results from before a restart are not tracked. The files go
     /// off the actor.
+    /// A peer that spot-checks marked for any project loses gossip score (its application
+    /// score is set to [`net::MARKED_PEER_SCORE`]), and gets it back once it is no longer
+    /// marked. Set again each second, since gossipsub forgets a peer's score some time after
+    /// it disconnects. What a mark does to the peer's work is the engine's (every result of it
+    /// is checked); this is the transport's side.
+    fn score_marked_peers(&mut self) {
+        let marked: BTreeSet<libp2p::PeerId> = self
+            .engine
+            .projects()
+            .flat_map(|(id, _)| self.engine.marked(&id))
+            .filter_map(|(node, _)| net::peer_id_of(&node))
+            .collect();
+        if marked.is_empty() && self.scored_marked.is_empty() {
+            return;
+        }
+        let g = &mut self.swarm.behaviour_mut().gossipsub;
+        for peer in self.scored_marked.difference(&marked) {
+            g.set_application_score(peer, 0.0);
+        }
+        for peer in &marked {
+            g.set_application_score(peer, net::MARKED_PEER_SCORE);
+        }
+        self.scored_marked = marked;
+    }
+
     fn sweep_orphans(&mut self) {
         let Some(crawler) = self.runners.crawler() else { return };
         let dir = crawler.config().results_dir.clone();

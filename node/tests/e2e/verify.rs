@@ -255,6 +255,23 @@ fn a_node_that_alters_its_payloads_is_marked_and_none_of_its_results_is_kept_or_
             }
         }
     }
+    // And its gossip score drops on every honest node (`net::MARKED_PEER_SCORE`), set within a
+    // second of the mark; an honest peer's stays at or above zero.
+    let score_of = |n: &Node, id: &str| -> Option<f64> {
+        let peers: Vec<Value> = n.api.get_json("/peers").ok()?;
+        peers.iter().find(|p| p["node_id"].as_str() == Some(id))?["score"].as_f64()
+    };
+    wait_for_or(
+        "every honest node to score the liar below zero",
+        Duration::from_secs(30),
+        || honest.iter().all(|n| score_of(n, &liar_id).is_some_and(|s| s < 0.0)),
+        || format!("{:?}", honest.iter().map(|n| score_of(n, &liar_id)).collect::<Vec<_>>()),
+    );
+    for n in &honest {
+        for id in honest_ids.iter().filter(|id| **id != id_of(n)) {
+            assert!(score_of(n, id).is_none_or(|s| s >= 0.0), "an honest peer scored below zero");
+        }
+    }
     // `starling status` says so to the operator.
     let text = std::process::Command::new(BIN)
         .arg("status")
