@@ -23,32 +23,19 @@ const K: u8 = 3;
 
 /// `/page/N`: about 1 MB for even N (so results span several 256 KiB transfer chunks).
 fn start_site() -> SocketAddr {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            let app = Router::new().route(
-                "/page/{n}",
-                axum::routing::get(|Path(n): Path<u64>| async move {
-                    // Hex of mixed numbers: compresses only about 2:1, so the WARC stays large.
-                    let filler: String = (0..(1u64 << 20) / 17)
-                        .map(|i| {
-                            let x = (i ^ (n << 40)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-                            format!(
-                                "{:016x}\n",
-                                x.rotate_left(29).wrapping_mul(0xBF58_476D_1CE4_E5B9)
-                            )
-                        })
-                        .collect();
-                    format!("<html><body>page {n}<pre>{filler}</pre></body></html>")
-                }),
-            );
-            let _ = axum::serve(listener, app).await;
-        });
-    });
-    rx.recv().unwrap()
+    serve_local(Router::new().route(
+        "/page/{n}",
+        axum::routing::get(|Path(n): Path<u64>| async move {
+            // Hex of mixed numbers: compresses only about 2:1, so the WARC stays large.
+            let filler: String = (0..(1u64 << 20) / 17)
+                .map(|i| {
+                    let x = (i ^ (n << 40)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                    format!("{:016x}\n", x.rotate_left(29).wrapping_mul(0xBF58_476D_1CE4_E5B9))
+                })
+                .collect();
+            format!("<html><body>page {n}<pre>{filler}</pre></body></html>")
+        }),
+    ))
 }
 
 fn crawl_manifest(owner: &starling_protocol::Keypair, _site: SocketAddr) -> ProjectManifest {
