@@ -525,8 +525,10 @@ mod tests {
         let path = dir.path().join("db.redb");
         let key = test_keypair(1);
         let item = ItemId([7; 32]);
-        let c1 = Claim { item, epoch: 1, at_ms: 10, lease_until_ms: 100, since_ms: 10 };
-        let c2 = Claim { item, epoch: 1, at_ms: 50, lease_until_ms: 150, since_ms: 10 };
+        let c1 =
+            Claim { item, epoch: 1, at_ms: 10, lease_until_ms: 100, since_ms: 10, proof: None };
+        let c2 =
+            Claim { item, epoch: 1, at_ms: 50, lease_until_ms: 150, since_ms: 10, proof: None };
         {
             let store = Store::open(&path).unwrap();
             store.persist(&[Envelope::Claim(Signed::sign(&key, &c1))], false).unwrap();

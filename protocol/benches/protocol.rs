@@ -14,7 +14,14 @@ use starling_protocol::{
 fn claim(i: u32) -> Claim {
     let mut item = [0u8; 32];
     item[..4].copy_from_slice(&i.to_le_bytes());
-    Claim { item: ItemId(item), epoch: 1, at_ms: 1_000, lease_until_ms: 61_000, since_ms: 1_000 }
+    Claim {
+        item: ItemId(item),
+        epoch: 1,
+        at_ms: 1_000,
+        lease_until_ms: 61_000,
+        since_ms: 1_000,
+        proof: None,
+    }
 }
 
 fn envelopes(c: &mut Criterion) {
@@ -85,6 +92,7 @@ fn engine_intake(c: &mut Criterion) {
                 at_ms: 1_000,
                 lease_until_ms: 61_000,
                 since_ms: 1_000,
+                proof: None,
             };
             Envelope::Claim(Signed::sign(&claimants[i % 8], &c)).to_bytes()
         })

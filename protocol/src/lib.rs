@@ -15,6 +15,7 @@ pub mod keys;
 pub mod limits;
 pub mod manifest;
 pub mod message;
+pub mod proof;
 pub mod signed;
 pub mod wire;
 

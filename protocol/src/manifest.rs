@@ -191,11 +191,51 @@ pub struct VerifyPolicy {
     pub volatile: Vec<String>,
     /// Lost quorums (each on a different item) after which a node is marked for the project.
     pub strikes: u8,
+    /// Length of a storage-proof slot: a seeding holder shows a chunk of its copy in its
+    /// renewals at the start of each (see `crate::proof`); 0 = no proofs. Left off the wire at
+    /// its default, so manifests from before proofs sign the same bytes.
+    #[serde(default = "default_proof_every", skip_serializing_if = "is_default_proof_every")]
+    pub proof_every_ms: u64,
+    /// How long after its claim a seeding holder renews without proofs (to fetch its copy),
+    /// before the time its size takes at [`crate::proof::GRACE_BYTES_PER_S`] is added.
+    #[serde(default = "default_proof_grace", skip_serializing_if = "is_default_proof_grace")]
+    pub proof_grace_ms: u64,
+}
+
+/// Default [`VerifyPolicy::proof_every_ms`]: half an hour.
+pub const PROOF_EVERY_MS_DEFAULT: u64 = 1_800_000;
+/// Default [`VerifyPolicy::proof_grace_ms`]: five minutes.
+pub const PROOF_GRACE_MS_DEFAULT: u64 = 300_000;
+/// Shortest proof slot a manifest may ask for (other than 0). A slot is never shorter than
+/// [`PROOF_EVERY_LEASES_MIN`] leases whatever the manifest says.
+pub const PROOF_EVERY_MS_MIN: u64 = 60_000;
+/// Shortest proof slot in leases: a slot's zone is two leases long.
+pub const PROOF_EVERY_LEASES_MIN: u64 = 4;
+/// Longest proof slot, and longest base grace (a week).
+pub const PROOF_MS_MAX: u64 = 7 * 24 * 3_600_000;
+
+fn default_proof_every() -> u64 {
+    PROOF_EVERY_MS_DEFAULT
+}
+fn is_default_proof_every(v: &u64) -> bool {
+    *v == PROOF_EVERY_MS_DEFAULT
+}
+fn default_proof_grace() -> u64 {
+    PROOF_GRACE_MS_DEFAULT
+}
+fn is_default_proof_grace(v: &u64) -> bool {
+    *v == PROOF_GRACE_MS_DEFAULT
 }
 
 impl Default for VerifyPolicy {
     fn default() -> Self {
-        Self { sample_milli: 100, volatile: Vec::new(), strikes: 3 }
+        Self {
+            sample_milli: 100,
+            volatile: Vec::new(),
+            strikes: 3,
+            proof_every_ms: PROOF_EVERY_MS_DEFAULT,
+            proof_grace_ms: PROOF_GRACE_MS_DEFAULT,
+        }
     }
 }
 
@@ -257,6 +297,15 @@ impl Validate for ProjectManifest {
         }
         if !(1..=STRIKES_MAX).contains(&self.verify.strikes) {
             return Err(DecodeError::Invalid("verify strikes outside 1 ..= 16"));
+        }
+        let every = self.verify.proof_every_ms;
+        if every != 0 && !(PROOF_EVERY_MS_MIN..=PROOF_MS_MAX).contains(&every) {
+            return Err(DecodeError::Invalid(
+                "verify proof_every_ms neither 0 nor 1 min ..= 7 days",
+            ));
+        }
+        if self.verify.proof_grace_ms > PROOF_MS_MAX {
+            return Err(DecodeError::Invalid("verify proof_grace_ms over a week"));
         }
         check_len("verify volatile", self.verify.volatile.len(), VOLATILE_MAX)?;
         for p in &self.verify.volatile {

@@ -107,6 +107,11 @@ pub struct Claim {
     /// When the signer first claimed this epoch; renewals keep it. Same-epoch conflicts are
     /// settled by it (earlier time bucket first) before the HRW score.
     pub since_ms: u64,
+    /// For a renewal of a seeding duty in the zone of a proof slot: the holder's proof that it
+    /// still has the copy (see [`crate::proof`]). Absent on every other claim, and then not on
+    /// the wire, so claims without one are encoded as before proofs existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<crate::proof::StorageProof>,
 }
 
 impl Claim {
@@ -127,12 +132,15 @@ impl Validate for Claim {
         if self.since_ms > self.at_ms {
             return Err(DecodeError::Invalid("claim held since after it was signed"));
         }
+        if let Some(p) = &self.proof {
+            check_len("storage proof", p.slice.len(), crate::proof::PROOF_BYTES_MAX)?;
+        }
         Ok(())
     }
 }
 impl Signable for Claim {
     const KIND: &'static str = "claim";
-    const MAX_BODY_BYTES: usize = 256;
+    const MAX_BODY_BYTES: usize = 256 + crate::proof::PROOF_BYTES_MAX + 64;
 }
 
 /// The holder gives an item back without a result (shutdown, lost interest).
@@ -325,7 +333,8 @@ impl Signable for Receipt {
     const KIND: &'static str = "receipt";
     // Per part: the map keys and status (~21 bytes), the pair header and class (2), the
     // reason's length (2) and the reason itself.
-    const MAX_BODY_BYTES: usize = 1024 + crate::item::CHUNK_URLS_MAX * (PART_REASON_MAX + 32);
+    const MAX_BODY_BYTES: usize =
+        1024 + crate::proof::PROOF_BYTES_MAX + crate::item::CHUNK_URLS_MAX * (PART_REASON_MAX + 32);
 }
 
 /// Longest failure reason, in bytes.
@@ -349,7 +358,7 @@ impl Validate for Failure {
 }
 impl Signable for Failure {
     const KIND: &'static str = "failure";
-    const MAX_BODY_BYTES: usize = 1024;
+    const MAX_BODY_BYTES: usize = 1024 + crate::proof::PROOF_BYTES_MAX;
 }
 
 /// A node that is not publicly reachable asks the mesh for relay capacity.
@@ -567,8 +576,14 @@ mod tests {
 
     fn receipt(parts: Vec<PartOutcome>) -> Signed<Receipt> {
         let key = crate::engine::test_keypair(1);
-        let claim =
-            Claim { item: ItemId([1; 32]), epoch: 1, at_ms: 1, lease_until_ms: 9, since_ms: 1 };
+        let claim = Claim {
+            item: ItemId([1; 32]),
+            epoch: 1,
+            at_ms: 1,
+            lease_until_ms: 9,
+            since_ms: 1,
+            proof: None,
+        };
         let r = Receipt {
             claim: Signed::sign(&key, &claim),
             result: Digest([2; 32]),

@@ -55,7 +55,7 @@ proptest! {
         let (manifest, batch, ids, owner) = setup();
         let claims: Vec<Envelope> = picks.iter().map(|&(i, n, epoch)| {
             let at_ms = if epoch == 1 { 100 } else { 100 + LEASE_MS + 50 };
-            let c = Claim { item: ids[i], epoch, at_ms, lease_until_ms: at_ms + LEASE_MS, since_ms: at_ms };
+            let c = Claim { item: ids[i], epoch, at_ms, lease_until_ms: at_ms + LEASE_MS, since_ms: at_ms, proof: None };
             Envelope::Claim(Signed::sign(&test_keypair(100 + n), &c))
         }).collect();
         let mut finals = Vec::new();

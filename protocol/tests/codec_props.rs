@@ -16,6 +16,7 @@ fn arb_claim() -> impl Strategy<Value = Claim> {
             epoch,
             at_ms,
             lease_until_ms: at_ms + lease,
+            proof: None,
         },
     )
 }

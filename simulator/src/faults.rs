@@ -235,6 +235,7 @@ impl World {
                     at_ms: t,
                     lease_until_ms: t + lease,
                     since_ms: t,
+                    proof: None,
                 };
                 Envelope::Claim(forge_signer(&Signed::sign(key, &c), holder.as_bytes())?)
             }
@@ -246,6 +247,7 @@ impl World {
                     at_ms: at,
                     lease_until_ms: at + lease,
                     since_ms: at,
+                    proof: None,
                 };
                 Envelope::Claim(Signed::sign(key, &c))
             }
@@ -254,7 +256,14 @@ impl World {
                 // earlier one the liar never held (the fencing attack).
                 let epoch = if epoch > 1 && self.rng.random_bool(0.5) { epoch - 1 } else { epoch };
                 let since_ms = if self.s.byzantine.backdate { 0 } else { t };
-                let c = Claim { item, epoch, at_ms: t, lease_until_ms: t + lease, since_ms };
+                let c = Claim {
+                    item,
+                    epoch,
+                    at_ms: t,
+                    lease_until_ms: t + lease,
+                    since_ms,
+                    proof: None,
+                };
                 let r = Receipt {
                     claim: Signed::sign(key, &c),
                     result: Digest::of(b"bogus"),
@@ -341,6 +350,7 @@ mod tests {
             at_ms: 1,
             lease_until_ms: 9,
             since_ms: 1,
+            proof: None,
         };
         let s = Signed::sign(&key, &c);
         assert!(s.verify().is_ok());

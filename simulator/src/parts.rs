@@ -144,6 +144,8 @@ impl Ledger {
                         Vec::new()
                     },
                     strikes: s.verify.strikes,
+                    proof_every_ms: s.verify.proof_every_ms,
+                    proof_grace_ms: s.verify.proof_grace_ms,
                 },
             };
             let pid = m.id();

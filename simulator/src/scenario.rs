@@ -138,6 +138,11 @@ pub struct VerifySpec {
     pub change_every_ms: u64,
     /// The owner lists the changing pages as volatile (compared by status only).
     pub volatile_listed: bool,
+    /// The manifests' `verify.proof_every_ms`: seeding holders prove their copies this often
+    /// (0 = no storage proofs).
+    pub proof_every_ms: u64,
+    /// The manifests' `verify.proof_grace_ms`.
+    pub proof_grace_ms: u64,
 }
 
 impl Default for VerifySpec {
@@ -150,6 +155,8 @@ impl Default for VerifySpec {
             changing_share: 0.0,
             change_every_ms: 10_000,
             volatile_listed: false,
+            proof_every_ms: d.proof_every_ms,
+            proof_grace_ms: d.proof_grace_ms,
         }
     }
 }

@@ -66,6 +66,8 @@ pub(crate) fn status() -> StatusView {
             finished: 110,
             failed: 3,
             gave_back: 0,
+            proofs: 0,
+            unproven: 0,
             duties_dropped: 0,
             full: 0,
             overturned: 3,

@@ -259,7 +259,7 @@ fn verify_policy(args: &NewArgs, t: VerifyToml) -> Result<VerifyPolicy> {
     let mut volatile = volatile.iter().map(|p| parse_volatile(p)).collect::<Result<Vec<_>>>()?;
     volatile.sort();
     volatile.dedup();
-    Ok(VerifyPolicy { sample_milli, volatile, strikes })
+    Ok(VerifyPolicy { sample_milli, volatile, strikes, ..VerifyPolicy::default() })
 }
 
 #[cfg(test)]

@@ -37,13 +37,27 @@ fn forged_untrusted_and_epoch_breaking_messages_are_rejected() {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
     let x = starling_protocol::engine::test_keypair(99);
     // 1. A forged envelope: a valid claim with its signature's last byte flipped.
-    let claim = Claim { item, epoch: 1, at_ms: now, lease_until_ms: now + 5_000, since_ms: now };
+    let claim = Claim {
+        item,
+        epoch: 1,
+        at_ms: now,
+        lease_until_ms: now + 5_000,
+        since_ms: now,
+        proof: None,
+    };
     let mut forged = Envelope::Claim(Signed::sign(&x, &claim)).to_bytes();
     *forged.last_mut().unwrap() ^= 1;
     // 2. A project signed by a key nobody trusts.
     let untrusted = project(32, "rogue", 1, 5_000);
     // 3. A claim at epoch 2 while the epoch-1 lease still runs.
-    let jump = Claim { item, epoch: 2, at_ms: now, lease_until_ms: now + 5_000, since_ms: now };
+    let jump = Claim {
+        item,
+        epoch: 2,
+        at_ms: now,
+        lease_until_ms: now + 5_000,
+        since_ms: now,
+        proof: None,
+    };
     let jump = Envelope::Claim(Signed::sign(&x, &jump)).to_bytes();
 
     wait_for("mallory to join the mesh", Duration::from_secs(30), || {

@@ -69,7 +69,12 @@ fn signed_project(owner: &Keypair, site: SocketAddr) -> (Vec<u8>, Vec<u8>, Proje
         user_agent: "starling-verify-test".into(),
         robots: RobotsPolicy::Ignore,
         caps: SizeCaps::default(),
-        verify: VerifyPolicy { sample_milli: SAMPLE_MILLI, volatile: Vec::new(), strikes: STRIKES },
+        verify: VerifyPolicy {
+            sample_milli: SAMPLE_MILLI,
+            volatile: Vec::new(),
+            strikes: STRIKES,
+            ..VerifyPolicy::default()
+        },
     };
     page_chunks_project(owner, &m, site, CHUNKS, URLS_PER_CHUNK)
 }

@@ -245,6 +245,7 @@ impl Engine {
         if self.barred(entry, &node) {
             return Err(Reject::Barred.into());
         }
+        self.check_proof(entry, &c)?;
         let score = hrw::score(&c.item, &node);
         let case = ClaimCase {
             phase: &entry.phase,
@@ -825,6 +826,7 @@ impl Engine {
     pub(super) fn drop_local(&mut self, item: ItemId, reason: CancelReason) {
         // Only started work is cancelled, and counted as yielded (unless shutting down).
         let removed = self.local.remove(&item);
+        self.proofs.remove(&item);
         if removed.is_some() && self.items.get(&item).is_some_and(Self::is_lane) {
             self.rearm_lanes(&item, self.last_now);
         }

@@ -124,8 +124,14 @@ mod tests {
     use crate::message::Claim;
 
     fn failure(key: &Keypair, epoch: u32, retryable: bool) -> (NodeId, Failure, Signed<Failure>) {
-        let claim =
-            Claim { item: ItemId([1; 32]), epoch, at_ms: 1, lease_until_ms: 10, since_ms: 1 };
+        let claim = Claim {
+            item: ItemId([1; 32]),
+            epoch,
+            at_ms: 1,
+            lease_until_ms: 10,
+            since_ms: 1,
+            proof: None,
+        };
         let f = Failure { claim: Signed::sign(key, &claim), reason: "x".into(), retryable };
         (key.node_id(), f.clone(), Signed::sign(key, &f))
     }

@@ -350,7 +350,14 @@ mod tests {
 
     /// A claim of `epoch` begun at `since`, made at `at` with a full lease from then.
     fn claim(epoch: u32, since: u64, at: u64) -> Claim {
-        Claim { item: item(), epoch, at_ms: at, lease_until_ms: at + LEASE, since_ms: since }
+        Claim {
+            item: item(),
+            epoch,
+            at_ms: at,
+            lease_until_ms: at + LEASE,
+            since_ms: since,
+            proof: None,
+        }
     }
 
     fn held(k: usize, c: &Claim) -> Phase {

@@ -59,6 +59,7 @@ mod invariants;
 mod judge;
 mod lanes;
 mod peers;
+mod proofs;
 mod sessions;
 mod sync;
 mod types;
@@ -343,6 +344,13 @@ pub struct Engine {
     lanes: lanes::Lanes,
     /// Lost spot-check quorums and the nodes marked for them (see `verify.rs`).
     strikes: verify::Strikes,
+    /// Storage proofs for this node's own seeding duties, held or asked for (see
+    /// `proofs.rs`); only for items in `local`.
+    proofs: BTreeMap<ItemId, proofs::HeldProof>,
+    /// Results whose copy this node gave a duty back for, unable to show it: it claims no
+    /// duty of them again (at most `proofs::DISOWNED_MAX`; forgotten on restart, when the
+    /// store may hold them again).
+    disowned: BTreeSet<Digest>,
     /// Held crawl chunks the driver says wait on lanes held elsewhere (at most `capacity`).
     lane_blocked: u16,
     /// Projects this node takes no new items of (the default is subscribed).
@@ -398,6 +406,8 @@ impl Engine {
             priorities: BTreeMap::new(),
             pending: VecDeque::new(),
             strikes: verify::Strikes::default(),
+            proofs: BTreeMap::new(),
+            disowned: BTreeSet::new(),
             early: EarlyReceipts::default(),
             outputs: VecDeque::new(),
             paused: false,
@@ -778,6 +788,10 @@ impl Engine {
                 self.host_refused(project, host, until_ms, now);
                 Ok(())
             }
+            Input::StorageProof { item, epoch, slot, proof } => {
+                self.take_storage_proof(item, epoch, slot, proof, now);
+                Ok(())
+            }
             Input::LaneBlocked(n) => {
                 let was = self.lane_blocked;
                 self.lane_blocked = n.min(self.cfg.capacity);
@@ -979,6 +993,8 @@ impl Engine {
         match work {
             WorkItem::RelaySlot { requester, .. } => *requester != self.me,
             WorkItem::Verify { exclude, .. } => !exclude.contains(&self.me),
+            // A copy this node could not show (see `proofs.rs`) is left to others.
+            WorkItem::SeedDuty { result, .. } if self.disowned.contains(result) => false,
             // k copies on k nodes: a node keeps at most one replica of a result.
             WorkItem::SeedDuty { source, result, size, replica } => {
                 let k = self.projects.get(project).map_or(0, |p| p.m.replication);
@@ -1308,6 +1324,7 @@ impl Engine {
             at_ms: now,
             lease_until_ms: now.saturating_add(lease_ms),
             since_ms: now,
+            proof: None,
         };
         let signed = Signed::sign(&self.key, &claim);
         self.stats.claims += 1;
@@ -1321,13 +1338,32 @@ impl Engine {
         let Some(l) = self.local.get(&item).copied() else { return };
         let Some(e) = self.items.get(&item) else { return };
         let lease_ms = self.lease_of(e);
-        let claim = Claim {
+        let mut claim = Claim {
             item,
             epoch: l.epoch,
             at_ms: now,
             lease_until_ms: now.saturating_add(lease_ms),
             since_ms: l.since,
+            proof: None,
         };
+        // A seeding duty's renewal in a proof zone shows the copy (see `proofs.rs`).
+        match self.proof_step(&claim, now) {
+            proofs::ProofStep::NotDue => {}
+            proofs::ProofStep::Carry(p) => {
+                claim.proof = Some(p);
+                self.stats.proofs += 1;
+            }
+            proofs::ProofStep::Wait => {
+                if let Some(l) = self.local.get_mut(&item) {
+                    l.renew_at = now.saturating_add(proofs::PROOF_RETRY_MS);
+                }
+                return;
+            }
+            proofs::ProofStep::GiveUp => {
+                self.disown(item, l.epoch, now);
+                return;
+            }
+        }
         let env = Envelope::Claim(Signed::sign(&self.key, &claim));
         self.stats.renewals += 1;
         if self.apply_envelope(env.clone(), now, false).is_ok() {

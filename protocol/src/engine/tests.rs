@@ -67,6 +67,8 @@ struct Net {
     cooldowns: Vec<(usize, u64)>,
     /// What each node reports for the work it does (see [`Net::result_of`]).
     liars: Vec<Lies>,
+    /// Nodes that lost their copies: they answer every storage challenge with nothing.
+    copies_lost: Vec<bool>,
 }
 
 /// What a node of the harness reports for its work.
@@ -100,7 +102,19 @@ impl Net {
             silenced: vec![false; n],
             cooldowns: Vec::new(),
             liars: vec![Lies::Never; n],
+            copies_lost: vec![false; n],
         }
+    }
+
+    /// `node`'s answer to a storage challenge for duty `item`: a result's copy is its source's
+    /// id (the bytes whose digest an honest chunk reports), unless the node lost its copies.
+    fn prove(&self, node: usize, item: &ItemId, slot: u64) -> Option<crate::proof::StorageProof> {
+        let Some((_, WorkItem::SeedDuty { source, .. })) = self.engines[node].item_work(item)
+        else {
+            return None;
+        };
+        let lost = self.copies_lost.get(node).copied().unwrap_or(false);
+        (!lost).then(|| crate::proof::prove_from_blob(item, source.as_bytes(), slot))
     }
 
     /// The result `node` reports for `item`: the truth is the digest of the chunk's id (for a
@@ -153,6 +167,10 @@ impl Net {
                 }
                 Output::Persist(_) => {}
                 Output::HostCooldown { until_ms, .. } => self.cooldowns.push((node, until_ms)),
+                Output::ProofDue { item, epoch, slot, .. } => {
+                    let proof = self.prove(node, &item, slot);
+                    let _ = self.input(node, Input::StorageProof { item, epoch, slot, proof });
+                }
             }
         }
     }
@@ -181,7 +199,8 @@ impl Net {
                     item,
                     epoch,
                     result,
-                    size: 10,
+                    // An honest result's bytes are its item's id (see `Net::prove`).
+                    size: 32,
                     ok: 1,
                     failed: 0,
                     parts: vec![],
@@ -306,6 +325,7 @@ fn a_too_early_next_epoch_claim_is_rejected() {
         at_ms: net.now,
         lease_until_ms: net.now + 5_000,
         since_ms: net.now,
+        proof: None,
     };
     let env = Envelope::Claim(Signed::sign(&rogue, &claim));
     assert_eq!(net.input(holder, Input::Message(env)), Err(Reject::EpochRuleBroken));
@@ -320,7 +340,14 @@ fn lease_longer_than_the_project_allows_is_rejected() {
     let mut net = Net::new(1, &owner, fast_config());
     let ids = publish_project(&mut net, &owner, 10_000, 1);
     let rogue = test_keypair(77);
-    let claim = Claim { item: ids[0], epoch: 1, at_ms: 0, lease_until_ms: 1_000_000, since_ms: 0 };
+    let claim = Claim {
+        item: ids[0],
+        epoch: 1,
+        at_ms: 0,
+        lease_until_ms: 1_000_000,
+        since_ms: 0,
+        proof: None,
+    };
     let env = Envelope::Claim(Signed::sign(&rogue, &claim));
     assert_eq!(net.input(0, Input::Message(env)), Err(Reject::LeaseTooLong));
 }
@@ -338,7 +365,8 @@ fn forged_and_untrusted_messages_are_rejected_and_not_applied() {
     let ids = publish_project(&mut net, &owner, 5_000, 1);
     // A claim whose body was changed after signing.
     let rogue = test_keypair(77);
-    let claim = Claim { item: ids[0], epoch: 1, at_ms: 0, lease_until_ms: 1_000, since_ms: 0 };
+    let claim =
+        Claim { item: ids[0], epoch: 1, at_ms: 0, lease_until_ms: 1_000, since_ms: 0, proof: None };
     let signed = Signed::sign(&rogue, &claim);
     let mut bytes = Envelope::Claim(signed).to_bytes();
     let last = bytes.len() - 70; // inside the body, before the signature
@@ -366,7 +394,14 @@ fn same_epoch_conflict_is_won_by_the_higher_hrw_score_whatever_the_order() {
     let claims: Vec<Envelope> = nodes
         .iter()
         .map(|k| {
-            let c = Claim { item, epoch: 1, at_ms: 10, lease_until_ms: 4_000, since_ms: 10 };
+            let c = Claim {
+                item,
+                epoch: 1,
+                at_ms: 10,
+                lease_until_ms: 4_000,
+                since_ms: 10,
+                proof: None,
+            };
             Envelope::Claim(Signed::sign(k, &c))
         })
         .collect();
@@ -402,7 +437,14 @@ fn the_losing_claimant_yields_before_starting_work() {
         .map(|i| test_keypair(600 + i))
         .find(|k| (hrw::score(&item, &k.node_id()), k.node_id()) > (hrw::score(&item, &me), me))
         .unwrap();
-    let c = Claim { item, epoch: 1, at_ms: 10_000, lease_until_ms: 14_000, since_ms: 10_000 };
+    let c = Claim {
+        item,
+        epoch: 1,
+        at_ms: 10_000,
+        lease_until_ms: 14_000,
+        since_ms: 10_000,
+        proof: None,
+    };
     e.handle(Input::Message(Envelope::Claim(Signed::sign(&rival, &c))), 10_010).unwrap();
     assert!(!e.holds(&item));
     e.handle(Input::Tick, 20_000).unwrap();
@@ -428,7 +470,14 @@ fn a_slot_lost_to_a_rival_is_filled_at_once() {
         .map(|i| test_keypair(600 + i))
         .find(|k| (hrw::score(&held, &k.node_id()), k.node_id()) > (hrw::score(&held, &me), me))
         .unwrap();
-    let c = Claim { item: held, epoch: 1, at_ms: 10_000, lease_until_ms: 14_000, since_ms: 10_000 };
+    let c = Claim {
+        item: held,
+        epoch: 1,
+        at_ms: 10_000,
+        lease_until_ms: 14_000,
+        since_ms: 10_000,
+        proof: None,
+    };
     e.handle(Input::Message(Envelope::Claim(Signed::sign(&rival, &c))), 10_010).unwrap();
     assert!(!e.holds(&held), "the rival's claim wins");
     assert!(e.holds(&waiting), "the freed slot takes the waiting item without waiting for a tick");
@@ -893,7 +942,10 @@ fn claim_env(
     at: u64,
     until: u64,
 ) -> Signed<Claim> {
-    Signed::sign(key, &Claim { item, epoch, at_ms: at, lease_until_ms: until, since_ms: since })
+    Signed::sign(
+        key,
+        &Claim { item, epoch, at_ms: at, lease_until_ms: until, since_ms: since, proof: None },
+    )
 }
 
 fn receipt_env(key: &Keypair, claim: Signed<Claim>, at: u64, tag: u8) -> Envelope {
@@ -2579,7 +2631,7 @@ mod verify_quorums {
     }
 
     fn every_result(strikes: u8) -> VerifyPolicy {
-        VerifyPolicy { sample_milli: 1_000, volatile: vec![], strikes }
+        VerifyPolicy { sample_milli: 1_000, volatile: vec![], strikes, ..Default::default() }
     }
 
     /// Every honest engine has every item done and no check due or running.
@@ -2687,6 +2739,7 @@ mod verify_quorums {
             at_ms: net.now,
             lease_until_ms: net.now + 1_000,
             since_ms: net.now,
+            proof: None,
         };
         let got = net.engines[0]
             .handle(Input::Message(Envelope::Claim(Signed::sign(&key, &claim))), net.now);
@@ -2835,5 +2888,154 @@ mod verify_quorums {
         assert!(compare(&urls, (&r, &base), (&r, &forged), &policy).major());
         assert!(compare(&urls, (&r, &base), (&r, &base[..3]), &policy).major(), "a part missing");
         assert!(!compare(&[], (&r, &[]), (&d(b"x"), &[]), &policy).agree(), "no parts: results");
+    }
+}
+
+/// Storage proofs: seeding holders show their copies at every slot, a holder without its copy
+/// loses the duty to another node, and a renewal without a valid proof is refused everywhere.
+mod storage_proofs {
+    use super::*;
+    use crate::proof::{self, StorageProof};
+
+    const LEASE: u64 = 1_000;
+    const EVERY: u64 = 60_000;
+
+    fn proof_net(n: usize) -> (Net, ProjectManifest, Vec<ItemId>) {
+        let owner = test_keypair(1);
+        let mut net = Net::new(n, &owner, fast_config());
+        let mut m = manifest(&owner, LEASE, 1);
+        m.verify.sample_milli = 0;
+        m.verify.proof_every_ms = EVERY;
+        m.verify.proof_grace_ms = 0;
+        let b = batch(&owner, &m, 4);
+        let ids = b.verify().unwrap().items.iter().map(|w| w.id(&m.id())).collect();
+        net.input(0, Input::Publish(Envelope::Manifest(Signed::sign(&owner, &m)))).unwrap();
+        net.input(0, Input::Publish(Envelope::Batch(b))).unwrap();
+        (net, m, ids)
+    }
+
+    fn duties(net: &Net) -> Vec<(ItemId, NodeId, u32)> {
+        net.engines[0]
+            .items()
+            .filter(|(id, _, _)| {
+                matches!(net.engines[0].item_work(id), Some((_, WorkItem::SeedDuty { .. })))
+            })
+            .filter_map(|(id, _, s)| match s {
+                ItemState::Held { holder, epoch, .. } => Some((id, holder, epoch)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn index_of(net: &Net, node: NodeId) -> usize {
+        (0..net.engines.len()).find(|&i| net.engines[i].node_id() == node).expect("a node")
+    }
+
+    fn unproven(net: &Net) -> u64 {
+        net.engines
+            .iter()
+            .map(|e| e.stats().rejected.get(&Reject::Unproven).copied().unwrap_or(0))
+            .sum()
+    }
+
+    #[test]
+    fn holders_with_their_copies_prove_every_slot_and_keep_their_duties() {
+        let (mut net, _, _) = proof_net(3);
+        net.run_until(4 * EVERY + 5_000, |_| false);
+        let held = duties(&net);
+        assert_eq!(held.len(), 4, "every result has its copy held");
+        assert!(held.iter().all(|(_, _, epoch)| *epoch == 1), "nobody lost a duty: {held:?}");
+        let proofs: u64 = net.engines.iter().map(|e| e.stats().proofs).sum();
+        // Each duty renews several times in each of the four zones it lived through.
+        assert!(proofs >= 4 * 3, "{proofs} renewals carried proofs");
+        assert_eq!(unproven(&net), 0, "an honest proof was refused");
+        assert!(net.engines.iter().all(|e| e.stats().unproven == 0));
+    }
+
+    #[test]
+    fn a_holder_that_lost_its_copy_gives_the_duty_to_another_node() {
+        let (mut net, _, _) = proof_net(3);
+        net.run_until(EVERY + 5_000, |_| false);
+        let (duty, holder, _) = duties(&net)[0];
+        let h = index_of(&net, holder);
+        net.copies_lost[h] = true;
+        let moved = net.run_until(3 * EVERY, |n| {
+            n.engines.iter().all(|e| {
+                matches!(e.item_state(&duty), Some(ItemState::Held { holder: x, ready: true, .. }) if x != holder)
+            })
+        });
+        assert!(
+            moved,
+            "the duty stayed with the node without a copy: {:?}",
+            net.engines[0].item_state(&duty)
+        );
+        // It gave back every duty it held (all its copies are gone), and claims them no more.
+        let gave_back = net.engines[h].stats().unproven;
+        assert!(gave_back >= 1);
+        net.run_until(6 * EVERY, |_| false);
+        let now_held = net.engines[0].item_state(&duty);
+        assert!(
+            matches!(now_held, Some(ItemState::Held { holder: x, .. }) if x != holder),
+            "{now_held:?}"
+        );
+        assert_eq!(net.engines[h].stats().unproven, gave_back);
+        assert_eq!(unproven(&net), 0, "the engine signed a renewal its peers refused");
+    }
+
+    #[test]
+    fn renewals_without_a_valid_proof_are_refused_and_cost_the_sender() {
+        let (mut net, m, _) = proof_net(3);
+        net.run_until(2 * EVERY + 5_000, |_| false);
+        let (duty, holder, epoch) = duties(&net)[0];
+        let h = index_of(&net, holder);
+        let other = (h + 1) % 3;
+        let key = test_keypair(1000 + h as u64);
+        let Some((_, work)) = net.engines[other].item_work(&duty) else { panic!() };
+        let work = work.clone();
+        let WorkItem::SeedDuty { source, .. } = work else { panic!() };
+        let since = net.engines[other]
+            .stored_records()
+            .iter()
+            .find_map(|env| match env {
+                Envelope::Claim(s) => {
+                    let c = s.verify().ok()?;
+                    (c.item == duty && c.epoch == epoch).then_some(c.since_ms)
+                }
+                _ => None,
+            })
+            .expect("the holder's claim is kept");
+        // In the zone of the next slot, past the grace.
+        net.now = 3 * EVERY + 10;
+        let renewal = |proof: Option<StorageProof>| {
+            let c = Claim {
+                item: duty,
+                epoch,
+                at_ms: 3 * EVERY + 10,
+                lease_until_ms: 3 * EVERY + 10 + LEASE,
+                since_ms: since,
+                proof,
+            };
+            Envelope::Claim(Signed::sign(&key, &c))
+        };
+        let slot = 3;
+        let good = proof::prove_from_blob(&duty, source.as_bytes(), slot);
+        let mut flipped = good.clone();
+        let last = flipped.slice.len() - 1;
+        flipped.slice[last] ^= 1;
+        let wrong_copy =
+            proof::prove_from_blob(&duty, b"not the copy, but as long as it: 32b", slot);
+        let wrong_slot = proof::prove_from_blob(&duty, source.as_bytes(), slot + 1);
+        for (what, p) in [
+            ("none", None),
+            ("flipped", Some(flipped)),
+            ("another copy", Some(wrong_copy)),
+            ("another slot", Some(wrong_slot)),
+        ] {
+            let r = net.engines[other].handle(Input::Message(renewal(p)), net.now);
+            assert_eq!(r, Err(Reject::Unproven), "{what}");
+        }
+        assert!(Reject::Unproven.penalize());
+        assert_eq!(net.engines[other].handle(Input::Message(renewal(Some(good))), net.now), Ok(()));
+        let _ = m;
     }
 }

@@ -289,6 +289,19 @@ pub enum Input {
     /// for other hosts instead of idling while one host's lane is busy, and claims the chunk
     /// after a finishing one before that one ends.
     LaneBlocked(u16),
+    /// The driver's answer to [`Output::ProofDue`]: the challenged chunk of its copy as a
+    /// slice ([`crate::proof::StorageProof`]), or `None` when it does not have the copy. An
+    /// answer that does not check counts as `None`: the engine gives the duty back.
+    StorageProof {
+        /// The seeding duty.
+        item: ItemId,
+        /// The epoch held.
+        epoch: u32,
+        /// The slot asked about.
+        slot: u64,
+        /// The proof, if the copy is there.
+        proof: Option<crate::proof::StorageProof>,
+    },
     /// `host` told this node to wait until `until_ms` (driver's clock): a `Retry-After`, or
     /// backoff after a run of refusals. The lanes of the host held here are released with the
     /// cooldown, so the whole mesh leaves the host alone until then.
@@ -306,6 +319,25 @@ pub enum Input {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Output {
+    /// This node's next renewal of seeding duty `item` must show `len` bytes at `offset` of
+    /// its copy of `result` (`size` bytes): answer with [`Input::StorageProof`] (see
+    /// `crate::proof`). Until the answer comes the engine holds the renewal back.
+    ProofDue {
+        /// The seeding duty.
+        item: ItemId,
+        /// The epoch held.
+        epoch: u32,
+        /// The proof slot.
+        slot: u64,
+        /// The copy's digest.
+        result: Digest,
+        /// The copy's size.
+        size: u64,
+        /// Where the challenged chunk starts.
+        offset: u64,
+        /// Its length.
+        len: u64,
+    },
     /// Send this to the mesh.
     Publish(Envelope),
     /// Start work on an item this node now holds.
@@ -429,6 +461,10 @@ pub enum Reject {
     /// result a check is about (see `verify.rs`).
     #[error("sender may not hold this item")]
     Barred,
+    /// A renewal of a seeding duty without the storage proof due in it, or with one that does
+    /// not check (see `crate::proof`).
+    #[error("storage proof missing or invalid")]
+    Unproven,
 }
 
 impl Reject {
@@ -445,11 +481,12 @@ impl Reject {
                 | Reject::FromTheFuture
                 | Reject::Fenced
                 | Reject::Barred
+                | Reject::Unproven
         )
     }
 
     /// All reasons, in a fixed order (for metrics).
-    pub const ALL: [Reject; 16] = [
+    pub const ALL: [Reject; 17] = [
         Reject::BadSignature,
         Reject::Malformed,
         Reject::UntrustedProject,
@@ -466,6 +503,7 @@ impl Reject {
         Reject::Fenced,
         Reject::Settling,
         Reject::Barred,
+        Reject::Unproven,
     ];
 
     /// snake_case name, for metrics labels.
@@ -487,6 +525,7 @@ impl Reject {
             Reject::Fenced => "fenced",
             Reject::Settling => "settling",
             Reject::Barred => "barred",
+            Reject::Unproven => "unproven",
         }
     }
 }
@@ -569,6 +608,10 @@ pub struct EngineStats {
     /// Items this node gave back because of a fault of its own (store, disk, network, clock).
     #[serde(default)]
     pub gave_back: u64,
+    /// Renewals of this node's seeding duties that carried a storage proof.
+    pub proofs: u64,
+    /// Seeding duties this node gave back because it could not show its copy.
+    pub unproven: u64,
     /// Seeding duties dropped, not done, because the result they copy was replaced or
     /// withdrawn.
     #[serde(default)]
