@@ -208,7 +208,7 @@ pub const PROOF_EVERY_MS_DEFAULT: u64 = 1_800_000;
 pub const PROOF_GRACE_MS_DEFAULT: u64 = 300_000;
 /// Shortest proof slot a manifest may ask for (other than 0). A slot is never shorter than
 /// [`PROOF_EVERY_LEASES_MIN`] leases whatever the manifest says.
-pub const PROOF_EVERY_MS_MIN: u64 = 60_000;
+pub const PROOF_EVERY_MS_MIN: u64 = 10_000;
 /// Shortest proof slot in leases: a slot's zone is two leases long.
 pub const PROOF_EVERY_LEASES_MIN: u64 = 4;
 /// Longest proof slot, and longest base grace (a week).
@@ -301,7 +301,7 @@ impl Validate for ProjectManifest {
         let every = self.verify.proof_every_ms;
         if every != 0 && !(PROOF_EVERY_MS_MIN..=PROOF_MS_MAX).contains(&every) {
             return Err(DecodeError::Invalid(
-                "verify proof_every_ms neither 0 nor 1 min ..= 7 days",
+                "verify proof_every_ms neither 0 nor 10 s ..= 7 days",
             ));
         }
         if self.verify.proof_grace_ms > PROOF_MS_MAX {
