@@ -33,6 +33,7 @@ use crate::net::RelayServer;
 use crate::net::{self, Behaviour, BehaviourEvent};
 use crate::runner::{Job, Runners, WorkReport};
 use crate::seed::node::SeedParts;
+use crate::seed::proof::Challenge;
 use crate::seed::wire::{BlobRequest, BlobResponse};
 use crate::store::Store;
 use crate::torrent::node::TorrentParts;
@@ -40,6 +41,7 @@ use crate::views::NetStats;
 
 mod commands;
 mod lifetime;
+mod proofs;
 
 pub use lifetime::LIFETIME_SAVE_INTERVAL;
 
@@ -192,6 +194,8 @@ pub struct Actor {
     lifetime: lifetime::Lifetime,
     /// Held chunks last told to the engine as waiting on lanes.
     lane_blocked: u16,
+    /// Storage proofs being cut or waiting (see `proofs.rs`).
+    proofs: proofs::Proofs,
 }
 
 impl std::fmt::Debug for Actor {
@@ -222,6 +226,7 @@ impl Actor {
         let control = Control::load(&store, hub.clone());
         let started_ms = now_ms();
         let lifetime = lifetime::Lifetime::load(&store, started_ms);
+        let proofs = proofs::Proofs::new(engine.stats().unproven);
         let mut actor = Self {
             swarm,
             engine,
@@ -256,6 +261,7 @@ impl Actor {
             dirty: false,
             lifetime,
             lane_blocked: 0,
+            proofs,
         };
         actor.control.restore(&mut actor.engine);
         let (control, mut io) = actor.control();
@@ -309,6 +315,7 @@ impl Actor {
         };
         let mut blob_commands = self.seed.as_mut().and_then(|s| s.commands.take());
         let mut served = self.seed.as_mut().and_then(|s| s.served.take());
+        let mut proof_answers = self.proofs.answers.take();
         loop {
             let until = |t: u64| Duration::from_millis(t.saturating_sub(now_ms()));
             let wake = self.engine.next_wakeup().map_or(IDLE_WAKEUP, until);
@@ -325,6 +332,9 @@ impl Actor {
                 }
                 Some((channel, answer)) = recv_opt(&mut served) => {
                     let _ = self.swarm.behaviour_mut().blob.send_response(channel, answer);
+                }
+                Some((challenge, answer)) = recv_opt(&mut proof_answers) => {
+                    self.on_proof(challenge, answer);
                 }
                 _ = tokio::time::sleep(wake) => { let _ = self.handle(Input::Tick); }
                 _ = sync_timer.tick() => self.periodic_sync(),
@@ -691,6 +701,12 @@ impl Actor {
                     };
                     self.runners.start(Job { source_urls, ..Job::new(item, epoch, project, work) });
                 }
+                Output::ProofDue { item, epoch, slot, result, size, offset, len } => {
+                    let c = Challenge { item, epoch, slot, result, size, offset, len };
+                    self.proof_due(c);
+                    // An answer given at once has outputs of its own.
+                    again = true;
+                }
                 Output::CancelWork { item, epoch, reason } => {
                     tracing::debug!(item = %item.short(), epoch, ?reason, "cancel work");
                     match self.engine.item_work(&item) {
@@ -714,7 +730,8 @@ impl Actor {
             }
         }
         self.provide_new_projects();
-        // Outputs of the lanes given back above.
+        self.log_unproven();
+        // Outputs of the lanes given back and the proofs answered above.
         if again {
             self.drive();
         }
@@ -772,6 +789,10 @@ impl Actor {
             }
             WorkReport::Failed { .. } => None,
         };
+        let reported = match &report {
+            WorkReport::Done(d) => d.item,
+            WorkReport::Failed { item, .. } => *item,
+        };
         let input = match report {
             WorkReport::Done(done) => Input::WorkDone(done),
             WorkReport::Failed { item, epoch, reason, retryable } => {
@@ -783,6 +804,7 @@ impl Actor {
         {
             self.lifetime.finished(&work, &d);
         }
+        self.proof_fetch_reported(&reported);
         // The result may cross the disk cap: it counts (it is on disk and in the receipt),
         // and the node stops there, giving back whatever the freed slot took meanwhile.
         if done {

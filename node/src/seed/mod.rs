@@ -11,6 +11,7 @@
 //! - [`store::BlobStore`]: the blobs on disk, their outboard hash trees and the disk cap;
 //!   [`partial::Partial`]: a resumable download into it.
 //! - [`slice`]: cutting a verifiable slice out of a stored blob and checking one received.
+//! - [`proof`]: answering the engine's storage-proof challenges from the store.
 //! - [`wire`]: the request and response messages, their CBOR codec and limits, and the libp2p
 //!   codec for the protocol.
 //! - [`fetch::Fetcher`]: downloads a blob from a list of holders through any
@@ -24,6 +25,7 @@
 pub mod fetch;
 pub mod node;
 pub mod partial;
+pub mod proof;
 pub mod runner;
 pub mod serve;
 pub mod slice;

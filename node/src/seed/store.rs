@@ -240,6 +240,20 @@ impl BlobStore {
         Ok((size, bytes))
     }
 
+    /// Deletes a blob and its outboard tree (a copy found damaged, or one a test drops);
+    /// whether there was a blob. A download in progress of the same digest is left alone.
+    pub fn remove(&self, digest: &Digest) -> Result<bool, StoreError> {
+        let gone = |r: io::Result<()>| match r {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(StoreError::io("remove blob")(e)),
+        };
+        let had = gone(fs::remove_file(self.blob_path(digest)))?;
+        gone(fs::remove_file(self.named(digest, OUTBOARD_SUFFIX)))?;
+        self.sync_dir()?;
+        Ok(had)
+    }
+
     /// Hashes `src` from its start into a new outboard tree; fails with
     /// [`StoreError::Corrupt`] when its root is not `digest`.
     pub(super) fn compute_outboard(
@@ -339,6 +353,18 @@ mod tests {
         bad[100] ^= 1;
         fs::write(store.blob_path(&bad_digest), &bad).unwrap();
         assert!(matches!(store.ensure_outboard(&bad_digest), Err(StoreError::Corrupt)));
+    }
+
+    #[test]
+    fn a_removed_blob_takes_its_outboard_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path(), None).unwrap();
+        let d = store.insert(&blob(5000, 5)).unwrap();
+        store.ensure_outboard(&d).unwrap();
+        assert!(store.remove(&d).unwrap());
+        assert!(!store.has(&d));
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "nothing left");
+        assert!(!store.remove(&d).unwrap(), "removing it again is no error");
     }
 
     #[test]
