@@ -6,7 +6,8 @@
 //! holders, fetches it in its own task, and reports done or failed (retryable) on the report
 //! channel the crawl runner uses. Cancelling a duty aborts its fetch and keeps the partial
 //! download, so a later duty for the same blob resumes it. A done duty keeps being served for
-//! as long as the blob is stored; the runner never deletes a blob.
+//! as long as the blob is stored; the runner never deletes a blob (but under the test switch
+//! [`drops_copies`]).
 //!
 //! # Wiring it into the actor
 //!
@@ -146,6 +147,25 @@ impl SourceError {
     }
 }
 
+/// Debug builds only, for the storage-proof tests: `STARLING_TEST_DROP_COPIES=1` makes this
+/// node delete every copy it fetches for a seeding duty as it reports the duty ready, so it
+/// holds duties without copies, as a cheating or broken volunteer would. Results the node had
+/// already (its own crawl results, copies from before) are kept. Ignored in release builds.
+pub fn drops_copies() -> bool {
+    #[cfg(debug_assertions)]
+    {
+        let on = std::env::var_os("STARLING_TEST_DROP_COPIES").is_some_and(|v| v == "1");
+        if on {
+            tracing::warn!("TEST SWITCH ACTIVE: every copy fetched for a seeding duty is deleted");
+        }
+        on
+    }
+    #[cfg(not(debug_assertions))]
+    {
+        false
+    }
+}
+
 /// Runs seeding duties with a shared [`Fetcher`].
 pub struct SeedRunner<S: ChunkSource> {
     fetcher: Arc<Fetcher<S>>,
@@ -153,6 +173,8 @@ pub struct SeedRunner<S: ChunkSource> {
     reports: mpsc::Sender<WorkReport>,
     counters: Arc<RunnerCounters>,
     running: RunningJobs,
+    /// The test switch [`drops_copies`].
+    drop_copies: bool,
 }
 
 impl<S: ChunkSource> std::fmt::Debug for SeedRunner<S> {
@@ -172,7 +194,8 @@ impl<S: ChunkSource> SeedRunner<S> {
         reports: mpsc::Sender<WorkReport>,
         counters: Arc<RunnerCounters>,
     ) -> Self {
-        Self { fetcher, holders, reports, counters, running: RunningJobs::default() }
+        let drop_copies = drops_copies();
+        Self { fetcher, holders, reports, counters, running: RunningJobs::default(), drop_copies }
     }
 
     /// The fetcher (its store, its source).
@@ -242,6 +265,7 @@ impl<S: ChunkSource> Runner for SeedRunner<S> {
         let (job_item, job_epoch) = (job.item, job.epoch);
         let (fetcher, reports, counters) =
             (self.fetcher.clone(), self.reports.clone(), self.counters.clone());
+        let drop_copy = self.drop_copies;
         let task = tokio::spawn(async move {
             let outcome = fetcher.fetch(result, size, holders, None).await;
             for peer in &outcome.penalise {
@@ -251,6 +275,10 @@ impl<S: ChunkSource> Runner for SeedRunner<S> {
                 Ok(f) => {
                     tracing::info!(item = %job.item, digest = %result, size, fetched = f.fetched_bytes, "blob stored");
                     counters.completed.fetch_add(1, Ordering::Relaxed);
+                    if drop_copy {
+                        let dropped = fetcher.store().remove(&result);
+                        tracing::warn!(item = %job.item, digest = %result, ?dropped, "test switch: copy deleted");
+                    }
                     done(&job, result, f.size)
                 }
                 Err(e) => {
