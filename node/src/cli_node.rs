@@ -415,6 +415,10 @@ pub fn status(args: StatusArgs) -> Result<()> {
         s.items.open, s.items.held, s.items.done, s.items.failed
     );
     println!("holding   {}", s.holding);
+    let seeding: Option<starling_tui::api::SeedingView> = client.get_json("/seeding").ok();
+    if let Some(line) = seeding_line(seeding.as_ref(), &s.engine) {
+        println!("seeding   {line}");
+    }
     for line in checks_lines(&s.checks) {
         println!("{line}");
     }
@@ -477,6 +481,34 @@ fn rate_line(p: &starling_tui::api::ProjectInfo) -> String {
             format!("{}: {rate}/s per host for the whole mesh (scope mesh{share})", p.name)
         }
     }
+}
+
+/// The `seeding` line of `starling status`: the duties held and how many of their copies are
+/// there, the storage proofs this node's renewals carried, and the duties it gave back for want
+/// of a copy (`engine.proofs` and `engine.unproven` in the JSON). No line for a node that
+/// takes no seeding duties and never did.
+fn seeding_line(
+    seeding: Option<&starling_tui::api::SeedingView>,
+    e: &starling_protocol::EngineStats,
+) -> Option<String> {
+    let enabled = seeding.is_some_and(|v| v.enabled);
+    if !enabled && e.proofs == 0 && e.unproven == 0 {
+        return None;
+    }
+    let duties = seeding.map_or(0, |v| v.duties.len());
+    let stored = seeding.map_or(0, |v| v.duties.iter().filter(|d| d.state == "stored").count());
+    let mut line =
+        format!("{duties} duties held ({stored} copies stored), {} storage proofs shown", e.proofs);
+    if e.unproven > 0 {
+        line.push_str(&format!(
+            ", {} duties GIVEN BACK: no copy to prove (missing or damaged; see the log)",
+            e.unproven
+        ));
+    }
+    if !enabled {
+        line.push_str(" (seeding is off now)");
+    }
+    Some(line)
 }
 
 /// Marked peers named per project in `starling status` (the JSON lists them all).
@@ -647,6 +679,38 @@ mod key_of_tests {
         let [a, b] = super::contributed_lines(&Default::default());
         assert_eq!(a, "0 items, 0 URLs and 0 B archived");
         assert!(b.ends_with("0h00m up over all runs"), "{b}");
+    }
+
+    #[test]
+    fn the_seeding_line_counts_proofs_and_duties_given_back() {
+        use starling_tui::api::{SeedInfo, SeedingView};
+        let duty = |state: &str| SeedInfo {
+            item: "aa".into(),
+            digest: "bb".into(),
+            size: 1,
+            state: state.into(),
+        };
+        let v = SeedingView {
+            enabled: true,
+            duties: vec![duty("stored"), duty("fetching"), duty("stored")],
+            ..Default::default()
+        };
+        let mut e = starling_protocol::EngineStats { proofs: 7, ..Default::default() };
+        assert_eq!(
+            super::seeding_line(Some(&v), &e).unwrap(),
+            "3 duties held (2 copies stored), 7 storage proofs shown"
+        );
+        e.unproven = 2;
+        let line = super::seeding_line(Some(&v), &e).unwrap();
+        assert!(
+            line.ends_with(
+                ", 2 duties GIVEN BACK: no copy to prove (missing or damaged; see the log)"
+            ),
+            "{line}"
+        );
+        let off = SeedingView::default();
+        assert!(super::seeding_line(Some(&off), &Default::default()).is_none());
+        assert!(super::seeding_line(None, &e).unwrap().ends_with("(seeding is off now)"));
     }
 
     #[test]

@@ -451,6 +451,18 @@ pub fn families(snap: &Snapshot, urls: Option<&crate::crawl::stats::UrlCounts>) 
         sd.chunks_rejected,
     );
     r.counter("blob_penalties", "Peers scored down for serving a bad blob chunk", n.blob_penalties);
+    r.counter(
+        "storage_proofs",
+        "Renewals of this node's seeding duties that carried a storage proof of the copy",
+        e.proofs,
+    );
+    r.counter(
+        "copies_unproven",
+        "Seeding duties this node gave back because it could not show its copy (missing, \
+         damaged, or not read in time); peers' renewals refused for want of a proof are \
+         messages_rejected with reason unproven",
+        e.unproven,
+    );
 
     // ---- relay
     let rl = &snap.relay;

@@ -508,3 +508,21 @@ fn spot_checks_are_shown_per_project_with_marked_peers() {
     }
     check_classic(&text(&snapshot(st), Format::Classic));
 }
+
+#[test]
+fn storage_proofs_and_unproven_copies_are_counted_and_their_rejections_by_reason() {
+    let mut st = status();
+    st.engine.proofs = 12;
+    st.engine.unproven = 2;
+    st.engine.rejected.insert(Reject::Unproven, 3);
+    for f in [Format::Classic, Format::OpenMetrics] {
+        let t = text(&snapshot(st.clone()), f);
+        assert_eq!(value(&t, "starling_storage_proofs_total"), 12.0);
+        assert_eq!(value(&t, "starling_copies_unproven_total"), 2.0);
+        assert_eq!(
+            value(&t, "starling_messages_rejected_total{reason=\"unproven\",penalized=\"true\"}"),
+            3.0
+        );
+    }
+    check_classic(&text(&snapshot(st), Format::Classic));
+}

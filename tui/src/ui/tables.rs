@@ -196,7 +196,7 @@ pub(super) fn draw_seeding(app: &App, data: &Snapshot, frame: &mut Frame, area: 
         return;
     };
     let [summary, duties] =
-        Layout::vertical([Constraint::Length(5), Constraint::Min(3)]).areas(area);
+        Layout::vertical([Constraint::Length(6), Constraint::Min(3)]).areas(area);
     let state = if seeding.enabled {
         field_styled("state", "taking seeding duties", Style::new().fg(OK))
     } else {
@@ -217,6 +217,7 @@ pub(super) fn draw_seeding(app: &App, data: &Snapshot, frame: &mut Frame, area: 
                 seeding.chunks_rejected
             ),
         ),
+        proofs_line(&data.status.engine),
     ];
     frame.render_widget(Paragraph::new(lines).block(Block::bordered().title("Seeding")), summary);
     let title = format!("Duties ({} of {})", seeding.duties.len(), seeding.capacity);
@@ -249,6 +250,17 @@ pub(super) fn draw_seeding(app: &App, data: &Snapshot, frame: &mut Frame, area: 
     ];
     let t = table(rows, &widths, header(&["item", "digest", "size", "state"]), title);
     render_selected(app, Tab::Seeding, t, seeding.duties.len(), frame, duties);
+}
+
+/// Storage proofs this node's renewals carried, and the duties it gave back for want of a copy
+/// to prove (red: a copy went missing or bad on this node).
+fn proofs_line(e: &starling_protocol::EngineStats) -> Line<'static> {
+    let shown = format!("{} shown", e.proofs);
+    if e.unproven == 0 {
+        return field("proofs", shown);
+    }
+    let text = format!("{shown} · {} duties given back: no copy to prove", e.unproven);
+    field_styled("proofs", text, Style::new().fg(BAD))
 }
 
 pub(super) fn draw_relay(data: &Snapshot, frame: &mut Frame, area: Rect) {
