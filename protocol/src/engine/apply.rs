@@ -306,7 +306,7 @@ impl Engine {
                 score,
                 since: c.since_ms,
                 lease_until: c.lease_until_ms,
-                ready: false,
+                ready: None,
                 claim: s,
                 prior,
             };
@@ -476,7 +476,7 @@ impl Engine {
         if let Some(e) = self.items.get_mut(item)
             && let Phase::Held { ready, .. } = &mut e.phase
         {
-            *ready = true;
+            *ready = Some(s.clone());
             let (change, project) = (e.refresh_digest(item), e.project);
             self.fold_bucket(project, item, change);
         }
@@ -532,10 +532,11 @@ impl Engine {
         } else {
             self.drop_local(item, CancelReason::Finished);
         }
-        // Receipts of a check derived here that came first were parked: taken in now.
+        // Claims and receipts of duties and checks derived here that came first were parked:
+        // taken in now.
         let derived = if chunk {
-            self.derive_seed_duties(item, project, r, now);
-            self.derive_check(item, project, r, node, now)
+            let copies = self.derive_seed_duties(item, project, r, now);
+            self.derive_check(item, project, r, node, now) || copies
         } else if let Some(check) = check {
             self.settle_check(&check, project, now)
         } else {
@@ -552,13 +553,14 @@ impl Engine {
         project: crate::ids::ProjectId,
         r: &Receipt,
         now: u64,
-    ) {
+    ) -> bool {
         let k = self.projects.get(&project).map_or(0, |p| p.m.replication);
         for replica in 0..k {
             let work = WorkItem::SeedDuty { source, result: r.result, size: r.size, replica };
             let id = work.id(&project);
             self.insert_item(id, project, WorkRef::Own(Arc::new(work)), now);
         }
+        k > 0
     }
 
     /// Drops the seeding duties derived from `receipt` for `source` that are not done: its

@@ -246,12 +246,16 @@ pub(super) fn judge_result(case: &ResultCase<'_>) -> ResultVerdict {
     }
     let against = match case.phase {
         Phase::Held { holder, epoch, ready, .. } if *holder == new.node && *epoch == c.epoch => {
-            match (case.ongoing, *ready) {
+            match (case.ongoing, ready.is_some()) {
                 (true, true) => return ResultVerdict::Refused(Reject::Duplicate),
                 (true, false) => return ResultVerdict::Ready,
                 (false, _) => Ok(None),
             }
         }
+        // Ongoing work has no result: its receipt only says the holder of the current epoch is
+        // ready. One of another epoch or holder (an earlier holder's, handed on late) is stale,
+        // never a result that ends the item.
+        _ if case.ongoing => Err(Reject::Stale),
         Phase::Done { receipt } => against_result(case, receipt),
         // A higher epoch is held, but the fencing rule may still favour this earlier result
         // (the higher claim came while this epoch's lease ran): take the result, so every
@@ -367,7 +371,7 @@ mod tests {
             score: score(k),
             since: c.since_ms,
             lease_until: c.lease_until_ms,
-            ready: false,
+            ready: None,
             claim: Signed::sign(key(k), c),
             prior: None,
         }
@@ -517,6 +521,24 @@ mod tests {
         ResultCase { phase, past, claim: c, key, ongoing: false, known, mine: false, now: done_at }
     }
 
+    /// Found by the `copies-churn` scenario: an earlier holder's ready receipt for a copy,
+    /// arriving after a later epoch's claim, was judged as a result and ended the duty as done.
+    #[test]
+    fn an_earlier_holders_ready_receipt_never_ends_ongoing_work() {
+        let past = Past::default();
+        let early = claim(1, 5_000, 5_000);
+        let later = claim(2, 40_000, 40_000);
+        let phase = held(1, &later);
+        let chunk = result_case(&phase, &past, 0, &early, 20_000, true);
+        let ongoing = ResultCase { ongoing: true, ..chunk };
+        assert_eq!(judge_result(&ongoing), ResultVerdict::Refused(Reject::Stale));
+        let Phase::Done { receipt } = done(0, &early, 20_000) else { unreachable!() };
+        let finished = Phase::Done { receipt };
+        let other = result_case(&finished, &past, 1, &later, 50_000, true);
+        let ongoing = ResultCase { ongoing: true, ..other };
+        assert_eq!(judge_result(&ongoing), ResultVerdict::Refused(Reject::Stale));
+    }
+
     #[test]
     fn the_holders_result_is_accepted_and_ongoing_work_is_made_ready_once() {
         let past = Past::default();
@@ -531,8 +553,17 @@ mod tests {
         else {
             unreachable!()
         };
-        let ready =
-            Phase::Held { holder, epoch, score, since, lease_until, ready: true, claim, prior };
+        let Phase::Done { receipt } = done(0, &c, 20_000) else { unreachable!() };
+        let ready = Phase::Held {
+            holder,
+            epoch,
+            score,
+            since,
+            lease_until,
+            ready: Some(receipt),
+            claim,
+            prior,
+        };
         let again = ResultCase { phase: &ready, ..ongoing };
         assert_eq!(judge_result(&again), ResultVerdict::Refused(Reject::Duplicate));
     }

@@ -152,7 +152,10 @@ enum Phase {
         score: u64,
         since: u64,
         lease_until: u64,
-        ready: bool,
+        /// The holder's receipt saying ongoing work is ready (seeding, relaying): kept, and
+        /// handed on with the claim in sync deltas and snapshots, so a node that missed it or
+        /// restarted learns it too.
+        ready: Option<Signed<Receipt>>,
         claim: Signed<Claim>,
         /// What ended the epoch before this one here (the lapsed claim, the release or the
         /// failure), handed on in sync deltas with the claim: a node that missed it can tell
@@ -286,6 +289,9 @@ pub struct LocalView {
     pub lease_until_ms: u64,
     /// Whether the work has started (it waits `claim_settle_ms` first).
     pub started: bool,
+    /// When this node's claim of the epoch began (its renewals keep it).
+    #[serde(default)]
+    pub since_ms: u64,
 }
 
 /// Counts of items by state.
@@ -596,6 +602,7 @@ impl Engine {
                 epoch: l.epoch,
                 lease_until_ms,
                 started: l.started,
+                since_ms: l.since,
             })
         })
     }
@@ -672,6 +679,7 @@ impl Engine {
         records.extend(self.relay_requests.values().cloned().map(Envelope::RelayRequest));
         for e in self.items.values() {
             records.extend(e.phase.proof());
+            records.extend(e.phase.ready_receipt());
             records.extend(e.fails.envelopes());
         }
         records
@@ -693,6 +701,7 @@ impl Engine {
         records.extend(self.relay_requests.values().cloned().map(Envelope::RelayRequest));
         for e in self.items.values() {
             records.extend(e.phase.proof());
+            records.extend(e.phase.ready_receipt());
             // After the proof, where they are evidence about earlier epochs.
             records.extend(e.past.envelopes().iter().cloned());
             // And every failure kept, which decide whether the item failed for the mesh.
@@ -1491,7 +1500,7 @@ impl Phase {
                 holder: *holder,
                 epoch: *epoch,
                 lease_until_ms: *lease_until,
-                ready: *ready,
+                ready: ready.is_some(),
             },
             Phase::Done { receipt } => {
                 let holder = receipt.signer().node_id();
@@ -1523,6 +1532,15 @@ impl Phase {
                 *epoch
             }
             Phase::Done { receipt } => apply::receipt_parts(receipt).map_or(0, |(_, c)| c.epoch),
+        }
+    }
+
+    /// The holder's ready receipt, for ongoing work held and ready: handed on after
+    /// [`Phase::proof`].
+    fn ready_receipt(&self) -> Option<Envelope> {
+        match self {
+            Phase::Held { ready: Some(r), .. } => Some(Envelope::Receipt(r.clone())),
+            _ => None,
         }
     }
 

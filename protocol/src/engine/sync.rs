@@ -42,7 +42,7 @@ fn state_bytes(id: &crate::ids::ItemId, e: &ItemEntry) -> Vec<u8> {
             out.push(1);
             out.extend_from_slice(&epoch.to_le_bytes());
             out.extend_from_slice(holder.as_bytes());
-            out.push(u8::from(*ready));
+            out.push(u8::from(ready.is_some()));
         }
         Phase::Done { receipt } => {
             let (epoch, result) = super::apply::receipt_parts(receipt)
@@ -208,6 +208,10 @@ impl Engine {
                     }
                     if let Some(proof) = e.phase.proof() {
                         push(&mut out, proof);
+                    }
+                    // Ongoing work's ready receipt after its claim (which carries the lease).
+                    if let Some(ready) = e.phase.ready_receipt() {
+                        push(&mut out, ready);
                     }
                     // Evidence about earlier epochs after it, for fencing results alike.
                     for env in e.past.envelopes().iter().filter(|env| e.phase.prior() != Some(*env))

@@ -801,6 +801,48 @@ fn the_replicas_of_one_result_are_held_by_different_nodes() {
     }
 }
 
+/// Found by the `copies-churn` scenario: the holder's ready receipt was neither in a snapshot
+/// nor in a sync delta (only the claim was), so a restarted node, or one that missed the
+/// receipt, saw the copy as never ready, for good.
+#[test]
+fn a_copy_ready_survives_a_restart_and_reaches_a_node_by_sync() {
+    let owner = test_keypair(1);
+    let mut net = Net::new(3, &owner, fast_config());
+    // A lease long enough to outlast the sync rounds below, which run with no renewals.
+    let m = manifest(&owner, 60_000, 2);
+    let b = batch(&owner, &m, 4);
+    net.input(0, Input::Publish(Envelope::Manifest(Signed::sign(&owner, &m)))).unwrap();
+    net.input(0, Input::Publish(Envelope::Batch(b))).unwrap();
+    let ready = |e: &Engine| {
+        e.items().filter(|(_, _, s)| matches!(s, ItemState::Held { ready: true, .. })).count()
+    };
+    assert!(net.run_until(300_000, |n| n.engines.iter().all(|e| ready(e) == 8)));
+    let now = net.now;
+    let mut restored =
+        Engine::restore(fast_config(), test_keypair(1000), net.engines[0].snapshot(), 0, now);
+    // Results replayed without their claims settle first; their copies' records wait.
+    restored.handle(Input::Tick, now + RESULT_SETTLE_MS + 1).unwrap();
+    assert_eq!(ready(&restored), 8, "ready copies lost on restart");
+    // A node that knows the project (no ready receipt yet) learns them by sync.
+    let mut fresh = Engine::new(fast_config(), test_keypair(4242), [owner.public()], 9);
+    for env in net.engines[0]
+        .stored_records()
+        .into_iter()
+        .filter(|e| !matches!(e, Envelope::Receipt(_) | Envelope::Claim(_)))
+    {
+        let _ = fresh.handle(Input::Message(env), now);
+    }
+    for round in 0..4 {
+        let delta = net.engines[0].sync_delta(&fresh.sync_digest());
+        let at = now + round * RESULT_SETTLE_MS;
+        for env in SyncDeltaRoundTrip::round_trip(delta).envelopes {
+            let _ = fresh.handle(Input::Message(env), at);
+        }
+        fresh.handle(Input::Tick, at + RESULT_SETTLE_MS + 1).unwrap();
+    }
+    assert_eq!(ready(&fresh), 8, "ready copies not synced");
+}
+
 #[test]
 fn a_relay_request_becomes_a_slot_held_by_a_relay_node_not_the_requester() {
     let owner = test_keypair(1);
