@@ -7,7 +7,8 @@ use std::fs;
 use anyhow::{Result, bail};
 use serde::Deserialize;
 use starling_protocol::manifest::{
-    LEASE_MS_MAX, LEASE_MS_MIN, STRIKES_MAX, VOLATILE_MAX, VerifyPolicy,
+    LEASE_MS_MAX, LEASE_MS_MIN, PROOF_EVERY_MS_MIN, PROOF_MS_MAX, STRIKES_MAX, VOLATILE_MAX,
+    VerifyPolicy,
 };
 use starling_protocol::{ProjectManifest, RatePolicy, RobotsPolicy, SizeCaps};
 
@@ -59,6 +60,25 @@ struct VerifyToml {
     sample: Option<Number>,
     volatile: Option<Vec<String>>,
     strikes: Option<i64>,
+    proof_every: Option<Duration>,
+    proof_grace: Option<Duration>,
+}
+
+/// A TOML duration: a string such as `"30m"`, or whole seconds (`proof_every = 600`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum Duration {
+    Secs(i64),
+    Text(String),
+}
+
+impl Duration {
+    fn shown(&self) -> String {
+        match self {
+            Duration::Secs(n) => n.to_string(),
+            Duration::Text(t) => t.clone(),
+        }
+    }
 }
 
 /// A TOML number, whole or not (`sample = 1` and `sample = 0.25` both read).
@@ -213,6 +233,77 @@ fn sample_milli(f: f64, shown: &str) -> Result<u16> {
     Ok(milli.round() as u16)
 }
 
+/// Parses a duration such as `30m`, `10s`, `1.5h`, `2d`, `500ms` or `90` (seconds) into
+/// milliseconds; `what` names it in the error.
+pub fn parse_duration_ms(s: &str, what: &str) -> Result<u64> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let not_one =
+        || anyhow::anyhow!("{what} {s:?} is not a duration; give one such as 30m, 10s, 1h or 2d");
+    let n: f64 = num.parse().map_err(|_| not_one())?;
+    let unit_ms = match unit.trim() {
+        "ms" => 1.0,
+        "" | "s" | "sec" | "secs" => 1_000.0,
+        "m" | "min" | "mins" => 60_000.0,
+        "h" | "hour" | "hours" => 3_600_000.0,
+        "d" | "day" | "days" => 86_400_000.0,
+        _ => return Err(not_one()),
+    };
+    let ms = (n * unit_ms).round();
+    if !(ms.is_finite() && ms >= 0.0 && ms <= u64::MAX as f64) {
+        return Err(not_one());
+    }
+    Ok(ms as u64)
+}
+
+/// A duration in its largest whole unit (`30m`, `7d`, `1500ms`), for messages.
+pub fn format_duration_ms(ms: u64) -> String {
+    for (unit, len) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+        if ms >= len && ms % len == 0 {
+            return format!("{}{unit}", ms / len);
+        }
+    }
+    format!("{ms}ms")
+}
+
+/// Parses how often storage proofs come (`verify.proof_every`): a duration of 10 s ..= 7
+/// days, or `0`/`off` for none.
+pub fn parse_proof_every(s: &str) -> Result<u64> {
+    if matches!(s.trim(), "off" | "0") {
+        return Ok(0);
+    }
+    let ms = parse_duration_ms(s, "proof every")?;
+    if !(PROOF_EVERY_MS_MIN..=PROOF_MS_MAX).contains(&ms) {
+        bail!(
+            "proof every {s} is out of range: {} ..= {}, or 0 (off) for no storage proofs",
+            format_duration_ms(PROOF_EVERY_MS_MIN),
+            format_duration_ms(PROOF_MS_MAX)
+        );
+    }
+    Ok(ms)
+}
+
+/// Parses the grace a new holder has before its first storage proof (`verify.proof_grace`):
+/// a duration of 0 ..= 7 days.
+pub fn parse_proof_grace(s: &str) -> Result<u64> {
+    let ms = parse_duration_ms(s, "proof grace")?;
+    if ms > PROOF_MS_MAX {
+        bail!("proof grace {s} is out of range: 0 ..= {}", format_duration_ms(PROOF_MS_MAX));
+    }
+    Ok(ms)
+}
+
+/// A TOML duration through `parse` (whole seconds are checked as `<n>s`).
+fn toml_duration(d: &Duration, parse: fn(&str) -> Result<u64>) -> Result<u64> {
+    match d {
+        Duration::Secs(n) if *n < 0 => parse(&d.shown()),
+        Duration::Secs(0) => parse("0"),
+        Duration::Secs(n) => parse(&format!("{n}s")),
+        Duration::Text(t) => parse(t),
+    }
+}
+
 /// A volatile URL prefix as checks compare it: normalised as chunk URLs are (lowercase scheme
 /// and host, default port dropped, characters percent-encoded), so it matches what it names.
 pub fn parse_volatile(p: &str) -> Result<String> {
@@ -259,7 +350,17 @@ fn verify_policy(args: &NewArgs, t: VerifyToml) -> Result<VerifyPolicy> {
     let mut volatile = volatile.iter().map(|p| parse_volatile(p)).collect::<Result<Vec<_>>>()?;
     volatile.sort();
     volatile.dedup();
-    Ok(VerifyPolicy { sample_milli, volatile, strikes, ..VerifyPolicy::default() })
+    let proof_every_ms = match (&args.proof_every, &t.proof_every) {
+        (Some(s), _) => parse_proof_every(s)?,
+        (None, Some(d)) => toml_duration(d, parse_proof_every)?,
+        (None, None) => defaults.proof_every_ms,
+    };
+    let proof_grace_ms = match (&args.proof_grace, &t.proof_grace) {
+        (Some(s), _) => parse_proof_grace(s)?,
+        (None, Some(d)) => toml_duration(d, parse_proof_grace)?,
+        (None, None) => defaults.proof_grace_ms,
+    };
+    Ok(VerifyPolicy { sample_milli, volatile, strikes, proof_every_ms, proof_grace_ms })
 }
 
 #[cfg(test)]
@@ -290,6 +391,43 @@ mod tests {
         assert!(err("0.0005").contains("finer than thousandths"), "{}", err("0.0005"));
         assert!(err("10%").contains("is not a number"), "{}", err("10%"));
         assert!(err("NaN").contains("out of range"), "{}", err("NaN"));
+    }
+
+    #[test]
+    fn durations_parse_in_their_units_and_proof_limits_are_named() {
+        assert_eq!(parse_duration_ms("30m", "x").unwrap(), 1_800_000);
+        assert_eq!(parse_duration_ms(" 10s ", "x").unwrap(), 10_000);
+        assert_eq!(parse_duration_ms("90", "x").unwrap(), 90_000);
+        assert_eq!(parse_duration_ms("1.5h", "x").unwrap(), 5_400_000);
+        assert_eq!(parse_duration_ms("2d", "x").unwrap(), 172_800_000);
+        assert_eq!(parse_duration_ms("250ms", "x").unwrap(), 250);
+        for bad in ["", "soon", "10 weeks", "-5s", "1e3s", "m"] {
+            let err = parse_duration_ms(bad, "proof every").unwrap_err().to_string();
+            assert!(err.contains("is not a duration"), "{bad}: {err}");
+        }
+        assert_eq!(format_duration_ms(1_800_000), "30m");
+        assert_eq!(format_duration_ms(PROOF_MS_MAX), "7d");
+        assert_eq!(format_duration_ms(1_500), "1500ms");
+        assert_eq!(format_duration_ms(0), "0ms");
+
+        assert_eq!(parse_proof_every("off").unwrap(), 0);
+        assert_eq!(parse_proof_every("0").unwrap(), 0);
+        assert_eq!(parse_proof_every("10s").unwrap(), PROOF_EVERY_MS_MIN);
+        assert_eq!(parse_proof_every("7d").unwrap(), PROOF_MS_MAX);
+        let err = |s: &str| parse_proof_every(s).unwrap_err().to_string();
+        assert!(err("9s").contains("proof every 9s is out of range: 10s ..= 7d, or 0 (off)"));
+        assert!(err("8d").contains("out of range"), "{}", err("8d"));
+        assert!(err("0s").contains("out of range"), "0s is not off: {}", err("0s"));
+        assert_eq!(parse_proof_grace("0").unwrap(), 0);
+        assert_eq!(parse_proof_grace("5m").unwrap(), 300_000);
+        let err = parse_proof_grace("8d").unwrap_err().to_string();
+        assert!(err.contains("proof grace 8d is out of range: 0 ..= 7d"), "{err}");
+
+        // The TOML's whole seconds read as seconds.
+        assert_eq!(toml_duration(&Duration::Secs(600), parse_proof_every).unwrap(), 600_000);
+        assert_eq!(toml_duration(&Duration::Secs(0), parse_proof_every).unwrap(), 0);
+        assert!(toml_duration(&Duration::Secs(-1), parse_proof_grace).is_err());
+        assert_eq!(toml_duration(&Duration::Text("off".into()), parse_proof_every).unwrap(), 0);
     }
 
     #[test]

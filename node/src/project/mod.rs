@@ -21,7 +21,10 @@ use crate::keyfile;
 mod manifest;
 
 use manifest::{build_manifest, format_rate};
-pub use manifest::{parse_rate, parse_sample, parse_volatile};
+pub use manifest::{
+    format_duration_ms, parse_duration_ms, parse_proof_every, parse_proof_grace, parse_rate,
+    parse_sample, parse_volatile,
+};
 
 /// `starling project` subcommands.
 #[derive(Debug, Subcommand)]
@@ -146,6 +149,15 @@ pub struct NewArgs {
     /// and its claims refused (1 ..= 16; default 3).
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub verify_strikes: Option<i64>,
+    /// How often seeding nodes show they still hold their copies (storage proofs), such as
+    /// `30m` (default), `10s` ..= `7d`; `0` or `off` for none. Slots are never shorter than
+    /// four leases.
+    #[arg(long, value_name = "DURATION")]
+    pub proof_every: Option<String>,
+    /// How long a new seeding holder renews without proofs while it fetches its copy, such as
+    /// `5m` (default), `0` ..= `7d`; the time the copy's size takes at 256 KiB/s is added.
+    #[arg(long, value_name = "DURATION")]
+    pub proof_grace: Option<String>,
 }
 
 /// Arguments of `starling project add-urls`.
@@ -229,6 +241,15 @@ fn new_project(args: &NewArgs) -> Result<()> {
     write_atomic(&args.out, &env.to_bytes())?;
     println!("{}", m.id().to_hex());
     eprintln!("signed project {:?} v{} ({}) to {}", m.name, m.version, m.id(), args.out.display());
+    let slot_ms = starling_protocol::proof::every_ms(&m.verify, m.lease_ms);
+    if slot_ms != m.verify.proof_every_ms {
+        eprintln!(
+            "note: storage proofs come every {} (four leases), not every {}: a slot is never \
+             shorter than four leases",
+            manifest::format_duration_ms(slot_ms),
+            manifest::format_duration_ms(m.verify.proof_every_ms)
+        );
+    }
     Ok(())
 }
 
@@ -485,6 +506,8 @@ pub fn describe(env: &Envelope) -> Result<serde_json::Value> {
                     "sample": f64::from(m.verify.sample_milli) / 1000.0,
                     "volatile": m.verify.volatile,
                     "strikes": m.verify.strikes,
+                    "proof_every_ms": m.verify.proof_every_ms,
+                    "proof_grace_ms": m.verify.proof_grace_ms,
                 },
             })
         }

@@ -313,6 +313,14 @@ fn bad_inputs_to_new_and_add_urls_get_one_clear_line() {
     assert!(err.contains("verify strikes -3 is out of range: 1 ..= 16"), "{err}");
     let err = new(&["--verify-strikes", "17"]);
     assert!(err.contains("verify strikes 17 is out of range: 1 ..= 16"), "{err}");
+    let err = new(&["--proof-every", "5s"]);
+    assert!(err.contains("proof every 5s is out of range: 10s ..= 7d, or 0 (off)"), "{err}");
+    let err = new(&["--proof-every", "8d"]);
+    assert!(err.contains("proof every 8d is out of range"), "{err}");
+    let err = new(&["--proof-every", "often"]);
+    assert!(err.contains("proof every \"often\" is not a duration"), "{err}");
+    let err = new(&["--proof-grace", "30d"]);
+    assert!(err.contains("proof grace 30d is out of range: 0 ..= 7d"), "{err}");
     let err = new(&["--verify-volatile", "example.org/live"]);
     assert!(err.contains("is not a URL prefix"), "{err}");
     let err = new(&["--verify-volatile", "ftp://example.org/"]);
@@ -326,6 +334,10 @@ fn bad_inputs_to_new_and_add_urls_get_one_clear_line() {
     let err =
         fails(&["project", "new", "--key", s(&f.key), "--manifest", s(&toml), "--out", s(&out)]);
     assert!(err.contains("sampel"), "{err}");
+    std::fs::write(&toml, "name = \"x\"\n[verify]\nproof_every = 5\n").expect("write");
+    let err =
+        fails(&["project", "new", "--key", s(&f.key), "--manifest", s(&toml), "--out", s(&out)]);
+    assert!(err.contains("proof every 5s is out of range"), "{err}");
     assert!(!out.exists(), "a manifest was written");
 }
 
@@ -336,14 +348,22 @@ fn verify_policy_from_the_file_and_flags() {
     let f = fixture();
     let json: serde_json::Value =
         serde_json::from_str(&ok(&["project", "inspect", "--json", s(&f.project)])).expect("json");
-    assert_eq!(json["verify"], serde_json::json!({ "sample": 0.1, "volatile": [], "strikes": 3 }));
+    let defaults = serde_json::json!({
+        "sample": 0.1,
+        "volatile": [],
+        "strikes": 3,
+        "proof_every_ms": 1_800_000,
+        "proof_grace_ms": 300_000,
+    });
+    assert_eq!(json["verify"], defaults);
     let text = ok(&["project", "inspect", s(&f.project)]);
-    assert!(text.contains("verify: {\"sample\":0.1,\"strikes\":3,\"volatile\":[]}"), "{text}");
+    let shown = "verify: {\"proof_every_ms\":1800000,\"proof_grace_ms\":300000,\"sample\":0.1,\"strikes\":3,\"volatile\":[]}";
+    assert!(text.contains(shown), "{text}");
 
     let toml = p(&f.root, "checked.toml");
     std::fs::write(
         &toml,
-        "name = \"checked\"\n[verify]\nsample = 1\nvolatile = [\"https://Example.org/live/\"]\nstrikes = 5\n",
+        "name = \"checked\"\n[verify]\nsample = 1\nvolatile = [\"https://Example.org/live/\"]\nstrikes = 5\nproof_every = \"1h\"\nproof_grace = 600\n",
     )
     .expect("write");
     let out = p(&f.root, "checked.cbor");
@@ -357,7 +377,13 @@ fn verify_policy_from_the_file_and_flags() {
     };
     assert_eq!(
         new(&[]),
-        serde_json::json!({ "sample": 1.0, "volatile": ["https://example.org/live/"], "strikes": 5 })
+        serde_json::json!({
+            "sample": 1.0,
+            "volatile": ["https://example.org/live/"],
+            "strikes": 5,
+            "proof_every_ms": 3_600_000,
+            "proof_grace_ms": 600_000,
+        })
     );
     let flags = ["--verify-sample", "0.25", "--verify-strikes", "2"];
     let more =
@@ -372,6 +398,32 @@ fn verify_policy_from_the_file_and_flags() {
     ]);
     assert_eq!(v["volatile"], volatile, "the file's prefixes and the flags', sorted");
     assert_eq!(new(&["--verify-sample", "0"])["sample"], 0.0);
+    // Storage proofs: flags over the file; off is 0.
+    let v = new(&["--proof-every", "10m", "--proof-grace", "0"]);
+    assert_eq!(
+        (v["proof_every_ms"].as_u64(), v["proof_grace_ms"].as_u64()),
+        (Some(600_000), Some(0))
+    );
+    assert_eq!(new(&["--proof-every", "off"])["proof_every_ms"], 0);
+    // Under four leases (the default lease is 300 s), `new` says what the slot will be.
+    let run = starling(&[
+        "project",
+        "new",
+        "--key",
+        s(&f.key),
+        "--manifest",
+        s(&toml),
+        "--proof-every",
+        "10m",
+        "--out",
+        s(&out),
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("storage proofs come every 20m (four leases), not every 10m"),
+        "{stderr}"
+    );
 }
 
 #[test]
