@@ -83,6 +83,7 @@ impl World {
         if self.violations.is_empty() {
             self.check_convergence();
         }
+        self.check_copies();
         let at = self.now + self.s.check.interval_ms;
         self.push(at, Event::Check);
     }
@@ -531,6 +532,15 @@ impl World {
             liars_marked: self.liars_marked_everywhere(),
             liar_false_results_before_caught: self.stats.caught.values().map(|c| c.1).sum(),
             liars_caught: self.stats.caught.len() as u64,
+            copyless_held_ms_max: self.stats.copyless_held_ms_max,
+            copyless_duties_end: self.copyless_at_end(),
+            copies_proven: self.honest_engines().map(|e| e.stats().proofs).sum(),
+            copies_given_up: self
+                .nodes
+                .iter()
+                .filter_map(|n| n.engine.as_ref())
+                .map(|e| e.stats().unproven)
+                .sum(),
             liar_results_won: self.watch.liar_won.len() as u64,
             nodes_clock_off: self.honest_engines().filter(|e| e.clock().off).count() as u64,
             items_given_back: self.honest_engines().map(|e| e.stats().gave_back).sum(),

@@ -21,6 +21,7 @@ mod hosts;
 mod lifecycle;
 pub mod net;
 mod parts;
+mod proofs;
 pub mod queue;
 pub mod report;
 mod results;

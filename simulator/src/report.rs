@@ -66,6 +66,18 @@ pub struct RunResult {
     /// Liars an honest observer saw marked during the run.
     #[serde(default)]
     pub liars_caught: u64,
+    /// The longest an honest observer saw a seeding duty held by a node without its copy.
+    #[serde(default)]
+    pub copyless_held_ms_max: u64,
+    /// Seeding duties held at the end by a node without the copy (the observer's view).
+    #[serde(default)]
+    pub copyless_duties_end: u64,
+    /// Renewals of honest nodes' seeding duties that carried a storage proof.
+    #[serde(default)]
+    pub copies_proven: u64,
+    /// Seeding duties given back by nodes (up at the end) that could not show their copy.
+    #[serde(default)]
+    pub copies_given_up: u64,
     /// Honest nodes whose engine found its own clock off against its peers' at the end, so
     /// claimed nothing.
     #[serde(default)]

@@ -17,7 +17,7 @@ pub use validate::{
 };
 
 /// Built-in scenario files, by name.
-pub const BUILTIN: [(&str, &str); 21] = [
+pub const BUILTIN: [(&str, &str); 23] = [
     ("steady", include_str!("../scenarios/steady.toml")),
     ("lossy", include_str!("../scenarios/lossy.toml")),
     ("churn", include_str!("../scenarios/churn.toml")),
@@ -39,6 +39,8 @@ pub const BUILTIN: [(&str, &str); 21] = [
     ("liars-sampled", include_str!("../scenarios/liars-sampled.toml")),
     ("liars-collude", include_str!("../scenarios/liars-collude.toml")),
     ("changing-site", include_str!("../scenarios/changing-site.toml")),
+    ("hoarders", include_str!("../scenarios/hoarders.toml")),
+    ("copies-churn", include_str!("../scenarios/copies-churn.toml")),
 ];
 
 /// Why a scenario could not be loaded.
@@ -598,6 +600,9 @@ pub struct ByzantineSpec {
     pub false_results: f64,
     /// Liars that check another liar's false result confirm it (colluding).
     pub collude: bool,
+    /// Liars take seeding duties and report them ready without keeping the copy; challenged
+    /// for a storage proof, they send their peers a renewal with a forged one.
+    pub hoard: bool,
     /// How often each liar tries one of its lies.
     pub action_interval_ms: u64,
 }
@@ -614,6 +619,7 @@ impl Default for ByzantineSpec {
             flood_per_s: 0,
             false_results: 0.0,
             collude: false,
+            hoard: false,
             action_interval_ms: 2_000,
         }
     }

@@ -178,11 +178,12 @@ impl World {
             Input::WorkFailed { item, epoch, reason: "simulated failure".into(), retryable: true }
         } else {
             let (result, parts) = self.report(n, &item);
+            self.keep_copy(n, &item, &result);
             Input::WorkDone(starling_protocol::WorkResult {
                 item,
                 epoch,
                 result,
-                size: 1_000,
+                size: crate::world::RESULT_BYTES as u64,
                 ok: 1,
                 failed: 0,
                 parts,

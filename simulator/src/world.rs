@@ -141,6 +141,9 @@ pub(crate) struct SimNode {
     pub flood_seq: u64,
     /// Its open sync sessions (the engine's policy).
     pub sync: starling_protocol::engine::SyncSessions<u32>,
+    /// The results it has a copy of (its own, and those its seeding duties stored), when the
+    /// scenario replicates results; kept across crashes, as a disk is.
+    pub copies: std::collections::BTreeSet<Digest>,
 }
 
 impl SimNode {
@@ -178,6 +181,8 @@ pub(crate) struct Counters {
     /// Per liar, once an honest observer first saw it marked: when, and how many false results
     /// of it that observer had accepted by then.
     pub caught: std::collections::BTreeMap<u32, (u64, u64)>,
+    /// The longest an honest observer saw a seeding duty held by a node without its copy.
+    pub copyless_held_ms_max: u64,
     pub faults: u64,
     pub churn: ChurnCounts,
     pub rejected: [u64; Reject::ALL.len()],
@@ -237,6 +242,10 @@ pub enum ViolationKind {
     OffClockWork,
     /// An honest engine marked an honest node for a project (spot-check quorums).
     HonestMarked,
+    /// A seeding duty was held by a node without its copy longer than storage proofs allow.
+    CopylessHeld,
+    /// An honest node was challenged for a copy it did not have (its grace was too short).
+    HonestUnproven,
 }
 
 impl std::fmt::Display for Violation {
@@ -302,6 +311,9 @@ pub struct World {
     pub(crate) directory_at: Option<u64>,
     /// Crawl hosts and what they saw (scenarios with `[hosts]` only).
     pub(crate) hosts: Option<Box<crate::hosts::Hosts>>,
+    /// Seeding duties an honest observer sees held by a node without the copy (see
+    /// `proofs.rs`).
+    pub(crate) copyless: crate::proofs::Copyless,
 }
 
 impl World {
@@ -351,6 +363,7 @@ impl World {
             deliveries: Vec::new(),
             directory_at: None,
             hosts,
+            copyless: Default::default(),
         };
         world.build_mesh();
         world.schedule_start();
@@ -548,6 +561,9 @@ impl World {
                 self.publish(n, env);
             }
             Output::Persist(Envelope::Receipt(r)) => self.receipt_persisted(n, &r),
+            Output::ProofDue { item, epoch, slot, result, .. } => {
+                self.answer_proof(n, item, epoch, slot, result)
+            }
             Output::StartWork { item, epoch, project, work } => {
                 self.start_work(n, item, epoch, project, &work)
             }
@@ -619,6 +635,7 @@ fn make_nodes(
             running: BTreeMap::new(),
             flood_seq: 0,
             sync: Default::default(),
+            copies: Default::default(),
         });
     }
     (nodes, all_topics)
@@ -631,14 +648,28 @@ pub(crate) fn id64(id: &ItemId) -> u64 {
     u64::from_le_bytes(b)
 }
 
+/// Bytes of every simulated result: three BLAKE3 chunks, the last one short, so storage
+/// proofs go through a real hash tree.
+pub(crate) const RESULT_BYTES: usize = 3_000;
+
+/// The bytes of the result an execution of `item` produces: the honest one, or a liar's.
+pub(crate) fn result_blob(item: &ItemId, honest: bool) -> Vec<u8> {
+    let mut h = blake3::Hasher::new();
+    h.update(if honest { b"starling-sim/result" } else { b"starling-sim/bogus!" });
+    h.update(item.as_bytes());
+    let mut out = vec![0; RESULT_BYTES];
+    h.finalize_xof().fill(&mut out);
+    out
+}
+
 /// The result every honest execution of `item` produces.
 pub(crate) fn honest_result(item: &ItemId) -> Digest {
-    Digest::of(item.as_bytes())
+    Digest::of(&result_blob(item, true))
 }
 
 /// A liar's false result for `item`: never the honest one.
 pub(crate) fn bogus_result(item: &ItemId) -> Digest {
-    Digest::of(&[&b"bogus"[..], item.as_bytes()].concat())
+    Digest::of(&result_blob(item, false))
 }
 
 /// URL `j` of chunk `i` of project `p` when chunks have several pages (`[verify]`): a share
