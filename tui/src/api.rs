@@ -612,6 +612,10 @@ pub struct ItemInfo {
     pub holder: Option<String>,
     /// Lease end, while held.
     pub lease_until_ms: Option<u64>,
+    /// While held: whether the holder reported it ready (a seeding duty's copy stored, a
+    /// relay slot up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<bool>,
     /// Result digest, when done.
     pub result: Option<String>,
     /// For a finished crawl chunk whose result was spot-checked: where the check stands
@@ -637,6 +641,7 @@ impl ItemInfo {
             epoch: 0,
             holder: None,
             lease_until_ms: None,
+            ready: None,
             result: None,
             check: None,
             kept_by: None,
@@ -647,11 +652,12 @@ impl ItemInfo {
                 info.state = "open".into();
                 info.epoch = *epoch;
             }
-            ItemState::Held { holder, epoch, lease_until_ms, .. } => {
+            ItemState::Held { holder, epoch, lease_until_ms, ready } => {
                 info.state = "held".into();
                 info.epoch = *epoch;
                 info.holder = Some(holder.to_hex());
                 info.lease_until_ms = Some(*lease_until_ms);
+                info.ready = Some(*ready);
             }
             ItemState::Done { holder, epoch, result, .. } => {
                 info.state = "done".into();

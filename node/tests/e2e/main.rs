@@ -24,6 +24,7 @@ mod local_faults;
 mod mesh;
 mod metrics;
 mod project_cli;
+mod proofs;
 mod pywb;
 mod reject;
 mod relay;
