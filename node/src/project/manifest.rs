@@ -260,7 +260,7 @@ pub fn parse_duration_ms(s: &str, what: &str) -> Result<u64> {
 /// A duration in its largest whole unit (`30m`, `7d`, `1500ms`), for messages.
 pub fn format_duration_ms(ms: u64) -> String {
     for (unit, len) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
-        if ms >= len && ms % len == 0 {
+        if ms >= len && ms.is_multiple_of(len) {
             return format!("{}{unit}", ms / len);
         }
     }

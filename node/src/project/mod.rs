@@ -44,7 +44,7 @@ pub enum ProjectCmd {
   starling project new --key owner.key --manifest my-crawl.toml --out project.cbor
   starling project new --key owner.key --manifest my-crawl.toml --manifest-version 2 --out project-v2.cbor"
     )]
-    New(NewArgs),
+    New(Box<NewArgs>),
     /// Sign a batch of crawl chunks from a list of URLs (one per line).
     #[command(
         after_help = "Examples:\n  starling project add-urls --key owner.key --project project.cbor --urls urls.txt --out batch-1.cbor
