@@ -609,8 +609,10 @@ pub struct EngineStats {
     #[serde(default)]
     pub gave_back: u64,
     /// Renewals of this node's seeding duties that carried a storage proof.
+    #[serde(default)]
     pub proofs: u64,
     /// Seeding duties this node gave back because it could not show its copy.
+    #[serde(default)]
     pub unproven: u64,
     /// Seeding duties dropped, not done, because the result they copy was replaced or
     /// withdrawn.
@@ -634,5 +636,26 @@ impl EngineStats {
     /// Count of rejections for `reason`.
     pub fn rejected_for(&self, reason: Reject) -> u64 {
         self.rejected.get(&reason).copied().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EngineStats;
+
+    #[test]
+    fn stats_of_a_node_without_storage_proofs_still_read() {
+        // A newer CLI reads the `/status` of a node built before storage proofs: the counters
+        // that node never had read as zero.
+        let full = ciborium::Value::serialized(&EngineStats { proofs: 3, ..Default::default() })
+            .expect("serializes");
+        let ciborium::Value::Map(entries) = full else { panic!("a map") };
+        let older: Vec<_> = entries
+            .into_iter()
+            .filter(|(k, _)| !matches!(k.as_text(), Some("proofs" | "unproven")))
+            .collect();
+        let read: EngineStats =
+            ciborium::Value::Map(older).deserialized().expect("reads without the new counters");
+        assert_eq!((read.proofs, read.unproven), (0, 0));
     }
 }
