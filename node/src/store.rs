@@ -14,7 +14,9 @@ use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
 };
 use starling_protocol::wire;
-use starling_protocol::{Envelope, ItemId, ProjectManifest, PublicKey, Signable, Signed, Snapshot};
+use starling_protocol::{
+    Claim, Envelope, ItemId, ProjectManifest, PublicKey, Receipt, Signable, Signed, Snapshot,
+};
 
 /// Manifests by project id.
 const MANIFESTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("manifests");
@@ -22,6 +24,10 @@ const MANIFESTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("manif
 const BATCHES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("batches");
 /// The latest proof of each item's state (claim, receipt, failure or release) by item id.
 const ITEM_PROOFS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("item_proofs");
+/// The holder's ready receipt of ongoing work (a seeding duty), by item id, while the item's
+/// proof is a later renewal of the same claim: a renewal replaces the receipt in
+/// `ITEM_PROOFS`, and without this a restarted node would forget that the copy was ready.
+const ITEM_READY: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("item_ready");
 /// Every failure kept for an item, by item id, signer and epoch: an item's fate is read from
 /// all of them (see the engine's `fails.rs`), so none replaces another or the item's proof.
 const FAILURE_LOG: TableDefinition<&[u8], &[u8]> = TableDefinition::new("failure_log");
@@ -171,7 +177,7 @@ impl Store {
         let store = Self { db, path: path.to_owned(), fault_file: test_fault_file() };
         let txn = store.db.begin_write().map_err(|e| corrupt(&e))?;
         {
-            for def in [MANIFESTS, BATCHES, ITEM_PROOFS, RELAY_REQUESTS, DIRECTORIES] {
+            for def in [MANIFESTS, BATCHES, ITEM_PROOFS, ITEM_READY, RELAY_REQUESTS, DIRECTORIES] {
                 txn.open_table(def).map_err(|e| corrupt(&e))?;
             }
             txn.open_table(FOLLOWING).map_err(|e| corrupt(&e))?;
@@ -209,6 +215,7 @@ impl Store {
             let mut manifests = txn.open_table(MANIFESTS).map_err(io)?;
             let mut batches = txn.open_table(BATCHES).map_err(io)?;
             let mut proofs = txn.open_table(ITEM_PROOFS).map_err(io)?;
+            let mut ready = txn.open_table(ITEM_READY).map_err(io)?;
             let mut failures = txn.open_table(FAILURE_LOG).map_err(io)?;
             let mut relays = txn.open_table(RELAY_REQUESTS).map_err(io)?;
             let mut directories = txn.open_table(DIRECTORIES).map_err(io)?;
@@ -240,7 +247,25 @@ impl Store {
                     }
                     Envelope::Claim(_) | Envelope::Release(_) | Envelope::Receipt(_) => {
                         let Some(item) = proof_item(env) else { continue };
-                        proofs.insert(item.as_bytes(), bytes.as_slice()).map_err(io)?;
+                        let key = item.as_bytes();
+                        let before = proofs.get(key).map_err(io)?.map(|v| v.value().to_vec());
+                        let before = before.and_then(|b| Envelope::from_file_bytes(&b).ok());
+                        match (env, &before) {
+                            // A renewal of the claim the stored receipt reported ready under:
+                            // the receipt is kept beside it.
+                            (Envelope::Claim(_), Some(old @ Envelope::Receipt(_)))
+                                if holder_epoch(old) == holder_epoch(env) =>
+                            {
+                                ready.insert(key, old.to_bytes().as_slice()).map_err(io)?;
+                            }
+                            // A further renewal: the ready receipt still stands.
+                            (Envelope::Claim(_), Some(old @ Envelope::Claim(_)))
+                                if holder_epoch(old) == holder_epoch(env) => {}
+                            _ => {
+                                ready.remove(key).map_err(io)?;
+                            }
+                        }
+                        proofs.insert(key, bytes.as_slice()).map_err(io)?;
                     }
                 }
             }
@@ -440,7 +465,8 @@ impl Store {
             Ok(env) => snap.records.push(env),
             Err(e) => tracing::warn!(error = %e, "skipping a stored record that does not decode"),
         };
-        for def in [DIRECTORIES, MANIFESTS, BATCHES, RELAY_REQUESTS, ITEM_PROOFS] {
+        // A ready receipt after the renewal it stands beside, as the engine hands them out.
+        for def in [DIRECTORIES, MANIFESTS, BATCHES, RELAY_REQUESTS, ITEM_PROOFS, ITEM_READY] {
             for row in txn.open_table(def).map_err(io)?.iter().map_err(io)? {
                 take(row.map_err(io)?.1.value());
             }
@@ -491,11 +517,29 @@ pub(crate) fn proof_item(env: &Envelope) -> Option<ItemId> {
     }
 }
 
+/// The signer and epoch of a stored claim or receipt (the claim's, for a receipt).
+fn holder_epoch(env: &Envelope) -> Option<(PublicKey, u32)> {
+    let claim = match env {
+        Envelope::Claim(c) => wire::decode::<Claim>(c.body(), Claim::MAX_BODY_BYTES).ok()?,
+        Envelope::Receipt(r) => {
+            let r = wire::decode::<Receipt>(r.body(), Receipt::MAX_BODY_BYTES).ok()?;
+            wire::decode::<Claim>(r.claim.body(), Claim::MAX_BODY_BYTES).ok()?
+        }
+        _ => return None,
+    };
+    let signer = match env {
+        Envelope::Claim(c) => c.signer(),
+        Envelope::Receipt(r) => r.signer(),
+        _ => return None,
+    };
+    Some((signer, claim.epoch))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use starling_protocol::Signed;
     use starling_protocol::engine::test_keypair;
-    use starling_protocol::{Claim, Signed};
 
     #[test]
     fn follows_and_the_newest_directory_survive_reopen_and_come_before_manifests() {
@@ -517,6 +561,71 @@ mod tests {
         let snap = Store::open(&path).unwrap().snapshot().unwrap();
         assert_eq!(snap.following, vec![curator.public()]);
         assert_eq!(snap.records, vec![d(2)], "one directory per curator, the newest");
+    }
+
+    #[test]
+    fn a_ready_receipt_outlives_the_renewals_after_it_and_goes_with_the_epoch() {
+        // A seeding duty: claimed, reported ready, then renewed. A restart must find the
+        // renewal and the ready receipt (in that order, as the engine takes them in); a new
+        // epoch or a release ends the receipt's standing.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let key = test_keypair(1);
+        let item = ItemId([9; 32]);
+        let claim = |epoch, at_ms| {
+            let c = Claim {
+                item,
+                epoch,
+                at_ms,
+                lease_until_ms: at_ms + 100,
+                since_ms: 10,
+                proof: None,
+            };
+            Envelope::Claim(Signed::sign(&key, &c))
+        };
+        let Envelope::Claim(first) = claim(1, 10) else { unreachable!() };
+        let receipt = Envelope::Receipt(Signed::sign(
+            &key,
+            &Receipt {
+                claim: first.clone(),
+                result: starling_protocol::Digest([4; 32]),
+                size: 3,
+                ok: 1,
+                failed: 0,
+                at_ms: 20,
+                parts: vec![],
+            },
+        ));
+        {
+            let store = Store::open(&path).unwrap();
+            store.persist(&[Envelope::Claim(first), receipt.clone()], false).unwrap();
+            store.persist(&[claim(1, 50)], false).unwrap();
+            store.persist(&[claim(1, 90)], true).unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.snapshot().unwrap().records, vec![claim(1, 90), receipt.clone()]);
+        // Another node's claim of the next epoch: the old holder's receipt no longer stands.
+        let other = test_keypair(2);
+        let c2 =
+            Claim { item, epoch: 2, at_ms: 200, lease_until_ms: 300, since_ms: 200, proof: None };
+        let next = Envelope::Claim(Signed::sign(&other, &c2));
+        store.persist(std::slice::from_ref(&next), true).unwrap();
+        assert_eq!(store.snapshot().unwrap().records, vec![next]);
+        // Ready again, then given back: only the release is left.
+        store.persist(&[receipt.clone(), claim(1, 90)], true).unwrap();
+        assert_eq!(store.snapshot().unwrap().records, vec![claim(1, 90), receipt.clone()]);
+        let release = Envelope::Release(Signed::sign(
+            &key,
+            &starling_protocol::Release {
+                item,
+                epoch: 1,
+                at_ms: 500,
+                cooldown_until_ms: None,
+                drain_ms: None,
+            },
+        ));
+        store.persist(std::slice::from_ref(&release), true).unwrap();
+        assert_eq!(store.snapshot().unwrap().records, vec![release]);
     }
 
     #[test]
