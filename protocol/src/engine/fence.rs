@@ -141,37 +141,57 @@ impl Past {
     /// Whether a result by `node` under claim `c` (whose HRW score is `score`) contradicts
     /// what is known of earlier epochs: its claim is outranked by a known claim of the same
     /// epoch, a later epoch began before it, `node` released or failed that epoch, or `node`
-    /// claimed it while its own lease of the epoch before still ran.
+    /// claimed it while its own lease of an earlier epoch still ran (see `was_early`).
     pub(super) fn fences(&self, node: NodeId, c: &Claim, score: u64) -> bool {
-        self.contradicts(node, c, score) || self.was_early(node, c)
+        self.fences_at(node, c, score, None)
     }
 
-    /// Whether `node` began claim `c` while its own lease of the epoch before, signed before
-    /// `c` began, still ran, with that epoch not given back by then. An honest holder renews
-    /// its lease; it never claims past it. (Another node's claim in that window may be early
-    /// only in some views, when the holder showed its renewal to some nodes and not others;
-    /// the result order settles that case, see `result_beats`.)
-    fn was_early(&self, node: NodeId, c: &Claim) -> bool {
-        let Some(prev) = c.epoch.checked_sub(1) else { return false };
+    /// [`Past::fences`], for an item also known at epoch `now_at` (the one it is held, open or
+    /// done at here, which is not in the evidence kept).
+    pub(super) fn fences_at(
+        &self,
+        node: NodeId,
+        c: &Claim,
+        score: u64,
+        now_at: Option<u32>,
+    ) -> bool {
+        self.contradicts(node, c, score) || self.was_early(node, c, now_at)
+    }
+
+    /// Whether `node` began claim `c` while its own lease of an earlier epoch, signed before
+    /// `c` began, still ran, with that epoch not given back by then and no epoch between known
+    /// here. An honest holder renews its lease; it never claims past it, unless its view
+    /// moved on through an epoch in between (another node took the item and let it go): the
+    /// evidence of such an epoch, once here, clears the claim. (Another node's claim in that
+    /// window may be early only in some views, when the holder showed its renewal to some nodes
+    /// and not others; the result order settles that case, see `result_beats`.)
+    fn was_early(&self, node: NodeId, c: &Claim, now_at: Option<u32>) -> bool {
         let began = c.since_ms;
-        let given_back = self.envelopes().iter().any(|env| match env {
-            Envelope::Release(r) => r
-                .verified_ref()
-                .is_ok_and(|r| r.epoch == prev && r.at_ms <= began.saturating_add(FENCE_SKEW_MS)),
-            Envelope::Failure(_) => facts(env).is_some_and(|(ep, _)| ep == prev),
-            _ => false,
-        });
-        !given_back
-            && self.envelopes().iter().any(|env| {
-                facts(env).is_some_and(|(ep, k)| {
-                    ep == prev
-                        && env.signer() == node
-                        && k.is_some_and(|k| {
-                            k.at_ms <= began
-                                && k.lease_until_ms > began.saturating_add(FENCE_SKEW_MS)
-                        })
-                })
+        let list = self.envelopes();
+        let given_back = |ep: u32| {
+            list.iter().any(|env| match env {
+                Envelope::Release(r) => r
+                    .verified_ref()
+                    .is_ok_and(|r| r.epoch == ep && r.at_ms <= began.saturating_add(FENCE_SKEW_MS)),
+                Envelope::Failure(_) => facts(env).is_some_and(|(e, _)| e == ep),
+                _ => false,
             })
+        };
+        let between = |ep: u32| {
+            now_at.is_some_and(|e| ep < e && e < c.epoch)
+                || list.iter().any(|env| facts(env).is_some_and(|(e, _)| ep < e && e < c.epoch))
+        };
+        list.iter().any(|env| {
+            facts(env).is_some_and(|(ep, k)| {
+                ep < c.epoch
+                    && env.signer() == node
+                    && k.is_some_and(|k| {
+                        k.at_ms <= began && k.lease_until_ms > began.saturating_add(FENCE_SKEW_MS)
+                    })
+                    && !given_back(ep)
+                    && !between(ep)
+            })
+        })
     }
 
     fn contradicts(&self, node: NodeId, c: &Claim, score: u64) -> bool {

@@ -88,8 +88,9 @@ pub(super) fn judge(case: &ClaimCase<'_>) -> Verdict {
         return Verdict::Evidence;
     }
     // The evidence about earlier epochs shows this claim never held its epoch (its
-    // claimant's own lease of the epoch before still ran when it began, say).
-    if case.past.fences(case.node, c, case.score) {
+    // claimant's own lease of an earlier epoch still ran when it began, say; the item's epoch
+    // here counts as an epoch between).
+    if case.past.fences_at(case.node, c, case.score, Some(phase.epoch())) {
         return Verdict::Refused(Reject::Fenced);
     }
     match phase {
@@ -697,7 +698,8 @@ mod tests {
             };
             let now = since + now_after;
             let v = verdict(&phase, &past, k, &c, now);
-            if past.fences(node(k), &c, score(k)) {
+            // The item's own epoch here counts as known, as an epoch between (see `was_early`).
+            if past.fences_at(node(k), &c, score(k), Some(phase.epoch())) {
                 prop_assert!(!matches!(v, Verdict::Takes { .. } | Verdict::Renews), "{v:?}");
             }
         }

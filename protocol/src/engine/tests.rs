@@ -1910,6 +1910,28 @@ fn a_holder_cannot_claim_the_next_epoch_inside_its_own_lease_and_finish_it() {
 }
 
 #[test]
+fn a_holder_cannot_skip_epochs_inside_its_own_lease_unless_an_epoch_between_is_known() {
+    // `byzantine` seed 268: a liar renewed its lease to a few nodes only, and those took its
+    // result under its own claim two epochs on, made while that lease still ran.
+    let f = Fencing::new();
+    let (mut e, item) = observer(&f.owner, 30_000);
+    let l1 = claim_env(&f.l, item, 1, 10_000, 10_000, 40_000);
+    e.handle(Input::Message(Envelope::Claim(l1.clone())), 10_000).unwrap();
+    let l3 = claim_env(&f.l, item, 3, 30_000, 30_000, 60_000);
+    let r = e.handle(Input::Message(receipt_env(&f.l, l3.clone(), 31_000, 0xee)), 45_000);
+    assert_eq!(r, Err(Reject::Fenced), "sent after the lease it skipped ran out");
+    assert!(result_of(&e, &item).is_none());
+    // The honest case: L's view moved on through P's epoch 2 (taken and let go inside L's
+    // lease); once that epoch is known here, the same result stands.
+    let (mut e, item) = observer(&f.owner, 30_000);
+    e.handle(Input::Message(Envelope::Claim(l1)), 10_000).unwrap();
+    let p2 = claim_env(&f.p, item, 2, 20_000, 20_000, 35_000);
+    e.handle(Input::Message(Envelope::Claim(p2)), 41_000).unwrap();
+    e.handle(Input::Message(receipt_env(&f.l, l3, 31_000, 0xee)), 45_000).unwrap();
+    assert_eq!(result_of(&e, &item), Some((f.l.node_id(), 3, Digest([0xee; 32]))));
+}
+
+#[test]
 fn a_result_under_a_claim_first_heard_with_it_waits_for_rival_claims() {
     let f = Fencing::new();
     let (mut e, item) = observer(&f.owner, 30_000);
