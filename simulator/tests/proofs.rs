@@ -4,24 +4,10 @@
 //! are never challenged for a copy they lack. Without proofs the same hoarders keep their
 //! duties, which fails the run.
 
-use starling_sim::{RunResult, Scenario, ViolationKind, run_scenario};
+use starling_sim::{RunResult, ViolationKind, run_scenario};
 
-/// `name` cut to a quick size, ending `drain_ms` after the last crawl item.
-fn quick(name: &str, nodes: u32, items: u32, drain_ms: u64) -> Scenario {
-    let mut s = Scenario::load(name).expect("built-in scenario loads");
-    s.nodes = nodes;
-    s.items = items;
-    s.drain_ms = drain_ms;
-    s.validate().expect("still valid");
-    s
-}
-
-fn run(s: &Scenario, seed: u64) -> RunResult {
-    let r = run_scenario(s, seed).unwrap_or_else(|f| panic!("{} seed {seed}: {f}", s.name));
-    assert!(r.result.violations.is_empty(), "seed {seed}: {:?}", r.result.violations);
-    assert_eq!(r.result.lost_items, 0, "seed {seed}");
-    r.result
-}
+mod common;
+use common::{quick, run};
 
 fn refused_unproven(r: &RunResult) -> u64 {
     r.rejected.iter().find(|(name, _)| name == "unproven").map_or(0, |(_, n)| *n)
@@ -30,7 +16,7 @@ fn refused_unproven(r: &RunResult) -> u64 {
 #[test]
 fn hoarders_lose_their_duties_and_their_forged_proofs_are_refused() {
     // Two and a half minutes after the crawl: the grace (30 s) and two one-minute slots.
-    let s = quick("hoarders", 10, 40, 150_000);
+    let s = quick("hoarders", 10, 40, Some(150_000));
     for seed in 1..3 {
         let r = run(&s, seed);
         // The run fails on a duty held without its copy past the rule's bound (`CopylessHeld`):
@@ -45,7 +31,7 @@ fn hoarders_lose_their_duties_and_their_forged_proofs_are_refused() {
 
 #[test]
 fn without_proofs_hoarders_keep_their_duties() {
-    let mut s = quick("hoarders", 10, 40, 150_000);
+    let mut s = quick("hoarders", 10, 40, Some(150_000));
     s.verify.proof_every_ms = 0;
     match run_scenario(&s, 1) {
         Err(f) => assert_eq!(f.violation.kind, ViolationKind::CopylessHeld, "{f}"),
@@ -58,7 +44,7 @@ fn honest_holders_prove_through_crashes_and_restarts() {
     // Every node honest; crashes restore from snapshots with their copies on disk. The run
     // fails if any honest node is challenged for a copy it lacks (`HonestUnproven`), or if the
     // copies' ready state does not converge.
-    let mut s = quick("copies-churn", 12, 40, 120_000);
+    let mut s = quick("copies-churn", 12, 40, Some(120_000));
     s.churn.until_ms = 90_000;
     s.validate().expect("valid");
     let r = run(&s, 1);

@@ -3,27 +3,14 @@
 //! node, and honest nodes are never marked, also on a site whose pages change under the crawl.
 //! Without checks the same liars' results are kept.
 
-use starling_sim::{RunResult, Scenario, ViolationKind, run_scenario};
+use starling_sim::{ViolationKind, run_scenario};
 
-/// `name` cut to a quick size.
-fn quick(name: &str, nodes: u32, items: u32) -> Scenario {
-    let mut s = Scenario::load(name).expect("built-in scenario loads");
-    s.nodes = nodes;
-    s.items = items;
-    s.validate().expect("still valid");
-    s
-}
-
-fn run(s: &Scenario, seed: u64) -> RunResult {
-    let r = run_scenario(s, seed).unwrap_or_else(|f| panic!("{} seed {seed}: {f}", s.name));
-    assert!(r.result.violations.is_empty(), "seed {seed}: {:?}", r.result.violations);
-    assert_eq!(r.result.lost_items, 0, "seed {seed}");
-    r.result
-}
+mod common;
+use common::{quick, run};
 
 #[test]
 fn every_result_checked_keeps_no_false_result_and_marks_the_liars() {
-    let s = quick("liars-checked", 15, 240);
+    let s = quick("liars-checked", 15, 240, None);
     for seed in 1..3 {
         let r = run(&s, seed);
         assert_eq!(r.bogus_results, 0, "seed {seed}: {r:?}");
@@ -35,7 +22,7 @@ fn every_result_checked_keeps_no_false_result_and_marks_the_liars() {
 #[test]
 fn without_checks_the_liars_results_are_kept() {
     // The same run with checks off: what the quorums above remove.
-    let mut s = quick("liars-checked", 15, 240);
+    let mut s = quick("liars-checked", 15, 240, None);
     s.verify.sample_milli = 0;
     let r = run(&s, 1);
     assert!(r.bogus_results > 10, "{r:?}");
@@ -47,7 +34,7 @@ fn pages_that_change_never_get_an_honest_node_marked() {
     // A quarter of the pages change every 3 s: honest checks often disagree on a page or two,
     // which costs results (a third execution, sometimes another node's result kept) but never
     // a strike. The run fails on any honest node marked (`HonestMarked`).
-    let s = quick("changing-site", 15, 240);
+    let s = quick("changing-site", 15, 240, None);
     for seed in 1..3 {
         let r = run(&s, seed);
         assert_eq!(r.liars_marked, u64::from(s.byzantine.nodes), "seed {seed}");
@@ -61,7 +48,7 @@ fn a_rule_that_strikes_on_any_lost_page_marks_honest_nodes() {
     // strike enough and every page changing, honest nodes lose quorums on changed pages; the
     // checker must then see an honest node marked. (Every page changing makes the three
     // executions differ everywhere, so the rule's minor/major split is what decides.)
-    let mut s = quick("changing-site", 15, 240);
+    let mut s = quick("changing-site", 15, 240, None);
     s.byzantine.nodes = 0;
     s.verify.strikes = 1;
     s.verify.changing_share = 1.0;
@@ -86,7 +73,7 @@ fn at_the_default_sample_caught_liars_leave_no_false_result() {
     // 1 once gave one liar a single sampled result of 83, which two strikes never catch). With
     // one strike a liar escapes a run only when none of its results is sampled (under 0.1 %).
     // The sweep in docs/simulator.md runs the scenario as it is.
-    let mut s = quick("liars-sampled", 12, 720);
+    let mut s = quick("liars-sampled", 12, 720, None);
     s.verify.strikes = 1;
     let r = run(&s, 1);
     assert_eq!(r.liars_caught, u64::from(s.byzantine.nodes), "{r:?}");

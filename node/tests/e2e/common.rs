@@ -318,6 +318,32 @@ pub fn no_checks() -> VerifyPolicy {
     VerifyPolicy { sample_milli: 0, ..VerifyPolicy::default() }
 }
 
+/// A manifest for a crawl of loopback sites by the tests: scope 127.0.0.1, robots ignored,
+/// default size caps, and the name in its description and user agent.
+pub fn loopback_manifest(
+    owner: &Keypair,
+    name: &str,
+    rate: RatePolicy,
+    lease_ms: u64,
+    replication: u8,
+    verify: VerifyPolicy,
+) -> ProjectManifest {
+    ProjectManifest {
+        name: name.into(),
+        description: format!("{name} test run"),
+        version: 1,
+        owner: owner.public(),
+        rate,
+        lease_ms,
+        replication,
+        scope: vec!["127.0.0.1".into()],
+        user_agent: format!("starling-{name}-test"),
+        robots: RobotsPolicy::Ignore,
+        caps: SizeCaps::default(),
+        verify,
+    }
+}
+
 fn project_of(owner: Keypair, m: ProjectManifest, urls: Vec<String>) -> TestProject {
     let id = m.id();
     let work = urls.into_iter().map(|u| WorkItem::CrawlChunk { urls: vec![u] }).collect();

@@ -22,10 +22,7 @@ use axum::Router;
 use axum::extract::Path as UrlPath;
 use serde_json::Value;
 use starling_protocol::manifest::VerifyPolicy;
-use starling_protocol::{
-    Digest, ItemId, Keypair, ProjectId, ProjectManifest, RatePolicy, RobotsPolicy, SizeCaps,
-    WorkItem,
-};
+use starling_protocol::{Digest, ItemId, Keypair, ProjectId, RatePolicy, WorkItem};
 
 use crate::common::*;
 
@@ -56,25 +53,10 @@ fn start_site() -> SocketAddr {
 }
 
 fn signed_project(owner: &Keypair, site: SocketAddr) -> (Vec<u8>, Vec<u8>, ProjectId) {
-    let m = ProjectManifest {
-        name: "proofs".into(),
-        description: "storage-proof run".into(),
-        version: 1,
-        owner: owner.public(),
-        rate: RatePolicy {
-            per_s_milli: 50_000,
-            burst: 10,
-            concurrency: 4,
-            ..RatePolicy::default()
-        },
-        lease_ms: LEASE_MS,
-        replication: K,
-        scope: vec!["127.0.0.1".into()],
-        user_agent: "starling-proofs-test".into(),
-        robots: RobotsPolicy::Ignore,
-        caps: SizeCaps::default(),
-        verify: VerifyPolicy { proof_every_ms: PROOF_EVERY_MS, proof_grace_ms: 0, ..no_checks() },
-    };
+    let rate =
+        RatePolicy { per_s_milli: 50_000, burst: 10, concurrency: 4, ..RatePolicy::default() };
+    let verify = VerifyPolicy { proof_every_ms: PROOF_EVERY_MS, proof_grace_ms: 0, ..no_checks() };
+    let m = loopback_manifest(owner, "proofs", rate, LEASE_MS, K, verify);
     page_chunks_project(owner, &m, site, CHUNKS, URLS_PER_CHUNK)
 }
 

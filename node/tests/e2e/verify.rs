@@ -23,7 +23,7 @@ use axum::Router;
 use axum::extract::Path as UrlPath;
 use serde_json::Value;
 use starling_protocol::manifest::VerifyPolicy;
-use starling_protocol::{Keypair, ProjectId, ProjectManifest, RatePolicy, RobotsPolicy, SizeCaps};
+use starling_protocol::{Keypair, ProjectId, RatePolicy};
 
 use crate::common::*;
 
@@ -50,32 +50,21 @@ fn start_site() -> SocketAddr {
 
 /// The signed manifest and batch of a crawl of `site` checked at `SAMPLE_MILLI`.
 fn signed_project(owner: &Keypair, site: SocketAddr) -> (Vec<u8>, Vec<u8>, ProjectId) {
-    let m = ProjectManifest {
-        name: "verify".into(),
-        description: "spot-check run".into(),
-        version: 1,
-        owner: owner.public(),
-        // A lane per node: the four nodes fetch side by side, each at a quarter of the rate.
-        rate: RatePolicy {
-            per_s_milli: 40_000,
-            burst: 4,
-            concurrency: 2,
-            lanes: 4,
-            ..RatePolicy::default()
-        },
-        lease_ms: 20_000,
-        replication: 0,
-        scope: vec!["127.0.0.1".into()],
-        user_agent: "starling-verify-test".into(),
-        robots: RobotsPolicy::Ignore,
-        caps: SizeCaps::default(),
-        verify: VerifyPolicy {
-            sample_milli: SAMPLE_MILLI,
-            volatile: Vec::new(),
-            strikes: STRIKES,
-            ..VerifyPolicy::default()
-        },
+    // A lane per node: the four nodes fetch side by side, each at a quarter of the rate.
+    let rate = RatePolicy {
+        per_s_milli: 40_000,
+        burst: 4,
+        concurrency: 2,
+        lanes: 4,
+        ..RatePolicy::default()
     };
+    let verify = VerifyPolicy {
+        sample_milli: SAMPLE_MILLI,
+        volatile: Vec::new(),
+        strikes: STRIKES,
+        ..VerifyPolicy::default()
+    };
+    let m = loopback_manifest(owner, "verify", rate, 20_000, 0, verify);
     page_chunks_project(owner, &m, site, CHUNKS, URLS_PER_CHUNK)
 }
 
