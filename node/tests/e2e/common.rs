@@ -318,6 +318,20 @@ pub fn no_checks() -> VerifyPolicy {
     VerifyPolicy { sample_milli: 0, ..VerifyPolicy::default() }
 }
 
+/// Waits until every node sees all the others, then publishes a project's signed manifest
+/// and batch through the first.
+pub fn meet_and_publish(nodes: &[Node], manifest: &[u8], batch: &[u8]) {
+    let others = nodes.len() as u64 - 1;
+    wait_for_or(
+        &format!("{} nodes to see each other", nodes.len()),
+        Duration::from_secs(60),
+        || nodes.iter().all(|n| num(&n.status(), &["live_peers"]) == others),
+        || dump(nodes),
+    );
+    assert_eq!(nodes[0].publish(manifest)["outcome"], "applied");
+    assert_eq!(nodes[0].publish(batch)["outcome"], "applied");
+}
+
 /// A manifest for a crawl of loopback sites by the tests: scope 127.0.0.1, robots ignored,
 /// default size caps, and the name in its description and user agent.
 pub fn loopback_manifest(

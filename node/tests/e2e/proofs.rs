@@ -115,14 +115,7 @@ fn a_node_that_drops_its_copies_loses_its_duties_to_nodes_that_prove_theirs() {
     let ids: Vec<String> =
         nodes.iter().map(|n| n.status()["node_id"].as_str().unwrap().to_owned()).collect();
     let honest: Vec<usize> = (0..nodes.len()).filter(|i| *i != DROPPER).collect();
-    wait_for_or(
-        "every node to see the others",
-        Duration::from_secs(60),
-        || nodes.iter().all(|n| num(&n.status(), &["live_peers"]) == 3),
-        || dump(&nodes),
-    );
-    assert_eq!(nodes[0].publish(&manifest)["outcome"], "applied");
-    assert_eq!(nodes[0].publish(&batch)["outcome"], "applied");
+    meet_and_publish(&nodes, &manifest, &batch);
 
     wait_for_or(
         "every chunk done",

@@ -199,14 +199,7 @@ fn a_node_that_alters_its_payloads_is_marked_and_none_of_its_results_is_kept_or_
     let honest: Vec<&Node> =
         nodes.iter().enumerate().filter(|(i, _)| *i != LIAR).map(|(_, n)| n).collect();
     let honest_ids: BTreeSet<String> = honest.iter().map(|n| id_of(n)).collect();
-    wait_for_or(
-        "4 nodes to see each other",
-        Duration::from_secs(60),
-        || nodes.iter().all(|n| num(&n.status(), &["live_peers"]) == 3),
-        || dump(&nodes),
-    );
-    assert_eq!(nodes[0].publish(&manifest)["outcome"], "applied");
-    assert_eq!(nodes[0].publish(&batch)["outcome"], "applied");
+    meet_and_publish(&nodes, &manifest, &batch);
 
     wait_for_or(
         "every chunk done and checked, nothing pending or disputed, on every honest node",
