@@ -248,19 +248,26 @@ impl Store {
                     Envelope::Claim(_) | Envelope::Release(_) | Envelope::Receipt(_) => {
                         let Some(item) = proof_item(env) else { continue };
                         let key = item.as_bytes();
-                        let before = proofs.get(key).map_err(io)?.map(|v| v.value().to_vec());
-                        let before = before.and_then(|b| Envelope::from_file_bytes(&b).ok());
-                        match (env, &before) {
+                        // Only a claim can renew the one before it: anything else ends the
+                        // ready receipt's standing without reading what was stored.
+                        let before = match env {
+                            Envelope::Claim(_) => proofs
+                                .get(key)
+                                .map_err(io)?
+                                .and_then(|v| Envelope::from_file_bytes(v.value()).ok()),
+                            _ => None,
+                        };
+                        let renews = before
+                            .as_ref()
+                            .is_some_and(|old| holder_epoch(old) == holder_epoch(env));
+                        match &before {
                             // A renewal of the claim the stored receipt reported ready under:
                             // the receipt is kept beside it.
-                            (Envelope::Claim(_), Some(old @ Envelope::Receipt(_)))
-                                if holder_epoch(old) == holder_epoch(env) =>
-                            {
+                            Some(old @ Envelope::Receipt(_)) if renews => {
                                 ready.insert(key, old.to_bytes().as_slice()).map_err(io)?;
                             }
                             // A further renewal: the ready receipt still stands.
-                            (Envelope::Claim(_), Some(old @ Envelope::Claim(_)))
-                                if holder_epoch(old) == holder_epoch(env) => {}
+                            Some(Envelope::Claim(_)) if renews => {}
                             _ => {
                                 ready.remove(key).map_err(io)?;
                             }
@@ -519,20 +526,15 @@ pub(crate) fn proof_item(env: &Envelope) -> Option<ItemId> {
 
 /// The signer and epoch of a stored claim or receipt (the claim's, for a receipt).
 fn holder_epoch(env: &Envelope) -> Option<(PublicKey, u32)> {
-    let claim = match env {
-        Envelope::Claim(c) => wire::decode::<Claim>(c.body(), Claim::MAX_BODY_BYTES).ok()?,
+    let epoch_of = |body: &[u8]| wire::decode::<Claim>(body, Claim::MAX_BODY_BYTES).ok();
+    match env {
+        Envelope::Claim(c) => Some((c.signer(), epoch_of(c.body())?.epoch)),
         Envelope::Receipt(r) => {
-            let r = wire::decode::<Receipt>(r.body(), Receipt::MAX_BODY_BYTES).ok()?;
-            wire::decode::<Claim>(r.claim.body(), Claim::MAX_BODY_BYTES).ok()?
+            let body = wire::decode::<Receipt>(r.body(), Receipt::MAX_BODY_BYTES).ok()?;
+            Some((r.signer(), epoch_of(body.claim.body())?.epoch))
         }
-        _ => return None,
-    };
-    let signer = match env {
-        Envelope::Claim(c) => c.signer(),
-        Envelope::Receipt(r) => r.signer(),
-        _ => return None,
-    };
-    Some((signer, claim.epoch))
+        _ => None,
+    }
 }
 
 #[cfg(test)]
