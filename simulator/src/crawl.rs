@@ -101,7 +101,10 @@ impl World {
         match o {
             Output::StartWork { item, .. } => {
                 let Some(&host) = h.lane_of.get(item) else { return false };
-                self.lane_started(n, host);
+                let node = &self.nodes[n as usize];
+                let after_another =
+                    node.engine.as_ref().is_none_or(|e| e.lane_follows_another(item));
+                self.lane_started(n, host, after_another);
                 true
             }
             Output::CancelWork { item, .. } => {
@@ -131,15 +134,18 @@ impl World {
         }
     }
 
-    /// The engine started a lane of `host` here: fetch under it, its bucket emptied first; a
-    /// lane nothing here wants (resumed after a restart) is given back.
-    fn lane_started(&mut self, n: u32, host: u32) {
+    /// The engine started a lane of `host` here: fetch under it, its bucket emptied first if
+    /// the hold follows another node's (`Engine::lane_follows_another`); a lane nothing here
+    /// wants (resumed after a restart) is given back.
+    fn lane_started(&mut self, n: u32, host: u32, after_another: bool) {
         let now = self.now;
         let Some(h) = self.hosts_mut() else { return };
         let slot = h.slot(n, host);
         if slot.wanted {
             slot.grant = Grant::Held;
-            slot.bucket.empty(now);
+            if after_another {
+                slot.bucket.empty(now);
+            }
         } else {
             // Told at the next look: `wanted` false and the engine holding it differ.
             slot.wanted = true;
@@ -219,15 +225,20 @@ impl World {
     }
 
     /// Tells the engine whether node `n` wants a lane of `host`, if that changed: it does while
-    /// URLs of the host are left here and it is not draining a lane it gave back.
+    /// URLs of the host are left here beyond what the drain of a lane it gave back sends.
     fn tell_want(&mut self, n: u32, host: u32) {
         let now = self.now;
         let Some(h) = self.hosts_mut() else { return };
         if !h.mesh() {
             return;
         }
+        // A lane given back early is wanted again as soon as more URLs come than the drain
+        // sends (the next chunk of the host started here): the node claims the next epoch
+        // at once, with no wait after its own release.
+        let quota = h.drain_quota();
         let slot = h.slot(n, host);
-        let want = slot.pending > 0 && !matches!(slot.grant, Grant::Draining { .. });
+        let want = slot.pending > 0
+            && (!matches!(slot.grant, Grant::Draining { .. }) || slot.pending > quota);
         if want == slot.wanted {
             return;
         }

@@ -57,12 +57,14 @@ fn chunks_cut_by_host_keep_their_hosts_busy() {
     // Each chunk is one stint of its host's lane. Claiming the chunk of a quiet host first, and
     // the next chunk of a host while its last one finishes (so it is settled by the time that
     // one ends, and the lane stays with the node), took seeds 1-20 from 85 % of the budget
-    // while busy and 1.65x the ideal time to 97 % and 1.2x.
+    // while busy and 1.65x the ideal time to 97 % and 1.2x. A lane's first holder waiting
+    // only its claim's settle, and a node taking its own lane back at once when the host's
+    // next chunk starts while it drains, took them to 1.12x (seeds 1-3 were 1.16-1.23x).
     let s = Scenario::load("host-lanes-by-host").expect("built-in scenario loads");
     for seed in 1..4 {
         let h = hosts(&s, seed);
         assert!(h.budget_share_busy_mean_pct.is_some_and(|p| p >= 90.0), "seed {seed}: {h:?}");
-        assert!(h.time_vs_ideal.is_some_and(|t| t <= 1.3), "seed {seed}: {h:?}");
+        assert!(h.time_vs_ideal.is_some_and(|t| t <= 1.15), "seed {seed}: {h:?}");
         assert!(h.max_window_requests <= h.window_bound, "seed {seed}: {h:?}");
         assert_eq!(h.lane_overlaps, 0, "seed {seed}");
     }

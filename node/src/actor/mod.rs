@@ -664,7 +664,10 @@ impl Actor {
                     work: WorkItem::HostLane { host, .. },
                 } => {
                     tracing::debug!(item = %item.short(), epoch, %host, "lane granted");
-                    let wanted = self.lanes().is_some_and(|g| g.granted(project, &host, epoch));
+                    let after_another = self.engine.lane_follows_another(&item);
+                    let wanted = self
+                        .lanes()
+                        .is_some_and(|g| g.granted(project, &host, epoch, after_another));
                     if !wanted {
                         // Resumed after a restart, or wanted no more meanwhile: give it back.
                         let _ = self.engine.handle(

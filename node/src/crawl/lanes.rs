@@ -91,9 +91,12 @@ impl Slot {
         matches!(self.grant, Grant::Draining { until } if until > now)
     }
 
-    /// Whether the engine should hold a lane for it now: URLs left, and not draining.
+    /// Whether the engine should hold a lane for it now: URLs left, beyond what the drain of
+    /// a lane given back early sends (the next chunk of the host started here: the node
+    /// claims the next epoch at once, with no wait after its own release).
     fn wanted(&self, now: Instant) -> bool {
-        self.demand > 0 && self.remaining > 0 && !self.draining(now)
+        let quota = starling_protocol::engine::drain_quota(self.per_s_milli);
+        self.demand > 0 && self.remaining > 0 && (!self.draining(now) || self.remaining > quota)
     }
 }
 
@@ -492,12 +495,14 @@ impl LaneGate {
         (wants, refusals)
     }
 
-    /// The engine holds (and has started) lane `epoch` of `host`. Returns whether any task
-    /// wants it: a lane resumed after a restart that nothing here wants is given back.
-    pub fn granted(&self, project: ProjectId, host: &str, epoch: u32) -> bool {
+    /// The engine holds (and has started) lane `epoch` of `host`; `after_another` when the
+    /// hold follows another node's (`Engine::lane_follows_another`), so the first request
+    /// under it starts the limiter empty. Returns whether any task wants it: a lane resumed
+    /// after a restart that nothing here wants is given back.
+    pub fn granted(&self, project: ProjectId, host: &str, epoch: u32, after_another: bool) -> bool {
         let wanted =
             self.lock().slots.get(&(project, host.to_owned())).is_some_and(|s| s.demand > 0);
-        self.set(project, host, Grant::Held { epoch, fresh: true });
+        self.set(project, host, Grant::Held { epoch, fresh: after_another });
         wanted
     }
 
@@ -581,7 +586,7 @@ mod tests {
         gate.open();
         let hold = gate.hold(P, "a", urls, RATE);
         assert_eq!(wants(gate), vec![(P, "a".to_owned(), true)]);
-        gate.granted(P, "a", 1);
+        gate.granted(P, "a", 1, true);
         hold
     }
 
@@ -593,7 +598,7 @@ mod tests {
         let chunk = gate.chunk();
         let on_a = chunk.hold(P, "a", quota + 1, RATE);
         let on_b = chunk.hold(P, "b", 1, RATE);
-        gate.granted(P, "b", 1);
+        gate.granted(P, "b", 1, true);
         assert_eq!(gate.blocked(), 0);
         on_a.done_one();
         assert_eq!(gate.blocked(), 0, "a URL on another host is left");
@@ -634,7 +639,7 @@ mod tests {
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiter.is_finished(), "no lane, no request");
-        assert!(gate.granted(P, "a", 1), "a lane granted while wanted is kept");
+        assert!(gate.granted(P, "a", 1, true), "a lane granted while wanted is kept");
         let turn = tokio::time::timeout(Duration::from_secs(10), waiter).await.unwrap().unwrap();
         assert_eq!(
             turn,
@@ -646,7 +651,7 @@ mod tests {
         assert_eq!(wants(&gate), vec![], "still wanted by the other hold");
         drop(h2);
         assert_eq!(wants(&gate), vec![(P, "a".to_owned(), false)]);
-        assert!(!gate.granted(P, "a", 2), "a lane nothing wants is given back");
+        assert!(!gate.granted(P, "a", 2, true), "a lane nothing wants is given back");
     }
 
     #[tokio::test]
@@ -672,6 +677,27 @@ mod tests {
         let late = tokio::time::timeout(Duration::from_millis(200), gate.turn(P, "a")).await;
         assert!(late.is_err(), "no request after the drain without the lane");
         assert_eq!(wants(&gate), vec![(P, "a".to_owned(), true)]);
+    }
+
+    #[tokio::test]
+    async fn a_lane_given_back_early_is_wanted_again_when_the_hosts_next_chunk_comes() {
+        let gate = LaneGate::default();
+        let hold = held(&gate, 4);
+        assert_eq!(gate.turn(P, "a").await, Turn::Fresh);
+        hold.done_one();
+        let w = gate.take_changes().0;
+        let [(_, _, false, _)] = w[..] else { panic!("given back early: {w:?}") };
+        gate.revoked(P, "a");
+        // The next chunk of the host starts here while the last three URLs drain: more than
+        // the drain sends, so the lane is wanted again at once, not after the drain.
+        let next = gate.hold(P, "a", 10, RATE);
+        assert_eq!(wants(&gate), vec![(P, "a".to_owned(), true)]);
+        assert_eq!(gate.turn(P, "a").await, Turn::Go, "still draining meanwhile");
+        // Granted again after this node's own release: its limiter already spaced its
+        // requests, so it does not start empty.
+        assert!(gate.granted(P, "a", 2, false));
+        assert_eq!(gate.turn(P, "a").await, Turn::Go);
+        drop(next);
     }
 
     #[tokio::test]
@@ -703,7 +729,7 @@ mod tests {
         let gate = LaneGate::default();
         gate.open();
         let _hold = gate.hold(P, "a", 10, RATE);
-        gate.granted(P, "a", 1);
+        gate.granted(P, "a", 1, true);
         gate.refused(P, "a", now_ms() + 300);
         let (_, refusals) = gate.take_changes();
         assert_eq!(refusals.len(), 1);

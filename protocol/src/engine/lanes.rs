@@ -29,7 +29,11 @@
 //! finishes and the host stays busy across the hand-off. Its release states how long it goes
 //! on ([`crate::message::Release::drain_ms`], what its last URLs take at the lane's rate,
 //! [`drain_for`]; 0 with none left), and the next holder waits that after its claim rather
-//! than the whole drain: a holder with two URLs left hands over half a second sooner.
+//! than the whole drain: a holder with two URLs left hands over half a second sooner. A
+//! lane's first epoch follows no holder, and a claim that follows the claimant's own release
+//! meets only its own requests (one limiter spaces them): both wait only the claim's settle
+//! ([`lane_hand_off`], [`Engine::lane_follows_another`]). So a node whose next chunk of a host
+//! starts while it drains the lane it gave back takes the lane back at once.
 //!
 //! A node told to wait while it drains a lane it gave back holds no lane to release: it
 //! signs a release of the epoch it held again, with the cooldown. Every node takes the
@@ -93,6 +97,14 @@ pub fn drain_for(urls: u32, per_holder_milli: u32) -> u64 {
     }
     let period_x1000 = 1_000_000_000 / u64::from(per_holder_milli.max(1));
     (u64::from(urls) * period_x1000 / 1_000 + LANE_DRAIN_SLACK_MS).min(LANE_DRAIN_MS)
+}
+
+/// Whether epoch `epoch` of a lane follows another holder's. The first epoch follows none:
+/// nobody has fetched under the lane, so its holder waits only the claim's settle (the time
+/// a rival claim of the same epoch takes to arrive, as for every item) rather than a drain,
+/// and its first request need not wait a period after a last holder's.
+pub const fn lane_hand_off(epoch: u32) -> bool {
+    epoch > 1
 }
 
 /// Longest cooldown a release may ask for, counted from the release: a holder that lies
@@ -607,25 +619,51 @@ impl Engine {
     /// How long after claiming epoch `epoch` of lane `e` this node may start fetching: the
     /// drain of the holder before it, as its release stated (the whole [`LANE_DRAIN_MS`] when
     /// it stated none, or the epoch before ended otherwise: a lapsed lease, a failure, or
-    /// nothing known, as for a lane's first epoch). The claim came after the release was
-    /// received, so after it was signed: waiting the stated drain from the claim keeps the two
-    /// holders' requests apart without comparing clocks.
+    /// nothing known). None for a lane's first epoch ([`lane_hand_off`]) or after this node's
+    /// own release: the claim's settle is all it waits, since the only requests it could
+    /// meet are a rival claimant's (settled by claim order, as for every item) or its own,
+    /// which its own limiter spaces. The claim came after the release was received, so
+    /// after it was signed: waiting the stated drain from the claim keeps two holders'
+    /// requests apart without comparing clocks.
     ///
     /// A release signed longer ago than the drain and the skew margin is not trusted to be
     /// the lane's last: a claim follows its release within a trip when this node's view is
     /// current, so an old one says this view is behind (a node back from its snapshot), the
     /// lane may have changed hands since, and the whole drain gives the news time to come.
     pub(super) fn lane_start_wait(&self, e: &ItemEntry, epoch: u32, now: u64) -> u64 {
-        let Phase::Held { prior: Some(crate::message::Envelope::Release(r)), .. } = &e.phase else {
-            return LANE_DRAIN_MS;
-        };
-        // A release that verified states no drain past `LANE_DRAIN_MS` (it is malformed).
+        if !lane_hand_off(epoch) {
+            return 0;
+        }
         let fresh = LANE_DRAIN_MS.saturating_add(self.cfg.skew_margin_ms);
-        r.verified_ref()
-            .ok()
-            .filter(|r| r.epoch.saturating_add(1) == epoch && now.saturating_sub(r.at_ms) <= fresh)
-            .and_then(|r| r.drain_ms)
-            .unwrap_or(LANE_DRAIN_MS)
+        match Self::prior_release(e, epoch) {
+            Some((_, r)) if now.saturating_sub(r.at_ms) > fresh => LANE_DRAIN_MS,
+            Some((signer, _)) if signer == self.me => 0,
+            // A release that verified states no drain past `LANE_DRAIN_MS` (it is malformed).
+            Some((_, r)) => r.drain_ms.unwrap_or(LANE_DRAIN_MS),
+            None => LANE_DRAIN_MS,
+        }
+    }
+
+    /// The release (and its signer) that ended the epoch before `epoch` of held lane `e`.
+    fn prior_release(
+        e: &ItemEntry,
+        epoch: u32,
+    ) -> Option<(crate::ids::NodeId, &crate::message::Release)> {
+        let Phase::Held { prior: Some(crate::message::Envelope::Release(r)), .. } = &e.phase else {
+            return None;
+        };
+        let signer = r.signer().node_id();
+        r.verified_ref().ok().filter(|r| r.epoch.saturating_add(1) == epoch).map(|r| (signer, r))
+    }
+
+    /// Whether this node's hold of lane `item` follows another node's, so its first request
+    /// must come a full period after that holder's last: drivers then start the host's
+    /// limiter empty. Not for a lane's first epoch (nobody fetched under it), nor after this
+    /// node's own release (its own limiter spaced its requests already).
+    pub fn lane_follows_another(&self, item: &ItemId) -> bool {
+        let Some(e) = self.items.get(item) else { return true };
+        let Phase::Held { epoch, .. } = e.phase else { return true };
+        lane_hand_off(epoch) && Self::prior_release(e, epoch).is_none_or(|(who, _)| who != self.me)
     }
 
     /// Whether `item` is a lane (its claims wait no settle time).

@@ -2425,6 +2425,52 @@ mod host_lanes {
     }
 
     #[test]
+    fn a_lanes_first_holder_waits_only_the_claims_settle_and_follows_nobody() {
+        let owner = test_keypair(1);
+        let cfg = fast_config();
+        let settle = cfg.claim_settle_ms;
+        let mut net = Net::new(2, &owner, cfg);
+        let p = lane_project(&mut net, &owner, RatePolicy::default());
+        want(&mut net, 0, p, true);
+        let asked = net.now;
+        assert!(net.run_until(asked + 5_000, |n| n.engines[0].may_fetch(&p, HOST, n.now)));
+        let waited = net.now - asked;
+        // Nobody fetched under epoch 1: the only requests it could meet are a rival
+        // claimant's, which the claim's settle is for, so no drain.
+        assert!((settle..LANE_DRAIN_MS).contains(&waited), "fetched {waited} ms after asking");
+        let lane = net.engines[0].lane_ids(&p, HOST)[0];
+        assert!(matches!(net.engines[0].item_state(&lane), Some(ItemState::Held { epoch: 1, .. })));
+        assert!(!net.engines[0].lane_follows_another(&lane), "epoch 1 follows no holder");
+    }
+
+    #[test]
+    fn a_node_taking_back_its_own_lane_waits_no_drain_but_one_taking_anothers_does() {
+        let (mut net, p) = held_by_node_0(2, 2_000);
+        let settle = fast_config().claim_settle_ms;
+        let lane = net.engines[0].lane_ids(&p, HOST)[0];
+        let host = HOST.to_owned();
+        // Node 0 gives the lane back early with 800 ms of requests left, then its next chunk
+        // of the host comes and it wants the lane again at once.
+        let give_back = Input::WantLane { project: p, host, wanted: false, drain_ms: 800 };
+        net.input(0, give_back).unwrap();
+        want(&mut net, 0, p, true);
+        let asked = net.now;
+        assert!(net.run_until(asked + 5_000, |n| n.engines[0].may_fetch(&p, HOST, n.now)));
+        let waited = net.now - asked;
+        // Its own drain and its new hold share its own limiter: only the claim's settle.
+        assert!((settle..800).contains(&waited), "fetched {waited} ms after asking again");
+        assert!(!net.engines[0].lane_follows_another(&lane), "it follows its own release");
+        // Node 1 takes the lane over from node 0: it waits the drain node 0 stated, and its
+        // first request comes a full period after node 0's last.
+        want(&mut net, 1, p, true);
+        want(&mut net, 0, p, false);
+        let released = net.now;
+        assert!(net.run_until(released + 5_000, |n| n.engines[1].may_fetch(&p, HOST, n.now)));
+        assert!(net.now >= released + LANE_DRAIN_MS, "inside node 0's drain");
+        assert!(net.engines[1].lane_follows_another(&lane), "it follows node 0");
+    }
+
+    #[test]
     fn a_stated_drain_is_trusted_only_from_a_fresh_release() {
         let (mut net, p) = held_by_node_0(2, 2_000);
         let host = HOST.to_owned();
