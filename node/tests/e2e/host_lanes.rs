@@ -319,6 +319,9 @@ fn host_lanes_bench() {
         };
         let run = if kill { crawl_killing(&owner, &m, items) } else { crawl(&owner, &m, items, 5) };
         let (mut busy, mut from_publish, mut worst) = (Vec::new(), Vec::new(), 0);
+        let (mut firsts, mut last_request) = (Vec::new(), 0.0f64);
+        // The host whose last request came last: where its time went (gaps over 0.4 s).
+        let mut slowest: Option<(Instant, String)> = None;
         for (_, log) in &hosts {
             let log = log.lock().unwrap();
             let mut at: Vec<Instant> = log.hits.iter().map(|h| h.at).collect();
@@ -350,6 +353,31 @@ fn host_lanes_bench() {
                 // n requests at 4/s with a burst of 1 need (n - 1) / 4 s at least.
                 let need = (at.len() as f64 - 1.0) / 4.0;
                 busy.push(need / (*last - *first).as_secs_f64().max(need));
+                firsts.push((*first - run.started).as_secs_f64());
+                if slowest.as_ref().is_none_or(|(t, _)| last > t) {
+                    let mut hits = log.hits.clone();
+                    hits.sort_by_key(|h| h.at);
+                    let since = |t: Instant| (t - run.started).as_secs_f64();
+                    let gaps: Vec<String> = hits
+                        .windows(2)
+                        .filter(|w| w[1].at - w[0].at > Duration::from_millis(400))
+                        .map(|w| {
+                            let (a, b) = (&w[0], &w[1]);
+                            let who = |h: &Hit| h.node[..8.min(h.node.len())].to_owned();
+                            format!(
+                                "{:.2}-{:.2} s ({} -> {})",
+                                since(a.at),
+                                since(b.at),
+                                who(a),
+                                who(b)
+                            )
+                        })
+                        .collect();
+                    let first = since(*first);
+                    let detail = format!("first request {first:.2} s, gaps {}", gaps.join(", "));
+                    slowest = Some((*last, detail));
+                }
+                last_request = last_request.max((*last - run.started).as_secs_f64());
                 from_publish.push(need / (*last - run.started).as_secs_f64().max(need));
             }
         }
@@ -359,11 +387,16 @@ fn host_lanes_bench() {
         println!(
             "{label}: busiest 1 s on a host {worst} (limit 5); share of a host's budget {:.0} % \
              from its first request to its last, {:.0} % from the publish; total {total:.1} s \
-             against the ideal {ideal:.1} s ({:.2}x)",
+             against the ideal {ideal:.1} s ({:.2}x); a host's first request {:.2} s after the \
+             publish (mean), the last request {last_request:.1} s after it",
             mean(&busy),
             mean(&from_publish),
-            total / ideal
+            total / ideal,
+            firsts.iter().sum::<f64>() / firsts.len().max(1) as f64,
         );
+        if let Some((_, detail)) = slowest {
+            println!("  the host that finished last: {detail}");
+        }
     }
 }
 

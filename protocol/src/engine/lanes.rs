@@ -616,30 +616,38 @@ impl Engine {
         }
     }
 
-    /// How long after claiming epoch `epoch` of lane `e` this node may start fetching: the
-    /// drain of the holder before it, as its release stated (the whole [`LANE_DRAIN_MS`] when
-    /// it stated none, or the epoch before ended otherwise: a lapsed lease, a failure, or
-    /// nothing known). None for a lane's first epoch ([`lane_hand_off`]) or after this node's
-    /// own release: the claim's settle is all it waits, since the only requests it could
-    /// meet are a rival claimant's (settled by claim order, as for every item) or its own,
-    /// which its own limiter spaces. The claim came after the release was received, so
-    /// after it was signed: waiting the stated drain from the claim keeps two holders'
-    /// requests apart without comparing clocks.
+    /// How long after claiming epoch `epoch` of lane `e` (at `now`) this node may start
+    /// fetching: what is left of the drain of the holder before it, as its release stated
+    /// (the whole [`LANE_DRAIN_MS`] when it stated none), counted from when this node took
+    /// the release in; the whole [`LANE_DRAIN_MS`] from the claim when the epoch before ended
+    /// otherwise (a lapsed lease, a failure, or nothing known). None for a lane's first
+    /// epoch ([`lane_hand_off`]) or after this node's own release, however old: the claim's
+    /// settle is all it waits, since the only requests it could meet are a rival claimant's
+    /// (settled by claim order, as for every item) or its own, which its own limiter spaces. The release was taken in after it was signed, so
+    /// waiting the stated drain from then (a duration on this node's clock) keeps two
+    /// holders' requests apart without comparing clocks, and a claim made late (its chunk
+    /// came after the release) does not wait the drain again.
     ///
-    /// A release signed longer ago than the drain and the skew margin is not trusted to be
-    /// the lane's last: a claim follows its release within a trip when this node's view is
-    /// current, so an old one says this view is behind (a node back from its snapshot), the
-    /// lane may have changed hands since, and the whole drain gives the news time to come.
+    /// A release that reached this node longer after it was signed than the drain and the
+    /// skew margin is not trusted to be the lane's last: a release comes within a trip when
+    /// this node's view is current, so a late one says this view is behind (a node back from
+    /// its snapshot, or caught up by sync), the lane may have changed hands since, and the
+    /// whole drain from the claim gives the news time to come.
     pub(super) fn lane_start_wait(&self, e: &ItemEntry, epoch: u32, now: u64) -> u64 {
         if !lane_hand_off(epoch) {
             return 0;
         }
         let fresh = LANE_DRAIN_MS.saturating_add(self.cfg.skew_margin_ms);
         match Self::prior_release(e, epoch) {
-            Some((_, r)) if now.saturating_sub(r.at_ms) > fresh => LANE_DRAIN_MS,
+            // Its own drain is over, or still goes through its own limiter.
             Some((signer, _)) if signer == self.me => 0,
+            Some((_, r)) if e.since.saturating_sub(r.at_ms) > fresh => LANE_DRAIN_MS,
             // A release that verified states no drain past `LANE_DRAIN_MS` (it is malformed).
-            Some((_, r)) => r.drain_ms.unwrap_or(LANE_DRAIN_MS),
+            // Counted from when this node took the release in (`since`, its own clock): the
+            // drain began when the release was signed, before that.
+            Some((_, r)) => {
+                e.since.saturating_add(r.drain_ms.unwrap_or(LANE_DRAIN_MS)).saturating_sub(now)
+            }
             None => LANE_DRAIN_MS,
         }
     }

@@ -2471,14 +2471,54 @@ mod host_lanes {
     }
 
     #[test]
-    fn a_stated_drain_is_trusted_only_from_a_fresh_release() {
+    fn a_late_claim_waits_only_what_is_left_of_the_drain() {
         let (mut net, p) = held_by_node_0(2, 2_000);
+        let settle = fast_config().claim_settle_ms;
+        let host = HOST.to_owned();
+        net.input(0, Input::WantLane { project: p, host, wanted: false, drain_ms: 800 }).unwrap();
+        let released = net.now;
+        // Node 1's chunk of the host comes 600 ms after the release: 200 ms of the drain are
+        // left when it claims, less than the claim's settle.
+        net.run_until(released + 600, |_| false);
+        want(&mut net, 1, p, true);
+        let asked = net.now;
+        assert!(net.run_until(asked + 5_000, |n| n.engines[1].may_fetch(&p, HOST, n.now)));
+        assert!(net.now >= released + 800, "inside node 0's drain");
+        let waited = net.now - asked;
+        assert!(waited < 800, "waited the whole drain again ({waited} ms after its claim)");
+        assert!(waited >= settle, "started {waited} ms after its claim, inside the settle");
+    }
+
+    #[test]
+    fn a_stated_drain_is_trusted_only_from_a_release_that_came_fresh() {
+        // Taken in as it was sent: trusted however late the claim that follows it.
+        let (mut net, p) = held_by_node_0(2, 2_000);
+        let settle = fast_config().claim_settle_ms;
         let host = HOST.to_owned();
         net.input(0, Input::WantLane { project: p, host, wanted: false, drain_ms: 0 }).unwrap();
-        // Node 1 wants the host only 3 s later: a view this far behind a release may have
-        // missed later hand-offs, so it waits the whole drain all the same.
         let until = net.now + 3_000;
         net.run_until(until, |_| false);
+        want(&mut net, 1, p, true);
+        let asked = net.now;
+        assert!(net.run_until(asked + 5_000, |n| n.engines[1].may_fetch(&p, HOST, n.now)));
+        assert!(net.now - asked < LANE_DRAIN_MS, "fetched {} ms after asking", net.now - asked);
+        assert!(net.now - asked >= settle);
+
+        // Taken in 3 s after it was signed (node 1 missed it, and got it later): a view this
+        // far behind may have missed later hand-offs, so it waits the whole drain all the same.
+        let (mut net, p) = held_by_node_0(2, 2_000);
+        let host = HOST.to_owned();
+        let give_back = Input::WantLane { project: p, host, wanted: false, drain_ms: 0 };
+        net.engines[0].handle(give_back, net.now).unwrap();
+        let mut release = None;
+        while let Some(out) = net.engines[0].poll_output() {
+            if let Output::Publish(env @ Envelope::Release(_)) = out {
+                release = Some(env);
+            }
+        }
+        let until = net.now + 3_000;
+        net.run_until(until, |_| false);
+        net.input(1, Input::Message(release.expect("a release"))).unwrap();
         want(&mut net, 1, p, true);
         let asked = net.now;
         assert!(net.run_until(asked + 5_000, |n| n.engines[1].may_fetch(&p, HOST, n.now)));
