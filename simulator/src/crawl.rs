@@ -213,15 +213,15 @@ impl World {
             h.chunk_finishing(if one_host { 1 } else { 2 }, c.left.len() as u32)
         };
         let nh = &h.nodes[n as usize];
-        let count = nh.slots.values().filter(|s| s.blocked(now)).count()
-            + nh.chunks.iter().filter(|(idx, c)| finishing(**idx, c)).count();
+        let count = |n: usize| u16::try_from(n).unwrap_or(u16::MAX);
+        let blocked = count(nh.slots.values().filter(|s| s.blocked(now)).count());
+        let finishing = count(nh.chunks.iter().filter(|(idx, c)| finishing(**idx, c)).count());
         let nh = &mut h.nodes[n as usize];
-        let blocked = u16::try_from(count).unwrap_or(u16::MAX);
-        if blocked == nh.blocked_told {
+        if (blocked, finishing) == nh.blocked_told {
             return;
         }
-        nh.blocked_told = blocked;
-        self.drive(n, Input::LaneBlocked(blocked));
+        nh.blocked_told = (blocked, finishing);
+        self.drive(n, Input::LaneBlocked { blocked, finishing });
     }
 
     /// Tells the engine whether node `n` wants a lane of `host`, if that changed: it does while

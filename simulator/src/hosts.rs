@@ -158,7 +158,7 @@ pub(crate) struct NodeHosts {
     pub chunks: BTreeMap<u32, Chunk>,
     pub slots: BTreeMap<u32, Slot>,
     /// What the engine was last told of held chunks waiting on lanes (`Input::LaneBlocked`).
-    pub blocked_told: u16,
+    pub blocked_told: (u16, u16),
 }
 
 /// What one host saw, from all nodes together.

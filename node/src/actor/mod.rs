@@ -193,7 +193,7 @@ pub struct Actor {
     /// What the node contributed over all its runs.
     lifetime: lifetime::Lifetime,
     /// Held chunks last told to the engine as waiting on lanes.
-    lane_blocked: u16,
+    lane_blocked: (u16, u16),
     /// Storage proofs being cut or waiting (see `proofs.rs`).
     proofs: proofs::Proofs,
 }
@@ -260,7 +260,7 @@ impl Actor {
             provided: BTreeSet::new(),
             dirty: false,
             lifetime,
-            lane_blocked: 0,
+            lane_blocked: (0, 0),
             proofs,
         };
         actor.control.restore(&mut actor.engine);
@@ -616,10 +616,10 @@ impl Actor {
 
     /// Tells the engine how many held chunks wait on lanes held elsewhere, when that changed.
     fn tell_blocked(&mut self) {
-        let Some(blocked) = self.lanes().map(|g| g.blocked()) else { return };
-        if blocked != self.lane_blocked {
-            self.lane_blocked = blocked;
-            let _ = self.handle(Input::LaneBlocked(blocked));
+        let Some((blocked, finishing)) = self.lanes().map(|g| g.blocked()) else { return };
+        if (blocked, finishing) != self.lane_blocked {
+            self.lane_blocked = (blocked, finishing);
+            let _ = self.handle(Input::LaneBlocked { blocked, finishing });
         }
     }
 

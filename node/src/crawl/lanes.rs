@@ -399,20 +399,22 @@ impl LaneGate {
 
     /// Hosts this node has URLs for that wait on a lane held elsewhere or on a cooldown (about
     /// how many held chunks are blocked), and chunks down to their last URLs on one host
-    /// ([`finishing_quota`](starling_protocol::engine::finishing_quota)): the engine lets that
-    /// many take other work, so the next chunk of a finishing one is claimed and settled by
-    /// the time it ends and the host's lane stays busy.
-    pub fn blocked(&self) -> u16 {
+    /// ([`finishing_quota`](starling_protocol::engine::finishing_quota)), as
+    /// `(blocked, finishing)`: the engine lets that many take other work, so the next chunk
+    /// of a finishing one is claimed and settled by the time it ends and the host's lane
+    /// stays busy.
+    pub fn blocked(&self) -> (u16, u16) {
         let inner = self.lock();
         let (now, instant) = (now_ms(), Instant::now());
-        let n = inner
+        let blocked = inner
             .slots
             .values()
             .filter(|s| s.wanted(instant) || s.draining(instant))
             .filter(|s| s.grant == Grant::Waiting || s.cooldown_until.is_some_and(|t| t > now))
-            .count()
-            + inner.chunks.values().filter(|c| c.finishing()).count();
-        u16::try_from(n).unwrap_or(u16::MAX)
+            .count();
+        let finishing = inner.chunks.values().filter(|c| c.finishing()).count();
+        let count = |n: usize| u16::try_from(n).unwrap_or(u16::MAX);
+        (count(blocked), count(finishing))
     }
 
     /// Whether a request may go to `host` of `project` this instant (see [`LaneGate::turn`]),
@@ -599,22 +601,22 @@ mod tests {
         let on_a = chunk.hold(P, "a", quota + 1, RATE);
         let on_b = chunk.hold(P, "b", 1, RATE);
         gate.granted(P, "b", 1, true);
-        assert_eq!(gate.blocked(), 0);
+        assert_eq!(gate.blocked(), (0, 0));
         on_a.done_one();
-        assert_eq!(gate.blocked(), 0, "a URL on another host is left");
+        assert_eq!(gate.blocked(), (0, 0), "a URL on another host is left");
         on_b.done_one();
-        assert_eq!(gate.blocked(), 1, "the last {quota} URLs, all on host a");
+        assert_eq!(gate.blocked(), (0, 1), "the last {quota} URLs, all on host a");
         for _ in 0..quota {
             on_a.done_one();
         }
-        assert_eq!(gate.blocked(), 0, "nothing left");
+        assert_eq!(gate.blocked(), (0, 0), "nothing left");
         drop((on_a, on_b));
         // A chunk forgotten while finishing stops counting.
         let next = gate.chunk();
         let _last = next.hold(P, "a", 2, RATE);
-        assert_eq!(gate.blocked(), 1);
+        assert_eq!(gate.blocked(), (0, 1));
         drop(next);
-        assert_eq!(gate.blocked(), 0);
+        assert_eq!(gate.blocked(), (0, 0));
         drop(a);
     }
 

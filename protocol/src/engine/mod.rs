@@ -801,9 +801,10 @@ impl Engine {
                 self.take_storage_proof(item, epoch, slot, proof, now);
                 Ok(())
             }
-            Input::LaneBlocked(n) => {
+            Input::LaneBlocked { blocked, finishing } => {
                 let was = self.lane_blocked;
-                self.lane_blocked = n.min(self.cfg.capacity);
+                let cap = self.cfg.capacity;
+                self.lane_blocked = blocked.min(cap).saturating_add(finishing.min(cap));
                 if self.lane_blocked > was {
                     self.fill_capacity(now);
                     // Peers count this node's free slots in their rankings.

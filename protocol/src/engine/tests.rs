@@ -2690,15 +2690,21 @@ mod host_lanes_paused {
         let crawling =
             |n: &Net| n.engines[0].local_work().filter(|l| l.kind == WorkKind::Crawl).count();
         assert_eq!(crawling(&net), 1);
-        net.input(0, Input::LaneBlocked(1)).unwrap();
+        net.input(0, Input::LaneBlocked { blocked: 1, finishing: 0 }).unwrap();
         let until = net.now + 2_000;
         net.run_until(until, |_| false);
         assert_eq!(crawling(&net), 2, "the blocked chunk's slot took another");
-        // Never past twice the capacity, whatever the driver says.
-        net.input(0, Input::LaneBlocked(9)).unwrap();
+        // Blocked chunks never take it past twice the capacity, whatever the driver says.
+        net.input(0, Input::LaneBlocked { blocked: 9, finishing: 0 }).unwrap();
         let until = net.now + 2_000;
         net.run_until(until, |_| false);
         assert_eq!(crawling(&net), 2);
+        // A finishing chunk frees a slot of its own even then (the next chunk of its host is
+        // claimed before it ends), up to the capacity again.
+        net.input(0, Input::LaneBlocked { blocked: 9, finishing: 9 }).unwrap();
+        let until = net.now + 2_000;
+        net.run_until(until, |_| false);
+        assert_eq!(crawling(&net), 3);
     }
 
     #[test]

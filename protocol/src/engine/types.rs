@@ -281,14 +281,20 @@ pub enum Input {
         /// `wanted`.
         drain_ms: u64,
     },
-    /// This many of the crawl chunks held here wait on lanes other nodes hold (or on a host's
-    /// cooldown), or are down to their last URLs on one host
+    /// Of the crawl chunks held here, `blocked` wait on lanes other nodes hold (or on a host's
+    /// cooldown) and `finishing` are down to their last URLs on one host
     /// ([`finishing_quota`](crate::engine::finishing_quota)): a local choice, like
-    /// [`Input::SetCapacity`]. They stop counting against the crawl capacity (up to the
-    /// capacity itself, so a node holds at most twice its capacity), so the node takes work
-    /// for other hosts instead of idling while one host's lane is busy, and claims the chunk
-    /// after a finishing one before that one ends.
-    LaneBlocked(u16),
+    /// [`Input::SetCapacity`]. They stop counting against the crawl capacity, each kind up to
+    /// the capacity itself (so a node holds at most three times its capacity, the last third
+    /// only for the moment its finishing chunks take), so the node takes work for other hosts
+    /// instead of idling while one host's lane is busy, and claims the chunk after a finishing
+    /// one before that one ends even while its blocked chunks fill the first allowance.
+    LaneBlocked {
+        /// Chunks waiting on a lane held elsewhere or on a cooldown.
+        blocked: u16,
+        /// Chunks down to their last URLs on one host.
+        finishing: u16,
+    },
     /// The driver's answer to [`Output::ProofDue`]: the challenged chunk of its copy as a
     /// slice ([`crate::proof::StorageProof`]), or `None` when it does not have the copy. An
     /// answer that does not check counts as `None`: the engine gives the duty back.
