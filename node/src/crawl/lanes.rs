@@ -74,6 +74,8 @@ struct Slot {
     grant: Grant,
     /// Nothing is sent before this (unix ms).
     cooldown_until: Option<u64>,
+    /// Whether the engine was last told the host is wanted.
+    told: bool,
 }
 
 impl Slot {
@@ -84,6 +86,7 @@ impl Slot {
             per_s_milli: 1,
             grant: Grant::Waiting,
             cooldown_until: None,
+            told: false,
         }
     }
 
@@ -462,27 +465,36 @@ impl LaneGate {
         let mut inner = self.lock();
         let dirty = std::mem::take(&mut inner.dirty);
         let instant = Instant::now();
-        let wants = dirty
-            .into_iter()
-            .map(|key| {
-                let Some(s) = inner.slots.get_mut(&key) else { return (key.0, key.1, false, 0) };
-                let wanted = s.wanted(instant);
-                // Not wanted: nothing more is sent past the drain (none for a lane held with
-                // nothing left: it stops here, before its release is signed).
-                let drain = match s.grant {
-                    _ if wanted => 0,
-                    Grant::Draining { until } => {
-                        until.saturating_duration_since(instant).as_millis() as u64 + 1
-                    }
-                    Grant::Held { .. } => {
-                        s.grant = Grant::Draining { until: instant };
-                        0
-                    }
-                    Grant::Waiting | Grant::Ungated => 0,
-                };
-                (key.0, key.1, wanted, drain)
-            })
-            .collect();
+        let mut wants = Vec::with_capacity(dirty.len());
+        for key in dirty {
+            let Some(s) = inner.slots.get_mut(&key) else {
+                wants.push((key.0, key.1, false, 0));
+                continue;
+            };
+            let wanted = s.wanted(instant);
+            let draining_ms =
+                |until: Instant| until.saturating_duration_since(instant).as_millis() as u64 + 1;
+            // Given back early since the engine was last told, and wanted again already (the
+            // host's next chunk came): the engine still holds the lane, so it is told of the
+            // give-back first (its release states the drain) and asked again after. Told only
+            // "wanted", it would go on holding a lane this gate no longer counts as held.
+            if let (true, true, Grant::Draining { until }) = (wanted, s.told, s.grant) {
+                wants.push((key.0, key.1.clone(), false, draining_ms(until)));
+            }
+            // Not wanted: nothing more is sent past the drain (none for a lane held with
+            // nothing left: it stops here, before its release is signed).
+            let drain = match s.grant {
+                _ if wanted => 0,
+                Grant::Draining { until } => draining_ms(until),
+                Grant::Held { .. } => {
+                    s.grant = Grant::Draining { until: instant };
+                    0
+                }
+                Grant::Waiting | Grant::Ungated => 0,
+            };
+            s.told = wanted;
+            wants.push((key.0, key.1, wanted, drain));
+        }
         let refusals = std::mem::take(&mut inner.refusals)
             .into_iter()
             .map(|((p, h), until)| (p, h, until))
@@ -700,6 +712,25 @@ mod tests {
         assert!(gate.granted(P, "a", 2, false));
         assert_eq!(gate.turn(P, "a").await, Turn::Go);
         drop(next);
+    }
+
+    #[tokio::test]
+    async fn a_give_back_the_engine_was_not_told_of_yet_is_told_before_the_lane_is_wanted_again() {
+        let gate = LaneGate::default();
+        let hold = held(&gate, 4);
+        hold.done_one();
+        // Given back early (3 left), and before the actor takes the change the host's next
+        // chunk comes: the engine, which still holds the lane, hears of the give-back first,
+        // then that the lane is wanted again, so it releases and claims anew.
+        let _next = gate.hold(P, "a", 10, RATE);
+        let w = gate.take_changes().0;
+        let [(_, _, false, drain), (_, _, true, 0)] = w[..] else { panic!("{w:?}") };
+        assert!((790..=801).contains(&drain), "drain {drain} ms");
+        // Told both, the engine's grant puts the lane back in use.
+        gate.revoked(P, "a");
+        assert!(gate.granted(P, "a", 2, false));
+        assert_eq!(gate.turn(P, "a").await, Turn::Go);
+        assert_eq!(gate.take_changes().0, vec![]);
     }
 
     #[tokio::test]
