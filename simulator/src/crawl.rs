@@ -232,13 +232,10 @@ impl World {
         if !h.mesh() {
             return;
         }
-        // A lane given back early is wanted again as soon as more URLs come than the drain
-        // sends (the next chunk of the host started here): the node claims the next epoch
-        // at once, with no wait after its own release.
-        let quota = h.drain_quota();
+        let rate = h.policy.per_holder_milli();
         let slot = h.slot(n, host);
-        let want = slot.pending > 0
-            && (!matches!(slot.grant, Grant::Draining { .. }) || slot.pending > quota);
+        let draining = matches!(slot.grant, Grant::Draining { .. });
+        let want = starling_protocol::engine::lane_wanted(slot.pending, draining, rate);
         if want == slot.wanted {
             return;
         }

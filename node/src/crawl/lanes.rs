@@ -98,8 +98,8 @@ impl Slot {
     /// a lane given back early sends (the next chunk of the host started here: the node
     /// claims the next epoch at once, with no wait after its own release).
     fn wanted(&self, now: Instant) -> bool {
-        let quota = starling_protocol::engine::drain_quota(self.per_s_milli);
-        self.demand > 0 && self.remaining > 0 && (!self.draining(now) || self.remaining > quota)
+        let (left, draining) = (self.remaining, self.draining(now));
+        self.demand > 0 && starling_protocol::engine::lane_wanted(left, draining, self.per_s_milli)
     }
 }
 

@@ -32,8 +32,8 @@
 //! than the whole drain: a holder with two URLs left hands over half a second sooner. A
 //! lane's first epoch follows no holder, and a claim that follows the claimant's own release
 //! meets only its own requests (one limiter spaces them): both wait only the claim's settle
-//! ([`lane_hand_off`], [`Engine::lane_follows_another`]). So a node whose next chunk of a host
-//! starts while it drains the lane it gave back takes the lane back at once.
+//! ([`Engine::lane_follows_another`]). So a node whose next chunk of a host starts while it
+//! drains the lane it gave back takes the lane back at once ([`lane_wanted`]).
 //!
 //! A node told to wait while it drains a lane it gave back holds no lane to release: it
 //! signs a release of the epoch it held again, with the cooldown. Every node takes the
@@ -99,14 +99,6 @@ pub fn drain_for(urls: u32, per_holder_milli: u32) -> u64 {
     (u64::from(urls) * period_x1000 / 1_000 + LANE_DRAIN_SLACK_MS).min(LANE_DRAIN_MS)
 }
 
-/// Whether epoch `epoch` of a lane follows another holder's. The first epoch follows none:
-/// nobody has fetched under the lane, so its holder waits only the claim's settle (the time
-/// a rival claim of the same epoch takes to arrive, as for every item) rather than a drain,
-/// and its first request need not wait a period after a last holder's.
-pub const fn lane_hand_off(epoch: u32) -> bool {
-    epoch > 1
-}
-
 /// Longest cooldown a release may ask for, counted from the release: a holder that lies
 /// about a host's `Retry-After` can hold the mesh off a host this long at most (the node
 /// caps what it honours from a host at the same 10 minutes).
@@ -160,6 +152,15 @@ pub fn finishing_quota(per_holder_milli: u32) -> u32 {
 /// The rule drivers count chunks in [`Input::LaneBlocked`](super::Input::LaneBlocked) by.
 pub fn chunk_finishing(hosts_left: usize, urls_left: u32, per_holder_milli: u32) -> bool {
     hosts_left == 1 && urls_left > 0 && urls_left <= finishing_quota(per_holder_milli)
+}
+
+/// Whether a node with `urls_left` URLs of a host still to send wants a lane of it, at a
+/// lane rate of `per_holder_milli`: while it has any, except while it drains a lane it gave
+/// back early and has no more than the drain sends ([`drain_quota`]). More than that means
+/// the host's next chunk started here, and the node takes the lane back at once. The rule
+/// drivers send [`Input::WantLane`](super::Input::WantLane) by.
+pub fn lane_wanted(urls_left: u32, draining: bool, per_holder_milli: u32) -> bool {
+    urls_left > 0 && (!draining || urls_left > drain_quota(per_holder_milli))
 }
 
 /// One lane of a host as this node sees it, for operators.
@@ -617,16 +618,16 @@ impl Engine {
     }
 
     /// How long after claiming epoch `epoch` of lane `e` (at `now`) this node may start
-    /// fetching: what is left of the drain of the holder before it, as its release stated
-    /// (the whole [`LANE_DRAIN_MS`] when it stated none), counted from when this node took
-    /// the release in; the whole [`LANE_DRAIN_MS`] from the claim when the epoch before ended
-    /// otherwise (a lapsed lease, a failure, or nothing known). None for a lane's first
-    /// epoch ([`lane_hand_off`]) or after this node's own release, however old: the claim's
-    /// settle is all it waits, since the only requests it could meet are a rival claimant's
-    /// (settled by claim order, as for every item) or its own, which its own limiter spaces. The release was taken in after it was signed, so
-    /// waiting the stated drain from then (a duration on this node's clock) keeps two
-    /// holders' requests apart without comparing clocks, and a claim made late (its chunk
-    /// came after the release) does not wait the drain again.
+    /// fetching. None, beyond the claim's settle, when the hold follows no other node's
+    /// ([`Engine::follows_another`]): the only requests it could meet are a rival claimant's
+    /// (settled by claim order, as for every item) or its own, which its own limiter spaces.
+    /// Otherwise what is left of the drain the last holder's release stated (the whole
+    /// [`LANE_DRAIN_MS`] when it stated none), counted from when this node took the release
+    /// in: it was taken in after it was signed, so waiting the drain from then (a duration on
+    /// this node's clock) keeps two holders' requests apart without comparing clocks, and a
+    /// claim made late (its chunk came after the release) does not wait the drain again. The
+    /// whole [`LANE_DRAIN_MS`] from the claim when the epoch before ended otherwise (a lapsed
+    /// lease, a failure, or nothing known).
     ///
     /// A release that reached this node longer after it was signed than the drain and the
     /// skew margin is not trusted to be the lane's last: a release comes within a trip when
@@ -634,17 +635,13 @@ impl Engine {
     /// its snapshot, or caught up by sync), the lane may have changed hands since, and the
     /// whole drain from the claim gives the news time to come.
     pub(super) fn lane_start_wait(&self, e: &ItemEntry, epoch: u32, now: u64) -> u64 {
-        if !lane_hand_off(epoch) {
+        if !self.follows_another(e, epoch) {
             return 0;
         }
         let fresh = LANE_DRAIN_MS.saturating_add(self.cfg.skew_margin_ms);
         match Self::prior_release(e, epoch) {
-            // Its own drain is over, or still goes through its own limiter.
-            Some((signer, _)) if signer == self.me => 0,
             Some((_, r)) if e.since.saturating_sub(r.at_ms) > fresh => LANE_DRAIN_MS,
             // A release that verified states no drain past `LANE_DRAIN_MS` (it is malformed).
-            // Counted from when this node took the release in (`since`, its own clock): the
-            // drain began when the release was signed, before that.
             Some((_, r)) => {
                 e.since.saturating_add(r.drain_ms.unwrap_or(LANE_DRAIN_MS)).saturating_sub(now)
             }
@@ -664,14 +661,20 @@ impl Engine {
         r.verified_ref().ok().filter(|r| r.epoch.saturating_add(1) == epoch).map(|r| (signer, r))
     }
 
+    /// Whether this node's hold of epoch `epoch` of lane `e` follows another node's. Not the
+    /// lane's first epoch (nobody fetched under it), nor one after this node's own release,
+    /// however old (its own drain is over, or still goes through its own limiter).
+    fn follows_another(&self, e: &ItemEntry, epoch: u32) -> bool {
+        epoch > 1 && Self::prior_release(e, epoch).is_none_or(|(who, _)| who != self.me)
+    }
+
     /// Whether this node's hold of lane `item` follows another node's, so its first request
     /// must come a full period after that holder's last: drivers then start the host's
-    /// limiter empty. Not for a lane's first epoch (nobody fetched under it), nor after this
-    /// node's own release (its own limiter spaced its requests already).
+    /// limiter empty (see [`Engine::follows_another`]).
     pub fn lane_follows_another(&self, item: &ItemId) -> bool {
         let Some(e) = self.items.get(item) else { return true };
         let Phase::Held { epoch, .. } = e.phase else { return true };
-        lane_hand_off(epoch) && Self::prior_release(e, epoch).is_none_or(|(who, _)| who != self.me)
+        self.follows_another(e, epoch)
     }
 
     /// Whether `item` is a lane (its claims wait no settle time).

@@ -90,7 +90,7 @@ use peers::{PeerTable, RankMemo};
 pub use fence::claim_order;
 pub use lanes::{
     LANE_COOLDOWN_MAX_MS, LANE_DRAIN_MS, LANE_DRAIN_SLACK_MS, LANE_LEASE_MS, LANES_HELD_MAX,
-    LaneView, chunk_finishing, drain_for, drain_quota, finishing_quota, lane_hand_off,
+    LaneView, chunk_finishing, drain_for, drain_quota, finishing_quota, lane_wanted,
 };
 pub use sessions::{
     SYNC_ROUNDS_MAX, SYNC_SESSIONS_MAX, SYNC_TIMEOUT_MS, SYNC_TRIES_MAX, SyncRequest, SyncSessions,
