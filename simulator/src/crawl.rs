@@ -318,6 +318,8 @@ impl World {
             Some((*idx, pos, c.left[pos]))
         });
         let Some((idx, pos, j)) = found else { return };
+        // The node's first request to a host asks for its robots.txt, not a URL.
+        let robots = h.spec.robots_txt && !h.nodes[n as usize].robots_read.contains(&host);
         let margin = h.spec.cooldown_margin_ms;
         let site = &mut h.sites[host as usize];
         if let Some(death) = site.death.take() {
@@ -335,9 +337,14 @@ impl World {
         } else {
             Answer::Ok
         };
-        self.record("fetch", n, host, u64::from(idx) << 16 | u64::from(j));
+        if robots {
+            self.record("robots", n, host, 0);
+        } else {
+            self.record("fetch", n, host, u64::from(idx) << 16 | u64::from(j));
+        }
         self.judge_request(n, host, in_window, landing, holders, settled);
         let h = self.hosts_mut().expect("host mode");
+        h.stats.robots_requests += u64::from(robots);
         match answer {
             Answer::Refused(until) => {
                 h.slot(n, host).cooldown_until = until;
@@ -346,6 +353,9 @@ impl World {
                     let until_ms = node_clock(until, self.nodes[n as usize].clock_offset_ms);
                     self.drive(n, Input::HostRefused { project, host: name, until_ms });
                 }
+            }
+            Answer::Ok if robots => {
+                h.nodes[n as usize].robots_read.insert(host);
             }
             Answer::Ok => {
                 h.fetched(idx, j, now);

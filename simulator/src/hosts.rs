@@ -159,6 +159,8 @@ pub(crate) struct NodeHosts {
     pub slots: BTreeMap<u32, Slot>,
     /// What the engine was last told of held chunks waiting on lanes (`Input::LaneBlocked`).
     pub blocked_told: (u16, u16),
+    /// Hosts whose robots.txt this node has read (see `HostsSpec::robots_txt`).
+    pub robots_read: std::collections::BTreeSet<u32>,
 }
 
 /// What one host saw, from all nodes together.
@@ -284,6 +286,7 @@ pub(crate) struct HostStats {
     pub overlap_max_ms: u64,
     pub idle_after_death_ms: Vec<u64>,
     pub lanes_given_back_early: u64,
+    pub robots_requests: u64,
 }
 
 impl Hosts {
@@ -445,6 +448,7 @@ impl Hosts {
             lane_overlaps: self.stats.overlaps,
             lane_overlap_max_ms: self.stats.overlap_max_ms,
             lanes_given_back_early: self.stats.lanes_given_back_early,
+            robots_requests: self.stats.robots_requests,
             urls: self.url_ok.len() as u64,
             urls_never_fetched: never,
             urls_fetched_again: again,
@@ -514,6 +518,9 @@ pub struct HostReport {
     pub lane_overlap_max_ms: u64,
     /// Lanes given back early to drain the last URLs.
     pub lanes_given_back_early: u64,
+    /// robots.txt requests (in `requests`): one for each node that worked a host, so the
+    /// fewer nodes a host's chunks go to, the fewer.
+    pub robots_requests: u64,
     /// URLs in all.
     pub urls: u64,
     /// URLs never fetched.

@@ -208,6 +208,10 @@ pub struct HostsSpec {
     /// The run shows the site getting more than its budget (node scope, the old behaviour):
     /// windows over the rate and requests inside a `Retry-After` are reported, not failed.
     pub over_budget_expected: bool,
+    /// Each node asks a host for its robots.txt before its first URL there, as the node's
+    /// crawler does (once a run: a restart forgets it): one request of the host's budget per
+    /// node that works the host.
+    pub robots_txt: bool,
 }
 
 impl Default for HostsSpec {
@@ -226,6 +230,7 @@ impl Default for HostsSpec {
             cooldown_margin_ms: 1_000,
             early_give_back: true,
             over_budget_expected: false,
+            robots_txt: true,
         }
     }
 }

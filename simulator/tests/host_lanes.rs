@@ -112,3 +112,19 @@ fn host_runs_are_deterministic() {
         serde_json::to_string(&b.result).expect("serialises")
     );
 }
+
+#[test]
+fn each_node_asks_a_host_for_its_robots_txt_once_before_its_urls() {
+    // As the node's crawler does: one request of the host's budget per node that works it.
+    let mut s = quick("host-lanes-by-host");
+    let nodes = u64::from(s.nodes);
+    let h = hosts(&s, 1);
+    let count = u64::from(h.hosts);
+    assert!(h.robots_requests >= count, "every host was asked once at least: {h:?}");
+    assert!(h.robots_requests <= count * nodes, "once a node at most: {h:?}");
+    assert_eq!(h.requests, h.urls + h.extra_fetches + h.robots_requests + h.refused, "{h:?}");
+    s.hosts.as_mut().expect("hosts").robots_txt = false;
+    let h = hosts(&s, 1);
+    assert_eq!(h.robots_requests, 0, "{h:?}");
+    assert_eq!(h.requests, h.urls + h.extra_fetches + h.refused, "{h:?}");
+}

@@ -77,7 +77,10 @@ fn spawn_child_in(
     if let Some(cwd) = cwd {
         cmd.current_dir(cwd);
     }
-    cmd.arg("up").arg("--data-dir").arg(data_dir_arg).args(fast_args()).args(extra);
+    // A flag in `extra` replaces the fast timer of the same name.
+    let fast = fast_args();
+    let fast = fast.chunks(2).filter(|pair| !extra.contains(&pair[0])).flatten();
+    cmd.arg("up").arg("--data-dir").arg(data_dir_arg).args(fast).args(extra);
     // Nothing inherited switches the test runner on; only what the test asks for does.
     cmd.env_remove("STARLING_CONFIG").env_remove("STARLING_TEST_RUNNER_DELAY_MS");
     for (k, v) in env {

@@ -142,8 +142,9 @@ struct Run {
 }
 
 /// Starts `n` nodes trusting `owner` and waits until they all see each other.
-fn start_mesh(owner: &Keypair, n: usize) -> Vec<Node> {
-    let args = crawl_node_args(owner);
+fn start_mesh(owner: &Keypair, n: usize, timers: &[String]) -> Vec<Node> {
+    let mut args = crawl_node_args(owner);
+    args.extend_from_slice(timers);
     let first = Node::start_real(&args);
     let mut rest = args.clone();
     rest.extend(["--bootstrap".to_string(), first.addr()]);
@@ -183,9 +184,15 @@ fn wait_done(nodes: &[Node], alive: &[usize], total: u64) -> Instant {
 }
 
 /// Starts `n` nodes, publishes the project and waits until every chunk is done everywhere.
-fn crawl(owner: &Keypair, m: &ProjectManifest, items: Vec<WorkItem>, n: usize) -> Run {
+fn crawl(
+    owner: &Keypair,
+    m: &ProjectManifest,
+    items: Vec<WorkItem>,
+    n: usize,
+    timers: &[String],
+) -> Run {
     let total = items.len() as u64;
-    let nodes = start_mesh(owner, n);
+    let nodes = start_mesh(owner, n, timers);
     let started = publish(&nodes[0], owner, m, items);
     let finished = wait_done(&nodes, &(0..n).collect::<Vec<_>>(), total);
     Run { nodes, started, finished }
@@ -223,7 +230,7 @@ fn the_whole_mesh_keeps_each_hosts_rate_and_its_retry_after() {
     };
     let m = manifest(&owner, &ips, rate, 30_000);
     // 10 chunks, 2 URLs on each host in each: 20 pages a host, 5 s of a host's budget.
-    let run = crawl(&owner, &m, chunks(&sites, 10, 2), NODES);
+    let run = crawl(&owner, &m, chunks(&sites, 10, 2), NODES, &[]);
     let mut fetchers = std::collections::BTreeSet::new();
     for (i, (_, log)) in hosts.iter().enumerate() {
         let log = log.lock().unwrap();
@@ -289,6 +296,27 @@ fn the_whole_mesh_keeps_each_hosts_rate_and_its_retry_after() {
 #[ignore]
 fn host_lanes_bench() {
     const PAGES: usize = 80;
+    // `HOST_LANES_BENCH_TIMERS=default` runs the nodes on the engine's shipped timers (what a
+    // volunteer runs) rather than the test suite's.
+    let timers: Vec<String> = match std::env::var("HOST_LANES_BENCH_TIMERS").as_deref() {
+        Ok("default") => {
+            let d = starling_protocol::engine::EngineConfig::default();
+            [
+                ("--settle-ms", d.settle_ms),
+                ("--claim-settle-ms", d.claim_settle_ms),
+                ("--skew-margin-ms", d.skew_margin_ms),
+                ("--widen-ms", d.widen_ms),
+            ]
+            .iter()
+            .flat_map(|(flag, v)| [flag.to_string(), v.to_string()])
+            .collect()
+        }
+        _ => Vec::new(),
+    };
+    println!(
+        "timers: {}",
+        if timers.is_empty() { "the test suite's".into() } else { timers.join(" ") }
+    );
     for (label, scope, kill, by_host) in [
         ("mesh, spread", RateScope::Mesh, false, false),
         ("mesh, by host", RateScope::Mesh, false, true),
@@ -317,9 +345,15 @@ fn host_lanes_bench() {
         } else {
             chunks(&sites, PAGES, 1)
         };
-        let run = if kill { crawl_killing(&owner, &m, items) } else { crawl(&owner, &m, items, 5) };
+        let run = if kill {
+            crawl_killing(&owner, &m, items, &timers)
+        } else {
+            crawl(&owner, &m, items, 5, &timers)
+        };
         let (mut busy, mut from_publish, mut worst) = (Vec::new(), Vec::new(), 0);
         let (mut firsts, mut last_request) = (Vec::new(), 0.0f64);
+        // robots.txt requests per host: one for each node that fetched from it.
+        let mut robots_per_host = Vec::new();
         // The host whose last request came last: where its time went (gaps over 0.4 s).
         let mut slowest: Option<(Instant, String)> = None;
         for (_, log) in &hosts {
@@ -349,6 +383,7 @@ fn host_lanes_bench() {
                 }
             }
             worst = worst.max(most);
+            robots_per_host.push(log.hits.iter().filter(|h| h.path == "robots.txt").count() as f64);
             if let (Some(first), Some(last)) = (at.first(), at.last()) {
                 // n requests at 4/s with a burst of 1 need (n - 1) / 4 s at least.
                 let need = (at.len() as f64 - 1.0) / 4.0;
@@ -374,7 +409,19 @@ fn host_lanes_bench() {
                         })
                         .collect();
                     let first = since(*first);
-                    let detail = format!("first request {first:.2} s, gaps {}", gaps.join(", "));
+                    let robots = hits.iter().filter(|h| h.path == "robots.txt").count();
+                    // Time between requests beyond the host's period (0.25 s), in all.
+                    let lost: f64 = hits
+                        .windows(2)
+                        .map(|w| (w[1].at - w[0].at).as_secs_f64() - 0.25)
+                        .filter(|l| *l > 0.02)
+                        .sum();
+                    let detail = format!(
+                        "first request {first:.2} s, {} requests ({robots} for robots.txt), \
+                         {lost:.2} s lost between them; gaps {}",
+                        hits.len(),
+                        gaps.join(", ")
+                    );
                     slowest = Some((*last, detail));
                 }
                 last_request = last_request.max((*last - run.started).as_secs_f64());
@@ -394,6 +441,11 @@ fn host_lanes_bench() {
             total / ideal,
             firsts.iter().sum::<f64>() / firsts.len().max(1) as f64,
         );
+        println!(
+            "  robots.txt requests a host: {:.2} (mean), {} at most",
+            mean(&robots_per_host) / 100.0,
+            robots_per_host.iter().fold(0.0f64, |a, b| a.max(*b))
+        );
         if let Some((_, detail)) = slowest {
             println!("  the host that finished last: {detail}");
         }
@@ -402,9 +454,14 @@ fn host_lanes_bench() {
 
 /// [`crawl`] with 5 nodes, killing the node holding the most lanes 5 s after the publish
 /// (never the first, whose API the run reads).
-fn crawl_killing(owner: &Keypair, m: &ProjectManifest, items: Vec<WorkItem>) -> Run {
+fn crawl_killing(
+    owner: &Keypair,
+    m: &ProjectManifest,
+    items: Vec<WorkItem>,
+    timers: &[String],
+) -> Run {
     let total = items.len() as u64;
-    let mut nodes = start_mesh(owner, 5);
+    let mut nodes = start_mesh(owner, 5, timers);
     let started = publish(&nodes[0], owner, m, items);
     std::thread::sleep(Duration::from_secs(5));
     let lanes_of = |n: &Node| {
