@@ -139,9 +139,16 @@ impl World {
     /// wants (resumed after a restart) is given back.
     fn lane_started(&mut self, n: u32, host: u32, after_another: bool) {
         let now = self.now;
+        // Claimed with a chunk that has not started here yet: kept for it.
+        let ahead = self.hosts.as_deref().is_some_and(|h| {
+            self.nodes[n as usize]
+                .engine
+                .as_ref()
+                .is_some_and(|e| e.lane_wanted_here(&h.project, &h.names[host as usize]))
+        });
         let Some(h) = self.hosts_mut() else { return };
         let slot = h.slot(n, host);
-        if slot.wanted {
+        if slot.wanted || ahead {
             slot.grant = Grant::Held;
             if after_another {
                 slot.bucket.empty(now);

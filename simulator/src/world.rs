@@ -349,7 +349,11 @@ impl World {
             faults: FaultState::default(),
             convergence: Convergence::default(),
             watch,
-            cfg: s.engine.clone(),
+            // Only a run with a host model fetches under lanes (its driver asks for them).
+            cfg: EngineConfig {
+                lanes_with_chunks: s.engine.lanes_with_chunks && s.hosts.is_some(),
+                ..s.engine.clone()
+            },
             stats: Counters {
                 signatures_before: starling_protocol::signed::signatures_made(),
                 ..Counters::default()

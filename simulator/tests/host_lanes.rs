@@ -128,3 +128,22 @@ fn each_node_asks_a_host_for_its_robots_txt_once_before_its_urls() {
     assert_eq!(h.robots_requests, 0, "{h:?}");
     assert_eq!(h.requests, h.urls + h.extra_fetches + h.refused, "{h:?}");
 }
+
+#[test]
+fn lanes_claimed_with_their_chunks_start_the_hosts_sooner() {
+    // Claimed with the chunk, a host's lane settles with it rather than a claim's settle
+    // after it starts. Seeds 1-10 of host-lanes-by-host (robots.txt modelled): 1.126x the
+    // ideal time without, 1.113x with; host-lanes 1.169x and 1.125x.
+    let with = Scenario::load("host-lanes-by-host").expect("built-in scenario loads");
+    let mut without = with.clone();
+    without.engine.lanes_with_chunks = false;
+    let (mut a, mut b) = (0.0, 0.0);
+    for seed in 1..4 {
+        let h = hosts(&with, seed);
+        assert_eq!(h.lane_overlaps, 0, "seed {seed}");
+        assert!(h.max_window_requests <= h.window_bound, "seed {seed}: {h:?}");
+        a += h.budget_share_mean_pct.expect("every host fetched");
+        b += hosts(&without, seed).budget_share_mean_pct.expect("every host fetched");
+    }
+    assert!(a > b, "budget used from the publish: {a} with, {b} without");
+}

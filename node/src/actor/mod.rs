@@ -665,9 +665,12 @@ impl Actor {
                 } => {
                     tracing::debug!(item = %item.short(), epoch, %host, "lane granted");
                     let after_another = self.engine.lane_follows_another(&item);
+                    // A lane claimed with a chunk may come before the chunk's tasks ask for it:
+                    // kept while the engine still wants it for that chunk.
+                    let ahead = self.engine.lane_wanted_here(&project, &host);
                     let wanted = self
                         .lanes()
-                        .is_some_and(|g| g.granted(project, &host, epoch, after_another));
+                        .is_some_and(|g| g.granted(project, &host, epoch, after_another, ahead));
                     if !wanted {
                         // Resumed after a restart, or wanted no more meanwhile: give it back.
                         let _ = self.engine.handle(

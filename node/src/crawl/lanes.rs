@@ -511,13 +511,27 @@ impl LaneGate {
 
     /// The engine holds (and has started) lane `epoch` of `host`; `after_another` when the
     /// hold follows another node's (`Engine::lane_follows_another`), so the first request
-    /// under it starts the limiter empty. Returns whether any task wants it: a lane resumed
-    /// after a restart that nothing here wants is given back.
-    pub fn granted(&self, project: ProjectId, host: &str, epoch: u32, after_another: bool) -> bool {
-        let wanted =
-            self.lock().slots.get(&(project, host.to_owned())).is_some_and(|s| s.demand > 0);
+    /// under it starts the limiter empty. Returns whether it is wanted: by a task here, or
+    /// (`ahead`) by the engine for a chunk it claimed whose tasks have not asked yet, which
+    /// find it held when they do. A lane resumed after a restart that nothing here wants is
+    /// given back.
+    pub fn granted(
+        &self,
+        project: ProjectId,
+        host: &str,
+        epoch: u32,
+        after_another: bool,
+        ahead: bool,
+    ) -> bool {
+        let mut inner = self.lock();
+        let key = (project, host.to_owned());
+        let wanted = inner.slots.get(&key).is_some_and(|s| s.demand > 0);
+        if !wanted && ahead && inner.open && inner.slots.len() < GATE_HOSTS_MAX {
+            inner.slots.entry(key).or_insert_with(Slot::new);
+        }
+        drop(inner);
         self.set(project, host, Grant::Held { epoch, fresh: after_another });
-        wanted
+        wanted || ahead
     }
 
     /// The engine no longer holds the lane (lost it, or gave it back).
@@ -600,7 +614,7 @@ mod tests {
         gate.open();
         let hold = gate.hold(P, "a", urls, RATE);
         assert_eq!(wants(gate), vec![(P, "a".to_owned(), true)]);
-        gate.granted(P, "a", 1, true);
+        gate.granted(P, "a", 1, true, false);
         hold
     }
 
@@ -612,7 +626,7 @@ mod tests {
         let chunk = gate.chunk();
         let on_a = chunk.hold(P, "a", quota + 1, RATE);
         let on_b = chunk.hold(P, "b", 1, RATE);
-        gate.granted(P, "b", 1, true);
+        gate.granted(P, "b", 1, true, false);
         assert_eq!(gate.blocked(), (0, 0));
         on_a.done_one();
         assert_eq!(gate.blocked(), (0, 0), "a URL on another host is left");
@@ -653,7 +667,7 @@ mod tests {
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiter.is_finished(), "no lane, no request");
-        assert!(gate.granted(P, "a", 1, true), "a lane granted while wanted is kept");
+        assert!(gate.granted(P, "a", 1, true, false), "a lane granted while wanted is kept");
         let turn = tokio::time::timeout(Duration::from_secs(10), waiter).await.unwrap().unwrap();
         assert_eq!(
             turn,
@@ -665,7 +679,25 @@ mod tests {
         assert_eq!(wants(&gate), vec![], "still wanted by the other hold");
         drop(h2);
         assert_eq!(wants(&gate), vec![(P, "a".to_owned(), false)]);
-        assert!(!gate.granted(P, "a", 2, true), "a lane nothing wants is given back");
+        assert!(!gate.granted(P, "a", 2, true, false), "a lane nothing wants is given back");
+    }
+
+    #[tokio::test]
+    async fn a_lane_granted_ahead_of_its_chunks_tasks_is_held_when_they_come() {
+        let gate = LaneGate::default();
+        gate.open();
+        // Granted for a chunk whose tasks have not started: kept, with nothing asked yet.
+        assert!(gate.granted(P, "a", 1, false, true), "kept for the chunk's tasks");
+        assert_eq!(gate.views(1)[0].state, "held");
+        assert_eq!(wants(&gate), vec![], "the slot outlives a look with no demand");
+        let hold = gate.hold(P, "a", 10, RATE);
+        assert_eq!(wants(&gate), vec![(P, "a".to_owned(), true)], "told when tasks come");
+        let turn = tokio::time::timeout(Duration::from_millis(500), gate.turn(P, "a")).await;
+        assert_eq!(turn.ok(), Some(Turn::Go), "no wait: the lane is held already");
+        drop(hold);
+        assert_eq!(wants(&gate), vec![(P, "a".to_owned(), false)]);
+        // Not wanted ahead and no task: given back, as before.
+        assert!(!gate.granted(P, "b", 1, false, false));
     }
 
     #[tokio::test]
@@ -709,7 +741,7 @@ mod tests {
         assert_eq!(gate.turn(P, "a").await, Turn::Go, "still draining meanwhile");
         // Granted again after this node's own release: its limiter already spaced its
         // requests, so it does not start empty.
-        assert!(gate.granted(P, "a", 2, false));
+        assert!(gate.granted(P, "a", 2, false, false));
         assert_eq!(gate.turn(P, "a").await, Turn::Go);
         drop(next);
     }
@@ -728,7 +760,7 @@ mod tests {
         assert!((790..=801).contains(&drain), "drain {drain} ms");
         // Told both, the engine's grant puts the lane back in use.
         gate.revoked(P, "a");
-        assert!(gate.granted(P, "a", 2, false));
+        assert!(gate.granted(P, "a", 2, false, false));
         assert_eq!(gate.turn(P, "a").await, Turn::Go);
         assert_eq!(gate.take_changes().0, vec![]);
     }
@@ -762,7 +794,7 @@ mod tests {
         let gate = LaneGate::default();
         gate.open();
         let _hold = gate.hold(P, "a", 10, RATE);
-        gate.granted(P, "a", 1, true);
+        gate.granted(P, "a", 1, true, false);
         gate.refused(P, "a", now_ms() + 300);
         let (_, refusals) = gate.take_changes();
         assert_eq!(refusals.len(), 1);

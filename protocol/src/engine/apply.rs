@@ -346,7 +346,8 @@ impl Engine {
             started: false,
             renew_at: c.lease_until_ms.saturating_sub(lease_ms * 2 / 3).max(now),
         };
-        if let Some(old) = self.local.insert(item, local)
+        let old = self.local.insert(item, local);
+        if let Some(old) = old
             && old.started
             && old.epoch != c.epoch
         {
@@ -355,6 +356,9 @@ impl Engine {
                 epoch: old.epoch,
                 reason: CancelReason::Lost,
             });
+        }
+        if kind == crate::item::WorkKind::Crawl && old.is_none_or(|o| o.epoch != c.epoch) {
+            self.note_chunk_claimed(item, now);
         }
         self.schedule(item, now.saturating_add(settle));
     }

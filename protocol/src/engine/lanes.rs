@@ -134,7 +134,14 @@ pub(super) struct Lanes {
     /// chunks name each host: the load [`Engine::pick_ready_chunk`] spreads claims by.
     held_chunks: BTreeMap<ItemId, (ProjectId, Vec<String>)>,
     host_load: BTreeMap<ProjectId, BTreeMap<String, u32>>,
+    /// Chunks this node claimed, with the hosts whose lanes it wants for them before its
+    /// driver says so ([`Engine::lane_wanted_here`]): kept while the chunk is held here, a
+    /// host dropped once the driver speaks of it after the chunk started.
+    provisional: BTreeMap<ItemId, (ProjectId, BTreeSet<String>)>,
 }
+
+/// Most chunks whose lanes are wanted ahead of their driver at once.
+const PROVISIONAL_MAX: usize = 1_024;
 
 /// Ready chunks [`Engine::pick_ready_chunk`] looks through for one of a quiet host.
 const PICK_SCAN_MAX: usize = 64;
@@ -376,6 +383,82 @@ impl Engine {
         }
     }
 
+    /// This node claimed crawl chunk `item`: it wants the lanes of the chunk's hosts from now,
+    /// so each lane's claim settles with the chunk's rather than after it, and the chunk's
+    /// first request comes a claim's settle sooner. The want is the engine's own until the
+    /// driver speaks of the host after the chunk started (its crawl tasks then say what they
+    /// want), or the chunk is no longer held here; a lane held for it and wanted by nobody
+    /// then is given back at its next renewal (see [`Engine::renew`]).
+    pub(super) fn note_chunk_claimed(&mut self, item: ItemId, now: u64) {
+        if !self.cfg.lanes_with_chunks {
+            return;
+        }
+        let Some(e) = self.items.get(&item) else { return };
+        let WorkItem::CrawlChunk { urls } = &*e.work else { return };
+        let project = e.project;
+        if self.rate_scope(&project) != Some(RateScope::Mesh) {
+            return;
+        }
+        let hosts: BTreeSet<String> = urls
+            .iter()
+            .filter_map(|u| url_host(u))
+            .filter(|h| !self.lane_ids(&project, h).is_empty())
+            .collect();
+        let local = &self.local;
+        self.lanes.provisional.retain(|id, _| local.contains_key(id));
+        if hosts.is_empty() || self.lanes.provisional.len() >= PROVISIONAL_MAX {
+            return;
+        }
+        for host in &hosts {
+            for id in self.lane_ids(&project, host) {
+                self.schedule(id, now);
+            }
+        }
+        self.lanes.provisional.insert(item, (project, hosts));
+    }
+
+    /// Whether this node wants a lane of `host` in `project`: its driver said so
+    /// ([`Input::WantLane`]), or a chunk it holds names the host and its driver has not spoken
+    /// of the host since the chunk started ([`Engine::note_chunk_claimed`]). A driver granted
+    /// a lane its tasks do not want yet keeps it while this holds.
+    pub fn lane_wanted_here(&self, project: &ProjectId, host: &str) -> bool {
+        self.lanes.demand.contains(&(*project, host.to_owned()))
+            || self.lanes.provisional.iter().any(|(id, (p, hosts))| {
+                p == project && hosts.contains(host) && self.local.contains_key(id)
+            })
+    }
+
+    /// Forgets the chunks of [`Engine::note_chunk_claimed`] no longer held here (done, lost,
+    /// given back) and gives back, at once, the lanes only they wanted: nothing was sent
+    /// under them, so no drain.
+    pub(super) fn drop_stale_provisional(&mut self, now: u64) {
+        if self.lanes.provisional.keys().all(|id| self.local.contains_key(id)) {
+            return;
+        }
+        let (kept, gone): (BTreeMap<_, _>, BTreeMap<_, _>) =
+            std::mem::take(&mut self.lanes.provisional)
+                .into_iter()
+                .partition(|(id, _)| self.local.contains_key(id));
+        self.lanes.provisional = kept;
+        for (project, hosts) in gone.into_values() {
+            for host in hosts {
+                if !self.lane_wanted_here(&project, &host) {
+                    let ids = self.lane_ids(&project, &host);
+                    self.release_lanes(&ids, None, 0, now);
+                }
+            }
+        }
+    }
+
+    /// A lane of `item` held here that nobody wants any more (its chunk went, or its driver
+    /// never asked for it): given back rather than renewed. Its driver sent nothing under it
+    /// (it would have said it wanted it), so it states no drain.
+    pub(super) fn lane_unwanted(&self, item: &ItemId) -> bool {
+        let Some(e) = self.items.get(item) else { return false };
+        let WorkItem::HostLane { host, .. } = &*e.work else { return false };
+        !self.lane_wanted_here(&e.project, host)
+    }
+
     /// [`Input::WantLane`]: this node has (or no longer has) URLs for `host` in `project`.
     pub(super) fn want_lane(
         &mut self,
@@ -386,6 +469,13 @@ impl Engine {
         now: u64,
     ) -> Result<(), Reject> {
         let ids = self.lane_ids(&project, &host);
+        // The driver speaks for the host now, for the chunks it has started.
+        let local = &self.local;
+        for (id, (p, hosts)) in &mut self.lanes.provisional {
+            if *p == project && local.get(id).is_some_and(|l| l.started) {
+                hosts.remove(&host);
+            }
+        }
         let key = (project, host);
         if wanted {
             if !self.lanes.demand.contains(&key) {
@@ -400,6 +490,12 @@ impl Engine {
         } else {
             self.lanes.demand.remove(&key);
             self.release_lanes(&ids, None, drain_ms.min(LANE_DRAIN_MS), now);
+            // A chunk claimed here and not started yet still wants it: claimed again.
+            if self.lane_wanted_here(&key.0, &key.1) {
+                for id in ids {
+                    self.schedule(id, now);
+                }
+            }
         }
         Ok(())
     }
@@ -544,7 +640,7 @@ impl Engine {
     /// holds no lane of it (asked only of lanes this node does not hold).
     pub(super) fn wants_lane(&self, project: &ProjectId, work: &WorkItem) -> bool {
         let WorkItem::HostLane { host, .. } = work else { return false };
-        self.lanes.demand.contains(&(*project, host.clone()))
+        self.lane_wanted_here(project, host)
             && !self.lane_ids(project, host).iter().any(|id| self.local.contains_key(id))
     }
 
@@ -577,7 +673,7 @@ impl Engine {
     pub(super) fn rearm_lanes(&mut self, item: &ItemId, now: u64) {
         let Some(e) = self.items.get(item) else { return };
         let (project, WorkItem::HostLane { host, .. }) = (e.project, &*e.work) else { return };
-        if !self.lanes.demand.contains(&(project, host.clone())) {
+        if !self.lane_wanted_here(&project, host) {
             return;
         }
         for id in self.lane_ids(&project, &host.clone()) {

@@ -813,6 +813,7 @@ impl Engine {
                 Ok(())
             }
         };
+        self.drop_stale_provisional(now);
         match result {
             // A local choice refused for lack of room is no message rejected.
             Err(Reject::Full) if !is_message => self.stats.full += 1,
@@ -1346,6 +1347,10 @@ impl Engine {
 
     fn renew(&mut self, item: ItemId, now: u64) {
         let Some(l) = self.local.get(&item).copied() else { return };
+        if l.kind == WorkKind::Lane && self.lane_unwanted(&item) {
+            self.give_back_with(item, l.epoch, None, Some(0), now);
+            return;
+        }
         let Some(e) = self.items.get(&item) else { return };
         let lease_ms = self.lease_of(e);
         let mut claim = Claim {

@@ -43,6 +43,8 @@ fn fast_config() -> EngineConfig {
         presence_ttl_ms: 700,
         skew_margin_ms: 100,
         widen_ms: 300,
+        // This network's workers never ask for lanes (the lane tests ask for themselves).
+        lanes_with_chunks: false,
         ..EngineConfig::default()
     }
 }
@@ -2441,6 +2443,63 @@ mod host_lanes {
         let lane = net.engines[0].lane_ids(&p, HOST)[0];
         assert!(matches!(net.engines[0].item_state(&lane), Some(ItemState::Held { epoch: 1, .. })));
         assert!(!net.engines[0].lane_follows_another(&lane), "epoch 1 follows no holder");
+    }
+
+    /// Runs one node on a lane project until its first chunk starts; returns whether it may
+    /// fetch from the host then, and the node's network.
+    fn first_chunk_start(lanes_with_chunks: bool) -> (Net, ProjectId, bool) {
+        let owner = test_keypair(1);
+        let cfg = EngineConfig { lanes_with_chunks, ..fast_config() };
+        let mut net = Net::new(1, &owner, cfg);
+        net.work_ms = 1_000_000;
+        let p = lane_project(&mut net, &owner, RatePolicy::default());
+        let chunk_started =
+            |n: &Net| n.engines[0].local_work().any(|l| l.kind == WorkKind::Crawl && l.started);
+        assert!(net.run_until(net.now + 10_000, chunk_started), "a chunk starts");
+        let may = net.engines[0].may_fetch(&p, HOST, net.now);
+        (net, p, may)
+    }
+
+    #[test]
+    fn a_chunks_host_lane_is_claimed_with_the_chunk_and_given_back_with_it() {
+        // Before: the lane was claimed only once the chunk's tasks asked, a claim's settle
+        // after the chunk started.
+        let (_, _, may) = first_chunk_start(false);
+        assert!(!may, "without lanes claimed with chunks, nothing may be fetched at once");
+        let (mut net, p, may) = first_chunk_start(true);
+        assert!(may, "the lane's claim settled with the chunk's: its first request may go");
+        let lane = net.engines[0].lane_ids(&p, HOST)[0];
+        assert!(net.engines[0].holds(&lane));
+        // The tasks ask, then say they are done: the lane goes back with their drain.
+        want(&mut net, 0, p, true);
+        want(&mut net, 0, p, false);
+        assert!(!net.engines[0].holds(&lane), "given back when the tasks are done");
+        let again = net.now + 5_000;
+        net.run_until(again, |_| false);
+        assert!(
+            !net.engines[0].holds(&lane),
+            "not claimed again for the chunk its tasks spoke for"
+        );
+        // A chunk whose tasks never ask: its lane goes back when the chunk is no longer held.
+        let chunks: Vec<ItemId> = net.engines[0]
+            .local_work()
+            .filter(|l| l.kind == WorkKind::Crawl)
+            .map(|l| l.item)
+            .collect();
+        assert!(!chunks.is_empty());
+        net.input(0, Input::Pause(true)).unwrap();
+        for c in &chunks {
+            let epoch = net.engines[0].local_work().find(|l| l.item == *c).unwrap().epoch;
+            let failed = Input::WorkFailed {
+                item: *c,
+                epoch,
+                reason: "test: given back".into(),
+                retryable: true,
+            };
+            net.input(0, failed).unwrap();
+        }
+        assert!(net.engines[0].local_work().all(|l| l.kind != WorkKind::Crawl));
+        assert!(!net.engines[0].holds(&lane), "no chunk, no lane");
     }
 
     #[test]

@@ -52,6 +52,11 @@ pub struct EngineConfig {
     pub peers_max: usize,
     /// Most messages parked while waiting for their project or item.
     pub pending_max: usize,
+    /// Claim the lanes of a crawl chunk's hosts (under a mesh-wide rate) together with the
+    /// chunk, so both claims settle at once and the chunk's first request comes a claim's
+    /// settle sooner (see `lanes.rs`). For drivers that fetch under lanes; one that never asks
+    /// for lanes (a model with no crawler) turns it off.
+    pub lanes_with_chunks: bool,
 }
 
 impl Default for EngineConfig {
@@ -76,6 +81,7 @@ impl Default for EngineConfig {
             projects_per_owner_max: 64,
             peers_max: 4_096,
             pending_max: 4_096,
+            lanes_with_chunks: true,
         }
     }
 }
