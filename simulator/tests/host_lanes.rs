@@ -147,3 +147,15 @@ fn lanes_claimed_with_their_chunks_start_the_hosts_sooner() {
     }
     assert!(a > b, "budget used from the publish: {a} with, {b} without");
 }
+
+#[test]
+fn a_lane_claim_given_up_before_it_settles_leaves_its_rival_alone() {
+    // Seed 504: two nodes claimed a lane at once for chunks they had claimed; one let its
+    // claim go before it settled (its chunk went to a rival), which ended the epoch in its own
+    // view while the other held it, and it claimed the next epoch and fetched during the
+    // other's drain (5 requests in a second, over rate + burst = 4). Claims now settle first.
+    let s = Scenario::load("host-lanes-crash").expect("built-in scenario loads");
+    let h = hosts(&s, 504);
+    assert_eq!(h.requests_over_bound, 0, "{h:?}");
+    assert_eq!(h.lane_overlaps, 0, "{h:?}");
+}

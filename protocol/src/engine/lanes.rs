@@ -450,6 +450,21 @@ impl Engine {
         }
     }
 
+    /// A lane claimed here whose claim has settled but whose work has not started, and that
+    /// nobody wants any more (see [`Engine::release_lanes`]): given back now, with no drain.
+    pub(super) fn settled_unwanted_lane(&mut self, item: ItemId, now: u64) -> bool {
+        let Some(l) = self.local.get(&item).copied() else { return false };
+        if l.kind != crate::item::WorkKind::Lane
+            || l.started
+            || now < l.since.saturating_add(self.cfg.claim_settle_ms)
+            || !self.lane_unwanted(&item)
+        {
+            return false;
+        }
+        self.give_back_with(item, l.epoch, None, Some(0), now);
+        true
+    }
+
     /// A lane of `item` held here that nobody wants any more (its chunk went, or its driver
     /// never asked for it): given back rather than renewed. Its driver sent nothing under it
     /// (it would have said it wanted it), so it states no drain.
@@ -525,6 +540,16 @@ impl Engine {
         for id in ids {
             if let Some(l) = self.local.get(id).copied() {
                 held = true;
+                // A claim not settled yet may be contested: released now, it would end the
+                // epoch in the views that never saw the rival claim, while the rival (which
+                // may be the one that holds it) goes on. Given back once it has settled, if
+                // still unwanted then ([`Engine::settled_unwanted_lane`]). A cooldown goes
+                // out at once all the same.
+                if cooldown.is_none() && !l.started {
+                    let settled = l.since.saturating_add(self.cfg.claim_settle_ms);
+                    self.schedule(*id, settled.max(now));
+                    continue;
+                }
                 // A lane whose work never started saw no request under it.
                 let drain = if l.started { drain_ms } else { 0 };
                 self.give_back_with(*id, l.epoch, cooldown, Some(drain), now);

@@ -1196,6 +1196,9 @@ impl Engine {
     }
 
     fn on_local_timer(&mut self, item: ItemId, l: Local, now: u64) {
+        if self.settled_unwanted_lane(item, now) {
+            return;
+        }
         let Some(e) = self.items.get(&item) else { return };
         let (project, work) = (e.project, e.work.clone());
         if !l.started && now >= l.start_at {

@@ -2503,6 +2503,46 @@ mod host_lanes {
     }
 
     #[test]
+    fn a_lane_claim_not_wanted_before_it_settles_is_given_back_once_settled() {
+        // Released before it settled, a claim a rival contests would end the epoch in the
+        // views that never saw the rival's claim, while the rival (perhaps the holder) goes
+        // on: seed 504 of host-lanes-crash had two nodes fetching one host that way.
+        let owner = test_keypair(1);
+        let cfg = fast_config();
+        let settle = cfg.claim_settle_ms;
+        let mut net = Net::new(2, &owner, cfg);
+        let p = lane_project(&mut net, &owner, RatePolicy::default());
+        let lane = net.engines[0].lane_ids(&p, HOST)[0];
+        want(&mut net, 0, p, true);
+        assert!(net.run_until(net.now + 1_000, |n| n.engines[0].holds(&lane)), "claimed");
+        let claimed = net.now;
+        want(&mut net, 0, p, false);
+        assert!(net.engines[0].holds(&lane), "kept until its claim has settled");
+        let held_by_0 = |n: &Net| {
+            let me = n.engines[0].node_id();
+            (0..2).all(|i| {
+                matches!(n.engines[i].item_state(&lane), Some(ItemState::Held { holder, .. }) if holder == me)
+            })
+        };
+        net.run_until(claimed + settle - 1, |_| false);
+        assert!(held_by_0(&net), "no release before the settle: every node sees it held");
+        net.run_until(claimed + settle + 50, |_| false);
+        assert!(!net.engines[0].holds(&lane), "given back once settled");
+        assert!(
+            matches!(net.engines[1].item_state(&lane), Some(ItemState::Open { .. })),
+            "and every node hears of it"
+        );
+        // Wanted again before its claim settled: kept, and started.
+        want(&mut net, 0, p, true);
+        assert!(net.run_until(net.now + 1_000, |n| n.engines[0].holds(&lane)), "claimed again");
+        want(&mut net, 0, p, false);
+        want(&mut net, 0, p, true);
+        let asked = net.now;
+        assert!(net.run_until(asked + 2_000, |n| n.engines[0].may_fetch(&p, HOST, n.now)));
+        assert!(net.engines[0].holds(&lane));
+    }
+
+    #[test]
     fn a_node_taking_back_its_own_lane_waits_no_drain_but_one_taking_anothers_does() {
         let (mut net, p) = held_by_node_0(2, 2_000);
         let settle = fast_config().claim_settle_ms;
