@@ -11,7 +11,12 @@
 //! that have URLs for the host. The driver says so with [`Input::WantLane`]; the engine then
 //! claims a free lane of the host at once (no settle wait: a lane's claim order settles
 //! rivals, and a lane idle is budget lost), holds at most one lane of a host, renews it while
-//! the demand lasts and releases it as soon as the driver says the demand is gone.
+//! the demand lasts and releases it as soon as the driver says the demand is gone. A node also
+//! wants the lanes of a chunk's hosts from the moment it claims the chunk, until its driver
+//! speaks of them ([`Engine::lane_wanted_here`]), so a lane's claim settles together with its
+//! chunk's. A lane claim is given back only once it has settled: released sooner, a contested
+//! claim would end the epoch in the views that never saw its rival's claim, while the rival
+//! holds it.
 //!
 //! Back-off is shared. A driver told by a host to wait (`Retry-After`, or a run of refusals)
 //! reports it with [`Input::HostRefused`]: the engine releases the lanes of the host it holds
@@ -388,7 +393,7 @@ impl Engine {
     /// first request comes a claim's settle sooner. The want is the engine's own until the
     /// driver speaks of the host after the chunk started (its crawl tasks then say what they
     /// want), or the chunk is no longer held here; a lane held for it and wanted by nobody
-    /// then is given back at its next renewal (see [`Engine::renew`]).
+    /// then is given back ([`Engine::drop_stale_provisional`]), once its claim has settled.
     pub(super) fn note_chunk_claimed(&mut self, item: ItemId, now: u64) {
         if !self.cfg.lanes_with_chunks {
             return;

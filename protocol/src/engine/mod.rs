@@ -1350,7 +1350,9 @@ impl Engine {
 
     fn renew(&mut self, item: ItemId, now: u64) {
         let Some(l) = self.local.get(&item).copied() else { return };
-        if l.kind == WorkKind::Lane && self.lane_unwanted(&item) {
+        // A lane nobody wants goes back rather than on (one not started yet, once settled:
+        // see `settled_unwanted_lane`).
+        if l.kind == WorkKind::Lane && l.started && self.lane_unwanted(&item) {
             self.give_back_with(item, l.epoch, None, Some(0), now);
             return;
         }
