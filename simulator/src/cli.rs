@@ -14,9 +14,9 @@ use crate::scenario::{Overrides, Scenario, parse_duration_ms};
 pub struct SimArgs {
     /// Built-in scenario name (steady, lossy, churn, partition-heal, byzantine, fault-50,
     /// scale-10k, skew-beyond, local-faults, skewed-nodes, skew-cut-off, flaky-site, curated,
-    /// host-lanes, host-lanes-node-scope, host-lanes-crash, host-lanes-by-host, liars-checked,
-    /// liars-sampled, liars-collude, changing-site, hoarders, copies-churn) or a path to a
-    /// scenario TOML file.
+    /// host-lanes, host-lanes-node-scope, host-lanes-crash, host-lanes-by-host, host-lanes-killed,
+    /// liars-checked, liars-sampled, liars-collude, changing-site, hoarders, copies-churn) or a
+    /// path to a scenario TOML file.
     #[arg(long, default_value = "steady")]
     pub scenario: String,
     /// Seed for the run.

@@ -17,7 +17,7 @@ pub use validate::{
 };
 
 /// Built-in scenario files, by name.
-pub const BUILTIN: [(&str, &str); 23] = [
+pub const BUILTIN: [(&str, &str); 24] = [
     ("steady", include_str!("../scenarios/steady.toml")),
     ("lossy", include_str!("../scenarios/lossy.toml")),
     ("churn", include_str!("../scenarios/churn.toml")),
@@ -35,6 +35,7 @@ pub const BUILTIN: [(&str, &str); 23] = [
     ("host-lanes-node-scope", include_str!("../scenarios/host-lanes-node-scope.toml")),
     ("host-lanes-crash", include_str!("../scenarios/host-lanes-crash.toml")),
     ("host-lanes-by-host", include_str!("../scenarios/host-lanes-by-host.toml")),
+    ("host-lanes-killed", include_str!("../scenarios/host-lanes-killed.toml")),
     ("liars-checked", include_str!("../scenarios/liars-checked.toml")),
     ("liars-sampled", include_str!("../scenarios/liars-sampled.toml")),
     ("liars-collude", include_str!("../scenarios/liars-collude.toml")),

@@ -232,7 +232,8 @@ impl Engine {
     }
 
     /// Which ready crawl chunk to claim next: of the first [`PICK_SCAN_MAX`] of the best
-    /// priority, the first whose busiest host has the fewest held chunks anywhere, a host whose
+    /// priority, the first a holder let go of, else the first whose busiest host has the
+    /// fewest held chunks anywhere, a host whose
     /// lane this node holds counting half a chunk less (so a node that finishes a chunk takes
     /// the same host's next one and keeps its lane busy, but never takes a second chunk of a
     /// host while a quiet host has one waiting). Chunks of projects without lanes count as
@@ -258,6 +259,14 @@ impl Engine {
         for key in queue.iter().take(PICK_SCAN_MAX).take_while(|k| k.0 == first.0) {
             let Some(e) = self.items.get(&key.3) else { continue };
             let WorkItem::CrawlChunk { urls } = &*e.work else { continue };
+            // A chunk whose last holder let it go (its lease ran out, most often: it died)
+            // first: its host has likely gone quiet, and its other chunks that holder had
+            // still count as held everywhere until they are claimed again, so by load alone
+            // the host would come last.
+            if e.phase.epoch() > 0 {
+                best = Some((*key, 0));
+                break;
+            }
             let mut load = 0;
             let mut held_here = false;
             if let Some(loads) = self.lanes.host_load.get(&e.project) {
