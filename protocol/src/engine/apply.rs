@@ -238,6 +238,8 @@ impl Engine {
         let c = verified(&s)?;
         let node = s.signer().node_id();
         self.check_time(c.at_ms, now)?;
+        // A lane claimed inside a cooldown: the claimant may not know it.
+        self.tell_cooldown_to(&c.item, node, now);
         let Some(entry) = self.items.get(&c.item) else {
             self.park(Envelope::Claim(s));
             return Err(Reject::UnknownItem.into());
@@ -693,7 +695,7 @@ impl Engine {
         // A lane's cooldown from a node that gave the lane back already (see `lanes.rs`).
         let current = matches!(&e.phase, Phase::Held { epoch, .. } if *epoch == r.epoch);
         if !current && Self::is_lane(e) && r.cooldown_until_ms.is_some() {
-            return self.late_cooldown(&r, node, now);
+            return self.late_cooldown(&r, &Envelope::Release(s), node, now);
         }
         let Some(e) = self.items.get_mut(&r.item) else { return Err(Reject::UnknownItem) };
         let jump = Self::epoch_jump_max(e);
@@ -738,8 +740,8 @@ impl Engine {
         e.since = now;
         let project = e.project;
         self.fold_bucket(project, &r.item, change);
-        self.outputs.push_back(Output::Persist(env));
-        self.on_lane_release(&r.item, &r, node == self.me, now);
+        self.outputs.push_back(Output::Persist(env.clone()));
+        self.on_lane_release(&r.item, &r, &env, node == self.me, now);
         self.take_early_lane_claims(&r.item, now);
         if node != self.me {
             self.drop_local(r.item, CancelReason::Lost);

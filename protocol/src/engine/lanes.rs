@@ -119,6 +119,17 @@ const LANE_EARLY_PER_LANE: usize = 8;
 pub const LANE_DEMAND_MAX: usize = 4_096;
 /// Most host cooldowns kept.
 pub const LANE_COOLDOWNS_MAX: usize = 4_096;
+/// Least time between two passings-on of one host's cooldown to claimants that did not know it.
+const COOLDOWN_RETELL_MS: u64 = 1_000;
+
+/// A cooldown as it can be passed on: the release that carried it, after the claim of the
+/// released epoch by its signer (without which a node behind refuses a late cooldown).
+#[derive(Debug, Clone)]
+struct CooldownNews {
+    claim: Option<crate::message::Envelope>,
+    release: crate::message::Envelope,
+    told_at: u64,
+}
 /// Most hosts a project has lanes for.
 pub const LANE_HOSTS_MAX: usize = 4_096;
 /// Most lanes one node holds at once.
@@ -131,6 +142,10 @@ pub(super) struct Lanes {
     demand: BTreeSet<(ProjectId, String)>,
     /// Until when (signer's clock) each host asked to be left alone.
     cooldowns: BTreeMap<(ProjectId, String), u64>,
+    /// The signed release each cooldown came in, the claim that shows its signer held the
+    /// epoch it released, and when this node last passed them on to a claimant that did not
+    /// know the cooldown ([`Engine::tell_cooldown_to`]); bounded with `cooldowns`.
+    cooldown_releases: BTreeMap<(ProjectId, String), CooldownNews>,
     /// The hosts each project has lanes for (at most [`LANE_HOSTS_MAX`] a project).
     hosts: BTreeMap<ProjectId, BTreeSet<String>>,
     /// Claims of a lane's next epoch that came before the release they follow.
@@ -613,6 +628,7 @@ impl Engine {
     pub(super) fn late_cooldown(
         &mut self,
         r: &crate::message::Release,
+        env: &crate::message::Envelope,
         node: crate::ids::NodeId,
         now: u64,
     ) -> Result<(), Reject> {
@@ -634,8 +650,42 @@ impl Engine {
         if self.cooldown_of(&project, host).is_some_and(|t| t >= until) {
             return Err(Reject::Duplicate);
         }
-        self.on_lane_release(&r.item, r, node == self.me, now);
+        self.on_lane_release(&r.item, r, env, node == self.me, now);
         Ok(())
+    }
+
+    /// Another node claimed lane `item` while a cooldown this node knows is in force for its
+    /// host: it may not know it (back from a snapshot, or cut off when it went out; sync hands
+    /// on a lane's state, not a cooldown announced after its release), so the release that
+    /// carried the cooldown goes out again, at most once a [`COOLDOWN_RETELL_MS`] a host. The
+    /// claimant takes it (it holds the evidence that the signer held that epoch by then: sync
+    /// and the claim rule brought it the lane's state) and holds off until it runs out.
+    pub(super) fn tell_cooldown_to(
+        &mut self,
+        item: &ItemId,
+        claimant: crate::ids::NodeId,
+        now: u64,
+    ) {
+        if claimant == self.me {
+            return;
+        }
+        let Some(e) = self.items.get(item) else { return };
+        let (project, WorkItem::HostLane { host, .. }) = (e.project, &*e.work) else { return };
+        let key = (project, host.clone());
+        let margin = self.cfg.skew_margin_ms;
+        if self.cooldown_of(&project, host).is_none_or(|t| t.saturating_add(margin) <= now) {
+            return;
+        }
+        let Some(news) = self.lanes.cooldown_releases.get_mut(&key) else { return };
+        if news.told_at != 0 && news.told_at.saturating_add(COOLDOWN_RETELL_MS) > now {
+            return;
+        }
+        news.told_at = now.max(1);
+        let news = news.clone();
+        if let Some(claim) = news.claim {
+            self.outputs.push_back(Output::Publish(claim));
+        }
+        self.outputs.push_back(Output::Publish(news.release));
     }
 
     /// Keeps a cooldown for `host` (the later of the one known and this), dropping the ones
@@ -647,6 +697,8 @@ impl Engine {
         {
             let margin = self.cfg.skew_margin_ms;
             self.lanes.cooldowns.retain(|_, t| t.saturating_add(margin) > now);
+            let cooldowns = &self.lanes.cooldowns;
+            self.lanes.cooldown_releases.retain(|k, _| cooldowns.contains_key(k));
             if self.lanes.cooldowns.len() >= LANE_COOLDOWNS_MAX {
                 return;
             }
@@ -660,6 +712,7 @@ impl Engine {
         &mut self,
         item: &ItemId,
         release: &crate::message::Release,
+        env: &crate::message::Envelope,
         from_self: bool,
         now: u64,
     ) {
@@ -669,6 +722,26 @@ impl Engine {
         let (project, WorkItem::HostLane { host, .. }) = (e.project, &*e.work) else { return };
         let host = host.clone();
         self.note_cooldown(project, host.clone(), until, now);
+        let key = (project, host.clone());
+        if self.lanes.cooldowns.get(&key) == Some(&until)
+            && let Some(e) = self.items.get(item)
+        {
+            let signer = match env {
+                crate::message::Envelope::Release(s) => Some(s.signer().node_id()),
+                _ => None,
+            };
+            let claim = e.past.envelopes().iter().find_map(|c| match c {
+                crate::message::Envelope::Claim(c)
+                    if Some(c.signer().node_id()) == signer
+                        && c.verified_ref().is_ok_and(|c| c.epoch == release.epoch) =>
+                {
+                    Some(crate::message::Envelope::Claim(c.clone()))
+                }
+                _ => None,
+            });
+            let news = CooldownNews { claim, release: env.clone(), told_at: 0 };
+            self.lanes.cooldown_releases.insert(key, news);
+        }
         // The driver that reported the refusal knows already.
         if !from_self {
             self.outputs.push_back(Output::HostCooldown { project, host, until_ms: until });

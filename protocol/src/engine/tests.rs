@@ -2676,6 +2676,35 @@ mod host_lanes {
     }
 
     #[test]
+    fn a_claimant_that_missed_a_cooldown_is_told_it_and_holds_off() {
+        // Node 2 hears nothing of node 0's release with the cooldown (back from a snapshot,
+        // say: sync hands on the lane's state, not the cooldown). Its claim, once node 0's
+        // lease has run out in its view, is answered with the cooldown and what shows that
+        // node 0 held the epoch it released: it sends the host nothing before the cooldown
+        // ends. Before, it fetched from about 9 s into a 30 s cooldown (as in seeds of
+        // host-lanes-crash: a node back from its snapshot at 80 s).
+        let (mut net, p) = held_by_node_0(3, 2_000);
+        let until_ms = net.now + 30_000;
+        let host = HOST.to_owned();
+        net.input(0, Input::HostRefused { project: p, host, until_ms }).unwrap();
+        net.queue.retain(|_, (to, _)| *to != 2);
+        want(&mut net, 2, p, true);
+        let lane = net.engines[0].lane_ids(&p, HOST)[0];
+        let margin = fast_config().skew_margin_ms;
+        let mut claimed = false;
+        while net.step(until_ms - margin) {
+            claimed |= net.engines[2].holds(&lane);
+            assert!(
+                !net.engines[2].may_fetch(&p, HOST, net.now),
+                "node 2 may fetch {} ms into the cooldown",
+                net.now - (until_ms - 30_000)
+            );
+        }
+        assert!(claimed, "node 2 claimed the lane, not knowing the cooldown");
+        assert!(net.cooldowns.iter().any(|(n, t)| *n == 2 && *t == until_ms), "told it");
+    }
+
+    #[test]
     fn a_lane_claim_that_overtakes_its_release_is_taken_in_when_the_release_comes() {
         let (mut net, p) = contended(3, RatePolicy::default());
         let a = fetching(&net, &p)[0];
