@@ -259,6 +259,7 @@ impl Engine {
             skew_margin_ms: self.cfg.skew_margin_ms,
             epoch_jump_max: Self::epoch_jump_max(entry),
             now,
+            lane: Self::is_lane(entry),
         };
         let lane = Self::is_lane(entry);
         match judge::judge(&case) {

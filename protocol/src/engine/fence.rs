@@ -155,7 +155,23 @@ impl Past {
         score: u64,
         now_at: Option<u32>,
     ) -> bool {
-        self.contradicts(node, c, score) || self.was_early(node, c, now_at)
+        self.fences_open_at(node, c, score, now_at, None)
+    }
+
+    /// [`Past::fences_at`], for an item open here under `opened_by`, the release that ended
+    /// its last epoch: that release counts as given back like one kept in the evidence. (A
+    /// node that took it in ahead of its view, back from a snapshot or caught up by sync,
+    /// keeps it only there; without it the releaser's claim of the next epoch, made while its
+    /// lease of the released one would still have run, would look early.)
+    pub(super) fn fences_open_at(
+        &self,
+        node: NodeId,
+        c: &Claim,
+        score: u64,
+        now_at: Option<u32>,
+        opened_by: Option<&Envelope>,
+    ) -> bool {
+        self.contradicts(node, c, score) || self.was_early(node, c, now_at, opened_by)
     }
 
     /// Whether `node` began claim `c` while its own lease of an earlier epoch, signed before
@@ -165,11 +181,17 @@ impl Past {
     /// evidence of such an epoch, once here, clears the claim. (Another node's claim in that
     /// window may be early only in some views, when the holder showed its renewal to some nodes
     /// and not others; the result order settles that case, see `result_beats`.)
-    fn was_early(&self, node: NodeId, c: &Claim, now_at: Option<u32>) -> bool {
+    fn was_early(
+        &self,
+        node: NodeId,
+        c: &Claim,
+        now_at: Option<u32>,
+        opened_by: Option<&Envelope>,
+    ) -> bool {
         let began = c.since_ms;
         let list = self.envelopes();
         let given_back = |ep: u32| {
-            list.iter().any(|env| match env {
+            list.iter().chain(opened_by).any(|env| match env {
                 Envelope::Release(r) => r
                     .verified_ref()
                     .is_ok_and(|r| r.epoch == ep && r.at_ms <= began.saturating_add(FENCE_SKEW_MS)),

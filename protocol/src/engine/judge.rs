@@ -36,6 +36,9 @@ pub(super) struct ClaimCase<'a> {
     pub(super) skew_margin_ms: u64,
     /// Most epochs a claim may jump ahead of the item's ([`EPOCH_JUMP_MAX`], more for lanes).
     pub(super) epoch_jump_max: u32,
+    /// Whether the item is a host lane: a release that opened it here counts as given back
+    /// when judging its releaser's next claim (see [`judge`]).
+    pub(super) lane: bool,
     /// This node's clock.
     pub(super) now: u64,
 }
@@ -90,7 +93,15 @@ pub(super) fn judge(case: &ClaimCase<'_>) -> Verdict {
     // The evidence about earlier epochs shows this claim never held its epoch (its
     // claimant's own lease of an earlier epoch still ran when it began, say; the item's epoch
     // here counts as an epoch between).
-    if case.past.fences_at(case.node, c, case.score, Some(phase.epoch())) {
+    // A lane's release taken in ahead of this node's view (back from a snapshot, by sync) is
+    // known only as its open state; its releaser's next claim, made while its lease of the
+    // released epoch would still have run, must not look early for want of it. (Lanes only:
+    // their epochs change hands every few seconds, and they have no results to fence.)
+    let opened_by = match phase {
+        Phase::Open { proof: Some(env @ Envelope::Release(_)), .. } if case.lane => Some(env),
+        _ => None,
+    };
+    if case.past.fences_open_at(case.node, c, case.score, Some(phase.epoch()), opened_by) {
         return Verdict::Refused(Reject::Fenced);
     }
     match phase {
@@ -383,6 +394,10 @@ mod tests {
     }
 
     fn verdict(phase: &Phase, past: &Past, k: usize, c: &Claim, now: u64) -> Verdict {
+        judge_as(false, phase, past, k, c, now)
+    }
+
+    fn judge_as(lane: bool, phase: &Phase, past: &Past, k: usize, c: &Claim, now: u64) -> Verdict {
         judge(&ClaimCase {
             phase,
             past,
@@ -393,6 +408,7 @@ mod tests {
             skew_margin_ms: SKEW,
             epoch_jump_max: EPOCH_JUMP_MAX,
             now,
+            lane,
         })
     }
 
@@ -477,6 +493,37 @@ mod tests {
             Phase::Failed { epoch: 1, proof: Envelope::Claim(Signed::sign(key(0), &long)) };
         let v = verdict(&failed, &Past::default(), 0, &claim(2, 5_000, 5_000), 5_000);
         assert_eq!(v, Verdict::Refused(Reject::Stale));
+    }
+
+    #[test]
+    fn a_lane_release_known_only_as_the_open_state_counts_as_given_back() {
+        // Node 0 held epoch 1 (its claim kept as evidence), released it at 8 s and claimed
+        // epoch 2 at 9 s, while its lease of epoch 1 would still have run. A node that took
+        // the release in ahead of its view (back from a snapshot, by sync) has it only as the
+        // item's open state: it must count as given back, or the claim looks early and is
+        // fenced, and that node misses the epoch (host-lanes-crash seed 1099).
+        let first = claim(1, 5_000, 5_000);
+        let mut past = Past::default();
+        assert!(past.note(&Envelope::Claim(Signed::sign(key(0), &first))));
+        let next = claim(2, 9_000, 9_000);
+        let v = verdict(&open(1), &past, 0, &next, 9_000);
+        assert_eq!(v, Verdict::Refused(Reject::Fenced), "no release known: early");
+        let release = crate::message::Release {
+            item: item(),
+            epoch: 1,
+            at_ms: 8_000,
+            cooldown_until_ms: None,
+            drain_ms: None,
+        };
+        let released = Phase::Open {
+            epoch: 1,
+            proof: Some(Envelope::Release(Signed::sign(key(0), &release))),
+        };
+        let v = judge_as(true, &released, &past, 0, &next, 9_000);
+        assert_eq!(v, Verdict::Takes { prev_holder: None });
+        // Kept to lanes: other items' claims are judged as before.
+        let v = judge_as(false, &released, &past, 0, &next, 9_000);
+        assert_eq!(v, Verdict::Refused(Reject::Fenced));
     }
 
     #[test]
