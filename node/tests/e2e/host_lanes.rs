@@ -383,7 +383,7 @@ fn host_lanes_bench() {
                 }
             }
             worst = worst.max(most);
-            robots_per_host.push(log.hits.iter().filter(|h| h.path == "robots.txt").count() as f64);
+            robots_per_host.push(log.hits.iter().filter(|h| h.path == "robots.txt").count());
             if let (Some(first), Some(last)) = (at.first(), at.last()) {
                 // n requests at 4/s with a burst of 1 need (n - 1) / 4 s at least.
                 let need = (at.len() as f64 - 1.0) / 4.0;
@@ -443,8 +443,8 @@ fn host_lanes_bench() {
         );
         println!(
             "  robots.txt requests a host: {:.2} (mean), {} at most",
-            mean(&robots_per_host) / 100.0,
-            robots_per_host.iter().fold(0.0f64, |a, b| a.max(*b))
+            robots_per_host.iter().sum::<usize>() as f64 / robots_per_host.len().max(1) as f64,
+            robots_per_host.iter().max().unwrap_or(&0)
         );
         if let Some((_, detail)) = slowest {
             println!("  the host that finished last: {detail}");

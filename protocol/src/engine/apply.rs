@@ -249,6 +249,7 @@ impl Engine {
         }
         self.check_proof(entry, &c)?;
         let score = hrw::score(&c.item, &node);
+        let lane = Self::is_lane(entry);
         let case = ClaimCase {
             phase: &entry.phase,
             past: &entry.past,
@@ -259,9 +260,8 @@ impl Engine {
             skew_margin_ms: self.cfg.skew_margin_ms,
             epoch_jump_max: Self::epoch_jump_max(entry),
             now,
-            lane: Self::is_lane(entry),
+            lane,
         };
-        let lane = Self::is_lane(entry);
         match judge::judge(&case) {
             Verdict::Takes { prev_holder } => {
                 self.hold_item(s, &c, score, prev_holder, now);

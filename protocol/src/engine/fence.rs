@@ -143,27 +143,16 @@ impl Past {
     /// epoch, a later epoch began before it, `node` released or failed that epoch, or `node`
     /// claimed it while its own lease of an earlier epoch still ran (see `was_early`).
     pub(super) fn fences(&self, node: NodeId, c: &Claim, score: u64) -> bool {
-        self.fences_at(node, c, score, None)
+        self.fences_at(node, c, score, None, None)
     }
 
     /// [`Past::fences`], for an item also known at epoch `now_at` (the one it is held, open or
-    /// done at here, which is not in the evidence kept).
+    /// done at here, which is not in the evidence kept) and, for a lane, open here under
+    /// `opened_by`: the release that ended its last epoch counts as given back like one kept
+    /// in the evidence. (A node that took it in ahead of its view, back from a snapshot or
+    /// caught up by sync, keeps it only there; without it the releaser's claim of the next
+    /// epoch, made while its lease of the released one would still have run, would look early.)
     pub(super) fn fences_at(
-        &self,
-        node: NodeId,
-        c: &Claim,
-        score: u64,
-        now_at: Option<u32>,
-    ) -> bool {
-        self.fences_open_at(node, c, score, now_at, None)
-    }
-
-    /// [`Past::fences_at`], for an item open here under `opened_by`, the release that ended
-    /// its last epoch: that release counts as given back like one kept in the evidence. (A
-    /// node that took it in ahead of its view, back from a snapshot or caught up by sync,
-    /// keeps it only there; without it the releaser's claim of the next epoch, made while its
-    /// lease of the released one would still have run, would look early.)
-    pub(super) fn fences_open_at(
         &self,
         node: NodeId,
         c: &Claim,

@@ -101,7 +101,7 @@ pub(super) fn judge(case: &ClaimCase<'_>) -> Verdict {
         Phase::Open { proof: Some(env @ Envelope::Release(_)), .. } if case.lane => Some(env),
         _ => None,
     };
-    if case.past.fences_open_at(case.node, c, case.score, Some(phase.epoch()), opened_by) {
+    if case.past.fences_at(case.node, c, case.score, Some(phase.epoch()), opened_by) {
         return Verdict::Refused(Reject::Fenced);
     }
     match phase {
@@ -746,7 +746,7 @@ mod tests {
             let now = since + now_after;
             let v = verdict(&phase, &past, k, &c, now);
             // The item's own epoch here counts as known, as an epoch between (see `was_early`).
-            if past.fences_at(node(k), &c, score(k), Some(phase.epoch())) {
+            if past.fences_at(node(k), &c, score(k), Some(phase.epoch()), None) {
                 prop_assert!(!matches!(v, Verdict::Takes { .. } | Verdict::Renews), "{v:?}");
             }
         }

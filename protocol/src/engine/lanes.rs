@@ -122,18 +122,20 @@ pub const LANE_COOLDOWNS_MAX: usize = 4_096;
 /// Least time between two passings-on of one host's cooldown to claimants that did not know it.
 const COOLDOWN_RETELL_MS: u64 = 1_000;
 
-/// A cooldown as it can be passed on: the release that carried it, after the claim of the
-/// released epoch by its signer (without which a node behind refuses a late cooldown).
-#[derive(Debug, Clone)]
-struct CooldownNews {
-    claim: Option<crate::message::Envelope>,
-    release: crate::message::Envelope,
-    told_at: u64,
-}
 /// Most hosts a project has lanes for.
 pub const LANE_HOSTS_MAX: usize = 4_096;
 /// Most lanes one node holds at once.
 pub const LANES_HELD_MAX: u16 = 1_024;
+
+/// A cooldown as it can be passed on: the release that carried it, after the claim of the
+/// released epoch by its signer (without which a node behind refuses a late cooldown), and
+/// when this node last passed them on.
+#[derive(Debug, Clone)]
+struct CooldownNews {
+    claim: Option<crate::message::Envelope>,
+    release: crate::message::Envelope,
+    told_at: Option<u64>,
+}
 
 /// What the engine keeps about lanes beyond the lane items themselves.
 #[derive(Debug, Default)]
@@ -248,8 +250,7 @@ impl Engine {
 
     /// Which ready crawl chunk to claim next: of the first [`PICK_SCAN_MAX`] of the best
     /// priority, the first a holder let go of, else the first whose busiest host has the
-    /// fewest held chunks anywhere, a host whose
-    /// lane this node holds counting half a chunk less (so a node that finishes a chunk takes
+    /// fewest held chunks anywhere, a host whose lane this node holds counting half a chunk less (so a node that finishes a chunk takes
     /// the same host's next one and keeps its lane busy, but never takes a second chunk of a
     /// host while a quiet host has one waiting). Chunks of projects without lanes count as
     /// quiet. `None`: take the first, as for every other kind.
@@ -611,16 +612,21 @@ impl Engine {
 
     /// The latest epoch of `e` whose claim by `node` is in its kept evidence.
     fn epoch_held_by(e: &ItemEntry, node: crate::ids::NodeId) -> Option<u32> {
-        e.past
-            .envelopes()
-            .iter()
-            .filter_map(|env| match env {
-                crate::message::Envelope::Claim(c) if c.signer().node_id() == node => {
-                    c.verified_ref().ok().map(|c| c.epoch)
-                }
-                _ => None,
-            })
-            .max()
+        Self::claims_by(e, node).map(|(_, epoch)| epoch).max()
+    }
+
+    /// The claims by `node` in `e`'s kept evidence, with their epochs: what shows that `node`
+    /// held an epoch.
+    fn claims_by(
+        e: &ItemEntry,
+        node: crate::ids::NodeId,
+    ) -> impl Iterator<Item = (&crate::message::Envelope, u32)> {
+        e.past.envelopes().iter().filter_map(move |env| match env {
+            crate::message::Envelope::Claim(c) if c.signer().node_id() == node => {
+                c.verified_ref().ok().map(|c| (env, c.epoch))
+            }
+            _ => None,
+        })
     }
 
     /// A release of a lane epoch that ended already, carrying a cooldown: the cooldown is
@@ -633,13 +639,7 @@ impl Engine {
         now: u64,
     ) -> Result<(), Reject> {
         let Some(e) = self.items.get(&r.item) else { return Err(Reject::UnknownItem) };
-        let held = e.past.envelopes().iter().any(|env| match env {
-            crate::message::Envelope::Claim(c) => {
-                c.signer().node_id() == node && c.verified_ref().is_ok_and(|c| c.epoch == r.epoch)
-            }
-            _ => false,
-        });
-        if !held {
+        if !Self::claims_by(e, node).any(|(_, epoch)| epoch == r.epoch) {
             return Err(Reject::NotHolder);
         }
         let (project, WorkItem::HostLane { host, .. }) = (e.project, &*e.work) else {
@@ -677,10 +677,10 @@ impl Engine {
             return;
         }
         let Some(news) = self.lanes.cooldown_releases.get_mut(&key) else { return };
-        if news.told_at != 0 && news.told_at.saturating_add(COOLDOWN_RETELL_MS) > now {
+        if news.told_at.is_some_and(|t| t.saturating_add(COOLDOWN_RETELL_MS) > now) {
             return;
         }
-        news.told_at = now.max(1);
+        news.told_at = Some(now);
         let news = news.clone();
         if let Some(claim) = news.claim {
             self.outputs.push_back(Output::Publish(claim));
@@ -726,20 +726,10 @@ impl Engine {
         if self.lanes.cooldowns.get(&key) == Some(&until)
             && let Some(e) = self.items.get(item)
         {
-            let signer = match env {
-                crate::message::Envelope::Release(s) => Some(s.signer().node_id()),
-                _ => None,
-            };
-            let claim = e.past.envelopes().iter().find_map(|c| match c {
-                crate::message::Envelope::Claim(c)
-                    if Some(c.signer().node_id()) == signer
-                        && c.verified_ref().is_ok_and(|c| c.epoch == release.epoch) =>
-                {
-                    Some(crate::message::Envelope::Claim(c.clone()))
-                }
-                _ => None,
-            });
-            let news = CooldownNews { claim, release: env.clone(), told_at: 0 };
+            let claim = Self::claims_by(e, env.signer())
+                .find(|(_, epoch)| *epoch == release.epoch)
+                .map(|(claim, _)| claim.clone());
+            let news = CooldownNews { claim, release: env.clone(), told_at: None };
             self.lanes.cooldown_releases.insert(key, news);
         }
         // The driver that reported the refusal knows already.
