@@ -434,8 +434,8 @@ impl Engine {
             .filter_map(|u| url_host(u))
             .filter(|h| !self.lane_ids(&project, h).is_empty())
             .collect();
-        let local = &self.local;
-        self.lanes.provisional.retain(|id, _| local.contains_key(id));
+        // Chunks no longer held are dropped, and the lanes only they wanted given back, after
+        // every input (`drop_stale_provisional`), so this counts live ones.
         if hosts.is_empty() || self.lanes.provisional.len() >= PROVISIONAL_MAX {
             return;
         }
