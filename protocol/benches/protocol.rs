@@ -71,6 +71,7 @@ fn engine_intake(c: &mut Criterion) {
         robots: RobotsPolicy::Obey,
         caps: SizeCaps::default(),
         verify: Default::default(),
+        shard_depth: 0,
     };
     let items: Vec<WorkItem> =
         (0..N).map(|i| WorkItem::CrawlChunk { urls: vec![format!("http://b.test/{i}")] }).collect();

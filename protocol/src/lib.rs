@@ -16,6 +16,7 @@ pub mod limits;
 pub mod manifest;
 pub mod message;
 pub mod proof;
+pub mod shard;
 pub mod signed;
 pub mod wire;
 
@@ -32,5 +33,6 @@ pub use message::{
     Claim, Envelope, Failure, Presence, Receipt, RelayRequest, Release, Roles, SyncDelta,
     SyncDigest,
 };
+pub use shard::Shard;
 pub use signed::{Signable, Signed, VerifyError};
 pub use wire::DecodeError;

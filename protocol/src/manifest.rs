@@ -172,6 +172,16 @@ pub struct ProjectManifest {
     /// How crawl results are spot-checked by other nodes (see `engine/verify.rs`).
     #[serde(default, skip_serializing_if = "VerifyPolicy::is_default")]
     pub verify: VerifyPolicy,
+    /// Into how many shards the project's items are split: `2^shard_depth`, each node taking
+    /// in and hearing only its own (see `crate::shard`). 0 (the default, left off the wire so
+    /// manifests from before shards sign the same bytes) keeps the project whole. The owner
+    /// raises it with a new version as the project grows.
+    #[serde(default, skip_serializing_if = "is_zero_u8")]
+    pub shard_depth: u8,
+}
+
+fn is_zero_u8(v: &u8) -> bool {
+    *v == 0
 }
 
 /// Most URL patterns a project may name as volatile.
@@ -298,6 +308,9 @@ impl Validate for ProjectManifest {
         if !(1..=STRIKES_MAX).contains(&self.verify.strikes) {
             return Err(DecodeError::Invalid("verify strikes outside 1 ..= 16"));
         }
+        if self.shard_depth > crate::shard::SHARD_DEPTH_MAX {
+            return Err(DecodeError::Invalid("shard_depth outside 0 ..= 12"));
+        }
         let every = self.verify.proof_every_ms;
         if every != 0 && !(PROOF_EVERY_MS_MIN..=PROOF_MS_MAX).contains(&every) {
             return Err(DecodeError::Invalid(
@@ -343,6 +356,7 @@ mod tests {
             robots: RobotsPolicy::Obey,
             caps: SizeCaps::default(),
             verify: Default::default(),
+            shard_depth: 0,
         };
         m.validate()
     }
@@ -371,6 +385,40 @@ mod tests {
         ] {
             assert!(with_rate(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn shard_depth_has_a_range_and_is_left_off_the_wire_at_zero() {
+        let owner = crate::engine::test_keypair(1).public();
+        let whole = ProjectManifest {
+            name: "s".into(),
+            description: String::new(),
+            version: 1,
+            owner,
+            rate: RatePolicy::default(),
+            lease_ms: 60_000,
+            replication: 0,
+            scope: vec![],
+            user_agent: "t".into(),
+            robots: RobotsPolicy::Obey,
+            caps: SizeCaps::default(),
+            verify: Default::default(),
+            shard_depth: 0,
+        };
+        let split = ProjectManifest { shard_depth: crate::shard::SHARD_DEPTH_MAX, ..whole.clone() };
+        split.validate().unwrap();
+        let too_deep =
+            ProjectManifest { shard_depth: crate::shard::SHARD_DEPTH_MAX + 1, ..whole.clone() };
+        assert!(too_deep.validate().is_err());
+        // A manifest from before shards (no such field) decodes as an unsplit project, and an
+        // unsplit one encodes to the same bytes, so its signature still holds.
+        let bytes = crate::wire::encode(&whole);
+        assert!(!bytes.windows(11).any(|w| w == b"shard_depth"));
+        let back: ProjectManifest = ciborium::from_reader(&bytes[..]).expect("decodes");
+        assert_eq!(back.shard_depth, 0);
+        let back: ProjectManifest =
+            ciborium::from_reader(&crate::wire::encode(&split)[..]).expect("decodes");
+        assert_eq!(back.shard_depth, crate::shard::SHARD_DEPTH_MAX);
     }
 }
 

@@ -27,6 +27,7 @@ fn setup() -> (Envelope, Envelope, Vec<starling_protocol::ItemId>, starling_prot
         robots: RobotsPolicy::Obey,
         caps: SizeCaps::default(),
         verify: Default::default(),
+        shard_depth: 0,
     };
     let items: Vec<WorkItem> = (0..ITEMS)
         .map(|i| WorkItem::CrawlChunk { urls: vec![format!("http://x.test/{i}")] })

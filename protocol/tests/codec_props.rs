@@ -44,6 +44,7 @@ fn arb_manifest() -> impl Strategy<Value = ProjectManifest> {
                 robots: RobotsPolicy::Obey,
                 caps: SizeCaps::default(),
                 verify: Default::default(),
+                shard_depth: 0,
             }
         })
 }

@@ -147,6 +147,7 @@ impl Ledger {
                     proof_every_ms: s.verify.proof_every_ms,
                     proof_grace_ms: s.verify.proof_grace_ms,
                 },
+                shard_depth: 0,
             };
             let pid = m.id();
             let count = per + u32::from(p < extra);

@@ -35,6 +35,7 @@ fn project(owner: &Keypair) -> (Envelope, Envelope, Vec<ItemId>) {
         robots: Default::default(),
         caps: Default::default(),
         verify: Default::default(),
+        shard_depth: 0,
     };
     let pid = m.id();
     let works: Vec<WorkItem> = (0..ITEMS)

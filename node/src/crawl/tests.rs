@@ -42,6 +42,7 @@ fn manifest() -> ProjectManifest {
         robots: RobotsPolicy::Ignore,
         caps: SizeCaps::default(),
         verify: Default::default(),
+        shard_depth: 0,
     }
 }
 

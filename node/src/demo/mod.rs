@@ -242,6 +242,7 @@ fn demo_project(
         // No spot-checks: the demo's summary counts its chunks as the items done, and a check
         // is an item too (and a one-node demo has nobody to check its results).
         verify: starling_protocol::manifest::VerifyPolicy { sample_milli: 0, ..Default::default() },
+        shard_depth: 0,
     };
     use starling_protocol::wire::Validate;
     m.validate().map_err(|e| anyhow!("demo manifest is not valid: {e}"))?;

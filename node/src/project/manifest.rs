@@ -205,6 +205,7 @@ pub(super) fn build_manifest(
         },
         verify: verify_policy(args, t.verify)?,
         name,
+        shard_depth: 0,
     };
     use starling_protocol::wire::Validate;
     m.validate().map_err(|e| anyhow::anyhow!("manifest is not valid: {e}"))?;

@@ -310,6 +310,7 @@ pub fn project_with(owner_seed: u64, name: &str, urls: Vec<String>, lease_ms: u6
         robots: RobotsPolicy::default(),
         caps: SizeCaps::default(),
         verify: no_checks(),
+        shard_depth: 0,
     };
     project_of(owner, m, urls)
 }
@@ -358,6 +359,7 @@ pub fn loopback_manifest(
         robots: RobotsPolicy::Ignore,
         caps: SizeCaps::default(),
         verify,
+        shard_depth: 0,
     }
 }
 

@@ -64,6 +64,7 @@ fn crawl_manifest(owner: &starling_protocol::Keypair) -> ProjectManifest {
         robots: RobotsPolicy::Ignore,
         caps: SizeCaps::default(),
         verify: no_checks(),
+        shard_depth: 0,
     }
 }
 

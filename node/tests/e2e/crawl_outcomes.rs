@@ -117,6 +117,7 @@ fn unreadable_robots_txt_defers_and_in_the_end_every_allowed_url_is_archived() {
         robots: RobotsPolicy::Obey,
         caps: SizeCaps::default(),
         verify: no_checks(),
+        shard_depth: 0,
     };
     let out_of_scope = "http://127.0.0.99:1/out".to_string();
     let private = format!("http://{a_addr}/private/x");

@@ -111,6 +111,7 @@ fn manifest(name: &str) -> ProjectManifest {
             result_bytes_max: 1 << 20,
         },
         verify: Default::default(),
+        shard_depth: 0,
     }
 }
 

@@ -200,6 +200,7 @@ fn manifest(name: &str, rate: RatePolicy, robots: RobotsPolicy) -> ProjectManife
             result_bytes_max: 64 << 20,
         },
         verify: Default::default(),
+        shard_depth: 0,
     }
 }
 

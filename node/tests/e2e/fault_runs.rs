@@ -76,6 +76,7 @@ fn signed_project(owner: &Keypair, site: SocketAddr) -> (Vec<u8>, Vec<u8>, Proje
         robots: RobotsPolicy::Ignore,
         caps: SizeCaps::default(),
         verify: no_checks(),
+        shard_depth: 0,
     };
     page_chunks_project(owner, &m, site, CHUNKS, URLS_PER_CHUNK)
 }

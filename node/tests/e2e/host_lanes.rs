@@ -119,6 +119,7 @@ fn manifest(owner: &Keypair, hosts: &[String], rate: RatePolicy, lease_ms: u64) 
         robots: RobotsPolicy::Obey,
         caps: SizeCaps::default(),
         verify: no_checks(),
+        shard_depth: 0,
     }
 }
 

@@ -85,6 +85,7 @@ fn manifest() -> ProjectManifest {
             result_bytes_max: 64 << 20,
         },
         verify: Default::default(),
+        shard_depth: 0,
     }
 }
 

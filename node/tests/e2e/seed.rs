@@ -57,6 +57,7 @@ fn crawl_manifest(owner: &starling_protocol::Keypair, _site: SocketAddr) -> Proj
         robots: RobotsPolicy::Ignore,
         caps: SizeCaps::default(),
         verify: Default::default(),
+        shard_depth: 0,
     }
 }
 

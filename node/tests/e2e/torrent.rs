@@ -59,6 +59,7 @@ pub(crate) fn manifest(owner: &Keypair) -> ProjectManifest {
         robots: RobotsPolicy::default(),
         caps: SizeCaps::default(),
         verify: Default::default(),
+        shard_depth: 0,
     }
 }
 

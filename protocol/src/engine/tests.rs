@@ -23,6 +23,7 @@ pub(super) fn manifest(owner: &Keypair, lease_ms: u64, replication: u8) -> Proje
         robots: RobotsPolicy::Obey,
         caps: SizeCaps::default(),
         verify: Default::default(),
+        shard_depth: 0,
     }
 }
 
