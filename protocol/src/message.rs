@@ -482,6 +482,19 @@ impl Envelope {
         }
     }
 
+    /// The item a claim, release, receipt or failure is about (`None` for other kinds, and
+    /// for one whose body or embedded claim does not check).
+    pub fn item(&self) -> Option<crate::ids::ItemId> {
+        let claim = |c: &Signed<Claim>| c.verified_ref().ok().map(|c| c.item);
+        match self {
+            Envelope::Claim(s) => claim(s),
+            Envelope::Release(s) => s.verified_ref().ok().map(|r| r.item),
+            Envelope::Receipt(s) => s.verified_ref().ok().and_then(|r| claim(&r.claim)),
+            Envelope::Failure(s) => s.verified_ref().ok().and_then(|f| claim(&f.claim)),
+            _ => None,
+        }
+    }
+
     /// A content hash, for gossip message ids and duplicate suppression.
     pub fn content_id(&self) -> [u8; 32] {
         *blake3::hash(&self.to_bytes()).as_bytes()
@@ -506,6 +519,10 @@ pub struct ProjectDigest {
     pub batches: [u8; 8],
     /// Hash of the item states in each bucket (by first byte of the item id).
     pub buckets: [[u8; 8]; SYNC_BUCKETS],
+    /// The requester's shard of a split project: the peer answers with that shard's items
+    /// and batches only. Absent for a whole project, and then not on the wire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<crate::shard::Shard>,
 }
 
 /// A compact summary of a node's state; the peer answers with what differs.

@@ -22,6 +22,8 @@
 
 use std::sync::OnceLock;
 
+use serde::{Deserialize, Serialize};
+
 use crate::ids::{ItemId, NodeId};
 use crate::item::WorkItem;
 
@@ -33,7 +35,7 @@ pub const SHARD_DEPTH_MAX: u8 = 12;
 pub const SHARD_MEMBERS_DEFAULT: u32 = 12;
 
 /// One shard: the items (and members) whose key starts with the `depth` bits of `prefix`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Shard {
     /// How many leading bits select the shard (0: the whole project is one shard).
     pub depth: u8,

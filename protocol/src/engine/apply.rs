@@ -71,7 +71,7 @@ impl Engine {
         let republish = published.then(|| env.clone());
         let result = match env {
             Envelope::Manifest(s) => self.apply_manifest(s, now),
-            Envelope::Batch(s) => self.apply_batch(s, now),
+            Envelope::Batch(s) => self.apply_batch(s, now, published),
             Envelope::Presence(s) => self.apply_presence(s, now),
             Envelope::Claim(s) => self.apply_claim(s, now),
             Envelope::Release(s) => self.apply_release(s, now),
@@ -150,14 +150,28 @@ impl Engine {
             return Err(Reject::Full);
         }
         self.outputs.push_back(Output::Persist(Envelope::Manifest(s.clone())));
-        let batches = self.projects.remove(&id).map(|p| p.batches).unwrap_or_default();
+        let old = self.projects.remove(&id);
+        let depth_was = old.as_ref().map(|p| p.m.shard_depth);
+        let batches = old.map(|p| p.batches).unwrap_or_default();
+        let depth = m.shard_depth;
         self.projects.insert(id, ProjectEntry { manifest: s, m, batches });
+        if depth_was.is_some_and(|d| d != depth) {
+            self.reshard(id, now);
+        }
         self.derive_lanes(id, now);
         self.replay_pending(now);
         Ok(())
     }
 
-    fn apply_batch(&mut self, s: Signed<ItemBatch>, now: u64) -> Result<(), Reject> {
+    /// Takes in a batch of work. Of a split project only the items of this node's shard are
+    /// kept (with the batch, so a later depth can draw on it); a batch with none is refused
+    /// as [`Reject::OtherShard`], or just passed on when this node publishes it.
+    fn apply_batch(
+        &mut self,
+        s: Signed<ItemBatch>,
+        now: u64,
+        published: bool,
+    ) -> Result<(), Reject> {
         let b = verified(&s)?;
         let Some(project) = self.projects.get(&b.project) else {
             self.park(Envelope::Batch(s));
@@ -171,7 +185,15 @@ impl Engine {
             return Err(Reject::Duplicate);
         }
         let ids: Vec<ItemId> = b.items.iter().map(|w| w.id(&b.project)).collect();
-        let new = ids.iter().filter(|id| !self.items.contains_key(id)).count();
+        let kept = |(id, w): (&ItemId, &WorkItem)| self.keeps(&b.project, id, w);
+        if !ids.iter().zip(&b.items).any(kept) {
+            return if published { Ok(()) } else { Err(Reject::OtherShard) };
+        }
+        let new = ids
+            .iter()
+            .zip(&b.items)
+            .filter(|(id, w)| !self.items.contains_key(id) && kept((id, w)))
+            .count();
         if self.items.len() + new > self.cfg.items_max {
             return Err(Reject::Full);
         }
@@ -188,6 +210,47 @@ impl Engine {
         Ok(())
     }
 
+    /// Takes in a new shard depth of `project`: forgets the items that left this node's
+    /// shard (but those it works on, which it finishes and reports) and the batches with none
+    /// of its items left, and takes in the items that came into it from the batches it keeps.
+    /// A shard that grew by merging learns its other half's batches and item states by sync.
+    fn reshard(&mut self, project: crate::ids::ProjectId, now: u64) {
+        let gone: Vec<ItemId> = self
+            .items
+            .iter()
+            .filter(|(id, e)| {
+                e.project == project
+                    && !self.local.contains_key(*id)
+                    && !self.keeps(&project, id, &e.work)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            self.unschedule(id);
+            if let Some(change) = self.items.get(&id).map(|e| e.in_bucket()) {
+                self.fold_bucket(project, &id, change);
+            }
+            self.items.remove(&id);
+        }
+        let Some(p) = self.projects.get(&project) else { return };
+        let batches: Vec<((u64, [u8; 32]), Arc<ItemBatch>)> =
+            p.batches.iter().filter_map(|(k, s)| Some((*k, verified(s).ok()?))).collect();
+        for (key, b) in batches {
+            let mut any = false;
+            for (i, w) in b.items.iter().enumerate() {
+                let id = w.id(&project);
+                if self.keeps(&project, &id, w) {
+                    any = true;
+                    self.insert_item(id, project, WorkRef::InBatch(Arc::clone(&b), i as u32), now);
+                }
+            }
+            if !any && let Some(p) = self.projects.get_mut(&project) {
+                p.batches.remove(&key);
+            }
+        }
+        self.stats.reshards += 1;
+    }
+
     pub(super) fn insert_item(
         &mut self,
         id: ItemId,
@@ -195,7 +258,10 @@ impl Engine {
         work: WorkRef,
         now: u64,
     ) {
-        if self.items.contains_key(&id) || self.items.len() >= self.cfg.items_max {
+        if self.items.contains_key(&id)
+            || self.items.len() >= self.cfg.items_max
+            || !self.keeps(&project, &id, &work)
+        {
             return;
         }
         self.items.insert(

@@ -82,6 +82,7 @@ use crate::keys::{Keypair, PublicKey};
 use crate::manifest::ProjectManifest;
 use crate::message::{Claim, Envelope, Failure, Presence, Receipt, Release, Roles, SYNC_BUCKETS};
 
+use crate::shard::{self, Shard};
 use crate::signed::Signed;
 use clock::ClockTracker;
 use early::EarlyReceipts;
@@ -106,7 +107,7 @@ pub const CLOCK_QUORUM: usize = 3;
 pub const CLOCK_WAIT_BEATS: u64 = 3;
 pub use types::{
     CancelReason, ClockView, ConfigError, EngineConfig, EngineStats, Input, ItemState, Output,
-    Reject, WorkResult,
+    Reject, Route, WorkResult,
 };
 
 /// Most epochs a claim may jump ahead of the last one known.
@@ -868,10 +869,11 @@ impl Engine {
     /// (see [`ClockTracker::judge`]), and stops (or resumes) claiming when it crosses the
     /// skew margin.
     fn judge_clock(&mut self, now: u64) {
-        self.clock.forget_before(now.saturating_sub(self.cfg.presence_ttl_ms));
-        // Whether the node was halted is read with the stale samples gone, as they count in
-        // whether a first verdict is pending.
+        // Whether the node was halted is read before the stale samples go: a first verdict
+        // pending on peers that then went quiet (a shard's members are all that a node of a
+        // split project hears) held items back, and ends here, so they are looked at again.
         let was = self.halted();
+        self.clock.forget_before(now.saturating_sub(self.cfg.presence_ttl_ms));
         let wait = self.cfg.presence_interval_ms.saturating_mul(CLOCK_WAIT_BEATS);
         self.clock.judge(self.cfg.skew_margin_ms, wait, now);
         self.halt_changed(was, now);
@@ -983,6 +985,74 @@ impl Engine {
         }
     }
 
+    /// This node's shard of `project` when the project is split (see `crate::shard`): the
+    /// only one whose items it takes in, ranks and claims.
+    pub fn shard_of(&self, project: &ProjectId) -> Option<Shard> {
+        let depth = self.projects.get(project)?.m.shard_depth;
+        (depth > 0).then(|| Shard::of_node(&self.me, depth))
+    }
+
+    /// This node's shard of each split project it knows, for its driver to join their
+    /// topics (and leave those of a depth the project no longer has).
+    pub fn shards(&self) -> impl Iterator<Item = (ProjectId, Shard)> + '_ {
+        self.projects.keys().filter_map(|p| Some((*p, self.shard_of(p)?)))
+    }
+
+    /// The shard an item of `project` lies in, `None` when the project is whole or the item
+    /// serves all of it (a host lane).
+    fn item_shard(&self, project: &ProjectId, id: &ItemId, work: &WorkItem) -> Option<Shard> {
+        let depth = self.projects.get(project)?.m.shard_depth;
+        if depth == 0 {
+            return None;
+        }
+        shard::shard_key(id, work).map(|key| Shard::of_key(&key, depth))
+    }
+
+    /// Whether this node keeps the item: every item of a whole project, and of a split one
+    /// those of its own shard and those that are never sharded.
+    fn keeps(&self, project: &ProjectId, id: &ItemId, work: &WorkItem) -> bool {
+        self.item_shard(project, id, work).is_none_or(|s| Some(s) == self.shard_of(project))
+    }
+
+    /// The shard a rank for an item of `project` is counted in: this node's, for an item of
+    /// its shard; `None` (every peer of the project heard) otherwise.
+    fn rank_shard(&self, project: &ProjectId, id: &ItemId, work: &WorkItem) -> Option<Shard> {
+        self.item_shard(project, id, work)
+    }
+
+    /// Where a driver sends `env`, which this engine published (or took in to pass on):
+    /// `None` for an item message about an item this node does not know.
+    pub fn route(&self, env: &Envelope) -> Option<Route> {
+        match env {
+            Envelope::Presence(_) => Some(Route::Presence),
+            Envelope::RelayRequest(_) | Envelope::Directory(_) => Some(Route::Everyone),
+            Envelope::Manifest(s) => s.verified_ref().ok().map(|m| Route::Project(m.id())),
+            Envelope::Batch(s) => {
+                let b = s.verified_ref().ok()?;
+                let depth = self.projects.get(&b.project).map_or(0, |p| p.m.shard_depth);
+                let mut shards = b.items.iter().map(|w| {
+                    shard::shard_key(&w.id(&b.project), w).map(|k| Shard::of_key(&k, depth))
+                });
+                let first = shards.next().flatten();
+                match first {
+                    Some(s) if depth > 0 && shards.all(|x| x == Some(s)) => {
+                        Some(Route::Shard(b.project, s))
+                    }
+                    _ => Some(Route::Project(b.project)),
+                }
+            }
+            _ => {
+                let item = env.item()?;
+                let e = self.items.get(&item)?;
+                Some(match self.item_shard(&e.project, &item, &e.work) {
+                    Some(s) => Route::Shard(e.project, s),
+                    None if e.project == relay_project() => Route::Everyone,
+                    None => Route::Project(e.project),
+                })
+            }
+        }
+    }
+
     /// Whether this node may try to claim the item at all (role, pause, shutdown,
     /// subscription).
     fn wants(&self, project: &ProjectId, work: &WorkItem) -> bool {
@@ -1050,18 +1120,25 @@ impl Engine {
     fn cached_rank(&mut self, item: &ItemId) -> Option<(u32, bool)> {
         let e = self.items.get(item)?;
         let (memo, project, role) = (e.rank?, e.project, Roles::for_work(&e.work));
+        let shard = self.rank_shard(&project, item, &e.work);
         let key = hrw::attempt_key(item, memo.failures);
-        let caught_up = self.catch_up(memo, &key, &project, role);
+        let caught_up = self.catch_up(memo, &key, &project, role, shard);
         let carried = caught_up.is_some();
         let mut scan = caught_up.unwrap_or_else(|| hrw::RankScan::start(&key, &self.me));
-        let others = self.rank_peers(&project, role);
+        let others = self.rank_peers(&project, role, shard);
         let rank = scan.advance(&key, &self.me, &others, u32::MAX).ok()?;
         Some((rank, carried))
     }
 
-    /// The peers [`Engine::my_rank`] counts for items of `project` that need `role`.
-    fn rank_peers(&mut self, project: &ProjectId, role: Roles) -> Arc<[NodeId]> {
-        self.peers.rank_list(project, role)
+    /// The peers [`Engine::my_rank`] counts for items of `project` that need `role`, within
+    /// `shard` for an item of a split project.
+    fn rank_peers(
+        &mut self,
+        project: &ProjectId,
+        role: Roles,
+        shard: Option<Shard>,
+    ) -> Arc<[NodeId]> {
+        self.peers.rank_list(project, role, shard)
     }
 
     /// Folds `change` (from [`ItemEntry::set_phase`] or [`ItemEntry::refresh_digest`]) into
@@ -1102,8 +1179,9 @@ impl Engine {
         key: &ItemId,
         project: &ProjectId,
         role: Roles,
+        shard: Option<Shard>,
     ) -> Option<hrw::RankScan> {
-        self.peers.catch_up(memo, key, &self.me, project, role)
+        self.peers.catch_up(memo, key, &self.me, project, role, shard)
     }
 
     fn on_item_timer(&mut self, item: ItemId, now: u64) {
@@ -1123,6 +1201,7 @@ impl Engine {
         let kind = e.work.kind();
         let role = Roles::for_work(&e.work);
         let project = e.project;
+        let shard = self.rank_shard(&project, &item, &e.work);
         // Each earlier epoch that ended without a result was a top-ranked node's turn wasted
         // (it crashed, or claimed and never worked): one more rank may claim per such epoch,
         // so nodes that let their leases lapse cannot starve an item by ranking first.
@@ -1154,19 +1233,19 @@ impl Engine {
         // node waiting its turn wakes about log2(rank) times, not rank times.
         let scan_to = limit.saturating_mul(2).saturating_add(1);
         let mut scan = cached
-            .and_then(|m| self.catch_up(m, &key, &project, role))
+            .and_then(|m| self.catch_up(m, &key, &project, role, shard))
             .unwrap_or_else(|| hrw::RankScan::start(&key, &self.me));
         let rank = if scan.complete() {
             Ok(scan.above())
         } else {
-            let others = self.rank_peers(&project, role);
+            let others = self.rank_peers(&project, role, shard);
             scan.advance(&key, &self.me, &others, scan_to)
         };
         // A node that failed the item itself goes behind every other node's turn: it hears of
         // its own failure first, and once lapsed epochs let every rank claim at once it would
         // otherwise win the retry it should leave to a node on another network.
         let behind = if self.items.get(&item).is_some_and(|e| e.fails.signed_by(&self.me)) {
-            let others = self.rank_peers(&project, role).len();
+            let others = self.rank_peers(&project, role, shard).len();
             u32::try_from(others).unwrap_or(u32::MAX).saturating_add(head).saturating_add(1)
         } else {
             0

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::hrw;
 use crate::ids::{ItemId, NodeId, ProjectId};
 use crate::message::{Presence, Roles};
+use crate::shard::Shard;
 use crate::signed::Signed;
 
 use super::{Reject, relay_project};
@@ -56,8 +57,9 @@ struct PeerChange {
 impl PeerChange {
     /// Whether the node counts in the ranking of items of `project` that need `role`, as
     /// [`PeerTable::rank_list`] lists them.
-    fn ranks_in(&self, project: &ProjectId, role: Roles) -> bool {
-        self.roles.contains(role)
+    fn ranks_in(&self, project: &ProjectId, role: Roles, shard: Option<Shard>) -> bool {
+        shard.is_none_or(|s| Shard::of_node(&self.node, s.depth) == s)
+            && self.roles.contains(role)
             && (*project == relay_project()
                 || self.projects.is_empty()
                 || self.projects.contains(project))
@@ -78,7 +80,7 @@ pub(super) struct PeerTable {
     /// The latest changes of the peer set, one per version, oldest first.
     log: VecDeque<PeerChange>,
     /// The peers an item of (project, role) is ranked among, as of `rank_lists_version`.
-    rank_lists: BTreeMap<(ProjectId, u8), Arc<[NodeId]>>,
+    rank_lists: BTreeMap<(ProjectId, u8, Option<Shard>), Arc<[NodeId]>>,
     rank_lists_version: u64,
 }
 
@@ -163,26 +165,40 @@ impl PeerTable {
 
     /// The peers an item of `project` that needs `role` is ranked among, in id order (as
     /// cached rankings score them, see `hrw::RankScan`): listed once per change of the peer
-    /// set rather than looked up per item.
-    pub(super) fn rank_list(&mut self, project: &ProjectId, role: Roles) -> Arc<[NodeId]> {
+    /// set rather than looked up per item. Within `shard` for an item of a split project:
+    /// only the shard's members rank for it.
+    pub(super) fn rank_list(
+        &mut self,
+        project: &ProjectId,
+        role: Roles,
+        shard: Option<Shard>,
+    ) -> Arc<[NodeId]> {
         if self.rank_lists_version != self.version || self.rank_lists.len() >= RANK_LISTS_MAX {
             self.rank_lists.clear();
             self.rank_lists_version = self.version;
         }
-        let key = (*project, role.0);
+        let key = (*project, role.0, shard);
         if let Some(list) = self.rank_lists.get(&key) {
             return Arc::clone(list);
         }
-        let list: Arc<[NodeId]> = self.ranked_among(project, role).collect::<Vec<_>>().into();
+        let list: Arc<[NodeId]> =
+            self.ranked_among(project, role, shard).collect::<Vec<_>>().into();
         self.rank_lists.insert(key, Arc::clone(&list));
         list
     }
 
     /// The peers counted in the ranking of items of `project` that need `role`, in id order.
-    fn ranked_among(&self, project: &ProjectId, role: Roles) -> impl Iterator<Item = NodeId> {
-        let has_role = |n: &NodeId| self.peers.get(n).is_some_and(|p| p.roles.contains(role));
+    fn ranked_among(
+        &self,
+        project: &ProjectId,
+        role: Roles,
+        shard: Option<Shard>,
+    ) -> impl Iterator<Item = NodeId> {
+        let in_shard = move |n: &NodeId| shard.is_none_or(|s| Shard::of_node(n, s.depth) == s);
+        let has_role =
+            |n: &NodeId| in_shard(n) && self.peers.get(n).is_some_and(|p| p.roles.contains(role));
         let list: Vec<NodeId> = if *project == relay_project() {
-            self.peers.iter().filter(|(_, p)| p.roles.contains(role)).map(|(n, _)| *n).collect()
+            self.peers.keys().filter(|n| has_role(n)).copied().collect()
         } else {
             let listed = self.by_project.get(project).into_iter().flatten();
             let mut list: Vec<NodeId> =
@@ -202,7 +218,7 @@ impl PeerTable {
         project: &ProjectId,
         role: Roles,
     ) -> u32 {
-        let others: Vec<NodeId> = self.ranked_among(project, role).collect();
+        let others: Vec<NodeId> = self.ranked_among(project, role, None).collect();
         hrw::rank(item, me, others.iter())
     }
 
@@ -222,6 +238,7 @@ impl PeerTable {
         me: &NodeId,
         project: &ProjectId,
         role: Roles,
+        shard: Option<Shard>,
     ) -> Option<hrw::RankScan> {
         // The log holds the last changes, one per version; versions are compared in the low 32
         // bits that memos keep.
@@ -233,7 +250,7 @@ impl PeerTable {
             return None;
         }
         for change in self.log.iter().skip(self.log.len() - behind) {
-            if change.ranks_in(project, role) {
+            if change.ranks_in(project, role, shard) {
                 memo.scan.on_change(key, me, &change.node, change.joined);
             }
         }
@@ -351,15 +368,15 @@ mod tests {
         hear(&mut t, 2, 1, Roles::CRAWL, &[], 100).unwrap();
         hear(&mut t, 3, 1, Roles::CRAWL, &[B], 100).unwrap();
         hear(&mut t, 4, 1, Roles::SEED, &[A], 100).unwrap();
-        let list = t.rank_list(&A, Roles::CRAWL);
+        let list = t.rank_list(&A, Roles::CRAWL, None);
         let mut want = [test_keypair(1).node_id(), test_keypair(2).node_id()];
         want.sort_unstable();
         assert_eq!(&*list, &want[..]);
         // Relay slots rank among every peer with the role, whatever its projects.
-        assert_eq!(t.rank_list(&relay_project(), Roles::CRAWL).len(), 3);
+        assert_eq!(t.rank_list(&relay_project(), Roles::CRAWL, None).len(), 3);
         // A change of the peer set lists again.
         t.forget(&test_keypair(2).node_id());
-        assert_eq!(t.rank_list(&A, Roles::CRAWL).len(), 1);
+        assert_eq!(t.rank_list(&A, Roles::CRAWL, None).len(), 1);
     }
 
     #[test]
@@ -368,8 +385,8 @@ mod tests {
         let (me, item) = (test_keypair(99).node_id(), ItemId([5; 32]));
         let memo = RankMemo { version: 0, failures: 0, scan: hrw::RankScan::start(&item, &me) };
         hear(&mut t, 1, 1, Roles::CRAWL, &[], 100).unwrap();
-        let caught = t.catch_up(memo, &item, &me, &A, Roles::CRAWL).expect("in the log");
-        let others = t.rank_list(&A, Roles::CRAWL);
+        let caught = t.catch_up(memo, &item, &me, &A, Roles::CRAWL, None).expect("in the log");
+        let others = t.rank_list(&A, Roles::CRAWL, None);
         let fresh = hrw::RankScan::start(&item, &me).advance(&item, &me, &others, u32::MAX);
         let mut caught = caught;
         assert_eq!(caught.advance(&item, &me, &others, u32::MAX), fresh);
@@ -377,6 +394,32 @@ mod tests {
             hear(&mut t, k, 1, Roles::CRAWL, &[], 100).unwrap_or(());
             t.forget(&test_keypair(k).node_id());
         }
-        assert!(t.catch_up(memo, &item, &me, &A, Roles::CRAWL).is_none());
+        assert!(t.catch_up(memo, &item, &me, &A, Roles::CRAWL, None).is_none());
+    }
+
+    /// In a split project an item ranks among its shard's members only, and a cached rank
+    /// takes in only the changes of members of that shard.
+    #[test]
+    fn a_shards_rank_list_holds_its_members_only_and_catches_up_with_them_alone() {
+        let mut t = PeerTable::default();
+        let (me, item) = (test_keypair(99).node_id(), ItemId([5; 32]));
+        let shard = Shard::of_node(&me, 2);
+        let memo = RankMemo { version: 0, failures: 0, scan: hrw::RankScan::start(&item, &me) };
+        let mut members = Vec::new();
+        for k in 1..=24u64 {
+            let (n, p, signed) = heartbeat(k, 1, Roles::CRAWL, &[A]);
+            t.heard(n, &p, signed, 100, 64).unwrap();
+            if Shard::of_node(&n, 2) == shard {
+                members.push(n);
+            }
+        }
+        members.sort_unstable();
+        assert!(!members.is_empty() && members.len() < 24, "{} members", members.len());
+        let list = t.rank_list(&A, Roles::CRAWL, Some(shard));
+        assert_eq!(&*list, &members[..]);
+        assert_eq!(t.rank_list(&A, Roles::CRAWL, None).len(), 24);
+        let mut caught = t.catch_up(memo, &item, &me, &A, Roles::CRAWL, Some(shard)).unwrap();
+        let fresh = hrw::RankScan::start(&item, &me).advance(&item, &me, &list, u32::MAX);
+        assert_eq!(caught.advance(&item, &me, &list, u32::MAX), fresh);
     }
 }

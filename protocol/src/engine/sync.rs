@@ -2,10 +2,13 @@
 //! [`SyncDelta`] of envelopes a peer answers with. The requester applies the delta through the
 //! ordinary message path, so synced state is validated exactly like gossip.
 
-use crate::ids::ProjectId;
+use crate::ids::{ItemId, ProjectId};
+use crate::item::{ItemBatch, WorkItem};
 use crate::message::{
     Envelope, ProjectDigest, SYNC_BUCKETS, SYNC_DELTA_MAX, SYNC_PROJECTS_MAX, SyncDelta, SyncDigest,
 };
+use crate::shard::Shard;
+use crate::signed::Signed;
 
 use super::{Engine, ItemEntry, Phase};
 
@@ -76,6 +79,19 @@ pub(super) fn bucket_of_entry(id: &crate::ids::ItemId, e: &super::ItemEntry) -> 
     }
 }
 
+/// Whether an item of `project` is for a member of `shard` (every item is, without one).
+fn in_shard(id: &ItemId, work: &WorkItem, shard: Option<Shard>) -> bool {
+    let Some(s) = shard else { return true };
+    crate::shard::shard_key(id, work).is_none_or(|k| Shard::of_key(&k, s.depth) == s)
+}
+
+/// Whether a batch holds work for a member of `shard`.
+fn batch_in(b: &Signed<ItemBatch>, project: ProjectId, shard: Option<Shard>) -> bool {
+    shard.is_none()
+        || b.verified_ref()
+            .is_ok_and(|b| b.items.iter().any(|w| in_shard(&w.id(&project), w, shard)))
+}
+
 impl Engine {
     fn project_digest(&self, project: ProjectId) -> Option<ProjectDigest> {
         let p = self.projects.get(&project);
@@ -95,6 +111,7 @@ impl Engine {
             manifest_version: p.map_or(0, |p| p.m.version),
             batches,
             buckets,
+            shard: self.shard_of(&project),
         })
     }
 
@@ -178,12 +195,14 @@ impl Engine {
         for project in ids {
             let Some(mine) = self.project_digest(project) else { continue };
             let theirs = digest.projects.iter().find(|d| d.project == project);
+            // A member of a split project is sent its own shard's work only.
+            let shard = theirs.and_then(|t| t.shard);
             if let Some(p) = self.projects.get(&project) {
                 if theirs.is_none_or(|t| t.manifest_version < mine.manifest_version) {
                     push(&mut out, Envelope::Manifest(p.manifest.clone()));
                 }
                 if theirs.is_none_or(|t| t.batches != mine.batches) {
-                    for b in p.batches.values() {
+                    for b in p.batches.values().filter(|b| batch_in(b, project, shard)) {
                         push(&mut out, Envelope::Batch(b.clone()));
                     }
                 }
@@ -200,7 +219,8 @@ impl Engine {
                 let differing = self
                     .items
                     .iter()
-                    .filter(|(id, e)| e.project == project && bucket_of_entry(id, e) == bucket);
+                    .filter(|(id, e)| e.project == project && bucket_of_entry(id, e) == bucket)
+                    .filter(|(id, e)| in_shard(id, &e.work, shard));
                 for (_, e) in differing {
                     // What ended the previous epoch first, so the claim after it is not early.
                     if let Some(prior) = e.phase.prior() {

@@ -72,6 +72,9 @@ struct Net {
     liars: Vec<Lies>,
     /// Nodes that lost their copies: they answer every storage challenge with nothing.
     copies_lost: Vec<bool>,
+    /// Whether a message goes only where [`Engine::route`] says (a shard's members, a
+    /// heartbeat to those sharing a topic) rather than to every node.
+    routed: bool,
 }
 
 /// What a node of the harness reports for its work.
@@ -106,6 +109,25 @@ impl Net {
             cooldowns: Vec::new(),
             liars: vec![Lies::Never; n],
             copies_lost: vec![false; n],
+            routed: false,
+        }
+    }
+
+    /// Whether a message `from` published reaches `to`, as its route says when the net is
+    /// routed: a shard's message to that shard's members, a heartbeat to the nodes that share
+    /// a topic with the sender (everyone, for a project that is not split).
+    fn reaches(&self, from: usize, to: usize, env: &Envelope) -> bool {
+        if !self.routed {
+            return true;
+        }
+        let (a, b) = (&self.engines[from], &self.engines[to]);
+        match a.route(env) {
+            Some(Route::Shard(p, s)) => b.shard_of(&p) == Some(s),
+            Some(Route::Presence) => {
+                let mine: Vec<_> = a.shards().collect();
+                mine.is_empty() || mine.iter().any(|(p, s)| b.shard_of(p) == Some(*s))
+            }
+            _ => true,
         }
     }
 
@@ -149,7 +171,7 @@ impl Net {
                         continue;
                     }
                     for to in 0..self.engines.len() {
-                        if to != node {
+                        if to != node && self.reaches(node, to, &env) {
                             self.seq += 1;
                             self.queue
                                 .insert((self.now + self.latency_ms, self.seq), (to, env.clone()));
@@ -941,7 +963,7 @@ fn ranking_counts_only_peers_of_the_items_project() {
         let rank = e.my_rank(id, &m.id(), WorkKind::Crawl);
         ranked_below += u32::from(rank > 0);
         // The peer list cached per peer-set version ranks alike.
-        let cached = e.rank_peers(&m.id(), Roles::CRAWL);
+        let cached = e.rank_peers(&m.id(), Roles::CRAWL, None);
         assert_eq!(hrw::rank(id, &e.node_id(), cached.iter()), rank);
     }
     assert!(ranked_below > 150, "{ranked_below} of 200 items now rank below a peer");
@@ -1380,7 +1402,7 @@ fn torrent_duties_go_only_to_nodes_that_seed_torrents() {
     let third = net.engines[3].node_id();
     let role = Roles::for_work(&net.engines[0].items[&ids[0]].work);
     assert_eq!(role, Roles(Roles::SEED.0 | Roles::TORRENT.0));
-    let ranked = net.engines[0].rank_peers(&m.id(), role);
+    let ranked = net.engines[0].rank_peers(&m.id(), role, None);
     assert_eq!(&ranked[..], &[third]);
 }
 
@@ -3322,5 +3344,164 @@ mod storage_proofs {
         assert!(Reject::Unproven.penalize());
         assert_eq!(net.engines[other].handle(Input::Message(renewal(Some(good))), net.now), Ok(()));
         let _ = m;
+    }
+}
+
+/// Split projects (see `crate::shard`): each shard's members take in, claim and settle its
+/// items alone, on a net that delivers each message only where [`Engine::route`] sends it.
+mod shards {
+    use super::*;
+    use crate::shard::Shard;
+
+    /// A project split `depth` deep, with `n` items in one batch, published by node 0.
+    fn publish_split(
+        net: &mut Net,
+        owner: &Keypair,
+        depth: u8,
+        n: usize,
+    ) -> (ProjectId, Vec<ItemId>) {
+        let m = ProjectManifest { shard_depth: depth, ..manifest(owner, 5_000, 0) };
+        let b = batch(owner, &m, n);
+        let ids = b.verify().unwrap().items.iter().map(|w| w.id(&m.id())).collect();
+        net.input(0, Input::Publish(Envelope::Manifest(Signed::sign(owner, &m)))).unwrap();
+        net.input(0, Input::Publish(Envelope::Batch(b))).unwrap();
+        (m.id(), ids)
+    }
+
+    fn shard_of_item(id: &ItemId, depth: u8) -> Shard {
+        Shard::of_key(id, depth)
+    }
+
+    /// Whether each of the item's shard's members sees it done.
+    fn done_in_shard(net: &Net, project: &ProjectId, id: &ItemId, depth: u8) -> bool {
+        let s = shard_of_item(id, depth);
+        net.engines
+            .iter()
+            .filter(|e| e.shard_of(project) == Some(s))
+            .all(|e| matches!(e.item_state(id), Some(ItemState::Done { .. })))
+    }
+
+    #[test]
+    fn each_shard_works_its_own_items_once_and_hears_nothing_of_the_others() {
+        let owner = test_keypair(1);
+        let mut net = Net::new(16, &owner, fast_config());
+        net.routed = true;
+        let depth = 2;
+        let (project, ids) = publish_split(&mut net, &owner, depth, 120);
+        // Every one of the four shards has members among these sixteen keys.
+        let mut sizes = [0usize; 4];
+        for e in &net.engines {
+            sizes[Shard::of_node(&e.node_id(), depth).prefix as usize] += 1;
+        }
+        assert!(sizes.iter().all(|n| *n >= 1), "shard sizes {sizes:?}");
+        let finished =
+            net.run_until(600_000, |n| ids.iter().all(|i| done_in_shard(n, &project, i, depth)));
+        assert!(finished, "not all items finished by t={}", net.now);
+        for id in &ids {
+            assert_eq!(net.executions.get(id), Some(&1), "{id:?} ran other than once");
+        }
+        for (node, item) in &net.starts {
+            let e = &net.engines[*node];
+            let Some((_, work)) = e.item_work(item) else { continue };
+            if let Some(key) = crate::shard::shard_key(item, work) {
+                assert_eq!(Some(Shard::of_key(&key, depth)), e.shard_of(&project));
+            }
+        }
+        // No node keeps (or ever heard of) an item of another shard.
+        for e in &net.engines {
+            let mine = e.shard_of(&project).unwrap();
+            for id in &ids {
+                assert_eq!(e.item_state(id).is_some(), shard_of_item(id, depth) == mine);
+            }
+            let other = Reject::OtherShard;
+            assert_eq!(e.stats().rejected.get(&other), None, "{:?}", e.stats().rejected);
+        }
+    }
+
+    #[test]
+    fn a_batch_of_another_shard_is_refused_but_its_publisher_passes_it_on() {
+        let owner = test_keypair(1);
+        let mut net = Net::new(1, &owner, fast_config());
+        let m = ProjectManifest { shard_depth: 3, ..manifest(&owner, 5_000, 0) };
+        net.input(0, Input::Publish(Envelope::Manifest(Signed::sign(&owner, &m)))).unwrap();
+        let mine = net.engines[0].shard_of(&m.id()).unwrap();
+        // Items of one shard other than this node's, as an owner sorts them into batches.
+        let items: Vec<WorkItem> = (0..400)
+            .map(|i| WorkItem::CrawlChunk { urls: vec![format!("http://example.test/{i}")] })
+            .filter(|w| {
+                let s = Shard::of_key(&w.id(&m.id()), 3);
+                s != mine && s.prefix == (mine.prefix + 1) % 8
+            })
+            .collect();
+        assert!(!items.is_empty());
+        let b = Signed::sign(&owner, &ItemBatch { project: m.id(), seq: 7, items });
+        let foreign = Envelope::Batch(b);
+        assert_eq!(
+            net.engines[0].handle(Input::Message(foreign.clone()), 0),
+            Err(Reject::OtherShard)
+        );
+        assert!(!Reject::OtherShard.penalize());
+        assert_eq!(net.engines[0].item_count(), 0);
+        let route = net.engines[0].route(&foreign);
+        assert!(matches!(route, Some(Route::Shard(_, s)) if s != mine), "{route:?}");
+        // Published here (an owner's node sends every shard its batches): passed on, not kept.
+        net.engines[0].handle(Input::Publish(foreign.clone()), 0).unwrap();
+        let out: Vec<Output> = std::iter::from_fn(|| net.engines[0].poll_output()).collect();
+        assert!(out.iter().any(|o| matches!(o, Output::Publish(e) if *e == foreign)));
+        assert_eq!(net.engines[0].item_count(), 0);
+    }
+
+    #[test]
+    fn a_new_depth_splits_a_nodes_items_and_an_older_one_merges_them_back() {
+        let owner = test_keypair(1);
+        let mut net = Net::new(1, &owner, fast_config());
+        let (project, ids) = publish_split(&mut net, &owner, 1, 200);
+        let held = |e: &Engine| ids.iter().filter(|i| e.item_state(i).is_some()).count();
+        let at = |d: u8| {
+            let me = Shard::of_node(&net.engines[0].node_id(), d);
+            ids.iter().filter(|i| Shard::of_key(i, d) == me).count()
+        };
+        let (at1, at3) = (at(1), at(3));
+        assert_eq!(held(&net.engines[0]), at1);
+        let bump = |depth: u8, version: u64| {
+            let m = ProjectManifest { shard_depth: depth, version, ..manifest(&owner, 5_000, 0) };
+            Input::Message(Envelope::Manifest(Signed::sign(&owner, &m)))
+        };
+        net.input(0, bump(3, 2)).unwrap();
+        assert_eq!(held(&net.engines[0]), at3);
+        assert!(at3 < at1);
+        // Merged back to one shard: every item again, from the batch the node kept.
+        net.input(0, bump(0, 3)).unwrap();
+        assert_eq!(held(&net.engines[0]), ids.len());
+        assert_eq!(net.engines[0].shard_of(&project), None);
+        assert_eq!(net.engines[0].stats().reshards, 2);
+    }
+
+    #[test]
+    fn sync_hands_a_member_its_own_shards_work_only() {
+        let owner = test_keypair(1);
+        let mut net = Net::new(16, &owner, fast_config());
+        net.routed = true;
+        let depth = 1;
+        let (project, ids) = publish_split(&mut net, &owner, depth, 60);
+        net.run_until(600_000, |n| ids.iter().all(|i| done_in_shard(n, &project, i, depth)));
+        let shard = |i: usize| net.engines[i].shard_of(&project).unwrap();
+        let same = (1..16).find(|i| shard(*i) == shard(0)).unwrap();
+        let other = (1..16).find(|i| shard(*i) != shard(0)).unwrap();
+        for (asker, expect_items) in [(same, true), (other, false)] {
+            // The asker as if it had just joined: a digest of its shard with no item states.
+            let mut digest = net.engines[asker].sync_digest();
+            for d in &mut digest.projects {
+                d.buckets = [[0; 8]; crate::message::SYNC_BUCKETS];
+            }
+            let delta = net.engines[0].sync_delta(&digest);
+            let items: Vec<ItemId> = delta.envelopes.iter().filter_map(Envelope::item).collect();
+            assert_eq!(!items.is_empty(), expect_items);
+            for i in &items {
+                let key =
+                    net.engines[0].item_work(i).and_then(|(_, w)| crate::shard::shard_key(i, w));
+                assert!(key.is_none_or(|k| Shard::of_key(&k, depth) == shard(asker)));
+            }
+        }
     }
 }

@@ -386,6 +386,21 @@ pub enum Output {
     },
 }
 
+/// Where a driver sends an envelope the engine publishes ([`super::Engine::route`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Every node: relay requests and curators' directories.
+    Everyone,
+    /// This node's heartbeat: to each whole project it works on, and to its own shard of each
+    /// split one ([`super::Engine::shards`]), never to a split project as a whole.
+    Presence,
+    /// Every node of the project: its manifest and host lanes, and the batches and item
+    /// messages of a project that is not split.
+    Project(ProjectId),
+    /// The members of one shard of a split project: the shard's batches and item messages.
+    Shard(ProjectId, crate::shard::Shard),
+}
+
 /// Why local work was cancelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -477,6 +492,10 @@ pub enum Reject {
     /// not check (see `crate::proof`).
     #[error("storage proof missing or invalid")]
     Unproven,
+    /// Work of a split project that lies in another shard than this node's (see
+    /// `crate::shard`): not kept here, and no fault of the sender's.
+    #[error("item of another shard")]
+    OtherShard,
 }
 
 impl Reject {
@@ -498,7 +517,7 @@ impl Reject {
     }
 
     /// All reasons, in a fixed order (for metrics).
-    pub const ALL: [Reject; 17] = [
+    pub const ALL: [Reject; 18] = [
         Reject::BadSignature,
         Reject::Malformed,
         Reject::UntrustedProject,
@@ -516,6 +535,7 @@ impl Reject {
         Reject::Settling,
         Reject::Barred,
         Reject::Unproven,
+        Reject::OtherShard,
     ];
 
     /// snake_case name, for metrics labels.
@@ -538,6 +558,7 @@ impl Reject {
             Reject::Settling => "settling",
             Reject::Barred => "barred",
             Reject::Unproven => "unproven",
+            Reject::OtherShard => "other_shard",
         }
     }
 }
@@ -594,6 +615,9 @@ pub struct EngineStats {
     /// Hosts left without lanes because their project has `lanes::LANE_HOSTS_MAX` already.
     #[serde(default)]
     pub lane_hosts_over: u64,
+    /// Times a split project's depth changed here, and this node's items with it.
+    #[serde(default)]
+    pub reshards: u64,
     /// Messages rejected, by reason (reasons never seen are absent; in JSON, keyed by the
     /// reason's snake_case name).
     pub rejected: std::collections::BTreeMap<Reject, u64>,
