@@ -12,7 +12,7 @@
 //!
 //! The pure functions at the bottom are the checkers; the `World` methods feed them.
 
-use starling_protocol::{ItemId, ItemState, NodeId, ProjectId};
+use starling_protocol::{Engine, ItemId, ItemState, NodeId, ProjectId};
 
 use crate::net::mix64;
 use crate::parts::Executions;
@@ -157,11 +157,11 @@ impl World {
     /// Which items the agreement check looks at now: those quiet since `quiet_before`.
     fn quiet_view(&self, quiet_before: u64) -> QuietView {
         let mut recent = Vec::new();
-        let mut quiet = vec![Vec::new(); self.ledger.projects.len()];
+        let mut quiet = vec![Vec::new(); self.ledger.topic_count as usize];
         for (i, r) in self.ledger.items.iter().enumerate() {
             if r.touched_at > quiet_before {
                 recent.push(r.id);
-            } else if let Some(q) = quiet.get_mut(r.project as usize) {
+            } else if let Some(q) = quiet.get_mut(r.group as usize) {
                 q.push(i as u32);
             }
         }
@@ -230,11 +230,14 @@ impl World {
     fn scan_fingerprints(&self, n: usize, recent: &[ItemId], known_only: bool, out: &mut Vec<u64>) {
         let node = &self.nodes[n];
         let Some(engine) = node.engine.as_ref() else { return };
-        let pids: Vec<ProjectId> = self
-            .overlay
-            .topics(n as u32)
+        let topics = self.overlay.topics(n as u32);
+        // Per topic, the project it belongs to (a shard's is its project's).
+        let pids: Vec<ProjectId> = topics
             .iter()
-            .map(|p| self.ledger.projects[*p as usize].id)
+            .map(|t| {
+                let p = self.ledger.project_of_topic(*t);
+                p.map_or(ProjectId([0; 32]), |p| self.ledger.projects[p as usize].id)
+            })
             .collect();
         out.clear();
         out.resize(pids.len(), 0);
@@ -242,10 +245,13 @@ impl World {
         for (id, pid, st) in engine.items() {
             // The node's few topic ids, the last match first; another project's item (a
             // relay slot) counts nowhere.
-            let ti = if pids.get(last) == Some(&pid) {
+            let ti = if pids.get(last) == Some(&pid) && !self.split(&pid) {
                 last
             } else {
-                match pids.iter().position(|p| *p == pid) {
+                match self
+                    .item_topic(engine, &id, &pid)
+                    .and_then(|t| topics.iter().position(|x| *x == t))
+                {
                     Some(ti) => ti,
                     None => continue,
                 }
@@ -268,9 +274,27 @@ impl World {
         }
     }
 
-    /// Per project, the fingerprints of every honest up subscriber, in node order.
+    /// Whether project `pid` is split into shards.
+    fn split(&self, pid: &ProjectId) -> bool {
+        let p = self.ledger.project_index.get(pid);
+        p.is_some_and(|p| self.ledger.projects[*p as usize].depth > 0)
+    }
+
+    /// The topic item `id` of project `pid` travels on in `engine`'s view: its shard's, for a
+    /// split project, else its project's; `None` for a project the driver does not know.
+    fn item_topic(&self, engine: &Engine, id: &ItemId, pid: &ProjectId) -> Option<u32> {
+        let p = *self.ledger.project_index.get(pid)?;
+        if self.ledger.projects[p as usize].depth == 0 {
+            return Some(p);
+        }
+        let key =
+            engine.item_work(id).and_then(|(_, w)| starling_protocol::shard::shard_key(id, w));
+        Some(self.ledger.group_of(p, key.as_ref()))
+    }
+
+    /// Per topic, the fingerprints of every honest up subscriber, in node order.
     fn fingerprints(&self, view: &QuietView) -> Vec<Vec<u64>> {
-        let mut groups = vec![Vec::new(); self.ledger.projects.len()];
+        let mut groups = vec![Vec::new(); self.ledger.topic_count as usize];
         let mut fp = Vec::new();
         for n in 0..self.nodes.len() {
             if self.node_fingerprints(n, view, &mut fp) {
@@ -295,7 +319,7 @@ impl World {
         if self.convergence.order.len() != self.nodes.len() {
             self.convergence.order = (0..self.nodes.len() as u32).collect();
         }
-        let mut agreed: Vec<Option<(u64, u32)>> = vec![None; self.ledger.projects.len()];
+        let mut agreed: Vec<Option<(u64, u32)>> = vec![None; self.ledger.topic_count as usize];
         let mut fp = Vec::new();
         let mut odd = None;
         'nodes: for &n in &self.convergence.order {

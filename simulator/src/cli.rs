@@ -40,6 +40,9 @@ pub struct SimArgs {
     /// Override the run length (90s, 10m, 1500ms; bare numbers are seconds).
     #[arg(long, value_parser = parse_duration_ms)]
     pub duration: Option<u64>,
+    /// Split each project into shards of about this many nodes (0: keep projects whole).
+    #[arg(long, value_name = "N")]
+    pub shard_members: Option<u32>,
     /// Write the report as JSON here (a sweep writes one report per line).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -93,6 +96,7 @@ fn load_scenario(args: &SimArgs) -> anyhow::Result<Scenario> {
             loss: args.loss,
             churn_per_min: args.churn,
             duration_ms: args.duration,
+            shard_members: args.shard_members,
         })
         .map_err(|e| e.with_origin(&args.scenario))?;
     Ok(scenario)

@@ -22,8 +22,36 @@ impl World {
         self.overlay.deaf_at(n, self.now)
     }
 
+    /// The topics node `n` sends an envelope it publishes on, as its engine routes it
+    /// ([`starling_protocol::Engine::route`]): a shard's topic, a project's, or for a
+    /// heartbeat every topic the node is in but those of split projects as a whole.
+    fn publish_topics(&self, n: u32, env: &Envelope) -> Vec<u32> {
+        use starling_protocol::Route;
+        let route = self.nodes.get(n as usize).and_then(|x| x.engine.as_ref()?.route(env));
+        let project = |pid| self.ledger.project_index.get(&pid).copied();
+        let mine = self.overlay.topics(n);
+        let one = |t: Option<u32>| match t {
+            Some(t) => vec![t],
+            None => mine.to_vec(),
+        };
+        match route {
+            Some(Route::Shard(pid, shard)) => match project(pid) {
+                Some(p) => vec![self.ledger.shard_topic(p, shard)],
+                None => mine.to_vec(),
+            },
+            Some(Route::Project(pid)) => one(project(pid)),
+            Some(Route::Presence) => {
+                mine.iter().copied().filter(|t| !self.ledger.split_project_topic(*t)).collect()
+            }
+            Some(Route::Everyone) => mine.to_vec(),
+            // An item the engine does not know (a liar's forgery): its project's topic, as
+            // the driver's table has it.
+            None => one(self.project_of(n, env)),
+        }
+    }
+
     /// The project (topic) an envelope belongs to; `None` for presence (every topic).
-    fn topic_of(&self, n: u32, env: &Envelope) -> Option<u32> {
+    fn project_of(&self, n: u32, env: &Envelope) -> Option<u32> {
         use starling_protocol::wire::decode;
         match env {
             // A curator's directory is for every node (the curated scenario's nodes all follow
@@ -49,7 +77,7 @@ impl World {
 
     /// Sends an envelope from node `n` to its mesh as a new message.
     pub(crate) fn publish(&mut self, n: u32, env: Envelope) {
-        let topic = self.topic_of(n, &env);
+        let topics = self.publish_topics(n, &env);
         let bytes = env.to_bytes();
         let hash = blake3::hash(&bytes);
         let mut first = [0u8; 8];
@@ -74,14 +102,8 @@ impl World {
         let nodes = &self.nodes;
         self.overlay.hold(&msg, |x| nodes[x as usize].inc);
         self.record("send", n, u32::MAX, id);
-        match topic {
-            Some(t) => self.forward(n, t, &msg, u32::MAX),
-            None => {
-                for k in 0..self.overlay.topics(n).len() {
-                    let t = self.overlay.topics(n)[k];
-                    self.forward(n, t, &msg, u32::MAX);
-                }
-            }
+        for t in topics {
+            self.forward(n, t, &msg, u32::MAX);
         }
     }
 
@@ -192,10 +214,15 @@ impl World {
 
     /// The mesh peers of `n` that are up and reachable: those it holds a connection to.
     pub(crate) fn sync_peers(&self, n: u32) -> Vec<u32> {
+        // A split project's own topic links to members of other shards, whose state is not
+        // this node's: its shard's topic is where its sync peers are.
+        let topics = self.overlay.topics(n);
         self.overlay
             .mesh(n)
             .iter()
-            .flatten()
+            .zip(topics)
+            .filter(|(_, t)| !self.ledger.split_project_topic(**t))
+            .flat_map(|(m, _)| m)
             .copied()
             .filter(|p| self.nodes[*p as usize].up() && self.net.reachable(n as usize, *p as usize))
             .collect()
@@ -243,7 +270,7 @@ impl World {
                 // yet is looked up in the responder's engine by `topic_of`.
                 let known = env_item(env)
                     .is_none_or(|(item, _)| self.ledger.known_project(&item).is_some());
-                (project(self.topic_of(responder, env)), known)
+                (project(self.project_of(responder, env)), known)
             }
         }
     }

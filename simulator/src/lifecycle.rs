@@ -12,14 +12,19 @@ use crate::world::{Event, World};
 const DIRECTORY_LEAD_MS: u64 = 2_000;
 
 impl World {
+    /// An honest up node subscribed to `topic`, to publish through.
+    fn gateway(&self, topic: u32) -> Option<u32> {
+        self.overlay.subscribers(topic).iter().copied().find(|n| {
+            let node = &self.nodes[*n as usize];
+            node.up() && !node.byz
+        })
+    }
+
     pub(crate) fn on_publish(&mut self, p: u32) {
         if self.ledger.projects.get(p as usize).is_none() {
             return;
         }
-        let gateway = self.overlay.subscribers(p).iter().copied().find(|n| {
-            let node = &self.nodes[*n as usize];
-            node.up() && !node.byz
-        });
+        let gateway = self.gateway(p);
         let Some(g) = gateway else {
             // Nobody to publish through yet; try again shortly.
             self.push(self.now + 1_000, Event::Publish { project: p });
@@ -44,11 +49,29 @@ impl World {
             }
         }
         let Some(proj) = self.ledger.projects.get(p as usize) else { return };
-        let mut envs = vec![proj.manifest.clone()];
-        envs.extend(proj.batches.iter().cloned());
+        let manifest = proj.manifest.clone();
+        // Each batch through a node of its topic (a split project's shard), which is given
+        // the manifest first so that it can take the batch in and pass it on.
+        let batches: Vec<(u32, starling_protocol::Envelope)> =
+            proj.batch_topics.iter().copied().zip(proj.batches.iter().cloned()).collect();
         self.record("publish", g, u32::MAX, u64::from(p));
-        for env in envs {
-            self.drive(g, Input::Publish(env));
+        self.drive(g, Input::Publish(manifest.clone()));
+        let mut unsent = false;
+        for (topic, batch) in batches {
+            let via = if topic == p { Some(g) } else { self.gateway(topic) };
+            let Some(via) = via else {
+                unsent = true;
+                continue;
+            };
+            if via != g {
+                self.drive(via, Input::Publish(manifest.clone()));
+            }
+            self.drive(via, Input::Publish(batch));
+        }
+        if unsent {
+            // A shard with no member up: the owner publishes again shortly, as it does when
+            // the project has none (what was sent already is refused as a duplicate).
+            self.push(self.now + 1_000, Event::Publish { project: p });
         }
         self.convergence.wait_from(self.now);
     }

@@ -6,6 +6,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use starling_protocol::engine::test_keypair;
+use starling_protocol::shard::{Shard, depth_for};
 use starling_protocol::{
     Directory, DirectoryEntry, Envelope, ItemBatch, ItemId, Keypair, ProjectId, ProjectManifest,
     Signed, WorkItem, WorkKind,
@@ -26,6 +27,13 @@ pub(crate) struct ProjectRec {
     pub key: Keypair,
     pub manifest: Envelope,
     pub batches: Vec<Envelope>,
+    /// The topic each batch goes out on (aligned with `batches`): its shard's, or the
+    /// project's.
+    pub batch_topics: Vec<u32>,
+    /// How deep the project is split (0: whole).
+    pub depth: u8,
+    /// The topic of the project's first shard; shard `prefix` is on `shard_base + prefix`.
+    pub shard_base: u32,
 }
 
 /// What the driver knows about one item.
@@ -35,6 +43,9 @@ pub(crate) struct ItemRec {
     /// The project's index; `u32::MAX` for a derived item of a project the driver does not
     /// know.
     pub project: u32,
+    /// The topic its messages travel on, which its nodes' views are compared within: its
+    /// shard's for an item of a split project, else the project's (`u32::MAX` with it).
+    pub group: u32,
     pub crawl: bool,
     pub starts: u32,
     pub completions: u32,
@@ -48,10 +59,11 @@ pub(crate) struct ItemRec {
 }
 
 impl ItemRec {
-    fn new(id: ItemId, project: u32, crawl: bool, touched_at: u64) -> Self {
+    fn new(id: ItemId, project: u32, group: u32, crawl: bool, touched_at: u64) -> Self {
         ItemRec {
             id,
             project,
+            group,
             crawl,
             starts: 0,
             completions: 0,
@@ -98,6 +110,8 @@ pub(crate) struct Executions {
 pub(crate) struct Ledger {
     pub projects: Vec<ProjectRec>,
     pub project_index: HashMap<ProjectId, u32, IdBuild>,
+    /// Topics in all: one per project, then one per shard of each split project.
+    pub topic_count: u32,
     pub items: Vec<ItemRec>,
     pub item_index: HashMap<ItemId, u32, IdBuild>,
     /// Items more than one honest node has executed at once since the safety check last
@@ -122,7 +136,15 @@ impl Ledger {
         let mut ledger = Ledger::default();
         let per = s.items / s.projects;
         let extra = s.items % s.projects;
+        // Each node is in `projects_per_node` projects: about this many nodes each.
+        let members = u64::from(s.nodes) * u64::from(s.projects_per_node) / u64::from(s.projects);
+        let mut next_topic = s.projects;
         for p in 0..s.projects {
+            let depth = if s.shard_members == 0 { 0 } else { depth_for(members, s.shard_members) };
+            let shard_base = next_topic;
+            if depth > 0 {
+                next_topic += 1 << depth;
+            }
             let key = test_keypair(mix64(seed ^ 0x7072_6f6a) ^ u64::from(p));
             let m = ProjectManifest {
                 name: format!("sim-{p}"),
@@ -147,12 +169,15 @@ impl Ledger {
                     proof_every_ms: s.verify.proof_every_ms,
                     proof_grace_ms: s.verify.proof_grace_ms,
                 },
-                shard_depth: 0,
+                shard_depth: depth,
             };
             let pid = m.id();
             let count = per + u32::from(p < extra);
-            let mut batches = Vec::new();
-            let mut works = Vec::with_capacity(s.batch_items as usize);
+            let group = |key: &ItemId| match depth {
+                0 => p,
+                d => shard_base + u32::from(Shard::of_key(key, d).prefix),
+            };
+            let mut all = Vec::with_capacity(count as usize);
             for i in 0..count {
                 let urls = match &s.hosts {
                     Some(h) => h.chunk_urls(p, i),
@@ -166,22 +191,41 @@ impl Ledger {
                 let work = WorkItem::CrawlChunk { urls };
                 let id = work.id(&pid);
                 ledger.item_index.insert(id, ledger.items.len() as u32);
-                ledger.items.push(ItemRec::new(id, p, true, 0));
-                works.push(work);
-                if works.len() == s.batch_items as usize || i + 1 == count {
+                ledger.items.push(ItemRec::new(id, p, group(&id), true, 0));
+                all.push((group(&id), work));
+            }
+            // An owner of a split project sorts its batches by shard, so each goes to the
+            // shard's members alone.
+            all.sort_by_key(|(g, _)| *g);
+            let (mut batches, mut batch_topics) = (Vec::new(), Vec::new());
+            let mut works = Vec::with_capacity(s.batch_items as usize);
+            for (k, (g, work)) in all.iter().enumerate() {
+                works.push(work.clone());
+                let next = all.get(k + 1).map(|(g, _)| *g);
+                if works.len() == s.batch_items as usize || next != Some(*g) {
                     let b = ItemBatch {
                         project: pid,
                         seq: batches.len() as u64,
                         items: std::mem::take(&mut works),
                     };
                     batches.push(Envelope::Batch(Signed::sign(&key, &b)));
+                    batch_topics.push(*g);
                 }
             }
             ledger.crawl_total += u64::from(count);
             ledger.project_index.insert(pid, p);
             let manifest = Envelope::Manifest(Signed::sign(&key, &m));
-            ledger.projects.push(ProjectRec { id: pid, manifest, key, batches });
+            ledger.projects.push(ProjectRec {
+                id: pid,
+                manifest,
+                key,
+                batches,
+                batch_topics,
+                depth,
+                shard_base,
+            });
         }
+        ledger.topic_count = next_topic;
         if s.curator.enabled {
             ledger.curator = Some(ledger.directory(s, seed));
         }
@@ -206,10 +250,13 @@ impl Ledger {
     }
 
     /// The index of an item, registering a derived item (a seed duty) on first sight at `now`.
+    /// Registers a derived item on first sight (`key`: what it is sharded by, see
+    /// `starling_protocol::shard::shard_key`) and returns its index.
     pub(crate) fn register(
         &mut self,
         item: ItemId,
         project: ProjectId,
+        key: Option<ItemId>,
         kind: WorkKind,
         check: bool,
         now: u64,
@@ -220,9 +267,41 @@ impl Ledger {
         let i = self.items.len() as u32;
         self.item_index.insert(item, i);
         let project = self.project_index.get(&project).copied().unwrap_or(u32::MAX);
+        let group = self.group_of(project, key.as_ref());
         // Spot-checks are crawls, but not the project's chunks: not counted with them.
-        self.items.push(ItemRec::new(item, project, kind == WorkKind::Crawl && !check, now));
+        let crawl = kind == WorkKind::Crawl && !check;
+        self.items.push(ItemRec::new(item, project, group, crawl, now));
         i
+    }
+
+    /// The topic of project `p`'s items sharded by `key` (`None`: never sharded).
+    pub(crate) fn group_of(&self, p: u32, key: Option<&ItemId>) -> u32 {
+        let Some(rec) = self.projects.get(p as usize) else { return p };
+        match (rec.depth, key) {
+            (0, _) | (_, None) => p,
+            (d, Some(k)) => rec.shard_base + u32::from(Shard::of_key(k, d).prefix),
+        }
+    }
+
+    /// The topic of `shard` of project `p`.
+    pub(crate) fn shard_topic(&self, p: u32, shard: Shard) -> u32 {
+        self.projects.get(p as usize).map_or(p, |rec| rec.shard_base + u32::from(shard.prefix))
+    }
+
+    /// The project topic `t` belongs to: itself, or the project whose shard it is.
+    pub(crate) fn project_of_topic(&self, t: u32) -> Option<u32> {
+        if (t as usize) < self.projects.len() {
+            return Some(t);
+        }
+        let in_range =
+            |r: &ProjectRec| r.depth > 0 && t >= r.shard_base && t - r.shard_base < 1 << r.depth;
+        self.projects.iter().position(in_range).map(|p| p as u32)
+    }
+
+    /// Whether topic `t` is a split project's own topic, on which its nodes' heartbeats and
+    /// items do not travel.
+    pub(crate) fn split_project_topic(&self, t: u32) -> bool {
+        self.projects.get(t as usize).is_some_and(|p| p.depth > 0)
     }
 
     /// The project index of a known item of a known project.
@@ -375,12 +454,13 @@ mod tests {
         let mut l = ledger();
         let pid = l.projects[1].id;
         let duty = ItemId([9; 32]);
-        let i = l.register(duty, pid, WorkKind::Seed, false, 7);
-        assert_eq!(l.register(duty, pid, WorkKind::Seed, false, 8), i);
+        let i = l.register(duty, pid, None, WorkKind::Seed, false, 7);
+        assert_eq!(l.register(duty, pid, None, WorkKind::Seed, false, 8), i);
         assert_eq!((l.items[i as usize].touched_at, l.known_project(&duty)), (7, Some(1)));
         l.mark_done(duty, 9);
         assert_eq!(l.done_count, 0, "only crawl items count");
-        let stranger = l.register(ItemId([8; 32]), ProjectId([1; 32]), WorkKind::Seed, false, 0);
+        let stranger =
+            l.register(ItemId([8; 32]), ProjectId([1; 32]), None, WorkKind::Seed, false, 0);
         assert_eq!(l.known_project(&l.items[stranger as usize].id), None);
     }
 
@@ -390,7 +470,7 @@ mod tests {
         l.items[0].starts = 2;
         l.items[0].completions = 1;
         l.items[1].starts = 1;
-        let duty = l.register(ItemId([9; 32]), l.projects[0].id, WorkKind::Seed, false, 0);
+        let duty = l.register(ItemId([9; 32]), l.projects[0].id, None, WorkKind::Seed, false, 0);
         l.items[duty as usize].starts = 5;
         let e = l.executions();
         let want = Executions { started: 3, items_started: 2, completed: 1, items_completed: 1 };

@@ -86,6 +86,11 @@ pub struct Scenario {
     pub projects_per_node: u32,
     /// Items per signed batch.
     pub batch_items: u32,
+    /// Split each project into neighbourhoods (see `starling_protocol::shard`) of about this
+    /// many of its nodes: the owner's manifest gets the depth
+    /// `shard::depth_for(nodes in the project, shard_members)` and sorts its batches by
+    /// shard. 0 (the default) keeps every project whole.
+    pub shard_members: u32,
     /// When the owners publish their manifests and batches.
     pub publish_at_ms: u64,
     /// Hard end of the run.
@@ -256,6 +261,7 @@ impl Default for Scenario {
             projects: 1,
             projects_per_node: 1,
             batch_items: 500,
+            shard_members: 0,
             publish_at_ms: 5_000,
             duration_ms: 1_800_000,
             drain_ms: 20_000,
@@ -697,6 +703,8 @@ pub struct Overrides {
     pub churn_per_min: Option<f64>,
     /// Run length.
     pub duration_ms: Option<u64>,
+    /// Members per shard to aim at (0: projects stay whole).
+    pub shard_members: Option<u32>,
 }
 
 impl Scenario {
@@ -743,6 +751,9 @@ impl Scenario {
         }
         if let Some(d) = o.duration_ms {
             self.duration_ms = d;
+        }
+        if let Some(m) = o.shard_members {
+            self.shard_members = m;
         }
         self.validate().map_err(|e| e.with_flags(o))
     }

@@ -26,7 +26,8 @@ impl World {
     ) {
         let kind = work.kind();
         let check = matches!(work, WorkItem::Verify { .. });
-        let idx = self.ledger.register(item, project, kind, check, self.now);
+        let key = starling_protocol::shard::shard_key(&item, work);
+        let idx = self.ledger.register(item, project, key, kind, check, self.now);
         let node = &self.nodes[n as usize];
         if node.byz && self.s.byzantine.never_work {
             return;

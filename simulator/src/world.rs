@@ -321,9 +321,22 @@ impl World {
     pub fn new(s: &Scenario, seed: u64) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut net = Net::new(s.network.clone(), s.nodes as usize, rng.random());
-        let (nodes, topics) = make_nodes(s, seed, &mut rng, &mut net);
+        let (nodes, mut topics) = make_nodes(s, seed, &mut rng, &mut net);
         let watch = crate::results::Watch::new(nodes.iter().map(|n: &SimNode| n.id));
         let mut ledger = Ledger::build(s, seed);
+        // A node of a split project is also in its own shard's topic.
+        for (node, topics) in nodes.iter().zip(&mut topics) {
+            let shards: Vec<u32> = topics
+                .iter()
+                .filter_map(|p| {
+                    let depth = ledger.projects.get(*p as usize)?.depth;
+                    let shard = starling_protocol::Shard::of_node(&node.id, depth);
+                    (depth > 0).then(|| ledger.shard_topic(*p, shard))
+                })
+                .collect();
+            topics.extend(shards);
+            topics.sort_unstable();
+        }
         let hosts = s.hosts.as_ref().map(|spec| {
             let chunks = ledger.crawl_total as u32;
             let h = crate::hosts::Hosts::new(spec, ledger.projects[0].id, s.nodes, chunks);
@@ -331,7 +344,7 @@ impl World {
             let mut lanes: Vec<ItemId> = h.lane_of.keys().copied().collect();
             lanes.sort_unstable();
             for id in lanes {
-                ledger.register(id, h.project, starling_protocol::WorkKind::Lane, false, 0);
+                ledger.register(id, h.project, None, starling_protocol::WorkKind::Lane, false, 0);
             }
             Box::new(h)
         });
@@ -344,7 +357,7 @@ impl World {
             up: vec![false; nodes.len()],
             nodes,
             net,
-            overlay: Overlay::new(topics, s.projects, &s.network, &s.sabotage),
+            overlay: Overlay::new(topics, ledger.topic_count, &s.network, &s.sabotage),
             ledger,
             faults: FaultState::default(),
             convergence: Convergence::default(),

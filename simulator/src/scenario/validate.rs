@@ -158,6 +158,7 @@ impl Scenario {
             );
         }
         int("batch_items", self.batch_items.into(), 1, BATCH_ITEMS_MAX as u64)?;
+        int("shard_members", self.shard_members.into(), 0, NODES_MAX.into())?;
         if self.faults.len() > FAULTS_MAX {
             return bad("faults", self.faults.len(), format!("at most {FAULTS_MAX} faults"));
         }
