@@ -130,6 +130,20 @@ pub fn depth_for(live: u64, members: u32) -> u8 {
     d
 }
 
+/// The depth an owner moves a project at `current` depth to with `live` nodes: deeper as soon
+/// as [`depth_for`] says so, shallower only once a shard averages under half of `members`, so
+/// a count hovering at a boundary does not split and merge the shards over and over. Shards
+/// then average between `members / 2` and `2 * members` nodes.
+pub fn next_depth(current: u8, live: u64, members: u32) -> u8 {
+    let want = depth_for(live, members);
+    let members = u64::from(members.max(1));
+    if want > current || live.saturating_mul(2) < members << current.min(SHARD_DEPTH_MAX) {
+        want
+    } else {
+        current.min(SHARD_DEPTH_MAX)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +189,21 @@ mod tests {
             assert!(d == 0 || live >> d >= 12, "{live} nodes at depth {d}");
             assert!(d == SHARD_DEPTH_MAX || live >> (d + 1) < 12, "{live} at {d}");
         }
+    }
+
+    #[test]
+    fn the_owner_splits_at_once_and_merges_only_well_below_the_target() {
+        // 50 nodes at 12 a shard: 4 shards.
+        assert_eq!(next_depth(0, 50, 12), 2);
+        // Down to 40: 10 a shard, under the target but over half of it: no merge.
+        assert_eq!(next_depth(2, 40, 12), 2);
+        assert_eq!(next_depth(2, 24, 12), 2);
+        // 23 nodes: under 6 a shard, merged to what the count wants.
+        assert_eq!(next_depth(2, 23, 12), 0);
+        // Up again to 96: 8 shards.
+        assert_eq!(next_depth(2, 96, 12), 3);
+        assert_eq!(next_depth(3, 95, 12), 3);
+        assert_eq!(next_depth(40, 10_000, 12), 9);
     }
 
     #[test]

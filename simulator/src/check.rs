@@ -522,6 +522,34 @@ impl World {
         (done, failed, bogus)
     }
 
+    /// How the first project is split at the end, and what its nodes hold.
+    fn shard_report(&self) -> crate::report::ShardReport {
+        let depth = self.ledger.projects.first().map_or(0, |p| p.depth);
+        let honest_up = |n: &u32| {
+            let node = &self.nodes[*n as usize];
+            node.up() && !node.byz
+        };
+        let sizes: Vec<u32> = (0..1u32 << depth)
+            .map(|prefix| {
+                let shard = starling_protocol::Shard { depth, prefix: prefix as u16 };
+                let t = self.ledger.shard_topic(0, shard);
+                self.overlay.subscribers(t).iter().filter(|n| honest_up(n)).count() as u32
+            })
+            .collect();
+        let items: Vec<u64> = self.honest_engines().map(|e| e.item_count() as u64).collect();
+        let mean = |v: &[u64]| v.iter().sum::<u64>() as f64 / v.len().max(1) as f64;
+        let sizes64: Vec<u64> = sizes.iter().map(|s| u64::from(*s)).collect();
+        crate::report::ShardReport {
+            depth,
+            reshards: self.stats.reshards,
+            members_min: sizes.iter().copied().min().unwrap_or(0),
+            members_mean: round3(mean(&sizes64)),
+            members_max: sizes.iter().copied().max().unwrap_or(0),
+            items_per_node_mean: round3(mean(&items)),
+            items_per_node_max: items.iter().copied().max().unwrap_or(0),
+        }
+    }
+
     /// The deterministic part of the report.
     pub(crate) fn result(&self) -> RunResult {
         // Counted once at the end by `final_checks` (a pass over every item of every node).
@@ -602,6 +630,7 @@ impl World {
             model_events: self.events + self.stats.settled_at_send,
             engine_inputs: self.stats.engine_inputs,
             signatures: starling_protocol::signed::signatures_made() - self.stats.signatures_before,
+            shards: (self.s.shards.members > 0).then(|| self.shard_report()),
             hosts: self.hosts.as_ref().map(|h| h.report(self.s.publish_at_ms)),
             trace_hash: self.trace.hash_hex(),
             violations: self

@@ -15,8 +15,8 @@ pub struct SimArgs {
     /// Built-in scenario name (steady, lossy, churn, partition-heal, byzantine, fault-50,
     /// scale-10k, skew-beyond, local-faults, skewed-nodes, skew-cut-off, flaky-site, curated,
     /// host-lanes, host-lanes-node-scope, host-lanes-crash, host-lanes-by-host, host-lanes-killed,
-    /// liars-checked, liars-sampled, liars-collude, changing-site, hoarders, copies-churn) or a
-    /// path to a scenario TOML file.
+    /// liars-checked, liars-sampled, liars-collude, changing-site, hoarders, copies-churn, shards,
+    /// shards-grow) or a path to a scenario TOML file.
     #[arg(long, default_value = "steady")]
     pub scenario: String,
     /// Seed for the run.
@@ -180,6 +180,20 @@ fn print_summary(r: &Report) {
         "  traffic {:.1} msg/node/s, {:.0} B/node/s; dropped {}; propagation p50 {} p90 {} p99 {} max {} ms",
         x.messages_per_node_s, x.bytes_per_node_s, x.messages_dropped, p.p50, p.p90, p.p99, p.max
     );
+    if let Some(s) = &x.shards {
+        println!(
+            "  shards: depth {} ({} shards), {} changes of depth; members per shard {}..{} (mean \
+             {:.1}); items per node {:.0} (most {})",
+            s.depth,
+            1u32 << s.depth,
+            s.reshards,
+            s.members_min,
+            s.members_max,
+            s.members_mean,
+            s.items_per_node_mean,
+            s.items_per_node_max
+        );
+    }
     if let Some(c) = x.convergence_after_heal_ms {
         println!("  converged {:.1}s after the last heal", c as f64 / 1_000.0);
     }

@@ -102,8 +102,13 @@ impl World {
         let nodes = &self.nodes;
         self.overlay.hold(&msg, |x| nodes[x as usize].inc);
         self.record("send", n, u32::MAX, id);
+        let projects = self.ledger.projects.len() as u32;
         for t in topics {
-            self.forward(n, t, &msg, u32::MAX);
+            if t >= projects && self.overlay.topics(n).binary_search(&t).is_err() {
+                self.fan_out(n, t, &msg);
+            } else {
+                self.forward(n, t, &msg, u32::MAX);
+            }
         }
     }
 
@@ -115,6 +120,22 @@ impl World {
         let nodes = &self.nodes;
         let hop = Hop { from: n, topic, except };
         let tally = self.overlay.forward(hop, msg, &mut wire, |p| nodes[p as usize].inc, &mut out);
+        self.stats.add_fanout(&tally);
+        for d in out.drain(..) {
+            let msg = Rc::clone(msg);
+            self.push(d.at, Event::Deliver { to: d.to, inc: d.inc, from: n, topic, msg });
+        }
+        self.deliveries = out;
+    }
+
+    /// Sends `msg` from node `n` into a shard topic it is not in, through
+    /// [`crate::gossip::Overlay::fanout`]; receivers forward it in the topic as usual.
+    fn fan_out(&mut self, n: u32, topic: u32, msg: &Rc<Msg>) {
+        let mut out = std::mem::take(&mut self.deliveries);
+        let mut wire = Wire { net: &mut self.net, rng: &mut self.rng, up: &self.up, now: self.now };
+        let nodes = &self.nodes;
+        let tally =
+            self.overlay.fanout(n, topic, msg, &mut wire, |p| nodes[p as usize].inc, &mut out);
         self.stats.add_fanout(&tally);
         for d in out.drain(..) {
             let msg = Rc::clone(msg);

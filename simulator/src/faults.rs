@@ -70,6 +70,14 @@ impl World {
                     x.clock_off_since = beyond.then(|| x.clock_off_since.unwrap_or(now));
                 }
             }
+            FaultKind::Leave { share } => {
+                for node in 0..n as u32 {
+                    let x = &self.nodes[node as usize];
+                    if x.up() && !x.byz && self.rng.random_bool(share) {
+                        self.take_down(node, true);
+                    }
+                }
+            }
             FaultKind::SiteDown { share, for_ms } => {
                 self.faults.site_down = Some((share, self.now + for_ms));
             }

@@ -572,6 +572,56 @@ impl Overlay {
             if p == except || !wire.up[p as usize] {
                 continue;
             }
+            self.send_copy(n, p, msg, wire, &incs, out, &mut tally);
+        }
+        tally
+    }
+
+    /// Publishes `msg` from node `n` into `topic`, which `n` is not in, as gossipsub's
+    /// fanout does: to up to D of the topic's subscribers that are up and reachable, drawn at
+    /// random. A node finishing work of a shard it left by a change of depth reports it so.
+    pub(crate) fn fanout(
+        &self,
+        n: u32,
+        topic: u32,
+        msg: &Msg,
+        wire: &mut Wire<'_>,
+        incs: impl Fn(u32) -> u32,
+        out: &mut Vec<Delivery>,
+    ) -> Tally {
+        let mut tally = Tally::default();
+        let mut peers: Vec<u32> = self
+            .subscribers(topic)
+            .iter()
+            .copied()
+            .filter(|&p| {
+                p != n && wire.up[p as usize] && wire.net.reachable(n as usize, p as usize)
+            })
+            .collect();
+        while peers.len() > self.degree {
+            let k = wire.rng.random_range(0..peers.len());
+            peers.swap_remove(k);
+        }
+        for p in peers {
+            self.send_copy(n, p, msg, wire, &incs, out, &mut tally);
+        }
+        tally
+    }
+
+    /// Sends one copy of `msg` from `n` to `p`, settling it at once where its fate is
+    /// certain (see [`Overlay::forward`]).
+    #[allow(clippy::too_many_arguments)]
+    fn send_copy(
+        &self,
+        n: u32,
+        p: u32,
+        msg: &Msg,
+        wire: &mut Wire<'_>,
+        incs: &impl Fn(u32) -> u32,
+        out: &mut Vec<Delivery>,
+        tally: &mut Tally,
+    ) {
+        {
             tally.messages += 1;
             tally.bytes += u64::from(msg.bytes);
             let inc = incs(p);
@@ -586,28 +636,27 @@ impl Overlay {
                 } else {
                     tally.dropped += 1;
                 }
-                continue;
+                return;
             }
             let Some(at) = wire.net.send(wire.rng, from, to, bytes, wire.now) else {
                 tally.dropped += 1;
-                continue;
+                return;
             };
             if self.deaf_at(p, at) {
                 tally.settled_at_send += 1;
-                continue;
+                return;
             }
             match known.map(|i| &mut copies[i]) {
                 Some(c) if c.taken || c.first_at <= at => {
                     tally.dup_deliveries += 1;
                     tally.settled_at_send += 1;
-                    continue;
+                    return;
                 }
                 Some(c) => c.first_at = at,
                 None => copies.push(Copies { node: p, inc, first_at: at, taken: false, seq: 0 }),
             }
             out.push(Delivery { at, to: p, inc });
         }
-        tally
     }
 
     // --- envelope facts ---
@@ -738,6 +787,46 @@ impl Overlay {
         for k in 0..self.topics[n as usize].len() {
             let topic = self.topics[n as usize][k];
             self.graft_up_to(n, topic, Some(reach), rng);
+        }
+    }
+
+    /// Node `n` subscribes to `topic` (a shard's, after a change of depth) and, when up,
+    /// grafts into its mesh; a topic numbered past the known ones is added.
+    pub(crate) fn join(&mut self, n: u32, topic: u32, reach: &Reach<'_>, rng: &mut ChaCha8Rng) {
+        if self.subscribers.len() <= topic as usize {
+            self.subscribers.resize(topic as usize + 1, Vec::new());
+        }
+        let subs = &mut self.subscribers[topic as usize];
+        if let Err(at) = subs.binary_search(&n) {
+            subs.insert(at, n);
+        }
+        let topics = &mut self.topics[n as usize];
+        if let Err(at) = topics.binary_search(&topic) {
+            topics.insert(at, topic);
+            self.mesh[n as usize].insert(at, Vec::new());
+        }
+        if reach.up(n) {
+            self.graft_up_to(n, topic, Some(reach), rng);
+        }
+    }
+
+    /// Node `n` leaves `topic`: its mesh peers there drop it and graft another when left
+    /// short, as when a node goes down.
+    pub(crate) fn leave(&mut self, n: u32, topic: u32, reach: &Reach<'_>, rng: &mut ChaCha8Rng) {
+        let Ok(ti) = self.topics[n as usize].binary_search(&topic) else { return };
+        let peers = std::mem::take(&mut self.mesh[n as usize][ti]);
+        self.topics[n as usize].remove(ti);
+        self.mesh[n as usize].remove(ti);
+        if let Some(subs) = self.subscribers.get_mut(topic as usize) {
+            subs.retain(|x| *x != n);
+        }
+        for m in peers {
+            if let Ok(mi) = self.topics[m as usize].binary_search(&topic) {
+                self.mesh[m as usize][mi].retain(|x| *x != n);
+                if self.mesh[m as usize][mi].len() < self.degree_low && reach.up(m) {
+                    self.graft_one(m, topic, Some(reach), rng);
+                }
+            }
         }
     }
 

@@ -26,6 +26,7 @@ pub mod queue;
 pub mod report;
 mod results;
 pub mod scenario;
+mod shards;
 mod work;
 mod world;
 

@@ -104,6 +104,10 @@ impl World {
         let byz = node.byz;
         self.overlay.clear_seen(n);
         self.record(if fresh { "join" } else { "restart" }, n, u32::MAX, 0);
+        // Back from a snapshot: in the shards its engine knows, which may have moved.
+        if !fresh && self.s.shards.members > 0 {
+            self.follow_shards(n);
+        }
         if !boot {
             if fresh {
                 self.stats.churn.joins += 1;

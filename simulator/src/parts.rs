@@ -6,7 +6,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use starling_protocol::engine::test_keypair;
-use starling_protocol::shard::{Shard, depth_for};
+use starling_protocol::shard::Shard;
 use starling_protocol::{
     Directory, DirectoryEntry, Envelope, ItemBatch, ItemId, Keypair, ProjectId, ProjectManifest,
     Signed, WorkItem, WorkKind,
@@ -30,10 +30,10 @@ pub(crate) struct ProjectRec {
     /// The topic each batch goes out on (aligned with `batches`): its shard's, or the
     /// project's.
     pub batch_topics: Vec<u32>,
-    /// How deep the project is split (0: whole).
+    /// How deep the project is split now (0: whole).
     pub depth: u8,
-    /// The topic of the project's first shard; shard `prefix` is on `shard_base + prefix`.
-    pub shard_base: u32,
+    /// The manifest's version.
+    pub version: u64,
 }
 
 /// What the driver knows about one item.
@@ -46,6 +46,9 @@ pub(crate) struct ItemRec {
     /// The topic its messages travel on, which its nodes' views are compared within: its
     /// shard's for an item of a split project, else the project's (`u32::MAX` with it).
     pub group: u32,
+    /// What it is sharded by (`starling_protocol::shard::shard_key`), to find its group again
+    /// when the depth changes.
+    pub key: Option<ItemId>,
     pub crawl: bool,
     pub starts: u32,
     pub completions: u32,
@@ -59,11 +62,14 @@ pub(crate) struct ItemRec {
 }
 
 impl ItemRec {
-    fn new(id: ItemId, project: u32, group: u32, crawl: bool, touched_at: u64) -> Self {
+    fn new(id: ItemId, project: u32, at: (u32, Option<ItemId>), crawl: bool, touched: u64) -> Self {
+        let touched_at = touched;
+        let (group, key) = at;
         ItemRec {
             id,
             project,
             group,
+            key,
             crawl,
             starts: 0,
             completions: 0,
@@ -110,8 +116,14 @@ pub(crate) struct Executions {
 pub(crate) struct Ledger {
     pub projects: Vec<ProjectRec>,
     pub project_index: HashMap<ProjectId, u32, IdBuild>,
-    /// Topics in all: one per project, then one per shard of each split project.
+    /// Topics in all: one per project, then those of the shards of each depth a project was
+    /// split at, numbered as each depth is first used.
     pub topic_count: u32,
+    /// The topic of the first shard of each (project, depth) used; shard `prefix` is on that
+    /// plus `prefix`.
+    pub depth_bases: HashMap<(u32, u8), u32>,
+    /// Per topic, its project.
+    pub topic_project: Vec<u32>,
     pub items: Vec<ItemRec>,
     pub item_index: HashMap<ItemId, u32, IdBuild>,
     /// Items more than one honest node has executed at once since the safety check last
@@ -136,15 +148,11 @@ impl Ledger {
         let mut ledger = Ledger::default();
         let per = s.items / s.projects;
         let extra = s.items % s.projects;
-        // Each node is in `projects_per_node` projects: about this many nodes each.
-        let members = u64::from(s.nodes) * u64::from(s.projects_per_node) / u64::from(s.projects);
-        let mut next_topic = s.projects;
+        ledger.topic_count = s.projects;
+        ledger.topic_project = (0..s.projects).collect();
+        let depth = s.shard_depth();
         for p in 0..s.projects {
-            let depth = if s.shard_members == 0 { 0 } else { depth_for(members, s.shard_members) };
-            let shard_base = next_topic;
-            if depth > 0 {
-                next_topic += 1 << depth;
-            }
+            let shard_base = ledger.intern_depth(p, depth);
             let key = test_keypair(mix64(seed ^ 0x7072_6f6a) ^ u64::from(p));
             let m = ProjectManifest {
                 name: format!("sim-{p}"),
@@ -191,7 +199,7 @@ impl Ledger {
                 let work = WorkItem::CrawlChunk { urls };
                 let id = work.id(&pid);
                 ledger.item_index.insert(id, ledger.items.len() as u32);
-                ledger.items.push(ItemRec::new(id, p, group(&id), true, 0));
+                ledger.items.push(ItemRec::new(id, p, (group(&id), Some(id)), true, 0));
                 all.push((group(&id), work));
             }
             // An owner of a split project sorts its batches by shard, so each goes to the
@@ -222,10 +230,9 @@ impl Ledger {
                 batches,
                 batch_topics,
                 depth,
-                shard_base,
+                version: 1,
             });
         }
-        ledger.topic_count = next_topic;
         if s.curator.enabled {
             ledger.curator = Some(ledger.directory(s, seed));
         }
@@ -270,8 +277,42 @@ impl Ledger {
         let group = self.group_of(project, key.as_ref());
         // Spot-checks are crawls, but not the project's chunks: not counted with them.
         let crawl = kind == WorkKind::Crawl && !check;
-        self.items.push(ItemRec::new(item, project, group, crawl, now));
+        self.items.push(ItemRec::new(item, project, (group, key), crawl, now));
         i
+    }
+
+    /// Numbers the topics of project `p`'s shards at `depth` (once per depth) and returns
+    /// the first; the project's own topic for depth 0.
+    pub(crate) fn intern_depth(&mut self, p: u32, depth: u8) -> u32 {
+        if depth == 0 {
+            return p;
+        }
+        if let Some(&base) = self.depth_bases.get(&(p, depth)) {
+            return base;
+        }
+        let base = self.topic_count;
+        self.topic_count += 1 << depth;
+        self.topic_project.extend(std::iter::repeat_n(p, 1 << depth));
+        self.depth_bases.insert((p, depth), base);
+        base
+    }
+
+    /// Moves project `p` to `depth` under a new manifest: numbers its shards' topics, and
+    /// puts each of its items in the group of its new shard.
+    pub(crate) fn set_depth(&mut self, p: u32, depth: u8, manifest: Envelope, version: u64) {
+        self.intern_depth(p, depth);
+        let Some(rec) = self.projects.get_mut(p as usize) else { return };
+        (rec.depth, rec.manifest, rec.version) = (depth, manifest, version);
+        let groups: Vec<(usize, u32)> = self
+            .items
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.project == p)
+            .map(|(i, r)| (i, self.group_of(p, r.key.as_ref())))
+            .collect();
+        for (i, g) in groups {
+            self.items[i].group = g;
+        }
     }
 
     /// The topic of project `p`'s items sharded by `key` (`None`: never sharded).
@@ -279,23 +320,30 @@ impl Ledger {
         let Some(rec) = self.projects.get(p as usize) else { return p };
         match (rec.depth, key) {
             (0, _) | (_, None) => p,
-            (d, Some(k)) => rec.shard_base + u32::from(Shard::of_key(k, d).prefix),
+            (d, Some(k)) => self.shard_topic(p, Shard::of_key(k, d)),
         }
     }
 
-    /// The topic of `shard` of project `p`.
+    /// The topic of `shard` of project `p` (its project's, at a depth never used).
     pub(crate) fn shard_topic(&self, p: u32, shard: Shard) -> u32 {
-        self.projects.get(p as usize).map_or(p, |rec| rec.shard_base + u32::from(shard.prefix))
+        match self.depth_bases.get(&(p, shard.depth)) {
+            Some(base) => base + u32::from(shard.prefix),
+            None => p,
+        }
+    }
+
+    /// The project and shard of a shard topic (`None` for a project's own topic).
+    pub(crate) fn topic_shard(&self, t: u32) -> Option<(u32, Shard)> {
+        let p = self.project_of_topic(t)?;
+        self.depth_bases.iter().find_map(|(&(q, depth), &base)| {
+            (q == p && t >= base && t - base < 1 << depth)
+                .then(|| (p, Shard { depth, prefix: (t - base) as u16 }))
+        })
     }
 
     /// The project topic `t` belongs to: itself, or the project whose shard it is.
     pub(crate) fn project_of_topic(&self, t: u32) -> Option<u32> {
-        if (t as usize) < self.projects.len() {
-            return Some(t);
-        }
-        let in_range =
-            |r: &ProjectRec| r.depth > 0 && t >= r.shard_base && t - r.shard_base < 1 << r.depth;
-        self.projects.iter().position(in_range).map(|p| p as u32)
+        self.topic_project.get(t as usize).copied()
     }
 
     /// Whether topic `t` is a split project's own topic, on which its nodes' heartbeats and

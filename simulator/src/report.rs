@@ -22,6 +22,22 @@ pub struct Report {
     pub perf: Perf,
 }
 
+/// How the projects were split into shards, at the end of the run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ShardReport {
+    /// The first project's depth at the end (its shards: `2^depth`).
+    pub depth: u8,
+    /// Changes of depth the owners published.
+    pub reshards: u64,
+    /// Up honest nodes in each shard of the first project at the end: fewest, mean, most.
+    pub members_min: u32,
+    pub members_mean: f64,
+    pub members_max: u32,
+    /// Items an up honest node's engine holds: mean and most.
+    pub items_per_node_mean: f64,
+    pub items_per_node_max: u64,
+}
+
 /// The deterministic part of a report.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RunResult {
@@ -144,6 +160,9 @@ pub struct RunResult {
     /// Ed25519 signatures made (heartbeats, claims, renewals, receipts, liars' messages, the
     /// project owners' batches): each costs about 20 µs, a floor under the run's CPU time.
     pub signatures: u64,
+    /// How the projects were split (scenarios with `[shards]` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shards: Option<ShardReport>,
     /// What the crawl hosts saw (scenarios with a `[hosts]` table only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hosts: Option<crate::hosts::HostReport>,

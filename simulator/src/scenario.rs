@@ -17,7 +17,7 @@ pub use validate::{
 };
 
 /// Built-in scenario files, by name.
-pub const BUILTIN: [(&str, &str); 24] = [
+pub const BUILTIN: [(&str, &str); 26] = [
     ("steady", include_str!("../scenarios/steady.toml")),
     ("lossy", include_str!("../scenarios/lossy.toml")),
     ("churn", include_str!("../scenarios/churn.toml")),
@@ -42,6 +42,8 @@ pub const BUILTIN: [(&str, &str); 24] = [
     ("changing-site", include_str!("../scenarios/changing-site.toml")),
     ("hoarders", include_str!("../scenarios/hoarders.toml")),
     ("copies-churn", include_str!("../scenarios/copies-churn.toml")),
+    ("shards", include_str!("../scenarios/shards.toml")),
+    ("shards-grow", include_str!("../scenarios/shards-grow.toml")),
 ];
 
 /// Why a scenario could not be loaded.
@@ -86,11 +88,6 @@ pub struct Scenario {
     pub projects_per_node: u32,
     /// Items per signed batch.
     pub batch_items: u32,
-    /// Split each project into neighbourhoods (see `starling_protocol::shard`) of about this
-    /// many of its nodes: the owner's manifest gets the depth
-    /// `shard::depth_for(nodes in the project, shard_members)` and sorts its batches by
-    /// shard. 0 (the default) keeps every project whole.
-    pub shard_members: u32,
     /// When the owners publish their manifests and batches.
     pub publish_at_ms: u64,
     /// Hard end of the run.
@@ -113,6 +110,8 @@ pub struct Scenario {
     pub faults: Vec<FaultSpec>,
     /// Per-node clock skew and slow nodes.
     pub nodes_spec: NodesSpec,
+    /// Neighbourhoods: each project split into shards (off by default).
+    pub shards: ShardsSpec,
     /// Lying peers.
     pub byzantine: ByzantineSpec,
     /// Invariant checking.
@@ -261,7 +260,6 @@ impl Default for Scenario {
             projects: 1,
             projects_per_node: 1,
             batch_items: 500,
-            shard_members: 0,
             publish_at_ms: 5_000,
             duration_ms: 1_800_000,
             drain_ms: 20_000,
@@ -273,6 +271,7 @@ impl Default for Scenario {
             churn: ChurnSpec::default(),
             faults: Vec::new(),
             nodes_spec: NodesSpec::default(),
+            shards: ShardsSpec::default(),
             byzantine: ByzantineSpec::default(),
             check: CheckSpec::default(),
             sabotage: Sabotage::default(),
@@ -444,6 +443,12 @@ pub enum FaultKind {
         /// How long it lasts.
         for_ms: u64,
     },
+    /// Each honest node that is up leaves gracefully, for good, with probability `share`: a
+    /// project losing much of its mesh at once.
+    Leave {
+        /// Share of the up nodes that leave.
+        share: f64,
+    },
 }
 
 /// One `[[faults]]` table as written: every key any fault takes, so unknown keys are refused
@@ -474,6 +479,7 @@ enum FaultTag {
     NodeFault,
     Clock,
     SiteDown,
+    Leave,
 }
 
 impl TryFrom<RawFault> for FaultSpec {
@@ -489,6 +495,7 @@ impl TryFrom<RawFault> for FaultSpec {
             FaultTag::NodeFault => ("node_fault", &["node", "for_ms"]),
             FaultTag::Clock => ("clock", &["node", "offset_ms"]),
             FaultTag::SiteDown => ("site_down", &["share", "for_ms"]),
+            FaultTag::Leave => ("leave", &["share"]),
         };
         let given = [
             ("split", raw.split.is_some()),
@@ -529,6 +536,7 @@ impl TryFrom<RawFault> for FaultSpec {
                 share: raw.share.ok_or_else(|| needs("share"))?,
                 for_ms: raw.for_ms.ok_or_else(|| needs("for_ms"))?,
             },
+            FaultTag::Leave => FaultKind::Leave { share: raw.share.ok_or_else(|| needs("share"))? },
         };
         Ok(Self { at_ms: raw.at_ms, kind })
     }
@@ -556,6 +564,20 @@ impl<'de> Deserialize<'de> for FaultSpec {
     }
 }
 
+/// Neighbourhoods (see `starling_protocol::shard`): each project's owner splits it into
+/// shards of about `members` of its nodes, giving its manifest the depth
+/// `shard::depth_for(nodes in the project, members)` and sorting its batches by shard.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShardsSpec {
+    /// Nodes a shard aims at (0: every project stays whole).
+    pub members: u32,
+    /// Every this often, each owner counts its project's nodes that are up and moves the
+    /// depth as `shard::next_depth` says, with a new manifest version (0: the depth set at
+    /// the start stays).
+    pub recheck_ms: u64,
+}
+
 /// Per-node clock skew and slow nodes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -572,6 +594,13 @@ pub struct NodesSpec {
     pub slow_factor: f64,
     /// Slow nodes take this long extra to take in each message.
     pub slow_delay_ms: u64,
+    /// Share of nodes that join late: each first comes up at a uniform time in
+    /// `late_from_ms ..= late_until_ms` rather than in the first second.
+    pub late_share: f64,
+    /// Earliest first start of a late node.
+    pub late_from_ms: u64,
+    /// Latest first start of a late node.
+    pub late_until_ms: u64,
 }
 
 impl Default for NodesSpec {
@@ -582,6 +611,9 @@ impl Default for NodesSpec {
             slow_share: 0.0,
             slow_factor: 3.0,
             slow_delay_ms: 50,
+            late_share: 0.0,
+            late_from_ms: 0,
+            late_until_ms: 0,
         }
     }
 }
@@ -708,6 +740,19 @@ pub struct Overrides {
 }
 
 impl Scenario {
+    /// How deep each project is split at the start: `shard::depth_for` of the nodes in a
+    /// project that are up then and `shards.members` (0 when that is 0).
+    pub fn shard_depth(&self) -> u8 {
+        if self.shards.members == 0 {
+            return 0;
+        }
+        // The nodes up at the start: late joiners come later.
+        let first = f64::from(self.nodes) * (1.0 - self.nodes_spec.late_share.clamp(0.0, 1.0));
+        let members =
+            first as u64 * u64::from(self.projects_per_node) / u64::from(self.projects.max(1));
+        starling_protocol::shard::depth_for(members, self.shards.members)
+    }
+
     /// Parses scenario TOML; `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, ScenarioError> {
         let s: Scenario = toml::from_str(text)
@@ -753,7 +798,7 @@ impl Scenario {
             self.duration_ms = d;
         }
         if let Some(m) = o.shard_members {
-            self.shard_members = m;
+            self.shards.members = m;
         }
         self.validate().map_err(|e| e.with_flags(o))
     }

@@ -85,6 +85,17 @@ pub(crate) enum Event {
     Publish {
         project: u32,
     },
+    /// The owner of `project` counts its nodes and moves the shard depth if it must.
+    Recheck {
+        project: u32,
+    },
+    /// Node `node` (in incarnation `inc`) leaves `topic`, a shard topic it bridged over a
+    /// change of depth.
+    LeaveTopic {
+        node: u32,
+        inc: u32,
+        topic: u32,
+    },
     Fault {
         index: u32,
     },
@@ -186,6 +197,8 @@ pub(crate) struct Counters {
     pub faults: u64,
     pub churn: ChurnCounts,
     pub rejected: [u64; Reject::ALL.len()],
+    /// Changes of depth the owners published (`[shards] recheck_ms`).
+    pub reshards: u64,
 }
 
 impl Counters {
@@ -388,9 +401,25 @@ impl World {
     }
 
     fn schedule_start(&mut self) {
+        let late = self.s.nodes_spec.late_share;
         for n in 0..self.s.nodes {
             let at = self.rng.random_range(0..1_000);
+            if late > 0.0 && self.rng.random_bool(late) {
+                // Joins the running mesh later, as a new node does: grafted in, and synced.
+                let spec = &self.s.nodes_spec;
+                let at = self.rng.random_range(spec.late_from_ms..=spec.late_until_ms);
+                self.push(at, Event::Revive { node: n, fresh: true });
+                continue;
+            }
             self.push(at, Event::Boot { node: n });
+        }
+        if self.s.shards.recheck_ms > 0 && self.s.shards.members > 0 {
+            for p in 0..self.s.projects {
+                self.push(
+                    self.s.publish_at_ms + self.s.shards.recheck_ms,
+                    Event::Recheck { project: p },
+                );
+            }
         }
         for p in 0..self.s.projects {
             self.push(self.s.publish_at_ms, Event::Publish { project: p });
@@ -473,6 +502,8 @@ impl World {
     fn dispatch(&mut self, ev: Event) {
         match ev {
             Event::Boot { node } => self.revive(node, true, true),
+            Event::Recheck { project } => self.on_recheck(project),
+            Event::LeaveTopic { node, inc, topic } => self.leave_topic(node, inc, topic),
             Event::Wake { node, inc } => self.on_wake(node, inc),
             Event::Deliver { to, inc, from, topic, msg } => {
                 self.on_deliver(to, inc, from, topic, msg)
@@ -506,6 +537,11 @@ impl World {
     pub(crate) fn drive(&mut self, n: u32, input: Input) -> Option<Result<(), Reject>> {
         let node = self.nodes.get_mut(n as usize)?;
         let engine = node.engine.as_mut()?;
+        // A manifest may move a split project's depth, and the node to another shard's topic.
+        let manifest = matches!(
+            input,
+            Input::Message(Envelope::Manifest(_)) | Input::Publish(Envelope::Manifest(_))
+        );
         self.stats.engine_inputs += 1;
         let result = engine.handle(input, node_clock(self.now, node.clock_offset_ms));
         let mut outs = std::mem::take(&mut self.out_buf);
@@ -523,6 +559,9 @@ impl World {
         self.out_buf = outs;
         if let Some(w) = wake {
             self.arm_wake(n, sim_time(w, offset));
+        }
+        if manifest && result.is_ok() && self.s.shards.members > 0 {
+            self.follow_shards(n);
         }
         Some(result)
     }

@@ -226,22 +226,29 @@ impl Engine {
             .map(|(id, _)| *id)
             .collect();
         for id in gone {
-            self.unschedule(id);
-            if let Some(change) = self.items.get(&id).map(|e| e.in_bucket()) {
-                self.fold_bucket(project, &id, change);
-            }
-            self.items.remove(&id);
+            self.forget_item(id);
         }
         let Some(p) = self.projects.get(&project) else { return };
         let batches: Vec<((u64, [u8; 32]), Arc<ItemBatch>)> =
             p.batches.iter().filter_map(|(k, s)| Some((*k, verified(s).ok()?))).collect();
+        // An item that came into the shard has a state this node never saw: the other half's
+        // members hold it. Nobody here claims it before a warm-up in which sync can bring it,
+        // as a node fresh from a restart does not.
+        let since = now.saturating_add(self.cfg.warmup_ms);
         for (key, b) in batches {
             let mut any = false;
             for (i, w) in b.items.iter().enumerate() {
                 let id = w.id(&project);
-                if self.keeps(&project, &id, w) {
-                    any = true;
-                    self.insert_item(id, project, WorkRef::InBatch(Arc::clone(&b), i as u32), now);
+                if !self.keeps(&project, &id, w) {
+                    continue;
+                }
+                any = true;
+                if self.items.contains_key(&id) {
+                    continue;
+                }
+                self.insert_item(id, project, WorkRef::InBatch(Arc::clone(&b), i as u32), now);
+                if let Some(e) = self.items.get_mut(&id) {
+                    e.since = since;
                 }
             }
             if !any && let Some(p) = self.projects.get_mut(&project) {
@@ -249,6 +256,15 @@ impl Engine {
             }
         }
         self.stats.reshards += 1;
+    }
+
+    /// Drops an item from this node's view altogether (one of another shard's).
+    pub(super) fn forget_item(&mut self, id: ItemId) {
+        self.unschedule(id);
+        if let Some((project, change)) = self.items.get(&id).map(|e| (e.project, e.in_bucket())) {
+            self.fold_bucket(project, &id, change);
+        }
+        self.items.remove(&id);
     }
 
     pub(super) fn insert_item(

@@ -1194,6 +1194,12 @@ impl Engine {
             self.lane_timer(item, now);
             return;
         }
+        // Kept past a change of depth only while it was worked here: now that it is not, it
+        // is the other shard's, which this node neither hears nor ranks in.
+        if !self.keeps(&e.project, &item, &e.work) {
+            self.forget_item(item);
+            return;
+        }
         if !self.wants(&e.project, &e.work) {
             return;
         }

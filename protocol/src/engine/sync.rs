@@ -195,18 +195,34 @@ impl Engine {
         for project in ids {
             let Some(mine) = self.project_digest(project) else { continue };
             let theirs = digest.projects.iter().find(|d| d.project == project);
-            // A member of a split project is sent its own shard's work only.
-            let shard = theirs.and_then(|t| t.shard);
+            let behind = theirs.is_none_or(|t| t.manifest_version < mine.manifest_version);
+            // Of a split project, a peer is sent only work whose every state this node holds:
+            // the items of its shard when that lies in this node's, or of this node's shard
+            // when that lies in the peer's (a peer gone shallower first, gathering its shard
+            // from each part). Items taken in bare from a batch, without their states, would
+            // look open and be claimed again; so a peer in another shard, or one that does not
+            // know the split yet, gets nothing but the manifest, and its shard's work from a
+            // member of that shard.
+            let shard = match (mine.shard, theirs.and_then(|t| t.shard)) {
+                (None, theirs) => Some(theirs),
+                (Some(_), _) if behind => None,
+                (Some(m), None) => Some(Some(m)),
+                (Some(m), Some(t)) if m.covers(&t) => Some(Some(t)),
+                (Some(m), Some(t)) if t.covers(&m) => Some(Some(m)),
+                (Some(_), Some(_)) => None,
+            };
             if let Some(p) = self.projects.get(&project) {
-                if theirs.is_none_or(|t| t.manifest_version < mine.manifest_version) {
+                if behind {
                     push(&mut out, Envelope::Manifest(p.manifest.clone()));
                 }
+                let Some(shard) = shard else { continue };
                 if theirs.is_none_or(|t| t.batches != mine.batches) {
                     for b in p.batches.values().filter(|b| batch_in(b, project, shard)) {
                         push(&mut out, Envelope::Batch(b.clone()));
                     }
                 }
             }
+            let Some(shard) = shard else { continue };
             if project == super::relay_project() && digest.relay != self.relay_hash() {
                 for r in self.relay_requests.values() {
                     push(&mut out, Envelope::RelayRequest(r.clone()));

@@ -120,6 +120,8 @@ impl Scenario {
         let nodes = u64::from(self.nodes);
         let items = u64::from(self.items);
         let per_project = items.div_ceil(u64::from(self.projects.max(1)));
+        // A node of a split project keeps its own shard's items.
+        let per_project = per_project >> self.shard_depth();
         let records =
             nodes.saturating_mul(self.projects_per_node.into()).saturating_mul(per_project);
         // Saturating: this may be asked of a scenario that breaks the size caps.
@@ -158,7 +160,11 @@ impl Scenario {
             );
         }
         int("batch_items", self.batch_items.into(), 1, BATCH_ITEMS_MAX as u64)?;
-        int("shard_members", self.shard_members.into(), 0, NODES_MAX.into())?;
+        int("shards.members", self.shards.members.into(), 0, NODES_MAX.into())?;
+        ms("shards.recheck_ms", self.shards.recheck_ms, 0)?;
+        if self.shards.recheck_ms > 0 && self.shards.recheck_ms < 1_000 {
+            return bad("shards.recheck_ms", self.shards.recheck_ms, "0 (off), or at least 1000");
+        }
         if self.faults.len() > FAULTS_MAX {
             return bad("faults", self.faults.len(), format!("at most {FAULTS_MAX} faults"));
         }
@@ -321,6 +327,7 @@ impl Scenario {
                     share(format!("faults[{i}].share"), s)?;
                     ms(format!("faults[{i}].for_ms"), for_ms, 1)?;
                 }
+                FaultKind::Leave { share: s } => share(format!("faults[{i}].share"), s)?,
             }
         }
         Ok(())
@@ -352,6 +359,8 @@ impl Scenario {
                 ),
             );
         }
+        share("nodes_spec.late_share", s.late_share)?;
+        ms("nodes_spec.late_until_ms", s.late_until_ms, s.late_from_ms)?;
         share("nodes_spec.slow_share", s.slow_share)?;
         num("nodes_spec.slow_factor", s.slow_factor, 1.0, SLOW_FACTOR_MAX)?;
         int("nodes_spec.slow_delay_ms", s.slow_delay_ms, 0, LATENCY_MAX_MS)

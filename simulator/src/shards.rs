@@ -1,0 +1,142 @@
+//! Neighbourhoods in the world: the owner moving a split project's depth as its node count
+//! changes (`[shards] recheck_ms`), and each node following its engine's shards from topic to
+//! topic.
+//!
+//! A node takes a new depth in with the owner's manifest and joins its new shard's topic at
+//! once; it stays in the old one for [`SHARD_BRIDGE_MS`], so that what nodes still at the old
+//! depth send there reaches it while the manifest spreads. On joining it syncs with a member
+//! of the new shard, as a node does with a peer it links to, to learn the items it takes on.
+
+use rand::Rng;
+use starling_protocol::shard::{Shard, next_depth};
+use starling_protocol::wire::decode;
+use starling_protocol::{Envelope, Input, ProjectManifest, Signed};
+
+use crate::gossip::Reach;
+use crate::world::{Event, World};
+
+/// How long a node stays in the topic of a shard it left by a change of depth.
+pub(crate) const SHARD_BRIDGE_MS: u64 = 10_000;
+
+impl World {
+    /// The owner of project `p` counts its nodes that are up and, when
+    /// [`next_depth`] says so, publishes a manifest of a new version at the new depth.
+    pub(crate) fn on_recheck(&mut self, p: u32) {
+        let members = self.s.shards.members;
+        let next = self.now + self.s.shards.recheck_ms;
+        if next <= self.s.duration_ms {
+            self.push(next, Event::Recheck { project: p });
+        }
+        let live = self.overlay.subscribers(p).iter().filter(|n| self.up[**n as usize]).count();
+        let Some(rec) = self.ledger.projects.get(p as usize) else { return };
+        let depth = next_depth(rec.depth, live as u64, members);
+        if depth == rec.depth {
+            return;
+        }
+        let Envelope::Manifest(old) = &rec.manifest else { return };
+        let Ok(mut m) = decode::<ProjectManifest>(old.body(), 1 << 20) else { return };
+        m.version = rec.version + 1;
+        m.shard_depth = depth;
+        let env = Envelope::Manifest(Signed::sign(&rec.key, &m));
+        self.ledger.set_depth(p, depth, env.clone(), m.version);
+        self.stats.reshards += 1;
+        let gateway = self.overlay.subscribers(p).iter().copied().find(|n| {
+            let node = &self.nodes[*n as usize];
+            node.up() && !node.byz
+        });
+        if let Some(g) = gateway {
+            self.record("reshard", g, u32::MAX, u64::from(depth));
+            self.drive(g, Input::Publish(env));
+        }
+    }
+
+    /// Brings node `n`'s shard topics in line with its engine's shards: joins the new ones
+    /// (and syncs with a member there), and leaves the old ones after [`SHARD_BRIDGE_MS`].
+    pub(crate) fn follow_shards(&mut self, n: u32) {
+        let Some(engine) = self.nodes[n as usize].engine.as_ref() else { return };
+        let want: Vec<u32> = engine
+            .shards()
+            .filter_map(|(pid, s)| {
+                let p = *self.ledger.project_index.get(&pid)?;
+                Some(self.ledger.shard_topic(p, s))
+            })
+            .filter(|t| self.ledger.project_of_topic(*t) != Some(*t))
+            .collect();
+        let projects = self.ledger.projects.len() as u32;
+        let have: Vec<u32> =
+            self.overlay.topics(n).iter().copied().filter(|t| *t >= projects).collect();
+        let inc = self.nodes[n as usize].inc;
+        for t in have.iter().filter(|t| !want.contains(t)) {
+            self.push(self.now + SHARD_BRIDGE_MS, Event::LeaveTopic { node: n, inc, topic: *t });
+        }
+        for t in want.into_iter().filter(|t| !have.contains(t)) {
+            let reach = Reach { net: &self.net, up: &self.up };
+            self.overlay.join(n, t, &reach, &mut self.rng);
+            self.record("join-shard", n, u32::MAX, u64::from(t));
+            let Ok(ti) = self.overlay.topics(n).binary_search(&t) else { continue };
+            if !self.up[n as usize] {
+                continue;
+            }
+            // A merge: the new shard's items this node did not hold are known to the members of
+            // the other shards it merged with. It syncs with one member of each, as with a peer
+            // it links to, before it may claim them (see the engine's reshard).
+            let old: Vec<Shard> =
+                have.iter().filter_map(|o| self.ledger.topic_shard(*o)).map(|x| x.1).collect();
+            let Some((_, new)) = self.ledger.topic_shard(t) else { continue };
+            let mut asked: Vec<u32> = Vec::new();
+            for was in old.iter().filter(|o| o.depth > new.depth && new.covers(o)) {
+                let below = was.depth - new.depth;
+                for low in 0..1u16 << below {
+                    let other = Shard { depth: was.depth, prefix: (new.prefix << below) | low };
+                    if other == *was {
+                        continue;
+                    }
+                    let members: Vec<u32> = self
+                        .overlay
+                        .subscribers(t)
+                        .iter()
+                        .copied()
+                        .filter(|q| {
+                            *q != n
+                                && self.up[*q as usize]
+                                && !asked.contains(q)
+                                && Shard::of_node(&self.nodes[*q as usize].id, other.depth) == other
+                        })
+                        .collect();
+                    if !members.is_empty() {
+                        let peer = members[self.rng.random_range(0..members.len())];
+                        asked.push(peer);
+                        self.start_sync(n, Some(peer));
+                    }
+                }
+            }
+            // Otherwise (a split, or a first shard): one member, as with a peer it links to.
+            let peers = &self.overlay.mesh(n)[ti];
+            if asked.is_empty() && !peers.is_empty() {
+                let peer = peers[self.rng.random_range(0..peers.len())];
+                self.start_sync(n, Some(peer));
+            }
+        }
+    }
+
+    /// Node `n` leaves a shard topic it bridged, unless its engine is back in that shard.
+    pub(crate) fn leave_topic(&mut self, n: u32, inc: u32, topic: u32) {
+        let node = &self.nodes[n as usize];
+        if node.inc != inc {
+            return;
+        }
+        let wanted = node.engine.as_ref().is_some_and(|e| {
+            e.shards().any(|(pid, s)| {
+                self.ledger
+                    .project_index
+                    .get(&pid)
+                    .is_some_and(|p| self.ledger.shard_topic(*p, s) == topic)
+            })
+        });
+        if !wanted {
+            let reach = Reach { net: &self.net, up: &self.up };
+            self.overlay.leave(n, topic, &reach, &mut self.rng);
+            self.record("leave-shard", n, u32::MAX, u64::from(topic));
+        }
+    }
+}
