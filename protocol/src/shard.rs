@@ -169,7 +169,7 @@ mod tests {
         assert_eq!(Shard::of_key(&item(b), 1), Shard { depth: 1, prefix: 1 });
         assert_eq!(Shard::of_key(&item(b), 3), Shard { depth: 3, prefix: 0b101 });
         b[1] = 0b1100_0000;
-        assert_eq!(Shard::of_key(&item(b), 10), Shard { depth: 10, prefix: 0b1010_0000_11 });
+        assert_eq!(Shard::of_key(&item(b), 10), Shard { depth: 10, prefix: 0b10_1000_0011 });
         assert_eq!(Shard::of_key(&item(b), 40).depth, SHARD_DEPTH_MAX);
         assert_eq!(Shard { depth: 3, prefix: 5 }.name(), "3/5");
     }

@@ -57,6 +57,7 @@ pub(crate) fn status() -> StatusView {
         engine: EngineStats {
             accepted: 2210,
             lane_hosts_over: 0,
+            reshards: 0,
             rejected,
             claims: 120,
             renewals: 340,

@@ -229,7 +229,8 @@ impl Engine {
             self.forget_item(id);
         }
         let Some(p) = self.projects.get(&project) else { return };
-        let batches: Vec<((u64, [u8; 32]), Arc<ItemBatch>)> =
+        type Kept = ((u64, [u8; 32]), Arc<ItemBatch>);
+        let batches: Vec<Kept> =
             p.batches.iter().filter_map(|(k, s)| Some((*k, verified(s).ok()?))).collect();
         // An item that came into the shard has a state this node never saw: the other half's
         // members hold it. Nobody here claims it before a warm-up in which sync can bring it,
