@@ -342,8 +342,13 @@ mod tests {
     use crate::wire::Validate;
 
     fn with_rate(rate: RatePolicy) -> Result<(), DecodeError> {
+        sample(rate).validate()
+    }
+
+    /// A valid manifest with `rate`.
+    fn sample(rate: RatePolicy) -> ProjectManifest {
         let owner = crate::engine::test_keypair(1).public();
-        let m = ProjectManifest {
+        ProjectManifest {
             name: "r".into(),
             description: String::new(),
             version: 1,
@@ -357,8 +362,7 @@ mod tests {
             caps: SizeCaps::default(),
             verify: Default::default(),
             shard_depth: 0,
-        };
-        m.validate()
+        }
     }
 
     #[test]
@@ -389,22 +393,7 @@ mod tests {
 
     #[test]
     fn shard_depth_has_a_range_and_is_left_off_the_wire_at_zero() {
-        let owner = crate::engine::test_keypair(1).public();
-        let whole = ProjectManifest {
-            name: "s".into(),
-            description: String::new(),
-            version: 1,
-            owner,
-            rate: RatePolicy::default(),
-            lease_ms: 60_000,
-            replication: 0,
-            scope: vec![],
-            user_agent: "t".into(),
-            robots: RobotsPolicy::Obey,
-            caps: SizeCaps::default(),
-            verify: Default::default(),
-            shard_depth: 0,
-        };
+        let whole = sample(RatePolicy::default());
         let split = ProjectManifest { shard_depth: crate::shard::SHARD_DEPTH_MAX, ..whole.clone() };
         split.validate().unwrap();
         let too_deep =
