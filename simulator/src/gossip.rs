@@ -1,6 +1,7 @@
-//! The gossip overlay: one topic per project, each subscriber keeping a mesh of about D peers
-//! in each of its topics (shaped like gossipsub), the nodes' seen-caches of message ids, and
-//! what the driver learnt of the envelopes sync responses hand out.
+//! The gossip overlay: one topic per project, and one per shard of a split project (a node is
+//! in its own shard's, and joins and leaves them as the depth moves), each subscriber keeping a
+//! mesh of about D peers in each of its topics (shaped like gossipsub), the nodes' seen-caches
+//! of message ids, and what the driver learnt of the envelopes sync responses hand out.
 //!
 //! [`Overlay`] owns that state and nothing else. It is handed what it needs — which nodes are
 //! up and reachable ([`Reach`]), the network and the run's random source to send through
@@ -369,7 +370,8 @@ pub(crate) enum Arrival {
 /// The gossip overlay: the mesh, the seen-caches and the envelope facts (see the module docs).
 #[derive(Debug)]
 pub(crate) struct Overlay {
-    /// Per node, the project indices (topics) it trusts and subscribes to, sorted.
+    /// Per node, the topics it subscribes to, sorted: the projects it trusts (by index), and
+    /// its shards of the split ones.
     topics: Vec<Vec<u32>>,
     /// Per node, mesh peers per topic, aligned with `topics`.
     mesh: Vec<Vec<Vec<u32>>>,
@@ -396,14 +398,14 @@ pub(crate) struct Overlay {
 
 impl Overlay {
     /// An overlay with no mesh yet, for nodes subscribed to `topics` (per node, sorted) among
-    /// `projects` topics.
+    /// `count` topics.
     pub(crate) fn new(
         topics: Vec<Vec<u32>>,
-        projects: u32,
+        count: u32,
         network: &NetworkSpec,
         sabotage: &Sabotage,
     ) -> Self {
-        let subscribers = (0..projects)
+        let subscribers = (0..count)
             .map(|p| {
                 (0..topics.len() as u32).filter(|n| topics[*n as usize].contains(&p)).collect()
             })
