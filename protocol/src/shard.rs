@@ -64,6 +64,14 @@ fn member_key(node: &NodeId) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
+/// The bits a node's shards are read from: the first 16 of its membership key, enough for
+/// [`SHARD_DEPTH_MAX`]. One hash per node: holders of many nodes' ids (a peer table) keep it
+/// and compare with [`Shard::of_bits`] rather than hash again.
+pub fn member_bits(node: &NodeId) -> u16 {
+    let key = member_key(node);
+    u16::from_be_bytes([key[0], key[1]])
+}
+
 impl Shard {
     /// The whole project, unsplit.
     pub const WHOLE: Shard = Shard { depth: 0, prefix: 0 };
@@ -76,8 +84,14 @@ impl Shard {
 
     /// The shard `node` is a member of at `depth`.
     pub fn of_node(node: &NodeId, depth: u8) -> Shard {
+        Shard::of_bits(member_bits(node), depth)
+    }
+
+    /// The shard at `depth` of the node whose [`member_bits`] are `bits`.
+    pub fn of_bits(bits: u16, depth: u8) -> Shard {
         let depth = depth.min(SHARD_DEPTH_MAX);
-        Shard { depth, prefix: prefix_bits(&member_key(node), depth) }
+        let prefix = if depth == 0 { 0 } else { bits >> (16 - u32::from(depth)) };
+        Shard { depth, prefix }
     }
 
     /// Whether `other` lies inside this shard (is it, or one of its halves, at any depth).

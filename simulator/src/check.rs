@@ -239,19 +239,27 @@ impl World {
                 p.map_or(ProjectId([0; 32]), |p| self.ledger.projects[p as usize].id)
             })
             .collect();
+        // Which of them are whole projects' own topics: an item of one is found by its
+        // project alone; one of a split project by its shard (`item_topic`).
+        let whole: Vec<bool> = topics
+            .iter()
+            .map(|t| self.ledger.projects.get(*t as usize).is_some_and(|r| r.depth == 0))
+            .collect();
         out.clear();
         out.resize(pids.len(), 0);
         let (mut last, mut cursor) = (0usize, 0usize);
         for (id, pid, st) in engine.items() {
             // The node's few topic ids, the last match first; another project's item (a
             // relay slot) counts nowhere.
-            let ti = if pids.get(last) == Some(&pid) && !self.split(&pid) {
+            let of_whole = |ti: usize| pids[ti] == pid && whole[ti];
+            let ti = if last < pids.len() && of_whole(last) {
                 last
             } else {
-                match self
-                    .item_topic(engine, &id, &pid)
-                    .and_then(|t| topics.iter().position(|x| *x == t))
-                {
+                let found = (0..pids.len()).find(|ti| of_whole(*ti)).or_else(|| {
+                    let t = self.item_topic(engine, &id, &pid)?;
+                    topics.iter().position(|x| *x == t)
+                });
+                match found {
                     Some(ti) => ti,
                     None => continue,
                 }
@@ -272,12 +280,6 @@ impl World {
             }
             out[ti] ^= state_fingerprint(id64(&id), &st);
         }
-    }
-
-    /// Whether project `pid` is split into shards.
-    fn split(&self, pid: &ProjectId) -> bool {
-        let p = self.ledger.project_index.get(pid);
-        p.is_some_and(|p| self.ledger.projects[*p as usize].depth > 0)
     }
 
     /// The topic item `id` of project `pid` travels on in `engine`'s view: its shard's, for a

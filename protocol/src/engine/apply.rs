@@ -185,15 +185,13 @@ impl Engine {
             return Err(Reject::Duplicate);
         }
         let ids: Vec<ItemId> = b.items.iter().map(|w| w.id(&b.project)).collect();
-        let kept = |(id, w): (&ItemId, &WorkItem)| self.keeps(&b.project, id, w);
-        if !ids.iter().zip(&b.items).any(kept) {
+        let kept: Vec<bool> =
+            ids.iter().zip(&b.items).map(|(id, w)| self.keeps(&b.project, id, w)).collect();
+        if !kept.contains(&true) {
             return if published { Ok(()) } else { Err(Reject::OtherShard) };
         }
-        let new = ids
-            .iter()
-            .zip(&b.items)
-            .filter(|(id, w)| !self.items.contains_key(id) && kept((id, w)))
-            .count();
+        let new =
+            ids.iter().zip(&kept).filter(|(id, k)| **k && !self.items.contains_key(id)).count();
         if self.items.len() + new > self.cfg.items_max {
             return Err(Reject::Full);
         }
@@ -259,13 +257,16 @@ impl Engine {
         self.stats.reshards += 1;
     }
 
-    /// Drops an item from this node's view altogether (one of another shard's).
+    /// Drops an item from this node's view altogether (one of another shard's, a duty or
+    /// check no longer due): out of the agenda, out of its digest bucket while it still
+    /// tells which bucket, and out of the hosts' held chunks once gone.
     pub(super) fn forget_item(&mut self, id: ItemId) {
         self.unschedule(id);
         if let Some((project, change)) = self.items.get(&id).map(|e| (e.project, e.in_bucket())) {
             self.fold_bucket(project, &id, change);
         }
         self.items.remove(&id);
+        self.note_chunk_phase(&id);
     }
 
     pub(super) fn insert_item(
@@ -671,10 +672,7 @@ impl Engine {
                 continue;
             }
             self.drop_local(id, CancelReason::Replaced);
-            self.unschedule(id);
-            if let Some(old) = self.items.remove(&id) {
-                self.fold_bucket(project, &id, old.in_bucket());
-            }
+            self.forget_item(id);
             self.stats.duties_dropped += 1;
         }
     }

@@ -212,12 +212,12 @@ impl Engine {
     /// project with two hosts or more counts against each of its hosts while it is held (by
     /// anyone).
     pub(super) fn note_chunk_phase(&mut self, item: &ItemId) {
-        let Some(e) = self.items.get(item) else { return };
-        let held = matches!(e.phase, Phase::Held { .. });
-        if held == self.lanes.held_chunks.contains_key(item) {
+        // An item no longer kept (another shard's) counts as not held.
+        let held = self.items.get(item).filter(|e| matches!(e.phase, Phase::Held { .. }));
+        if held.is_some() == self.lanes.held_chunks.contains_key(item) {
             return;
         }
-        if held {
+        if let Some(e) = held {
             let WorkItem::CrawlChunk { urls } = &*e.work else { return };
             // With one host (or none) every chunk weighs the same: nothing to keep.
             if self.lanes.hosts.get(&e.project).is_none_or(|h| h.len() < 2) {

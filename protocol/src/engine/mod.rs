@@ -329,6 +329,8 @@ pub struct Engine {
     cfg: EngineConfig,
     key: Keypair,
     me: NodeId,
+    /// This node's [`shard::member_bits`], hashed once.
+    my_bits: u16,
     rng: ChaCha8Rng,
     trusted: BTreeSet<PublicKey>,
     /// Followed curators and their directories.
@@ -396,6 +398,7 @@ impl Engine {
             cfg,
             key,
             me,
+            my_bits: shard::member_bits(&me),
             rng: ChaCha8Rng::seed_from_u64(seed),
             trusted: trusted.into_iter().collect(),
             curators: curators::Curators::default(),
@@ -989,7 +992,7 @@ impl Engine {
     /// only one whose items it takes in, ranks and claims.
     pub fn shard_of(&self, project: &ProjectId) -> Option<Shard> {
         let depth = self.projects.get(project)?.m.shard_depth;
-        (depth > 0).then(|| Shard::of_node(&self.me, depth))
+        (depth > 0).then(|| Shard::of_bits(self.my_bits, depth))
     }
 
     /// This node's shard of each split project it knows, for its driver to join their
@@ -1012,12 +1015,6 @@ impl Engine {
     /// those of its own shard and those that are never sharded.
     fn keeps(&self, project: &ProjectId, id: &ItemId, work: &WorkItem) -> bool {
         self.item_shard(project, id, work).is_none_or(|s| Some(s) == self.shard_of(project))
-    }
-
-    /// The shard a rank for an item of `project` is counted in: this node's, for an item of
-    /// its shard; `None` (every peer of the project heard) otherwise.
-    fn rank_shard(&self, project: &ProjectId, id: &ItemId, work: &WorkItem) -> Option<Shard> {
-        self.item_shard(project, id, work)
     }
 
     /// Where a driver sends `env`, which this engine published (or took in to pass on):
@@ -1120,7 +1117,7 @@ impl Engine {
     fn cached_rank(&mut self, item: &ItemId) -> Option<(u32, bool)> {
         let e = self.items.get(item)?;
         let (memo, project, role) = (e.rank?, e.project, Roles::for_work(&e.work));
-        let shard = self.rank_shard(&project, item, &e.work);
+        let shard = self.item_shard(&project, item, &e.work);
         let key = hrw::attempt_key(item, memo.failures);
         let caught_up = self.catch_up(memo, &key, &project, role, shard);
         let carried = caught_up.is_some();
@@ -1207,7 +1204,7 @@ impl Engine {
         let kind = e.work.kind();
         let role = Roles::for_work(&e.work);
         let project = e.project;
-        let shard = self.rank_shard(&project, &item, &e.work);
+        let shard = self.item_shard(&project, &item, &e.work);
         // Each earlier epoch that ended without a result was a top-ranked node's turn wasted
         // (it crashed, or claimed and never worked): one more rank may claim per such epoch,
         // so nodes that let their leases lapse cannot starve an item by ranking first.

@@ -32,6 +32,8 @@ pub(super) struct Peer {
     pub(super) free: u16,
     pub(super) capacity: u16,
     pub(super) presence: Signed<Presence>,
+    /// Its [`crate::shard::member_bits`], hashed once.
+    pub(super) bits: u16,
 }
 
 /// How far ranking this node for an item's attempt `failures` had got as of the peer-set
@@ -52,13 +54,15 @@ struct PeerChange {
     joined: bool,
     roles: Roles,
     projects: Box<[ProjectId]>,
+    /// Its [`crate::shard::member_bits`].
+    bits: u16,
 }
 
 impl PeerChange {
     /// Whether the node counts in the ranking of items of `project` that need `role`, as
     /// [`PeerTable::rank_list`] lists them.
     fn ranks_in(&self, project: &ProjectId, role: Roles, shard: Option<Shard>) -> bool {
-        shard.is_none_or(|s| Shard::of_node(&self.node, s.depth) == s)
+        shard.is_none_or(|s| Shard::of_bits(self.bits, s.depth) == s)
             && self.roles.contains(role)
             && (*project == relay_project()
                 || self.projects.is_empty()
@@ -122,6 +126,11 @@ impl PeerTable {
         expires_at: u64,
         peers_max: usize,
     ) -> Result<(), Reject> {
+        // The peer's shard bits: kept from its first heartbeat, hashed once.
+        let bits = match self.peers.get(&node) {
+            Some(old) => old.bits,
+            None => crate::shard::member_bits(&node),
+        };
         if let Some(old) = self.peers.get_mut(&node) {
             if old.seq >= p.seq {
                 return Err(Reject::Duplicate);
@@ -139,7 +148,7 @@ impl PeerTable {
             }
             self.expiry.remove(&(old_expiry, node));
             self.forget(&node);
-            self.index(node, p.roles, &p.projects);
+            self.index(node, p.roles, &p.projects, bits);
         } else {
             if self.peers.len() >= peers_max {
                 match self.expiry.pop_first() {
@@ -147,7 +156,7 @@ impl PeerTable {
                     None => return Err(Reject::Full),
                 }
             }
-            self.index(node, p.roles, &p.projects);
+            self.index(node, p.roles, &p.projects, bits);
         }
         self.expiry.insert((expires_at, node));
         let peer = Peer {
@@ -158,6 +167,7 @@ impl PeerTable {
             free: p.free,
             capacity: p.capacity,
             presence: s,
+            bits,
         };
         self.peers.insert(node, peer);
         Ok(())
@@ -194,7 +204,11 @@ impl PeerTable {
         role: Roles,
         shard: Option<Shard>,
     ) -> impl Iterator<Item = NodeId> {
-        let in_shard = move |n: &NodeId| shard.is_none_or(|s| Shard::of_node(n, s.depth) == s);
+        let in_shard = move |n: &NodeId| {
+            shard.is_none_or(|s| {
+                self.peers.get(n).is_some_and(|p| Shard::of_bits(p.bits, s.depth) == s)
+            })
+        };
         let has_role =
             |n: &NodeId| in_shard(n) && self.peers.get(n).is_some_and(|p| p.roles.contains(role));
         let list: Vec<NodeId> = if *project == relay_project() {
@@ -258,12 +272,19 @@ impl PeerTable {
     }
 
     /// Counts one change of the peer set and logs it for cached rankings.
-    fn log_change(&mut self, node: NodeId, joined: bool, roles: Roles, projects: Box<[ProjectId]>) {
+    fn log_change(
+        &mut self,
+        node: NodeId,
+        joined: bool,
+        roles: Roles,
+        projects: Box<[ProjectId]>,
+        bits: u16,
+    ) {
         self.version += 1;
         if self.log.len() >= PEER_LOG_MAX {
             self.log.pop_front();
         }
-        self.log.push_back(PeerChange { node, joined, roles, projects });
+        self.log.push_back(PeerChange { node, joined, roles, projects, bits });
     }
 
     /// Drops `node` from the live set (its expiry entry, if any, is the caller's).
@@ -280,12 +301,12 @@ impl PeerTable {
                     }
                 }
             }
-            self.log_change(*node, false, p.roles, p.projects.into());
+            self.log_change(*node, false, p.roles, p.projects.into(), p.bits);
         }
     }
 
-    fn index(&mut self, node: NodeId, roles: Roles, projects: &[ProjectId]) {
-        self.log_change(node, true, roles, projects.into());
+    fn index(&mut self, node: NodeId, roles: Roles, projects: &[ProjectId], bits: u16) {
+        self.log_change(node, true, roles, projects.into(), bits);
         if projects.is_empty() {
             self.any_project.insert(node);
         }

@@ -381,12 +381,8 @@ impl Engine {
                 continue;
             }
             self.drop_local(id, super::CancelReason::Replaced);
-            self.unschedule(id);
             // Folded out while it is still there: it counts in its source's bucket.
-            if let Some(change) = self.items.get(&id).map(|e| e.in_bucket()) {
-                self.fold_bucket(project, &id, change);
-            }
-            self.items.remove(&id);
+            self.forget_item(id);
         }
         self.unstrike(project, source);
     }
