@@ -23,7 +23,7 @@ pub mod wire;
 pub use directory::{Directory, DirectoryEntry};
 pub use engine::{
     CancelReason, ClockView, ConfigError, Engine, EngineConfig, EngineStats, Input, ItemCounts,
-    ItemState, Output, Reject, Route, Snapshot, WorkResult,
+    ItemState, Output, Reject, Route, ShardView, Snapshot, WorkResult,
 };
 pub use ids::{Digest, IdParseError, ItemId, NodeId, ProjectId};
 pub use item::{ItemBatch, TorrentSource, WorkItem, WorkKind};

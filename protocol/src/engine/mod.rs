@@ -275,6 +275,18 @@ pub struct PeerView {
     pub capacity: u16,
 }
 
+/// This node's shard of one split project and how many live nodes it counts in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardView {
+    /// The split project.
+    pub project: ProjectId,
+    /// This node's shard of it (at the manifest's depth).
+    pub shard: Shard,
+    /// Live nodes of the project in the shard, this node included: the nodes its items are
+    /// ranked among.
+    pub members: usize,
+}
+
 /// Work this node holds.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LocalView {
@@ -904,6 +916,24 @@ impl Engine {
 
     fn send_presence(&mut self, now: u64) {
         self.judge_clock(now);
+        let p = self.sign_presence(now);
+        self.outputs.push_back(Output::Publish(p));
+        // Up to 10% jitter keeps heartbeats of nodes started together from bunching up.
+        let jitter = self.rng.random_range(0..=self.cfg.presence_interval_ms / 10);
+        self.next_presence_at = now.saturating_add(self.cfg.presence_interval_ms) - jitter;
+    }
+
+    /// Another heartbeat like the one just sent, under the next sequence number: for a driver
+    /// whose transport cannot send one message on two topics (gossipsub knows a message by its
+    /// bytes, and takes a second publication of them for a duplicate) while this node's
+    /// heartbeat must reach more than one group of peers (a shard and a whole project, say).
+    /// A peer that hears both takes the newer and ignores the older as a duplicate.
+    pub fn presence_copy(&mut self, now: u64) -> Envelope {
+        self.sign_presence(now)
+    }
+
+    /// Signs a heartbeat for `now` under the next sequence number.
+    fn sign_presence(&mut self, now: u64) -> Envelope {
         self.presence_seq = self.presence_seq.saturating_add(1).max(now);
         let capacity = self.cfg.capacity;
         let used = self.used(WorkKind::Crawl);
@@ -928,10 +958,7 @@ impl Engine {
                 projects,
             }
         };
-        self.outputs.push_back(Output::Publish(Envelope::Presence(Signed::sign(&self.key, &p))));
-        // Up to 10% jitter keeps heartbeats of nodes started together from bunching up.
-        let jitter = self.rng.random_range(0..=self.cfg.presence_interval_ms / 10);
-        self.next_presence_at = now.saturating_add(self.cfg.presence_interval_ms) - jitter;
+        Envelope::Presence(Signed::sign(&self.key, &p))
     }
 
     fn schedule(&mut self, item: ItemId, at: u64) {
@@ -999,6 +1026,17 @@ impl Engine {
     /// topics (and leave those of a depth the project no longer has).
     pub fn shards(&self) -> impl Iterator<Item = (ProjectId, Shard)> + '_ {
         self.projects.keys().filter_map(|p| Some((*p, self.shard_of(p)?)))
+    }
+
+    /// This node's shard of each split project it knows, with the live members it counts there.
+    pub fn shard_views(&self) -> Vec<ShardView> {
+        self.shards()
+            .map(|(project, shard)| ShardView {
+                project,
+                shard,
+                members: 1 + self.peers.members(&project, shard),
+            })
+            .collect()
     }
 
     /// The shard an item of `project` lies in, `None` when the project is whole or the item

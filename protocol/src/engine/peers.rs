@@ -197,6 +197,11 @@ impl PeerTable {
         list
     }
 
+    /// Live peers of `project` (listing it, or every project) in `shard`, whatever their roles.
+    pub(super) fn members(&self, project: &ProjectId, shard: Shard) -> usize {
+        self.ranked_among(project, Roles(0), Some(shard)).count()
+    }
+
     /// The peers counted in the ranking of items of `project` that need `role`, in id order.
     fn ranked_among(
         &self,

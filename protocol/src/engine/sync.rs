@@ -15,6 +15,20 @@ use super::{Engine, ItemEntry, Phase};
 /// Presence records included in a delta, so a joining node learns the membership at once.
 const SYNC_PRESENCE_MAX: usize = 256;
 
+/// Whether a requester with `digest` hears `peer`'s heartbeats by gossip, and so gets them in
+/// a delta: unless every project the peer works on is one the requester split differently, with
+/// the peer in another shard. Handed the heartbeats of other shards, a node of a split project
+/// would keep counting every node of the mesh live, and its sync answers would carry them on.
+fn heard_by(digest: &SyncDigest, peer: &super::peers::Peer) -> bool {
+    use crate::message::Roles;
+    peer.projects.is_empty()
+        || peer.roles.contains(Roles::RELAY)
+        || peer.projects.iter().any(|x| {
+            let theirs = digest.projects.iter().find(|d| d.project == *x);
+            theirs.and_then(|d| d.shard).is_none_or(|s| Shard::of_bits(peer.bits, s.depth) == s)
+        })
+}
+
 fn fold(acc: &mut [u8; 8], bytes: &[u8]) {
     let h = blake3::hash(bytes);
     for (a, b) in acc.iter_mut().zip(h.as_bytes()) {
@@ -178,6 +192,7 @@ impl Engine {
         out.extend(
             self.peers
                 .iter()
+                .filter(|(_, p)| heard_by(digest, p))
                 .take(SYNC_PRESENCE_MAX)
                 .map(|(_, p)| Envelope::Presence(p.presence.clone())),
         );

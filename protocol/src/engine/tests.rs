@@ -1255,6 +1255,33 @@ fn presence_projects(e: &mut Engine, now: u64) -> Vec<ProjectId> {
 }
 
 #[test]
+fn a_presence_copy_is_a_newer_heartbeat_a_peer_takes_and_the_older_one_a_duplicate() {
+    let owner = test_keypair(1);
+    let mut net = Net::new(2, &owner, fast_config());
+    let now = 10_000;
+    net.engines[0].handle(Input::Tick, now).unwrap();
+    let mut first = None;
+    while let Some(out) = net.engines[0].poll_output() {
+        if let Output::Publish(env @ Envelope::Presence(_)) = out {
+            first = Some(env);
+        }
+    }
+    let first = first.expect("a heartbeat was due");
+    let copy = net.engines[0].presence_copy(now);
+    let (Envelope::Presence(a), Envelope::Presence(b)) = (&first, &copy) else { unreachable!() };
+    let (a, b) = (a.verify().unwrap(), b.verify().unwrap());
+    assert!(b.seq > a.seq, "the copy's sequence number follows: {} then {}", a.seq, b.seq);
+    assert_eq!((a.projects, a.roles, a.capacity), (b.projects, b.roles, b.capacity));
+    assert_ne!(first.to_bytes(), copy.to_bytes(), "gossip must see two messages");
+    // Heard copy first (another topic was faster), the original is an old heartbeat.
+    let peer = &mut net.engines[1];
+    peer.handle(Input::Message(copy), now).unwrap();
+    assert_eq!(peer.handle(Input::Message(first), now), Err(Reject::Duplicate));
+    assert!(!Reject::Duplicate.penalize());
+    assert_eq!(peer.peers().count(), 1);
+}
+
+#[test]
 fn an_unsubscribed_engine_claims_nothing_of_the_project_and_leaves_it_out_of_presence() {
     let owner = test_keypair(1);
     let pid = manifest(&owner, 5_000, 0).id();
@@ -3407,6 +3434,14 @@ mod shards {
                 assert_eq!(Some(Shard::of_key(&key, depth)), e.shard_of(&project));
             }
         }
+        // Each node counts its shard's members, itself included, and no one else.
+        for e in &net.engines {
+            let views = e.shard_views();
+            let mine = e.shard_of(&project).unwrap();
+            assert_eq!(views.len(), 1);
+            assert_eq!((views[0].project, views[0].shard), (project, mine));
+            assert_eq!(views[0].members, sizes[mine.prefix as usize], "{views:?}");
+        }
         // No node keeps (or ever heard of) an item of another shard.
         for e in &net.engines {
             let mine = e.shard_of(&project).unwrap();
@@ -3503,6 +3538,24 @@ mod shards {
                 assert!(key.is_none_or(|k| Shard::of_key(&k, depth) == shard(asker)));
             }
         }
+        // A heartbeat of the other shard that reached engine 0 anyway (relayed, or from
+        // before the split) is handed on to a member of that shard only: passed to its own
+        // shard's members, it would keep every node of the mesh live in their tables.
+        let mine = shard(0);
+        let beat = net.engines[other].presence_copy(net.now);
+        net.engines[0].handle(Input::Message(beat), net.now).unwrap();
+        let heartbeats = |net: &Net, asker: usize| -> Vec<NodeId> {
+            let delta = net.engines[0].sync_delta(&net.engines[asker].sync_digest());
+            let beats = delta.envelopes.iter().filter_map(|e| match e {
+                Envelope::Presence(p) => Some(p.signer().node_id()),
+                _ => None,
+            });
+            beats.collect()
+        };
+        let other_id = net.engines[other].node_id();
+        assert!(!heartbeats(&net, same).contains(&other_id));
+        assert!(heartbeats(&net, other).contains(&other_id));
+        assert!(heartbeats(&net, same).iter().all(|n| Shard::of_node(n, depth) == mine));
     }
 
     /// A peer that does not know the split, or is in another shard, is sent the manifest and
