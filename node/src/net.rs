@@ -18,9 +18,10 @@ use libp2p::{
     StreamProtocol, Swarm, autonat, connection_limits, dcutr, identify, identity, kad, mdns, noise,
     ping, relay, request_response, yamux,
 };
-use starling_protocol::PublicKey;
 use starling_protocol::message::SyncDelta;
+use starling_protocol::shard::Shard;
 use starling_protocol::wire::MAX_ENVELOPE_BYTES;
+use starling_protocol::{ProjectId, PublicKey};
 
 /// Identify protocol version; peers with another one are still talked to but not trusted more.
 pub const IDENTIFY_PROTOCOL: &str = "/starling/id/1.0.0";
@@ -28,10 +29,17 @@ pub const IDENTIFY_PROTOCOL: &str = "/starling/id/1.0.0";
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/starling/kad/1.0.0");
 /// State sync: a digest goes out, the delta comes back.
 pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/starling/sync/1");
-/// Gossip topic for presence heartbeats and relay requests.
+/// The one topic every node joins: relay requests and relay slots' item messages, and the
+/// heartbeats of nodes that offer relay slots or work on no project yet. A node working on
+/// projects sends its heartbeat to their topics instead (see `actor/shards.rs`), so this topic
+/// stays quiet however large the mesh grows. The name is kept from when every heartbeat went
+/// here.
 pub const TOPIC_PRESENCE: &str = "starling/v1/presence";
 /// Prefix of a project owner's topic; the owner key in hex follows.
 pub const TOPIC_OWNER_PREFIX: &str = "starling/v1/owner/";
+/// Prefix of a shard's topic: the project id in hex, `/`, then the shard's name
+/// (`depth/prefix-in-hex`, [`Shard::name`]).
+pub const TOPIC_SHARD_PREFIX: &str = "starling/v1/shard/";
 /// Largest sync request (a digest).
 pub const SYNC_REQUEST_BYTES_MAX: usize = 64 * 1024;
 /// Largest sync response (a delta).
@@ -99,9 +107,16 @@ impl std::fmt::Debug for Behaviour {
     }
 }
 
-/// The topic every node joins: presence heartbeats and relay requests.
+/// The topic every node joins ([`TOPIC_PRESENCE`]).
 pub fn presence_topic() -> IdentTopic {
     IdentTopic::new(TOPIC_PRESENCE)
+}
+
+/// The topic of one shard of a split project: the heartbeats of its members and the
+/// batches, claims, renewals and receipts of its items. Its members join it; a node with
+/// something for another shard publishes into it without joining (gossipsub's fanout).
+pub fn shard_topic(project: &ProjectId, shard: Shard) -> IdentTopic {
+    IdentTopic::new(format!("{TOPIC_SHARD_PREFIX}{}/{}", project.to_hex(), shard.name()))
 }
 
 /// The topic of one project owner: manifests, batches and item messages of the owner's
@@ -510,6 +525,21 @@ mod tests {
         let mut secret = node.secret_bytes();
         let id = identity::Keypair::ed25519_from_bytes(&mut secret).unwrap();
         assert_eq!(peer, id.public().to_peer_id());
+    }
+
+    #[test]
+    fn shard_topics_name_the_project_and_the_shard() {
+        let p = ProjectId([0xab; 32]);
+        let s = Shard { depth: 3, prefix: 5 };
+        assert_eq!(
+            shard_topic(&p, s).to_string(),
+            format!("starling/v1/shard/{}/3/5", "ab".repeat(32))
+        );
+        assert_ne!(
+            shard_topic(&p, s).hash(),
+            shard_topic(&p, Shard { depth: 4, prefix: 5 }).hash()
+        );
+        assert_ne!(shard_topic(&p, s).hash(), shard_topic(&ProjectId([1; 32]), s).hash());
     }
 
     /// A swarm over the in-memory transport (noise, yamux) around one behaviour.

@@ -167,6 +167,7 @@ mod tests {
             rate_scope: "mesh".into(),
             rate_per_s: 1.0,
             lanes: 1,
+            shard: None,
         }
     }
 

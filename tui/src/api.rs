@@ -465,6 +465,12 @@ pub struct NetStats {
     /// Peers penalised for serving corrupt blob chunks.
     #[serde(default)]
     pub blob_penalties: u64,
+    /// Bytes of the gossip messages received (their data, as handed to the node).
+    #[serde(default)]
+    pub gossip_bytes_received: u64,
+    /// Bytes of the envelopes published, once per topic they went on.
+    #[serde(default)]
+    pub gossip_bytes_published: u64,
 }
 
 /// One entry of `GET /peers`.
@@ -534,6 +540,24 @@ pub struct ProjectInfo {
     /// Under a mesh-wide rate, how many nodes may fetch from one host at once.
     #[serde(default)]
     pub lanes: u16,
+    /// This node's shard of the project when its owner split it, `None` when every node of
+    /// the project hears all of it. The item counts above then cover this shard only.
+    #[serde(default)]
+    pub shard: Option<ShardInfo>,
+}
+
+/// A node's neighbourhood in a split project: the part of its items it takes in, and the
+/// nodes it shares them with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    /// The shard's name, `depth/prefix` with the prefix in hex (`3/5`).
+    pub name: String,
+    /// The manifest's depth: the project is cut into `2^depth` shards.
+    pub depth: u8,
+    /// Live nodes of the project in this shard as the engine counts them, this node included.
+    pub members: usize,
+    /// Connected peers in the shard's gossip topic.
+    pub topic_peers: usize,
 }
 
 /// A project's items by state, for each kind of work apart: crawl chunks end (done or

@@ -8,8 +8,8 @@ use starling_protocol::{EngineStats, ItemCounts, Reject};
 
 use crate::api::{
     Caps, ChecksView, ClaimInfo, DiskStats, FetchStats, HostInfo, KindCounts, LogLine, MarkedPeer,
-    NetStats, PeerInfo, ProjectInfo, RelayView, RunnerStats, SeedInfo, SeedingView, StatusView,
-    UrlCounts, WorkView,
+    NetStats, PeerInfo, ProjectInfo, RelayView, RunnerStats, SeedInfo, SeedingView, ShardInfo,
+    StatusView, UrlCounts, WorkView,
 };
 use crate::app::{Action, App, Snapshot};
 
@@ -88,6 +88,8 @@ pub(crate) fn status() -> StatusView {
             sync_served: 22,
             sync_applied: 96,
             blob_penalties: 0,
+            gossip_bytes_received: 18_400_000,
+            gossip_bytes_published: 2_100_000,
         },
         store_error: None,
         now_ms: NOW_MS,
@@ -190,6 +192,13 @@ pub(crate) fn projects() -> Vec<ProjectInfo> {
             rate_scope: "mesh".to_owned(),
             rate_per_s: 2.0,
             lanes: 1,
+            // Split for a large mesh: this node takes in one of its eight shards.
+            shard: Some(ShardInfo {
+                name: "3/5".to_owned(),
+                depth: 3,
+                members: 12,
+                topic_peers: 9,
+            }),
         },
         ProjectInfo {
             id: hex(50),
@@ -210,6 +219,7 @@ pub(crate) fn projects() -> Vec<ProjectInfo> {
             rate_scope: "node".to_owned(),
             rate_per_s: 0.5,
             lanes: 1,
+            shard: None,
         },
     ]
 }

@@ -322,6 +322,7 @@ impl Actor {
                 rate_scope: m.rate.scope.name().into(),
                 rate_per_s: f64::from(m.rate.per_s_milli) / 1000.0,
                 lanes: m.rate.lanes,
+                shard: self.shard_info(&id),
             })
             .collect()
     }

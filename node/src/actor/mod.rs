@@ -42,6 +42,7 @@ use crate::views::NetStats;
 mod commands;
 mod lifetime;
 mod proofs;
+mod shards;
 
 pub use lifetime::LIFETIME_SAVE_INTERVAL;
 
@@ -196,6 +197,8 @@ pub struct Actor {
     lane_blocked: (u16, u16),
     /// Storage proofs being cut or waiting (see `proofs.rs`).
     proofs: proofs::Proofs,
+    /// The shard topics the node is in (see `shards.rs`).
+    shards: shards::ShardTopics,
 }
 
 impl std::fmt::Debug for Actor {
@@ -262,6 +265,7 @@ impl Actor {
             lifetime,
             lane_blocked: (0, 0),
             proofs,
+            shards: Default::default(),
         };
         actor.control.restore(&mut actor.engine);
         let (control, mut io) = actor.control();
@@ -341,6 +345,7 @@ impl Actor {
                 _ = tokio::time::sleep(sync_wake) => self.expire_sync(),
                 _ = flush_timer.tick() => {
                     self.flush(None);
+                    self.tend_shard_topics();
                     self.tend_health();
                     self.tell_blocked();
                     self.score_marked_peers();
@@ -736,6 +741,7 @@ impl Actor {
             }
         }
         self.provide_new_projects();
+        self.tend_shards();
         self.log_unproven();
         // Outputs of the lanes given back and the proofs answered above.
         if again {
@@ -821,37 +827,27 @@ impl Actor {
     // ---- gossip --------------------------------------------------------------------------
 
     fn publish(&mut self, env: &Envelope) {
+        self.publish_routed(env);
+    }
+
+    /// Publishes `env` on `topic`, unless it is too large for gossip.
+    fn publish_on(&mut self, topic: IdentTopic, env: &Envelope) {
         let bytes = env.to_bytes();
         if bytes.len() > MAX_ENVELOPE_BYTES {
             tracing::info!(kind = env.kind(), "too large for gossip; peers get it by sync");
             return;
         }
-        let topic = self.topic_of(env);
+        let len = bytes.len() as u64;
         match self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
-            Ok(_) => self.stats.published += 1,
+            Ok(_) => {
+                self.stats.published += 1;
+                self.stats.gossip_bytes_published += len;
+            }
             Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
                 tracing::debug!(kind = env.kind(), "no peers to gossip to yet");
             }
             Err(e) => tracing::debug!(kind = env.kind(), error = %e, "gossip publish failed"),
         }
-    }
-
-    /// Presence and relay requests go to everyone; project messages to the owner's topic, and
-    /// a directory to its curator's.
-    fn topic_of(&self, env: &Envelope) -> IdentTopic {
-        let owner = match env {
-            Envelope::Presence(_) | Envelope::RelayRequest(_) => None,
-            Envelope::Manifest(s) => Some(s.signer()),
-            Envelope::Batch(s) => Some(s.signer()),
-            // A directory goes to its curator's topic, which the curator's followers are in.
-            Envelope::Directory(s) => Some(s.signer()),
-            _ => crate::store::proof_item(env)
-                .and_then(|item| self.engine.item_work(&item).map(|(p, _)| p))
-                .and_then(|p| {
-                    self.engine.projects().find(|(id, _)| *id == p).map(|(_, m)| m.owner)
-                }),
-        };
-        owner.map_or_else(net::presence_topic, |o| net::owner_topic(&o))
     }
 
     /// Joins the topic of every trusted key, followed curator and owner a followed directory
@@ -897,6 +893,7 @@ impl Actor {
 
     fn on_gossip(&mut self, source: PeerId, id: gossipsub::MessageId, data: &[u8]) {
         self.stats.gossip_received += 1;
+        self.stats.gossip_bytes_received += data.len() as u64;
         let verdict = match Envelope::from_bytes(data) {
             Err(e) => {
                 tracing::debug!(peer = %source, error = %e, "undecodable gossip");
@@ -943,9 +940,10 @@ impl Actor {
         }
     }
 
-    /// The periodic sync: a session with a connected peer drawn at random.
+    /// The periodic sync: a session with a connected peer drawn at random (of its shards' when
+    /// the node's projects are all split, see `sync_candidates`).
     fn periodic_sync(&mut self) {
-        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        let peers = self.sync_candidates();
         if let Some(req) = self.sync.open(now_ms(), None, &peers, &mut draw) {
             self.send_sync(req);
         }
@@ -953,7 +951,7 @@ impl Actor {
 
     /// Sessions whose request went unanswered past the policy's timeout ask another peer.
     fn expire_sync(&mut self) {
-        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        let peers = self.sync_candidates();
         for req in self.sync.expire(now_ms(), &peers, &mut draw) {
             self.send_sync(req);
         }
@@ -1232,17 +1230,28 @@ impl Actor {
                 ..
             } => self.dial_found(found.peers),
             kad::Event::OutboundQueryProgressed {
+                id,
                 result:
                     kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders {
                         providers,
                         ..
                     })),
+                step,
                 ..
             } => {
+                if self.shard_providers_found(id, &providers, step.last) {
+                    return;
+                }
                 for peer in providers {
                     self.dial_if_few(peer);
                 }
             }
+            kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::GetProviders(_),
+                step,
+                ..
+            } if step.last => self.shard_lookup_ended(id),
             _ => {}
         }
     }

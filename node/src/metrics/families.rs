@@ -145,9 +145,31 @@ pub fn families(snap: &Snapshot, urls: Option<&crate::crawl::stats::UrlCounts>) 
     }
     r.push(
         "project_items",
-        "Items of each known project, by state (project is the id, name the manifest's)",
+        "Items of each known project, by state (project is the id, name the manifest's); for a \
+         split project, those of this node's shard",
         Gauge,
         per_project,
+    );
+    let shards = |f: fn(&crate::views::ShardInfo) -> u64| {
+        let series = snap.projects.iter().filter_map(|p| {
+            let sh = p.shard.as_ref()?;
+            let l = labels(&[("project", &p.id), ("name", &p.name), ("shard", &sh.name)]);
+            Some(Series { labels: l, value: int(f(sh)) })
+        });
+        series.collect::<Vec<_>>()
+    };
+    r.push(
+        "shard_members",
+        "Live nodes of each split project in this node's shard, itself included (shard is \
+         depth/prefix)",
+        Gauge,
+        shards(|s| s.members as u64),
+    );
+    r.push(
+        "shard_depth",
+        "Depth each split project is cut to (2^depth shards), by this node's shard of it",
+        Gauge,
+        shards(|s| u64::from(s.depth)),
     );
     push_checks(&mut r, s);
     r.gauge("holding", "Items this node holds now", s.holding as u64);
@@ -319,6 +341,15 @@ pub fn families(snap: &Snapshot, urls: Option<&crate::crawl::stats::UrlCounts>) 
         .map(|(k, v)| (k, int(v))),
     );
     r.counter("gossip_published", "Envelopes this node published", n.published);
+    r.by(
+        Counter,
+        "gossip_bytes",
+        "Bytes of gossip message data: received (each message as handed to the node, duplicates \
+         dropped by gossipsub not counted) and published (once per topic)",
+        "direction",
+        [("received", n.gossip_bytes_received), ("published", n.gossip_bytes_published)]
+            .map(|(k, v)| (k, int(v))),
+    );
     let mut mesh = Vec::new();
     let mut subscribed = Vec::new();
     for (topic, m, p) in &a.topics {

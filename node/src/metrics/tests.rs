@@ -74,6 +74,7 @@ fn project_info(name: &str) -> ProjectInfo {
         rate_scope: "mesh".into(),
         rate_per_s: 1.0,
         lanes: 1,
+        shard: None,
     }
 }
 

@@ -108,6 +108,8 @@ fn check_parsed(classic: &Families, om: &Families) {
         "starling_gossip_mesh_peers",
         "starling_gossip_topic_peers",
         "starling_project_items",
+        "starling_shard_members",
+        "starling_shard_depth",
         "starling_result_checks",
         "starling_marked_peers",
     ];

@@ -350,8 +350,9 @@ pub(super) fn draw_projects(app: &App, data: &Snapshot, frame: &mut Frame, area:
     let head = header(&["name", "id", "trusted", "subscribed", "prio", "crawl chunks"]);
     let title = format!("Projects ({})", data.projects.len());
     let t = table(rows, &widths, head, title);
-    let [list, bar, copies, checks, urls] = Layout::vertical([
+    let [list, bar, shard, copies, checks, urls] = Layout::vertical([
         Constraint::Min(3),
+        Constraint::Length(1),
         Constraint::Length(1),
         Constraint::Length(1),
         Constraint::Length(1),
@@ -364,6 +365,7 @@ pub(super) fn draw_projects(app: &App, data: &Snapshot, frame: &mut Frame, area:
     let selected = app.selected[Tab::Projects.index()].min(data.projects.len().saturating_sub(1));
     let Some(p) = data.projects.get(selected) else { return };
     frame.render_widget(crawl_bar(p), bar);
+    frame.render_widget(shard_line(p), shard);
     frame.render_widget(copies_line(p), copies);
     let c = data.status.checks.iter().find(|c| c.project == p.id);
     frame.render_widget(checks_line(c), checks);
@@ -420,6 +422,25 @@ fn crawl_bar(p: &ProjectInfo) -> LineGauge<'static> {
         .label(label)
         .filled_style(Style::new().fg(color))
         .unfilled_style(Style::new().fg(DIM))
+}
+
+/// The selected project's neighbourhood: this node's shard of it and the nodes it shares
+/// the shard with, or that every node of the project hears all of it.
+fn shard_line(p: &ProjectInfo) -> Paragraph<'static> {
+    let Some(s) = &p.shard else {
+        let text = " shard: whole project (every node hears every item)";
+        return Paragraph::new(Line::styled(text, Style::new().fg(DIM)));
+    };
+    let text = format!(
+        " shard {} of {} · {} members live · {} peers in its topic · counts: this shard's",
+        s.name,
+        1u32 << s.depth.min(31),
+        s.members,
+        s.topic_peers
+    );
+    // A shard this node hears no one else in works alone: its items wait on it.
+    let alone = s.members <= 1 || s.topic_peers == 0;
+    Paragraph::new(Line::styled(text, Style::new().fg(if alone { WARN } else { DIM })))
 }
 
 /// The selected project's result copies: kept by seeding nodes, apart from its progress.
