@@ -34,6 +34,15 @@ struct ManifestToml {
     caps: CapsToml,
     #[serde(default)]
     verify: VerifyToml,
+    #[serde(default)]
+    shards: ShardsToml,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShardsToml {
+    depth: Option<u8>,
+    for_nodes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -205,11 +214,35 @@ pub(super) fn build_manifest(
         },
         verify: verify_policy(args, t.verify)?,
         name,
-        shard_depth: 0,
+        shard_depth: shard_depth(args, &t.shards)?,
     };
     use starling_protocol::wire::Validate;
     m.validate().map_err(|e| anyhow::anyhow!("manifest is not valid: {e}"))?;
     Ok(m)
+}
+
+/// The shard depth: given, or chosen for an expected node count ([`depth_for`] with shards
+/// of about [`SHARD_MEMBERS_DEFAULT`]); flags override the TOML, and only one of the two may
+/// be set.
+fn shard_depth(args: &NewArgs, t: &ShardsToml) -> Result<u8> {
+    use starling_protocol::shard::{SHARD_DEPTH_MAX, SHARD_MEMBERS_DEFAULT, depth_for};
+    let depth = args.shard_depth.or(if args.shard_for_nodes.is_some() { None } else { t.depth });
+    let nodes =
+        args.shard_for_nodes.or(if args.shard_depth.is_some() { None } else { t.for_nodes });
+    match (depth, nodes) {
+        (Some(_), Some(_)) => {
+            bail!(
+                "set the shard depth or the node count to pick it for (shards.for_nodes), not both"
+            )
+        }
+        (Some(d), None) if d > SHARD_DEPTH_MAX => {
+            bail!("shard depth {d} is out of range: 0 ..= {SHARD_DEPTH_MAX}")
+        }
+        (Some(d), None) => Ok(d),
+        (None, Some(0)) => bail!("shard node count must be at least 1"),
+        (None, Some(n)) => Ok(depth_for(n, SHARD_MEMBERS_DEFAULT)),
+        (None, None) => Ok(0),
+    }
 }
 
 /// Parses a spot-check sample given as a share, `0` ..= `1` to thousandths (`0.1` is one
@@ -429,6 +462,50 @@ mod tests {
         assert_eq!(toml_duration(&Duration::Secs(0), parse_proof_every).unwrap(), 0);
         assert!(toml_duration(&Duration::Secs(-1), parse_proof_grace).is_err());
         assert_eq!(toml_duration(&Duration::Text("off".into()), parse_proof_every).unwrap(), 0);
+    }
+
+    /// `starling project new` with `flags` and, when given, a TOML manifest of `toml`.
+    fn built(flags: &[&str], toml: Option<&str>) -> Result<ProjectManifest> {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: NewArgs,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.toml");
+        let mut argv = vec!["new", "--key", "k", "--out", "o", "--name", "p"];
+        if let Some(text) = toml {
+            fs::write(&path, text).unwrap();
+            argv.extend(["--manifest", path.to_str().unwrap()]);
+        }
+        argv.extend(flags);
+        let cli = Cli::try_parse_from(argv).map_err(|e| anyhow::anyhow!("{e}"))?;
+        build_manifest(&cli.args, starling_protocol::engine::test_keypair(1).public())
+    }
+
+    #[test]
+    fn the_shard_depth_is_given_or_picked_for_a_node_count() {
+        let depth = |flags: &[&str], toml: Option<&str>| built(flags, toml).map(|m| m.shard_depth);
+        assert_eq!(depth(&[], None).unwrap(), 0);
+        assert_eq!(depth(&["--shard-depth", "3"], None).unwrap(), 3);
+        // About 12 nodes a shard or more: 5,000 nodes make 256 shards of 19 or so.
+        assert_eq!(depth(&["--shard-for-nodes", "5000"], None).unwrap(), 8);
+        assert_eq!(depth(&["--shard-for-nodes", "20"], None).unwrap(), 0);
+        assert_eq!(depth(&[], Some("[shards]\ndepth = 2\n")).unwrap(), 2);
+        assert_eq!(depth(&[], Some("[shards]\nfor_nodes = 100\n")).unwrap(), 3);
+        // A flag overrides the TOML, whichever of the two the TOML sets.
+        assert_eq!(depth(&["--shard-depth", "1"], Some("[shards]\nfor_nodes = 100\n")).unwrap(), 1);
+        assert_eq!(depth(&["--shard-for-nodes", "24"], Some("[shards]\ndepth = 5\n")).unwrap(), 1);
+        let err = |flags: &[&str], toml| depth(flags, toml).unwrap_err().to_string();
+        let e = err(&["--shard-depth", "13"], None);
+        assert!(e.contains("shard depth 13 is out of range: 0 ..= 12"), "{e}");
+        let e = err(&[], Some("[shards]\ndepth = 1\nfor_nodes = 100\n"));
+        assert!(e.contains("not both"), "{e}");
+        let e = err(&["--shard-for-nodes", "0"], None);
+        assert!(e.contains("at least 1"), "{e}");
+        let e = err(&["--shard-depth", "2", "--shard-for-nodes", "90"], None);
+        assert!(e.contains("cannot be used with"), "{e}");
     }
 
     #[test]

@@ -122,6 +122,14 @@ pub struct NewArgs {
     /// rate divided by the lanes (1 ..= 64; default 1). Raise it for big hosts.
     #[arg(long)]
     pub lanes: Option<u16>,
+    /// Split the project into 2^N neighbourhoods (shards), 0 ..= 12 (default 0: whole). Each
+    /// node then hears only its shard's items. See `--shard-for-nodes`.
+    #[arg(long, value_name = "N")]
+    pub shard_depth: Option<u8>,
+    /// Pick the shard depth for about this many volunteer nodes, so that a shard keeps about
+    /// 12 of them or more. Sign a new manifest version as the mesh grows or shrinks.
+    #[arg(long, value_name = "NODES", conflicts_with = "shard_depth")]
+    pub shard_for_nodes: Option<u64>,
     /// Requests allowed in a burst above the rate.
     #[arg(long)]
     pub burst: Option<u32>,
@@ -241,6 +249,13 @@ fn new_project(args: &NewArgs) -> Result<()> {
     write_atomic(&args.out, &env.to_bytes())?;
     println!("{}", m.id().to_hex());
     eprintln!("signed project {:?} v{} ({}) to {}", m.name, m.version, m.id(), args.out.display());
+    if m.shard_depth > 0 {
+        eprintln!(
+            "split into {} shards (depth {}): each node takes in and claims only its shard's items",
+            1u32 << m.shard_depth,
+            m.shard_depth
+        );
+    }
     let slot_ms = starling_protocol::proof::every_ms(&m.verify, m.lease_ms);
     if slot_ms != m.verify.proof_every_ms {
         eprintln!(
@@ -492,6 +507,7 @@ pub fn describe(env: &Envelope) -> Result<serde_json::Value> {
                 "lanes": m.rate.lanes,
                 "burst": m.rate.burst,
                 "concurrency": m.rate.concurrency,
+                "shard_depth": m.shard_depth,
                 "lease_ms": m.lease_ms,
                 "replication": m.replication,
                 "scope": m.scope,

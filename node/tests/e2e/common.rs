@@ -126,6 +126,19 @@ impl Node {
         Node { child: Some(child), dir, api, extra: extra.to_vec(), env, _tmp: Some(tmp) }
     }
 
+    /// Starts a node with the test runner under node key `key` (written to its data dir
+    /// first), for tests that need to know which shard a node lands in.
+    pub fn start_keyed(delay_ms: u64, key: &Keypair, extra: &[String]) -> Node {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        starling_node::keyfile::write_new(&dir.join(starling_node::cli_node::KEY_FILE), key)
+            .unwrap();
+        let env = vec![("STARLING_TEST_RUNNER_DELAY_MS".to_string(), delay_ms.to_string())];
+        let mut child = spawn_child(&dir, extra, &env);
+        let api = wait_api(&dir, &mut child);
+        Node { child: Some(child), dir, api, extra: extra.to_vec(), env, _tmp: Some(tmp) }
+    }
+
     /// Starts a node with the test runner and extra environment variables.
     pub fn start_env(delay_ms: u64, extra: &[String], env: &[(&str, &str)]) -> Node {
         let tmp = tempfile::tempdir().unwrap();
@@ -290,14 +303,33 @@ pub fn trusted(p: &TestProject) -> Vec<String> {
 }
 
 pub fn project(owner_seed: u64, name: &str, items: usize, lease_ms: u64) -> TestProject {
+    project_split(owner_seed, name, items, lease_ms, 0)
+}
+
+/// [`project`] with its owner splitting it into `2^shard_depth` shards.
+pub fn project_split(
+    owner_seed: u64,
+    name: &str,
+    items: usize,
+    lease_ms: u64,
+    shard_depth: u8,
+) -> TestProject {
+    let owner = starling_protocol::engine::test_keypair(owner_seed);
+    let m = ProjectManifest { shard_depth, ..test_manifest(&owner, name, lease_ms) };
     let urls = (0..items).map(|i| format!("http://127.0.0.1:9/{name}/{i}")).collect();
-    project_with(owner_seed, name, urls, lease_ms)
+    project_of(owner, m, urls)
 }
 
 /// A project of one-URL chunks, one per URL given.
 pub fn project_with(owner_seed: u64, name: &str, urls: Vec<String>, lease_ms: u64) -> TestProject {
     let owner = starling_protocol::engine::test_keypair(owner_seed);
-    let m = ProjectManifest {
+    let m = test_manifest(&owner, name, lease_ms);
+    project_of(owner, m, urls)
+}
+
+/// The manifest of the tests' projects: no checks, no copies, whole.
+fn test_manifest(owner: &Keypair, name: &str, lease_ms: u64) -> ProjectManifest {
+    ProjectManifest {
         name: name.into(),
         description: "node test".into(),
         version: 1,
@@ -311,8 +343,7 @@ pub fn project_with(owner_seed: u64, name: &str, urls: Vec<String>, lease_ms: u6
         caps: SizeCaps::default(),
         verify: no_checks(),
         shard_depth: 0,
-    };
-    project_of(owner, m, urls)
+    }
 }
 
 /// The spot-check policy of the tests that count items: nothing sampled, since each check is

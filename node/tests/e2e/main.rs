@@ -30,6 +30,7 @@ mod reject;
 mod relay;
 mod seed;
 mod service;
+mod shards;
 mod startup;
 mod store_damage;
 mod sync;
