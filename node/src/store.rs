@@ -237,7 +237,8 @@ impl Store {
                     Envelope::Directory(s) => {
                         directories.insert(s.signer().as_bytes(), bytes.as_slice()).map_err(io)?;
                     }
-                    Envelope::Presence(_) => {}
+                    // Heartbeats and shard counts are soon stale: heard again, not kept.
+                    Envelope::Presence(_) | Envelope::Progress(_) => {}
                     Envelope::Failure(f) => {
                         let Some(item) = proof_item(env) else { continue };
                         let mut key = item.as_bytes().to_vec();

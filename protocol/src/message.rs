@@ -379,6 +379,41 @@ impl Signable for RelayRequest {
     const MAX_BODY_BYTES: usize = 256;
 }
 
+/// How far one shard of a split project is, as one of its members counts it: the nodes of a
+/// split project learn how far the whole of it is from one of these per shard now and then,
+/// not from every receipt (see `engine/progress.rs`). Informational: no claim rests on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardProgress {
+    /// The split project.
+    pub project: ProjectId,
+    /// The shard counted, at the depth of the manifest the counter holds; the signer must be
+    /// one of its members.
+    pub shard: crate::shard::Shard,
+    /// The signer's clock when it counted.
+    pub at_ms: u64,
+    /// The shard's items by state (those never sharded, host lanes, left out).
+    pub open: u64,
+    pub held: u64,
+    pub done: u64,
+    pub failed: u64,
+}
+impl Validate for ShardProgress {
+    fn validate(&self) -> Result<(), DecodeError> {
+        let s = self.shard;
+        if s.depth == 0
+            || s.depth > crate::shard::SHARD_DEPTH_MAX
+            || u32::from(s.prefix) >> s.depth != 0
+        {
+            return Err(DecodeError::Invalid("shard outside 1 ..= 12 deep or past its depth"));
+        }
+        Ok(())
+    }
+}
+impl Signable for ShardProgress {
+    const KIND: &'static str = "shard-progress";
+    const MAX_BODY_BYTES: usize = 256;
+}
+
 /// Anything that travels over gossip or sync.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -399,8 +434,10 @@ pub enum Envelope {
     Failure(Signed<Failure>),
     /// A request for relay capacity.
     RelayRequest(Signed<RelayRequest>),
-    /// A curator's directory of projects (last, so the tags before it never change).
+    /// A curator's directory of projects.
     Directory(Signed<Directory>),
+    /// A shard's progress, counted by one of its members (new kinds go last).
+    Progress(Signed<ShardProgress>),
 }
 
 impl Validate for Envelope {
@@ -415,6 +452,7 @@ impl Validate for Envelope {
             Envelope::Failure(s) => s.validate(),
             Envelope::RelayRequest(s) => s.validate(),
             Envelope::Directory(s) => s.validate(),
+            Envelope::Progress(s) => s.validate(),
         }
     }
 }
@@ -448,6 +486,7 @@ impl Envelope {
             Envelope::Failure(s) => s.signer(),
             Envelope::RelayRequest(s) => s.signer(),
             Envelope::Directory(s) => s.signer(),
+            Envelope::Progress(s) => s.signer(),
         };
         key.node_id()
     }
@@ -464,6 +503,7 @@ impl Envelope {
             Envelope::Failure(_) => Failure::KIND,
             Envelope::RelayRequest(_) => RelayRequest::KIND,
             Envelope::Directory(_) => Directory::KIND,
+            Envelope::Progress(_) => ShardProgress::KIND,
         }
     }
 
@@ -479,6 +519,7 @@ impl Envelope {
             Envelope::Failure(s) => s.verify().map(drop),
             Envelope::RelayRequest(s) => s.verify().map(drop),
             Envelope::Directory(s) => s.verify().map(drop),
+            Envelope::Progress(s) => s.verify().map(drop),
         }
     }
 

@@ -63,6 +63,10 @@ impl World {
             Envelope::Batch(s) => decode::<ItemBatch>(s.body(), 8 << 20)
                 .ok()
                 .and_then(|b| self.ledger.project_index.get(&b.project).copied()),
+            Envelope::Progress(s) => s
+                .verified_ref()
+                .ok()
+                .and_then(|p| self.ledger.project_index.get(&p.project).copied()),
             _ => {
                 let (item, _) = env_item(env)?;
                 if let Some(p) = self.ledger.known_project(&item) {

@@ -83,6 +83,7 @@ impl EnvCache {
             Envelope::Failure(s) => s.body(),
             Envelope::RelayRequest(s) => s.body(),
             Envelope::Directory(s) => s.body(),
+            Envelope::Progress(s) => s.body(),
         };
         mix64(body.as_ptr() as u64)
     }

@@ -558,6 +558,13 @@ pub struct ShardInfo {
     pub members: usize,
     /// Connected peers in the shard's gossip topic.
     pub topic_peers: usize,
+    /// The whole project's items by state, added up from each shard's signed count (this
+    /// node's shard counted live), over the shards heard from.
+    #[serde(default)]
+    pub project_items: ItemCounts,
+    /// Shards whose count is in `project_items`, of `2^depth`.
+    #[serde(default)]
+    pub shards_heard: u32,
 }
 
 /// A project's items by state, for each kind of work apart: crawl chunks end (done or

@@ -198,6 +198,8 @@ pub(crate) fn projects() -> Vec<ProjectInfo> {
                 depth: 3,
                 members: 12,
                 topic_peers: 9,
+                project_items: ItemCounts { open: 960, held: 40, done: 2_080, failed: 40 },
+                shards_heard: 7,
             }),
         },
         ProjectInfo {

@@ -192,11 +192,14 @@ impl Actor {
     /// This node's shard of `project` for the views, `None` for a whole project.
     pub(super) fn shard_info(&self, project: &ProjectId) -> Option<crate::views::ShardInfo> {
         let view = self.engine.shard_views().into_iter().find(|v| v.project == *project)?;
+        let progress = self.engine.project_progress(project, now_ms()).unwrap_or_default();
         Some(crate::views::ShardInfo {
             name: view.shard.name(),
             depth: view.shard.depth,
             members: view.members,
             topic_peers: self.shard_peers(project, view.shard),
+            project_items: progress.items,
+            shards_heard: progress.shards_heard,
         })
     }
 

@@ -165,6 +165,30 @@ pub fn families(snap: &Snapshot, urls: Option<&crate::crawl::stats::UrlCounts>) 
         Gauge,
         shards(|s| s.members as u64),
     );
+    let mut progress = Vec::new();
+    for p in &snap.projects {
+        let Some(sh) = &p.shard else { continue };
+        let c = &sh.project_items;
+        for (state, v) in
+            [("open", c.open), ("held", c.held), ("done", c.done), ("failed", c.failed)]
+        {
+            let l = labels(&[("project", &p.id), ("name", &p.name), ("state", state)]);
+            progress.push(Series { labels: l, value: int(v) });
+        }
+    }
+    r.push(
+        "project_progress_items",
+        "Items of each split project by state, added up from its shards' signed counts over \
+         the shards heard from (see shard_counts_heard)",
+        Gauge,
+        progress,
+    );
+    r.push(
+        "shard_counts_heard",
+        "Shards of each split project whose progress count is in project_progress_items",
+        Gauge,
+        shards(|s| u64::from(s.shards_heard)),
+    );
     r.push(
         "shard_depth",
         "Depth each split project is cut to (2^depth shards), by this node's shard of it",

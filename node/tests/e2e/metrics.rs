@@ -110,6 +110,8 @@ fn check_parsed(classic: &Families, om: &Families) {
         "starling_project_items",
         "starling_shard_members",
         "starling_shard_depth",
+        "starling_shard_counts_heard",
+        "starling_project_progress_items",
         "starling_result_checks",
         "starling_marked_peers",
     ];

@@ -1,6 +1,7 @@
 //! Real nodes on a project their owner split in two: each node takes in and works only its
-//! own shard's items, hears only its shard's heartbeats once it knows the split, and shows its
-//! shard and its size in `/projects` and `/metrics`.
+//! own shard's items, hears only its shard's heartbeats once it knows the split, learns the
+//! whole project's progress from the shards' signed counts, and shows its shard and its size
+//! in `/projects` and `/metrics`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -121,6 +122,18 @@ fn nodes_of_a_split_project_work_their_own_shard_and_hear_only_its_members() {
             format!("{}\n{}", shards.join("\n"), dump(&nodes))
         },
     );
+    // Each shard's signed count (one every 30 s) tells every node how far the whole project is.
+    let whole = |node: &Node| {
+        project_info(node, &p)
+            .and_then(|x| x.shard)
+            .is_some_and(|s| s.project_items.done as usize == ITEMS && s.shards_heard == 2)
+    };
+    wait_for_or(
+        "each node to add up the whole project from the shards' counts",
+        Duration::from_secs(100),
+        || nodes.iter().all(whole),
+        || format!("{:?}", nodes.iter().map(|n| project_info(n, &p)).collect::<Vec<_>>()),
+    );
     for (i, node) in nodes.iter().enumerate() {
         let info = project_info(node, &p).unwrap();
         let s = info.shard.expect("a split project shows the node's shard");
@@ -140,6 +153,12 @@ fn nodes_of_a_split_project_work_their_own_shard_and_hear_only_its_members() {
             "node {i} is not in its shard's topic"
         );
         assert!(text.contains("starling_gossip_bytes_total{direction=\"received\"}"));
+        let done = format!("state=\"done\"}} {ITEMS}");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("starling_project_progress_items{") && l.ends_with(&done)),
+            "node {i}: the project's progress is not in its metrics"
+        );
     }
     assert_eq!(n, 2 * PER_SHARD);
 }

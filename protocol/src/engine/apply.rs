@@ -85,6 +85,7 @@ impl Engine {
             Envelope::Failure(s) => self.apply_failure(s, now),
             Envelope::RelayRequest(s) => self.apply_relay_request(s, now),
             Envelope::Directory(s) => self.apply_directory(s, now),
+            Envelope::Progress(s) => self.apply_progress(s, now),
         };
         if result.is_ok() {
             self.stats.accepted += 1;
@@ -123,7 +124,7 @@ impl Engine {
         }
     }
 
-    fn check_time(&self, at_ms: u64, now: u64) -> Result<(), Reject> {
+    pub(super) fn check_time(&self, at_ms: u64, now: u64) -> Result<(), Reject> {
         if at_ms > now.saturating_add(self.cfg.skew_margin_ms) {
             Err(Reject::FromTheFuture)
         } else {

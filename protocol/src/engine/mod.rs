@@ -59,6 +59,7 @@ mod invariants;
 mod judge;
 mod lanes;
 mod peers;
+mod progress;
 mod proofs;
 mod sessions;
 mod sync;
@@ -93,6 +94,7 @@ pub use lanes::{
     LANE_COOLDOWN_MAX_MS, LANE_DRAIN_MS, LANE_DRAIN_SLACK_MS, LANE_LEASE_MS, LANES_HELD_MAX,
     LaneView, chunk_finishing, drain_for, drain_quota, finishing_quota, lane_wanted,
 };
+pub use progress::{PROGRESS_INTERVAL_MS, PROGRESS_STALE_INTERVALS, ProjectProgress};
 pub use sessions::{
     SYNC_ROUNDS_MAX, SYNC_SESSIONS_MAX, SYNC_TIMEOUT_MS, SYNC_TRIES_MAX, SyncRequest, SyncSessions,
 };
@@ -347,6 +349,8 @@ pub struct Engine {
     trusted: BTreeSet<PublicKey>,
     /// Followed curators and their directories.
     curators: curators::Curators,
+    /// Shards' progress counts of split projects (see `progress.rs`).
+    progress: progress::ProgressBook,
     projects: BTreeMap<ProjectId, ProjectEntry>,
     items: BTreeMap<ItemId, ItemEntry>,
     /// The live peers, indexed for ranking.
@@ -414,6 +418,7 @@ impl Engine {
             rng: ChaCha8Rng::seed_from_u64(seed),
             trusted: trusted.into_iter().collect(),
             curators: curators::Curators::default(),
+            progress: progress::ProgressBook::default(),
             projects: BTreeMap::new(),
             items: BTreeMap::new(),
             peers: PeerTable::default(),
@@ -855,6 +860,7 @@ impl Engine {
         if now >= self.next_presence_at {
             self.send_presence(now);
         }
+        self.tend_progress(now);
         while let Some(env) = self.early.pop_due(now) {
             // Judged afresh; held back again if a renewal came meanwhile.
             let _ = self.apply_envelope(env, now, false);
@@ -1061,6 +1067,7 @@ impl Engine {
         match env {
             Envelope::Presence(_) => Some(Route::Presence),
             Envelope::RelayRequest(_) | Envelope::Directory(_) => Some(Route::Everyone),
+            Envelope::Progress(s) => s.verified_ref().ok().map(|p| Route::Project(p.project)),
             Envelope::Manifest(s) => s.verified_ref().ok().map(|m| Route::Project(m.id())),
             Envelope::Batch(s) => {
                 let b = s.verified_ref().ok()?;

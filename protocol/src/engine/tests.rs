@@ -3454,6 +3454,85 @@ mod shards {
     }
 
     #[test]
+    fn every_node_of_a_split_project_learns_its_progress_from_one_count_per_shard() {
+        use crate::engine::{PROGRESS_INTERVAL_MS, ProjectProgress};
+        let owner = test_keypair(1);
+        let mut net = Net::new(16, &owner, fast_config());
+        net.routed = true;
+        let depth = 2;
+        let (project, ids) = publish_split(&mut net, &owner, depth, 120);
+        assert!(
+            net.run_until(600_000, |n| ids.iter().all(|i| done_in_shard(n, &project, i, depth)))
+        );
+        // Each node holds only its shard's items; after a counting round it knows them all.
+        let whole = |n: &Net| {
+            n.engines.iter().all(|e| {
+                let p = e.project_progress(&project, n.now);
+                p.is_some_and(|p| p.items.done == 120 && p.shards_heard == 4)
+            })
+        };
+        let until = net.now + 3 * PROGRESS_INTERVAL_MS;
+        assert!(net.run_until(until, whole), "progress never added up by t={}", net.now);
+        let e = &net.engines[3];
+        assert!(e.counts(Some(project)).done < 120, "a node holds only its shard's items");
+        let p = e.project_progress(&project, net.now).unwrap();
+        assert_eq!(p, ProjectProgress { items: p.items, shards_heard: 4, shards: 4 });
+        assert_eq!((p.items.open, p.items.held, p.items.failed), (0, 0, 0));
+        // A whole project has no such view: every node holds all of it.
+        let m = ProjectManifest { name: "whole".into(), ..manifest(&owner, 5_000, 0) };
+        net.input(0, Input::Publish(Envelope::Manifest(Signed::sign(&owner, &m)))).unwrap();
+        assert_eq!(net.engines[0].project_progress(&m.id(), net.now), None);
+    }
+
+    #[test]
+    fn a_shard_count_is_taken_only_from_a_member_at_the_projects_depth_and_newer() {
+        use crate::message::ShardProgress;
+        let owner = test_keypair(1);
+        let mut net = Net::new(1, &owner, fast_config());
+        let m = ProjectManifest { shard_depth: 2, ..manifest(&owner, 5_000, 0) };
+        net.input(0, Input::Publish(Envelope::Manifest(Signed::sign(&owner, &m)))).unwrap();
+        let mine = net.engines[0].shard_of(&m.id()).unwrap();
+        let other = Shard { depth: 2, prefix: (mine.prefix + 1) % 4 };
+        let key_in = |s: Shard| {
+            (100..).map(test_keypair).find(|k| Shard::of_node(&k.node_id(), s.depth) == s).unwrap()
+        };
+        let count = |shard: Shard, at_ms: u64, done: u64| ShardProgress {
+            project: m.id(),
+            shard,
+            at_ms,
+            open: 0,
+            held: 0,
+            done,
+            failed: 0,
+        };
+        let send = |net: &mut Net, k: &Keypair, c: &ShardProgress| {
+            net.engines[0].handle(Input::Message(Envelope::Progress(Signed::sign(k, c))), 1_000)
+        };
+        let member = key_in(other);
+        assert_eq!(send(&mut net, &member, &count(other, 900, 7)), Ok(()));
+        // Newer counts replace older ones; an older or equal one is a duplicate.
+        assert_eq!(send(&mut net, &member, &count(other, 900, 8)), Err(Reject::Duplicate));
+        assert_eq!(send(&mut net, &member, &count(other, 950, 9)), Ok(()));
+        // Someone outside the shard cannot count it (a made-up count, penalised).
+        let outsider = key_in(mine);
+        assert_eq!(send(&mut net, &outsider, &count(other, 990, 500)), Err(Reject::NotHolder));
+        assert!(Reject::NotHolder.penalize());
+        // A count at another depth than the manifest's is not comparable.
+        let shallow = Shard { depth: 1, prefix: other.prefix >> 1 };
+        assert_eq!(send(&mut net, &key_in(shallow), &count(shallow, 990, 5)), Err(Reject::Stale));
+        // Of a project this node does not know, or from the future.
+        let unknown = ShardProgress { project: ProjectId([9; 32]), ..count(other, 990, 1) };
+        assert_eq!(send(&mut net, &member, &unknown), Err(Reject::UnknownProject));
+        assert_eq!(send(&mut net, &member, &count(other, 999_999, 1)), Err(Reject::FromTheFuture));
+        let p = net.engines[0].project_progress(&m.id(), 1_000).unwrap();
+        assert_eq!((p.items.done, p.shards_heard, p.shards), (9, 2, 4));
+        // A shard that does not exist at its depth is malformed.
+        let bad = count(Shard { depth: 2, prefix: 4 }, 990, 1);
+        assert!(Envelope::Progress(Signed::sign(&member, &bad)).verify().is_err());
+        assert_eq!(send(&mut net, &member, &bad), Err(Reject::Malformed));
+    }
+
+    #[test]
     fn a_batch_of_another_shard_is_refused_but_its_publisher_passes_it_on() {
         let owner = test_keypair(1);
         let mut net = Net::new(1, &owner, fast_config());

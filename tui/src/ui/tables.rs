@@ -431,12 +431,16 @@ fn shard_line(p: &ProjectInfo) -> Paragraph<'static> {
         let text = " shard: whole project (every node hears every item)";
         return Paragraph::new(Line::styled(text, Style::new().fg(DIM)));
     };
+    let shards = 1u32 << s.depth.min(31);
+    let p = &s.project_items;
     let text = format!(
-        " shard {} of {} · {} members live · {} peers in its topic · counts: this shard's",
+        " shard {} of {shards} · {} live · {} in topic · project {}/{} ended ({}/{shards} shards)",
         s.name,
-        1u32 << s.depth.min(31),
         s.members,
-        s.topic_peers
+        s.topic_peers,
+        p.done + p.failed,
+        total(p),
+        s.shards_heard,
     );
     // A shard this node hears no one else in works alone: its items wait on it.
     let alone = s.members <= 1 || s.topic_peers == 0;
