@@ -94,7 +94,10 @@ pub use lanes::{
     LANE_COOLDOWN_MAX_MS, LANE_DRAIN_MS, LANE_DRAIN_SLACK_MS, LANE_LEASE_MS, LANES_HELD_MAX,
     LaneView, chunk_finishing, drain_for, drain_quota, finishing_quota, lane_wanted,
 };
-pub use progress::{PROGRESS_INTERVAL_MS, PROGRESS_STALE_INTERVALS, ProjectProgress};
+pub use progress::{
+    PROGRESS_INTERVAL_MS, PROGRESS_SHARDS_PER_INTERVAL, PROGRESS_STALE_INTERVALS, ProjectProgress,
+    progress_interval_ms,
+};
 pub use sessions::{
     SYNC_ROUNDS_MAX, SYNC_SESSIONS_MAX, SYNC_TIMEOUT_MS, SYNC_TRIES_MAX, SyncRequest, SyncSessions,
 };

@@ -1,12 +1,13 @@
 //! Project-wide progress of a split project, from one signed count per shard.
 //!
 //! A node of a split project holds only its shard's items, so its own counts say how far its
-//! shard is, not the project. Every [`PROGRESS_INTERVAL_MS`] one member of each shard (the
+//! shard is, not the project. Every [`progress_interval_ms`] one member of each shard (the
 //! one whose HRW score for the shard and the interval is highest among the members it counts
 //! live) signs a [`ShardProgress`] of its shard's items by state and publishes it to the whole
 //! project. Each node keeps the newest count of each shard at the manifest's depth, from a
 //! signer that is a member of that shard, and adds them up with its own shard's live counts:
-//! `2^depth` small messages an interval instead of every receipt. The counts are
+//! at most [`PROGRESS_SHARDS_PER_INTERVAL`] small messages every [`PROGRESS_INTERVAL_MS`]
+//! however deep the split, instead of every receipt. The counts are
 //! informational; no claim rests on them, so a member that lies about its shard's progress
 //! misleads the views and nothing else.
 
@@ -20,8 +21,13 @@ use crate::signed::Signed;
 
 use super::{Engine, ItemCounts, Output, Reject};
 
-/// How often each shard's progress is counted and published.
+/// How often each shard's progress is counted and published, in a project of up to
+/// [`PROGRESS_SHARDS_PER_INTERVAL`] shards; deeper, each shard counts that much less often (see
+/// [`progress_interval_ms`]).
 pub const PROGRESS_INTERVAL_MS: u64 = 30_000;
+/// Shard counts a project sends every [`PROGRESS_INTERVAL_MS`] at most, however deep it is
+/// split: they reach every node of the project, so their cost must not grow with the mesh.
+pub const PROGRESS_SHARDS_PER_INTERVAL: u64 = 16;
 /// A shard count older than this many intervals is left out of the project's total.
 pub const PROGRESS_STALE_INTERVALS: u64 = 4;
 
@@ -31,7 +37,7 @@ pub(super) struct ProgressBook {
     /// By project, then by shard: the count and the envelope it came in. At most `2^depth`
     /// shards a project (4,096), for projects this node knows.
     counts: BTreeMap<ProjectId, BTreeMap<Shard, ShardProgress>>,
-    /// The interval this node last looked at whether to count.
+    /// The [`PROGRESS_INTERVAL_MS`] tick this node last looked at whether to count.
     round: u64,
 }
 
@@ -44,6 +50,15 @@ pub struct ProjectProgress {
     pub shards_heard: u32,
     /// Shards the project has (`2^depth`).
     pub shards: u32,
+}
+
+/// How often each shard of a project split `depth` deep is counted: every
+/// [`PROGRESS_INTERVAL_MS`] up to 16 shards, twice as seldom for each level deeper (at 512
+/// shards, every 16 minutes), so the whole project sends at most
+/// [`PROGRESS_SHARDS_PER_INTERVAL`] counts every [`PROGRESS_INTERVAL_MS`].
+pub fn progress_interval_ms(depth: u8) -> u64 {
+    let shards = 1u64 << depth.min(crate::shard::SHARD_DEPTH_MAX);
+    PROGRESS_INTERVAL_MS * shards.div_ceil(PROGRESS_SHARDS_PER_INTERVAL)
 }
 
 /// The key whose HRW scores choose a shard's counter for one interval.
@@ -60,15 +75,20 @@ impl Engine {
     /// Once an interval: counts and publishes each split project's shard this node is the
     /// counter of (see the module's documentation).
     pub(super) fn tend_progress(&mut self, now: u64) {
-        let round = now / PROGRESS_INTERVAL_MS;
-        if round == self.progress.round {
+        let tick = now / PROGRESS_INTERVAL_MS;
+        if tick == self.progress.round {
             return;
         }
-        self.progress.round = round;
+        self.progress.round = tick;
         let split: Vec<(ProjectId, Shard)> =
             self.shards().filter(|(p, _)| self.is_subscribed(p)).collect();
         for (project, shard) in split {
-            let key = counter_key(&project, shard, round);
+            // The first tick of each of this shard's (longer, when deep) intervals.
+            let per = progress_interval_ms(shard.depth) / PROGRESS_INTERVAL_MS;
+            if tick % per != 0 {
+                continue;
+            }
+            let key = counter_key(&project, shard, tick / per);
             let members = self.peers.rank_list(&project, Roles(0), Some(shard));
             let mine = hrw::score(&key, &self.me);
             if members.iter().any(|n| hrw::score(&key, n) > mine) {
@@ -139,7 +159,7 @@ impl Engine {
             out.shards_heard += 1;
         };
         add(self.counts(Some(*project)));
-        let oldest = now.saturating_sub(PROGRESS_STALE_INTERVALS * PROGRESS_INTERVAL_MS);
+        let oldest = now.saturating_sub(PROGRESS_STALE_INTERVALS * progress_interval_ms(depth));
         let heard = self.progress.counts.get(project).into_iter().flatten();
         for (shard, p) in heard {
             if *shard != mine && shard.depth == depth && p.at_ms >= oldest {

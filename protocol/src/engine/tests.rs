@@ -3485,6 +3485,22 @@ mod shards {
     }
 
     #[test]
+    fn a_deep_split_counts_each_shard_less_often_so_the_project_sends_a_bounded_number() {
+        use crate::engine::{
+            PROGRESS_INTERVAL_MS, PROGRESS_SHARDS_PER_INTERVAL, progress_interval_ms,
+        };
+        for depth in 0..=crate::shard::SHARD_DEPTH_MAX {
+            let every = progress_interval_ms(depth);
+            assert_eq!(every % PROGRESS_INTERVAL_MS, 0);
+            // Counts the whole project sends per PROGRESS_INTERVAL_MS.
+            let per_interval = (1u64 << depth) * PROGRESS_INTERVAL_MS / every;
+            assert!(per_interval <= PROGRESS_SHARDS_PER_INTERVAL, "depth {depth}: {per_interval}");
+            assert!(depth > 4 || every == PROGRESS_INTERVAL_MS);
+        }
+        assert_eq!(progress_interval_ms(9), 32 * PROGRESS_INTERVAL_MS);
+    }
+
+    #[test]
     fn a_shard_count_is_taken_only_from_a_member_at_the_projects_depth_and_newer() {
         use crate::message::ShardProgress;
         let owner = test_keypair(1);
