@@ -85,7 +85,7 @@ impl Engine {
         for (project, shard) in split {
             // The first tick of each of this shard's (longer, when deep) intervals.
             let per = progress_interval_ms(shard.depth) / PROGRESS_INTERVAL_MS;
-            if tick % per != 0 {
+            if !tick.is_multiple_of(per) {
                 continue;
             }
             let key = counter_key(&project, shard, tick / per);
