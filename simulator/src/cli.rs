@@ -16,7 +16,7 @@ pub struct SimArgs {
     /// scale-10k, skew-beyond, local-faults, skewed-nodes, skew-cut-off, flaky-site, curated,
     /// host-lanes, host-lanes-node-scope, host-lanes-crash, host-lanes-by-host, host-lanes-killed,
     /// liars-checked, liars-sampled, liars-collude, changing-site, hoarders, copies-churn, shards,
-    /// shards-grow) or a path to a scenario TOML file.
+    /// shards-grow, shards-shrink) or a path to a scenario TOML file.
     #[arg(long, default_value = "steady")]
     pub scenario: String,
     /// Seed for the run.

@@ -17,7 +17,7 @@ pub use validate::{
 };
 
 /// Built-in scenario files, by name.
-pub const BUILTIN: [(&str, &str); 26] = [
+pub const BUILTIN: [(&str, &str); 27] = [
     ("steady", include_str!("../scenarios/steady.toml")),
     ("lossy", include_str!("../scenarios/lossy.toml")),
     ("churn", include_str!("../scenarios/churn.toml")),
@@ -44,6 +44,7 @@ pub const BUILTIN: [(&str, &str); 26] = [
     ("copies-churn", include_str!("../scenarios/copies-churn.toml")),
     ("shards", include_str!("../scenarios/shards.toml")),
     ("shards-grow", include_str!("../scenarios/shards-grow.toml")),
+    ("shards-shrink", include_str!("../scenarios/shards-shrink.toml")),
 ];
 
 /// Why a scenario could not be loaded.

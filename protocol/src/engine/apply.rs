@@ -153,11 +153,12 @@ impl Engine {
         self.outputs.push_back(Output::Persist(Envelope::Manifest(s.clone())));
         let old = self.projects.remove(&id);
         let depth_was = old.as_ref().map(|p| p.m.shard_depth);
+        let bare_until = old.as_ref().map_or(0, |p| p.bare_until);
         let batches = old.map(|p| p.batches).unwrap_or_default();
         let depth = m.shard_depth;
-        self.projects.insert(id, ProjectEntry { manifest: s, m, batches });
+        self.projects.insert(id, ProjectEntry { manifest: s, m, batches, bare_until });
         if depth_was.is_some_and(|d| d != depth) {
-            self.reshard(id, now);
+            self.reshard(id, depth_was.unwrap_or(0), now);
         }
         self.derive_lanes(id, now);
         self.replay_pending(now);
@@ -200,9 +201,20 @@ impl Engine {
         if let Some(p) = self.projects.get_mut(&b.project) {
             p.batches.insert(key, s);
         }
-        // Items point into the decoded batch rather than holding a copy each.
+        // Items point into the decoded batch rather than holding a copy each. Soon after a
+        // merge, those new here wait as the merge's own do (see `reshard`): a batch a member
+        // of one merged part hands over holds the other parts' items too, without their
+        // states (`shards-shrink` at 300 nodes, seed 6, before this).
+        let bare_until = self.projects.get(&b.project).map_or(0, |p| p.bare_until);
         for (i, id) in ids.into_iter().enumerate() {
+            let new = !self.items.contains_key(&id);
             self.insert_item(id, b.project, WorkRef::InBatch(Arc::clone(&b), i as u32), now);
+            if new
+                && bare_until > now
+                && let Some(e) = self.items.get_mut(&id)
+            {
+                e.since = e.since.max(bare_until);
+            }
         }
         self.derive_lanes(b.project, now);
         self.replay_pending(now);
@@ -213,7 +225,7 @@ impl Engine {
     /// shard (but those it works on, which it finishes and reports) and the batches with none
     /// of its items left, and takes in the items that came into it from the batches it keeps.
     /// A shard that grew by merging learns its other half's batches and item states by sync.
-    fn reshard(&mut self, project: crate::ids::ProjectId, now: u64) {
+    fn reshard(&mut self, project: crate::ids::ProjectId, depth_was: u8, now: u64) {
         let gone: Vec<ItemId> = self
             .items
             .iter()
@@ -232,9 +244,20 @@ impl Engine {
         let batches: Vec<Kept> =
             p.batches.iter().filter_map(|(k, s)| Some((*k, verified(s).ok()?))).collect();
         // An item that came into the shard has a state this node never saw: the other half's
-        // members hold it. Nobody here claims it before a warm-up in which sync can bring it,
-        // as a node fresh from a restart does not.
-        let since = now.saturating_add(self.cfg.warmup_ms);
+        // members hold it, and may not have heard of the merge yet (a node that does first
+        // finds none of them on the new shard's topic to sync with). Taken in bare from its
+        // batch it looks open at epoch 0, so a claim now could reuse an epoch those members
+        // ended already, and refuse theirs of the next as early while its own lease runs:
+        // both would run it. So it waits a full lease and the skew margin, as for an unknown
+        // holder's lease to run out; meanwhile sync brings its state, and the holder's
+        // renewals or the next epoch's claim reach this node once the holder follows the
+        // merge (`shards-shrink` seed 20 before this).
+        let lease = self.lease_ms(&project).saturating_add(self.cfg.skew_margin_ms);
+        let since = now.saturating_add(self.cfg.warmup_ms.max(lease));
+        let merged = self.shard_of(&project).is_none_or(|s| s.depth < depth_was);
+        if merged && let Some(p) = self.projects.get_mut(&project) {
+            p.bare_until = since;
+        }
         for (key, b) in batches {
             let mut any = false;
             for (i, w) in b.items.iter().enumerate() {

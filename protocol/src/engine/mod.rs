@@ -144,6 +144,9 @@ struct ProjectEntry {
     manifest: Signed<ProjectManifest>,
     m: Arc<ProjectManifest>,
     batches: BTreeMap<(u64, [u8; 32]), Signed<ItemBatch>>,
+    /// After a merge, until when items taken in bare from a batch (their states unheard of)
+    /// wait before any claim: see `reshard`.
+    bare_until: u64,
 }
 
 #[derive(Debug, Clone)]

@@ -3717,6 +3717,135 @@ mod shards {
         );
     }
 
+    /// A node that learns of a merge before the members of the shard it merges with holds
+    /// that shard's items bare, from the batch: open at epoch 0, whatever happened to them.
+    /// It claims none of them before a full lease (and the skew margin) has passed, in which
+    /// it hears of each item's epoch from those members once they follow (`shards-shrink`
+    /// seed 20 before this: one claimed an item at epoch 1, which the item's shard had
+    /// released already, and refused the members' claim of epoch 2 as early while its own
+    /// lease ran; both ran the item).
+    #[test]
+    fn a_node_that_merges_first_waits_a_lease_for_the_other_halfs_epochs() {
+        let owner = test_keypair(1);
+        let lease = 20_000;
+        // One node in shard 0 at depth 1 (`a`), two in shard 1 (`b1`, who works the item and
+        // leaves, and `b2`, who stays).
+        let keys: Vec<u64> = (1000..1100).collect();
+        let in_half = |k: &u64, half: u16| {
+            Shard::of_node(&test_keypair(*k).public().node_id(), 1).prefix == half
+        };
+        let a = *keys.iter().find(|k| in_half(k, 0)).unwrap();
+        let mut bs = keys.iter().filter(|k| in_half(k, 1));
+        let (b1, b2) = (*bs.next().unwrap(), *bs.next().unwrap());
+        // Room for every item at once, so `b2` is free to claim the item again.
+        let cfg = EngineConfig { capacity: 16, ..fast_config() };
+        let mut net = Net::new(3, &owner, cfg.clone());
+        net.engines = [a, b1, b2]
+            .iter()
+            .enumerate()
+            .map(|(i, k)| Engine::new(cfg.clone(), test_keypair(*k), [owner.public()], i as u64))
+            .collect();
+        net.routed = true;
+        net.work_ms = 60_000;
+        let m = ProjectManifest { shard_depth: 1, ..manifest(&owner, lease, 0) };
+        let b = batch(&owner, &m, 8);
+        net.input(0, Input::Publish(Envelope::Manifest(Signed::sign(&owner, &m)))).unwrap();
+        net.input(0, Input::Publish(Envelope::Batch(b))).unwrap();
+        let project = m.id();
+        // `b1` or `b2` starts an item of shard 1; its worker leaves, giving it back.
+        net.run_until(5_000, |n| {
+            n.starts.iter().any(|(w, i)| *w > 0 && Shard::of_key(i, 1).prefix == 1)
+        });
+        let &(worker, item) =
+            net.starts.iter().find(|(w, i)| *w > 0 && Shard::of_key(i, 1).prefix == 1).unwrap();
+        let stays = 3 - worker;
+        // The one who stays takes no new work until the merge (it is busy, say).
+        net.input(stays, Input::Pause(true)).unwrap();
+        net.input(worker, Input::Shutdown).unwrap();
+        net.silenced[worker] = true;
+        net.run_until(net.now + 200, |_| false);
+        assert!(matches!(net.engines[stays].item_state(&item), Some(ItemState::Open { epoch: 1 })));
+        assert_eq!(net.engines[0].item_state(&item), None, "shard 0 never heard of it");
+        // The owner merges the halves; `a` hears of it first, `stays` a second later.
+        let merged = ProjectManifest { version: 2, ..manifest(&owner, lease, 0) };
+        let merged = Envelope::Manifest(Signed::sign(&owner, &merged));
+        let mark = net.starts.len();
+        net.input(0, Input::Message(merged.clone())).unwrap();
+        assert_eq!(net.engines[0].shard_of(&project), None);
+        net.run_until(net.now + 1_000, |_| false);
+        net.input(stays, Input::Message(merged)).unwrap();
+        net.input(stays, Input::Pause(false)).unwrap();
+        net.run_until(net.now + 2 * lease, |_| false);
+        let runners: Vec<usize> =
+            net.starts[mark..].iter().filter(|(_, i)| *i == item).map(|(w, _)| *w).collect();
+        let views: Vec<_> = net.engines.iter().map(|e| e.item_state(&item)).collect();
+        assert_eq!(runners.len(), 1, "started after the merge by {runners:?}; {views:?}");
+        assert_eq!(views[0], views[stays], "{views:?}");
+        assert!(matches!(views[0], Some(ItemState::Held { epoch: 2, .. })), "{views:?}");
+    }
+
+    /// After a merge a batch can come in that this node dropped at a split: a member of one
+    /// merged part hands it over by sync with the states of its own part's items only. The
+    /// other parts' items in it are as bare as the merge's own, and wait as long (`shards-
+    /// shrink` at 300 nodes, seed 6, before this: a node ran again items done long before).
+    #[test]
+    fn a_batch_synced_in_after_a_merge_waits_for_the_states_of_every_part() {
+        let owner = test_keypair(1);
+        let lease = 20_000;
+        let depth = 2;
+        // Three nodes in three different shards at depth 2: `a` merges, `r` answers its sync,
+        // `x` worked items `a` learns of only from `r`'s batch.
+        let of = |k: u64| Shard::of_node(&test_keypair(k).public().node_id(), depth).prefix;
+        let a = 1000;
+        let r = (1001..1100).find(|k| of(*k) != of(a)).unwrap();
+        let x = (1001..1100).find(|k| of(*k) != of(a) && of(*k) != of(r)).unwrap();
+        let mut net = Net::new(3, &owner, fast_config());
+        net.engines = [a, r, x]
+            .iter()
+            .enumerate()
+            .map(|(i, k)| Engine::new(fast_config(), test_keypair(*k), [owner.public()], i as u64))
+            .collect();
+        net.routed = true;
+        let m = ProjectManifest { shard_depth: depth, ..manifest(&owner, lease, 0) };
+        // One batch of `r`'s and `x`'s items, none of `a`'s: `a` does not keep it.
+        let items: Vec<WorkItem> = (0..200)
+            .map(|i| WorkItem::CrawlChunk { urls: vec![format!("http://example.test/{i}")] })
+            .filter(|w| [of(r), of(x)].contains(&Shard::of_key(&w.id(&m.id()), depth).prefix))
+            .collect();
+        let b = Signed::sign(&owner, &ItemBatch { project: m.id(), seq: 1, items });
+        let ids: Vec<ItemId> = b.verify().unwrap().items.iter().map(|w| w.id(&m.id())).collect();
+        let xs: Vec<ItemId> =
+            ids.iter().copied().filter(|i| Shard::of_key(i, depth).prefix == of(x)).collect();
+        assert!(!xs.is_empty());
+        net.input(1, Input::Publish(Envelope::Manifest(Signed::sign(&owner, &m)))).unwrap();
+        net.input(1, Input::Publish(Envelope::Batch(b))).unwrap();
+        let done = |n: &Net, e: usize, i: &ItemId| {
+            matches!(n.engines[e].item_state(i), Some(ItemState::Done { .. }))
+        };
+        assert!(net.run_until(120_000, |n| xs.iter().all(|i| done(n, 2, i))));
+        assert_eq!(net.engines[0].item_count(), 0);
+        // The owner merges everything into one shard; `a` hears first and syncs with `r`.
+        let merged = ProjectManifest { version: 2, ..manifest(&owner, lease, 0) };
+        net.input(0, Input::Message(Envelope::Manifest(Signed::sign(&owner, &merged)))).unwrap();
+        let sync = |net: &mut Net, from: usize| {
+            let delta = net.engines[from].sync_delta(&net.engines[0].sync_digest());
+            for env in delta.envelopes {
+                let _ = net.input(0, Input::Message(env));
+            }
+        };
+        sync(&mut net, 1);
+        assert!(xs.iter().all(|i| net.engines[0].item_state(i).is_some()), "the batch came");
+        let mark = net.starts.len();
+        net.run_until(net.now + lease / 2, |_| false);
+        let again = net.starts[mark..].iter().filter(|(w, i)| *w == 0 && xs.contains(i)).count();
+        assert_eq!(again, 0, "items of `x` claimed on a batch's word alone");
+        // `x`'s states come (by its own sync, here), and nothing of `x`'s runs again.
+        sync(&mut net, 2);
+        net.run_until(net.now + 2 * lease, |_| false);
+        assert!(xs.iter().all(|i| done(&net, 0, i)));
+        assert!(xs.iter().all(|i| net.executions.get(i) == Some(&1)));
+    }
+
     /// An item worked here when a split put it in another shard is reported as the work ends,
     /// then forgotten: a node that neither hears nor ranks in that shard never claims it again
     /// (`shards-grow` seed 6 before this: one failed its work there, took the item for open
