@@ -417,6 +417,15 @@ pub fn peer_id_of(node: &starling_protocol::NodeId) -> Option<libp2p::PeerId> {
     Some(identity::PublicKey::from(pk).to_peer_id())
 }
 
+/// The Starling node id behind a libp2p peer id, when its key is ed25519.
+pub fn node_id_of(peer: &libp2p::PeerId) -> Option<starling_protocol::NodeId> {
+    let mh = peer.as_ref();
+    // An identity multihash of the protobuf-encoded public key.
+    let pk = identity::PublicKey::try_decode_protobuf(mh.digest()).ok()?;
+    let ed = pk.try_into_ed25519().ok()?;
+    Some(starling_protocol::NodeId(ed.to_bytes()))
+}
+
 /// Length-capped raw bytes each way: a [`starling_protocol::SyncDigest`] out, a
 /// [`SyncDelta`] back. Each request uses its own stream, so the end of the stream ends the
 /// message.
@@ -525,6 +534,7 @@ mod tests {
         let mut secret = node.secret_bytes();
         let id = identity::Keypair::ed25519_from_bytes(&mut secret).unwrap();
         assert_eq!(peer, id.public().to_peer_id());
+        assert_eq!(node_id_of(&peer), Some(node.node_id()));
     }
 
     #[test]

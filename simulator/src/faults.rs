@@ -71,10 +71,22 @@ impl World {
                 }
             }
             FaultKind::Leave { share } => {
+                let honest_up = |x: &crate::world::SimNode| x.up() && !x.byz;
+                let mut left = self.nodes.iter().filter(|x| honest_up(x)).count();
+                let mut stayed = 0;
                 for node in 0..n as u32 {
-                    let x = &self.nodes[node as usize];
-                    if x.up() && !x.byz && self.rng.random_bool(share) {
+                    if !honest_up(&self.nodes[node as usize]) {
+                        continue;
+                    }
+                    left -= 1;
+                    // A mesh that loses every node has nothing left to check: the last one
+                    // stays if all others went (only in small runs, where every node may draw
+                    // a leave). It still draws, so larger runs keep their traces.
+                    let goes = self.rng.random_bool(share) && (left > 0 || stayed > 0);
+                    if goes {
                         self.take_down(node, true);
+                    } else {
+                        stayed += 1;
                     }
                 }
             }

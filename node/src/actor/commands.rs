@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use starling_protocol::{Envelope, Input, ItemState, NodeId, Reject, Roles, WorkItem, WorkKind};
+use starling_protocol::{Envelope, Input, ItemState, Reject, Roles, WorkItem, WorkKind};
 
 use crate::actor::Actor;
 use crate::client::{Command, ITEMS_LIST_MAX, ItemQuery};
@@ -265,7 +265,7 @@ impl Actor {
                 peer.to_string(),
                 PeerInfo {
                     peer_id: peer.to_string(),
-                    node_id: node_id_of(peer).map(|n| n.to_hex()),
+                    node_id: net::node_id_of(peer).map(|n| n.to_hex()),
                     connected: true,
                     live: false,
                     score: gossip.peer_score(peer),
@@ -437,15 +437,6 @@ fn state_name(s: &ItemState) -> &'static str {
         ItemState::Done { .. } => "done",
         ItemState::Failed { .. } => "failed",
     }
-}
-
-/// The Starling node id behind a libp2p peer id, when its key is ed25519.
-fn node_id_of(peer: &libp2p::PeerId) -> Option<NodeId> {
-    let mh = peer.as_ref();
-    // An identity multihash of the protobuf-encoded public key.
-    let pk = libp2p::identity::PublicKey::try_decode_protobuf(mh.digest()).ok()?;
-    let ed = pk.try_into_ed25519().ok()?;
-    Some(NodeId(ed.to_bytes()))
 }
 
 impl Actor {

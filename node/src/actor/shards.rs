@@ -33,6 +33,8 @@ pub const SHARD_BRIDGE: Duration = Duration::from_secs(10);
 /// Connected peers in its shard's topic below which the node looks for more members in the
 /// DHT and dials them.
 pub const SHARD_PEERS_WANT: usize = 6;
+/// Members of each merged part a node syncs with after a merge.
+pub const MERGE_SYNC_PER_PART: usize = 2;
 /// How often a thin shard is looked up again.
 pub const SHARD_LOOKUP_EVERY: Duration = Duration::from_secs(30);
 
@@ -62,6 +64,15 @@ impl Actor {
         if wanted == self.shards.wanted {
             return;
         }
+        // A project merged whole again: no shard of it is wanted any more.
+        let whole: BTreeSet<(ProjectId, u8)> = self
+            .shards
+            .joined
+            .iter()
+            .filter(|((p, _), until)| until.is_none() && !wanted.iter().any(|(w, _)| w == p))
+            .filter(|((p, _), _)| self.engine.projects().any(|(id, _)| id == *p))
+            .map(|((p, s), _)| (*p, s.depth))
+            .collect();
         let leave_at = Instant::now() + SHARD_BRIDGE;
         let set: BTreeSet<_> = wanted.iter().copied().collect();
         for (key, until) in &mut self.shards.joined {
@@ -70,11 +81,22 @@ impl Actor {
                 *until = Some(leave_at);
             }
         }
+        let mut merged: Vec<(ProjectId, Shard, u8)> =
+            whole.into_iter().map(|(p, depth)| (p, Shard::WHOLE, depth)).collect();
         for &(project, shard) in &wanted {
             let topic = net::shard_topic(&project, shard);
             match self.shards.joined.get_mut(&(project, shard)) {
                 Some(until) => *until = None,
                 None => {
+                    // A shallower shard than one joined before: the owner merged shards.
+                    let old = self
+                        .shards
+                        .joined
+                        .keys()
+                        .filter(|(p, s)| *p == project && s.depth > shard.depth);
+                    if let Some(depth) = old.map(|(_, s)| s.depth).max() {
+                        merged.push((project, shard, depth));
+                    }
                     if let Err(e) = net::join(&mut self.swarm.behaviour_mut().gossipsub, &topic) {
                         tracing::warn!(error = %e, "cannot join a shard's topic");
                         continue;
@@ -91,6 +113,39 @@ impl Actor {
         self.shards.looked_up.retain(|k, _| set.contains(k));
         self.shards.wanted = wanted;
         self.look_up_thin_shards();
+        for (project, shard, depth) in merged {
+            self.merge_sync(&project, shard, depth);
+        }
+    }
+
+    /// After a merge into `shard`, syncs with up to [`MERGE_SYNC_PER_PART`] connected members
+    /// of each part it merged (its shards at the old `depth`), one of each part first: each
+    /// part's members hold only their part's item states, and the merged items wait a lease
+    /// for them (see `Engine::reshard`). Done again as the old topic is left, when more of
+    /// them have heard of the merge.
+    fn merge_sync(&mut self, project: &ProjectId, shard: Shard, depth: u8) {
+        let extra =
+            depth.saturating_sub(shard.depth).min(starling_protocol::shard::SHARD_DEPTH_MAX);
+        let parts = 1u16 << extra;
+        let mut by_part: BTreeMap<Shard, Vec<PeerId>> = BTreeMap::new();
+        for peer in self.swarm.connected_peers() {
+            let Some(node) = net::node_id_of(peer) else { continue };
+            let part = Shard::of_node(&node, depth);
+            if shard.covers(&part) {
+                by_part.entry(part).or_default().push(*peer);
+            }
+        }
+        tracing::info!(
+            project = %project, shard = %shard, parts, reached = by_part.len(),
+            "merged shards: syncing with members of each part"
+        );
+        for round in 0..MERGE_SYNC_PER_PART {
+            let peers: Vec<PeerId> =
+                by_part.values().filter_map(|v| v.get(round)).copied().collect();
+            for peer in peers {
+                self.start_sync(peer);
+            }
+        }
     }
 
     /// Leaves the shard topics whose bridge time ran out, and looks up members of shards
@@ -106,6 +161,14 @@ impl Actor {
             .collect();
         for (project, shard) in gone {
             self.shards.joined.remove(&(project, shard));
+            // Left after a merge: a second round with the parts' members.
+            let into = match self.shards.wanted.iter().find(|(p, _)| *p == project) {
+                Some(&(_, s)) => Some(s).filter(|s| s.depth < shard.depth && s.covers(&shard)),
+                None => self.engine.projects().any(|(id, _)| id == project).then_some(Shard::WHOLE),
+            };
+            if let Some(into) = into {
+                self.merge_sync(&project, into, shard.depth);
+            }
             let topic = net::shard_topic(&project, shard);
             self.swarm.behaviour_mut().gossipsub.unsubscribe(&topic);
             self.swarm.behaviour_mut().kad.stop_providing(&record_key(&project, shard));

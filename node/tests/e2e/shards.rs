@@ -1,14 +1,14 @@
 //! Real nodes on a project their owner split in two: each node takes in and works only its
 //! own shard's items, hears only its shard's heartbeats once it knows the split, learns the
 //! whole project's progress from the shards' signed counts, and shows its shard and its size
-//! in `/projects` and `/metrics`.
+//! in `/projects` and `/metrics`; merged back, every node learns the other half's done items.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use starling_node::views::ProjectInfo;
 use starling_protocol::shard::Shard;
-use starling_protocol::{Envelope, ItemId, Keypair};
+use starling_protocol::{Envelope, ItemId, Keypair, ProjectManifest, Signed};
 
 use crate::common::*;
 
@@ -161,4 +161,33 @@ fn nodes_of_a_split_project_work_their_own_shard_and_hear_only_its_members() {
         );
     }
     assert_eq!(n, 2 * PER_SHARD);
+
+    // The owner merges the halves back (version 2, whole): each node learns the other half's
+    // items and their done states from that half's members, and runs none of them again.
+    let Ok(Envelope::Manifest(v1)) = Envelope::from_bytes(&p.manifest) else { panic!() };
+    let v2 = ProjectManifest { version: 2, shard_depth: 0, ..v1.verify().unwrap() };
+    let v2 = Envelope::Manifest(Signed::sign(&p.owner, &v2)).to_bytes();
+    assert_eq!(nodes[0].publish(&v2)["outcome"], "applied");
+    wait_for_or(
+        "every node to hold the whole project, done, after the merge",
+        Duration::from_secs(90),
+        || {
+            nodes.iter().all(|node| {
+                project_info(node, &p)
+                    .is_some_and(|x| x.shard.is_none() && x.items.done as usize == ITEMS)
+            })
+        },
+        || {
+            format!(
+                "{:?}",
+                nodes.iter().map(|n| project_info(n, &p).map(|x| x.items)).collect::<Vec<_>>()
+            )
+        },
+    );
+    let executions: u64 = nodes.iter().map(|n| num(&n.status(), &["runner", "completed"])).sum();
+    assert_eq!(executions, ITEMS as u64, "an item ran again after the merge");
+    for (i, node) in nodes.iter().enumerate() {
+        let log = std::fs::read_to_string(node.dir.join("node.log")).unwrap_or_default();
+        assert!(log.contains("merged shards"), "node {i} did no merge sync");
+    }
 }
