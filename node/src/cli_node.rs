@@ -409,6 +409,9 @@ pub fn status(args: StatusArgs) -> Result<()> {
     let projects: Option<Vec<starling_tui::api::ProjectInfo>> = client.get_json("/projects").ok();
     for p in projects.iter().flatten() {
         println!("rate      {}", rate_line(p));
+        if let Some(line) = shard_line(p) {
+            println!("shard     {line}");
+        }
     }
     println!(
         "items     {} open, {} held, {} done, {} failed",
@@ -481,6 +484,20 @@ fn rate_line(p: &starling_tui::api::ProjectInfo) -> String {
             format!("{}: {rate}/s per host for the whole mesh (scope mesh{share})", p.name)
         }
     }
+}
+
+/// The `shard` line of `starling status` for a split project: this node's shard, its live
+/// members and peers in its topic, and the whole project's progress from the shards' counts.
+/// No line for a whole project.
+fn shard_line(p: &starling_tui::api::ProjectInfo) -> Option<String> {
+    let s = p.shard.as_ref()?;
+    let shards = 1u32 << s.depth.min(31);
+    let c = &s.project_items;
+    Some(format!(
+        "{}: shard {} of {shards}, {} members live, {} peers in its topic; the project {} done, \
+         {} failed, {} held, {} open ({} of {shards} shards counted; `items` above is this shard's)",
+        p.name, s.name, s.members, s.topic_peers, c.done, c.failed, c.held, c.open, s.shards_heard,
+    ))
 }
 
 /// The `seeding` line of `starling status`: the duties held and how many of their copies are
@@ -679,6 +696,29 @@ mod key_of_tests {
         let [a, b] = super::contributed_lines(&Default::default());
         assert_eq!(a, "0 items, 0 URLs and 0 B archived");
         assert!(b.ends_with("0h00m up over all runs"), "{b}");
+    }
+
+    #[test]
+    fn the_shard_line_names_the_shard_its_size_and_the_projects_progress() {
+        let mut p: starling_tui::api::ProjectInfo = serde_json::from_value(serde_json::json!({
+            "id": "ab", "name": "big", "version": 1, "owner": "cd", "lease_ms": 1000,
+            "replication": 0, "items": {"open": 1, "held": 2, "done": 3, "failed": 0}
+        }))
+        .unwrap();
+        assert_eq!(super::shard_line(&p), None, "a whole project has no shard line");
+        p.shard = Some(starling_tui::api::ShardInfo {
+            name: "3/5".into(),
+            depth: 3,
+            members: 12,
+            topic_peers: 9,
+            project_items: starling_protocol::ItemCounts { open: 10, held: 4, done: 80, failed: 1 },
+            shards_heard: 7,
+        });
+        assert_eq!(
+            super::shard_line(&p).unwrap(),
+            "big: shard 3/5 of 8, 12 members live, 9 peers in its topic; the project 80 done, 1 \
+             failed, 4 held, 10 open (7 of 8 shards counted; `items` above is this shard's)"
+        );
     }
 
     #[test]

@@ -481,3 +481,17 @@ pub fn page_chunks_project(
         m.id(),
     )
 }
+
+/// Runs `starling ARGS --data-dir <node's dir>` and returns its standard output, failing the
+/// test if it exits non-zero.
+pub fn cli(node: &Node, args: &[&str]) -> String {
+    let out = std::process::Command::new(BIN)
+        .args(args)
+        .arg("--data-dir")
+        .arg(&node.dir)
+        .output()
+        .expect("run starling");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "starling {args:?} failed: {stderr}");
+    String::from_utf8(out.stdout).unwrap()
+}

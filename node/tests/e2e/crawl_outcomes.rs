@@ -71,19 +71,6 @@ fn hits(p: &Plan, path: &str) -> u32 {
     p.hits.lock().unwrap().get(path).copied().unwrap_or(0)
 }
 
-/// Runs `starling ARGS --data-dir DIR` and returns its stdout; it must succeed.
-fn cli(node: &Node, args: &[&str]) -> String {
-    let out = std::process::Command::new(BIN)
-        .args(args)
-        .arg("--data-dir")
-        .arg(&node.dir)
-        .output()
-        .expect("run starling");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "starling {args:?} failed: {stderr}");
-    String::from_utf8(out.stdout).unwrap()
-}
-
 #[test]
 fn unreadable_robots_txt_defers_and_in_the_end_every_allowed_url_is_archived() {
     let a = std::net::TcpListener::bind("127.0.0.61:0").unwrap();

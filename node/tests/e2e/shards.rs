@@ -161,6 +161,10 @@ fn nodes_of_a_split_project_work_their_own_shard_and_hear_only_its_members() {
         );
     }
     assert_eq!(n, 2 * PER_SHARD);
+    let text = cli(&nodes[0], &["status"]);
+    let want = format!("shard     shards: shard {} of 2, {PER_SHARD} members live", shard_of(0));
+    assert!(text.contains(&want), "no {want:?} in:\n{text}");
+    assert!(text.contains(&format!("the project {ITEMS} done")), "{text}");
 
     // The owner merges the halves back (version 2, whole): each node learns the other half's
     // items and their done states from that half's members, and runs none of them again.
