@@ -60,10 +60,11 @@ impl Actor {
     /// Joins the topic of each shard the engine now puts this node in, and marks those it no
     /// longer does for leaving after [`SHARD_BRIDGE`]. Cheap when nothing changed.
     pub(super) fn tend_shards(&mut self) {
-        let wanted: Vec<(ProjectId, Shard)> = self.engine.shards().collect();
-        if wanted == self.shards.wanted {
+        // Called after every batch of engine outputs: nothing is allocated unless it changed.
+        if self.engine.shards().eq(self.shards.wanted.iter().copied()) {
             return;
         }
+        let wanted: Vec<(ProjectId, Shard)> = self.engine.shards().collect();
         // A project merged whole again: no shard of it is wanted any more.
         let whole: BTreeSet<(ProjectId, u8)> = self
             .shards

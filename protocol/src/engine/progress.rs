@@ -38,7 +38,7 @@ pub(super) struct ProgressBook {
     /// shards a project (4,096), for projects this node knows.
     counts: BTreeMap<ProjectId, BTreeMap<Shard, ShardProgress>>,
     /// The [`PROGRESS_INTERVAL_MS`] tick this node last looked at whether to count.
-    round: u64,
+    tick: u64,
 }
 
 /// A split project's progress as this node can tell it.
@@ -76,10 +76,10 @@ impl Engine {
     /// counter of (see the module's documentation).
     pub(super) fn tend_progress(&mut self, now: u64) {
         let tick = now / PROGRESS_INTERVAL_MS;
-        if tick == self.progress.round {
+        if tick == self.progress.tick {
             return;
         }
-        self.progress.round = tick;
+        self.progress.tick = tick;
         let split: Vec<(ProjectId, Shard)> =
             self.shards().filter(|(p, _)| self.is_subscribed(p)).collect();
         for (project, shard) in split {
